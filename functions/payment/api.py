@@ -1,0 +1,127 @@
+"""HTTP API of the payment service (API Gateway HTTP API, payload 2.0). Thin: parse, call the service, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.payment import service
+from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
+from functions.shared.errors import CardNumberRefused, DomainError
+from functions.shared.pan import contains_card_number
+
+logger = Logger(service="payment")
+app = APIGatewayHttpResolver(enable_validation=True)
+
+API_TITLE = "MarketPay payments API"
+API_VERSION = "1.0.0"
+
+# Pydantic's error types that have a clearer name in our API.
+_CODE_NAMES = {
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+    "string_pattern_mismatch": "invalid_format",
+    "string_type": "invalid_type",
+    "model_attributes_type": "invalid_type",
+    "dict_type": "invalid_type",
+    "list_type": "invalid_type",
+    "json_invalid": "invalid_json",
+}
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text
+
+
+def _code(error: dict[str, Any]) -> str:
+    kind = error.get("type", "invalid")
+    field = _field(tuple(error.get("loc", ())))
+    if field == "payment_orders" and kind == "too_short":
+        return "no_payment_orders"
+    if field == "payment_orders" and kind == "too_long":
+        return "too_many_payment_orders"
+    return _CODE_NAMES.get(kind, kind)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response:
+    errors = list(error.errors())
+    details = [{"field": _field(tuple(e.get("loc", ()))), "code": _code(e), "message": e.get("msg", "")}
+               for e in errors]
+    first = details[0] if details else {"code": "invalid_request", "message": "invalid request", "field": ""}
+    status = 400 if first["code"] == "invalid_json" else 422
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    return error_response(status, first["code"], message, details)
+
+
+@app.exception_handler(DomainError)
+def _domain_error(error: DomainError) -> Response:
+    if error.http_status >= 500:
+        logger.exception("domain error")
+    return error_response(error.http_status, error.code, error.message, error.details)
+
+
+@app.post("/v1/payments", responses={202: {"description": "Checkout accepted"}})
+def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[CheckoutView]:
+    checkout, replayed = service.place_checkout(request)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    logger.info("checkout placed", extra={"checkout_id": checkout.checkout_id, "replayed": replayed,
+                                          "orders": len(checkout.payment_orders)})
+    return Response(status_code=202, content_type="application/json", body=checkout.model_dump_json(),
+                    headers=headers)
+
+
+@app.get("/v1/payments/<payment_order_id>")
+def get_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> PaymentOrderView:
+    return service.get_order(payment_order_id)
+
+
+@app.get("/v1/checkouts/<checkout_id>")
+def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutView:
+    return service.get_checkout(checkout_id)
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi() -> Response[dict]:
+    return Response(status_code=200, content_type="application/json", body=openapi_document())
+
+
+def openapi_document() -> str:
+    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+
+
+def _refuse_card_numbers(event: dict[str, Any]) -> Response | None:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded") and body:
+        import base64
+
+        body = base64.b64decode(body).decode("utf-8", errors="replace")
+    if body and contains_card_number(body):
+        refusal = CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)")
+        return error_response(refusal.http_status, refusal.code, refusal.message)
+    return None
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The card check runs before anything parses or logs the body, so a PAN never reaches a log or a table.
+    refused = _refuse_card_numbers(event)
+    if refused is not None:
+        logger.warning("request refused: card number in body", extra={"path": event.get("rawPath")})
+        return refused.build(event)  # type: ignore[no-any-return]
+    return app.resolve(event, context)

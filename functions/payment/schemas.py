@@ -1,0 +1,120 @@
+"""The API's request and response bodies. The OpenAPI document is generated from these models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from functions.shared.money import Money, MoneyError
+
+MAX_ORDERS_PER_CHECKOUT = 50  # one DynamoDB transaction holds the event and every order (limit 100 items)
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
+
+
+class BuyerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    buyer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+
+
+class CreditCardInfo(BaseModel):
+    """A PSP payment-method token (pm_...). Card numbers are never accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
+
+
+class PaymentOrderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seller_account: AccountId
+    amount: str = Field(description='Decimal string in major units, e.g. "12.34"', examples=["12.34"])
+    currency: str = Field(description="ISO 4217 code", examples=["USD"])
+    payment_order_id: Identifier
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError("invalid_amount", 'amount must be a decimal string such as "12.34"')
+        return value
+
+    @model_validator(mode="after")
+    def _valid_money(self) -> PaymentOrderRequest:
+        self.money()
+        return self
+
+    def money(self) -> Money:
+        try:
+            return Money.from_major(self.amount, self.currency)
+        except MoneyError as error:
+            raise PydanticCustomError(error.code, error.message) from None
+
+
+class PaymentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    buyer_info: BuyerInfo
+    checkout_id: Identifier
+    credit_card_info: CreditCardInfo
+    payment_orders: list[PaymentOrderRequest] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
+
+    @model_validator(mode="after")
+    def _unique_order_ids(self) -> PaymentRequest:
+        seen: set[str] = set()
+        for order in self.payment_orders:
+            if order.payment_order_id in seen:
+                raise PydanticCustomError(
+                    "duplicate_payment_order_id",
+                    "payment_order_id {id} appears twice in this checkout",
+                    {"id": order.payment_order_id},
+                )
+            seen.add(order.payment_order_id)
+        return self
+
+
+class PaymentOrderView(BaseModel):
+    payment_order_id: str
+    payment_order_status: str
+    amount: str
+    currency: str
+    seller_account: str
+    checkout_id: str
+    ledger_updated: bool = False
+    wallet_updated: bool = False
+    psp_reference: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class CheckoutView(BaseModel):
+    checkout_id: str
+    is_payment_done: bool
+    created_at: str
+    payment_orders: list[PaymentOrderView]
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    code: str
+    message: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,173 @@
+"""Pay-in logic behind the API: place a checkout once, read orders and checkouts back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
+from functions.shared import clock, queues
+from functions.shared.config import settings
+from functions.shared.errors import CheckoutConflict, NotFound
+from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.money import Money
+from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, sweep_shard
+
+logger = Logger(service="payment")
+
+_WRITE_ATTEMPTS = 4
+
+
+def request_fingerprint(request: PaymentRequest) -> str:
+    """Hash of the request's meaning: the same checkout sent again, however formatted, has the same hash."""
+    canonical = {
+        "buyer_info": request.buyer_info.model_dump(exclude_none=True),
+        "checkout_id": request.checkout_id,
+        "payment_method": request.credit_card_info.payment_method,
+        "payment_orders": [
+            {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
+             "amount_minor": o.money().minor, "currency": o.money().currency}
+            for o in request.payment_orders
+        ],
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None) -> tuple[CheckoutView, bool]:
+    """Store the checkout and its orders atomically, then hand the orders to the executor.
+
+    Returns the checkout as first answered and whether this call was a replay. If the function dies after the
+    write and before the send, the sweeper enqueues the NOT_STARTED orders once their grace period ends.
+    """
+    tables = tables or PaymentTables.from_settings()
+    config = settings()
+    now = clock.now()
+    created_at = clock.iso(now)
+    due_at = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
+    payment_method = request.credit_card_info.payment_method
+    summaries = [
+        {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
+         "amount_minor": o.money().minor, "currency": o.money().currency}
+        for o in request.payment_orders
+    ]
+    event = {
+        "checkout_id": request.checkout_id,
+        "request_hash": request_fingerprint(request),
+        "buyer_info": request.buyer_info.model_dump(exclude_none=True),
+        "payment_method": payment_method,
+        "payment_orders": summaries,
+        "pending_order_ids": {s["payment_order_id"] for s in summaries},
+        "is_payment_done": False,
+        "created_at": created_at,
+    }
+    orders = [
+        {
+            **summary,
+            "checkout_id": request.checkout_id,
+            "payment_method": payment_method,
+            "payment_order_status": OrderStatus.NOT_STARTED.value,
+            "attempts": 0,
+            "wallet_updated": False,
+            "ledger_updated": False,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
+            "due_at": due_at,
+        }
+        for summary in summaries
+    ]
+    for attempt in range(_WRITE_ATTEMPTS):
+        try:
+            tables.create_checkout(event, orders)
+            break
+        except WriteConflict:
+            if attempt == _WRITE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (2**attempt))
+        except CheckoutExists as exists:
+            existing = exists.existing or tables.get_checkout(request.checkout_id)
+            if existing is None or existing["request_hash"] != event["request_hash"]:
+                raise CheckoutConflict(
+                    f"checkout {request.checkout_id} exists with a different request"
+                ) from None
+            return checkout_as_placed(existing), True
+
+    works = [OrderWork(**summary, checkout_id=request.checkout_id, payment_method=payment_method)
+             for summary in summaries]
+    try:
+        unsent = queues.enqueue_orders(works)
+    except Exception:  # the orders are stored; the sweeper will enqueue them after the grace period
+        logger.exception("enqueue failed; the sweeper will enqueue the orders",
+                         extra={"checkout_id": request.checkout_id})
+        unsent = [w.payment_order_id for w in works]
+    if unsent:
+        logger.warning("orders not enqueued", extra={"checkout_id": request.checkout_id, "unsent": unsent})
+    return checkout_as_placed(event), False
+
+
+def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
+    """The answer to the POST: the checkout as it was stored, every order NOT_STARTED (replays match it)."""
+    return CheckoutView(
+        checkout_id=event["checkout_id"],
+        is_payment_done=False,
+        created_at=event["created_at"],
+        payment_orders=[
+            PaymentOrderView(
+                payment_order_id=o["payment_order_id"],
+                payment_order_status=OrderStatus.NOT_STARTED.value,
+                amount=Money(o["amount_minor"], o["currency"]).to_major(),
+                currency=o["currency"],
+                seller_account=o["seller_account"],
+                checkout_id=event["checkout_id"],
+                created_at=event["created_at"],
+                updated_at=event["created_at"],
+            )
+            for o in event["payment_orders"]
+        ],
+    )
+
+
+def order_view(item: dict[str, Any]) -> PaymentOrderView:
+    failed = item["payment_order_status"] == OrderStatus.FAILED.value
+    return PaymentOrderView(
+        payment_order_id=item["payment_order_id"],
+        payment_order_status=item["payment_order_status"],
+        amount=Money(item["amount_minor"], item["currency"]).to_major(),
+        currency=item["currency"],
+        seller_account=item["seller_account"],
+        checkout_id=item["checkout_id"],
+        ledger_updated=bool(item.get("ledger_updated")),
+        wallet_updated=bool(item.get("wallet_updated")),
+        psp_reference=item.get("psp_reference"),
+        failure_code=item.get("failure_code") if failed else None,
+        failure_reason=item.get("failure_reason") if failed else None,
+        created_at=item.get("created_at"),
+        updated_at=item.get("updated_at"),
+    )
+
+
+def get_order(payment_order_id: str, tables: PaymentTables | None = None) -> PaymentOrderView:
+    item = (tables or PaymentTables.from_settings()).get_order(payment_order_id)
+    if item is None:
+        raise NotFound(f"payment order {payment_order_id} not found")
+    return order_view(item)
+
+
+def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> CheckoutView:
+    tables = tables or PaymentTables.from_settings()
+    event = tables.get_checkout(checkout_id)
+    if event is None:
+        raise NotFound(f"checkout {checkout_id} not found")
+    ids = [o["payment_order_id"] for o in event["payment_orders"]]
+    items = tables.get_orders(ids)
+    return CheckoutView(
+        checkout_id=checkout_id,
+        is_payment_done=bool(event.get("is_payment_done")),
+        created_at=event["created_at"],
+        payment_orders=[order_view(items[i]) for i in ids if i in items],
+    )

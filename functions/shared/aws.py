@@ -1,0 +1,32 @@
+"""boto3 clients, built lazily once per process (cold start), never at import time.
+
+AWS_ENDPOINT_URL (honoured by boto3 itself) points them at the local stack; nothing here knows about it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
+_clients: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def client(service: str) -> Any:
+    cached = _clients.get(service)
+    if cached is not None:
+        return cached
+    with _lock:
+        if service not in _clients:
+            _clients[service] = boto3.session.Session().client(service, config=_CONFIG)
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Drop cached clients (tests switch endpoints or mocks)."""
+    with _lock:
+        _clients.clear()

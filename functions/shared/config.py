@@ -1,0 +1,48 @@
+"""Settings read from the environment and validated once per cold start: a missing name fails loudly."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    payment_events_table: str = Field(min_length=1)
+    payment_orders_table: str = Field(min_length=1)
+    wallet_table: str = Field(min_length=1)
+    ledger_table: str = Field(min_length=1)
+    recon_table: str = ""
+    orders_queue_url: str = ""
+    workflow_dlq_url: str = ""
+    review_queue_url: str = ""
+    state_machine_arn: str = ""
+    settlement_bucket: str = ""
+    psp_api_base: str = ""
+    psp_api_key: str = ""
+    psp_api_key_parameter: str = ""
+    psp_name: str = "stripe"
+    # Seconds an order may stay EXECUTING before the sweeper drives it again. Above the Express workflow's
+    # five-minute limit, so a re-drive never overlaps a still-running execution.
+    executing_deadline_s: int = 360
+    # Seconds a stored order may wait for its queue message before the sweeper enqueues it (the outbox grace).
+    enqueue_grace_s: int = 60
+    max_attempts: int = 5
+    sweep_shards: int = 4
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values = {name: os.environ[name.upper()] for name in cls.model_fields if name.upper() in os.environ}
+        return cls.model_validate(values)
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests change the environment between cases)."""
+    settings.cache_clear()
+    return settings()

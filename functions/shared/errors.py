@@ -1,0 +1,99 @@
+"""Every failure the domain knows, under one base. Handlers map them to HTTP answers or workflow errors.
+
+Step Functions matches a task's error by the exception's class name, so the workflow's Retry and Catch clauses
+name these classes: rename one only together with infra/constructs/workflow.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every domain error: a machine-readable `code`, a message, and the HTTP status it maps to."""
+
+    code = "domain_error"
+    http_status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or []
+
+
+class RequestInvalid(DomainError):
+    """The request body breaks a rule of the API (amount, currency, fields, limits)."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class CardNumberRefused(RequestInvalid):
+    """The body carries something that looks like a primary account number; only PSP tokens are accepted."""
+
+    code = "card_number_not_allowed"
+
+
+class CheckoutConflict(DomainError):
+    """The checkout_id exists with a different request body."""
+
+    code = "checkout_id_conflict"
+    http_status = 409
+
+
+class PaymentOrderIdInUse(DomainError):
+    """A payment_order_id of the request already belongs to another checkout."""
+
+    code = "payment_order_id_in_use"
+    http_status = 409
+
+
+class NotFound(DomainError):
+    """The resource asked for does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class StatusTransitionRefused(DomainError):
+    """An order status change that would move backwards or skip a state."""
+
+    code = "status_transition_refused"
+    http_status = 409
+
+
+class UnbalancedTransaction(DomainError):
+    """A ledger transaction whose entries do not sum to zero per currency; it is never written."""
+
+    code = "unbalanced_transaction"
+    http_status = 500
+
+
+class LedgerConflict(DomainError):
+    """A transaction with this id exists with different entries: a bug or tampering, never overwritten."""
+
+    code = "ledger_conflict"
+    http_status = 500
+
+
+class PspTransientError(DomainError):
+    """The PSP call may succeed if retried with the same idempotency key (network, 5xx, 429, in-flight key)."""
+
+    code = "psp_transient"
+    http_status = 502
+
+
+class PspPermanentError(DomainError):
+    """The PSP refused the request for a reason a retry will not change (invalid parameters, unknown method)."""
+
+    code = "psp_permanent"
+    http_status = 502
+
+
+class PspOutcomeUnknown(DomainError):
+    """The charge may or may not have happened and the PSP cannot tell us yet: never charge again blindly."""
+
+    code = "psp_outcome_unknown"
+    http_status = 502

@@ -1,0 +1,244 @@
+"""The Lambda functions of docs/design.md, their triggers and one least-privilege role each.
+
+Code: one asset of the repository root that keeps only `functions/`, so handlers read `functions.<part>...`.
+Dependencies: one layer from `build/layer` (scripts/build_layer.py). Each function logs to its own LogGroup
+(no log-retention custom resource) and gets exactly the table actions, queues and parameters it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from aws_cdk import ArnFormat, Aws, Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra import names
+from infra.constructs.queues import Queues
+from infra.constructs.tables import Tables
+
+RUNTIME = lambda_.Runtime.PYTHON_3_11
+ARCHITECTURE = lambda_.Architecture.ARM_64
+# Git-style patterns on the repository root: drop every top-level entry but functions/, and bytecode.
+CODE_EXCLUDES = ["/*", "!/functions/", "__pycache__/", "*.pyc"]
+
+READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
+# TransactWriteItems has no IAM action of its own: each item needs the action it performs.
+WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
+
+
+class Functions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        tables: Tables,
+        queues: Queues,
+        bucket: s3.IBucket,
+        repo_root: Path,
+        layer_dir: Path,
+        psp_key_parameter: str,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._removal_policy = removal_policy
+        self._tables = tables
+        self._queues = queues
+        self._code = lambda_.Code.from_asset(str(repo_root), exclude=CODE_EXCLUDES, ignore_mode=IgnoreMode.GIT)
+        self._layer = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            code=lambda_.Code.from_asset(str(layer_dir)),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="MarketPay runtime dependencies (scripts/build_layer.py)",
+        )
+        # Table names for every function: functions/shared/config.py requires them at cold start. A name is
+        # not a permission; the roles below decide what each function may touch.
+        self._common_env = {
+            names.ENV_PAYMENT_EVENTS_TABLE: tables.payment_events.table_name,
+            names.ENV_PAYMENT_ORDERS_TABLE: tables.payment_orders.table_name,
+            names.ENV_WALLET_TABLE: tables.wallet.table_name,
+            names.ENV_LEDGER_TABLE: tables.ledger.table_name,
+            names.ENV_RECON_TABLE: tables.recon.table_name,
+            names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
+        }
+
+        self.payment_api = self._function(names.PAYMENT_API, {names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url})
+        self.order_starter = self._function(names.ORDER_STARTER)
+        self.executor = self._function(
+            names.EXECUTOR,
+            # Empty base = the real Stripe API; the key is read from SSM at cold start.
+            {names.ENV_PSP_API_BASE: "", names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter},
+        )
+        self.wallet = self._function(names.WALLET_FN)
+        self.ledger = self._function(names.LEDGER_FN)
+        self.finalize = self._function(names.FINALIZE)
+        self.sweeper = self._function(
+            names.SWEEPER,
+            {
+                names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
+                names.ENV_WORKFLOW_DLQ_URL: queues.workflow_dlq.queue_url,
+            },
+        )
+        self.recon = self._function(
+            names.RECON_FN,
+            {names.ENV_SETTLEMENT_BUCKET: bucket.bucket_name, names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url},
+        )
+
+        self._grant_table_access()
+        self._grant_queue_access()
+        self._grant_psp_key(self.executor, psp_key_parameter)
+        self._grant_settlement_access(bucket)
+        self._add_triggers()
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    def _function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:
+        role = iam.Role(
+            self,
+            f"{spec.name}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"MarketPay {spec.name}: least privilege",
+        )
+        log_group = logs.LogGroup(
+            self,
+            f"{spec.name}Logs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=self._removal_policy,
+        )
+        log_group.grant_write(role)
+        return lambda_.Function(
+            self,
+            spec.name,
+            code=self._code,
+            handler=spec.handler,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            memory_size=spec.memory_mb,
+            timeout=Duration.seconds(spec.timeout_s),
+            layers=[self._layer],
+            role=role,
+            log_group=log_group,
+            environment={**self._common_env, names.ENV_SERVICE_NAME: spec.service, **(env or {})},
+        )
+
+    @property
+    def all(self) -> dict[str, lambda_.Function]:
+        return {
+            names.PAYMENT_API.name: self.payment_api,
+            names.ORDER_STARTER.name: self.order_starter,
+            names.EXECUTOR.name: self.executor,
+            names.WALLET_FN.name: self.wallet,
+            names.LEDGER_FN.name: self.ledger,
+            names.FINALIZE.name: self.finalize,
+            names.SWEEPER.name: self.sweeper,
+            names.RECON_FN.name: self.recon,
+        }
+
+    # --- permissions --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _allow(fn: lambda_.Function, actions: Iterable[str], resources: Iterable[str]) -> None:
+        fn.add_to_role_policy(iam.PolicyStatement(actions=sorted(set(actions)), resources=list(resources)))
+
+    def _table(self, fn: lambda_.Function, table: dynamodb.Table, actions: Iterable[str]) -> None:
+        self._allow(fn, actions, [table.table_arn])
+
+    def _grant_table_access(self) -> None:
+        t = self._tables
+        # PaymentApi stores event + orders in one TransactWriteItems and answers status reads.
+        self._table(self.payment_api, t.payment_events, READ + WRITE)
+        self._table(self.payment_api, t.payment_orders, READ + WRITE)
+        # OrderStarter moves an order to EXECUTING before starting its workflow.
+        self._table(self.order_starter, t.payment_orders, ["dynamodb:GetItem", *WRITE])
+        self._table(self.wallet, t.wallet, READ + WRITE)
+        # Ledger transactions are immutable: conditional put, and a read to compare on conflict.
+        self._table(self.ledger, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
+        # Finalize marks the order and takes it off the event's pending set.
+        self._table(self.finalize, t.payment_orders, READ + WRITE)
+        self._table(self.finalize, t.payment_events, READ + WRITE)
+        # Sweeper reads only the sparse sweep index, then updates the orders it finds.
+        self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.SWEEP_INDEX}"])
+        self._table(self.sweeper, t.payment_orders, ["dynamodb:GetItem", *WRITE])
+        # Recon reads orders and the ledger, writes fee transactions and its own guards, carries and runs.
+        self._table(self.recon, t.payment_orders, READ)
+        self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])
+        self._table(self.recon, t.recon, [*READ, *WRITE, "dynamodb:DeleteItem"])
+
+    def _grant_queue_access(self) -> None:
+        q = self._queues
+        send = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+        self._allow(self.payment_api, send, [q.orders.queue_arn])
+        self._allow(self.sweeper, send, [q.orders.queue_arn, q.workflow_dlq.queue_arn])
+        self._allow(self.recon, send, [q.review.queue_arn])
+
+    def _grant_psp_key(self, fn: lambda_.Function, parameter: str) -> None:
+        stack = Stack.of(self)
+        parameter_arn = stack.format_arn(
+            service="ssm",
+            resource="parameter",
+            resource_name=parameter.lstrip("/"),
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        self._allow(fn, ["ssm:GetParameter"], [parameter_arn])
+        # The SecureString's key is chosen when the parameter is created (outside CloudFormation), so any key
+        # of the account, but only when SSM decrypts on the function's behalf.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[stack.format_arn(service="kms", resource="key", resource_name="*")],
+                conditions={"StringEquals": {"kms:ViaService": f"ssm.{Aws.REGION}.amazonaws.com"}},
+            )
+        )
+
+    def _grant_settlement_access(self, bucket: s3.IBucket) -> None:
+        self._allow(self.recon, ["s3:GetObject"], [bucket.arn_for_objects(f"{names.INCOMING_PREFIX}*")])
+        # Quarantine = copy to quarantine/ then delete the incoming object.
+        self._allow(self.recon, ["s3:DeleteObject"], [bucket.arn_for_objects(f"{names.INCOMING_PREFIX}*")])
+        self._allow(
+            self.recon,
+            ["s3:PutObject"],
+            [
+                bucket.arn_for_objects(f"{names.REPORTS_PREFIX}*"),
+                bucket.arn_for_objects(f"{names.QUARANTINE_PREFIX}*"),
+            ],
+        )
+
+    def wire_state_machine(self, machine: sfn.IStateMachine) -> None:
+        """Functions that start workflows: OrderStarter, the Sweeper (re-drives) and Recon."""
+        for fn in (self.order_starter, self.sweeper, self.recon):
+            fn.add_environment(names.ENV_STATE_MACHINE_ARN, machine.state_machine_arn)
+            self._allow(fn, ["states:StartExecution"], [machine.state_machine_arn])
+
+    # --- triggers -----------------------------------------------------------------------------------------
+
+    def _add_triggers(self) -> None:
+        self.order_starter.add_event_source(
+            sources.SqsEventSource(
+                self._queues.orders,
+                batch_size=10,
+                max_batching_window=Duration.seconds(1),
+                report_batch_item_failures=True,
+            )
+        )
+        self.recon.add_event_source(
+            sources.SqsEventSource(self._queues.recon, batch_size=1)
+        )
+        events.Rule(
+            self,
+            names.SCHEDULE,
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.sweeper, retry_attempts=0)],
+            description="Re-drives orders stuck before or inside their workflow",
+        )

@@ -1,0 +1,55 @@
+"""The DynamoDB tables of docs/design.md: on-demand, point-in-time recovery, retained unless told otherwise.
+
+`dynamodb.Table` (AWS::DynamoDB::Table), never TableV2: moto's CloudFormation cannot create the
+AWS::DynamoDB::GlobalTable that TableV2 emits, and the local stack deploys this template.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from constructs import Construct
+
+from infra import names
+
+_S = dynamodb.AttributeType.STRING
+
+
+class Tables(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, construct_id)
+
+        def table(name: str, pk: str, sk: str | None = None) -> dynamodb.Table:
+            return dynamodb.Table(
+                self,
+                name,
+                partition_key=dynamodb.Attribute(name=pk, type=_S),
+                sort_key=dynamodb.Attribute(name=sk, type=_S) if sk else None,
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True
+                ),
+                removal_policy=removal_policy,
+            )
+
+        self.payment_events = table(names.PAYMENT_EVENTS, "checkout_id")
+        self.payment_orders = table(names.PAYMENT_ORDERS, "payment_order_id")
+        # Sparse index: only orders that are not final carry sweep_shard/due_at, so the sweeper reads only those.
+        self.payment_orders.add_global_secondary_index(
+            index_name=names.SWEEP_INDEX,
+            partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
+            sort_key=dynamodb.Attribute(name="due_at", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.wallet = table(names.WALLET, "account_id", "sk")
+        self.ledger = table(names.LEDGER, "transaction_id")
+        self.recon = table(names.RECON, "pk", "sk")
+
+    def by_name(self) -> dict[str, dynamodb.Table]:
+        return {
+            names.PAYMENT_EVENTS: self.payment_events,
+            names.PAYMENT_ORDERS: self.payment_orders,
+            names.WALLET: self.wallet,
+            names.LEDGER: self.ledger,
+            names.RECON: self.recon,
+        }

@@ -1,0 +1,142 @@
+"""Every name the stack, the local stack and the tests agree on: logical ids, handlers, env vars, outputs.
+
+Construct ids of the stack's direct children become CloudFormation logical ids (outputs keep them verbatim);
+names fixed by docs/design.md are spelled here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STACK_NAME = "MarketPay"
+DEFAULT_REGION = "us-east-1"
+METRICS_NAMESPACE = "MarketPay"
+
+# Context keys (`cdk synth -c key=value`, or CDK_CONTEXT_JSON for `python infra/app.py`) and their defaults.
+CTX_DESTROY = "destroy"  # "true": tables, bucket and log groups are deleted with the stack (dev only)
+CTX_PSP_KEY_PARAMETER = "psp_api_key_parameter"
+CTX_LAYER_DIR = "layer_dir"
+ENV_LAYER_DIR = "MARKETPAY_LAYER_DIR"  # same as CTX_LAYER_DIR, for tests and CI
+DEFAULT_PSP_KEY_PARAMETER = "/marketpay/stripe/secret-key"
+DEFAULT_LAYER_DIR = "build/layer"
+
+# Capability constructs (children of the stack).
+TABLES = "Tables"
+QUEUES = "Queues"
+FUNCTIONS = "Functions"
+WORKFLOW = "Workflow"
+API = "Api"
+SETTLEMENT = "Settlement"
+ALARMS = "Alarms"
+SCHEDULE = "SweepSchedule"
+
+# Tables and their keys (docs/design.md "Tables").
+PAYMENT_EVENTS = "PaymentEvents"
+PAYMENT_ORDERS = "PaymentOrders"
+WALLET = "Wallet"
+LEDGER = "Ledger"
+RECON = "Recon"
+SWEEP_INDEX = "sweep"
+
+# Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
+ORDERS_QUEUE = "OrdersQueue"
+ORDERS_DLQ = "OrdersDlq"
+WORKFLOW_DLQ = "WorkflowDlq"
+RECON_QUEUE = "ReconQueue"
+RECON_DLQ = "ReconDlq"
+REVIEW_QUEUE = "ReviewQueue"
+REVIEW_DLQ = "ReviewDlq"
+MAX_RECEIVE_COUNT = 5
+
+# Settlement bucket prefixes.
+SETTLEMENT_BUCKET = "SettlementBucket"
+ACCESS_LOG_BUCKET = "SettlementAccessLogs"
+INCOMING_PREFIX = "incoming/"
+REPORTS_PREFIX = "reports/"
+QUARANTINE_PREFIX = "quarantine/"
+
+# Workflow state names (docs/design.md "Workflow").
+STATE_MACHINE = "PaymentOrderWorkflow"
+CHARGE = "Charge"
+CHARGE_OUTCOME = "ChargeOutcome"
+CREDIT_WALLET = "CreditWallet"
+RECORD_LEDGER = "RecordLedger"
+MARK_SUCCEEDED = "MarkSucceeded"
+MARK_FAILED = "MarkFailed"
+MARK_PENDING = "MarkPending"
+TO_DEAD_LETTER = "ToDeadLetter"
+FAILED = "Failed"
+# Error names matched by class name (functions/shared/errors.py).
+PSP_TRANSIENT_ERROR = "PspTransientError"
+PSP_PERMANENT_ERROR = "PspPermanentError"
+
+HTTP_API = "HttpApi"
+ALARM_TOPIC = "AlarmTopic"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function of design.md: construct id, handler string, timeout and memory."""
+
+    name: str
+    handler: str
+    service: str
+    timeout_s: int
+    memory_mb: int = 256
+
+
+PAYMENT_API = FunctionSpec("PaymentApi", "functions.payment.api.handler", "payment", 10)
+ORDER_STARTER = FunctionSpec("OrderStarter", "functions.executor.starter.handler", "executor", 30)
+EXECUTOR = FunctionSpec("Executor", "functions.executor.handler.handler", "executor", 30)
+WALLET_FN = FunctionSpec("Wallet", "functions.wallet.handler.handler", "wallet", 10)
+LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger", 10)
+FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 10)
+SWEEPER = FunctionSpec("Sweeper", "functions.executor.sweeper.handler", "executor", 30)
+RECON_FN = FunctionSpec("Recon", "functions.recon.handler.handler", "recon", 900, 1769)
+ALL_FUNCTIONS = (PAYMENT_API, ORDER_STARTER, EXECUTOR, WALLET_FN, LEDGER_FN, FINALIZE, SWEEPER, RECON_FN)
+
+# Environment variables (docs/design.md, read by functions/shared/config.py).
+ENV_PAYMENT_EVENTS_TABLE = "PAYMENT_EVENTS_TABLE"
+ENV_PAYMENT_ORDERS_TABLE = "PAYMENT_ORDERS_TABLE"
+ENV_WALLET_TABLE = "WALLET_TABLE"
+ENV_LEDGER_TABLE = "LEDGER_TABLE"
+ENV_RECON_TABLE = "RECON_TABLE"
+ENV_ORDERS_QUEUE_URL = "ORDERS_QUEUE_URL"
+ENV_WORKFLOW_DLQ_URL = "WORKFLOW_DLQ_URL"
+ENV_REVIEW_QUEUE_URL = "REVIEW_QUEUE_URL"
+ENV_STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
+ENV_SETTLEMENT_BUCKET = "SETTLEMENT_BUCKET"
+ENV_PSP_API_BASE = "PSP_API_BASE"
+ENV_PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"
+ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+
+# Stack outputs.
+OUT_API_URL = "ApiUrl"
+OUT_SETTLEMENT_BUCKET = "SettlementBucketName"
+OUT_STATE_MACHINE_ARN = "StateMachineArn"
+OUT_ALARM_TOPIC_ARN = "AlarmTopicArn"
+OUT_QUEUE_URLS = {  # queue construct name -> output name
+    ORDERS_QUEUE: "OrdersQueueUrl",
+    ORDERS_DLQ: "OrdersDlqUrl",
+    WORKFLOW_DLQ: "WorkflowDlqUrl",
+    RECON_QUEUE: "ReconQueueUrl",
+    RECON_DLQ: "ReconDlqUrl",
+    REVIEW_QUEUE: "ReviewQueueUrl",
+    REVIEW_DLQ: "ReviewDlqUrl",
+}
+OUT_TABLE_NAMES = {  # table construct name -> output name
+    PAYMENT_EVENTS: "PaymentEventsTableName",
+    PAYMENT_ORDERS: "PaymentOrdersTableName",
+    WALLET: "WalletTableName",
+    LEDGER: "LedgerTableName",
+    RECON: "ReconTableName",
+}
+
+# HTTP routes, all to PaymentApi.
+ROUTES = (
+    ("POST", "/v1/payments"),
+    ("GET", "/v1/payments/{payment_order_id}"),
+    ("GET", "/v1/checkouts/{checkout_id}"),
+    ("GET", "/v1/openapi.json"),
+)

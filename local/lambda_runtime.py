@@ -1,0 +1,304 @@
+"""In-process Lambda: moto's Invoke runs the repository's handler in this process.
+
+moto runs Lambda code only in Docker. `moto.awslambda.models.LambdaFunction._invoke_lambda(self, event)`
+(returns `(payload_json, errored, logs)`) is replaced by a dispatcher that imports the function's handler
+string from the code root and calls it with the event and a LambdaContext. Everything that invokes a Lambda
+through moto (the Invoke API, the Step Functions interpreter, S3 notifications to Lambda, our SQS pollers,
+schedules and gateway) therefore runs real code. This is a moto internal: moto is pinned (5.2.5) and
+tests/local/test_lambda_runtime.py fails if the hook stops being called.
+
+All functions share this process and its os.environ: the union of the functions' environment variables is set
+once at start (conflicting values are refused, except POWERTOOLS_SERVICE_NAME, which is set per function while
+its handler module is first imported, where Powertools reads it), plus the local overrides.
+
+Fault hooks (kept simple on purpose; the fault-injection work builds on them):
+- `runtime.before_invoke` / `runtime.after_invoke`: lists of callables `hook(invocation)`; `invocation` has
+  `.function_name`, `.event`, `.context` and, after the handler, `.result`. A hook that raises `LambdaKilled`
+  makes the invocation end as a runtime crash (AWS: `Runtime.ExitError`): raised before, the handler never ran;
+  raised after, the handler's work is done but its answer is lost. Any other exception from a hook is reported
+  as that exception, as if the handler had raised it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto.awslambda.models import LambdaFunction
+
+log = logging.getLogger("local.lambda")
+
+SHARED_ENV_EXCEPTIONS = {"POWERTOOLS_SERVICE_NAME"}
+
+
+class LambdaKilled(Exception):
+    """Raised by a fault hook: the Lambda sandbox dies (AWS reports Runtime.ExitError)."""
+
+
+class EnvConflictError(RuntimeError):
+    """Two functions need different values of one environment variable, which one process cannot give."""
+
+
+@dataclass
+class LambdaContext:
+    """The context object AWS passes to a Python handler (the attributes handlers and Powertools read)."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+    timeout_s: float
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    identity: Any = None
+    client_context: Any = None
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_s
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class Invocation:
+    function_name: str
+    event: Any
+    context: LambdaContext
+    trigger: str
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class InvocationRecord:
+    """One line of the invocation log."""
+
+    function_name: str
+    trigger: str
+    duration_ms: float
+    outcome: str  # "ok" or the errorType
+    request_id: str
+
+
+def trigger_of(event: Any) -> str:
+    """Which AWS service sent this event, from its shape (the dispatcher is not told)."""
+    if isinstance(event, dict):
+        records = event.get("Records")
+        if isinstance(records, list) and records and isinstance(records[0], dict):
+            return str(records[0].get("eventSource") or records[0].get("EventSource") or "records")
+        if event.get("version") == "2.0" and "routeKey" in event:
+            return f"http {event['routeKey']}"
+        if event.get("source") == "aws.events":
+            return f"schedule {event.get('detail-type', '')}".strip()
+    return "invoke"
+
+
+class LambdaRuntime:
+    """Owns the patch of moto's Lambda invoke and the process environment of the handlers."""
+
+    def __init__(
+        self,
+        code_root: str | Path,
+        env_overrides: Mapping[str, str] | None = None,
+        function_concurrency: int | None = 1,
+    ) -> None:
+        self.code_root = str(Path(code_root).resolve())
+        self.env_overrides = dict(env_overrides or {})
+        self.before_invoke: list[Callable[[Invocation], None]] = []
+        self.after_invoke: list[Callable[[Invocation], None]] = []
+        self.invocations: deque[InvocationRecord] = deque(maxlen=10_000)
+        self._function_concurrency = function_concurrency
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._import_lock = threading.Lock()
+        self._original_invoke: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._service_names: dict[str, str] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def install(self, function_envs: Mapping[str, Mapping[str, str]]) -> None:
+        """Set the shared environment and route moto's Lambda invocations here.
+
+        function_envs: function name -> its resolved environment variables (as deployed).
+        """
+        env = merge_function_env(function_envs)
+        env.update(self.env_overrides)
+        self._service_names = {
+            name: fenv["POWERTOOLS_SERVICE_NAME"]
+            for name, fenv in function_envs.items()
+            if "POWERTOOLS_SERVICE_NAME" in fenv
+        }
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        if self.code_root not in sys.path:
+            sys.path.insert(0, self.code_root)
+        runtime = self
+
+        def _invoke_lambda(fn: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+            return runtime.dispatch(fn, event)
+
+        self._original_invoke = LambdaFunction.__dict__["_invoke_lambda"]
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self._original_invoke is not None:
+            LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
+            self._original_invoke = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    # --- dispatch ------------------------------------------------------------------------------------
+
+    def dispatch(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+        """moto's `_invoke_lambda` contract: (payload JSON, errored, logs)."""
+        if isinstance(event, str | bytes):
+            event = json.loads(event or "{}")
+        context = LambdaContext(
+            function_name=fn.function_name,
+            memory_limit_in_mb=int(fn.memory_size),
+            invoked_function_arn=fn.function_arn,
+            aws_request_id=str(uuid.uuid4()),
+            timeout_s=float(fn.timeout),
+        )
+        invocation = Invocation(fn.function_name, event, context, trigger_of(event))
+        slot = self._slot(fn.function_name)
+        started = time.monotonic()
+        with slot:
+            payload, error_type = self._run(fn.handler, invocation)
+        duration = time.monotonic() - started
+        if error_type is None and duration > context.timeout_s:
+            # The handler's side effects stay, as on AWS; its answer is replaced by the timeout error.
+            error_type = "Sandbox.Timedout"
+            payload = {
+                "errorType": error_type,
+                "errorMessage": f"RequestId: {context.aws_request_id} Error: Task timed out after "
+                f"{context.timeout_s:.2f} seconds",
+            }
+        record = InvocationRecord(
+            fn.function_name, invocation.trigger, round(duration * 1000, 1), error_type or "ok",
+            context.aws_request_id,
+        )
+        self.invocations.append(record)
+        log.info(
+            "lambda %-28s %-30s %6.0f ms  %s",
+            record.function_name, record.trigger, record.duration_ms, record.outcome,
+        )
+        return json.dumps(payload), error_type is not None, ""
+
+    def _run(self, handler_string: str, inv: Invocation) -> tuple[Any, str | None]:
+        try:
+            handler = self.handler_for(inv.function_name, handler_string)
+            for hook in self.before_invoke:
+                hook(inv)
+            inv.result = handler(inv.event, inv.context)
+            for hook in self.after_invoke:
+                hook(inv)
+        except LambdaKilled as exc:
+            message = f"RequestId: {inv.context.aws_request_id} Error: Runtime exited ({exc})"
+            return _error_payload("Runtime.ExitError", message, inv.context), "Runtime.ExitError"
+        except Exception as exc:  # noqa: BLE001 - every handler error becomes the AWS error shape
+            return _exception_payload(exc, inv.context)
+        try:
+            json.dumps(inv.result)
+        except (TypeError, ValueError) as exc:
+            message = f"Unable to marshal response: {exc}"
+            return _error_payload("Runtime.MarshalError", message, inv.context), "Runtime.MarshalError"
+        return inv.result, None
+
+    def handler_for(self, function_name: str, handler_string: str) -> Callable[..., Any]:
+        """Import `package.module.function` from the code root, once (a warm Lambda keeps its module)."""
+        with self._import_lock:
+            key = f"{function_name}:{handler_string}"
+            if key not in self._handlers:
+                module_name, _, attr = handler_string.rpartition(".")
+                if not module_name:
+                    raise ImportError(f"Bad handler '{handler_string}': expected module.function")
+                service = self._service_names.get(function_name)
+                saved = os.environ.get("POWERTOOLS_SERVICE_NAME")
+                if service is not None:
+                    os.environ["POWERTOOLS_SERVICE_NAME"] = service
+                try:
+                    module = importlib.import_module(module_name)
+                finally:
+                    if service is not None:
+                        _restore("POWERTOOLS_SERVICE_NAME", saved)
+                self._handlers[key] = getattr(module, attr)
+            return self._handlers[key]
+
+    def _slot(self, function_name: str) -> Any:
+        if self._function_concurrency is None:
+            return _NoLimit()
+        with self._import_lock:
+            if function_name not in self._slots:
+                self._slots[function_name] = threading.BoundedSemaphore(self._function_concurrency)
+            return self._slots[function_name]
+
+
+class _NoLimit:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def merge_function_env(function_envs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The union of all functions' variables; a variable with two values is an error (one process)."""
+    merged: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for name, env in sorted(function_envs.items()):
+        for key, value in env.items():
+            if key in SHARED_ENV_EXCEPTIONS:
+                continue
+            if key in merged and merged[key] != value:
+                raise EnvConflictError(
+                    f"{key} is {merged[key]!r} for {owners[key]} but {value!r} for {name}; "
+                    "all functions share one process locally"
+                )
+            merged[key], owners[key] = value, name
+    return merged
+
+
+def _restore(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _exception_payload(exc: BaseException, context: LambdaContext) -> tuple[dict[str, Any], str]:
+    """The Python runtime's error shape: Step Functions takes errorType as the error name."""
+    error_type = type(exc).__name__
+    return _error_payload(error_type, str(exc), context, traceback.format_tb(exc.__traceback__)), error_type
+
+
+def _error_payload(
+    error_type: str, message: str, context: LambdaContext, stack: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "errorMessage": message,
+        "errorType": error_type,
+        "requestId": context.aws_request_id,
+        "stackTrace": stack or [],
+    }

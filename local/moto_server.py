@@ -1,0 +1,77 @@
+"""moto in server mode: the local AWS endpoint, in this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from moto.core.config import default_user_config
+from moto.moto_api._internal.models import moto_api_backend
+from moto.server import ThreadedMotoServer
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+HOST = "127.0.0.1"
+
+log = logging.getLogger("local.moto")
+
+# Dummy credentials: nothing in this process may ever reach real AWS.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@dataclass
+class MotoServer:
+    port: int
+    _server: ThreadedMotoServer
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def start_moto(port: int) -> MotoServer:
+    """Start moto on 127.0.0.1:port with Step Functions executing definitions.
+
+    moto's Step Functions interpreter calls the other services at http://localhost:$MOTO_PORT, so MOTO_PORT
+    must name this server's port. Backends are process-global: they are reset here, so each start is empty.
+    """
+    os.environ["MOTO_PORT"] = str(port)
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    # moto's Lambda must stay on its Docker path: lambda_runtime replaces that path with in-process dispatch.
+    default_user_config.setdefault("lambda", {})["use_docker"] = True
+    moto_api_backend.reset()
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    _wait_for_port(port)
+    log.info("moto listening on http://%s:%d", HOST, port)
+    return MotoServer(port=port, _server=server)
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])

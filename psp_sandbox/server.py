@@ -1,0 +1,360 @@
+"""HTTP front of the sandbox: one request pipeline (auth → transport faults → idempotency → endpoint →
+lost answers) in front of the Stripe API and the `/_sandbox/` admin API; `start_sandbox` for in-process use."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import errors
+from .admin import AdminApi
+from .api import ApiRequest, StripeApi
+from .clock import SimulatedClock
+from .faults import Fault, FaultInjector, RequestInfo
+from .forms import decode_form
+from .idempotency import IdempotencyStore, StoredResponse, fingerprint
+from .state import SandboxState
+
+_JSON = "application/json"
+
+
+class Sandbox:
+    """Everything the sandbox knows: books, idempotency keys, faults, clock. Usable without the HTTP server."""
+
+    def __init__(self, *, seed: int | None = None, enforce_balance: bool = False, clock_start: float | None = None):
+        self.clock = SimulatedClock(clock_start)
+        self.state = SandboxState(self.clock, enforce_balance=enforce_balance)
+        self.idempotency = IdempotencyStore(self.clock)
+        self.faults = FaultInjector()
+        self.api = StripeApi(self.state)
+        self.admin = AdminApi(self)
+        self.stopping = threading.Event()
+        self._requests = 0
+        self._lock = threading.Lock()
+        if seed is not None:
+            self.faults.configure(seed=seed)
+
+    def next_request_id(self) -> str:
+        with self._lock:
+            self._requests += 1
+            return f"req_sbx{self._requests:011x}"
+
+    def reset(self, seed: int | None = None) -> None:
+        self.state.reset()
+        self.idempotency.reset()
+        self.faults.reset()
+        self.clock.reset()
+        if seed is not None:
+            self.faults.configure(seed=seed)
+
+    def advance_clock(self, seconds: float) -> int:
+        """Move simulated time forward; returns how many idempotency keys that pruned."""
+        self.clock.advance(seconds)
+        return self.idempotency.prune()
+
+    def charges(self) -> list[dict[str, Any]]:
+        return self.state.charge_records()
+
+
+class SandboxServer:
+    """A running sandbox: `url`, `state`, `faults`, `clock`, `sandbox`; `stop()` when done."""
+
+    def __init__(self, sandbox: Sandbox, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self.sandbox = sandbox
+        self._httpd = httpd
+        self._thread = thread
+        host, port = httpd.server_address[:2]
+        self.host, self.port = str(host), int(port)
+        self.url = f"http://{self.host}:{self.port}"
+
+    @property
+    def state(self) -> SandboxState:
+        return self.sandbox.state
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.sandbox.faults
+
+    @property
+    def clock(self) -> SimulatedClock:
+        return self.sandbox.clock
+
+    def charges(self) -> list[dict[str, Any]]:
+        return self.sandbox.charges()
+
+    def reset(self, seed: int | None = None) -> None:
+        self.sandbox.reset(seed)
+
+    def stop(self) -> None:
+        self.sandbox.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the sandbox binds to loopback addresses only, not {host!r}")
+
+
+def start_sandbox(
+    port: int = 0,
+    host: str = "127.0.0.1",
+    *,
+    seed: int | None = None,
+    enforce_balance: bool = False,
+    sandbox: Sandbox | None = None,
+    log_requests: bool = False,
+) -> SandboxServer:
+    """Serve a sandbox on a background thread (port 0 picks a free port)."""
+    _check_loopback(host)
+    sandbox = sandbox or Sandbox(seed=seed, enforce_balance=enforce_balance)
+    handler = type("BoundHandler", (_Handler,), {"sandbox": sandbox, "log_requests": log_requests})
+    httpd = ThreadingHTTPServer((host, port), handler)
+    httpd.daemon_threads = True
+    httpd.block_on_close = False
+    thread = threading.Thread(target=httpd.serve_forever, name="psp-sandbox", daemon=True)
+    thread.start()
+    return SandboxServer(sandbox, httpd, thread)
+
+
+class _Dropped(Exception):
+    """The connection was closed without an answer (a fault)."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "psp-sandbox"
+    sys_version = ""
+    sandbox: Sandbox
+    log_requests: bool
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.log_requests:
+            super().log_message(format, *args)
+
+    def _serve(self, method: str) -> None:
+        self.close_connection = True
+        self.request_id = self.sandbox.next_request_id()
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        try:
+            if url.path.startswith("/_sandbox/"):
+                status, payload, content_type = self.sandbox.admin.handle(method, url.path, url.query, body)
+                self._send(status, payload, content_type=content_type)
+            else:
+                self._stripe(method, url.path, url.query, body)
+        except _Dropped:
+            pass
+
+    # ---- the Stripe pipeline ------------------------------------------------------------------------------
+
+    def _stripe(self, method: str, path: str, query: str, body: str) -> None:
+        sandbox = self.sandbox
+        try:
+            api_key = self._api_key()
+        except errors.StripeApiError as exc:
+            self._send_error(exc)
+            return
+        params = decode_form(query if method == "GET" else body)
+        key = self.headers.get("Idempotency-Key") if method == "POST" else None
+        fault = sandbox.faults.decide(RequestInfo(method, path, key, params))
+        scope = (api_key, self.headers.get("Stripe-Account") or "")
+
+        if fault is not None:
+            self._edge_fault(fault)  # answers or drops, or returns when the fault acts later
+            if fault.kind == "key_expired" and key:
+                sandbox.idempotency.expire(scope, key)
+
+        fp = fingerprint(method, path, params)
+        if key:
+            try:
+                stored = sandbox.idempotency.begin(scope, key, fp)
+            except errors.StripeApiError as exc:
+                self._send_error(exc)
+                return
+            if stored is not None:
+                self._send(
+                    stored.status,
+                    stored.body,
+                    extra={"Idempotent-Replayed": "true", "Original-Request": stored.request_id,
+                           "Idempotency-Key": key},
+                )
+                return
+        try:
+            if fault is not None and fault.kind == "latency":
+                sandbox.stopping.wait(fault.delay_ms / 1000)
+            status, payload, headers, storable = self._execute(ApiRequest(method, path, params, key), fault)
+            if key:
+                if storable:
+                    sandbox.idempotency.complete(scope, key, StoredResponse(status, payload, self.request_id))
+                else:
+                    sandbox.idempotency.release(scope, key)
+        except BaseException:
+            if key:
+                sandbox.idempotency.release(scope, key)
+            raise
+        if fault is not None and fault.kind == "lost_response":
+            self._drop()
+        if fault is not None and fault.kind == "timeout" and fault.after_processing:
+            self._hold_then_drop(fault)
+        if key:
+            headers["Idempotency-Key"] = key
+        self._send(status, payload, extra=headers)
+
+    def _execute(self, request: ApiRequest, fault: Fault | None) -> tuple[int, bytes, dict[str, str], bool]:
+        """Run the endpoint: (status, body, headers, whether the idempotency layer stores it)."""
+        if fault is not None and fault.kind == "http_500" and fault.stored:
+            exc = errors.api_error()
+            return exc.status, self._json(exc.body()), self._retry_header(fault), True
+        try:
+            return 200, self._json(self.sandbox.api.handle(request)), {}, True
+        except errors.StripeApiError as exc:
+            return exc.status, self._json(exc.body()), dict(exc.headers), exc.stored
+        except Exception:  # a bug in the sandbox: Stripe answers 500 and stores it
+            exc = errors.api_error()
+            return exc.status, self._json(exc.body()), {}, True
+
+    def _edge_fault(self, fault: Fault) -> None:
+        """Faults that strike before the API runs: they answer (or drop) here, nothing is recorded."""
+        if fault.kind == "connection_reset":
+            self._drop()
+        if fault.kind == "timeout" and not fault.after_processing:
+            self._hold_then_drop(fault)
+        if fault.kind in ("http_502", "http_503", "rate_limit") or (fault.kind == "http_500" and not fault.stored):
+            if fault.kind == "rate_limit":
+                exc = errors.StripeApiError(
+                    429,
+                    "invalid_request_error",
+                    "Too many requests hit the API too quickly. We recommend an exponential backoff of your "
+                    "requests.",
+                    code="rate_limit",
+                    headers={"Retry-After": str(fault.retry_after)},
+                )
+            else:
+                exc = errors.api_error(
+                    f"The sandbox injected an HTTP {fault.status()} ({fault.kind}).", status=fault.status()
+                )
+            exc.headers.update(self._retry_header(fault))
+            self._send_error(exc)
+            raise _Dropped  # answered; nothing else happens for this request
+
+    @staticmethod
+    def _retry_header(fault: Fault) -> dict[str, str]:
+        if fault.should_retry is None:
+            return {}
+        return {"Stripe-Should-Retry": "true" if fault.should_retry else "false"}
+
+    def _api_key(self) -> str:
+        header = self.headers.get("Authorization") or ""
+        if header.startswith("Bearer "):
+            api_key = header[len("Bearer ") :].strip()
+        elif header.startswith("Basic "):
+            try:
+                api_key = base64.b64decode(header[len("Basic ") :]).decode().split(":", 1)[0]
+            except ValueError:
+                api_key = ""
+        else:
+            api_key = ""
+        if not api_key:
+            raise errors.authentication_error(
+                "You did not provide an API key. You need to provide your API key in the Authorization header, "
+                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY')."
+            )
+        if not api_key.startswith(("sk_test_", "rk_test_")):
+            raise errors.authentication_error(f"Invalid API Key provided: {api_key[:8]}****")
+        return api_key
+
+    # ---- answers -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(payload: Any) -> bytes:
+        return json.dumps(payload, indent=2, sort_keys=False).encode()
+
+    def _send_error(self, exc: errors.StripeApiError) -> None:
+        self._send(exc.status, self._json(exc.body()), extra=dict(exc.headers))
+
+    def _send(
+        self,
+        status: int,
+        payload: bytes | dict[str, Any] | str,
+        *,
+        content_type: str = _JSON,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(payload, dict):
+            payload = self._json(payload)
+        elif isinstance(payload, str):
+            payload = payload.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Request-Id", self.request_id)
+        self.send_header("Connection", "close")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            self.wfile.write(payload)
+        except OSError:  # the client went away (its own timeout)
+            pass
+
+    def _hold_then_drop(self, fault: Fault) -> None:
+        self.sandbox.stopping.wait(fault.hold_seconds)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close the socket with a TCP reset and no answer."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()
+            self.connection.close()
+        except OSError:
+            pass
+        raise _Dropped
+
+
+def wait_until_ready(url: str, timeout: float = 5.0) -> None:
+    """Poll `/_sandbox/health` (for a sandbox started as a separate process)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_sandbox/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

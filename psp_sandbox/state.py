@@ -1,0 +1,526 @@
+"""The sandbox's books: PaymentIntents, Charges, Refunds, Transfers, BalanceTransactions, and the rules that
+move them. Every method takes the one state lock, so concurrent requests see a consistent ledger."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import errors
+from .catalogue import CARDS, Outcome, TestCard
+from .clock import SimulatedClock
+from .models import (
+    AVAILABLE_AFTER_SECONDS,
+    BalanceTransaction,
+    Charge,
+    PaymentIntent,
+    Refund,
+    Transfer,
+    currency_exponent,
+    stripe_fee,
+)
+
+CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
+CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
+_ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]+$")
+
+
+def format_major(amount: int, currency: str) -> str:
+    exponent = currency_exponent(currency)
+    sign = "-" if amount < 0 else ""
+    digits = str(abs(amount)).rjust(exponent + 1, "0")
+    return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}" if exponent else f"{sign}{digits}"
+
+
+class SandboxState:
+    def __init__(self, clock: SimulatedClock | None = None, *, enforce_balance: bool = False) -> None:
+        self.clock = clock or SimulatedClock()
+        self.enforce_balance = enforce_balance
+        self.lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self._counters: Counter[str] = Counter()
+            self.payment_intents: dict[str, PaymentIntent] = {}
+            self.charges: dict[str, Charge] = {}
+            self.refunds: dict[str, Refund] = {}
+            self.transfers: dict[str, Transfer] = {}
+            self.balance_transactions: dict[str, BalanceTransaction] = {}
+
+    def new_id(self, prefix: str) -> str:
+        """Deterministic, Stripe-looking ids: prefix, underscore, 24 characters."""
+        with self.lock:
+            self._counters[prefix] += 1
+            return f"{prefix}_3Sbx{self._counters[prefix]:020x}"
+
+    # ---- PaymentIntents -------------------------------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        payment_method: str | None,
+        payment_method_types: list[str],
+        automatic_payment_methods: dict[str, Any] | None,
+        description: str | None,
+        customer: str | None,
+        transfer_group: str | None,
+        confirm: bool,
+        idempotency_key: str | None,
+    ) -> PaymentIntent:
+        if payment_method is not None:
+            self._card(payment_method)
+        with self.lock:
+            pi = PaymentIntent(
+                id=self.new_id("pi"),
+                amount=amount,
+                currency=currency,
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                payment_method_types=payment_method_types,
+                status="requires_confirmation" if payment_method else "requires_payment_method",
+                idempotency_key=idempotency_key,
+                payment_method=payment_method,
+                automatic_payment_methods=automatic_payment_methods,
+                description=description,
+                customer=customer,
+                transfer_group=transfer_group,
+            )
+            self.payment_intents[pi.id] = pi
+            if confirm:
+                self._confirm(pi, idempotency_key)
+            return pi
+
+    def confirm_payment_intent(
+        self, pi_id: str, *, payment_method: str | None, idempotency_key: str | None
+    ) -> PaymentIntent:
+        with self.lock:
+            pi = self.payment_intent(pi_id)
+            if pi.status not in CONFIRMABLE:
+                raise errors.unexpected_state(
+                    f"This PaymentIntent's status is {pi.status}, but it must be one of "
+                    f"{', '.join(sorted(CONFIRMABLE))} to be confirmed.",
+                    pi.to_stripe(),
+                )
+            if payment_method is not None:
+                self._card(payment_method)
+                pi.payment_method = payment_method
+            self._confirm(pi, idempotency_key)
+            return pi
+
+    def cancel_payment_intent(self, pi_id: str, *, reason: str | None) -> PaymentIntent:
+        with self.lock:
+            pi = self.payment_intent(pi_id)
+            if pi.status not in CANCELABLE:
+                raise errors.unexpected_state(
+                    f"You cannot cancel this PaymentIntent because it has a status of {pi.status}. Only a "
+                    f"PaymentIntent with one of the following statuses may be canceled: "
+                    f"{', '.join(sorted(CANCELABLE))}.",
+                    pi.to_stripe(),
+                )
+            pi.status = "canceled"
+            pi.canceled_at = self.clock.timestamp()
+            pi.cancellation_reason = reason
+            pi.next_action = None
+            return pi
+
+    def resolve_payment_intent(self, pi_id: str, outcome: str) -> PaymentIntent:
+        """Sandbox extension: finish a `processing` or `requires_action` PaymentIntent as `succeeded`/`failed`."""
+        if outcome not in ("succeeded", "failed"):
+            raise errors.invalid_request("outcome must be 'succeeded' or 'failed'", param="outcome")
+        with self.lock:
+            pi = self.payment_intent(pi_id)
+            if pi.status == "processing":
+                charge = self.charges[pi.latest_charge or ""]
+                if outcome == "succeeded":
+                    self._settle_charge(charge)
+                    pi.status = "succeeded"
+                else:
+                    charge.status = "failed"
+                    charge.failure_code, charge.decline_code = "card_declined", "generic_decline"
+                    charge.failure_message = "Your card was declined."
+                    pi.status = "requires_payment_method"
+                    pi.last_payment_error = self._payment_error(pi, charge, CARDS["pm_card_chargeDeclined"])
+                    pi.payment_method = None
+            elif pi.status == "requires_action":
+                pi.next_action = None
+                if outcome == "succeeded":
+                    card = self._card(pi.payment_method or "")
+                    charge = self._new_charge(pi, card, "succeeded", pi.idempotency_key)
+                    self._settle_charge(charge)
+                    pi.status = "succeeded"
+                else:
+                    pi.status = "requires_payment_method"
+                    pi.last_payment_error = {
+                        "type": "invalid_request_error",
+                        "code": "payment_intent_authentication_failure",
+                        "message": "The provided PaymentMethod has failed authentication.",
+                    }
+                    pi.payment_method = None
+            else:
+                raise errors.unexpected_state(
+                    f"Only a processing or requires_action PaymentIntent can be resolved, not {pi.status}.",
+                    pi.to_stripe(),
+                )
+            return pi
+
+    def _card(self, payment_method: str) -> TestCard:
+        card = CARDS.get(payment_method)
+        if card is None:
+            raise errors.no_such("PaymentMethod", payment_method, param="payment_method", status=400)
+        return card
+
+    def _confirm(self, pi: PaymentIntent, idempotency_key: str | None) -> None:
+        if pi.payment_method is None:
+            raise errors.invalid_request(
+                "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                param="payment_method",
+                code="payment_intent_unexpected_state",
+            )
+        card = self._card(pi.payment_method)
+        pi.last_payment_error = None
+        pi.next_action = None
+        if card.outcome is Outcome.REQUIRES_ACTION:
+            pi.status = "requires_action"
+            pi.next_action = {
+                "type": "use_stripe_sdk",
+                "use_stripe_sdk": {"type": "three_d_secure_redirect", "source": f"src_{pi.id[3:]}"},
+            }
+            return
+        if card.outcome is Outcome.PROCESSING:
+            self._new_charge(pi, card, "pending", idempotency_key)
+            pi.status = "processing"
+            return
+        if card.outcome is Outcome.SUCCEEDED:
+            charge = self._new_charge(pi, card, "succeeded", idempotency_key)
+            self._settle_charge(charge)
+            pi.status = "succeeded"
+            return
+        decline = card.decline
+        assert decline is not None
+        charge = self._new_charge(pi, card, "failed", idempotency_key)
+        charge.failure_code, charge.decline_code, charge.failure_message = (
+            decline.code,
+            decline.decline_code,
+            decline.message,
+        )
+        pi.status = "requires_payment_method"
+        pi.last_payment_error = self._payment_error(pi, charge, card)
+        pi.payment_method = None
+        # The decline is an answer of an endpoint that ran: the PaymentIntent changed and the 402 is stored.
+        raise errors.StripeApiError(
+            402,
+            "card_error",
+            decline.message,
+            code=decline.code,
+            decline_code=decline.decline_code,
+            param=decline.param,
+            extra={
+                "charge": charge.id,
+                "payment_intent": pi.to_stripe(),
+                "payment_method": self._payment_method_json(card),
+            },
+        )
+
+    def _payment_error(self, pi: PaymentIntent, charge: Charge, card: TestCard) -> dict[str, Any]:
+        error = {
+            "type": "card_error",
+            "charge": charge.id,
+            "code": charge.failure_code,
+            "decline_code": charge.decline_code,
+            "message": charge.failure_message,
+            "payment_method": self._payment_method_json(card),
+        }
+        if card.decline and card.decline.param:
+            error["param"] = card.decline.param
+        return error
+
+    @staticmethod
+    def _payment_method_json(card: TestCard) -> dict[str, Any]:
+        return {"id": card.id, "object": "payment_method", "type": "card", "card": card.details()}
+
+    def _new_charge(self, pi: PaymentIntent, card: TestCard, status: str, idempotency_key: str | None) -> Charge:
+        charge = Charge(
+            id=self.new_id("ch"),
+            payment_intent=pi.id,
+            amount=pi.amount,
+            currency=pi.currency,
+            created=self.clock.timestamp(),
+            status=status,
+            metadata=dict(pi.metadata),
+            payment_method=card.id,
+            card=card,
+            idempotency_key=idempotency_key,
+            description=pi.description,
+        )
+        self.charges[charge.id] = charge
+        pi.latest_charge = charge.id
+        return charge
+
+    def _settle_charge(self, charge: Charge) -> None:
+        charge.status = "succeeded"
+        fee = stripe_fee(charge.amount)
+        txn = self._new_balance_transaction(
+            amount=charge.amount,
+            fee=fee,
+            currency=charge.currency,
+            kind="charge",
+            source=charge.id,
+            available_after=AVAILABLE_AFTER_SECONDS,
+            description=charge.description,
+        )
+        txn.fee_details = [
+            {"amount": fee, "currency": charge.currency, "description": "Stripe processing fees", "type": "stripe_fee"}
+        ]
+        charge.balance_transaction = txn.id
+
+    def _new_balance_transaction(
+        self,
+        *,
+        amount: int,
+        fee: int,
+        currency: str,
+        kind: str,
+        source: str,
+        available_after: int = 0,
+        description: str | None = None,
+    ) -> BalanceTransaction:
+        created = self.clock.timestamp()
+        txn = BalanceTransaction(
+            id=self.new_id("txn"),
+            amount=amount,
+            fee=fee,
+            currency=currency,
+            created=created,
+            available_on=created + available_after,
+            type=kind,
+            reporting_category=kind,
+            source=source,
+            description=description,
+        )
+        self.balance_transactions[txn.id] = txn
+        return txn
+
+    # ---- Refunds ----------------------------------------------------------------------------------------
+
+    def create_refund(
+        self,
+        *,
+        payment_intent: str | None,
+        charge: str | None,
+        amount: int | None,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str | None,
+    ) -> Refund:
+        with self.lock:
+            target = self._refundable_charge(payment_intent, charge)
+            remaining = target.amount - target.amount_refunded
+            if remaining <= 0:
+                raise errors.invalid_request(
+                    f"Charge {target.id} has already been refunded.", code="charge_already_refunded"
+                )
+            amount = remaining if amount is None else amount
+            if amount > remaining:
+                raise errors.invalid_request(
+                    f"Refund amount ({format_major(amount, target.currency)} {target.currency}) is greater than "
+                    f"unrefunded amount on charge ({format_major(remaining, target.currency)} {target.currency})",
+                    param="amount",
+                    code="amount_too_large",
+                )
+            refund = Refund(
+                id=self.new_id("re"),
+                charge=target.id,
+                payment_intent=target.payment_intent,
+                amount=amount,
+                currency=target.currency,
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                reason=reason,
+            )
+            refund.balance_transaction = self._new_balance_transaction(
+                amount=-amount, fee=0, currency=target.currency, kind="refund", source=refund.id,
+                description=reason,
+            ).id
+            target.amount_refunded += amount
+            self.refunds[refund.id] = refund
+            return refund
+
+    def _refundable_charge(self, payment_intent: str | None, charge_id: str | None) -> Charge:
+        if payment_intent is None and charge_id is None:
+            raise errors.invalid_request(
+                "One of the following params should be provided for this request: payment_intent or charge.",
+                code="parameter_missing",
+            )
+        charge: Charge | None = None
+        if charge_id is not None:
+            charge = self.charges.get(charge_id)
+            if charge is None:
+                raise errors.no_such("charge", charge_id, param="charge", status=400)
+        if payment_intent is not None:
+            pi = self.payment_intents.get(payment_intent)
+            if pi is None:
+                raise errors.no_such("payment_intent", payment_intent, param="payment_intent", status=400)
+            if charge is not None and charge.payment_intent != pi.id:
+                raise errors.invalid_request(
+                    f"Charge {charge.id} does not belong to PaymentIntent {pi.id}.", param="charge"
+                )
+            if charge is None and pi.status == "succeeded" and pi.latest_charge:
+                charge = self.charges[pi.latest_charge]
+            if charge is None:
+                raise errors.invalid_request(
+                    f"This PaymentIntent ({pi.id}) does not have a successful charge to refund.",
+                    param="payment_intent",
+                    code="charge_not_refundable",
+                )
+        assert charge is not None
+        if charge.status != "succeeded":
+            raise errors.invalid_request(
+                f"Charge {charge.id} has status {charge.status} and cannot be refunded.",
+                code="charge_not_refundable",
+            )
+        return charge
+
+    # ---- Transfers ----------------------------------------------------------------------------------------
+
+    def balance(self, currency: str) -> int:
+        with self.lock:
+            return sum(t.net for t in self.balance_transactions.values() if t.currency == currency)
+
+    def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        metadata: dict[str, str],
+        description: str | None,
+        transfer_group: str | None,
+        source_transaction: str | None,
+        idempotency_key: str | None,
+    ) -> Transfer:
+        if not _ACCOUNT_ID.match(destination):
+            raise errors.no_such("destination", destination, param="destination", status=400)
+        with self.lock:
+            if source_transaction is not None and source_transaction not in self.charges:
+                raise errors.no_such("charge", source_transaction, param="source_transaction", status=400)
+            if self.enforce_balance and amount > self.balance(currency):
+                raise errors.invalid_request(
+                    "You have insufficient funds in your Stripe account for this transfer.",
+                    code="balance_insufficient",
+                )
+            transfer = Transfer(
+                id=self.new_id("tr"),
+                amount=amount,
+                currency=currency,
+                destination=destination,
+                destination_payment=self.new_id("py"),
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                description=description,
+                transfer_group=transfer_group,
+                source_transaction=source_transaction,
+            )
+            transfer.balance_transaction = self._new_balance_transaction(
+                amount=-amount, fee=0, currency=currency, kind="transfer", source=transfer.id,
+                description=description,
+            ).id
+            self.transfers[transfer.id] = transfer
+            return transfer
+
+    # ---- lookups --------------------------------------------------------------------------------------------
+
+    def payment_intent(self, pi_id: str) -> PaymentIntent:
+        return self._get(self.payment_intents, pi_id, "payment_intent")
+
+    def charge(self, charge_id: str) -> Charge:
+        return self._get(self.charges, charge_id, "charge")
+
+    def refund(self, refund_id: str) -> Refund:
+        return self._get(self.refunds, refund_id, "refund")
+
+    def transfer(self, transfer_id: str) -> Transfer:
+        return self._get(self.transfers, transfer_id, "transfer")
+
+    def balance_transaction(self, txn_id: str) -> BalanceTransaction:
+        return self._get(self.balance_transactions, txn_id, "balance_transaction")
+
+    def _get(self, store: dict[str, Any], object_id: str, kind: str) -> Any:
+        with self.lock:
+            found = store.get(object_id)
+        if found is None:
+            raise errors.no_such(kind, object_id, param="id")
+        return found
+
+    def find(self, object_id: str) -> Any | None:
+        """Any object by id (for `expand`)."""
+        with self.lock:
+            for store in (self.payment_intents, self.charges, self.refunds, self.transfers, self.balance_transactions):
+                if object_id in store:
+                    return store[object_id]
+        return None
+
+    def select(self, store: dict[str, Any], keep: Callable[[Any], bool] = lambda _: True) -> list[Any]:
+        """Matching objects, newest first (Stripe's list order)."""
+        with self.lock:
+            return [obj for obj in reversed(list(store.values())) if keep(obj)]
+
+    def to_json(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, BalanceTransaction):
+            return obj.to_stripe(self.clock.timestamp())
+        with self.lock:
+            return obj.to_stripe()
+
+    # ---- ground truth -----------------------------------------------------------------------------------------
+
+    def charge_records(self) -> list[dict[str, Any]]:
+        """Every charge attempt the sandbox made, oldest first: the reference for invariant checks."""
+        with self.lock:
+            return [
+                {
+                    "charge_id": c.id,
+                    "payment_intent": c.payment_intent,
+                    "amount": c.amount,
+                    "currency": c.currency,
+                    "status": c.status,
+                    "amount_refunded": c.amount_refunded,
+                    "failure_code": c.failure_code,
+                    "decline_code": c.decline_code,
+                    "payment_method": c.payment_method,
+                    "metadata": dict(c.metadata),
+                    "idempotency_key": c.idempotency_key,
+                    "created": c.created,
+                }
+                for c in self.charges.values()
+            ]
+
+    def successful_charges_by(self, metadata_key: str) -> dict[str, list[str]]:
+        """metadata value → ids of succeeded charges (invariant 1: at most one per payment_order_id)."""
+        found: dict[str, list[str]] = {}
+        for record in self.charge_records():
+            if record["status"] == "succeeded" and metadata_key in record["metadata"]:
+                found.setdefault(record["metadata"][metadata_key], []).append(record["charge_id"])
+        return found
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """Copies of every record, for the settlement export."""
+        with self.lock:
+            return {
+                "payment_intents": list(self.payment_intents.values()),
+                "charges": list(self.charges.values()),
+                "refunds": list(self.refunds.values()),
+                "transfers": list(self.transfers.values()),
+                "balance_transactions": list(self.balance_transactions.values()),
+            }
+
+
+def iter_ids(objects: Iterable[Any]) -> list[str]:
+    return [obj.id for obj in objects]
