@@ -132,7 +132,11 @@ class StripeApi:
             (get, re.compile(r"/v1/refunds"), self._lister(s.refunds, "refunds", {"payment_intent", "charge"})),
             (get, re.compile(r"/v1/refunds/(?P<id>[^/]+)"), self._getter(s.refund)),
             (post, re.compile(r"/v1/transfers"), self.create_transfer),
-            (get, re.compile(r"/v1/transfers"), self._lister(s.transfers, "transfers", {"destination", "transfer_group"})),
+            (
+                get,
+                re.compile(r"/v1/transfers"),
+                self._lister(s.transfers, "transfers", {"destination", "transfer_group"}),
+            ),
             (get, re.compile(r"/v1/transfers/(?P<id>[^/]+)"), self._getter(s.transfer)),
             (
                 get,

@@ -8,10 +8,10 @@ token that leaves a card payment `processing`): the PaymentIntent stays `process
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
     REQUIRES_ACTION = "requires_action"

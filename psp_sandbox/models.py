@@ -9,12 +9,14 @@ from .catalogue import TestCard
 
 # Stripe's currency exponents (docs.stripe.com/currencies): zero- and three-decimal currencies; the rest have 2.
 ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
 )
-THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 TWO_DECIMAL = frozenset(
-    "usd eur gbp cad aud nzd chf sek nok dkk pln czk huf ron bgn mxn brl sgd hkd inr zar aed sar ils thb myr "
-    "php cny try twd".split()
+    {
+        "usd", "eur", "gbp", "cad", "aud", "nzd", "chf", "sek", "nok", "dkk", "pln", "czk", "huf", "ron", "bgn",
+        "mxn", "brl", "sgd", "hkd", "inr", "zar", "aed", "sar", "ils", "thb", "myr", "php", "cny", "try", "twd",
+    }
 )
 CURRENCIES = ZERO_DECIMAL | THREE_DECIMAL | TWO_DECIMAL
 

@@ -4,6 +4,7 @@ lost answers) in front of the Stripe API and the `/_sandbox/` admin API; `start_
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import socket
@@ -138,8 +139,8 @@ def start_sandbox(
     return SandboxServer(sandbox, httpd, thread)
 
 
-class _Dropped(Exception):
-    """The connection was closed without an answer (a fault)."""
+class _Finished(Exception):
+    """The request was answered early or its connection dropped (a fault): stop here."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -174,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(status, payload, content_type=content_type)
             else:
                 self._stripe(method, url.path, url.query, body)
-        except _Dropped:
+        except _Finished:
             pass
 
     # ---- the Stripe pipeline ------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             exc.headers.update(self._retry_header(fault))
             self._send_error(exc)
-            raise _Dropped  # answered; nothing else happens for this request
+            raise _Finished  # answered; nothing else happens for this request
 
     @staticmethod
     def _retry_header(fault: Fault) -> dict[str, str]:
@@ -324,10 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        try:
+        with contextlib.suppress(OSError):  # the client went away (its own timeout)
             self.wfile.write(payload)
-        except OSError:  # the client went away (its own timeout)
-            pass
 
     def _hold_then_drop(self, fault: Fault) -> None:
         self.sandbox.stopping.wait(fault.hold_seconds)
@@ -341,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
-        raise _Dropped
+        raise _Finished
 
 
 def wait_until_ready(url: str, timeout: float = 5.0) -> None:

@@ -3,10 +3,11 @@ move them. Every method takes the one state lock, so concurrent requests see a c
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from . import errors
@@ -40,16 +41,20 @@ class SandboxState:
         self.clock = clock or SimulatedClock()
         self.enforce_balance = enforce_balance
         self.lock = threading.RLock()
-        self.reset()
+        self._counters: Counter[str] = Counter()
+        self.payment_intents: dict[str, PaymentIntent] = {}
+        self.charges: dict[str, Charge] = {}
+        self.refunds: dict[str, Refund] = {}
+        self.transfers: dict[str, Transfer] = {}
+        self.balance_transactions: dict[str, BalanceTransaction] = {}
 
     def reset(self) -> None:
+        """Forget everything (in place: the API's routes hold these stores)."""
         with self.lock:
-            self._counters: Counter[str] = Counter()
-            self.payment_intents: dict[str, PaymentIntent] = {}
-            self.charges: dict[str, Charge] = {}
-            self.refunds: dict[str, Refund] = {}
-            self.transfers: dict[str, Transfer] = {}
-            self.balance_transactions: dict[str, BalanceTransaction] = {}
+            self._counters.clear()
+            for store in (self.payment_intents, self.charges, self.refunds, self.transfers,
+                          self.balance_transactions):
+                store.clear()
 
     def new_id(self, prefix: str) -> str:
         """Deterministic, Stripe-looking ids: prefix, underscore, 24 characters."""
@@ -511,16 +516,15 @@ class SandboxState:
         return found
 
     def snapshot(self) -> dict[str, list[Any]]:
-        """Copies of every record, for the settlement export."""
+        """Copies of every record, oldest first, for the settlement export."""
         with self.lock:
             return {
-                "payment_intents": list(self.payment_intents.values()),
-                "charges": list(self.charges.values()),
-                "refunds": list(self.refunds.values()),
-                "transfers": list(self.transfers.values()),
-                "balance_transactions": list(self.balance_transactions.values()),
+                name: [copy.copy(obj) for obj in store.values()]
+                for name, store in (
+                    ("payment_intents", self.payment_intents),
+                    ("charges", self.charges),
+                    ("refunds", self.refunds),
+                    ("transfers", self.transfers),
+                    ("balance_transactions", self.balance_transactions),
+                )
             }
-
-
-def iter_ids(objects: Iterable[Any]) -> list[str]:
-    return [obj.id for obj in objects]

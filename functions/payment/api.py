@@ -35,9 +35,12 @@ _CODE_NAMES = {
 }
 
 
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> str:
+    return json.dumps({"error": {"code": code, "message": message, "details": details or []}})
+
+
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response:
-    body = {"error": {"code": code, "message": message, "details": details or []}}
-    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+    return Response(status_code=status, content_type="application/json", body=error_body(code, message, details))
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -82,7 +85,7 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     logger.info("checkout placed", extra={"checkout_id": checkout.checkout_id, "replayed": replayed,
                                           "orders": len(checkout.payment_orders)})
-    return Response(status_code=202, content_type="application/json", body=checkout.model_dump_json(),
+    return Response(status_code=202, content_type="application/json", body=checkout,
                     headers=headers)
 
 
@@ -105,7 +108,7 @@ def openapi_document() -> str:
     return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
 
 
-def _refuse_card_numbers(event: dict[str, Any]) -> Response | None:
+def _refuse_card_numbers(event: dict[str, Any]) -> dict[str, Any] | None:
     body = event.get("body") or ""
     if event.get("isBase64Encoded") and body:
         import base64
@@ -113,7 +116,8 @@ def _refuse_card_numbers(event: dict[str, Any]) -> Response | None:
         body = base64.b64decode(body).decode("utf-8", errors="replace")
     if body and contains_card_number(body):
         refusal = CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)")
-        return error_response(refusal.http_status, refusal.code, refusal.message)
+        return {"statusCode": refusal.http_status, "headers": {"Content-Type": "application/json"},
+                "body": error_body(refusal.code, refusal.message), "isBase64Encoded": False}
     return None
 
 
@@ -123,5 +127,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     refused = _refuse_card_numbers(event)
     if refused is not None:
         logger.warning("request refused: card number in body", extra={"path": event.get("rawPath")})
-        return refused.build(event)  # type: ignore[no-any-return]
+        return refused
     return app.resolve(event, context)

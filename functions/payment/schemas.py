@@ -54,9 +54,12 @@ class PaymentOrderRequest(BaseModel):
 
     def money(self) -> Money:
         try:
-            return Money.from_major(self.amount, self.currency)
+            money = Money.from_major(self.amount, self.currency)
         except MoneyError as error:
             raise PydanticCustomError(error.code, error.message) from None
+        if not money.is_positive():
+            raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
+        return money
 
 
 class PaymentRequest(BaseModel):

@@ -27,11 +27,8 @@ def contains_card_number(text: str) -> bool:
     """True when `text` holds a Luhn-valid run of 12-19 digits (spaces or dashes allowed between digits)."""
     for match in _CANDIDATE.finditer(text):
         digits = re.sub(r"[ -]", "", match.group(0))
-        # Check every 12-19 digit window so a PAN glued to other digits by separators is still found.
-        for length in range(len(digits), 11, -1):
-            for start in range(0, len(digits) - length + 1):
-                if luhn_valid(digits[start : start + length]) and _looks_like_pan(digits[start : start + length]):
-                    return True
+        if luhn_valid(digits) and _looks_like_pan(digits):
+            return True
     return False
 
 

@@ -74,5 +74,7 @@ class Settlement(Construct):
                 }
             ],
         )
-        assert recon_queue.policy is not None  # created by enforce_ssl and the statement above
-        cfn_bucket.add_dependency(recon_queue.policy.node.default_child)
+        # The queue's AWS::SQS::QueuePolicy, created by enforce_ssl and the statement above.
+        queue_policy = recon_queue.node.find_child("Policy").node.default_child
+        assert isinstance(queue_policy, sqs.CfnQueuePolicy)
+        cfn_bucket.add_dependency(queue_policy)

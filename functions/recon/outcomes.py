@@ -1,0 +1,63 @@
+"""The categories a settlement row or an order can end in, and one outcome per row or order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from functions.shared.money import Money
+
+
+class Category(StrEnum):
+    MATCHED = "matched"
+    MISSING_IN_LEDGER = "missing_in_ledger"
+    MISSING_IN_SETTLEMENT = "missing_in_settlement"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    STATUS_MISMATCH = "status_mismatch"
+    DUPLICATE_SETTLEMENT = "duplicate_settlement"
+    MALFORMED_ROW = "malformed_row"
+
+
+class Fix(StrEnum):
+    """Automatic, idempotent corrections where the PSP's record is authoritative."""
+
+    NONE = ""
+    WORKFLOW_RESTARTED = "workflow_restarted"
+    FEE_RECORDED = "fee_recorded"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Where one row (or one unsettled order) ended. `review` marks an unexplained discrepancy."""
+
+    category: Category
+    payment_order_id: str = ""
+    psp_reference: str = ""
+    ours: Money | None = None
+    theirs: Money | None = None
+    explanation: str = ""
+    line: int | None = None
+    row_kind: str = ""
+    fix: Fix = Fix.NONE
+    review: bool = False
+
+    @property
+    def is_discrepancy(self) -> bool:
+        return self.category is not Category.MATCHED
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "category": self.category.value,
+            "payment_order_id": self.payment_order_id,
+            "psp_reference": self.psp_reference,
+            "our_amount": self.ours.to_major() if self.ours else None,
+            "our_currency": self.ours.currency if self.ours else None,
+            "their_amount": self.theirs.to_major() if self.theirs else None,
+            "their_currency": self.theirs.currency if self.theirs else None,
+            "explanation": self.explanation,
+            "line": self.line,
+            "row_kind": self.row_kind,
+            "fix": self.fix.value or None,
+            "unexplained": self.review,
+        }

@@ -1,0 +1,150 @@
+"""Decoding and header helpers shared by the parsers: streams in, never whole files in memory."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+
+from functions.recon.errors import UnparseableFile
+from functions.shared.money import Money, MoneyError
+
+_BUFFER = 1 << 20
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that first returns bytes already peeked, then the rest of the source."""
+
+    def __init__(self, head: bytes, source: BinaryIO):
+        self._head = head
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def detect_encoding(head: bytes) -> str:
+    """Encoding from the first bytes: a BOM if there is one, zero bytes for UTF-16 without one, else UTF-8."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if len(head) >= 2 and head[1] == 0 and head[0] != 0:
+        return "utf-16-le"
+    if len(head) >= 2 and head[0] == 0 and head[1] != 0:
+        return "utf-16-be"
+    return "utf-8"
+
+
+def open_text(source: BinaryIO) -> io.TextIOWrapper:
+    """A text stream over a binary one (S3 StreamingBody or a file), decoded by what its first bytes say."""
+    head = source.read(4)
+    buffered = io.BufferedReader(_Prefixed(head, source), buffer_size=_BUFFER)
+    return io.TextIOWrapper(buffered, encoding=detect_encoding(head), newline="", errors="strict")
+
+
+def guarded_lines(text: io.TextIOWrapper) -> Iterator[str]:
+    """Lines of the text stream; a byte sequence the encoding cannot decode makes the file unparseable."""
+    try:
+        yield from text
+    except UnicodeDecodeError as error:
+        raise UnparseableFile(f"cannot decode the file as {text.encoding}: {error.reason}") from error
+
+
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def header_key(name: str) -> str:
+    """`Psp Reference`, ` psp_reference `, `PSP  Reference` all become `psp reference`."""
+    return _SEPARATORS.sub(" ", name.replace("\ufeff", "").strip().lower()).strip()
+
+
+def column_index(header: Iterable[str], wanted: dict[str, tuple[str, ...]], required: Iterable[str]) -> dict[str, int]:
+    """Positions of the columns we read, found by (normalised) name; any alias of a field will do."""
+    positions = {header_key(name): i for i, name in enumerate(header)}
+    found: dict[str, int] = {}
+    for field, aliases in wanted.items():
+        for alias in aliases:
+            if header_key(alias) in positions:
+                found[field] = positions[header_key(alias)]
+                break
+    missing = [field for field in required if field not in found]
+    if missing:
+        raise UnparseableFile(f"missing columns: {', '.join(missing)}")
+    return found
+
+
+def cell(row: list[str], index: int | None) -> str:
+    if index is None or index >= len(row):
+        return ""
+    return row[index].strip()
+
+
+def decimal_text(text: str) -> str:
+    """A report asked for with a comma decimal separator writes `12,34`; thousands separators are refused."""
+    text = text.strip().replace(" ", "")
+    if "," in text:
+        if "." in text or text.count(",") > 1:
+            raise MoneyError("invalid_amount", f"ambiguous amount {text!r}")
+        text = text.replace(",", ".")
+    return text
+
+
+def major_amount(text: str, currency: str) -> Money:
+    return Money.from_decimal(decimal_text(text), currency)
+
+
+def optional_major(text: str, currency: str) -> Money | None:
+    return major_amount(text, currency) if text.strip() else None
+
+
+def is_number(text: str) -> bool:
+    try:
+        Decimal(decimal_text(text))
+    except (InvalidOperation, MoneyError):
+        return False
+    return True
+
+
+def utc_timestamp(text: str) -> datetime | None:
+    """`2026-01-30 10:11:12` (Stripe's *_utc), ISO 8601 with offset or Z, or epoch seconds; empty is None."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), UTC)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
+
+
+def minor_units(text: str, exponent: int) -> int:
+    """Exact signed minor units of a decimal major amount (`-0.5` USD → -50); more decimals than the
+    currency has are refused unless they are zeros. Plain string work: this runs once per amount of a file."""
+    text = decimal_text(text)
+    match = _DECIMAL.fullmatch(text)
+    if not match or not (match[2] or match[3]):
+        raise MoneyError("invalid_amount", f"{text!r} is not a decimal amount")
+    fraction = match[3] or ""
+    if len(fraction) > exponent:
+        if fraction[exponent:].strip("0"):
+            raise MoneyError("too_many_decimals", f"{text!r} has more decimals than the currency allows")
+        fraction = fraction[:exponent]
+    value = int((match[2] or "0") + fraction.ljust(exponent, "0"))
+    return -value if match[1] == "-" else value

@@ -1,0 +1,72 @@
+"""The HTTP API (API Gateway v2): every route to the PaymentApi function, payload 2.0, throttled, logged."""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_apigateway as apigw_v1
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import names
+
+# Account-level default is 10,000 rps; a storefront backend needs far less, and a runaway client must not
+# exhaust the account's Lambda concurrency.
+RATE_LIMIT = 200
+BURST_LIMIT = 400
+
+ACCESS_LOG_FORMAT = (
+    '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","requestTime":"$context.requestTime",'
+    '"httpMethod":"$context.httpMethod","routeKey":"$context.routeKey","status":"$context.status",'
+    '"responseLength":"$context.responseLength","integrationError":"$context.integrationErrorMessage",'
+    '"latency":"$context.responseLatency"}'
+)
+
+
+class Api(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, removal_policy: RemovalPolicy
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.http_api = apigw.HttpApi(self, names.HTTP_API, api_name="MarketPay", create_default_stage=False)
+        integration = integrations.HttpLambdaIntegration(
+            "PaymentApi", handler, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+        )
+        for method, path in names.ROUTES:
+            self.http_api.add_routes(path=path, methods=[apigw.HttpMethod(method)], integration=integration)
+
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=removal_policy
+        )
+        self.stage = apigw.HttpStage(
+            self,
+            "DefaultStage",
+            http_api=self.http_api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigw.ThrottleSettings(rate_limit=RATE_LIMIT, burst_limit=BURST_LIMIT),
+            access_log_settings=_AccessLogs(access_logs),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.stage.url
+
+
+@jsii.implements(apigw.IAccessLogSettings)
+class _AccessLogs:
+    """The stage's access log destination and format (JSON, one line per request)."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._destination = apigw.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigw.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigw_v1.AccessLogFormat:
+        return apigw_v1.AccessLogFormat.custom(ACCESS_LOG_FORMAT)

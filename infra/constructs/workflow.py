@@ -1,0 +1,138 @@
+"""The payment-order workflow of docs/design.md "Workflow": Step Functions Express, one execution per order.
+
+Charge -> ChargeOutcome: succeeded -> CreditWallet -> RecordLedger -> MarkSucceeded; failed -> MarkFailed;
+pending -> MarkPending. Every task keeps the state and adds its result (`$.charge`, `$.wallet`, `$.ledger`),
+so each step sees what came before. PspPermanentError from Charge -> MarkFailed; anything else left after the
+retries -> ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions/shared/errors.py by class name.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra import names
+
+RETRIED_ERRORS = [
+    names.PSP_TRANSIENT_ERROR,
+    "Lambda.ServiceException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.SdkClientException",
+    "States.Timeout",
+]
+ERROR_PATH = "$.error"  # a caught error lands here as {Error, Cause}, next to the order
+
+
+def finalize_payload(outcome: str) -> sfn.TaskInput:
+    """The whole state plus {"outcome": ...}: Finalize reads the order fields, `charge` and `error` too."""
+    literal = json.dumps({"outcome": outcome}, separators=(",", ":"))
+    return sfn.TaskInput.from_json_path_at(f"States.JsonMerge($, States.StringToJson('{literal}'), false)")
+
+
+class Workflow(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        executor: lambda_.IFunction,
+        wallet: lambda_.IFunction,
+        ledger: lambda_.IFunction,
+        finalize: lambda_.IFunction,
+        workflow_dlq: sqs.IQueue,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        def task(state: str, fn: lambda_.IFunction, result_path: str, payload: sfn.TaskInput | None = None):
+            step = tasks.LambdaInvoke(
+                self,
+                state,
+                lambda_function=fn,
+                payload=payload,
+                payload_response_only=True,  # Resource = the function ARN, result = the handler's return
+                retry_on_service_exceptions=False,  # the design's own Retry below replaces CDK's default
+                result_path=result_path,
+            )
+            step.add_retry(
+                errors=RETRIED_ERRORS,
+                interval=Duration.seconds(2),
+                backoff_rate=2,
+                max_attempts=6,
+                jitter_strategy=sfn.JitterType.FULL,
+            )
+            return step
+
+        dead_letter = tasks.SqsSendMessage(
+            self,
+            names.TO_DEAD_LETTER,
+            queue=workflow_dlq,
+            # Same shape as the sweeper's dead letters (functions/shared/queues.py), plus the execution.
+            message_body=sfn.TaskInput.from_object(
+                {
+                    "payment_order_id": sfn.JsonPath.string_at("$.payment_order_id"),
+                    "checkout_id": sfn.JsonPath.string_at("$.checkout_id"),
+                    "step": "workflow",
+                    "error": sfn.JsonPath.object_at(ERROR_PATH),
+                    "attempts": sfn.JsonPath.number_at("$.attempt"),
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                    "input": sfn.JsonPath.object_at("$$.Execution.Input"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        dead_letter.add_retry(errors=["States.ALL"], interval=Duration.seconds(1), backoff_rate=2, max_attempts=3)
+        dead_letter.next(sfn.Fail(self, names.FAILED, error="DeadLettered", cause="sent to WorkflowDlq"))
+
+        def mark(state: str, outcome: str) -> tasks.LambdaInvoke:
+            step = task(state, finalize, "$.finalize", finalize_payload(outcome))
+            step.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+            return step
+
+        mark_succeeded = mark(names.MARK_SUCCEEDED, "succeeded")
+        mark_failed = mark(names.MARK_FAILED, "failed")
+        mark_pending = mark(names.MARK_PENDING, "pending")
+
+        charge = task(names.CHARGE, executor, "$.charge")
+        charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
+        charge.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+        credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
+        credit_wallet.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+        record_ledger = task(names.RECORD_LEDGER, ledger, "$.ledger")
+        record_ledger.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+
+        outcome = (
+            sfn.Choice(self, names.CHARGE_OUTCOME)
+            .when(
+                sfn.Condition.string_equals("$.charge.outcome", "succeeded"),
+                credit_wallet.next(record_ledger).next(mark_succeeded),
+            )
+            .when(sfn.Condition.string_equals("$.charge.outcome", "failed"), mark_failed)
+            .when(sfn.Condition.string_equals("$.charge.outcome", "pending"), mark_pending)
+        )
+        # No default: an outcome outside the three fails the execution (ExecutionsFailed alarm) and leaves the
+        # order EXECUTING for the sweeper, rather than guessing whether money moved.
+
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/vendedlogs/states/{Aws.STACK_NAME}-{names.STATE_MACHINE}",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=removal_policy,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            names.STATE_MACHINE,
+            state_machine_type=sfn.StateMachineType.EXPRESS,
+            definition_body=sfn.DefinitionBody.from_chainable(charge.next(outcome)),
+            timeout=Duration.minutes(5),  # the Express maximum
+            # ERROR only, without execution data: order details stay out of the logs (the DLQ carries them).
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False),
+        )

@@ -1,0 +1,76 @@
+"""The MarketPay stack: wires the capability constructs together and publishes the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from constructs import Construct
+
+from infra import names
+from infra.constructs.alarms import Alarms
+from infra.constructs.api import Api
+from infra.constructs.functions import Functions
+from infra.constructs.queues import Queues
+from infra.constructs.settlement import Settlement
+from infra.constructs.tables import Tables
+from infra.constructs.workflow import Workflow
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    repo_root: Path
+    layer_dir: Path
+    psp_key_parameter: str = names.DEFAULT_PSP_KEY_PARAMETER
+    destroy_on_removal: bool = False  # dev only: tables, bucket and logs go with the stack
+
+
+class MarketPayStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        removal = RemovalPolicy.DESTROY if settings.destroy_on_removal else RemovalPolicy.RETAIN
+
+        tables = Tables(self, names.TABLES, removal_policy=removal)
+        queues = Queues(self, names.QUEUES)
+        settlement = Settlement(self, names.SETTLEMENT, recon_queue=queues.recon, removal_policy=removal)
+        functions = Functions(
+            self,
+            names.FUNCTIONS,
+            tables=tables,
+            queues=queues,
+            bucket=settlement.bucket,
+            repo_root=settings.repo_root,
+            layer_dir=settings.layer_dir,
+            psp_key_parameter=settings.psp_key_parameter,
+            removal_policy=removal,
+        )
+        workflow = Workflow(
+            self,
+            names.WORKFLOW,
+            executor=functions.executor,
+            wallet=functions.wallet,
+            ledger=functions.ledger,
+            finalize=functions.finalize,
+            workflow_dlq=queues.workflow_dlq,
+            removal_policy=removal,
+        )
+        functions.wire_state_machine(workflow.state_machine)
+        api = Api(self, names.API, handler=functions.payment_api, removal_policy=removal)
+        alarms = Alarms(
+            self,
+            names.ALARMS,
+            dead_letter_queues=queues.dead_letter_queues(),
+            review_queue=queues.review,
+            state_machine=workflow.state_machine,
+            functions=functions.all,
+        )
+
+        CfnOutput(self, names.OUT_API_URL, value=api.url)
+        CfnOutput(self, names.OUT_SETTLEMENT_BUCKET, value=settlement.bucket.bucket_name)
+        CfnOutput(self, names.OUT_STATE_MACHINE_ARN, value=workflow.state_machine.state_machine_arn)
+        CfnOutput(self, names.OUT_ALARM_TOPIC_ARN, value=alarms.topic.topic_arn)
+        for queue_name, queue in queues.by_name().items():
+            CfnOutput(self, names.OUT_QUEUE_URLS[queue_name], value=queue.queue_url)
+        for table_name, table in tables.by_name().items():
+            CfnOutput(self, names.OUT_TABLE_NAMES[table_name], value=table.table_name)

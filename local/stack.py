@@ -1,0 +1,190 @@
+"""LocalStack: the deployed topology on one machine (moto + in-process Lambdas + gateway + PSP sandbox)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+
+from local.deploy import DeployedStack, deploy
+from local.event_sources import EventSources, schedule_targets, sqs_mappings
+from local.gateway import Gateway, http_api_routes
+from local.lambda_runtime import LambdaRuntime
+from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
+
+log = logging.getLogger("local.stack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PSP_TEST_KEY = "sk_test_local"
+
+
+class Sandbox(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+SandboxFactory = Callable[[int], Sandbox]
+
+
+def default_sandbox(port: int) -> Sandbox:
+    """The repository's Stripe-compatible PSP sandbox."""
+    from psp_sandbox.server import start_sandbox  # imported late: optional for toy stacks
+
+    return start_sandbox(port=port)
+
+
+@dataclass
+class Ports:
+    aws: int = 5000
+    api: int = 3000
+    psp: int = 12111
+
+
+class LocalStack:
+    """Start with `with LocalStack() as stack:` (or start()/stop()).
+
+    Order: moto server -> deploy the template -> in-process Lambda dispatch -> SQS pollers and schedules ->
+    PSP sandbox -> HTTP gateway. moto is in memory: nothing survives stop().
+    """
+
+    def __init__(
+        self,
+        cdk_out: str | Path = REPO_ROOT / "cdk.out",
+        stack_name: str = "MarketPay",
+        ports: Ports | None = None,
+        code_root: str | Path = REPO_ROOT,
+        sandbox: SandboxFactory | None = default_sandbox,
+        schedule_interval: float | None = None,
+        function_concurrency: int | None = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.cdk_out = Path(cdk_out)
+        self.stack_name = stack_name
+        self.ports = ports or Ports()
+        self.code_root = Path(code_root)
+        self._sandbox_factory = sandbox
+        self._schedule_interval = schedule_interval
+        self._function_concurrency = function_concurrency
+        self._extra_env = extra_env or {}
+        self.aws_url = f"http://{HOST}:{self.ports.aws}"
+        self.api_url = f"http://{HOST}:{self.ports.api}"
+        self.psp_url: str | None = f"http://{HOST}:{self.ports.psp}" if sandbox else None
+        self.moto: MotoServer | None = None
+        self.deployed: DeployedStack | None = None
+        self.runtime: LambdaRuntime | None = None
+        self.events: EventSources | None = None
+        self.gateway: Gateway | None = None
+        self.sandbox: Sandbox | None = None
+        self.startup_seconds: float | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        started = time.monotonic()
+        try:
+            self._set_env({**AWS_ENV, "MOTO_PORT": str(self.ports.aws)})
+            self.moto = start_moto(self.ports.aws)
+            self.deployed = deploy(self.cdk_out, self.stack_name, self.aws_url, self.api_url + "/")
+            self.runtime = LambdaRuntime(self.code_root, self._local_overrides(), self._function_concurrency)
+            self.runtime.install(self._function_envs())
+            self.events = EventSources(
+                self.aws_url,
+                sqs_mappings(self.deployed, self.aws_url),
+                schedule_targets(self.deployed),
+                schedule_interval=self._schedule_interval,
+            )
+            self.events.start()
+            if self._sandbox_factory is not None:
+                self.sandbox = self._sandbox_factory(self.ports.psp)
+                self.psp_url = self.sandbox.url
+            self.gateway = Gateway(http_api_routes(self.deployed), self.aws_url, self.ports.api)
+            self.gateway.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        for step in (
+            lambda: self.gateway and self.gateway.stop(),
+            lambda: self.events and self.events.stop(),
+            lambda: self.sandbox and self.sandbox.stop(),
+            lambda: self.runtime and self.runtime.uninstall(),
+            lambda: self.moto and self.moto.stop(),
+        ):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - stop everything we can
+                log.exception("error while stopping the local stack")
+        self.gateway = self.events = self.sandbox = self.runtime = self.moto = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what callers use ----------------------------------------------------------------------------
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        assert self.deployed is not None, "start() first"
+        return self.deployed.outputs
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.aws_url)
+
+    def endpoints(self) -> dict[str, str]:
+        return {"api": self.api_url, "aws": self.aws_url, "psp": self.psp_url or "off"}
+
+    def ready_line(self) -> str:
+        return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()])
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+        """Poll predicate until it returns something truthy; return it, or raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            time.sleep(interval)
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _local_overrides(self) -> dict[str, str]:
+        overrides = {"AWS_ENDPOINT_URL": self.aws_url, **AWS_ENV}
+        if self.psp_url:
+            overrides.update(PSP_API_BASE=self.psp_url, PSP_API_KEY=PSP_TEST_KEY, PSP_API_KEY_PARAMETER="")
+        overrides.update(self._extra_env)
+        return overrides
+
+    def _function_envs(self) -> dict[str, dict[str, str]]:
+        lam = self.client("lambda")
+        envs = {}
+        for page in lam.get_paginator("list_functions").paginate():
+            for fn in page["Functions"]:
+                envs[fn["FunctionName"]] = fn.get("Environment", {}).get("Variables", {})
+        return envs
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value

@@ -1,0 +1,101 @@
+"""The `/_sandbox/` admin API (JSON): faults, clock, reset, ground-truth charges, settlement export."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from . import errors
+from .faults import FaultConfigError
+from .settlement import BALANCE_REPORT, SettlementError, build_report
+
+if TYPE_CHECKING:
+    from .server import Sandbox
+
+Answer = tuple[int, dict[str, Any] | str, str]
+_JSON = "application/json"
+_RESOLVE = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/resolve")
+
+
+class AdminError(ValueError):
+    """A bad admin request (400)."""
+
+
+class AdminApi:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def handle(self, method: str, path: str, query: str, body: str) -> Answer:
+        try:
+            data = json.loads(body) if body.strip() else {}
+            return self._route(method, path, parse_qs(query), data)
+        except (AdminError, FaultConfigError, SettlementError, json.JSONDecodeError, TypeError) as exc:
+            return 400, {"error": {"type": "sandbox_error", "message": str(exc)}}, _JSON
+        except errors.StripeApiError as exc:
+            return exc.status, exc.body(), _JSON
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], data: Any) -> Answer:
+        sandbox = self.sandbox
+        route = (method, path.rstrip("/"))
+        if route == ("GET", "/_sandbox/health"):
+            return 200, {"ok": True}, _JSON
+        if route == ("POST", "/_sandbox/reset"):
+            sandbox.reset(data.get("seed"))
+            return 200, {"ok": True}, _JSON
+        if route == ("GET", "/_sandbox/faults"):
+            return 200, sandbox.faults.describe(), _JSON
+        if route == ("POST", "/_sandbox/faults"):
+            sandbox.faults.load(data)
+            return 200, sandbox.faults.describe(), _JSON
+        if route == ("DELETE", "/_sandbox/faults"):
+            sandbox.faults.reset()
+            return 200, sandbox.faults.describe(), _JSON
+        if route == ("GET", "/_sandbox/faults/stats"):
+            return 200, sandbox.faults.stats(), _JSON
+        if route == ("GET", "/_sandbox/clock"):
+            return 200, {"now": sandbox.clock.timestamp()}, _JSON
+        if route == ("POST", "/_sandbox/clock"):
+            seconds = data.get("advance_seconds")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                raise AdminError("advance_seconds must be a non-negative number")
+            pruned = sandbox.advance_clock(seconds)
+            return 200, {"now": sandbox.clock.timestamp(), "pruned_keys": pruned}, _JSON
+        if route == ("GET", "/_sandbox/charges"):
+            return 200, {"data": sandbox.charges()}, _JSON
+        if route == ("GET", "/_sandbox/idempotency_keys"):
+            return 200, {"data": sandbox.idempotency.keys()}, _JSON
+        if route == ("GET", "/_sandbox/settlement"):
+            return self._settlement(query)
+        if method == "POST" and (match := _RESOLVE.fullmatch(path)):
+            pi = sandbox.state.resolve_payment_intent(match["id"], str(data.get("outcome")))
+            return 200, sandbox.state.to_json(pi), _JSON
+        return 404, {"error": {"type": "sandbox_error", "message": f"no admin route {method} {path}"}}, _JSON
+
+    def _settlement(self, query: dict[str, list[str]]) -> Answer:
+        def one(name: str, default: str = "") -> str:
+            return query.get(name, [default])[-1]
+
+        plant = [k for k in one("plant").split(",") if k]
+        targets = {}
+        for item in (t for t in one("targets").split(",") if t):
+            kind, _, target = item.partition(":")
+            targets[kind] = target
+        try:
+            seed = int(one("seed", "0"))
+        except ValueError as exc:
+            raise AdminError("seed must be an integer") from exc
+        export = build_report(
+            self.sandbox.state,
+            one("report", BALANCE_REPORT),
+            plant=plant,
+            seed=seed,
+            targets=targets,
+            decimal_style=one("decimal_style", "fixed"),
+            separate_fees=one("separate_fees") == "true",
+        )
+        if one("format", "csv") == "json":
+            return 200, {"report": export.report, "csv": export.to_csv(),
+                         "planted": [p.to_dict() for p in export.planted]}, _JSON
+        return 200, export.to_csv(), "text/csv; charset=utf-8"

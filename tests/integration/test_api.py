@@ -1,0 +1,183 @@
+"""The HTTP API handler, called as API Gateway calls it, against moto."""
+
+import json
+import threading
+
+import boto3
+import pytest
+
+from functions.payment import api
+from functions.payment.schemas import MAX_ORDERS_PER_CHECKOUT
+from tests.support.aws import drain
+from tests.support.events import FakeContext, http_event, load
+
+
+def call(event):
+    answer = api.handler(event, FakeContext())
+    return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else None, answer.get("headers", {})
+
+
+def post(body):
+    return call(http_event("POST", "/v1/payments", body))
+
+
+def a_checkout(checkout_id="chk_1", orders=None, payment_method="pm_card_visa"):
+    return {
+        "buyer_info": {"buyer_id": "buyer_1", "name": "Ada", "email": "ada@example.com"},
+        "checkout_id": checkout_id,
+        "credit_card_info": {"payment_method": payment_method},
+        "payment_orders": orders or [
+            {"seller_account": "seller_a", "amount": "12.34", "currency": "USD", "payment_order_id": f"{checkout_id}_a"},
+            {"seller_account": "seller_b", "amount": "5", "currency": "USD", "payment_order_id": f"{checkout_id}_b"},
+        ],
+    }
+
+
+def table_counts():
+    db = boto3.client("dynamodb", region_name="us-east-1")
+    return {t: db.scan(TableName=f"test-{t}")["Count"] for t in ("PaymentEvents", "PaymentOrders")}
+
+
+def test_sample_event_places_a_checkout_and_enqueues_its_orders(aws_env):
+    status, body, headers = call(load("api_post_payment.json"))
+    assert status == 202
+    assert body["checkout_id"] == "chk_sample_1" and body["is_payment_done"] is False
+    assert [(o["payment_order_id"], o["payment_order_status"], o["amount"]) for o in body["payment_orders"]] == [
+        ("po_sample_1", "NOT_STARTED", "12.34"), ("po_sample_2", "NOT_STARTED", "5.00")]
+    assert "Idempotent-Replayed" not in headers
+    sent = [json.loads(m) for m in drain(aws_env["ORDERS_QUEUE_URL"])]
+    assert sorted((m["payment_order_id"], m["amount_minor"]) for m in sent) == [
+        ("po_sample_1", 1234), ("po_sample_2", 500)]
+
+
+def test_read_after_write(aws_env):
+    post(a_checkout())
+    status, order, _ = call(http_event("GET", "/v1/payments/chk_1_a", path_parameters={"payment_order_id": "chk_1_a"},
+                                       route_key="GET /v1/payments/{payment_order_id}"))
+    assert status == 200
+    assert order == {
+        "payment_order_id": "chk_1_a", "payment_order_status": "NOT_STARTED", "amount": "12.34", "currency": "USD",
+        "seller_account": "seller_a", "checkout_id": "chk_1", "ledger_updated": False, "wallet_updated": False,
+        "psp_reference": None, "failure_code": None, "failure_reason": None,
+        "created_at": order["created_at"], "updated_at": order["updated_at"],
+    }
+    status, checkout, _ = call(http_event("GET", "/v1/checkouts/chk_1", path_parameters={"checkout_id": "chk_1"},
+                                          route_key="GET /v1/checkouts/{checkout_id}"))
+    assert status == 200 and len(checkout["payment_orders"]) == 2
+
+
+def test_unknown_ids_are_404(aws_env):
+    status, body, _ = call(http_event("GET", "/v1/payments/nope", path_parameters={"payment_order_id": "nope"}))
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = call(http_event("GET", "/v1/checkouts/nope", path_parameters={"checkout_id": "nope"}))
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_same_body_again_is_a_replay_of_the_original_answer(aws_env):
+    first = post(a_checkout())
+    drain(aws_env["ORDERS_QUEUE_URL"])
+    second = post(a_checkout())
+    assert second[0] == 202 and second[1] == first[1]
+    assert second[2]["Idempotent-Replayed"] == "true"
+    assert drain(aws_env["ORDERS_QUEUE_URL"]) == []  # nothing enqueued twice
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}
+
+
+def test_same_checkout_id_with_another_body_is_409_and_changes_nothing(aws_env):
+    post(a_checkout())
+    other = a_checkout()
+    other["payment_orders"][0]["amount"] = "99.00"
+    status, body, _ = post(other)
+    assert status == 409 and body["error"]["code"] == "checkout_id_conflict"
+    _, order, _ = call(http_event("GET", "/v1/payments/chk_1_a", path_parameters={"payment_order_id": "chk_1_a"}))
+    assert order["amount"] == "12.34"
+
+
+def test_payment_order_id_of_another_checkout_is_409_and_nothing_is_written(aws_env):
+    post(a_checkout())
+    clash = a_checkout("chk_2", orders=[
+        {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": "chk_2_new"},
+        {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": "chk_1_a"},
+    ])
+    status, body, _ = post(clash)
+    assert status == 409 and body["error"]["code"] == "payment_order_id_in_use"
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}  # chk_2 and chk_2_new were not written
+
+
+def test_two_identical_requests_at_once_create_one_checkout(aws_env):
+    results = []
+    barrier = threading.Barrier(4)
+
+    def send():
+        barrier.wait()
+        results.append(post(a_checkout()))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r[0] for r in results) == [202] * 4
+    assert sum(1 for r in results if r[2].get("Idempotent-Replayed") == "true") == 3
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}
+
+
+def order_with(**changes):
+    order = {"seller_account": "seller_a", "amount": "1.00", "currency": "USD", "payment_order_id": "po_x"}
+    order.update(changes)
+    return a_checkout(orders=[order])
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    (order_with(amount=12.34), "invalid_amount", "payment_orders[0].amount"),
+    (order_with(amount="1e3"), "invalid_amount", "payment_orders[0]"),
+    (order_with(amount="0"), "amount_not_positive", "payment_orders[0]"),
+    (order_with(amount="0.00"), "amount_not_positive", "payment_orders[0]"),
+    (order_with(amount="-5.00"), "invalid_amount", "payment_orders[0]"),
+    (order_with(amount="1.001"), "too_many_decimals", "payment_orders[0]"),
+    (order_with(amount="1.5", currency="JPY"), "too_many_decimals", "payment_orders[0]"),
+    (order_with(currency="XXX"), "unsupported_currency", "payment_orders[0]"),
+    (order_with(payment_order_id="bad id!"), "invalid_format", "payment_orders[0].payment_order_id"),
+    ({**a_checkout(), "payment_orders": []}, "no_payment_orders", "payment_orders"),
+    ({**a_checkout(), "payment_orders": [
+        {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": f"po_{i}"}
+        for i in range(MAX_ORDERS_PER_CHECKOUT + 1)]}, "too_many_payment_orders", "payment_orders"),
+    ({k: v for k, v in a_checkout().items() if k != "checkout_id"}, "missing_field", "checkout_id"),
+    (a_checkout(orders=[
+        {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": "po_same"},
+        {"seller_account": "t", "amount": "2.00", "currency": "USD", "payment_order_id": "po_same"}]),
+     "duplicate_payment_order_id", ""),
+    ({**a_checkout(), "credit_card_info": {"payment_method": "visa"}}, "invalid_format",
+     "credit_card_info.payment_method"),
+    ({**a_checkout(), "surprise": 1}, "unknown_field", "surprise"),
+])
+def test_bad_input_is_422_with_a_machine_readable_code_and_nothing_is_written(aws_env, body, code, field):
+    status, answer, _ = post(body)
+    assert status == 422, answer
+    assert answer["error"]["code"] == code
+    assert answer["error"]["details"][0]["field"] == field
+    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0}
+
+
+def test_malformed_json_is_400(aws_env):
+    status, answer, _ = post("{not json")
+    assert status == 400 and answer["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("pan", ["4242424242424242", "4242 4242 4242 4242", "5555-5555-5555-4444"])
+def test_a_card_number_anywhere_is_refused_and_never_logged_or_stored(aws_env, capsys, pan):
+    body = a_checkout()
+    body["buyer_info"]["name"] = f"card {pan}"
+    status, answer, _ = post(body)
+    assert status == 422 and answer["error"]["code"] == "card_number_not_allowed"
+    assert pan not in json.dumps(answer)
+    captured = capsys.readouterr()
+    assert pan not in captured.out + captured.err
+    assert pan.replace(" ", "").replace("-", "") not in captured.out + captured.err
+    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0}
+
+
+def test_errors_share_one_shape(aws_env):
+    for status, body, _ in [post(order_with(amount="1.001")), post("{"),
+                            call(http_event("GET", "/v1/payments/x", path_parameters={"payment_order_id": "x"}))]:
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}

@@ -1,0 +1,82 @@
+"""Toy Lambda handlers for the local-stack tests: each records what it received, in this process."""
+
+import os
+import threading
+
+CALLS: list[tuple[str, object]] = []
+_lock = threading.Lock()
+_attempts: dict[str, int] = {}
+
+
+class PspTransientError(Exception):
+    """Same class name as the real one: Step Functions must see it as the error name."""
+
+
+class PspPermanentError(Exception):
+    pass
+
+
+def _record(name, event):
+    with _lock:
+        CALLS.append((name, event))
+
+
+def echo(event, context):
+    _record("echo", event)
+    return {
+        "event": event,
+        "function_name": context.function_name,
+        "request_id": context.aws_request_id,
+        "memory": context.memory_limit_in_mb,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "table": os.environ.get("TOY_TABLE"),
+        "psp": os.environ.get("PSP_API_BASE"),
+        "service": os.environ.get("POWERTOOLS_SERVICE_NAME"),
+    }
+
+
+def batch(event, context):
+    _record("batch", event)
+    failures = [
+        {"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"].startswith("fail")
+    ]
+    return {"batchItemFailures": failures}
+
+
+def always_fail(event, context):
+    _record("always_fail", event)
+    raise RuntimeError("this handler always fails")
+
+
+def api(event, context):
+    _record("api", event)
+    return {
+        "statusCode": 201,
+        "headers": {"content-type": "application/json", "x-toy": "yes"},
+        "cookies": ["session=abc; Path=/"],
+        "body": '{"received": ' + (event.get("body") or "null") + "}",
+    }
+
+
+def charge(event, context):
+    """Fails transiently `transient_failures` times per order, or permanently when asked."""
+    _record("charge", event)
+    order = event["payment_order_id"]
+    with _lock:
+        _attempts[order] = _attempts.get(order, 0) + 1
+        attempt = _attempts[order]
+    if event.get("permanent"):
+        raise PspPermanentError(f"card declined for {order}")
+    if attempt <= event.get("transient_failures", 0):
+        raise PspTransientError(f"PSP timeout on attempt {attempt}")
+    return {"outcome": "succeeded", "attempts": attempt}
+
+
+def mark_failed(event, context):
+    _record("mark_failed", event)
+    return {"status": "FAILED", "error": event.get("error", {}).get("Error")}
+
+
+def tick(event, context):
+    _record("tick", event)
+    return {"ok": True}

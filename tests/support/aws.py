@@ -1,0 +1,89 @@
+"""Creates the tables and queues of docs/design.md in moto for handler-level tests.
+
+tests/infra checks these shapes against the synthesized template, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+
+from functions.shared import aws, psp
+from functions.shared.config import reload_settings
+
+TABLE_KEYS: dict[str, dict[str, Any]] = {
+    "PaymentEvents": {"hash": "checkout_id"},
+    "PaymentOrders": {"hash": "payment_order_id",
+                      "gsi": {"sweep": ("sweep_shard", "due_at")}},
+    "Wallet": {"hash": "account_id", "range": "sk"},
+    "Ledger": {"hash": "transaction_id"},
+    "Recon": {"hash": "pk", "range": "sk"},
+}
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue"]
+
+
+def create_resources(prefix: str = "test") -> dict[str, str]:
+    """Create tables and queues in the active moto mock; set and return the environment the functions read."""
+    db = boto3.client("dynamodb", region_name="us-east-1")
+    env: dict[str, str] = {}
+    for logical, spec in TABLE_KEYS.items():
+        name = f"{prefix}-{logical}"
+        attributes = {spec["hash"]: "S"}
+        keys = [{"AttributeName": spec["hash"], "KeyType": "HASH"}]
+        if "range" in spec:
+            attributes[spec["range"]] = "S"
+            keys.append({"AttributeName": spec["range"], "KeyType": "RANGE"})
+        indexes = []
+        for index, (hash_key, range_key) in spec.get("gsi", {}).items():
+            attributes[hash_key] = attributes[range_key] = "S"
+            indexes.append({
+                "IndexName": index,
+                "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
+                              {"AttributeName": range_key, "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            })
+        kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
+        db.create_table(
+            TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys,
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in attributes.items()],
+            **kwargs,
+        )
+        env[_table_env(logical)] = name
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    for queue in QUEUES:
+        env[_queue_env(queue)] = sqs.create_queue(QueueName=f"{prefix}-{queue}")["QueueUrl"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=f"{prefix}-settlement")
+    env["SETTLEMENT_BUCKET"] = f"{prefix}-settlement"
+    env["STATE_MACHINE_ARN"] = f"arn:aws:states:us-east-1:123456789012:stateMachine:{prefix}-PaymentWorkflow"
+    os.environ.update(env)
+    reload_settings()
+    aws.reset_clients()
+    psp.reset_client()
+    return env
+
+
+def _table_env(logical: str) -> str:
+    snake = "".join(f"_{c}" if c.isupper() else c for c in logical).strip("_").upper()
+    return f"{snake}_TABLE"
+
+
+def _queue_env(queue: str) -> str:
+    return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
+            "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL"}[queue]
+
+
+def drain(queue_url: str) -> list[str]:
+    """Every message body waiting in a queue (deleting them)."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    bodies: list[str] = []
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = answer.get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
