@@ -131,6 +131,7 @@ def deploy(
     )
     _copy_state_machines_to_executing_backend(template, deployed)
     _create_alarms(template, deployed, session.client("cloudwatch", endpoint_url=aws_url))
+    _attach_layers(template, deployed, session.client("lambda", endpoint_url=aws_url))
     _apply_bucket_notifications(template, deployed, clients["s3"])
 
     desc = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
@@ -306,6 +307,16 @@ def _copy_state_machines_to_executing_backend(template: Template, deployed: Depl
             sm_type=props.get("StateMachineType", "STANDARD"),
         )
         plain.state_machines = [m for m in plain.state_machines if m.arn != sm.arn]
+
+
+def _attach_layers(template: Template, deployed: DeployedStack, lam: Any) -> None:
+    """moto's CloudFormation drops a function's Layers: set them as the template says."""
+    for lid in template.of_type("AWS::Lambda::Function"):
+        layers = template.props(lid).get("Layers")
+        if layers:
+            lam.update_function_configuration(
+                FunctionName=deployed.resolve({"Ref": lid}), Layers=deployed.resolve(layers)
+            )
 
 
 def _create_alarms(template: Template, deployed: DeployedStack, cloudwatch: Any) -> None:

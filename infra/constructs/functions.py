@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -25,6 +25,7 @@ from constructs import Construct
 from infra import names
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
+from infra.nag import acknowledge, arn_placeholder
 
 RUNTIME = lambda_.Runtime.PYTHON_3_11
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -96,6 +97,12 @@ class Functions(Construct):
             {names.ENV_SETTLEMENT_BUCKET: bucket.bucket_name, names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url},
         )
 
+        acknowledge(
+            self,
+            "AwsSolutions-L1",
+            "Python 3.11 on purpose: the development and CI interpreter and the layer's cp311 wheels "
+            "(scripts/build_layer.py); the runtime moves together with them, not alone.",
+        )
         self._grant_table_access()
         self._grant_queue_access()
         self._grant_psp_key(self.executor, psp_key_parameter)
@@ -198,8 +205,15 @@ class Functions(Construct):
             iam.PolicyStatement(
                 actions=["kms:Decrypt"],
                 resources=[stack.format_arn(service="kms", resource="key", resource_name="*")],
-                conditions={"StringEquals": {"kms:ViaService": f"ssm.{Aws.REGION}.amazonaws.com"}},
+                conditions={"StringEquals": {"kms:ViaService": f"ssm.{stack.region}.amazonaws.com"}},
             )
+        )
+        acknowledge(
+            fn.role,
+            "AwsSolutions-IAM5",
+            "The PSP key's SecureString is created outside CloudFormation with a key chosen then; kms:Decrypt is "
+            "limited to decryption through SSM (kms:ViaService) in this account and region.",
+            f"Resource::arn:<AWS::Partition>:kms:{stack.region}:<AWS::AccountId>:key/*",
         )
 
     def _grant_settlement_access(self, bucket: s3.IBucket) -> None:
@@ -213,6 +227,15 @@ class Functions(Construct):
                 bucket.arn_for_objects(f"{names.REPORTS_PREFIX}*"),
                 bucket.arn_for_objects(f"{names.QUARANTINE_PREFIX}*"),
             ],
+        )
+        bucket_arn = arn_placeholder(bucket)
+        acknowledge(
+            self.recon.role,
+            "AwsSolutions-IAM5",
+            "Object permissions are per prefix: read and delete only incoming/, write only reports/ and "
+            "quarantine/; object keys are not known in advance.",
+            *(f"Resource::{bucket_arn}/{prefix}*" for prefix in
+              (names.INCOMING_PREFIX, names.REPORTS_PREFIX, names.QUARANTINE_PREFIX)),
         )
 
     def wire_state_machine(self, machine: sfn.IStateMachine) -> None:
@@ -242,3 +265,4 @@ class Functions(Construct):
             targets=[targets.LambdaFunction(self.sweeper, retry_attempts=0)],
             description="Re-drives orders stuck before or inside their workflow",
         )
+

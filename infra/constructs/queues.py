@@ -10,6 +10,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import names
+from infra.nag import acknowledge
 
 _DLQ_RETENTION = Duration.days(14)
 # AWS recommends a visibility timeout of 6x the consumer's timeout for Lambda event sources.
@@ -26,6 +27,12 @@ class Queues(Construct):
         # Written by the state machine and the sweeper, read by on-call with the redrive tool: it is a
         # dead-letter queue itself, so it has none of its own.
         self.workflow_dlq = self._dlq(names.WORKFLOW_DLQ)
+        acknowledge(
+            self.workflow_dlq,
+            "AwsSolutions-SQS3",
+            "WorkflowDlq is the dead-letter queue of the state machine and the sweeper (written by them, read and "
+            "redriven by on-call); a dead-letter queue of its own would only hide failed messages further.",
+        )
         self.recon_dlq = self._dlq(names.RECON_DLQ)
         self.recon = self._queue(
             names.RECON_QUEUE, self.recon_dlq, Duration.seconds(names.RECON_FN.timeout_s * _VISIBILITY_FACTOR)

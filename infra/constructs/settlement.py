@@ -77,4 +77,4 @@ class Settlement(Construct):
         # The queue's AWS::SQS::QueuePolicy, created by enforce_ssl and the statement above.
         queue_policy = recon_queue.node.find_child("Policy").node.default_child
         assert isinstance(queue_policy, sqs.CfnQueuePolicy)
-        cfn_bucket.add_dependency(queue_policy)
+        cfn_bucket.add_resource_dependency(queue_policy)

@@ -6,7 +6,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-for path in (str(REPO), str(HERE)):
+for path in (str(REPO), str(HERE), str(HERE / "toy_code")):
     if path not in sys.path:
         sys.path.insert(0, path)
 

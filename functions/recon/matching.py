@@ -1,0 +1,418 @@
+"""Matching settlement rows against our orders and ledger, in batches, with flat memory.
+
+Each row is matched by payment_order_id, then by PSP reference. Rows arrive in file order; every
+`batch_size` rows the orders and ledger transactions they name are read in one batch (one BatchGet per 100
+keys), so a file of any size never holds more than one batch of orders.
+
+What the matcher keeps for the whole file, and why:
+- `seen`: one 64-bit hash per (PSP row type, PSP object) and per (charge, order id), to recognise a
+  settlement of the same object twice (`duplicate_settlement`) and a second charge for one order;
+- `settled`: one 64-bit hash per order id settled by the file, to find the orders of the file's window the
+  file does not settle (`missing_in_settlement`).
+Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
+for a million keys). Each set costs about 60 bytes per key (a small int plus its slot), ~60 MB per million.
+- rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
+  a handful in a healthy file; they are resolved once, at the end, against one scan.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from functions.recon.outcomes import Category, Fix, Outcome
+from functions.recon.rows import ORDER_KINDS, MalformedRow, ParsedRow, RowKind, SettlementRow
+from functions.shared import clock
+from functions.shared.models import OrderStatus
+from functions.shared.money import Money
+
+# Ledger transaction kinds that record a PSP row of an order (`<kind>#<PSP object id>`).
+LEDGER_KIND = {
+    RowKind.REFUND: "refund",
+    RowKind.CHARGEBACK: "chargeback",
+    RowKind.CHARGEBACK_REVERSAL: "chargeback_reversal",
+}
+
+
+class Lookup(Protocol):
+    """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark)."""
+
+    def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]: ...
+
+    def scan_orders(self) -> Iterable[dict[str, Any]]: ...
+
+
+class Fixes(Protocol):
+    """Automatic fixes; each is idempotent, so a retried run applies nothing twice."""
+
+    def restart_order(self, order: dict[str, Any]) -> bool: ...
+
+    def record_fee(self, reference: str, fee: Money) -> None: ...
+
+    def fee_conflicts(self) -> list[tuple[str, Money]]: ...
+
+
+class Carries(Protocol):
+    """Orders we recorded as SUCCESS that no settlement file has settled yet (the Recon table)."""
+
+    def carried(self) -> dict[str, dict[str, Any]]: ...
+
+    def carry(self, order: dict[str, Any], first_seen: str) -> None: ...
+
+    def mark_raised(self, payment_order_id: str, now: str) -> bool: ...
+
+    def clear(self, payment_order_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """Orders created in [start, end) should be settled by the file: from its earliest row to its latest
+    row minus the cut-off margin (a capture just before the PSP's cut-off settles in the next file)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of_file(cls, earliest: datetime | None, latest: datetime | None, margin: timedelta) -> Window | None:
+        if earliest is None or latest is None or latest - margin <= earliest:
+            return None
+        return cls(earliest, latest - margin)
+
+    def bounds(self) -> tuple[str, str]:
+        return clock.iso(self.start), clock.iso(self.end)
+
+
+@dataclass
+class Policy:
+    psp: str
+    default_order_psp: str = "stripe"
+    missing_after: timedelta = timedelta(days=3)
+    batch_size: int = 1000
+
+
+@dataclass
+class CarryCounts:
+    cleared: int = 0
+    still_carried: int = 0
+    raised: int = 0
+
+
+@dataclass
+class Matcher:
+    """Feed it parsed rows, then call finish(): every row and every order of the window gets one Outcome."""
+
+    policy: Policy
+    lookup: Lookup
+    fixes: Fixes
+    carries: Carries
+    emit: Callable[[Outcome], None]
+    window: Window | None = None
+    now: datetime = field(default_factory=clock.now)
+    carry_counts: CarryCounts = field(default_factory=CarryCounts)
+    _buffer: list[SettlementRow] = field(default_factory=list)
+    _seen: set[int] = field(default_factory=set)
+    _settled: set[int] = field(default_factory=set)
+    _batch_net: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    _payouts: list[SettlementRow] = field(default_factory=list)
+    _deferred: list[SettlementRow] = field(default_factory=list)
+    _refund_checks: list[tuple[SettlementRow, dict[str, Any]]] = field(default_factory=list)
+
+    # -- rows --------------------------------------------------------------------------------------
+
+    def feed(self, row: ParsedRow) -> None:
+        if isinstance(row, MalformedRow):
+            self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
+                              explanation=row.reason, line=row.line, review=True))
+            return
+        self._buffer.append(row)
+        if len(self._buffer) >= self.policy.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._buffer = self._buffer, []
+        if rows:
+            self._settle_batch(rows, lambda row, orders: orders.get(row.payment_order_id))
+
+    def _settle_batch(self, rows: list[SettlementRow], order_of) -> None:  # type: ignore[no-untyped-def]
+        ids = list({row.payment_order_id for row in rows if row.payment_order_id and row.kind in ORDER_KINDS})
+        orders = self.lookup.orders(ids) if ids else {}
+        wanted: list[str] = []
+        for row in rows:
+            order = order_of(row, orders)
+            if order is None:
+                continue
+            if row.kind is RowKind.CHARGE:
+                wanted.append(f"payin#{order['payment_order_id']}")
+            elif row.kind in LEDGER_KIND and row.source_id:
+                wanted.append(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
+        ledger = self.lookup.transactions(wanted) if wanted else {}
+        for row in rows:
+            self._settle(row, order_of(row, orders), ledger)
+
+    def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
+        kind = row.kind
+        if kind is RowKind.PAYOUT:
+            self._payouts.append(row)
+            return
+        if row.batch_id and row.net is not None:
+            self._batch_net[(row.batch_id, row.net.currency)] += row.net.minor
+        key = hash((row.psp_type, row.reference))
+        if key in self._seen:
+            self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
+                                    f"{row.psp_type} {row.reference} is settled more than once in this file",
+                                    review=True))
+            return
+        self._seen.add(key)
+        if kind is RowKind.FEE:
+            fee = -(row.net if row.net is not None else row.gross)
+            if fee.minor:
+                self.fixes.record_fee(row.row_id, fee)
+            self.emit(self._outcome(row, Category.MATCHED, None, "PSP fee recorded in the ledger",
+                                    fix=Fix.FEE_RECORDED))
+            return
+        if kind is RowKind.BATCH:
+            self.emit(self._outcome(row, Category.MATCHED, None, f"batch row ({row.psp_type}), checked with its batch"))
+            return
+        if row.fee is not None and row.fee.minor:
+            self.fixes.record_fee(row.row_id, row.fee)
+        if order is None:
+            self._deferred.append(row)
+            return
+        self._against_order(row, order, ledger)
+
+    def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
+        order_id = order["payment_order_id"]
+        ours = Money(int(order["amount_minor"]), order["currency"])
+        if row.kind is RowKind.CHARGE:
+            self._settled.add(hash(order_id))
+            second = hash(("charge-for-order", order_id))
+            if second in self._seen:
+                self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
+                                        "a second charge of this order is settled in this file", review=True))
+                return
+            self._seen.add(second)
+            self.emit(self._charge(row, order, ours, ledger))
+            return
+        tx = ledger.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
+        if tx is not None:
+            recorded = ledger_amount(tx)
+            if recorded is not None and recorded.currency != row.gross.currency:
+                self.emit(self._outcome(row, Category.CURRENCY_MISMATCH, order,
+                                        f"ledger records the {row.kind} in {recorded.currency}", review=True,
+                                        ours=recorded))
+            elif recorded is not None and recorded.minor != abs(row.gross.minor):
+                self.emit(self._outcome(row, Category.AMOUNT_MISMATCH, order,
+                                        f"ledger records {recorded} for this {row.kind}", review=True,
+                                        ours=recorded))
+            else:
+                self.emit(self._outcome(row, Category.MATCHED, order, "", ours=recorded))
+            return
+        if row.kind is RowKind.REFUND:
+            self._refund_checks.append((row, order))
+            return
+        self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
+                                f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True))
+
+    def _charge(self, row: SettlementRow, order: dict[str, Any], ours: Money,
+                ledger: dict[str, dict[str, Any]]) -> Outcome:
+        status = order.get("payment_order_status")
+        recorded_reference = order.get("psp_reference") or ""
+        if recorded_reference and row.psp_reference and recorded_reference != row.psp_reference:
+            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
+                                 f"the PSP settled {row.psp_reference}; the order records {recorded_reference}",
+                                 review=True)
+        if ours.currency != row.gross.currency:
+            return self._outcome(row, Category.CURRENCY_MISMATCH, order, "settled in another currency", review=True)
+        if ours.minor != row.gross.minor:
+            return self._outcome(row, Category.AMOUNT_MISMATCH, order,
+                                 f"settled {row.gross}, the order is for {ours}", review=True)
+        if status == OrderStatus.FAILED:
+            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
+                                 "the PSP settled a charge we recorded as FAILED", review=True)
+        if status in (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING):
+            started = self.fixes.restart_order(order)
+            note = "workflow started again" if started else "workflow already restarted by an earlier run"
+            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
+                                 f"order {status} but settled by the PSP: {note} to complete it",
+                                 fix=Fix.WORKFLOW_RESTARTED)
+        if f"payin#{order['payment_order_id']}" not in ledger:
+            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
+                                 "order SUCCESS but the ledger has no pay-in transaction", review=True)
+        return self._outcome(row, Category.MATCHED, order, "")
+
+    def _outcome(self, row: SettlementRow, category: Category, order: dict[str, Any] | None, explanation: str,
+                 *, review: bool = False, fix: Fix = Fix.NONE, ours: Money | None = None) -> Outcome:
+        if ours is None and order is not None:
+            ours = Money(int(order["amount_minor"]), order["currency"])
+        return Outcome(category, order["payment_order_id"] if order else row.payment_order_id,
+                       row.psp_reference or row.reference, ours, row.gross, explanation, row.line,
+                       row.psp_type, fix, review)
+
+    # -- end of file ---------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Decide what needs the whole file: payouts, rows found only by reference, refunds, the window."""
+        self._flush()
+        self._check_payouts()
+        carried = self.carries.carried()
+        candidates = self._scan_orders()
+        self._check_refunds()
+        for reference, fee in self.fixes.fee_conflicts():
+            self.emit(Outcome(Category.AMOUNT_MISMATCH, psp_reference=reference, theirs=fee, review=True,
+                              explanation=f"the ledger's fee#{reference} records a different fee",
+                              row_kind="fee"))
+        self._carry(candidates, carried)
+
+    def _check_payouts(self) -> None:
+        for row in self._payouts:
+            key = (row.batch_id, (row.net or row.gross).currency)
+            paid = row.net if row.net is not None else row.gross
+            if key not in self._batch_net:
+                self.emit(self._outcome(row, Category.MATCHED, None,
+                                        "payout of activity outside this file: nothing to check it against"))
+                continue
+            activity = Money(self._batch_net[key], paid.currency)
+            if activity.minor + paid.minor == 0:
+                self.emit(self._outcome(row, Category.MATCHED, None, "the batch's net equals its payout"))
+            else:
+                self.emit(self._outcome(row, Category.AMOUNT_MISMATCH, None,
+                                        f"the batch's net is {activity}, the payout {-paid}", review=True,
+                                        ours=activity))
+
+    def _order_psp(self, order: dict[str, Any]) -> str:
+        return order.get("psp") or self.policy.default_order_psp
+
+    def _scan_orders(self) -> list[dict[str, Any]]:
+        """One pass over the orders: resolve rows by PSP reference, and collect the window's unsettled orders."""
+        if self.window is None and not self._deferred:
+            return []
+        references = {row.psp_reference for row in self._deferred if row.psp_reference}
+        start, end = self.window.bounds() if self.window else ("", "")
+        by_reference: dict[str, dict[str, Any]] = {}
+        candidates: list[dict[str, Any]] = []
+        for order in self.lookup.scan_orders():
+            if self._order_psp(order) != self.policy.psp:
+                continue
+            reference = order.get("psp_reference")
+            if reference and reference in references:
+                by_reference[reference] = order
+            if (self.window and order.get("payment_order_status") == OrderStatus.SUCCESS
+                    and start <= order.get("created_at", "") < end
+                    and hash(order["payment_order_id"]) not in self._settled):
+                candidates.append(order)
+        deferred, self._deferred = self._deferred, []
+        if deferred:
+            self._settle_deferred(deferred, by_reference)
+        return candidates
+
+    def _settle_deferred(self, rows: list[SettlementRow], by_reference: dict[str, dict[str, Any]]) -> None:
+        found = [row for row in rows if row.psp_reference in by_reference]
+        for row in rows:
+            if row.psp_reference not in by_reference:
+                what = f"payment_order_id {row.payment_order_id!r}" if row.payment_order_id else "no payment_order_id"
+                self.emit(self._outcome(row, Category.MISSING_IN_LEDGER, None,
+                                        f"the PSP moved money we have no order for ({what}, "
+                                        f"reference {row.psp_reference or '-'})", review=True))
+        for start in range(0, len(found), self.policy.batch_size):
+            batch = found[start : start + self.policy.batch_size]
+            wanted = [f"payin#{by_reference[r.psp_reference]['payment_order_id']}" if r.kind is RowKind.CHARGE
+                      else f"{LEDGER_KIND[r.kind]}#{r.source_id}" for r in batch]
+            ledger = self.lookup.transactions(wanted)
+            for row in batch:
+                self._against_order(row, by_reference[row.psp_reference], ledger)
+
+    def _check_refunds(self) -> None:
+        checks, self._refund_checks = self._refund_checks, []
+        if not checks:
+            return
+        naming = self.lookup.refunds_naming({order["payment_order_id"] for _, order in checks})
+        for row, order in checks:
+            if naming.get(order["payment_order_id"]):
+                self.emit(self._outcome(row, Category.MATCHED, order, "refund recorded in the ledger for this order"))
+            else:
+                self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
+                                        "a refund at the PSP that our ledger lacks", review=True))
+
+    def _carry(self, candidates: list[dict[str, Any]], carried: dict[str, dict[str, Any]]) -> None:
+        """Orders of the window the file did not settle are carried; raised once they are old enough.
+
+        A carried order settled by this file is cleared; one outside this window is raised when its age passes
+        `missing_after`, and only once (the `raised_at` mark is a conditional write).
+        """
+        now = clock.iso(self.now)
+        handled: set[str] = set()
+        for order in candidates:
+            order_id = order["payment_order_id"]
+            if hash(order_id) in self._settled:
+                continue
+            handled.add(order_id)
+            carry = carried.get(order_id)
+            if carry is None:
+                self.carries.carry(order, now)
+                carry = {"first_seen": now}
+            self.emit(self._missing(order, carry, now))
+        for order_id, carry in carried.items():
+            if order_id in handled:
+                continue
+            if hash(order_id) in self._settled:
+                self.carries.clear(order_id)
+                self.carry_counts.cleared += 1
+            elif self._due(carry) and not carry.get("raised_at"):
+                self.emit(self._missing(carry, carry, now))
+            else:
+                self.carry_counts.still_carried += 1
+
+    def _due(self, carry: dict[str, Any]) -> bool:
+        return self.now - clock.parse_iso(carry["first_seen"]) >= self.policy.missing_after
+
+    def _missing(self, order: dict[str, Any], carry: dict[str, Any], now: str) -> Outcome:
+        first_seen = carry["first_seen"]
+        outcome = Outcome(Category.MISSING_IN_SETTLEMENT, order["payment_order_id"], order.get("psp_reference", ""),
+                          Money(int(order["amount_minor"]), order["currency"]), None, row_kind="order")
+        days = self.policy.missing_after.days
+        if carry.get("raised_at"):
+            outcome.explanation = f"not settled since {first_seen}; raised on {carry['raised_at']}"
+        elif self._due(carry) and self.carries.mark_raised(order["payment_order_id"], now):
+            outcome.explanation = f"recorded SUCCESS, not settled since {first_seen} ({days}+ days): raised"
+            outcome.review = True
+            self.carry_counts.raised += 1
+        else:
+            outcome.explanation = (f"recorded SUCCESS, not settled yet (first seen {first_seen}); "
+                                   f"raised after {days} days")
+        return outcome
+
+
+def ledger_amount(transaction: dict[str, Any]) -> Money | None:
+    """The amount a transaction moves: the sum of its debits (positive entries), in its first currency."""
+    entries = transaction.get("entries") or []
+    if not entries:
+        return None
+    currency = entries[0]["currency"]
+    total = sum(int(e["amount_minor"]) for e in entries if e["currency"] == currency and int(e["amount_minor"]) > 0)
+    return Money(total, currency)
+
+
+def refunds_naming(
+    transactions: Iterable[dict[str, Any]], payment_order_ids: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Ledger refund transactions that name an order, by reference or in their description.
+
+    The one place that decides which ledger refund belongs to which order (refunds are a later issue: when
+    they get a fixed reference scheme, change it here).
+    """
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for tx in transactions:
+        if tx.get("kind") != "refund":
+            continue
+        reference, description = tx.get("reference") or "", tx.get("description") or ""
+        for order_id in payment_order_ids:
+            if reference == order_id or reference.startswith(f"{order_id}:") or order_id in description:
+                found[order_id].append(tx)
+    return dict(found)

@@ -1,0 +1,129 @@
+"""Template deploy into moto, and Lambda invocations running in-process code."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from moto.awslambda.models import LambdaFunction
+
+from local.lambda_runtime import EnvConflictError, LambdaKilled, merge_function_env
+
+
+def test_describe_stacks_shows_the_stack_and_its_outputs(toy_stack):
+    # Given the toy template deployed, When CloudFormation is asked, Then the stack and its outputs are there
+    stack = toy_stack.client("cloudformation").describe_stacks(StackName="ToyStack")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    # the HTTP API is served by the local gateway, so its outputs point there
+    assert outputs["ApiUrl"] == toy_stack.api_url + "/"
+    assert outputs["ApiEndpoint"] == toy_stack.api_url
+    assert outputs["StateMachineArn"].startswith("arn:aws:states:us-east-1:123456789012:stateMachine:")
+    table = toy_stack.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_aws_cli_sees_the_stack(toy_stack):
+    aws = Path(sys.executable).parent / "aws"
+    if not aws.exists() and not shutil.which("aws"):
+        pytest.skip("no AWS CLI installed")
+    out = subprocess.run(
+        [str(aws) if aws.exists() else "aws", "--endpoint-url", toy_stack.aws_url, "cloudformation",
+         "describe-stacks", "--stack-name", "ToyStack", "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in json.loads(out)["Stacks"][0]["Outputs"]}
+    assert outputs["ApiUrl"] == toy_stack.api_url + "/"
+
+
+def test_resources_moto_cannot_model_are_created_beside_the_stack(toy_stack):
+    alarms = toy_stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    (alarm,) = [a for a in alarms if a["AlarmName"] == toy_stack.outputs["AlarmName"]]
+    dlq_name = toy_stack.outputs["WorkDlqUrl"].rsplit("/", 1)[1]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": dlq_name}]
+    assert alarm["AlarmActions"][0].startswith("arn:aws:sns:us-east-1:123456789012:")
+    # the state machine is in the executing backend, with the template's type
+    sfn = toy_stack.client("stepfunctions")
+    assert sfn.describe_state_machine(stateMachineArn=toy_stack.outputs["StateMachineArn"])["type"] == "EXPRESS"
+    assert toy_stack.deployed.skipped["HttpApi"] == "AWS::ApiGatewayV2::Api"
+
+
+def test_assets_are_in_the_bootstrap_bucket(toy_stack):
+    s3 = toy_stack.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cdk-hnb659fds-assets-123456789012-us-east-1")["Contents"]]
+    assert sorted(keys) == ["a" * 64 + ".zip", "b" * 64 + ".zip"]
+    fn = toy_stack.client("lambda").get_function(FunctionName=toy_stack.outputs["EchoFunctionName"])
+    assert fn["Configuration"]["Handler"] == "toy_handlers.echo"
+    assert fn["Configuration"]["Layers"]
+
+
+def test_invoke_through_moto_runs_the_handler_in_process(toy_stack, calls):
+    # moto's Docker path is replaced: the answer comes from toy_handlers.echo, run in this process
+    assert LambdaFunction._invoke_lambda.__qualname__.startswith("LambdaRuntime.install")
+    name = toy_stack.outputs["EchoFunctionName"]
+    answer = toy_stack.client("lambda").invoke(FunctionName=name, Payload=b'{"n": 7}')
+    result = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer
+    assert calls == [("echo", {"n": 7})]
+    assert result["function_name"] == name
+    assert result["memory"] == 256
+    assert 0 < result["remaining_ms"] <= 10_000  # the template's Timeout
+    assert result["table"] == toy_stack.outputs["TableName"]  # environment from the template, resolved
+    record = toy_stack.runtime.invocations[-1]
+    assert (record.function_name, record.trigger, record.outcome) == (name, "invoke", "ok")
+
+
+def test_powertools_service_name_is_per_function_at_import(toy_stack):
+    import toy_handlers
+
+    # set while the module was imported (where Powertools reads it), not left in the shared environment
+    assert toy_stack.runtime._service_names[toy_stack.outputs["EchoFunctionName"]] == "echo"
+    assert toy_handlers.__name__ == "toy_handlers"
+
+
+def test_an_unhandled_exception_returns_the_aws_error_shape(toy_stack):
+    lam = toy_stack.client("lambda")
+    fail_fn = [f["FunctionName"] for f in lam.list_functions()["Functions"] if "FailFn" in f["FunctionName"]][0]
+    answer = lam.invoke(FunctionName=fail_fn, Payload=b"{}")
+    error = json.loads(answer["Payload"].read())
+    assert answer["FunctionError"]
+    assert error["errorType"] == "RuntimeError"
+    assert error["errorMessage"] == "this handler always fails"
+    assert error["stackTrace"]
+
+
+def test_a_kill_hook_ends_the_invocation_as_a_runtime_crash(toy_stack, calls):
+    name = toy_stack.outputs["EchoFunctionName"]
+    lam = toy_stack.client("lambda")
+
+    def kill_after(invocation):
+        raise LambdaKilled("killed after the handler")
+
+    toy_stack.runtime.after_invoke.append(kill_after)
+    try:
+        answer = lam.invoke(FunctionName=name, Payload=b'{"k": 1}')
+    finally:
+        toy_stack.runtime.after_invoke.remove(kill_after)
+    error = json.loads(answer["Payload"].read())
+    assert error["errorType"] == "Runtime.ExitError"
+    assert calls == [("echo", {"k": 1})]  # the handler ran; its answer was lost
+
+    def kill_before(invocation):
+        raise LambdaKilled("killed before the handler")
+
+    toy_stack.runtime.before_invoke.append(kill_before)
+    try:
+        answer = lam.invoke(FunctionName=name, Payload=b'{"k": 2}')
+    finally:
+        toy_stack.runtime.before_invoke.remove(kill_before)
+    assert json.loads(answer["Payload"].read())["errorType"] == "Runtime.ExitError"
+    assert calls == [("echo", {"k": 1})]  # never ran the second time
+
+
+def test_shared_environment_refuses_conflicting_values():
+    assert merge_function_env({"a": {"T": "1", "POWERTOOLS_SERVICE_NAME": "a"},
+                               "b": {"T": "1", "POWERTOOLS_SERVICE_NAME": "b"}}) == {"T": "1"}
+    with pytest.raises(EnvConflictError, match="T is '1' for a but '2' for b"):
+        merge_function_env({"a": {"T": "1"}, "b": {"T": "2"}})
