@@ -73,11 +73,24 @@ class DeployedStack:
     def resolve(self, expr: Any) -> Any:
         """Evaluate a template expression (Ref, GetAtt, Join, Sub...) against the deployed stack."""
         stack = cloudformation_backends[ACCOUNT_ID][REGION].get_stack(self.stack_id)
-        return clean_json(_substitute_skipped(copy.deepcopy(expr), self._stand_ins), stack.resource_map)
+        return _plain(clean_json(_substitute_skipped(copy.deepcopy(expr), self._stand_ins), stack.resource_map))
 
     @property
     def _stand_ins(self) -> dict[str, dict[str, str]]:
         return _stand_in_values(self.template, self.skipped, self.stack_name, self.api_url)
+
+
+def _plain(value: Any) -> Any:
+    """moto answers a Ref to a model without a physical id (e.g. a LayerVersion) with the model: use its ARN."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if hasattr(value, "arn"):
+        return value.arn
+    raise DeployError(f"cannot resolve {value!r} to a value")
 
 
 def deploy(

@@ -96,6 +96,9 @@ class AdminApi:
             separate_fees=one("separate_fees") == "true",
         )
         if one("format", "csv") == "json":
-            return 200, {"report": export.report, "csv": export.to_csv(),
-                         "planted": [p.to_dict() for p in export.planted]}, _JSON
+            return (
+                200,
+                {"report": export.report, "csv": export.to_csv(), "planted": [p.to_dict() for p in export.planted]},
+                _JSON,
+            )
         return 200, export.to_csv(), "text/csv; charset=utf-8"

@@ -100,16 +100,46 @@ class Params:
         return value
 
 
-_PI_CREATE = frozenset({
-    "amount", "currency", "metadata", "payment_method", "payment_method_types", "automatic_payment_methods",
-    "confirm", "description", "customer", "transfer_group", "capture_method", "confirmation_method", "return_url",
-    "off_session", "receipt_email", "statement_descriptor", "statement_descriptor_suffix", "error_on_requires_action",
-    "payment_method_options", "on_behalf_of", "setup_future_usage", "use_stripe_sdk", "mandate_data",
-})
-_PI_CONFIRM = frozenset({
-    "payment_method", "return_url", "off_session", "error_on_requires_action", "payment_method_options",
-    "receipt_email", "setup_future_usage", "use_stripe_sdk", "mandate_data",
-})
+_PI_CREATE = frozenset(
+    {
+        "amount",
+        "currency",
+        "metadata",
+        "payment_method",
+        "payment_method_types",
+        "automatic_payment_methods",
+        "confirm",
+        "description",
+        "customer",
+        "transfer_group",
+        "capture_method",
+        "confirmation_method",
+        "return_url",
+        "off_session",
+        "receipt_email",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "error_on_requires_action",
+        "payment_method_options",
+        "on_behalf_of",
+        "setup_future_usage",
+        "use_stripe_sdk",
+        "mandate_data",
+    }
+)
+_PI_CONFIRM = frozenset(
+    {
+        "payment_method",
+        "return_url",
+        "off_session",
+        "error_on_requires_action",
+        "payment_method_options",
+        "receipt_email",
+        "setup_future_usage",
+        "use_stripe_sdk",
+        "mandate_data",
+    }
+)
 _LIST = frozenset({"limit", "starting_after", "ending_before", "created"})
 
 
@@ -263,8 +293,9 @@ class StripeApi:
     def create_transfer(self, request: ApiRequest) -> dict[str, Any]:
         p = Params(
             request.params,
-            frozenset({"amount", "currency", "destination", "metadata", "description", "transfer_group",
-                       "source_transaction"}),
+            frozenset(
+                {"amount", "currency", "destination", "metadata", "description", "transfer_group", "source_transaction"}
+            ),
         )
         amount = p.int("amount", required=True)
         currency = p.currency()

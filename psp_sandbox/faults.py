@@ -229,7 +229,5 @@ class FaultInjector:
                 "paths": list(self._paths),
                 "methods": list(self._methods),
                 "params": dict(self._params),
-                "next": [
-                    {**asdict(q.fault), "match": q.match, "times": q.remaining} for q in self._queue
-                ],
+                "next": [{**asdict(q.fault), "match": q.match, "times": q.remaining} for q in self._queue],
             }

@@ -115,8 +115,12 @@ class IdempotencyStore:
     def keys(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"key": key, "created": record.created, "in_flight": record.response is None,
-                 "status": record.response.status if record.response else None}
+                {
+                    "key": key,
+                    "created": record.created,
+                    "in_flight": record.response is None,
+                    "status": record.response.status if record.response else None,
+                }
                 for (_scope, key), record in self._records.items()
             ]
 

@@ -14,8 +14,36 @@ ZERO_DECIMAL = frozenset(
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 TWO_DECIMAL = frozenset(
     {
-        "usd", "eur", "gbp", "cad", "aud", "nzd", "chf", "sek", "nok", "dkk", "pln", "czk", "huf", "ron", "bgn",
-        "mxn", "brl", "sgd", "hkd", "inr", "zar", "aed", "sar", "ils", "thb", "myr", "php", "cny", "try", "twd",
+        "usd",
+        "eur",
+        "gbp",
+        "cad",
+        "aud",
+        "nzd",
+        "chf",
+        "sek",
+        "nok",
+        "dkk",
+        "pln",
+        "czk",
+        "huf",
+        "ron",
+        "bgn",
+        "mxn",
+        "brl",
+        "sgd",
+        "hkd",
+        "inr",
+        "zar",
+        "aed",
+        "sar",
+        "ils",
+        "thb",
+        "myr",
+        "php",
+        "cny",
+        "try",
+        "twd",
     }
 )
 CURRENCIES = ZERO_DECIMAL | THREE_DECIMAL | TWO_DECIMAL

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import logging
 import socket
 import struct
 import threading
@@ -25,6 +26,7 @@ from .idempotency import IdempotencyStore, StoredResponse, fingerprint
 from .state import SandboxState
 
 _JSON = "application/json"
+_log = logging.getLogger("psp_sandbox")
 
 
 class Sandbox:
@@ -94,6 +96,9 @@ class SandboxServer:
     def reset(self, seed: int | None = None) -> None:
         self.sandbox.reset(seed)
 
+    def advance_clock(self, seconds: float) -> int:
+        return self.sandbox.advance_clock(seconds)
+
     def stop(self) -> None:
         self.sandbox.stopping.set()
         self._httpd.shutdown()
@@ -130,6 +135,7 @@ def start_sandbox(
     """Serve a sandbox on a background thread (port 0 picks a free port)."""
     _check_loopback(host)
     sandbox = sandbox or Sandbox(seed=seed, enforce_balance=enforce_balance)
+    sandbox.stopping.clear()
     handler = type("BoundHandler", (_Handler,), {"sandbox": sandbox, "log_requests": log_requests})
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
@@ -208,8 +214,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(
                     stored.status,
                     stored.body,
-                    extra={"Idempotent-Replayed": "true", "Original-Request": stored.request_id,
-                           "Idempotency-Key": key},
+                    extra={
+                        "Idempotent-Replayed": "true",
+                        "Original-Request": stored.request_id,
+                        "Idempotency-Key": key,
+                    },
                 )
                 return
         try:
@@ -243,6 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         except errors.StripeApiError as exc:
             return exc.status, self._json(exc.body()), dict(exc.headers), exc.stored
         except Exception:  # a bug in the sandbox: Stripe answers 500 and stores it
+            _log.exception("unexpected error serving %s %s", request.method, request.path)
             exc = errors.api_error()
             return exc.status, self._json(exc.body()), {}, True
 
@@ -257,8 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
                 exc = errors.StripeApiError(
                     429,
                     "invalid_request_error",
-                    "Too many requests hit the API too quickly. We recommend an exponential backoff of your "
-                    "requests.",
+                    "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.",
                     code="rate_limit",
                     headers={"Retry-After": str(fault.retry_after)},
                 )

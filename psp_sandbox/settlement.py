@@ -49,26 +49,79 @@ _ADDRESSES = [
     for part in _ADDRESS
 ]
 _CHARGE_FACTS = [
-    "charge_id", "payment_intent_id", "charge_created_utc", "charge_created", "invoice_id", "invoice_number",
-    "subscription_id", "payment_method_type", "is_link", "card_brand", "card_funding", "card_country",
-    "statement_descriptor", "dispute_reason",
+    "charge_id",
+    "payment_intent_id",
+    "charge_created_utc",
+    "charge_created",
+    "invoice_id",
+    "invoice_number",
+    "subscription_id",
+    "payment_method_type",
+    "is_link",
+    "card_brand",
+    "card_funding",
+    "card_country",
+    "statement_descriptor",
+    "dispute_reason",
 ]
-_CONNECT = ["connected_account_id", "connected_account_name", "connected_account_country",
-            "connected_account_direct_charge_id"]
+_CONNECT = [
+    "connected_account_id",
+    "connected_account_name",
+    "connected_account_country",
+    "connected_account_direct_charge_id",
+]
 
 BALANCE_COLUMNS = [
-    "balance_transaction_id", "created_utc", "created", "available_on_utc", "available_on", "currency", "gross",
-    "fee", "net", "reporting_category", "source_id", "description", "customer_facing_amount",
-    "customer_facing_currency", "regulatory_tag", "automatic_payout_id", "automatic_payout_effective_at_utc",
-    "automatic_payout_effective_at", *_CUSTOMER, *_ADDRESSES, *_CHARGE_FACTS, *_CONNECT,
+    "balance_transaction_id",
+    "created_utc",
+    "created",
+    "available_on_utc",
+    "available_on",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "customer_facing_amount",
+    "customer_facing_currency",
+    "regulatory_tag",
+    "automatic_payout_id",
+    "automatic_payout_effective_at_utc",
+    "automatic_payout_effective_at",
+    *_CUSTOMER,
+    *_ADDRESSES,
+    *_CHARGE_FACTS,
+    *_CONNECT,
 ]
 # payout_reconciliation.itemized.5: the payout first, then the balance columns, plus order_id and
 # destination_payment_id (placed next to the facts they belong with; parsers must go by header name).
 PAYOUT_COLUMNS = [
-    "automatic_payout_id", "automatic_payout_effective_at", "balance_transaction_id", "created_utc", "created",
-    "available_on_utc", "available_on", "currency", "gross", "fee", "net", "reporting_category", "source_id",
-    "description", "customer_facing_amount", "customer_facing_currency", "regulatory_tag", *_CUSTOMER, *_ADDRESSES,
-    *_CHARGE_FACTS[:6], "order_id", *_CHARGE_FACTS[6:], *_CONNECT, "destination_payment_id",
+    "automatic_payout_id",
+    "automatic_payout_effective_at",
+    "balance_transaction_id",
+    "created_utc",
+    "created",
+    "available_on_utc",
+    "available_on",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "customer_facing_amount",
+    "customer_facing_currency",
+    "regulatory_tag",
+    *_CUSTOMER,
+    *_ADDRESSES,
+    *_CHARGE_FACTS[:6],
+    "order_id",
+    *_CHARGE_FACTS[6:],
+    *_CONNECT,
+    "destination_payment_id",
 ]
 _SAME_EXPONENT_SWAP = {0: ("jpy", "krw"), 2: ("usd", "eur"), 3: ("kwd", "bhd")}
 
@@ -91,9 +144,13 @@ class Planted:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "row": self.row, "balance_transaction_id": self.balance_transaction_id,
-            "charge_id": self.charge_id, "payment_intent_id": self.payment_intent_id,
-            "payment_order_id": self.payment_order_id, "detail": self.detail,
+            "kind": self.kind,
+            "row": self.row,
+            "balance_transaction_id": self.balance_transaction_id,
+            "charge_id": self.charge_id,
+            "payment_intent_id": self.payment_intent_id,
+            "payment_order_id": self.payment_order_id,
+            "detail": self.detail,
         }
 
 
@@ -232,8 +289,11 @@ class _RowBuilder:
         payout_id = _stripe_like_id("po", txn.currency, txn.available_on // 86400)
         payout_day = format_time(txn.available_on // 86400 * 86400)
         if self.report == BALANCE_REPORT:
-            values.update(automatic_payout_id=payout_id, automatic_payout_effective_at_utc=payout_day,
-                          automatic_payout_effective_at=payout_day)
+            values.update(
+                automatic_payout_id=payout_id,
+                automatic_payout_effective_at_utc=payout_day,
+                automatic_payout_effective_at=payout_day,
+            )
         else:
             values.update(automatic_payout_id=payout_id, automatic_payout_effective_at=payout_day)
         row = _Row(values, txn.reporting_category, minor=txn.amount, fee_minor=fee, currency=txn.currency)
@@ -317,8 +377,15 @@ class _Planter:
 
     @staticmethod
     def _describe(kind: str, position: int | None, row: _Row, detail: str) -> Planted:
-        return Planted(kind, position, row.values["balance_transaction_id"], row.charge_id, row.payment_intent_id,
-                       row.payment_order_id, detail)
+        return Planted(
+            kind,
+            position,
+            row.values["balance_transaction_id"],
+            row.charge_id,
+            row.payment_intent_id,
+            row.payment_order_id,
+            detail,
+        )
 
     def _target(self, kind: str) -> _Row:
         charges = [i for i, r in enumerate(self.rows) if r.category == "charge"]

@@ -52,8 +52,7 @@ class SandboxState:
         """Forget everything (in place: the API's routes hold these stores)."""
         with self.lock:
             self._counters.clear()
-            for store in (self.payment_intents, self.charges, self.refunds, self.transfers,
-                          self.balance_transactions):
+            for store in (self.payment_intents, self.charges, self.refunds, self.transfers, self.balance_transactions):
                 store.clear()
 
     def new_id(self, prefix: str) -> str:
@@ -351,7 +350,11 @@ class SandboxState:
                 reason=reason,
             )
             refund.balance_transaction = self._new_balance_transaction(
-                amount=-amount, fee=0, currency=target.currency, kind="refund", source=refund.id,
+                amount=-amount,
+                fee=0,
+                currency=target.currency,
+                kind="refund",
+                source=refund.id,
                 description=reason,
             ).id
             target.amount_refunded += amount
@@ -435,7 +438,11 @@ class SandboxState:
                 source_transaction=source_transaction,
             )
             transfer.balance_transaction = self._new_balance_transaction(
-                amount=-amount, fee=0, currency=currency, kind="transfer", source=transfer.id,
+                amount=-amount,
+                fee=0,
+                currency=currency,
+                kind="transfer",
+                source=transfer.id,
                 description=description,
             ).id
             self.transfers[transfer.id] = transfer

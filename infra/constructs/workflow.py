@@ -8,8 +8,6 @@ retries -> ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions
 
 from __future__ import annotations
 
-import json
-
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -31,12 +29,6 @@ RETRIED_ERRORS = [
 ERROR_PATH = "$.error"  # a caught error lands here as {Error, Cause}, next to the order
 
 
-def finalize_payload(outcome: str) -> sfn.TaskInput:
-    """The whole state plus {"outcome": ...}: Finalize reads the order fields, `charge` and `error` too."""
-    literal = json.dumps({"outcome": outcome}, separators=(",", ":"))
-    return sfn.TaskInput.from_json_path_at(f"States.JsonMerge($, States.StringToJson('{literal}'), false)")
-
-
 class Workflow(Construct):
     def __init__(
         self,
@@ -52,12 +44,11 @@ class Workflow(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        def task(state: str, fn: lambda_.IFunction, result_path: str, payload: sfn.TaskInput | None = None):
+        def task(state: str, fn: lambda_.IFunction, result_path: str) -> tasks.LambdaInvoke:
             step = tasks.LambdaInvoke(
                 self,
                 state,
                 lambda_function=fn,
-                payload=payload,
                 payload_response_only=True,  # Resource = the function ARN, result = the handler's return
                 retry_on_service_exceptions=False,  # the design's own Retry below replaces CDK's default
                 result_path=result_path,
@@ -92,14 +83,18 @@ class Workflow(Construct):
         dead_letter.add_retry(errors=["States.ALL"], interval=Duration.seconds(1), backoff_rate=2, max_attempts=3)
         dead_letter.next(sfn.Fail(self, names.FAILED, error="DeadLettered", cause="sent to WorkflowDlq"))
 
-        def mark(state: str, outcome: str) -> tasks.LambdaInvoke:
-            step = task(state, finalize, "$.finalize", finalize_payload(outcome))
+        def mark(state: str) -> tasks.LambdaInvoke:
+            step = task(state, finalize, "$.finalize")
             step.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
             return step
 
-        mark_succeeded = mark(names.MARK_SUCCEEDED, "succeeded")
-        mark_failed = mark(names.MARK_FAILED, "failed")
-        mark_pending = mark(names.MARK_PENDING, "pending")
+        # Finalize gets the whole state and reads the outcome from it: `$.charge.outcome` (succeeded, failed,
+        # pending) or, after a PspPermanentError, `$.error`. A literal {"outcome": ...} merged into the state
+        # is not expressible here: with payload_response_only the payload is ASL `Parameters`, which must be an
+        # object, so it could not carry the whole state, and naming fields would fail on the absent `$.charge`.
+        mark_succeeded = mark(names.MARK_SUCCEEDED)
+        mark_failed = mark(names.MARK_FAILED)
+        mark_pending = mark(names.MARK_PENDING)
 
         charge = task(names.CHARGE, executor, "$.charge")
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)

@@ -110,7 +110,7 @@ def template():
         "TickFn": _function("toy_handlers.tick", layer=False),
         "WorkDlq": _queue(),
         "WorkQueue": _queue("WorkDlq", visibility=1),
-        "WorkMapping": _esm("WorkQueue", "BatchFn", batch_size=3),
+        "WorkMapping": _esm("WorkQueue", "BatchFn", batch_size=3, window=1),
         "FailDlq": _queue(),
         "FailQueue": _queue("FailDlq", visibility=1),
         "FailMapping": _esm("FailQueue", "FailFn", batch_size=5, report_failures=False),

@@ -48,8 +48,16 @@ def client(make_client: ClientFactory) -> stripe.StripeClient:
     return make_client()
 
 
-def pay(client: stripe.StripeClient, pm: str = "pm_card_visa", *, amount: int = 2500, currency: str = "usd",
-        key: str | None = None, order: str | None = None, **extra: object) -> stripe.PaymentIntent:
+def pay(
+    client: stripe.StripeClient,
+    pm: str = "pm_card_visa",
+    *,
+    amount: int = 2500,
+    currency: str = "usd",
+    key: str | None = None,
+    order: str | None = None,
+    **extra: object,
+) -> stripe.PaymentIntent:
     """Create and confirm a PaymentIntent the way the executor does."""
     params = {
         "amount": amount,

@@ -17,7 +17,9 @@ from .conftest import pay
 
 def _admin(sandbox, method, path, payload=None):
     request = urllib.request.Request(
-        f"{sandbox.url}{path}", data=json.dumps(payload).encode() if payload is not None else None, method=method,
+        f"{sandbox.url}{path}",
+        data=json.dumps(payload).encode() if payload is not None else None,
+        method=method,
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request) as answer:
@@ -170,10 +172,17 @@ def test_draws_depend_on_the_request_not_the_interleaving():
 
 
 def test_admin_api_configures_paths_queue_and_stats(client, sandbox):
-    _admin(sandbox, "POST", "/_sandbox/faults", {
-        "seed": 1, "rates": {"http_503": 1.0}, "paths": ["/v1/refunds"],
-        "next": [{"kind": "lost_response", "match": {"idempotency_key": "po_1"}}],
-    })
+    _admin(
+        sandbox,
+        "POST",
+        "/_sandbox/faults",
+        {
+            "seed": 1,
+            "rates": {"http_503": 1.0},
+            "paths": ["/v1/refunds"],
+            "next": [{"kind": "lost_response", "match": {"idempotency_key": "po_1"}}],
+        },
+    )
     with pytest.raises(stripe.APIConnectionError):
         pay(client, key="po_1")  # the queued fault
     pi = pay(client, key="po_2")  # payment_intents are outside the random paths
@@ -192,8 +201,13 @@ def test_admin_api_configures_paths_queue_and_stats(client, sandbox):
 
 @pytest.mark.parametrize(
     "config",
-    [{"rates": {"meteor": 0.1}}, {"rates": {"http_500": 0.7, "lost_response": 0.7}}, {"next": [{"kind": "x"}]},
-     {"next": [{"kind": "latency", "match": {"color": "red"}}]}, {"colour": 1}],
+    [
+        {"rates": {"meteor": 0.1}},
+        {"rates": {"http_500": 0.7, "lost_response": 0.7}},
+        {"next": [{"kind": "x"}]},
+        {"next": [{"kind": "latency", "match": {"color": "red"}}]},
+        {"colour": 1},
+    ],
 )
 def test_bad_fault_config_is_refused(sandbox, config):
     with pytest.raises(urllib.error.HTTPError) as caught:

@@ -17,7 +17,9 @@ from .conftest import pay
 
 def _admin(sandbox, path, payload):
     request = urllib.request.Request(
-        f"{sandbox.url}{path}", data=json.dumps(payload).encode(), method="POST",
+        f"{sandbox.url}{path}",
+        data=json.dumps(payload).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request) as answer:

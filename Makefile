@@ -1,0 +1,54 @@
+# MarketPay: every target sets itself up (virtual environment, packages, layer, template) on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: help run test synth lint demo chaos bench openapi clean
+
+help:            ## this menu
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+build/layer/.stamp: $(STAMP) scripts/build_layer.py pyproject.toml
+	$(PY) scripts/build_layer.py
+
+cdk.out/MarketPay.template.json: build/layer/.stamp $(shell find infra functions -name '*.py' 2>/dev/null) cdk.json
+	$(PY) infra/app.py
+
+synth: cdk.out/MarketPay.template.json  ## synthesize the CDK app into cdk.out (offline)
+
+run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5000, PSP sandbox on :12111
+	$(PY) -m local
+
+test: synth  ## every test
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: $(STAMP) synth  ## ruff and cfn-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/cfn-lint cdk.out/MarketPay.template.json
+
+demo: synth  ## storefront demo against a running `make run` (or its own stack): N=100
+	$(PY) -m local.demo --orders $(or $(N),100)
+
+chaos: synth  ## seeded fault-injection run: SEED=1 ORDERS=10000
+	$(PY) -m local.chaos --seed $(or $(SEED),1) --orders $(or $(ORDERS),10000)
+
+bench: synth  ## benchmarks: cost model, local throughput, reconciliation
+	$(PY) benchmarks/cost_model.py
+	$(PY) benchmarks/local_throughput.py
+	$(PY) benchmarks/recon_bench.py
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the code
+	$(PY) -c "from functions.payment.api import openapi_document; print(openapi_document())" > docs/openapi.json
+
+clean:
+	rm -rf cdk.out build .pytest_cache

@@ -1,0 +1,161 @@
+"""The matcher's ports on AWS: batched reads of orders and ledger, workflow restarts, fee writes, review queue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from functions.ledger import journal
+from functions.recon.matching import refunds_naming
+from functions.recon.outcomes import Outcome
+from functions.shared import aws
+from functions.shared.errors import LedgerConflict
+from functions.shared.money import Money
+from functions.shared.tables import LedgerTable, PaymentTables
+
+_CHUNK = 100  # keys per BatchGetItem
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+
+@dataclass
+class DynamoLookup:
+    """Reads a batch's orders and transactions with up to `pool` BatchGetItem requests in flight."""
+
+    payments: PaymentTables
+    ledger: LedgerTable
+    pool: ThreadPoolExecutor
+
+    def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for part in self.pool.map(self.payments.get_orders, _chunks(payment_order_ids)):
+            found.update(part)
+        return found
+
+    def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for part in self.pool.map(self.ledger.get_many, _chunks(transaction_ids)):
+            found.update(part)
+        return found
+
+    def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+        return refunds_naming(self.ledger.scan(), payment_order_ids)
+
+    def scan_orders(self) -> Iterator[dict[str, Any]]:
+        return self.payments.scan_orders()
+
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def execution_name(payment_order_id: str, file_sha256: str) -> str:
+    """Deterministic per (order, file): a retried run finds its own execution instead of starting another."""
+    short = hashlib.sha256(f"{file_sha256}:{payment_order_id}".encode()).hexdigest()[:10]
+    return f"{_NAME_UNSAFE.sub('_', payment_order_id)[:60]}-recon-{short}"
+
+
+@dataclass
+class AwsFixes:
+    """Workflow restarts (Step Functions) and PSP fee transactions (ledger), both idempotent."""
+
+    psp: str
+    state_machine_arn: str
+    file_sha256: str
+    pool: ThreadPoolExecutor
+    ledger: LedgerTable
+    max_in_flight: int = 64
+    _pending: set[Future[None]] = field(default_factory=set)
+    _conflicts: list[tuple[str, Money]] = field(default_factory=list)
+    restarted: int = 0
+    fees_recorded: int = 0
+
+    def restart_order(self, order: dict[str, Any]) -> bool:
+        work = {
+            "payment_order_id": order["payment_order_id"],
+            "checkout_id": order["checkout_id"],
+            "seller_account": order["seller_account"],
+            "amount_minor": int(order["amount_minor"]),
+            "currency": order["currency"],
+            "payment_method": order.get("payment_method"),
+            "attempt": int(order.get("attempts") or 0) + 1,
+            "first_attempt_at": order.get("first_attempt_at") or order.get("created_at"),
+        }
+        try:
+            aws.client("stepfunctions").start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=execution_name(order["payment_order_id"], self.file_sha256),
+                input=json.dumps(work),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
+                return False
+            raise
+        self.restarted += 1
+        return True
+
+    def record_fee(self, reference: str, fee: Money) -> None:
+        if len(self._pending) >= self.max_in_flight:
+            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+        self._pending.add(self.pool.submit(self._write_fee, reference, fee))
+
+    def _write_fee(self, reference: str, fee: Money) -> None:
+        try:
+            journal.record(journal.psp_fee(reference, fee, self.psp), self.ledger)
+        except LedgerConflict:
+            self._conflicts.append((reference, fee))
+            return
+        self.fees_recorded += 1
+
+    def fee_conflicts(self) -> list[tuple[str, Money]]:
+        """Wait for every fee write; return those the ledger holds with a different amount."""
+        pending, self._pending = self._pending, set()
+        for future in pending:
+            future.result()
+        return list(self._conflicts)
+
+
+@dataclass
+class ReviewQueue:
+    """One message per unexplained discrepancy, sent 10 at a time.
+
+    A retried run sends its messages again (SQS standard queues do not deduplicate): each carries a
+    deterministic `discrepancy_id` so the reviewer's tooling can drop repeats.
+    """
+
+    queue_url: str
+    context: dict[str, Any]
+    sent: int = 0
+    _batch: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        body = {**self.context, **outcome.to_dict()}
+        identity = f"{self.context.get('file_sha256')}:{outcome.line}:{outcome.category}:{outcome.payment_order_id}"
+        body["discrepancy_id"] = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        self._batch.append(body)
+        if len(self._batch) == 10:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        entries = [{"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate(batch)]
+        for _ in range(3):
+            answer = aws.client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            self.sent += len(entries) - len(failed)
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                return
+        raise RuntimeError(f"review queue refused {len(entries)} messages")

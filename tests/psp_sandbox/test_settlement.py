@@ -1,0 +1,231 @@
+"""Settlement export: Stripe itemized report columns, signed major-unit amounts, planted discrepancies."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import urllib.request
+
+import pytest
+
+from functions.shared.money import Money
+from psp_sandbox.settlement import (
+    BALANCE_REPORT,
+    MALFORMED_AMOUNT,
+    PAYOUT_REPORT,
+    PLANT_KINDS,
+    SettlementError,
+    build_report,
+    write_settlement_report,
+)
+
+from .conftest import pay
+
+# balance_change_from_activity.itemized.3, in the documented order (docs/settlement-formats.md)
+_ADDRESS = ["line1", "line2", "city", "state", "postal_code", "country"]
+DOCUMENTED = [
+    "balance_transaction_id",
+    "created_utc",
+    "created",
+    "available_on_utc",
+    "available_on",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "customer_facing_amount",
+    "customer_facing_currency",
+    "regulatory_tag",
+    "automatic_payout_id",
+    "automatic_payout_effective_at_utc",
+    "automatic_payout_effective_at",
+    "customer_id",
+    "customer_email",
+    "customer_name",
+    "customer_description",
+    *[f"customer_shipping_address_{p}" for p in _ADDRESS],
+    *[f"customer_address_{p}" for p in _ADDRESS],
+    *[f"shipping_address_{p}" for p in _ADDRESS],
+    *[f"card_address_{p}" for p in _ADDRESS],
+    "charge_id",
+    "payment_intent_id",
+    "charge_created_utc",
+    "charge_created",
+    "invoice_id",
+    "invoice_number",
+    "subscription_id",
+    "payment_method_type",
+    "is_link",
+    "card_brand",
+    "card_funding",
+    "card_country",
+    "statement_descriptor",
+    "dispute_reason",
+    "connected_account_id",
+    "connected_account_name",
+    "connected_account_country",
+    "connected_account_direct_charge_id",
+    "payment_metadata[payment_order_id]",
+    "payment_metadata[checkout_id]",
+]
+
+
+@pytest.fixture
+def books(client, sandbox):
+    """Four orders paid, one partly refunded, one payout transfer, one decline (not in the file)."""
+    pis = [pay(client, amount=2500 + i, key=f"po_{i}", order=f"po_{i}") for i in range(4)]
+    client.v1.refunds.create(params={"payment_intent": pis[0].id, "amount": 50, "metadata": {"reason_id": "r1"}})
+    client.v1.transfers.create(
+        params={"amount": 1000, "currency": "usd", "destination": "acct_seller", "metadata": {"payout_id": "p1"}}
+    )
+    with pytest.raises(Exception):  # noqa: B017 - a decline only adds a failed charge
+        pay(client, "pm_card_chargeDeclined", key="po_declined")
+    return sandbox
+
+
+def _rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_balance_report_columns_and_rows(books):
+    export = build_report(books.state, BALANCE_REPORT)
+    header = export.to_csv().splitlines()[0].split(",")
+
+    assert header == [*DOCUMENTED, "refund_metadata[reason_id]", "transfer_metadata[payout_id]"]
+    rows = _rows(export.to_csv())
+    assert [r["reporting_category"] for r in rows] == ["charge"] * 4 + ["refund", "transfer"]
+    charge, refund, transfer = rows[0], rows[4], rows[5]
+    assert (charge["gross"], charge["fee"], charge["net"], charge["currency"]) == ("25.00", "1.03", "23.97", "usd")
+    assert charge["payment_metadata[payment_order_id]"] == "po_0"
+    assert charge["payment_metadata[checkout_id]"] == "co_test"
+    assert charge["source_id"] == charge["charge_id"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", charge["created_utc"])
+    assert (refund["gross"], refund["net"], refund["charge_id"]) == ("-0.50", "-0.50", charge["charge_id"])
+    assert refund["payment_metadata[payment_order_id]"] == "po_0"  # the payment it refunds
+    assert refund["refund_metadata[reason_id]"] == "r1"
+    assert (transfer["gross"], transfer["connected_account_id"]) == ("-10.00", "acct_seller")
+    assert transfer["transfer_metadata[payout_id]"] == "p1"
+
+
+def test_amounts_add_up_to_the_books(books):
+    rows = _rows(build_report(books.state, decimal_style="minimal").to_csv())
+    assert rows[4]["gross"] == "-0.5"
+    net = sum((Money.from_decimal(r["net"], r["currency"]) for r in rows), Money.zero("USD"))
+    assert net.minor == books.state.balance("usd")
+
+
+def test_zero_decimal_currency(client, sandbox):
+    pay(client, amount=5000, currency="jpy")
+    row = _rows(build_report(sandbox.state).to_csv())[0]
+    assert (row["gross"], row["fee"], row["currency"]) == ("5000", "175", "jpy")
+
+
+def test_payout_reconciliation_report(books):
+    rows = _rows(build_report(books.state, PAYOUT_REPORT).to_csv())
+    header = list(rows[0])
+    assert header[:4] == [
+        "automatic_payout_id",
+        "automatic_payout_effective_at",
+        "balance_transaction_id",
+        "created_utc",
+    ]
+    assert {"order_id", "destination_payment_id", "payment_metadata[payment_order_id]"} <= set(header)
+    assert all(r["automatic_payout_id"].startswith("po_") for r in rows)
+    assert rows[-1]["destination_payment_id"].startswith("py_")
+
+
+def test_separate_fee_rows(books):
+    rows = _rows(build_report(books.state, separate_fees=True).to_csv())
+    fees = [r for r in rows if r["reporting_category"] == "fee"]
+    assert len(fees) == 4
+    assert fees[0]["gross"] == "-1.03" and fees[0]["source_id"] == ""
+    assert all(r["fee"] == "0.00" for r in rows if r["reporting_category"] == "charge")
+    net = sum(Money.from_decimal(r["net"], "usd").minor for r in rows)
+    assert net == books.state.balance("usd")
+
+
+def test_each_plant_on_a_chosen_row(books):
+    clean = {r["balance_transaction_id"]: r for r in _rows(build_report(books.state).to_csv())}
+    targets = {
+        "amount_mismatch": "po_0",
+        "currency_mismatch": "po_1",
+        "missing_row": "po_2",
+        "duplicate_row": "po_3",
+        "malformed_row": "po_3",
+        "refund_not_in_ledger": "po_1",
+        "unknown_charge": "po_0",
+    }
+    export = build_report(books.state, plant=list(PLANT_KINDS), targets=targets)
+    rows = _rows(export.to_csv())
+    planted = {p.kind: p for p in export.planted}
+
+    assert set(planted) == set(PLANT_KINDS)
+    assert all(planted[k].payment_order_id == targets[k] for k in targets if k != "unknown_charge")
+
+    def at(kind):
+        return rows[planted[kind].row - 1]
+
+    mismatch = at("amount_mismatch")
+    assert mismatch["gross"] == "25.01" and clean[mismatch["balance_transaction_id"]]["gross"] == "25.00"
+    assert at("currency_mismatch")["currency"] == "eur"
+    assert planted["missing_row"].row is None
+    assert planted["missing_row"].balance_transaction_id not in {r["balance_transaction_id"] for r in rows}
+    twin = at("duplicate_row")
+    assert sum(r["balance_transaction_id"] == twin["balance_transaction_id"] for r in rows) == 2
+    assert any(r["gross"] == MALFORMED_AMOUNT for r in rows)
+    refund = at("refund_not_in_ledger")
+    assert (refund["reporting_category"], refund["gross"]) == ("refund", "-25.01")
+    assert refund["charge_id"] == planted["refund_not_in_ledger"].charge_id
+    assert refund["source_id"] not in books.state.refunds
+    unknown = at("unknown_charge")
+    assert unknown["payment_metadata[payment_order_id]"] == "po_unknown_1"
+    assert unknown["charge_id"] not in books.state.charges
+    assert len(rows) == len(clean) - 1 + 3  # one dropped; duplicate, unknown charge, refund added
+
+
+def test_seeded_plants_are_deterministic_and_on_distinct_rows(books):
+    kinds = ["amount_mismatch", "currency_mismatch", "malformed_row", "missing_row"]
+    first = build_report(books.state, plant=kinds, seed=5)
+    again = build_report(books.state, plant=kinds, seed=5)
+
+    assert first.planted == again.planted
+    assert first.to_csv() == again.to_csv()
+    assert len({p.charge_id for p in first.planted}) == 4
+    others = [build_report(books.state, plant=kinds, seed=s).planted for s in range(6, 12)]
+    assert any(p != first.planted for p in others)
+
+
+def test_plant_errors(books):
+    with pytest.raises(SettlementError):
+        build_report(books.state, plant=["meteor"])
+    with pytest.raises(SettlementError):
+        build_report(books.state, plant=["missing_row"] * 5)  # only four charge rows
+    with pytest.raises(SettlementError):
+        build_report(books.state, plant=["missing_row"], targets={"missing_row": "po_nobody"})
+    with pytest.raises(SettlementError):
+        build_report(books.state, "payouts.itemized.9")
+
+
+def test_write_to_a_file(books, tmp_path):
+    path = tmp_path / "settlement.csv"
+    export = write_settlement_report(books.state, path, plant=["duplicate_row"], seed=1)
+    assert path.read_text() == export.to_csv()
+    assert len(_rows(path.read_text())) == 7
+
+
+def test_settlement_over_http(books):
+    url = f"{books.url}/_sandbox/settlement?report={BALANCE_REPORT}&plant=amount_mismatch,duplicate_row&seed=1"
+    with urllib.request.urlopen(url) as answer:
+        assert answer.headers["Content-Type"].startswith("text/csv")
+        text = answer.read().decode()
+    assert text == build_report(books.state, plant=["amount_mismatch", "duplicate_row"], seed=1).to_csv()
+
+    with urllib.request.urlopen(url + "&format=json") as answer:
+        body = json.load(answer)
+    assert [p["kind"] for p in body["planted"]] == ["amount_mismatch", "duplicate_row"]
+    assert body["csv"] == text

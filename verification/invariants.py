@@ -1,0 +1,220 @@
+"""The invariants of architecture.md, checked from the outside against the PSP's own records and the tables.
+
+`check(snapshot)` is pure: it takes what `collect(...)` read (or data a test fabricated) and returns one
+result per invariant, each with its violations. The chaos run, the demo and the tests all use it; the
+mutation tests prove it catches what it claims.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+FINAL = {"SUCCESS", "FAILED"}
+ORDER_OF = {"NOT_STARTED": 0, "EXECUTING": 1, "SUCCESS": 2, "FAILED": 2}
+
+
+@dataclass
+class Snapshot:
+    orders: list[dict[str, Any]]
+    ledger: list[dict[str, Any]]
+    wallet: list[dict[str, Any]]
+    psp_charges: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    # payment_order_id -> statuses in the order they were observed (GETs during the run)
+    observed_statuses: dict[str, list[str]] = field(default_factory=dict)
+    # (request, first answer, second answer) of replayed requests; conflicting replays with what they changed
+    replays: list[dict[str, Any]] = field(default_factory=list)
+    # orders accepted with a 2xx that a read right after did not return
+    unreadable_after_write: list[str] = field(default_factory=list)
+    accepted_order_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    number: int
+    name: str
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def check(snap: Snapshot) -> list[Result]:
+    return [
+        Result(1, "at most one successful PSP charge per order; charged iff SUCCESS", _one_charge(snap)),
+        Result(2, "every accepted order is final or dead-lettered", _all_final_or_dead_lettered(snap)),
+        Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
+        Result(4, "seller wallets equal the sellers' ledger entries", _wallet_matches_ledger(snap)),
+        Result(5, "no order status moves backwards", _no_backwards(snap)),
+        Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
+        Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
+    ]
+
+
+def _one_charge(snap: Snapshot) -> list[str]:
+    succeeded: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for charge in snap.psp_charges:
+        order_id = (charge.get("metadata") or {}).get("payment_order_id")
+        if charge.get("status") == "succeeded" and order_id:
+            succeeded[order_id].append(charge)
+    violations = [f"{order_id}: {len(charges)} successful charges ({', '.join(c['charge_id'] for c in charges)})"
+                  for order_id, charges in succeeded.items() if len(charges) > 1]
+    for order in snap.orders:
+        order_id, status = order["payment_order_id"], order["payment_order_status"]
+        charges = succeeded.get(order_id, [])
+        if status == "SUCCESS" and not charges:
+            violations.append(f"{order_id}: SUCCESS without a successful charge at the PSP")
+        if status == "SUCCESS" and charges and charges[0]["amount"] != order["amount_minor"]:
+            violations.append(f"{order_id}: charged {charges[0]['amount']} but the order is {order['amount_minor']}")
+        if status == "FAILED" and charges:
+            violations.append(f"{order_id}: FAILED but the PSP charged it ({charges[0]['charge_id']})")
+    return violations
+
+
+def _all_final_or_dead_lettered(snap: Snapshot) -> list[str]:
+    dead = {d.get("payment_order_id") for d in snap.dead_letters}
+    by_id = {o["payment_order_id"]: o for o in snap.orders}
+    violations = []
+    for order_id in snap.accepted_order_ids or list(by_id):
+        order = by_id.get(order_id)
+        if order is None:
+            violations.append(f"{order_id}: accepted but not stored")
+        elif order["payment_order_status"] not in FINAL and order_id not in dead:
+            violations.append(f"{order_id}: {order['payment_order_status']} and in no dead-letter queue")
+    return violations
+
+
+def _ledger_balances(snap: Snapshot) -> list[str]:
+    violations = []
+    totals: dict[str, int] = defaultdict(int)
+    for tx in snap.ledger:
+        per_currency: dict[str, int] = defaultdict(int)
+        for entry in tx["entries"]:
+            per_currency[entry["currency"]] += int(entry["amount_minor"])
+            totals[entry["currency"]] += int(entry["amount_minor"])
+        for currency, total in per_currency.items():
+            if total:
+                violations.append(f"{tx['transaction_id']}: {currency} off by {total}")
+    violations += [f"all accounts: {currency} sums to {total}" for currency, total in totals.items() if total]
+    return violations
+
+
+def _wallet_matches_ledger(snap: Snapshot) -> list[str]:
+    ledger: dict[tuple[str, str], int] = defaultdict(int)
+    for tx in snap.ledger:
+        for entry in tx["entries"]:
+            if entry["account"].startswith("seller_payable:"):
+                seller = entry["account"].split(":", 1)[1]
+                ledger[(seller, entry["currency"])] -= int(entry["amount_minor"])
+    wallet: dict[tuple[str, str], int] = defaultdict(int)
+    for item in snap.wallet:
+        if item["sk"].startswith("BALANCE#"):
+            wallet[(item["account_id"], item["currency"])] += int(item.get("pending_minor", 0)) + int(
+                item.get("available_minor", 0))
+    violations = []
+    for key in sorted(set(ledger) | set(wallet)):
+        if ledger.get(key, 0) != wallet.get(key, 0):
+            violations.append(f"{key[0]} {key[1]}: wallet {wallet.get(key, 0)} != ledger {ledger.get(key, 0)}")
+    # And per order: a SUCCESS order has its pay-in in the ledger, anything else has none.
+    payins = {tx["reference"] for tx in snap.ledger if tx.get("kind") == "payin"}
+    for order in snap.orders:
+        has = order["payment_order_id"] in payins
+        if order["payment_order_status"] == "SUCCESS" and not has:
+            violations.append(f"{order['payment_order_id']}: SUCCESS without its ledger transaction")
+        if order["payment_order_status"] == "FAILED" and has:
+            violations.append(f"{order['payment_order_id']}: FAILED but recorded in the ledger")
+    return violations
+
+
+def _no_backwards(snap: Snapshot) -> list[str]:
+    violations = []
+    for order_id, statuses in snap.observed_statuses.items():
+        for before, after in zip(statuses, statuses[1:], strict=False):
+            if ORDER_OF[after] < ORDER_OF[before] or (before in FINAL and after != before):
+                violations.append(f"{order_id}: {before} -> {after}")
+                break
+    return violations
+
+
+def _replays(snap: Snapshot) -> list[str]:
+    violations = []
+    for replay in snap.replays:
+        if replay["kind"] == "same":
+            if replay["second_status"] != replay["first_status"] or replay["second_body"] != replay["first_body"]:
+                violations.append(f"{replay['checkout_id']}: replay answered differently")
+            if not replay.get("replayed_header"):
+                violations.append(f"{replay['checkout_id']}: replay not marked Idempotent-Replayed")
+        elif replay["kind"] == "conflict":
+            if replay["second_status"] != 409:
+                violations.append(f"{replay['checkout_id']}: conflicting body answered {replay['second_status']}")
+            if replay.get("changed"):
+                violations.append(f"{replay['checkout_id']}: conflicting body changed {replay['changed']}")
+    return violations
+
+
+def report(results: list[Result]) -> str:
+    lines = []
+    for result in results:
+        mark = "ok" if result.ok else f"VIOLATED ({len(result.violations)})"
+        lines.append(f"  {result.number}. {result.name}: {mark}")
+        lines += [f"       - {v}" for v in result.violations[:5]]
+    return "\n".join(lines)
+
+
+# -- collection from a running system ---------------------------------------------------------------
+
+
+def scan(db: Any, table: str) -> list[dict[str, Any]]:
+    from functions.shared.tables import from_item
+
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        answer = db.scan(**kwargs)
+        items += [from_item(i) for i in answer.get("Items", [])]
+        if "LastEvaluatedKey" not in answer:
+            return items
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+
+def peek_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Read every message of a queue without consuming it (visibility 0), for the dead-letter check."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(50):
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                     WaitTimeSeconds=0)
+        messages = answer.get("Messages", [])
+        if not messages or all(m["MessageId"] in seen for m in messages):
+            break
+        for message in messages:
+            try:
+                body = json.loads(message["Body"])
+            except ValueError:
+                body = {"raw": message["Body"]}
+            if isinstance(body, dict) and "payment_order_id" not in body:
+                # an orders-queue message redriven to its DLQ carries the order as its body
+                body = {**body, "payment_order_id": body.get("payment_order_id")}
+            seen[message["MessageId"]] = body
+    return list(seen.values())
+
+
+def collect(session: Any, outputs: dict[str, str], psp_charges: list[dict[str, Any]], **extra: Any) -> Snapshot:
+    """Read the tables and dead-letter queues named by the stack outputs."""
+    db = session.client("dynamodb")
+    sqs = session.client("sqs")
+    dead: list[dict[str, Any]] = []
+    for key in ("WorkflowDlqUrl", "OrdersDlqUrl"):
+        if outputs.get(key):
+            dead += peek_queue(sqs, outputs[key])
+    return Snapshot(
+        orders=scan(db, outputs["PaymentOrdersTableName"]),
+        ledger=scan(db, outputs["LedgerTableName"]),
+        wallet=scan(db, outputs["WalletTableName"]),
+        psp_charges=psp_charges,
+        dead_letters=dead,
+        **extra,
+    )
