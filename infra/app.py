@@ -24,7 +24,6 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from infra import names  # noqa: E402
 from infra.stack import MarketPayStack, StackSettings  # noqa: E402
 
-
 # Feature flags live here, not in cdk.json, so `python infra/app.py` and `cdk synth` build the same template.
 FEATURE_FLAGS = {
     # Access-log delivery through a bucket policy: the ACL alternative cannot coexist with BucketOwnerEnforced.
@@ -39,9 +38,7 @@ def _flag(value: object) -> bool:
 def build_app() -> cdk.App:
     app = cdk.App(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"), context=FEATURE_FLAGS)
     context = app.node.try_get_context
-    layer_dir = Path(
-        context(names.CTX_LAYER_DIR) or os.environ.get(names.ENV_LAYER_DIR) or names.DEFAULT_LAYER_DIR
-    )
+    layer_dir = Path(context(names.CTX_LAYER_DIR) or os.environ.get(names.ENV_LAYER_DIR) or names.DEFAULT_LAYER_DIR)
     if not layer_dir.is_absolute():
         layer_dir = REPO_ROOT / layer_dir
     if not (layer_dir / "python").is_dir():

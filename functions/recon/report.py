@@ -28,7 +28,14 @@ class ReportBuilder:
     amounts: dict[Category, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     unexplained: int = 0
     fixed: int = 0
-    _spool: IO[str] = field(default_factory=lambda: tempfile.TemporaryFile("w+", encoding="utf-8"))
+    _spool: IO[str] = field(init=False)
+
+    def __enter__(self) -> ReportBuilder:
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._spool.close()
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.category] += 1
@@ -84,6 +91,3 @@ class ReportBuilder:
                 writer.writerow({"record": "amount", "category": category, "currency": currency, "amount": amount})
         for entry in self._entries():
             writer.writerow({"record": "discrepancy", **json.loads(entry)})
-
-    def close(self) -> None:
-        self._spool.close()

@@ -164,23 +164,26 @@ class Functions(Construct):
 
     def _grant_table_access(self) -> None:
         t = self._tables
+        get_update = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
         # PaymentApi stores event + orders in one TransactWriteItems and answers status reads.
         self._table(self.payment_api, t.payment_events, READ + WRITE)
         self._table(self.payment_api, t.payment_orders, READ + WRITE)
-        # OrderStarter moves an order to EXECUTING before starting its workflow.
-        self._table(self.order_starter, t.payment_orders, ["dynamodb:GetItem", *WRITE])
+        # OrderStarter moves an order to EXECUTING (conditional update) before starting its workflow.
+        self._table(self.order_starter, t.payment_orders, get_update)
+        # Wallet: movement guard + balance in one transaction; balances read by query.
         self._table(self.wallet, t.wallet, READ + WRITE)
         # Ledger transactions are immutable: conditional put, and a read to compare on conflict.
         self._table(self.ledger, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
         # Finalize marks the order and takes it off the event's pending set.
-        self._table(self.finalize, t.payment_orders, READ + WRITE)
-        self._table(self.finalize, t.payment_events, READ + WRITE)
+        self._table(self.finalize, t.payment_orders, get_update)
+        self._table(self.finalize, t.payment_events, get_update)
         # Sweeper reads only the sparse sweep index, then updates the orders it finds.
         self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.SWEEP_INDEX}"])
-        self._table(self.sweeper, t.payment_orders, ["dynamodb:GetItem", *WRITE])
-        # Recon reads orders and the ledger, writes fee transactions and its own guards, carries and runs.
-        self._table(self.recon, t.payment_orders, READ)
-        self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])
+        self._table(self.sweeper, t.payment_orders, get_update)
+        # Recon reads orders and the ledger (batches, and full scans for orders no file settled and refunds),
+        # writes fee transactions, and keeps its own guards, runs and carried orders.
+        self._table(self.recon, t.payment_orders, [*READ, "dynamodb:Scan"])
+        self._table(self.recon, t.ledger, [*READ, "dynamodb:Scan", "dynamodb:PutItem"])
         self._table(self.recon, t.recon, [*READ, *WRITE, "dynamodb:DeleteItem"])
 
     def _grant_queue_access(self) -> None:
@@ -234,8 +237,10 @@ class Functions(Construct):
             "AwsSolutions-IAM5",
             "Object permissions are per prefix: read and delete only incoming/, write only reports/ and "
             "quarantine/; object keys are not known in advance.",
-            *(f"Resource::{bucket_arn}/{prefix}*" for prefix in
-              (names.INCOMING_PREFIX, names.REPORTS_PREFIX, names.QUARANTINE_PREFIX)),
+            *(
+                f"Resource::{bucket_arn}/{prefix}*"
+                for prefix in (names.INCOMING_PREFIX, names.REPORTS_PREFIX, names.QUARANTINE_PREFIX)
+            ),
         )
 
     def wire_state_machine(self, machine: sfn.IStateMachine) -> None:
@@ -255,9 +260,7 @@ class Functions(Construct):
                 report_batch_item_failures=True,
             )
         )
-        self.recon.add_event_source(
-            sources.SqsEventSource(self._queues.recon, batch_size=1)
-        )
+        self.recon.add_event_source(sources.SqsEventSource(self._queues.recon, batch_size=1))
         events.Rule(
             self,
             names.SCHEDULE,
@@ -265,4 +268,3 @@ class Functions(Construct):
             targets=[targets.LambdaFunction(self.sweeper, retry_attempts=0)],
             description="Re-drives orders stuck before or inside their workflow",
         )
-

@@ -50,9 +50,7 @@ class Queues(Construct):
             enforce_ssl=True,
         )
 
-    def _queue(
-        self, name: str, dlq: sqs.Queue, visibility: Duration, retention: Duration | None = None
-    ) -> sqs.Queue:
+    def _queue(self, name: str, dlq: sqs.Queue, visibility: Duration, retention: Duration | None = None) -> sqs.Queue:
         return sqs.Queue(
             self,
             name,

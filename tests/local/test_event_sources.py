@@ -1,6 +1,7 @@
 """SQS pollers (batch size, partial failures, DLQ), S3 notifications and schedules, as the Lambda service runs them."""
 
 import json
+from urllib.parse import unquote_plus
 
 from local.event_sources import failed_message_ids, rate_seconds, sqs_event
 
@@ -104,7 +105,8 @@ def test_s3_put_under_incoming_reaches_the_queue(toy_stack):
     s3.put_object(Bucket=bucket, Key="incoming/stripe/2026-11-25.csv", Body=b"id,amount\n")
     messages = toy_stack.wait_until(lambda: _drain(sqs, queue), timeout=5)
     records = [r for m in messages for r in json.loads(m["Body"])["Records"]]
-    assert [(r["eventName"], r["s3"]["bucket"]["name"], r["s3"]["object"]["key"]) for r in records] == [
+    # keys arrive URL-encoded (moto also encodes "/"): consumers must unquote_plus them, as on AWS
+    assert [(r["eventName"], r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"])) for r in records] == [
         ("ObjectCreated:Put", bucket, "incoming/stripe/2026-11-25.csv")
     ]
 

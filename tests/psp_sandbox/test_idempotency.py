@@ -148,3 +148,18 @@ def test_every_answer_has_a_request_id(client, sandbox):
     assert caught.value.request_id.startswith("req_")
     with urllib.request.urlopen(f"{sandbox.url}/_sandbox/health") as answer:
         assert answer.headers["Request-Id"].startswith("req_")
+
+
+def test_an_unexpected_500_of_the_api_is_stored_too(client, sandbox, monkeypatch):
+    def broken(request):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(sandbox.sandbox.api, "handle", broken)
+    with pytest.raises(stripe.APIError) as first:
+        pay(client, key="po_1")
+    monkeypatch.undo()
+    with pytest.raises(stripe.APIError) as again:  # the API works again, but the key holds the 500
+        pay(client, key="po_1")
+    assert (first.value.http_status, again.value.http_status) == (500, 500)
+    assert again.value.headers["Idempotent-Replayed"] == "true"
+    assert pay(client, key="po_2").status == "succeeded"

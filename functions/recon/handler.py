@@ -1,0 +1,81 @@
+"""Recon Lambda: SQS ReconQueue of S3 notifications on `incoming/<psp>/` (batch size 1, partial failures).
+
+A record that raises is reported as failed: SQS retries it, and after maxReceiveCount it goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.recon.service import INCOMING, RunResult, RunStatus, SettlementObject, reconcile
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+# Metric names (namespace from POWERTOOLS_METRICS_NAMESPACE). QuarantinedFiles > 0 is the alarm.
+QUARANTINED_FILES = "QuarantinedFiles"
+
+
+def objects_of(body: dict[str, Any]) -> list[SettlementObject]:
+    """The settlement files an S3 notification names (none for the s3:TestEvent S3 sends on setup)."""
+    if body.get("Event") == "s3:TestEvent":
+        return []
+    found = []
+    for record in body.get("Records", []):
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record["s3"]
+        key = unquote_plus(s3["object"]["key"])
+        if not key.startswith(INCOMING) or key.endswith("/"):
+            logger.warning("ignoring an object outside incoming/<psp>/", extra={"key": key})
+            continue
+        delivery = s3["object"].get("sequencer") or record.get("eventTime") or s3["object"].get("eTag", "")
+        found.append(SettlementObject(s3["bucket"]["name"], key, f"{key}@{delivery}"))
+    return found
+
+
+def _publish(result: RunResult) -> None:
+    logger.info("settlement file handled", extra={"status": result.status, "key": result.key,
+                                                   "sha256": result.sha256, "detail": result.detail})
+    if result.status is RunStatus.QUARANTINED:
+        metrics.add_metric(name=QUARANTINED_FILES, unit=MetricUnit.Count, value=1)
+    if result.status is RunStatus.DUPLICATE:
+        metrics.add_metric(name="DuplicateFiles", unit=MetricUnit.Count, value=1)
+    if result.status is not RunStatus.PROCESSED:
+        return
+    summary = result.summary
+    categories = summary["categories"]
+    metrics.add_metric(name="Rows", unit=MetricUnit.Count, value=summary["total"])
+    metrics.add_metric(name="Matched", unit=MetricUnit.Count, value=categories["matched"]["count"])
+    metrics.add_metric(name="Unexplained", unit=MetricUnit.Count, value=summary["unexplained"])
+    metrics.add_metric(name="AutoFixed", unit=MetricUnit.Count, value=summary["fixed"])
+    for category, values in categories.items():
+        if values["count"]:
+            metrics.add_metric(name=f"Rows_{category}", unit=MetricUnit.Count, value=values["count"])
+        for currency, amount in values["amounts"].items():
+            # Amounts per category and currency, in major units (a metric has no currency of its own).
+            metrics.add_metric(name=f"Amount_{category}_{currency}", unit=MetricUnit.None_,
+                               value=float(amount))
+    logger.info("reconciliation summary", extra={"summary": summary})
+
+
+def record_handler(record: SQSRecord) -> None:
+    for obj in objects_of(json.loads(record.body)):
+        logger.append_keys(psp=obj.psp, key=obj.key)
+        _publish(reconcile(obj))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

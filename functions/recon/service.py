@@ -1,0 +1,226 @@
+"""One settlement file, end to end: survey (hash + validate), guard, match, report, fix, review.
+
+Two passes over the object, both streamed: the first hashes the bytes and parses every row without any
+effect, so a file that cannot be read is quarantined before anything happened, and the content hash is
+known before the duplicate guard is taken; the second parses again and matches. Every effect of the second
+pass is idempotent (conditional writes, deterministic execution names and ledger ids, overwritten reports),
+so a run that dies half-way is simply run again by the SQS retry.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from functions.recon import parsers
+from functions.recon.adapters import AwsFixes, DynamoLookup, ReviewQueue
+from functions.recon.config import ReconSettings, recon_settings
+from functions.recon.errors import UnparseableFile
+from functions.recon.matching import Matcher, Policy, Window
+from functions.recon.outcomes import Outcome
+from functions.recon.report import ReportBuilder
+from functions.recon.rows import SettlementRow
+from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
+from functions.shared import aws, clock
+from functions.shared.config import Settings, settings
+from functions.shared.tables import LedgerTable, PaymentTables
+
+INCOMING = "incoming/"
+
+
+class RunStatus(StrEnum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    ALREADY_DONE = "already_done"
+    QUARANTINED = "quarantined"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class SettlementObject:
+    bucket: str
+    key: str
+    delivery: str  # one S3 write of the key (its event sequencer): SQS redeliveries share it, a re-upload not
+
+    @property
+    def psp(self) -> str:
+        return self.key[len(INCOMING):].split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        rest = self.key[len(INCOMING):].split("/", 1)
+        return rest[1] if len(rest) == 2 else rest[0]
+
+
+@dataclass
+class RunResult:
+    status: RunStatus
+    psp: str
+    key: str
+    sha256: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+
+@dataclass
+class Survey:
+    sha256: str
+    rows: int
+    earliest: datetime | None
+    latest: datetime | None
+
+
+class _Hashing:
+    """A binary stream that hashes what is read through it."""
+
+    def __init__(self, source: Any):
+        self._source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()
+
+
+def _body(obj: SettlementObject) -> Any:
+    return aws.client("s3").get_object(Bucket=obj.bucket, Key=obj.key)["Body"]
+
+
+def survey(obj: SettlementObject) -> Survey:
+    """Hash the bytes and parse every row once, without effects. Raises UnparseableFile."""
+    stream = _Hashing(_body(obj))
+    rows = 0
+    earliest = latest = None
+    try:
+        for row in parsers.parse(obj.psp, stream):
+            rows += 1
+            moment = row.occurred_at if isinstance(row, SettlementRow) else None
+            if moment is not None:
+                earliest = moment if earliest is None or moment < earliest else earliest
+                latest = moment if latest is None or moment > latest else latest
+    except csv.Error as error:
+        raise UnparseableFile(f"not a readable CSV file: {error}") from error
+    return Survey(stream.drain(), rows, earliest, latest)
+
+
+def quarantine(obj: SettlementObject, reason: str) -> None:
+    """Copy the file under quarantine/, write its error report next to it, then delete the incoming object.
+    Each step can be repeated; the delete comes last, so a crash before it leaves the file to be retried."""
+    s3 = aws.client("s3")
+    target = f"quarantine/{obj.psp}/{obj.name}"
+    s3.copy_object(Bucket=obj.bucket, Key=target, CopySource={"Bucket": obj.bucket, "Key": obj.key})
+    report = {"source_key": obj.key, "quarantined_key": target, "error": reason, "quarantined_at": clock.iso()}
+    s3.put_object(Bucket=obj.bucket, Key=f"{target}.error.json", Body=json.dumps(report, indent=1).encode(),
+                  ContentType="application/json")
+    s3.delete_object(Bucket=obj.bucket, Key=obj.key)
+
+
+def _upload(bucket: str, key: str, write: Any, content_type: str) -> None:
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        write(out)
+        out.flush()
+        out.buffer.seek(0)
+        aws.client("s3").upload_fileobj(out.buffer, bucket, key, ExtraArgs={"ContentType": content_type})
+
+
+def report_keys(obj: SettlementObject) -> tuple[str, str]:
+    return f"reports/{obj.psp}/{obj.name}.json", f"reports/{obj.psp}/{obj.name}.csv"
+
+
+def reconcile(obj: SettlementObject, *, config: Settings | None = None, recon: ReconSettings | None = None,
+              now: datetime | None = None) -> RunResult:
+    config = config or settings()
+    recon = recon or recon_settings()
+    now = now or clock.now()
+    result = RunResult(RunStatus.PROCESSED, obj.psp, obj.key)
+    try:
+        found = survey(obj)
+    except UnparseableFile as error:
+        quarantine(obj, str(error))
+        return RunResult(RunStatus.QUARANTINED, obj.psp, obj.key, detail=str(error))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            # Quarantined (or removed) by an earlier attempt of this same message: nothing left to do.
+            return RunResult(RunStatus.GONE, obj.psp, obj.key)
+        raise
+    result.sha256 = found.sha256
+    table = ReconTable.from_settings(config)
+    claim = table.claim_file(found.sha256, obj.psp, obj.key, obj.delivery, clock.iso(now))
+    if claim.outcome is ClaimOutcome.DONE:
+        result.status = RunStatus.ALREADY_DONE
+        return result
+    if claim.outcome is ClaimOutcome.DUPLICATE:
+        original = (claim.original or {}).get("source_key", "?")
+        table.record_duplicate(found.sha256, obj.key, obj.delivery, original, clock.iso(now))
+        body = {"source_key": obj.key, "sha256": found.sha256, "duplicate_of": original,
+                "detected_at": clock.iso(now),
+                "explanation": f"same content as {original}: not reconciled again, nothing changed"}
+        aws.client("s3").put_object(Bucket=obj.bucket, Key=f"reports/{obj.psp}/{obj.name}.duplicate.json",
+                                    Body=json.dumps(body, indent=1).encode(), ContentType="application/json")
+        result.status, result.detail = RunStatus.DUPLICATE, original
+        return result
+    result.summary = _match(obj, found, config, recon, table, now)
+    table.finish_run(found.sha256, result.summary, clock.iso())
+    return result
+
+
+def _match(obj: SettlementObject, found: Survey, config: Settings, recon: ReconSettings, table: ReconTable,
+           now: datetime) -> dict[str, Any]:
+    window = Window.of_file(found.earliest, found.latest, timedelta(minutes=recon.cutoff_minutes))
+    header = {"psp": obj.psp, "source_key": obj.key, "file_name": obj.name, "sha256": found.sha256,
+              "run_at": clock.iso(now),
+              "window": dict(zip(("start", "end"), window.bounds(), strict=True)) if window else None}
+    with ReportBuilder(header) as report:
+        return _match_into(report, obj, found, window, config, recon, table, now)
+
+
+def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, window: Window | None,
+                config: Settings, recon: ReconSettings, table: ReconTable, now: datetime) -> dict[str, Any]:
+    review = ReviewQueue(config.review_queue_url, {"psp": obj.psp, "source_key": obj.key,
+                                                    "file_sha256": found.sha256})
+
+    def emit(outcome: Outcome) -> None:
+        report.add(outcome)
+        if outcome.review:
+            review.add(outcome)
+
+    with ThreadPoolExecutor(max_workers=recon.io_workers, thread_name_prefix="recon-io") as pool:
+        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, pool, LedgerTable.from_settings(config))
+        matcher = Matcher(
+            Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size),
+            DynamoLookup(PaymentTables.from_settings(config), LedgerTable.from_settings(config), pool),
+            fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
+        )
+        try:
+            for row in parsers.parse(obj.psp, _body(obj)):
+                matcher.feed(row)
+        except csv.Error as error:  # the survey read it: the object changed under us; let SQS retry
+            raise UnparseableFile(f"the file changed while it was read: {error}") from error
+        matcher.finish()
+    review.flush()
+    json_key, csv_key = report_keys(obj)
+    _upload(obj.bucket, json_key, report.write_json, "application/json")
+    _upload(obj.bucket, csv_key, report.write_csv, "text/csv")
+    summary = report.summary()
+    summary.update({
+        "rows_in_file": found.rows, "report_json": json_key, "report_csv": csv_key,
+        "review_messages": review.sent, "workflows_restarted": fixes.restarted, "fees_recorded": fixes.fees_recorded,
+        "carries_cleared": matcher.carry_counts.cleared, "still_carried": matcher.carry_counts.still_carried,
+        "carries_raised": matcher.carry_counts.raised,
+    })
+    return summary
