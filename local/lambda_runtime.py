@@ -290,7 +290,9 @@ def _restore(key: str, value: str | None) -> None:
 def _exception_payload(exc: BaseException, context: LambdaContext) -> tuple[dict[str, Any], str]:
     """The Python runtime's error shape: Step Functions takes errorType as the error name."""
     error_type = type(exc).__name__
-    return _error_payload(error_type, str(exc), context, traceback.format_tb(exc.__traceback__)), error_type
+    tb = exc.__traceback__
+    tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # drop the dispatcher's own frame
+    return _error_payload(error_type, str(exc), context, traceback.format_tb(tb)), error_type
 
 
 def _error_payload(

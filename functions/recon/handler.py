@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.recon.service import INCOMING, RunResult, RunStatus, SettlementObject, reconcile
+from functions.shared.money import Money
 
 logger = Logger()
 metrics = Metrics()
@@ -62,9 +63,9 @@ def _publish(result: RunResult) -> None:
         if values["count"]:
             metrics.add_metric(name=f"Rows_{category}", unit=MetricUnit.Count, value=values["count"])
         for currency, amount in values["amounts"].items():
-            # Amounts per category and currency, in major units (a metric has no currency of its own).
-            metrics.add_metric(name=f"Amount_{category}_{currency}", unit=MetricUnit.None_,
-                               value=float(amount))
+            # Amounts per category and currency, in minor units (a metric has no currency of its own).
+            metrics.add_metric(name=f"AmountMinor_{category}_{currency}", unit=MetricUnit.Count,
+                               value=Money.from_decimal(amount, currency).minor)
     logger.info("reconciliation summary", extra={"summary": summary})
 
 

@@ -137,3 +137,14 @@ def test_batch_item_failures_rules():
     assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": "zz"}]}, ids) == set(ids)
     assert failed_message_ids({"batchItemFailures": [{}]}, ids) == set(ids)
     assert sqs_event([], "arn:aws:sqs:us-east-1:123456789012:q") == {"Records": []}
+
+
+def test_schedule_timer_ticks_at_the_local_interval(toy_stack, calls):
+    from local.event_sources import EventSources
+
+    timer = EventSources(toy_stack.aws_url, [], toy_stack.events.schedules, schedule_interval=0.2)
+    timer.start()
+    try:
+        toy_stack.wait_until(lambda: len([c for c in calls if c[0] == "tick"]) >= 2, timeout=5)
+    finally:
+        timer.stop()
