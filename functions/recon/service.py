@@ -28,7 +28,7 @@ from functions.recon.errors import UnparseableFile
 from functions.recon.matching import Matcher, Policy, Window
 from functions.recon.outcomes import Outcome
 from functions.recon.report import ReportBuilder
-from functions.recon.rows import SettlementRow
+from functions.recon.rows import RowKind, SettlementRow
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
@@ -109,7 +109,8 @@ def survey(obj: SettlementObject) -> Survey:
     try:
         for row in parsers.parse(obj.psp, stream):
             rows += 1
-            moment = row.occurred_at if isinstance(row, SettlementRow) else None
+            # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
+            moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
             if moment is not None:
                 earliest = moment if earliest is None or moment < earliest else earliest
                 latest = moment if latest is None or moment > latest else latest
