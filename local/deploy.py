@@ -46,10 +46,28 @@ _ZIP_CACHE = Path(tempfile.gettempdir()) / "marketpay-local-assets"
 
 # Alarm properties that PutMetricAlarm takes under the same name.
 _ALARM_KEYS = (
-    "AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions", "InsufficientDataActions",
-    "MetricName", "Namespace", "Statistic", "ExtendedStatistic", "Dimensions", "Period", "Unit",
-    "EvaluationPeriods", "DatapointsToAlarm", "Threshold", "ComparisonOperator", "TreatMissingData",
-    "EvaluateLowSampleCountPercentile", "Metrics", "ThresholdMetricId", "Tags",
+    "AlarmName",
+    "AlarmDescription",
+    "ActionsEnabled",
+    "OKActions",
+    "AlarmActions",
+    "InsufficientDataActions",
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Dimensions",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "EvaluateLowSampleCountPercentile",
+    "Metrics",
+    "ThresholdMetricId",
+    "Tags",
 )
 
 
@@ -115,7 +133,8 @@ def deploy(
     skipped = {
         lid: r["Type"]
         for lid, r in template.resources.items()
-        if r["Type"] not in supported or r["Type"].startswith("Custom::")
+        if r["Type"] not in supported
+        or r["Type"].startswith("Custom::")
         or r["Type"] == "AWS::CloudFormation::CustomResource"
     }
     moto_template = prepare_for_moto(template, skipped, stack_name, api_url)
@@ -128,9 +147,7 @@ def deploy(
         )["StackId"]
     except Exception as exc:  # moto raises while creating resources, inside CreateStack
         raise DeployError(f"CreateStack {stack_name} failed in moto: {exc}") from exc
-    cfn.get_waiter("stack_create_complete").wait(
-        StackName=stack_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
-    )
+    cfn.get_waiter("stack_create_complete").wait(StackName=stack_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
 
     deployed = DeployedStack(
         stack_name=stack_name,
@@ -156,7 +173,10 @@ def deploy(
         log.info("not in moto (served or created beside it): %s %s", rtype, lid)
     log.info(
         "deployed %s into moto: %d resources, %d outputs, %.2f s",
-        stack_name, len(deployed.physical_ids), len(deployed.outputs), time.monotonic() - started,
+        stack_name,
+        len(deployed.physical_ids),
+        len(deployed.outputs),
+        time.monotonic() - started,
     )
     return deployed
 
@@ -262,9 +282,7 @@ def _substitute_skipped(expr: Any, stand_ins: dict[str, dict[str, str]]) -> Any:
     return expr
 
 
-def prepare_for_moto(
-    template: Template, skipped: dict[str, str], stack_name: str, api_url: str
-) -> dict[str, Any]:
+def prepare_for_moto(template: Template, skipped: dict[str, str], stack_name: str, api_url: str) -> dict[str, Any]:
     """The template moto gets: skipped resources removed, references to them replaced by stand-ins."""
     stand_ins = _stand_in_values(template, skipped, stack_name, api_url)
     data = copy.deepcopy(template.data)
@@ -354,7 +372,7 @@ def bucket_notification_configs(deployed: DeployedStack) -> dict[str, dict[str, 
         if cfn_config:
             bucket = deployed.resolve({"Ref": lid})
             configs[bucket] = _cfn_to_api_notifications(deployed.resolve(cfn_config))
-    for lid, resource in template.resources.items():
+    for resource in template.resources.values():
         if resource["Type"] == "Custom::S3BucketNotifications":
             props = deployed.resolve(resource.get("Properties", {}))
             configs[props["BucketName"]] = _normalize_api_notifications(props.get("NotificationConfiguration", {}))

@@ -120,8 +120,9 @@ def schedule_targets(deployed: DeployedStack) -> list[ScheduleTarget]:
             if "InputPath" in target or "InputTransformer" in target:
                 log.warning("rule %s: InputPath/InputTransformer ignored locally", lid)
             raw_input = target.get("Input")
-            found.append(ScheduleTarget(lid, rule_arn, expression, arn,
-                                        deployed.resolve(raw_input) if raw_input else None))
+            found.append(
+                ScheduleTarget(lid, rule_arn, expression, arn, deployed.resolve(raw_input) if raw_input else None)
+            )
     return found
 
 
@@ -147,8 +148,17 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
         attributes = {
             k: v
             for k, v in m.get("Attributes", {}).items()
-            if k in ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp",
-                     "SequenceNumber", "MessageGroupId", "MessageDeduplicationId", "AWSTraceHeader")
+            if k
+            in (
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "SenderId",
+                "ApproximateFirstReceiveTimestamp",
+                "SequenceNumber",
+                "MessageGroupId",
+                "MessageDeduplicationId",
+                "AWSTraceHeader",
+            )
         }
         records.append(
             {
@@ -317,4 +327,3 @@ class EventSources:
         event = target.target_input or json.dumps(scheduled_event(target.rule_arn))
         answer = lam.invoke(FunctionName=target.function_arn, Payload=event.encode())
         return json.loads(answer["Payload"].read() or b"null")
-

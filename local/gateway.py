@@ -89,8 +89,7 @@ def http_api_routes(deployed: DeployedStack) -> list[Route]:
             continue
         integration = template.props(integration_id)
         uri = deployed.resolve(integration["IntegrationUri"])
-        routes.append(Route(props["RouteKey"], _function_arn(uri), str(integration.get("PayloadFormatVersion",
-                                                                                          "2.0"))))
+        routes.append(Route(props["RouteKey"], _function_arn(uri), str(integration.get("PayloadFormatVersion", "2.0"))))
     return sorted(routes, key=lambda r: r.priority)
 
 
@@ -102,8 +101,9 @@ def _integration_of(target: Any) -> str | None:
             if ref:
                 return ref
     if isinstance(target, dict) and "Fn::Sub" in target:
-        match = re.search(r"\$\{([^}.]+)\}", target["Fn::Sub"] if isinstance(target["Fn::Sub"], str)
-                          else target["Fn::Sub"][0])
+        match = re.search(
+            r"\$\{([^}.]+)\}", target["Fn::Sub"] if isinstance(target["Fn::Sub"], str) else target["Fn::Sub"][0]
+        )
         return match.group(1) if match else None
     return None
 
@@ -117,8 +117,14 @@ def _function_arn(uri: str) -> str:
 
 
 def build_event(
-    route: Route, params: dict[str, str], method: str, raw_path: str, raw_query: str,
-    headers: list[tuple[str, str]], body: bytes, source_ip: str,
+    route: Route,
+    params: dict[str, str],
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
 ) -> dict[str, Any]:
     """The API Gateway HTTP API payload format 2.0 event."""
     now = datetime.now(UTC)
@@ -232,8 +238,16 @@ class Gateway:
             status, headers, raw = 404, [("content-type", "application/json")], b'{"message":"Not Found"}'
         else:
             route, params = found
-            event = build_event(route, params, req.command, split.path, split.query,
-                                list(req.headers.items()), body, req.client_address[0])
+            event = build_event(
+                route,
+                params,
+                req.command,
+                split.path,
+                split.query,
+                list(req.headers.items()),
+                body,
+                req.client_address[0],
+            )
             status, headers, raw = self._call(route, event)
         req.send_response(status)
         sent = {k.lower() for k, _ in headers}

@@ -196,13 +196,19 @@ class LambdaRuntime:
                 f"{context.timeout_s:.2f} seconds",
             }
         record = InvocationRecord(
-            fn.function_name, invocation.trigger, round(duration * 1000, 1), error_type or "ok",
+            fn.function_name,
+            invocation.trigger,
+            round(duration * 1000, 1),
+            error_type or "ok",
             context.aws_request_id,
         )
         self.invocations.append(record)
         log.info(
             "lambda %-28s %-30s %6.0f ms  %s",
-            record.function_name, record.trigger, record.duration_ms, record.outcome,
+            record.function_name,
+            record.trigger,
+            record.duration_ms,
+            record.outcome,
         )
         return json.dumps(payload), error_type is not None, ""
 

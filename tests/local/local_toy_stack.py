@@ -58,8 +58,7 @@ def _definition():
         "Type": "Task",
         "Resource": "__CHARGE__",
         "ResultPath": "$.charge",
-        "Retry": [{"ErrorEquals": ["PspTransientError"], "IntervalSeconds": 1, "BackoffRate": 1,
-                   "MaxAttempts": 3}],
+        "Retry": [{"ErrorEquals": ["PspTransientError"], "IntervalSeconds": 1, "BackoffRate": 1, "MaxAttempts": 3}],
         "Catch": [{"ErrorEquals": ["PspPermanentError"], "ResultPath": "$.error", "Next": "MarkFailed"}],
         "Next": "Done",
     }
@@ -70,12 +69,17 @@ def _definition():
         "OutputPath": "$.Payload",
         "End": True,
     }
-    text = json.dumps({"StartAt": "Charge", "States": {"Charge": charge, "MarkFailed": mark_failed,
-                                                       "Done": {"Type": "Succeed"}}})
+    text = json.dumps(
+        {"StartAt": "Charge", "States": {"Charge": charge, "MarkFailed": mark_failed, "Done": {"Type": "Succeed"}}}
+    )
     before, rest = text.split("__CHARGE__")
     middle, after = rest.split("__MARK__")
-    return {"Fn::Join": ["", [before, {"Fn::GetAtt": ["ChargeFn", "Arn"]}, middle,
-                              {"Fn::GetAtt": ["MarkFailedFn", "Arn"]}, after]]}
+    return {
+        "Fn::Join": [
+            "",
+            [before, {"Fn::GetAtt": ["ChargeFn", "Arn"]}, middle, {"Fn::GetAtt": ["MarkFailedFn", "Arn"]}, after],
+        ]
+    }
 
 
 def template():
@@ -84,22 +88,31 @@ def template():
             "Type": "AWS::IAM::Role",
             "Properties": {
                 "AssumeRolePolicyDocument": {
-                    "Statement": [{"Action": "sts:AssumeRole", "Effect": "Allow",
-                                   "Principal": {"Service": "lambda.amazonaws.com"}}],
+                    "Statement": [
+                        {
+                            "Action": "sts:AssumeRole",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                        }
+                    ],
                     "Version": "2012-10-17",
                 }
             },
         },
         "DepsLayer": {
             "Type": "AWS::Lambda::LayerVersion",
-            "Properties": {"Content": {"S3Bucket": ASSET_BUCKET, "S3Key": f"{LAYER_HASH}.zip"},
-                           "CompatibleRuntimes": ["python3.11"]},
+            "Properties": {
+                "Content": {"S3Bucket": ASSET_BUCKET, "S3Key": f"{LAYER_HASH}.zip"},
+                "CompatibleRuntimes": ["python3.11"],
+            },
         },
         "ToyTable": {
             "Type": "AWS::DynamoDB::Table",
-            "Properties": {"KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                           "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                           "BillingMode": "PAY_PER_REQUEST"},
+            "Properties": {
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
         },
         "EchoFn": _function("toy_handlers.echo", {"POWERTOOLS_SERVICE_NAME": "echo"}),
         "BatchFn": _function("toy_handlers.batch", {"POWERTOOLS_SERVICE_NAME": "batch"}),
@@ -119,82 +132,139 @@ def template():
             "Type": "AWS::SQS::QueuePolicy",
             "Properties": {
                 "Queues": [{"Ref": "InboxQueue"}],
-                "PolicyDocument": {"Statement": [{"Action": "sqs:SendMessage", "Effect": "Allow",
-                                                  "Principal": {"Service": "s3.amazonaws.com"},
-                                                  "Resource": {"Fn::GetAtt": ["InboxQueue", "Arn"]}}],
-                                   "Version": "2012-10-17"},
+                "PolicyDocument": {
+                    "Statement": [
+                        {
+                            "Action": "sqs:SendMessage",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "s3.amazonaws.com"},
+                            "Resource": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
+                        }
+                    ],
+                    "Version": "2012-10-17",
+                },
             },
         },
         "Inbox": {
             "Type": "AWS::S3::Bucket",
             "Properties": {
                 "NotificationConfiguration": {
-                    "QueueConfigurations": [{
-                        "Event": "s3:ObjectCreated:*",
-                        "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
-                        "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "incoming/"}]}},
-                    }]
+                    "QueueConfigurations": [
+                        {
+                            "Event": "s3:ObjectCreated:*",
+                            "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
+                            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "incoming/"}]}},
+                        }
+                    ]
                 }
             },
             "DependsOn": ["InboxQueuePolicy"],
         },
         "Workflow": {
             "Type": "AWS::StepFunctions::StateMachine",
-            "Properties": {"DefinitionString": _definition(), "RoleArn": {"Fn::GetAtt": ["FnRole", "Arn"]},
-                           "StateMachineType": "EXPRESS"},
+            "Properties": {
+                "DefinitionString": _definition(),
+                "RoleArn": {"Fn::GetAtt": ["FnRole", "Arn"]},
+                "StateMachineType": "EXPRESS",
+            },
         },
         "HttpApi": {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"Name": "ToyApi", "ProtocolType": "HTTP"}},
-        "HttpApiStage": {"Type": "AWS::ApiGatewayV2::Stage",
-                         "Properties": {"ApiId": {"Ref": "HttpApi"}, "StageName": "$default",
-                                        "AutoDeploy": True}},
+        "HttpApiStage": {
+            "Type": "AWS::ApiGatewayV2::Stage",
+            "Properties": {"ApiId": {"Ref": "HttpApi"}, "StageName": "$default", "AutoDeploy": True},
+        },
         "ApiIntegration": {
             "Type": "AWS::ApiGatewayV2::Integration",
-            "Properties": {"ApiId": {"Ref": "HttpApi"}, "IntegrationType": "AWS_PROXY",
-                           "IntegrationUri": {"Fn::GetAtt": ["ApiFn", "Arn"]}, "PayloadFormatVersion": "2.0"},
+            "Properties": {
+                "ApiId": {"Ref": "HttpApi"},
+                "IntegrationType": "AWS_PROXY",
+                "IntegrationUri": {"Fn::GetAtt": ["ApiFn", "Arn"]},
+                "PayloadFormatVersion": "2.0",
+            },
         },
         "PostRoute": {
             "Type": "AWS::ApiGatewayV2::Route",
-            "Properties": {"ApiId": {"Ref": "HttpApi"}, "RouteKey": "POST /v1/payments",
-                           "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "ApiIntegration"}]]}},
+            "Properties": {
+                "ApiId": {"Ref": "HttpApi"},
+                "RouteKey": "POST /v1/payments",
+                "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "ApiIntegration"}]]},
+            },
         },
         "GetRoute": {
             "Type": "AWS::ApiGatewayV2::Route",
-            "Properties": {"ApiId": {"Ref": "HttpApi"}, "RouteKey": "GET /v1/payments/{payment_order_id}",
-                           "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "ApiIntegration"}]]}},
+            "Properties": {
+                "ApiId": {"Ref": "HttpApi"},
+                "RouteKey": "GET /v1/payments/{payment_order_id}",
+                "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "ApiIntegration"}]]},
+            },
         },
         "ApiPermission": {
             "Type": "AWS::Lambda::Permission",
             "Properties": {
-                "Action": "lambda:InvokeFunction", "FunctionName": {"Fn::GetAtt": ["ApiFn", "Arn"]},
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Fn::GetAtt": ["ApiFn", "Arn"]},
                 "Principal": "apigateway.amazonaws.com",
-                "SourceArn": {"Fn::Join": ["", ["arn:aws:execute-api:", {"Ref": "AWS::Region"}, ":",
-                                                {"Ref": "AWS::AccountId"}, ":", {"Ref": "HttpApi"},
-                                                "/*/*/v1/payments"]]},
+                "SourceArn": {
+                    "Fn::Join": [
+                        "",
+                        [
+                            "arn:aws:execute-api:",
+                            {"Ref": "AWS::Region"},
+                            ":",
+                            {"Ref": "AWS::AccountId"},
+                            ":",
+                            {"Ref": "HttpApi"},
+                            "/*/*/v1/payments",
+                        ],
+                    ]
+                },
             },
         },
         "TickRule": {
             "Type": "AWS::Events::Rule",
-            "Properties": {"ScheduleExpression": "rate(1 minute)", "State": "ENABLED",
-                           "Targets": [{"Arn": {"Fn::GetAtt": ["TickFn", "Arn"]}, "Id": "Target0"}]},
+            "Properties": {
+                "ScheduleExpression": "rate(1 minute)",
+                "State": "ENABLED",
+                "Targets": [{"Arn": {"Fn::GetAtt": ["TickFn", "Arn"]}, "Id": "Target0"}],
+            },
         },
         "AlarmTopic": {"Type": "AWS::SNS::Topic"},
-        "AlarmEmail": {"Type": "AWS::SNS::Subscription",
-                       "Properties": {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email",
-                                      "Endpoint": "oncall@example.com"}},
+        "AlarmEmail": {
+            "Type": "AWS::SNS::Subscription",
+            "Properties": {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email", "Endpoint": "oncall@example.com"},
+        },
         "WorkDlqAlarm": {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold", "EvaluationPeriods": 1,
-                "MetricName": "ApproximateNumberOfMessagesVisible", "Namespace": "AWS/SQS", "Period": 60,
-                "Statistic": "Maximum", "Threshold": 1,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "EvaluationPeriods": 1,
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Namespace": "AWS/SQS",
+                "Period": 60,
+                "Statistic": "Maximum",
+                "Threshold": 1,
                 "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkDlq", "QueueName"]}}],
                 "AlarmActions": [{"Ref": "AlarmTopic"}],
             },
         },
     }
     outputs = {
-        "ApiUrl": {"Value": {"Fn::Join": ["", ["https://", {"Ref": "HttpApi"}, ".execute-api.",
-                                                {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}, "/"]]}},
+        "ApiUrl": {
+            "Value": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "https://",
+                        {"Ref": "HttpApi"},
+                        ".execute-api.",
+                        {"Ref": "AWS::Region"},
+                        ".",
+                        {"Ref": "AWS::URLSuffix"},
+                        "/",
+                    ],
+                ]
+            }
+        },
         "ApiEndpoint": {"Value": {"Fn::GetAtt": ["HttpApi", "ApiEndpoint"]}},
         "WorkQueueUrl": {"Value": {"Ref": "WorkQueue"}},
         "WorkDlqUrl": {"Value": {"Ref": "WorkDlq"}},
@@ -208,12 +278,26 @@ def template():
         "AlarmName": {"Value": {"Ref": "WorkDlqAlarm"}},
     }
     return {
-        "Parameters": {"BootstrapVersion": {"Type": "AWS::SSM::Parameter::Value<String>",
-                                            "Default": "/cdk-bootstrap/hnb659fds/version"}},
+        "Parameters": {
+            "BootstrapVersion": {
+                "Type": "AWS::SSM::Parameter::Value<String>",
+                "Default": "/cdk-bootstrap/hnb659fds/version",
+            }
+        },
         "Resources": resources,
         "Outputs": outputs,
-        "Rules": {"CheckBootstrapVersion": {"Assertions": [{"Assert": {"Fn::Not": [{"Fn::Contains": [
-            ["1", "2", "3", "4", "5"], {"Ref": "BootstrapVersion"}]}]}, "AssertDescription": "bootstrap"}]}},
+        "Rules": {
+            "CheckBootstrapVersion": {
+                "Assertions": [
+                    {
+                        "Assert": {
+                            "Fn::Not": [{"Fn::Contains": [["1", "2", "3", "4", "5"], {"Ref": "BootstrapVersion"}]}]
+                        },
+                        "AssertDescription": "bootstrap",
+                    }
+                ]
+            }
+        },
     }
 
 
@@ -231,8 +315,10 @@ def write_cdk_out(directory: Path) -> Path:
     manifest = {
         "version": "48.0.0",
         "files": {
-            h: {"source": {"path": f"asset.{h}", "packaging": "zip"},
-                "destinations": {"current_account-current_region": {**dest, "objectKey": f"{h}.zip"}}}
+            h: {
+                "source": {"path": f"asset.{h}", "packaging": "zip"},
+                "destinations": {"current_account-current_region": {**dest, "objectKey": f"{h}.zip"}},
+            }
             for h in (CODE_HASH, LAYER_HASH)
         },
         "dockerImages": {},

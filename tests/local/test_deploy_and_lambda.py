@@ -30,9 +30,21 @@ def test_aws_cli_sees_the_stack(toy_stack):
     if not aws.exists() and not shutil.which("aws"):
         pytest.skip("no AWS CLI installed")
     out = subprocess.run(
-        [str(aws) if aws.exists() else "aws", "--endpoint-url", toy_stack.aws_url, "cloudformation",
-         "describe-stacks", "--stack-name", "ToyStack", "--output", "json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            str(aws) if aws.exists() else "aws",
+            "--endpoint-url",
+            toy_stack.aws_url,
+            "cloudformation",
+            "describe-stacks",
+            "--stack-name",
+            "ToyStack",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     outputs = {o["OutputKey"]: o["OutputValue"] for o in json.loads(out)["Stacks"][0]["Outputs"]}
     assert outputs["ApiUrl"] == toy_stack.api_url + "/"
@@ -123,7 +135,8 @@ def test_a_kill_hook_ends_the_invocation_as_a_runtime_crash(toy_stack, calls):
 
 
 def test_shared_environment_refuses_conflicting_values():
-    assert merge_function_env({"a": {"T": "1", "POWERTOOLS_SERVICE_NAME": "a"},
-                               "b": {"T": "1", "POWERTOOLS_SERVICE_NAME": "b"}}) == {"T": "1"}
+    assert merge_function_env(
+        {"a": {"T": "1", "POWERTOOLS_SERVICE_NAME": "a"}, "b": {"T": "1", "POWERTOOLS_SERVICE_NAME": "b"}}
+    ) == {"T": "1"}
     with pytest.raises(EnvConflictError, match="T is '1' for a but '2' for b"):
         merge_function_env({"a": {"T": "1"}, "b": {"T": "2"}})

@@ -53,8 +53,11 @@ def _dlq_bodies(sqs, dlq, expected):
 def test_the_sqs_event_has_the_aws_shape(toy_stack, calls):
     sqs = toy_stack.client("sqs")
     queue = toy_stack.outputs["WorkQueueUrl"]
-    sqs.send_message(QueueUrl=queue, MessageBody="ok-shape",
-                     MessageAttributes={"kind": {"DataType": "String", "StringValue": "test"}})
+    sqs.send_message(
+        QueueUrl=queue,
+        MessageBody="ok-shape",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "test"}},
+    )
     toy_stack.wait_until(lambda: [c for c in calls if c[0] == "batch"], timeout=10)
     (record,) = calls[0][1]["Records"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -75,8 +78,10 @@ def test_the_sqs_event_has_the_aws_shape(toy_stack, calls):
 def test_a_function_error_leaves_the_whole_batch_for_redelivery_then_the_dlq(toy_stack, calls):
     # Given a mapping without ReportBatchItemFailures whose function always raises
     sqs = toy_stack.client("sqs")
-    sqs.send_message_batch(QueueUrl=toy_stack.outputs["FailQueueUrl"],
-                           Entries=[{"Id": "1", "MessageBody": "x"}, {"Id": "2", "MessageBody": "y"}])
+    sqs.send_message_batch(
+        QueueUrl=toy_stack.outputs["FailQueueUrl"],
+        Entries=[{"Id": "1", "MessageBody": "x"}, {"Id": "2", "MessageBody": "y"}],
+    )
     # Then both messages are delivered maxReceiveCount (2) times and then moved to the DLQ
     dead = toy_stack.wait_until(lambda: _dlq_bodies(sqs, toy_stack.outputs["FailDlqUrl"], 2), timeout=15)
     assert dead == ["x", "y"]
@@ -114,7 +119,7 @@ def test_s3_put_under_incoming_reaches_the_queue(toy_stack):
 def test_schedule_rule_invokes_its_target_with_a_scheduled_event(toy_stack, calls):
     (answer,) = toy_stack.events.fire("TickRule")
     assert answer == {"ok": True}
-    (name, event), = calls
+    ((name, event),) = calls
     assert name == "tick"
     assert event["detail-type"] == "Scheduled Event"
     assert event["source"] == "aws.events"

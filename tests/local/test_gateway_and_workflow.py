@@ -22,7 +22,10 @@ def _request(url, method, path, body=None, headers=None):
 
 def test_gateway_turns_a_request_into_a_v2_event_and_back(toy_stack, calls):
     resp, data = _request(
-        toy_stack.api_url, "POST", "/v1/payments?x=1&x=2&y=", body=b'{"checkout_id": "c1"}',
+        toy_stack.api_url,
+        "POST",
+        "/v1/payments?x=1&x=2&y=",
+        body=b'{"checkout_id": "c1"}',
         headers={"Content-Type": "application/json", "X-Custom": "A", "Cookie": "a=1; b=2"},
     )
     # the Lambda result (201, headers, cookies, body) is the HTTP answer
@@ -30,7 +33,7 @@ def test_gateway_turns_a_request_into_a_v2_event_and_back(toy_stack, calls):
     assert resp.getheader("x-toy") == "yes"
     assert resp.getheader("set-cookie") == "session=abc; Path=/"
     assert json.loads(data) == {"received": {"checkout_id": "c1"}}
-    (name, event), = calls
+    ((name, event),) = calls
     assert name == "api"
     assert event["version"] == "2.0"
     assert event["routeKey"] == "POST /v1/payments"
@@ -57,14 +60,15 @@ def test_gateway_turns_a_request_into_a_v2_event_and_back(toy_stack, calls):
 def test_gateway_fills_path_parameters(toy_stack, calls):
     resp, _ = _request(toy_stack.api_url, "GET", "/v1/payments/po_123")
     assert resp.status == 201
-    (_, event), = calls
+    ((_, event),) = calls
     assert event["routeKey"] == "GET /v1/payments/{payment_order_id}"
     assert event["pathParameters"] == {"payment_order_id": "po_123"}
     assert "body" not in event and "queryStringParameters" not in event
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("DELETE", "/v1/payments"),
-                                              ("GET", "/v1/payments/a/b")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/nope"), ("DELETE", "/v1/payments"), ("GET", "/v1/payments/a/b")]
+)
 def test_unknown_routes_answer_404_like_api_gateway(toy_stack, calls, method, path):
     resp, data = _request(toy_stack.api_url, method, path)
     assert resp.status == 404
@@ -74,8 +78,12 @@ def test_unknown_routes_answer_404_like_api_gateway(toy_stack, calls, method, pa
 
 def test_route_matching_prefers_the_most_specific_route():
     routes = sorted(
-        [Route("$default", "arn:d", "2.0"), Route("ANY /v1/{proxy+}", "arn:g", "2.0"),
-         Route("GET /v1/payments/{id}", "arn:p", "2.0"), Route("GET /v1/payments/special", "arn:s", "2.0")],
+        [
+            Route("$default", "arn:d", "2.0"),
+            Route("ANY /v1/{proxy+}", "arn:g", "2.0"),
+            Route("GET /v1/payments/{id}", "arn:p", "2.0"),
+            Route("GET /v1/payments/special", "arn:s", "2.0"),
+        ],
         key=lambda r: r.priority,
     )
 
@@ -108,8 +116,9 @@ def _run(sfn, arn, name, payload, timeout=20):
 
 def test_state_machine_retries_a_custom_exception_by_its_class_name(toy_stack, calls):
     sfn = toy_stack.client("stepfunctions")
-    desc, _ = _run(sfn, toy_stack.outputs["StateMachineArn"], "po_retry",
-                   {"payment_order_id": "po_retry", "transient_failures": 2})
+    desc, _ = _run(
+        sfn, toy_stack.outputs["StateMachineArn"], "po_retry", {"payment_order_id": "po_retry", "transient_failures": 2}
+    )
     assert desc["status"] == "SUCCEEDED"
     assert json.loads(desc["output"])["charge"] == {"outcome": "succeeded", "attempts": 3}
     assert [name for name, _ in calls] == ["charge", "charge", "charge"]  # Retry matched PspTransientError
@@ -119,8 +128,9 @@ def test_state_machine_retries_a_custom_exception_by_its_class_name(toy_stack, c
 
 def test_state_machine_catches_a_custom_exception_by_its_class_name(toy_stack, calls):
     sfn = toy_stack.client("stepfunctions")
-    desc, arn = _run(sfn, toy_stack.outputs["StateMachineArn"], "po_declined",
-                     {"payment_order_id": "po_declined", "permanent": True})
+    desc, arn = _run(
+        sfn, toy_stack.outputs["StateMachineArn"], "po_declined", {"payment_order_id": "po_declined", "permanent": True}
+    )
     assert desc["status"] == "SUCCEEDED"
     assert json.loads(desc["output"]) == {"status": "FAILED", "error": "PspPermanentError"}
     assert [name for name, _ in calls] == ["charge", "mark_failed"]  # no retry for a permanent error

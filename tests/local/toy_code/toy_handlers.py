@@ -37,9 +37,7 @@ def echo(event, context):
 
 def batch(event, context):
     _record("batch", event)
-    failures = [
-        {"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"].startswith("fail")
-    ]
+    failures = [{"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"].startswith("fail")]
     return {"batchItemFailures": failures}
 
 

@@ -1,0 +1,82 @@
+"""`python -m local` (make run): the deployed topology on this machine until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from local.stack import REPO_ROOT, LocalStack, Ports, default_sandbox
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    parser.add_argument("--cdk-out", type=Path, default=Path(os.environ.get("CDK_OUTDIR", REPO_ROOT / "cdk.out")))
+    parser.add_argument("--stack", default="MarketPay")
+    parser.add_argument("--aws-port", type=int, default=5000)
+    parser.add_argument("--api-port", type=int, default=3000)
+    parser.add_argument("--psp-port", type=int, default=12111)
+    parser.add_argument(
+        "--schedule-interval",
+        type=float,
+        default=None,
+        help="seconds between scheduled invocations (default: the template's rate)",
+    )
+    parser.add_argument("--no-sandbox", action="store_true", help="do not start the PSP sandbox")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)-5s %(name)s %(message)s", datefmt="%H:%M:%S"
+    )
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    template = args.cdk_out / f"{args.stack}.template.json"
+    if not template.exists():
+        print(f"{template} not found: synthesize first (python infra/app.py)", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = LocalStack(
+        cdk_out=args.cdk_out,
+        stack_name=args.stack,
+        ports=Ports(aws=args.aws_port, api=args.api_port, psp=args.psp_port),
+        sandbox=None if args.no_sandbox else default_sandbox,
+        schedule_interval=args.schedule_interval,
+    )
+    started = time.monotonic()
+    try:
+        stack.start()
+    except OSError as exc:
+        print(f"cannot start the local stack: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"local stack {args.stack} from {args.cdk_out} (state is in memory: gone when this stops)")
+        for name, url in stack.endpoints().items():
+            print(f"  {name:4} {url}")
+        print("stack outputs:")
+        for key, value in sorted(stack.outputs.items()):
+            print(f"  {key} = {value}")
+        print(f"started in {time.monotonic() - started:.2f} s")
+        print(stack.ready_line(), flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

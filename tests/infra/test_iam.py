@@ -1,0 +1,149 @@
+"""Each function has its own role with exactly the permissions its code uses, and nothing else."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from infra import names
+from tests.infra.support import as_list, render
+
+READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
+WRITE = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+GET_UPDATE = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+SEND = {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+CONSUME = {
+    "sqs:ReceiveMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueUrl",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+}
+START = {"states:StartExecution"}
+PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/secret-key"
+ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
+
+# function -> resource (friendly name, see `friendly`) -> actions. Log-group writes are checked separately.
+EXPECTED: dict[str, dict[str, set[str]]] = {
+    "PaymentApi": {
+        "table:PaymentEvents": READ | WRITE,
+        "table:PaymentOrders": READ | WRITE,
+        "queue:OrdersQueue": SEND,
+    },
+    "OrderStarter": {
+        "table:PaymentOrders": GET_UPDATE,
+        "queue:OrdersQueue": CONSUME,
+        "state-machine": START,
+    },
+    "Executor": {PSP_KEY: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"}},
+    "Wallet": {"table:Wallet": READ | WRITE},
+    "Ledger": {"table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}},
+    "Finalize": {"table:PaymentOrders": GET_UPDATE, "table:PaymentEvents": GET_UPDATE},
+    "Sweeper": {
+        "table:PaymentOrders/index/sweep": {"dynamodb:Query"},
+        "table:PaymentOrders": GET_UPDATE,
+        "queue:OrdersQueue": SEND,
+        "queue:WorkflowDlq": SEND,
+        "state-machine": START,
+    },
+    "Recon": {
+        "table:PaymentOrders": READ | {"dynamodb:Scan"},
+        "table:Ledger": READ | {"dynamodb:Scan", "dynamodb:PutItem"},
+        "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},
+        "queue:ReviewQueue": SEND,
+        "queue:ReconQueue": CONSUME,
+        "bucket:SettlementBucket/incoming/*": {"s3:GetObject", "s3:DeleteObject"},
+        "bucket:SettlementBucket/reports/*": {"s3:PutObject"},
+        "bucket:SettlementBucket/quarantine/*": {"s3:PutObject"},
+        "state-machine": START,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def friendly(synth) -> dict[str, str]:
+    """Logical id -> readable name of every resource a policy may point at."""
+    names_by_id = {}
+    for table in names.OUT_TABLE_NAMES:
+        names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.TABLES}{table}")] = f"table:{table}"
+    for queue in names.OUT_QUEUE_URLS:
+        names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.QUEUES}{queue}")] = f"queue:{queue}"
+    bucket = synth.logical_id("AWS::S3::Bucket", f"{names.SETTLEMENT}{names.SETTLEMENT_BUCKET}")
+    names_by_id[bucket] = f"bucket:{names.SETTLEMENT_BUCKET}"
+    (machine,) = synth.of_type("AWS::StepFunctions::StateMachine")
+    names_by_id[machine] = "state-machine"
+    return names_by_id
+
+
+def role_statements(synth, function: names.FunctionSpec) -> list[dict[str, Any]]:
+    fn = synth.logical_id("AWS::Lambda::Function", f"{names.FUNCTIONS}{function.name}")
+    role = synth.props(fn)["Role"]["Fn::GetAtt"][0]
+    assert not synth.props(role).get("ManagedPolicyArns"), "no managed policies: everything is spelled out"
+    assert not synth.props(role).get("Policies"), "no inline policies besides the role's own policy resource"
+    policies = [p for p in synth.of_type("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]]
+    assert len(policies) == 1
+    # The role is this function's alone.
+    others = [
+        lid
+        for lid, r in synth.of_type("AWS::Lambda::Function").items()
+        if lid != fn and r["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    ]
+    assert not others
+    return policies[0]["Properties"]["PolicyDocument"]["Statement"]
+
+
+def permissions(synth, function: names.FunctionSpec, friendly: dict[str, str]) -> dict[str, set[str]]:
+    granted: dict[str, set[str]] = defaultdict(set)
+    for statement in role_statements(synth, function):
+        assert statement["Effect"] == "Allow"
+        actions = set(as_list(statement["Action"]))
+        if actions <= {"logs:CreateLogStream", "logs:PutLogEvents"}:
+            continue
+        for resource in as_list(statement["Resource"]):
+            text = render(resource)
+            for lid, name in friendly.items():
+                text = text.replace(lid, name) if text.startswith(lid) else text
+            granted[text] |= actions
+    return dict(granted)
+
+
+@pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
+def test_each_function_has_exactly_its_permissions(synth, friendly, function):
+    assert permissions(synth, function, friendly) == EXPECTED[function.name]
+
+
+@pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
+def test_each_function_writes_only_its_own_log_group(synth, function):
+    fn = synth.logical_id("AWS::Lambda::Function", f"{names.FUNCTIONS}{function.name}")
+    own = synth.props(fn)["LoggingConfig"]["LogGroup"]["Ref"]
+    assert synth.resources[own]["Type"] == "AWS::Logs::LogGroup"
+    log_statements = [s for s in role_statements(synth, function) if str(s["Action"]).count("logs:")]
+    assert [render(s["Resource"]) for s in log_statements] == [own]
+
+
+def test_wallet_cannot_touch_payment_events_or_any_other_table(synth, friendly):
+    granted = permissions(synth, names.WALLET_FN, friendly)
+    assert [r for r in granted if r.startswith("table:")] == ["table:Wallet"]
+
+
+def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
+    readers = {
+        f.name
+        for f in names.ALL_FUNCTIONS
+        if any(a.startswith(("ssm:", "kms:")) for acts in permissions(synth, f, friendly).values() for a in acts)
+    }
+    assert readers == {"Executor"}
+
+
+def test_kms_decrypt_is_only_through_ssm(synth):
+    (statement,) = [s for s in role_statements(synth, names.EXECUTOR) if s["Action"] == "kms:Decrypt"]
+    assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}
+
+
+def test_no_policy_in_the_stack_grants_a_wildcard_action(synth):
+    for lid, policy in synth.of_type("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for action in as_list(statement["Action"]):
+                assert "*" not in action, (lid, action)

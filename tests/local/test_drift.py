@@ -1,0 +1,105 @@
+"""Drift: everything the synthesized template wires is served by the local runtime.
+
+Runs against the real cdk.out (CDK_OUTDIR, default <repo>/cdk.out); `make test` synthesizes it first.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from local.deploy import bucket_notification_configs
+from local.moto_server import free_port
+from local.stack import REPO_ROOT, LocalStack, Ports
+from local.template import lambda_targets_in_definition
+
+CDK_OUT = Path(os.environ.get("CDK_OUTDIR", REPO_ROOT / "cdk.out"))
+STACK = "MarketPay"
+
+pytestmark = pytest.mark.skipif(
+    not (CDK_OUT / f"{STACK}.template.json").exists(),
+    reason=f"no {CDK_OUT}/{STACK}.template.json yet: run `python infra/app.py` (make synth) first",
+)
+
+
+@pytest.fixture(scope="module")
+def real_stack():
+    stack = LocalStack(
+        cdk_out=CDK_OUT, stack_name=STACK, ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), sandbox=None
+    )
+    with stack:
+        yield stack
+
+
+def test_every_route_is_served_by_the_gateway(real_stack):
+    template, deployed = real_stack.deployed.template, real_stack.deployed
+    served = {r.route_key: r.function_arn for r in real_stack.gateway.routes}
+    routes = template.of_type("AWS::ApiGatewayV2::Route")
+    assert routes, "the template has no HTTP API routes"
+    for lid, route in routes.items():
+        key = route["Properties"]["RouteKey"]
+        target = route["Properties"]["Target"]
+        integration_id = next(p["Ref"] for p in target["Fn::Join"][1] if isinstance(p, dict))
+        expected = deployed.resolve(template.props(integration_id)["IntegrationUri"])
+        assert served.get(key) == expected, f"route {lid} {key}"
+        assert template.props(integration_id).get("PayloadFormatVersion") == "2.0"
+
+
+def test_every_event_source_mapping_has_a_poller(real_stack):
+    template, deployed = real_stack.deployed.template, real_stack.deployed
+    pollers = {m.logical_id: m for m in real_stack.events.mappings}
+    for lid in template.of_type("AWS::Lambda::EventSourceMapping"):
+        props = template.props(lid)
+        poller = pollers[lid]
+        assert poller.queue_arn == deployed.resolve(props["EventSourceArn"])
+        assert poller.function_name == deployed.resolve(props["FunctionName"]).split(":")[-1]
+        assert poller.batch_size == int(props.get("BatchSize", 10))
+        reports = "ReportBatchItemFailures" in props.get("FunctionResponseTypes", [])
+        assert poller.report_batch_item_failures == reports
+    # and moto's own synchronous SQS trigger is off
+    from moto.sqs.models import sqs_backends
+
+    assert all(not q.lambda_event_source_mappings for q in sqs_backends["123456789012"]["us-east-1"].queues.values())
+
+
+def test_every_schedule_target_has_a_timer(real_stack):
+    template, deployed = real_stack.deployed.template, real_stack.deployed
+    timers = {(t.rule_logical_id, t.function_arn) for t in real_stack.events.schedules}
+    for lid, rule in template.of_type("AWS::Events::Rule").items():
+        if "ScheduleExpression" not in rule["Properties"]:
+            continue
+        for target in rule["Properties"]["Targets"]:
+            assert (lid, deployed.resolve(target["Arn"])) in timers
+
+
+def test_every_bucket_notification_is_applied(real_stack):
+    s3 = real_stack.client("s3")
+    wanted = bucket_notification_configs(real_stack.deployed)
+    assert wanted, "the template has no bucket notifications"
+    for bucket, config in wanted.items():
+        actual = s3.get_bucket_notification_configuration(Bucket=bucket)
+        for item in config.get("QueueConfigurations", []):
+            assert any(
+                a["QueueArn"] == item["QueueArn"]
+                and a["Events"] == item["Events"]
+                and a.get("Filter") == item.get("Filter")
+                for a in actual.get("QueueConfigurations", [])
+            ), (bucket, item)
+
+
+def test_every_function_and_workflow_task_runs_in_process(real_stack):
+    lam, sfn = real_stack.client("lambda"), real_stack.client("stepfunctions")
+    functions = {f["FunctionArn"]: f for f in lam.list_functions()["Functions"]}
+    # every function's handler imports from the repository (a missing module or name fails here)
+    for fn in functions.values():
+        assert callable(real_stack.runtime.handler_for(fn["FunctionName"], fn["Handler"])), fn["Handler"]
+    machines = sfn.list_state_machines()["stateMachines"]
+    assert machines
+    for machine in machines:
+        definition = json.loads(sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])["definition"])
+        tasks = lambda_targets_in_definition(definition)
+        assert tasks, "the workflow calls no Lambda"
+        for state, function in tasks:
+            arn = function if function.count(":") == 6 else function.rsplit(":", 1)[0]
+            assert arn in functions, f"state {state} calls {function}, which is not deployed"

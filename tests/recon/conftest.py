@@ -1,0 +1,165 @@
+"""A moto account with the recon function's resources (names and keys of docs/design.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from functions.recon.config import reload_recon_settings
+from functions.shared import aws
+from functions.shared.config import reload_settings
+from functions.shared.tables import to_item
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BUCKET = "settlement-test"
+TABLES = {
+    "PAYMENT_EVENTS_TABLE": ("PaymentEvents", [("checkout_id", "HASH")]),
+    "PAYMENT_ORDERS_TABLE": ("PaymentOrders", [("payment_order_id", "HASH")]),
+    "WALLET_TABLE": ("Wallet", [("account_id", "HASH"), ("sk", "RANGE")]),
+    "LEDGER_TABLE": ("Ledger", [("transaction_id", "HASH")]),
+    "RECON_TABLE": ("Recon", [("pk", "HASH"), ("sk", "RANGE")]),
+}
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "Recon"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:Recon"
+    aws_request_id: str = "req-1"
+
+
+@dataclass
+class Account:
+    review_queue_url: str
+    recon_queue_url: str
+    state_machine_arn: str
+
+    @property
+    def db(self) -> Any:
+        return aws.client("dynamodb")
+
+    @property
+    def s3(self) -> Any:
+        return aws.client("s3")
+
+    def put_order(self, payment_order_id: str, amount_minor: int, currency: str = "USD", *,
+                  status: str = "SUCCESS", psp_reference: str | None = None, created_at: str = "2026-11-24T12:00:00.000Z",
+                  psp: str | None = None, attempts: int = 1) -> None:
+        item = {
+            "payment_order_id": payment_order_id, "checkout_id": f"co_{payment_order_id}",
+            "seller_account": "seller_1", "amount_minor": amount_minor, "currency": currency,
+            "payment_method": "pm_card_visa", "payment_order_status": status,
+            "psp_reference": psp_reference, "attempts": attempts, "created_at": created_at,
+            "updated_at": created_at, "psp": psp,
+        }
+        self.db.put_item(TableName="PaymentOrders", Item=to_item(item))
+
+    def put_transaction(self, kind: str, reference: str, amount_minor: int, currency: str = "USD",
+                        description: str | None = None) -> None:
+        self.db.put_item(TableName="Ledger", Item=to_item({
+            "transaction_id": f"{kind}#{reference}", "kind": kind, "reference": reference,
+            "description": description, "created_at": "2026-11-24T12:00:00.000Z",
+            "entries": [{"account": "a", "amount_minor": amount_minor, "currency": currency},
+                        {"account": "b", "amount_minor": -amount_minor, "currency": currency}],
+        }))
+
+    def ledger_ids(self, prefix: str) -> set[str]:
+        items = self.db.scan(TableName="Ledger")["Items"]
+        return {i["transaction_id"]["S"] for i in items if i["transaction_id"]["S"].startswith(prefix)}
+
+    def drop(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    def deliver(self) -> dict[str, Any]:
+        """Run the handler on what S3 notified to the ReconQueue, as Lambda's SQS trigger would."""
+        from functions.recon import handler
+
+        answer = aws.client("sqs").receive_message(QueueUrl=self.recon_queue_url, MaxNumberOfMessages=10)
+        records = [
+            {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+             "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
+             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ReconQueue", "awsRegion": "us-east-1"}
+            for m in answer.get("Messages", [])
+        ]
+        result = handler.handler({"Records": records}, LambdaContext())
+        failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+        for m in answer.get("Messages", []):
+            if m["MessageId"] not in failed:
+                aws.client("sqs").delete_message(QueueUrl=self.recon_queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return {"records": len(records), **result, "messages": answer.get("Messages", [])}
+
+    def review_messages(self) -> list[dict[str, Any]]:
+        found = []
+        while True:
+            answer = aws.client("sqs").receive_message(QueueUrl=self.review_queue_url, MaxNumberOfMessages=10)
+            if not answer.get("Messages"):
+                return found
+            for m in answer["Messages"]:
+                found.append(json.loads(m["Body"]))
+                aws.client("sqs").delete_message(QueueUrl=self.review_queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def executions(self) -> list[dict[str, Any]]:
+        sfn = aws.client("stepfunctions")
+        listed = sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]
+        return [sfn.describe_execution(executionArn=e["executionArn"]) for e in listed]
+
+    def report(self, key: str) -> dict[str, Any]:
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def keys(self, prefix: str) -> list[str]:
+        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+
+@pytest.fixture
+def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "POWERTOOLS_METRICS_NAMESPACE": "MarketPay", "POWERTOOLS_SERVICE_NAME": "recon"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws.reset_clients()
+        for env, (table, keys) in TABLES.items():
+            aws.client("dynamodb").create_table(
+                TableName=table, BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": n, "KeyType": t} for n, t in keys],
+                AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n, _ in keys],
+            )
+            monkeypatch.setenv(env, table)
+        sqs = aws.client("sqs")
+        urls = {}
+        for name in ("ReconQueue", "ReviewQueue"):
+            dlq = sqs.create_queue(QueueName=f"{name}Dlq")["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            urls[name] = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+        recon_arn = sqs.get_queue_attributes(QueueUrl=urls["ReconQueue"],
+                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3 = aws.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [{
+            "QueueArn": recon_arn, "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
+        }]})
+        sfn = aws.client("stepfunctions").create_state_machine(
+            name="PaymentWorkflow", roleArn="arn:aws:iam::123456789012:role/sfn", type="EXPRESS",
+            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        )
+        monkeypatch.setenv("REVIEW_QUEUE_URL", urls["ReviewQueue"])
+        monkeypatch.setenv("SETTLEMENT_BUCKET", BUCKET)
+        monkeypatch.setenv("STATE_MACHINE_ARN", sfn["stateMachineArn"])
+        monkeypatch.setenv("PSP_NAME", "stripe")
+        reload_settings()
+        reload_recon_settings()
+        acct = Account(urls["ReviewQueue"], urls["ReconQueue"], sfn["stateMachineArn"])
+        # S3 sends a test event when a notification is configured; drain it through the handler.
+        acct.deliver()
+        yield acct
+        aws.reset_clients()
