@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         stack.start()
+    except KeyboardInterrupt:
+        return 130
     except OSError as exc:
         print(f"cannot start the local stack: {exc}", file=sys.stderr)
         return 1

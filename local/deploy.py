@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 from moto.cloudformation.models import cloudformation_backends
 from moto.cloudformation.parsing import NULL_MODELS, clean_json, get_model_map
+from moto.sqs.models import sqs_backends
 from moto.stepfunctions.models import stepfunctions_backends
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
@@ -148,6 +149,9 @@ def deploy(
     except Exception as exc:  # moto raises while creating resources, inside CreateStack
         raise DeployError(f"CreateStack {stack_name} failed in moto: {exc}") from exc
     cfn.get_waiter("stack_create_complete").wait(StackName=stack_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    # Before anything can send a message (the S3 test event below does): moto's own SQS trigger would invoke
+    # the Lambda inside SendMessage. local.event_sources polls instead.
+    disable_moto_sqs_triggers()
 
     deployed = DeployedStack(
         stack_name=stack_name,
@@ -179,6 +183,12 @@ def deploy(
         time.monotonic() - started,
     )
     return deployed
+
+
+def disable_moto_sqs_triggers() -> None:
+    """Stop moto invoking Lambdas synchronously inside SendMessage (local.event_sources polls instead)."""
+    for queue in sqs_backends[ACCOUNT_ID][REGION].queues.values():
+        queue.lambda_event_source_mappings.clear()
 
 
 # --- assets -------------------------------------------------------------------------------------------

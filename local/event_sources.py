@@ -31,21 +31,14 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.sqs.models import sqs_backends
 
-from local.deploy import DeployedStack
+from local.deploy import DeployedStack, disable_moto_sqs_triggers
 from local.moto_server import ACCOUNT_ID, REGION
 
 log = logging.getLogger("local.events")
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def disable_moto_sqs_triggers() -> None:
-    """Stop moto invoking Lambdas synchronously inside SendMessage (our pollers do it instead)."""
-    for queue in sqs_backends[ACCOUNT_ID][REGION].queues.values():
-        queue.lambda_event_source_mappings.clear()
 
 
 def lambda_client(aws_url: str, read_timeout: float = 960) -> Any:

@@ -88,6 +88,10 @@ def http_api_routes(deployed: DeployedStack) -> list[Route]:
             log.warning("route %s (%s) has no Lambda integration locally", lid, props.get("RouteKey"))
             continue
         integration = template.props(integration_id)
+        if str(integration.get("PayloadFormatVersion", "2.0")) != "2.0":
+            log.warning(
+                "route %s uses payload format %s: served as 2.0 locally", lid, integration["PayloadFormatVersion"]
+            )
         uri = deployed.resolve(integration["IntegrationUri"])
         routes.append(Route(props["RouteKey"], _function_arn(uri), str(integration.get("PayloadFormatVersion", "2.0"))))
     return sorted(routes, key=lambda r: r.priority)

@@ -215,6 +215,13 @@ class LambdaRuntime:
     def _run(self, handler_string: str, inv: Invocation) -> tuple[Any, str | None]:
         try:
             handler = self.handler_for(inv.function_name, handler_string)
+        except ImportError as exc:  # the names AWS's Python runtime reports
+            message = f"Unable to import module '{handler_string.rpartition('.')[0]}': {exc}"
+            return _error_payload("Runtime.ImportModuleError", message, inv.context), "Runtime.ImportModuleError"
+        except AttributeError as exc:
+            message = f"Handler '{handler_string}' missing on module: {exc}"
+            return _error_payload("Runtime.HandlerNotFound", message, inv.context), "Runtime.HandlerNotFound"
+        try:
             for hook in self.before_invoke:
                 hook(inv)
             inv.result = handler(inv.event, inv.context)

@@ -35,7 +35,7 @@ SandboxFactory = Callable[[int], Sandbox]
 
 def default_sandbox(port: int) -> Sandbox:
     """The repository's Stripe-compatible PSP sandbox."""
-    from psp_sandbox.server import start_sandbox  # imported late: optional for toy stacks
+    from psp_sandbox.server import start_sandbox  # imported late: toy stacks run without it
 
     return start_sandbox(port=port)
 
@@ -51,7 +51,8 @@ class LocalStack:
     """Start with `with LocalStack() as stack:` (or start()/stop()).
 
     Order: moto server -> deploy the template -> in-process Lambda dispatch -> SQS pollers and schedules ->
-    PSP sandbox -> HTTP gateway. moto is in memory: nothing survives stop().
+    PSP sandbox -> HTTP gateway. moto is in memory and process-global: one LocalStack per process at a time,
+    and nothing survives stop().
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class LocalStack:
         self._extra_env = extra_env or {}
         self.aws_url = f"http://{HOST}:{self.ports.aws}"
         self.api_url = f"http://{HOST}:{self.ports.api}"
+        # Known before the sandbox starts: the handlers' environment is set before any of them runs.
         self.psp_url: str | None = f"http://{HOST}:{self.ports.psp}" if sandbox else None
         self.moto: MotoServer | None = None
         self.deployed: DeployedStack | None = None
@@ -104,7 +106,6 @@ class LocalStack:
             self.events.start()
             if self._sandbox_factory is not None:
                 self.sandbox = self._sandbox_factory(self.ports.psp)
-                self.psp_url = self.sandbox.url
             self.gateway = Gateway(http_api_routes(self.deployed), self.aws_url, self.ports.api)
             self.gateway.start()
         except BaseException:
@@ -114,17 +115,19 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for step in (
-            lambda: self.gateway and self.gateway.stop(),
-            lambda: self.events and self.events.stop(),
-            lambda: self.sandbox and self.sandbox.stop(),
-            lambda: self.runtime and self.runtime.uninstall(),
-            lambda: self.moto and self.moto.stop(),
-        ):
+        started = time.monotonic()
+        steps = (
+            ("gateway", lambda: self.gateway and self.gateway.stop()),
+            ("event sources", lambda: self.events and self.events.stop()),
+            ("psp sandbox", lambda: self.sandbox and self.sandbox.stop()),
+            ("lambda runtime", lambda: self.runtime and self.runtime.uninstall()),
+            ("moto", lambda: self.moto and self.moto.stop()),
+        )
+        for name, step in steps:
             try:
                 step()
             except Exception:  # noqa: BLE001 - stop everything we can
-                log.exception("error while stopping the local stack")
+                log.exception("error while stopping the %s", name)
         self.gateway = self.events = self.sandbox = self.runtime = self.moto = None
         for key, value in self._saved_env.items():
             if value is None:
@@ -132,6 +135,7 @@ class LocalStack:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
+        log.info("local stack stopped in %.2f s", time.monotonic() - started)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -147,6 +151,7 @@ class LocalStack:
         return self.deployed.outputs
 
     def client(self, service: str) -> Any:
+        """A boto3 client for the local AWS endpoint."""
         return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.aws_url)
 
     def endpoints(self) -> dict[str, str]:

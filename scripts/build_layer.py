@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "build" / "layer"
-STAMP = ".stamp.json"
+STAMP = ".stamp"  # the Makefile's target for the layer
 # What the Lambda functions run on (infra/constructs/functions.py: PYTHON_3_11, ARM_64).
 PLATFORM = "manylinux2014_aarch64"
 PYTHON_VERSION = "3.11"
@@ -77,6 +77,7 @@ def build(out: Path, force: bool = False) -> bool:
     pins = requirements()
     stamp = stamp_of(pins)
     if not force and is_up_to_date(out, stamp):
+        (out / STAMP).touch()  # newer than its inputs now, so make does not ask again
         return False
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

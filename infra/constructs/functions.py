@@ -32,6 +32,8 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 # Git-style patterns on the repository root: drop every top-level entry but functions/, and bytecode.
 CODE_EXCLUDES = ["/*", "!/functions/", "__pycache__/", "*.pyc"]
 
+LAYER_STAMP = ".stamp"  # scripts/build_layer.py's record of what it built: not part of the layer
+
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
 # TransactWriteItems has no IAM action of its own: each item needs the action it performs.
 WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"]
@@ -59,7 +61,7 @@ class Functions(Construct):
         self._layer = lambda_.LayerVersion(
             self,
             "Dependencies",
-            code=lambda_.Code.from_asset(str(layer_dir)),
+            code=lambda_.Code.from_asset(str(layer_dir), exclude=[LAYER_STAMP]),
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
             description="MarketPay runtime dependencies (scripts/build_layer.py)",
@@ -231,6 +233,8 @@ class Functions(Construct):
                 bucket.arn_for_objects(f"{names.QUARANTINE_PREFIX}*"),
             ],
         )
+        # Reports are streamed with upload_fileobj: large ones go multipart, and a failed one is aborted.
+        self._allow(self.recon, ["s3:AbortMultipartUpload"], [bucket.arn_for_objects(f"{names.REPORTS_PREFIX}*")])
         bucket_arn = arn_placeholder(bucket)
         acknowledge(
             self.recon.role,

@@ -47,6 +47,8 @@ class Settlement(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="settlement/",
+            # Parts of an interrupted multipart upload (a large report) are billed until aborted.
+            lifecycle_rules=[s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))],
             removal_policy=removal_policy,
         )
 

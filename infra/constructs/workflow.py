@@ -24,6 +24,9 @@ RETRIED_ERRORS = [
     "Lambda.ServiceException",
     "Lambda.TooManyRequestsException",
     "Lambda.SdkClientException",
+    "Lambda.Unknown",
+    "Runtime.ExitError",  # the function's process died half-way: every step is safe to run again
+    "Sandbox.Timedout",
     "States.Timeout",
 ]
 ERROR_PATH = "$.error"  # a caught error lands here as {Error, Cause}, next to the order

@@ -81,6 +81,7 @@ def stand_in_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layer = tmp_path_factory.mktemp("layer")
     (layer / "python").mkdir()
     (layer / "python" / "README").write_text("stand-in for build/layer in infra tests\n")
+    (layer / ".stamp").write_text("{}\n")  # as scripts/build_layer.py leaves it
     return layer
 
 

@@ -10,6 +10,9 @@ import pytest
 from infra import names
 from tests.infra.support import as_list, render
 
+# One synthesis per xdist worker: keep every test that reads it on the same worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("infra-synth")
+
 READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
 WRITE = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
 GET_UPDATE = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
@@ -55,7 +58,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:ReviewQueue": SEND,
         "queue:ReconQueue": CONSUME,
         "bucket:SettlementBucket/incoming/*": {"s3:GetObject", "s3:DeleteObject"},
-        "bucket:SettlementBucket/reports/*": {"s3:PutObject"},
+        "bucket:SettlementBucket/reports/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         "bucket:SettlementBucket/quarantine/*": {"s3:PutObject"},
         "state-machine": START,
     },

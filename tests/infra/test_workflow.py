@@ -9,11 +9,17 @@ import pytest
 from infra import names
 from tests.infra.support import render, state_machine_definition
 
+# One synthesis per xdist worker: keep every test that reads it on the same worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("infra-synth")
+
 RETRIED = [
     "PspTransientError",
     "Lambda.ServiceException",
     "Lambda.TooManyRequestsException",
     "Lambda.SdkClientException",
+    "Lambda.Unknown",
+    "Runtime.ExitError",  # the function's process died half-way: every step is safe to run again
+    "Sandbox.Timedout",
     "States.Timeout",
 ]
 LAMBDA_TASKS = {  # state -> (function, result path)
@@ -140,5 +146,7 @@ def test_the_machine_may_invoke_exactly_the_four_task_functions_and_send_to_the_
             invoked |= {render(r).removesuffix(":*") for r in resources}
         if statement["Action"] == "sqs:SendMessage":
             sent |= {render(r) for r in resources}
-    assert invoked == {function_id(synth, s) for s in (names.EXECUTOR, names.WALLET_FN, names.LEDGER_FN, names.FINALIZE)}
+    assert invoked == {
+        function_id(synth, s) for s in (names.EXECUTOR, names.WALLET_FN, names.LEDGER_FN, names.FINALIZE)
+    }
     assert sent == {synth.logical_id("AWS::SQS::Queue", f"{names.QUEUES}{names.WORKFLOW_DLQ}")}

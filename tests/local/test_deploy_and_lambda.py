@@ -5,11 +5,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from moto.awslambda.models import LambdaFunction
 
-from local.lambda_runtime import EnvConflictError, LambdaKilled, merge_function_env
+from local.lambda_runtime import EnvConflictError, LambdaKilled, LambdaRuntime, merge_function_env
 
 
 def test_describe_stacks_shows_the_stack_and_its_outputs(toy_stack):
@@ -140,3 +141,36 @@ def test_shared_environment_refuses_conflicting_values():
     ) == {"T": "1"}
     with pytest.raises(EnvConflictError, match="T is '1' for a but '2' for b"):
         merge_function_env({"a": {"T": "1"}, "b": {"T": "2"}})
+
+
+def _fake_function(handler, timeout=3):
+    return SimpleNamespace(
+        function_name="fake",
+        memory_size=128,
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:fake",
+        timeout=timeout,
+        handler=handler,
+    )
+
+
+@pytest.mark.parametrize(
+    ("handler", "event", "timeout", "error_type"),
+    [
+        ("no_such_module.handler", {}, 3, "Runtime.ImportModuleError"),
+        ("toy_handlers.no_such_function", {}, 3, "Runtime.HandlerNotFound"),
+        ("toy_handlers.unmarshallable", {}, 3, "Runtime.MarshalError"),
+        ("toy_handlers.slow", {"sleep": 0.3}, 0.1, "Sandbox.Timedout"),
+    ],
+)
+def test_runtime_failures_carry_the_aws_error_names(tmp_path, handler, event, timeout, error_type):
+    runtime = LambdaRuntime(code_root=tmp_path)
+    payload, errored, _ = runtime.dispatch(_fake_function(handler, timeout), json.dumps(event))
+    assert errored
+    assert json.loads(payload)["errorType"] == error_type
+    assert runtime.invocations[-1].outcome == error_type
+
+
+def test_runtime_answers_the_handler_result(tmp_path):
+    runtime = LambdaRuntime(code_root=tmp_path)
+    payload, errored, _ = runtime.dispatch(_fake_function("toy_handlers.slow"), '{"sleep": 0}')
+    assert (json.loads(payload), errored) == ({"slept": 0}, False)

@@ -5,13 +5,14 @@ Runs against the real cdk.out (CDK_OUTDIR, default <repo>/cdk.out); `make test` 
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from local.deploy import bucket_notification_configs
 from local.moto_server import free_port
-from local.stack import REPO_ROOT, LocalStack, Ports
+from local.stack import REPO_ROOT, LocalStack, Ports, default_sandbox
 from local.template import lambda_targets_in_definition
 
 CDK_OUT = Path(os.environ.get("CDK_OUTDIR", REPO_ROOT / "cdk.out"))
@@ -23,10 +24,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _sandbox_available() -> bool:
+    try:
+        import psp_sandbox.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def real_stack():
     stack = LocalStack(
-        cdk_out=CDK_OUT, stack_name=STACK, ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), sandbox=None
+        cdk_out=CDK_OUT,
+        stack_name=STACK,
+        ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
+        sandbox=default_sandbox if _sandbox_available() else None,
     )
     with stack:
         yield stack
@@ -103,3 +115,34 @@ def test_every_function_and_workflow_task_runs_in_process(real_stack):
         for state, function in tasks:
             arn = function if function.count(":") == 6 else function.rsplit(":", 1)[0]
             assert arn in functions, f"state {state} calls {function}, which is not deployed"
+
+
+def test_a_payment_flows_end_to_end(real_stack):
+    """POST through the gateway -> SQS -> OrderStarter -> workflow (executor, wallet, ledger, finalize)."""
+    if real_stack.sandbox is None:
+        pytest.skip("psp_sandbox is not importable")
+    body = {
+        "buyer_info": {"buyer_id": "buyer_drift"},
+        "checkout_id": "chk_drift_1",
+        "credit_card_info": {"payment_method": "pm_card_visa"},
+        "payment_orders": [
+            {"seller_account": "seller_a", "amount": "12.34", "currency": "USD", "payment_order_id": "po_drift_1"}
+        ],
+    }
+    request = urllib.request.Request(
+        real_stack.api_url + "/v1/payments",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status in (200, 201, 202)
+
+    def status():
+        with urllib.request.urlopen(real_stack.api_url + "/v1/payments/po_drift_1", timeout=10) as resp:
+            order = json.loads(resp.read())
+        return order if order["payment_order_status"] in ("SUCCESS", "FAILED") else None
+
+    order = real_stack.wait_until(status, timeout=20, interval=0.2)
+    assert order["payment_order_status"] == "SUCCESS"
+    assert order["wallet_updated"] and order["ledger_updated"]

@@ -50,7 +50,8 @@ class Account:
         return aws.client("s3")
 
     def put_order(self, payment_order_id: str, amount_minor: int, currency: str = "USD", *,
-                  status: str = "SUCCESS", psp_reference: str | None = None, created_at: str = "2026-11-24T12:00:00.000Z",
+                  status: str = "SUCCESS", psp_reference: str | None = None,
+                  created_at: str = "2026-11-24T12:00:00.000Z",
                   psp: str | None = None, attempts: int = 1) -> None:
         item = {
             "payment_order_id": payment_order_id, "checkout_id": f"co_{payment_order_id}",

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from functions.recon.errors import UnparseableFile
-from functions.recon.parsers.text import cell, column_index, guarded_lines, minor_units, utc_timestamp
+from functions.recon.parsers.text import column_index, guarded_lines, known_money, minor_units, utc_timestamp
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
-from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.money import CURRENCY_EXPONENTS, MoneyError
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "balance_transaction_id": ("balance_transaction_id",),
@@ -61,41 +61,53 @@ def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
         raise UnparseableFile("empty file: no header row")
     at = column_index(header, COLUMNS, REQUIRED)
     width = len(header)
-    get = at.get
+    read = _reader(at, width)
     for row in reader:
-        line = reader.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
         if len(row) != width:
-            yield MalformedRow(line, f"row has {len(row)} fields, the header has {width}")
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            yield MalformedRow(reader.line_num, f"row has {len(row)} fields, the header has {width}")
             continue
-        yield _row(line, row, get)
+        row.append("")  # the cell of every column the file lacks (see _reader)
+        yield read(reader.line_num, row)
 
 
-def _row(line: int, row: list[str], get) -> ParsedRow:  # type: ignore[no-untyped-def]
-    order_id = cell(row, get("order_id")) or cell(row, get("refund_order_id"))
-    intent = cell(row, get("payment_intent_id"))
-    charge = cell(row, get("charge_id"))
-    try:
-        category = cell(row, get("category")).lower()
-        kind = KINDS.get(category)
-        if kind is None:
-            raise ValueError(f"unknown reporting_category {category!r}")
-        currency = cell(row, get("currency")).upper()
-        exponent = CURRENCY_EXPONENTS.get(currency)
-        if exponent is None:
-            raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
-        gross = Money(minor_units(cell(row, get("gross")), exponent), currency)
-        fee_text, net_text = cell(row, get("fee")), cell(row, get("net"))
-        fee = Money(minor_units(fee_text, exponent), currency) if fee_text else None
-        net = Money(minor_units(net_text, exponent), currency) if net_text else None
-        occurred = utc_timestamp(cell(row, get("created")))
-    except (MoneyError, ValueError) as error:
-        return MalformedRow(line, str(error), order_id, intent or charge)
-    source = cell(row, get("source_id"))
-    payout = cell(row, get("payout_id"))
-    return SettlementRow(
-        line=line, kind=kind, row_id=cell(row, get("balance_transaction_id")), payment_order_id=order_id,
-        psp_reference=intent or charge, source_id=source, gross=gross, fee=fee, net=net, occurred_at=occurred,
-        batch_id=source if kind is RowKind.PAYOUT else payout, psp_type=category,
-    )
+def _reader(at: dict[str, int], width: int) -> Callable[[int, list[str]], ParsedRow]:
+    """A row reader with the column positions bound once (this runs for every row of the file).
+
+    Rows come with one empty cell appended at position `width`: a column the file lacks points there.
+    """
+    absent = width
+    bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
+        order_at, refund_order_at = (at.get(name, absent) for name in (
+            "balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
+            "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id"))
+
+    def read(line: int, row: list[str]) -> ParsedRow:
+        order_id = row[order_at].strip() or row[refund_order_at].strip()
+        intent = row[intent_at].strip() or row[charge_at].strip()
+        try:
+            category = row[category_at].strip().lower()
+            kind = KINDS.get(category)
+            if kind is None:
+                raise ValueError(f"unknown reporting_category {category!r}")
+            currency = row[currency_at].strip().upper()
+            exponent = CURRENCY_EXPONENTS.get(currency)
+            if exponent is None:
+                raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
+            gross = known_money(minor_units(row[gross_at], exponent), currency)
+            fee_text, net_text = row[fee_at].strip(), row[net_at].strip()
+            fee = known_money(minor_units(fee_text, exponent), currency) if fee_text else None
+            net = known_money(minor_units(net_text, exponent), currency) if net_text else None
+            occurred = utc_timestamp(row[created].strip())
+        except (MoneyError, ValueError) as error:
+            return MalformedRow(line, str(error), order_id, intent)
+        source = row[source_at].strip()
+        return SettlementRow(
+            line=line, kind=kind, row_id=row[bt].strip(), payment_order_id=order_id, psp_reference=intent,
+            source_id=source, gross=gross, fee=fee if fee is None or fee.minor else None, net=net,
+            occurred_at=occurred, batch_id=source if kind is RowKind.PAYOUT else row[payout_at].strip(),
+            psp_type=category,
+        )
+
+    return read

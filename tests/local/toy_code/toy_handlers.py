@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 
 CALLS: list[tuple[str, object]] = []
 _lock = threading.Lock()
@@ -78,3 +79,12 @@ def mark_failed(event, context):
 def tick(event, context):
     _record("tick", event)
     return {"ok": True}
+
+
+def slow(event, context):
+    time.sleep(event["sleep"])
+    return {"slept": event["sleep"]}
+
+
+def unmarshallable(event, context):
+    return {"a set": {1, 2}}

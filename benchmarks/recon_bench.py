@@ -1,0 +1,381 @@
+"""Parse-and-match of a 1,000,000-row Stripe itemized report: the recon matcher against a pandas baseline.
+
+    .venv/bin/python benchmarks/recon_bench.py [--rows 1000000] [--file /tmp/recon_bench.csv]
+
+Both sides read the same generated file (balance_change_from_activity.itemized.3, every documented column)
+and compute the same categories; the run checks that their counts agree. Each side runs in its own
+subprocess, so its peak memory (ru_maxrss: interpreter, imports and data together) is its own.
+
+- recon: `functions.recon.parsers` streams the file; `Matcher` reads the orders and ledger transactions of
+  each 1,000-row batch from a fake that builds them from the ids (as a remote store would return them: the
+  data lives outside the process), and scans the orders once for the window.
+- pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against an orders DataFrame and ledger
+  id sets (the ledger side prefetched: a merge needs both sides in memory). Amounts go through float and are
+  rounded to cents, the fastest pandas route (exact for amounts below 2^53 cents).
+The ledger side's cost is inside both timings.
+
+Planted in every 1,000 orders: an amount mismatch, a currency mismatch, an unknown order, a FAILED and an
+EXECUTING order, a duplicated row, a malformed row, a row without metadata (matched by PSP reference), an
+order the file lacks; every 20th order has a refund (half of them known to the ledger); a fee row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BASE = datetime(2026, 11, 24, tzinfo=UTC)
+SPREAD_S = 86_400 * 0.9
+CUTOFF = timedelta(minutes=120)
+
+ADDRESS = ("line1", "line2", "city", "state", "postal_code", "country")
+COLUMNS = [
+    "balance_transaction_id", "created_utc", "created", "available_on_utc", "available_on", "currency", "gross",
+    "fee", "net", "reporting_category", "source_id", "description", "customer_facing_amount",
+    "customer_facing_currency", "regulatory_tag", "automatic_payout_id", "automatic_payout_effective_at_utc",
+    "automatic_payout_effective_at", "customer_id", "customer_email", "customer_name", "customer_description",
+    *[f"{p}_{a}" for p in ("customer_shipping_address", "customer_address", "shipping_address", "card_address")
+      for a in ADDRESS],
+    "charge_id", "payment_intent_id", "charge_created_utc", "charge_created", "invoice_id", "invoice_number",
+    "subscription_id", "payment_method_type", "is_link", "card_brand", "card_funding", "card_country",
+    "statement_descriptor", "dispute_reason", "connected_account_id", "connected_account_name",
+    "connected_account_country", "connected_account_direct_charge_id", "payment_metadata[payment_order_id]",
+    "payment_metadata[checkout_id]",
+]
+
+
+# -- the data set: orders and rows derived from an index, so both sides (and the fake) agree ----------------
+
+def amount_of(i: int) -> int:
+    return 500 + (i * 7919) % 250_000
+
+
+def status_of(i: int) -> str:
+    return {4: "FAILED", 5: "EXECUTING"}.get(i % 1000, "SUCCESS")
+
+
+def moment(i: int, orders: int) -> datetime:
+    return BASE + timedelta(seconds=SPREAD_S * i / orders)
+
+
+def orders_for(rows: int) -> int:
+    return rows * 1000 // 1052  # each 1,000 orders make about 1,052 rows
+
+
+def generate(path: Path, rows: int) -> None:
+    orders = orders_for(rows)
+    template = dict.fromkeys(COLUMNS, "")
+    written = 0
+    with path.open("w", newline="", encoding="utf-8-sig") as out:
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        i = 0
+        while written < rows:
+            k = i % 1000
+            lines = []
+            when = moment(i, orders).strftime("%Y-%m-%d %H:%M:%S")
+            gross = amount_of(i) + (1 if k == 1 else 0)
+            fee = 30 + gross * 29 // 1000
+            row = dict(template)
+            row.update({
+                "balance_transaction_id": f"txn_{i:08d}", "created_utc": when, "created": when,
+                "currency": "eur" if k == 2 else "usd", "gross": f"{gross / 100:.2f}" if k != 7 else "n/a",
+                "fee": f"{fee / 100:.2f}", "net": f"{(gross - fee) / 100:.2f}", "reporting_category": "charge",
+                "source_id": f"ch_{i:08d}", "description": "Order, marketplace" if i % 10 == 0 else "",
+                "charge_id": f"ch_{i:08d}",
+                "payment_intent_id": f"pi_{i:08d}" if k != 3 else f"pi_x{i:08d}", "card_brand": "visa",
+                "payment_method_type": "card", "automatic_payout_id": "po_bench",
+                "payment_metadata[payment_order_id]": "" if k == 8 else (f"po_x{i:08d}" if k == 3 else f"po_{i:08d}"),
+                "payment_metadata[checkout_id]": f"co_{i:08d}",
+            })
+            if k != 9:
+                lines.append(row.values())
+            if k == 6:
+                lines.append(row.values())
+            if i % 20 == 10:
+                refund = dict(template)
+                refund.update({
+                    "balance_transaction_id": f"txn_r{i:08d}", "created_utc": when, "created": when,
+                    "currency": "usd", "gross": f"-{amount_of(i) // 2 / 100:.2f}", "fee": "0.00",
+                    "net": f"-{amount_of(i) // 2 / 100:.2f}", "reporting_category": "refund",
+                    "source_id": f"re_{i:08d}", "charge_id": f"ch_{i:08d}", "payment_intent_id": f"pi_{i:08d}",
+                    "automatic_payout_id": "po_bench", "payment_metadata[payment_order_id]": f"po_{i:08d}",
+                })
+                lines.append(refund.values())
+            if k == 0:
+                fee_row = dict(template)
+                fee_row.update({"balance_transaction_id": f"txn_f{i:08d}", "created_utc": when, "created": when,
+                                "currency": "usd", "gross": "-2.00", "fee": "0.00", "net": "-2.00",
+                                "reporting_category": "fee", "description": "Radar fees",
+                                "automatic_payout_id": "po_bench"})
+                lines.append(fee_row.values())
+            for line in lines[: rows - written]:
+                writer.writerow(line)
+                written += 1
+            i += 1
+
+
+def created_at(i: int, orders: int) -> str:
+    """The order's creation: one second before its charge (string arithmetic: the fake must stay cheap)."""
+    seconds = int(SPREAD_S * i / orders) - 1
+    if seconds < 0:
+        return "2026-11-23T23:59:59.000Z"
+    return f"2026-11-24T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000Z"
+
+
+def order_item(i: int, orders: int) -> dict[str, Any]:
+    return {
+        "payment_order_id": f"po_{i:08d}", "checkout_id": f"co_{i:08d}", "seller_account": "seller",
+        "amount_minor": amount_of(i), "currency": "USD", "payment_order_status": status_of(i),
+        "psp_reference": f"pi_{i:08d}", "attempts": 1,
+        "created_at": created_at(i, orders),
+    }
+
+
+def refund_in_ledger(i: int) -> bool:
+    return i % 40 == 10
+
+
+# -- recon side -----------------------------------------------------------------------------------------------
+
+class FakeStore:
+    """Orders and ledger as a remote store would answer them, computed from the ids (nothing held here)."""
+
+    def __init__(self, orders: int):
+        self.n = orders
+        self.batches = 0
+
+    def _index(self, order_id: str) -> int | None:
+        digits = order_id[3:]
+        return int(digits) if order_id.startswith("po_") and digits.isdigit() and int(digits) < self.n else None
+
+    def orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.batches += 1
+        found = {}
+        for order_id in ids:
+            i = self._index(order_id)
+            if i is not None:
+                found[order_id] = order_item(i, self.n)
+        return found
+
+    def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for tx_id in ids:
+            kind, _, ref = tx_id.partition("#")
+            if kind == "payin":
+                i = self._index(ref)
+                if i is not None and status_of(i) == "SUCCESS":
+                    found[tx_id] = {"transaction_id": tx_id}
+            elif kind == "refund" and ref[3:].isdigit() and refund_in_ledger(int(ref[3:])):
+                amount = amount_of(int(ref[3:])) // 2
+                found[tx_id] = {"entries": [{"amount_minor": amount, "currency": "USD"},
+                                            {"amount_minor": -amount, "currency": "USD"}]}
+        return found
+
+    def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    def scan_orders(self):  # type: ignore[no-untyped-def]
+        for i in range(self.n):
+            yield order_item(i, self.n)
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.restarted = 0
+        self.fees = 0
+        self.carried: dict[str, dict[str, Any]] = {}
+
+    def restart_order(self, order: dict[str, Any]) -> bool:
+        self.restarted += 1
+        return True
+
+    def record_fee(self, reference: str, fee: Any) -> None:
+        self.fees += 1
+
+    def fee_conflicts(self) -> list[Any]:
+        return []
+
+    def carry(self, order: dict[str, Any], first_seen: str) -> None:
+        self.carried[order["payment_order_id"]] = {"first_seen": first_seen}
+
+    def mark_raised(self, order_id: str, now: str) -> bool:
+        return True
+
+    def clear(self, order_id: str) -> None:
+        self.carried.pop(order_id, None)
+
+    def carried_items(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+def run_recon(path: Path, orders: int) -> dict[str, Any]:
+    from functions.recon import parsers
+    from functions.recon.matching import Matcher, Policy, Window
+    from functions.recon.outcomes import Category, Outcome
+
+    counts: dict[str, int] = dict.fromkeys((c.value for c in Category), 0)
+    effects = Counting()
+
+    def emit(outcome: Outcome) -> None:
+        counts[outcome.category] += 1
+
+    class Carries:
+        carried = staticmethod(effects.carried_items)
+        carry = staticmethod(effects.carry)
+        mark_raised = staticmethod(effects.mark_raised)
+        clear = staticmethod(effects.clear)
+
+    window = Window.of_file(moment(0, orders).replace(microsecond=0), latest_charge(path), CUTOFF)
+    matcher = Matcher(Policy("stripe"), FakeStore(orders), effects, Carries(),
+                      emit, window=window,
+                      now=BASE + timedelta(days=1))
+    with path.open("rb") as source:
+        for row in parsers.parse("stripe", source):
+            matcher.feed(row)
+    matcher.finish()
+    return {"categories": {k: v for k, v in counts.items() if v}, "restarted": effects.restarted, "fees": effects.fees}
+
+
+def latest_charge(path: Path) -> datetime:
+    """The window's end comes from the file's survey pass in production; here the last row's time."""
+    with path.open("rb") as source:
+        source.seek(-4096, os.SEEK_END)
+        last = source.read().decode().strip().splitlines()[-1]
+    return datetime.fromisoformat(next(csv.reader([last]))[1]).replace(tzinfo=UTC)
+
+
+# -- pandas side ------------------------------------------------------------------------------------------------
+
+def run_pandas(path: Path, orders: int) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    order_col = "payment_metadata[payment_order_id]"
+    usecols = ["balance_transaction_id", "created_utc", "currency", "gross", "fee", "reporting_category",
+               "source_id", "payment_intent_id", order_col]
+    df = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    # the ledger side, prefetched
+    idx = np.arange(orders)
+    digits = pd.Series(idx).astype(str).str.zfill(8)
+    status = np.where(idx % 1000 == 4, "FAILED", np.where(idx % 1000 == 5, "EXECUTING", "SUCCESS"))
+    created = (pd.Timestamp("2026-11-24", tz="UTC") + pd.to_timedelta(SPREAD_S * idx / orders, unit="s")).floor("s")
+    created = created - pd.Timedelta(seconds=1)
+    ords = pd.DataFrame({"order_id": "po_" + digits, "psp_reference": "pi_" + digits,
+                         "amount_minor": 500 + (idx * 7919) % 250_000, "order_currency": "USD",
+                         "status": status, "created_at": created})
+    ords["has_payin"] = ords.status == "SUCCESS"
+    refund_ids = set("re_" + digits[idx % 40 == 10])
+    t0 = time.perf_counter()
+
+    counts: Counter[str] = Counter()
+    df["minor"] = (pd.to_numeric(df.gross, errors="coerce") * 100).round()
+    df["fee_minor"] = (pd.to_numeric(df.fee, errors="coerce") * 100).round()
+    bad = df.minor.isna()
+    counts["malformed_row"] += int(bad.sum())
+    df = df[~bad].copy()
+    df["currency"] = df.currency.str.upper()
+    charge = df.reporting_category == "charge"
+    own = df.source_id.where(df.source_id != "", df.balance_transaction_id)
+    df["ref"] = np.where(charge, df.payment_intent_id, own)
+    dup = df.duplicated(["reporting_category", "ref"])
+    counts["duplicate_settlement"] += int(dup.sum())
+    df = df[~dup]
+    is_fee = df.reporting_category == "fee"
+    fees = int(((df.fee_minor != 0) & ~is_fee).sum()) + int(is_fee.sum())
+    counts["matched"] += int((df.reporting_category == "fee").sum())
+
+    charges = df[df.reporting_category == "charge"]
+    by_id = charges.merge(ords, how="left", left_on=order_col, right_on="order_id")
+    found = by_id.order_id.notna()
+    by_ref = charges[~found.to_numpy()].merge(ords, how="left", left_on="payment_intent_id", right_on="psp_reference")
+    m = pd.concat([by_id[found], by_ref], ignore_index=True)
+    known = m.order_id.notna()
+    counts["missing_in_ledger"] += int((~known).sum())
+    m = m[known]
+    category = np.select(
+        [m.currency != m.order_currency, m.minor != m.amount_minor, m.status == "FAILED",
+         m.status.isin(["EXECUTING", "NOT_STARTED"]), ~m.has_payin.astype(bool)],
+        ["currency_mismatch", "amount_mismatch", "missing_in_ledger", "missing_in_ledger", "missing_in_ledger"],
+        "matched")
+    counts.update(Counter(category))
+    restarted = int(((m.currency == m.order_currency) & (m.minor == m.amount_minor)
+                     & m.status.isin(["EXECUTING", "NOT_STARTED"])).sum())
+
+    refunds = df[df.reporting_category == "refund"].merge(ords, how="left", left_on=order_col, right_on="order_id")
+    unknown = refunds.order_id.isna()
+    in_ledger = refunds.source_id.isin(refund_ids) & ~unknown
+    counts["missing_in_ledger"] += int(unknown.sum())
+    counts["matched"] += int(in_ledger.sum())
+    counts["status_mismatch"] += int((~in_ledger & ~unknown).sum())
+
+    start = pd.Timestamp(moment(0, orders).replace(microsecond=0))
+    end = pd.Timestamp(df.created_utc.max(), tz="UTC") - CUTOFF
+    settled = ords.order_id.isin(m.order_id)
+    window = (ords.created_at >= start) & (ords.created_at < end)
+    counts["missing_in_settlement"] += int((window & (ords.status == "SUCCESS") & ~settled).sum())
+    return {"categories": {k: v for k, v in counts.items() if v}, "restarted": restarted, "fees": fees,
+            "seconds_without_prefetch": time.perf_counter() - t0}
+
+
+# -- driver -------------------------------------------------------------------------------------------------------
+
+def child(side: str, path: Path, rows: int) -> None:
+    start = time.perf_counter()
+    result = (run_recon if side == "recon" else run_pandas)(path, orders_for(rows))
+    result["seconds"] = time.perf_counter() - start
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(side: str, path: Path, rows: int) -> dict[str, Any]:
+    answer = subprocess.run([sys.executable, __file__, "--child", side, "--file", str(path), "--rows", str(rows)],
+                            check=True, capture_output=True, text=True)
+    return json.loads(answer.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--file", type=Path, default=Path("/tmp/recon_bench_stripe.csv"))
+    parser.add_argument("--child", choices=["recon", "pandas"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.file, args.rows)
+        return
+    marker = args.file.with_suffix(".rows")
+    if not (args.file.exists() and marker.exists() and marker.read_text() == str(args.rows)):
+        print(f"generating {args.rows:,} rows into {args.file} ...", flush=True)
+        generate(args.file, args.rows)
+        marker.write_text(str(args.rows))
+    print(f"file: {args.file.stat().st_size / 1e6:.0f} MB", flush=True)
+    ours = measure("recon", args.file, args.rows)
+    theirs = measure("pandas", args.file, args.rows)
+    for name, result in (("recon", ours), ("pandas", theirs)):
+        print(f"{name:7s} {result['seconds']:7.1f} s  peak {result['peak_mb']:7.0f} MB  "
+              f"restarted={result['restarted']} fees={result['fees']} {dict(sorted(result['categories'].items()))}")
+    print(f"pandas without the prefetch of the ledger side: {theirs['seconds_without_prefetch']:.1f} s")
+    same = ours["categories"] == theirs["categories"] and ours["restarted"] == theirs["restarted"] \
+        and ours["fees"] == theirs["fees"]
+    print("categories agree" if same else "CATEGORIES DIFFER")
+    print(f"rows_per_s={args.rows / ours['seconds']:.0f} pandas_rows_per_s={args.rows / theirs['seconds']:.0f} "
+          f"peak_mb={ours['peak_mb']:.0f} pandas_peak_mb={theirs['peak_mb']:.0f}")
+    if not same:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

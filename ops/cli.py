@@ -1,0 +1,376 @@
+"""`python -m ops`: look at dead-letter queues and payment orders, and redrive them. Runbook: ops/README.md."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console, Group
+from rich.json import JSON
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from functions.shared.money import Money, MoneyError
+from functions.shared.tables import LedgerTable, PaymentTables
+from infra import names
+from ops.masking import mask, mask_text
+from ops.messages import Message, Queue
+from ops.orders import Action, load_order, redrive_order
+from ops.redrive import Result, redrive_queue
+from ops.resources import DLQS, VALUES, Dlq, OpsError, Resources, describe_target, find_dlq
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: list, show, redrive.")
+order_app = typer.Typer(no_args_is_help=True, help="One payment order: show, redrive.")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(order_app, name="order")
+
+_OVERRIDES = "Overrides (default: the stack's outputs)"
+_ACTION_STYLE = {
+    Action.MOVED: "green", Action.REQUEUED: "green", Action.STARTED: "green", Action.ALREADY_FINAL: "cyan",
+    Action.SUPERSEDED: "cyan", Action.WATCHED: "yellow", Action.LEFT: "bold red",
+}
+_STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "EXECUTING": "yellow", "NOT_STARTED": "yellow"}
+
+
+@dataclass
+class Ops:
+    resources: Resources
+    console: Console
+
+
+def _override(key: str) -> Any:
+    return typer.Option(help=f"or env {VALUES[key].env}", rich_help_panel=_OVERRIDES, show_default=False)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    stack: Annotated[str, typer.Option(envvar="MARKETPAY_STACK", help="CloudFormation stack to read")] = (
+        names.STACK_NAME),
+    orders_queue_url: Annotated[str | None, _override("orders_queue_url")] = None,
+    orders_dlq_url: Annotated[str | None, _override("orders_dlq_url")] = None,
+    workflow_dlq_url: Annotated[str | None, _override("workflow_dlq_url")] = None,
+    recon_queue_url: Annotated[str | None, _override("recon_queue_url")] = None,
+    recon_dlq_url: Annotated[str | None, _override("recon_dlq_url")] = None,
+    review_queue_url: Annotated[str | None, _override("review_queue_url")] = None,
+    review_dlq_url: Annotated[str | None, _override("review_dlq_url")] = None,
+    payment_events_table: Annotated[str | None, _override("payment_events_table")] = None,
+    payment_orders_table: Annotated[str | None, _override("payment_orders_table")] = None,
+    wallet_table: Annotated[str | None, _override("wallet_table")] = None,
+    ledger_table: Annotated[str | None, _override("ledger_table")] = None,
+    state_machine_arn: Annotated[str | None, _override("state_machine_arn")] = None,
+) -> None:
+    """On-call tools for MarketPay. AWS_ENDPOINT_URL=http://127.0.0.1:5000 points them at `make run`."""
+    overrides = {key: value for key, value in locals().items()
+                 if key not in ("ctx", "stack") and isinstance(value, str) and value}
+    console = Console(highlight=False)
+    resources = Resources(stack, overrides)
+    console.print(Text(describe_target(stack), style="dim"))
+    if overrides or resources.from_environment():
+        shown = ["--" + key.replace("_", "-") for key in overrides] + resources.from_environment()
+        console.print(Text("not from the stack: " + ", ".join(shown), style="dim"))
+    ctx.obj = Ops(resources, console)
+
+
+def _ops(ctx: typer.Context) -> Ops:
+    return ctx.find_object(Ops)
+
+
+def _fail(console: Console, message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _guarded(ctx: typer.Context, body: Any) -> None:
+    """Run a command body; known failures become one red line and exit code 1, not a traceback."""
+    ops = _ops(ctx)
+    try:
+        body(ops)
+    except OpsError as error:
+        raise _fail(ops.console, str(error)) from error
+    except ClientError as error:
+        detail = error.response.get("Error", {})
+        raise _fail(ops.console, f"AWS said {detail.get('Code')}: {detail.get('Message')}") from error
+    except BotoCoreError as error:
+        raise _fail(ops.console, f"cannot reach AWS: {error}") from error
+
+
+# -- dlq ---------------------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(ctx: typer.Context) -> None:
+    """Every dead-letter queue with its depth and its alarm."""
+
+    def body(ops: Ops) -> None:
+        queues = {dlq.name: Queue(ops.resources.get(dlq.url_value)) for dlq in DLQS}
+        alarms = _alarm_states([queue.name for queue in queues.values()])
+        table = Table(title="Dead-letter queues", title_justify="left")
+        for column in ("queue", "name to type", "messages", "in flight", "alarm", "redrive sends to"):
+            table.add_column(column, justify="right" if column in ("messages", "in flight") else "left")
+        for dlq in DLQS:
+            queue = queues[dlq.name]
+            depth = queue.depth()
+            alarm = alarms.get(queue.name) if alarms is not None else None
+            table.add_row(
+                dlq.name, dlq.key,
+                Text(str(depth["visible"]), style="bold red" if depth["visible"] else "green"),
+                str(depth["in_flight"]),
+                Text(alarm or "—", style="bold red" if alarm == "ALARM" else ""),
+                dlq.target_name or "the sweeper (order by order)",
+            )
+        ops.console.print(table)
+        if alarms is None:
+            ops.console.print("[dim]alarm states unavailable (CloudWatch did not answer)[/]")
+        ops.console.print("next: [bold]python -m ops dlq show <name to type>[/]")
+
+    _guarded(ctx, body)
+
+
+def _alarm_states(queue_names: list[str]) -> dict[str, str] | None:
+    """Queue name -> state of the alarm watching its depth; None when CloudWatch cannot be asked."""
+    from functions.shared import aws
+
+    states: dict[str, str] = {}
+    try:
+        for page in aws.client("cloudwatch").get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
+            for alarm in page.get("MetricAlarms", []):
+                dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+                queue = dimensions.get("QueueName")
+                # Several alarms on one queue: show the worst.
+                if alarm.get("Namespace") == "AWS/SQS" and queue in queue_names and states.get(queue) != "ALARM":
+                    states[queue] = alarm.get("StateValue", "?")
+    except (ClientError, BotoCoreError):
+        return None
+    return states
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="orders, workflow, recon or review")],
+    limit: Annotated[int, typer.Option(min=1, help="at most this many messages")] = 10,
+) -> None:
+    """The messages of a dead-letter queue, without consuming them."""
+
+    def body(ops: Ops) -> None:
+        dlq = find_dlq(queue)
+        source = Queue(ops.resources.get(dlq.url_value))
+        depth = source.depth()
+        messages = source.peek(limit)
+        if not messages:
+            ops.console.print(f"[green]{dlq.name} is empty[/] ({depth['in_flight']} in flight)")
+            return
+        now = datetime.now(UTC)
+        for number, message in enumerate(messages, 1):
+            ops.console.print(_message_panel(number, message, now))
+        ops.console.print(
+            f"{len(messages)} shown of about {depth['visible']} in {dlq.name}. Nothing was consumed "
+            f"(each look counts as one receive). Redrive: [bold]python -m ops dlq redrive {dlq.key}[/]")
+
+    _guarded(ctx, body)
+
+
+def _message_panel(number: int, message: Message, now: datetime) -> Panel:
+    summary = message.summary()
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    sent = message.sent_at
+    rows = [
+        ("order", summary.payment_order_id or "—"),
+        ("step", summary.step or "—"),
+        ("error", mask_text(summary.error) or "—"),
+        ("attempts", "—" if summary.attempts is None else str(summary.attempts)),
+        ("received", f"{message.receive_count} times"),
+        ("age", f"{_age(now - sent)} (sent {sent:%Y-%m-%d %H:%M:%S} UTC)" if sent else "—"),
+        *summary.extra.items(),
+    ]
+    for key, value in rows:
+        facts.add_row(key, Text(value, style="red" if key == "error" and value != "—" else ""))
+    body = message.body
+    shown: Any = JSON.from_data(mask(body)) if body is not None else Text(mask_text(message.body_text))
+    return Panel(Group(facts, Text(""), shown), title=f"#{number} · message {message.id}", title_align="left")
+
+
+def _age(delta: Any) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h ago"
+    if hours:
+        return f"{hours}h {minutes}m ago"
+    return f"{minutes}m ago" if minutes else f"{seconds}s ago"
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="orders, workflow, recon or review")],
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many messages (default: all)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would happen; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> None:
+    """Send a dead-letter queue's messages back to work, one at a time. Safe to run again."""
+
+    def body(ops: Ops) -> None:
+        dlq = find_dlq(queue)
+        source = Queue(ops.resources.get(dlq.url_value))
+        depth = source.depth()
+        if depth["visible"] == 0:
+            ops.console.print(f"[green]{dlq.name} has no visible messages[/]"
+                              + (f" ({depth['in_flight']} in flight: received by someone in the last minutes; "
+                                 "try again shortly)" if depth["in_flight"] else ""))
+            return
+        count = f"{min(limit, depth['visible']) if limit else depth['visible']} message(s)"
+        plan = ("each order is put back to work through the sweeper; final orders are only acknowledged"
+                if dlq.target_name is None else f"each goes back to {dlq.target_name}")
+        ops.console.print(f"{dlq.name}: about {count} to redrive; {plan}.")
+        if dry_run:
+            ops.console.print("[yellow]dry run: nothing will change[/]")
+        elif not yes and not typer.confirm(f"Redrive {count} from {dlq.name}?", default=False):
+            ops.console.print("nothing done")
+            return
+        results = redrive_queue(dlq, ops.resources, limit=limit, dry_run=dry_run,
+                                report=lambda result: ops.console.print(_result_line(result, dry_run)))
+        _print_totals(ops.console, dlq, source, results, dry_run)
+        if any(result.outcome.action is Action.LEFT for result in results):
+            raise typer.Exit(1)
+
+    _guarded(ctx, body)
+
+
+def _result_line(result: Result, dry_run: bool) -> Text:
+    action = result.outcome.action
+    line = Text()
+    line.append(f"{'(dry run) ' if dry_run else ''}{action.value:<18}", style=_ACTION_STYLE[action])
+    line.append(f" order {result.payment_order_id or '—':<24} ", style="bold")
+    line.append(mask_text(result.outcome.detail))
+    line.append(f"  [message {result.message.id[:8]}…, {'deleted' if result.deleted else 'kept'}]", style="dim")
+    return line
+
+
+def _print_totals(console: Console, dlq: Dlq, source: Queue, results: list[Result], dry_run: bool) -> None:
+    counts = Counter(result.outcome.action.value for result in results)
+    done = ", ".join(f"{n} {action}" for action, n in counts.items()) or "no messages received"
+    console.print(f"{'dry run: ' if dry_run else ''}{done}")
+    left = counts.get(Action.LEFT.value, 0)
+    if left:
+        console.print(f"[bold red]{left} message(s) left in {dlq.name}[/]: read them with "
+                      f"[bold]python -m ops dlq show {dlq.key}[/], fix, and redrive again")
+    if not dry_run:
+        console.print(f"{dlq.name} now holds about {source.depth()['visible']} visible message(s)")
+
+
+# -- order -------------------------------------------------------------------------------------------------
+
+
+def _tables(resources: Resources) -> PaymentTables:
+    resources.export_for_shared_code()
+    return PaymentTables(resources.get("payment_events_table"), resources.get("payment_orders_table"))
+
+
+@order_app.command("show")
+def order_show(ctx: typer.Context, payment_order_id: str) -> None:
+    """The order, its ledger transaction (payin#<id>) and the seller's wallet movement."""
+
+    def body(ops: Ops) -> None:
+        resources = ops.resources
+        view = load_order(_tables(resources), LedgerTable(resources.get("ledger_table")),
+                          resources.get("wallet_table"), payment_order_id)
+        if view is None:
+            raise OpsError(f"no order {payment_order_id} in table {resources.get('payment_orders_table')}")
+        order = mask(view.order)
+        status = order.get("payment_order_status", "?")
+        facts = Table.grid(padding=(0, 2))
+        facts.add_column(style="bold")
+        facts.add_column()
+        facts.add_row("status", Text(status, style=_STATUS_STYLE.get(status, "")))
+        facts.add_row("amount", _money(order.get("amount_minor"), order.get("currency")))
+        for key in ("seller_account", "checkout_id", "payment_method", "psp_reference", "psp_status", "attempts",
+                    "failure_code", "failure_reason", "wallet_updated", "ledger_updated", "created_at",
+                    "first_attempt_at", "updated_at"):
+            if key in order:
+                facts.add_row(key, str(order[key]))
+        if "due_at" in order:
+            facts.add_row("sweeper", f"watching: next look at {order['due_at']} (shard {order.get('sweep_shard')})")
+        else:
+            facts.add_row("sweeper", "not watching" + ("" if status in ("SUCCESS", "FAILED") else " (dead-lettered)"))
+        if "dead_letter_reason" in order:
+            facts.add_row("dead-lettered", Text(str(order["dead_letter_reason"]), style="bold red"))
+        if view.checkout:
+            pending = view.checkout.get("pending_order_ids") or set()
+            facts.add_row("checkout", f"is_payment_done={bool(view.checkout.get('is_payment_done'))}, "
+                                      f"{len(pending)} order(s) of it not final")
+        ops.console.print(Panel(facts, title=f"order {payment_order_id}", title_align="left"))
+        ops.console.print(_ledger_panel(payment_order_id, view.ledger))
+        ops.console.print(_movement_panel(payment_order_id, order.get("seller_account", ""), view.movement))
+        ops.console.print(_next_step(payment_order_id, order))
+
+    _guarded(ctx, body)
+
+
+def _money(minor: Any, currency: Any) -> str:
+    try:
+        return str(Money(int(minor), str(currency)))
+    except (MoneyError, TypeError, ValueError):
+        return f"{minor} (minor units) {currency}"
+
+
+def _ledger_panel(payment_order_id: str, transaction: dict[str, Any] | None) -> Panel:
+    title = f"ledger transaction payin#{payment_order_id}"
+    if transaction is None:
+        return Panel("none written", title=title, title_align="left", style="dim")
+    table = Table(box=None)
+    table.add_column("account")
+    table.add_column("amount", justify="right")
+    sums: Counter[str] = Counter()
+    for entry in transaction.get("entries", []):
+        table.add_row(entry["account"], _money(entry["amount_minor"], entry["currency"]))
+        sums[entry["currency"]] += int(entry["amount_minor"])
+    balanced = all(total == 0 for total in sums.values())
+    footer = Text(f"written {transaction.get('created_at', '?')}; ", style="dim")
+    footer.append("balanced" if balanced else "NOT BALANCED", style="green" if balanced else "bold red")
+    return Panel(Group(table, footer), title=title, title_align="left")
+
+
+def _movement_panel(payment_order_id: str, seller: str, movement: dict[str, Any] | None) -> Panel:
+    title = f"wallet movement {seller} MOVE#payin#{payment_order_id}"
+    if movement is None:
+        return Panel("none applied", title=title, title_align="left", style="dim")
+    currency = movement.get("currency")
+    text = (f"pending {_money(movement.get('pending_delta', 0), currency)}, "
+            f"available {_money(movement.get('available_delta', 0), currency)}, "
+            f"applied {movement.get('created_at', '?')}")
+    return Panel(text, title=title, title_align="left")
+
+
+def _next_step(payment_order_id: str, order: dict[str, Any]) -> str:
+    if order.get("payment_order_status") in ("SUCCESS", "FAILED"):
+        return "final: nothing to do for this order"
+    if "dead_letter_reason" in order:
+        return f"next: fix the cause, then [bold]python -m ops order redrive {payment_order_id}[/]"
+    return "in progress: the sweeper drives it again if its deadline passes"
+
+
+@order_app.command("redrive")
+def order_redrive(ctx: typer.Context, payment_order_id: str) -> None:
+    """Put one dead-lettered order back to work (its WorkflowDlq message, if any, stays until redriven)."""
+
+    def body(ops: Ops) -> None:
+        outcome = redrive_order(_tables(ops.resources), payment_order_id)
+        line = Text(f"{outcome.action.value}: ", style=_ACTION_STYLE[outcome.action])
+        line.append(mask_text(outcome.detail))
+        ops.console.print(line)
+        if outcome.action is Action.LEFT:
+            raise typer.Exit(1)
+
+    _guarded(ctx, body)

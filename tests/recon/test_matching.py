@@ -1,0 +1,228 @@
+"""The matcher against in-memory fakes: batch checks, double charges, carries, and batching itself."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from functions.recon.matching import Matcher, Policy, Window, refunds_naming
+from functions.recon.outcomes import Category, Fix, Outcome
+from functions.recon.rows import ParsedRow, RowKind, SettlementRow
+from functions.shared.money import Money
+
+NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+
+
+def row(line: int, kind: RowKind, gross: int, *, order: str = "", ref: str = "", source: str = "",
+        batch: str = "", net: int | None = None, fee: int = 0, currency: str = "USD",
+        psp_type: str | None = None) -> SettlementRow:
+    return SettlementRow(line, kind, f"txn_{line}", order, ref, source or f"src_{line}", Money(gross, currency),
+                         Money(fee, currency) if fee else None, Money(gross - fee if net is None else net, currency),
+                         NOW - timedelta(days=1), batch, psp_type or kind.value)
+
+
+def order(order_id: str, amount: int, *, status: str = "SUCCESS", ref: str | None = None,
+          created_at: str = "2026-11-24T12:00:00.000Z") -> dict[str, Any]:
+    return {"payment_order_id": order_id, "checkout_id": "co", "seller_account": "s", "amount_minor": amount,
+            "currency": "USD", "payment_order_status": status, "psp_reference": ref or f"pi_{order_id}",
+            "created_at": created_at}
+
+
+@dataclass
+class World:
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)
+    carried_items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fees: dict[str, Money] = field(default_factory=dict)
+    conflicts: list[tuple[str, Money]] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    largest_read: int = 0
+
+    # Lookup
+    def orders_of(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.largest_read = max(self.largest_read, len(ids))
+        return {i: self.orders[i] for i in ids if i in self.orders}
+
+    def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: self.ledger[i] for i in ids if i in self.ledger}
+
+    def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+        return refunds_naming(self.ledger.values(), ids)
+
+    def scan_orders(self) -> list[dict[str, Any]]:
+        return list(self.orders.values())
+
+    # Fixes
+    def restart_order(self, item: dict[str, Any]) -> bool:
+        self.restarted.append(item["payment_order_id"])
+        return True
+
+    def record_fee(self, reference: str, fee: Money) -> None:
+        existing = self.fees.setdefault(reference, fee)
+        if existing != fee:
+            self.conflicts.append((reference, fee))
+
+    def fee_conflicts(self) -> list[tuple[str, Money]]:
+        return self.conflicts
+
+    # Carries
+    def carried(self) -> dict[str, dict[str, Any]]:
+        return dict(self.carried_items)
+
+    def carry(self, item: dict[str, Any], first_seen: str) -> None:
+        self.carried_items.setdefault(item["payment_order_id"], {**item, "first_seen": first_seen})
+
+    def mark_raised(self, order_id: str, now: str) -> bool:
+        if self.carried_items[order_id].get("raised_at"):
+            return False
+        self.carried_items[order_id]["raised_at"] = now
+        return True
+
+    def clear(self, order_id: str) -> None:
+        self.carried_items.pop(order_id, None)
+
+
+class Lookup:
+    def __init__(self, world: World):
+        self.world = world
+        self.orders = world.orders_of
+        self.transactions = world.transactions
+        self.refunds_naming = world.refunds_naming
+        self.scan_orders = world.scan_orders
+
+
+def run(world: World, rows: list[ParsedRow], *, window: Window | None = None, batch_size: int = 1000,
+        psp: str = "stripe", now: datetime = NOW) -> list[Outcome]:
+    found: list[Outcome] = []
+    matcher = Matcher(Policy(psp, "stripe", timedelta(days=3), batch_size), Lookup(world), world, world,
+                      found.append, window=window, now=now)
+    for item in rows:
+        matcher.feed(item)
+    matcher.finish()
+    return found
+
+
+def test_an_adyen_batch_whose_net_differs_from_its_payout_is_an_amount_mismatch() -> None:
+    world = World()
+    rows = [row(2, RowKind.BATCH, 0, net=9800, batch="380"), row(3, RowKind.FEE, 0, net=-500, batch="380"),
+            row(4, RowKind.PAYOUT, 0, net=-9000, batch="380")]
+    outcomes = run(world, rows, psp="adyen")
+    payout = next(o for o in outcomes if o.line == 4)
+    assert payout.category is Category.AMOUNT_MISMATCH and payout.review
+    assert payout.explanation == "the batch's net is 93.00 USD, the payout 90.00 USD"
+    rows[-1] = row(4, RowKind.PAYOUT, 0, net=-9300, batch="380")
+    assert next(o for o in run(World(), rows, psp="adyen") if o.line == 4).category is Category.MATCHED
+
+
+def test_a_second_charge_for_one_order_is_a_duplicate_settlement() -> None:
+    world = World(orders={"po_1": order("po_1", 1000)}, ledger={"payin#po_1": {}})
+    outcomes = run(world, [row(2, RowKind.CHARGE, 1000, order="po_1", ref="pi_po_1"),
+                           row(3, RowKind.CHARGE, 1000, order="po_1", ref="pi_other")])
+    assert [(o.category, o.psp_reference) for o in outcomes] == [
+        (Category.MATCHED, "pi_po_1"), (Category.DUPLICATE_SETTLEMENT, "pi_other")]
+
+
+def test_charge_checks_in_order() -> None:
+    world = World(orders={
+        "po_ref": order("po_ref", 1000, ref="pi_recorded"),
+        "po_noledger": order("po_noledger", 1000),
+        "po_new": order("po_new", 1000, status="NOT_STARTED"),
+        "po_stuck_wrong": order("po_stuck_wrong", 900, status="EXECUTING"),
+    })
+    outcomes = run(world, [row(2, RowKind.CHARGE, 1000, order="po_ref", ref="pi_other"),
+                           row(3, RowKind.CHARGE, 1000, order="po_noledger", ref="pi_po_noledger"),
+                           row(4, RowKind.CHARGE, 1000, order="po_new", ref="pi_po_new"),
+                           row(5, RowKind.CHARGE, 1000, order="po_stuck_wrong", ref="pi_po_stuck_wrong")])
+    by_order = {o.payment_order_id: o for o in outcomes}
+    assert by_order["po_ref"].explanation == "the PSP settled pi_other; the order records pi_recorded"
+    assert by_order["po_noledger"].explanation == "order SUCCESS but the ledger has no pay-in transaction"
+    assert by_order["po_new"].fix is Fix.WORKFLOW_RESTARTED and not by_order["po_new"].review
+    # a stuck order the PSP settled for another amount is never completed automatically
+    assert by_order["po_stuck_wrong"].category is Category.AMOUNT_MISMATCH
+    assert world.restarted == ["po_new"]
+
+
+def test_a_fee_the_ledger_holds_with_another_amount_is_reported() -> None:
+    world = World(fees={"txn_2": Money(99, "USD")})
+    outcomes = run(world, [row(2, RowKind.FEE, -200)])
+    assert [o.category for o in outcomes] == [Category.MATCHED, Category.AMOUNT_MISMATCH]
+    assert outcomes[1].explanation == "the ledger's fee#txn_2 records a different fee"
+
+
+def test_stripe_payout_checked_against_its_rows() -> None:
+    world = World(orders={"po_1": order("po_1", 1000)}, ledger={"payin#po_1": {}})
+    rows = [row(2, RowKind.CHARGE, 1000, fee=59, order="po_1", ref="pi_po_1", batch="po_X"),
+            row(3, RowKind.PAYOUT, -941, batch="po_X")]
+    assert [o.category for o in run(world, rows)] == [Category.MATCHED, Category.MATCHED]
+    assert world.fees == {"txn_2": Money(59, "USD")}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_every_row_and_every_window_order_ends_in_exactly_one_category(batch_size: int) -> None:
+    world = World(
+        orders={f"po_{i}": order(f"po_{i}", 100 * i, created_at=f"2026-11-24T1{i}:00:00.000Z") for i in range(6)},
+        ledger={f"payin#po_{i}": {} for i in range(6)} | {"refund#re_1": {"entries": [
+            {"amount_minor": 50, "currency": "USD"}, {"amount_minor": -50, "currency": "USD"}]}},
+    )
+    rows: list[ParsedRow] = [row(2 + i, RowKind.CHARGE, 100 * i, order=f"po_{i}", ref=f"pi_po_{i}") for i in (1, 2)]
+    rows += [row(5, RowKind.CHARGE, 300, ref="pi_po_3"),  # no metadata: matched by PSP reference
+             row(6, RowKind.REFUND, -50, order="po_1", ref="pi_po_1", source="re_1"),
+             row(7, RowKind.REFUND, -20, order="po_2", ref="pi_po_2", source="re_2"),
+             row(8, RowKind.CHARGEBACK_REVERSAL, 20, order="po_2", ref="pi_po_2", source="du_1"),
+             row(9, RowKind.CHARGE, 700, order="po_9", ref="pi_9")]
+    window = Window(datetime(2026, 11, 24, 10, tzinfo=UTC), datetime(2026, 11, 24, 15, tzinfo=UTC))
+    outcomes = run(world, rows, window=window, batch_size=batch_size)
+    assert sorted((o.line or 0, o.category.value) for o in outcomes) == [
+        (0, "missing_in_settlement"), (0, "missing_in_settlement"),
+        (3, "matched"), (4, "matched"), (5, "matched"), (6, "matched"), (7, "status_mismatch"),
+        (8, "status_mismatch"), (9, "missing_in_ledger")]
+    # the window is [10:00, 15:00): po_0 (10:00) and po_4 (14:00) are unsettled, po_5 (15:00) is the next file's
+    assert {o.payment_order_id for o in outcomes if o.category is Category.MISSING_IN_SETTLEMENT} == {"po_0", "po_4"}
+    assert world.largest_read <= batch_size
+
+
+def test_carried_orders_are_raised_once_after_the_delay_and_cleared_when_settled() -> None:
+    world = World(orders={"po_1": order("po_1", 100)}, ledger={"payin#po_1": {}})
+    window = Window(datetime(2026, 11, 24, 10, tzinfo=UTC), datetime(2026, 11, 24, 15, tzinfo=UTC))
+    first = run(world, [], window=window)
+    assert [(o.category, o.review) for o in first] == [(Category.MISSING_IN_SETTLEMENT, False)]
+    assert world.carried_items["po_1"]["first_seen"] == "2026-11-25T06:00:00.000Z"
+
+    assert run(world, [], now=NOW + timedelta(days=2, hours=23)) == []  # not yet due, out of this window
+    raised = run(world, [], now=NOW + timedelta(days=3))
+    assert [(o.category, o.review, o.payment_order_id) for o in raised] == [
+        (Category.MISSING_IN_SETTLEMENT, True, "po_1")]
+    assert run(world, [], now=NOW + timedelta(days=4)) == []  # raised once only
+
+    settled = run(world, [row(2, RowKind.CHARGE, 100, order="po_1", ref="pi_po_1")], now=NOW + timedelta(days=5))
+    assert [o.category for o in settled] == [Category.MATCHED]
+    assert world.carried_items == {}
+
+
+def test_refunds_naming_finds_ledger_refunds_by_reference_or_description() -> None:
+    ledger = [{"kind": "refund", "reference": "po_1:2", "description": ""},
+              {"kind": "refund", "reference": "rf_9", "description": "partial refund of po_2"},
+              {"kind": "payin", "reference": "po_3", "description": ""}]
+    assert {k: len(v) for k, v in refunds_naming(ledger, {"po_1", "po_2", "po_3"}).items()} == {"po_1": 1, "po_2": 1}
+
+
+def test_window_of_a_file_leaves_the_cutoff_margin_to_the_next_file() -> None:
+    start, end = datetime(2026, 11, 24, 0, tzinfo=UTC), datetime(2026, 11, 24, 23, tzinfo=UTC)
+    assert Window.of_file(start, end, timedelta(hours=2)) == Window(start, end - timedelta(hours=2))
+    assert Window.of_file(start, start + timedelta(hours=1), timedelta(hours=2)) is None
+    assert Window.of_file(None, end, timedelta(hours=2)) is None
+
+
+def test_counts_are_independent_of_batch_size() -> None:
+    def outcome_counts(batch_size: int) -> Counter[str]:
+        world = World(orders={f"po_{i}": order(f"po_{i}", 100) for i in range(50)},
+                      ledger={f"payin#po_{i}": {} for i in range(0, 50, 2)})
+        rows: list[ParsedRow] = [row(i + 2, RowKind.CHARGE, 100 + (i % 7 == 0), order=f"po_{i % 60}",
+                                     ref=f"pi_po_{i % 60}") for i in range(80)]
+        return Counter(o.category.value for o in run(world, rows, batch_size=batch_size))
+
+    assert outcome_counts(1) == outcome_counts(7) == outcome_counts(1000)
