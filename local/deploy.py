@@ -24,11 +24,13 @@ import os
 import tempfile
 import time
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import WaiterError
 from moto.cloudformation.models import cloudformation_backends
 from moto.cloudformation.parsing import NULL_MODELS, clean_json, get_model_map
 from moto.sqs.models import sqs_backends
@@ -148,7 +150,11 @@ def deploy(
         )["StackId"]
     except Exception as exc:  # moto raises while creating resources, inside CreateStack
         raise DeployError(f"CreateStack {stack_name} failed in moto: {exc}") from exc
-    cfn.get_waiter("stack_create_complete").wait(StackName=stack_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    try:
+        waiter = cfn.get_waiter("stack_create_complete")
+        waiter.wait(StackName=stack_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    except WaiterError as exc:
+        raise DeployError(f"stack {stack_name} did not reach CREATE_COMPLETE in moto: {exc}") from exc
     # Before anything can send a message (the S3 test event below does): moto's own SQS trigger would invoke
     # the Lambda inside SendMessage. local.event_sources polls instead.
     disable_moto_sqs_triggers()
@@ -166,15 +172,15 @@ def deploy(
     _copy_state_machines_to_executing_backend(template, deployed)
     _create_alarms(template, deployed, session.client("cloudwatch", endpoint_url=aws_url))
     _attach_layers(template, deployed, session.client("lambda", endpoint_url=aws_url))
-    _apply_bucket_notifications(template, deployed, clients["s3"])
+    _apply_bucket_notifications(deployed, clients["s3"])
 
     desc = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     deployed.outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
     for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
         for res in page["StackResourceSummaries"]:
             deployed.physical_ids[res["LogicalResourceId"]] = res["PhysicalResourceId"]
-    for lid, rtype in sorted(skipped.items()):
-        log.info("not in moto (served or created beside it): %s %s", rtype, lid)
+    counts = Counter(skipped.values())
+    log.info("kept out of moto: %s", ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "nothing")
     log.info(
         "deployed %s into moto: %d resources, %d outputs, %.2f s",
         stack_name,
@@ -389,7 +395,7 @@ def bucket_notification_configs(deployed: DeployedStack) -> dict[str, dict[str, 
     return configs
 
 
-def _apply_bucket_notifications(template: Template, deployed: DeployedStack, s3: Any) -> None:
+def _apply_bucket_notifications(deployed: DeployedStack, s3: Any) -> None:
     for bucket, config in bucket_notification_configs(deployed).items():
         s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from moto.core.config import default_user_config
 from moto.moto_api._internal.models import moto_api_backend
@@ -32,13 +34,17 @@ AWS_ENV = {
 class MotoServer:
     port: int
     _server: ThreadedMotoServer
+    _saved_config: dict[str, Any]
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     def stop(self) -> None:
+        """Stop serving and put moto's process-wide config back (other tests may use mock_aws)."""
         self._server.stop()
+        default_user_config.clear()
+        default_user_config.update(self._saved_config)
 
 
 def start_moto(port: int) -> MotoServer:
@@ -48,15 +54,16 @@ def start_moto(port: int) -> MotoServer:
     must name this server's port. Backends are process-global: they are reset here, so each start is empty.
     """
     os.environ["MOTO_PORT"] = str(port)
+    saved_config = copy.deepcopy(default_user_config)
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     # moto's Lambda must stay on its Docker path: lambda_runtime replaces that path with in-process dispatch.
-    default_user_config.setdefault("lambda", {})["use_docker"] = True
+    default_user_config["lambda"] = {**default_user_config.get("lambda", {}), "use_docker": True}
     moto_api_backend.reset()
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     _wait_for_port(port)
     log.info("moto listening on http://%s:%d", HOST, port)
-    return MotoServer(port=port, _server=server)
+    return MotoServer(port=port, _server=server, _saved_config=saved_config)
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:

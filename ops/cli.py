@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from functions.shared import aws
 from functions.shared.money import Money, MoneyError
 from functions.shared.tables import LedgerTable, PaymentTables
 from infra import names
@@ -135,8 +136,6 @@ def dlq_list(ctx: typer.Context) -> None:
 
 def _alarm_states(queue_names: list[str]) -> dict[str, str] | None:
     """Queue name -> state of the alarm watching its depth; None when CloudWatch cannot be asked."""
-    from functions.shared import aws
-
     states: dict[str, str] = {}
     try:
         for page in aws.client("cloudwatch").get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
@@ -188,7 +187,7 @@ def _message_panel(number: int, message: Message, now: datetime) -> Panel:
         ("step", summary.step or "—"),
         ("error", mask_text(summary.error) or "—"),
         ("attempts", "—" if summary.attempts is None else str(summary.attempts)),
-        ("received", f"{message.receive_count} times"),
+        ("received", f"{message.receive_count} time{'s' if message.receive_count != 1 else ''}"),
         ("age", f"{_age(now - sent)} (sent {sent:%Y-%m-%d %H:%M:%S} UTC)" if sent else "—"),
         *summary.extra.items(),
     ]

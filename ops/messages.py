@@ -68,7 +68,8 @@ class Summary:
 
     Shapes: the sweeper's (functions/shared/queues.dead_letter: payment_order_id, step, error, attempts, ...),
     the state machine's ToDeadLetter (infra/constructs/workflow.py: error is {Error, Cause}, the order under
-    `input`), an order message (OrderWork, no step: the starter failed on it), an S3 notification (recon).
+    `input`), an order message (OrderWork, no step: the starter failed on it), an S3 notification (recon),
+    a reconciliation difference (functions/recon ReviewQueue).
     """
 
     payment_order_id: str = ""
@@ -92,6 +93,12 @@ class Summary:
             summary.extra["execution"] = str(body["execution"])
         if not summary.step and summary.payment_order_id and "amount_minor" in body:
             summary.step = "start (order message)"
+        if "discrepancy_id" in body:  # functions/recon ReviewQueue: a difference reconciliation cannot explain
+            summary.step = "review"
+            summary.error = f"{body.get('category')}: {body.get('explanation') or ''}".strip(": ")
+            summary.extra["file"] = f"{body.get('source_key')} line {body.get('line')}"
+            summary.extra["amounts"] = (f"ours {body.get('our_amount')} {body.get('our_currency')}, "
+                                        f"theirs {body.get('their_amount')} {body.get('their_currency')}")
         for record in body.get("Records") or []:
             s3 = record.get("s3", {}) if isinstance(record, dict) else {}
             if s3:

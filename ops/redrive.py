@@ -43,10 +43,16 @@ def redrive_queue(
                                           resources.get("payment_orders_table")), dry_run)
     results: list[Result] = []
     held: dict[str, Message] = {}  # received and not deleted: made visible again at the end, whatever happens
+    seen: set[str] = set()
     try:
         for batch in source.receive(limit, WORK_VISIBILITY_S):
             held.update((message.receipt, message) for message in batch)
-            for message in batch:
+            # A message kept earlier in a long run can come back once its work timeout ends: once is enough.
+            fresh = [message for message in batch if message.id not in seen]
+            if not fresh:
+                break
+            seen.update(message.id for message in fresh)
+            for message in fresh:
                 outcome = act(message)
                 deleted = outcome.action.settles_message and not dry_run
                 if deleted:

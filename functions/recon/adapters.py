@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from botocore.exceptions import ClientError
 from functions.ledger import journal
 from functions.recon.matching import refunds_naming
 from functions.recon.outcomes import Outcome
-from functions.shared import aws
+from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
+from functions.shared.models import OrderStatus, OrderWork
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables
 
@@ -65,35 +67,44 @@ def execution_name(payment_order_id: str, file_sha256: str) -> str:
 
 @dataclass
 class AwsFixes:
-    """Workflow restarts (Step Functions) and PSP fee transactions (ledger), both idempotent."""
+    """Workflow restarts (Step Functions) and PSP fee transactions (ledger), both idempotent.
+
+    Fee writes (one conditional PutItem per PSP balance transaction) run on their own pool, at most
+    `max_in_flight` queued, so the matcher's batch reads never wait behind them.
+    """
 
     psp: str
     state_machine_arn: str
     file_sha256: str
     pool: ThreadPoolExecutor
     ledger: LedgerTable
-    max_in_flight: int = 64
+    max_in_flight: int = 256
     _pending: set[Future[None]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _conflicts: list[tuple[str, Money]] = field(default_factory=list)
     restarted: int = 0
     fees_recorded: int = 0
 
     def restart_order(self, order: dict[str, Any]) -> bool:
-        work = {
-            "payment_order_id": order["payment_order_id"],
-            "checkout_id": order["checkout_id"],
-            "seller_account": order["seller_account"],
-            "amount_minor": int(order["amount_minor"]),
-            "currency": order["currency"],
-            "payment_method": order.get("payment_method"),
-            "attempt": int(order.get("attempts") or 0) + 1,
-            "first_attempt_at": order.get("first_attempt_at") or order.get("created_at"),
-        }
+        """Hand a settled but unfinished order back to its normal path; False if an earlier run did.
+
+        NOT_STARTED goes to the orders queue, whose starter begins attempt 1 (a workflow started around it
+        could not mark the order SUCCESS: that move needs EXECUTING). EXECUTING gets a new workflow execution
+        for the next attempt; the input carries the order's psp_reference, so the executor reads the PSP's
+        state of the charge instead of charging again, and every later step is idempotent.
+        """
+        if order.get("payment_order_status") == OrderStatus.NOT_STARTED:
+            failed = queues.enqueue_orders([OrderWork.from_order_item(order, attempt=1)])
+            if failed:
+                raise RuntimeError(f"the orders queue refused {failed}")
+            self.restarted += 1
+            return True
+        work = OrderWork.from_order_item(order, attempt=int(order.get("attempts") or 0) + 1)
         try:
             aws.client("stepfunctions").start_execution(
                 stateMachineArn=self.state_machine_arn,
                 name=execution_name(order["payment_order_id"], self.file_sha256),
-                input=json.dumps(work),
+                input=work.model_dump_json(),
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
@@ -115,7 +126,8 @@ class AwsFixes:
         except LedgerConflict:
             self._conflicts.append((reference, fee))
             return
-        self.fees_recorded += 1
+        with self._lock:
+            self.fees_recorded += 1
 
     def fee_conflicts(self) -> list[tuple[str, Money]]:
         """Wait for every fee write; return those the ledger holds with a different amount."""
@@ -140,7 +152,8 @@ class ReviewQueue:
 
     def add(self, outcome: Outcome) -> None:
         body = {**self.context, **outcome.to_dict()}
-        identity = f"{self.context.get('file_sha256')}:{outcome.line}:{outcome.category}:{outcome.payment_order_id}"
+        identity = ":".join(str(part) for part in (self.context.get("file_sha256"), outcome.line, outcome.category,
+                                                   outcome.payment_order_id, outcome.psp_reference))
         body["discrepancy_id"] = hashlib.sha256(identity.encode()).hexdigest()[:32]
         self._batch.append(body)
         if len(self._batch) == 10:

@@ -51,6 +51,8 @@ def _publish(result: RunResult) -> None:
         metrics.add_metric(name=QUARANTINED_FILES, unit=MetricUnit.Count, value=1)
     if result.status is RunStatus.DUPLICATE:
         metrics.add_metric(name="DuplicateFiles", unit=MetricUnit.Count, value=1)
+    if result.status in (RunStatus.ALREADY_DONE, RunStatus.GONE):
+        metrics.add_metric(name="RedeliveredNotifications", unit=MetricUnit.Count, value=1)
     if result.status is not RunStatus.PROCESSED:
         return
     summary = result.summary

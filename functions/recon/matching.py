@@ -5,12 +5,13 @@ Each row is matched by payment_order_id, then by PSP reference. Rows arrive in f
 keys), so a file of any size never holds more than one batch of orders.
 
 What the matcher keeps for the whole file, and why:
-- `seen`: one 64-bit hash per (PSP row type, PSP object) and per (charge, order id), to recognise a
-  settlement of the same object twice (`duplicate_settlement`) and a second charge for one order;
-- `settled`: one 64-bit hash per order id settled by the file, to find the orders of the file's window the
-  file does not settle (`missing_in_settlement`).
+- `settled`: one 64-bit hash per order id charged in the file, to recognise a charge settled twice or a
+  second charge of one order (`duplicate_settlement`), and to find the orders of the file's window the file
+  does not settle (`missing_in_settlement`);
+- `seen`: one 64-bit hash per (PSP row type, PSP object) of the other rows (refunds, disputes, fees, batch
+  rows, charges of no known order), for their duplicates.
 Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
-for a million keys). Each set costs about 60 bytes per key (a small int plus its slot), ~60 MB per million.
+for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million charges.
 - rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
   a handful in a healthy file; they are resolved once, at the end, against one scan.
 """
@@ -123,11 +124,14 @@ class Matcher:
     _payouts: list[SettlementRow] = field(default_factory=list)
     _deferred: list[SettlementRow] = field(default_factory=list)
     _refund_checks: list[tuple[SettlementRow, dict[str, Any]]] = field(default_factory=list)
+    _named_by_malformed: set[str] = field(default_factory=set)
 
     # -- rows --------------------------------------------------------------------------------------
 
     def feed(self, row: ParsedRow) -> None:
         if isinstance(row, MalformedRow):
+            if row.payment_order_id:  # reported here: not again as unsettled by the window check
+                self._named_by_malformed.add(row.payment_order_id)
             self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
                               explanation=row.reason, line=row.line, review=True))
             return
@@ -137,15 +141,13 @@ class Matcher:
 
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
-        if rows:
-            self._settle_batch(rows, lambda row, orders: orders.get(row.payment_order_id))
-
-    def _settle_batch(self, rows: list[SettlementRow], order_of) -> None:  # type: ignore[no-untyped-def]
+        if not rows:
+            return
         ids = list({row.payment_order_id for row in rows if row.payment_order_id and row.kind in ORDER_KINDS})
         orders = self.lookup.orders(ids) if ids else {}
         wanted: list[str] = []
         for row in rows:
-            order = order_of(row, orders)
+            order = orders.get(row.payment_order_id)
             if order is None:
                 continue
             if row.kind is RowKind.CHARGE:
@@ -154,7 +156,7 @@ class Matcher:
                 wanted.append(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
         ledger = self.lookup.transactions(wanted) if wanted else {}
         for row in rows:
-            self._settle(row, order_of(row, orders), ledger)
+            self._settle(row, orders.get(row.payment_order_id), ledger)
 
     def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
         kind = row.kind
@@ -163,13 +165,14 @@ class Matcher:
             return
         if row.batch_id and row.net is not None:
             self._batch_net[(row.batch_id, row.net.currency)] += row.net.minor
-        key = hash((row.psp_type, row.reference))
-        if key in self._seen:
-            self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
-                                    f"{row.psp_type} {row.reference} is settled more than once in this file",
-                                    review=True))
-            return
-        self._seen.add(key)
+        if kind is not RowKind.CHARGE or order is None:  # a known order's charges are counted in `_settled`
+            key = hash((row.psp_type, row.reference))
+            if key in self._seen:
+                self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
+                                        f"{row.psp_type} {row.reference} is settled more than once in this file",
+                                        review=True))
+                return
+            self._seen.add(key)
         if kind is RowKind.FEE:
             fee = -(row.net if row.net is not None else row.gross)
             if fee.minor:
@@ -180,26 +183,31 @@ class Matcher:
         if kind is RowKind.BATCH:
             self.emit(self._outcome(row, Category.MATCHED, None, f"batch row ({row.psp_type}), checked with its batch"))
             return
-        if row.fee is not None and row.fee.minor:
-            self.fixes.record_fee(row.row_id, row.fee)
         if order is None:
             self._deferred.append(row)
             return
         self._against_order(row, order, ledger)
 
+    def _record_fee(self, row: SettlementRow) -> None:
+        """The fee the PSP kept on a row it settled once (a duplicate row's fee is not recorded again)."""
+        if row.fee is not None and row.fee.minor:
+            self.fixes.record_fee(row.row_id, row.fee)
+
     def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
-        order_id = order["payment_order_id"]
-        ours = Money(int(order["amount_minor"]), order["currency"])
         if row.kind is RowKind.CHARGE:
-            self._settled.add(hash(order_id))
-            second = hash(("charge-for-order", order_id))
-            if second in self._seen:
+            key = hash(order["payment_order_id"])
+            if key in self._settled:
+                same = row.psp_reference == order.get("psp_reference")
                 self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
-                                        "a second charge of this order is settled in this file", review=True))
+                                        f"{row.psp_type} {row.reference} is settled more than once in this file"
+                                        if same else "a second charge of this order is settled in this file",
+                                        review=True))
                 return
-            self._seen.add(second)
-            self.emit(self._charge(row, order, ours, ledger))
+            self._settled.add(key)
+            self._record_fee(row)
+            self.emit(self._charge(row, order, ledger))
             return
+        self._record_fee(row)
         tx = ledger.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
         if tx is not None:
             recorded = ledger_amount(tx)
@@ -220,8 +228,8 @@ class Matcher:
         self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
                                 f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True))
 
-    def _charge(self, row: SettlementRow, order: dict[str, Any], ours: Money,
-                ledger: dict[str, dict[str, Any]]) -> Outcome:
+    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> Outcome:
+        ours = Money(int(order["amount_minor"]), order["currency"])
         status = order.get("payment_order_status")
         recorded_reference = order.get("psp_reference") or ""
         if recorded_reference and row.psp_reference and recorded_reference != row.psp_reference:
@@ -238,14 +246,14 @@ class Matcher:
                                  "the PSP settled a charge we recorded as FAILED", review=True)
         if status in (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING):
             started = self.fixes.restart_order(order)
-            note = "workflow started again" if started else "workflow already restarted by an earlier run"
+            note = "handed back to its workflow" if started else "handed back by an earlier run"
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  f"order {status} but settled by the PSP: {note} to complete it",
                                  fix=Fix.WORKFLOW_RESTARTED)
         if f"payin#{order['payment_order_id']}" not in ledger:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 "order SUCCESS but the ledger has no pay-in transaction", review=True)
-        return self._outcome(row, Category.MATCHED, order, "")
+                                 "order SUCCESS but the ledger has no pay-in transaction", review=True, ours=ours)
+        return self._outcome(row, Category.MATCHED, order, "", ours=ours)
 
     def _outcome(self, row: SettlementRow, category: Category, order: dict[str, Any] | None, explanation: str,
                  *, review: bool = False, fix: Fix = Fix.NONE, ours: Money | None = None) -> Outcome:
@@ -305,7 +313,8 @@ class Matcher:
                 by_reference[reference] = order
             if (self.window and order.get("payment_order_status") == OrderStatus.SUCCESS
                     and start <= order.get("created_at", "") < end
-                    and hash(order["payment_order_id"]) not in self._settled):
+                    and hash(order["payment_order_id"]) not in self._settled
+                    and order["payment_order_id"] not in self._named_by_malformed):
                 candidates.append(order)
         deferred, self._deferred = self._deferred, []
         if deferred:
@@ -316,6 +325,7 @@ class Matcher:
         found = [row for row in rows if row.psp_reference in by_reference]
         for row in rows:
             if row.psp_reference not in by_reference:
+                self._record_fee(row)
                 what = f"payment_order_id {row.payment_order_id!r}" if row.payment_order_id else "no payment_order_id"
                 self.emit(self._outcome(row, Category.MISSING_IN_LEDGER, None,
                                         f"the PSP moved money we have no order for ({what}, "

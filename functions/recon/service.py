@@ -9,7 +9,6 @@ so a run that dies half-way is simply run again by the SQS retry.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import tempfile
@@ -23,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from functions.recon import parsers
 from functions.recon.adapters import AwsFixes, DynamoLookup, ReviewQueue
-from functions.recon.config import ReconSettings, recon_settings
+from functions.recon.config import ReconSettings, check_shared, recon_settings
 from functions.recon.errors import UnparseableFile
 from functions.recon.matching import Matcher, Policy, Window
 from functions.recon.outcomes import Outcome
@@ -77,6 +76,7 @@ class Survey:
     rows: int
     earliest: datetime | None
     latest: datetime | None
+    etag: str = ""
 
 
 class _Hashing:
@@ -97,26 +97,26 @@ class _Hashing:
         return self.digest.hexdigest()
 
 
-def _body(obj: SettlementObject) -> Any:
-    return aws.client("s3").get_object(Bucket=obj.bucket, Key=obj.key)["Body"]
+def _get(obj: SettlementObject, etag: str = "") -> dict[str, Any]:
+    """The object; with an ETag, only that version of it (a key overwritten between the passes fails)."""
+    extra = {"IfMatch": etag} if etag else {}
+    return aws.client("s3").get_object(Bucket=obj.bucket, Key=obj.key, **extra)
 
 
 def survey(obj: SettlementObject) -> Survey:
     """Hash the bytes and parse every row once, without effects. Raises UnparseableFile."""
-    stream = _Hashing(_body(obj))
+    answer = _get(obj)
+    stream = _Hashing(answer["Body"])
     rows = 0
     earliest = latest = None
-    try:
-        for row in parsers.parse(obj.psp, stream):
-            rows += 1
-            # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
-            moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
-            if moment is not None:
-                earliest = moment if earliest is None or moment < earliest else earliest
-                latest = moment if latest is None or moment > latest else latest
-    except csv.Error as error:
-        raise UnparseableFile(f"not a readable CSV file: {error}") from error
-    return Survey(stream.drain(), rows, earliest, latest)
+    for row in parsers.parse(obj.psp, stream):
+        rows += 1
+        # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
+        moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
+        if moment is not None:
+            earliest = moment if earliest is None or moment < earliest else earliest
+            latest = moment if latest is None or moment > latest else latest
+    return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""))
 
 
 def quarantine(obj: SettlementObject, reason: str) -> None:
@@ -145,7 +145,7 @@ def report_keys(obj: SettlementObject) -> tuple[str, str]:
 
 def reconcile(obj: SettlementObject, *, config: Settings | None = None, recon: ReconSettings | None = None,
               now: datetime | None = None) -> RunResult:
-    config = config or settings()
+    config = check_shared(config or settings())
     recon = recon or recon_settings()
     now = now or clock.now()
     result = RunResult(RunStatus.PROCESSED, obj.psp, obj.key)
@@ -200,18 +200,17 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
         if outcome.review:
             review.add(outcome)
 
-    with ThreadPoolExecutor(max_workers=recon.io_workers, thread_name_prefix="recon-io") as pool:
-        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, pool, LedgerTable.from_settings(config))
+    with ThreadPoolExecutor(recon.read_workers, "recon-read") as reads, \
+            ThreadPoolExecutor(recon.write_workers, "recon-write") as writes:
+        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, writes, LedgerTable.from_settings(config))
         matcher = Matcher(
             Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size),
-            DynamoLookup(PaymentTables.from_settings(config), LedgerTable.from_settings(config), pool),
+            DynamoLookup(PaymentTables.from_settings(config), LedgerTable.from_settings(config), reads),
             fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
         )
-        try:
-            for row in parsers.parse(obj.psp, _body(obj)):
-                matcher.feed(row)
-        except csv.Error as error:  # the survey read it: the object changed under us; let SQS retry
-            raise UnparseableFile(f"the file changed while it was read: {error}") from error
+        # The same bytes as the survey read (IfMatch): no error here can be the file's; SQS retries the run.
+        for row in parsers.parse(obj.psp, _get(obj, found.etag)["Body"]):
+            matcher.feed(row)
         matcher.finish()
     review.flush()
     json_key, csv_key = report_keys(obj)

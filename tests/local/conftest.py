@@ -17,7 +17,8 @@ for key, value in {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }.items():
-    os.environ.setdefault(key, value)
+    os.environ[key] = value
+os.environ.pop("AWS_PROFILE", None)
 
 import local_toy_stack as toy  # noqa: E402
 

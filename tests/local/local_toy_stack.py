@@ -160,6 +160,25 @@ def template():
             },
             "DependsOn": ["InboxQueuePolicy"],
         },
+        # CDK's bucket.add_event_notification shape: a custom resource that moto cannot run
+        "CustomInbox": {"Type": "AWS::S3::Bucket"},
+        "CustomInboxNotifications": {
+            "Type": "Custom::S3BucketNotifications",
+            "Properties": {
+                "ServiceToken": {"Fn::GetAtt": ["EchoFn", "Arn"]},
+                "BucketName": {"Ref": "CustomInbox"},
+                "NotificationConfiguration": {
+                    "QueueConfigurations": [
+                        {
+                            "Events": ["s3:ObjectCreated:*"],
+                            "QueueArn": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
+                            "Filter": {"Key": {"FilterRules": [{"Name": "Prefix", "Value": "incoming/"}]}},
+                        }
+                    ]
+                },
+                "Managed": True,
+            },
+        },
         "Workflow": {
             "Type": "AWS::StepFunctions::StateMachine",
             "Properties": {
@@ -272,6 +291,7 @@ def template():
         "FailQueueUrl": {"Value": {"Ref": "FailQueue"}},
         "InboxQueueUrl": {"Value": {"Ref": "InboxQueue"}},
         "InboxBucket": {"Value": {"Ref": "Inbox"}},
+        "CustomInboxBucket": {"Value": {"Ref": "CustomInbox"}},
         "StateMachineArn": {"Value": {"Ref": "Workflow"}},
         "EchoFunctionName": {"Value": {"Ref": "EchoFn"}},
         "TableName": {"Value": {"Ref": "ToyTable"}},

@@ -5,6 +5,7 @@ import json
 import os
 
 import boto3
+import botocore.loaders
 import pytest
 from moto import mock_aws
 
@@ -16,6 +17,23 @@ DLQS = {  # main queue env -> (DLQ name, DLQ env)
     "RECON_QUEUE_URL": ("ReconDlq", "RECON_DLQ_URL"),
     "REVIEW_QUEUE_URL": ("ReviewDlq", "REVIEW_DLQ_URL"),
 }
+
+
+_parsed: dict[str, object] = {}
+_load_file = botocore.loaders.JSONFileLoader.load_file
+
+
+@pytest.fixture(autouse=True)
+def _botocore_models_parsed_once(monkeypatch):
+    """Every boto3 session (one per client in functions/shared/aws.py) parses the same model files again;
+    that was half of this folder's CPU time. Within these tests, each file is parsed once (read-only data)."""
+
+    def load_file(self, file_path):
+        if file_path not in _parsed:
+            _parsed[file_path] = _load_file(self, file_path)
+        return _parsed[file_path]
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
 
 
 @pytest.fixture

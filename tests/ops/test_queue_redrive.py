@@ -33,7 +33,7 @@ def fill(env, main_env, bodies):
 ])
 def test_redrive_moves_every_message_back_with_body_and_attributes(system, name, main_env, dlq_env):
     # Given three messages that failed five times and sit in the DLQ
-    bodies = [json.dumps({"n": i, "text": "ünïcode"}) for i in range(3)] 
+    bodies = [json.dumps({"n": i, "text": "ünïcode"}) for i in range(3)]
     fill(system, main_env, bodies)
     assert depth(system[dlq_env]) == 3 and depth(system[main_env]) == 0
 

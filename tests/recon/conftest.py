@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ class Account:
     review_queue_url: str
     recon_queue_url: str
     state_machine_arn: str
+    orders_queue_url: str
+
+    def queued_orders(self) -> list[dict[str, Any]]:
+        answer = aws.client("sqs").receive_message(QueueUrl=self.orders_queue_url, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in answer.get("Messages", [])]
 
     @property
     def db(self) -> Any:
@@ -83,6 +89,8 @@ class Account:
         from functions.recon import handler
 
         answer = aws.client("sqs").receive_message(QueueUrl=self.recon_queue_url, MaxNumberOfMessages=10)
+        if not answer.get("Messages"):
+            return {"records": 0, "batchItemFailures": [], "messages": []}
         records = [
             {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
              "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
@@ -136,7 +144,7 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
             monkeypatch.setenv(env, table)
         sqs = aws.client("sqs")
         urls = {}
-        for name in ("ReconQueue", "ReviewQueue"):
+        for name in ("ReconQueue", "ReviewQueue", "OrdersQueue"):
             dlq = sqs.create_queue(QueueName=f"{name}Dlq")["QueueUrl"]
             dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             urls[name] = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(
@@ -154,13 +162,16 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
             definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
         )
         monkeypatch.setenv("REVIEW_QUEUE_URL", urls["ReviewQueue"])
+        monkeypatch.setenv("ORDERS_QUEUE_URL", urls["OrdersQueue"])
         monkeypatch.setenv("SETTLEMENT_BUCKET", BUCKET)
         monkeypatch.setenv("STATE_MACHINE_ARN", sfn["stateMachineArn"])
         monkeypatch.setenv("PSP_NAME", "stripe")
         reload_settings()
         reload_recon_settings()
-        acct = Account(urls["ReviewQueue"], urls["ReconQueue"], sfn["stateMachineArn"])
+        acct = Account(urls["ReviewQueue"], urls["ReconQueue"], sfn["stateMachineArn"], urls["OrdersQueue"])
         # S3 sends a test event when a notification is configured; drain it through the handler.
-        acct.deliver()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "No application metrics")
+            assert acct.deliver()["batchItemFailures"] == []
         yield acct
         aws.reset_clients()

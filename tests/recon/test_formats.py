@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -83,7 +84,8 @@ def test_stripe_balance_report_plants_every_category(account: Account) -> None:
     # The stuck order is completed through the workflow, with the order's fields and the next attempt
     [execution] = account.executions()
     assert execution["name"].startswith("po_s_stuck-recon-")
-    assert '"attempt": 3' in execution["input"] and '"checkout_id": "co_po_s_stuck"' in execution["input"]
+    work = json.loads(execution["input"])
+    assert (work["attempt"], work["checkout_id"], work["psp_reference"]) == (3, "co_po_s_stuck", "pi_s_stuck")
     # PSP fees become ledger fee transactions: per charge row and the separate fee row
     fees = account.ledger_ids("fee#")
     assert {"fee#txn_s01", "fee#txn_s11", "fee#txn_s12", "fee#txn_s14"} <= fees
@@ -145,7 +147,9 @@ def test_adyen_settlement_details_plant_every_category(account: Account) -> None
     assert counts["matched"] == 6
     assert report["window"] == {"start": "2026-11-24T08:00:00.000Z", "end": "2026-11-24T20:30:00.000Z"}
     assert "fee#380:Transaction fees, November" in account.ledger_ids("fee#")
-    assert [e["name"].split("-recon-")[0] for e in account.executions()] == ["po_a_stuck"]
+    # NOT_STARTED: back to the orders queue, whose starter begins the first attempt
+    assert account.executions() == []
+    assert [(w["payment_order_id"], w["attempt"]) for w in account.queued_orders()] == [("po_a_stuck", 1)]
 
 
 def test_paypal_stl_plants_every_category(account: Account) -> None:

@@ -67,6 +67,7 @@ def test_a_redelivered_notification_changes_nothing(account: Account) -> None:
     assert not any(k.endswith(".duplicate.json") for k in account.keys("reports/"))
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics")  # the failed attempt publishes none
 def test_a_run_that_dies_half_way_is_completed_by_the_retry(account: Account,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     plant_stripe(account)
@@ -123,6 +124,7 @@ def test_a_file_of_an_unknown_psp_is_quarantined(account: Account) -> None:
     assert "no parser for PSP 'klarna'" in account.report("quarantine/klarna/file.csv.error.json")["error"]
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics")
 def test_the_s3_test_event_is_acknowledged(account: Account) -> None:
     body = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-25T06:00:00.000Z",
                        "Bucket": BUCKET, "RequestId": "X", "HostId": "Y"})
@@ -174,3 +176,13 @@ def test_unsettled_orders_are_carried_then_raised_once_then_cleared(account: Acc
     assert run["carries_cleared"]["N"] == "1"
     assert account.db.query(TableName="Recon", KeyConditionExpression="pk = :p",
                             ExpressionAttributeValues={":p": {"S": "CARRY#stripe"}})["Items"] == []
+
+
+def test_a_missing_setting_fails_loudly(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.recon.config import MissingSetting
+    from functions.recon.service import SettlementObject, reconcile
+    from functions.shared.config import reload_settings
+
+    monkeypatch.delenv("REVIEW_QUEUE_URL")
+    with pytest.raises(MissingSetting, match="REVIEW_QUEUE_URL"):
+        reconcile(SettlementObject(BUCKET, "incoming/stripe/x.csv", "d"), config=reload_settings())

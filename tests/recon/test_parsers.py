@@ -54,13 +54,13 @@ def test_adyen_columns_are_read_by_name_not_position() -> None:
 
 
 def test_stripe_quirks_quoted_commas_padding_case_and_comma_decimals() -> None:
-    data = (" Balance_Transaction_ID ,REPORTING_CATEGORY,Gross,Fee,Currency,Description,payment_intent_id,"
-            "Payment_Metadata[payment_order_id], Created_UTC\n"
-            'txn_1,charge,"12,50",0.40, USD ,"Order, with a comma",pi_1, po_1 ,2026-01-30 10:11:12\n'
-            "txn_2,charge,100.5,0,jpy,,pi_2,po_2,2026-01-30 10:11:13\n"
-            "txn_3,charge,1.00,0,usd\n"
-            "txn_4,mystery,1.00,0,usd,,,,\n"
-            "\n").encode()
+    data = (b" Balance_Transaction_ID ,REPORTING_CATEGORY,Gross,Fee,Currency,Description,payment_intent_id,"
+            b"Payment_Metadata[payment_order_id], Created_UTC\n"
+            b'txn_1,charge,"12,50",0.40, USD ,"Order, with a comma",pi_1, po_1 ,2026-01-30 10:11:12\n'
+            b"txn_2,charge,100.5,0,jpy,,pi_2,po_2,2026-01-30 10:11:13\n"
+            b"txn_3,charge,1.00,0,usd\n"
+            b"txn_4,mystery,1.00,0,usd,,,,\n"
+            b"\n")
     first, jpy, short, unknown = rows("stripe", data)
     assert isinstance(first, SettlementRow)
     assert (first.gross, first.fee, first.payment_order_id, first.kind) == (

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from functions.recon.errors import UnknownPsp
+from functions.recon.errors import UnknownPsp, UnparseableFile
 from functions.recon.parsers import adyen, paypal, stripe
 from functions.recon.parsers.text import open_text
 from functions.recon.rows import ParsedRow
@@ -19,4 +20,15 @@ def parse(psp: str, source: BinaryIO) -> Iterator[ParsedRow]:
         parser = PARSERS[psp]
     except KeyError:
         raise UnknownPsp(f"no parser for PSP {psp!r}") from None
-    return parser(open_text(source))
+    text = open_text(source)
+    return _decoded(parser(text), text.encoding)
+
+
+def _decoded(rows: Iterator[ParsedRow], encoding: str) -> Iterator[ParsedRow]:
+    """Rows of the parser; undecodable bytes or broken CSV quoting make the whole file unparseable."""
+    try:
+        yield from rows
+    except UnicodeDecodeError as error:
+        raise UnparseableFile(f"cannot decode the file as {encoding}: {error.reason}") from error
+    except csv.Error as error:
+        raise UnparseableFile(f"not a readable CSV file: {error}") from error

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 from functions.recon.errors import UnparseableFile
-from functions.recon.parsers.text import cell, column_index, guarded_lines, minor_units
+from functions.recon.parsers.text import cell, column_index, minor_units
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 
@@ -71,7 +71,7 @@ ZONES = {name: timezone(timedelta(hours=hours)) for name, hours in {
 
 
 def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
-    reader = csv.reader(guarded_lines(text))
+    reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
         raise UnparseableFile("empty file: no header row")

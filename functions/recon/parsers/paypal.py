@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from functions.recon.errors import UnparseableFile
-from functions.recon.parsers.text import cell, column_index, guarded_lines
+from functions.recon.parsers.text import cell, column_index
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import Money, MoneyError, normalize_currency
 
@@ -49,7 +49,7 @@ def kind_of(code: str) -> RowKind:
 
 
 def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
-    reader = csv.reader(guarded_lines(text))
+    reader = csv.reader(text)
     at: dict[str, int] | None = None
     in_section = in_report = 0
     seen_footer = False

@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable, Iterator
 
 from functions.recon.errors import UnparseableFile
-from functions.recon.parsers.text import column_index, guarded_lines, known_money, minor_units, utc_timestamp
+from functions.recon.parsers.text import column_index, known_money, minor_units, utc_timestamp
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import CURRENCY_EXPONENTS, MoneyError
 
@@ -55,7 +55,7 @@ KINDS: dict[str, RowKind] = {
 
 
 def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
-    reader = csv.reader(guarded_lines(text))
+    reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
         raise UnparseableFile("empty file: no header row")
@@ -96,9 +96,13 @@ def _reader(at: dict[str, int], width: int) -> Callable[[int, list[str]], Parsed
             if exponent is None:
                 raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
             gross = known_money(minor_units(row[gross_at], exponent), currency)
-            fee_text, net_text = row[fee_at].strip(), row[net_at].strip()
+            fee_text = row[fee_at].strip()
             fee = known_money(minor_units(fee_text, exponent), currency) if fee_text else None
-            net = known_money(minor_units(net_text, exponent), currency) if net_text else None
+            if fee is not None:  # Stripe's net is gross - fee by definition: computed, not parsed again
+                net = known_money(gross.minor - fee.minor, currency)
+            else:
+                net_text = row[net_at].strip()
+                net = known_money(minor_units(net_text, exponent), currency) if net_text else None
             occurred = utc_timestamp(row[created].strip())
         except (MoneyError, ValueError) as error:
             return MalformedRow(line, str(error), order_id, intent)

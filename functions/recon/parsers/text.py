@@ -5,9 +5,8 @@ from __future__ import annotations
 import codecs
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
 from functions.recon.errors import UnparseableFile
@@ -57,14 +56,6 @@ def open_text(source: BinaryIO) -> io.TextIOWrapper:
     return io.TextIOWrapper(buffered, encoding=detect_encoding(head), newline="", errors="strict")
 
 
-def guarded_lines(text: io.TextIOWrapper) -> Iterator[str]:
-    """Lines of the text stream; a byte sequence the encoding cannot decode makes the file unparseable."""
-    try:
-        yield from text
-    except UnicodeDecodeError as error:
-        raise UnparseableFile(f"cannot decode the file as {text.encoding}: {error.reason}") from error
-
-
 _SEPARATORS = re.compile(r"[\s_]+")
 
 
@@ -104,24 +95,10 @@ def decimal_text(text: str) -> str:
     return text
 
 
-def major_amount(text: str, currency: str) -> Money:
-    return Money.from_decimal(decimal_text(text), currency)
-
-
-def optional_major(text: str, currency: str) -> Money | None:
-    return major_amount(text, currency) if text.strip() else None
-
-
-def is_number(text: str) -> bool:
-    try:
-        Decimal(decimal_text(text))
-    except (InvalidOperation, MoneyError):
-        return False
-    return True
-
-
 def utc_timestamp(text: str) -> datetime | None:
     """`2026-01-30 10:11:12` (Stripe's *_utc), ISO 8601 with offset or Z, or epoch seconds; empty is None."""
+    if len(text) == 19 and text[10] == " ":  # the usual `2026-01-30 10:11:12`
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
     text = text.strip()
     if not text:
         return None
@@ -134,6 +111,15 @@ def utc_timestamp(text: str) -> datetime | None:
 def minor_units(text: str, exponent: int) -> int:
     """Exact signed minor units of a decimal major amount (`-0.5` USD → -50); more decimals than the
     currency has are refused unless they are zeros. Plain string work: this runs for every amount of a file."""
+    whole, _, fraction = text.partition(".")
+    # The usual shape, `-12.34` with exactly the currency's decimals: ASCII digits only, so int() is exact.
+    if len(fraction) == exponent and fraction.isdigit() and text.isascii() and exponent \
+            and (whole[1:] if whole[:1] == "-" else whole).isdigit():
+        return int(whole + fraction)
+    return _minor_units(text, exponent)
+
+
+def _minor_units(text: str, exponent: int) -> int:
     text = text.strip()
     if "," in text or " " in text:
         text = decimal_text(text)

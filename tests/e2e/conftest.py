@@ -1,0 +1,34 @@
+"""End-to-end tests: the synthesized template on the local stack, started by the test session on free ports."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from local.moto_server import free_port
+from local.stack import LocalStack, Ports
+from verification.storefront import ApiClient
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "cdk.out" / "MarketPay.template.json"
+pytestmark = pytest.mark.xdist_group("e2e")
+
+
+def start_stack(**options) -> LocalStack:
+    if not TEMPLATE.exists():
+        pytest.fail("cdk.out is missing: run `make synth` (make test does it first)")
+    for noisy in ("local.lambda", "local.gateway", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
+                      extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"}, **options).start()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    running = start_stack()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    return ApiClient(stack.api_url)

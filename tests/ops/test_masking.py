@@ -1,0 +1,49 @@
+"""Payment-method tokens never appear in full in anything the tool prints."""
+
+import json
+
+from ops.masking import mask, mask_text, mask_token
+from ops.messages import Summary
+
+
+def test_tokens_keep_their_kind_and_last_four_only():
+    assert mask_token("pm_1QxYzSecretToken9876") == "pm_…9876"
+    assert mask_token("pm_card_visa") == "pm_…visa"
+    assert mask_token("tok_ab") == "tok_…"
+    assert mask_token("opaque-value-1234") == "…1234"
+
+
+def test_mask_finds_tokens_under_any_key_and_inside_text():
+    body = {
+        "payment_method": "opaque-value-1234",
+        "input": {"payment_method": "pm_1QxYzSecretToken9876", "seller_account": "acct_1"},
+        "error": {"Cause": json.dumps({"errorMessage": "No such PaymentMethod: 'pm_1QxYzSecretToken9876'"})},
+        "list": ["tok_visa_4242_secret", 7],
+    }
+    shown = json.dumps(mask(body), ensure_ascii=False)
+    assert "SecretToken" not in shown and "opaque-value" not in shown and "4242_secret" not in shown
+    assert "acct_1" in shown and "pm_…9876" in shown
+    assert mask_text("card card_1AbCdEfGhIj and src_9") == "card card_…GhIj and src_…"
+
+
+def test_summary_reads_both_dead_letter_shapes_and_order_messages():
+    sweeper = Summary.of({"payment_order_id": "po_1", "step": "sweeper", "error": "EXECUTING after 5 attempts",
+                          "attempts": 5, "checkout_id": "c"})
+    assert (sweeper.payment_order_id, sweeper.step, sweeper.error, sweeper.attempts) == (
+        "po_1", "sweeper", "EXECUTING after 5 attempts", 5)
+    workflow = Summary.of({"step": "workflow", "attempts": 2, "execution": "po_2-2",
+                           "error": {"Error": "States.Timeout", "Cause": "task timed out"},
+                           "input": {"payment_order_id": "po_2"}})
+    assert (workflow.payment_order_id, workflow.error, workflow.extra) == (
+        "po_2", "States.Timeout: task timed out", {"execution": "po_2-2"})
+    order = Summary.of({"payment_order_id": "po_3", "amount_minor": 100, "attempt": 1})
+    assert (order.step, order.attempts) == ("start (order message)", 1)
+    recon = Summary.of({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "incoming/f.csv"}}}]})
+    assert recon.step == "recon" and recon.extra == {"file": "s3://b/incoming/f.csv"}
+    review = Summary.of({"discrepancy_id": "d1", "category": "amount_mismatch", "explanation": "fee differs",
+                         "payment_order_id": "po_4", "source_key": "incoming/s.csv", "line": 7,
+                         "our_amount": "12.34", "our_currency": "USD", "their_amount": "12.00",
+                         "their_currency": "USD"})
+    assert (review.payment_order_id, review.step, review.error) == ("po_4", "review", "amount_mismatch: fee differs")
+    assert review.extra == {"file": "incoming/s.csv line 7", "amounts": "ours 12.34 USD, theirs 12.00 USD"}
+    assert Summary.of(None).error == "(body is not JSON)"

@@ -1,0 +1,135 @@
+"""Drives a workload through the API like a storefront, and watches the orders until they settle.
+
+Used by the end-to-end tests, the demo, the chaos run and the benchmarks. Everything it learns goes into the
+invariant checker's Snapshot: replays, reads after writes, and the statuses it saw over time.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from verification.invariants import scan
+from verification.storefront import ApiClient, Workload
+
+FINAL = {"SUCCESS", "FAILED"}
+
+
+@dataclass
+class RunRecord:
+    accepted_order_ids: list[str] = field(default_factory=list)
+    replays: list[dict[str, Any]] = field(default_factory=list)
+    unreadable_after_write: list[str] = field(default_factory=list)
+    observed_statuses: dict[str, list[str]] = field(default_factory=dict)
+    post_latencies_ms: list[float] = field(default_factory=list)
+    rejected: list[tuple[str, int, Any]] = field(default_factory=list)
+    retried_posts: int = 0
+
+
+def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate: float = 0.1,
+              conflict_rate: float = 0.05, read_after_write: bool = True, threads: int = 8,
+              retries: int = 6, on_progress: Callable[[int], None] | None = None) -> RunRecord:
+    """POST every checkout (retrying 5xx and connection errors with the same body, as a storefront should),
+    replay some with the same body and some with a changed one, and read each order right after the 2xx."""
+    record = RunRecord()
+    rng = random.Random(seed)
+    plan = [(c, rng.random() < replay_rate, rng.random() < conflict_rate) for c in workload.checkouts]
+
+    def one(item: tuple[dict[str, Any], bool, bool]) -> None:
+        checkout, replay, conflict = item
+        started = time.perf_counter()
+        status, body, headers = _post_with_retries(api, checkout, retries, record)
+        record.post_latencies_ms.append((time.perf_counter() - started) * 1000)
+        if status != 202:
+            record.rejected.append((checkout["checkout_id"], status, body))
+            return
+        ids = [o["payment_order_id"] for o in checkout["payment_orders"]]
+        record.accepted_order_ids.extend(ids)
+        if read_after_write:
+            for order_id in ids:
+                got, order, _ = api.get_order(order_id)
+                if got != 200:
+                    record.unreadable_after_write.append(order_id)
+                else:
+                    record.observed_statuses.setdefault(order_id, []).append(order["payment_order_status"])
+        if replay:
+            again = _post_with_retries(api, checkout, retries, record)
+            record.replays.append({"kind": "same", "checkout_id": checkout["checkout_id"], "first_status": status,
+                                   "first_body": body, "second_status": again[0], "second_body": again[1],
+                                   "replayed_header": again[2].get("idempotent-replayed") == "true"})
+        if conflict:
+            changed = copy.deepcopy(checkout)
+            changed["payment_orders"][0]["amount"] = _bump(changed["payment_orders"][0]["amount"])
+            answer = _post_with_retries(api, changed, retries, record)
+            after = api.get_order(changed["payment_orders"][0]["payment_order_id"])[1]
+            record.replays.append({
+                "kind": "conflict", "checkout_id": checkout["checkout_id"], "second_status": answer[0],
+                "changed": None if after.get("amount") == checkout["payment_orders"][0]["amount"]
+                else f"amount {after.get('amount')}"})
+        if on_progress:
+            on_progress(len(ids))
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, plan))
+    return record
+
+
+def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,
+                       record: RunRecord) -> tuple[int, dict[str, Any], dict[str, str]]:
+    answer: tuple[int, dict[str, Any], dict[str, str]] = (0, {}, {})
+    for attempt in range(retries):
+        try:
+            answer = api.post_checkout(checkout)
+        except OSError:
+            answer = (0, {}, {})
+        if answer[0] and answer[0] < 500:
+            return answer
+        record.retried_posts += 1
+        time.sleep(min(0.05 * 2**attempt, 1.0))
+    return answer
+
+
+def _bump(amount: str) -> str:
+    whole, _, fraction = amount.partition(".")
+    return f"{int(whole) + 1}.{fraction}" if fraction else str(int(whole) + 1)
+
+
+def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[str], record: RunRecord, *,
+                        timeout_s: float = 120.0, interval_s: float = 0.5,
+                        is_settled: Callable[[dict[str, Any]], bool] | None = None,
+                        on_tick: Callable[[int, int], None] | None = None,
+                        on_idle: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Scan the orders table until every order is final (or dead-lettered), recording each status seen.
+
+    `on_idle` runs when nothing changed for a few ticks (the chaos run moves the clock and sweeps there).
+    """
+    db = session.client("dynamodb")
+    wanted = set(order_ids)
+    settled = is_settled or (lambda o: o["payment_order_status"] in FINAL or bool(o.get("dead_letter_reason")))
+    deadline = time.monotonic() + timeout_s
+    last_done, unchanged = -1, 0
+    while True:
+        orders = {o["payment_order_id"]: o for o in scan(db, outputs["PaymentOrdersTableName"])
+                  if o["payment_order_id"] in wanted}
+        for order_id, order in orders.items():
+            seen = record.observed_statuses.setdefault(order_id, [])
+            if not seen or seen[-1] != order["payment_order_status"]:
+                seen.append(order["payment_order_status"])
+        done = sum(1 for o in orders.values() if settled(o))
+        if on_tick:
+            on_tick(done, len(wanted))
+        if done == len(wanted):
+            return orders
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(wanted) - done} of {len(wanted)} orders not settled in {timeout_s} s")
+        unchanged = unchanged + 1 if done == last_done else 0
+        last_done = done
+        if on_idle and unchanged >= 4:
+            on_idle()
+            unchanged = 0
+        time.sleep(interval_s)
