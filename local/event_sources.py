@@ -25,6 +25,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -218,7 +219,8 @@ class EventSources:
     mappings: list[SqsMapping]
     schedules: list[ScheduleTarget]
     schedule_interval: float | None = None
-    duplicate_delivery: bool = False
+    # True: every batch is delivered twice; a callable decides per batch (the chaos run draws from its seed).
+    duplicate_delivery: bool | Callable[[list[dict[str, Any]]], bool] = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -282,7 +284,9 @@ class EventSources:
     def _deliver(self, sqs: Any, lam: Any, mapping: SqsMapping, messages: list[dict[str, Any]]) -> None:
         event = sqs_event(messages, mapping.queue_arn)
         ids = [m["MessageId"] for m in messages]
-        for _ in range(2 if self.duplicate_delivery else 1):
+        duplicate = self.duplicate_delivery
+        twice = duplicate(messages) if callable(duplicate) else bool(duplicate)
+        for _ in range(2 if twice else 1):
             answer = lam.invoke(FunctionName=mapping.function_name, Payload=json.dumps(event).encode())
             payload = json.loads(answer["Payload"].read() or b"null")
             errored = "FunctionError" in answer

@@ -14,6 +14,8 @@ from moto.core.config import default_user_config
 from moto.moto_api._internal.models import moto_api_backend
 from moto.server import ThreadedMotoServer
 
+from local import moto_patches
+
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 HOST = "127.0.0.1"
@@ -59,6 +61,7 @@ def start_moto(port: int) -> MotoServer:
     # moto's Lambda must stay on its Docker path: lambda_runtime replaces that path with in-process dispatch.
     default_user_config["lambda"] = {**default_user_config.get("lambda", {}), "use_docker": True}
     moto_api_backend.reset()
+    moto_patches.install()
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     _wait_for_port(port)

@@ -160,6 +160,13 @@ class FaultInjector:
             self._queue.append(_Queued(fault, match, times))
         return fault
 
+    def clear_queued(self) -> int:
+        """Drop every queued fault (the seeded draws stay); returns how many were dropped."""
+        with self._lock:
+            dropped = len(self._queue)
+            self._queue.clear()
+            return dropped
+
     def load(self, config: dict[str, Any]) -> None:
         """The admin API's JSON: `{"seed", "rates", "paths", "methods", "params", "next": [{kind, match, ...}]}`."""
         if not isinstance(config, dict):

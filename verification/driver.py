@@ -52,7 +52,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
         record.accepted_order_ids.extend(ids)
         if read_after_write:
             for order_id in ids:
-                got, order, _ = api.get_order(order_id)
+                got, order = _get_with_retries(api, order_id, retries)
                 if got != 200:
                     record.unreadable_after_write.append(order_id)
                 else:
@@ -90,6 +90,21 @@ def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,
         if answer[0] and answer[0] < 500:
             return answer
         record.retried_posts += 1
+        time.sleep(min(0.05 * 2**attempt, 1.0))
+    return answer
+
+
+def _get_with_retries(api: ApiClient, order_id: str, retries: int) -> tuple[int, dict[str, Any]]:
+    """A read the network or a killed function failed is read again; a 404 is an answer."""
+    answer: tuple[int, dict[str, Any]] = (0, {})
+    for attempt in range(retries):
+        try:
+            status, body, _ = api.get_order(order_id)
+            answer = (status, body)
+        except OSError:
+            answer = (0, {})
+        if answer[0] and answer[0] < 500:
+            return answer
         time.sleep(min(0.05 * 2**attempt, 1.0))
     return answer
 

@@ -17,7 +17,7 @@ from functions.shared import clock
 from functions.shared.models import OrderStatus, OrderWork
 from functions.shared.tables import PaymentTables
 
-logger = Logger(service="payment")
+logger = Logger(service="finalize")
 
 PENDING_RECHECK = timedelta(minutes=15)
 

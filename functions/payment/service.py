@@ -70,6 +70,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             **summary,
             "checkout_id": request.checkout_id,
             "payment_method": payment_method,
+            "psp": config.psp_name,
             "payment_order_status": OrderStatus.NOT_STARTED.value,
             "attempts": 0,
             "wallet_updated": False,

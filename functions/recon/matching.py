@@ -129,15 +129,25 @@ class Matcher:
     # -- rows --------------------------------------------------------------------------------------
 
     def feed(self, row: ParsedRow) -> None:
-        if isinstance(row, MalformedRow):
-            if row.payment_order_id:  # reported here: not again as unsettled by the window check
-                self._named_by_malformed.add(row.payment_order_id)
-            self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
-                              explanation=row.reason, line=row.line, review=True))
-            return
-        self._buffer.append(row)
-        if len(self._buffer) >= self.policy.batch_size:
-            self._flush()
+        self.feed_all((row,))
+
+    def feed_all(self, rows: Iterable[ParsedRow]) -> None:
+        """Feed rows in file order: the same as feed() for each, without a method call per row."""
+        buffer, size = self._buffer, self.policy.batch_size
+        for row in rows:
+            if isinstance(row, MalformedRow):
+                self._malformed(row)
+                continue
+            buffer.append(row)
+            if len(buffer) >= size:
+                self._flush()
+                buffer = self._buffer
+
+    def _malformed(self, row: MalformedRow) -> None:
+        if row.payment_order_id:  # reported here: not again as unsettled by the window check
+            self._named_by_malformed.add(row.payment_order_id)
+        self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
+                          explanation=row.reason, line=row.line, review=True))
 
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
@@ -145,9 +155,10 @@ class Matcher:
             return
         ids = list({row.payment_order_id for row in rows if row.payment_order_id and row.kind in ORDER_KINDS})
         orders = self.lookup.orders(ids) if ids else {}
+        get = orders.get
         wanted: list[str] = []
         for row in rows:
-            order = orders.get(row.payment_order_id)
+            order = get(row.payment_order_id)
             if order is None:
                 continue
             if row.kind is RowKind.CHARGE:
@@ -155,24 +166,28 @@ class Matcher:
             elif row.kind in LEDGER_KIND and row.source_id:
                 wanted.append(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
         ledger = self.lookup.transactions(wanted) if wanted else {}
+        settle = self._settle
         for row in rows:
-            self._settle(row, orders.get(row.payment_order_id), ledger)
+            settle(row, get(row.payment_order_id), ledger)
 
     def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
         kind = row.kind
         if kind is RowKind.PAYOUT:
             self._payouts.append(row)
             return
-        if row.batch_id and row.net is not None:
-            self._batch_net[(row.batch_id, row.net.currency)] += row.net.minor
-        if kind is not RowKind.CHARGE or order is None:  # a known order's charges are counted in `_settled`
-            key = hash((row.psp_type, row.reference))
-            if key in self._seen:
-                self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
-                                        f"{row.psp_type} {row.reference} is settled more than once in this file",
-                                        review=True))
-                return
-            self._seen.add(key)
+        net = row.net
+        if row.batch_id and net is not None:
+            self._batch_net[(row.batch_id, net.currency)] += net.minor
+        if kind is RowKind.CHARGE and order is not None:  # a known order's charges are counted in `_settled`
+            self._charge(row, order, ledger)
+            return
+        key = hash((row.psp_type, row.reference))
+        if key in self._seen:
+            self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
+                                    f"{row.psp_type} {row.reference} is settled more than once in this file",
+                                    review=True))
+            return
+        self._seen.add(key)
         if kind is RowKind.FEE:
             fee = -(row.net if row.net is not None else row.gross)
             if fee.minor:
@@ -195,17 +210,7 @@ class Matcher:
 
     def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
         if row.kind is RowKind.CHARGE:
-            key = hash(order["payment_order_id"])
-            if key in self._settled:
-                same = row.psp_reference == order.get("psp_reference")
-                self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
-                                        f"{row.psp_type} {row.reference} is settled more than once in this file"
-                                        if same else "a second charge of this order is settled in this file",
-                                        review=True))
-                return
-            self._settled.add(key)
-            self._record_fee(row)
-            self.emit(self._charge(row, order, ledger))
+            self._charge(row, order, ledger)
             return
         self._record_fee(row)
         tx = ledger.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
@@ -228,28 +233,46 @@ class Matcher:
         self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
                                 f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True))
 
-    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> Outcome:
-        ours = Money(int(order["amount_minor"]), order["currency"])
+    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
+        """A charge of a known order: once per order in a file, then checked against the order and the ledger."""
+        key = hash(order["payment_order_id"])
+        if key in self._settled:
+            same = row.psp_reference == order.get("psp_reference")
+            self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
+                                    f"{row.psp_type} {row.reference} is settled more than once in this file"
+                                    if same else "a second charge of this order is settled in this file",
+                                    review=True))
+            return
+        self._settled.add(key)
+        self._record_fee(row)
+        self.emit(self._charge_outcome(row, order, ledger))
+
+    def _charge_outcome(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> Outcome:
+        gross = row.gross
+        # `ours` is the order's amount; when it equals the row's (nearly always) the row's Money stands for it.
+        same = order["currency"] == gross.currency and order["amount_minor"] == gross.minor
+        ours = gross if same else Money(int(order["amount_minor"]), order["currency"])
         status = order.get("payment_order_status")
         recorded_reference = order.get("psp_reference") or ""
         if recorded_reference and row.psp_reference and recorded_reference != row.psp_reference:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  f"the PSP settled {row.psp_reference}; the order records {recorded_reference}",
-                                 review=True)
-        if ours.currency != row.gross.currency:
-            return self._outcome(row, Category.CURRENCY_MISMATCH, order, "settled in another currency", review=True)
-        if ours.minor != row.gross.minor:
-            return self._outcome(row, Category.AMOUNT_MISMATCH, order,
-                                 f"settled {row.gross}, the order is for {ours}", review=True)
+                                 review=True, ours=ours)
+        if ours.currency != gross.currency:
+            return self._outcome(row, Category.CURRENCY_MISMATCH, order, "settled in another currency", review=True,
+                                 ours=ours)
+        if ours.minor != gross.minor:
+            return self._outcome(row, Category.AMOUNT_MISMATCH, order, f"settled {gross}, the order is for {ours}",
+                                 review=True, ours=ours)
         if status == OrderStatus.FAILED:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 "the PSP settled a charge we recorded as FAILED", review=True)
+                                 "the PSP settled a charge we recorded as FAILED", review=True, ours=ours)
         if status in (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING):
             started = self.fixes.restart_order(order)
             note = "handed back to its workflow" if started else "handed back by an earlier run"
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  f"order {status} but settled by the PSP: {note} to complete it",
-                                 fix=Fix.WORKFLOW_RESTARTED)
+                                 fix=Fix.WORKFLOW_RESTARTED, ours=ours)
         if f"payin#{order['payment_order_id']}" not in ledger:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  "order SUCCESS but the ledger has no pay-in transaction", review=True, ours=ours)
@@ -294,9 +317,6 @@ class Matcher:
                                         f"the batch's net is {activity}, the payout {-paid}", review=True,
                                         ours=activity))
 
-    def _order_psp(self, order: dict[str, Any]) -> str:
-        return order.get("psp") or self.policy.default_order_psp
-
     def _scan_orders(self) -> list[dict[str, Any]]:
         """One pass over the orders: resolve rows by PSP reference, and collect the window's unsettled orders."""
         if self.window is None and not self._deferred:
@@ -305,16 +325,19 @@ class Matcher:
         start, end = self.window.bounds() if self.window else ("", "")
         by_reference: dict[str, dict[str, Any]] = {}
         candidates: list[dict[str, Any]] = []
+        # Every order of the table passes here: names bound once.
+        psp, default_psp, in_window = self.policy.psp, self.policy.default_order_psp, self.window is not None
+        settled, malformed, success = self._settled, self._named_by_malformed, OrderStatus.SUCCESS
         for order in self.lookup.scan_orders():
-            if self._order_psp(order) != self.policy.psp:
+            if (order.get("psp") or default_psp) != psp:
                 continue
             reference = order.get("psp_reference")
             if reference and reference in references:
                 by_reference[reference] = order
-            if (self.window and order.get("payment_order_status") == OrderStatus.SUCCESS
+            if (in_window and order.get("payment_order_status") == success
                     and start <= order.get("created_at", "") < end
-                    and hash(order["payment_order_id"]) not in self._settled
-                    and order["payment_order_id"] not in self._named_by_malformed):
+                    and hash(order["payment_order_id"]) not in settled
+                    and order["payment_order_id"] not in malformed):
                 candidates.append(order)
         deferred, self._deferred = self._deferred, []
         if deferred:

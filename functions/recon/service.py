@@ -209,8 +209,7 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
             fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
         )
         # The same bytes as the survey read (IfMatch): no error here can be the file's; SQS retries the run.
-        for row in parsers.parse(obj.psp, _get(obj, found.etag)["Body"]):
-            matcher.feed(row)
+        matcher.feed_all(parsers.parse(obj.psp, _get(obj, found.etag)["Body"]))
         matcher.finish()
     review.flush()
     json_key, csv_key = report_keys(obj)

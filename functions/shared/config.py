@@ -23,6 +23,7 @@ class Settings(BaseModel):
     psp_api_key: str = ""
     psp_api_key_parameter: str = ""
     psp_name: str = "stripe"
+    psp_timeout_s: float = 20.0
     # Seconds an order may stay EXECUTING before the sweeper drives it again. Above the Express workflow's
     # five-minute limit, so a re-drive never overlaps a still-running execution.
     executing_deadline_s: int = 360

@@ -174,7 +174,7 @@ def client() -> PspClient:
     global _client
     with _lock:
         if _client is None:
-            _client = PspClient(_api_key(), settings().psp_api_base)
+            _client = PspClient(_api_key(), settings().psp_api_base, timeout_s=settings().psp_timeout_s)
         return _client
 
 

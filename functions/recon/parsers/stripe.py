@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from functions.recon.errors import UnparseableFile
 from functions.recon.parsers.text import column_index, known_money, minor_units, utc_timestamp
@@ -55,35 +55,28 @@ KINDS: dict[str, RowKind] = {
 
 
 def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
+    """Rows of the report, in file order. This loop runs for every row of files of millions of rows, so the
+    column positions are bound to local names once and each row is read inline (no call per row)."""
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
         raise UnparseableFile("empty file: no header row")
     at = column_index(header, COLUMNS, REQUIRED)
     width = len(header)
-    read = _reader(at, width)
+    # Each row gets one empty cell appended at position `width`: a column the file lacks points there.
+    bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
+        order_at, refund_order_at = (at.get(name, width) for name in (
+            "balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
+            "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id"))
+    payout = RowKind.PAYOUT
     for row in reader:
+        line = reader.line_num
         if len(row) != width:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            yield MalformedRow(reader.line_num, f"row has {len(row)} fields, the header has {width}")
+            yield MalformedRow(line, f"row has {len(row)} fields, the header has {width}")
             continue
-        row.append("")  # the cell of every column the file lacks (see _reader)
-        yield read(reader.line_num, row)
-
-
-def _reader(at: dict[str, int], width: int) -> Callable[[int, list[str]], ParsedRow]:
-    """A row reader with the column positions bound once (this runs for every row of the file).
-
-    Rows come with one empty cell appended at position `width`: a column the file lacks points there.
-    """
-    absent = width
-    bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
-        order_at, refund_order_at = (at.get(name, absent) for name in (
-            "balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
-            "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id"))
-
-    def read(line: int, row: list[str]) -> ParsedRow:
+        row.append("")
         order_id = row[order_at].strip() or row[refund_order_at].strip()
         intent = row[intent_at].strip() or row[charge_at].strip()
         try:
@@ -95,23 +88,23 @@ def _reader(at: dict[str, int], width: int) -> Callable[[int, list[str]], Parsed
             exponent = CURRENCY_EXPONENTS.get(currency)
             if exponent is None:
                 raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
-            gross = known_money(minor_units(row[gross_at], exponent), currency)
+            gross = minor_units(row[gross_at], exponent)
             fee_text = row[fee_at].strip()
-            fee = known_money(minor_units(fee_text, exponent), currency) if fee_text else None
-            if fee is not None:  # Stripe's net is gross - fee by definition: computed, not parsed again
-                net = known_money(gross.minor - fee.minor, currency)
+            if fee_text:  # Stripe's net is gross - fee by definition: computed, not parsed again
+                fee = minor_units(fee_text, exponent)
+                net: int | None = gross - fee
             else:
-                net_text = row[net_at].strip()
-                net = known_money(minor_units(net_text, exponent), currency) if net_text else None
+                fee, net_text = 0, row[net_at].strip()
+                net = minor_units(net_text, exponent) if net_text else None
             occurred = utc_timestamp(row[created].strip())
         except (MoneyError, ValueError) as error:
-            return MalformedRow(line, str(error), order_id, intent)
+            yield MalformedRow(line, str(error), order_id, intent)
+            continue
         source = row[source_at].strip()
-        return SettlementRow(
-            line=line, kind=kind, row_id=row[bt].strip(), payment_order_id=order_id, psp_reference=intent,
-            source_id=source, gross=gross, fee=fee if fee is None or fee.minor else None, net=net,
-            occurred_at=occurred, batch_id=source if kind is RowKind.PAYOUT else row[payout_at].strip(),
-            psp_type=category,
+        gross_money = known_money(gross, currency)
+        yield SettlementRow(
+            line, kind, row[bt].strip(), order_id, intent, source, gross_money,
+            known_money(fee, currency) if fee else None,
+            None if net is None else gross_money if net == gross else known_money(net, currency),
+            occurred, source if kind is payout else row[payout_at].strip(), category,
         )
-
-    return read

@@ -1,0 +1,112 @@
+"""Fixes to moto 5.2.5's DynamoDB that concurrent Lambdas need (pinned moto; tests/local/test_moto_patches.py).
+
+moto's `transact_write_items` deep-copies every table it touches, applies the operations one by one and, when a
+condition fails, puts the copies back. Under concurrency that rollback erases whatever other requests wrote in
+between (orders vanished, a SUCCESS went back to EXECUTING, a wallet credit disappeared), and the copy costs
+O(table size) per transaction. Real DynamoDB checks every condition first and applies all or nothing.
+
+The replacement does the same: under one lock shared by every DynamoDB write, it checks all conditions against
+the current items, refuses the whole transaction if any fails (nothing was applied), and otherwise applies the
+operations, undoing them item by item should one of them raise.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from typing import Any
+
+_WRITE_LOCK = threading.RLock()
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in ("put_item", "update_item", "delete_item", "batch_write_item"):
+        setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    _installed = True
+
+
+def _serialized(method: Any) -> Any:
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _WRITE_LOCK:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+    from moto.dynamodb.models import get_filter_expression
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    with _WRITE_LOCK:
+        targets: set[tuple[str, str]] = set()
+        plan: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        errors: list[tuple[Any, Any, Any]] = []
+        for entry in transact_items:
+            if len(entry) > 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise ValueError("Unsupported transaction operation")
+            table = self.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            target = (op["TableName"], str(dict(sorted(key.items()))))
+            if target in targets:
+                raise MultipleTransactionsException()
+            targets.add(target)
+            current = self.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            if condition is not None and not get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current):
+                old = (current.to_json()["Attributes"]
+                       if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current else None)
+                errors.append(("ConditionalCheckFailed", ConditionalCheckFailed().message, old))
+            else:
+                errors.append((None, None, None))
+            plan.append((op_type, op, key))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+
+        undo: list[tuple[str, dict[str, Any], Any]] = []
+        try:
+            for op_type, op, key in plan:
+                table_name = op["TableName"]
+                undo.append((table_name, key, copy.deepcopy(self.get_item(table_name, key))))
+                names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                if op_type == "Put":
+                    self.put_item(table_name, op["Item"])
+                elif op_type == "Delete":
+                    self.delete_item(table_name, key)
+                elif op_type == "Update":
+                    self.update_item(table_name, key, update_expression=op["UpdateExpression"],
+                                     expression_attribute_names=names, expression_attribute_values=values)
+        except Exception:
+            for table_name, key, before in reversed(undo):
+                table = self.get_table(table_name)
+                if before is None:
+                    self.delete_item(table_name, key)
+                else:
+                    table.put_item(before.to_json()["Attributes"])
+            raise

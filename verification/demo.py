@@ -1,0 +1,322 @@
+"""The storefront demo (`make demo`): checkouts through the API, then what the system made of them.
+
+`python -m verification.demo --orders 100` uses a running `make run` (API :3000, AWS :5000, PSP sandbox :12111)
+when all three answer, or starts its own local stack on free ports. It places the checkouts (several buyers and
+sellers, a mix of cards with declines), waits for every order to be final, and prints orders by status, seller
+balances, ledger totals per account, the invariants of architecture.md checked from the outside, and a
+reconciliation of the sandbox's own settlement file. Exit status 1 when an invariant fails, 2 when the demo could
+not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from functions.shared.money import Money
+from verification.driver import RunRecord, place_all, watch_until_settled
+from verification.invariants import Result, Snapshot, check, collect
+from verification.storefront import ApiClient, make_checkouts
+
+STACK_NAME = "MarketPay"
+REGION = "us-east-1"
+DEFAULT_API, DEFAULT_AWS, DEFAULT_PSP = "http://127.0.0.1:3000", "http://127.0.0.1:5000", "http://127.0.0.1:12111"
+BALANCE_REPORT = "balance_change_from_activity.itemized.3"
+DUMMY_AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION}
+
+
+@dataclass
+class Endpoints:
+    api: str
+    aws: str
+    psp: str
+    outputs: dict[str, str]
+
+    def client(self, service: str) -> Any:
+        """The `session` the driver and the invariant checker expect: `.client(name)` on the local endpoint."""
+        return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.aws)
+
+
+# --- finding or starting a stack -------------------------------------------------------------------------------
+
+
+def _answers(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 80), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def stack_outputs(aws_url: str) -> dict[str, str]:
+    cfn = boto3.session.Session(region_name=REGION).client("cloudformation", endpoint_url=aws_url)
+    stack = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def running_stack(api: str, aws: str, psp: str) -> Endpoints | None:
+    """The endpoints of a running `make run`, or None when one of its three parts does not answer."""
+    if not all(_answers(url) for url in (api, aws, psp)):
+        return None
+    try:
+        with urllib.request.urlopen(f"{psp}/_sandbox/health", timeout=2) as answer:
+            if json.load(answer).get("ok") is not True:
+                return None
+        return Endpoints(api, aws, psp, stack_outputs(aws))
+    except Exception:  # noqa: BLE001 - anything else on those ports is not our stack
+        return None
+
+
+def start_own_stack() -> Any:
+    from local.moto_server import free_port
+    from local.stack import LocalStack, Ports
+
+    for noisy in ("local", "werkzeug", "moto", "psp_sandbox"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
+                      extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}).start()
+
+
+def psp_charges(psp_url: str) -> list[dict[str, Any]]:
+    """The sandbox's own record of every charge (ground truth for invariant 1), over HTTP."""
+    with urllib.request.urlopen(f"{psp_url}/_sandbox/charges", timeout=30) as answer:
+        return list(json.load(answer)["data"])
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int, prefix: str,
+                     timeout_s: float) -> tuple[RunRecord, list[str], bool]:
+    workload = make_checkouts(checkouts, seed=seed, decline_rate=0.15, prefix=prefix, sellers=6, buyers=12)
+    total = len(workload.order_ids)
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        placing = progress.add_task("checkouts placed", total=total)
+        final = progress.add_task("orders final", total=total)
+        record = place_all(ApiClient(env.api), workload, seed=seed, threads=8,
+                           on_progress=lambda n: progress.advance(placing, n))
+        settled = True
+        try:
+            watch_until_settled(env, env.outputs, record.accepted_order_ids, record, timeout_s=timeout_s,
+                                interval_s=0.3, on_tick=lambda done, _: progress.update(final, completed=done))
+        except TimeoutError as error:
+            console.print(f"[red]{error}[/red]")
+            settled = False
+    return record, workload.order_ids, settled
+
+
+def reconcile_settlement(console: Console, env: Endpoints, stamp: str, timeout_s: float) -> dict[str, Any] | None:
+    """Stripe's balance report from the sandbox → `incoming/stripe/` → wait for the recon function's report."""
+    with urllib.request.urlopen(f"{env.psp}/_sandbox/settlement?report={BALANCE_REPORT}", timeout=60) as answer:
+        body = answer.read()
+    bucket = env.outputs["SettlementBucketName"]
+    name = f"demo-{stamp}.csv"
+    s3 = env.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"incoming/stripe/{name}", Body=body, ContentType="text/csv")
+    report_key = f"reports/stripe/{name}.json"
+    rows = len(body.splitlines()) - 1
+    console.print(f"settlement file: s3://{bucket}/incoming/stripe/{name} ({rows} rows)")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(s3.get_object(Bucket=bucket, Key=report_key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            time.sleep(0.5)
+    console.print(f"[red]no report at s3://{bucket}/{report_key} within {timeout_s} s[/red]")
+    return None
+
+
+# --- the tables ------------------------------------------------------------------------------------------------
+
+
+def status_table(orders: list[dict[str, Any]], own: set[str]) -> Table:
+    table = Table(title="Payment orders by status")
+    table.add_column("status")
+    table.add_column("failure code")
+    table.add_column("this demo", justify="right")
+    table.add_column("all orders", justify="right")
+    mine: Counter[tuple[str, str]] = Counter()
+    everyone: Counter[tuple[str, str]] = Counter()
+    for order in orders:
+        key = (order["payment_order_status"], order.get("failure_code") or "")
+        everyone[key] += 1
+        if order["payment_order_id"] in own:
+            mine[key] += 1
+    for status, code in sorted(everyone):
+        table.add_row(status, code, str(mine[(status, code)]), str(everyone[(status, code)]))
+    table.add_row("total", "", str(sum(mine.values())), str(len(orders)), style="bold")
+    return table
+
+
+def wallet_table(wallet: list[dict[str, Any]]) -> Table:
+    table = Table(title="Seller balances (Wallet)")
+    for name, justify in (("seller", "left"), ("currency", "left"), ("pending", "right"), ("available", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for item in sorted((w for w in wallet if w["sk"].startswith("BALANCE#")),
+                       key=lambda w: (w["account_id"], w["currency"])):
+        currency = item["currency"]
+        table.add_row(item["account_id"], currency, Money(int(item.get("pending_minor", 0)), currency).to_major(),
+                      Money(int(item.get("available_minor", 0)), currency).to_major())
+    return table
+
+
+def ledger_totals(ledger: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for tx in ledger:
+        for entry in tx["entries"]:
+            totals[(entry["account"], entry["currency"])] += int(entry["amount_minor"])
+    return totals
+
+
+def ledger_table(ledger: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Ledger totals per account ({len(ledger)} transactions)")
+    table.add_column("account")
+    table.add_column("currency")
+    table.add_column("sum", justify="right")
+    totals = ledger_totals(ledger)
+    for (account, currency), minor in sorted(totals.items()):
+        table.add_row(account, currency, Money(minor, currency).to_major())
+    per_currency: dict[str, int] = defaultdict(int)
+    for (_, currency), minor in totals.items():
+        per_currency[currency] += minor
+    for currency, minor in sorted(per_currency.items()):
+        style = "bold green" if minor == 0 else "bold red"
+        table.add_row("all accounts", currency, Money(minor, currency).to_major(), style=style)
+    return table
+
+
+def invariants_table(results: list[Result]) -> Table:
+    table = Table(title="Invariants (architecture.md), checked from the outside")
+    table.add_column("#", justify="right")
+    table.add_column("invariant")
+    table.add_column("result")
+    for result in results:
+        shown = "; ".join(result.violations[:3]) + (" …" if len(result.violations) > 3 else "")
+        table.add_row(str(result.number), result.name,
+                      "[green]ok[/green]" if result.ok else f"[red]VIOLATED ({len(result.violations)})[/red] {shown}")
+    return table
+
+
+def recon_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"Reconciliation of {report.get('file_name', '?')}: {report.get('total', 0)} rows")
+    table.add_column("category")
+    table.add_column("rows", justify="right")
+    table.add_column("amounts")
+    for category, values in report["categories"].items():
+        amounts = ", ".join(f"{amount} {currency}" for currency, amount in values["amounts"].items())
+        table.add_row(category, str(values["count"]), amounts)
+    table.add_row("unexplained", str(report["unexplained"]), "", style="bold")
+    table.add_row("fixed automatically", str(report["fixed"]), "", style="bold")
+    return table
+
+
+def unexplained_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for d in report.get("discrepancies", []) if d.get("unexplained")]
+
+
+# --- main ------------------------------------------------------------------------------------------------------
+
+
+def snapshot_of(env: Endpoints, record: RunRecord | None = None) -> Snapshot:
+    extra: dict[str, Any] = {}
+    if record is not None:
+        extra = {"observed_statuses": record.observed_statuses, "replays": record.replays,
+                 "unreadable_after_write": record.unreadable_after_write}
+    # accepted_order_ids left empty: invariant 2 then covers every order in the table, not only this demo's.
+    return collect(env, env.outputs, psp_charges(env.psp), **extra)
+
+
+def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: float) -> int:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    prefix = f"demo{stamp}"
+    started = time.monotonic()
+    record, own_ids, _ = place_and_settle(console, env, checkouts, seed, prefix, timeout_s)
+    elapsed = time.monotonic() - started
+    console.print(f"{checkouts} checkouts, {len(own_ids)} orders ({len(record.accepted_order_ids)} accepted, "
+                  f"{len(record.rejected)} rejected) final in {elapsed:.1f} s; "
+                  f"{len(record.replays)} replays and conflicting replays sent along")
+
+    snap = snapshot_of(env, record)
+    results = check(snap)
+    console.print(status_table(snap.orders, set(own_ids)))
+    console.print(wallet_table(snap.wallet))
+    console.print(ledger_table(snap.ledger))
+
+    report = reconcile_settlement(console, env, stamp, timeout_s=60)
+    unexplained: list[dict[str, Any]] = []
+    if report is not None:
+        console.print(recon_table(report))
+        unexplained = unexplained_of(report)
+        for item in unexplained[:20]:
+            console.print(f"  [red]unexplained[/red] {item.get('category')} {item.get('payment_order_id')} "
+                          f"{item.get('psp_reference')}: {item.get('explanation')}")
+        if report.get("fees_recorded") or report["categories"].get("missing_in_ledger", {}).get("count"):
+            console.print("  (fee rows become ledger fee transactions: expected)")
+        # The fees recon recorded are ledger transactions too: the books must still balance after it.
+        after = {r.number: r for r in check(snapshot_of(env))}
+        results = [after[r.number] if r.number in (3, 4) else r for r in results]
+    recon_violations = ["no reconciliation report"] if report is None else [
+        f"{report['unexplained']} unexplained difference(s)"] if report["unexplained"] else []
+    results.append(Result(8, "reconciliation against the PSP's records: nothing unexplained", recon_violations))
+    console.print(invariants_table(results))
+    failed = [r.number for r in results if not r.ok]
+    if failed:
+        console.print(f"[bold red]invariants violated: {failed}[/bold red]")
+        return 1
+    console.print("[bold green]every invariant holds[/bold green]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="verification.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=100, help="number of checkouts (2-3 orders each)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every order to be final")
+    parser.add_argument("--api", default=DEFAULT_API)
+    parser.add_argument("--aws", default=DEFAULT_AWS)
+    parser.add_argument("--psp", default=DEFAULT_PSP)
+    parser.add_argument("--own-stack", action="store_true", help="always start an own stack on free ports")
+    args = parser.parse_args(argv)
+    for key, value in DUMMY_AWS_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.WARNING)
+    console = Console()
+
+    env = None if args.own_stack else running_stack(args.api, args.aws, args.psp)
+    own = None
+    if env is None:
+        console.print("no running `make run` found: starting a local stack on free ports…")
+        try:
+            own = start_own_stack()
+        except Exception as error:  # noqa: BLE001 - say why and stop
+            console.print(f"[red]could not start a local stack: {error}[/red]")
+            return 2
+        env = Endpoints(own.api_url, own.aws_url, own.psp_url or "", own.outputs)
+    console.print(f"api={env.api} aws={env.aws} psp={env.psp}" + (" (own stack)" if own else " (make run)"))
+    try:
+        return run(console, env, args.orders, args.seed, args.timeout)
+    finally:
+        if own is not None:
+            own.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
