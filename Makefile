@@ -38,10 +38,10 @@ lint: $(STAMP) synth  ## ruff and cfn-lint
 	$(VENV)/bin/cfn-lint cdk.out/MarketPay.template.json
 
 demo: synth  ## storefront demo against a running `make run` (or its own stack): N=100
-	$(PY) -m local.demo --orders $(or $(N),100)
+	$(PY) -m verification.demo --orders $(or $(N),100)
 
 chaos: synth  ## seeded fault-injection run: SEED=1 ORDERS=10000
-	$(PY) -m local.chaos --seed $(or $(SEED),1) --orders $(or $(ORDERS),10000)
+	$(PY) -m verification.chaos --seed $(or $(SEED),1) --orders $(or $(ORDERS),10000)
 
 bench: synth  ## benchmarks: cost model, local throughput, reconciliation
 	$(PY) benchmarks/cost_model.py

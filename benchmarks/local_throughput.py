@@ -10,7 +10,8 @@ splits busy time between moto (moto/, werkzeug/), the AWS SDK (botocore/, boto3/
 
 The profile samples every thread's stack every few milliseconds. A sample whose innermost frame is waiting (a
 socket read, a lock, a queue, a selector) is idle and not counted; otherwise it goes to the innermost frame that
-is not the standard library (urllib3 and requests count as their caller: botocore or stripe). Threads of the
+is not the standard library (urllib3 and requests count as their caller: botocore or stripe); one blocked on a
+`with ...lock:` line is counted apart (moto's dispatcher serialises requests behind one). Threads of the
 benchmark itself (the storefront client and the watcher) are counted apart as "load generator".
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import linecache
 import logging
 import math
 import os
@@ -73,6 +75,7 @@ class Sampler:
     interval_s: float = 0.01
     busy: Counter = field(default_factory=Counter)
     idle: int = 0
+    lock_waits: Counter = field(default_factory=Counter)  # place -> samples blocked entering `with <lock>:`
     functions: Counter = field(default_factory=Counter)  # (category, innermost project-or-library function)
     libraries: Counter = field(default_factory=Counter)
     cost_s: float = 0.0
@@ -102,6 +105,11 @@ class Sampler:
         code = frame.f_code
         if (os.path.basename(code.co_filename), code.co_name) in IDLE:
             self.idle += 1
+            return
+        line = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        if line.startswith("with ") and "lock" in line.lower():
+            # Blocked on a lock (acquiring is C code, so the frame is the `with` line): waiting, not working.
+            self.lock_waits[f"{_short(code.co_filename)}:{code.co_name}"] += 1
             return
         found: str | None = None
         where = ""
@@ -145,10 +153,20 @@ class RunResult:
     cpu_s: float
     sampler: Sampler
     unsettled: dict[str, str]
+    late: list[str]
 
     @property
     def orders_per_s(self) -> float:
         return self.orders / self.seconds
+
+
+def stragglers(final_at: dict[str, float], statuses: dict[str, list[str]], slack_s: float = 10.0) -> list[str]:
+    """Orders that became final well after 99% of them: the tail that decides orders/s on a small run."""
+    if not final_at:
+        return []
+    p99 = percentile(list(final_at.values()), 99)
+    return [f"{order_id} final at {t:.0f} s ({' -> '.join(statuses[order_id])})"
+            for order_id, t in sorted(final_at.items(), key=lambda kv: kv[1]) if t > p99 + slack_s]
 
 
 def one_run(orders: int, concurrency: int | None, seed: int, timeout_s: float, stall_s: float) -> RunResult:
@@ -162,8 +180,13 @@ def one_run(orders: int, concurrency: int | None, seed: int, timeout_s: float, s
                            read_after_write=False, threads=8)
         unsettled: dict[str, str] = {}
         progress = {"done": -1, "at": time.monotonic()}
+        final_at: dict[str, float] = {}
 
         def on_tick(done: int, _total: int) -> None:
+            now = time.perf_counter() - started
+            for order_id, statuses in record.observed_statuses.items():
+                if statuses[-1] in ("SUCCESS", "FAILED") and order_id not in final_at:
+                    final_at[order_id] = now
             if done != progress["done"]:
                 progress.update(done=done, at=time.monotonic())
 
@@ -184,7 +207,7 @@ def one_run(orders: int, concurrency: int | None, seed: int, timeout_s: float, s
         if record.rejected:
             print(f"  {len(record.rejected)} checkouts rejected: {record.rejected[:3]}")
         return RunResult(concurrency, len(record.accepted_order_ids), seconds, record.post_latencies_ms, cpu,
-                         sampler, unsettled)
+                         sampler, unsettled, stragglers(final_at, record.observed_statuses))
     finally:
         stack.stop()
 
@@ -196,6 +219,8 @@ def print_run(result: RunResult) -> None:
           f"p99 {percentile(result.post_ms, 99):.0f} ms (n={len(result.post_ms)})")
     print(f"  process CPU {result.cpu_s:.1f} s over {result.seconds:.1f} s wall "
           f"({result.cpu_s / result.seconds:.0%} of one core; the GIL caps Python at about 100%)")
+    for line in result.late:
+        print(f"  late: {line}")
     if result.unsettled:
         print(f"  NOT SETTLED ({len(result.unsettled)}): " +
               ", ".join(f"{k}={v}" for k, v in sorted(result.unsettled.items())[:20]))
@@ -206,6 +231,9 @@ def print_run(result: RunResult) -> None:
     for name, count in s.busy.most_common():
         share = f"{count / system:6.1%} of the stack" if not name.startswith("load generator") else " " * 19
         print(f"    {name:<32} {count:7d}  {count / total:6.1%} {share}")
+    if s.lock_waits:
+        print("    thread-samples blocked on a lock (not counted above): "
+              + ", ".join(f"{k} {v}" for k, v in s.lock_waits.most_common(4)))
     if s.libraries:
         print("    other libraries: " + ", ".join(f"{k} {v}" for k, v in s.libraries.most_common(6)))
     print("  hottest places (innermost non-stdlib frame):")
@@ -250,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         print_run(result)
         print(RESULT + json.dumps({"concurrency": args.one, "orders_per_s": result.orders_per_s,
                                    "p50_ms": percentile(result.post_ms, 50), "p99_ms": percentile(result.post_ms, 99),
-                                   "unsettled": result.unsettled}), flush=True)
+                                   "unsettled": result.unsettled, "late": result.late}), flush=True)
         return 0
 
     results = [run_in_child(args, value.strip()) for value in args.concurrency.split(",")]
@@ -259,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + ", ".join(f"function_concurrency={r['concurrency']}: {r['orders_per_s']:.1f} orders/s"
                                for r in results) + f" -> faster: function_concurrency={best['concurrency']}")
     for r in results:
+        if r["late"]:
+            print(f"function_concurrency={r['concurrency']}: {len(r['late'])} orders final long after the rest: "
+                  + "; ".join(r["late"]))
         if r["unsettled"]:
             print(f"function_concurrency={r['concurrency']}: {len(r['unsettled'])} orders never settled: "
                   + ", ".join(f"{k}={v}" for k, v in sorted(r["unsettled"].items())))

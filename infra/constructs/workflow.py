@@ -30,6 +30,7 @@ RETRIED_ERRORS = [
     "States.Timeout",
 ]
 ERROR_PATH = "$.error"  # a caught error lands here as {Error, Cause}, next to the order
+FAILED_STEP_PATH = "$.failed_step"  # which state failed, for the dead letter
 
 
 class Workflow(Construct):
@@ -74,7 +75,7 @@ class Workflow(Construct):
                 {
                     "payment_order_id": sfn.JsonPath.string_at("$.payment_order_id"),
                     "checkout_id": sfn.JsonPath.string_at("$.checkout_id"),
-                    "step": "workflow",
+                    "step": sfn.JsonPath.string_at(FAILED_STEP_PATH),
                     "error": sfn.JsonPath.object_at(ERROR_PATH),
                     "attempts": sfn.JsonPath.number_at("$.attempt"),
                     "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
@@ -86,9 +87,15 @@ class Workflow(Construct):
         dead_letter.add_retry(errors=["States.ALL"], interval=Duration.seconds(1), backoff_rate=2, max_attempts=3)
         dead_letter.next(sfn.Fail(self, names.FAILED, error="DeadLettered", cause="sent to WorkflowDlq"))
 
+        def to_dead_letter(state: str) -> sfn.IChainable:
+            """Each task's catch notes the failed state's name, then shares the one dead-letter path."""
+            note = sfn.Pass(self, f"{state}Failed", result=sfn.Result.from_string(state),
+                            result_path=FAILED_STEP_PATH)
+            return note.next(dead_letter)
+
         def mark(state: str) -> tasks.LambdaInvoke:
             step = task(state, finalize, "$.finalize")
-            step.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+            step.add_catch(to_dead_letter(state), errors=["States.ALL"], result_path=ERROR_PATH)
             return step
 
         # Finalize gets the whole state and reads the outcome from it: `$.charge.outcome` (succeeded, failed,
@@ -101,11 +108,11 @@ class Workflow(Construct):
 
         charge = task(names.CHARGE, executor, "$.charge")
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
-        charge.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+        charge.add_catch(to_dead_letter(names.CHARGE), errors=["States.ALL"], result_path=ERROR_PATH)
         credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
-        credit_wallet.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+        credit_wallet.add_catch(to_dead_letter(names.CREDIT_WALLET), errors=["States.ALL"], result_path=ERROR_PATH)
         record_ledger = task(names.RECORD_LEDGER, ledger, "$.ledger")
-        record_ledger.add_catch(dead_letter, errors=["States.ALL"], result_path=ERROR_PATH)
+        record_ledger.add_catch(to_dead_letter(names.RECORD_LEDGER), errors=["States.ALL"], result_path=ERROR_PATH)
 
         outcome = (
             sfn.Choice(self, names.CHARGE_OUTCOME)

@@ -234,8 +234,6 @@ def test_an_order_whose_wallet_step_keeps_failing_ends_in_the_workflow_dlq_and_n
     assert [c["status"] for c in charges] == ["succeeded"]
 
 
-@pytest.mark.xfail(strict=True, reason="ToDeadLetter writes step='workflow' for every state; docs/design.md asks "
-                                       "for the step (CreditWallet) in the WorkflowDlq message")
 def test_the_workflow_dead_letter_names_the_failed_step(stack, api):
     body = checkout_body(unique("chk_wallet_step"), orders=[("seller_05", "3.00", "USD")])
     order_id = body["payment_orders"][0]["payment_order_id"]

@@ -58,7 +58,8 @@ def test_the_machine_is_express_and_logs_errors_to_its_log_group(synth, machine)
 
 def test_the_states_are_those_of_the_design(asl):
     assert asl["StartAt"] == "Charge"
-    assert set(asl["States"]) == {*LAMBDA_TASKS, "ChargeOutcome", "ToDeadLetter", "Failed"}
+    failure_notes = {f"{state}Failed" for state in LAMBDA_TASKS}
+    assert set(asl["States"]) == {*LAMBDA_TASKS, *failure_notes, "ChargeOutcome", "ToDeadLetter", "Failed"}
     assert asl["TimeoutSeconds"] == 300
 
 
@@ -88,7 +89,7 @@ def test_each_lambda_task_retries_transient_errors_with_jittered_backoff(asl, st
 def test_charge_sends_permanent_psp_errors_to_mark_failed_and_the_rest_to_the_dead_letter(asl):
     assert asl["States"]["Charge"]["Catch"] == [
         {"ErrorEquals": ["PspPermanentError"], "ResultPath": "$.error", "Next": "MarkFailed"},
-        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ToDeadLetter"},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ChargeFailed"},
     ]
     assert asl["States"]["Charge"]["Next"] == "ChargeOutcome"
 
@@ -96,8 +97,11 @@ def test_charge_sends_permanent_psp_errors_to_mark_failed_and_the_rest_to_the_de
 @pytest.mark.parametrize("state", ["CreditWallet", "RecordLedger", "MarkSucceeded", "MarkFailed", "MarkPending"])
 def test_other_tasks_dead_letter_whatever_the_retries_did_not_fix(asl, state):
     assert asl["States"][state]["Catch"] == [
-        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ToDeadLetter"}
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{state}Failed"}
     ]
+    # the note of which step failed, then the one dead-letter path
+    assert asl["States"][f"{state}Failed"] == {
+        "Type": "Pass", "Result": state, "ResultPath": "$.failed_step", "Next": "ToDeadLetter"}
 
 
 def test_the_charge_outcome_chooses_the_path(asl):
@@ -128,6 +132,7 @@ def test_dead_letter_sends_the_order_error_and_input_to_the_workflow_dlq_then_fa
     body = dead_letter["Parameters"]["MessageBody"]
     assert body["payment_order_id.$"] == "$.payment_order_id"
     assert body["error.$"] == "$.error"
+    assert body["step.$"] == "$.failed_step"
     assert body["attempts.$"] == "$.attempt"
     assert body["input.$"] == "$$.Execution.Input"
     assert dead_letter["ResultPath"] is None
