@@ -183,10 +183,10 @@ class LambdaRuntime:
         )
         invocation = Invocation(fn.function_name, event, context, trigger_of(event))
         slot = self._slot(fn.function_name)
-        started = time.monotonic()
-        with slot:
+        with slot:  # the duration is the handler's own, as Lambda bills it (not the wait for a free slot)
+            started = time.monotonic()
             payload, error_type = self._run(fn.handler, invocation)
-        duration = time.monotonic() - started
+            duration = time.monotonic() - started
         if error_type is None and duration > context.timeout_s:
             # The handler's side effects stay, as on AWS; its answer is replaced by the timeout error.
             error_type = "Sandbox.Timedout"

@@ -47,6 +47,18 @@ class Ports:
     psp: int = 12111
 
 
+def _start_cold() -> None:
+    """A new deployment starts cold: forget the clients and settings the handlers cached in this process
+    (a previous stack's endpoints and table names)."""
+    try:
+        from functions.shared import aws, config, psp
+    except ImportError:  # a toy stack without the project's code
+        return
+    aws.reset_clients()
+    config.settings.cache_clear()
+    psp.reset_client()
+
+
 class LocalStack:
     """Start with `with LocalStack() as stack:` (or start()/stop()).
 
@@ -97,6 +109,7 @@ class LocalStack:
             self.deployed = deploy(self.cdk_out, self.stack_name, self.aws_url, self.api_url + "/")
             self.runtime = LambdaRuntime(self.code_root, self._local_overrides(), self._function_concurrency)
             self.runtime.install(self._function_envs())
+            _start_cold()
             self.events = EventSources(
                 self.aws_url,
                 sqs_mappings(self.deployed, self.aws_url),

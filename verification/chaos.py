@@ -56,8 +56,8 @@ PROTECTIONS = ("psp_idempotency_key", "wallet_guard", "ledger_guard", "expired_k
 class ChaosConfig:
     seed: int = 1
     orders: int = 10_000
-    kill_rate: float = 0.06
-    duplicate_rate: float = 0.06
+    kill_rate: float = 0.07
+    duplicate_rate: float = 0.1
     overnight_rate: float = 0.005
     retry_time_scale: float = 0.02
     disable: str | None = None
@@ -294,8 +294,12 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         sandbox.advance_clock(420)
         stack.events.fire(sweeper)
 
-    watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
-                        interval_s=0.5, on_idle=idle)
+    try:
+        watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
+                            interval_s=0.5, on_idle=idle, on_tick=_log_tick)
+    except TimeoutError:
+        _log_unsettled(stack)
+        raise
 
     # The night passes; in the morning on-call redrives what the dead-letter queues hold.
     sandbox.faults.clear_queued()
@@ -327,6 +331,17 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         "messages delivered twice": (faults["duplicate_deliveries"], shares["messages"]),
     }
     return report
+
+
+def _log_tick(done: int, total: int) -> None:
+    log.info("settled %d of %d", done, total)
+
+
+def _log_unsettled(stack: LocalStack) -> None:
+    tables = PaymentTables(stack.outputs["PaymentEventsTableName"], stack.outputs["PaymentOrdersTableName"])
+    for order in tables.scan_orders():
+        if order["payment_order_status"] not in ("SUCCESS", "FAILED") and not order.get("dead_letter_reason"):
+            log.error("unsettled: %s", {k: v for k, v in order.items() if k != "payment_method"})
 
 
 def _redrive_dead_lettered(stack: LocalStack) -> int:

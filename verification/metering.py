@@ -75,7 +75,7 @@ class Meter:
         from moto.dynamodb.models import dynamodb_backends
 
         try:
-            return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(table).get_item(key)
+            return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_item(table, key)
         except Exception:  # noqa: BLE001 - a missing item or table has no size
             return None
 
