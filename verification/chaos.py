@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import random
 import sys
@@ -400,16 +401,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--disable", choices=PROTECTIONS, help="switch one protection off (mutation testing)")
+    parser.add_argument("--kill-rate", type=float, default=ChaosConfig.kill_rate)
+    parser.add_argument("--overnight-rate", type=float, default=ChaosConfig.overnight_rate)
+    parser.add_argument("--timeout", type=float, default=ChaosConfig.timeout_s)
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON line (for tests)")
     args = parser.parse_args(argv)
+    config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
+                         overnight_rate=args.overnight_rate, timeout_s=args.timeout)
     logging.basicConfig(level=logging.WARNING)
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     from rich.progress import Progress
 
+    if args.json:
+        report = run(config)
+        print(json.dumps({"violations": {r.number: r.violations for r in report.results if not r.ok},
+                          "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
+                          "orders": report.orders, "last_line": report.last_line()}))
+        return 0
     with Progress() as bar:
         task = bar.add_task("placing orders", total=args.orders)
-        report = run(ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable),
-                     progress=lambda n: bar.advance(task, n))
+        report = run(config, progress=lambda n: bar.advance(task, n))
     print_report(report)
     print(report.last_line())
     return 0 if report.violations == 0 else 1

@@ -27,7 +27,8 @@ def a_checkout(checkout_id="chk_1", orders=None, payment_method="pm_card_visa"):
         "checkout_id": checkout_id,
         "credit_card_info": {"payment_method": payment_method},
         "payment_orders": orders or [
-            {"seller_account": "seller_a", "amount": "12.34", "currency": "USD", "payment_order_id": f"{checkout_id}_a"},
+            {"seller_account": "seller_a", "amount": "12.34", "currency": "USD",
+             "payment_order_id": f"{checkout_id}_a"},
             {"seller_account": "seller_b", "amount": "5", "currency": "USD", "payment_order_id": f"{checkout_id}_b"},
         ],
     }
@@ -178,6 +179,6 @@ def test_a_card_number_anywhere_is_refused_and_never_logged_or_stored(aws_env, c
 
 
 def test_errors_share_one_shape(aws_env):
-    for status, body, _ in [post(order_with(amount="1.001")), post("{"),
+    for _status, body, _ in [post(order_with(amount="1.001")), post("{"),
                             call(http_event("GET", "/v1/payments/x", path_parameters={"payment_order_id": "x"}))]:
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}

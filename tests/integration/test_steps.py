@@ -9,8 +9,8 @@ from functions.executor import starter, sweeper
 from functions.ledger import handler as ledger_handler
 from functions.ledger import journal
 from functions.payment import finalize
-from functions.payment.service import place_checkout
 from functions.payment.schemas import PaymentRequest
+from functions.payment.service import place_checkout
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, StatusTransitionRefused
 from functions.shared.models import OrderWork
@@ -27,7 +27,8 @@ def workflow(aws_env):
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
     role = "arn:aws:iam::123456789012:role/sfn"
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
-    arn = sfn.create_state_machine(name="test-PaymentWorkflow", definition=definition, roleArn=role)["stateMachineArn"]
+    arn = sfn.create_state_machine(name="test-PaymentWorkflow", definition=definition,
+                                   roleArn=role)["stateMachineArn"]
     assert arn == aws_env["STATE_MACHINE_ARN"]
     return sfn
 
@@ -76,7 +77,8 @@ def test_wallet_credits_pending_once(aws_env):
     wallet_handler.handler(event, FakeContext())
     again = wallet_handler.handler(event, FakeContext())
     assert again == {"credited": True, "applied_now": False}
-    assert WalletTable.from_settings().balances("seller_books") == {"USD": {"pending_minor": 1234, "available_minor": 0}}
+    assert WalletTable.from_settings().balances("seller_books") == {
+        "USD": {"pending_minor": 1234, "available_minor": 0}}
 
 
 def test_ledger_writes_one_balanced_transaction_once(aws_env):
@@ -130,7 +132,8 @@ def test_finalize_takes_the_reason_of_a_caught_permanent_error(aws_env):
     PaymentTables.from_settings().begin_attempt("chk_e_0", 1, clock.iso(), clock.iso())
     state = {**work_of("chk_e_0").model_dump(),
              "error": {"Error": "PspPermanentError",
-                       "Cause": json.dumps({"errorType": "PspPermanentError", "errorMessage": "No such PaymentMethod"})}}
+                       "Cause": json.dumps({"errorType": "PspPermanentError",
+                                            "errorMessage": "No such PaymentMethod"})}}
     finalize.finalize(state)
     order = PaymentTables.from_settings().get_order("chk_e_0")
     assert (order["failure_code"], order["failure_reason"]) == ("PspPermanentError", "No such PaymentMethod")
@@ -142,7 +145,8 @@ def test_sweeper_enqueues_orders_whose_message_was_never_sent(aws_env, workflow)
     assert sweeper.sweep() == {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0}  # grace not over
     clock.advance(61)
     assert sweeper.sweep()["enqueued"] == 2
-    assert sorted(json.loads(b)["payment_order_id"] for b in drain(aws_env["ORDERS_QUEUE_URL"])) == ["chk_s_0", "chk_s_1"]
+    enqueued = sorted(json.loads(b)["payment_order_id"] for b in drain(aws_env["ORDERS_QUEUE_URL"]))
+    assert enqueued == ["chk_s_0", "chk_s_1"]
     assert sweeper.sweep()["enqueued"] == 0  # postponed: not sent again before the next grace period
 
 

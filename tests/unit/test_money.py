@@ -50,7 +50,7 @@ def test_different_currencies_never_add():
     with pytest.raises(CurrencyMismatchError):
         Money(100, "USD") + Money(100, "EUR")
     with pytest.raises(CurrencyMismatchError):
-        Money(100, "USD") < Money(100, "EUR")
+        assert Money(100, "USD") < Money(100, "EUR")
 
 
 def test_minor_units_must_be_integers():
