@@ -40,14 +40,14 @@ def test_the_same_seed_draws_the_same_faults():
     assert first["overnight"].keys() == second["overnight"].keys()
 
 
-@pytest.mark.parametrize(("protection", "invariant"), [
-    ("psp_idempotency_key", "1"),  # a lost answer retried without the key charges twice
-    ("wallet_guard", "4"),  # a wallet step killed after its write and retried credits twice
-    ("ledger_guard", "4"),  # a ledger step retried writes a second pay-in
-    ("expired_key_lookup", "1"),  # past the key's lifetime, charging again without looking first
+@pytest.mark.parametrize(("protection", "invariant", "kill_rate"), [
+    ("psp_idempotency_key", "1", "0.07"),  # a lost answer retried without the key charges twice
+    ("wallet_guard", "4", "0.15"),  # a wallet step killed after its write and retried credits twice
+    ("ledger_guard", "4", "0.15"),  # a ledger step killed after its write and retried writes a second pay-in
+    ("expired_key_lookup", "1", "0"),  # past the key's lifetime, charging again without looking first
 ])
-def test_switching_off_a_protection_is_caught_by_the_checker(protection, invariant):
-    # more kills than the default run, so the unguarded step is killed after its write more than once
-    report = chaos("--seed", "11", "--orders", "150", "--kill-rate", "0.15", "--overnight-rate", "0.04",
-                   "--disable", protection, "--timeout", "400")
+def test_switching_off_a_protection_is_caught_by_the_checker(protection, invariant, kill_rate):
+    # more kills than the default run, so an unguarded step is killed after its write more than once
+    report = chaos("--seed", "11", "--orders", "150", "--kill-rate", kill_rate, "--overnight-rate", "0.04",
+                   "--disable", protection, "--timeout", "200")
     assert invariant in report["violations"], (protection, report["violations"])
