@@ -101,7 +101,7 @@ def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutVi
 
 @app.get("/v1/openapi.json", include_in_schema=False)
 def openapi() -> Response[dict]:
-    return Response(status_code=200, content_type="application/json", body=openapi_document())
+    return Response(status_code=200, content_type="application/json", body=json.loads(openapi_document()))
 
 
 def openapi_document() -> str:

@@ -182,3 +182,9 @@ def test_errors_share_one_shape(aws_env):
     for _status, body, _ in [post(order_with(amount="1.001")), post("{"),
                             call(http_event("GET", "/v1/payments/x", path_parameters={"payment_order_id": "x"}))]:
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+
+
+def test_the_api_serves_its_openapi_document(aws_env):
+    status, document, _ = call(http_event("GET", "/v1/openapi.json"))
+    assert status == 200
+    assert document == json.loads(api.openapi_document())
