@@ -87,6 +87,22 @@ class PaymentTables:
     def _db(self) -> Any:
         return aws.client("dynamodb")
 
+    def _update_order_if(self, payment_order_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        """One conditional update of an order; False when the condition did not hold (nothing changed)."""
+        try:
+            self._db.update_item(
+                TableName=self.orders_table,
+                Key=to_item({"payment_order_id": payment_order_id}),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=to_item(values),
+            )
+        except ClientError as error:
+            if _error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     # -- checkout creation -------------------------------------------------------------------------
 
     def create_checkout(self, event: dict[str, Any], orders: list[dict[str, Any]]) -> None:
@@ -216,19 +232,8 @@ class PaymentTables:
 
     def postpone(self, payment_order_id: str, expected_due_at: str, due_at: str, now: str) -> bool:
         """Push the sweeper's deadline of a non-final order (NOT_STARTED re-enqueued, or PSP still pending)."""
-        try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression="SET due_at = :due, updated_at = :now",
-                ConditionExpression="due_at = :expected",
-                ExpressionAttributeValues=to_item({":due": due_at, ":now": now, ":expected": expected_due_at}),
-            )
-        except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_order_if(payment_order_id, "SET due_at = :due, updated_at = :now", "due_at = :expected",
+                                     {":due": due_at, ":now": now, ":expected": expected_due_at})
 
     def record_pending(self, payment_order_id: str, psp_reference: str, psp_status: str, due_at: str, now: str
                        ) -> None:
@@ -283,38 +288,18 @@ class PaymentTables:
 
     def mark_dead_lettered(self, payment_order_id: str, expected_due_at: str, reason: str, now: str) -> bool:
         """Take a stuck order out of the sweeper's index: it now waits in the dead-letter queue for a human."""
-        try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression="SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
-                ConditionExpression="due_at = :expected",
-                ExpressionAttributeValues=to_item({":reason": reason, ":now": now, ":expected": expected_due_at}),
-            )
-        except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_order_if(
+            payment_order_id, "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
+            "due_at = :expected", {":reason": reason, ":now": now, ":expected": expected_due_at})
 
     def requeue_dead_lettered(self, payment_order_id: str, shard: str, due_at: str, now: str) -> bool:
         """Put a dead-lettered, still non-final order back under the sweeper's watch (operator redrive)."""
-        try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression="SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
-                ConditionExpression="payment_order_status IN (:a, :b)",
-                ExpressionAttributeValues=to_item(
-                    {":shard": shard, ":due": due_at, ":now": now,
-                     ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value}
-                ),
-            )
-        except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_order_if(
+            payment_order_id,
+            "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
+            "payment_order_status IN (:a, :b)",
+            {":shard": shard, ":due": due_at, ":now": now,
+             ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value})
 
     def settle_checkout_order(self, checkout_id: str, payment_order_id: str) -> bool:
         """Remove a final order from its checkout's pending set; True once the checkout has none left.
