@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help run test synth lint demo chaos bench openapi clean
+.PHONY: help run test test-chaos synth lint demo chaos bench openapi clean
 
 help:            ## this menu
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -32,6 +32,9 @@ run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5
 
 test: synth  ## every test
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-chaos: synth  ## seeded chaos runs (3 seeds x 200 orders) and the mutation tests of the chaos checker
+	$(PY) -m pytest -m chaos -n 2 tests/chaos
 
 lint: $(STAMP) synth  ## ruff and cfn-lint
 	$(VENV)/bin/ruff check .
