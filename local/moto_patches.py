@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import threading
 from typing import Any
 
@@ -51,11 +52,11 @@ def _cache_moto_lookups() -> None:
     lock = threading.Lock()
 
     def cached_client(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (os.environ.get("MOTO_PORT", ""), region, service)  # a new local stack listens on a new port
         with lock:
-            if (region, service) not in clients:
-                clients[(region, service)] = build(region=region, service=service,
-                                                   state_credentials=state_credentials)
-            return clients[(region, service)]
+            if key not in clients:
+                clients[key] = build(region=region, service=service, state_credentials=state_credentials)
+            return clients[key]
 
     lambda_eval_utils.boto_client_for = cached_client  # type: ignore[assignment]
     state_task_service_sqs.boto_client_for = cached_client  # type: ignore[assignment]
