@@ -68,8 +68,11 @@ def _one_charge(snap: Snapshot) -> list[str]:
         charges = succeeded.get(order_id, [])
         if status == "SUCCESS" and not charges:
             violations.append(f"{order_id}: SUCCESS without a successful charge at the PSP")
-        if status == "SUCCESS" and charges and charges[0]["amount"] != order["amount_minor"]:
-            violations.append(f"{order_id}: charged {charges[0]['amount']} but the order is {order['amount_minor']}")
+        if status == "SUCCESS" and charges:
+            charged = (charges[0]["amount"], str(charges[0].get("currency", order["currency"])).upper())
+            if charged != (order["amount_minor"], order["currency"]):
+                violations.append(f"{order_id}: charged {charged} but the order is "
+                                  f"{(order['amount_minor'], order['currency'])}")
         if status == "FAILED" and charges:
             violations.append(f"{order_id}: FAILED but the PSP charged it ({charges[0]['charge_id']})")
     return violations
@@ -195,9 +198,6 @@ def peek_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
                 body = json.loads(message["Body"])
             except ValueError:
                 body = {"raw": message["Body"]}
-            if isinstance(body, dict) and "payment_order_id" not in body:
-                # an orders-queue message redriven to its DLQ carries the order as its body
-                body = {**body, "payment_order_id": body.get("payment_order_id")}
             seen[message["MessageId"]] = body
     return list(seen.values())
 

@@ -10,8 +10,8 @@ from verification.invariants import Snapshot, check
 def consistent():
     return Snapshot(
         orders=[
-            {"payment_order_id": "po_1", "payment_order_status": "SUCCESS", "amount_minor": 1000},
-            {"payment_order_id": "po_2", "payment_order_status": "FAILED", "amount_minor": 500},
+            {"payment_order_id": "po_1", "payment_order_status": "SUCCESS", "amount_minor": 1000, "currency": "USD"},
+            {"payment_order_id": "po_2", "payment_order_status": "FAILED", "amount_minor": 500, "currency": "USD"},
         ],
         ledger=[{"transaction_id": "payin#po_1", "kind": "payin", "reference": "po_1", "entries": [
             {"account": "psp_receivable:stripe", "amount_minor": 1000, "currency": "USD"},
@@ -19,7 +19,8 @@ def consistent():
         wallet=[{"account_id": "s1", "sk": "BALANCE#USD", "currency": "USD", "pending_minor": 1000,
                  "available_minor": 0}],
         psp_charges=[
-            {"charge_id": "ch_1", "status": "succeeded", "amount": 1000, "metadata": {"payment_order_id": "po_1"}},
+            {"charge_id": "ch_1", "status": "succeeded", "amount": 1000, "currency": "usd",
+             "metadata": {"payment_order_id": "po_1"}},
             {"charge_id": "ch_2", "status": "failed", "amount": 500, "metadata": {"payment_order_id": "po_2"}},
         ],
         observed_statuses={"po_1": ["NOT_STARTED", "EXECUTING", "SUCCESS"]},
@@ -45,6 +46,7 @@ def mutate(change):
     (lambda s: s.psp_charges.append({"charge_id": "ch_3", "status": "succeeded", "amount": 1000,
                                      "metadata": {"payment_order_id": "po_1"}}), 1),
     (lambda s: s.psp_charges[1].update(status="succeeded"), 1),
+    (lambda s: s.psp_charges[0].update(currency="eur"), 1),  # same number, other currency
     (lambda s: s.orders.append({"payment_order_id": "po_3", "payment_order_status": "EXECUTING",
                                 "amount_minor": 1}) or s.accepted_order_ids.append("po_3"), 2),
     (lambda s: s.ledger[0]["entries"][1].update(amount_minor=-999), 3),
