@@ -9,17 +9,24 @@ The replacement does the same: under one lock shared by every DynamoDB write, it
 the current items, refuses the whole transaction if any fails (nothing was applied), and otherwise applies the
 operations, undoing them item by item should one of them raise.
 
-Two speed fixes, measured with benchmarks/local_throughput.py: moto's server lists its own package folders on
-every request (under its dispatch lock), and its Step Functions interpreter builds a new boto3 client for every
-task; both answers never change while the process lives, so they are computed once.
+Speed fixes, measured with benchmarks/local_throughput.py (each answer never changes while the process lives):
+- moto's server lists its own package folders on every request (under its dispatch lock): listed once;
+- its Step Functions interpreter builds a new boto3 client for every task: one per port, region and service;
+- it parses the state machine's definition with ANTLR for every execution (about 30% of the stack's CPU): the
+  parse tree is kept per definition, and each execution still builds its own evaluation components from it;
+- SQS computes every queue attribute, counting all messages, whenever one is read (`send_message` reads one,
+  `receive_message` one per message it returns): quadratic in the queue's depth. Attributes are now computed
+  when read, one by one.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _WRITE_LOCK = threading.RLock()
@@ -36,6 +43,8 @@ def install() -> None:
         setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name)))
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     _cache_moto_lookups()
+    _cache_state_machine_parses()
+    _lazy_queue_attributes()
     _installed = True
 
 
@@ -60,6 +69,81 @@ def _cache_moto_lookups() -> None:
 
     lambda_eval_utils.boto_client_for = cached_client  # type: ignore[assignment]
     state_task_service_sqs.boto_client_for = cached_client  # type: ignore[assignment]
+
+
+def _cache_state_machine_parses() -> None:
+    from antlr4 import CommonTokenStream, InputStream
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLLexer import ASLLexer
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLParser import ASLParser
+    from moto.stepfunctions.parser.asl.parse import asl_parser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    @functools.lru_cache(maxsize=64)
+    def tree_of(definition: str) -> Any:
+        listener = asl_parser.SyntaxErrorListener()
+        parser = ASLParser(CommonTokenStream(ASLLexer(InputStream(definition))))
+        parser.removeErrorListeners()
+        parser.addErrorListener(listener)
+        tree = parser.state_machine()
+        if listener.errors:
+            raise asl_parser.ASLParserException(errors=listener.errors)
+        return tree
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        tree = tree_of(definition)
+        return Preprocessor().visit(tree), tree
+
+    asl_parser.AmazonStateLanguageParser.parse = staticmethod(parse)  # type: ignore[method-assign]
+
+
+class _QueueAttributes(Mapping):
+    """A queue's attributes, each computed when read (moto builds them all, counting every message, each time)."""
+
+    def __init__(self, queue: Any):
+        self._queue = queue
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        self._names = names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        from moto.core.utils import camelcase_to_underscores
+
+        if name == "Policy":
+            return self._queue.policy
+        if name == "RedrivePolicy":
+            return json.dumps(self._queue.redrive_policy)
+        value = getattr(self._queue, camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _lazy_queue_attributes() -> None:
+    from moto.sqs.models import Queue, SQSBackend
+
+    Queue.attributes = property(_QueueAttributes)  # type: ignore[assignment,method-assign]
+    original = SQSBackend.get_queue_attributes
+
+    def get_queue_attributes(self: Any, queue_name: str, attribute_names: list[str]) -> dict[str, Any]:
+        return dict(original(self, queue_name, attribute_names))  # what the response serialises is a dict
+
+    SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
 
 
 def _serialized(method: Any) -> Any:

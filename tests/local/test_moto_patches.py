@@ -1,4 +1,5 @@
-"""moto's DynamoDB transactions, as patched by local/moto_patches.py: all or nothing, and no lost writes."""
+"""moto as patched by local/moto_patches.py: DynamoDB transactions all or nothing with no lost writes; state
+machine parses kept; SQS attributes computed when read."""
 
 import threading
 
@@ -62,3 +63,41 @@ def test_failing_transactions_never_erase_concurrent_writes(table):
         t.join()
     assert errors == []
     assert table.scan(TableName="t")["Count"] == 1 + 3 * 40
+
+
+def test_a_definition_is_parsed_once_and_each_execution_gets_its_own_components():
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
+
+    moto_patches.install()
+    definition = '{"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": 1, "End": true}}}'
+    first_program, first_tree = AmazonStateLanguageParser.parse(definition)
+    second_program, second_tree = AmazonStateLanguageParser.parse(definition)
+    assert first_tree is second_tree
+    assert first_program is not second_program
+    with pytest.raises(ASLParserException):
+        AmazonStateLanguageParser.parse('{"StartAt": "A", "States": {"A": {"Type": "Nope"}}')
+
+
+def test_queue_attributes_are_computed_only_when_read():
+    from moto.sqs.models import Message
+
+    moto_patches.install()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
+        for n in range(30):
+            sqs.send_message(QueueUrl=url, MessageBody=str(n))
+        counted = []
+        original = Message.visible
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Message, "visible", property(lambda m: counted.append(1) or original.fget(m)))
+            sqs.send_message(QueueUrl=url, MessageBody="one more")
+            assert counted == []  # moto's own attributes count every message on each send
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        assert len(got) == 10
+        everything = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert everything["ApproximateNumberOfMessages"] == "21"
+        assert everything["ApproximateNumberOfMessagesNotVisible"] == "10"
+        assert everything["VisibilityTimeout"] == "7"
+        one = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+        assert one == {"VisibilityTimeout": "7"}
