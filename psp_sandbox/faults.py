@@ -119,6 +119,8 @@ class FaultInjector:
             self._seen: Counter[str] = Counter()
             self._stats: Counter[str] = Counter()
             self._requests = 0
+            self._drawn: Counter[str] = Counter()  # seeded draws only, apart from queued faults
+            self._eligible = 0  # requests that went through a seeded draw
 
     def configure(
         self,
@@ -210,12 +212,14 @@ class FaultInjector:
             )
             occurrence = self._seen[identity]
             self._seen[identity] += 1
+            self._eligible += 1
             draw = random.Random(f"{self._seed}|{identity}|{occurrence}").random()
             cumulative = 0.0
             for kind in KINDS:  # fixed order, so the same draw always picks the same kind
                 cumulative += self._rates.get(kind, 0.0)
                 if draw < cumulative:
                     self._stats[kind] += 1
+                    self._drawn[kind] += 1
                     return Fault.build(kind, **self._params.get(kind, {}))
             return None
 
@@ -226,6 +230,8 @@ class FaultInjector:
                 "injected": {kind: self._stats[kind] for kind in KINDS if self._stats[kind]},
                 "total": sum(self._stats.values()),
                 "queued": len(self._queue),
+                "drawn": {kind: self._drawn[kind] for kind in KINDS if self._drawn[kind]},
+                "drawn_from": self._eligible,
             }
 
     def describe(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from functions.shared.tables import PaymentTables
 from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
 from local.stack import LocalStack, Ports
-from verification.driver import place_all, watch_until_settled
+from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, check, collect
 from verification.storefront import ApiClient, make_checkouts
 
@@ -62,7 +62,8 @@ class ChaosConfig:
     overnight_rate: float = 0.005
     retry_time_scale: float = 0.02
     disable: str | None = None
-    timeout_s: float = 3600.0
+    timeout_s: float = 7200.0
+    max_in_flight: int = 300
 
 
 @dataclass
@@ -245,7 +246,7 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     faults: Counter = Counter()
     clock.reset()
     stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), schedule_interval=10**9,
-                       function_concurrency=4, extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "PSP_TIMEOUT_S": "1"})
+                       function_concurrency=4, extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "PSP_TIMEOUT_S": "1"})
     injector = KillInjector(config.seed, config.kill_rate, faults)
     with _without(config.disable), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
         stack.start()
@@ -285,8 +286,31 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     stack.runtime.after_invoke.append(injector.after)
 
     api = ApiClient(stack.api_url, timeout=60)
-    record = place_all(api, workload, seed=config.seed, replay_rate=0.05, conflict_rate=0.02, threads=8,
-                       read_after_write=True, on_progress=progress)
+    record = RunRecord()
+    settled_so_far = [0]
+    placing = threading.Event()
+    placing.set()
+    failure: list[BaseException] = []
+
+    def pace() -> None:
+        """A storefront's steady stream rather than a flood: at most `max_in_flight` orders not yet final."""
+        while len(record.accepted_order_ids) - settled_so_far[0] > config.max_in_flight:
+            time.sleep(0.1)
+
+    def place() -> None:
+        try:
+            place_all(api, workload, seed=config.seed, replay_rate=0.05, conflict_rate=0.02, threads=8,
+                      read_after_write=True, on_progress=progress, pace=pace, record=record)
+        except BaseException as error:  # re-raised by the main thread below
+            failure.append(error)
+        finally:
+            placing.clear()
+
+    def tick(done: int, total: int) -> None:
+        settled_so_far[0] = done
+        _log_tick(done, total)
+
+    placer = threading.Thread(target=place, name="storefront", daemon=True)
     aws = _Aws(stack)
     sweeper = next(t.rule_logical_id for t in stack.events.schedules)
 
@@ -303,11 +327,15 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         sandbox.advance_clock(420)
         stack.events.fire(sweeper)
 
+    placer.start()
     try:
         watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
-                            interval_s=0.5, on_idle=idle, on_tick=_log_tick)
+                            interval_s=0.5, on_idle=idle, on_tick=tick, more_coming=placing.is_set)
     except TimeoutError:  # what never settled is reported by invariant 2 below
         _log_unsettled(stack)
+    placer.join()
+    if failure:
+        raise failure[0]
 
     # The night passes; in the morning on-call redrives what the dead-letter queues hold.
     sandbox.faults.clear_queued()
@@ -325,8 +353,11 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         _log_unsettled(stack)
 
     stats = sandbox.faults.stats()
-    for kind, count in stats.get("injected", {}).items():
+    for kind, count in stats["drawn"].items():
         faults[f"psp_{kind}"] += count
+    for kind, count in stats["injected"].items():  # the overnight orders' pinned faults, counted apart
+        if count > stats["drawn"].get(kind, 0):
+            faults[f"overnight_psp_{kind}"] += count - stats["drawn"].get(kind, 0)
     snapshot = collect(aws, stack.outputs, sandbox.charges(), observed_statuses=record.observed_statuses,
                        replays=record.replays, unreadable_after_write=record.unreadable_after_write,
                        accepted_order_ids=record.accepted_order_ids)
@@ -339,15 +370,20 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
     psp_faults = sum(v for k, v in faults.items() if k.startswith("psp_"))
     report.shares = {
-        "psp requests faulted": (psp_faults, stats.get("requests", 0)),
+        "psp requests faulted": (psp_faults, stats["drawn_from"]),  # seeded draws; overnight ones apart
         "invocations killed": (kills, injector.invocations),
         "messages delivered twice": (faults["duplicate_deliveries"], shares["messages"]),
     }
     return report
 
 
+_last_tick = [0.0]
+
+
 def _log_tick(done: int, total: int) -> None:
-    log.info("settled %d of %d", done, total)
+    if time.monotonic() - _last_tick[0] >= 30:
+        _last_tick[0] = time.monotonic()
+        log.info("%d of %d orders placed so far are settled", done, total)
 
 
 def _log_unsettled(stack: LocalStack) -> None:
@@ -420,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout)
-    logging.basicConfig(level=logging.WARNING)
-    for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore"):
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)  # progress every 30 s
+    for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     from rich.progress import Progress
 
@@ -431,9 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                           "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
                           "orders": report.orders, "last_line": report.last_line()}))
         return 0
-    with Progress() as bar:
-        task = bar.add_task("placing orders", total=args.orders)
-        report = run(config, progress=lambda n: bar.advance(task, n))
+    if sys.stderr.isatty():
+        with Progress() as bar:
+            task = bar.add_task("placing orders", total=args.orders)
+            report = run(config, progress=lambda n: bar.advance(task, n))
+    else:
+        report = run(config)
     print_report(report)
     print(report.last_line())
     return 0 if report.violations == 0 else 1

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from verification.invariants import scan
 from verification.storefront import ApiClient, Workload
 
 FINAL = {"SUCCESS", "FAILED"}
@@ -33,15 +32,21 @@ class RunRecord:
 
 def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate: float = 0.1,
               conflict_rate: float = 0.05, read_after_write: bool = True, threads: int = 8,
-              retries: int = 6, on_progress: Callable[[int], None] | None = None) -> RunRecord:
+              retries: int = 6, on_progress: Callable[[int], None] | None = None,
+              pace: Callable[[], None] | None = None, record: RunRecord | None = None) -> RunRecord:
     """POST every checkout (retrying 5xx and connection errors with the same body, as a storefront should),
-    replay some with the same body and some with a changed one, and read each order right after the 2xx."""
-    record = RunRecord()
+    replay some with the same body and some with a changed one, and read each order right after the 2xx.
+
+    `pace` runs before each checkout (it may wait, to bound the orders in flight); a watcher may read
+    `record.accepted_order_ids` meanwhile: an id is added only after its read-after-write was recorded."""
+    record = record or RunRecord()
     rng = random.Random(seed)
     plan = [(c, rng.random() < replay_rate, rng.random() < conflict_rate) for c in workload.checkouts]
 
     def one(item: tuple[dict[str, Any], bool, bool]) -> None:
         checkout, replay, conflict = item
+        if pace:
+            pace()
         started = time.perf_counter()
         status, body, headers = _post_with_retries(api, checkout, retries, record)
         record.post_latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -49,7 +54,6 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
             record.rejected.append((checkout["checkout_id"], status, body))
             return
         ids = [o["payment_order_id"] for o in checkout["payment_orders"]]
-        record.accepted_order_ids.extend(ids)
         if read_after_write:
             for order_id in ids:
                 got, order = _get_with_retries(api, order_id, retries)
@@ -57,6 +61,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
                     record.unreadable_after_write.append(order_id)
                 else:
                     record.observed_statuses.setdefault(order_id, []).append(order["payment_order_status"])
+        record.accepted_order_ids.extend(ids)
         if replay:
             again = _post_with_retries(api, checkout, retries, record)
             record.replays.append({"kind": "same", "checkout_id": checkout["checkout_id"], "first_status": status,
@@ -118,33 +123,81 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
                         timeout_s: float = 120.0, interval_s: float = 0.5,
                         is_settled: Callable[[dict[str, Any]], bool] | None = None,
                         on_tick: Callable[[int, int], None] | None = None,
-                        on_idle: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Scan the orders table until every order is final (or dead-lettered), recording each status seen.
+                        on_idle: Callable[[], None] | None = None,
+                        more_coming: Callable[[], bool] = lambda: False) -> dict[str, dict[str, Any]]:
+    """Read the orders until every one is final (or dead-lettered), recording each status seen.
 
+    Each tick costs what is still open, not what the table holds: the sweep index lists the orders the system
+    still owes a final state (keys only), the orders that left it are read (consistently) to learn how they
+    ended, and a rotating sample of the open ones is read to see their statuses on the way. `order_ids` may
+    grow while this runs (a paced placement appends to it); `more_coming` says whether it still will.
     `on_idle` runs when nothing changed for a few ticks (the chaos run moves the clock and sweeps there).
     """
     db = session.client("dynamodb")
-    wanted = set(order_ids)
+    table = outputs["PaymentOrdersTableName"]
     settled = is_settled or (lambda o: o["payment_order_status"] in FINAL or bool(o.get("dead_letter_reason")))
     deadline = time.monotonic() + timeout_s
+    latest: dict[str, dict[str, Any]] = {}
+    pending: set[str] = set()
+    known, rotation = 0, 0
     last_done, unchanged = -1, 0
     while True:
-        orders = {o["payment_order_id"]: o for o in scan(db, outputs["PaymentOrdersTableName"])
-                  if o["payment_order_id"] in wanted}
-        for order_id, order in orders.items():
+        placing = more_coming()  # asked before reading the ids, so none accepted after the answer is missed
+        if len(order_ids) > known:
+            pending.update(order_ids[known:])
+            known = len(order_ids)
+        open_ids = _open_order_ids(db, table)
+        left = [i for i in pending if i not in open_ids]
+        still_open = sorted(i for i in pending if i in open_ids)
+        sample = still_open[rotation:rotation + OBSERVED_PER_TICK] if still_open else []
+        rotation = rotation + OBSERVED_PER_TICK if rotation + OBSERVED_PER_TICK < len(still_open) else 0
+        for order in _read_orders(db, table, left + sample):
+            order_id = order["payment_order_id"]
+            latest[order_id] = order
             seen = record.observed_statuses.setdefault(order_id, [])
             if not seen or seen[-1] != order["payment_order_status"]:
                 seen.append(order["payment_order_status"])
-        done = sum(1 for o in orders.values() if settled(o))
+            if order_id in pending and settled(order) and order_id not in open_ids:
+                pending.discard(order_id)
+        done = known - len(pending)
         if on_tick:
-            on_tick(done, len(wanted))
-        if done == len(wanted):
-            return orders
+            on_tick(done, known)
+        if not pending and not placing:
+            return {i: latest[i] for i in order_ids}
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(wanted) - done} of {len(wanted)} orders not settled in {timeout_s} s")
+            raise TimeoutError(f"{len(pending)} of {known} orders not settled in {timeout_s} s")
         unchanged = unchanged + 1 if done == last_done else 0
         last_done = done
         if on_idle and unchanged >= 4:
             on_idle()
             unchanged = 0
         time.sleep(interval_s)
+
+
+OBSERVED_PER_TICK = 100
+
+
+def _open_order_ids(db: Any, table: str) -> set[str]:
+    """Orders in the sweep index: not final and not waiting in a dead-letter queue."""
+    ids: set[str] = set()
+    kwargs: dict[str, Any] = {"TableName": table, "IndexName": "sweep", "ProjectionExpression": "payment_order_id"}
+    while True:
+        answer = db.scan(**kwargs)
+        ids.update(item["payment_order_id"]["S"] for item in answer.get("Items", []))
+        if "LastEvaluatedKey" not in answer:
+            return ids
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+
+def _read_orders(db: Any, table: str, order_ids: list[str]) -> list[dict[str, Any]]:
+    from functions.shared.tables import from_item
+
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(order_ids), 100):
+        keys = [{"payment_order_id": {"S": i}} for i in order_ids[start:start + 100]]
+        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+        while request:
+            answer = db.batch_get_item(RequestItems=request)
+            found += [from_item(item) for item in answer["Responses"].get(table, [])]
+            request = answer.get("UnprocessedKeys") or {}
+    return found

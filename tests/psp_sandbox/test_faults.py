@@ -171,6 +171,19 @@ def test_draws_depend_on_the_request_not_the_interleaving():
     assert decisions(keys) == decisions(list(reversed(keys)))
 
 
+def test_stats_keep_seeded_draws_apart_from_queued_faults():
+    injector = FaultInjector()
+    injector.configure(seed=3, rates={"http_503": 0.5})
+    injector.push("connection_reset", match={"idempotency_key": "po_pinned"}, times=5)
+    for _ in range(5):
+        assert injector.decide(RequestInfo("POST", "/v1/payment_intents", "po_pinned", {})).kind == "connection_reset"
+    drawn = [injector.decide(RequestInfo("POST", "/v1/payment_intents", f"po_{i}", {})) for i in range(40)]
+    stats = injector.stats()
+    assert stats["requests"] == 45 and stats["drawn_from"] == 40
+    assert stats["drawn"] == {"http_503": sum(1 for f in drawn if f)}
+    assert stats["injected"] == {"http_503": stats["drawn"]["http_503"], "connection_reset": 5}
+
+
 def test_admin_api_configures_paths_queue_and_stats(client, sandbox):
     _admin(
         sandbox,
