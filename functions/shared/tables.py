@@ -258,7 +258,8 @@ class PaymentTables:
 
         A move the transition table forbids (SUCCESS -> FAILED, anything backwards) raises.
         """
-        assert status.is_final
+        if not status.is_final:
+            raise ValueError(f"finish needs a final status, not {status.value}")
         allowed = ALLOWED_FROM[status]
         placeholders = {f":from{i}": s.value for i, s in enumerate(allowed)}
         sets = ", ".join(f"{name} = :{name}" for name in fields)

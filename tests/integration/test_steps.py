@@ -13,7 +13,7 @@ from functions.payment.schemas import PaymentRequest
 from functions.payment.service import place_checkout
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, StatusTransitionRefused
-from functions.shared.models import OrderWork
+from functions.shared.models import OrderStatus, OrderWork
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
 from functions.wallet import handler as wallet_handler
@@ -125,6 +125,14 @@ def test_a_final_status_never_moves_backwards(aws_env):
         finalize.finalize({**work_of("chk_b_0").model_dump(), "outcome": "failed", "charge": {}})
     assert tables.begin_attempt("chk_b_0", 1, clock.iso(), clock.iso()) is None
     assert tables.get_order("chk_b_0")["payment_order_status"] == "SUCCESS"
+
+
+def test_finish_refuses_a_status_that_is_not_final(aws_env):
+    place("chk_n", amounts=("1.00",))
+    tables = PaymentTables.from_settings()
+    with pytest.raises(ValueError, match="final status"):
+        tables.finish("chk_n_0", OrderStatus.EXECUTING, {}, clock.iso())
+    assert tables.get_order("chk_n_0")["payment_order_status"] == "NOT_STARTED"
 
 
 def test_finalize_takes_the_reason_of_a_caught_permanent_error(aws_env):
