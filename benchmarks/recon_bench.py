@@ -8,11 +8,13 @@ subprocess, so its peak memory (ru_maxrss: interpreter, imports and data togethe
 
 - recon: `functions.recon.parsers` streams the file; `Matcher` reads the orders and ledger transactions of
   each 1,000-row batch from a fake that builds them from the ids (as a remote store would return them: the
-  data lives outside the process), and scans the orders once for the window.
+  data lives outside the process, and each answer is a new dict per order, as BatchGetItem's), and scans
+  the orders once for the window. The collector runs with its batch setting (functions/recon/gctune.py),
+  as in production: the matcher and the survey pass set it themselves.
 - pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against an orders DataFrame and ledger
   id sets (the ledger side prefetched: a merge needs both sides in memory). Amounts go through float and are
   rounded to cents, the fastest pandas route (exact for amounts below 2^53 cents).
-The ledger side's cost is inside both timings. The fake's own cost (about 2.5 s of a million-row run: one
+The ledger side's cost is inside both timings. The fake's own cost (about 2.3 s of a million-row run: one
 order dict per row and per scanned order) is part of the recon figure, as a real store's client would be.
 
 Planted in every 1,000 orders: an amount mismatch, a currency mismatch, an unknown order, a FAILED and an
@@ -143,14 +145,17 @@ def created_at(i: int, orders: int) -> str:
 
 
 def order_item(i: int, orders: int, digits: str = "") -> dict[str, Any]:
-    """Order `i` as the table holds it; `digits` is `f"{i:08d}"` when the caller has it already (the fake's
-    lookups, which run once per row, reuse the id's digits instead of formatting them again)."""
+    """Order `i` as the table holds it, a new dict per call as a read returns it. `digits` is `f"{i:08d}"` when
+    the caller has it already. The fields are amount_of, status_of and created_at, written out inline: this
+    runs twice per order of a run (the batch read and the window's scan) and stands for a remote store."""
     digits = digits or f"{i:08d}"
+    seconds = int(SPREAD_S * i / orders) - 1
     return {
         "payment_order_id": "po_" + digits, "checkout_id": "co_" + digits, "seller_account": "seller",
-        "amount_minor": amount_of(i), "currency": "USD", "payment_order_status": status_of(i),
+        "amount_minor": 500 + (i * 7919) % 250_000, "currency": "USD",
+        "payment_order_status": _STATUS.get(i % 1000, "SUCCESS"),
         "psp_reference": "pi_" + digits, "attempts": 1,
-        "created_at": created_at(i, orders),
+        "created_at": _TIMES[seconds] if seconds >= 0 else "2026-11-23T23:59:59.000Z",
     }
 
 
@@ -161,37 +166,33 @@ def refund_in_ledger(i: int) -> bool:
 # -- recon side -----------------------------------------------------------------------------------------------
 
 class FakeStore:
-    """Orders and ledger as a remote store would answer them, computed from the ids (nothing held here)."""
+    """Orders and ledger as a remote store would answer them: a new record per key found, computed from the
+    ids (nothing held here), handed to the matcher as BatchGetItem's answer would be."""
 
     def __init__(self, orders: int):
         self.n = orders
         self.batches = 0
 
-    def _digits(self, order_id: str) -> str:
-        """The 8 digits of an id `po_<i:08d>` of an order we have, else ""."""
-        digits = order_id[3:]
-        return digits if (order_id[:3] == "po_" and len(digits) == 8 and digits.isdigit()
-                          and int(digits) < self.n) else ""
-
     def orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.batches += 1
-        found = {}
+        found, n = {}, self.n
         for order_id in ids:
-            digits = self._digits(order_id)
-            if digits:
-                found[order_id] = order_item(int(digits), self.n, digits)
+            digits = order_id[3:]  # an order we have is `po_<i:08d>` with i < n
+            if order_id.startswith("po_") and len(digits) == 8 and digits.isdigit() and (i := int(digits)) < n:
+                found[order_id] = order_item(i, n, digits)
         return found
 
     def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        found = {}
+        found: dict[str, dict[str, Any]] = {}
+        n = self.n
         for tx_id in ids:
-            kind, _, ref = tx_id.partition("#")
-            if kind == "payin":
-                digits = self._digits(ref)
-                if digits and status_of(int(digits)) == "SUCCESS":
+            if tx_id.startswith("payin#po_"):  # the pay-in of an order we have, if its status is SUCCESS
+                digits = tx_id[9:]
+                if len(digits) == 8 and digits.isdigit() and (i := int(digits)) < n and i % 1000 not in _STATUS:
                     found[tx_id] = {"transaction_id": tx_id}
-            elif kind == "refund" and ref[3:].isdigit() and refund_in_ledger(int(ref[3:])):
-                amount = amount_of(int(ref[3:])) // 2
+            elif tx_id.startswith("refund#re_") and (digits := tx_id[10:]).isdigit() \
+                    and refund_in_ledger(int(digits)):
+                amount = amount_of(int(digits)) // 2
                 found[tx_id] = {"entries": [{"amount_minor": amount, "currency": "USD"},
                                             {"amount_minor": -amount, "currency": "USD"}]}
         return found
@@ -200,8 +201,9 @@ class FakeStore:
         return {}
 
     def scan_orders(self):  # type: ignore[no-untyped-def]
-        for i in range(self.n):
-            yield order_item(i, self.n)
+        n = self.n
+        for i in range(n):
+            yield order_item(i, n)
 
 
 class Counting:

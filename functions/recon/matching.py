@@ -22,10 +22,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, Protocol
 
+from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome
-from functions.recon.rows import ORDER_KINDS, MalformedRow, ParsedRow, RowKind, SettlementRow
+from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.models import OrderStatus
 from functions.shared.money import Money
@@ -129,19 +131,26 @@ class Matcher:
     # -- rows --------------------------------------------------------------------------------------
 
     def feed(self, row: ParsedRow) -> None:
-        self.feed_all((row,))
+        self._feed_all((row,))
 
     def feed_all(self, rows: Iterable[ParsedRow]) -> None:
         """Feed rows in file order: the same as feed() for each, without a method call per row."""
-        buffer, size = self._buffer, self.policy.batch_size
-        for row in rows:
-            if isinstance(row, MalformedRow):
-                self._malformed(row)
-                continue
-            buffer.append(row)
-            if len(buffer) >= size:
+        with batch_collection():
+            self._feed_all(rows)
+
+    def _feed_all(self, rows: Iterable[ParsedRow]) -> None:
+        """Rows are taken from the parser a batch at a time (islice, no Python loop per row); malformed ones are
+        reported at once, as they come, the others matched when the batch is full."""
+        source, size = iter(rows), self.policy.batch_size
+        while chunk := list(islice(source, size - len(self._buffer))):
+            malformed = [row for row in chunk if isinstance(row, MalformedRow)]
+            if malformed:
+                for row in malformed:
+                    self._malformed(row)
+                chunk = [row for row in chunk if not isinstance(row, MalformedRow)]
+            self._buffer += chunk
+            if len(self._buffer) >= size:
                 self._flush()
-                buffer = self._buffer
 
     def _malformed(self, row: MalformedRow) -> None:
         if row.payment_order_id:  # reported here: not again as unsettled by the window check
@@ -153,22 +162,42 @@ class Matcher:
         rows, self._buffer = self._buffer, []
         if not rows:
             return
-        ids = list({row.payment_order_id for row in rows if row.payment_order_id and row.kind in ORDER_KINDS})
+        charge = RowKind.CHARGE
+        charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
+        others = [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id]
+        ids = list(charged.union(row.payment_order_id for row in others))
         orders = self.lookup.orders(ids) if ids else {}
         get = orders.get
-        wanted: list[str] = []
+        # The ledger transactions that record these rows: an order's pay-in, a refund's or dispute's own.
+        wanted = ["payin#" + order_id for order_id in charged if order_id in orders]
+        wanted += [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
+                   if row.source_id and row.payment_order_id in orders]
+        ledger = self.lookup.transactions(wanted) if wanted else {}
+        # Nearly every row is a charge that agrees with its order and its pay-in: that case is decided here,
+        # inline, with the very outcome and effects `_settle` would give it; any other row goes to `_settle`.
+        settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self.fixes.record_fee,
+                                                        self._batch_net)
+        success, matched, no_fix = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE
         for row in rows:
             order = get(row.payment_order_id)
-            if order is None:
+            if order is None or row.kind is not charge:
+                settle(row, order, ledger)
                 continue
-            if row.kind is RowKind.CHARGE:
-                wanted.append(f"payin#{order['payment_order_id']}")
-            elif row.kind in LEDGER_KIND and row.source_id:
-                wanted.append(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
-        ledger = self.lookup.transactions(wanted) if wanted else {}
-        settle = self._settle
-        for row in rows:
-            settle(row, get(row.payment_order_id), ledger)
+            gross, order_id, reference = row.gross, order["payment_order_id"], row.psp_reference
+            key = hash(order_id)
+            if (key in settled or order["amount_minor"] != gross.minor or order["currency"] != gross.currency
+                    or not reference or order.get("psp_reference") != reference
+                    or order.get("payment_order_status") != success or "payin#" + order_id not in ledger):
+                settle(row, order, ledger)
+                continue
+            net = row.net
+            if row.batch_id and net is not None:
+                batch_net[(row.batch_id, net.currency)] += net.minor
+            settled.add(key)
+            fee = row.fee
+            if fee is not None and fee.minor:
+                record_fee(row.row_id, fee)
+            emit(Outcome(matched, order_id, reference, gross, gross, "", row.line, row.psp_type, no_fix, False))
 
     def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
         kind = row.kind
@@ -290,6 +319,10 @@ class Matcher:
 
     def finish(self) -> None:
         """Decide what needs the whole file: payouts, rows found only by reference, refunds, the window."""
+        with batch_collection():
+            self._finish()
+
+    def _finish(self) -> None:
         self._flush()
         self._check_payouts()
         carried = self.carries.carried()

@@ -19,9 +19,6 @@ class RowKind(StrEnum):
     BATCH = "batch"  # transfers, adjustments, currency conversions: checked only inside their batch
 
 
-ORDER_KINDS = frozenset({RowKind.CHARGE, RowKind.REFUND, RowKind.CHARGEBACK, RowKind.CHARGEBACK_REVERSAL})
-
-
 @dataclass(slots=True)
 class SettlementRow:
     """One money movement at the PSP. Amounts are signed from our side: + the PSP owes us more.

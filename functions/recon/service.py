@@ -24,6 +24,7 @@ from functions.recon import parsers
 from functions.recon.adapters import AwsFixes, DynamoLookup, ReviewQueue
 from functions.recon.config import ReconSettings, check_shared, recon_settings
 from functions.recon.errors import UnparseableFile
+from functions.recon.gctune import batch_collection
 from functions.recon.matching import Matcher, Policy, Window
 from functions.recon.outcomes import Outcome
 from functions.recon.report import ReportBuilder
@@ -109,13 +110,14 @@ def survey(obj: SettlementObject) -> Survey:
     stream = _Hashing(answer["Body"])
     rows = 0
     earliest = latest = None
-    for row in parsers.parse(obj.psp, stream):
-        rows += 1
-        # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
-        moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
-        if moment is not None:
-            earliest = moment if earliest is None or moment < earliest else earliest
-            latest = moment if latest is None or moment > latest else latest
+    with batch_collection():
+        for row in parsers.parse(obj.psp, stream):
+            rows += 1
+            # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
+            moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
+            if moment is not None:
+                earliest = moment if earliest is None or moment < earliest else earliest
+                latest = moment if latest is None or moment > latest else latest
     return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""))
 
 

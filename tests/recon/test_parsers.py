@@ -150,3 +150,91 @@ def test_minor_units_is_exact(value: Decimal, exponent: int) -> None:
 def test_minor_units_refuses_what_is_not_a_plain_decimal(text: str) -> None:
     with pytest.raises(ValueError):
         minor_units(text, 2)
+
+
+# -- the Stripe parser's fast paths read exactly what csv.reader and the general helpers read -------------------
+
+STRIPE_HEADER = ["balance_transaction_id", "created_utc", "currency", "gross", "fee", "net", "reporting_category",
+                 "source_id", "description", "payment_intent_id", "payment_metadata[payment_order_id]"]
+AMOUNTS = st.sampled_from(["12.34", "-12.34", " 12.34 ", "0.50", ".50", "12.3", "12.345", "12.340", "12", "+1.00",
+                           "1_000.00", "1.2.34", "١٢.٣٤", "12,34", "", "abc", "100.00", "-0.01", "7.33"])
+TIMES = st.sampled_from(["2026-01-30 10:11:12", "2026-01-30 10:11:12", " 2026-01-30 10:11:13 ", "2026-13-30 10:11:12",
+                         "2026-01-30T10:11:12Z", "1700000000", "", "yesterday", "2026-01-30 10:11:12+01:00"])
+CELLS = st.sampled_from(["", "txn_1", " padded ", "with, comma", 'a "quoted" word', "two\nlines", "cr\r\nlf", "x"])
+STRIPE_ROWS = st.lists(st.fixed_dictionaries({
+    "balance_transaction_id": CELLS, "created_utc": TIMES,
+    "currency": st.sampled_from(["usd", "USD", " Usd ", "jpy", "kwd", "xyz", ""]), "gross": AMOUNTS, "fee": AMOUNTS,
+    "net": AMOUNTS, "reporting_category": st.sampled_from(["charge", "Refund", " fee ", "payout", "mystery"]),
+    "source_id": CELLS, "description": CELLS, "payment_intent_id": CELLS,
+    "payment_metadata[payment_order_id]": CELLS,
+}), max_size=12)
+
+
+def stripe_file(table: list[dict[str, str]], quote_all: bool, terminator: str) -> bytes:
+    """The rows as CSV; a cell is quoted when it must be (a comma, a quote, a line break) or when `quote_all`."""
+
+    def cell(text: str) -> str:
+        must = any(char in text for char in ',"\r\n')
+        return '"' + text.replace('"', '""') + '"' if must or quote_all else text
+
+    lines = [",".join(map(cell, STRIPE_HEADER))]
+    for line in table:
+        lines.append(",".join(cell(line[name]) for name in STRIPE_HEADER))
+        if line["balance_transaction_id"] == "x":
+            lines += ["", "short,row"]  # a blank line, then a row of the wrong width
+    return (terminator.join(lines) + terminator).encode()
+
+
+@given(STRIPE_ROWS, st.sampled_from(["\n", "\r\n", "\r"]))
+def test_stripe_lines_split_on_commas_read_as_csv_reader_reads_them(table: list[dict[str, str]],
+                                                                   terminator: str) -> None:
+    # Quoting every cell sends every line through csv.reader; quoting only where needed, most through split.
+    plain = rows("stripe", stripe_file(table, False, terminator))
+    assert plain == rows("stripe", stripe_file(table, True, terminator))
+    assert len(plain) == len(table) + sum(line["balance_transaction_id"] == "x" for line in table)
+
+
+@given(STRIPE_ROWS)
+def test_stripe_amounts_and_times_read_inline_equal_the_general_helpers(table: list[dict[str, str]]) -> None:
+    from functions.recon.parsers.text import utc_timestamp
+    from functions.shared.money import CURRENCY_EXPONENTS, MoneyError
+
+    parsed = [row for row in rows("stripe", stripe_file(table, False, "\n"))
+              if not (isinstance(row, MalformedRow) and row.reason.startswith("row has"))]
+    assert len(parsed) == len(table)
+    for line, row in zip(table, parsed, strict=True):
+        currency = line["currency"].strip().upper()
+        try:
+            exponent = CURRENCY_EXPONENTS[currency]
+            gross = minor_units(line["gross"], exponent)
+            fee = minor_units(line["fee"], exponent) if line["fee"].strip() else 0
+            net = gross - fee if line["fee"].strip() else (
+                minor_units(line["net"], exponent) if line["net"].strip() else None)
+            occurred = utc_timestamp(line["created_utc"].strip())
+            if line["reporting_category"].strip().lower() not in ("charge", "refund", "fee", "payout"):
+                raise ValueError("unknown reporting_category")
+        except (KeyError, MoneyError, ValueError):
+            assert isinstance(row, MalformedRow)
+            continue
+        assert isinstance(row, SettlementRow)
+        assert (row.gross, row.fee, row.net, row.occurred_at) == (
+            Money(gross, currency), Money(fee, currency) if fee else None,
+            None if net is None else Money(net, currency), occurred)
+
+
+@pytest.mark.parametrize("currency", ["usd", "JPY", "kwd"])
+@pytest.mark.parametrize("amount", ["12.34", "-12.34", " 12.34 ", "0.50", ".50", "12.3", "12.345", "12.340", "12",
+                                    "+1.00", "1_000.00", "1.2.34", "١٢.٣٤", "12,34", "abc", "-0.01", "1.000"])
+def test_each_stripe_amount_is_read_as_minor_units_reads_it(amount: str, currency: str) -> None:
+    from functions.shared.money import CURRENCY_EXPONENTS, MoneyError
+
+    data = (f"balance_transaction_id,created_utc,currency,gross,fee,reporting_category\n"
+            f'txn_1,2026-01-30 10:11:12,{currency},"{amount}","{amount}",charge\n').encode()
+    (row,) = rows("stripe", data)
+    try:
+        expected = minor_units(amount, CURRENCY_EXPONENTS[currency.upper()])
+    except MoneyError:
+        assert isinstance(row, MalformedRow)
+        return
+    assert isinstance(row, SettlementRow) and row.gross.minor == expected
+    assert row.fee == (Money(expected, currency) if expected else None)
