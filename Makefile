@@ -33,7 +33,7 @@ run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5
 test: synth  ## every test
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-test-chaos: synth  ## seeded chaos runs (3 seeds x 200 orders) and the mutation tests of the chaos checker
+test-chaos: synth  ## only the chaos tests of make test: 3 seeds x 200 orders and the checker's mutation tests
 	$(PY) -m pytest -m chaos -n 2 tests/chaos
 
 lint: $(STAMP) synth  ## ruff and cfn-lint
