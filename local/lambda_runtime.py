@@ -127,7 +127,7 @@ class LambdaRuntime:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._import_lock = threading.Lock()
         self._original_invoke: Any = None
-        self._saved_env: dict[str, str | None] = {}
+        self._env = SavedEnvironment()
         self._service_names: dict[str, str] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -144,9 +144,7 @@ class LambdaRuntime:
             for name, fenv in function_envs.items()
             if "POWERTOOLS_SERVICE_NAME" in fenv
         }
-        for key, value in env.items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
+        self._env.set(env)
         if self.code_root not in sys.path:
             sys.path.insert(0, self.code_root)
         runtime = self
@@ -161,12 +159,7 @@ class LambdaRuntime:
         if self._original_invoke is not None:
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
             self._original_invoke = None
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+        self._env.restore()
 
     # --- dispatch ------------------------------------------------------------------------------------
 
@@ -298,6 +291,23 @@ def _restore(key: str, value: str | None) -> None:
         os.environ.pop(key, None)
     else:
         os.environ[key] = value
+
+
+class SavedEnvironment:
+    """Sets process environment variables and puts back what was there before (restore)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def restore(self) -> None:
+        for key, value in self._saved.items():
+            _restore(key, value)
+        self._saved.clear()
 
 
 def _exception_payload(exc: BaseException, context: LambdaContext) -> tuple[dict[str, Any], str]:

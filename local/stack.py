@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import boto3
 from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
 from local.gateway import Gateway, http_api_routes
-from local.lambda_runtime import LambdaRuntime
+from local.lambda_runtime import LambdaRuntime, SavedEnvironment
 from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
 
 log = logging.getLogger("local.stack")
@@ -97,7 +96,7 @@ class LocalStack:
         self.gateway: Gateway | None = None
         self.sandbox: Sandbox | None = None
         self.startup_seconds: float | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self._env = SavedEnvironment()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -142,12 +141,7 @@ class LocalStack:
             except Exception:  # noqa: BLE001 - stop everything we can
                 log.exception("error while stopping the %s", name)
         self.gateway = self.events = self.sandbox = self.runtime = self.moto = None
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+        self._env.restore()
         log.info("local stack stopped in %.2f s", time.monotonic() - started)
 
     def __enter__(self) -> LocalStack:
@@ -203,6 +197,4 @@ class LocalStack:
         return envs
 
     def _set_env(self, values: dict[str, str]) -> None:
-        for key, value in values.items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
+        self._env.set(values)
