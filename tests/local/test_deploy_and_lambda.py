@@ -1,6 +1,7 @@
 """Template deploy into moto, and Lambda invocations running in-process code."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from moto.awslambda.models import LambdaFunction
 
-from local.lambda_runtime import EnvConflictError, LambdaKilled, LambdaRuntime, merge_function_env
+from local.lambda_runtime import EnvConflictError, LambdaKilled, LambdaRuntime, SavedEnvironment, merge_function_env
 
 
 def test_describe_stacks_shows_the_stack_and_its_outputs(toy_stack):
@@ -141,6 +142,17 @@ def test_shared_environment_refuses_conflicting_values():
     ) == {"T": "1"}
     with pytest.raises(EnvConflictError, match="T is '1' for a but '2' for b"):
         merge_function_env({"a": {"T": "1"}, "b": {"T": "2"}})
+
+
+def test_saved_environment_puts_back_what_was_there(monkeypatch):
+    monkeypatch.setenv("KEPT", "before")
+    monkeypatch.delenv("ADDED", raising=False)
+    env = SavedEnvironment()
+    env.set({"KEPT": "during", "ADDED": "x"})
+    env.set({"KEPT": "later"})  # the first value seen is the one restored
+    assert os.environ["KEPT"] == "later" and os.environ["ADDED"] == "x"
+    env.restore()
+    assert os.environ["KEPT"] == "before" and "ADDED" not in os.environ
 
 
 def _fake_function(handler, timeout=3):
