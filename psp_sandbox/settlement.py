@@ -71,7 +71,7 @@ _CONNECT = [
     "connected_account_direct_charge_id",
 ]
 
-BALANCE_COLUMNS = [
+_BALANCE_FACTS = [
     "balance_transaction_id",
     "created_utc",
     "created",
@@ -87,6 +87,10 @@ BALANCE_COLUMNS = [
     "customer_facing_amount",
     "customer_facing_currency",
     "regulatory_tag",
+]
+
+BALANCE_COLUMNS = [
+    *_BALANCE_FACTS,
     "automatic_payout_id",
     "automatic_payout_effective_at_utc",
     "automatic_payout_effective_at",
@@ -100,21 +104,7 @@ BALANCE_COLUMNS = [
 PAYOUT_COLUMNS = [
     "automatic_payout_id",
     "automatic_payout_effective_at",
-    "balance_transaction_id",
-    "created_utc",
-    "created",
-    "available_on_utc",
-    "available_on",
-    "currency",
-    "gross",
-    "fee",
-    "net",
-    "reporting_category",
-    "source_id",
-    "description",
-    "customer_facing_amount",
-    "customer_facing_currency",
-    "regulatory_tag",
+    *_BALANCE_FACTS,
     *_CUSTOMER,
     *_ADDRESSES,
     *_CHARGE_FACTS[:6],
