@@ -9,13 +9,16 @@ subprocess, so its peak memory (ru_maxrss: interpreter, imports and data togethe
 - recon: `functions.recon.parsers` streams the file; `Matcher` reads the orders and ledger transactions of
   each 1,000-row batch from a fake that builds them from the ids (as a remote store would return them: the
   data lives outside the process, and each answer is a new dict per order, as BatchGetItem's), and scans
-  the orders once for the window. The collector runs with its batch setting (functions/recon/gctune.py),
-  as in production: the matcher and the survey pass set it themselves.
+  the orders once for the window. Every answer holds only the attributes the adapter's reads ask for (its
+  ProjectionExpression, from the lists in functions/recon/matching.py; a pay-in is only its key): the fake
+  checks this against the whole stored records when it starts. The collector runs with its batch setting
+  (functions/recon/gctune.py), as in production: the matcher and the survey pass set it themselves.
 - pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against an orders DataFrame and ledger
   id sets (the ledger side prefetched: a merge needs both sides in memory). Amounts go through float and are
   rounded to cents, the fastest pandas route (exact for amounts below 2^53 cents).
-The ledger side's cost is inside both timings. The fake's own cost (about 2.3 s of a million-row run: one
-order dict per row and per scanned order) is part of the recon figure, as a real store's client would be.
+The ledger side's cost is inside both timings. The fake's own cost (about 2 s of CPU in a million-row run: a
+projected order dict per row and per scanned order, a key per pay-in) is part of the recon figure, as a real
+store's client would be.
 
 Planted in every 1,000 orders: an amount mismatch, a currency mismatch, an unknown order, a FAILED and an
 EXECUTING order, a duplicated row, a malformed row, a row without metadata (matched by PSP reference), an
@@ -144,19 +147,41 @@ def created_at(i: int, orders: int) -> str:
     return _TIMES[seconds] if seconds >= 0 else "2026-11-23T23:59:59.000Z"
 
 
-def order_item(i: int, orders: int, digits: str = "") -> dict[str, Any]:
-    """Order `i` as the table holds it, a new dict per call as a read returns it. `digits` is `f"{i:08d}"` when
-    the caller has it already. The fields are amount_of, status_of and created_at, written out inline: this
-    runs twice per order of a run (the batch read and the window's scan) and stands for a remote store."""
-    digits = digits or f"{i:08d}"
-    seconds = int(SPREAD_S * i / orders) - 1
-    return {
-        "payment_order_id": "po_" + digits, "checkout_id": "co_" + digits, "seller_account": "seller",
-        "amount_minor": 500 + (i * 7919) % 250_000, "currency": "USD",
-        "payment_order_status": _STATUS.get(i % 1000, "SUCCESS"),
-        "psp_reference": "pi_" + digits, "attempts": 1,
-        "created_at": _TIMES[seconds] if seconds >= 0 else "2026-11-23T23:59:59.000Z",
-    }
+def stored_order(i: int, orders: int) -> dict[str, Any]:
+    """Order `i` whole, as the orders table holds it."""
+    digits = f"{i:08d}"
+    return {"payment_order_id": "po_" + digits, "checkout_id": "co_" + digits, "seller_account": "seller",
+            "amount_minor": amount_of(i), "currency": "USD", "payment_method": "pm_card_visa",
+            "payment_order_status": status_of(i), "psp_reference": "pi_" + digits, "attempts": 1,
+            "created_at": created_at(i, orders), "updated_at": created_at(i, orders)}
+
+
+def stored_transaction(tx_id: str, orders: int) -> dict[str, Any] | None:
+    """Ledger transaction `tx_id` whole, if the ledger holds it: the pay-in of each SUCCESS order, half the
+    refunds."""
+    kind, _, reference = tx_id.partition("#")
+    digits = reference[3:]
+    if not (len(digits) == 8 and digits.isdigit()):
+        return None
+    i = int(digits)
+    if kind == "payin" and reference.startswith("po_") and i < orders and status_of(i) == "SUCCESS":
+        amount = amount_of(i)
+    elif kind == "refund" and reference.startswith("re_") and refund_in_ledger(i):
+        amount = amount_of(i) // 2
+    else:
+        return None
+    return {"transaction_id": tx_id, "kind": kind, "reference": reference, "created_at": created_at(i, orders),
+            "entries": [{"account": "psp_receivable", "amount_minor": amount, "currency": "USD"},
+                        {"account": "seller", "amount_minor": -amount, "currency": "USD"}]}
+
+
+def projected(record: dict[str, Any], attributes: tuple[str, ...]) -> dict[str, Any]:
+    return {name: record[name] for name in attributes if name in record}
+
+
+def same(answer: Any, expected: Any) -> None:
+    if answer != expected:
+        raise AssertionError(f"the fake store answers {answer}, a projected read would answer {expected}")
 
 
 def refund_in_ledger(i: int) -> bool:
@@ -167,19 +192,35 @@ def refund_in_ledger(i: int) -> bool:
 
 class FakeStore:
     """Orders and ledger as a remote store would answer them: a new record per key found, computed from the
-    ids (nothing held here), handed to the matcher as BatchGetItem's answer would be."""
+    ids (nothing held here), handed to the matcher as BatchGetItem's answer would be.
+
+    Each answer is projected as the adapter's reads are (the attribute lists of functions.recon.matching): the
+    records are written out inline for speed (this stands for a remote store and must cost next to nothing),
+    and checked once, at construction, against the projection of the whole stored record."""
 
     def __init__(self, orders: int):
+        from functions.recon.matching import ORDER_ATTRIBUTES, SCANNED_ORDER_ATTRIBUTES, transaction_attributes
+
         self.n = orders
+        self.batches = 0
+        for i in sorted({i for i in (0, 4, 5, 10, 50, orders - 1) if 0 <= i < orders}):
+            whole, digits = stored_order(i, orders), f"{i:08d}"
+            same(self.orders(["po_" + digits]), {"po_" + digits: projected(whole, ORDER_ATTRIBUTES)})
+            same(next(self._scan(i, i + 1)), projected(whole, SCANNED_ORDER_ATTRIBUTES))
+            for tx_id in (f"payin#po_{digits}", f"refund#re_{digits}"):
+                tx = stored_transaction(tx_id, orders)
+                same(self.transactions([tx_id]), {tx_id: projected(tx, transaction_attributes(tx_id))} if tx else {})
         self.batches = 0
 
     def orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.batches += 1
-        found, n = {}, self.n
+        found, n, statuses = {}, self.n, _STATUS
         for order_id in ids:
             digits = order_id[3:]  # an order we have is `po_<i:08d>` with i < n
             if order_id.startswith("po_") and len(digits) == 8 and digits.isdigit() and (i := int(digits)) < n:
-                found[order_id] = order_item(i, n, digits)
+                found[order_id] = {"payment_order_id": order_id, "amount_minor": 500 + (i * 7919) % 250_000,
+                                   "currency": "USD", "payment_order_status": statuses.get(i % 1000, "SUCCESS"),
+                                   "psp_reference": "pi_" + digits}
         return found
 
     def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -190,20 +231,28 @@ class FakeStore:
                 digits = tx_id[9:]
                 if len(digits) == 8 and digits.isdigit() and (i := int(digits)) < n and i % 1000 not in _STATUS:
                     found[tx_id] = {"transaction_id": tx_id}
-            elif tx_id.startswith("refund#re_") and (digits := tx_id[10:]).isdigit() \
+            elif tx_id.startswith("refund#re_") and len(digits := tx_id[10:]) == 8 and digits.isdigit() \
                     and refund_in_ledger(int(digits)):
                 amount = amount_of(int(digits)) // 2
-                found[tx_id] = {"entries": [{"amount_minor": amount, "currency": "USD"},
-                                            {"amount_minor": -amount, "currency": "USD"}]}
+                found[tx_id] = {"transaction_id": tx_id, "entries": [
+                    {"account": "psp_receivable", "amount_minor": amount, "currency": "USD"},
+                    {"account": "seller", "amount_minor": -amount, "currency": "USD"}]}
         return found
 
     def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
         return {}
 
     def scan_orders(self):  # type: ignore[no-untyped-def]
-        n = self.n
-        for i in range(n):
-            yield order_item(i, n)
+        return self._scan(0, self.n)
+
+    def _scan(self, first: int, end: int):  # type: ignore[no-untyped-def]
+        n, statuses, times, spread = self.n, _STATUS, _TIMES, SPREAD_S
+        for i in range(first, end):
+            digits = f"{i:08d}"
+            seconds = int(spread * i / n) - 1
+            yield {"payment_order_id": "po_" + digits, "amount_minor": 500 + (i * 7919) % 250_000, "currency": "USD",
+                   "payment_order_status": statuses.get(i % 1000, "SUCCESS"), "psp_reference": "pi_" + digits,
+                   "created_at": times[seconds] if seconds >= 0 else "2026-11-23T23:59:59.000Z"}
 
 
 class Counting:

@@ -14,7 +14,13 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functions.ledger import journal
-from functions.recon.matching import refunds_naming
+from functions.recon.matching import (
+    ORDER_ATTRIBUTES,
+    REFUND_SEARCH_ATTRIBUTES,
+    SCANNED_ORDER_ATTRIBUTES,
+    refunds_naming,
+    transaction_attributes,
+)
 from functions.recon.outcomes import Outcome
 from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
@@ -31,29 +37,40 @@ def _chunks(ids: list[str]) -> list[list[str]]:
 
 @dataclass
 class DynamoLookup:
-    """Reads a batch's orders and transactions with up to `pool` BatchGetItem requests in flight."""
+    """Reads a batch's orders and transactions with up to `pool` BatchGetItem requests in flight.
+
+    Every read asks only for the attributes the matcher reads (the projections of `matching`): fewer bytes
+    over the wire and fewer to decode, for the same read capacity.
+    """
 
     payments: PaymentTables
     ledger: LedgerTable
     pool: ThreadPoolExecutor
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for part in self.pool.map(self.payments.get_orders, _chunks(payment_order_ids)):
-            found.update(part)
-        return found
+        return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
 
     def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for part in self.pool.map(self.ledger.get_many, _chunks(transaction_ids)):
-            found.update(part)
-        return found
+        """Pay-ins and row transactions go in separate requests: a request has one projection per table."""
+        wanted: dict[tuple[str, ...], list[str]] = {}
+        for transaction_id in transaction_ids:
+            wanted.setdefault(transaction_attributes(transaction_id), []).append(transaction_id)
+        return self._all(self.ledger.get_many, wanted)
 
     def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-        return refunds_naming(self.ledger.scan(), payment_order_ids)
+        return refunds_naming(self.ledger.scan(REFUND_SEARCH_ATTRIBUTES), payment_order_ids)
 
     def scan_orders(self) -> Iterator[dict[str, Any]]:
-        return self.payments.scan_orders()
+        return self.payments.scan_orders(SCANNED_ORDER_ATTRIBUTES)
+
+    def _all(self, read: Any, wanted: dict[tuple[str, ...], list[str]]) -> dict[str, dict[str, Any]]:
+        """Every request of `wanted` (attributes -> keys), 100 keys each, in flight together."""
+        requests = [(chunk, attributes) for attributes, ids in wanted.items()
+                    for chunk in _chunks(list(dict.fromkeys(ids)))]
+        found: dict[str, dict[str, Any]] = {}
+        for part in self.pool.map(lambda request: read(*request), requests):
+            found.update(part)
+        return found
 
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -78,6 +95,7 @@ class AwsFixes:
     file_sha256: str
     pool: ThreadPoolExecutor
     ledger: LedgerTable
+    payments: PaymentTables
     max_in_flight: int = 256
     _pending: set[Future[None]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,19 +104,26 @@ class AwsFixes:
     fees_recorded: int = 0
 
     def restart_order(self, order: dict[str, Any]) -> bool:
-        """Hand a settled but unfinished order back to its normal path; False if an earlier run did.
+        """Hand a settled but unfinished order back to its normal path; False if an earlier run did, or if the
+        order has moved on since the matcher read it.
 
-        NOT_STARTED goes to the orders queue, whose starter begins attempt 1 (a workflow started around it
-        could not mark the order SUCCESS: that move needs EXECUTING). EXECUTING gets a new workflow execution
-        for the next attempt; the input carries the order's psp_reference, so the executor reads the PSP's
-        state of the charge instead of charging again, and every later step is idempotent.
+        The matcher's read holds only what matching needs: the order is read again, whole and consistent, for
+        the work item (a handful of orders per file). NOT_STARTED goes to the orders queue, whose starter
+        begins attempt 1 (a workflow started around it could not mark the order SUCCESS: that move needs
+        EXECUTING). EXECUTING gets a new workflow execution for the next attempt; the input carries the order's
+        psp_reference, so the executor reads the PSP's state of the charge instead of charging again, and every
+        later step is idempotent.
         """
-        if order.get("payment_order_status") == OrderStatus.NOT_STARTED:
+        order = self.payments.get_order(order["payment_order_id"]) or {}
+        status = order.get("payment_order_status")
+        if status == OrderStatus.NOT_STARTED:
             failed = queues.enqueue_orders([OrderWork.from_order_item(order, attempt=1)])
             if failed:
                 raise RuntimeError(f"the orders queue refused {failed}")
             self.restarted += 1
             return True
+        if status != OrderStatus.EXECUTING:
+            return False
         work = OrderWork.from_order_item(order, attempt=int(order.get("attempts") or 0) + 1)
         try:
             aws.client("stepfunctions").start_execution(

@@ -40,8 +40,30 @@ LEDGER_KIND = {
 }
 
 
+# What the matcher reads of our records, and so all a read of them has to return (DynamoDB's
+# ProjectionExpression): the one list the AWS adapter asks for and the fakes answer with. A record lacks an
+# attribute it does not hold (psp, psp_reference), as a projected read leaves it out.
+ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference")
+# The window's scan also filters by PSP and creation time, and a carried order keeps its creation time.
+SCANNED_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
+# A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
+PAYIN_ATTRIBUTES = ("transaction_id",)
+ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
+# What `refunds_naming` reads of each ledger transaction.
+REFUND_SEARCH_ATTRIBUTES = ("transaction_id", "kind", "reference", "description")
+
+
+def transaction_attributes(transaction_id: str) -> tuple[str, ...]:
+    """The attributes the matcher reads of the ledger transaction `transaction_id`."""
+    return PAYIN_ATTRIBUTES if transaction_id.startswith("payin#") else ROW_TRANSACTION_ATTRIBUTES
+
+
 class Lookup(Protocol):
-    """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark)."""
+    """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark).
+
+    Each answer holds the attributes above, and only those need be there: `orders` ORDER_ATTRIBUTES,
+    `scan_orders` SCANNED_ORDER_ATTRIBUTES, `transactions` those of `transaction_attributes`.
+    """
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
 
@@ -53,7 +75,9 @@ class Lookup(Protocol):
 
 
 class Fixes(Protocol):
-    """Automatic fixes; each is idempotent, so a retried run applies nothing twice."""
+    """Automatic fixes; each is idempotent, so a retried run applies nothing twice.
+
+    `restart_order` gets the order as the Lookup answered it (its projected attributes only)."""
 
     def restart_order(self, order: dict[str, Any]) -> bool: ...
 
@@ -367,9 +391,10 @@ class Matcher:
             reference = order.get("psp_reference")
             if reference and reference in references:
                 by_reference[reference] = order
-            if (in_window and order.get("payment_order_status") == success
+            # Most orders of the window are settled by the file: that test first.
+            if (in_window and hash(order["payment_order_id"]) not in settled
+                    and order.get("payment_order_status") == success
                     and start <= order.get("created_at", "") < end
-                    and hash(order["payment_order_id"]) not in settled
                     and order["payment_order_id"] not in malformed):
                 candidates.append(order)
         deferred, self._deferred = self._deferred, []

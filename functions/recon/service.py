@@ -204,10 +204,11 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
 
     with ThreadPoolExecutor(recon.read_workers, "recon-read") as reads, \
             ThreadPoolExecutor(recon.write_workers, "recon-write") as writes:
-        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, writes, LedgerTable.from_settings(config))
+        payments, ledger = PaymentTables.from_settings(config), LedgerTable.from_settings(config)
+        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, writes, ledger, payments)
         matcher = Matcher(
             Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size),
-            DynamoLookup(PaymentTables.from_settings(config), LedgerTable.from_settings(config), reads),
+            DynamoLookup(payments, ledger, reads),
             fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
         )
         # The same bytes as the survey read (IfMatch): no error here can be the file's; SQS retries the run.

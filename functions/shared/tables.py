@@ -7,7 +7,8 @@ idempotency guards (see docs/design.md for the table layout).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -170,28 +171,14 @@ class PaymentTables:
         )
         return from_item(answer["Item"]) if "Item" in answer else None
 
-    def get_orders(self, payment_order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Batch read (consistent), 100 keys a request, following UnprocessedKeys."""
-        ids = list(dict.fromkeys(payment_order_ids))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 100):
-            request: dict[str, Any] = {
-                self.orders_table: {
-                    "Keys": [to_item({"payment_order_id": i}) for i in ids[start : start + 100]],
-                    "ConsistentRead": True,
-                }
-            }
-            while request:
-                answer = self._db.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self.orders_table, []):
-                    order = from_item(item)
-                    found[order["payment_order_id"]] = order
-                request = answer.get("UnprocessedKeys") or {}
-        return found
+    def get_orders(self, payment_order_ids: Iterable[str],
+                   attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Batch read (consistent); `attributes` projects each order to those (default: whole items)."""
+        return batch_get(self._db, self.orders_table, "payment_order_id", payment_order_ids, attributes)
 
-    def scan_orders(self) -> Iterator[dict[str, Any]]:
+    def scan_orders(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every order (reporting, checks and reconciliation windows; never on a request path)."""
-        yield from _scan(self._db, self.orders_table)
+        yield from _scan(self._db, self.orders_table, attributes)
 
     # -- status moves --------------------------------------------------------------------------------
 
@@ -448,28 +435,46 @@ class LedgerTable:
         )
         return from_item(answer["Item"]) if "Item" in answer else None
 
-    def get_many(self, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        ids = list(dict.fromkeys(transaction_ids))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 100):
-            request: dict[str, Any] = {
-                self.table: {"Keys": [to_item({"transaction_id": i}) for i in ids[start : start + 100]],
-                             "ConsistentRead": True}
-            }
-            while request:
-                answer = self._db.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self.table, []):
-                    tx = from_item(item)
-                    found[tx["transaction_id"]] = tx
-                request = answer.get("UnprocessedKeys") or {}
-        return found
+    def get_many(self, transaction_ids: Iterable[str],
+                 attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.table, "transaction_id", transaction_ids, attributes)
 
-    def scan(self) -> Iterator[dict[str, Any]]:
-        yield from _scan(self._db, self.table)
+    def scan(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        yield from _scan(self._db, self.table, attributes)
 
 
-def _scan(db: Any, table: str) -> Iterator[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+def _projection(attributes: Sequence[str] | None) -> dict[str, Any]:
+    """A ProjectionExpression of `attributes`, each through a placeholder (some are reserved words)."""
+    if attributes is None:
+        return {}
+    names = {f"#p{i}": name for i, name in enumerate(attributes)}
+    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+
+
+def batch_get(db: Any, table: str, key: str, ids: Iterable[str],
+              attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """BatchGetItem (consistent), 100 distinct keys a request; keys left unprocessed (throttling) are asked
+    again after a growing pause, as AWS advises. `attributes` projects the items (the key must be among them)."""
+    wanted = list(dict.fromkeys(ids))
+    shape = {"ConsistentRead": True, **_projection(attributes)}
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 100):
+        keys = [{key: {"S": i}} for i in wanted[start : start + 100]]
+        pause = 0.05
+        while keys:
+            answer = db.batch_get_item(RequestItems={table: {"Keys": keys, **shape}})
+            for item in answer.get("Responses", {}).get(table, []):
+                record = from_item(item)
+                found[record[key]] = record
+            keys = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            if keys:
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+    return found
+
+
+def _scan(db: Any, table: str, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True, **_projection(attributes)}
     while True:
         answer = db.scan(**kwargs)
         for item in answer.get("Items", []):

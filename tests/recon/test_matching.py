@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from functions.recon.matching import Matcher, Policy, Window, refunds_naming
+from functions.recon.matching import (
+    ORDER_ATTRIBUTES,
+    SCANNED_ORDER_ATTRIBUTES,
+    Matcher,
+    Policy,
+    Window,
+    refunds_naming,
+    transaction_attributes,
+)
 from functions.recon.outcomes import Category, Fix, Outcome
 from functions.recon.rows import ParsedRow, RowKind, SettlementRow
 from functions.shared.money import Money
@@ -32,8 +40,26 @@ def order(order_id: str, amount: int, *, status: str = "SUCCESS", ref: str | Non
             "created_at": created_at}
 
 
+class Projected(dict[str, Any]):
+    """A record as a projected read returns it: the matcher reading any other attribute fails the test."""
+
+    def __init__(self, record: dict[str, Any], attributes: tuple[str, ...]):
+        super().__init__((name, record[name]) for name in attributes if name in record)
+        self.attributes = frozenset(attributes)
+
+    def __getitem__(self, name: str) -> Any:
+        assert name in self.attributes, f"the matcher read {name!r}, which its projection leaves out"
+        return super().__getitem__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        assert name in self.attributes, f"the matcher read {name!r}, which its projection leaves out"
+        return super().get(name, default)
+
+
 @dataclass
 class World:
+    """Our orders and ledger, answered as projected reads (only the attributes the matcher declares)."""
+
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger: dict[str, dict[str, Any]] = field(default_factory=dict)
     carried_items: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -45,16 +71,16 @@ class World:
     # Lookup
     def orders_of(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.largest_read = max(self.largest_read, len(ids))
-        return {i: self.orders[i] for i in ids if i in self.orders}
+        return {i: Projected(self.orders[i], ORDER_ATTRIBUTES) for i in ids if i in self.orders}
 
     def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {i: self.ledger[i] for i in ids if i in self.ledger}
+        return {i: Projected(self.ledger[i], transaction_attributes(i)) for i in ids if i in self.ledger}
 
     def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
         return refunds_naming(self.ledger.values(), ids)
 
     def scan_orders(self) -> list[dict[str, Any]]:
-        return list(self.orders.values())
+        return [Projected(item, SCANNED_ORDER_ATTRIBUTES) for item in self.orders.values()]
 
     # Fixes
     def restart_order(self, item: dict[str, Any]) -> bool:

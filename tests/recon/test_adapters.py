@@ -1,0 +1,131 @@
+"""The AWS adapter's reads against moto: projected to what matching reads, and enough for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from functions.recon import adapters
+from functions.recon.adapters import AwsFixes, DynamoLookup
+from functions.recon.matching import (
+    ORDER_ATTRIBUTES,
+    SCANNED_ORDER_ATTRIBUTES,
+    ledger_amount,
+    transaction_attributes,
+)
+from functions.shared import aws, tables
+from functions.shared.money import Money
+from functions.shared.tables import LedgerTable, PaymentTables
+from tests.recon.conftest import Account
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def lookup(account: Account, pool: ThreadPoolExecutor) -> DynamoLookup:
+    return DynamoLookup(PaymentTables.from_settings(), LedgerTable.from_settings(), pool)
+
+
+def test_orders_are_read_with_only_the_matched_attributes(account: Account, lookup: DynamoLookup) -> None:
+    for i in range(250):  # three BatchGetItem requests
+        account.put_order(f"po_{i}", 1000 + i, psp_reference=f"pi_{i}" if i else None)
+    ids = [f"po_{i}" for i in range(250)] + ["po_unknown", "po_7"]  # a repeated key is asked for once
+    found = lookup.orders(ids)
+    assert set(found) == {f"po_{i}" for i in range(250)}
+    assert found["po_7"] == {"payment_order_id": "po_7", "amount_minor": 1007, "currency": "USD",
+                             "payment_order_status": "SUCCESS", "psp_reference": "pi_7"}
+    assert found["po_0"] == {"payment_order_id": "po_0", "amount_minor": 1000, "currency": "USD",
+                             "payment_order_status": "SUCCESS"}  # what the table lacks, the read leaves out
+    assert all(set(order) <= set(ORDER_ATTRIBUTES) for order in found.values())
+
+
+def test_a_pay_in_is_read_for_its_existence_and_a_refund_for_its_amount(account: Account,
+                                                                        lookup: DynamoLookup) -> None:
+    account.put_transaction("payin", "po_1", 1000)
+    account.put_transaction("refund", "re_1", 400, description="partial refund of po_1")
+    found = lookup.transactions(["payin#po_1", "refund#re_1", "payin#po_2", "payin#po_1"])
+    assert found == {
+        "payin#po_1": {"transaction_id": "payin#po_1"},
+        "refund#re_1": {"transaction_id": "refund#re_1", "entries": [  # without its kind, reference, dates
+            {"account": "a", "amount_minor": 400, "currency": "USD"},
+            {"account": "b", "amount_minor": -400, "currency": "USD"}]},
+    }
+    assert ledger_amount(found["refund#re_1"]) == Money(400, "USD")
+    assert all(set(tx) <= set(transaction_attributes(tx_id)) for tx_id, tx in found.items())
+
+
+def test_the_scans_are_projected_too(account: Account, lookup: DynamoLookup) -> None:
+    account.put_order("po_1", 1000, psp_reference="pi_1", psp="adyen")
+    account.put_transaction("refund", "po_1:1", 400)
+    account.put_transaction("payin", "po_1", 1000)
+    assert list(lookup.scan_orders()) == [{
+        "payment_order_id": "po_1", "amount_minor": 1000, "currency": "USD", "payment_order_status": "SUCCESS",
+        "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z"}]
+    assert set(SCANNED_ORDER_ATTRIBUTES) >= set(ORDER_ATTRIBUTES)
+    assert lookup.refunds_naming({"po_1", "po_2"}) == {"po_1": [
+        {"transaction_id": "refund#po_1:1", "kind": "refund", "reference": "po_1:1"}]}
+
+
+def _fixes(account: Account, pool: ThreadPoolExecutor) -> AwsFixes:
+    return AwsFixes("stripe", account.state_machine_arn, "f" * 64, pool, LedgerTable.from_settings(),
+                    PaymentTables.from_settings())
+
+
+def test_a_restart_reads_the_whole_order_the_projected_read_left_out(account: Account, lookup: DynamoLookup,
+                                                                     pool: ThreadPoolExecutor) -> None:
+    account.put_order("po_new", 1000, status="NOT_STARTED")
+    account.put_order("po_stuck", 2000, status="EXECUTING", psp_reference="pi_stuck", attempts=2)
+    fixes = _fixes(account, pool)
+    found = lookup.orders(["po_new", "po_stuck"])
+    assert "checkout_id" not in found["po_new"]  # the work item needs it: the restart reads it
+    assert fixes.restart_order(found["po_new"]) and fixes.restart_order(found["po_stuck"])
+    [queued] = account.queued_orders()
+    assert (queued["payment_order_id"], queued["checkout_id"], queued["attempt"]) == ("po_new", "co_po_new", 1)
+    [execution] = account.executions()
+    work = json.loads(execution["input"])
+    assert (work["payment_order_id"], work["checkout_id"], work["psp_reference"], work["attempt"]) == (
+        "po_stuck", "co_po_stuck", "pi_stuck", 3)
+
+
+def test_an_order_that_moved_on_since_it_was_read_is_not_restarted(account: Account, lookup: DynamoLookup,
+                                                                   pool: ThreadPoolExecutor) -> None:
+    account.put_order("po_1", 1000, status="EXECUTING", psp_reference="pi_1")
+    read = lookup.orders(["po_1"])["po_1"]
+    account.put_order("po_1", 1000, status="SUCCESS", psp_reference="pi_1")  # its workflow finished meanwhile
+    fixes = _fixes(account, pool)
+    assert fixes.restart_order(read) is False
+    assert account.executions() == [] and account.queued_orders() == [] and fixes.restarted == 0
+
+
+def test_keys_left_unprocessed_are_asked_again_with_the_same_projection(account: Account, lookup: DynamoLookup,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(6):
+        account.put_order(f"po_{i}", 100 + i, psp_reference=f"pi_{i}")
+    real, requests, pauses = aws.client("dynamodb"), [], []
+
+    class Throttled:
+        """DynamoDB leaving half of each first request unprocessed, as it does under throttling."""
+
+        def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 (boto3's name)
+            requests.append(RequestItems)
+            [(table, asked)] = RequestItems.items()
+            if len(requests) > 1:
+                return real.batch_get_item(RequestItems=RequestItems)
+            kept, left = asked["Keys"][:3], asked["Keys"][3:]
+            answer = real.batch_get_item(RequestItems={table: {**asked, "Keys": kept}})
+            return {**answer, "UnprocessedKeys": {table: {**asked, "Keys": left}}}
+
+    monkeypatch.setattr(adapters.aws, "client", lambda service: Throttled())
+    monkeypatch.setattr(tables.time, "sleep", pauses.append)
+    found = lookup.orders([f"po_{i}" for i in range(6)])
+    assert sorted(found) == [f"po_{i}" for i in range(6)] and len(requests) == 2 and pauses == [0.05]
+    assert requests[1]["PaymentOrders"]["ProjectionExpression"] == requests[0]["PaymentOrders"]["ProjectionExpression"]
+    assert all(set(order) == set(ORDER_ATTRIBUTES) for order in found.values())

@@ -1,0 +1,32 @@
+"""The benchmark's fake store answers as the adapter's projected reads do, and cannot drift from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import recon_bench
+from functions.recon import matching
+
+
+def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
+    store = recon_bench.FakeStore(2000)
+    whole = recon_bench.stored_order(1005, 2000)  # EXECUTING: no pay-in
+    assert store.orders(["po_00001005", "po_x"]) == {
+        "po_00001005": recon_bench.projected(whole, matching.ORDER_ATTRIBUTES)}
+    assert set(whole) - set(matching.ORDER_ATTRIBUTES)  # the projection leaves attributes out
+    assert store.transactions(["payin#po_00001005", "payin#po_00001006", "refund#re_00000010"]) == {
+        "payin#po_00001006": {"transaction_id": "payin#po_00001006"},
+        "refund#re_00000010": recon_bench.projected(recon_bench.stored_transaction("refund#re_00000010", 2000),
+                                                    matching.ROW_TRANSACTION_ATTRIBUTES)}
+    assert len(list(store.scan_orders())) == 2000
+
+
+@pytest.mark.parametrize(("name", "extra"), [("ORDER_ATTRIBUTES", "checkout_id"),
+                                             ("SCANNED_ORDER_ATTRIBUTES", "seller_account"),
+                                             ("ROW_TRANSACTION_ATTRIBUTES", "kind")])
+def test_a_projection_the_fake_does_not_follow_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                                   extra: str) -> None:
+    recon_bench.FakeStore(2000)
+    monkeypatch.setattr(matching, name, (*getattr(matching, name), extra))
+    with pytest.raises(AssertionError):
+        recon_bench.FakeStore(2000)
