@@ -7,7 +7,10 @@ through moto (the Invoke API, the Step Functions interpreter, S3 notifications t
 schedules and gateway) therefore runs real code. This is a moto internal: moto is pinned (5.2.5) and
 tests/local/test_lambda_runtime.py fails if the hook stops being called.
 
-All functions share this process and its os.environ: the union of the functions' environment variables is set
+Each function runs at most `function_concurrency` invocations at once, each in its own execution environment:
+the first uses the handler's importable module, every further one its own copy of that module, so module-level
+state (a Powertools resolver's current event, a batch processor's records) is never shared by two invocations,
+as on AWS. All functions share this process and its os.environ: the union of the functions' environment variables is set
 once at start (conflicting values are refused, except POWERTOOLS_SERVICE_NAME, which is set per function while
 its handler module is first imported, where Powertools reads it), plus the local overrides.
 
@@ -21,7 +24,9 @@ Fault hooks (kept simple on purpose; the fault-injection work builds on them):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +36,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +128,7 @@ class LambdaRuntime:
         self.after_invoke: list[Callable[[Invocation], None]] = []
         self.invocations: deque[InvocationRecord] = deque(maxlen=10_000)
         self._function_concurrency = function_concurrency
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._environments: dict[str, _Environments] = {}
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._import_lock = threading.Lock()
         self._original_invoke: Any = None
@@ -175,10 +180,9 @@ class LambdaRuntime:
             timeout_s=float(fn.timeout),
         )
         invocation = Invocation(fn.function_name, event, context, trigger_of(event))
-        slot = self._slot(fn.function_name)
-        with slot:  # the duration is the handler's own, as Lambda bills it (not the wait for a free slot)
-            started = time.monotonic()
-            payload, error_type = self._run(fn.handler, invocation)
+        with self._environments_of(fn.function_name).take() as environment:
+            started = time.monotonic()  # the handler's own duration, as Lambda bills it (not the wait)
+            payload, error_type = self._run(fn.handler, invocation, environment)
             duration = time.monotonic() - started
         if error_type is None and duration > context.timeout_s:
             # The handler's side effects stay, as on AWS; its answer is replaced by the timeout error.
@@ -205,9 +209,9 @@ class LambdaRuntime:
         )
         return json.dumps(payload), error_type is not None, ""
 
-    def _run(self, handler_string: str, inv: Invocation) -> tuple[Any, str | None]:
+    def _run(self, handler_string: str, inv: Invocation, environment: int = 0) -> tuple[Any, str | None]:
         try:
-            handler = self.handler_for(inv.function_name, handler_string)
+            handler = self.handler_for(inv.function_name, handler_string, environment)
         except ImportError as exc:  # the names AWS's Python runtime reports
             message = f"Unable to import module '{handler_string.rpartition('.')[0]}': {exc}"
             return _error_payload("Runtime.ImportModuleError", message, inv.context), "Runtime.ImportModuleError"
@@ -232,10 +236,14 @@ class LambdaRuntime:
             return _error_payload("Runtime.MarshalError", message, inv.context), "Runtime.MarshalError"
         return inv.result, None
 
-    def handler_for(self, function_name: str, handler_string: str) -> Callable[..., Any]:
-        """Import `package.module.function` from the code root, once (a warm Lambda keeps its module)."""
+    def handler_for(self, function_name: str, handler_string: str, environment: int = 0) -> Callable[..., Any]:
+        """Import `package.module.function` from the code root, once per execution environment (a warm Lambda
+        keeps its module). Environment 0 uses the importable module itself (what tests patch); each further
+        environment runs its own copy of the handler's module, so module state such as a Powertools resolver's
+        current event is never shared by two invocations running at once, as on AWS. The modules the handler
+        imports (clients, settings) are shared, like a process-wide cache."""
         with self._import_lock:
-            key = f"{function_name}:{handler_string}"
+            key = f"{function_name}:{handler_string}:{environment}"
             if key not in self._handlers:
                 module_name, _, attr = handler_string.rpartition(".")
                 if not module_name:
@@ -245,28 +253,54 @@ class LambdaRuntime:
                 if service is not None:
                     os.environ["POWERTOOLS_SERVICE_NAME"] = service
                 try:
-                    module = importlib.import_module(module_name)
+                    module = importlib.import_module(module_name) if environment == 0 else _fresh_copy(module_name)
                 finally:
                     if service is not None:
                         _restore("POWERTOOLS_SERVICE_NAME", saved)
                 self._handlers[key] = getattr(module, attr)
             return self._handlers[key]
 
-    def _slot(self, function_name: str) -> Any:
-        if self._function_concurrency is None:
-            return _NoLimit()
+    def _environments_of(self, function_name: str) -> _Environments:
         with self._import_lock:
-            if function_name not in self._slots:
-                self._slots[function_name] = threading.BoundedSemaphore(self._function_concurrency)
-            return self._slots[function_name]
+            if function_name not in self._environments:
+                self._environments[function_name] = _Environments(self._function_concurrency)
+            return self._environments[function_name]
 
 
-class _NoLimit:
-    def __enter__(self) -> None:
-        return None
+def _fresh_copy(module_name: str) -> Any:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"No module named '{module_name}'")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+class _Environments:
+    """A function's execution environments: each runs one invocation at a time; at most `limit` exist
+    (None: as many as invocations at once). The most recently freed one is reused first (warm)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._free: list[int] = []
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[int]:
+        with self._changed:
+            while not self._free and self._limit is not None and self._count >= self._limit:
+                self._changed.wait()
+            if self._free:
+                environment = self._free.pop()
+            else:
+                environment, self._count = self._count, self._count + 1
+        try:
+            yield environment
+        finally:
+            with self._changed:
+                self._free.append(environment)
+                self._changed.notify()
 
 
 def merge_function_env(function_envs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -153,6 +155,30 @@ def test_saved_environment_puts_back_what_was_there(monkeypatch):
     assert os.environ["KEPT"] == "later" and os.environ["ADDED"] == "x"
     env.restore()
     assert os.environ["KEPT"] == "before" and "ADDED" not in os.environ
+
+
+def test_invocations_at_once_never_share_module_state(tmp_path, monkeypatch):
+    # A handler module keeps the current event in a global, as a Powertools resolver does. On AWS two
+    # invocations at once run in two execution environments; locally each gets its own copy of the module.
+    (tmp_path / "remembers_event.py").write_text(
+        "import time\nCURRENT = {}\n\n\ndef handler(event, context):\n"
+        "    CURRENT['event'] = event\n    time.sleep(event['sleep'])\n    return CURRENT['event']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runtime = LambdaRuntime(code_root=tmp_path, function_concurrency=2)
+    answers = {}
+
+    def invoke(name, sleep):
+        payload, errored, _ = runtime.dispatch(_fake_function("remembers_event.handler"),
+                                               json.dumps({"name": name, "sleep": sleep}))
+        answers[name] = json.loads(payload)["name"]
+
+    threads = [threading.Thread(target=invoke, args=("slow", 0.3)), threading.Thread(target=invoke, args=("fast", 0))]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert answers == {"slow": "slow", "fast": "fast"}
 
 
 def _fake_function(handler, timeout=3):
