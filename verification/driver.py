@@ -151,7 +151,10 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
         still_open = sorted(i for i in pending if i in open_ids)
         sample = still_open[rotation:rotation + OBSERVED_PER_TICK] if still_open else []
         rotation = rotation + OBSERVED_PER_TICK if rotation + OBSERVED_PER_TICK < len(still_open) else 0
-        for order in _read_orders(db, table, left + sample):
+        read = _read_orders(db, table, left + sample)
+        # An accepted order that is stored nowhere will never settle: stop waiting, the checker names it.
+        pending.difference_update(set(left) - {order["payment_order_id"] for order in read})
+        for order in read:
             order_id = order["payment_order_id"]
             latest[order_id] = order
             seen = record.observed_statuses.setdefault(order_id, [])
@@ -163,7 +166,7 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
         if on_tick:
             on_tick(done, known)
         if not pending and not placing:
-            return {i: latest[i] for i in order_ids}
+            return {i: latest[i] for i in order_ids if i in latest}  # an order stored nowhere is left out
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} of {known} orders not settled in {timeout_s} s")
         unchanged = unchanged + 1 if done == last_done else 0
