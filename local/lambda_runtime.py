@@ -10,7 +10,9 @@ tests/local/test_lambda_runtime.py fails if the hook stops being called.
 Each function runs at most `function_concurrency` invocations at once, each in its own execution environment:
 the first uses the handler's importable module, every further one its own copy of that module, so module-level
 state (a Powertools resolver's current event, a batch processor's records) is never shared by two invocations,
-as on AWS. All functions share this process and its os.environ: the union of the functions' environment variables is set
+as on AWS. Class-level state is still shared: a handler module holding a Powertools resolver (which keeps the
+current event on its `BaseRouter` class) runs one invocation at a time. All functions share this process and
+its os.environ: the union of the functions' environment variables is set
 once at start (conflicting values are refused, except POWERTOOLS_SERVICE_NAME, which is set per function while
 its handler module is first imported, where Powertools reads it), plus the local overrides.
 
@@ -180,7 +182,7 @@ class LambdaRuntime:
             timeout_s=float(fn.timeout),
         )
         invocation = Invocation(fn.function_name, event, context, trigger_of(event))
-        with self._environments_of(fn.function_name).take() as environment:
+        with self._environments_of(fn.function_name, fn.handler).take() as environment:
             started = time.monotonic()  # the handler's own duration, as Lambda bills it (not the wait)
             payload, error_type = self._run(fn.handler, invocation, environment)
             duration = time.monotonic() - started
@@ -260,11 +262,28 @@ class LambdaRuntime:
                 self._handlers[key] = getattr(module, attr)
             return self._handlers[key]
 
-    def _environments_of(self, function_name: str) -> _Environments:
+    def _environments_of(self, function_name: str, handler_string: str) -> _Environments:
         with self._import_lock:
-            if function_name not in self._environments:
-                self._environments[function_name] = _Environments(self._function_concurrency)
-            return self._environments[function_name]
+            if function_name in self._environments:
+                return self._environments[function_name]
+        limit = self._function_concurrency
+        try:
+            self.handler_for(function_name, handler_string)  # imported as an invocation would (service name)
+            if _keeps_state_on_classes(sys.modules[handler_string.rpartition(".")[0]]):
+                limit = 1
+        except Exception:  # noqa: BLE001 - the invocation reports the error in AWS's terms
+            pass
+        with self._import_lock:
+            return self._environments.setdefault(function_name, _Environments(limit))
+
+
+def _keeps_state_on_classes(module: Any) -> bool:
+    """True for a handler module holding a Powertools event-handler resolver: Powertools keeps the current event
+    on the `BaseRouter` class, so a copy of the module would still share it; such a function runs one
+    invocation at a time here (on AWS each invocation has its own process)."""
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    return any(isinstance(value, BaseRouter) for value in vars(module).values())
 
 
 def _fresh_copy(module_name: str) -> Any:

@@ -181,6 +181,28 @@ def test_invocations_at_once_never_share_module_state(tmp_path, monkeypatch):
     assert answers == {"slow": "slow", "fast": "fast"}
 
 
+def test_a_handler_holding_a_powertools_resolver_runs_one_invocation_at_a_time(tmp_path, monkeypatch):
+    # Powertools keeps the current event on its BaseRouter class: a module copy would not isolate it.
+    (tmp_path / "overlap_log.py").write_text("RUNNING = []\nMOST = [0]\n")
+    (tmp_path / "resolver_handler.py").write_text(
+        "import time\nfrom aws_lambda_powertools.event_handler import APIGatewayHttpResolver\n"
+        "import overlap_log\napp = APIGatewayHttpResolver()\n\n\ndef handler(event, context):\n"
+        "    overlap_log.RUNNING.append(1)\n"
+        "    overlap_log.MOST[0] = max(overlap_log.MOST[0], len(overlap_log.RUNNING))\n"
+        "    time.sleep(0.2)\n    overlap_log.RUNNING.pop()\n    return {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runtime = LambdaRuntime(code_root=tmp_path, function_concurrency=4)
+    threads = [threading.Thread(target=runtime.dispatch, args=(_fake_function("resolver_handler.handler"), "{}"))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    import overlap_log
+
+    assert overlap_log.MOST == [1]
+
+
 def _fake_function(handler, timeout=3):
     return SimpleNamespace(
         function_name="fake",
