@@ -71,10 +71,13 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
             changed = copy.deepcopy(checkout)
             changed["payment_orders"][0]["amount"] = _bump(changed["payment_orders"][0]["amount"])
             answer = _post_with_retries(api, changed, retries, record)
-            after = api.get_order(changed["payment_orders"][0]["payment_order_id"])[1]
+            # read back as a storefront would: a read that failed (a killed function) is read again
+            got, after = _get_with_retries(api, changed["payment_orders"][0]["payment_order_id"], retries)
+            if got != 200:
+                record.unreadable_after_write.append(changed["payment_orders"][0]["payment_order_id"])
             record.replays.append({
                 "kind": "conflict", "checkout_id": checkout["checkout_id"], "second_status": answer[0],
-                "changed": None if after.get("amount") == checkout["payment_orders"][0]["amount"]
+                "changed": None if got != 200 or after.get("amount") == checkout["payment_orders"][0]["amount"]
                 else f"amount {after.get('amount')}"})
         if on_progress:
             on_progress(len(ids))
