@@ -9,8 +9,8 @@ tests/local/test_lambda_runtime.py fails if the hook stops being called.
 
 Each function runs at most `function_concurrency` invocations at once, each in its own execution environment:
 the first uses the handler's importable module, every further one its own copy of that module, so module-level
-state (a Powertools resolver's current event, a batch processor's records) is never shared by two invocations,
-as on AWS. Class-level state is still shared: a handler module holding a Powertools resolver (which keeps the
+state (a batch processor's records, a logger's keys) is never shared by two invocations, as on AWS. Class-level
+state is still shared: a handler module holding a Powertools resolver (which keeps the
 current event on its `BaseRouter` class) runs one invocation at a time. All functions share this process and
 its os.environ: the union of the functions' environment variables is set
 once at start (conflicting values are refused, except POWERTOOLS_SERVICE_NAME, which is set per function while
@@ -50,8 +50,9 @@ log = logging.getLogger("local.lambda")
 SHARED_ENV_EXCEPTIONS = {"POWERTOOLS_SERVICE_NAME"}
 
 
-class LambdaKilled(Exception):
-    """Raised by a fault hook: the Lambda sandbox dies (AWS reports Runtime.ExitError)."""
+class LambdaKilled(BaseException):
+    """Raised by a fault hook: the Lambda sandbox dies (AWS reports Runtime.ExitError). A BaseException, like
+    SystemExit, so a handler's `except Exception` (or a batch processor's per-record catch) cannot survive it."""
 
 
 class EnvConflictError(RuntimeError):
@@ -241,9 +242,9 @@ class LambdaRuntime:
     def handler_for(self, function_name: str, handler_string: str, environment: int = 0) -> Callable[..., Any]:
         """Import `package.module.function` from the code root, once per execution environment (a warm Lambda
         keeps its module). Environment 0 uses the importable module itself (what tests patch); each further
-        environment runs its own copy of the handler's module, so module state such as a Powertools resolver's
-        current event is never shared by two invocations running at once, as on AWS. The modules the handler
-        imports (clients, settings) are shared, like a process-wide cache."""
+        environment runs its own copy of the handler's module, so module state is never shared by two
+        invocations running at once, as on AWS (class-level state is: see `_keeps_state_on_classes`). The
+        modules the handler imports (clients, settings) are shared, like a process-wide cache."""
         with self._import_lock:
             key = f"{function_name}:{handler_string}:{environment}"
             if key not in self._handlers:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.shared.tables import batch_get
 from verification.storefront import ApiClient, Workload
 
 FINAL = {"SUCCESS", "FAILED"}
@@ -154,7 +155,7 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
         still_open = sorted(i for i in pending if i in open_ids)
         sample = still_open[rotation:rotation + OBSERVED_PER_TICK] if still_open else []
         rotation = rotation + OBSERVED_PER_TICK if rotation + OBSERVED_PER_TICK < len(still_open) else 0
-        read = _read_orders(db, table, left + sample)
+        read = list(batch_get(db, table, "payment_order_id", left + sample).values())
         # An accepted order that is stored nowhere will never settle: stop waiting, the checker names it.
         pending.difference_update(set(left) - {order["payment_order_id"] for order in read})
         for order in read:
@@ -193,17 +194,3 @@ def _open_order_ids(db: Any, table: str) -> set[str]:
         if "LastEvaluatedKey" not in answer:
             return ids
         kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-
-
-def _read_orders(db: Any, table: str, order_ids: list[str]) -> list[dict[str, Any]]:
-    from functions.shared.tables import from_item
-
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(order_ids), 100):
-        keys = [{"payment_order_id": {"S": i}} for i in order_ids[start:start + 100]]
-        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            answer = db.batch_get_item(RequestItems=request)
-            found += [from_item(item) for item in answer["Responses"].get(table, [])]
-            request = answer.get("UnprocessedKeys") or {}
-    return found
