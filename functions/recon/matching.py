@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome
@@ -135,6 +135,9 @@ class CarryCounts:
 class Matcher:
     """Feed it parsed rows, then call finish(): every row and every order of the window gets one Outcome."""
 
+    # `_flush` decides an agreeing charge inline; a test turns this off to compare that copy with `_settle`.
+    inline_agreeing: ClassVar[bool] = True
+
     policy: Policy
     lookup: Lookup
     fixes: Fixes
@@ -201,10 +204,10 @@ class Matcher:
         # inline, with the very outcome and effects `_settle` would give it; any other row goes to `_settle`.
         settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self.fixes.record_fee,
                                                         self._batch_net)
-        success, matched, no_fix = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE
+        success, matched, no_fix, inline = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, self.inline_agreeing
         for row in rows:
             order = get(row.payment_order_id)
-            if order is None or row.kind is not charge:
+            if order is None or row.kind is not charge or not inline:
                 settle(row, order, ledger)
                 continue
             gross, order_id, reference = row.gross, order["payment_order_id"], row.psp_reference

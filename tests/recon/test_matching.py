@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
@@ -252,3 +254,53 @@ def test_counts_are_independent_of_batch_size() -> None:
         return Counter(o.category.value for o in run(world, rows, batch_size=batch_size))
 
     assert outcome_counts(1) == outcome_counts(7) == outcome_counts(1000)
+
+
+class SettleEveryRow(Matcher):
+    inline_agreeing = False
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(
+    st.integers(0, 5),                                # which order the row names (5: none of ours)
+    st.sampled_from(["same", "more", "other_currency"]),  # the row's amount against the order's
+    st.sampled_from(["same", "none", "other"]),          # the row's PSP reference against the order's
+    st.sampled_from(["SUCCESS", "FAILED", "EXECUTING"]),  # the order's status (first row naming it wins)
+    st.booleans(),                                    # the order's pay-in is in the ledger
+    st.integers(0, 3),                                # fee
+    st.sampled_from(["", "po_A", "po_B"]),             # payout batch
+    st.sampled_from([RowKind.CHARGE, RowKind.CHARGE, RowKind.REFUND, RowKind.FEE]),
+), max_size=25), st.integers(1, 6))
+def test_the_inline_agreeing_charge_path_gives_what_settle_gives(specs: list[tuple[Any, ...]],
+                                                                  batch_size: int) -> None:
+    """`_flush` decides agreeing charges inline, a copy of `_settle`'s all-equal case kept for speed: the same
+    rows through both give the same outcomes, fees, restarts and payout checks."""
+    def world_and_rows() -> tuple[World, list[ParsedRow]]:
+        world, rows = World(), []
+        for line, (which, amount, ref, status, has_payin, fee, batch, kind) in enumerate(specs, start=2):
+            order_id = f"po_{which}" if which < 5 else ""
+            if order_id and order_id not in world.orders:
+                world.orders[order_id] = order(order_id, 1000 + which, status=status)
+                if has_payin:
+                    world.ledger[f"payin#{order_id}"] = {}
+            gross = 1000 + which + (amount == "more")
+            reference = {"same": f"pi_{order_id}", "none": "", "other": f"pi_x{line}"}[ref]
+            signed = -gross if kind is RowKind.REFUND else gross
+            rows.append(row(line, kind, signed, order=order_id, ref=reference,
+                            fee=fee if kind is RowKind.CHARGE else 0, batch=batch,
+                            currency="EUR" if amount == "other_currency" else "USD"))
+        last = len(specs) + 2
+        rows += [row(last + i, RowKind.PAYOUT, -1000, batch=batch) for i, batch in enumerate(["po_A", "po_B"])]
+        return world, rows
+
+    results = []
+    for matcher_class in (Matcher, SettleEveryRow):
+        world, rows = world_and_rows()
+        found: list[Outcome] = []
+        matcher = matcher_class(Policy("stripe", "stripe", timedelta(days=3), batch_size), Lookup(world), world,
+                                world, found.append, now=NOW)
+        for item in rows:
+            matcher.feed(item)
+        matcher.finish()
+        results.append((found, world.fees, world.conflicts, world.restarted))
+    assert results[0] == results[1]
