@@ -261,9 +261,11 @@ class Counting:
         self.fees = 0
         self.carried: dict[str, dict[str, Any]] = {}
 
-    def restart_order(self, order: dict[str, Any]) -> bool:
+    def restart_order(self, order: dict[str, Any]) -> Any:
+        from functions.recon.outcomes import Restart  # the pandas side imports none of the recon code
+
         self.restarted += 1
-        return True
+        return Restart.STARTED
 
     def record_fee(self, reference: str, fee: Any) -> None:
         self.fees += 1

@@ -21,7 +21,7 @@ from functions.recon.matching import (
     refunds_naming,
     transaction_attributes,
 )
-from functions.recon.outcomes import Outcome
+from functions.recon.outcomes import Outcome, Restart
 from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
 from functions.shared.models import OrderStatus, OrderWork
@@ -103,9 +103,9 @@ class AwsFixes:
     restarted: int = 0
     fees_recorded: int = 0
 
-    def restart_order(self, order: dict[str, Any]) -> bool:
-        """Hand a settled but unfinished order back to its normal path; False if an earlier run did, or if the
-        order has moved on since the matcher read it.
+    def restart_order(self, order: dict[str, Any]) -> Restart:
+        """Hand a settled but unfinished order back to its normal path, unless an earlier run of this file did
+        or the order has moved on since the matcher read it.
 
         The matcher's read holds only what matching needs: the order is read again, whole and consistent, for
         the work item (a handful of orders per file). NOT_STARTED goes to the orders queue, whose starter
@@ -121,9 +121,11 @@ class AwsFixes:
             if failed:
                 raise RuntimeError(f"the orders queue refused {failed}")
             self.restarted += 1
-            return True
+            return Restart.STARTED
+        if status == OrderStatus.SUCCESS:
+            return Restart.FINISHED
         if status != OrderStatus.EXECUTING:
-            return False
+            return Restart.MOVED_ON
         work = OrderWork.from_order_item(order, attempt=int(order.get("attempts") or 0) + 1)
         try:
             aws.client("stepfunctions").start_execution(
@@ -133,10 +135,10 @@ class AwsFixes:
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-                return False
+                return Restart.ALREADY_STARTED
             raise
         self.restarted += 1
-        return True
+        return Restart.STARTED
 
     def record_fee(self, reference: str, fee: Money) -> None:
         if len(self._pending) >= self.max_in_flight:

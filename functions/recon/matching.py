@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Any, ClassVar, Protocol
 
 from functions.recon.gctune import batch_collection
-from functions.recon.outcomes import Category, Fix, Outcome
+from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.models import OrderStatus
@@ -79,7 +79,7 @@ class Fixes(Protocol):
 
     `restart_order` gets the order as the Lookup answered it (its projected attributes only)."""
 
-    def restart_order(self, order: dict[str, Any]) -> bool: ...
+    def restart_order(self, order: dict[str, Any]) -> Restart: ...
 
     def record_fee(self, reference: str, fee: Money) -> None: ...
 
@@ -324,8 +324,16 @@ class Matcher:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  "the PSP settled a charge we recorded as FAILED", review=True, ours=ours)
         if status in (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING):
-            started = self.fixes.restart_order(order)
-            note = "handed back to its workflow" if started else "handed back by an earlier run"
+            restart = self.fixes.restart_order(order)
+            if restart is Restart.FINISHED:
+                return self._outcome(row, Category.MATCHED, order,
+                                     f"order {status} when read, completed by its workflow since", ours=ours)
+            if restart is Restart.MOVED_ON:
+                return self._outcome(row, Category.MISSING_IN_LEDGER, order,
+                                     f"order {status} when read and settled by the PSP, but no longer in progress "
+                                     "and not SUCCESS", review=True, ours=ours)
+            note = "handed back to its workflow" if restart is Restart.STARTED else \
+                "already handed back to its workflow by an earlier run of this file"
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  f"order {status} but settled by the PSP: {note} to complete it",
                                  fix=Fix.WORKFLOW_RESTARTED, ours=ours)

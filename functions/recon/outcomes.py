@@ -27,6 +27,15 @@ class Fix(StrEnum):
     FEE_RECORDED = "fee_recorded"
 
 
+class Restart(StrEnum):
+    """What handing a settled but unfinished order back to its normal path did."""
+
+    STARTED = "started"
+    ALREADY_STARTED = "already_started"  # an earlier run of this file handed it back
+    FINISHED = "finished"  # its workflow made it SUCCESS after the matcher read it
+    MOVED_ON = "moved_on"  # it became FAILED (or cannot be read) after the matcher read it
+
+
 @dataclass(slots=True)
 class Outcome:
     """Where one row (or one unsettled order) ended. `review` marks an unexplained discrepancy."""

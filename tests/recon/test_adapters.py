@@ -17,6 +17,7 @@ from functions.recon.matching import (
     ledger_amount,
     transaction_attributes,
 )
+from functions.recon.outcomes import Restart
 from functions.shared import aws, tables
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables
@@ -86,7 +87,7 @@ def test_a_restart_reads_the_whole_order_the_projected_read_left_out(account: Ac
     fixes = _fixes(account, pool)
     found = lookup.orders(["po_new", "po_stuck"])
     assert "checkout_id" not in found["po_new"]  # the work item needs it: the restart reads it
-    assert fixes.restart_order(found["po_new"]) and fixes.restart_order(found["po_stuck"])
+    assert fixes.restart_order(found["po_new"]) is fixes.restart_order(found["po_stuck"]) is Restart.STARTED
     [queued] = account.queued_orders()
     assert (queued["payment_order_id"], queued["checkout_id"], queued["attempt"]) == ("po_new", "co_po_new", 1)
     [execution] = account.executions()
@@ -101,7 +102,9 @@ def test_an_order_that_moved_on_since_it_was_read_is_not_restarted(account: Acco
     read = lookup.orders(["po_1"])["po_1"]
     account.put_order("po_1", 1000, status="SUCCESS", psp_reference="pi_1")  # its workflow finished meanwhile
     fixes = _fixes(account, pool)
-    assert fixes.restart_order(read) is False
+    assert fixes.restart_order(read) is Restart.FINISHED
+    account.put_order("po_1", 1000, status="FAILED", psp_reference="pi_1")
+    assert fixes.restart_order(read) is Restart.MOVED_ON
     assert account.executions() == [] and account.queued_orders() == [] and fixes.restarted == 0
 
 

@@ -20,7 +20,7 @@ from functions.recon.matching import (
     refunds_naming,
     transaction_attributes,
 )
-from functions.recon.outcomes import Category, Fix, Outcome
+from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import ParsedRow, RowKind, SettlementRow
 from functions.shared.money import Money
 
@@ -85,9 +85,9 @@ class World:
         return [Projected(item, SCANNED_ORDER_ATTRIBUTES) for item in self.orders.values()]
 
     # Fixes
-    def restart_order(self, item: dict[str, Any]) -> bool:
+    def restart_order(self, item: dict[str, Any]) -> Restart:
         self.restarted.append(item["payment_order_id"])
-        return True
+        return Restart.STARTED
 
     def record_fee(self, reference: str, fee: Money) -> None:
         existing = self.fees.setdefault(reference, fee)
@@ -172,6 +172,21 @@ def test_charge_checks_in_order() -> None:
     # a stuck order the PSP settled for another amount is never completed automatically
     assert by_order["po_stuck_wrong"].category is Category.AMOUNT_MISMATCH
     assert world.restarted == ["po_new"]
+
+
+@pytest.mark.parametrize(("restart", "category", "fix", "review", "explained"), [
+    (Restart.STARTED, Category.MISSING_IN_LEDGER, Fix.WORKFLOW_RESTARTED, False, "handed back to its workflow"),
+    (Restart.ALREADY_STARTED, Category.MISSING_IN_LEDGER, Fix.WORKFLOW_RESTARTED, False, "by an earlier run"),
+    (Restart.FINISHED, Category.MATCHED, Fix.NONE, False, "completed by its workflow since"),
+    (Restart.MOVED_ON, Category.MISSING_IN_LEDGER, Fix.NONE, True, "no longer in progress and not SUCCESS"),
+])
+def test_a_stuck_order_is_reported_by_what_its_restart_found(restart: Restart, category: Category, fix: Fix,
+                                                             review: bool, explained: str) -> None:
+    world = World(orders={"po_1": order("po_1", 1000, status="EXECUTING")})
+    world.restart_order = lambda item: restart  # type: ignore[method-assign]
+    [outcome] = run(world, [row(2, RowKind.CHARGE, 1000, order="po_1", ref="pi_po_1")])
+    assert (outcome.category, outcome.fix, outcome.review) == (category, fix, review)
+    assert explained in outcome.explanation
 
 
 def test_a_fee_the_ledger_holds_with_another_amount_is_reported() -> None:
