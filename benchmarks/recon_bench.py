@@ -8,17 +8,18 @@ subprocess, so its peak memory (ru_maxrss: interpreter, imports and data togethe
 
 - recon: `functions.recon.parsers` streams the file; `Matcher` reads the orders and ledger transactions of
   each 1,000-row batch from a fake that builds them from the ids (as a remote store would return them: the
-  data lives outside the process, and each answer is a new dict per order, as BatchGetItem's), and scans
-  the orders once for the window. Every answer holds only the attributes the adapter's reads ask for (its
-  ProjectionExpression, from the lists in functions/recon/matching.py; a pay-in is only its key): the fake
+  data lives outside the process, and each answer is a new dict per order, as BatchGetItem's), and lists
+  the window's order ids as the created index would (the matcher then reads only the orders the file did not
+  settle). Every answer holds only the attributes the adapter's reads ask for (its ProjectionExpression,
+  from the lists in functions/recon/matching.py; a pay-in is only its key): the fake
   checks this against the whole stored records when it starts. The collector runs with its batch setting
   (functions/recon/gctune.py), as in production: the matcher and the survey pass set it themselves.
 - pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against an orders DataFrame and ledger
   id sets (the ledger side prefetched: a merge needs both sides in memory). Amounts go through float and are
   rounded to cents, the fastest pandas route (exact for amounts below 2^53 cents).
 The ledger side's cost is inside both timings. The fake's own cost (about 2 s of CPU in a million-row run: a
-projected order dict per row and per scanned order, a key per pay-in) is part of the recon figure, as a real
-store's client would be.
+projected order dict per row, an id per order of the window, a key per pay-in) is part of the recon figure, as
+a real store's client would be.
 
 Planted in every 1,000 orders: an amount mismatch, a currency mismatch, an unknown order, a FAILED and an
 EXECUTING order, a duplicated row, a malformed row, a row without metadata (matched by PSP reference), an
@@ -199,14 +200,14 @@ class FakeStore:
     and checked once, at construction, against the projection of the whole stored record."""
 
     def __init__(self, orders: int):
-        from functions.recon.matching import ORDER_ATTRIBUTES, SCANNED_ORDER_ATTRIBUTES, transaction_attributes
+        from functions.recon.matching import ORDER_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES, transaction_attributes
 
         self.n = orders
         self.batches = 0
         for i in sorted({i for i in (0, 4, 5, 10, 50, orders - 1) if 0 <= i < orders}):
             whole, digits = stored_order(i, orders), f"{i:08d}"
             same(self.orders(["po_" + digits]), {"po_" + digits: projected(whole, ORDER_ATTRIBUTES)})
-            same(next(self._scan(i, i + 1)), projected(whole, SCANNED_ORDER_ATTRIBUTES))
+            same(self.window_orders(["po_" + digits]), {"po_" + digits: projected(whole, WINDOW_ORDER_ATTRIBUTES)})
             for tx_id in (f"payin#po_{digits}", f"refund#re_{digits}"):
                 tx = stored_transaction(tx_id, orders)
                 same(self.transactions([tx_id]), {tx_id: projected(tx, transaction_attributes(tx_id))} if tx else {})
@@ -242,10 +243,30 @@ class FakeStore:
     def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
         return {}
 
-    def scan_orders(self):  # type: ignore[no-untyped-def]
-        return self._scan(0, self.n)
+    def window_orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.batches += 1
+        n = self.n
+        return {order_id: next(self._records(i, i + 1)) for order_id in ids
+                if len(digits := order_id[3:]) == 8 and digits.isdigit() and (i := int(digits)) < n}
 
-    def _scan(self, first: int, end: int):  # type: ignore[no-untyped-def]
+    def created_between(self, start: str, end: str):  # type: ignore[no-untyped-def]
+        """The created index's answer: ids only."""
+        n, times, spread = self.n, _TIMES, SPREAD_S
+        for i in range(n):
+            seconds = int(spread * i / n) - 1
+            if start <= (times[seconds] if seconds >= 0 else "2026-11-23T23:59:59.000Z") < end:
+                yield f"po_{i:08d}"
+
+    def order_ids_by_reference(self, references: set[str]) -> dict[str, str]:
+        n = self.n
+        return {reference: "po_" + digits for reference in references
+                if len(digits := reference[3:]) == 8 and digits.isdigit() and int(digits) < n}
+
+    def all_orders(self):  # type: ignore[no-untyped-def]
+        """Every order as the window reads it (the pandas side's prefetch)."""
+        return self._records(0, self.n)
+
+    def _records(self, first: int, end: int):  # type: ignore[no-untyped-def]
         n, statuses, times, spread = self.n, _STATUS, _TIMES, SPREAD_S
         for i in range(first, end):
             digits = f"{i:08d}"
@@ -334,7 +355,7 @@ def run_pandas(path: Path, orders: int, *, records: bool = False) -> dict[str, A
                "source_id", "payment_intent_id", order_col]
     df = pd.read_csv(path, usecols=usecols, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     if records:
-        ords = pd.DataFrame.from_records(FakeStore(orders).scan_orders()).rename(columns={
+        ords = pd.DataFrame.from_records(FakeStore(orders).all_orders()).rename(columns={
             "payment_order_id": "order_id", "currency": "order_currency", "payment_order_status": "status"})
         ords["created_at"] = pd.to_datetime(ords.created_at, format="%Y-%m-%dT%H:%M:%S.%fZ", utc=True)
         ords["has_payin"] = ords.status == "SUCCESS"

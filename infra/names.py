@@ -37,6 +37,8 @@ WALLET = "Wallet"
 LEDGER = "Ledger"
 RECON = "Recon"
 SWEEP_INDEX = "sweep"
+CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
+REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"

@@ -16,7 +16,7 @@ from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.models import OrderStatus, OrderWork
 from functions.shared.money import Money
-from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, sweep_shard
+from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, created_bucket, sweep_shard
 
 logger = Logger(service="payment")
 
@@ -78,6 +78,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             "created_at": created_at,
             "updated_at": created_at,
             "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
+            "created_bucket": created_bucket(summary["payment_order_id"], created_at),
             "due_at": due_at,
         }
         for summary in summaries

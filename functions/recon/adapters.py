@@ -17,7 +17,7 @@ from functions.ledger import journal
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
     REFUND_SEARCH_ATTRIBUTES,
-    SCANNED_ORDER_ATTRIBUTES,
+    WINDOW_ORDER_ATTRIBUTES,
     refunds_naming,
     transaction_attributes,
 )
@@ -26,7 +26,7 @@ from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
 from functions.shared.models import OrderStatus, OrderWork
 from functions.shared.money import Money
-from functions.shared.tables import LedgerTable, PaymentTables
+from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
 
@@ -60,8 +60,19 @@ class DynamoLookup:
     def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
         return refunds_naming(self.ledger.scan(REFUND_SEARCH_ATTRIBUTES), payment_order_ids)
 
-    def scan_orders(self) -> Iterator[dict[str, Any]]:
-        return self.payments.scan_orders(SCANNED_ORDER_ATTRIBUTES)
+    def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._all(self.payments.get_orders, {WINDOW_ORDER_ATTRIBUTES: payment_order_ids})
+
+    def created_between(self, start: str, end: str) -> Iterator[str]:
+        """One query per creation hour and shard, `pool` of them in flight."""
+        for ids in self.pool.map(lambda bucket: self.payments.orders_created(bucket, start, end),
+                                 created_buckets(start, end)):
+            yield from ids
+
+    def order_ids_by_reference(self, psp_references: set[str]) -> dict[str, str]:
+        references = list(psp_references)
+        found = self.pool.map(self.payments.order_ids_with_reference, references)
+        return {reference: ids[0] for reference, ids in zip(references, found, strict=True) if ids}
 
     def _all(self, read: Any, wanted: dict[tuple[str, ...], list[str]]) -> dict[str, dict[str, Any]]:
         """Every request of `wanted` (attributes -> keys), 100 keys each, in flight together."""

@@ -44,8 +44,9 @@ LEDGER_KIND = {
 # ProjectionExpression): the one list the AWS adapter asks for and the fakes answer with. A record lacks an
 # attribute it does not hold (psp, psp_reference), as a projected read leaves it out.
 ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference")
-# The window's scan also filters by PSP and creation time, and a carried order keeps its creation time.
-SCANNED_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
+# The window's orders and those found by PSP reference are also filtered by PSP, and a carried order keeps its
+# creation time.
+WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
 # A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
 PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
@@ -62,7 +63,8 @@ class Lookup(Protocol):
     """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark).
 
     Each answer holds the attributes above, and only those need be there: `orders` ORDER_ATTRIBUTES,
-    `scan_orders` SCANNED_ORDER_ATTRIBUTES, `transactions` those of `transaction_attributes`.
+    `window_orders` WINDOW_ORDER_ATTRIBUTES, `transactions` those of `transaction_attributes`. No read walks a
+    whole table: the window comes from an index by creation time, rows without our id from one by reference.
     """
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
@@ -71,7 +73,15 @@ class Lookup(Protocol):
 
     def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]: ...
 
-    def scan_orders(self) -> Iterable[dict[str, Any]]: ...
+    def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def created_between(self, start: str, end: str) -> Iterable[str]:
+        """Ids of the orders created in [start, end) (ISO timestamps)."""
+        ...
+
+    def order_ids_by_reference(self, psp_references: set[str]) -> dict[str, str]:
+        """The order that records each PSP reference, for those some order records."""
+        ...
 
 
 class Fixes(Protocol):
@@ -361,7 +371,7 @@ class Matcher:
         self._flush()
         self._check_payouts()
         carried = self.carries.carried()
-        candidates = self._scan_orders()
+        candidates = self._read_window()
         self._check_refunds()
         for reference, fee in self.fixes.fee_conflicts():
             self.emit(Outcome(Category.AMOUNT_MISMATCH, psp_reference=reference, theirs=fee, review=True,
@@ -385,33 +395,31 @@ class Matcher:
                                         f"the batch's net is {activity}, the payout {-paid}", review=True,
                                         ours=activity))
 
-    def _scan_orders(self) -> list[dict[str, Any]]:
-        """One pass over the orders: resolve rows by PSP reference, and collect the window's unsettled orders."""
+    def _read_window(self) -> list[dict[str, Any]]:
+        """Resolve the rows found only by PSP reference; return the window's SUCCESS orders the file did not
+        settle. Only those orders are read: the window's ids come from the created index and nearly all of them
+        are settled by the file."""
         if self.window is None and not self._deferred:
             return []
         references = {row.psp_reference for row in self._deferred if row.psp_reference}
-        start, end = self.window.bounds() if self.window else ("", "")
-        by_reference: dict[str, dict[str, Any]] = {}
-        candidates: list[dict[str, Any]] = []
-        # Every order of the table passes here: names bound once.
-        psp, default_psp, in_window = self.policy.psp, self.policy.default_order_psp, self.window is not None
-        settled, malformed, success = self._settled, self._named_by_malformed, OrderStatus.SUCCESS
-        for order in self.lookup.scan_orders():
-            if (order.get("psp") or default_psp) != psp:
-                continue
-            reference = order.get("psp_reference")
-            if reference and reference in references:
-                by_reference[reference] = order
-            # Most orders of the window are settled by the file: that test first.
-            if (in_window and hash(order["payment_order_id"]) not in settled
-                    and order.get("payment_order_status") == success
-                    and start <= order.get("created_at", "") < end
-                    and order["payment_order_id"] not in malformed):
-                candidates.append(order)
+        named = self.lookup.order_ids_by_reference(references) if references else {}
+        unsettled: list[str] = []
+        if self.window is not None:
+            settled, malformed = self._settled, self._named_by_malformed
+            unsettled = [order_id for order_id in self.lookup.created_between(*self.window.bounds())
+                         if hash(order_id) not in settled and order_id not in malformed]
+        ids = list(dict.fromkeys([*named.values(), *unsettled]))
+        orders: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), self.policy.batch_size):
+            orders.update(self.lookup.window_orders(ids[start : start + self.policy.batch_size]))
+        psp, default_psp = self.policy.psp, self.policy.default_order_psp
+        ours = {order_id: order for order_id, order in orders.items() if (order.get("psp") or default_psp) == psp}
+        by_reference = {reference: ours[order_id] for reference, order_id in named.items() if order_id in ours}
         deferred, self._deferred = self._deferred, []
         if deferred:
             self._settle_deferred(deferred, by_reference)
-        return candidates
+        return [ours[order_id] for order_id in unsettled
+                if order_id in ours and ours[order_id].get("payment_order_status") == OrderStatus.SUCCESS]
 
     def _settle_deferred(self, rows: list[SettlementRow], by_reference: dict[str, dict[str, Any]]) -> None:
         found = [row for row in rows if row.psp_reference in by_reference]

@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +71,31 @@ class WriteConflict(Exception):
 def sweep_shard(payment_order_id: str, shards: int) -> str:
     digest = hashlib.sha256(payment_order_id.encode()).digest()
     return str(digest[0] % shards)
+
+
+# The orders table's indexes besides the sweep index (infra/names.py names them for the stack).
+CREATED_INDEX = "created"
+REFERENCE_INDEX = "psp_reference"
+# Part of every stored created_bucket: changing it means rewriting that attribute on the orders of open windows.
+CREATED_SHARDS = 8
+
+
+def created_bucket(payment_order_id: str, created_at: str) -> str:
+    """The created index's partition of an order: its creation hour (UTC) and one of CREATED_SHARDS shards,
+    so the orders of a busy hour spread over several partitions."""
+    return f"{created_at[:13]}#{sweep_shard(payment_order_id, CREATED_SHARDS)}"
+
+
+def created_buckets(start: str, end: str) -> list[str]:
+    """Every created_bucket that can hold an order created in [start, end) (ISO timestamps, UTC)."""
+    hour = datetime.fromisoformat(start[:13] + ":00:00+00:00")
+    last = datetime.fromisoformat(end[:13] + ":00:00+00:00")
+    buckets = []
+    while hour <= last:
+        prefix = hour.strftime("%Y-%m-%dT%H")
+        buckets += [f"{prefix}#{shard}" for shard in range(CREATED_SHARDS)]
+        hour += timedelta(hours=1)
+    return buckets
 
 
 @dataclass
@@ -177,8 +203,24 @@ class PaymentTables:
         return batch_get(self._db, self.orders_table, "payment_order_id", payment_order_ids, attributes)
 
     def scan_orders(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every order (reporting, checks and reconciliation windows; never on a request path)."""
+        """Every order (operator checks and the chaos run's invariants; never on a request or nightly path)."""
         yield from _scan(self._db, self.orders_table, attributes)
+
+    def orders_created(self, bucket: str, start: str, end: str) -> list[str]:
+        """Ids of the orders of one created_bucket created in [start, end), from the keys-only created index.
+
+        The index is eventually consistent: an order written in the last second may not be there yet (a
+        reconciliation window closes hours before the file is read)."""
+        keys = _query(self._db, self.orders_table, CREATED_INDEX,
+                      "created_bucket = :bucket AND created_at BETWEEN :start AND :end",
+                      {":bucket": bucket, ":start": start, ":end": end})
+        return [key["payment_order_id"] for key in keys if key["created_at"] < end]
+
+    def order_ids_with_reference(self, psp_reference: str) -> list[str]:
+        """Ids of the orders that record this PSP reference (one, unless something is badly wrong)."""
+        keys = _query(self._db, self.orders_table, REFERENCE_INDEX, "psp_reference = :reference",
+                      {":reference": psp_reference})
+        return [key["payment_order_id"] for key in keys]
 
     # -- status moves --------------------------------------------------------------------------------
 
@@ -471,6 +513,18 @@ def batch_get(db: Any, table: str, key: str, ids: Iterable[str],
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
     return found
+
+
+def _query(db: Any, table: str, index: str, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    kwargs: dict[str, Any] = {"TableName": table, "IndexName": index, "KeyConditionExpression": condition,
+                              "ExpressionAttributeValues": to_item(values)}
+    while True:
+        answer = db.query(**kwargs)
+        for item in answer.get("Items", []):
+            yield from_item(item)
+        if "LastEvaluatedKey" not in answer:
+            return
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
 def _scan(db: Any, table: str, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -184,7 +184,9 @@ class Functions(Construct):
         self._table(self.sweeper, t.payment_orders, get_update)
         # Recon reads orders and the ledger (batches, and full scans for orders no file settled and refunds),
         # writes fee transactions, and keeps its own guards, runs and carried orders.
-        self._table(self.recon, t.payment_orders, [*READ, "dynamodb:Scan"])
+        self._table(self.recon, t.payment_orders, READ)
+        self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
+                                                     f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])
         self._table(self.recon, t.ledger, [*READ, "dynamodb:Scan", "dynamodb:PutItem"])
         self._table(self.recon, t.recon, [*READ, *WRITE, "dynamodb:DeleteItem"])
 

@@ -41,6 +41,19 @@ class Tables(Construct):
             sort_key=dynamodb.Attribute(name="due_at", type=_S),
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
+        # Reconciliation reads a file's window by creation hour, in shards so a busy hour is not one hot
+        # partition (functions/shared/tables.created_bucket), and resolves rows by the PSP's reference.
+        self.payment_orders.add_global_secondary_index(
+            index_name=names.CREATED_INDEX,
+            partition_key=dynamodb.Attribute(name="created_bucket", type=_S),
+            sort_key=dynamodb.Attribute(name="created_at", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.payment_orders.add_global_secondary_index(
+            index_name=names.REFERENCE_INDEX,
+            partition_key=dynamodb.Attribute(name="psp_reference", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
         self.wallet = table(names.WALLET, "account_id", "sk")
         self.ledger = table(names.LEDGER, "transaction_id")
         self.recon = table(names.RECON, "pk", "sk")

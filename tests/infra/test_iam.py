@@ -52,7 +52,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "state-machine": START,
     },
     "Recon": {
-        "table:PaymentOrders": READ | {"dynamodb:Scan"},
+        "table:PaymentOrders": READ,  # no Scan: the window and rows without our id come from these indexes
+        "table:PaymentOrders/index/created": {"dynamodb:Query"},
+        "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"},
         "table:Ledger": READ | {"dynamodb:Scan", "dynamodb:PutItem"},
         "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},
         "queue:ReviewQueue": SEND,

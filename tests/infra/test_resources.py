@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from functions.shared import tables
 from infra import names
 from tests.infra.support import render
+from tests.support import aws as moto_tables
 
 # One synthesis per xdist worker: keep every test that reads it on the same worker (--dist loadgroup).
 pytestmark = pytest.mark.xdist_group("infra-synth")
@@ -83,20 +85,20 @@ def test_each_table_has_its_keys_on_demand_billing_pitr_and_is_retained(synth, t
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
 
 
-def test_payment_orders_has_the_sparse_keys_only_sweep_index(synth):
+def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(synth):
     props = synth.props(table_id(synth, names.PAYMENT_ORDERS))
-    assert props["GlobalSecondaryIndexes"] == [
-        {
-            "IndexName": "sweep",
-            "KeySchema": [
-                {"AttributeName": "sweep_shard", "KeyType": "HASH"},
-                {"AttributeName": "due_at", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "KEYS_ONLY"},
-        }
-    ]
+    indexes = {index["IndexName"]: index for index in props["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {names.SWEEP_INDEX, tables.CREATED_INDEX, tables.REFERENCE_INDEX} == set(
+        moto_tables.TABLE_KEYS["PaymentOrders"]["gsi"])  # the tests' moto tables have the same indexes
+    assert names.CREATED_INDEX == tables.CREATED_INDEX and names.REFERENCE_INDEX == tables.REFERENCE_INDEX
+    for name, (hash_key, range_key) in moto_tables.TABLE_KEYS["PaymentOrders"]["gsi"].items():
+        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+        if range_key:
+            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        assert indexes[name] == {"IndexName": name, "KeySchema": schema, "Projection": {"ProjectionType": "KEYS_ONLY"}}
     types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-    assert types == {"payment_order_id": "S", "sweep_shard": "S", "due_at": "S"}
+    assert types == {"payment_order_id": "S", "sweep_shard": "S", "due_at": "S", "created_bucket": "S",
+                     "created_at": "S", "psp_reference": "S"}
 
 
 # --- queues -------------------------------------------------------------------------------------------------

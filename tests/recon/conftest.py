@@ -15,17 +15,13 @@ from moto import mock_aws
 from functions.recon.config import reload_recon_settings
 from functions.shared import aws
 from functions.shared.config import reload_settings
-from functions.shared.tables import to_item
+from functions.shared.tables import created_bucket, to_item
+from tests.support.aws import create_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "settlement-test"
-TABLES = {
-    "PAYMENT_EVENTS_TABLE": ("PaymentEvents", [("checkout_id", "HASH")]),
-    "PAYMENT_ORDERS_TABLE": ("PaymentOrders", [("payment_order_id", "HASH")]),
-    "WALLET_TABLE": ("Wallet", [("account_id", "HASH"), ("sk", "RANGE")]),
-    "LEDGER_TABLE": ("Ledger", [("transaction_id", "HASH")]),
-    "RECON_TABLE": ("Recon", [("pk", "HASH"), ("sk", "RANGE")]),
-}
+TABLES = {"PAYMENT_EVENTS_TABLE": "PaymentEvents", "PAYMENT_ORDERS_TABLE": "PaymentOrders",
+          "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon"}
 
 
 @dataclass
@@ -64,7 +60,7 @@ class Account:
             "seller_account": "seller_1", "amount_minor": amount_minor, "currency": currency,
             "payment_method": "pm_card_visa", "payment_order_status": status,
             "psp_reference": psp_reference, "attempts": attempts, "created_at": created_at,
-            "updated_at": created_at, "psp": psp,
+            "updated_at": created_at, "psp": psp, "created_bucket": created_bucket(payment_order_id, created_at),
         }
         self.db.put_item(TableName="PaymentOrders", Item=to_item(item))
 
@@ -135,13 +131,8 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         aws.reset_clients()
-        for env, (table, keys) in TABLES.items():
-            aws.client("dynamodb").create_table(
-                TableName=table, BillingMode="PAY_PER_REQUEST",
-                KeySchema=[{"AttributeName": n, "KeyType": t} for n, t in keys],
-                AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n, _ in keys],
-            )
-            monkeypatch.setenv(env, table)
+        for env, table in TABLES.items():
+            monkeypatch.setenv(env, create_table(table, table))
         sqs = aws.client("sqs")
         urls = {}
         for name in ("ReconQueue", "ReviewQueue", "OrdersQueue"):

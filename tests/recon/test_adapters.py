@@ -13,7 +13,7 @@ from functions.recon import adapters
 from functions.recon.adapters import AwsFixes, DynamoLookup
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
-    SCANNED_ORDER_ATTRIBUTES,
+    WINDOW_ORDER_ATTRIBUTES,
     ledger_amount,
     transaction_attributes,
 )
@@ -63,16 +63,42 @@ def test_a_pay_in_is_read_for_its_existence_and_a_refund_for_its_amount(account:
     assert all(set(tx) <= set(transaction_attributes(tx_id)) for tx_id, tx in found.items())
 
 
-def test_the_scans_are_projected_too(account: Account, lookup: DynamoLookup) -> None:
+def test_window_orders_and_the_refund_scan_are_projected_too(account: Account, lookup: DynamoLookup) -> None:
     account.put_order("po_1", 1000, psp_reference="pi_1", psp="adyen")
     account.put_transaction("refund", "po_1:1", 400)
     account.put_transaction("payin", "po_1", 1000)
-    assert list(lookup.scan_orders()) == [{
+    assert lookup.window_orders(["po_1", "po_2"]) == {"po_1": {
         "payment_order_id": "po_1", "amount_minor": 1000, "currency": "USD", "payment_order_status": "SUCCESS",
-        "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z"}]
-    assert set(SCANNED_ORDER_ATTRIBUTES) >= set(ORDER_ATTRIBUTES)
+        "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z"}}
+    assert set(WINDOW_ORDER_ATTRIBUTES) >= set(ORDER_ATTRIBUTES)
     assert lookup.refunds_naming({"po_1", "po_2"}) == {"po_1": [
         {"transaction_id": "refund#po_1:1", "kind": "refund", "reference": "po_1:1"}]}
+
+
+def test_the_window_comes_from_the_created_index_hour_by_hour_and_shard_by_shard(account: Account,
+                                                                                 lookup: DynamoLookup) -> None:
+    moments = {"po_before": "2026-11-24T09:59:59.999Z", "po_first": "2026-11-24T10:00:00.000Z",
+               "po_end": "2026-11-24T15:00:00.000Z", "po_next_day": "2026-11-25T11:00:00.000Z"}
+    moments |= {f"po_{i}": f"2026-11-24T{10 + i % 5:02d}:{i % 60:02d}:00.000Z" for i in range(60)}
+    for order_id, created_at in moments.items():
+        account.put_order(order_id, 1000, created_at=created_at)
+    assert len({tables.created_bucket(order_id, moments[order_id]) for order_id in moments}) > 20
+    found = list(lookup.created_between("2026-11-24T10:00:00.000Z", "2026-11-24T15:00:00.000Z"))
+    assert sorted(found) == sorted(["po_first", *(f"po_{i}" for i in range(60))])  # [start, end)
+
+
+def test_rows_without_our_id_find_their_order_by_the_reference_index(account: Account,
+                                                                      lookup: DynamoLookup) -> None:
+    account.put_order("po_1", 1000, psp_reference="pi_1")
+    account.put_order("po_2", 1000)  # no reference yet: not in the sparse index
+    assert lookup.order_ids_by_reference({"pi_1", "pi_unknown"}) == {"pi_1": "po_1"}
+
+
+def test_created_buckets_cover_every_hour_of_a_window_in_every_shard() -> None:
+    buckets = tables.created_buckets("2026-11-24T22:30:00.000Z", "2026-11-25T01:00:00.000Z")
+    assert len(buckets) == 4 * tables.CREATED_SHARDS
+    assert buckets[0] == "2026-11-24T22#0" and buckets[-1] == f"2026-11-25T01#{tables.CREATED_SHARDS - 1}"
+    assert tables.created_bucket("po_1", "2026-11-24T23:59:59.999Z") in buckets
 
 
 def _fixes(account: Account, pool: ThreadPoolExecutor) -> AwsFixes:

@@ -18,11 +18,17 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
         "payin#po_00001006": {"transaction_id": "payin#po_00001006"},
         "refund#re_00000010": recon_bench.projected(recon_bench.stored_transaction("refund#re_00000010", 2000),
                                                     matching.ROW_TRANSACTION_ATTRIBUTES)}
-    assert len(list(store.scan_orders())) == 2000
+    assert store.window_orders(["po_00001005"]) == {
+        "po_00001005": recon_bench.projected(whole, matching.WINDOW_ORDER_ATTRIBUTES)}
+    assert len(list(store.all_orders())) == 2000
+    created = sorted(recon_bench.stored_order(i, 2000)["created_at"] for i in range(2000))
+    assert len(list(store.created_between(created[100], created[1900]))) == sum(
+        created[100] <= moment < created[1900] for moment in created)
+    assert store.order_ids_by_reference({"pi_00000007", "pi_x"}) == {"pi_00000007": "po_00000007"}
 
 
 @pytest.mark.parametrize(("name", "extra"), [("ORDER_ATTRIBUTES", "checkout_id"),
-                                             ("SCANNED_ORDER_ATTRIBUTES", "seller_account"),
+                                             ("WINDOW_ORDER_ATTRIBUTES", "seller_account"),
                                              ("ROW_TRANSACTION_ATTRIBUTES", "kind")])
 def test_a_projection_the_fake_does_not_follow_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch, name: str,
                                                                    extra: str) -> None:

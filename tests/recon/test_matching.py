@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
-    SCANNED_ORDER_ATTRIBUTES,
+    WINDOW_ORDER_ATTRIBUTES,
     Matcher,
     Policy,
     Window,
@@ -81,8 +81,15 @@ class World:
     def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
         return refunds_naming(self.ledger.values(), ids)
 
-    def scan_orders(self) -> list[dict[str, Any]]:
-        return [Projected(item, SCANNED_ORDER_ATTRIBUTES) for item in self.orders.values()]
+    def window_orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.largest_read = max(self.largest_read, len(ids))
+        return {i: Projected(self.orders[i], WINDOW_ORDER_ATTRIBUTES) for i in ids if i in self.orders}
+
+    def created_between(self, start: str, end: str) -> list[str]:
+        return [i for i, item in self.orders.items() if start <= item["created_at"] < end]
+
+    def order_ids_by_reference(self, references: set[str]) -> dict[str, str]:
+        return {item["psp_reference"]: i for i, item in self.orders.items() if item.get("psp_reference") in references}
 
     # Fixes
     def restart_order(self, item: dict[str, Any]) -> Restart:
@@ -120,7 +127,9 @@ class Lookup:
         self.orders = world.orders_of
         self.transactions = world.transactions
         self.refunds_naming = world.refunds_naming
-        self.scan_orders = world.scan_orders
+        self.window_orders = world.window_orders
+        self.created_between = world.created_between
+        self.order_ids_by_reference = world.order_ids_by_reference
 
 
 def run(world: World, rows: list[ParsedRow], *, window: Window | None = None, batch_size: int = 1000,

@@ -16,7 +16,8 @@ from functions.shared.config import reload_settings
 TABLE_KEYS: dict[str, dict[str, Any]] = {
     "PaymentEvents": {"hash": "checkout_id"},
     "PaymentOrders": {"hash": "payment_order_id",
-                      "gsi": {"sweep": ("sweep_shard", "due_at")}},
+                      "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
+                              "psp_reference": ("psp_reference", None)}},
     "Wallet": {"hash": "account_id", "range": "sk"},
     "Ledger": {"hash": "transaction_id"},
     "Recon": {"hash": "pk", "range": "sk"},
@@ -24,33 +25,36 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue"]
 
 
+def create_table(logical: str, name: str) -> str:
+    """Create the table `logical` of TABLE_KEYS, with its indexes, as `name` in the active moto mock."""
+    spec = TABLE_KEYS[logical]
+    attributes = {spec["hash"]: "S"}
+    keys = [{"AttributeName": spec["hash"], "KeyType": "HASH"}]
+    if "range" in spec:
+        attributes[spec["range"]] = "S"
+        keys.append({"AttributeName": spec["range"], "KeyType": "RANGE"})
+    indexes = []
+    for index, (hash_key, range_key) in spec.get("gsi", {}).items():
+        attributes[hash_key] = "S"
+        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+        if range_key:
+            attributes[range_key] = "S"
+            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": "KEYS_ONLY"}})
+    kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
+    boto3.client("dynamodb", region_name="us-east-1").create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys,
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in attributes.items()],
+        **kwargs,
+    )
+    return name
+
+
 def create_resources(prefix: str = "test") -> dict[str, str]:
     """Create tables and queues in the active moto mock; set and return the environment the functions read."""
-    db = boto3.client("dynamodb", region_name="us-east-1")
     env: dict[str, str] = {}
-    for logical, spec in TABLE_KEYS.items():
-        name = f"{prefix}-{logical}"
-        attributes = {spec["hash"]: "S"}
-        keys = [{"AttributeName": spec["hash"], "KeyType": "HASH"}]
-        if "range" in spec:
-            attributes[spec["range"]] = "S"
-            keys.append({"AttributeName": spec["range"], "KeyType": "RANGE"})
-        indexes = []
-        for index, (hash_key, range_key) in spec.get("gsi", {}).items():
-            attributes[hash_key] = attributes[range_key] = "S"
-            indexes.append({
-                "IndexName": index,
-                "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"},
-                              {"AttributeName": range_key, "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            })
-        kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
-        db.create_table(
-            TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys,
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in attributes.items()],
-            **kwargs,
-        )
-        env[_table_env(logical)] = name
+    for logical in TABLE_KEYS:
+        env[_table_env(logical)] = create_table(logical, f"{prefix}-{logical}")
     sqs = boto3.client("sqs", region_name="us-east-1")
     for queue in QUEUES:
         env[_queue_env(queue)] = sqs.create_queue(QueueName=f"{prefix}-{queue}")["QueueUrl"]
