@@ -516,23 +516,20 @@ def batch_get(db: Any, table: str, key: str, ids: Iterable[str],
 
 
 def _query(db: Any, table: str, index: str, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"TableName": table, "IndexName": index, "KeyConditionExpression": condition,
-                              "ExpressionAttributeValues": to_item(values)}
-    while True:
-        answer = db.query(**kwargs)
-        for item in answer.get("Items", []):
-            yield from_item(item)
-        if "LastEvaluatedKey" not in answer:
-            return
-        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+    return _pages(db.query, {"TableName": table, "IndexName": index, "KeyConditionExpression": condition,
+                             "ExpressionAttributeValues": to_item(values)})
 
 
 def _scan(db: Any, table: str, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True, **_projection(attributes)}
+    return _pages(db.scan, {"TableName": table, "ConsistentRead": True, **_projection(attributes)})
+
+
+def _pages(read: Any, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every item of a Query or Scan, page after page."""
     while True:
-        answer = db.scan(**kwargs)
+        answer = read(**request)
         for item in answer.get("Items", []):
             yield from_item(item)
         if "LastEvaluatedKey" not in answer:
             return
-        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        request = {**request, "ExclusiveStartKey": answer["LastEvaluatedKey"]}
