@@ -7,6 +7,7 @@ invariant checker's Snapshot: replays, reads after writes, and the statuses it s
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -14,8 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from functions.shared.tables import batch_get
 from verification.storefront import ApiClient, Workload
+
+logger = logging.getLogger("verification.driver")
 
 FINAL = {"SUCCESS", "FAILED"}
 
@@ -144,18 +149,27 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
     latest: dict[str, dict[str, Any]] = {}
     pending: set[str] = set()
     known, rotation = 0, 0
-    last_done, unchanged = -1, 0
+    last_done, unchanged, failed_ticks = -1, 0, 0
     while True:
         placing = more_coming()  # asked before reading the ids, so none accepted after the answer is missed
         if len(order_ids) > known:
             pending.update(order_ids[known:])
             known = len(order_ids)
-        open_ids = _open_order_ids(db, table)
-        left = [i for i in pending if i not in open_ids]
-        still_open = sorted(i for i in pending if i in open_ids)
-        sample = still_open[rotation:rotation + OBSERVED_PER_TICK] if still_open else []
+        try:
+            open_ids = _open_order_ids(db, table)
+            left = [i for i in pending if i not in open_ids]
+            still_open = sorted(i for i in pending if i in open_ids)
+            sample = still_open[rotation:rotation + OBSERVED_PER_TICK] if still_open else []
+            read = list(batch_get(db, table, "payment_order_id", left + sample).values())
+        except (BotoCoreError, ClientError) as error:
+            # A read the local stack failed: every tick starts afresh, so the next one reads again.
+            failed_ticks += 1
+            if failed_ticks > MAX_FAILED_TICKS:
+                raise
+            logger.warning("watcher read failed (%s of %s): %s", failed_ticks, MAX_FAILED_TICKS, error)
+            time.sleep(interval_s)
+            continue
         rotation = rotation + OBSERVED_PER_TICK if rotation + OBSERVED_PER_TICK < len(still_open) else 0
-        read = list(batch_get(db, table, "payment_order_id", left + sample).values())
         # An accepted order that is stored nowhere will never settle: stop waiting, the checker names it.
         pending.difference_update(set(left) - {order["payment_order_id"] for order in read})
         for order in read:
@@ -182,6 +196,7 @@ def watch_until_settled(session: Any, outputs: dict[str, str], order_ids: list[s
 
 
 OBSERVED_PER_TICK = 100
+MAX_FAILED_TICKS = 50  # reads the local stack may fail in one run before the watcher gives up
 
 
 def _open_order_ids(db: Any, table: str) -> set[str]:

@@ -2,11 +2,14 @@
 accepted but stored nowhere (the checker names it instead)."""
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from functions.shared import clock
 from functions.shared.models import OrderStatus
 from functions.shared.tables import PaymentTables
 from tests.integration.test_steps import place
+from verification import driver
 from verification.driver import RunRecord, watch_until_settled
 from verification.invariants import Snapshot, check
 
@@ -36,3 +39,41 @@ def test_the_watcher_returns_final_orders_and_stops_waiting_for_one_stored_nowhe
                         accepted_order_ids=record.accepted_order_ids)
     unsettled = next(r for r in check(snapshot) if r.number == 2)
     assert unsettled.violations == ["chk_lost_0: accepted but not stored"]
+
+
+class FlakySession(Session):
+    """The local stack's DynamoDB answering 500 to the first `failures` scans (as moto did under load)."""
+
+    def __init__(self, failures):
+        self.failures = failures
+
+    def client(self, name):
+        real = super().client(name)
+        session = self
+
+        class Flaky:
+            def __getattr__(self, attribute):
+                return getattr(real, attribute)
+
+            def scan(self, **request):
+                if session.failures:
+                    session.failures -= 1
+                    raise ClientError({"Error": {"Code": "500", "Message": "Internal Server Error"}}, "Scan")
+                return real.scan(**request)
+
+        return Flaky()
+
+
+def test_a_read_the_local_stack_fails_is_read_again_next_tick(aws_env, monkeypatch):
+    place("chk_f", amounts=("1.00",))
+    PaymentTables.from_settings().finish("chk_f_0", OrderStatus.FAILED, {}, clock.iso())
+    outputs = {"PaymentOrdersTableName": aws_env["PAYMENT_ORDERS_TABLE"]}
+    record = RunRecord(accepted_order_ids=["chk_f_0"])
+    orders = watch_until_settled(FlakySession(failures=3), outputs, record.accepted_order_ids, record,
+                                 timeout_s=30, interval_s=0.01)
+    assert set(orders) == {"chk_f_0"}
+
+    monkeypatch.setattr(driver, "MAX_FAILED_TICKS", 2)  # a stack that keeps failing still ends the run
+    with pytest.raises(ClientError):
+        watch_until_settled(FlakySession(failures=100), outputs, record.accepted_order_ids, RunRecord(),
+                            timeout_s=30, interval_s=0.01)

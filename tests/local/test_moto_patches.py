@@ -1,6 +1,7 @@
 """moto as patched by local/moto_patches.py: DynamoDB transactions all or nothing with no lost writes; state
 machine parses kept; SQS attributes computed when read."""
 
+import sys
 import threading
 
 import boto3
@@ -63,6 +64,56 @@ def test_failing_transactions_never_erase_concurrent_writes(table):
         t.join()
     assert errors == []
     assert table.scan(TableName="t")["Count"] == 1 + 3 * 40
+
+
+def test_scans_of_an_index_never_fail_while_writes_add_and_remove_its_attributes():
+    # moto walks every item's attributes to find an index's items; unpatched, a write that adds or removes
+    # attributes meanwhile fails the read ("dictionary changed size during iteration"), as a chaos run met
+    moto_patches.install()
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        db.create_table(TableName="o", BillingMode="PAY_PER_REQUEST",
+                        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("k", "s", "d")],
+                        GlobalSecondaryIndexes=[{"IndexName": "sweep", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                                 "KeySchema": [{"AttributeName": "s", "KeyType": "HASH"},
+                                                               {"AttributeName": "d", "KeyType": "RANGE"}]}])
+        for i in range(300):
+            db.put_item(TableName="o", Item={"k": {"S": f"o{i}"}, "s": {"S": "0"}, "d": {"S": "x"}})
+        errors, stop = [], threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                key = {"k": {"S": f"o{i % 300}"}}
+                if (i // 300) % 2:
+                    db.update_item(TableName="o", Key=key, UpdateExpression="SET s = :s, d = :d, v = :s",
+                                   ExpressionAttributeValues={":s": {"S": "0"}, ":d": {"S": "x"}})
+                else:
+                    db.update_item(TableName="o", Key=key, UpdateExpression="REMOVE s, d, v")
+                i += 1
+
+        def reader():
+            for _ in range(40):
+                try:
+                    db.scan(TableName="o", IndexName="sweep", ProjectionExpression="k")
+                    db.query(TableName="o", IndexName="sweep", KeyConditionExpression="s = :s",
+                             ExpressionAttributeValues={":s": {"S": "0"}})
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(exc)
+            stop.set()
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)  # switch threads often, as a loaded machine does
+        try:
+            threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert errors == []
 
 
 def test_a_definition_is_parsed_once_and_each_execution_gets_its_own_components():
