@@ -240,7 +240,7 @@ class FakeStore:
                     {"account": "seller", "amount_minor": -amount, "currency": "USD"}]}
         return found
 
-    def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    def refunds_of(self, ids: set[str]) -> dict[str, list[str]]:
         return {}
 
     def window_orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:

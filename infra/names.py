@@ -39,6 +39,7 @@ RECON = "Recon"
 SWEEP_INDEX = "sweep"
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
+LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"

@@ -38,10 +38,15 @@ class Entry:
 
 @dataclass(frozen=True)
 class Transaction:
+    """`payment_order_id`: the order a transaction recorded under a PSP object's own id belongs to (a refund
+    `refund#<PSP refund id>` names its order here), so it can be found by order; a pay-in's reference is its
+    order already."""
+
     kind: str
     reference: str
     entries: tuple[Entry, ...]
     description: str = ""
+    payment_order_id: str = ""
 
     def __post_init__(self) -> None:
         if len(self.entries) < 2:
@@ -60,7 +65,7 @@ class Transaction:
         return f"{self.kind}#{self.reference}"
 
     def to_item(self) -> dict[str, Any]:
-        return {
+        item = {
             "transaction_id": self.transaction_id,
             "kind": self.kind,
             "reference": self.reference,
@@ -71,6 +76,9 @@ class Transaction:
             ],
             "created_at": clock.iso(),
         }
+        if self.payment_order_id:  # the key of a sparse index: absent, never empty or null
+            item["payment_order_id"] = self.payment_order_id
+        return item
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Transaction:
@@ -78,6 +86,7 @@ class Transaction:
             kind=item["kind"],
             reference=item["reference"],
             description=item.get("description") or "",
+            payment_order_id=item.get("payment_order_id") or "",
             entries=tuple(Entry(e["account"], Money(int(e["amount_minor"]), e["currency"])) for e in item["entries"]),
         )
 

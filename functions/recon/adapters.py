@@ -16,9 +16,7 @@ from botocore.exceptions import ClientError
 from functions.ledger import journal
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
-    REFUND_SEARCH_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
-    refunds_naming,
     transaction_attributes,
 )
 from functions.recon.outcomes import Outcome, Restart
@@ -57,8 +55,12 @@ class DynamoLookup:
             wanted.setdefault(transaction_attributes(transaction_id), []).append(transaction_id)
         return self._all(self.ledger.get_many, wanted)
 
-    def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-        return refunds_naming(self.ledger.scan(REFUND_SEARCH_ATTRIBUTES), payment_order_ids)
+    def refunds_of(self, payment_order_ids: set[str]) -> dict[str, list[str]]:
+        """One query of the ledger's order index per order, `pool` of them in flight."""
+        ids = list(payment_order_ids)
+        found = self.pool.map(self.ledger.transaction_ids_of_order, ids)
+        return {order_id: refunds for order_id, transaction_ids in zip(ids, found, strict=True)
+                if (refunds := [t for t in transaction_ids if t.startswith("refund#")])}
 
     def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {WINDOW_ORDER_ATTRIBUTES: payment_order_ids})

@@ -13,7 +13,7 @@ What the matcher keeps for the whole file, and why:
 Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
 for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million charges.
 - rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
-  a handful in a healthy file; they are resolved once, at the end, against one scan.
+  a handful in a healthy file; they are resolved once, at the end, through indexes (PSP reference, order).
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
 # A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
 PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
-# What `refunds_naming` reads of each ledger transaction.
-REFUND_SEARCH_ATTRIBUTES = ("transaction_id", "kind", "reference", "description")
 
 
 def transaction_attributes(transaction_id: str) -> tuple[str, ...]:
@@ -71,7 +69,10 @@ class Lookup(Protocol):
 
     def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]: ...
 
-    def refunds_naming(self, payment_order_ids: set[str]) -> dict[str, list[dict[str, Any]]]: ...
+    def refunds_of(self, payment_order_ids: set[str]) -> dict[str, list[str]]:
+        """Ids of the ledger refunds that name each order, for the orders that have any (the ledger's index by
+        order: a refund is `refund#<PSP refund id>` and carries its `payment_order_id`)."""
+        ...
 
     def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
 
@@ -442,9 +443,9 @@ class Matcher:
         checks, self._refund_checks = self._refund_checks, []
         if not checks:
             return
-        naming = self.lookup.refunds_naming({order["payment_order_id"] for _, order in checks})
+        recorded = self.lookup.refunds_of({order["payment_order_id"] for _, order in checks})
         for row, order in checks:
-            if naming.get(order["payment_order_id"]):
+            if recorded.get(order["payment_order_id"]):
                 self.emit(self._outcome(row, Category.MATCHED, order, "refund recorded in the ledger for this order"))
             else:
                 self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
@@ -507,22 +508,3 @@ def ledger_amount(transaction: dict[str, Any]) -> Money | None:
     currency = entries[0]["currency"]
     total = sum(int(e["amount_minor"]) for e in entries if e["currency"] == currency and int(e["amount_minor"]) > 0)
     return Money(total, currency)
-
-
-def refunds_naming(
-    transactions: Iterable[dict[str, Any]], payment_order_ids: set[str]
-) -> dict[str, list[dict[str, Any]]]:
-    """Ledger refund transactions that name an order, by reference or in their description.
-
-    The one place that decides which ledger refund belongs to which order (refunds are a later issue: when
-    they get a fixed reference scheme, change it here).
-    """
-    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for tx in transactions:
-        if tx.get("kind") != "refund":
-            continue
-        reference, description = tx.get("reference") or "", tx.get("description") or ""
-        for order_id in payment_order_ids:
-            if reference == order_id or reference.startswith(f"{order_id}:") or order_id in description:
-                found[order_id].append(tx)
-    return dict(found)

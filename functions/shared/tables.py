@@ -76,6 +76,8 @@ def sweep_shard(payment_order_id: str, shards: int) -> str:
 # The orders table's indexes besides the sweep index (infra/names.py names them for the stack).
 CREATED_INDEX = "created"
 REFERENCE_INDEX = "psp_reference"
+# The ledger's sparse index of the transactions that name their order (refunds).
+LEDGER_ORDER_INDEX = "payment_order_id"
 # Part of every stored created_bucket: changing it means rewriting that attribute on the orders of open windows.
 CREATED_SHARDS = 8
 
@@ -480,6 +482,12 @@ class LedgerTable:
     def get_many(self, transaction_ids: Iterable[str],
                  attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         return batch_get(self._db, self.table, "transaction_id", transaction_ids, attributes)
+
+    def transaction_ids_of_order(self, payment_order_id: str) -> list[str]:
+        """Ids of the transactions that name the order (its refunds), from the sparse keys-only index."""
+        keys = _query(self._db, self.table, LEDGER_ORDER_INDEX, "payment_order_id = :order",
+                      {":order": payment_order_id})
+        return [key["transaction_id"] for key in keys]
 
     def scan(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         yield from _scan(self._db, self.table, attributes)

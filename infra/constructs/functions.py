@@ -182,12 +182,13 @@ class Functions(Construct):
         # Sweeper reads only the sparse sweep index, then updates the orders it finds.
         self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.SWEEP_INDEX}"])
         self._table(self.sweeper, t.payment_orders, get_update)
-        # Recon reads orders and the ledger (batches, and full scans for orders no file settled and refunds),
-        # writes fee transactions, and keeps its own guards, runs and carried orders.
+        # Recon reads orders and the ledger in batches and through indexes (never a whole table), writes fee
+        # transactions, and keeps its own guards, runs and carried orders.
         self._table(self.recon, t.payment_orders, READ)
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
                                                      f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])
-        self._table(self.recon, t.ledger, [*READ, "dynamodb:Scan", "dynamodb:PutItem"])
+        self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])
+        self._allow(self.recon, ["dynamodb:Query"], [f"{t.ledger.table_arn}/index/{names.LEDGER_ORDER_INDEX}"])
         self._table(self.recon, t.recon, [*READ, *WRITE, "dynamodb:DeleteItem"])
 
     def _grant_queue_access(self) -> None:

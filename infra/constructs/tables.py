@@ -56,6 +56,13 @@ class Tables(Construct):
         )
         self.wallet = table(names.WALLET, "account_id", "sk")
         self.ledger = table(names.LEDGER, "transaction_id")
+        # Sparse: only a transaction that records a PSP object of an order under the PSP's own id (a refund)
+        # names its order, so reconciliation finds an order's refunds without reading the whole ledger.
+        self.ledger.add_global_secondary_index(
+            index_name=names.LEDGER_ORDER_INDEX,
+            partition_key=dynamodb.Attribute(name="payment_order_id", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
         self.recon = table(names.RECON, "pk", "sk")
 
     def by_name(self) -> dict[str, dynamodb.Table]:

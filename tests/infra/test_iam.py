@@ -55,7 +55,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:PaymentOrders": READ,  # no Scan: the window and rows without our id come from these indexes
         "table:PaymentOrders/index/created": {"dynamodb:Query"},
         "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"},
-        "table:Ledger": READ | {"dynamodb:Scan", "dynamodb:PutItem"},
+        "table:Ledger": READ | {"dynamodb:PutItem"},  # no Scan: refunds by order come from its index
+        "table:Ledger/index/payment_order_id": {"dynamodb:Query"},
         "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},
         "queue:ReviewQueue": SEND,
         "queue:ReconQueue": CONSUME,

@@ -101,6 +101,17 @@ def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(sy
                      "created_at": "S", "psp_reference": "S"}
 
 
+def test_ledger_has_the_keys_only_sparse_index_of_transactions_by_order(synth):
+    props = synth.props(table_id(synth, names.LEDGER))
+    assert names.LEDGER_ORDER_INDEX == tables.LEDGER_ORDER_INDEX
+    assert props["GlobalSecondaryIndexes"] == [{
+        "IndexName": names.LEDGER_ORDER_INDEX, "KeySchema": [{"AttributeName": "payment_order_id", "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "KEYS_ONLY"}}]
+    assert moto_tables.TABLE_KEYS["Ledger"]["gsi"] == {names.LEDGER_ORDER_INDEX: ("payment_order_id", None)}
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types == {"transaction_id": "S", "payment_order_id": "S"}
+
+
 # --- queues -------------------------------------------------------------------------------------------------
 
 

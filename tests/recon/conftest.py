@@ -65,13 +65,16 @@ class Account:
         self.db.put_item(TableName="PaymentOrders", Item=to_item(item))
 
     def put_transaction(self, kind: str, reference: str, amount_minor: int, currency: str = "USD",
-                        description: str | None = None) -> None:
-        self.db.put_item(TableName="Ledger", Item=to_item({
+                        description: str | None = None, payment_order_id: str = "") -> None:
+        item = {
             "transaction_id": f"{kind}#{reference}", "kind": kind, "reference": reference,
             "description": description, "created_at": "2026-11-24T12:00:00.000Z",
             "entries": [{"account": "a", "amount_minor": amount_minor, "currency": currency},
                         {"account": "b", "amount_minor": -amount_minor, "currency": currency}],
-        }))
+        }
+        if payment_order_id:
+            item["payment_order_id"] = payment_order_id
+        self.db.put_item(TableName="Ledger", Item=to_item(item))
 
     def ledger_ids(self, prefix: str) -> set[str]:
         items = self.db.scan(TableName="Ledger")["Items"]

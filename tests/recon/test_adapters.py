@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from functions.ledger import journal
+from functions.ledger.journal import Entry, Transaction
 from functions.recon import adapters
 from functions.recon.adapters import AwsFixes, DynamoLookup
 from functions.recon.matching import (
@@ -63,16 +65,23 @@ def test_a_pay_in_is_read_for_its_existence_and_a_refund_for_its_amount(account:
     assert all(set(tx) <= set(transaction_attributes(tx_id)) for tx_id, tx in found.items())
 
 
-def test_window_orders_and_the_refund_scan_are_projected_too(account: Account, lookup: DynamoLookup) -> None:
+def test_window_orders_are_projected_too(account: Account, lookup: DynamoLookup) -> None:
     account.put_order("po_1", 1000, psp_reference="pi_1", psp="adyen")
-    account.put_transaction("refund", "po_1:1", 400)
-    account.put_transaction("payin", "po_1", 1000)
     assert lookup.window_orders(["po_1", "po_2"]) == {"po_1": {
         "payment_order_id": "po_1", "amount_minor": 1000, "currency": "USD", "payment_order_status": "SUCCESS",
         "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z"}}
     assert set(WINDOW_ORDER_ATTRIBUTES) >= set(ORDER_ATTRIBUTES)
-    assert lookup.refunds_naming({"po_1", "po_2"}) == {"po_1": [
-        {"transaction_id": "refund#po_1:1", "kind": "refund", "reference": "po_1:1"}]}
+
+
+def test_an_orders_refunds_come_from_the_ledgers_order_index(account: Account, lookup: DynamoLookup) -> None:
+    entries = (Entry("psp_receivable:stripe", Money(-400, "USD")), Entry("seller_payable:s", Money(400, "USD")))
+    journal.record(Transaction("refund", "rf_1", entries, payment_order_id="po_1"))  # as the journal writes it
+    account.put_transaction("refund", "rf_2", 100, payment_order_id="po_1")
+    account.put_transaction("chargeback", "du_1", 100, payment_order_id="po_3")  # names its order, no refund
+    account.put_transaction("refund", "po_2:1", 100, description="refund of po_2")  # names no order: not found
+    account.put_transaction("payin", "po_2", 1000)
+    found = lookup.refunds_of({"po_1", "po_2", "po_3", "po_4"})
+    assert {order_id: sorted(ids) for order_id, ids in found.items()} == {"po_1": ["refund#rf_1", "refund#rf_2"]}
 
 
 def test_the_window_comes_from_the_created_index_hour_by_hour_and_shard_by_shard(account: Account,

@@ -112,12 +112,12 @@ def test_stripe_payout_report_in_utf16_with_comma_decimals(account: Account) -> 
     account.put_order("po_p_match", 8000, "EUR", psp_reference="pi_p_match", created_at="2026-11-23T09:00:00.000Z")
     account.put_transaction("payin", "po_p_match", 8000, "EUR")
     account.put_order("po_p_amount", 1300, "EUR", psp_reference="pi_p_amount")
-    account.put_transaction("refund", "po_p_match", 300, "EUR", description="refund of po_p_match")
+    account.put_transaction("refund", "rf_p_match", 300, "EUR", payment_order_id="po_p_match")
     report = reconcile(account, "incoming/stripe/payout_reconciliation.itemized.5.csv",
                        "stripe/payout_reconciliation.itemized.5.csv")
     found = outcomes(report)
     assert set(found) == {("amount_mismatch", "po_p_amount"), ("malformed_row", "po_p_blank")}
-    # the refund row is explained by a ledger refund transaction naming the order
+    # the refund row is explained by a ledger refund that names the order (under our own refund id)
     assert report["categories"]["matched"]["count"] == 2
 
 
@@ -131,7 +131,7 @@ def test_adyen_settlement_details_plant_every_category(account: Account) -> None
         account.put_order(order_id, amount, currency, status=status, psp="adyen",
                           psp_reference=None if order_id == "po_a_stuck" else None)
         account.put_transaction("payin", order_id, amount, currency)
-    account.put_transaction("refund", "po_a_match:1", 1000, "EUR")
+    account.put_transaction("refund", "rf_a_match_1", 1000, "EUR", payment_order_id="po_a_match")
     report = reconcile(account, "incoming/adyen/settlement_detail_report_batch_380.csv",
                        "adyen/settlement_detail_report_batch_380.csv")
     found = outcomes(report)

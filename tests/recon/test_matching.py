@@ -17,7 +17,6 @@ from functions.recon.matching import (
     Matcher,
     Policy,
     Window,
-    refunds_naming,
     transaction_attributes,
 )
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
@@ -78,8 +77,12 @@ class World:
     def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return {i: Projected(self.ledger[i], transaction_attributes(i)) for i in ids if i in self.ledger}
 
-    def refunds_naming(self, ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-        return refunds_naming(self.ledger.values(), ids)
+    def refunds_of(self, ids: set[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for transaction_id, tx in self.ledger.items():
+            if transaction_id.startswith("refund#") and tx.get("payment_order_id") in ids:
+                found.setdefault(tx["payment_order_id"], []).append(transaction_id)
+        return found
 
     def window_orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.largest_read = max(self.largest_read, len(ids))
@@ -126,7 +129,7 @@ class Lookup:
         self.world = world
         self.orders = world.orders_of
         self.transactions = world.transactions
-        self.refunds_naming = world.refunds_naming
+        self.refunds_of = world.refunds_of
         self.window_orders = world.window_orders
         self.created_between = world.created_between
         self.order_ids_by_reference = world.order_ids_by_reference
@@ -255,11 +258,14 @@ def test_carried_orders_are_raised_once_after_the_delay_and_cleared_when_settled
     assert world.carried_items == {}
 
 
-def test_refunds_naming_finds_ledger_refunds_by_reference_or_description() -> None:
-    ledger = [{"kind": "refund", "reference": "po_1:2", "description": ""},
-              {"kind": "refund", "reference": "rf_9", "description": "partial refund of po_2"},
-              {"kind": "payin", "reference": "po_3", "description": ""}]
-    assert {k: len(v) for k, v in refunds_naming(ledger, {"po_1", "po_2", "po_3"}).items()} == {"po_1": 1, "po_2": 1}
+def test_a_refund_the_ledger_holds_under_another_id_is_found_by_its_order() -> None:
+    world = World(orders={f"po_{i}": order(f"po_{i}", 1000) for i in (1, 2)},
+                  ledger={"refund#rf_9": {"payment_order_id": "po_1", "entries": []},  # recorded by our own id
+                          "payin#po_2": {"payment_order_id": "po_2"}})  # names po_2, but is no refund
+    rows: list[ParsedRow] = [row(2, RowKind.REFUND, -300, order="po_1", ref="pi_po_1", source="re_1"),
+                             row(3, RowKind.REFUND, -300, order="po_2", ref="pi_po_2", source="re_2")]
+    assert [(o.category, o.payment_order_id) for o in run(world, rows)] == [
+        (Category.MATCHED, "po_1"), (Category.STATUS_MISMATCH, "po_2")]
 
 
 def test_window_of_a_file_leaves_the_cutoff_margin_to_the_next_file() -> None:

@@ -19,7 +19,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                       "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
                               "psp_reference": ("psp_reference", None)}},
     "Wallet": {"hash": "account_id", "range": "sk"},
-    "Ledger": {"hash": "transaction_id"},
+    "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
 }
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue"]

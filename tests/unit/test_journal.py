@@ -33,3 +33,12 @@ def test_single_or_zero_entries_are_refused():
 def test_item_round_trip():
     tx = psp_fee("txn_1", Money(59, "USD"), "stripe")
     assert Transaction.from_item(tx.to_item()) == tx
+
+
+def test_only_a_transaction_that_names_its_order_carries_the_order_index_key():
+    entries = (Entry("psp_receivable:stripe", Money(-300, "USD")), Entry("seller_payable:s", Money(300, "USD")))
+    refund = Transaction("refund", "re_1", entries, payment_order_id="po_1")
+    assert refund.to_item()["payment_order_id"] == "po_1"
+    assert Transaction.from_item(refund.to_item()) == refund
+    # the key of a sparse index must be absent (an empty or null value would be refused or indexed)
+    assert "payment_order_id" not in payin("po_1", "s", Money(300, "USD"), "stripe").to_item()
