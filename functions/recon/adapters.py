@@ -15,11 +15,13 @@ from botocore.exceptions import ClientError
 
 from functions.ledger import journal
 from functions.recon.matching import (
+    LEDGER_KIND,
     ORDER_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
     transaction_attributes,
 )
 from functions.recon.outcomes import Outcome, Restart
+from functions.recon.rows import RowKind
 from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
 from functions.shared.models import OrderStatus, OrderWork
@@ -27,6 +29,7 @@ from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
+_REFUND_PREFIX = f"{LEDGER_KIND[RowKind.REFUND]}#"  # the index also holds an order's disputes
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -60,7 +63,7 @@ class DynamoLookup:
         ids = list(payment_order_ids)
         found = self.pool.map(self.ledger.transaction_ids_of_order, ids)
         return {order_id: refunds for order_id, transaction_ids in zip(ids, found, strict=True)
-                if (refunds := [t for t in transaction_ids if t.startswith("refund#")])}
+                if (refunds := [t for t in transaction_ids if t.startswith(_REFUND_PREFIX)])}
 
     def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {WINDOW_ORDER_ATTRIBUTES: payment_order_ids})

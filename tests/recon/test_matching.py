@@ -259,9 +259,9 @@ def test_carried_orders_are_raised_once_after_the_delay_and_cleared_when_settled
 
 
 def test_a_refund_the_ledger_holds_under_another_id_is_found_by_its_order() -> None:
+    # po_1's refund is recorded under our own id, not the PSP's re_1; po_2 has none in the ledger
     world = World(orders={f"po_{i}": order(f"po_{i}", 1000) for i in (1, 2)},
-                  ledger={"refund#rf_9": {"payment_order_id": "po_1", "entries": []},  # recorded by our own id
-                          "payin#po_2": {"payment_order_id": "po_2"}})  # names po_2, but is no refund
+                  ledger={"refund#rf_9": {"payment_order_id": "po_1"}, "payin#po_2": {}})
     rows: list[ParsedRow] = [row(2, RowKind.REFUND, -300, order="po_1", ref="pi_po_1", source="re_1"),
                              row(3, RowKind.REFUND, -300, order="po_2", ref="pi_po_2", source="re_2")]
     assert [(o.category, o.payment_order_id) for o in run(world, rows)] == [
