@@ -27,6 +27,18 @@ PLATFORM = "manylinux2014_aarch64"
 PYTHON_VERSION = "3.11"
 IMPLEMENTATION = "cp"
 PROVIDED_BY_RUNTIME = {"boto3", "botocore"}
+# What no function imports, removed after the install (pyarrow and numpy alone are ~200 MB): Arrow Flight and
+# Parquet encryption (extensions nothing links against), C++ headers and Cython sources, the packages' own tests,
+# and the two copies of libarrow_python the loader never asks for (it asks for its SONAME, `.so.2000`).
+TRIM = (
+    "pyarrow/include", "pyarrow/src", "pyarrow/tests", "pyarrow/*.pyx", "pyarrow/*.pxd", "pyarrow/*.pxi",
+    "pyarrow/includes", "pyarrow/libarrow_flight.so*", "pyarrow/libarrow_python_flight.so*", "pyarrow/_flight.*",
+    "pyarrow/flight.py", "pyarrow/libarrow_python_parquet_encryption.so*", "pyarrow/_parquet_encryption.*",
+    "pyarrow/_dataset_parquet_encryption.*", "pyarrow/_pyarrow_cpp_tests.*", "pyarrow/libarrow_python.so",
+    "pyarrow/libarrow_python.so.*.*.*", "numpy/*/tests", "numpy/tests", "numpy/f2py", "numpy/_core/include",
+)
+# Lambda's limit for a function and its layers together, unzipped, less room for the function's own code.
+MAX_LAYER_MB = 240
 
 
 def _name(requirement: str) -> str:
@@ -58,8 +70,16 @@ def pip_command(target: Path, pins: list[str]) -> list[str]:
     return command + pins
 
 
+def trim(packages: Path) -> None:
+    """Remove the TRIM paths from an installed folder of packages."""
+    for pattern in TRIM:
+        for path in packages.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def stamp_of(pins: list[str]) -> dict[str, object]:
-    return {"requirements": pins, "platform": PLATFORM, "python": PYTHON_VERSION, "implementation": IMPLEMENTATION}
+    return {"requirements": pins, "trim": list(TRIM), "platform": PLATFORM, "python": PYTHON_VERSION,
+            "implementation": IMPLEMENTATION}
 
 
 def is_up_to_date(out: Path, stamp: dict[str, object]) -> bool:
@@ -86,6 +106,10 @@ def build(out: Path, force: bool = False) -> bool:
     leaked = sorted(p.name for p in (staging / "python").iterdir() if p.name in PROVIDED_BY_RUNTIME)
     if leaked:
         raise SystemExit(f"{leaked} came in as a dependency: the layer must not shadow the runtime's copy")
+    trim(staging / "python")
+    size_mb = sum(f.stat().st_size for f in (staging / "python").rglob("*") if f.is_file()) / 2**20
+    if size_mb > MAX_LAYER_MB:
+        raise SystemExit(f"the layer is {size_mb:.0f} MB unzipped; Lambda allows {MAX_LAYER_MB} MB for it")
     (staging / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)

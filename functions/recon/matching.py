@@ -27,7 +27,8 @@ from typing import Any, ClassVar, Protocol
 
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
-from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
+from functions.recon.parsers.text import MONEY_MAKER
+from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.models import OrderStatus
 from functions.shared.money import Money
@@ -176,19 +177,33 @@ class Matcher:
         with batch_collection():
             self._feed_all(rows)
 
-    def _feed_all(self, rows: Iterable[ParsedRow]) -> None:
+    def _feed_all(self, items: Iterable[ParsedRow | ChargeBlock]) -> None:
         """Rows are taken from the parser a batch at a time (islice, no Python loop per row); malformed ones are
-        reported at once, as they come, the others matched when the batch is full."""
-        source, size = iter(rows), self.policy.batch_size
-        while chunk := list(islice(source, size - len(self._buffer))):
-            malformed = [row for row in chunk if isinstance(row, MalformedRow)]
-            if malformed:
-                for row in malformed:
-                    self._malformed(row)
-                chunk = [row for row in chunk if not isinstance(row, MalformedRow)]
-            self._buffer += chunk
-            if len(self._buffer) >= size:
-                self._flush()
+        reported at once, as they come, the others matched when the batch is full. A ChargeBlock is matched as
+        it comes, after the rows before it; while blocks come, they are taken one at a time."""
+        source, size, take = iter(items), self.policy.batch_size, 1
+        while chunk := list(islice(source, take)):
+            if any(type(item) is ChargeBlock for item in chunk):
+                for item in chunk:
+                    if type(item) is ChargeBlock:
+                        self._flush()
+                        self._match_block(item)
+                    else:
+                        self._take([item])
+                take = 1
+            else:
+                self._take(chunk)
+                take = size - len(self._buffer)
+
+    def _take(self, chunk: list[ParsedRow]) -> None:
+        malformed = [row for row in chunk if isinstance(row, MalformedRow)]
+        if malformed:
+            for row in malformed:
+                self._malformed(row)
+            chunk = [row for row in chunk if not isinstance(row, MalformedRow)]
+        self._buffer += chunk  # type: ignore[arg-type]
+        if len(self._buffer) >= self.policy.batch_size:
+            self._flush()
 
     def _malformed(self, row: MalformedRow) -> None:
         if row.payment_order_id:  # reported here: not again as unsettled by the window check
@@ -196,21 +211,25 @@ class Matcher:
         self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
                           explanation=row.reason, line=row.line, review=True))
 
+    def _read(self, charged: set[str], others: list[SettlementRow]) -> tuple[dict[str, dict[str, Any]],
+                                                                            dict[str, dict[str, Any]]]:
+        """The orders of `charged` and of `others` (the rows recorded by a ledger transaction of their own), and
+        the ledger transactions that record them: an order's pay-in, a refund's or dispute's own."""
+        ids = list(charged.union(row.payment_order_id for row in others))
+        orders = self.lookup.orders(ids) if ids else {}
+        wanted = ["payin#" + order_id for order_id in charged if order_id in orders]
+        wanted += [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
+                   if row.source_id and row.payment_order_id in orders]
+        return orders, self.lookup.transactions(wanted) if wanted else {}
+
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
         if not rows:
             return
         charge = RowKind.CHARGE
         charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
-        others = [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id]
-        ids = list(charged.union(row.payment_order_id for row in others))
-        orders = self.lookup.orders(ids) if ids else {}
+        orders, ledger = self._read(charged, [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
         get = orders.get
-        # The ledger transactions that record these rows: an order's pay-in, a refund's or dispute's own.
-        wanted = ["payin#" + order_id for order_id in charged if order_id in orders]
-        wanted += [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
-                   if row.source_id and row.payment_order_id in orders]
-        ledger = self.lookup.transactions(wanted) if wanted else {}
         # Nearly every row is a charge that agrees with its order and its pay-in: that case is decided here,
         # inline, with the very outcome and effects `_settle` would give it; any other row goes to `_settle`.
         settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self.fixes.record_fee,
@@ -236,6 +255,68 @@ class Matcher:
             if fee is not None and fee.minor:
                 record_fee(row.row_id, fee)
             emit(Outcome(matched, order_id, reference, gross, gross, "", row.line, row.psp_type, no_fix, False))
+
+    def _match_block(self, block: ChargeBlock) -> None:
+        """A block's rows, a batch of its plain charges at a time with the other rows between them, in file order."""
+        size, lines, others, at = self.policy.batch_size, block.lines, block.others, 0
+        for start in range(0, max(len(lines), 1), size):
+            end = min(start + size, len(lines))
+            bound = lines[end] if end < len(lines) else None
+            stop = at
+            while stop < len(others) and (bound is None or others[stop].line < bound):
+                stop += 1
+            self._match_block_batch(block, start, end, others[at:stop])
+            at = stop
+
+    def _match_block_batch(self, block: ChargeBlock, start: int, end: int, others: list[ParsedRow]) -> None:
+        """Plain charges start..end of the block and the other rows among them, as `_flush` matches rows: the
+        malformed ones first, then each row in file order; an agreeing plain charge is decided inline, without a
+        row object, and any other is made a row and goes to `_settle`."""
+        rows: list[SettlementRow] = []
+        for row in others:
+            if isinstance(row, MalformedRow):
+                self._malformed(row)
+            else:
+                rows.append(row)
+        charge = RowKind.CHARGE
+        charged = set(block.order_ids[start:end])
+        charged.update(row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id)
+        orders, ledger = self._read(charged, [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
+        get, settle, settled, emit, record_fee, batch_net = (orders.get, self._settle, self._settled, self.emit,
+                                                             self.fixes.record_fee, self._batch_net)
+        success, matched, no_fix, charge_row = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, block.charge
+        new_money, set_minor, set_currency = MONEY_MAKER
+        pending, next_other = iter(rows), None
+        next_other = next(pending, None)
+        for i, line, order_id, reference, minor, fee, currency, batch_id in zip(
+                range(start, end), block.lines[start:end], block.order_ids[start:end], block.references[start:end],
+                block.gross[start:end], block.fees[start:end], block.currencies[start:end],
+                block.batch_ids[start:end], strict=True):
+            while next_other is not None and next_other.line < line:
+                settle(next_other, get(next_other.payment_order_id), ledger)
+                next_other = next(pending, None)
+            order = get(order_id)
+            key = hash(order_id)
+            if (order is None or key in settled or order["amount_minor"] != minor or order["currency"] != currency
+                    or order.get("psp_reference") != reference or order.get("payment_order_status") != success
+                    or "payin#" + order_id not in ledger):
+                settle(charge_row(i), order, ledger)
+                continue
+            if batch_id:
+                batch_net[(batch_id, currency)] += minor - fee
+            settled.add(key)
+            gross = new_money(Money)
+            set_minor(gross, minor)
+            set_currency(gross, currency)
+            if fee:
+                fee_money = new_money(Money)
+                set_minor(fee_money, fee)
+                set_currency(fee_money, currency)
+                record_fee(block.row_ids[i], fee_money)
+            emit(Outcome(matched, order_id, reference, gross, gross, "", line, block.psp_type, no_fix, False))
+        while next_other is not None:
+            settle(next_other, get(next_other.payment_order_id), ledger)
+            next_other = next(pending, None)
 
     def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
         kind = row.kind

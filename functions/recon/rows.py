@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from functions.shared.money import Money
@@ -57,3 +58,46 @@ class MalformedRow:
 
 
 ParsedRow = SettlementRow | MalformedRow
+
+
+@dataclass(slots=True)
+class ChargeBlock:
+    """A stretch of a file read as columns: its plain charges (the rows a columnar reader checked in bulk: a
+    known currency, amounts `123.45`, an order id and a PSP reference) one list per field, and every other row
+    of the stretch as a ParsedRow, in file order. A block stands for exactly the rows `rows()` gives back."""
+
+    psp_type: str
+    line_count: int  # lines of the file the block covers
+    lines: list[int]
+    row_ids: list[str]
+    order_ids: list[str]
+    references: list[str]
+    sources: list[str]
+    gross: list[int]  # minor units
+    fees: list[int]  # minor units; the net is gross - fee
+    currencies: list[str]
+    batch_ids: list[str]
+    seconds: list[int]  # the row's time, in seconds since the epoch (UTC)
+    others: list[ParsedRow]
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.others)
+
+    def charge(self, i: int) -> SettlementRow:
+        """Plain charge `i` as the row parser would have made it."""
+        currency = self.currencies[i]
+        gross, fee = Money(self.gross[i], currency), self.fees[i]
+        return SettlementRow(self.lines[i], RowKind.CHARGE, self.row_ids[i], self.order_ids[i], self.references[i],
+                             self.sources[i], gross, Money(fee, currency) if fee else None,
+                             Money(gross.minor - fee, currency) if fee else gross,
+                             datetime.fromtimestamp(self.seconds[i], UTC), self.batch_ids[i], self.psp_type)
+
+    def rows(self) -> Iterator[ParsedRow]:
+        """All rows of the block, in file order."""
+        others, at = self.others, 0
+        for i, line in enumerate(self.lines):
+            while at < len(others) and others[at].line < line:
+                yield others[at]
+                at += 1
+            yield self.charge(i)
+        yield from others[at:]

@@ -14,7 +14,7 @@ import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -28,7 +28,7 @@ from functions.recon.gctune import batch_collection
 from functions.recon.matching import Matcher, Policy, Window
 from functions.recon.outcomes import Outcome
 from functions.recon.report import ReportBuilder
-from functions.recon.rows import RowKind, SettlementRow
+from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
@@ -111,11 +111,20 @@ def survey(obj: SettlementObject) -> Survey:
     rows = 0
     earliest = latest = None
     with batch_collection():
-        for row in parsers.parse(obj.psp, stream):
-            rows += 1
+        for item in parsers.stream(obj.psp, stream):
             # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
-            moment = row.occurred_at if isinstance(row, SettlementRow) and row.kind is RowKind.CHARGE else None
-            if moment is not None:
+            if type(item) is ChargeBlock:
+                rows += len(item)
+                moments = [row.occurred_at for row in item.others if type(row) is SettlementRow
+                           and row.kind is RowKind.CHARGE and row.occurred_at is not None]
+                if item.seconds:
+                    moments += [datetime.fromtimestamp(second, UTC) for second in (min(item.seconds),
+                                                                                   max(item.seconds))]
+            else:
+                rows += 1
+                moments = [item.occurred_at] if type(item) is SettlementRow and item.kind is RowKind.CHARGE \
+                    and item.occurred_at is not None else []
+            for moment in moments:
                 earliest = moment if earliest is None or moment < earliest else earliest
                 latest = moment if latest is None or moment > latest else latest
     return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""))
@@ -212,7 +221,7 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
             fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
         )
         # The same bytes as the survey read (IfMatch): no error here can be the file's; SQS retries the run.
-        matcher.feed_all(parsers.parse(obj.psp, _get(obj, found.etag)["Body"]))
+        matcher.feed_all(parsers.stream(obj.psp, _get(obj, found.etag)["Body"]))
         matcher.finish()
     review.flush()
     json_key, csv_key = report_keys(obj)

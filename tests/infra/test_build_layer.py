@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -120,3 +122,31 @@ def test_a_layer_that_would_shadow_the_runtime_boto3_is_refused(tmp_path, monkey
     with pytest.raises(SystemExit, match="boto3"):
         build_layer.build(tmp_path / "layer")
     assert not (tmp_path / "layer").exists()
+
+
+def test_the_trimmed_pyarrow_and_numpy_still_read_a_stripe_report(tmp_path):
+    """The trim removes only what no function imports: this machine's wheels (same layout as the arm64 ones),
+    trimmed, run the columnar reader in a fresh interpreter that finds no other copy."""
+    import numpy
+    import pyarrow
+
+    packages = tmp_path / "python"
+    for package in (pyarrow, numpy):
+        shutil.copytree(Path(package.__file__).parent, packages / package.__name__, symlinks=True)
+    libs = Path(numpy.__file__).parent.parent / "numpy.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, packages / "numpy.libs")
+    build_layer.trim(packages)
+    assert not list(packages.glob("pyarrow/*flight*")) and not (packages / "pyarrow" / "tests").exists()
+    script = (
+        "import sys, io; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2])\n"
+        "import pyarrow, numpy\n"
+        "assert pyarrow.__file__.startswith(sys.argv[1]) and numpy.__file__.startswith(sys.argv[1])\n"
+        "from functions.recon.parsers import stripe\n"
+        "data = b'balance_transaction_id,created_utc,currency,gross,fee,reporting_category,payment_intent_id,'\n"
+        "data += b'payment_metadata[payment_order_id]\\ntxn_1,2026-01-30 10:11:12,usd,12.34,0.50,charge,pi_1,po_1\\n'\n"
+        "print(sum(len(block.lines) for block in stripe.stream(io.BytesIO(data))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(packages), str(REPO_ROOT)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "1"

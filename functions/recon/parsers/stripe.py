@@ -5,14 +5,31 @@ Both share the columns we need, read by header name; amounts are signed decimal 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from functions.recon.errors import UnparseableFile
-from functions.recon.parsers.text import MONEY_MAKER, column_index, csv_record, minor_units, utc_timestamp
-from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
+from functions.recon.parsers.chunks import CHUNK, RecordChunks
+from functions.recon.parsers.text import (
+    MONEY_MAKER,
+    Prefixed,
+    column_index,
+    csv_record,
+    detect_encoding,
+    minor_units,
+    open_text,
+    utc_timestamp,
+)
+from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -32,6 +49,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "refund_order_id": ("refund_metadata[payment_order_id]",),
 }
 REQUIRED = ("balance_transaction_id", "currency", "gross", "category")
+# The currency codes as Stripe writes them (lower case) and as we do, to the code.
+SPELLINGS = {spelling: code for code in CURRENCY_EXPONENTS for spelling in (code, code.lower())}
 
 KINDS: dict[str, RowKind] = {
     "charge": RowKind.CHARGE,
@@ -56,29 +75,54 @@ KINDS: dict[str, RowKind] = {
 
 
 def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
-    """Rows of the report, in file order, with their line numbers as csv.reader counts them.
+    """Rows of the report, in file order, with their line numbers as csv.reader counts them."""
+    lines = iter(text)
+    first = next(lines, None)
+    if first is None:
+        raise UnparseableFile("empty file: no header row")
+    header, line = csv_record(first, lines)
+    yield from rows(lines, Layout.of(header), line)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the columns we read are in a file: positions in the header, `width` for a column the file lacks
+    (each row gets one empty cell appended there)."""
+
+    width: int
+    positions: tuple[int, ...]  # in the order of FIELDS
+
+    @classmethod
+    def of(cls, header: list[str]) -> Layout:
+        at = column_index(header, COLUMNS, REQUIRED)
+        return cls(len(header), tuple(at.get(name, len(header)) for name in FIELDS))
+
+    def has(self, name: str) -> bool:
+        return self.positions[FIELDS.index(name)] < self.width
+
+    def position(self, name: str) -> int:
+        return self.positions[FIELDS.index(name)]
+
+
+FIELDS = ("balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
+          "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id")
+
+
+def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]:
+    """The rows of `lines`, the first of which is line `line + 1` of the file.
 
     This loop runs for every row of files of millions of rows, so it is written for speed: a line without a
     double quote cannot hold a quoted comma or a line break, and `split(",")` reads it exactly as csv.reader
     would, twice as fast; any other line (or one longer than csv's field limit) goes through csv.reader. The
     column positions are bound to local names once and each row is read inline, without a call per cell.
     """
-    lines = iter(text)
-    first = next(lines, None)
-    if first is None:
-        raise UnparseableFile("empty file: no header row")
-    header, line = csv_record(first, lines)
-    at = column_index(header, COLUMNS, REQUIRED)
-    width = len(header)
-    # Each row gets one empty cell appended at position `width`: a column the file lacks points there.
+    width = layout.width
     bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
-        order_at, refund_order_at = (at.get(name, width) for name in (
-            "balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
-            "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id"))
+        order_at, refund_order_at = layout.positions
     payout, exponents, kinds, limit, from_iso = RowKind.PAYOUT, CURRENCY_EXPONENTS, KINDS, csv.field_size_limit(), \
         datetime.fromisoformat
     new_money, set_minor, set_currency = MONEY_MAKER
-    currencies = {spelling: code for code in exponents for spelling in (code, code.lower())}
+    currencies = SPELLINGS
     last_moment, last_occurred = None, None
     for text_line in lines:
         line += 1
@@ -153,3 +197,157 @@ def parse(text: io.TextIOWrapper) -> Iterator[ParsedRow]:
             set_currency(net_money, currency)
         yield SettlementRow(line, kind, row[bt].strip(), order_id, intent, source, gross_money, fee_money, net_money,
                             occurred, source if kind is payout else row[payout_at].strip(), category)
+
+
+# -- columns: the plain charges of a UTF-8 file read in bulk ------------------------------------------------------
+
+# A plain charge: the category `charge`, a currency of two decimals as we or Stripe spell it, non-negative
+# amounts `1234.56`, a real calendar time `2026-01-30 10:11:12` (29 February is left to the row parser), and ids in
+# printable ASCII without spaces, which strip() leaves as they are (the order id and the PSP reference not empty).
+_AMOUNT = r"[0-9]{1,15}\.[0-9]{2}"
+_DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+_MOMENT = r"[1-9][0-9]{3}-" + _DAY + r" ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_ID, _OPTIONAL_ID = "[!-~]+", "[!-~]*"
+_PLAIN_CURRENCIES = pa.array(sorted(spelling for spelling, code in SPELLINGS.items() if CURRENCY_EXPONENTS[code] == 2))
+# The patterns of the other cells; a column the file lacks is not checked (its cell is empty).
+_PLAIN = (("gross", _AMOUNT), ("fee", _AMOUNT), ("created", _MOMENT), ("order_id", _ID), ("reference", _ID),
+          ("balance_transaction_id", _OPTIONAL_ID), ("source_id", _OPTIONAL_ID), ("payout_id", _OPTIONAL_ID))
+
+
+def stream(source: BinaryIO, chunk_size: int = CHUNK) -> Iterator[ParsedRow | ChargeBlock]:
+    """The report as ChargeBlocks (a UTF-8 file) or as rows (any other encoding): `ChargeBlock.rows()` of the
+    blocks are exactly the rows `parse` gives.
+
+    A chunk of whole records is read by Arrow's CSV reader, only the columns we use. Rows that pass the
+    plain-charge checks in bulk become columns; each other row of the chunk is read by `rows` from its line.
+    A chunk Arrow cannot read line for line (a quoted line break, a blank line, a row of the wrong width, a
+    field over csv's size limit) ends the columns: from its first line on, the rest of the file goes to `rows`.
+    """
+    head = source.read(chunk_size)
+    if detect_encoding(head[:4]) not in ("utf-8", "utf-8-sig"):
+        yield from parse(open_text(Prefixed(head, source)))
+        return
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8):]
+    chunks = RecordChunks(head, source, chunk_size, 8 * chunk_size)
+    parts = iter(chunks)
+    first = next(parts, b"")
+    header_end = first.find(b"\n") + 1 or len(first)
+    header_text = first[:header_end].decode("utf-8")
+    if not header_text.strip() or header_text.count('"') % 2 or "\r" in header_text.rstrip("\r\n"):
+        # empty, a header across lines, or lines ended by CR alone: the row parser reads the file
+        yield from parse(_text(first, chunks))
+        return
+    header, _ = csv_record(header_text, iter(()))
+    layout = Layout.of(header)
+    reader = _ArrowReader(layout)
+    if not reader.usable:  # a report without the columns of a plain charge: every row is read as a row
+        yield from rows(iter(_text(first[header_end:], chunks)), layout, 1)
+        return
+    line = 1
+    chunk = first[header_end:]
+    while True:
+        if chunk:
+            block = reader.block(chunk, line)
+            if block is None:
+                yield from rows(iter(_text(chunk, chunks)), layout, line)
+                return
+            yield block
+            line += block.line_count
+        chunk = next(parts, None)
+        if chunk is None:
+            break
+    if chunks.stopped:
+        yield from rows(iter(_text(b"", chunks)), layout, line)
+
+
+def _text(chunk: bytes, chunks: RecordChunks) -> io.TextIOWrapper:
+    """`chunk` and everything after it, as the text stream the row parser reads."""
+    return io.TextIOWrapper(io.BufferedReader(Prefixed(chunk, chunks.rest()), buffer_size=CHUNK), encoding="utf-8",
+                            newline="", errors="strict")
+
+
+class _ArrowReader:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.names = [f"c{i}" for i in range(layout.width)]
+        # The columns the checks and the block read; each one the file lacks is left out (an empty cell).
+        self.fields = {name: f"c{layout.position(name)}" for name in (
+            "balance_transaction_id", "created", "currency", "gross", "fee", "category", "source_id",
+            "payment_intent_id", "charge_id", "payout_id", "order_id") if layout.has(name)}
+        reference = self.fields.get("payment_intent_id") or self.fields.get("charge_id")
+        if reference:
+            self.fields["reference"] = reference
+        self.usable = all(name in self.fields for name in ("created", "fee", "order_id", "reference"))
+        self.patterns = [(name, f"^{pattern}$") for name, pattern in _PLAIN if name in self.fields]
+        wanted = sorted(set(self.fields.values()), key=lambda name: int(name[1:]))
+        self.convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
+                                            strings_can_be_null=False, quoted_strings_can_be_null=False)
+        # A quoted line break is read as part of its value: the record then spans two lines, and the count of
+        # rows against lines sends the chunk to the row parser.
+        self.parse_options = pacsv.ParseOptions(newlines_in_values=True)
+        self.limit = csv.field_size_limit()
+
+    def block(self, chunk: bytes, line: int) -> ChargeBlock | None:
+        """The rows of `chunk` (line `line + 1` of the file onwards) as a block; None if Arrow cannot read it line
+        for line."""
+        chunk.decode("utf-8")  # an undecodable byte anywhere makes the file unparseable, as in the row parser
+        lines = chunk.split(b"\n")
+        if not lines[-1]:
+            lines.pop()
+        if max(map(len, lines)) > self.limit:
+            return None
+        if b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n"):  # a lone CR breaks lines for Arrow only
+            return None
+        try:
+            table = pacsv.read_csv(pa.BufferReader(chunk), read_options=pacsv.ReadOptions(
+                column_names=self.names, use_threads=False, block_size=len(chunk) + 1),
+                parse_options=self.parse_options, convert_options=self.convert)
+        except pa.ArrowInvalid:
+            return None
+        if table.num_rows != len(lines):
+            return None
+        plain = self._plain(table)
+        block = ChargeBlock("charge", len(lines), [], [], [], [], [], [], [], [], [], [], [])
+        if (taken := table.filter(plain)).num_rows:
+            self._columns(block, taken, pc.indices_nonzero(plain), line)
+        # The other rows, read by the row parser from their lines; each line is one whole row, so the n-th row it
+        # gives is the n-th line's.
+        indices = pc.indices_nonzero(pc.invert(plain)).to_pylist()
+        if indices:
+            text = b"\n".join([lines[index] for index in indices]).decode("utf-8") + "\n"
+            block.others = list(rows(iter(io.StringIO(text, newline="")), self.layout, 0))
+            for row, index in zip(block.others, indices, strict=True):
+                row.line = line + 1 + index
+        return block
+
+    def _plain(self, table: pa.Table) -> pa.ChunkedArray:
+        """Which rows are plain charges: every cell we use in the one form the row parser reads inline."""
+        fields = self.fields
+        plain = pc.equal(table.column(fields["category"]), "charge")
+        plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=_PLAIN_CURRENCIES))
+        for name, pattern in self.patterns:
+            plain = pc.and_(plain, pc.match_substring_regex(table.column(fields[name]), pattern))
+        return plain
+
+    def _columns(self, block: ChargeBlock, taken: pa.Table, indices: pa.Array, line: int) -> None:
+        def texts(name: str | None) -> list[str]:
+            if name is None:
+                return [""] * taken.num_rows
+            return taken.column(name).to_numpy(zero_copy_only=False).tolist()
+
+        def minor(name: str) -> list[int]:
+            return pc.cast(pc.replace_substring(taken.column(name), ".", ""), pa.int64()).to_numpy().tolist()
+
+        fields = self.fields
+        block.lines = pc.add(indices, line + 1).to_numpy().tolist()
+        block.row_ids = texts(fields.get("balance_transaction_id"))
+        block.order_ids = texts(fields["order_id"])
+        block.references = texts(fields["reference"])
+        block.sources = texts(fields.get("source_id"))
+        block.gross = minor(fields["gross"])
+        block.fees = minor(fields["fee"])
+        block.currencies = pc.utf8_upper(taken.column(fields["currency"])).to_numpy(zero_copy_only=False).tolist()
+        block.batch_ids = texts(fields.get("payout_id"))
+        seconds = pc.strptime(taken.column(fields["created"]), format="%Y-%m-%d %H:%M:%S", unit="s")
+        block.seconds = pc.cast(seconds, pa.int64()).to_numpy().tolist()

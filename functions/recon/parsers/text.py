@@ -17,7 +17,7 @@ from functions.shared.money import Money, MoneyError
 _BUFFER = 1 << 20
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(io.RawIOBase):
     """A raw stream that first returns bytes already peeked, then the rest of the source."""
 
     def __init__(self, head: bytes, source: BinaryIO):
@@ -54,7 +54,7 @@ def detect_encoding(head: bytes) -> str:
 def open_text(source: BinaryIO) -> io.TextIOWrapper:
     """A text stream over a binary one (S3 StreamingBody or a file), decoded by what its first bytes say."""
     head = source.read(4)
-    buffered = io.BufferedReader(_Prefixed(head, source), buffer_size=_BUFFER)
+    buffered = io.BufferedReader(Prefixed(head, source), buffer_size=_BUFFER)
     return io.TextIOWrapper(buffered, encoding=detect_encoding(head), newline="", errors="strict")
 
 
