@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import random
@@ -246,16 +247,29 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     started = time.monotonic()
     faults: Counter = Counter()
     clock.reset()
-    stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), schedule_interval=10**9,
-                       function_concurrency=4, extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "PSP_TIMEOUT_S": "1"})
     injector = KillInjector(config.seed, config.kill_rate, faults)
     with _without(config.disable), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
-        stack.start()
+        stack = _started_stack()
         try:
             return _drive(stack, config, injector, faults, started, progress)
         finally:
             stack.stop()
             clock.reset()
+
+
+def _started_stack(attempts: int = 3) -> LocalStack:
+    """A local stack on free ports. A port found free can be taken by another process (a second test worker's
+    connections) before the stack binds it; the stack then cleans up and is started again on new ports."""
+    for attempt in range(1, attempts + 1):
+        stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), schedule_interval=10**9,
+                           function_concurrency=4,
+                           extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "PSP_TIMEOUT_S": "1"})
+        try:
+            return stack.start()
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, faults: Counter, started: float,
