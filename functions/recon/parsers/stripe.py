@@ -220,8 +220,9 @@ def stream(source: BinaryIO, chunk_size: int = CHUNK) -> Iterator[ParsedRow | Ch
 
     A chunk of whole records is read by Arrow's CSV reader, only the columns we use. Rows that pass the
     plain-charge checks in bulk become columns; each other row of the chunk is read by `rows` from its line.
-    A chunk Arrow cannot read line for line (a quoted line break, a blank line, a row of the wrong width, a
-    field over csv's size limit) ends the columns: from its first line on, the rest of the file goes to `rows`.
+    A chunk Arrow cannot read line for line (a quoted line break, a blank line, a row of the wrong width, a lone
+    CR, a field over csv's size limit; or no chunk at all: no quote-free line within 8 chunk sizes) ends the
+    columns: from its first line on, the rest of the file goes to `rows`.
     """
     head = source.read(chunk_size)
     if detect_encoding(head[:4]) not in ("utf-8", "utf-8-sig"):
