@@ -286,7 +286,7 @@ class Matcher:
                                                              self.fixes.record_fee, self._batch_net)
         success, matched, no_fix, charge_row = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, block.charge
         new_money, set_minor, set_currency = MONEY_MAKER
-        pending, next_other = iter(rows), None
+        pending = iter(rows)
         next_other = next(pending, None)
         for i, line, order_id, reference, minor, fee, currency, batch_id in zip(
                 range(start, end), block.lines[start:end], block.order_ids[start:end], block.references[start:end],

@@ -272,13 +272,14 @@ class _ArrowReader:
     def __init__(self, layout: Layout):
         self.layout = layout
         self.names = [f"c{i}" for i in range(layout.width)]
-        # The columns the checks and the block read; each one the file lacks is left out (an empty cell).
+        # The columns the checks and the block read; each one the file lacks is left out (an empty cell). The PSP
+        # reference of a plain charge is its payment intent, or its charge when the file has no intent column.
+        reference = next((name for name in ("payment_intent_id", "charge_id") if layout.has(name)), None)
         self.fields = {name: f"c{layout.position(name)}" for name in (
-            "balance_transaction_id", "created", "currency", "gross", "fee", "category", "source_id",
-            "payment_intent_id", "charge_id", "payout_id", "order_id") if layout.has(name)}
-        reference = self.fields.get("payment_intent_id") or self.fields.get("charge_id")
+            "balance_transaction_id", "created", "currency", "gross", "fee", "category", "source_id", "payout_id",
+            "order_id") if layout.has(name)}
         if reference:
-            self.fields["reference"] = reference
+            self.fields["reference"] = f"c{layout.position(reference)}"
         self.usable = all(name in self.fields for name in ("created", "fee", "order_id", "reference"))
         self.patterns = [(name, f"^{pattern}$") for name, pattern in _PLAIN if name in self.fields]
         wanted = sorted(set(self.fields.values()), key=lambda name: int(name[1:]))
