@@ -163,6 +163,10 @@ class AwsFixes:
                 future.result()
         self._pending.add(self.pool.submit(self._write_fee, reference, fee))
 
+    def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
+        for reference, minor in fees:
+            self.record_fee(reference, Money(minor, currency))
+
     def _write_fee(self, reference: str, fee: Money) -> None:
         try:
             journal.record(journal.psp_fee(reference, fee, self.psp), self.ledger)

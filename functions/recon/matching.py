@@ -18,16 +18,16 @@ for a million keys). A set costs about 60 bytes per key (the int and its slot): 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import compress, islice, repeat
+from operator import attrgetter, eq, itemgetter, not_
 from typing import Any, ClassVar, Protocol
 
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
-from functions.recon.parsers.text import MONEY_MAKER
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.models import OrderStatus
@@ -51,6 +51,11 @@ WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
 # A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
 PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
+
+
+_line = attrgetter("line")
+_AGREEING_FIELDS = itemgetter("amount_minor", "currency", "psp_reference", "payment_order_status")
+_NOBODY = dict.fromkeys(("amount_minor", "currency", "psp_reference", "payment_order_status"))  # no such order
 
 
 def transaction_attributes(transaction_id: str) -> tuple[str, ...]:
@@ -94,6 +99,10 @@ class Fixes(Protocol):
     def restart_order(self, order: dict[str, Any]) -> Restart: ...
 
     def record_fee(self, reference: str, fee: Money) -> None: ...
+
+    def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
+        """`record_fee` of each (reference, fee in minor units of `currency`)."""
+        ...
 
     def fee_conflicts(self) -> list[tuple[str, Money]]: ...
 
@@ -269,54 +278,87 @@ class Matcher:
             at = stop
 
     def _match_block_batch(self, block: ChargeBlock, start: int, end: int, others: list[ParsedRow]) -> None:
-        """Plain charges start..end of the block and the other rows among them, as `_flush` matches rows: the
-        malformed ones first, then each row in file order; an agreeing plain charge is decided inline, without a
-        row object, and any other is made a row and goes to `_settle`."""
+        """Plain charges start..end of the block and the other rows among them. The malformed rows are reported
+        first. The plain charges that agree with their order and its pay-in are then decided together: they are
+        settled, their fees recorded and they are reported as one MATCHED outcome per currency. Every other row
+        goes to `_settle`, in file order.
+
+        Deciding the agreeing charges together, out of file order, gives what `_settle` would: the one thing a
+        charge's outcome depends on beyond its order is whether its order was settled before it, and a charge whose
+        order is charged twice in the batch, or was settled before it, is never among them."""
         rows: list[SettlementRow] = []
         for row in others:
             if isinstance(row, MalformedRow):
                 self._malformed(row)
             else:
                 rows.append(row)
-        charge = RowKind.CHARGE
-        charged = set(block.order_ids[start:end])
-        charged.update(row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id)
-        orders, ledger = self._read(charged, [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
-        get, settle, settled, emit, record_fee, batch_net = (orders.get, self._settle, self._settled, self.emit,
-                                                             self.fixes.record_fee, self._batch_net)
-        success, matched, no_fix, charge_row = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, block.charge
-        new_money, set_minor, set_currency = MONEY_MAKER
-        pending = iter(rows)
-        next_other = next(pending, None)
-        for i, line, order_id, reference, minor, fee, currency, batch_id in zip(
-                range(start, end), block.lines[start:end], block.order_ids[start:end], block.references[start:end],
-                block.gross[start:end], block.fees[start:end], block.currencies[start:end],
-                block.batch_ids[start:end], strict=True):
-            while next_other is not None and next_other.line < line:
-                settle(next_other, get(next_other.payment_order_id), ledger)
-                next_other = next(pending, None)
-            order = get(order_id)
-            key = hash(order_id)
-            if (order is None or key in settled or order["amount_minor"] != minor or order["currency"] != currency
-                    or order.get("psp_reference") != reference or order.get("payment_order_status") != success
-                    or "payin#" + order_id not in ledger):
-                settle(charge_row(i), order, ledger)
-                continue
+        charge, settled = RowKind.CHARGE, self._settled
+        ids = block.order_ids[start:end]
+        charged_by_rows = [row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id]
+        orders, ledger = self._read({*ids, *charged_by_rows},
+                                    [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
+        keys = list(map(hash, ids))
+        every_key = keys + list(map(hash, charged_by_rows))
+        distinct = set(every_key)
+        repeated = settled.intersection(distinct)
+        if len(distinct) < len(every_key):
+            repeated.update(key for key, times in Counter(every_key).items() if times > 1)
+        get = orders.get
+        gross, fees, currencies = block.gross[start:end], block.fees[start:end], block.currencies[start:end]
+        # A charge agrees when its order records exactly it: (amount, currency, PSP reference, SUCCESS), compared
+        # as tuples; when that order's pay-in is in the ledger; and when its order is charged once.
+        found = list(map(get, ids, repeat(_NOBODY)))
+        try:
+            recorded = list(map(_AGREEING_FIELDS, found))
+        except KeyError:  # an order without a PSP reference or a status (one that never reached the PSP)
+            recorded = [(order["amount_minor"], order["currency"], order.get("psp_reference"),
+                         order.get("payment_order_status")) for order in found]
+        agrees = list(map(all, zip(
+            map(eq, recorded, zip(gross, currencies, block.references[start:end], repeat(OrderStatus.SUCCESS))),
+            map(ledger.__contains__, map("payin#".__add__, ids)),
+            map(not_, map(repeated.__contains__, keys)), strict=True)))
+        if not all(agrees):
+            charge_row = block.charge
+            rows += [charge_row(i) for i, agreed in zip(range(start, end), agrees, strict=True) if not agreed]
+            rows.sort(key=_line)
+        settle = self._settle
+        for row in rows:
+            settle(row, get(row.payment_order_id), ledger)
+        if any(agrees):
+            settled.update(compress(keys, agrees))
+            self._agreeing(block, list(compress(block.row_ids[start:end], agrees)), list(compress(gross, agrees)),
+                           list(compress(fees, agrees)), list(compress(currencies, agrees)),
+                           list(compress(block.batch_ids[start:end], agrees)))
+
+    def _agreeing(self, block: ChargeBlock, row_ids: list[str], gross: list[int], fees: list[int],
+                  currencies: list[str], batch_ids: list[str]) -> None:
+        """The effects and the outcome of plain charges that agree with their orders, as `_settle` gives each: its
+        net counted in its payout batch, its fee recorded, MATCHED (here one outcome per currency)."""
+        count = len(gross)
+        if currencies.count(currencies[0]) == count and batch_ids.count(batch_ids[0]) == count:  # nearly always
+            currency, batch_id = currencies[0], batch_ids[0]
+            totals = {currency: [count, sum(gross)]}
+            fees_by_currency = {currency: [(row_id, fee) for row_id, fee in zip(row_ids, fees, strict=True) if fee]}
             if batch_id:
-                batch_net[(batch_id, currency)] += minor - fee
-            settled.add(key)
-            gross = new_money(Money)
-            set_minor(gross, minor)
-            set_currency(gross, currency)
-            if fee:
-                fee_money = new_money(Money)
-                set_minor(fee_money, fee)
-                set_currency(fee_money, currency)
-                record_fee(block.row_ids[i], fee_money)
-            emit(Outcome(matched, order_id, reference, gross, gross, "", line, block.psp_type, no_fix, False))
-        while next_other is not None:
-            settle(next_other, get(next_other.payment_order_id), ledger)
-            next_other = next(pending, None)
+                self._batch_net[(batch_id, currency)] += totals[currency][1] - sum(fees)
+        else:
+            totals, fees_by_currency = {}, defaultdict(list)
+            batch_net = self._batch_net
+            for row_id, minor, fee, currency, batch_id in zip(row_ids, gross, fees, currencies, batch_ids,
+                                                              strict=True):
+                total = totals.setdefault(currency, [0, 0])
+                total[0] += 1
+                total[1] += minor
+                if fee:
+                    fees_by_currency[currency].append((row_id, fee))
+                if batch_id:
+                    batch_net[(batch_id, currency)] += minor - fee
+        for currency, charged_fees in fees_by_currency.items():
+            if charged_fees:
+                self.fixes.record_fees(currency, charged_fees)
+        for currency, (count, minor) in totals.items():
+            amount = Money(minor, currency)
+            self.emit(Outcome(Category.MATCHED, ours=amount, theirs=amount, row_kind=block.psp_type, count=count))
 
     def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
         kind = row.kind
@@ -487,9 +529,10 @@ class Matcher:
         named = self.lookup.order_ids_by_reference(references) if references else {}
         unsettled: list[str] = []
         if self.window is not None:
-            settled, malformed = self._settled, self._named_by_malformed
-            unsettled = [order_id for order_id in self.lookup.created_between(*self.window.bounds())
-                         if hash(order_id) not in settled and order_id not in malformed]
+            settled, ids = self._settled, iter(self.lookup.created_between(*self.window.bounds()))
+            while chunk := list(islice(ids, 65_536)):
+                unsettled += compress(chunk, map(not_, map(settled.__contains__, map(hash, chunk))))
+            unsettled = [order_id for order_id in unsettled if order_id not in self._named_by_malformed]
         ids = list(dict.fromkeys([*named.values(), *unsettled]))
         orders: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), self.policy.batch_size):

@@ -38,7 +38,10 @@ class Restart(StrEnum):
 
 @dataclass(slots=True)
 class Outcome:
-    """Where one row (or one unsettled order) ended. `review` marks an unexplained discrepancy."""
+    """Where one row (or one unsettled order) ended. `review` marks an unexplained discrepancy.
+
+    Charges that agree with their orders may be reported together: one MATCHED outcome of `count` rows, their
+    total in `ours` and `theirs`, without ids or lines (the report lists discrepancies only)."""
 
     category: Category
     payment_order_id: str = ""
@@ -50,6 +53,7 @@ class Outcome:
     row_kind: str = ""
     fix: Fix = Fix.NONE
     review: bool = False
+    count: int = 1
 
     @property
     def is_discrepancy(self) -> bool:

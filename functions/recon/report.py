@@ -38,7 +38,7 @@ class ReportBuilder:
         self._spool.close()
 
     def add(self, outcome: Outcome) -> None:
-        self.counts[outcome.category] += 1
+        self.counts[outcome.category] += outcome.count
         money = outcome.theirs if outcome.theirs is not None else outcome.ours
         if money is not None:
             self.amounts[outcome.category][money.currency] += money.minor

@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from functions.recon.config import reload_recon_settings
+from functions.recon.outcomes import Category, Outcome
 from functions.shared import aws
 from functions.shared.config import reload_settings
 from functions.shared.tables import created_bucket, to_item
@@ -22,6 +23,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "settlement-test"
 TABLES = {"PAYMENT_EVENTS_TABLE": "PaymentEvents", "PAYMENT_ORDERS_TABLE": "PaymentOrders",
           "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon"}
+
+
+def summarized(outcomes: list[Outcome]) -> tuple[list[Outcome], dict[str, list[int]]]:
+    """Outcomes as the report sees them, whether the agreeing charges came one by one (rows) or together (a
+    block): every other outcome, in order, and the agreeing charges' count and total per currency."""
+    others, agreeing = [], {}
+    for outcome in outcomes:
+        if (outcome.category is Category.MATCHED and outcome.row_kind == "charge" and not outcome.explanation
+                and outcome.theirs is not None):
+            total = agreeing.setdefault(outcome.theirs.currency, [0, 0])
+            total[0] += outcome.count
+            total[1] += outcome.theirs.minor
+        else:
+            others.append(outcome)
+    return others, agreeing
 
 
 @dataclass

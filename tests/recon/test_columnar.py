@@ -24,7 +24,7 @@ from functions.recon.parsers import stripe
 from functions.recon.parsers.text import open_text
 from functions.recon.rows import ChargeBlock, ParsedRow
 from functions.shared.money import Money
-from tests.recon.conftest import FIXTURES
+from tests.recon.conftest import FIXTURES, summarized
 
 STRIPE = (FIXTURES / "stripe/balance_change_from_activity.itemized.3.csv").read_bytes()
 HEADER = ["balance_transaction_id", "created_utc", "currency", "gross", "fee", "net", "reporting_category",
@@ -171,6 +171,10 @@ class Recording:
     def record_fee(self, reference: str, fee: Money) -> None:
         self.calls.append(("fee", reference, fee))
 
+    def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
+        for reference, minor in fees:
+            self.record_fee(reference, Money(minor, currency))
+
     def fee_conflicts(self) -> list[tuple[str, Money]]:
         return []
 
@@ -187,7 +191,8 @@ class Recording:
         self.calls.append(("clear", payment_order_id))
 
 
-def match(items: Any, rows: int, batch_size: int) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+def match(items: Any, rows: int, batch_size: int) -> tuple[list[dict[str, Any]], dict[str, list[int]],
+                                                         list[tuple[Any, ...]]]:
     orders = recon_bench.orders_for(rows)
     outcomes: list[Outcome] = []
     effects = Recording()
@@ -197,7 +202,8 @@ def match(items: Any, rows: int, batch_size: int) -> tuple[list[dict[str, Any]],
                       now=datetime(2026, 11, 26, tzinfo=UTC))
     matcher.feed_all(items)
     matcher.finish()
-    return sorted((asdict(o) for o in outcomes), key=repr), sorted(effects.calls, key=repr)
+    others, agreeing = summarized(outcomes)
+    return sorted((asdict(o) for o in others), key=repr), agreeing, sorted(effects.calls, key=repr)
 
 
 @pytest.mark.parametrize("batch_size", [7, 1000])
@@ -212,6 +218,7 @@ def test_the_matcher_gives_blocks_the_outcomes_and_effects_it_gives_their_rows(b
     expected = match(iter(as_rows), rows, batch_size)
     assert match(iter(as_blocks), rows, batch_size) == expected
     assert match(iter(mixed), rows, batch_size) == expected
+    assert expected[1]["USD"][0] > 3000  # the agreeing charges
     categories = {outcome["category"] for outcome in expected[0]}
     assert {"matched", "amount_mismatch", "currency_mismatch", "duplicate_settlement", "malformed_row",
             "missing_in_ledger", "status_mismatch", "missing_in_settlement"} <= categories

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -214,6 +215,9 @@ _PLAIN = (("gross", _AMOUNT), ("fee", _AMOUNT), ("created", _MOMENT), ("order_id
           ("balance_transaction_id", _OPTIONAL_ID), ("source_id", _OPTIONAL_ID), ("payout_id", _OPTIONAL_ID))
 
 
+_LF, _CR = ord("\n"), ord("\r")
+
+
 def stream(source: BinaryIO, chunk_size: int = CHUNK) -> Iterator[ParsedRow | ChargeBlock]:
     """The report as ChargeBlocks (a UTF-8 file) or as rows (any other encoding): `ChargeBlock.rows()` of the
     blocks are exactly the rows `parse` gives.
@@ -294,30 +298,35 @@ class _ArrowReader:
         """The rows of `chunk` (line `line + 1` of the file onwards) as a block; None if Arrow cannot read it line
         for line."""
         chunk.decode("utf-8")  # an undecodable byte anywhere makes the file unparseable, as in the row parser
-        lines = chunk.split(b"\n")
-        if not lines[-1]:
-            lines.pop()
-        if max(map(len, lines)) > self.limit:
+        data = np.frombuffer(chunk, np.uint8)
+        breaks = np.flatnonzero(data == _LF)
+        starts = np.concatenate(([0], breaks + 1))  # of each line
+        ends = np.append(breaks, len(chunk))  # of each line, its LF left out
+        if starts[-1] == len(chunk):  # the chunk ends with a LF: no line after it
+            starts, ends = starts[:-1], ends[:-1]
+        if int((ends - starts).max()) > self.limit:
             return None
-        if b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n"):  # a lone CR breaks lines for Arrow only
-            return None
+        returns = np.flatnonzero(data == _CR)
+        if len(returns) and (returns[-1] + 1 == len(chunk) or not (data[returns + 1] == _LF).all()):
+            return None  # a lone CR: it breaks lines for Arrow only
+        line_count = len(starts)
         try:
             table = pacsv.read_csv(pa.BufferReader(chunk), read_options=pacsv.ReadOptions(
                 column_names=self.names, use_threads=False, block_size=len(chunk) + 1),
                 parse_options=self.parse_options, convert_options=self.convert)
         except pa.ArrowInvalid:
             return None
-        if table.num_rows != len(lines):
+        if table.num_rows != line_count:
             return None
         plain = self._plain(table)
-        block = ChargeBlock("charge", len(lines), [], [], [], [], [], [], [], [], [], [], [])
+        block = ChargeBlock("charge", line_count, [], [], [], [], [], [], [], [], [], [], [])
         if (taken := table.filter(plain)).num_rows:
             self._columns(block, taken, pc.indices_nonzero(plain), line)
         # The other rows, read by the row parser from their lines; each line is one whole row, so the n-th row it
         # gives is the n-th line's.
         indices = pc.indices_nonzero(pc.invert(plain)).to_pylist()
         if indices:
-            text = b"\n".join([lines[index] for index in indices]).decode("utf-8") + "\n"
+            text = b"\n".join([chunk[starts[index]:ends[index]] for index in indices]).decode("utf-8") + "\n"
             block.others = list(rows(iter(io.StringIO(text, newline="")), self.layout, 0))
             for row, index in zip(block.others, indices, strict=True):
                 row.line = line + 1 + index
