@@ -208,7 +208,7 @@ class FakeStore:
     and checked once, at construction, against the projection of the whole stored record."""
 
     def __init__(self, orders: int):
-        from functions.recon.matching import ORDER_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES, transaction_attributes
+        from functions.recon.matching import ORDER_ATTRIBUTES, ROW_TRANSACTION_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES
 
         self.n = orders
         self.batches = 0
@@ -216,9 +216,11 @@ class FakeStore:
             whole, digits = stored_order(i, orders), f"{i:08d}"
             same(self.orders(["po_" + digits]), {"po_" + digits: projected(whole, ORDER_ATTRIBUTES)})
             same(self.window_orders(["po_" + digits]), {"po_" + digits: projected(whole, WINDOW_ORDER_ATTRIBUTES)})
-            for tx_id in (f"payin#po_{digits}", f"refund#re_{digits}"):
-                tx = stored_transaction(tx_id, orders)
-                same(self.transactions([tx_id]), {tx_id: projected(tx, transaction_attributes(tx_id))} if tx else {})
+            same(self.payins(["po_" + digits]), {"po_" + digits} if stored_transaction(f"payin#po_{digits}", orders)
+                 else set())
+            tx_id = f"refund#re_{digits}"
+            tx = stored_transaction(tx_id, orders)
+            same(self.transactions([tx_id]), {tx_id: projected(tx, ROW_TRANSACTION_ATTRIBUTES)} if tx else {})
         self.batches = 0
 
     def orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -232,13 +234,15 @@ class FakeStore:
                 if len(order_id) == 11 and order_id[:3] == "po_" and (digits := order_id[3:]).isdigit()
                 and (i := int(digits)) < n}
 
-    def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    def payins(self, ids: list[str]) -> set[str]:
+        """The orders we have whose status is SUCCESS: each has its pay-in."""
         n, statuses = self.n, _STATUS
-        # the pay-in of an order we have, if its status is SUCCESS
-        found: dict[str, dict[str, Any]] = {
-            tx_id: {"transaction_id": tx_id} for tx_id in ids
-            if len(tx_id) == 17 and tx_id[:9] == "payin#po_" and (digits := tx_id[9:]).isdigit()
-            and (i := int(digits)) < n and i % 1000 not in statuses}
+        return {order_id for order_id in ids
+                if len(order_id) == 11 and order_id[:3] == "po_" and (digits := order_id[3:]).isdigit()
+                and (i := int(digits)) < n and i % 1000 not in statuses}
+
+    def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
         for tx_id in ids:
             if tx_id.startswith("refund#re_") and len(digits := tx_id[10:]) == 8 and digits.isdigit() \
                     and refund_in_ledger(int(digits)):

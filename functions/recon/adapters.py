@@ -17,8 +17,9 @@ from functions.ledger import journal
 from functions.recon.matching import (
     LEDGER_KIND,
     ORDER_ATTRIBUTES,
+    PAYIN_ATTRIBUTES,
+    ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
-    transaction_attributes,
 )
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.rows import RowKind
@@ -30,6 +31,7 @@ from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
 _REFUND_PREFIX = f"{LEDGER_KIND[RowKind.REFUND]}#"  # the index also holds an order's disputes
+_PAYIN = "payin#"
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -51,12 +53,13 @@ class DynamoLookup:
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
 
+    def payins(self, payment_order_ids: list[str]) -> set[str]:
+        keys = [_PAYIN + order_id for order_id in payment_order_ids]
+        found = self._all(self.ledger.get_many, {PAYIN_ATTRIBUTES: keys})
+        return {transaction_id[len(_PAYIN):] for transaction_id in found}
+
     def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Pay-ins and row transactions go in separate requests: a request has one projection per table."""
-        wanted: dict[tuple[str, ...], list[str]] = {}
-        for transaction_id in transaction_ids:
-            wanted.setdefault(transaction_attributes(transaction_id), []).append(transaction_id)
-        return self._all(self.ledger.get_many, wanted)
+        return self._all(self.ledger.get_many, {ROW_TRANSACTION_ATTRIBUTES: transaction_ids})
 
     def refunds_of(self, payment_order_ids: set[str]) -> dict[str, list[str]]:
         """One query of the ledger's order index per order, `pool` of them in flight."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import compress, islice, repeat
-from operator import attrgetter, eq, itemgetter, not_
+from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, ClassVar, Protocol
 
 from functions.recon.gctune import batch_collection
@@ -55,25 +55,44 @@ ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 
 _line = attrgetter("line")
 _AGREEING_FIELDS = itemgetter("amount_minor", "currency", "psp_reference", "payment_order_status")
+
+
+def _agreeing_fields(order: dict[str, Any]) -> tuple[Any, ...]:
+    """_AGREEING_FIELDS of an order that may lack some of them."""
+    return order["amount_minor"], order["currency"], order.get("psp_reference"), order.get("payment_order_status")
+
+
+_SUCCESS = OrderStatus.SUCCESS.value  # a plain str: tuples of it compare faster
 _NOBODY = dict.fromkeys(("amount_minor", "currency", "psp_reference", "payment_order_status"))  # no such order
 
 
-def transaction_attributes(transaction_id: str) -> tuple[str, ...]:
-    """The attributes the matcher reads of the ledger transaction `transaction_id`."""
-    return PAYIN_ATTRIBUTES if transaction_id.startswith("payin#") else ROW_TRANSACTION_ATTRIBUTES
+@dataclass(frozen=True, slots=True)
+class LedgerRecords:
+    """What the ledger holds for a batch of rows: the orders whose pay-in it records, and the transactions of the
+    refunds and disputes (by transaction id)."""
+
+    paid: set[str] = field(default_factory=set)
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Lookup(Protocol):
     """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark).
 
     Each answer holds the attributes above, and only those need be there: `orders` ORDER_ATTRIBUTES,
-    `window_orders` WINDOW_ORDER_ATTRIBUTES, `transactions` those of `transaction_attributes`. No read walks a
-    whole table: the window comes from an index by creation time, rows without our id from one by reference.
+    `window_orders` WINDOW_ORDER_ATTRIBUTES, `transactions` ROW_TRANSACTION_ATTRIBUTES (`payins` reads
+    PAYIN_ATTRIBUTES). No read walks a whole table: the window comes from an index by creation time, rows without
+    our id from one by reference.
     """
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
 
-    def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+    def payins(self, payment_order_ids: list[str]) -> set[str]:
+        """The orders among these whose pay-in the ledger holds (its transaction `payin#<order>`)."""
+        ...
+
+    def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Ledger transactions of refunds and disputes (`<kind>#<PSP object id>`), by id."""
+        ...
 
     def refunds_of(self, payment_order_ids: set[str]) -> dict[str, list[str]]:
         """Ids of the ledger refunds that name each order, for the orders that have any (the ledger's index by
@@ -220,16 +239,17 @@ class Matcher:
         self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
                           explanation=row.reason, line=row.line, review=True))
 
-    def _read(self, charged: set[str], others: list[SettlementRow]) -> tuple[dict[str, dict[str, Any]],
-                                                                            dict[str, dict[str, Any]]]:
+    def _read(self, charged: set[str], others: list[SettlementRow]) -> tuple[dict[str, dict[str, Any]], LedgerRecords]:
         """The orders of `charged` and of `others` (the rows recorded by a ledger transaction of their own), and
-        the ledger transactions that record them: an order's pay-in, a refund's or dispute's own."""
+        what the ledger holds of them: the pay-ins of the charged orders, the refunds' and disputes' own
+        transactions."""
         ids = list(charged.union(row.payment_order_id for row in others))
         orders = self.lookup.orders(ids) if ids else {}
-        wanted = ["payin#" + order_id for order_id in charged if order_id in orders]
-        wanted += [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
-                   if row.source_id and row.payment_order_id in orders]
-        return orders, self.lookup.transactions(wanted) if wanted else {}
+        known = list(filter(orders.__contains__, charged))
+        wanted = [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
+                  if row.source_id and row.payment_order_id in orders]
+        return orders, LedgerRecords(self.lookup.payins(known) if known else set(),
+                                     self.lookup.transactions(wanted) if wanted else {})
 
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
@@ -253,7 +273,7 @@ class Matcher:
             key = hash(order_id)
             if (key in settled or order["amount_minor"] != gross.minor or order["currency"] != gross.currency
                     or not reference or order.get("psp_reference") != reference
-                    or order.get("payment_order_status") != success or "payin#" + order_id not in ledger):
+                    or order.get("payment_order_status") != success or order_id not in ledger.paid):
                 settle(row, order, ledger)
                 continue
             net = row.net
@@ -308,15 +328,14 @@ class Matcher:
         # A charge agrees when its order records exactly it: (amount, currency, PSP reference, SUCCESS), compared
         # as tuples; when that order's pay-in is in the ledger; and when its order is charged once.
         found = list(map(get, ids, repeat(_NOBODY)))
+        references = block.references[start:end]
         try:
-            recorded = list(map(_AGREEING_FIELDS, found))
-        except KeyError:  # an order without a PSP reference or a status (one that never reached the PSP)
-            recorded = [(order["amount_minor"], order["currency"], order.get("psp_reference"),
-                         order.get("payment_order_status")) for order in found]
-        agrees = list(map(all, zip(
-            map(eq, recorded, zip(gross, currencies, block.references[start:end], repeat(OrderStatus.SUCCESS))),
-            map(ledger.__contains__, map("payin#".__add__, ids)),
-            map(not_, map(repeated.__contains__, keys)), strict=True)))
+            agrees = list(map(eq, map(_AGREEING_FIELDS, found), zip(gross, currencies, references, repeat(_SUCCESS))))
+        except KeyError:  # an order that never reached the PSP has no PSP reference
+            agrees = list(map(eq, map(_agreeing_fields, found), zip(gross, currencies, references, repeat(_SUCCESS))))
+        agrees = list(map(and_, agrees, map(ledger.paid.__contains__, ids)))
+        if repeated:
+            agrees = list(map(and_, agrees, map(not_, map(repeated.__contains__, keys))))
         if not all(agrees):
             charge_row = block.charge
             rows += [charge_row(i) for i, agreed in zip(range(start, end), agrees, strict=True) if not agreed]
@@ -360,7 +379,7 @@ class Matcher:
             amount = Money(minor, currency)
             self.emit(Outcome(Category.MATCHED, ours=amount, theirs=amount, row_kind=block.psp_type, count=count))
 
-    def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: dict[str, dict[str, Any]]) -> None:
+    def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: LedgerRecords) -> None:
         kind = row.kind
         if kind is RowKind.PAYOUT:
             self._payouts.append(row)
@@ -398,12 +417,12 @@ class Matcher:
         if row.fee is not None and row.fee.minor:
             self.fixes.record_fee(row.row_id, row.fee)
 
-    def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
+    def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> None:
         if row.kind is RowKind.CHARGE:
             self._charge(row, order, ledger)
             return
         self._record_fee(row)
-        tx = ledger.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
+        tx = ledger.transactions.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
         if tx is not None:
             recorded = ledger_amount(tx)
             if recorded is not None and recorded.currency != row.gross.currency:
@@ -423,7 +442,7 @@ class Matcher:
         self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
                                 f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True))
 
-    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> None:
+    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> None:
         """A charge of a known order: once per order in a file, then checked against the order and the ledger."""
         key = hash(order["payment_order_id"])
         if key in self._settled:
@@ -437,7 +456,7 @@ class Matcher:
         self._record_fee(row)
         self.emit(self._charge_outcome(row, order, ledger))
 
-    def _charge_outcome(self, row: SettlementRow, order: dict[str, Any], ledger: dict[str, dict[str, Any]]) -> Outcome:
+    def _charge_outcome(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> Outcome:
         gross = row.gross
         # `ours` is the order's amount; when it equals the row's (nearly always) the row's Money stands for it.
         same = order["currency"] == gross.currency and order["amount_minor"] == gross.minor
@@ -471,7 +490,7 @@ class Matcher:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  f"order {status} but settled by the PSP: {note} to complete it",
                                  fix=Fix.WORKFLOW_RESTARTED, ours=ours)
-        if f"payin#{order['payment_order_id']}" not in ledger:
+        if order["payment_order_id"] not in ledger.paid:
             return self._outcome(row, Category.MISSING_IN_LEDGER, order,
                                  "order SUCCESS but the ledger has no pay-in transaction", review=True, ours=ours)
         return self._outcome(row, Category.MATCHED, order, "", ours=ours)
@@ -557,9 +576,10 @@ class Matcher:
                                         f"reference {row.psp_reference or '-'})", review=True))
         for start in range(0, len(found), self.policy.batch_size):
             batch = found[start : start + self.policy.batch_size]
-            wanted = [f"payin#{by_reference[r.psp_reference]['payment_order_id']}" if r.kind is RowKind.CHARGE
-                      else f"{LEDGER_KIND[r.kind]}#{r.source_id}" for r in batch]
-            ledger = self.lookup.transactions(wanted)
+            charged = [by_reference[r.psp_reference]["payment_order_id"] for r in batch if r.kind is RowKind.CHARGE]
+            wanted = [f"{LEDGER_KIND[r.kind]}#{r.source_id}" for r in batch if r.kind is not RowKind.CHARGE]
+            ledger = LedgerRecords(self.lookup.payins(charged) if charged else set(),
+                                   self.lookup.transactions(wanted) if wanted else {})
             for row in batch:
                 self._against_order(row, by_reference[row.psp_reference], ledger)
 

@@ -14,8 +14,8 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
     assert store.orders(["po_00001005", "po_x"]) == {
         "po_00001005": recon_bench.projected(whole, matching.ORDER_ATTRIBUTES)}
     assert set(whole) - set(matching.ORDER_ATTRIBUTES)  # the projection leaves attributes out
-    assert store.transactions(["payin#po_00001005", "payin#po_00001006", "refund#re_00000010"]) == {
-        "payin#po_00001006": {"transaction_id": "payin#po_00001006"},
+    assert store.payins(["po_00001005", "po_00001006", "po_x"]) == {"po_00001006"}
+    assert store.transactions(["refund#re_00000010", "refund#re_00000011"]) == {
         "refund#re_00000010": recon_bench.projected(recon_bench.stored_transaction("refund#re_00000010", 2000),
                                                     matching.ROW_TRANSACTION_ATTRIBUTES)}
     assert store.window_orders(["po_00001005"]) == {

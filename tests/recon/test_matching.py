@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from functions.recon.matching import (
     ORDER_ATTRIBUTES,
+    ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
     Matcher,
     Policy,
     Window,
-    transaction_attributes,
 )
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import ChargeBlock, ParsedRow, RowKind, SettlementRow
@@ -75,8 +75,11 @@ class World:
         self.largest_read = max(self.largest_read, len(ids))
         return {i: Projected(self.orders[i], ORDER_ATTRIBUTES) for i in ids if i in self.orders}
 
+    def payins(self, ids: list[str]) -> set[str]:
+        return {i for i in ids if f"payin#{i}" in self.ledger}
+
     def transactions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {i: Projected(self.ledger[i], transaction_attributes(i)) for i in ids if i in self.ledger}
+        return {i: Projected(self.ledger[i], ROW_TRANSACTION_ATTRIBUTES) for i in ids if i in self.ledger}
 
     def refunds_of(self, ids: set[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -133,6 +136,7 @@ class Lookup:
     def __init__(self, world: World):
         self.world = world
         self.orders = world.orders_of
+        self.payins = world.payins
         self.transactions = world.transactions
         self.refunds_of = world.refunds_of
         self.window_orders = world.window_orders
@@ -301,7 +305,8 @@ class SettleEveryRow(Matcher):
     # each one mostly as an agreeing charge has it, so that many rows agree
     st.sampled_from(["same", "same", "same", "more", "other_currency"]),  # the row's amount against the order's
     st.sampled_from(["same", "same", "same", "none", "other"]),  # the row's PSP reference against the order's
-    st.sampled_from(["SUCCESS", "SUCCESS", "SUCCESS", "FAILED", "EXECUTING"]),  # the order's status (first row wins)
+    # the order's status (the first row naming it sets it); a NOT_STARTED order has no PSP reference
+    st.sampled_from(["SUCCESS", "SUCCESS", "SUCCESS", "FAILED", "EXECUTING", "NOT_STARTED"]),
     st.sampled_from([True, True, True, False]),       # the order's pay-in is in the ledger
     st.integers(0, 3),                                # fee
     st.sampled_from(["", "po_A", "po_B"]),             # payout batch
@@ -317,6 +322,8 @@ def test_the_inline_agreeing_charge_path_gives_what_settle_gives(specs: list[tup
             order_id = f"po_{which}" if which < 5 else ""
             if order_id and order_id not in world.orders:
                 world.orders[order_id] = order(order_id, 1000 + which, status=status)
+                if status == "NOT_STARTED":
+                    del world.orders[order_id]["psp_reference"]
                 if has_payin:
                     world.ledger[f"payin#{order_id}"] = {}
             gross = 1000 + which + (amount == "more")

@@ -347,6 +347,12 @@ class _ArrowReader:
                 return [""] * taken.num_rows
             return taken.column(name).to_numpy(zero_copy_only=False).tolist()
 
+        def same_texts(name: str | None) -> list[str]:
+            """A column that nearly always holds one value in a whole chunk (a currency, a payout)."""
+            if name is not None and len(values := pc.unique(taken.column(name))) == 1:
+                return [values[0].as_py()] * taken.num_rows
+            return texts(name)
+
         def minor(name: str) -> list[int]:
             return pc.cast(pc.replace_substring(taken.column(name), ".", ""), pa.int64()).to_numpy().tolist()
 
@@ -358,7 +364,7 @@ class _ArrowReader:
         block.sources = texts(fields.get("source_id"))
         block.gross = minor(fields["gross"])
         block.fees = minor(fields["fee"])
-        block.currencies = pc.utf8_upper(taken.column(fields["currency"])).to_numpy(zero_copy_only=False).tolist()
-        block.batch_ids = texts(fields.get("payout_id"))
+        block.currencies = list(map(SPELLINGS.__getitem__, same_texts(fields["currency"])))
+        block.batch_ids = same_texts(fields.get("payout_id"))
         seconds = pc.strptime(taken.column(fields["created"]), format="%Y-%m-%d %H:%M:%S", unit="s")
         block.seconds = pc.cast(seconds, pa.int64()).to_numpy().tolist()
