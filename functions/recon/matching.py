@@ -324,7 +324,7 @@ class Matcher:
         if len(distinct) < len(every_key):
             repeated.update(key for key, times in Counter(every_key).items() if times > 1)
         get = orders.get
-        gross, fees, currencies = block.gross[start:end], block.fees[start:end], block.currencies[start:end]
+        gross, currencies = block.gross[start:end], block.currencies[start:end]
         # A charge agrees when its order records exactly it: (amount, currency, PSP reference, SUCCESS), compared
         # as tuples; when that order's pay-in is in the ledger; and when its order is charged once.
         found = list(map(get, ids, repeat(_NOBODY)))
@@ -345,26 +345,30 @@ class Matcher:
             settle(row, get(row.payment_order_id), ledger)
         if any(agrees):
             settled.update(compress(keys, agrees))
-            self._agreeing(block, list(compress(block.row_ids[start:end], agrees)), list(compress(gross, agrees)),
-                           list(compress(fees, agrees)), list(compress(currencies, agrees)),
-                           list(compress(block.batch_ids[start:end], agrees)))
+            self._agreeing(block, start, end, agrees)
 
-    def _agreeing(self, block: ChargeBlock, row_ids: list[str], gross: list[int], fees: list[int],
-                  currencies: list[str], batch_ids: list[str]) -> None:
-        """The effects and the outcome of plain charges that agree with their orders, as `_settle` gives each: its
-        net counted in its payout batch, its fee recorded, MATCHED (here one outcome per currency)."""
-        count = len(gross)
-        if currencies.count(currencies[0]) == count and batch_ids.count(batch_ids[0]) == count:  # nearly always
+    def _agreeing(self, block: ChargeBlock, start: int, end: int, agrees: list[bool]) -> None:
+        """The effects and the outcome of the plain charges start..end of the block that `agrees` selects, as
+        `_settle` gives each: its net counted in its payout batch, its fee recorded, MATCHED (here one outcome per
+        currency)."""
+        row_ids, gross, fees = block.row_ids[start:end], block.gross[start:end], block.fees[start:end]
+        currencies, batch_ids = block.currencies[start:end], block.batch_ids[start:end]
+        totals: dict[str, list[int]] = {}
+        fees_by_currency: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        size = len(gross)
+        if currencies.count(currencies[0]) == size and batch_ids.count(batch_ids[0]) == size:  # nearly always
             currency, batch_id = currencies[0], batch_ids[0]
-            totals = {currency: [count, sum(gross)]}
-            fees_by_currency = {currency: [(row_id, fee) for row_id, fee in zip(row_ids, fees, strict=True) if fee]}
+            minor, fee_total = sum(compress(gross, agrees)), sum(compress(fees, agrees))
+            totals[currency] = [agrees.count(True), minor]
+            if fee_total:  # fees are never negative here
+                charged = list(compress(zip(row_ids, fees, strict=True), agrees))
+                fees_by_currency[currency] = [pair for pair in charged if pair[1]] if 0 in fees else charged
             if batch_id:
-                self._batch_net[(batch_id, currency)] += totals[currency][1] - sum(fees)
+                self._batch_net[(batch_id, currency)] += minor - fee_total
         else:
-            totals, fees_by_currency = {}, defaultdict(list)
             batch_net = self._batch_net
-            for row_id, minor, fee, currency, batch_id in zip(row_ids, gross, fees, currencies, batch_ids,
-                                                              strict=True):
+            for row_id, minor, fee, currency, batch_id in compress(
+                    zip(row_ids, gross, fees, currencies, batch_ids, strict=True), agrees):
                 total = totals.setdefault(currency, [0, 0])
                 total[0] += 1
                 total[1] += minor
@@ -373,8 +377,7 @@ class Matcher:
                 if batch_id:
                     batch_net[(batch_id, currency)] += minor - fee
         for currency, charged_fees in fees_by_currency.items():
-            if charged_fees:
-                self.fixes.record_fees(currency, charged_fees)
+            self.fixes.record_fees(currency, charged_fees)
         for currency, (count, minor) in totals.items():
             amount = Money(minor, currency)
             self.emit(Outcome(Category.MATCHED, ours=amount, theirs=amount, row_kind=block.psp_type, count=count))

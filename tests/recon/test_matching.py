@@ -175,6 +175,25 @@ def test_a_second_charge_for_one_order_is_a_duplicate_settlement() -> None:
         (Category.MATCHED, "pi_po_1"), (Category.DUPLICATE_SETTLEMENT, "pi_other")]
 
 
+def test_agreeing_charges_of_a_block_are_reported_together_with_their_fees_and_batch_net() -> None:
+    world = World(orders={f"po_{i}": order(f"po_{i}", 1000) for i in range(4)},
+                  ledger={f"payin#po_{i}": {} for i in range(4)})
+    charges = [row(2, RowKind.CHARGE, 1000, order="po_0", ref="pi_po_0", fee=30, batch="po_A"),
+               row(3, RowKind.CHARGE, 1000, order="po_1", ref="pi_po_1", fee=0, batch="po_A"),
+               row(4, RowKind.CHARGE, 1001, order="po_2", ref="pi_po_2", fee=20, batch="po_A"),  # another amount
+               row(5, RowKind.CHARGE, 1000, order="po_3", ref="pi_po_3", fee=40, batch="po_A")]
+    payout = row(6, RowKind.PAYOUT, -3911, batch="po_A")  # 3 x 1000 + 1001 - 30 - 20 - 40 - 0
+    found: list[Outcome] = []
+    matcher = Matcher(Policy("stripe"), Lookup(world), world, world, found.append, now=NOW)
+    matcher.feed_all([block_of([*charges, payout])])
+    matcher.finish()
+    assert [(o.category, o.count, o.theirs, o.line) for o in found] == [
+        (Category.AMOUNT_MISMATCH, 1, Money(1001, "USD"), 4),
+        (Category.MATCHED, 3, Money(3000, "USD"), None),
+        (Category.MATCHED, 1, Money(-3911, "USD"), 6)]  # the payout equals its batch's net
+    assert world.fees == {"txn_2": Money(30, "USD"), "txn_4": Money(20, "USD"), "txn_5": Money(40, "USD")}
+
+
 def test_charge_checks_in_order() -> None:
     world = World(orders={
         "po_ref": order("po_ref", 1000, ref="pi_recorded"),
