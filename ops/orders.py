@@ -14,7 +14,8 @@ from typing import Any
 
 from functions.shared import aws, clock, queues
 from functions.shared.config import settings
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
+from functions.shared.status import OrderStatus
 from functions.shared.tables import LedgerTable, PaymentTables, from_item, sweep_shard, to_item
 
 PAYIN = "payin"  # the kind of the ledger transaction and the wallet movement of a pay-in

@@ -17,7 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock, queues
 from functions.shared.config import settings
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 
 logger = Logger(service="sweeper")

@@ -14,7 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 
 logger = Logger(service="finalize")

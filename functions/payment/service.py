@@ -14,8 +14,9 @@ from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentReq
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
 from functions.shared.money import Money
+from functions.shared.status import OrderStatus
 from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, created_bucket, sweep_shard
 
 logger = Logger(service="payment")

@@ -25,8 +25,9 @@ from functions.recon.outcomes import Outcome, Restart
 from functions.recon.rows import RowKind
 from functions.shared import aws, queues
 from functions.shared.errors import LedgerConflict
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
 from functions.shared.money import Money
+from functions.shared.status import OrderStatus
 from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem

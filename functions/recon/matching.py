@@ -30,8 +30,8 @@ from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
-from functions.shared.models import OrderStatus
 from functions.shared.money import Money
+from functions.shared.status import OrderStatus
 
 # Ledger transaction kinds that record a PSP row of an order (`<kind>#<PSP object id>`).
 LEDGER_KIND = {

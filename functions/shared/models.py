@@ -1,37 +1,10 @@
-"""Domain models shared by the functions: order statuses and their allowed transitions, workflow input."""
+"""The workflow's input, shared by the functions (order statuses are in `functions.shared.status`)."""
 
 from __future__ import annotations
-
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from functions.shared.money import Money
-
-
-class OrderStatus(StrEnum):
-    NOT_STARTED = "NOT_STARTED"
-    EXECUTING = "EXECUTING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (OrderStatus.SUCCESS, OrderStatus.FAILED)
-
-
-# The one table of allowed moves, enforced by a DynamoDB condition on every status write.
-# EXECUTING -> EXECUTING is a re-drive (a new attempt); nothing ever leaves SUCCESS or FAILED.
-ALLOWED_FROM: dict[OrderStatus, tuple[OrderStatus, ...]] = {
-    OrderStatus.NOT_STARTED: (),
-    OrderStatus.EXECUTING: (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING),
-    OrderStatus.SUCCESS: (OrderStatus.EXECUTING,),
-    OrderStatus.FAILED: (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING),
-}
-
-
-def can_move(current: OrderStatus, target: OrderStatus) -> bool:
-    return current in ALLOWED_FROM[target]
 
 
 class OrderWork(BaseModel):

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from functions.shared import aws
 from functions.shared.config import Settings, settings
 from functions.shared.errors import PaymentOrderIdInUse, StatusTransitionRefused
-from functions.shared.models import ALLOWED_FROM, OrderStatus
+from functions.shared.status import ALLOWED_FROM, OrderStatus
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()

@@ -13,8 +13,9 @@ from functions.payment.schemas import PaymentRequest
 from functions.payment.service import place_checkout
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, StatusTransitionRefused
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
 from functions.shared.money import Money
+from functions.shared.status import OrderStatus
 from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
 from functions.wallet import handler as wallet_handler
 from tests.support.aws import drain

@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions.shared import clock
-from functions.shared.models import OrderStatus
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 from tests.integration.test_steps import place
 from verification import driver

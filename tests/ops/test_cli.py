@@ -6,7 +6,8 @@ import boto3
 
 from functions.ledger import handler as ledger_handler
 from functions.shared import clock
-from functions.shared.models import OrderStatus, OrderWork
+from functions.shared.models import OrderWork
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 from functions.wallet import handler as wallet_handler
 from tests.ops.support import (

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from functions.executor import starter
-from functions.shared.models import OrderStatus
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 from ops.messages import Queue
 from ops.redrive import redrive_queue

@@ -10,7 +10,7 @@ import pytest
 from functions.executor import sweeper
 from functions.shared import clock
 from functions.shared.config import reload_settings, settings
-from functions.shared.models import OrderStatus
+from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, sweep_shard
 from ops.redrive import redrive_queue
 from ops.resources import Resources, find_dlq

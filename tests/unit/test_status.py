@@ -1,6 +1,6 @@
 import pytest
 
-from functions.shared.models import ALLOWED_FROM, OrderStatus, can_move
+from functions.shared.status import ALLOWED_FROM, OrderStatus, can_move
 
 S = OrderStatus
 
