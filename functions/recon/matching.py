@@ -352,14 +352,15 @@ class Matcher:
         `_settle` gives each: its net counted in its payout batch, its fee recorded, MATCHED (here one outcome per
         currency)."""
         row_ids, gross, fees = block.row_ids[start:end], block.gross[start:end], block.fees[start:end]
-        currencies, batch_ids = block.currencies[start:end], block.batch_ids[start:end]
+        currencies = list(compress(block.currencies[start:end], agrees))
+        batch_ids = list(compress(block.batch_ids[start:end], agrees))
         totals: dict[str, list[int]] = {}
         fees_by_currency: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        size = len(gross)
-        if currencies.count(currencies[0]) == size and batch_ids.count(batch_ids[0]) == size:  # nearly always
+        count = len(currencies)
+        if currencies.count(currencies[0]) == count and batch_ids.count(batch_ids[0]) == count:  # nearly always
             currency, batch_id = currencies[0], batch_ids[0]
             minor, fee_total = sum(compress(gross, agrees)), sum(compress(fees, agrees))
-            totals[currency] = [agrees.count(True), minor]
+            totals[currency] = [count, minor]
             if fee_total:  # fees are never negative here
                 charged = list(compress(zip(row_ids, fees, strict=True), agrees))
                 fees_by_currency[currency] = [pair for pair in charged if pair[1]] if 0 in fees else charged
@@ -367,8 +368,9 @@ class Matcher:
                 self._batch_net[(batch_id, currency)] += minor - fee_total
         else:
             batch_net = self._batch_net
-            for row_id, minor, fee, currency, batch_id in compress(
-                    zip(row_ids, gross, fees, currencies, batch_ids, strict=True), agrees):
+            for row_id, minor, fee, currency, batch_id in zip(
+                    compress(row_ids, agrees), compress(gross, agrees), compress(fees, agrees), currencies, batch_ids,
+                    strict=True):
                 total = totals.setdefault(currency, [0, 0])
                 total[0] += 1
                 total[1] += minor
