@@ -15,6 +15,11 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
         "po_00001005": recon_bench.projected(whole, matching.ORDER_ATTRIBUTES)}
     assert set(whole) - set(matching.ORDER_ATTRIBUTES)  # the projection leaves attributes out
     assert store.payins(["po_00001005", "po_00001006", "po_x"]) == {"po_00001006"}
+    # only ids exactly `po_<8 digits>` below the number of orders are ours
+    odd = ["", "po_", "po_x0000001", "po_0000000a", "po_ 0000001", "po_000000001", "po_-0000001", "pi_00000001",
+           "po_00002000", "po_0000001", "po_٠٠٠٠٠٠٠١"]
+    assert store.orders(odd) == {} and store.payins(odd) == set()
+    assert set(store.orders(["po_00001999", *odd])) == store.payins(["po_00001999", *odd]) == {"po_00001999"}
     assert store.transactions(["refund#re_00000010", "refund#re_00000011"]) == {
         "refund#re_00000010": recon_bench.projected(recon_bench.stored_transaction("refund#re_00000010", 2000),
                                                     matching.ROW_TRANSACTION_ATTRIBUTES)}
