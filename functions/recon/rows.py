@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -63,8 +63,11 @@ ParsedRow = SettlementRow | MalformedRow
 @dataclass(slots=True)
 class ChargeBlock:
     """A stretch of a file read as columns: its plain charges (the rows a columnar reader checked in bulk: a
-    known currency, amounts `123.45`, an order id and a PSP reference) one list per field, and every other row
-    of the stretch as a ParsedRow, in file order. A block stands for exactly the rows `rows()` gives back."""
+    known currency, amounts `123.45`, an order id and a PSP reference) one sequence per field, and every other row
+    of the stretch as a ParsedRow, in file order. A block stands for exactly the rows `rows()` gives back.
+
+    `sources` and `seconds` are only read for the few charges made rows: a reader may hand them over as
+    sequences that read each value on demand; `span` is the earliest and latest of `seconds`."""
 
     psp_type: str
     line_count: int  # lines of the file the block covers
@@ -72,13 +75,14 @@ class ChargeBlock:
     row_ids: list[str]
     order_ids: list[str]
     references: list[str]
-    sources: list[str]
+    sources: Sequence[str]
     gross: list[int]  # minor units
     fees: list[int]  # minor units; the net is gross - fee
     currencies: list[str]
     batch_ids: list[str]
-    seconds: list[int]  # the row's time, in seconds since the epoch (UTC)
+    seconds: Sequence[int]  # the row's time, in seconds since the epoch (UTC)
     others: list[ParsedRow]
+    span: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.lines) + len(self.others)

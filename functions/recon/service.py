@@ -117,9 +117,8 @@ def survey(obj: SettlementObject) -> Survey:
                 rows += len(item)
                 moments = [row.occurred_at for row in item.others if type(row) is SettlementRow
                            and row.kind is RowKind.CHARGE and row.occurred_at is not None]
-                if item.seconds:
-                    moments += [datetime.fromtimestamp(second, UTC) for second in (min(item.seconds),
-                                                                                   max(item.seconds))]
+                if item.span:
+                    moments += [datetime.fromtimestamp(second, UTC) for second in item.span]
             else:
                 rows += 1
                 moments = [item.occurred_at] if type(item) is SettlementRow and item.kind is RowKind.CHARGE \

@@ -47,6 +47,8 @@ def by_columns(data: bytes, chunk_size: int) -> tuple[list[ParsedRow] | type[Exc
             if type(item) is ChargeBlock:
                 plain += len(item.lines)
                 read += list(item.rows())
+                seconds = [item.seconds[i] for i in range(len(item.lines))]
+                assert item.span == ((min(seconds), max(seconds)) if seconds else None)
             else:
                 read.append(item)
     except UnparseableFile:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -272,6 +272,19 @@ def _text(chunk: bytes, chunks: RecordChunks) -> io.TextIOWrapper:
                             newline="", errors="strict")
 
 
+class _OnDemand(Sequence[Any]):
+    """An Arrow column read into Python one value at a time, for the few rows that need it."""
+
+    def __init__(self, values: pa.ChunkedArray):
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        return self._values[index].as_py()
+
+
 class _ArrowReader:
     def __init__(self, layout: Layout):
         self.layout = layout
@@ -285,7 +298,11 @@ class _ArrowReader:
         if reference:
             self.fields["reference"] = f"c{layout.position(reference)}"
         self.usable = all(name in self.fields for name in ("created", "fee", "order_id", "reference"))
-        self.patterns = [(name, f"^{pattern}$") for name, pattern in _PLAIN if name in self.fields]
+        # The ids are checked in one pass, joined by a space (which no id may hold, so each keeps its place).
+        self.patterns = [(name, f"^{pattern}$") for name, pattern in _PLAIN
+                         if name in self.fields and pattern not in (_ID, _OPTIONAL_ID)]
+        self.ids = [name for name, pattern in _PLAIN if name in self.fields and pattern in (_ID, _OPTIONAL_ID)]
+        self.ids_pattern = "^" + " ".join(pattern for name, pattern in _PLAIN if name in self.ids) + "$"
         wanted = sorted(set(self.fields.values()), key=lambda name: int(name[1:]))
         self.convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
                                             strings_can_be_null=False, quoted_strings_can_be_null=False)
@@ -339,7 +356,8 @@ class _ArrowReader:
         plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=_PLAIN_CURRENCIES))
         for name, pattern in self.patterns:
             plain = pc.and_(plain, pc.match_substring_regex(table.column(fields[name]), pattern))
-        return plain
+        ids = pc.binary_join_element_wise(*(table.column(fields[name]) for name in self.ids), " ")
+        return pc.and_(plain, pc.match_substring_regex(ids, self.ids_pattern))
 
     def _columns(self, block: ChargeBlock, taken: pa.Table, indices: pa.Array, line: int) -> None:
         def texts(name: str | None) -> list[str]:
@@ -361,10 +379,14 @@ class _ArrowReader:
         block.row_ids = texts(fields.get("balance_transaction_id"))
         block.order_ids = texts(fields["order_id"])
         block.references = texts(fields["reference"])
-        block.sources = texts(fields.get("source_id"))
+        block.sources = _OnDemand(taken.column(fields["source_id"])) if "source_id" in fields \
+            else [""] * taken.num_rows
         block.gross = minor(fields["gross"])
         block.fees = minor(fields["fee"])
         block.currencies = list(map(SPELLINGS.__getitem__, same_texts(fields["currency"])))
         block.batch_ids = same_texts(fields.get("payout_id"))
-        seconds = pc.strptime(taken.column(fields["created"]), format="%Y-%m-%d %H:%M:%S", unit="s")
-        block.seconds = pc.cast(seconds, pa.int64()).to_numpy().tolist()
+        seconds = pc.cast(pc.strptime(taken.column(fields["created"]), format="%Y-%m-%d %H:%M:%S", unit="s"),
+                          pa.int64())
+        block.seconds = _OnDemand(seconds)
+        bounds = pc.min_max(seconds)
+        block.span = (bounds["min"].as_py(), bounds["max"].as_py())
