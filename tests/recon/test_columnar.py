@@ -64,9 +64,9 @@ AMOUNTS = st.sampled_from(["12.34"] * 4 + ["0.00", "0.50", "-1.00", "12.3", "12.
 TIMES = st.sampled_from(["2026-01-30 10:11:12"] * 4 + [
     "2024-02-29 23:59:59", "2026-02-29 10:00:00", "2026-02-30 10:00:00", "2026-04-31 00:00:00", "2026-1-30 10:11:12",
     "2026-01-30 24:00:00", "2026-01-30 10:11:60", "0999-01-01 00:00:00", "2026-01-30T10:11:12Z", "1700000000", "",
-    " 2026-01-30 10:11:12"])
+    " 2026-01-30 10:11:12", "2026-01-30"])
 IDS = st.sampled_from(["po_1", "po_2", "pi_9"] * 3 + ["", " po_3", "po_4 ", "po é", "a,b", 'q"uote', "two\nlines",
-                                                      "po\x1c", "po\t"])
+                                                      "po\x1c", "po\t", "10:11:12"])
 TEXTS = st.sampled_from(["", "", "Order 7", "with, comma", 'a "quoted" word', "two\nlines", "cr\r\nlf", "ünï"])
 ROWS = st.lists(st.fixed_dictionaries({
     "balance_transaction_id": IDS, "created_utc": TIMES, "currency": CURRENCIES, "gross": AMOUNTS, "fee": AMOUNTS,
@@ -133,6 +133,17 @@ def test_other_encodings_and_the_fixture_read_the_same() -> None:
     for data in (STRIPE, text.encode("utf-16"), text.encode("utf-8")):
         read, _ = by_columns(data, 128)
         assert read == by_rows(data)
+
+
+def test_cells_checked_together_keep_their_places() -> None:
+    """The cells are matched joined by spaces: a date without its time, followed by an id that looks like a time,
+    must not pass for a plain time."""
+    row = {"balance_transaction_id": "txn_1", "created_utc": "2026-01-30", "currency": "usd", "gross": "12.34",
+           "fee": "0.50", "net": "11.84", "reporting_category": "charge", "source_id": "ch_1", "description": "",
+           "payment_intent_id": "pi_1", "automatic_payout_id": "po_b", "payment_metadata[payment_order_id]": "10:11:12",
+           "odd": None}
+    data = write([row] * 3, "\n", False)
+    assert by_columns(data, 1 << 20) == (by_rows(data), 0)
 
 
 def test_an_undecodable_byte_anywhere_makes_the_file_unparseable() -> None:

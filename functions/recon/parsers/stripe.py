@@ -298,11 +298,10 @@ class _ArrowReader:
         if reference:
             self.fields["reference"] = f"c{layout.position(reference)}"
         self.usable = all(name in self.fields for name in ("created", "fee", "order_id", "reference"))
-        # The ids are checked in one pass, joined by a space (which no id may hold, so each keeps its place).
-        self.patterns = [(name, f"^{pattern}$") for name, pattern in _PLAIN
-                         if name in self.fields and pattern not in (_ID, _OPTIONAL_ID)]
-        self.ids = [name for name, pattern in _PLAIN if name in self.fields and pattern in (_ID, _OPTIONAL_ID)]
-        self.ids_pattern = "^" + " ".join(pattern for name, pattern in _PLAIN if name in self.ids) + "$"
+        # The cells are checked in one pass, joined by spaces: only a time holds one, in its one place, so every
+        # cell is matched by its own pattern.
+        self.checked = [name for name, _ in _PLAIN if name in self.fields]
+        self.pattern = "^" + " ".join(pattern for name, pattern in _PLAIN if name in self.fields) + "$"
         wanted = sorted(set(self.fields.values()), key=lambda name: int(name[1:]))
         self.convert = pacsv.ConvertOptions(include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
                                             strings_can_be_null=False, quoted_strings_can_be_null=False)
@@ -354,10 +353,8 @@ class _ArrowReader:
         fields = self.fields
         plain = pc.equal(table.column(fields["category"]), "charge")
         plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=_PLAIN_CURRENCIES))
-        for name, pattern in self.patterns:
-            plain = pc.and_(plain, pc.match_substring_regex(table.column(fields[name]), pattern))
-        ids = pc.binary_join_element_wise(*(table.column(fields[name]) for name in self.ids), " ")
-        return pc.and_(plain, pc.match_substring_regex(ids, self.ids_pattern))
+        cells = pc.binary_join_element_wise(*(table.column(fields[name]) for name in self.checked), " ")
+        return pc.and_(plain, pc.match_substring_regex(cells, self.pattern))
 
     def _columns(self, block: ChargeBlock, taken: pa.Table, indices: pa.Array, line: int) -> None:
         def texts(name: str | None) -> list[str]:
