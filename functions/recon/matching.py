@@ -173,7 +173,8 @@ class CarryCounts:
 
 @dataclass
 class Matcher:
-    """Feed it parsed rows, then call finish(): every row and every order of the window gets one Outcome."""
+    """Feed it parsed rows, then call finish(): every row and every order of the window is counted in exactly one
+    Outcome (the agreeing charges of a block batch share one, with their count)."""
 
     # `_flush` decides an agreeing charge inline; a test turns this off to compare that copy with `_settle`.
     inline_agreeing: ClassVar[bool] = True
