@@ -160,16 +160,13 @@ class AwsFixes:
         self.restarted += 1
         return Restart.STARTED
 
-    def record_fee(self, reference: str, fee: Money) -> None:
-        if len(self._pending) >= self.max_in_flight:
-            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
-        self._pending.add(self.pool.submit(self._write_fee, reference, fee))
-
     def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
         for reference, minor in fees:
-            self.record_fee(reference, Money(minor, currency))
+            if len(self._pending) >= self.max_in_flight:
+                done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            self._pending.add(self.pool.submit(self._write_fee, reference, Money(minor, currency)))
 
     def _write_fee(self, reference: str, fee: Money) -> None:
         try:

@@ -117,10 +117,8 @@ class Fixes(Protocol):
 
     def restart_order(self, order: dict[str, Any]) -> Restart: ...
 
-    def record_fee(self, reference: str, fee: Money) -> None: ...
-
     def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
-        """`record_fee` of each (reference, fee in minor units of `currency`)."""
+        """A ledger fee transaction for each (PSP balance transaction, fee in minor units of `currency`)."""
         ...
 
     def fee_conflicts(self) -> list[tuple[str, Money]]: ...
@@ -225,14 +223,18 @@ class Matcher:
                 take = size - len(self._buffer)
 
     def _take(self, chunk: list[ParsedRow]) -> None:
-        malformed = [row for row in chunk if isinstance(row, MalformedRow)]
-        if malformed:
-            for row in malformed:
-                self._malformed(row)
-            chunk = [row for row in chunk if not isinstance(row, MalformedRow)]
-        self._buffer += chunk  # type: ignore[arg-type]
+        self._buffer += self._well_formed(chunk)
         if len(self._buffer) >= self.policy.batch_size:
             self._flush()
+
+    def _well_formed(self, rows: list[ParsedRow]) -> list[SettlementRow]:
+        """The rows that are not malformed; the malformed ones are reported here, as they come."""
+        if not any(isinstance(row, MalformedRow) for row in rows):
+            return rows  # type: ignore[return-value]
+        for row in rows:
+            if isinstance(row, MalformedRow):
+                self._malformed(row)
+        return [row for row in rows if not isinstance(row, MalformedRow)]
 
     def _malformed(self, row: MalformedRow) -> None:
         if row.payment_order_id:  # reported here: not again as unsettled by the window check
@@ -262,7 +264,7 @@ class Matcher:
         get = orders.get
         # Nearly every row is a charge that agrees with its order and its pay-in: that case is decided here,
         # inline, with the very outcome and effects `_settle` would give it; any other row goes to `_settle`.
-        settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self.fixes.record_fee,
+        settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self._fee,
                                                         self._batch_net)
         success, matched, no_fix, inline = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, self.inline_agreeing
         for row in rows:
@@ -307,12 +309,7 @@ class Matcher:
         Deciding the agreeing charges together, out of file order, gives what `_settle` would: the one thing a
         charge's outcome depends on beyond its order is whether its order was settled before it, and a charge whose
         order is charged twice in the batch, or was settled before it, is never among them."""
-        rows: list[SettlementRow] = []
-        for row in others:
-            if isinstance(row, MalformedRow):
-                self._malformed(row)
-            else:
-                rows.append(row)
+        rows = self._well_formed(others)
         charge, settled = RowKind.CHARGE, self._settled
         ids = block.order_ids[start:end]
         charged_by_rows = [row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id]
@@ -339,7 +336,7 @@ class Matcher:
             agrees = list(map(and_, agrees, map(not_, map(repeated.__contains__, keys))))
         if not all(agrees):
             charge_row = block.charge
-            rows += [charge_row(i) for i, agreed in zip(range(start, end), agrees, strict=True) if not agreed]
+            rows = rows + [charge_row(i) for i, agreed in zip(range(start, end), agrees, strict=True) if not agreed]
             rows.sort(key=_line)
         settle = self._settle
         for row in rows:
@@ -406,7 +403,7 @@ class Matcher:
         if kind is RowKind.FEE:
             fee = -(row.net if row.net is not None else row.gross)
             if fee.minor:
-                self.fixes.record_fee(row.row_id, fee)
+                self._fee(row.row_id, fee)
             self.emit(self._outcome(row, Category.MATCHED, None, "PSP fee recorded in the ledger",
                                     fix=Fix.FEE_RECORDED))
             return
@@ -421,7 +418,10 @@ class Matcher:
     def _record_fee(self, row: SettlementRow) -> None:
         """The fee the PSP kept on a row it settled once (a duplicate row's fee is not recorded again)."""
         if row.fee is not None and row.fee.minor:
-            self.fixes.record_fee(row.row_id, row.fee)
+            self._fee(row.row_id, row.fee)
+
+    def _fee(self, reference: str, fee: Money) -> None:
+        self.fixes.record_fees(fee.currency, [(reference, fee.minor)])
 
     def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> None:
         if row.kind is RowKind.CHARGE:

@@ -181,12 +181,8 @@ class Recording:
         self.calls.append(("restart", order["payment_order_id"]))
         return Restart.STARTED
 
-    def record_fee(self, reference: str, fee: Money) -> None:
-        self.calls.append(("fee", reference, fee))
-
     def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
-        for reference, minor in fees:
-            self.record_fee(reference, Money(minor, currency))
+        self.calls += [("fee", reference, Money(minor, currency)) for reference, minor in fees]
 
     def fee_conflicts(self) -> list[tuple[str, Money]]:
         return []

@@ -103,14 +103,11 @@ class World:
         self.restarted.append(item["payment_order_id"])
         return Restart.STARTED
 
-    def record_fee(self, reference: str, fee: Money) -> None:
-        existing = self.fees.setdefault(reference, fee)
-        if existing != fee:
-            self.conflicts.append((reference, fee))
-
     def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
         for reference, minor in fees:
-            self.record_fee(reference, Money(minor, currency))
+            fee = Money(minor, currency)
+            if self.fees.setdefault(reference, fee) != fee:
+                self.conflicts.append((reference, fee))
 
     def fee_conflicts(self) -> list[tuple[str, Money]]:
         return self.conflicts

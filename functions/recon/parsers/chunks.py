@@ -9,7 +9,6 @@ the rest of the stream, from the first byte it has not yielded, to the row parse
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -69,7 +68,7 @@ class RecordChunks:
             if not self._more():
                 return len(self._pending)
 
-    def rest(self) -> io.BufferedReader:
-        """Everything not yielded as a chunk, as one binary stream."""
+    def rest(self) -> Prefixed:
+        """Everything not yielded as a chunk, as one raw binary stream (to be buffered by its reader)."""
         pending, self._pending = self._pending, b""
-        return io.BufferedReader(Prefixed(pending, self._source), buffer_size=CHUNK)
+        return Prefixed(pending, self._source)
