@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from local.lifecycle import run_stoppable  # noqa: E402
 from local.moto_server import free_port  # noqa: E402
 from local.stack import LocalStack, Ports  # noqa: E402
 from verification.driver import place_all, watch_until_settled  # noqa: E402
@@ -154,4 +155,4 @@ def _print(usage: Usage, meter: Meter) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stoppable(main))

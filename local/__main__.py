@@ -1,17 +1,22 @@
-"""`python -m local` (make run): the deployed topology on this machine until Ctrl-C / SIGTERM."""
+"""`python -m local` (make run): the deployed topology on this machine until Ctrl-C, SIGTERM or SIGHUP."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from local.stack import REPO_ROOT, LocalStack, Ports, default_sandbox
+# Only the standard library and local.lifecycle before the stop signals are handled: the stack's imports (boto3,
+# moto, the handlers) take a second or two, and a signal in that time must stop the start-up cleanly too.
+from local.lifecycle import StopRequested, sleep_until_signalled, stop_on_signals
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+PORT_FLAGS = "--api-port, --aws-port and --psp-port"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,22 +49,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{template} not found: synthesize first (python infra/app.py)", file=sys.stderr)
         return 2
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stack = LocalStack(
-        cdk_out=args.cdk_out,
-        stack_name=args.stack,
-        ports=Ports(aws=args.aws_port, api=args.api_port, psp=args.psp_port),
-        sandbox=None if args.no_sandbox else default_sandbox,
-        schedule_interval=args.schedule_interval,
-    )
+    with stop_on_signals():
+        try:
+            from local.stack import LocalStack, Ports, default_sandbox
+
+            stack = LocalStack(
+                cdk_out=args.cdk_out,
+                stack_name=args.stack,
+                ports=Ports(aws=args.aws_port, api=args.api_port, psp=args.psp_port),
+                sandbox=None if args.no_sandbox else default_sandbox,
+                schedule_interval=args.schedule_interval,
+            )
+            return _serve(stack, args)
+        except StopRequested as stop:
+            print(f"{stop}: stopped", flush=True)
+            return 0
+
+
+def _serve(stack: Any, args: argparse.Namespace) -> int:
+    """Start (a signal during start-up stops what was started), print the endpoints, sleep until signalled."""
     started = time.monotonic()
     try:
         stack.start()
-    except KeyboardInterrupt:
-        return 130
     except OSError as exc:
-        print(f"cannot start the local stack: {exc}", file=sys.stderr)
+        print(f"cannot start the local stack: {exc}; choose other ports with {PORT_FLAGS}", file=sys.stderr)
         return 1
     try:
         print(f"local stack {args.stack} from {args.cdk_out} (state is in memory: gone when this stops)")
@@ -70,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key} = {value}")
         print(f"started in {time.monotonic() - started:.2f} s")
         print(stack.ready_line(), flush=True)
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        sleep_until_signalled()
     finally:
         print("stopping...", flush=True)
         stack.stop()

@@ -6,13 +6,15 @@ import copy
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from moto.core.config import default_user_config
 from moto.moto_api._internal.models import moto_api_backend
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from local import moto_patches
 
@@ -35,7 +37,8 @@ AWS_ENV = {
 @dataclass
 class MotoServer:
     port: int
-    _server: ThreadedMotoServer
+    _server: BaseWSGIServer
+    _thread: threading.Thread
     _saved_config: dict[str, Any]
 
     @property
@@ -44,9 +47,10 @@ class MotoServer:
 
     def stop(self) -> None:
         """Stop serving and put moto's process-wide config back (other tests may use mock_aws)."""
-        self._server.stop()
-        default_user_config.clear()
-        default_user_config.update(self._saved_config)
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        _restore(self._saved_config)
 
 
 def start_moto(port: int) -> MotoServer:
@@ -62,11 +66,35 @@ def start_moto(port: int) -> MotoServer:
     default_user_config["lambda"] = {**default_user_config.get("lambda", {}), "use_docker": True}
     moto_api_backend.reset()
     moto_patches.install()
-    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
-    server.start()
+    try:
+        server = _bind(port)
+    except BaseException:
+        _restore(saved_config)
+        raise
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
     _wait_for_port(port)
     log.info("moto listening on http://%s:%d", HOST, port)
-    return MotoServer(port=port, _server=server, _saved_config=saved_config)
+    return MotoServer(port=port, _server=server, _thread=thread, _saved_config=saved_config)
+
+
+def _bind(port: int) -> BaseWSGIServer:
+    """moto's WSGI server, bound here in the caller's thread.
+
+    moto's ThreadedMotoServer binds inside its server thread: when the port is taken, werkzeug prints "Port
+    ... is in use" and ends that thread with SystemExit, and start() waits forever for a ready signal. Binding
+    here turns the same failure into an OSError the caller sees at once.
+    """
+    app = DomainDispatcherApplication(create_backend_app)
+    try:
+        return make_server(HOST, port, app, threaded=True, request_handler=MotoRequestHandler)
+    except SystemExit as exit_:  # werkzeug's answer to EADDRINUSE, after printing its message
+        raise OSError(f"port {port} (aws) on {HOST} is already in use") from exit_
+
+
+def _restore(saved_config: dict[str, Any]) -> None:
+    default_user_config.clear()
+    default_user_config.update(saved_config)
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:

@@ -15,6 +15,7 @@ from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
 from local.gateway import Gateway, http_api_routes
 from local.lambda_runtime import LambdaRuntime, SavedEnvironment
+from local.lifecycle import check_ports_free
 from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
 
 log = logging.getLogger("local.stack")
@@ -102,6 +103,10 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         started = time.monotonic()
+        ports = {"aws": self.ports.aws, "api": self.ports.api}
+        if self._sandbox_factory is not None:
+            ports["psp"] = self.ports.psp
+        check_ports_free(ports, HOST)  # before anything starts: a taken port fails here, naming its holder
         try:
             self._set_env({**AWS_ENV, "MOTO_PORT": str(self.ports.aws)})
             self.moto = start_moto(self.ports.aws)

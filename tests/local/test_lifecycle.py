@@ -1,0 +1,188 @@
+"""`python -m local` as a user runs it: stopped by a signal at any moment, or refused a taken port, it ends fast.
+
+Each case starts the real command in a subprocess on free ports and checks that it exits within 10 s and
+leaves no port bound. Stopping politely used to deadlock (a signal handler setting the Event the main thread was
+waiting on) and a taken port used to hang start-up forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from local.lifecycle import PortTaken, check_ports_free, port_holder
+from local.moto_server import free_port, start_moto
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXIT_WITHIN_S = 10.0
+READY_WITHIN_S = 60.0
+TRIES = 20
+
+
+class Local:
+    """One `python -m local` process on free ports, its output collected by a reader thread."""
+
+    def __init__(self, **ports: int) -> None:
+        self.ports = {"aws": free_port(), "api": free_port(), "psp": free_port(), **ports}
+        args = [f"--{name}-port={port}" for name, port in self.ports.items()]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "local", *args, "--log-level", "WARNING"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, True), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, False), daemon=True).start()
+
+    def _read(self, stream, lines: list[str], watch_ready: bool) -> None:
+        for line in stream:
+            lines.append(line)
+            if watch_ready and line.startswith("READY "):
+                self.ready.set()
+
+    def wait_handling_signals(self) -> None:
+        """Until the process catches SIGTERM (/proc's SigCgt mask): before that, Python itself is still starting
+        and the default action (death by the signal) applies, as to any program."""
+        deadline = time.monotonic() + READY_WITHIN_S
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            if caught & (1 << (signal.SIGTERM - 1)):
+                return
+            time.sleep(0.005)
+        pytest.fail("the process never handled SIGTERM")
+
+    def wait_ready(self) -> None:
+        assert self.ready.wait(READY_WITHIN_S), f"no READY line: {''.join(self.stderr)[-2000:]}"
+
+    def exit_code(self, within_s: float = EXIT_WITHIN_S) -> int:
+        try:
+            return self.proc.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"still running {within_s:.0f} s after the signal; stderr: {''.join(self.stderr)[-2000:]}")
+
+    def assert_ports_released(self) -> None:
+        check_ports_free(self.ports)
+
+
+def _load(api_port: int, stop: threading.Event) -> None:
+    """Checkouts and reads against the API until told to stop (answers do not matter here)."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        body = {"buyer_info": {"buyer_id": "b"}, "checkout_id": f"chk_load_{n}",
+                "credit_card_info": {"payment_method": "pm_card_visa"},
+                "payment_orders": [{"seller_account": "s", "amount": "1.00", "currency": "USD",
+                                    "payment_order_id": f"po_load_{n}"}]}
+        request = urllib.request.Request(f"http://127.0.0.1:{api_port}/v1/payments", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=2).read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("try_number", range(TRIES))
+def test_sigterm_at_any_moment_stops_within_10_s(try_number: int) -> None:
+    # Given the stack starting, ready, or ready and under load (one in three each, at a seeded moment)
+    moment = ("start-up", "ready", "load")[try_number % 3]
+    local = Local()
+    stop_load = threading.Event()
+    if moment == "start-up":
+        local.wait_handling_signals()
+        time.sleep(random.Random(try_number).uniform(0.0, 3.0))
+    else:
+        local.wait_ready()
+    if moment == "load":
+        threading.Thread(target=_load, args=(local.ports["api"], stop_load), daemon=True).start()
+        time.sleep(random.Random(try_number).uniform(0.2, 1.5))
+    # When SIGTERM arrives
+    local.proc.send_signal(signal.SIGTERM)
+    try:
+        code = local.exit_code()
+    finally:
+        stop_load.set()
+    # Then it ended cleanly, in time, and gave every port back
+    assert code == 0, "".join(local.stderr)[-2000:]
+    local.assert_ports_released()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_sigint_and_sighup_stop_like_sigterm(signum: int) -> None:
+    local = Local()
+    local.wait_ready()
+    local.proc.send_signal(signum)
+    assert local.exit_code() == 0
+    assert any("stopped" in line for line in local.stdout)
+    local.assert_ports_released()
+
+
+@pytest.mark.parametrize("taken", ["aws", "api", "psp"])
+def test_a_taken_port_exits_1_at_once_naming_port_holder_and_flags(taken: str) -> None:
+    # Given another program listening on one of the ports
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        # When the stack is started on it
+        started = time.monotonic()
+        local = Local(**{taken: port})
+        code = local.exit_code()
+        # Then it exits 1 within 10 s, saying which port, who holds it and how to choose another
+        assert code == 1
+        assert time.monotonic() - started < EXIT_WITHIN_S
+        message = "".join(local.stderr)
+        assert f"port {port} ({taken})" in message
+        assert f"pid {os.getpid()}" in message
+        assert "--aws-port" in message and "--api-port" in message and "--psp-port" in message
+        assert not local.stdout or not any(line.startswith("READY") for line in local.stdout)
+    # And it left none of its other ports bound
+    check_ports_free({name: p for name, p in local.ports.items() if name != taken})
+
+
+def test_moto_on_a_port_taken_after_the_check_raises_instead_of_hanging() -> None:
+    # The race the pre-check cannot see: the port is taken between the check and the bind.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        outcome: list[BaseException | None] = []
+
+        def start() -> None:
+            try:
+                start_moto(port).stop()
+                outcome.append(None)
+            except BaseException as error:  # noqa: BLE001 - the test wants whatever came out
+                outcome.append(error)
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(timeout=EXIT_WITHIN_S)
+        assert not thread.is_alive(), "start_moto hung on a taken port"
+        assert isinstance(outcome[0], OSError) and f"port {port}" in str(outcome[0])
+
+
+def test_check_ports_free_names_the_holder_of_a_taken_port() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert port_holder(port) is not None and port_holder(port).startswith(f"pid {os.getpid()} ")
+        with pytest.raises(PortTaken, match=f"port {port} \\(api\\).*pid {os.getpid()}.*--api-port"):
+            check_ports_free({"api": port}, flags="--api-port")
+    check_ports_free({"api": port})  # released: free again
