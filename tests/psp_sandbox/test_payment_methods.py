@@ -4,6 +4,7 @@ test card numbers' outcomes, refusals of bad card details, and no card number ke
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -230,6 +231,28 @@ def test_past_the_key_lifetime_the_retry_is_refused_so_the_caller_must_look_up_f
 
     assert str(caught.value.error.message) == PAYMENT_METHOD_REUSED
     assert [r["payment_intent"] for r in sandbox.charges()] == [first.id]
+
+
+def test_concurrent_uses_of_one_token_charge_exactly_once(client, sandbox):
+    # Given one token and five PaymentIntents racing to use it (each with its own key)
+    pm = card_pm(client)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        try:
+            outcomes.append(pay(client, pm.id, key=f"po_{n}").status)
+        except stripe.InvalidRequestError as error:
+            outcomes.append("refused" if str(error.error.message) == PAYMENT_METHOD_REUSED else "other")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then exactly one charged
+    assert sorted(outcomes) == ["refused"] * 4 + ["succeeded"]
+    assert len(sandbox.charges()) == 1
 
 
 def test_magic_test_payment_methods_stay_reusable(client, sandbox):
