@@ -171,7 +171,11 @@ class StripeApi:
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)"), self.update_payment_intent),
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)/confirm"), self.confirm_payment_intent),
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)/cancel"), self.cancel_payment_intent),
-            (get, re.compile(r"/v1/charges"), self._lister(s.charges, "charges", {"payment_intent"})),
+            (
+                get,
+                re.compile(r"/v1/charges"),
+                self._lister(s.charges, "charges", {"payment_intent", "transfer_group", "customer"}),
+            ),
             (get, re.compile(r"/v1/charges/(?P<id>[^/]+)"), self._getter(s.charge)),
             (post, re.compile(r"/v1/refunds"), self.create_refund),
             (get, re.compile(r"/v1/refunds"), self._lister(s.refunds, "refunds", {"payment_intent", "charge"})),

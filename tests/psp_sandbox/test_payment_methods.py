@@ -397,6 +397,9 @@ def test_payment_intents_and_charges_carry_the_transfer_group(client, sandbox):
     assert (charge.payment_intent, charge.transfer_group) == (pi.id, "co_9")
     assert (charge.amount, charge.currency, charge.status) == (4200, "usd", "succeeded")
     assert [r["transfer_group"] for r in sandbox.charges()] == ["co_9"]
+    pay(client, "pm_card_visa", key="charge:co_8:USD", transfer_group="co_8")
+    listed = client.v1.charges.list(params={"transfer_group": "co_9"})
+    assert [c.id for c in listed.data] == [charge.id]
 
 
 def test_faults_apply_to_payment_method_creation(client, sandbox):
