@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
+from .amounts import check_charge_amount
+from .card_input import parse_card
 from .models import CURRENCIES, PaymentIntent
 from .state import SandboxState
 
-MIN_CHARGE_AMOUNT = 50  # Stripe's minimum charge is about 0.50 USD; one rule for every currency here
 _COMMON = frozenset({"expand"})
 
 
@@ -141,6 +142,12 @@ _PI_CONFIRM = frozenset(
     }
 )
 _LIST = frozenset({"limit", "starting_after", "ending_before", "created"})
+# What Stripe.js adds to `POST /v1/payment_methods` besides the card (`key` is the publishable key).
+_STRIPE_JS = frozenset(
+    {"key", "payment_user_agent", "time_on_page", "guid", "muid", "sid", "referrer", "pasted_fields"}
+)
+_PM_CREATE = frozenset({"type", "card", "billing_details", "metadata", "allow_redisplay"}) | _STRIPE_JS
+_BILLING_DETAILS = frozenset({"address", "email", "name", "phone"})
 
 
 class StripeApi:
@@ -149,6 +156,14 @@ class StripeApi:
         s = state
         get, post = "GET", "POST"
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., dict[str, Any]]]] = [
+            (post, re.compile(r"/v1/payment_methods"), self.create_payment_method),
+            (get, re.compile(r"/v1/payment_methods"), self._lister(s.payment_methods, "payment_methods", {"customer"})),
+            (get, re.compile(r"/v1/payment_methods/(?P<id>[^/]+)"), self._getter(s.payment_method)),
+            (post, re.compile(r"/v1/payment_methods/(?P<id>[^/]+)/attach"), self.attach_payment_method),
+            (post, re.compile(r"/v1/payment_methods/(?P<id>[^/]+)/detach"), self.detach_payment_method),
+            (post, re.compile(r"/v1/customers"), self.create_customer),
+            (get, re.compile(r"/v1/customers"), self._lister(s.customers, "customers", {"email"})),
+            (get, re.compile(r"/v1/customers/(?P<id>[^/]+)"), self._getter(s.customer)),
             (post, re.compile(r"/v1/payment_intents"), self.create_payment_intent),
             (get, re.compile(r"/v1/payment_intents"), self._lister(s.payment_intents, "payment_intents", {"customer"})),
             (get, re.compile(r"/v1/payment_intents/search"), self.search_payment_intents),
@@ -156,7 +171,11 @@ class StripeApi:
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)"), self.update_payment_intent),
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)/confirm"), self.confirm_payment_intent),
             (post, re.compile(r"/v1/payment_intents/(?P<id>[^/]+)/cancel"), self.cancel_payment_intent),
-            (get, re.compile(r"/v1/charges"), self._lister(s.charges, "charges", {"payment_intent"})),
+            (
+                get,
+                re.compile(r"/v1/charges"),
+                self._lister(s.charges, "charges", {"payment_intent", "transfer_group", "customer"}),
+            ),
             (get, re.compile(r"/v1/charges/(?P<id>[^/]+)"), self._getter(s.charge)),
             (post, re.compile(r"/v1/refunds"), self.create_refund),
             (get, re.compile(r"/v1/refunds"), self._lister(s.refunds, "refunds", {"payment_intent", "charge"})),
@@ -193,6 +212,47 @@ class StripeApi:
             stored=False,
         )
 
+    # ---- PaymentMethods and Customers ---------------------------------------------------------------------
+
+    def create_payment_method(self, request: ApiRequest) -> dict[str, Any]:
+        """What Stripe.js does: `type=card` with `card[number]`... or `card[token]=tok_visa`."""
+        p = Params(request.params, _PM_CREATE)
+        kind = p.str("type", required=True)
+        if kind != "card":
+            raise errors.invalid_request(f"The sandbox only supports type=card, not {kind!r}.", param="type")
+        billing = p.hash("billing_details") or {}
+        Params(billing, _BILLING_DETAILS)
+        today = self.state.clock.today()
+        given = parse_card(request.params.get("card"), year=today.year, month=today.month)
+        pm = self.state.create_payment_method(
+            card=given.card,
+            exp_month=given.exp_month,
+            exp_year=given.exp_year,
+            metadata=p.metadata(),
+            billing_details={k: v for k, v in billing.items() if k != "address"},
+        )
+        return self.state.to_json(pm)
+
+    def attach_payment_method(self, request: ApiRequest, id: str) -> dict[str, Any]:
+        customer = Params(request.params, frozenset({"customer"})).str("customer", required=True)
+        assert customer is not None
+        return self.state.to_json(self.state.attach_payment_method(id, customer))
+
+    def detach_payment_method(self, request: ApiRequest, id: str) -> dict[str, Any]:
+        Params(request.params, frozenset())
+        return self.state.to_json(self.state.detach_payment_method(id))
+
+    def create_customer(self, request: ApiRequest) -> dict[str, Any]:
+        p = Params(request.params, frozenset({"email", "name", "description", "metadata", "payment_method", "phone"}))
+        customer = self.state.create_customer(
+            email=p.str("email"),
+            name=p.str("name"),
+            description=p.str("description"),
+            metadata=p.metadata(),
+            payment_method=p.str("payment_method"),
+        )
+        return self.state.to_json(customer)
+
     # ---- PaymentIntents ---------------------------------------------------------------------------------
 
     def create_payment_intent(self, request: ApiRequest) -> dict[str, Any]:
@@ -200,10 +260,7 @@ class StripeApi:
         amount = p.int("amount", required=True)
         currency = p.currency()
         assert amount is not None
-        if amount < MIN_CHARGE_AMOUNT:
-            raise errors.invalid_request(
-                f"Amount must be at least {MIN_CHARGE_AMOUNT} minor units.", param="amount", code="amount_too_small"
-            )
+        check_charge_amount(amount, currency)
         capture = p.str("capture_method") or "automatic"
         if capture not in ("automatic", "automatic_async"):
             raise errors.invalid_request("The sandbox only supports automatic capture.", param="capture_method")

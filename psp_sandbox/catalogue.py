@@ -1,13 +1,15 @@
-"""Stripe's test PaymentMethods and what confirming a PaymentIntent with each does.
+"""Stripe's test cards and what confirming a PaymentIntent with each does.
 
-Outcomes follow docs.stripe.com/testing. `pm_card_processing` is a sandbox extension (Stripe has no card test
-token that leaves a card payment `processing`): the PaymentIntent stays `processing` until resolved through
+Outcomes follow docs.stripe.com/testing. Each card can be named three ways, as at Stripe: its magic PaymentMethod
+(`pm_card_visa`, reusable), its token (`tok_visa`, for `card[token]`) and its number (`4242424242424242`, for
+`card[number]`). `pm_card_processing` is a sandbox extension (Stripe has no card test token that leaves a card
+payment `processing`): the PaymentIntent stays `processing` until resolved through
 `POST /_sandbox/payment_intents/{id}/resolve`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -37,16 +39,22 @@ class TestCard:
     outcome: Outcome
     decline: Decline | None = None
     country: str = "US"
+    exp_month: int = 12
+    exp_year: int = 2034
 
     def details(self) -> dict[str, object]:
         return {
             "brand": self.brand,
             "country": self.country,
-            "exp_month": 12,
-            "exp_year": 2034,
+            "exp_month": self.exp_month,
+            "exp_year": self.exp_year,
             "funding": self.funding,
             "last4": self.last4,
         }
+
+    def minted(self, pm_id: str, exp_month: int | None = None, exp_year: int | None = None) -> TestCard:
+        """This card as the PaymentMethod `pm_id` (the outcome stays the test card's)."""
+        return replace(self, id=pm_id, exp_month=exp_month or self.exp_month, exp_year=exp_year or self.exp_year)
 
 
 _DECLINED = "Your card was declined."
@@ -94,10 +102,43 @@ CARDS: dict[str, TestCard] = {
         ),
         TestCard("pm_card_authenticationRequired", "visa", "credit", "3184", Outcome.REQUIRES_ACTION),
         TestCard("pm_card_threeDSecure2Required", "visa", "credit", "3220", Outcome.REQUIRES_ACTION),
+        TestCard("pm_card_authenticationRequiredOnSetup", "visa", "credit", "3155", Outcome.REQUIRES_ACTION),
         TestCard("pm_card_processing", "visa", "credit", "0077", Outcome.PROCESSING),
     )
 }
 
 
+# docs.stripe.com/testing: the numbers Stripe.js may send as `card[number]`.
+NUMBERS: dict[str, TestCard] = {
+    number: CARDS[pm]
+    for number, pm in (
+        ("4242424242424242", "pm_card_visa"),
+        ("4000056655665556", "pm_card_visa_debit"),
+        ("5555555555554444", "pm_card_mastercard"),
+        ("378282246310005", "pm_card_amex"),
+        ("4000000000000002", "pm_card_chargeDeclined"),
+        ("4000000000009995", "pm_card_chargeDeclinedInsufficientFunds"),
+        ("4000000000009987", "pm_card_chargeDeclinedLostCard"),
+        ("4000000000009979", "pm_card_chargeDeclinedStolenCard"),
+        ("4100000000000019", "pm_card_chargeDeclinedFraudulent"),
+        ("4000000000000069", "pm_card_chargeDeclinedExpiredCard"),
+        ("4000000000000127", "pm_card_chargeDeclinedIncorrectCvc"),
+        ("4000000000000119", "pm_card_chargeDeclinedProcessingError"),
+        ("4000002760003184", "pm_card_authenticationRequired"),
+        ("4000000000003220", "pm_card_threeDSecure2Required"),
+        ("4000002500003155", "pm_card_authenticationRequiredOnSetup"),
+    )
+}
+
+# `tok_visa` ↔ `pm_card_visa`: Stripe's test tokens mirror the magic PaymentMethods' names.
+TOKENS: dict[str, TestCard] = {"tok_" + pm.removeprefix("pm_card_"): card for pm, card in CARDS.items()}
+
+
 def lookup(payment_method: str) -> TestCard | None:
     return CARDS.get(payment_method)
+
+
+def luhn_valid(number: str) -> bool:
+    digits = [int(d) for d in reversed(number)]
+    total = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])
+    return total % 10 == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, date, datetime
 
 
 class SimulatedClock:
@@ -21,6 +22,9 @@ class SimulatedClock:
     def timestamp(self) -> int:
         """Unix seconds, as Stripe's `created` fields."""
         return int(self.now())
+
+    def today(self) -> date:
+        return datetime.fromtimestamp(self.now(), UTC).date()
 
     def advance(self, seconds: float) -> float:
         if seconds < 0:

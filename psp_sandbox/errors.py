@@ -76,3 +76,19 @@ def api_error(message: str = "An unknown error occurred on Stripe's end.", statu
 
 def authentication_error(message: str) -> StripeApiError:
     return StripeApiError(401, "invalid_request_error", message, stored=False)
+
+
+# Stripe's wording, as captured in real answers (a 400 `invalid_request_error` with neither code nor param).
+PAYMENT_METHOD_REUSED = (
+    "The provided PaymentMethod was previously used with a PaymentIntent without Customer attachment, shared with a "
+    "connected account without Customer attachment, or was detached from a Customer. It may not be used again. To "
+    "use a PaymentMethod multiple times, you must attach it to a Customer first."
+)
+PAYMENT_METHOD_CONSUMED = (
+    "This PaymentMethod was previously used without being attached to a Customer or was detached from a Customer, "
+    "and may not be used again."
+)
+
+
+def payment_method_reused() -> StripeApiError:
+    return StripeApiError(400, "invalid_request_error", PAYMENT_METHOD_REUSED, stored=False)

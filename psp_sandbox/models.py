@@ -44,6 +44,7 @@ TWO_DECIMAL = frozenset(
         "cny",
         "try",
         "twd",
+        "isk",  # zero-decimal in ISO 4217, two-decimal in Stripe's API (amounts.py: multiples of 100)
     }
 )
 CURRENCIES = ZERO_DECIMAL | THREE_DECIMAL | TWO_DECIMAL
@@ -119,6 +120,73 @@ class PaymentIntent:
 
 
 @dataclass(slots=True)
+class PaymentMethod:
+    """A `pm_…` card PaymentMethod. Holds the test card it stands for (brand, last4, expiry, outcome), never a
+    card number. Not attached to a Customer, it can be used for one PaymentIntent (`used_by`)."""
+
+    id: str
+    card: TestCard
+    created: int
+    metadata: dict[str, str]
+    billing_details: dict[str, Any]
+    customer: str | None = None
+    used_by: str | None = None  # the PaymentIntent that consumed it while it had no Customer
+    detached: bool = False
+
+    def to_stripe(self) -> dict[str, Any]:
+        details = self.card.details()
+        return {
+            "id": self.id,
+            "object": "payment_method",
+            "billing_details": {
+                "address": None,
+                "email": None,
+                "name": None,
+                "phone": None,
+                **self.billing_details,
+            },
+            "card": {
+                **details,
+                "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
+                "display_brand": details["brand"],
+                "fingerprint": f"sbx{self.card.last4}{self.card.brand[:4]}",
+                "generated_from": None,
+                "networks": {"available": [details["brand"]], "preferred": None},
+                "three_d_secure_usage": {"supported": True},
+                "wallet": None,
+            },
+            "created": self.created,
+            "customer": self.customer,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "type": "card",
+        }
+
+
+@dataclass(slots=True)
+class Customer:
+    id: str
+    created: int
+    metadata: dict[str, str]
+    email: str | None = None
+    name: str | None = None
+    description: str | None = None
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "customer",
+            "created": self.created,
+            "description": self.description,
+            "email": self.email,
+            "invoice_settings": {"default_payment_method": None},
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "name": self.name,
+        }
+
+
+@dataclass(slots=True)
 class Charge:
     id: str
     payment_intent: str
@@ -136,6 +204,8 @@ class Charge:
     decline_code: str | None = None
     amount_refunded: int = 0
     balance_transaction: str | None = None
+    transfer_group: str | None = None
+    customer: str | None = None
 
     def to_stripe(self) -> dict[str, Any]:
         succeeded = self.status == "succeeded"
@@ -165,6 +235,7 @@ class Charge:
             "captured": succeeded,
             "created": self.created,
             "currency": self.currency,
+            "customer": self.customer,
             "description": self.description,
             "failure_code": self.failure_code,
             "failure_message": self.failure_message,
@@ -177,6 +248,7 @@ class Charge:
             "payment_method_details": {"type": "card", "card": self.card.details()},
             "refunded": succeeded and self.amount_refunded == self.amount,
             "status": self.status,
+            "transfer_group": self.transfer_group,
         }
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from . import errors
 from .admin import AdminApi
 from .api import ApiRequest, StripeApi
+from .card_input import mask_card_number
 from .clock import SimulatedClock
 from .faults import Fault, FaultInjector, RequestInfo
 from .forms import decode_form
@@ -188,14 +189,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stripe(self, method: str, path: str, query: str, body: str) -> None:
         sandbox = self.sandbox
+        params = decode_form(query if method == "GET" else body)
         try:
-            api_key = self._api_key()
+            api_key = self._api_key(method, path, params)
         except errors.StripeApiError as exc:
             self._send_error(exc)
             return
-        params = decode_form(query if method == "GET" else body)
+        masked = mask_card_number(params)  # the faults and the idempotency store never see a card number
         key = self.headers.get("Idempotency-Key") if method == "POST" else None
-        fault = sandbox.faults.decide(RequestInfo(method, path, key, params))
+        fault = sandbox.faults.decide(RequestInfo(method, path, key, masked))
         scope = (api_key, self.headers.get("Stripe-Account") or "")
 
         if fault is not None:
@@ -203,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "key_expired" and key:
                 sandbox.idempotency.expire(scope, key)
 
-        fp = fingerprint(method, path, params)
+        fp = fingerprint(method, path, masked)
         if key:
             try:
                 stored = sandbox.idempotency.begin(scope, key, fp)
@@ -285,7 +287,27 @@ class _Handler(BaseHTTPRequestHandler):
             return {}
         return {"Stripe-Should-Retry": "true" if fault.should_retry else "false"}
 
-    def _api_key(self) -> str:
+    def _api_key(self, method: str, path: str, params: dict[str, Any]) -> str:
+        """The secret key of the request; a publishable key (`pk_test_`, as a Bearer or as Stripe.js's `key`
+        parameter) only for creating a PaymentMethod, as at Stripe."""
+        api_key = self._header_key() or str(params.get("key") or "")
+        if api_key.startswith("pk_test_"):
+            if (method, path) != ("POST", "/v1/payment_methods"):
+                raise errors.authentication_error(
+                    "This API call cannot be made with a publishable API key. Please use a secret API key. You can "
+                    "find a list of your API keys at https://dashboard.stripe.com/account/apikeys."
+                )
+            return api_key
+        if not api_key:
+            raise errors.authentication_error(
+                "You did not provide an API key. You need to provide your API key in the Authorization header, "
+                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY')."
+            )
+        if not api_key.startswith(("sk_test_", "rk_test_")):
+            raise errors.authentication_error(f"Invalid API Key provided: {api_key[:8]}****")
+        return api_key
+
+    def _header_key(self) -> str:
         header = self.headers.get("Authorization") or ""
         if header.startswith("Bearer "):
             api_key = header[len("Bearer ") :].strip()
@@ -296,13 +318,6 @@ class _Handler(BaseHTTPRequestHandler):
                 api_key = ""
         else:
             api_key = ""
-        if not api_key:
-            raise errors.authentication_error(
-                "You did not provide an API key. You need to provide your API key in the Authorization header, "
-                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY')."
-            )
-        if not api_key.startswith(("sk_test_", "rk_test_")):
-            raise errors.authentication_error(f"Invalid API Key provided: {api_key[:8]}****")
         return api_key
 
     # ---- answers -----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The sandbox's books: PaymentIntents, Charges, Refunds, Transfers, BalanceTransactions, and the rules that
-move them. Every method takes the one state lock, so concurrent requests see a consistent ledger."""
+"""The sandbox's books: PaymentMethods, Customers, PaymentIntents, Charges, Refunds, Transfers,
+BalanceTransactions, and the rules that move them. Every method takes the one state lock, so concurrent requests
+see a consistent ledger."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
+from .amounts import check_amount_units
 from .catalogue import CARDS, Outcome, TestCard
 from .clock import SimulatedClock
 from .models import (
     AVAILABLE_AFTER_SECONDS,
     BalanceTransaction,
     Charge,
+    Customer,
     PaymentIntent,
+    PaymentMethod,
     Refund,
     Transfer,
     currency_exponent,
@@ -42,6 +46,8 @@ class SandboxState:
         self.enforce_balance = enforce_balance
         self.lock = threading.RLock()
         self._counters: Counter[str] = Counter()
+        self.payment_methods: dict[str, PaymentMethod] = {}
+        self.customers: dict[str, Customer] = {}
         self.payment_intents: dict[str, PaymentIntent] = {}
         self.charges: dict[str, Charge] = {}
         self.refunds: dict[str, Refund] = {}
@@ -52,14 +58,150 @@ class SandboxState:
         """Forget everything (in place: the API's routes hold these stores)."""
         with self.lock:
             self._counters.clear()
-            for store in (self.payment_intents, self.charges, self.refunds, self.transfers, self.balance_transactions):
+            for store in self._stores():
                 store.clear()
+
+    def _stores(self) -> tuple[dict[str, Any], ...]:
+        return (
+            self.payment_methods,
+            self.customers,
+            self.payment_intents,
+            self.charges,
+            self.refunds,
+            self.transfers,
+            self.balance_transactions,
+        )
 
     def new_id(self, prefix: str) -> str:
         """Deterministic, Stripe-looking ids: prefix, underscore, 24 characters."""
         with self.lock:
             self._counters[prefix] += 1
             return f"{prefix}_3Sbx{self._counters[prefix]:020x}"
+
+    # ---- PaymentMethods and Customers ---------------------------------------------------------------------
+
+    def create_payment_method(
+        self,
+        *,
+        card: TestCard,
+        exp_month: int | None,
+        exp_year: int | None,
+        metadata: dict[str, str],
+        billing_details: dict[str, Any],
+    ) -> PaymentMethod:
+        with self.lock:
+            pm_id = self.new_id("pm")
+            pm = PaymentMethod(
+                id=pm_id,
+                card=card.minted(pm_id, exp_month, exp_year),
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                billing_details=billing_details,
+            )
+            self.payment_methods[pm_id] = pm
+            return pm
+
+    def create_customer(
+        self,
+        *,
+        email: str | None,
+        name: str | None,
+        description: str | None,
+        metadata: dict[str, str],
+        payment_method: str | None,
+    ) -> Customer:
+        with self.lock:
+            if payment_method is not None and payment_method not in CARDS:
+                self._check_attachable(self._referenced_payment_method(payment_method), None)
+            customer = Customer(
+                id=self.new_id("cus"),
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                email=email,
+                name=name,
+                description=description,
+            )
+            self.customers[customer.id] = customer
+            if payment_method is not None:
+                self.attach_payment_method(payment_method, customer.id)
+            return customer
+
+    def attach_payment_method(self, pm_id: str, customer_id: str) -> PaymentMethod:
+        """Attach to a Customer (reusable from then on, with that Customer). A magic `pm_card_*` is cloned into a
+        new attached PaymentMethod, as Stripe does."""
+        with self.lock:
+            if customer_id not in self.customers:
+                raise errors.no_such("customer", customer_id, param="customer", status=400)
+            magic = CARDS.get(pm_id)
+            if magic is not None:
+                pm = self.create_payment_method(
+                    card=magic, exp_month=None, exp_year=None, metadata={}, billing_details={}
+                )
+            else:
+                pm = self.payment_method(pm_id)
+                self._check_attachable(pm, customer_id)
+            pm.customer = customer_id
+            return pm
+
+    def detach_payment_method(self, pm_id: str) -> PaymentMethod:
+        """Detached, a PaymentMethod can never be used or attached again."""
+        with self.lock:
+            pm = self.payment_method(pm_id)
+            if pm.customer is None:
+                raise errors.invalid_request(
+                    "The payment method you provided is not attached to a customer so detachment is impossible.",
+                    param="payment_method",
+                )
+            pm.customer = None
+            pm.detached = True
+            return pm
+
+    @staticmethod
+    def _check_attachable(pm: PaymentMethod, customer_id: str | None) -> None:
+        if pm.detached or (pm.customer is None and pm.used_by is not None):
+            raise errors.invalid_request(errors.PAYMENT_METHOD_CONSUMED)
+        if pm.customer is not None and pm.customer != customer_id:
+            raise errors.invalid_request(
+                "The payment method you provided has already been attached to a customer.", param="payment_method"
+            )
+
+    def _referenced_payment_method(self, pm_id: str) -> PaymentMethod:
+        pm = self.payment_methods.get(pm_id)
+        if pm is None:
+            raise errors.no_such("PaymentMethod", pm_id, param="payment_method", status=400)
+        return pm
+
+    def _usable_card(self, pm_id: str, customer: str | None, pi_id: str | None) -> TestCard:
+        """The card behind `pm_id` if a PaymentIntent (`pi_id`, None while being created) of `customer` may use it:
+        magic test PaymentMethods always; a `pm_…` once without a Customer, or again and again with its own."""
+        magic = CARDS.get(pm_id)
+        if magic is not None:
+            return magic
+        pm = self._referenced_payment_method(pm_id)
+        if pm.detached or (pm.customer is None and pm.used_by not in (None, pi_id)):
+            raise errors.payment_method_reused()
+        if pm.customer is not None and customer is None:
+            # Stripe refuses this; the wording here is the sandbox's.
+            raise errors.invalid_request(
+                f"The PaymentMethod {pm_id} is attached to a Customer: pass that Customer's id as `customer`.",
+                param="customer",
+            )
+        if pm.customer is not None and pm.customer != customer:
+            raise errors.invalid_request(
+                f"The customer does not have a payment method with the ID {pm_id}. The payment method must be "
+                "attached to the customer.",
+                param="payment_method",
+            )
+        return pm.card
+
+    def _use_payment_method(self, pi: PaymentIntent) -> TestCard:
+        """The card a confirmation charges; a `pm_…` without a Customer is spent on this PaymentIntent."""
+        assert pi.payment_method is not None
+        card = self._usable_card(pi.payment_method, pi.customer, pi.id)
+        pm = self.payment_methods.get(pi.payment_method)
+        if pm is not None and pm.customer is None:
+            pm.used_by = pi.id
+        return card
 
     # ---- PaymentIntents -------------------------------------------------------------------------------
 
@@ -78,9 +220,11 @@ class SandboxState:
         confirm: bool,
         idempotency_key: str | None,
     ) -> PaymentIntent:
-        if payment_method is not None:
-            self._card(payment_method)
         with self.lock:
+            if customer is not None and customer not in self.customers:
+                raise errors.no_such("customer", customer, param="customer", status=400)
+            if payment_method is not None:
+                self._usable_card(payment_method, customer, None)
             pi = PaymentIntent(
                 id=self.new_id("pi"),
                 amount=amount,
@@ -113,7 +257,7 @@ class SandboxState:
                     pi.to_stripe(),
                 )
             if payment_method is not None:
-                self._card(payment_method)
+                self._usable_card(payment_method, pi.customer, pi.id)
                 pi.payment_method = payment_method
             self._confirm(pi, idempotency_key)
             return pi
@@ -155,7 +299,7 @@ class SandboxState:
             elif pi.status == "requires_action":
                 pi.next_action = None
                 if outcome == "succeeded":
-                    card = self._card(pi.payment_method or "")
+                    card = self._card(pi.payment_method or "")  # spent on this PaymentIntent already
                     charge = self._new_charge(pi, card, "succeeded", pi.idempotency_key)
                     self._settle_charge(charge)
                     pi.status = "succeeded"
@@ -176,9 +320,7 @@ class SandboxState:
 
     def _card(self, payment_method: str) -> TestCard:
         card = CARDS.get(payment_method)
-        if card is None:
-            raise errors.no_such("PaymentMethod", payment_method, param="payment_method", status=400)
-        return card
+        return card if card is not None else self._referenced_payment_method(payment_method).card
 
     def _confirm(self, pi: PaymentIntent, idempotency_key: str | None) -> None:
         if pi.payment_method is None:
@@ -187,7 +329,7 @@ class SandboxState:
                 param="payment_method",
                 code="payment_intent_unexpected_state",
             )
-        card = self._card(pi.payment_method)
+        card = self._use_payment_method(pi)
         pi.last_payment_error = None
         pi.next_action = None
         if card.outcome is Outcome.REQUIRES_ACTION:
@@ -245,8 +387,9 @@ class SandboxState:
             error["param"] = card.decline.param
         return error
 
-    @staticmethod
-    def _payment_method_json(card: TestCard) -> dict[str, Any]:
+    def _payment_method_json(self, card: TestCard) -> dict[str, Any]:
+        if card.id in self.payment_methods:
+            return self.payment_methods[card.id].to_stripe()
         return {"id": card.id, "object": "payment_method", "type": "card", "card": card.details()}
 
     def _new_charge(self, pi: PaymentIntent, card: TestCard, status: str, idempotency_key: str | None) -> Charge:
@@ -262,6 +405,8 @@ class SandboxState:
             card=card,
             idempotency_key=idempotency_key,
             description=pi.description,
+            transfer_group=pi.transfer_group,
+            customer=pi.customer,
         )
         self.charges[charge.id] = charge
         pi.latest_charge = charge.id
@@ -331,6 +476,7 @@ class SandboxState:
                     f"Charge {target.id} has already been refunded.", code="charge_already_refunded"
                 )
             amount = remaining if amount is None else amount
+            check_amount_units(amount, target.currency)
             if amount > remaining:
                 raise errors.invalid_request(
                     f"Refund amount ({format_major(amount, target.currency)} {target.currency}) is greater than "
@@ -450,6 +596,12 @@ class SandboxState:
 
     # ---- lookups --------------------------------------------------------------------------------------------
 
+    def payment_method(self, pm_id: str) -> PaymentMethod:
+        return self._get(self.payment_methods, pm_id, "payment_method")
+
+    def customer(self, customer_id: str) -> Customer:
+        return self._get(self.customers, customer_id, "customer")
+
     def payment_intent(self, pi_id: str) -> PaymentIntent:
         return self._get(self.payment_intents, pi_id, "payment_intent")
 
@@ -475,7 +627,7 @@ class SandboxState:
     def find(self, object_id: str) -> Any | None:
         """Any object by id (for `expand`)."""
         with self.lock:
-            for store in (self.payment_intents, self.charges, self.refunds, self.transfers, self.balance_transactions):
+            for store in self._stores():
                 if object_id in store:
                     return store[object_id]
         return None
@@ -507,6 +659,7 @@ class SandboxState:
                     "failure_code": c.failure_code,
                     "decline_code": c.decline_code,
                     "payment_method": c.payment_method,
+                    "transfer_group": c.transfer_group,
                     "metadata": dict(c.metadata),
                     "idempotency_key": c.idempotency_key,
                     "created": c.created,
