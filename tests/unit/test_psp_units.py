@@ -116,6 +116,12 @@ def test_every_currency_money_accepts_has_a_stripe_rule_or_is_refused():
     assert set(psp_units.MINIMUM_CHARGE) <= set(CHARGEABLE_CURRENCIES)
 
 
+def test_stripe_counts_no_currency_we_accept_in_a_coarser_unit_than_iso():
+    added = {c: psp_units.stripe_unit(c).exponent - CURRENCY_EXPONENTS[c] for c in CHARGEABLE_CURRENCIES}
+    assert {c: n for c, n in added.items() if n} == {"ISK": 2, "UGX": 2}
+    assert min(added.values()) == 0
+
+
 @given(currency=st.sampled_from(CHARGEABLE_CURRENCIES), minor=st.integers(-(10**15), 10**15))
 def test_to_stripe_then_from_stripe_gives_the_same_money(currency, minor):
     money = Money(minor, currency)
