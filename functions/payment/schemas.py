@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from functions.shared import psp_units
+from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import Money, MoneyError
 
 MAX_ORDERS_PER_CHECKOUT = 50  # one DynamoDB transaction holds the event and every order (limit 100 items)
@@ -59,6 +63,8 @@ class PaymentOrderRequest(BaseModel):
             raise PydanticCustomError(error.code, error.message) from None
         if not money.is_positive():
             raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
+        with _refused_by_psp():
+            psp_units.to_stripe_amount(money)
         return money
 
 
@@ -69,6 +75,15 @@ class PaymentRequest(BaseModel):
     checkout_id: Identifier
     credit_card_info: CreditCardInfo
     payment_orders: list[PaymentOrderRequest] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
+
+    @field_validator("payment_orders")
+    @classmethod
+    def _charges_within_psp_limits(cls, orders: list[PaymentOrderRequest]) -> list[PaymentOrderRequest]:
+        # The PSP charges once per currency for the sum of its orders: its minimum and maximum apply to that sum.
+        for total in currency_totals(orders).values():
+            with _refused_by_psp(f"{total.currency} total of the checkout: "):
+                psp_units.check_chargeable(total)
+        return orders
 
     @model_validator(mode="after")
     def _unique_order_ids(self) -> PaymentRequest:
@@ -82,6 +97,23 @@ class PaymentRequest(BaseModel):
                 )
             seen.add(order.payment_order_id)
         return self
+
+
+def currency_totals(orders: list[PaymentOrderRequest]) -> dict[str, Money]:
+    """The sum of the orders per currency, in order of first appearance: what the PSP is asked to charge."""
+    totals: dict[str, Money] = {}
+    for order in orders:
+        money = order.money()
+        totals[money.currency] = totals.get(money.currency, Money.zero(money.currency)) + money
+    return totals
+
+
+@contextmanager
+def _refused_by_psp(prefix: str = "") -> Iterator[None]:
+    try:
+        yield
+    except NotChargeableAtPsp as error:
+        raise PydanticCustomError(error.code, prefix + error.message) from None
 
 
 class PaymentOrderView(BaseModel):

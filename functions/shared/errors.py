@@ -36,6 +36,12 @@ class CardNumberRefused(RequestInvalid):
     code = "card_number_not_allowed"
 
 
+class NotChargeableAtPsp(RequestInvalid):
+    """The PSP cannot charge this amount or currency: below its minimum, above its maximum, finer than its unit."""
+
+    code = "amount_not_supported_by_psp"
+
+
 class CheckoutConflict(DomainError):
     """The checkout_id exists with a different request body."""
 
