@@ -80,13 +80,13 @@ Listing = dict[str, list[str]]  # a checkout's order ids by currency
 
 def charge_ids(listing: Listing | None, currency: str) -> list[str] | None:
     """The orders a checkout's charge in `currency` settles: its orders in that currency; when it has none there
-    and all its orders are in one other currency, those (the charge is then in the wrong currency). None when the
-    checkout is unknown or the charge can settle none of its orders."""
+    and all its orders are in one other currency, those (the charge is then in the wrong currency); else none.
+    None when the checkout is unknown."""
     if listing is None:
         return None
     ids = listing.get(currency)
-    if ids is None and len(listing) == 1:
-        [ids] = listing.values()
+    if ids is None:
+        return next(iter(listing.values())) if len(listing) == 1 else []
     return ids
 
 
@@ -399,7 +399,7 @@ class Matcher:
     def _charged_once(self, rows: list[SettlementRow], records: Records, groups: list[list[str] | None],
                       agrees: list[bool]) -> list[bool]:
         """`agrees`, less the charges with an order settled before, or charged again in the batch."""
-        charged = list(chain.from_iterable(compress(groups, agrees)))
+        charged = list(chain.from_iterable(filter(None, groups)))
         for row in rows:
             if row.kind is RowKind.CHARGE and (group := self._charge_of(row, records)) is not None:
                 charged += group.ids
@@ -610,7 +610,7 @@ class Matcher:
 
     @staticmethod
     def _amount_difference(row: SettlementRow, group: ChargeOrders, total: int, ours: Money) -> str:
-        if not group.checkout_id:
+        if len(group.orders) == 1 and not group.missing:
             return f"settled {row.gross}, the order is for {ours}"
         held = f"its {len(group.orders)} order{'s' if len(group.orders) != 1 else ''} we hold sum to " \
                f"{Money(total, row.gross.currency)}"
