@@ -49,7 +49,8 @@ LEDGER_KIND = {
 # What the matcher reads of our records, and so all a read of them has to return (DynamoDB's
 # ProjectionExpression): the one list the AWS adapter asks for and the fakes answer with. A record lacks an
 # attribute it does not hold (psp, psp_reference), as a projected read leaves it out.
-ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference")
+ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference",
+                    "charge_id")
 # The window's orders and those found by PSP reference are also filtered by PSP, a carried order keeps its
 # creation time, and an order found by reference leads to its checkout.
 WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at", "checkout_id")
@@ -582,7 +583,9 @@ class Matcher:
 
         status = order.get("payment_order_status")
         recorded_reference = order.get("psp_reference") or ""
-        if recorded_reference and row.psp_reference and recorded_reference != row.psp_reference:
+        # A report without the PaymentIntent names the charge (ch_...), which the order records as its charge_id.
+        if recorded_reference and row.psp_reference and row.psp_reference not in (recorded_reference,
+                                                                                 order.get("charge_id")):
             return outcome(Category.MISSING_IN_LEDGER,
                            f"the PSP settled {row.psp_reference}; the order records {recorded_reference}", review=True)
         if ours.currency != gross.currency:
