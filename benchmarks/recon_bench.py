@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
-from operator import not_
+from operator import mod, not_
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,9 @@ def _indices(ids: list[str], prefix: str, below: int) -> tuple[Any, list[str]]:
 
 
 _REFERENCE = {(False, "pi"): "pi_%08d", (True, "pi"): "pi_%08de", (False, "ch"): "ch_%08d", (True, "ch"): "ch_%08de"}
+_INTENT_FORMAT, _CHARGE_FORMAT = ("pi_%08d", "pi_%08de"), ("ch_%08d", "ch_%08de")
 _USD_EUR = ("USD", "EUR")
+_WITH_EUR = [bool(_POSITION_EUR[FIRST[k + 1] - 1]) for k in range(PERIOD)]  # by c % PERIOD
 
 
 class FakeStore:
@@ -325,24 +327,30 @@ class FakeStore:
     def orders(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.batches += 1
         index, found = _indices(ids, "po_", self.n)
-        checkouts = checkout_of(index).tolist()
-        eur = is_eur(index).tolist()
-        return {order_id: {"payment_order_id": order_id, "amount_minor": amount, "currency": _USD_EUR[euro],
-                           "payment_order_status": status, "psp_reference": _REFERENCE[euro, "pi"] % c,
-                           "charge_id": _REFERENCE[euro, "ch"] % c}
-                for order_id, amount, c, euro, status in zip(
-                    found, (500 + (index * 7919) % 250_000).tolist(), checkouts, eur,
-                    map(_STATUS.get, (checkout_of(index) % 1000).tolist(), repeat("SUCCESS")), strict=True)}
+        checkouts = checkout_of(index)
+        eur, numbers = is_eur(index).tolist(), checkouts.tolist()
+        return {order_id: {"payment_order_id": order_id, "amount_minor": amount, "currency": currency,
+                           "payment_order_status": status, "psp_reference": reference, "charge_id": charge_id}
+                for order_id, amount, currency, status, reference, charge_id in zip(
+                    found, (500 + (index * 7919) % 250_000).tolist(), map(_USD_EUR.__getitem__, eur),
+                    map(_STATUS.get, (checkouts % 1000).tolist(), repeat("SUCCESS")),
+                    map(mod, map(_INTENT_FORMAT.__getitem__, eur), numbers),
+                    map(mod, map(_CHARGE_FORMAT.__getitem__, eur), numbers), strict=True)}
 
     def checkout_orders(self, ids: list[str]) -> dict[str, dict[str, list[str]]]:
         """Each checkout's orders by currency, as the adapter makes them of the payment event."""
         index, found = _indices(ids, "co_", self.checkouts)
+        if not found:
+            return {}
+        firsts = (index // PERIOD * ORDERS_PER_PERIOD + np.array(FIRST)[index % PERIOD]).tolist()
+        low = min(firsts)
+        names = list(map("po_%08d".__mod__, range(low, max(firsts) + 5)))  # the ids of the batch's orders, once
         answer = {}
-        for checkout_id, c in zip(found, index.tolist(), strict=True):
-            first = c // PERIOD * ORDERS_PER_PERIOD + FIRST[c % PERIOD]
-            orders = list(map("po_%08d".__mod__, range(first, first + SIZES[c % 10])))
-            answer[checkout_id] = {"USD": orders[:-1], "EUR": orders[-1:]} if is_eur(first + SIZES[c % 10] - 1) \
-                else {"USD": orders}
+        for checkout_id, c, first in zip(found, index.tolist(), firsts, strict=True):
+            at, k = first - low, c % PERIOD
+            end = at + SIZES[k % 10]
+            answer[checkout_id] = {"USD": names[at : end - 1], "EUR": [names[end - 1]]} if _WITH_EUR[k] \
+                else {"USD": names[at:end]}
             if c % 1000 == 13:
                 answer[checkout_id]["USD"].append(f"po_m{c:08d}")
         return answer

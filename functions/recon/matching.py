@@ -28,8 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import chain, compress, islice, repeat
-from operator import attrgetter, itemgetter, not_
+from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, Protocol
+
+import numpy as np
 
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
@@ -62,13 +64,8 @@ ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 
 
 _line = attrgetter("line")
-_AGREEING_FIELDS = itemgetter("amount_minor", "currency", "psp_reference", "payment_order_status")
 _SHARED_FIELDS = itemgetter("currency", "psp_reference", "payment_order_status")  # every order of a charge's
-
-
-def _agreeing_fields(order: dict[str, Any]) -> tuple[Any, ...]:
-    """_AGREEING_FIELDS of an order that may lack some of them."""
-    return order["amount_minor"], order["currency"], order.get("psp_reference"), order.get("payment_order_status")
+_AMOUNT = itemgetter("amount_minor")
 
 
 def _shared_fields(order: dict[str, Any]) -> tuple[Any, ...]:
@@ -92,7 +89,8 @@ def charge_ids(listing: Listing | None, currency: str) -> list[str] | None:
 
 
 _SUCCESS = OrderStatus.SUCCESS.value  # a plain str: tuples of it compare faster
-_NOBODY = dict.fromkeys(("amount_minor", "currency", "psp_reference", "payment_order_status"))  # no such order
+# No such order: it agrees with no charge (its currency is None), and adds nothing to a sum.
+_NOBODY = {"amount_minor": 0, "currency": None, "psp_reference": None, "payment_order_status": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +311,7 @@ class Matcher:
                                if row.kind is charge and row.checkout_id and not row.payment_order_id)}
         listings = self.lookup.checkout_orders(list(named)) if named else {}
         charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
-        for listing in listings.values():
-            for ids in listing.values():
-                charged.update(ids)
+        charged.update(chain.from_iterable(chain.from_iterable(map(dict.values, listings.values()))))
         ids = list(charged.union(row.payment_order_id for row in rows if row.kind in LEDGER_KIND
                                  and row.payment_order_id))
         orders = self.lookup.orders(ids) if ids else {}
@@ -359,9 +355,9 @@ class Matcher:
         records = self._read(rows, checkouts)
         groups = list(map(charge_ids, map(records.checkouts.get, checkouts), currencies))
         try:
-            agrees = self._agreement(block, start, end, groups, records, _AGREEING_FIELDS, _SHARED_FIELDS)
+            agrees = self._agreement(block, start, end, groups, records, _SHARED_FIELDS)
         except KeyError:  # an order that never reached the PSP has no PSP reference
-            agrees = self._agreement(block, start, end, groups, records, _agreeing_fields, _shared_fields)
+            agrees = self._agreement(block, start, end, groups, records, _shared_fields)
         agrees = self._charged_once(rows, records, groups, agrees)
         if not all(agrees):
             charge_row = block.charge
@@ -376,26 +372,26 @@ class Matcher:
 
     @staticmethod
     def _agreement(block: ChargeBlock, start: int, end: int, groups: list[list[str] | None], records: Records,
-                   fields: Callable[[dict[str, Any]], tuple[Any, ...]],
                    shared: Callable[[dict[str, Any]], tuple[Any, ...]]) -> list[bool]:
         """Which plain charges agree: each of their orders is there and records (the charge's currency, its PSP
-        reference, SUCCESS), its pay-in is in the ledger, and the orders' amounts sum to the charge's. A charge of
-        one order (nearly always) is one tuple comparison, done in C."""
+        reference, SUCCESS), its pay-in is in the ledger, and the orders' amounts sum to the charge's. Every order
+        of the batch is checked in one pass, in C (`map`); each charge's orders are then combined by numpy."""
         get, paid = records.orders.get, records.ledger.paid
-        agrees = []
-        for ids, gross, currency, reference in zip(groups, block.gross[start:end], block.currencies[start:end],
-                                                   block.references[start:end], strict=True):
-            if not ids:
-                agrees.append(False)
-            elif len(ids) == 1:
-                agrees.append(fields(get(ids[0], _NOBODY)) == (gross, currency, reference, _SUCCESS)
-                              and ids[0] in paid)
-            else:
-                found = list(map(get, ids, repeat(_NOBODY)))
-                wanted = (currency, reference, _SUCCESS)
-                agrees.append(all(shared(order) == wanted for order in found) and paid.issuperset(ids)
-                              and sum(order["amount_minor"] for order in found) == gross)
-        return agrees
+        sizes = [len(ids) if ids else 0 for ids in groups]
+        ids = list(chain.from_iterable(filter(None, groups)))
+        found = list(map(get, ids, repeat(_NOBODY)))
+        wanted = chain.from_iterable(map(repeat, zip(block.currencies[start:end], block.references[start:end],
+                                                     repeat(_SUCCESS)), sizes))
+        each = np.fromiter(map(and_, map(eq, map(shared, found), wanted), map(paid.__contains__, ids)), bool,
+                           len(ids))
+        amounts = np.fromiter(map(_AMOUNT, found), np.int64, len(ids))
+        counted = np.array(sizes) > 0
+        starts = np.cumsum([0, *sizes])[:-1][counted]
+        agrees = np.zeros(len(sizes), bool)
+        if len(starts):
+            agrees[counted] = np.logical_and.reduceat(each, starts) & (
+                np.add.reduceat(amounts, starts) == np.array(block.gross[start:end], np.int64)[counted])
+        return agrees.tolist()
 
     def _charged_once(self, rows: list[SettlementRow], records: Records, groups: list[list[str] | None],
                       agrees: list[bool]) -> list[bool]:
