@@ -205,11 +205,11 @@ class Recording:
 
 def match(items: Any, rows: int, batch_size: int) -> tuple[list[dict[str, Any]], dict[str, list[int]],
                                                          list[tuple[Any, ...]]]:
-    orders = recon_bench.orders_for(rows)
+    checkouts = recon_bench.checkouts_for(rows)
     outcomes: list[Outcome] = []
     effects = Recording()
-    start = recon_bench.moment(0, orders).replace(microsecond=0)
-    matcher = Matcher(Policy("stripe", batch_size=batch_size), recon_bench.FakeStore(orders), effects, effects,
+    start = recon_bench.moment(0, checkouts).replace(microsecond=0)
+    matcher = Matcher(Policy("stripe", batch_size=batch_size), recon_bench.FakeStore(checkouts), effects, effects,
                       outcomes.append, window=Window.of_file(start, start + timedelta(hours=20), timedelta(hours=2)),
                       now=datetime(2026, 11, 26, tzinfo=UTC))
     matcher.feed_all(items)
