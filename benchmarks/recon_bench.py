@@ -7,24 +7,25 @@ and compute the same categories; the run checks that their counts agree. Each si
 subprocess, so its peak memory (ru_maxrss: interpreter, imports and data together) is its own. The sides take
 turns for `--repeat` rounds (3): each one's fastest run is reported, with its highest peak.
 
-- recon: `functions.recon.parsers` streams the file; `Matcher` reads the orders and ledger transactions of
-  each 1,000-row batch from a fake that builds them from the ids (as a remote store would return them: the
-  data lives outside the process, and each answer is a new dict per order, as BatchGetItem's), and lists
+Each charge row is a checkout's charge in one currency (checkouts of 1 to 5 orders, two on average, some with
+orders in USD and EUR: two charges), matched to the sum of that checkout's orders in that currency.
+
+- recon: `functions.recon.parsers` streams the file; `Matcher` reads the checkouts' order lists, the orders and
+  ledger transactions of each 1,000-row batch from a fake that builds them from the ids (as a remote store would
+  return them: the data lives outside the process, and each answer is a new dict per order, as BatchGetItem's),
+  and lists
   the window's order ids as the created index would (the matcher then reads only the orders the file did not
   settle). Every answer holds only the attributes the adapter's reads ask for (its ProjectionExpression,
   from the lists in functions/recon/matching.py; a pay-in is only its key): the fake
   checks this against the whole stored records when it starts. The collector runs with its batch setting
   (functions/recon/gctune.py), as in production: the matcher and the survey pass set it themselves.
-- pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against an orders DataFrame and ledger
-  id sets (the ledger side prefetched: a merge needs both sides in memory). Amounts go through float and are
+- pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against the checkouts' order lists and an
+  orders DataFrame, each charge's orders summed by `groupby(...).transform`, and ledger id sets (the ledger side
+  prefetched: a merge needs both sides in memory). Amounts go through float and are
   rounded to cents, the fastest pandas route (exact for amounts below 2^53 cents).
-The ledger side's cost is inside both timings. The fake's own cost (about 2 s of CPU in a million-row run: a
-projected order dict per row, an id per order of the window, a key per pay-in) is part of the recon figure, as
-a real store's client would be.
-
-Planted in every 1,000 orders: an amount mismatch, a currency mismatch, an unknown order, a FAILED and an
-EXECUTING order, a duplicated row, a malformed row, a row without metadata (matched by PSP reference), an
-order the file lacks; every 20th order has a refund (half of them known to the ledger); a fee row.
+The ledger side's cost is inside both timings. The fake's own cost (a projected order dict per order, an order
+list per checkout, an id per order of the window, a key per pay-in) is part of the recon figure, as a real
+store's client would be. What is planted is listed in `generate`.
 """
 
 from __future__ import annotations

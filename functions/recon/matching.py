@@ -2,12 +2,12 @@
 
 A charge row of a format charged per checkout (Stripe) is the checkout's charge in one currency: it settles
 every order of that checkout in that currency, and is matched against their sum (amount, currency, PSP
-reference), each order reported. It is found by its checkout (metadata), else by its PSP reference (the orders
-that record the PaymentIntent). A charge naming one order (the per-order formats, Adyen and PayPal, and Stripe
-charges made before checkouts were charged once) settles that order. Other rows (refunds, disputes) are matched by
-payment_order_id, then by PSP reference. Rows arrive in file order; every `batch_size` rows the checkouts, orders
-and ledger transactions they name are read in one batch (one BatchGet per 100 keys), so a file of any size never
-holds more than one batch of orders.
+reference), each order reported. It is found by its checkout (metadata), else by its PSP reference (the order
+that records the PaymentIntent leads to its checkout). A charge naming one order (the per-order formats, Adyen
+and PayPal, and Stripe charges made before checkouts were charged once) settles that order. Other rows
+(refunds, disputes) are matched by payment_order_id, then by PSP reference. Rows arrive in file order; every
+`batch_size` rows the checkouts, orders and ledger transactions they name are read in one batch (one BatchGet
+per 100 keys), so a file of any size never holds more than one batch of orders.
 
 What the matcher keeps for the whole file, and why:
 - `settled`: one 64-bit hash per order id charged in the file, to recognise a charge settled twice or a
@@ -16,7 +16,7 @@ What the matcher keeps for the whole file, and why:
 - `seen`: one 64-bit hash per (PSP row type, PSP object) of the other rows (refunds, disputes, fees, batch
   rows, charges of no known order), for their duplicates.
 Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
-for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million charges.
+for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million orders.
 - rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
   a handful in a healthy file; they are resolved once, at the end, through indexes (PSP reference, order).
 """
