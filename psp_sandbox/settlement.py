@@ -3,12 +3,16 @@
 Reports: `balance_change_from_activity.itemized.3` and `payout_reconciliation.itemized.5` (columns in the
 documented order, see docs/settlement-formats.md). One row per balance transaction; amounts are signed decimal
 major units (`25.00`, `-0.50`; `decimal_style="minimal"` writes `25`, `-0.5`); times are UTC `YYYY-MM-DD HH:MM:SS`.
+A charge row is a checkout's charge in one currency: its PaymentIntent's metadata (`checkout_id`, `charge_key`)
+fills the `payment_metadata[...]` columns, of the charge and of its refunds.
 
 For reconciliation tests, discrepancies can be planted on chosen or seeded charge rows; the export says which
 row got what (`SettlementExport.planted`):
 amount_mismatch (gross off by one minor unit), currency_mismatch (another currency of the same exponent),
-missing_row (a charge left out), unknown_charge (a charge with an order id nobody issued), duplicate_row (a row
-twice), refund_not_in_ledger (a refund row for a charge that was never refunded), malformed_row (garbage amount).
+missing_row (a charge left out), unknown_charge (a charge of a checkout nobody placed), duplicate_row (a row
+twice), refund_not_in_ledger (a refund row for a charge that was never refunded), malformed_row (garbage amount),
+intent_only (the charge's metadata left out: only its PaymentIntent names it), checkout_only (its PaymentIntent
+left out: only its checkout names it).
 """
 
 from __future__ import annotations
@@ -37,8 +41,12 @@ PLANT_KINDS = (
     "duplicate_row",
     "refund_not_in_ledger",
     "malformed_row",
+    "intent_only",
+    "checkout_only",
 )
-DEFAULT_METADATA_KEYS = ("payment_order_id", "checkout_id")
+# A PaymentIntent's metadata (functions/shared/psp.py): the checkout it charges and its charge key,
+# `<checkout_id>#<CURRENCY>`. Other keys a PaymentIntent carries follow, sorted.
+DEFAULT_METADATA_KEYS = ("checkout_id", "charge_key")
 MALFORMED_AMOUNT = "12,3O.x"
 
 _ADDRESS = ("line1", "line2", "city", "state", "postal_code", "country")
@@ -129,7 +137,8 @@ class Planted:
     balance_transaction_id: str
     charge_id: str
     payment_intent_id: str
-    payment_order_id: str | None
+    checkout_id: str | None
+    charge_key: str | None
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +148,8 @@ class Planted:
             "balance_transaction_id": self.balance_transaction_id,
             "charge_id": self.charge_id,
             "payment_intent_id": self.payment_intent_id,
-            "payment_order_id": self.payment_order_id,
+            "checkout_id": self.checkout_id,
+            "charge_key": self.charge_key,
             "detail": self.detail,
         }
 
@@ -191,7 +201,7 @@ def build_report(
 ) -> SettlementExport:
     """The report's rows from the sandbox's books, with the asked-for discrepancies planted.
 
-    `targets` maps a plant kind to the charge id, PaymentIntent id or payment_order_id to plant it on;
+    `targets` maps a plant kind to the charge id, PaymentIntent id, checkout_id or charge key to plant it on;
     other kinds go on distinct charge rows drawn with `seed`. `separate_fees` moves each charge's Stripe fee
     to its own `fee` row (no source), as some accounts receive them.
     """
@@ -230,7 +240,8 @@ class _Row:
     category: str
     charge_id: str = ""
     payment_intent_id: str = ""
-    payment_order_id: str | None = None
+    checkout_id: str | None = None
+    charge_key: str | None = None
     minor: int = 0
     fee_minor: int = 0
     currency: str = ""
@@ -325,7 +336,7 @@ class _RowBuilder:
         pi = self.pis.get(charge.payment_intent)
         metadata = (pi.metadata if pi and pi.metadata else None) or charge.metadata  # falls back like Stripe
         row.charge_id, row.payment_intent_id = charge.id, charge.payment_intent
-        row.payment_order_id = metadata.get("payment_order_id")
+        row.checkout_id, row.charge_key = metadata.get("checkout_id"), metadata.get("charge_key")
         row.values.update(
             charge_id=charge.id,
             payment_intent_id=charge.payment_intent,
@@ -373,7 +384,8 @@ class _Planter:
             row.values["balance_transaction_id"],
             row.charge_id,
             row.payment_intent_id,
-            row.payment_order_id,
+            row.checkout_id,
+            row.charge_key,
             detail,
         )
 
@@ -383,7 +395,7 @@ class _Planter:
         if wanted is not None:
             for i in charges:
                 row = self.rows[i]
-                if wanted in (row.charge_id, row.payment_intent_id, row.payment_order_id):
+                if wanted in (row.charge_id, row.payment_intent_id, row.checkout_id, row.charge_key):
                     self.used.add(id(row))
                     return row
             raise SettlementError(f"no charge row for {wanted!r} to plant {kind} on")
@@ -420,6 +432,7 @@ class _Planter:
     def _duplicate_row(self, row: _Row) -> tuple[_Row, str]:
         twin = copy.deepcopy(row)
         self._insert_after(row, twin)
+        self.used.add(id(twin))
         return twin, f"row {row.values['balance_transaction_id']} written twice"
 
     def _malformed_row(self, row: _Row) -> tuple[_Row, str]:
@@ -427,11 +440,12 @@ class _Planter:
         return row, f"gross is {MALFORMED_AMOUNT!r}"
 
     def _unknown_charge(self, template: _Row) -> tuple[_Row, str]:
-        n = sum(1 for r in self.rows if r.payment_order_id and r.payment_order_id.startswith("po_unknown_"))
+        n = sum(1 for r in self.rows if r.checkout_id and r.checkout_id.startswith("co_unknown_"))
         row = copy.deepcopy(template)
         row.charge_id = _stripe_like_id("ch", "unknown", n)
         row.payment_intent_id = _stripe_like_id("pi", "unknown", n)
-        row.payment_order_id = f"po_unknown_{n + 1}"
+        row.checkout_id = f"co_unknown_{n + 1}"
+        row.charge_key = f"{row.checkout_id}#{row.currency.upper()}"
         row.values.update(
             balance_transaction_id=_stripe_like_id("txn", "unknown", n),
             source_id=row.charge_id,
@@ -440,10 +454,21 @@ class _Planter:
         )
         for key in self.builder.payment_keys:
             row.values[f"payment_metadata[{key}]"] = ""
-        row.values["payment_metadata[payment_order_id]"] = row.payment_order_id
+        row.values.update({"payment_metadata[checkout_id]": row.checkout_id,
+                           "payment_metadata[charge_key]": row.charge_key})
         self._insert_after(template, row)
         self.used.discard(id(template))  # the template only lent its shape
-        return row, f"charge {row.charge_id} for unknown order {row.payment_order_id}"
+        self.used.add(id(row))  # a row planted to be unknown takes no other plant
+        return row, f"charge {row.charge_id} of unknown checkout {row.checkout_id}"
+
+    def _intent_only(self, row: _Row) -> tuple[_Row, str]:
+        for key in self.builder.payment_keys:
+            row.values[f"payment_metadata[{key}]"] = ""
+        return row, f"charge {row.charge_id} without its metadata: only {row.payment_intent_id} names it"
+
+    def _checkout_only(self, row: _Row) -> tuple[_Row, str]:
+        row.values["payment_intent_id"] = ""
+        return row, f"charge {row.charge_id} without its PaymentIntent: only checkout {row.checkout_id} names it"
 
     def _refund_not_in_ledger(self, charge_row: _Row) -> tuple[_Row, str]:
         row = copy.deepcopy(charge_row)

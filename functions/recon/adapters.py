@@ -15,11 +15,13 @@ from botocore.exceptions import ClientError
 
 from functions.ledger import journal
 from functions.recon.matching import (
+    CHECKOUT_ATTRIBUTES,
     LEDGER_KIND,
     ORDER_ATTRIBUTES,
     PAYIN_ATTRIBUTES,
     ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
+    Listing,
 )
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.rows import RowKind
@@ -28,7 +30,7 @@ from functions.shared.errors import LedgerConflict
 from functions.shared.models import OrderWork
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
-from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
+from functions.shared.tables import LedgerTable, PaymentTables, batch_get, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
 _REFUND_PREFIX = f"{LEDGER_KIND[RowKind.REFUND]}#"  # the index also holds an order's disputes
@@ -53,6 +55,15 @@ class DynamoLookup:
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
+
+    def checkout_orders(self, checkout_ids: list[str]) -> dict[str, Listing]:
+        """The payment events of the checkouts (their `payment_orders`), read here until the table access of
+        functions/shared has a read of a checkout's orders."""
+        events = self._all(self._events, {CHECKOUT_ATTRIBUTES: checkout_ids})
+        return {checkout_id: listing(event.get("payment_orders") or []) for checkout_id, event in events.items()}
+
+    def _events(self, checkout_ids: list[str], attributes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        return batch_get(aws.client("dynamodb"), self.payments.events_table, "checkout_id", checkout_ids, attributes)
 
     def payins(self, payment_order_ids: list[str]) -> set[str]:
         keys = [_PAYIN + order_id for order_id in payment_order_ids]
@@ -91,6 +102,14 @@ class DynamoLookup:
         for part in self.pool.map(lambda request: read(*request), requests):
             found.update(part)
         return found
+
+
+def listing(payment_orders: list[dict[str, Any]]) -> Listing:
+    """A checkout's order ids by currency, from its event's order summaries."""
+    found: Listing = {}
+    for summary in payment_orders:
+        found.setdefault(summary["currency"], []).append(summary["payment_order_id"])
+    return found
 
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -1,8 +1,13 @@
 """Matching settlement rows against our orders and ledger, in batches, with flat memory.
 
-Each row is matched by payment_order_id, then by PSP reference. Rows arrive in file order; every
-`batch_size` rows the orders and ledger transactions they name are read in one batch (one BatchGet per 100
-keys), so a file of any size never holds more than one batch of orders.
+A charge row of a format charged per checkout (Stripe) is the checkout's charge in one currency: it settles
+every order of that checkout in that currency, and is matched against their sum (amount, currency, PSP
+reference), each order reported. It is found by its checkout (metadata), else by its PSP reference (the order
+that records the PaymentIntent leads to its checkout). A charge naming one order (the per-order formats, Adyen
+and PayPal, and Stripe charges made before checkouts were charged once) settles that order. Other rows
+(refunds, disputes) are matched by payment_order_id, then by PSP reference. Rows arrive in file order; every
+`batch_size` rows the checkouts, orders and ledger transactions they name are read in one batch (one BatchGet
+per 100 keys), so a file of any size never holds more than one batch of orders.
 
 What the matcher keeps for the whole file, and why:
 - `settled`: one 64-bit hash per order id charged in the file, to recognise a charge settled twice or a
@@ -11,7 +16,7 @@ What the matcher keeps for the whole file, and why:
 - `seen`: one 64-bit hash per (PSP row type, PSP object) of the other rows (refunds, disputes, fees, batch
   rows, charges of no known order), for their duplicates.
 Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
-for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million charges.
+for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million orders.
 - rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
   a handful in a healthy file; they are resolved once, at the end, through indexes (PSP reference, order).
 """
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from itertools import compress, islice, repeat
+from itertools import chain, compress, islice, repeat
 from operator import and_, attrgetter, eq, itemgetter, not_
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
@@ -44,26 +51,46 @@ LEDGER_KIND = {
 # What the matcher reads of our records, and so all a read of them has to return (DynamoDB's
 # ProjectionExpression): the one list the AWS adapter asks for and the fakes answer with. A record lacks an
 # attribute it does not hold (psp, psp_reference), as a projected read leaves it out.
-ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference")
-# The window's orders and those found by PSP reference are also filtered by PSP, and a carried order keeps its
-# creation time.
-WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at")
+ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_order_status", "psp_reference",
+                    "charge_id")
+# The window's orders and those found by PSP reference are also filtered by PSP, a carried order keeps its
+# creation time, and an order found by reference leads to its checkout.
+WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at", "checkout_id")
+# A checkout's orders are listed by its payment event (`payment_orders`: id, amount and currency of each).
+CHECKOUT_ATTRIBUTES = ("checkout_id", "payment_orders")
 # A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
 PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 
 
 _line = attrgetter("line")
-_AGREEING_FIELDS = itemgetter("amount_minor", "currency", "psp_reference", "payment_order_status")
+_SHARED_FIELDS = itemgetter("currency", "psp_reference", "payment_order_status")  # every order of a charge's
+_AMOUNT = itemgetter("amount_minor")
 
 
-def _agreeing_fields(order: dict[str, Any]) -> tuple[Any, ...]:
-    """_AGREEING_FIELDS of an order that may lack some of them."""
-    return order["amount_minor"], order["currency"], order.get("psp_reference"), order.get("payment_order_status")
+def _shared_fields(order: dict[str, Any]) -> tuple[Any, ...]:
+    """_SHARED_FIELDS of an order that may lack some of them."""
+    return order["currency"], order.get("psp_reference"), order.get("payment_order_status")
+
+
+Listing = dict[str, list[str]]  # a checkout's order ids by currency
+
+
+def charge_ids(listing: Listing | None, currency: str) -> list[str] | None:
+    """The orders a checkout's charge in `currency` settles: its orders in that currency; when it has none there
+    and all its orders are in one other currency, those (the charge is then in the wrong currency); else none.
+    None when the checkout is unknown."""
+    if listing is None:
+        return None
+    ids = listing.get(currency)
+    if ids is None:
+        return next(iter(listing.values())) if len(listing) == 1 else []
+    return ids
 
 
 _SUCCESS = OrderStatus.SUCCESS.value  # a plain str: tuples of it compare faster
-_NOBODY = dict.fromkeys(("amount_minor", "currency", "psp_reference", "payment_order_status"))  # no such order
+# No such order: it agrees with no charge (its currency is None), and adds nothing to a sum.
+_NOBODY = {"amount_minor": 0, "currency": None, "psp_reference": None, "payment_order_status": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +102,43 @@ class LedgerRecords:
     transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Records:
+    """What a batch of rows names: its checkouts' listings, the orders, and what the ledger holds of them."""
+
+    orders: dict[str, dict[str, Any]]
+    checkouts: dict[str, Listing]
+    ledger: LedgerRecords
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOrders:
+    """The orders one charge row settles: those found, and those its checkout lists that the orders table
+    lacks. `checkout_id` is empty for a charge of one order."""
+
+    checkout_id: str
+    orders: list[dict[str, Any]]
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [order["payment_order_id"] for order in self.orders] + self.missing
+
+
 class Lookup(Protocol):
     """Read side: our orders and ledger (DynamoDB in production, fakes in tests and the benchmark).
 
     Each answer holds the attributes above, and only those need be there: `orders` ORDER_ATTRIBUTES,
     `window_orders` WINDOW_ORDER_ATTRIBUTES, `transactions` ROW_TRANSACTION_ATTRIBUTES (`payins` reads
-    PAYIN_ATTRIBUTES). No read walks a whole table: the window comes from an index by creation time, rows without
-    our id from one by reference.
+    PAYIN_ATTRIBUTES, `checkout_orders` CHECKOUT_ATTRIBUTES). No read walks a whole table: the window comes from an
+    index by creation time, rows without our id from one by reference.
     """
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def checkout_orders(self, checkout_ids: list[str]) -> dict[str, Listing]:
+        """For each checkout we hold, the ids of its orders by currency (as its payment event lists them)."""
+        ...
 
     def payins(self, payment_order_ids: list[str]) -> set[str]:
         """The orders among these whose pay-in the ledger holds (its transaction `payin#<order>`)."""
@@ -160,6 +214,9 @@ class Policy:
     default_order_psp: str = "stripe"
     missing_after: timedelta = timedelta(days=3)
     batch_size: int = 1000
+    # A charge found only by its PSP reference settles its checkout's orders in its currency (Stripe); in a
+    # per-order format, the one order that records the reference.
+    charged_per_checkout: bool = True
 
 
 @dataclass
@@ -171,11 +228,10 @@ class CarryCounts:
 
 @dataclass
 class Matcher:
-    """Feed it parsed rows, then call finish(): every row and every order of the window is counted in exactly one
-    Outcome (the agreeing charges of a block batch share one, with their count)."""
-
-    # `_flush` decides an agreeing charge inline; a test turns this off to compare that copy with `_settle`.
-    inline_agreeing: ClassVar[bool] = True
+    """Feed it parsed rows, then call finish(): every order a charge row settles, every other row and every order
+    of the window is counted in exactly one Outcome (the agreeing charges of a block batch share one, with the
+    count of their orders). A charge row that settles no order of ours (unknown, a duplicate, a currency its
+    checkout does not have) is one outcome."""
 
     policy: Policy
     lookup: Lookup
@@ -193,6 +249,7 @@ class Matcher:
     _deferred: list[SettlementRow] = field(default_factory=list)
     _refund_checks: list[tuple[SettlementRow, dict[str, Any]]] = field(default_factory=list)
     _named_by_malformed: set[str] = field(default_factory=set)
+    _checkouts_named_by_malformed: set[str] = field(default_factory=set)
 
     # -- rows --------------------------------------------------------------------------------------
 
@@ -237,56 +294,40 @@ class Matcher:
         return [row for row in rows if not isinstance(row, MalformedRow)]
 
     def _malformed(self, row: MalformedRow) -> None:
-        if row.payment_order_id:  # reported here: not again as unsettled by the window check
+        # The orders it names are reported here: not again as unsettled by the window check.
+        if row.payment_order_id:
             self._named_by_malformed.add(row.payment_order_id)
+        elif row.checkout_id:
+            self._checkouts_named_by_malformed.add(row.checkout_id)
         self.emit(Outcome(Category.MALFORMED_ROW, row.payment_order_id, row.psp_reference,
-                          explanation=row.reason, line=row.line, review=True))
+                          explanation=row.reason, line=row.line, review=True, checkout_id=row.checkout_id))
 
-    def _read(self, charged: set[str], others: list[SettlementRow]) -> tuple[dict[str, dict[str, Any]], LedgerRecords]:
-        """The orders of `charged` and of `others` (the rows recorded by a ledger transaction of their own), and
-        what the ledger holds of them: the pay-ins of the charged orders, the refunds' and disputes' own
+    def _read(self, rows: list[SettlementRow], checkouts: Iterable[str] = ()) -> Records:
+        """What `rows` and the block charges of `checkouts` name: the checkouts' listings, the orders (those the
+        checkouts list, those the rows name), the pay-ins of the charged ones, the refunds' and disputes' own
         transactions."""
-        ids = list(charged.union(row.payment_order_id for row in others))
+        charge = RowKind.CHARGE
+        named = {*checkouts, *(row.checkout_id for row in rows
+                               if row.kind is charge and row.checkout_id and not row.payment_order_id)}
+        listings = self.lookup.checkout_orders(list(named)) if named else {}
+        charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
+        charged.update(chain.from_iterable(chain.from_iterable(map(dict.values, listings.values()))))
+        ids = list(charged.union(row.payment_order_id for row in rows if row.kind in LEDGER_KIND
+                                 and row.payment_order_id))
         orders = self.lookup.orders(ids) if ids else {}
         known = list(filter(orders.__contains__, charged))
-        wanted = [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in others
-                  if row.source_id and row.payment_order_id in orders]
-        return orders, LedgerRecords(self.lookup.payins(known) if known else set(),
-                                     self.lookup.transactions(wanted) if wanted else {})
+        wanted = [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in rows
+                  if row.kind in LEDGER_KIND and row.source_id and row.payment_order_id in orders]
+        return Records(orders, listings, LedgerRecords(self.lookup.payins(known) if known else set(),
+                                                       self.lookup.transactions(wanted) if wanted else {}))
 
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
         if not rows:
             return
-        charge = RowKind.CHARGE
-        charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
-        orders, ledger = self._read(charged, [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
-        get = orders.get
-        # Nearly every row is a charge that agrees with its order and its pay-in: that case is decided here,
-        # inline, with the very outcome and effects `_settle` would give it; any other row goes to `_settle`.
-        settle, settled, emit, record_fee, batch_net = (self._settle, self._settled, self.emit, self._fee,
-                                                        self._batch_net)
-        success, matched, no_fix, inline = OrderStatus.SUCCESS, Category.MATCHED, Fix.NONE, self.inline_agreeing
+        records, settle = self._read(rows), self._settle
         for row in rows:
-            order = get(row.payment_order_id)
-            if order is None or row.kind is not charge or not inline:
-                settle(row, order, ledger)
-                continue
-            gross, order_id, reference = row.gross, order["payment_order_id"], row.psp_reference
-            key = hash(order_id)
-            if (key in settled or order["amount_minor"] != gross.minor or order["currency"] != gross.currency
-                    or not reference or order.get("psp_reference") != reference
-                    or order.get("payment_order_status") != success or order_id not in ledger.paid):
-                settle(row, order, ledger)
-                continue
-            net = row.net
-            if row.batch_id and net is not None:
-                batch_net[(row.batch_id, net.currency)] += net.minor
-            settled.add(key)
-            fee = row.fee
-            if fee is not None and fee.minor:
-                record_fee(row.row_id, fee)
-            emit(Outcome(matched, order_id, reference, gross, gross, "", row.line, row.psp_type, no_fix, False))
+            settle(row, records)
 
     def _match_block(self, block: ChargeBlock) -> None:
         """A block's rows, a batch of its plain charges at a time with the other rows between them, in file order."""
@@ -302,53 +343,77 @@ class Matcher:
 
     def _match_block_batch(self, block: ChargeBlock, start: int, end: int, others: list[ParsedRow]) -> None:
         """Plain charges start..end of the block and the other rows among them. The malformed rows are reported
-        first. The plain charges that agree with their order and its pay-in are then decided together: they are
-        settled, their fees recorded and they are reported as one MATCHED outcome per currency. Every other row
-        goes to `_settle`, in file order.
+        first. The plain charges that agree with their checkout's orders (see `_agreement`) are then decided
+        together: they and their orders are settled, their fees recorded and their orders reported as one MATCHED
+        outcome per currency. Every other row goes to `_settle`, in file order.
 
         Deciding the agreeing charges together, out of file order, gives what `_settle` would: the one thing a
-        charge's outcome depends on beyond its order is whether its order was settled before it, and a charge whose
-        order is charged twice in the batch, or was settled before it, is never among them."""
+        charge's outcome depends on beyond its orders is whether one of them was settled before it, and a charge
+        with an order charged twice in the batch, or settled before it, is never among them."""
         rows = self._well_formed(others)
-        charge, settled = RowKind.CHARGE, self._settled
-        ids = block.order_ids[start:end]
-        charged_by_rows = [row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id]
-        orders, ledger = self._read({*ids, *charged_by_rows},
-                                    [row for row in rows if row.kind in LEDGER_KIND and row.payment_order_id])
-        keys = list(map(hash, ids))
-        every_key = keys + list(map(hash, charged_by_rows))
-        distinct = set(every_key)
-        repeated = settled.intersection(distinct)
-        if len(distinct) < len(every_key):
-            repeated.update(key for key, times in Counter(every_key).items() if times > 1)
-        get = orders.get
-        gross, currencies = block.gross[start:end], block.currencies[start:end]
-        # A charge agrees when its order records exactly it: (amount, currency, PSP reference, SUCCESS), compared
-        # as tuples; when that order's pay-in is in the ledger; and when its order is charged once.
-        found = list(map(get, ids, repeat(_NOBODY)))
-        references = block.references[start:end]
+        checkouts, currencies = block.checkout_ids[start:end], block.currencies[start:end]
+        records = self._read(rows, checkouts)
+        groups = list(map(charge_ids, map(records.checkouts.get, checkouts), currencies))
         try:
-            agrees = list(map(eq, map(_AGREEING_FIELDS, found), zip(gross, currencies, references, repeat(_SUCCESS))))
+            agrees = self._agreement(block, start, end, groups, records, _SHARED_FIELDS)
         except KeyError:  # an order that never reached the PSP has no PSP reference
-            agrees = list(map(eq, map(_agreeing_fields, found), zip(gross, currencies, references, repeat(_SUCCESS))))
-        agrees = list(map(and_, agrees, map(ledger.paid.__contains__, ids)))
-        if repeated:
-            agrees = list(map(and_, agrees, map(not_, map(repeated.__contains__, keys))))
+            agrees = self._agreement(block, start, end, groups, records, _shared_fields)
+        agrees = self._charged_once(rows, records, groups, agrees)
         if not all(agrees):
             charge_row = block.charge
             rows = rows + [charge_row(i) for i, agreed in zip(range(start, end), agrees, strict=True) if not agreed]
             rows.sort(key=_line)
         settle = self._settle
         for row in rows:
-            settle(row, get(row.payment_order_id), ledger)
+            settle(row, records)
         if any(agrees):
-            settled.update(compress(keys, agrees))
-            self._agreeing(block, start, end, agrees)
+            self._settled.update(map(hash, chain.from_iterable(compress(groups, agrees))))
+            self._agreeing(block, start, end, agrees, list(map(len, compress(groups, agrees))))
 
-    def _agreeing(self, block: ChargeBlock, start: int, end: int, agrees: list[bool]) -> None:
+    @staticmethod
+    def _agreement(block: ChargeBlock, start: int, end: int, groups: list[list[str] | None], records: Records,
+                   shared: Callable[[dict[str, Any]], tuple[Any, ...]]) -> list[bool]:
+        """Which plain charges agree: each of their orders is there and records (the charge's currency, its PSP
+        reference, SUCCESS), its pay-in is in the ledger, and the orders' amounts sum to the charge's. Every order
+        of the batch is checked in one pass, in C (`map`); each charge's orders are then combined by numpy."""
+        get, paid = records.orders.get, records.ledger.paid
+        sizes = [len(ids) if ids else 0 for ids in groups]
+        ids = list(chain.from_iterable(filter(None, groups)))
+        found = list(map(get, ids, repeat(_NOBODY)))
+        wanted = chain.from_iterable(map(repeat, zip(block.currencies[start:end], block.references[start:end],
+                                                     repeat(_SUCCESS)), sizes))
+        each = np.fromiter(map(and_, map(eq, map(shared, found), wanted), map(paid.__contains__, ids)), bool,
+                           len(ids))
+        amounts = np.fromiter(map(_AMOUNT, found), np.int64, len(ids))
+        counted = np.array(sizes) > 0
+        starts = np.cumsum([0, *sizes])[:-1][counted]
+        agrees = np.zeros(len(sizes), bool)
+        if len(starts):
+            agrees[counted] = np.logical_and.reduceat(each, starts) & (
+                np.add.reduceat(amounts, starts) == np.array(block.gross[start:end], np.int64)[counted])
+        return agrees.tolist()
+
+    def _charged_once(self, rows: list[SettlementRow], records: Records, groups: list[list[str] | None],
+                      agrees: list[bool]) -> list[bool]:
+        """`agrees`, less the charges with an order settled before, or charged again in the batch."""
+        charged = list(chain.from_iterable(filter(None, groups)))
+        for row in rows:
+            if row.kind is RowKind.CHARGE and (group := self._charge_of(row, records)) is not None:
+                charged += group.ids
+        keys = list(map(hash, charged))
+        distinct = set(keys)
+        repeated = self._settled.intersection(distinct)
+        if len(distinct) < len(keys):
+            repeated.update(key for key, times in Counter(keys).items() if times > 1)
+        if not repeated:
+            return agrees
+        return [agreed and repeated.isdisjoint(map(hash, ids))  # type: ignore[arg-type]
+                for agreed, ids in zip(agrees, groups, strict=True)]
+
+    def _agreeing(self, block: ChargeBlock, start: int, end: int, agrees: list[bool], sizes: list[int]) -> None:
         """The effects and the outcome of the plain charges start..end of the block that `agrees` selects, as
-        `_settle` gives each: its net counted in its payout batch, its fee recorded, MATCHED (here one outcome per
-        currency)."""
+        `_settle` gives each: its net counted in its payout batch, its fee recorded, its orders MATCHED (here one
+        outcome per currency, counting the orders; `sizes` is how many orders each agreeing charge settles)."""
         row_ids, gross, fees = block.row_ids[start:end], block.gross[start:end], block.fees[start:end]
         currencies = list(compress(block.currencies[start:end], agrees))
         batch_ids = list(compress(block.batch_ids[start:end], agrees))
@@ -358,7 +423,7 @@ class Matcher:
         if currencies.count(currencies[0]) == count and batch_ids.count(batch_ids[0]) == count:  # nearly always
             currency, batch_id = currencies[0], batch_ids[0]
             minor, fee_total = sum(compress(gross, agrees)), sum(compress(fees, agrees))
-            totals[currency] = [count, minor]
+            totals[currency] = [sum(sizes), minor]
             if fee_total:  # fees are never negative here
                 charged = list(compress(zip(row_ids, fees, strict=True), agrees))
                 fees_by_currency[currency] = [pair for pair in charged if pair[1]] if 0 in fees else charged
@@ -366,11 +431,11 @@ class Matcher:
                 self._batch_net[(batch_id, currency)] += minor - fee_total
         else:
             batch_net = self._batch_net
-            for row_id, minor, fee, currency, batch_id in zip(
+            for row_id, minor, fee, currency, batch_id, size in zip(
                     compress(row_ids, agrees), compress(gross, agrees), compress(fees, agrees), currencies, batch_ids,
-                    strict=True):
+                    sizes, strict=True):
                 total = totals.setdefault(currency, [0, 0])
-                total[0] += 1
+                total[0] += size
                 total[1] += minor
                 if fee:
                     fees_by_currency[currency].append((row_id, fee))
@@ -382,7 +447,19 @@ class Matcher:
             amount = Money(minor, currency)
             self.emit(Outcome(Category.MATCHED, ours=amount, theirs=amount, row_kind=block.psp_type, count=count))
 
-    def _settle(self, row: SettlementRow, order: dict[str, Any] | None, ledger: LedgerRecords) -> None:
+    def _charge_of(self, row: SettlementRow, records: Records) -> ChargeOrders | None:
+        """The orders a charge row settles, from what the batch read; None when it names none we know."""
+        orders = records.orders
+        if row.payment_order_id:
+            order = orders.get(row.payment_order_id)
+            return ChargeOrders("", [order]) if order is not None else None
+        ids = charge_ids(records.checkouts.get(row.checkout_id), row.gross.currency) if row.checkout_id else None
+        if ids is None:
+            return None
+        return ChargeOrders(row.checkout_id, [orders[i] for i in ids if i in orders],
+                            [i for i in ids if i not in orders])
+
+    def _settle(self, row: SettlementRow, records: Records) -> None:
         kind = row.kind
         if kind is RowKind.PAYOUT:
             self._payouts.append(row)
@@ -390,9 +467,10 @@ class Matcher:
         net = row.net
         if row.batch_id and net is not None:
             self._batch_net[(row.batch_id, net.currency)] += net.minor
-        if kind is RowKind.CHARGE and order is not None:  # a known order's charges are counted in `_settled`
-            self._charge(row, order, ledger)
+        if kind is RowKind.CHARGE and (group := self._charge_of(row, records)) is not None:
+            self._charge(row, group, records.ledger)  # a known order's charges are counted in `_settled`
             return
+        order = records.orders.get(row.payment_order_id) if kind is not RowKind.CHARGE else None
         key = hash((row.psp_type, row.reference))
         if key in self._seen:
             self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
@@ -413,7 +491,7 @@ class Matcher:
         if order is None:
             self._deferred.append(row)
             return
-        self._against_order(row, order, ledger)
+        self._against_order(row, order, records.ledger)
 
     def _record_fee(self, row: SettlementRow) -> None:
         """The fee the PSP kept on a row it settled once (a duplicate row's fee is not recorded again)."""
@@ -424,9 +502,7 @@ class Matcher:
         self.fixes.record_fees(fee.currency, [(reference, fee.minor)])
 
     def _against_order(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> None:
-        if row.kind is RowKind.CHARGE:
-            self._charge(row, order, ledger)
-            return
+        """A refund's or a dispute's row against its order's ledger records."""
         self._record_fee(row)
         tx = ledger.transactions.get(f"{LEDGER_KIND[row.kind]}#{row.source_id}")
         if tx is not None:
@@ -448,66 +524,105 @@ class Matcher:
         self.emit(self._outcome(row, Category.STATUS_MISMATCH, order,
                                 f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True))
 
-    def _charge(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> None:
-        """A charge of a known order: once per order in a file, then checked against the order and the ledger."""
-        key = hash(order["payment_order_id"])
-        if key in self._settled:
-            same = row.psp_reference == order.get("psp_reference")
-            self.emit(self._outcome(row, Category.DUPLICATE_SETTLEMENT, order,
-                                    f"{row.psp_type} {row.reference} is settled more than once in this file"
-                                    if same else "a second charge of this order is settled in this file",
-                                    review=True))
+    def _charge(self, row: SettlementRow, group: ChargeOrders, ledger: LedgerRecords) -> None:
+        """A charge of known orders: each order once in a file, then each checked against the charge and the
+        ledger. A charge whose checkout has no order it can settle is one outcome."""
+        ids = group.ids
+        if not ids:
+            self._record_fee(row)
+            self.emit(self._outcome(row, Category.CURRENCY_MISMATCH, None,
+                                    f"checkout {group.checkout_id} has no order in {row.gross.currency} "
+                                    "(its orders are in several other currencies)", review=True))
             return
-        self._settled.add(key)
+        keys = list(map(hash, ids))
+        if not self._settled.isdisjoint(keys):
+            self.emit(self._duplicate(row, group))
+            return
+        self._settled.update(keys)
         self._record_fee(row)
-        self.emit(self._charge_outcome(row, order, ledger))
+        total = sum(int(order["amount_minor"]) for order in group.orders)
+        for order_id in group.missing:
+            self.emit(Outcome(Category.MISSING_IN_LEDGER, order_id, row.psp_reference or row.reference,
+                              explanation=f"checkout {group.checkout_id} lists this order, the orders table has "
+                                          "no such order", line=row.line, row_kind=row.psp_type, review=True,
+                              checkout_id=group.checkout_id))
+        for order in group.orders:
+            self.emit(self._charge_outcome(row, order, group, total, ledger))
 
-    def _charge_outcome(self, row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> Outcome:
+    def _duplicate(self, row: SettlementRow, group: ChargeOrders) -> Outcome:
+        first = group.orders[0] if group.orders else None
+        if row.psp_reference == (first or {}).get("psp_reference"):
+            explanation = f"{row.psp_type} {row.reference} is settled more than once in this file"
+        elif group.checkout_id:
+            explanation = f"a second charge of checkout {group.checkout_id} in {row.gross.currency} is settled " \
+                          "in this file"
+        else:
+            explanation = "a second charge of this order is settled in this file"
+        return self._outcome(row, Category.DUPLICATE_SETTLEMENT, first if not group.checkout_id else None,
+                             explanation, review=True)
+
+    def _charge_outcome(self, row: SettlementRow, order: dict[str, Any], group: ChargeOrders, total: int,
+                        ledger: LedgerRecords) -> Outcome:
+        """One order of a charge. `ours` is the order's amount; `theirs` is the charge's gross when the charge
+        settles this one order, the order's share when the charge's sum agrees, and unknown (None) otherwise."""
         gross = row.gross
-        # `ours` is the order's amount; when it equals the row's (nearly always) the row's Money stands for it.
+        single = not group.missing and len(group.orders) == 1
+        # When the order's amount equals the row's (nearly always) the row's Money stands for it.
         same = order["currency"] == gross.currency and order["amount_minor"] == gross.minor
         ours = gross if same else Money(int(order["amount_minor"]), order["currency"])
+        agrees = total == gross.minor and not group.missing
+        theirs = gross if single else (ours if agrees else None)
+
+        def outcome(category: Category, explanation: str, *, review: bool = False, fix: Fix = Fix.NONE) -> Outcome:
+            return Outcome(category, order["payment_order_id"], row.psp_reference or row.reference, ours, theirs,
+                           explanation, row.line, row.psp_type, fix, review, checkout_id=group.checkout_id)
+
         status = order.get("payment_order_status")
         recorded_reference = order.get("psp_reference") or ""
-        if recorded_reference and row.psp_reference and recorded_reference != row.psp_reference:
-            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 f"the PSP settled {row.psp_reference}; the order records {recorded_reference}",
-                                 review=True, ours=ours)
+        # A report without the PaymentIntent names the charge (ch_...), which the order records as its charge_id.
+        if recorded_reference and row.psp_reference and row.psp_reference not in (recorded_reference,
+                                                                                 order.get("charge_id")):
+            return outcome(Category.MISSING_IN_LEDGER,
+                           f"the PSP settled {row.psp_reference}; the order records {recorded_reference}", review=True)
         if ours.currency != gross.currency:
-            return self._outcome(row, Category.CURRENCY_MISMATCH, order, "settled in another currency", review=True,
-                                 ours=ours)
-        if ours.minor != gross.minor:
-            return self._outcome(row, Category.AMOUNT_MISMATCH, order, f"settled {gross}, the order is for {ours}",
-                                 review=True, ours=ours)
+            return outcome(Category.CURRENCY_MISMATCH, "settled in another currency", review=True)
+        if not agrees:
+            return outcome(Category.AMOUNT_MISMATCH, self._amount_difference(row, group, total, ours), review=True)
         if status == OrderStatus.FAILED:
-            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 "the PSP settled a charge we recorded as FAILED", review=True, ours=ours)
+            return outcome(Category.MISSING_IN_LEDGER, "the PSP settled a charge we recorded as FAILED", review=True)
         if status in (OrderStatus.NOT_STARTED, OrderStatus.EXECUTING):
             restart = self.fixes.restart_order(order)
             if restart is Restart.FINISHED:
-                return self._outcome(row, Category.MATCHED, order,
-                                     f"order {status} when read, completed by its workflow since", ours=ours)
+                return outcome(Category.MATCHED, f"order {status} when read, completed by its workflow since")
             if restart is Restart.MOVED_ON:
-                return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                     f"order {status} when read and settled by the PSP, but no longer in progress "
-                                     "and not SUCCESS", review=True, ours=ours)
+                return outcome(Category.MISSING_IN_LEDGER,
+                               f"order {status} when read and settled by the PSP, but no longer in progress "
+                               "and not SUCCESS", review=True)
             note = "handed back to its workflow" if restart is Restart.STARTED else \
                 "already handed back to its workflow by an earlier run of this file"
-            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 f"order {status} but settled by the PSP: {note} to complete it",
-                                 fix=Fix.WORKFLOW_RESTARTED, ours=ours)
+            return outcome(Category.MISSING_IN_LEDGER, f"order {status} but settled by the PSP: {note} to complete it",
+                           fix=Fix.WORKFLOW_RESTARTED)
         if order["payment_order_id"] not in ledger.paid:
-            return self._outcome(row, Category.MISSING_IN_LEDGER, order,
-                                 "order SUCCESS but the ledger has no pay-in transaction", review=True, ours=ours)
-        return self._outcome(row, Category.MATCHED, order, "", ours=ours)
+            return outcome(Category.MISSING_IN_LEDGER, "order SUCCESS but the ledger has no pay-in transaction",
+                           review=True)
+        return outcome(Category.MATCHED, "")
+
+    @staticmethod
+    def _amount_difference(row: SettlementRow, group: ChargeOrders, total: int, ours: Money) -> str:
+        if len(group.orders) == 1 and not group.missing:
+            return f"settled {row.gross}, the order is for {ours}"
+        held = f"its {len(group.orders)} order{'s' if len(group.orders) != 1 else ''} we hold sum to " \
+               f"{Money(total, row.gross.currency)}"
+        missing = f" ({len(group.missing)} more it lists are missing)" if group.missing else ""
+        return f"the charge of checkout {group.checkout_id} settled {row.gross}; {held}{missing}"
 
     def _outcome(self, row: SettlementRow, category: Category, order: dict[str, Any] | None, explanation: str,
                  *, review: bool = False, fix: Fix = Fix.NONE, ours: Money | None = None) -> Outcome:
         if ours is None and order is not None:
             ours = Money(int(order["amount_minor"]), order["currency"])
         return Outcome(category, order["payment_order_id"] if order else row.payment_order_id,
-                       row.psp_reference or row.reference, ours, row.gross, explanation, row.line,
-                       row.psp_type, fix, review)
+                       row.psp_reference or row.reference, ours, row.gross, explanation, row.line, row.psp_type, fix,
+                       review, checkout_id=row.checkout_id)
 
     # -- end of file ---------------------------------------------------------------------------------
 
@@ -568,8 +683,10 @@ class Matcher:
         deferred, self._deferred = self._deferred, []
         if deferred:
             self._settle_deferred(deferred, by_reference)
-        return [ours[order_id] for order_id in unsettled
-                if order_id in ours and ours[order_id].get("payment_order_status") == OrderStatus.SUCCESS]
+        malformed = self._checkouts_named_by_malformed
+        return [order for order_id in unsettled if (order := ours.get(order_id)) is not None
+                and order.get("payment_order_status") == OrderStatus.SUCCESS
+                and order.get("checkout_id") not in malformed]
 
     def _settle_deferred(self, rows: list[SettlementRow], by_reference: dict[str, dict[str, Any]]) -> None:
         found = [row for row in rows if row.psp_reference in by_reference]
@@ -581,13 +698,23 @@ class Matcher:
                                         f"the PSP moved money we have no order for ({what}, "
                                         f"reference {row.psp_reference or '-'})", review=True))
         for start in range(0, len(found), self.policy.batch_size):
-            batch = found[start : start + self.policy.batch_size]
-            charged = [by_reference[r.psp_reference]["payment_order_id"] for r in batch if r.kind is RowKind.CHARGE]
-            wanted = [f"{LEDGER_KIND[r.kind]}#{r.source_id}" for r in batch if r.kind is not RowKind.CHARGE]
-            ledger = LedgerRecords(self.lookup.payins(charged) if charged else set(),
-                                   self.lookup.transactions(wanted) if wanted else {})
+            batch = [self._named(row, by_reference[row.psp_reference])
+                     for row in found[start : start + self.policy.batch_size]]
+            records = self._read(batch)
             for row in batch:
-                self._against_order(row, by_reference[row.psp_reference], ledger)
+                group = self._charge_of(row, records) if row.kind is RowKind.CHARGE else None
+                if group is not None:
+                    self._charge(row, group, records.ledger)
+                else:
+                    self._against_order(row, records.orders[row.payment_order_id], records.ledger)
+
+    def _named(self, row: SettlementRow, order: dict[str, Any]) -> SettlementRow:
+        """A row found by its PSP reference, as if it named what it settles: a charge charged per checkout its
+        order's checkout, any other row that order. (A refund or dispute of a PaymentIntent shared by several
+        orders, which names none of them, is matched against the first order the reference index gives.)"""
+        if row.kind is RowKind.CHARGE and self.policy.charged_per_checkout and order.get("checkout_id"):
+            return replace(row, payment_order_id="", checkout_id=order["checkout_id"])
+        return replace(row, payment_order_id=order["payment_order_id"])
 
     def _check_refunds(self) -> None:
         checks, self._refund_checks = self._refund_checks, []

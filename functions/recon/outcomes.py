@@ -40,8 +40,9 @@ class Restart(StrEnum):
 class Outcome:
     """Where one row (or one unsettled order) ended. `review` marks an unexplained discrepancy.
 
-    Charges that agree with their orders may be reported together: one MATCHED outcome of `count` rows, their
-    total in `ours` and `theirs`, without ids or lines (the report lists discrepancies only)."""
+    An order settled by a charge of its checkout has its own outcome, naming the checkout. Charges that agree with
+    their orders may be reported together: one MATCHED outcome of `count` orders, their total in `ours` and
+    `theirs`, without ids or lines (the report lists discrepancies only)."""
 
     category: Category
     payment_order_id: str = ""
@@ -54,6 +55,7 @@ class Outcome:
     fix: Fix = Fix.NONE
     review: bool = False
     count: int = 1
+    checkout_id: str = ""
 
     @property
     def is_discrepancy(self) -> bool:
@@ -63,6 +65,7 @@ class Outcome:
         return {
             "category": self.category.value,
             "payment_order_id": self.payment_order_id,
+            "checkout_id": self.checkout_id or None,
             "psp_reference": self.psp_reference,
             "our_amount": self.ours.to_major() if self.ours else None,
             "our_currency": self.ours.currency if self.ours else None,

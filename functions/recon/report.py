@@ -16,7 +16,7 @@ from typing import IO, Any
 from functions.recon.outcomes import Category, Outcome
 from functions.shared.money import Money
 
-CSV_COLUMNS = ["record", "category", "count", "currency", "amount", "payment_order_id", "psp_reference",
+CSV_COLUMNS = ["record", "category", "count", "currency", "amount", "payment_order_id", "checkout_id", "psp_reference",
                "our_amount", "our_currency", "their_amount", "their_currency", "explanation", "line",
                "row_kind", "fix", "unexplained"]
 

@@ -26,6 +26,8 @@ class SettlementRow:
 
     `psp_reference` names the payment (Stripe PaymentIntent, Adyen PSP reference, PayPal transaction);
     `source_id` names this row's own object (a refund `re_...`, a dispute, a PayPal refund transaction).
+    A Stripe charge names its checkout (`checkout_id`): it is the charge of that checkout in its currency, and
+    settles all of the checkout's orders in that currency. A per-order format's charge names its order.
     """
 
     line: int
@@ -40,6 +42,7 @@ class SettlementRow:
     occurred_at: datetime | None
     batch_id: str
     psp_type: str
+    checkout_id: str = ""
 
     @property
     def reference(self) -> str:
@@ -55,6 +58,7 @@ class MalformedRow:
     reason: str
     payment_order_id: str = ""
     psp_reference: str = ""
+    checkout_id: str = ""
 
 
 ParsedRow = SettlementRow | MalformedRow
@@ -63,7 +67,7 @@ ParsedRow = SettlementRow | MalformedRow
 @dataclass(slots=True)
 class ChargeBlock:
     """A stretch of a file read as columns: its plain charges (the rows a columnar reader checked in bulk: a
-    known currency, amounts `123.45`, an order id and a PSP reference) one sequence per field, and every other row
+    known currency, amounts `123.45`, a checkout id and a PSP reference) one sequence per field, and every other row
     of the stretch as a ParsedRow, in file order. A block stands for exactly the rows `rows()` gives back.
 
     `sources` and `seconds` are only read for the few charges made rows: a reader may hand them over as
@@ -73,7 +77,7 @@ class ChargeBlock:
     line_count: int  # lines of the file the block covers
     lines: list[int]
     row_ids: list[str]
-    order_ids: list[str]
+    checkout_ids: list[str]
     references: list[str]
     sources: Sequence[str]
     gross: list[int]  # minor units
@@ -91,10 +95,11 @@ class ChargeBlock:
         """Plain charge `i` as the row parser would have made it."""
         currency = self.currencies[i]
         gross, fee = Money(self.gross[i], currency), self.fees[i]
-        return SettlementRow(self.lines[i], RowKind.CHARGE, self.row_ids[i], self.order_ids[i], self.references[i],
+        return SettlementRow(self.lines[i], RowKind.CHARGE, self.row_ids[i], "", self.references[i],
                              self.sources[i], gross, Money(fee, currency) if fee else None,
                              Money(gross.minor - fee, currency) if fee else gross,
-                             datetime.fromtimestamp(self.seconds[i], UTC), self.batch_ids[i], self.psp_type)
+                             datetime.fromtimestamp(self.seconds[i], UTC), self.batch_ids[i], self.psp_type,
+                             self.checkout_ids[i])
 
     def rows(self) -> Iterator[ParsedRow]:
         """All rows of the block, in file order."""

@@ -215,7 +215,8 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
         payments, ledger = PaymentTables.from_settings(config), LedgerTable.from_settings(config)
         fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, writes, ledger, payments)
         matcher = Matcher(
-            Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size),
+            Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size,
+                   charged_per_checkout=obj.psp in parsers.CHARGED_PER_CHECKOUT),
             DynamoLookup(payments, ledger, reads),
             fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
         )

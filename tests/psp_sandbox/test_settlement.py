@@ -70,21 +70,32 @@ DOCUMENTED = [
     "connected_account_name",
     "connected_account_country",
     "connected_account_direct_charge_id",
-    "payment_metadata[payment_order_id]",
     "payment_metadata[checkout_id]",
+    "payment_metadata[charge_key]",
 ]
+
+
+def charge_checkout(client, checkout: str, amount: int, currency: str = "usd", pm: str = "pm_card_visa"):
+    """Charge a checkout's orders in one currency as the executor does: one PaymentIntent for their sum."""
+    key = f"{checkout}#{currency.upper()}"
+    return client.v1.payment_intents.create(
+        params={"amount": amount, "currency": currency, "payment_method": pm, "confirm": True,
+                "payment_method_types": ["card"], "transfer_group": checkout,
+                "metadata": {"checkout_id": checkout, "charge_key": key}},
+        options={"idempotency_key": f"charge:{checkout}:{currency.upper()}"})
 
 
 @pytest.fixture
 def books(client, sandbox):
-    """Four orders paid, one partly refunded, one payout transfer, one decline (not in the file)."""
-    pis = [pay(client, amount=2500 + i, key=f"po_{i}", order=f"po_{i}") for i in range(4)]
+    """Four checkouts charged (one PaymentIntent each), one partly refunded, one payout transfer, one decline (not in
+    the file)."""
+    pis = [charge_checkout(client, f"co_{i}", 2500 + i) for i in range(4)]
     client.v1.refunds.create(params={"payment_intent": pis[0].id, "amount": 50, "metadata": {"reason_id": "r1"}})
     client.v1.transfers.create(
         params={"amount": 1000, "currency": "usd", "destination": "acct_seller", "metadata": {"payout_id": "p1"}}
     )
     with pytest.raises(Exception):  # noqa: B017 - a decline only adds a failed charge
-        pay(client, "pm_card_chargeDeclined", key="po_declined")
+        charge_checkout(client, "co_declined", 1000, pm="pm_card_chargeDeclined")
     return sandbox
 
 
@@ -101,12 +112,13 @@ def test_balance_report_columns_and_rows(books):
     assert [r["reporting_category"] for r in rows] == ["charge"] * 4 + ["refund", "transfer"]
     charge, refund, transfer = rows[0], rows[4], rows[5]
     assert (charge["gross"], charge["fee"], charge["net"], charge["currency"]) == ("25.00", "1.03", "23.97", "usd")
-    assert charge["payment_metadata[payment_order_id]"] == "po_0"
-    assert charge["payment_metadata[checkout_id]"] == "co_test"
+    assert charge["payment_metadata[checkout_id]"] == "co_0"
+    assert charge["payment_metadata[charge_key]"] == "co_0#USD"
+    assert charge["payment_intent_id"].startswith("pi_") and charge["charge_id"].startswith("ch_")
     assert charge["source_id"] == charge["charge_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", charge["created_utc"])
     assert (refund["gross"], refund["net"], refund["charge_id"]) == ("-0.50", "-0.50", charge["charge_id"])
-    assert refund["payment_metadata[payment_order_id]"] == "po_0"  # the payment it refunds
+    assert refund["payment_metadata[checkout_id]"] == "co_0"  # the charge it refunds
     assert refund["refund_metadata[reason_id]"] == "r1"
     assert (transfer["gross"], transfer["connected_account_id"]) == ("-10.00", "acct_seller")
     assert transfer["transfer_metadata[payout_id]"] == "p1"
@@ -134,7 +146,7 @@ def test_payout_reconciliation_report(books):
         "balance_transaction_id",
         "created_utc",
     ]
-    assert {"order_id", "destination_payment_id", "payment_metadata[payment_order_id]"} <= set(header)
+    assert {"order_id", "destination_payment_id", "payment_metadata[checkout_id]"} <= set(header)
     assert all(r["automatic_payout_id"].startswith("po_") for r in rows)
     assert rows[-1]["destination_payment_id"].startswith("py_")
 
@@ -152,20 +164,22 @@ def test_separate_fee_rows(books):
 def test_each_plant_on_a_chosen_row(books):
     clean = {r["balance_transaction_id"]: r for r in _rows(build_report(books.state).to_csv())}
     targets = {
-        "amount_mismatch": "po_0",
-        "currency_mismatch": "po_1",
-        "missing_row": "po_2",
-        "duplicate_row": "po_3",
-        "malformed_row": "po_3",
-        "refund_not_in_ledger": "po_1",
-        "unknown_charge": "po_0",
+        "amount_mismatch": "co_0",
+        "currency_mismatch": "co_1",
+        "missing_row": "co_2",
+        "duplicate_row": "co_3",
+        "malformed_row": "co_3",
+        "refund_not_in_ledger": "co_1",
+        "unknown_charge": "co_0",
+        "intent_only": "co_1#USD",
+        "checkout_only": "co_3",
     }
     export = build_report(books.state, plant=list(PLANT_KINDS), targets=targets)
     rows = _rows(export.to_csv())
     planted = {p.kind: p for p in export.planted}
 
     assert set(planted) == set(PLANT_KINDS)
-    assert all(planted[k].payment_order_id == targets[k] for k in targets if k != "unknown_charge")
+    assert all(planted[k].checkout_id == targets[k].split("#")[0] for k in targets if k != "unknown_charge")
 
     def at(kind):
         return rows[planted[kind].row - 1]
@@ -183,8 +197,14 @@ def test_each_plant_on_a_chosen_row(books):
     assert refund["charge_id"] == planted["refund_not_in_ledger"].charge_id
     assert refund["source_id"] not in books.state.refunds
     unknown = at("unknown_charge")
-    assert unknown["payment_metadata[payment_order_id]"] == "po_unknown_1"
+    assert (unknown["payment_metadata[checkout_id]"], unknown["payment_metadata[charge_key]"]) == (
+        "co_unknown_1", "co_unknown_1#USD")
     assert unknown["charge_id"] not in books.state.charges
+    intent_only, checkout_only = at("intent_only"), at("checkout_only")
+    assert intent_only["payment_metadata[checkout_id]"] == intent_only["payment_metadata[charge_key]"] == ""
+    assert intent_only["payment_intent_id"] == planted["intent_only"].payment_intent_id
+    assert (checkout_only["payment_intent_id"], checkout_only["payment_metadata[checkout_id]"]) == ("", "co_3")
+    assert checkout_only["charge_id"] == planted["checkout_only"].charge_id
     assert len(rows) == len(clean) - 1 + 3  # one dropped; duplicate, unknown charge, refund added
 
 

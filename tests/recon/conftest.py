@@ -70,15 +70,29 @@ class Account:
     def put_order(self, payment_order_id: str, amount_minor: int, currency: str = "USD", *,
                   status: str = "SUCCESS", psp_reference: str | None = None,
                   created_at: str = "2026-11-24T12:00:00.000Z",
-                  psp: str | None = None, attempts: int = 1) -> None:
+                  psp: str | None = None, attempts: int = 1, checkout_id: str = "", charge_id: str | None = None
+                  ) -> None:
+        """An order of `checkout_id` (by default alone in its checkout `co_<payment_order_id>`), listed by the
+        checkout's payment event as the API lists it."""
+        checkout_id = checkout_id or f"co_{payment_order_id}"
+        self.list_in_checkout(checkout_id, payment_order_id, amount_minor, currency)
         item = {
-            "payment_order_id": payment_order_id, "checkout_id": f"co_{payment_order_id}",
+            "payment_order_id": payment_order_id, "checkout_id": checkout_id, "charge_id": charge_id,
             "seller_account": "seller_1", "amount_minor": amount_minor, "currency": currency,
             "payment_method": "pm_card_visa", "payment_order_status": status,
             "psp_reference": psp_reference, "attempts": attempts, "created_at": created_at,
             "updated_at": created_at, "psp": psp, "created_bucket": created_bucket(payment_order_id, created_at),
         }
         self.db.put_item(TableName="PaymentOrders", Item=to_item(item))
+
+    def list_in_checkout(self, checkout_id: str, payment_order_id: str, amount_minor: int, currency: str) -> None:
+        """Add an order to its checkout's payment event (alone: an order the orders table lacks)."""
+        summary = {"payment_order_id": payment_order_id, "seller_account": "seller_1", "amount_minor": amount_minor,
+                   "currency": currency}
+        self.db.update_item(
+            TableName="PaymentEvents", Key=to_item({"checkout_id": checkout_id}),
+            UpdateExpression="SET payment_orders = list_append(if_not_exists(payment_orders, :none), :one)",
+            ExpressionAttributeValues=to_item({":none": [], ":one": [summary]}))
 
     def put_transaction(self, kind: str, reference: str, amount_minor: int, currency: str = "USD",
                         description: str | None = None, payment_order_id: str = "") -> None:

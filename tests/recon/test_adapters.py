@@ -14,6 +14,7 @@ from functions.ledger.journal import Entry, Transaction
 from functions.recon import adapters
 from functions.recon.adapters import AwsFixes, DynamoLookup
 from functions.recon.matching import (
+    CHECKOUT_ATTRIBUTES,
     ORDER_ATTRIBUTES,
     ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
@@ -69,8 +70,21 @@ def test_window_orders_are_projected_too(account: Account, lookup: DynamoLookup)
     account.put_order("po_1", 1000, psp_reference="pi_1", psp="adyen")
     assert lookup.window_orders(["po_1", "po_2"]) == {"po_1": {
         "payment_order_id": "po_1", "amount_minor": 1000, "currency": "USD", "payment_order_status": "SUCCESS",
-        "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z"}}
+        "psp_reference": "pi_1", "psp": "adyen", "created_at": "2026-11-24T12:00:00.000Z", "checkout_id": "co_po_1"}}
     assert set(WINDOW_ORDER_ATTRIBUTES) >= set(ORDER_ATTRIBUTES)
+
+
+def test_a_checkouts_orders_come_from_its_payment_event_by_currency(account: Account,
+                                                                     lookup: DynamoLookup) -> None:
+    # Given a checkout of two sellers in USD and one in EUR, and one whose order the orders table lacks
+    for order_id, amount, currency in (("po_a", 1000, "USD"), ("po_b", 2500, "USD"), ("po_c", 700, "EUR")):
+        account.put_order(order_id, amount, currency, checkout_id="co_1")
+    account.list_in_checkout("co_2", "po_lost", 500, "USD")
+    # Then each checkout's order ids are listed by currency, 100 checkouts a request, unknown ones left out
+    ids = ["co_1", "co_2", "co_unknown", *(f"co_x{i}" for i in range(150))]
+    assert lookup.checkout_orders(ids) == {"co_1": {"USD": ["po_a", "po_b"], "EUR": ["po_c"]},
+                                           "co_2": {"USD": ["po_lost"]}}
+    assert CHECKOUT_ATTRIBUTES == ("checkout_id", "payment_orders")
 
 
 def test_an_orders_refunds_come_from_the_ledgers_order_index(account: Account, lookup: DynamoLookup) -> None:
@@ -146,7 +160,7 @@ def test_an_order_that_moved_on_since_it_was_read_is_not_restarted(account: Acco
 def test_keys_left_unprocessed_are_asked_again_with_the_same_projection(account: Account, lookup: DynamoLookup,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(6):
-        account.put_order(f"po_{i}", 100 + i, psp_reference=f"pi_{i}")
+        account.put_order(f"po_{i}", 100 + i, psp_reference=f"pi_{i}", charge_id=f"ch_{i}")
     real, requests, pauses = aws.client("dynamodb"), [], []
 
     class Throttled:

@@ -33,67 +33,86 @@ def reconcile(account: Account, key: str, fixture: str) -> dict:
 
 
 def plant_stripe(account: Account) -> None:
-    """Orders and ledger transactions that explain some rows of the Stripe file and not others."""
-    account.put_order("po_s_match", 10000, psp_reference="pi_s_match")
-    account.put_transaction("payin", "po_s_match", 10000)
-    account.put_order("po_s_amount", 4500, psp_reference="pi_s_amount")
-    account.put_order("po_s_cur", 2000, "EUR", psp_reference="pi_s_cur")
-    account.put_order("po_s_failed", 4000, status="FAILED", psp_reference="pi_s_failed")
-    account.put_order("po_s_stuck", 6000, status="EXECUTING", psp_reference="pi_s_stuck", attempts=2)
-    account.put_order("po_s_dup", 7000, psp_reference="pi_s_dup")
-    account.put_transaction("payin", "po_s_dup", 7000)
+    """Checkouts, orders and ledger transactions that explain some rows of the Stripe file and not others. Each
+    charge row is a checkout's charge in one currency."""
+    def paid_order(order_id: str, amount: int, checkout: str, reference: str, **extra: object) -> None:
+        account.put_order(order_id, amount, psp_reference=reference, checkout_id=checkout, **extra)  # type: ignore[arg-type]
+        account.put_transaction("payin", order_id, amount)
+
+    paid_order("po_s_match", 6000, "co_s_match", "pi_s_match")
+    paid_order("po_s_match2", 4000, "co_s_match", "pi_s_match")
+    account.put_order("po_s_amount", 2000, psp_reference="pi_s_amount", checkout_id="co_s_amount")
+    account.put_order("po_s_amount2", 2500, psp_reference="pi_s_amount", checkout_id="co_s_amount")
+    account.put_order("po_s_cur", 2000, "EUR", psp_reference="pi_s_cur", checkout_id="co_s_cur")
+    account.put_order("po_s_failed", 4000, status="FAILED", psp_reference="pi_s_failed", checkout_id="co_s_failed")
+    account.put_order("po_s_stuck", 6000, status="EXECUTING", psp_reference="pi_s_stuck", attempts=2,
+                      checkout_id="co_s_stuck")
+    paid_order("po_s_dup", 7000, "co_s_dup", "pi_s_dup")
     account.put_transaction("refund", "re_s02", 500)
-    account.put_order("po_s_byref", 2500, psp_reference="pi_s_byref")
-    account.put_transaction("payin", "po_s_byref", 2500)
-    account.put_order("po_s_late", 1500, psp_reference="pi_s_late", created_at="2026-11-24T23:49:00.000Z")
-    account.put_transaction("payin", "po_s_late", 1500)
+    paid_order("po_s_byref", 1500, "co_s_byref", "pi_s_byref")
+    paid_order("po_s_byref2", 1000, "co_s_byref", "pi_s_byref")
+    paid_order("po_s_bycheckout", 1200, "co_s_bycheckout", "pi_s_bycheckout", charge_id="ch_s17")
+    paid_order("po_s_lost1", 1000, "co_s_lost", "pi_s_lost")
+    account.list_in_checkout("co_s_lost", "po_s_lost2", 500, "USD")  # listed by its checkout, not in the table
+    paid_order("po_s_late", 1500, "co_s_late", "pi_s_late", created_at="2026-11-24T23:49:00.000Z")
     account.put_order("po_s_unsettled", 900, psp_reference="pi_s_unsettled", created_at="2026-11-24T12:00:00.000Z")
     account.put_order("po_s_after_cutoff", 800, psp_reference="pi_s_x", created_at="2026-11-24T22:30:00.000Z")
     account.put_order("po_a_elsewhere", 700, psp="adyen", created_at="2026-11-24T12:00:00.000Z")
 
 
 def test_stripe_balance_report_plants_every_category(account: Account) -> None:
-    # Given orders and ledger transactions that explain some rows of the file and not others
+    # Given checkouts, orders and ledger transactions that explain some rows of the file and not others
     plant_stripe(account)
 
     # When the file arrives
     report = reconcile(account, "incoming/stripe/balance_change_from_activity.itemized.3.csv",
                        "stripe/balance_change_from_activity.itemized.3.csv")
 
-    # Then every row and every order of the window ends in exactly one category, and each category is named
+    # Then every order a charge settles, every other row and every order of the window ends in exactly one
+    # category, and each category is named
     found = outcomes(report)
-    assert ("amount_mismatch", "po_s_amount") in found
+    # one order's amount off: each order of the charge is reported, against the charge's total
+    assert [e["explanation"] for e in found[("amount_mismatch", "po_s_amount2")]] == [
+        "the charge of checkout co_s_amount settled 50.00 USD; its 2 orders we hold sum to 45.00 USD"]
+    assert found[("amount_mismatch", "po_s_amount")][0]["checkout_id"] == "co_s_amount"
     assert ("currency_mismatch", "po_s_cur") in found
-    assert ("missing_in_ledger", "po_s_ghost") in found
+    assert found[("missing_in_ledger", "pi_s_ghost")][0]["checkout_id"] == "co_s_ghost"
     assert found[("missing_in_ledger", "po_s_failed")][0]["unexplained"] is True
     stuck = found[("missing_in_ledger", "po_s_stuck")][0]
     assert stuck["fix"] == "workflow_restarted" and stuck["unexplained"] is False
-    assert found[("duplicate_settlement", "po_s_dup")][0]["line"] == 9
-    assert [e["psp_reference"] for e in found[("status_mismatch", "po_s_match")]] == ["pi_s_match", "pi_s_match"]
-    assert {e["row_kind"] for e in found[("status_mismatch", "po_s_match")]} == {"refund", "dispute"}
-    assert found[("malformed_row", "po_s_bad")][0]["explanation"] == "'abc' is not a decimal amount"
+    assert found[("duplicate_settlement", "pi_s_dup")][0]["line"] == 9
+    assert [e["row_kind"] for e in found[("status_mismatch", "po_s_match")]] == ["refund"]
+    # a dispute names no order: found by its PaymentIntent (one order's here)
+    assert [e["row_kind"] for e in found[("status_mismatch", "po_s_dup")]] == ["dispute"]
+    assert found[("malformed_row", "pi_s_bad")][0]["explanation"] == "'abc' is not a decimal amount"
+    # a charge of a checkout with an order the orders table lacks
+    assert found[("missing_in_ledger", "po_s_lost2")][0]["explanation"] == \
+        "checkout co_s_lost lists this order, the orders table has no such order"
+    assert ("amount_mismatch", "po_s_lost1") in found
     assert ("missing_in_settlement", "po_s_unsettled") in found
-    assert not any(k[1] in ("po_s_after_cutoff", "po_a_elsewhere", "po_s_byref", "po_s_late") for k in found)
+    # found by its PaymentIntent alone (po_s_byref*), by its checkout alone (po_s_bycheckout): matched
+    assert not any(k[1] in ("po_s_after_cutoff", "po_a_elsewhere", "po_s_byref", "po_s_byref2", "po_s_bycheckout",
+                            "po_s_late", "po_s_match2") for k in found)
     counts = {c: v["count"] for c, v in report["categories"].items()}
     assert set(counts) == ALL and all(counts[c] > 0 for c in ALL)
-    # 16 rows (15 parsed + 1 malformed) + 1 unsettled order
-    assert sum(counts.values()) == 17
-    assert counts["matched"] == 7  # match, dup (first), refund re_s02, fee, byref, payout, late
-    assert report["categories"]["amount_mismatch"]["amounts"] == {"USD": "50.00"}
+    # 18 rows, of which 4 charges settle 2 orders each, + 1 unsettled order
+    assert sum(counts.values()) == 23
+    assert counts["matched"] == 10  # match (2), dup (first), refund re_s02, fee, byref (2), payout, late, bycheckout
+    assert report["categories"]["amount_mismatch"]["amounts"] == {"USD": "55.00"}  # our amounts of its 3 orders
 
     # The stuck order is completed through the workflow, with the order's fields and the next attempt
     [execution] = account.executions()
     assert execution["name"].startswith("po_s_stuck-recon-")
     work = json.loads(execution["input"])
-    assert (work["attempt"], work["checkout_id"], work["psp_reference"]) == (3, "co_po_s_stuck", "pi_s_stuck")
+    assert (work["attempt"], work["checkout_id"], work["psp_reference"]) == (3, "co_s_stuck", "pi_s_stuck")
     # PSP fees become ledger fee transactions: per charge row and the separate fee row
     fees = account.ledger_ids("fee#")
-    assert {"fee#txn_s01", "fee#txn_s11", "fee#txn_s12", "fee#txn_s14"} <= fees
+    assert {"fee#txn_s01", "fee#txn_s11", "fee#txn_s12", "fee#txn_s14", "fee#txn_s17"} <= fees
     # One review message per unexplained discrepancy
     messages = account.review_messages()
-    assert len(messages) == report["unexplained"] == 8  # missing_in_settlement is carried, not raised yet
+    assert len(messages) == report["unexplained"] == 11  # missing_in_settlement is carried, not raised yet
     assert Counter(m["category"] for m in messages)["status_mismatch"] == 2
-    assert len({m["discrepancy_id"] for m in messages}) == 8
+    assert len({m["discrepancy_id"] for m in messages}) == 11
 
 
 def test_the_csv_report_names_every_category(account: Account) -> None:
@@ -104,8 +123,9 @@ def test_the_csv_report_names_every_category(account: Account) -> None:
     assert {r["category"] for r in rows if r["record"] == "summary"} == ALL
     discrepancies = [r for r in rows if r["record"] == "discrepancy"]
     assert {r["category"] for r in discrepancies} == ALL - {"matched"}
-    ghost = next(r for r in discrepancies if r["payment_order_id"] == "po_s_ghost")
-    assert (ghost["their_amount"], ghost["their_currency"], ghost["our_amount"]) == ("30.00", "USD", "")
+    ghost = next(r for r in discrepancies if r["psp_reference"] == "pi_s_ghost")
+    assert (ghost["their_amount"], ghost["their_currency"], ghost["our_amount"], ghost["checkout_id"]) == (
+        "30.00", "USD", "", "co_s_ghost")
 
 
 def test_stripe_payout_report_in_utf16_with_comma_decimals(account: Account) -> None:

@@ -132,10 +132,10 @@ def test_the_s3_test_event_is_acknowledged(account: Account) -> None:
 
 
 def stripe_file(*rows: tuple[str, str, str, str, str]) -> bytes:
-    """A minimal Stripe report (a subset of columns, in another order): bt, created, gross, pi, order id."""
+    """A minimal Stripe report (a subset of columns, in another order): bt, created, gross, pi, checkout id."""
     lines = ["reporting_category,Balance_Transaction_ID , created_utc,gross,currency,payment_intent_id,"
-             "payment_metadata[payment_order_id]"]
-    lines += [f"charge,{bt},{created},{gross},usd,{pi},{order}" for bt, created, gross, pi, order in rows]
+             "payment_metadata[checkout_id]"]
+    lines += [f"charge,{bt},{created},{gross},usd,{pi},{checkout}" for bt, created, gross, pi, checkout in rows]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -149,7 +149,7 @@ def test_unsettled_orders_are_carried_then_raised_once_then_cleared(account: Acc
     account.put_transaction("payin", "po_2", 3000)
 
     # Day 1: po_late is in the window but not in the file: carried, not raised
-    account.drop("incoming/stripe/d1.csv", stripe_file(("t1", "2026-11-24 10:00:01", "10.00", "pi_1", "po_1"),
+    account.drop("incoming/stripe/d1.csv", stripe_file(("t1", "2026-11-24 10:00:01", "10.00", "pi_1", "co_po_1"),
                                                        ("t2", "2026-11-24 23:00:00", "1.00", "pi_x", "")))
     account.deliver()
     [entry] = [e for e in account.report("reports/stripe/d1.csv.json")["discrepancies"]
@@ -159,7 +159,7 @@ def test_unsettled_orders_are_carried_then_raised_once_then_cleared(account: Acc
 
     # Day 4: still not settled by a later file: raised, once
     at(datetime(2026, 11, 28, 6, 1, tzinfo=UTC), monkeypatch)
-    account.drop("incoming/stripe/d4.csv", stripe_file(("t3", "2026-11-27 10:00:01", "30.00", "pi_2", "po_2")))
+    account.drop("incoming/stripe/d4.csv", stripe_file(("t3", "2026-11-27 10:00:01", "30.00", "pi_2", "co_po_2")))
     account.deliver()
     raised = [m for m in account.review_messages() if m["category"] == "missing_in_settlement"]
     assert [m["payment_order_id"] for m in raised] == ["po_late"]
@@ -169,7 +169,7 @@ def test_unsettled_orders_are_carried_then_raised_once_then_cleared(account: Acc
 
     # Day 5: a late file settles it: the carry is cleared
     at(datetime(2026, 11, 29, 6, 0, tzinfo=UTC), monkeypatch)
-    account.drop("incoming/stripe/d5.csv", stripe_file(("t5", "2026-11-24 12:00:01", "20.00", "pi_late", "po_late")))
+    account.drop("incoming/stripe/d5.csv", stripe_file(("t5", "2026-11-24 12:00:01", "20.00", "pi_late", "co_po_late")))
     account.deliver()
     sha = account.report("reports/stripe/d5.csv.json")["sha256"]
     run = account.db.get_item(TableName="Recon", Key={"pk": {"S": f"FILE#{sha}"}, "sk": {"S": "RUN"}})["Item"]

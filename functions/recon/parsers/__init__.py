@@ -15,6 +15,8 @@ from functions.recon.rows import ChargeBlock, ParsedRow
 PARSERS = {"stripe": stripe.parse, "adyen": adyen.parse, "paypal": paypal.parse}
 # Formats read in ChargeBlocks; each yields rows as well (what it does not read as columns).
 COLUMNAR = {"stripe": stripe.stream}
+# Formats whose charge is a checkout's charge in one currency (the others settle one order a charge).
+CHARGED_PER_CHECKOUT = frozenset({"stripe"})
 
 Item = TypeVar("Item")
 

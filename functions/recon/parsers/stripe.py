@@ -48,6 +48,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "order_id": ("payment_metadata[payment_order_id]", "charge_metadata[payment_order_id]",
                  "metadata[payment_order_id]"),
     "refund_order_id": ("refund_metadata[payment_order_id]",),
+    # A charge of a checkout in one currency names the checkout (and its charge key, `<checkout_id>#<CURRENCY>`).
+    "checkout_id": ("payment_metadata[checkout_id]", "charge_metadata[checkout_id]", "metadata[checkout_id]"),
+    "charge_key": ("payment_metadata[charge_key]", "charge_metadata[charge_key]", "metadata[charge_key]"),
 }
 REQUIRED = ("balance_transaction_id", "currency", "gross", "category")
 # The currency codes as Stripe writes them (lower case) and as we do, to the code.
@@ -106,7 +109,7 @@ class Layout:
 
 
 FIELDS = ("balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
-          "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id")
+          "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id", "checkout_id", "charge_key")
 
 
 def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]:
@@ -119,7 +122,7 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
     """
     width = layout.width
     bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
-        order_at, refund_order_at = layout.positions
+        order_at, refund_order_at, checkout_at, charge_key_at = layout.positions
     payout, exponents, kinds, limit, from_iso = RowKind.PAYOUT, CURRENCY_EXPONENTS, KINDS, csv.field_size_limit(), \
         datetime.fromisoformat
     new_money, set_minor, set_currency = MONEY_MAKER
@@ -140,6 +143,7 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
         row.append("")
         order_id = row[order_at].strip() or row[refund_order_at].strip()
         intent = row[intent_at].strip() or row[charge_at].strip()
+        checkout = row[checkout_at].strip() or row[charge_key_at].strip().rpartition("#")[0]
         try:
             # Common spellings map to shared objects (no new string per row); others are normalised here.
             category = row[category_at].strip()
@@ -178,7 +182,7 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
                 last_moment = moment
             occurred = last_occurred
         except (MoneyError, ValueError) as error:
-            yield MalformedRow(line, str(error), order_id, intent)
+            yield MalformedRow(line, str(error), order_id, intent, checkout)
             continue
         source = row[source_at].strip()
         # Money of an int and a currency already checked, as known_money makes it, without a call per amount.
@@ -197,21 +201,23 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
             set_minor(net_money, net)
             set_currency(net_money, currency)
         yield SettlementRow(line, kind, row[bt].strip(), order_id, intent, source, gross_money, fee_money, net_money,
-                            occurred, source if kind is payout else row[payout_at].strip(), category)
+                            occurred, source if kind is payout else row[payout_at].strip(), category, checkout)
 
 
 # -- columns: the plain charges of a UTF-8 file read in bulk ------------------------------------------------------
 
 # A plain charge: the category `charge`, a currency of two decimals as we or Stripe spell it, non-negative
 # amounts `1234.56`, a real calendar time `2026-01-30 10:11:12` (29 February is left to the row parser), and ids in
-# printable ASCII without spaces, which strip() leaves as they are (the order id and the PSP reference not empty).
+# printable ASCII without spaces, which strip() leaves as they are (the checkout id and the PSP reference not
+# empty). A charge that names an order (a per-order charge, before checkouts were charged once) is read as a row.
 _AMOUNT = r"[0-9]{1,15}\.[0-9]{2}"
 _DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
 _MOMENT = r"[1-9][0-9]{3}-" + _DAY + r" ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 _ID, _OPTIONAL_ID = "[!-~]+", "[!-~]*"
 _PLAIN_CURRENCIES = pa.array(sorted(spelling for spelling, code in SPELLINGS.items() if CURRENCY_EXPONENTS[code] == 2))
 # The patterns of the other cells; a column the file lacks is not checked (its cell is empty).
-_PLAIN = (("gross", _AMOUNT), ("fee", _AMOUNT), ("created", _MOMENT), ("order_id", _ID), ("reference", _ID),
+_PLAIN = (("gross", _AMOUNT), ("fee", _AMOUNT), ("created", _MOMENT), ("checkout_id", _ID), ("reference", _ID),
+          ("order_id", ""),
           ("balance_transaction_id", _OPTIONAL_ID), ("source_id", _OPTIONAL_ID), ("payout_id", _OPTIONAL_ID))
 
 
@@ -294,10 +300,10 @@ class _ArrowReader:
         reference = next((name for name in ("payment_intent_id", "charge_id") if layout.has(name)), None)
         self.fields = {name: f"c{layout.position(name)}" for name in (
             "balance_transaction_id", "created", "currency", "gross", "fee", "category", "source_id", "payout_id",
-            "order_id") if layout.has(name)}
+            "order_id", "checkout_id") if layout.has(name)}
         if reference:
             self.fields["reference"] = f"c{layout.position(reference)}"
-        self.usable = all(name in self.fields for name in ("created", "fee", "order_id", "reference"))
+        self.usable = all(name in self.fields for name in ("created", "fee", "checkout_id", "reference"))
         # The cells are checked in one pass, joined by spaces: only a time holds one, in its one place, so every
         # cell is matched by its own pattern.
         self.checked = [name for name, _ in _PLAIN if name in self.fields]
@@ -374,7 +380,7 @@ class _ArrowReader:
         fields = self.fields
         block.lines = pc.add(indices, line + 1).to_numpy().tolist()
         block.row_ids = texts(fields.get("balance_transaction_id"))
-        block.order_ids = texts(fields["order_id"])
+        block.checkout_ids = texts(fields["checkout_id"])
         block.references = texts(fields["reference"])
         block.sources = _OnDemand(taken.column(fields["source_id"])) if "source_id" in fields \
             else [""] * taken.num_rows
