@@ -38,7 +38,7 @@ RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "
 TARGET_API, TARGET_OTHER = 1.5, 2.5  # issue 14: times a bare `import boto3`
 BARE = "boto3"
 CHILD = "import sys, time\nsys.path[:0] = {front!r}\nsys.path += {back!r}\n" \
-        "start = time.perf_counter()\nimport {module}\nprint(time.perf_counter() - start)\n"
+        "start = time.process_time()\nimport {module}\nprint(time.process_time() - start)\n"
 
 
 def runtime_folder() -> Path:
