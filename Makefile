@@ -49,10 +49,11 @@ demo: synth  ## storefront demo against a running `make run` (or its own stack):
 chaos: synth  ## seeded fault-injection run: SEED=1 ORDERS=10000
 	$(PY) -m verification.chaos --seed $(or $(SEED),1) --orders $(or $(ORDERS),10000)
 
-bench: synth  ## benchmarks: cost model, local throughput, reconciliation
+bench: synth  ## benchmarks: cost model, local throughput, reconciliation, cold start
 	$(PY) benchmarks/cost_model.py
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/recon_bench.py
+	$(PY) benchmarks/cold_start.py
 
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the code
 	$(PY) -c "from functions.payment.api import openapi_document; print(openapi_document())" > docs/openapi.json

@@ -66,8 +66,9 @@ def _module_file(module: str) -> Path | None:
 
 
 def _imported(module: str, source: Path) -> set[str]:
-    """Every module named by an import in `source`, lazy ones inside functions included (the package must be
-    there when they run); imports under `if TYPE_CHECKING:` are not run and are skipped."""
+    """Every module named by an import in `source`, lazy ones included (inside functions, or
+    functions/shared/lazy.py's `deferred("name")`: the package must be there when they run); imports under
+    `if TYPE_CHECKING:` are not run and are skipped."""
     found: set[str] = set()
     package = module if source.name == "__init__.py" else module.rpartition(".")[0]
 
@@ -76,6 +77,8 @@ def _imported(module: str, source: Path) -> set[str]:
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "deferred" and node.args:
+            found.add(ast.literal_eval(node.args[0]))
         elif isinstance(node, ast.ImportFrom):
             anchor = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
             base = ".".join(filter(None, [anchor, node.module]))
@@ -88,8 +91,8 @@ def _imported(module: str, source: Path) -> set[str]:
     return found
 
 
-def third_party_imports(handler_module: str) -> set[str]:
-    """Top-level names of the packages a handler module reaches through functions/ modules."""
+def top_level_imports(handler_module: str) -> set[str]:
+    """Top-level names of the modules outside functions/ that a handler module reaches through functions/."""
     seen: set[str] = set()
     todo, outside = [handler_module], set()
     while todo:
@@ -103,7 +106,21 @@ def third_party_imports(handler_module: str) -> set[str]:
             for name in _imported(parent, source):
                 top = name.split(".")[0]
                 todo.append(name) if top == "functions" else outside.add(top)
-    return {name for name in outside if name not in sys.stdlib_module_names and name != "__future__"}
+    return outside
+
+
+def third_party_imports(handler_module: str) -> set[str]:
+    return {n for n in top_level_imports(handler_module) if n not in sys.stdlib_module_names and n != "__future__"}
+
+
+# PEP 594: gone from the standard library in 3.13, still there on the 3.11 the tests run on.
+REMOVED_IN_313 = {"aifc", "audioop", "cgi", "cgitb", "chunk", "crypt", "imghdr", "mailcap", "msilib", "nis",
+                  "nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib", "lib2to3"}
+
+
+def test_no_handler_imports_what_python_313_removed(synth):
+    for handler in _handlers_and_layers(synth):
+        assert not top_level_imports(handler.rpartition(".")[0]) & REMOVED_IN_313, handler
 
 
 def test_the_import_walk_finds_the_sdks_behind_the_shared_modules():
