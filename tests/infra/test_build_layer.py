@@ -40,6 +40,8 @@ class FakePip:
 
     def __call__(self, command: list[str], check: bool) -> subprocess.CompletedProcess:
         self.calls.append(command)
+        if "compileall" in command:
+            return subprocess.CompletedProcess(command, 0)
         target = Path(command[command.index("--target") + 1])
         pins = [arg for arg in command if "==" in arg]
         for pin in pins:
@@ -61,6 +63,15 @@ def _distribution(target: Path, package: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
     files = [f"{package}/__init__.py", f"{info.name}/METADATA", f"{info.name}/RECORD", "../../bin/tool"]
     (info / "RECORD").write_text("".join(f"{f},,\n" for f in files))
+
+
+REAL_TARGET_INTERPRETER = build_layer.target_interpreter
+
+
+@pytest.fixture(autouse=True)
+def no_target_interpreter(monkeypatch):
+    """No python3.13 for the builds of these tests, unless a test gives one."""
+    monkeypatch.setattr(build_layer, "target_interpreter", lambda target: None)
 
 
 @pytest.fixture
@@ -189,6 +200,41 @@ def test_a_layer_that_would_shadow_the_runtime_boto3_is_refused(tmp_path, monkey
     with pytest.raises(SystemExit, match="boto3"):
         build_layer.build(tmp_path / "base", "base")
     assert not (tmp_path / "base").exists()
+
+
+def test_the_layer_is_compiled_by_the_target_interpreter_when_there_is_one(tmp_path, fake_pip, monkeypatch):
+    monkeypatch.setattr(build_layer, "target_interpreter", lambda target: "/usr/bin/python3.13")
+    build_layer.build(tmp_path / "base", "base")
+    compile_command = fake_pip.calls[-1]
+    assert compile_command[:3] == ["/usr/bin/python3.13", "-m", "compileall"]
+    assert "unchecked-hash" in compile_command and compile_command[-1] == str(tmp_path / "base.partial" / "python")
+    assert json.loads((tmp_path / "base" / ".stamp").read_text())["bytecode"] is True
+
+
+def test_without_the_target_interpreter_the_layer_has_no_bytecode_and_says_so(tmp_path, fake_pip, monkeypatch,
+                                                                              capsys):
+    monkeypatch.setattr(build_layer, "target_interpreter", lambda target: None)
+    build_layer.build(tmp_path / "base", "base")
+    assert all("compileall" not in call for call in fake_pip.calls)
+    assert "ships no bytecode" in capsys.readouterr().err
+    # a python3.13 installed later makes the stamp differ: the layer is rebuilt with bytecode
+    monkeypatch.setattr(build_layer, "target_interpreter", lambda target: "/usr/bin/python3.13")
+    assert build_layer.build(tmp_path / "base", "base") is True
+
+
+def test_an_interpreter_is_taken_only_when_it_runs_the_target_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_layer, "target_interpreter", REAL_TARGET_INTERPRETER)
+    shim = tmp_path / "python3.13"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2; exit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("LAYER_PYTHON", str(shim))
+    monkeypatch.setattr(build_layer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build_layer.Path, "home", lambda: tmp_path)
+    assert build_layer.target_interpreter(build_layer.LAMBDA) is None
+    monkeypatch.setenv("LAYER_PYTHON", sys.executable)  # a real interpreter, of its own version
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert build_layer.target_interpreter(build_layer.Target(host, ("any",))) == sys.executable
+    assert build_layer.target_interpreter(build_layer.Target(host)) is None  # a host build compiles itself
 
 
 def test_main_builds_every_layer_and_clears_the_single_layer_of_before(tmp_path, fake_pip):
