@@ -19,13 +19,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-build/layer/.stamp: $(STAMP) scripts/build_layer.py pyproject.toml
-	$(PY) scripts/build_layer.py
+# One layer each (scripts/build_layer.py); a layer whose pins did not change is only re-stamped, not rebuilt.
+LAYERS := base psp recon
+build/layer/%/.stamp: $(STAMP) scripts/build_layer.py pyproject.toml
+	$(PY) scripts/build_layer.py --layer $*
 
-cdk.out/MarketPay.template.json: build/layer/.stamp $(shell find infra functions -name '*.py' 2>/dev/null) cdk.json
+cdk.out/MarketPay.template.json: $(LAYERS:%=build/layer/%/.stamp) $(shell find infra functions -name '*.py' 2>/dev/null) cdk.json
 	$(PY) infra/app.py
 
-synth: cdk.out/MarketPay.template.json  ## synthesize the CDK app into cdk.out (offline)
+synth: cdk.out/MarketPay.template.json  ## synthesize the CDK app into cdk.out (offline); prints each function's size
+	@$(PY) scripts/function_sizes.py cdk.out
 
 run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5000, PSP sandbox on :12111
 	$(PY) -m local
@@ -46,10 +49,11 @@ demo: synth  ## storefront demo against a running `make run` (or its own stack):
 chaos: synth  ## seeded fault-injection run: SEED=1 ORDERS=10000
 	$(PY) -m verification.chaos --seed $(or $(SEED),1) --orders $(or $(ORDERS),10000)
 
-bench: synth  ## benchmarks: cost model, local throughput, reconciliation
+bench: synth  ## benchmarks: cost model, local throughput, reconciliation, cold start
 	$(PY) benchmarks/cost_model.py
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/recon_bench.py
+	$(PY) benchmarks/cold_start.py
 
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the code
 	$(PY) -c "from functions.payment.api import openapi_document; print(openapi_document())" > docs/openapi.json

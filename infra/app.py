@@ -1,7 +1,8 @@
 """CDK app entry point: `python infra/app.py` (or `cdk synth`) writes cdk.out/MarketPay.template.json offline.
 
 Settings come from CDK context (`cdk synth -c key=value`, or CDK_CONTEXT_JSON) with defaults in infra/names.py;
-the layer folder may also be given as MARKETPAY_LAYER_DIR (tests point it at a stand-in).
+the folder of the layers (build/layer, holding <name>/python) may also be given as MARKETPAY_LAYER_DIR (tests
+point it at a stand-in).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from infra import names  # noqa: E402
+from infra.constructs.functions import LAYERS  # noqa: E402
 from infra.stack import MarketPayStack, StackSettings  # noqa: E402
 
 # Feature flags live here, not in cdk.json, so `python infra/app.py` and `cdk synth` build the same template.
@@ -41,8 +43,9 @@ def build_app() -> cdk.App:
     layer_dir = Path(context(names.CTX_LAYER_DIR) or os.environ.get(names.ENV_LAYER_DIR) or names.DEFAULT_LAYER_DIR)
     if not layer_dir.is_absolute():
         layer_dir = REPO_ROOT / layer_dir
-    if not (layer_dir / "python").is_dir():
-        sys.exit(f"layer folder {layer_dir}/python is missing: run `python scripts/build_layer.py` first")
+    missing = [str(layer_dir / name / "python") for name in LAYERS if not (layer_dir / name / "python").is_dir()]
+    if missing:
+        sys.exit(f"layer folders {missing} are missing: run `python scripts/build_layer.py` first")
     settings = StackSettings(
         repo_root=REPO_ROOT,
         layer_dir=layer_dir,

@@ -1,8 +1,9 @@
 """The Lambda functions of docs/design.md, their triggers and one least-privilege role each.
 
 Code: one asset of the repository root that keeps only `functions/`, so handlers read `functions.<part>...`.
-Dependencies: one layer from `build/layer` (scripts/build_layer.py). Each function logs to its own LogGroup
-(no log-retention custom resource) and gets exactly the table actions, queues and parameters it uses.
+Dependencies: the layers of `build/layer/<name>` (scripts/build_layer.py), each function only those it imports.
+Each function logs to its own LogGroup (no log-retention custom resource) and gets exactly the table actions,
+queues and parameters it uses.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
 from infra.nag import acknowledge, arn_placeholder
 
-RUNTIME = lambda_.Runtime.PYTHON_3_11
+RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 # Git-style patterns on the repository root: drop every top-level entry but functions/, and bytecode.
 CODE_EXCLUDES = ["/*", "!/functions/", "__pycache__/", "*.pyc"]
 
 LAYER_STAMP = ".stamp"  # scripts/build_layer.py's record of what it built: not part of the layer
+LAYER_METADATA = "MarketPayLayer"  # the layer's name on its template resource (scripts/function_sizes.py)
+BASE_LAYER = "base"
+# Every function gets the base layer; these also get the layers of the SDKs they import (the PSP SDK through
+# functions/shared/psp.py, Arrow for recon). tests/infra/test_layer_sizes.py holds this to the imports.
+EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.RECON_FN.name: ("recon",)}
+LAYERS = (BASE_LAYER, *sorted({layer for extra in EXTRA_LAYERS.values() for layer in extra}))
 
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
 # TransactWriteItems has no IAM action of its own: each item needs the action it performs.
@@ -58,14 +65,7 @@ class Functions(Construct):
         self._tables = tables
         self._queues = queues
         self._code = lambda_.Code.from_asset(str(repo_root), exclude=CODE_EXCLUDES, ignore_mode=IgnoreMode.GIT)
-        self._layer = lambda_.LayerVersion(
-            self,
-            "Dependencies",
-            code=lambda_.Code.from_asset(str(layer_dir), exclude=[LAYER_STAMP]),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[ARCHITECTURE],
-            description="MarketPay runtime dependencies (scripts/build_layer.py)",
-        )
+        self._layers = {name: self._layer(name, layer_dir / name) for name in LAYERS}
         # Table names for every function: functions/shared/config.py requires them at cold start. A name is
         # not a permission; the roles below decide what each function may touch.
         self._common_env = {
@@ -102,8 +102,8 @@ class Functions(Construct):
         acknowledge(
             self,
             "AwsSolutions-L1",
-            "Python 3.11 on purpose: the development and CI interpreter and the layer's cp311 wheels "
-            "(scripts/build_layer.py); the runtime moves together with them, not alone.",
+            "Python 3.13, not 3.14: the recon layer's pins (pyarrow 20.0.0, numpy 2.2.6) publish no cp314 "
+            "wheels; the runtime moves together with them (docs/decisions.md, 2026-12-04).",
         )
         self._grant_table_access()
         self._grant_queue_access()
@@ -112,6 +112,18 @@ class Functions(Construct):
         self._add_triggers()
 
     # --- construction -------------------------------------------------------------------------------------
+
+    def _layer(self, name: str, folder: Path) -> lambda_.LayerVersion:
+        layer = lambda_.LayerVersion(
+            self,
+            f"{name.capitalize()}Layer",
+            code=lambda_.Code.from_asset(str(folder), exclude=[LAYER_STAMP]),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description=f"MarketPay {name} layer (scripts/build_layer.py)",
+        )
+        layer.node.default_child.add_metadata(LAYER_METADATA, name)
+        return layer
 
     def _function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:
         role = iam.Role(
@@ -136,7 +148,7 @@ class Functions(Construct):
             architecture=ARCHITECTURE,
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_s),
-            layers=[self._layer],
+            layers=[self._layers[name] for name in (BASE_LAYER, *EXTRA_LAYERS.get(spec.name, ()))],
             role=role,
             log_group=log_group,
             environment={**self._common_env, names.ENV_SERVICE_NAME: spec.service, **(env or {})},

@@ -78,11 +78,14 @@ def run_app(outdir: Path, layer_dir: Path, context: dict[str, Any] | None = None
 
 @pytest.fixture(scope="session")
 def stand_in_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layer = tmp_path_factory.mktemp("layer")
-    (layer / "python").mkdir()
-    (layer / "python" / "README").write_text("stand-in for build/layer in infra tests\n")
-    (layer / ".stamp").write_text("{}\n")  # as scripts/build_layer.py leaves it
-    return layer
+    from infra.constructs.functions import LAYERS
+
+    root = tmp_path_factory.mktemp("layer")
+    for name in LAYERS:
+        (root / name / "python").mkdir(parents=True)
+        (root / name / "python" / "README").write_text(f"stand-in for build/layer/{name} in infra tests\n")
+        (root / name / ".stamp").write_text("{}\n")  # as scripts/build_layer.py leaves it
+    return root
 
 
 @pytest.fixture(scope="session")

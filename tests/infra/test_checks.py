@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra import names
+from infra.constructs.functions import LAYER_METADATA, LAYERS
 from tests.infra.conftest import REPO_ROOT, run_app
 
 # One synthesis per xdist worker: keep every test that reads it on the same worker (--dist loadgroup).
@@ -71,12 +72,14 @@ def test_each_handler_string_names_a_module_and_function_in_the_asset(synth, fun
     assert f"def {attribute}(" in source.read_text()
 
 
-def test_the_layer_asset_is_the_layer_folder(synth, stand_in_layer):
-    (layer,) = synth.of_type("AWS::Lambda::LayerVersion").values()
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_layer_asset_is_its_layer_folder(synth, stand_in_layer, name):
+    (layer,) = [r for r in synth.of_type("AWS::Lambda::LayerVersion").values()
+                if r["Metadata"][LAYER_METADATA] == name]
     asset = _asset_dir(synth, layer["Properties"]["Content"]["S3Key"])
-    assert (asset / "python" / "README").read_text() == (stand_in_layer / "python" / "README").read_text()
+    assert (asset / "python" / "README").read_text() == (stand_in_layer / name / "python" / "README").read_text()
     assert not (asset / ".stamp").exists()
-    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.11"]
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
 
 

@@ -7,6 +7,7 @@ from aws_cdk.assertions import Match, Template
 
 from functions.shared import tables
 from infra import names
+from infra.constructs.functions import BASE_LAYER, EXTRA_LAYERS, LAYER_METADATA
 from tests.infra.support import render
 from tests.support import aws as moto_tables
 
@@ -219,15 +220,15 @@ def test_there_are_exactly_the_eight_functions_of_the_design(synth):
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
-def test_each_function_runs_python_311_on_arm_with_the_layer(synth, function):
+def test_each_function_runs_python_313_on_arm_with_the_base_layer_first(synth, function):
     props = synth.props(function_id(synth, function))
     assert props["Handler"] == function.handler
-    assert props["Runtime"] == "python3.11"
+    assert props["Runtime"] == "python3.13"
     assert props["Architectures"] == ["arm64"]
     assert props["MemorySize"] == function.memory_mb
     assert props["Timeout"] == function.timeout_s
-    (layer,) = synth.of_type("AWS::Lambda::LayerVersion")
-    assert props["Layers"] == [{"Ref": layer}]
+    layers = [synth.resources[ref["Ref"]]["Metadata"][LAYER_METADATA] for ref in props["Layers"]]
+    assert layers == [BASE_LAYER, *EXTRA_LAYERS.get(function.name, ())]
 
 
 def test_timeouts_and_memory_follow_the_brief():

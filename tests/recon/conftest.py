@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute  # noqa: F401  (the parser imports Arrow on first use: loaded here, before hypothesis
+import pyarrow.csv  # noqa: F401  times a test's first example against its deadline)
 import pytest
 from moto import mock_aws
 

@@ -13,11 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-
 from functions.recon.errors import UnparseableFile
 from functions.recon.parsers.chunks import CHUNK, RecordChunks
 from functions.recon.parsers.text import (
@@ -31,7 +26,15 @@ from functions.recon.parsers.text import (
     utc_timestamp,
 )
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
+from functions.shared.lazy import deferred
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+
+# Arrow and numpy (~130 ms to import) only when a UTF-8 Stripe report is read in columns: other files, other PSPs
+# and the rest of recon's cold start go without them (benchmarks/cold_start.py).
+np = deferred("numpy")
+pa = deferred("pyarrow")
+pc = deferred("pyarrow.compute")
+pacsv = deferred("pyarrow.csv")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "balance_transaction_id": ("balance_transaction_id",),
@@ -214,7 +217,7 @@ _AMOUNT = r"[0-9]{1,15}\.[0-9]{2}"
 _DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
 _MOMENT = r"[1-9][0-9]{3}-" + _DAY + r" ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 _ID, _OPTIONAL_ID = "[!-~]+", "[!-~]*"
-_PLAIN_CURRENCIES = pa.array(sorted(spelling for spelling, code in SPELLINGS.items() if CURRENCY_EXPONENTS[code] == 2))
+_PLAIN_CURRENCIES = tuple(sorted(spelling for spelling, code in SPELLINGS.items() if CURRENCY_EXPONENTS[code] == 2))
 # The patterns of the other cells; a column the file lacks is not checked (its cell is empty).
 _PLAIN = (("gross", _AMOUNT), ("fee", _AMOUNT), ("created", _MOMENT), ("checkout_id", _ID), ("reference", _ID),
           ("order_id", ""),
@@ -304,6 +307,7 @@ class _ArrowReader:
         if reference:
             self.fields["reference"] = f"c{layout.position(reference)}"
         self.usable = all(name in self.fields for name in ("created", "fee", "checkout_id", "reference"))
+        self.plain_currencies = pa.array(_PLAIN_CURRENCIES)
         # The cells are checked in one pass, joined by spaces: only a time holds one, in its one place, so every
         # cell is matched by its own pattern.
         self.checked = [name for name, _ in _PLAIN if name in self.fields]
@@ -358,7 +362,7 @@ class _ArrowReader:
         """Which rows are plain charges: every cell we use in the one form the row parser reads inline."""
         fields = self.fields
         plain = pc.equal(table.column(fields["category"]), "charge")
-        plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=_PLAIN_CURRENCIES))
+        plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=self.plain_currencies))
         cells = pc.binary_join_element_wise(*(table.column(fields[name]) for name in self.checked), " ")
         return pc.and_(plain, pc.match_substring_regex(cells, self.pattern))
 
