@@ -264,7 +264,7 @@ def test_the_trimmed_pyarrow_and_numpy_still_read_a_stripe_report(tmp_path):
         "assert pyarrow.__file__.startswith(sys.argv[1]) and numpy.__file__.startswith(sys.argv[1])\n"
         "from functions.recon.parsers import stripe\n"
         "data = b'balance_transaction_id,created_utc,currency,gross,fee,reporting_category,payment_intent_id,'\n"
-        "data += b'payment_metadata[payment_order_id]\\ntxn_1,2026-01-30 10:11:12,usd,12.34,0.50,charge,pi_1,po_1\\n'\n"
+        "data += b'payment_metadata[checkout_id]\\ntxn_1,2026-01-30 10:11:12,usd,12.34,0.50,charge,pi_1,chk_1\\n'\n"
         "print(sum(len(block.lines) for block in stripe.stream(io.BytesIO(data))))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(packages), str(REPO_ROOT)], capture_output=True,
