@@ -21,6 +21,8 @@ log = logging.getLogger("local.stack")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PSP_TEST_KEY = "sk_test_local"
+PSP_API_BASE = "PSP_API_BASE"  # the template's value ("" = Stripe) is replaced by the sandbox's URL
+PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"  # the SSM parameter holding the key: the sandbox's key is stored
 
 
 class Sandbox(Protocol):
@@ -106,8 +108,11 @@ class LocalStack:
             self._set_env({**AWS_ENV, "MOTO_PORT": str(self.ports.aws)})
             self.moto = start_moto(self.ports.aws)
             self.deployed = deploy(self.cdk_out, self.stack_name, self.aws_url, self.api_url + "/")
-            self.runtime = LambdaRuntime(self.code_root, self._local_overrides(), self._function_concurrency)
-            self.runtime.install(self._function_envs())
+            self.runtime = LambdaRuntime(self.code_root, self._lambda_env(), self._function_concurrency,
+                                         replacements={PSP_API_BASE: self.psp_url} if self.psp_url else {})
+            function_envs = self._function_envs()
+            self._store_psp_key(function_envs)
+            self.runtime.install(function_envs)
             _start_cold()
             self.events = EventSources(
                 self.aws_url,
@@ -181,12 +186,20 @@ class LocalStack:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _local_overrides(self) -> dict[str, str]:
-        overrides = {"AWS_ENDPOINT_URL": self.aws_url, **AWS_ENV}
-        if self.psp_url:
-            overrides.update(PSP_API_BASE=self.psp_url, PSP_API_KEY=PSP_TEST_KEY, PSP_API_KEY_PARAMETER="")
-        overrides.update(self._extra_env)
-        return overrides
+    def _lambda_env(self) -> dict[str, str]:
+        """Given to every function besides its template variables: credentials and the local endpoint (what
+        Lambda and the local stack set), and the caller's extra_env."""
+        return {"AWS_ENDPOINT_URL": self.aws_url, **AWS_ENV, **self._extra_env}
+
+    def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
+        """The PSP's secret key, where the template says the functions read it (created outside CloudFormation
+        on AWS): the sandbox's test key."""
+        if not self.psp_url:
+            return
+        parameters = {env[PSP_API_KEY_PARAMETER] for env in function_envs.values() if env.get(PSP_API_KEY_PARAMETER)}
+        ssm = self.client("ssm")
+        for name in sorted(parameters):
+            ssm.put_parameter(Name=name, Value=PSP_TEST_KEY, Type="SecureString", Overwrite=True)
 
     def _function_envs(self) -> dict[str, dict[str, str]]:
         lam = self.client("lambda")
