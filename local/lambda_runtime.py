@@ -153,7 +153,8 @@ class LambdaRuntime:
 
         function_envs: function name -> its resolved environment variables (as deployed).
         """
-        self._template_envs = {name: dict(env) for name, env in function_envs.items()}
+        for name, env in function_envs.items():
+            self.define(name, env)
         if self.code_root not in sys.path:
             sys.path.insert(0, self.code_root)
         self._view = ProcessView()
@@ -181,6 +182,10 @@ class LambdaRuntime:
         if self._view is not None:
             self._view.uninstall()
             self._view = None
+
+    def define(self, function_name: str, template_env: Mapping[str, str]) -> None:
+        """The function's environment variables as deployed (resolved); read at its first invocation."""
+        self._template_envs[function_name] = dict(template_env)
 
     def environment_of(self, fn: Any) -> dict[str, str]:
         """What the function's process environment holds on AWS, with the local endpoint and replacements."""

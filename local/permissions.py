@@ -43,7 +43,6 @@ _AS_ACTION = {
     ("s3", "ListObjectsV2"): "ListBucket",
     ("s3", "ListObjects"): "ListBucket",
     ("s3", "HeadBucket"): "ListBucket",
-    ("ssm", "GetParametersByPath"): "GetParametersByPath",
 }
 _DYNAMODB_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                           "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
