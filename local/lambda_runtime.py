@@ -11,10 +11,14 @@ Each function runs at most `function_concurrency` invocations at once, each in i
 the first uses the handler's importable module, every further one its own copy of that module, so module-level
 state (a batch processor's records, a logger's keys) is never shared by two invocations, as on AWS. Class-level
 state is still shared: a handler module holding a Powertools resolver (which keeps the
-current event on its `BaseRouter` class) runs one invocation at a time. All functions share this process and
-its os.environ: the union of the functions' environment variables is set
-once at start (conflicting values are refused, except POWERTOOLS_SERVICE_NAME, which is set per function while
-its handler module is first imported, where Powertools reads it), plus the local overrides.
+current event on its `BaseRouter` class) runs one invocation at a time.
+
+Each function sees exactly its own environment (local/scope.py): its template variables (resolved, as
+deployed), what Lambda itself sets (region, function name, memory, credentials), the local AWS endpoint, the
+replacements of template values the local stack needs (the PSP sandbox's URL for PSP_API_BASE: a replacement
+never adds a variable), and the caller's `extra_env`. Its cold-start singletons (settings()) are its own. Every
+AWS call made in a function's scope is recorded in `runtime.calls` as the IAM authorizations AWS would check
+(local/permissions.py), so a test can hold them against the function's role.
 
 Fault hooks (kept simple on purpose; the fault-injection work builds on them):
 - `runtime.before_invoke` / `runtime.after_invoke`: lists of callables `hook(invocation)`; `invocation` has
@@ -43,20 +47,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.client import BaseClient
 from moto.awslambda.models import LambdaFunction
 
-log = logging.getLogger("local.lambda")
+from local.moto_server import REGION
+from local.permissions import Call, calls_as_iam
+from local.scope import FunctionScope, ProcessView, current, entered
 
-SHARED_ENV_EXCEPTIONS = {"POWERTOOLS_SERVICE_NAME"}
+log = logging.getLogger("local.lambda")
 
 
 class LambdaKilled(BaseException):
     """Raised by a fault hook: the Lambda sandbox dies (AWS reports Runtime.ExitError). A BaseException, like
     SystemExit, so a handler's `except Exception` (or a batch processor's per-record catch) cannot survive it."""
-
-
-class EnvConflictError(RuntimeError):
-    """Two functions need different values of one environment variable, which one process cannot give."""
 
 
 @dataclass
@@ -124,9 +127,12 @@ class LambdaRuntime:
         code_root: str | Path,
         env_overrides: Mapping[str, str] | None = None,
         function_concurrency: int | None = 1,
+        replacements: Mapping[str, str] | None = None,
     ) -> None:
         self.code_root = str(Path(code_root).resolve())
-        self.env_overrides = dict(env_overrides or {})
+        self.env_overrides = dict(env_overrides or {})  # given to every function (endpoint, credentials, extra)
+        self.replacements = dict(replacements or {})  # a template variable's local value, where it has it
+        self.calls: dict[str, set[Call]] = {}  # function name -> the AWS authorizations its code needed
         self.before_invoke: list[Callable[[Invocation], None]] = []
         self.after_invoke: list[Callable[[Invocation], None]] = []
         self.invocations: deque[InvocationRecord] = deque(maxlen=10_000)
@@ -135,39 +141,90 @@ class LambdaRuntime:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._import_lock = threading.Lock()
         self._original_invoke: Any = None
-        self._env = SavedEnvironment()
-        self._service_names: dict[str, str] = {}
+        self._template_envs: dict[str, dict[str, str]] = {}
+        self._scopes: dict[str, FunctionScope] = {}
+        self._view: ProcessView | None = None
+        self._calls_lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def install(self, function_envs: Mapping[str, Mapping[str, str]]) -> None:
-        """Set the shared environment and route moto's Lambda invocations here.
+        """Give each function its own environment and route moto's Lambda invocations here.
 
         function_envs: function name -> its resolved environment variables (as deployed).
         """
-        env = merge_function_env(function_envs)
-        env.update(self.env_overrides)
-        self._service_names = {
-            name: fenv["POWERTOOLS_SERVICE_NAME"]
-            for name, fenv in function_envs.items()
-            if "POWERTOOLS_SERVICE_NAME" in fenv
-        }
-        self._env.set(env)
+        for name, env in function_envs.items():
+            self.define(name, env)
         if self.code_root not in sys.path:
             sys.path.insert(0, self.code_root)
+        self._view = ProcessView()
+        self._view.install()
         runtime = self
+        original_call = BaseClient._make_api_call
 
         def _invoke_lambda(fn: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
             return runtime.dispatch(fn, event)
 
+        def _make_api_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+            runtime._record(client, operation, params)
+            return original_call(client, operation, params)
+
         self._original_invoke = LambdaFunction.__dict__["_invoke_lambda"]
+        self._original_api_call = original_call
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+        BaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         if self._original_invoke is not None:
             LambdaFunction._invoke_lambda = self._original_invoke  # type: ignore[method-assign]
+            BaseClient._make_api_call = self._original_api_call  # type: ignore[method-assign]
             self._original_invoke = None
-        self._env.restore()
+        if self._view is not None:
+            self._view.uninstall()
+            self._view = None
+
+    def define(self, function_name: str, template_env: Mapping[str, str]) -> None:
+        """The function's environment variables as deployed (resolved); read at its first invocation."""
+        self._template_envs[function_name] = dict(template_env)
+
+    def environment_of(self, fn: Any) -> dict[str, str]:
+        """What the function's process environment holds on AWS, with the local endpoint and replacements."""
+        template = self._template_envs.get(fn.function_name, {})
+        lambda_set = {
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.function_name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "local",
+            "_HANDLER": fn.handler,
+            "LAMBDA_TASK_ROOT": self.code_root,
+            "TZ": ":UTC",
+            "PATH": "/usr/local/bin:/usr/bin/:/bin",
+            "LANG": "en_US.UTF-8",
+        }
+        replaced = {key: value for key, value in self.replacements.items() if key in template}
+        return {**lambda_set, **template, **replaced, **self.env_overrides}
+
+    def _scope_of(self, fn: Any) -> FunctionScope | None:
+        """The function's scope, once per function (its execution environments share its variables' values).
+        None when the runtime is not installed (a dispatch called directly by a test): the process's own."""
+        if self._view is None:
+            return None
+        with self._import_lock:
+            if fn.function_name not in self._scopes:
+                self._scopes[fn.function_name] = FunctionScope(fn.function_name, self.environment_of(fn))
+            return self._scopes[fn.function_name]
+
+    def _record(self, client: BaseClient, operation: str, params: dict[str, Any]) -> None:
+        scope = current()
+        if scope is None:
+            return
+        model = client.meta.service_model
+        made = calls_as_iam(model.signing_name or model.endpoint_prefix, operation, params)
+        with self._calls_lock:
+            self.calls.setdefault(scope.name, set()).update(made)
 
     # --- dispatch ------------------------------------------------------------------------------------
 
@@ -183,7 +240,7 @@ class LambdaRuntime:
             timeout_s=float(fn.timeout),
         )
         invocation = Invocation(fn.function_name, event, context, trigger_of(event))
-        with self._environments_of(fn.function_name, fn.handler).take() as environment:
+        with entered(self._scope_of(fn)), self._environments_of(fn.function_name, fn.handler).take() as environment:
             started = time.monotonic()  # the handler's own duration, as Lambda bills it (not the wait)
             payload, error_type = self._run(fn.handler, invocation, environment)
             duration = time.monotonic() - started
@@ -244,22 +301,16 @@ class LambdaRuntime:
         keeps its module). Environment 0 uses the importable module itself (what tests patch); each further
         environment runs its own copy of the handler's module, so module state is never shared by two
         invocations running at once, as on AWS (class-level state is: see `_keeps_state_on_classes`). The
-        modules the handler imports (clients, settings) are shared, like a process-wide cache."""
+        modules the handler imports are shared; their zero-argument caches (settings()) are per function."""
         with self._import_lock:
             key = f"{function_name}:{handler_string}:{environment}"
             if key not in self._handlers:
                 module_name, _, attr = handler_string.rpartition(".")
                 if not module_name:
                     raise ImportError(f"Bad handler '{handler_string}': expected module.function")
-                service = self._service_names.get(function_name)
-                saved = os.environ.get("POWERTOOLS_SERVICE_NAME")
-                if service is not None:
-                    os.environ["POWERTOOLS_SERVICE_NAME"] = service
-                try:
-                    module = importlib.import_module(module_name) if environment == 0 else _fresh_copy(module_name)
-                finally:
-                    if service is not None:
-                        _restore("POWERTOOLS_SERVICE_NAME", saved)
+                module = importlib.import_module(module_name) if environment == 0 else _fresh_copy(module_name)
+                if self._view is not None:
+                    self._view.scope_singletons(module_name.split(".")[0])  # what this import brought in
                 self._handlers[key] = getattr(module, attr)
             return self._handlers[key]
 
@@ -323,30 +374,6 @@ class _Environments:
                 self._changed.notify()
 
 
-def merge_function_env(function_envs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """The union of all functions' variables; a variable with two values is an error (one process)."""
-    merged: dict[str, str] = {}
-    owners: dict[str, str] = {}
-    for name, env in sorted(function_envs.items()):
-        for key, value in env.items():
-            if key in SHARED_ENV_EXCEPTIONS:
-                continue
-            if key in merged and merged[key] != value:
-                raise EnvConflictError(
-                    f"{key} is {merged[key]!r} for {owners[key]} but {value!r} for {name}; "
-                    "all functions share one process locally"
-                )
-            merged[key], owners[key] = value, name
-    return merged
-
-
-def _restore(key: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value
-
-
 class SavedEnvironment:
     """Sets process environment variables and puts back what was there before (restore)."""
 
@@ -360,7 +387,10 @@ class SavedEnvironment:
 
     def restore(self) -> None:
         for key, value in self._saved.items():
-            _restore(key, value)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         self._saved.clear()
 
 

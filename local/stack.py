@@ -17,11 +17,14 @@ from local.gateway import Gateway, http_api_routes
 from local.lambda_runtime import LambdaRuntime, SavedEnvironment
 from local.lifecycle import check_ports_free
 from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
+from local.permissions import Call, Roles
 
 log = logging.getLogger("local.stack")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PSP_TEST_KEY = "sk_test_local"
+PSP_API_BASE = "PSP_API_BASE"  # the template's value ("" = Stripe) is replaced by the sandbox's URL
+PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"  # the SSM parameter holding the key: the sandbox's key is stored
 
 
 class Sandbox(Protocol):
@@ -54,9 +57,12 @@ def _start_cold() -> None:
         from functions.shared import aws, config, psp
     except ImportError:  # a toy stack without the project's code
         return
+    from aws_lambda_powertools.utilities import parameters
+
     aws.reset_clients()
     config.settings.cache_clear()
     psp.reset_client()
+    parameters.clear_caches()  # a previous stack's PSP key, read from its SSM
 
 
 class LocalStack:
@@ -111,8 +117,12 @@ class LocalStack:
             self._set_env({**AWS_ENV, "MOTO_PORT": str(self.ports.aws)})
             self.moto = start_moto(self.ports.aws)
             self.deployed = deploy(self.cdk_out, self.stack_name, self.aws_url, self.api_url + "/")
-            self.runtime = LambdaRuntime(self.code_root, self._local_overrides(), self._function_concurrency)
-            self.runtime.install(self._function_envs())
+            self.runtime = LambdaRuntime(self.code_root, self._lambda_env(), self._function_concurrency,
+                                         replacements={PSP_API_BASE: self.psp_url} if self.psp_url else {})
+            function_envs = self._function_envs()
+            self._store_psp_key(function_envs)
+            self.runtime.install(function_envs)
+            self._set_env(self._tools_env(function_envs))
             _start_cold()
             self.events = EventSources(
                 self.aws_url,
@@ -133,6 +143,7 @@ class LocalStack:
 
     def stop(self) -> None:
         started = time.monotonic()
+        self._warn_ungranted()
         steps = (
             ("gateway", lambda: self.gateway and self.gateway.stop()),
             ("event sources", lambda: self.events and self.events.stop()),
@@ -169,6 +180,11 @@ class LocalStack:
     def endpoints(self) -> dict[str, str]:
         return {"api": self.api_url, "aws": self.aws_url, "psp": self.psp_url or "off"}
 
+    def ungranted_calls(self) -> dict[str, list[Call]]:
+        """Function -> the AWS calls its code made here that its role in the template does not grant."""
+        assert self.runtime is not None and self.deployed is not None, "start() first"
+        return Roles.of(self.deployed).ungranted(self.runtime.calls)
+
     def ready_line(self) -> str:
         return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()])
 
@@ -186,12 +202,30 @@ class LocalStack:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _local_overrides(self) -> dict[str, str]:
-        overrides = {"AWS_ENDPOINT_URL": self.aws_url, **AWS_ENV}
-        if self.psp_url:
-            overrides.update(PSP_API_BASE=self.psp_url, PSP_API_KEY=PSP_TEST_KEY, PSP_API_KEY_PARAMETER="")
-        overrides.update(self._extra_env)
-        return overrides
+    def _lambda_env(self) -> dict[str, str]:
+        """Given to every function besides its template variables: credentials and the local endpoint (what
+        Lambda and the local stack set), and the caller's extra_env."""
+        return {"AWS_ENDPOINT_URL": self.aws_url, **AWS_ENV, **self._extra_env}
+
+    def _tools_env(self, function_envs: dict[str, dict[str, str]]) -> dict[str, str]:
+        """For code running beside the functions (ops tools, chaos, demos calling functions/shared), as an
+        operator's shell set up for this stack: the names the functions share (a variable with two values, or a
+        function's own identity, is left out). No function sees it: each has only its own environment."""
+        values: dict[str, set[str]] = {}
+        for env in function_envs.values():
+            for key, value in env.items():
+                values.setdefault(key, set()).add(self.runtime.replacements.get(key, value) if self.runtime else value)
+        return {k: v.pop() for k, v in values.items() if len(v) == 1 and k != "POWERTOOLS_SERVICE_NAME"}
+
+    def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
+        """The PSP's secret key, where the template says the functions read it (created outside CloudFormation
+        on AWS): the sandbox's test key."""
+        if not self.psp_url:
+            return
+        parameters = {env[PSP_API_KEY_PARAMETER] for env in function_envs.values() if env.get(PSP_API_KEY_PARAMETER)}
+        ssm = self.client("ssm")
+        for name in sorted(parameters):
+            ssm.put_parameter(Name=name, Value=PSP_TEST_KEY, Type="SecureString", Overwrite=True)
 
     def _function_envs(self) -> dict[str, dict[str, str]]:
         lam = self.client("lambda")
@@ -200,6 +234,16 @@ class LocalStack:
             for fn in page["Functions"]:
                 envs[fn["FunctionName"]] = fn.get("Environment", {}).get("Variables", {})
         return envs
+
+    def _warn_ungranted(self) -> None:
+        if self.runtime is None or self.deployed is None:
+            return
+        try:
+            for function, calls in self.ungranted_calls().items():
+                log.warning("%s made calls its role does not grant (AWS would refuse them): %s",
+                            function, "; ".join(map(str, calls)))
+        except ValueError as error:  # a role the local check cannot read (a managed policy)
+            log.warning("permissions not checked: %s", error)
 
     def _set_env(self, values: dict[str, str]) -> None:
         self._env.set(values)

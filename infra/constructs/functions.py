@@ -96,7 +96,12 @@ class Functions(Construct):
         )
         self.recon = self._function(
             names.RECON_FN,
-            {names.ENV_SETTLEMENT_BUCKET: bucket.bucket_name, names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url},
+            # A settled order still NOT_STARTED is handed back to the orders queue (functions/recon/adapters.py).
+            {
+                names.ENV_SETTLEMENT_BUCKET: bucket.bucket_name,
+                names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url,
+                names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
+            },
         )
 
         acknowledge(
@@ -208,7 +213,7 @@ class Functions(Construct):
         send = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
         self._allow(self.payment_api, send, [q.orders.queue_arn])
         self._allow(self.sweeper, send, [q.orders.queue_arn, q.workflow_dlq.queue_arn])
-        self._allow(self.recon, send, [q.review.queue_arn])
+        self._allow(self.recon, send, [q.review.queue_arn, q.orders.queue_arn])
 
     def _grant_psp_key(self, fn: lambda_.Function, parameter: str) -> None:
         stack = Stack.of(self)

@@ -59,6 +59,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Ledger/index/payment_order_id": {"dynamodb:Query"},
         "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},
         "queue:ReviewQueue": SEND,
+        "queue:OrdersQueue": SEND,  # a settled order still NOT_STARTED goes back to its normal path
         "queue:ReconQueue": CONSUME,
         "bucket:SettlementBucket/incoming/*": {"s3:GetObject", "s3:DeleteObject"},
         "bucket:SettlementBucket/reports/*": {"s3:PutObject", "s3:AbortMultipartUpload"},

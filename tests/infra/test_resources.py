@@ -42,7 +42,7 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Ledger": set(),
     "Finalize": set(),
     "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN"},
-    "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN"},
+    "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
 }
 
 

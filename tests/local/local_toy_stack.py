@@ -17,11 +17,11 @@ ASSET_BUCKET = {"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region
 CODE_DIR = Path(__file__).parent / "toy_code"
 
 
-def _function(handler, env=None, timeout=10, layer=True):
+def _function(handler, env=None, timeout=10, layer=True, role="FnRole"):
     props = {
         "Code": {"S3Bucket": ASSET_BUCKET, "S3Key": f"{CODE_HASH}.zip"},
         "Handler": handler,
-        "Role": {"Fn::GetAtt": ["FnRole", "Arn"]},
+        "Role": {"Fn::GetAtt": [role, "Arn"]},
         "Runtime": "python3.11",
         "MemorySize": 256,
         "Timeout": timeout,
@@ -29,7 +29,21 @@ def _function(handler, env=None, timeout=10, layer=True):
     }
     if layer:
         props["Layers"] = [{"Ref": "DepsLayer"}]
-    return {"Type": "AWS::Lambda::Function", "Properties": props, "DependsOn": ["FnRole"]}
+    return {"Type": "AWS::Lambda::Function", "Properties": props, "DependsOn": [role]}
+
+
+def _role():
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+                ],
+                "Version": "2012-10-17",
+            }
+        },
+    }
 
 
 def _queue(dlq=None, visibility=30):
@@ -121,6 +135,22 @@ def template():
         "ChargeFn": _function("toy_handlers.charge"),
         "MarkFailedFn": _function("toy_handlers.mark_failed"),
         "TickFn": _function("toy_handlers.tick", layer=False),
+        # Its own role, which grants reads of the table but not writes; its own variable.
+        "TableFn": _function("toy_handlers.table_user", {"ONLY_TABLE_FN": "mine"}, role="TableRole"),
+        "TableRole": _role(),
+        "TablePolicy": {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": "TablePolicy",
+                "Roles": [{"Ref": "TableRole"}],
+                "PolicyDocument": {
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "dynamodb:Get*", "Resource": {"Fn::GetAtt": ["ToyTable", "Arn"]}}
+                    ],
+                    "Version": "2012-10-17",
+                },
+            },
+        },
         "WorkDlq": _queue(),
         "WorkQueue": _queue("WorkDlq", visibility=1),
         "WorkMapping": _esm("WorkQueue", "BatchFn", batch_size=3, window=1),
@@ -294,6 +324,7 @@ def template():
         "CustomInboxBucket": {"Value": {"Ref": "CustomInbox"}},
         "StateMachineArn": {"Value": {"Ref": "Workflow"}},
         "EchoFunctionName": {"Value": {"Ref": "EchoFn"}},
+        "TableFunctionName": {"Value": {"Ref": "TableFn"}},
         "TableName": {"Value": {"Ref": "ToyTable"}},
         "AlarmName": {"Value": {"Ref": "WorkDlqAlarm"}},
     }

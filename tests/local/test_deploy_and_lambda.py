@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from moto.awslambda.models import LambdaFunction
 
-from local.lambda_runtime import EnvConflictError, LambdaKilled, LambdaRuntime, SavedEnvironment, merge_function_env
+from local.lambda_runtime import LambdaKilled, LambdaRuntime, SavedEnvironment
 
 
 def test_describe_stacks_shows_the_stack_and_its_outputs(toy_stack):
@@ -91,12 +91,48 @@ def test_invoke_through_moto_runs_the_handler_in_process(toy_stack, calls):
     assert (record.function_name, record.trigger, record.outcome) == (name, "invoke", "ok")
 
 
-def test_powertools_service_name_is_per_function_at_import(toy_stack):
-    import toy_handlers
+def _invoke(stack, function_output, payload=b"{}"):
+    answer = stack.client("lambda").invoke(FunctionName=stack.outputs[function_output], Payload=payload)
+    assert "FunctionError" not in answer
+    return json.loads(answer["Payload"].read())
 
-    # set while the module was imported (where Powertools reads it), not left in the shared environment
-    assert toy_stack.runtime._service_names[toy_stack.outputs["EchoFunctionName"]] == "echo"
-    assert toy_handlers.__name__ == "toy_handlers"
+
+def test_each_function_sees_only_its_own_variables_and_singletons(toy_stack):
+    # Given two functions whose templates give different variables (TableFn alone has ONLY_TABLE_FN)
+    # When each runs, Then each sees its own, in its own threads and pool tasks too, and its own settings()
+    table_fn = _invoke(toy_stack, "TableFunctionName")
+    echo = _invoke(toy_stack, "EchoFunctionName")
+    assert table_fn["seen_in_threads"] == ["mine", "mine"]
+    assert table_fn["settings"] == {"only_table_fn": "mine", "service": None}
+    assert (echo["only_table_fn"], echo["psp"], echo["service"]) == (None, None, "echo")
+    assert echo["settings"] == {"only_table_fn": None, "service": "echo"}
+    # and code beside the functions (ops tools) finds the names they share, but no function's own identity
+    assert os.environ["TOY_TABLE"] == toy_stack.outputs["TableName"]
+    assert os.environ.get("POWERTOOLS_SERVICE_NAME") != "echo"
+
+
+def test_what_lambda_sets_is_there_and_nothing_else(toy_stack):
+    name = toy_stack.outputs["EchoFunctionName"]
+    (fn,) = [f for f in toy_stack.client("lambda").list_functions()["Functions"] if f["FunctionName"] == name]
+    env = toy_stack.runtime.environment_of(SimpleNamespace(function_name=name, memory_size=256,
+                                                           handler="toy_handlers.echo"))
+    template_vars = set(fn["Environment"]["Variables"])
+    lambda_vars = {k for k in env if k.startswith(("AWS_", "_HANDLER", "LAMBDA_"))} | {"TZ", "PATH", "LANG"}
+    assert set(env) == template_vars | lambda_vars
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name and env["AWS_ENDPOINT_URL"] == toy_stack.aws_url
+
+
+def test_calls_are_recorded_as_iam_actions_and_checked_against_the_role(toy_stack):
+    # Given TableFn's role grants dynamodb:Get* on the table only
+    from local.permissions import Call, Roles
+
+    _invoke(toy_stack, "TableFunctionName")
+    name = toy_stack.outputs["TableFunctionName"]
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{toy_stack.outputs['TableName']}"
+    # Then its calls are recorded as AWS authorizes them, and the write is the one its role does not grant
+    assert toy_stack.runtime.calls[name] == {Call("dynamodb:GetItem", table_arn), Call("dynamodb:PutItem", table_arn)}
+    ungranted = Roles.of(toy_stack.deployed).ungranted({name: toy_stack.runtime.calls[name]})
+    assert ungranted == {name: [Call("dynamodb:PutItem", table_arn)]}
 
 
 def test_an_unhandled_exception_returns_the_aws_error_shape(toy_stack):
@@ -136,14 +172,6 @@ def test_a_kill_hook_ends_the_invocation_as_a_runtime_crash(toy_stack, calls):
         toy_stack.runtime.before_invoke.remove(kill_before)
     assert json.loads(answer["Payload"].read())["errorType"] == "Runtime.ExitError"
     assert calls == [("echo", {"k": 1})]  # never ran the second time
-
-
-def test_shared_environment_refuses_conflicting_values():
-    assert merge_function_env(
-        {"a": {"T": "1", "POWERTOOLS_SERVICE_NAME": "a"}, "b": {"T": "1", "POWERTOOLS_SERVICE_NAME": "b"}}
-    ) == {"T": "1"}
-    with pytest.raises(EnvConflictError, match="T is '1' for a but '2' for b"):
-        merge_function_env({"a": {"T": "1"}, "b": {"T": "2"}})
 
 
 def test_saved_environment_puts_back_what_was_there(monkeypatch):

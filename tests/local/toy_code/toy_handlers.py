@@ -3,6 +3,10 @@
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import boto3
 
 CALLS: list[tuple[str, object]] = []
 _lock = threading.Lock()
@@ -33,7 +37,30 @@ def echo(event, context):
         "table": os.environ.get("TOY_TABLE"),
         "psp": os.environ.get("PSP_API_BASE"),
         "service": os.environ.get("POWERTOOLS_SERVICE_NAME"),
+        "only_table_fn": os.environ.get("ONLY_TABLE_FN"),
+        "settings": settings(),
     }
+
+
+@cache
+def settings():
+    """A cold-start singleton, as functions/shared/config.py's settings()."""
+    return {"only_table_fn": os.environ.get("ONLY_TABLE_FN"), "service": os.environ.get("POWERTOOLS_SERVICE_NAME")}
+
+
+def table_user(event, context):
+    """Reads and writes the table (its role grants only reads); sees its variable in its threads too."""
+    db = boto3.client("dynamodb")
+    table = os.environ["TOY_TABLE"]
+    db.get_item(TableName=table, Key={"pk": {"S": "a"}})
+    db.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(os.environ.get("ONLY_TABLE_FN")))
+    thread.start()
+    thread.join()
+    with ThreadPoolExecutor(1) as pool:
+        seen.append(pool.submit(os.environ.get, "ONLY_TABLE_FN").result())
+    return {"seen_in_threads": seen, "settings": settings()}
 
 
 def batch(event, context):
