@@ -202,6 +202,7 @@ class Functions(Construct):
         # Recon reads orders and the ledger in batches and through indexes (never a whole table), writes fee
         # transactions, and keeps its own guards, runs and carried orders.
         self._table(self.recon, t.payment_orders, READ)
+        self._table(self.recon, t.payment_events, ["dynamodb:BatchGetItem"])  # a checkout's orders, by currency
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
                                                      f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])
         self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])
