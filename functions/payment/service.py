@@ -79,6 +79,10 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             "created_at": created_at,
             "updated_at": created_at,
             "created_bucket": created_bucket(summary["payment_order_id"], created_at),
+            # The open-orders index (until final or dead-lettered): what watchers and on-call read. The
+            # sweeper reads the charges' own index.
+            "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
+            "due_at": due_at,
         }
         for summary in summaries
     ]

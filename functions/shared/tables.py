@@ -432,18 +432,34 @@ class PaymentTables:
             f"to {status.value}")
 
     def mark_charge_dead_lettered(self, key: str, expected_due_at: str, reason: str, now: str) -> bool:
-        """Take a stuck charge out of the sweeper's index: it now waits in the dead-letter queue for a human."""
-        return self._update_charge_if(
+        """Take a stuck charge out of the sweeper's index, and its orders out of the open-orders index: they
+        now wait in the dead-letter queue for a human."""
+        moved = self._update_charge_if(
             key, "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
-            "due_at = :expected", {":reason": reason, ":now": now, ":expected": expected_due_at}) is not None
+            "due_at = :expected", {":reason": reason, ":now": now, ":expected": expected_due_at}, "ALL_NEW")
+        if moved is None:
+            return False
+        for order in moved["orders"]:
+            self._update_if(self.orders_table, {"payment_order_id": order["payment_order_id"]},
+                            "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
+                            "attribute_exists(sweep_shard)", {":reason": reason, ":now": now})
+        return True
 
-    def requeue_charge(self, key: str, shard: str, due_at: str, now: str) -> bool:
-        """Put a non-final charge (dead-lettered or not) under the sweeper's watch, due at `due_at`."""
-        return self._update_charge_if(
+    def requeue_charge(self, key: str, shards: int, due_at: str, now: str) -> bool:
+        """Put a non-final charge (dead-lettered or not) and its open orders back under watch, due at `due_at`."""
+        values = {":due": due_at, ":now": now,
+                  ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value}
+        moved = self._update_charge_if(
             key, "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
-            "charge_status IN (:a, :b)",
-            {":shard": shard, ":due": due_at, ":now": now,
-             ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value}) is not None
+            "charge_status IN (:a, :b)", {**values, ":shard": sweep_shard(key, shards)}, "ALL_NEW")
+        if moved is None:
+            return False
+        for order in moved["orders"]:
+            order_id = order["payment_order_id"]
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
+                            "payment_order_status IN (:a, :b)", {**values, ":shard": sweep_shard(order_id, shards)})
+        return True
 
     def due_charges(self, shard: str, now: str, page_size: int = 100, max_items: int = 1000) -> Iterator[str]:
         """Keys of the charges of one sweep shard whose deadline has passed, page after page (at most
@@ -509,7 +525,8 @@ class WalletTable:
                 reasons = _cancellation_codes(error)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
-                raise WriteConflict() from error
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
             raise
         return True
 

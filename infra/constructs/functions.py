@@ -188,6 +188,8 @@ class Functions(Construct):
         # Sweeper reads only the charges' sparse sweep index, then updates the charges it finds.
         self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.charges.table_arn}/index/{names.SWEEP_INDEX}"])
         self._table(self.sweeper, t.charges, get_update)
+        # ... and takes a dead-lettered charge's orders out of the open-orders index.
+        self._table(self.sweeper, t.payment_orders, ["dynamodb:UpdateItem"])
         # Recon reads orders and the ledger in batches and through indexes (never a whole table), writes fee
         # transactions, and keeps its own guards, runs and carried orders.
         self._table(self.recon, t.payment_orders, READ)

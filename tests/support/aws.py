@@ -16,7 +16,8 @@ from functions.shared.config import reload_settings
 TABLE_KEYS: dict[str, dict[str, Any]] = {
     "PaymentEvents": {"hash": "checkout_id"},
     "PaymentOrders": {"hash": "payment_order_id",
-                      "gsi": {"created": ("created_bucket", "created_at"), "psp_reference": ("psp_reference", None)}},
+                      "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
+                              "psp_reference": ("psp_reference", None)}},
     "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at")}},
     "Wallet": {"hash": "account_id", "range": "sk"},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
