@@ -12,6 +12,7 @@ logged and the rest go on.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -28,17 +29,22 @@ from functions.shared.tables import PaymentTables
 
 logger = Logger(service="sweeper")
 
-MAX_THREADS = 8  # boto3 clients share one pool of 50 connections (functions/shared/aws.py)
+# One thread per shard (32): each charge is ~4 sequential AWS calls, so a run's throughput is threads / call
+# latency (docs/decisions.md 2026-12-04). boto3 clients share one pool of 50 connections (functions/shared/aws.py).
+MAX_THREADS = 32
 MAX_PER_SHARD = 1000  # a run's limit per shard; the rest waits one minute
-COUNTS = ("enqueued", "redriven", "dead_lettered", "skipped", "errors")
+RUN_BUDGET_S = 45  # of the Sweeper's 60 s timeout: past it, shards stop taking new charges (the next run goes on)
+COUNTS = ("enqueued", "redriven", "dead_lettered", "skipped", "errors", "deferred")
 
 
-def sweep(tables: PaymentTables | None = None, max_per_shard: int = MAX_PER_SHARD) -> dict[str, int]:
+def sweep(tables: PaymentTables | None = None, max_per_shard: int = MAX_PER_SHARD,
+          budget_s: float = RUN_BUDGET_S) -> dict[str, int]:
     tables = tables or PaymentTables.from_settings()
     now = clock.now()
+    stop_at = time.monotonic() + budget_s
     shards = [str(shard) for shard in range(settings().sweep_shards)]
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(shards))) as pool:
-        results = list(pool.map(lambda shard: _sweep_shard(tables, shard, now, max_per_shard), shards))
+        results = list(pool.map(lambda shard: _sweep_shard(tables, shard, now, max_per_shard, stop_at), shards))
     counts = {name: 0 for name in COUNTS}
     for result in results:
         for name, value in result.items():
@@ -48,10 +54,14 @@ def sweep(tables: PaymentTables | None = None, max_per_shard: int = MAX_PER_SHAR
     return counts
 
 
-def _sweep_shard(tables: PaymentTables, shard: str, now: datetime, max_items: int) -> Counter[str]:
+def _sweep_shard(tables: PaymentTables, shard: str, now: datetime, max_items: int, stop_at: float
+                 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     try:
         for key in tables.due_charges(shard, clock.iso(now), max_items=max_items):
+            if time.monotonic() > stop_at:
+                counts["deferred"] += 1
+                break
             try:
                 counts[_drive(tables, key, now)] += 1
             except Exception:

@@ -305,7 +305,7 @@ def test_finalize_takes_the_reason_of_a_caught_permanent_error(aws_env):
 # --- the sweeper ------------------------------------------------------------------------------------------
 
 
-ZERO = {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0, "errors": 0}
+ZERO = {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0, "errors": 0, "deferred": 0}
 
 
 def test_sweeper_enqueues_charges_whose_message_was_never_sent(aws_env, workflow):
@@ -355,6 +355,16 @@ def test_one_failing_shard_does_not_stop_the_others(aws_env, workflow):
     counts = sweeper.sweep()
     in_broken = sum(1 for k in keys if tables.get_charge(k)["sweep_shard"] == broken)
     assert counts["errors"] == 1 and counts["enqueued"] == len(keys) - in_broken
+
+
+def test_a_run_past_its_time_budget_leaves_the_rest_to_the_next_run(aws_env, workflow):
+    for n in range(3):
+        place(f"chk_late{n}")
+    drain(aws_env["ORDERS_QUEUE_URL"])
+    clock.advance(61)
+    counts = sweeper.sweep(budget_s=-1)  # already past it
+    assert counts["enqueued"] == 0 and counts["deferred"] >= 1
+    assert sweeper.sweep()["enqueued"] == 3
 
 
 def test_the_due_index_is_read_page_after_page(aws_env):
