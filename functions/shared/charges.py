@@ -19,11 +19,6 @@ def charge_key(checkout_id: str, currency: str) -> str:
     return f"{checkout_id}#{currency.upper()}"
 
 
-def split_charge_key(key: str) -> tuple[str, str]:
-    checkout_id, _, currency = key.rpartition("#")
-    return checkout_id, currency
-
-
 def idempotency_key(checkout_id: str, currency: str, generation: int = 0) -> str:
     """The PSP key of the charge; a generation suffix only after a look-up proved the old key made nothing."""
     base = f"charge:{checkout_id}:{currency.upper()}"

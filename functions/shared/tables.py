@@ -350,9 +350,6 @@ class PaymentTables:
         )
         return True
 
-    def settle_checkout_order(self, checkout_id: str, payment_order_id: str) -> bool:
-        return self.settle_checkout_orders(checkout_id, [payment_order_id])
-
     # -- charge status moves --------------------------------------------------------------------------
 
     def begin_charge_attempt(

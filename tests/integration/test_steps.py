@@ -13,6 +13,7 @@ from functions.ledger import journal
 from functions.payment import finalize
 from functions.shared import clock, queues
 from functions.shared.errors import AwsTransientError, LedgerConflict, StatusTransitionRefused
+from functions.shared.models import OrderWork
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
 from functions.wallet import handler as wallet_handler
@@ -105,6 +106,16 @@ def test_an_execution_that_already_exists_counts_as_started(aws_env, workflow):
     again = queues.start_workflow(work)  # moto refuses the same name: ExecutionAlreadyExists
     assert first.endswith("chk_1-USD-1") and again.endswith("chk_1-USD-1")
     assert executions(workflow, aws_env["STATE_MACHINE_ARN"]) == ["chk_1-USD-1"]
+
+
+def test_orders_handed_back_by_reconciliation_enqueue_their_charge_once(aws_env, workflow):
+    place("chk_back", orders=(("s1", "1.00", "USD"), ("s2", "2.00", "USD")))
+    drain(aws_env["ORDERS_QUEUE_URL"])
+    tables = PaymentTables.from_settings()
+    orders = [OrderWork.from_order_item(tables.get_order(f"chk_back_{n}"), attempt=1) for n in range(2)]
+    assert queues.enqueue_orders(orders) == []
+    assert [json.loads(b) for b in drain(aws_env["ORDERS_QUEUE_URL"])] == [
+        {"charge_key": "chk_back#USD", "checkout_id": "chk_back"}]
 
 
 def test_starter_reports_a_bad_message_as_a_partial_failure(aws_env, workflow):
