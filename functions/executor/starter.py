@@ -38,8 +38,9 @@ def start_first_attempt(charge_key: str, tables: PaymentTables | None = None) ->
         now = clock.now()
         due_at = clock.iso(now + timedelta(seconds=settings().executing_deadline_s))
         charge = tables.begin_charge_attempt(charge_key, 1, clock.iso(now), due_at)
-        if charge is None:
-            return start_first_attempt(charge_key, tables)  # a concurrent delivery moved it: look again
+        if charge is None:  # a concurrent delivery won: it starts the workflow, or its deadline brings the sweeper
+            logger.info("charge started by another delivery", extra={"charge_key": charge_key})
+            return False
     elif status != OrderStatus.EXECUTING.value or int(charge.get("attempts", 0)) != 1 or (
             int(charge.get("started_attempt", 0)) >= 1):
         logger.info("charge already started or final; duplicate delivery ignored", extra={"charge_key": charge_key})

@@ -112,7 +112,7 @@ class PspClient:
                 params={"query": f"metadata['charge_key']:'{charge_key}'", "limit": 10}
             )
         except stripe.StripeError as error:
-            raise self._classify(error) from error
+            raise self._classify(error, creating=False) from error
         intents = list(found.data)
         succeeded = [i for i in intents if i.status == "succeeded"]
         if len(succeeded) > 1:
@@ -128,7 +128,7 @@ class PspClient:
         try:
             return self._result_of(self._stripe.v1.payment_intents.retrieve(psp_reference))
         except stripe.StripeError as error:
-            raise self._classify(error) from error
+            raise self._classify(error, creating=False) from error
 
     # -- mapping -----------------------------------------------------------------------------------
 
@@ -158,9 +158,10 @@ class PspClient:
         )
 
     @staticmethod
-    def _classify(error: stripe.StripeError) -> Exception:
-        """Only a refusal Stripe gives for a reason a retry cannot change is permanent; everything unclear
-        is transient, and the next attempt looks the charge up before creating anything."""
+    def _classify(error: stripe.StripeError, creating: bool = True) -> Exception:
+        """Only a create Stripe refused for a reason a retry cannot change is permanent; everything unclear
+        is transient, and the next attempt looks the charge up before creating anything. A look-up that Stripe
+        refuses proves nothing about the charge: PspOutcomeUnknown (a human looks), never FAILED."""
         headers = error.headers or {}
         message = f"{type(error).__name__}: {error.user_message or error}"
         status = error.http_status
@@ -177,6 +178,8 @@ class PspClient:
             return PspTransientError(message)
         if status == 429 or headers.get("stripe-should-retry") == "true":
             return PspTransientError(message)
+        if not creating:
+            return PspOutcomeUnknown(message)
         return PspPermanentError(message, code=error.code or "psp_refused")
 
 

@@ -9,7 +9,7 @@ import pytest
 from functions.executor import handler as executor
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings
-from functions.shared.errors import PspPermanentError, PspTransientError
+from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.tables import PaymentTables
 from psp_sandbox.server import start_sandbox
 from tests.integration.support import place, work_of
@@ -204,3 +204,13 @@ def test_a_key_changed_in_ssm_is_used_once_its_cache_ages_out(sandbox, monkeypat
     assert psp.client().api_key == "sk_test_first"  # within its five minutes, the cached value
     DEFAULT_PROVIDERS["ssm"].clear_cache()  # what max_age=300 does five minutes later
     assert psp.client().api_key == "sk_test_second"
+
+
+def test_a_look_up_the_psp_refuses_is_never_a_failure(sandbox):
+    # Given a charge whose recorded PaymentIntent the PSP does not know (404: another account's key, say)
+    work = started()
+    PaymentTables.from_settings().record_psp_reference("chk_1#USD", "pi_unknownToThisAccount", clock.iso())
+    # Then the outcome is unknown (the workflow dead-letters it for a human), never a FAILED order
+    with pytest.raises(PspOutcomeUnknown):
+        executor.execute(work)
+    assert intents_of(sandbox, "chk_1") == []  # and nothing was created blindly
