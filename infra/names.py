@@ -36,7 +36,8 @@ PAYMENT_ORDERS = "PaymentOrders"
 WALLET = "Wallet"
 LEDGER = "Ledger"
 RECON = "Recon"
-SWEEP_INDEX = "sweep"
+CHARGES = "Charges"
+SWEEP_INDEX = "sweep"  # on Charges: the charges not yet final, by shard and deadline
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
@@ -71,6 +72,7 @@ TO_DEAD_LETTER = "ToDeadLetter"
 FAILED = "Failed"
 # Error names matched by class name (functions/shared/errors.py).
 PSP_TRANSIENT_ERROR = "PspTransientError"
+AWS_TRANSIENT_ERROR = "AwsTransientError"
 PSP_PERMANENT_ERROR = "PspPermanentError"
 
 HTTP_API = "HttpApi"
@@ -90,11 +92,13 @@ class FunctionSpec:
 
 PAYMENT_API = FunctionSpec("PaymentApi", "functions.payment.api.handler", "payment", 10)
 ORDER_STARTER = FunctionSpec("OrderStarter", "functions.executor.starter.handler", "executor", 30)
-EXECUTOR = FunctionSpec("Executor", "functions.executor.handler.handler", "executor", 30)
-WALLET_FN = FunctionSpec("Wallet", "functions.wallet.handler.handler", "wallet", 10)
-LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger", 10)
-FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 10)
-SWEEPER = FunctionSpec("Sweeper", "functions.executor.sweeper.handler", "executor", 30)
+# The workflow's tasks: timeouts sized so the worst case of every path fits Express's 300 s (docs/decisions.md,
+# tests/infra/test_workflow_budget.py). Executor: at most two PSP calls of PSP_TIMEOUT_S (8 s) each.
+EXECUTOR = FunctionSpec("Executor", "functions.executor.handler.handler", "executor", 20)
+WALLET_FN = FunctionSpec("Wallet", "functions.wallet.handler.handler", "wallet", 8)
+LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger", 8)
+FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 8)
+SWEEPER = FunctionSpec("Sweeper", "functions.executor.sweeper.handler", "executor", 60)
 RECON_FN = FunctionSpec("Recon", "functions.recon.handler.handler", "recon", 900, 1769)
 ALL_FUNCTIONS = (PAYMENT_API, ORDER_STARTER, EXECUTOR, WALLET_FN, LEDGER_FN, FINALIZE, SWEEPER, RECON_FN)
 
@@ -104,6 +108,7 @@ ENV_PAYMENT_ORDERS_TABLE = "PAYMENT_ORDERS_TABLE"
 ENV_WALLET_TABLE = "WALLET_TABLE"
 ENV_LEDGER_TABLE = "LEDGER_TABLE"
 ENV_RECON_TABLE = "RECON_TABLE"
+ENV_CHARGES_TABLE = "CHARGES_TABLE"
 ENV_ORDERS_QUEUE_URL = "ORDERS_QUEUE_URL"
 ENV_WORKFLOW_DLQ_URL = "WORKFLOW_DLQ_URL"
 ENV_REVIEW_QUEUE_URL = "REVIEW_QUEUE_URL"
@@ -134,6 +139,7 @@ OUT_TABLE_NAMES = {  # table construct name -> output name
     WALLET: "WalletTableName",
     LEDGER: "LedgerTableName",
     RECON: "ReconTableName",
+    CHARGES: "ChargesTableName",
 }
 
 # HTTP routes, all to PaymentApi.

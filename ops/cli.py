@@ -27,7 +27,7 @@ from ops.resources import DLQS, VALUES, Dlq, OpsError, Resources, describe_targe
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: list, show, redrive.")
-order_app = typer.Typer(no_args_is_help=True, help="One payment order: show, redrive.")
+order_app = typer.Typer(no_args_is_help=True, help="One payment order or charge: show, redrive.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(order_app, name="order")
 
@@ -183,6 +183,7 @@ def _message_panel(number: int, message: Message, now: datetime) -> Panel:
     facts.add_column()
     sent = message.sent_at
     rows = [
+        ("charge", summary.charge_key or "—"),
         ("order", summary.payment_order_id or "—"),
         ("step", summary.step or "—"),
         ("error", mask_text(summary.error) or "—"),
@@ -230,7 +231,7 @@ def dlq_redrive(
                                  "try again shortly)" if depth["in_flight"] else ""))
             return
         count = f"{min(limit, depth['visible']) if limit else depth['visible']} message(s)"
-        plan = ("each order is put back to work through the sweeper; final orders are only acknowledged"
+        plan = ("each charge is put back to work through the sweeper; final charges are only acknowledged"
                 if dlq.target_name is None else f"each goes back to {dlq.target_name}")
         ops.console.print(f"{dlq.name}: about {count} to redrive; {plan}.")
         if dry_run:
@@ -251,7 +252,7 @@ def _result_line(result: Result, dry_run: bool) -> Text:
     action = result.outcome.action
     line = Text()
     line.append(f"{'(dry run) ' if dry_run else ''}{action.value:<18}", style=_ACTION_STYLE[action])
-    line.append(f" order {result.payment_order_id or '—':<24} ", style="bold")
+    line.append(f" {result.payment_order_id or '—':<24} ", style="bold")
     line.append(mask_text(result.outcome.detail))
     line.append(f"  [message {result.message.id[:8]}…, {'deleted' if result.deleted else 'kept'}]", style="dim")
     return line
@@ -274,47 +275,96 @@ def _print_totals(console: Console, dlq: Dlq, source: Queue, results: list[Resul
 
 def _tables(resources: Resources) -> PaymentTables:
     resources.export_for_shared_code()
-    return PaymentTables(resources.get("payment_events_table"), resources.get("payment_orders_table"))
+    return PaymentTables(resources.get("payment_events_table"), resources.get("payment_orders_table"),
+                         resources.get("charges_table"))
 
 
 @order_app.command("show")
-def order_show(ctx: typer.Context, payment_order_id: str) -> None:
-    """The order, its ledger transaction (payin#<id>) and the seller's wallet movement."""
+def order_show(
+    ctx: typer.Context,
+    identifier: Annotated[str, typer.Argument(help="a payment_order_id, or a charge key <checkout_id>#<CURRENCY>")],
+) -> None:
+    """The order (its charge, ledger transaction payin#<id> and wallet movement), or a charge and its orders."""
 
     def body(ops: Ops) -> None:
-        resources = ops.resources
-        view = load_order(_tables(resources), LedgerTable(resources.get("ledger_table")),
-                          resources.get("wallet_table"), payment_order_id)
+        tables = _tables(ops.resources)
+        if "#" in identifier:
+            _show_charge(ops, tables, identifier)
+            return
+        view = load_order(tables, LedgerTable(ops.resources.get("ledger_table")),
+                          ops.resources.get("wallet_table"), identifier)
         if view is None:
-            raise OpsError(f"no order {payment_order_id} in table {resources.get('payment_orders_table')}")
+            raise OpsError(f"no order {identifier} in table {ops.resources.get('payment_orders_table')}")
         order = mask(view.order)
         status = order.get("payment_order_status", "?")
-        facts = Table.grid(padding=(0, 2))
-        facts.add_column(style="bold")
-        facts.add_column()
+        facts = _grid()
         facts.add_row("status", Text(status, style=_STATUS_STYLE.get(status, "")))
         facts.add_row("amount", _money(order.get("amount_minor"), order.get("currency")))
-        for key in ("seller_account", "checkout_id", "payment_method", "psp_reference", "psp_status", "attempts",
-                    "failure_code", "failure_reason", "wallet_updated", "ledger_updated", "created_at",
-                    "first_attempt_at", "updated_at"):
+        for key in ("seller_account", "checkout_id", "charge_key", "psp", "payment_method", "psp_reference",
+                    "charge_id", "psp_status", "failure_code", "failure_reason", "wallet_updated", "ledger_updated",
+                    "created_at", "updated_at"):
             if key in order:
                 facts.add_row(key, str(order[key]))
-        if "due_at" in order:
-            facts.add_row("sweeper", f"watching: next look at {order['due_at']} (shard {order.get('sweep_shard')})")
-        else:
-            facts.add_row("sweeper", "not watching" + ("" if status in ("SUCCESS", "FAILED") else " (dead-lettered)"))
         if "dead_letter_reason" in order:
             facts.add_row("dead-lettered", Text(str(order["dead_letter_reason"]), style="bold red"))
         if view.checkout:
             pending = view.checkout.get("pending_order_ids") or set()
             facts.add_row("checkout", f"is_payment_done={bool(view.checkout.get('is_payment_done'))}, "
                                       f"{len(pending)} order(s) of it not final")
-        ops.console.print(Panel(facts, title=f"order {payment_order_id}", title_align="left"))
-        ops.console.print(_ledger_panel(payment_order_id, view.ledger))
-        ops.console.print(_movement_panel(payment_order_id, order.get("seller_account", ""), view.movement))
-        ops.console.print(_next_step(payment_order_id, order))
+        ops.console.print(Panel(facts, title=f"order {identifier}", title_align="left"))
+        if view.charge:
+            ops.console.print(_charge_panel(view.charge))
+        ops.console.print(_ledger_panel(identifier, view.ledger))
+        ops.console.print(_movement_panel(identifier, order.get("seller_account", ""), view.movement))
+        ops.console.print(_next_step(identifier, order, view.charge))
 
     _guarded(ctx, body)
+
+
+def _grid() -> Table:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    return facts
+
+
+def _show_charge(ops: Ops, tables: PaymentTables, key: str) -> None:
+    charge = tables.get_charge(key)
+    if charge is None:
+        raise OpsError(f"no charge {key} in table {ops.resources.get('charges_table')}")
+    ops.console.print(_charge_panel(charge))
+    orders = tables.get_orders([o["payment_order_id"] for o in charge["orders"]])
+    table = Table(title=f"orders of {key}", title_justify="left")
+    for column in ("payment_order_id", "seller", "amount", "status", "failure"):
+        table.add_column(column)
+    for share in charge["orders"]:
+        order = orders.get(share["payment_order_id"], {})
+        status = order.get("payment_order_status", "missing")
+        table.add_row(share["payment_order_id"], share["seller_account"],
+                      _money(share["amount_minor"], charge["currency"]),
+                      Text(status, style=_STATUS_STYLE.get(status, "bold red")), order.get("failure_code") or "")
+    ops.console.print(table)
+    ops.console.print(_next_step(key, {"payment_order_status": charge["charge_status"], **charge}, charge))
+
+
+def _charge_panel(charge: dict[str, Any]) -> Panel:
+    charge = mask(charge)
+    status = charge.get("charge_status", "?")
+    facts = _grid()
+    facts.add_row("status", Text(status, style=_STATUS_STYLE.get(status, "")))
+    facts.add_row("amount", _money(charge.get("amount_minor"), charge.get("currency")))
+    facts.add_row("orders", ", ".join(o["payment_order_id"] for o in charge.get("orders", [])))
+    for key in ("payment_method", "psp", "psp_reference", "charge_id", "psp_status", "attempts", "psp_calls",
+                "key_generation", "failure_code", "failure_reason", "first_attempt_at", "updated_at"):
+        if key in charge:
+            facts.add_row(key, str(charge[key]))
+    if "due_at" in charge:
+        facts.add_row("sweeper", f"watching: next look at {charge['due_at']} (shard {charge.get('sweep_shard')})")
+    else:
+        facts.add_row("sweeper", "not watching" + ("" if status in ("SUCCESS", "FAILED") else " (dead-lettered)"))
+    if "dead_letter_reason" in charge:
+        facts.add_row("dead-lettered", Text(str(charge["dead_letter_reason"]), style="bold red"))
+    return Panel(facts, title=f"charge {charge.get('charge_key')}", title_align="left")
 
 
 def _money(minor: Any, currency: Any) -> str:
@@ -352,20 +402,24 @@ def _movement_panel(payment_order_id: str, seller: str, movement: dict[str, Any]
     return Panel(text, title=title, title_align="left")
 
 
-def _next_step(payment_order_id: str, order: dict[str, Any]) -> str:
+def _next_step(identifier: str, order: dict[str, Any], charge: dict[str, Any] | None) -> str:
     if order.get("payment_order_status") in ("SUCCESS", "FAILED"):
         return "final: nothing to do for this order"
-    if "dead_letter_reason" in order:
-        return f"next: fix the cause, then [bold]python -m ops order redrive {payment_order_id}[/]"
-    return "in progress: the sweeper drives it again if its deadline passes"
+    if "dead_letter_reason" in order or (charge and "dead_letter_reason" in charge):
+        return f"next: fix the cause, then [bold]python -m ops order redrive {identifier}[/]"
+    return "in progress: the sweeper drives its charge again if the deadline passes"
 
 
 @order_app.command("redrive")
-def order_redrive(ctx: typer.Context, payment_order_id: str) -> None:
-    """Put one dead-lettered order back to work (its WorkflowDlq message, if any, stays until redriven)."""
+def order_redrive(
+    ctx: typer.Context,
+    identifier: Annotated[str, typer.Argument(help="a payment_order_id, or a charge key <checkout_id>#<CURRENCY>")],
+) -> None:
+    """Put the charge of one order (or one charge) back to work, for every order of it; a final charge only gets
+    its checkout completed. Its WorkflowDlq message, if any, stays until redriven."""
 
     def body(ops: Ops) -> None:
-        outcome = redrive_order(_tables(ops.resources), payment_order_id)
+        outcome = redrive_order(_tables(ops.resources), identifier)
         line = Text(f"{outcome.action.value}: ", style=_ACTION_STYLE[outcome.action])
         line.append(mask_text(outcome.detail))
         ops.console.print(line)

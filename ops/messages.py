@@ -66,13 +66,15 @@ class Message:
 class Summary:
     """Order id, step, error and attempts of a dead letter, whichever producer wrote it.
 
-    Shapes: the sweeper's (functions/shared/queues.dead_letter: payment_order_id, step, error, attempts, ...),
-    the state machine's ToDeadLetter (infra/constructs/workflow.py: error is {Error, Cause}, the order under
-    `input`), an order message (OrderWork, no step: the starter failed on it), an S3 notification (recon),
+    Shapes: the sweeper's (functions/shared/queues.dead_letter: charge_key, payment_order_ids, step, error,
+    attempts, ...), the state machine's ToDeadLetter (infra/constructs/workflow.py: error is {Error, Cause},
+    the charge under `input`), a charge message (charge_key, no step: the starter failed on it), an S3
+    notification (recon),
     a reconciliation difference (functions/recon ReviewQueue).
     """
 
     payment_order_id: str = ""
+    charge_key: str = ""
     step: str = ""
     error: str = ""
     attempts: int | None = None
@@ -83,16 +85,20 @@ class Summary:
         if not isinstance(body, dict):
             return cls(error="" if body is not None else "(body is not JSON)")
         order = body.get("input") if isinstance(body.get("input"), dict) else {}
+        order_ids = body.get("payment_order_ids") or [o.get("payment_order_id") for o in order.get("orders") or []
+                                                      if isinstance(o, dict)]
         summary = cls(
-            payment_order_id=str(body.get("payment_order_id") or order.get("payment_order_id") or ""),
+            payment_order_id=str(body.get("payment_order_id") or order.get("payment_order_id")
+                                 or ", ".join(str(i) for i in order_ids if i)),
+            charge_key=str(body.get("charge_key") or order.get("charge_key") or ""),
             step=str(body.get("step") or ""),
             error=_error_text(body.get("error")),
             attempts=_int(body.get("attempts", body.get("attempt"))),
         )
         if body.get("execution"):
             summary.extra["execution"] = str(body["execution"])
-        if not summary.step and summary.payment_order_id and "amount_minor" in body:
-            summary.step = "start (order message)"
+        if not summary.step and summary.charge_key and "step" not in body:
+            summary.step = "start (charge message)"
         if "discrepancy_id" in body:  # functions/recon ReviewQueue: a difference reconciliation cannot explain
             summary.step = "review"
             summary.error = f"{body.get('category')}: {body.get('explanation') or ''}".strip(": ")

@@ -1,9 +1,10 @@
 """Redrive a dead-letter queue, message by message, reporting each as it goes.
 
 OrdersDlq, ReconDlq, ReviewDlq: the message moves back to its main queue (send, then delete: a crash in between
-duplicates it, which the idempotent consumers absorb, and never loses it). WorkflowDlq: the message names an
-order; the order is put back to work (ops.orders.redrive_order) and the message is deleted once nothing is left
-to do for it. Messages the tool cannot act on stay in the DLQ and are made visible again at the end.
+duplicates it, which the idempotent consumers absorb, and never loses it). WorkflowDlq: the message names a
+charge (older ones an order, resolved to its charge); the charge is put back to work (ops.orders.redrive_order)
+and the message is deleted once nothing is left to do for it. Messages the tool cannot act on stay in the DLQ
+and are made visible again at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ops.resources import Dlq, Resources
 @dataclass(frozen=True)
 class Result:
     message: Message
-    payment_order_id: str
+    payment_order_id: str  # or the charge key the message names
     outcome: Outcome
     deleted: bool
 
@@ -40,7 +41,8 @@ def redrive_queue(
     else:
         resources.export_for_shared_code()
         act = _order_driver(PaymentTables(resources.get("payment_events_table"),
-                                          resources.get("payment_orders_table")), dry_run)
+                                          resources.get("payment_orders_table"),
+                                          resources.get("charges_table")), dry_run)
     results: list[Result] = []
     held: dict[str, Message] = {}  # received and not deleted: made visible again at the end, whatever happens
     seen: set[str] = set()
@@ -58,7 +60,8 @@ def redrive_queue(
                 if deleted:
                     source.delete(message)
                     del held[message.receipt]
-                result = Result(message, message.summary().payment_order_id, outcome, deleted)
+                summary = message.summary()
+                result = Result(message, summary.charge_key or summary.payment_order_id, outcome, deleted)
                 results.append(result)
                 report(result)
     finally:
@@ -82,9 +85,10 @@ def _mover(target: Queue, target_name: str, dry_run: bool) -> Callable[[Message]
 def _order_driver(tables: PaymentTables, dry_run: bool) -> Callable[[Message], Outcome]:
     def drive(message: Message) -> Outcome:
         summary = message.summary()
-        if not summary.payment_order_id:
-            return Outcome(Action.LEFT, "no payment_order_id in the body: look at it with ops dlq show")
-        return redrive_order(tables, summary.payment_order_id, failed_attempt=summary.attempts,
+        identifier = summary.charge_key or summary.payment_order_id
+        if not identifier or "," in identifier:
+            return Outcome(Action.LEFT, "no charge_key or payment_order_id in the body: look at it with ops dlq show")
+        return redrive_order(tables, identifier, failed_attempt=summary.attempts,
                              from_message=True, dry_run=dry_run)
 
     return drive

@@ -41,13 +41,14 @@ VALUES: dict[str, Value] = {
     "payment_orders_table": Value(names.OUT_TABLE_NAMES[names.PAYMENT_ORDERS], names.ENV_PAYMENT_ORDERS_TABLE),
     "wallet_table": Value(names.OUT_TABLE_NAMES[names.WALLET], names.ENV_WALLET_TABLE),
     "ledger_table": Value(names.OUT_TABLE_NAMES[names.LEDGER], names.ENV_LEDGER_TABLE),
+    "charges_table": Value(names.OUT_TABLE_NAMES[names.CHARGES], names.ENV_CHARGES_TABLE),
     "state_machine_arn": Value(names.OUT_STATE_MACHINE_ARN, names.ENV_STATE_MACHINE_ARN),
 }
 
 
 @dataclass(frozen=True)
 class Dlq:
-    """A dead-letter queue and where its messages go back to (None: WorkflowDlq, redriven order by order)."""
+    """A dead-letter queue and where its messages go back to (None: WorkflowDlq, redriven charge by charge)."""
 
     name: str
     key: str  # the short name typed on the command line
@@ -112,7 +113,7 @@ class Resources:
     def export_for_shared_code(self) -> None:
         """Give functions/shared (PaymentTables, queues.start_workflow, settings) the names the functions get."""
         for key in ("payment_events_table", "payment_orders_table", "wallet_table", "ledger_table",
-                    "state_machine_arn", "orders_queue_url", "workflow_dlq_url"):
+                    "charges_table", "state_machine_arn", "orders_queue_url", "workflow_dlq_url"):
             os.environ[VALUES[key].env] = self.get(key)
         reload_settings()
 

@@ -1,7 +1,9 @@
-"""Workflow task: one PSP charge per order, idempotency key = payment_order_id.
+"""Workflow task: the charge's one PaymentIntent (idempotency key charge:<checkout_id>:<CURRENCY>).
 
-Transient PSP errors raise PspTransientError, which the workflow retries with backoff (same key, so a charge
-whose answer was lost is replayed, never repeated). Declines come back as a `failed` outcome.
+Transient PSP errors raise PspTransientError, which the workflow retries with backoff: the same key, and from
+the second call of a charge on a look-up first, so a charge whose answer was lost is found or replayed, never
+repeated. Declines come back as a `failed` outcome. Stripe replaying a stored 500 for the key is handled in
+`_create` (docs/decisions.md 2026-12-04).
 """
 
 from __future__ import annotations
@@ -11,24 +13,50 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.shared import psp
-from functions.shared.models import OrderWork
+from functions.shared import clock, psp
+from functions.shared.errors import PspKeyPoisoned, PspTransientError
+from functions.shared.models import ChargeWork
+from functions.shared.tables import PaymentTables, transient_errors_retryable
 
 logger = Logger(service="executor")
 
 
-def execute(work: OrderWork) -> psp.ChargeResult:
-    if work.psp_reference:
-        # A re-drive of an order the PSP already knows: its current state, not the replay of the first answer.
-        return psp.client().retrieve(work.psp_reference)
-    return psp.client().charge(work)
+def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.ChargeResult:
+    tables = tables or PaymentTables.from_settings()
+    before = tables.note_psp_call(work.charge_key)
+    reference = before.get("psp_reference") or work.psp_reference
+    # The PSP knows the charge: its current state, not the replay of a first answer.
+    result = psp.client().retrieve(reference) if reference else _create(work, tables, before)
+    if result.psp_reference and result.psp_reference != reference:
+        tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
+    return result
+
+
+def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> psp.ChargeResult:
+    generation = int(before.get("key_generation", 0))
+    look_up_first = int(before.get("psp_calls", 0)) > 0
+    try:
+        return psp.client().charge(work, look_up_first=look_up_first, generation=generation)
+    except PspKeyPoisoned:
+        # Stripe replays the 500 it stored for this key, for 24 h. Only a look-up that can be trusted (search
+        # settles within minutes) may prove that no PaymentIntent exists; then the next key is used, once.
+        first = clock.parse_iso(work.first_attempt_at or before.get("first_attempt_at") or clock.iso())
+        if clock.now() - first < psp.SEARCH_TRUSTED_AFTER:
+            raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later") from None
+        existing = psp.client().find_payment_intent(work.charge_key)
+        if existing is not None:
+            return psp.client().charge(work, look_up_first=True, generation=generation)
+        generation = tables.retire_key(work.charge_key, generation, clock.iso())
+        logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
+        return psp.client().charge(work, generation=generation)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    work = OrderWork.model_validate(event)
-    logger.append_keys(payment_order_id=work.payment_order_id, attempt=work.attempt)
-    result = execute(work)
+    work = ChargeWork.model_validate(event)
+    logger.append_keys(charge_key=work.charge_key, attempt=work.attempt)
+    with transient_errors_retryable():
+        result = execute(work)
     logger.info("charge outcome", extra={"outcome": result.outcome, "psp_status": result.psp_status,
                                          "failure_code": result.failure_code})
     return result.as_dict()

@@ -1,15 +1,21 @@
-"""Scheduled: finds orders past their deadline and drives them again through the idempotent path.
+"""Scheduled: finds charges past their deadline and drives them again through the idempotent path.
 
-- NOT_STARTED past the enqueue grace: the API died between its write and its send (the outbox case):
-  enqueue again.
-- EXECUTING past the deadline: the workflow died, timed out, or the PSP said `pending`: start the next
-  attempt (same idempotency key; with the PSP reference known, the executor reads the charge's current state).
-- Past max attempts: the order leaves the sweeper's index and a dead-letter message says why (alarm).
+- NOT_STARTED past the enqueue grace: the API died between its write and its send (the outbox case): enqueue.
+- EXECUTING past the deadline: the workflow died, timed out, was dead-lettered, the PSP said `pending`, or
+  finalize died before marking the charge (it is marked last): start the next attempt (same PSP key; with the
+  PSP reference known, the executor reads the charge's current state; every later step is idempotent).
+- Past max attempts: the charge leaves the sweeper's index and a dead-letter message says why (alarm).
+
+Shards are swept in parallel (a bounded pool) and each one page by page; one charge's or one shard's error is
+logged and the rest go on.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -17,58 +23,94 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock, queues
 from functions.shared.config import settings
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 
 logger = Logger(service="sweeper")
 
+# One thread per shard (32): each charge is ~4 sequential AWS calls, so a run's throughput is threads / call
+# latency (docs/decisions.md 2026-12-04). boto3 clients share one pool of 50 connections (functions/shared/aws.py).
+MAX_THREADS = 32
+MAX_PER_SHARD = 1000  # a run's limit per shard; the rest waits one minute
+RUN_BUDGET_S = 45  # of the Sweeper's 60 s timeout: past it, shards stop taking new charges (the next run goes on)
+COUNTS = ("enqueued", "redriven", "dead_lettered", "skipped", "errors", "deferred")
 
-def sweep(tables: PaymentTables | None = None, limit_per_shard: int = 100) -> dict[str, int]:
+
+def sweep(tables: PaymentTables | None = None, max_per_shard: int = MAX_PER_SHARD,
+          budget_s: float = RUN_BUDGET_S) -> dict[str, int]:
     tables = tables or PaymentTables.from_settings()
-    config = settings()
-    counts = {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0}
     now = clock.now()
-    for shard in range(config.sweep_shards):
-        for key in tables.due_orders(str(shard), clock.iso(now), limit_per_shard):
-            order = tables.get_order(key["payment_order_id"])
-            if order is None or "due_at" not in order:
-                counts["skipped"] += 1
-                continue
-            counts[_drive(order, tables, now)] += 1
-    if any(counts[k] for k in ("enqueued", "redriven", "dead_lettered")):
+    stop_at = time.monotonic() + budget_s
+    shards = [str(shard) for shard in range(settings().sweep_shards)]
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(shards))) as pool:
+        results = list(pool.map(lambda shard: _sweep_shard(tables, shard, now, max_per_shard, stop_at), shards))
+    counts = {name: 0 for name in COUNTS}
+    for result in results:
+        for name, value in result.items():
+            counts[name] += value
+    if any(counts[name] for name in COUNTS if name != "skipped"):
         logger.info("sweep", extra=counts)
     return counts
 
 
-def _drive(order: dict[str, Any], tables: PaymentTables, now: Any) -> str:
+def _sweep_shard(tables: PaymentTables, shard: str, now: datetime, max_items: int, stop_at: float
+                 ) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    try:
+        for key in tables.due_charges(shard, clock.iso(now), max_items=max_items):
+            if time.monotonic() > stop_at:
+                counts["deferred"] += 1
+                break
+            try:
+                counts[_drive(tables, key, now)] += 1
+            except Exception:
+                logger.exception("sweep of one charge failed; the next run tries again",
+                                 extra={"charge_key": key, "shard": shard})
+                counts["errors"] += 1
+    except Exception:
+        logger.exception("sweep of one shard failed; the other shards go on", extra={"shard": shard})
+        counts["errors"] += 1
+    return counts
+
+
+def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
+    charge = tables.get_charge(key)
+    if charge is None or "due_at" not in charge:
+        return "skipped"
     config = settings()
-    order_id, due_at = order["payment_order_id"], order["due_at"]
-    status = OrderStatus(order["payment_order_status"])
-    attempts = int(order.get("attempts", 0))
+    due_at, attempts = charge["due_at"], int(charge.get("attempts", 0))
+    status = OrderStatus(charge["charge_status"])
     if status.is_final:
         return "skipped"
     if attempts >= config.max_attempts:
-        reason = f"{status.value} after {attempts} attempts (psp_status={order.get('psp_status', '')})"
-        if tables.mark_dead_lettered(order_id, due_at, reason, clock.iso(now)):
-            queues.dead_letter(order_id, "sweeper", reason, attempts,
-                               {"checkout_id": order["checkout_id"], "psp_reference": order.get("psp_reference")})
-            return "dead_lettered"
-        return "skipped"
+        return _dead_letter(tables, charge, status, now)
     if status is OrderStatus.NOT_STARTED:
-        if not tables.postpone(order_id, due_at, clock.iso(now + timedelta(seconds=config.enqueue_grace_s)),
-                               clock.iso(now)):
+        later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
+        if not tables.postpone_charge(key, due_at, later, clock.iso(now)):
             return "skipped"
-        queues.enqueue_orders([OrderWork.from_order_item(order, attempt=1)])
+        if queues.enqueue_charges([(key, charge["checkout_id"])]):
+            raise RuntimeError(f"the orders queue refused {key}")
         return "enqueued"
-    next_attempt = attempts + 1
-    started = tables.begin_attempt(order_id, next_attempt, clock.iso(now),
-                                   clock.iso(now + timedelta(seconds=config.executing_deadline_s)),
-                                   expected_due_at=due_at)
+    started = tables.begin_charge_attempt(key, attempts + 1, clock.iso(now),
+                                          clock.iso(now + timedelta(seconds=config.executing_deadline_s)),
+                                          expected_due_at=due_at)
     if started is None:
         return "skipped"
-    queues.start_workflow(OrderWork.from_order_item(started, attempt=next_attempt))
+    queues.start_workflow(ChargeWork.from_charge_item(started, attempt=attempts + 1))
+    tables.note_execution_started(key, attempts + 1)
     return "redriven"
+
+
+def _dead_letter(tables: PaymentTables, charge: dict[str, Any], status: OrderStatus, now: datetime) -> str:
+    key, attempts = charge["charge_key"], int(charge.get("attempts", 0))
+    reason = f"{status.value} after {attempts} attempts (psp_status={charge.get('psp_status', '')})"
+    if not tables.mark_charge_dead_lettered(key, charge["due_at"], reason, clock.iso(now)):
+        return "skipped"
+    queues.dead_letter(key, "sweeper", reason, attempts, {
+        "checkout_id": charge["checkout_id"], "psp_reference": charge.get("psp_reference"),
+        "payment_order_ids": [order["payment_order_id"] for order in charge["orders"]]})
+    return "dead_lettered"
 
 
 @logger.inject_lambda_context(clear_state=True)

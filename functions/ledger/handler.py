@@ -1,4 +1,5 @@
-"""Workflow task: the order's double-entry pay-in transaction, written once (id payin#<payment_order_id>)."""
+"""Workflow task: each order's double-entry pay-in transaction, written once (id payin#<payment_order_id>),
+against the receivable of the PSP the order names."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.ledger import journal
-from functions.shared.config import settings
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork, OrderShare
+from functions.shared.tables import transient_errors_retryable
 
 logger = Logger(service="ledger")
 
 
-def record_payin(work: OrderWork) -> tuple[str, bool]:
-    transaction = journal.payin(work.payment_order_id, work.seller_account, work.amount, settings().psp_name)
+def record_payin(work: ChargeWork, order: OrderShare) -> tuple[str, bool]:
+    transaction = journal.payin(order.payment_order_id, order.seller_account, work.share(order), order.psp)
     return transaction.transaction_id, journal.record(transaction)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    work = OrderWork.model_validate(event)
-    transaction_id, written = record_payin(work)
-    logger.info("ledger transaction", extra={"transaction_id": transaction_id, "written_now": written})
-    return {"transaction_id": transaction_id, "recorded": True, "written_now": written}
+    work = ChargeWork.model_validate(event)
+    with transient_errors_retryable():
+        recorded = [record_payin(work, order) for order in work.orders]
+    written = [transaction_id for transaction_id, now in recorded if now]
+    logger.info("ledger transactions", extra={"charge_key": work.charge_key, "written_now": written})
+    return {"transaction_ids": [t for t, _ in recorded], "recorded": True, "written_now": written}

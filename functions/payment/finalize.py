@@ -1,7 +1,9 @@
-"""Workflow task: the order's final status, and the checkout's is_payment_done once all its orders are final.
+"""Workflow task: every order of the charge final, then the checkout's is_payment_done, then the charge.
 
-Called with the workflow state: the order fields, `charge` (the executor's result) and `outcome`
+Called with the workflow state: the charge fields, `charge` (the executor's result) and maybe `outcome`
 (succeeded | failed | pending); a Catch of PspPermanentError arrives with `error` {Error, Cause} instead.
+The charge is marked last: until then it stays in the sweeper's index, so a finalize that died half-way is run
+again by the sweeper's next attempt (every write here is conditional or idempotent).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock
-from functions.shared.models import OrderWork
+from functions.shared.errors import StatusTransitionRefused
+from functions.shared.models import ChargeWork
 from functions.shared.status import OrderStatus
-from functions.shared.tables import PaymentTables
+from functions.shared.tables import PaymentTables, transient_errors_retryable
 
 logger = Logger(service="finalize")
 
@@ -36,36 +39,51 @@ def _failure(state: dict[str, Any]) -> tuple[str, str]:
     return error.get("Error") or "failed", message or "payment failed"
 
 
-def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict[str, Any]:
-    tables = tables or PaymentTables.from_settings()
-    work = OrderWork.model_validate(state)
+def _final_fields(state: dict[str, Any], work: ChargeWork) -> tuple[OrderStatus, dict[str, Any]]:
     charge = state.get("charge") or {}
     outcome = state.get("outcome") or charge.get("outcome")
-    now = clock.now()
-    if outcome == "pending":
-        tables.record_pending(work.payment_order_id, charge.get("psp_reference", ""), charge.get("psp_status", ""),
-                              clock.iso(now + PENDING_RECHECK), clock.iso(now))
-        return {"payment_order_status": OrderStatus.EXECUTING.value, "psp_status": charge.get("psp_status")}
+    common = {"psp_reference": charge.get("psp_reference") or None, "charge_id": charge.get("charge_id") or None,
+              "psp_status": charge.get("psp_status") or None, "charge_key": work.charge_key}
     if outcome == "succeeded":
-        status = OrderStatus.SUCCESS
-        fields: dict[str, Any] = {"psp_reference": charge.get("psp_reference") or None,
-                                  "psp_status": charge.get("psp_status") or None,
-                                  "wallet_updated": True, "ledger_updated": True}
-    elif outcome == "failed" or state.get("error"):
-        status = OrderStatus.FAILED
+        return OrderStatus.SUCCESS, {**common, "wallet_updated": True, "ledger_updated": True}
+    if outcome == "failed" or state.get("error"):
         code, reason = _failure(state)
-        fields = {"failure_code": code, "failure_reason": reason[:500],
-                  "psp_reference": charge.get("psp_reference") or None}
-    else:
-        raise ValueError(f"unknown outcome {outcome!r} for {work.payment_order_id}")
+        return OrderStatus.FAILED, {**common, "failure_code": code, "failure_reason": reason[:500]}
+    raise ValueError(f"unknown outcome {outcome!r} for {work.charge_key}")
+
+
+def _finish_order(tables: PaymentTables, order_id: str, status: OrderStatus, fields: dict[str, Any], now: str
+                  ) -> bool:
+    try:
+        return tables.finish(order_id, status, fields, now)
+    except StatusTransitionRefused:
+        # A starter that died between the charge and its orders left this one NOT_STARTED: move it on first.
+        tables.mark_orders_executing([order_id], now)
+        return tables.finish(order_id, status, fields, now)
+
+
+def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict[str, Any]:
+    tables = tables or PaymentTables.from_settings()
+    work = ChargeWork.model_validate(state)
+    charge = state.get("charge") or {}
+    now = clock.now()
+    if (state.get("outcome") or charge.get("outcome")) == "pending":
+        tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""), charge.get("psp_status", ""),
+                                     clock.iso(now + PENDING_RECHECK), clock.iso(now))
+        return {"charge_status": OrderStatus.EXECUTING.value, "psp_status": charge.get("psp_status")}
+    status, fields = _final_fields(state, work)
     fields = {k: v for k, v in fields.items() if v is not None}
-    changed = tables.finish(work.payment_order_id, status, fields, clock.iso(now))
-    done = tables.settle_checkout_order(work.checkout_id, work.payment_order_id)
-    return {"payment_order_status": status.value, "changed_now": changed, "is_payment_done": done}
+    stamp = clock.iso(now)
+    changed = [order_id for order_id in work.payment_order_ids
+               if _finish_order(tables, order_id, status, fields, stamp)]
+    done = tables.settle_checkout_orders(work.checkout_id, work.payment_order_ids)
+    tables.finish_charge(work.charge_key, status, {k: v for k, v in fields.items() if k != "charge_key"}, stamp)
+    return {"charge_status": status.value, "changed_now": changed, "is_payment_done": done}
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = finalize(event)
-    logger.info("order finalized", extra={"payment_order_id": event.get("payment_order_id"), **result})
+    with transient_errors_retryable():
+        result = finalize(event)
+    logger.info("charge finalized", extra={"charge_key": event.get("charge_key"), **result})
     return result

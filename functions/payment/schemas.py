@@ -13,7 +13,9 @@ from functions.shared import psp_units
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import Money, MoneyError
 
-MAX_ORDERS_PER_CHECKOUT = 50  # one DynamoDB transaction holds the event and every order (limit 100 items)
+# One DynamoDB transaction holds the event, every order and one charge per currency (limit 100 items).
+MAX_ORDERS_PER_CHECKOUT = 50
+MAX_CURRENCIES_PER_CHECKOUT = 10
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
@@ -96,6 +98,16 @@ class PaymentRequest(BaseModel):
                     {"id": order.payment_order_id},
                 )
             seen.add(order.payment_order_id)
+        return self
+
+    @model_validator(mode="after")
+    def _few_currencies(self) -> PaymentRequest:
+        currencies = {order.money().currency for order in self.payment_orders}
+        if len(currencies) > MAX_CURRENCIES_PER_CHECKOUT:
+            raise PydanticCustomError(
+                "too_many_currencies", "a checkout is charged once per currency, in at most {limit} currencies",
+                {"limit": MAX_CURRENCIES_PER_CHECKOUT},
+            )
         return self
 
 

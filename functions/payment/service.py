@@ -12,9 +12,9 @@ from aws_lambda_powertools import Logger
 
 from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
+from functions.shared.charges import charge_key, group_orders
 from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
-from functions.shared.models import OrderWork
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
 from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, created_bucket, sweep_shard
@@ -70,23 +70,27 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         {
             **summary,
             "checkout_id": request.checkout_id,
+            "charge_key": charge_key(request.checkout_id, summary["currency"]),
             "payment_method": payment_method,
             "psp": config.psp_name,
             "payment_order_status": OrderStatus.NOT_STARTED.value,
-            "attempts": 0,
             "wallet_updated": False,
             "ledger_updated": False,
             "created_at": created_at,
             "updated_at": created_at,
-            "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
             "created_bucket": created_bucket(summary["payment_order_id"], created_at),
+            # The open-orders index (until final or dead-lettered): what watchers and on-call read. The
+            # sweeper reads the charges' own index.
+            "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
             "due_at": due_at,
         }
         for summary in summaries
     ]
+    charges = [charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at)
+               for currency, shares in group_orders(orders).items()]
     for attempt in range(_WRITE_ATTEMPTS):
         try:
-            tables.create_checkout(event, orders)
+            tables.create_checkout(event, orders, charges)
             break
         except WriteConflict:
             if attempt == _WRITE_ATTEMPTS - 1:
@@ -100,17 +104,32 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
                 ) from None
             return checkout_as_placed(existing), True
 
-    works = [OrderWork(**summary, checkout_id=request.checkout_id, payment_method=payment_method)
-             for summary in summaries]
     try:
-        unsent = queues.enqueue_orders(works)
-    except Exception:  # the orders are stored; the sweeper will enqueue them after the grace period
-        logger.exception("enqueue failed; the sweeper will enqueue the orders",
+        unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges])
+    except Exception:  # the charges are stored; the sweeper will enqueue them after the grace period
+        logger.exception("enqueue failed; the sweeper will enqueue the charges",
                          extra={"checkout_id": request.checkout_id})
-        unsent = [w.payment_order_id for w in works]
+        unsent = [c["charge_key"] for c in charges]
     if unsent:
-        logger.warning("orders not enqueued", extra={"checkout_id": request.checkout_id, "unsent": unsent})
+        logger.warning("charges not enqueued", extra={"checkout_id": request.checkout_id, "unsent": unsent})
     return checkout_as_placed(event), False
+
+
+def charge_item(checkout_id: str, currency: str, orders: list[dict[str, Any]], payment_method: str,
+                created_at: str, due_at: str) -> dict[str, Any]:
+    """The charge of a checkout in one currency, as stored: its orders, their sum, and the sweeper's deadline
+    (the outbox: if the message is lost, the sweeper enqueues the charge once `due_at` passes)."""
+    key = charge_key(checkout_id, currency)
+    total = sum((Money(o["amount_minor"], currency) for o in orders), Money.zero(currency))
+    return {
+        "charge_key": key, "checkout_id": checkout_id, "currency": currency, "amount_minor": total.minor,
+        "payment_method": payment_method, "psp": orders[0]["psp"],
+        "orders": [{"payment_order_id": o["payment_order_id"], "seller_account": o["seller_account"],
+                    "amount_minor": o["amount_minor"], "psp": o["psp"]} for o in orders],
+        "charge_status": OrderStatus.NOT_STARTED.value, "attempts": 0, "psp_calls": 0,
+        "created_at": created_at, "updated_at": created_at,
+        "sweep_shard": sweep_shard(key, settings().sweep_shards), "due_at": due_at,
+    }
 
 
 def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:

@@ -13,6 +13,8 @@ class Settings(BaseModel):
     payment_orders_table: str = Field(min_length=1)
     wallet_table: str = Field(min_length=1)
     ledger_table: str = Field(min_length=1)
+    # Empty only in processes that never touch charges (recon, tools built before the charges table).
+    charges_table: str = ""
     recon_table: str = ""
     orders_queue_url: str = ""
     workflow_dlq_url: str = ""
@@ -23,14 +25,17 @@ class Settings(BaseModel):
     psp_api_key: str = ""
     psp_api_key_parameter: str = ""
     psp_name: str = "stripe"
-    psp_timeout_s: float = 20.0
-    # Seconds an order may stay EXECUTING before the sweeper drives it again. Above the Express workflow's
+    # One PSP call's budget; an invocation makes at most two (look-up, create) inside the Executor's 20 s.
+    psp_timeout_s: float = 8.0
+    # Seconds a charge may stay EXECUTING before the sweeper drives it again. Above the Express workflow's
     # five-minute limit, so a re-drive never overlaps a still-running execution.
     executing_deadline_s: int = 360
-    # Seconds a stored order may wait for its queue message before the sweeper enqueues it (the outbox grace).
+    # Seconds a stored charge may wait for its queue message before the sweeper enqueues it (the outbox grace).
     enqueue_grace_s: int = 60
     max_attempts: int = 5
-    sweep_shards: int = 4
+    # Shards of the charges' sweep index. Only ever raised: a shard is hash % count, so the shards of a smaller
+    # count are a subset of a larger one's and charges written before a raise are still read (decisions.md).
+    sweep_shards: int = 32
 
     @classmethod
     def from_env(cls) -> Settings:

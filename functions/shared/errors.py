@@ -103,3 +103,19 @@ class PspOutcomeUnknown(DomainError):
 
     code = "psp_outcome_unknown"
     http_status = 502
+
+
+class AwsTransientError(DomainError):
+    """AWS said "not now" (a transaction conflict, throttling, a 5xx, a timeout): the same step run again later
+    succeeds. The workflow retries it with backoff and jitter; it is never dead-lettered on first sight."""
+
+    code = "aws_transient"
+    http_status = 503
+
+
+class PspKeyPoisoned(DomainError):
+    """Stripe replays a stored 500 for this idempotency key, and a look-up found no PaymentIntent of the charge:
+    the key must be retired once the look-up can be trusted (see psp.charge)."""
+
+    code = "psp_key_poisoned"
+    http_status = 502

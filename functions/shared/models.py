@@ -1,14 +1,64 @@
-"""The workflow's input, shared by the functions (order statuses are in `functions.shared.status`)."""
+"""The workflow's input, shared by the functions (statuses are in `functions.shared.status`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from functions.shared.charges import charge_key
 from functions.shared.money import Money
 
 
+class OrderShare(BaseModel):
+    """One order of a charge: what the wallet and the ledger apply once, keyed by payment_order_id."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    payment_order_id: str
+    seller_account: str
+    amount_minor: int
+    psp: str = "stripe"
+
+
+class ChargeWork(BaseModel):
+    """What the workflow carries for one charge (a checkout in one currency): everything the steps need."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    charge_key: str
+    checkout_id: str
+    currency: str
+    amount_minor: int
+    payment_method: str
+    psp: str = "stripe"
+    orders: tuple[OrderShare, ...] = Field(min_length=1)
+    attempt: int = 1
+    first_attempt_at: str = ""
+    # Set on a re-drive when the PSP already knows the charge: the executor then reads its current state.
+    psp_reference: str = ""
+
+    @classmethod
+    def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
+        return cls(
+            charge_key=item["charge_key"], checkout_id=item["checkout_id"], currency=item["currency"],
+            amount_minor=item["amount_minor"], payment_method=item["payment_method"], psp=item.get("psp", "stripe"),
+            orders=tuple(OrderShare(**order) for order in item["orders"]), attempt=attempt,
+            first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
+        )
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def payment_order_ids(self) -> list[str]:
+        return [order.payment_order_id for order in self.orders]
+
+    def share(self, order: OrderShare) -> Money:
+        return Money(order.amount_minor, self.currency)
+
+
 class OrderWork(BaseModel):
-    """What the workflow carries for one order: everything the steps need, so they read nothing."""
+    """One stored order, as other parts (reconciliation) hand it back: its charge is what gets driven."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -20,7 +70,6 @@ class OrderWork(BaseModel):
     payment_method: str
     attempt: int = 1
     first_attempt_at: str = ""
-    # Set on a re-drive when the PSP already knows the charge: the executor then reads its current state.
     psp_reference: str = ""
 
     @classmethod
@@ -31,6 +80,10 @@ class OrderWork(BaseModel):
             payment_method=item["payment_method"], attempt=attempt,
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
         )
+
+    @property
+    def charge_key(self) -> str:
+        return charge_key(self.checkout_id, self.currency)
 
     @property
     def amount(self) -> Money:

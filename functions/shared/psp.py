@@ -1,10 +1,12 @@
 """The PSP adapter: the only module that imports `stripe`.
 
-One charge per payment order, keyed by payment_order_id, so a retry (ours, the SDK's, Step Functions') is
-replayed by Stripe instead of charging again. Errors come out in three kinds:
-- transient (network, 5xx, 429, key in flight, `Stripe-Should-Retry: true`): PspTransientError, retry same key;
-- permanent (a decline, an invalid request): a `failed` ChargeResult or PspPermanentError;
-- unknown outcome past the key's lifetime: look the PaymentIntent up first (see `charge`).
+One PaymentIntent per charge (a checkout in one currency), idempotency key `charge:<checkout_id>:<CURRENCY>`
+(functions/shared/charges.py), so a retry (ours, Step Functions', the sweeper's) is replayed by Stripe instead
+of charging again. Answers come out in three kinds:
+- a decline: a `failed` ChargeResult; an invalid request (unknown or used PaymentMethod): PspPermanentError;
+- anything unclear (network, 401/403 after a key rotation, 5xx whatever Stripe-Should-Retry says, 429, a key in
+  flight): PspTransientError, retried; a later attempt looks the PaymentIntent up before creating anything;
+- a 500 that Stripe replays for our key: PspKeyPoisoned (the executor decides when the key may be retired).
 """
 
 from __future__ import annotations
@@ -12,22 +14,31 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 from typing import Any
 
 import stripe
 
 from functions.shared import clock
+from functions.shared.charges import idempotency_key
 from functions.shared.config import settings
-from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
-from functions.shared.models import OrderWork
+from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
+from functions.shared.models import ChargeWork
+from functions.shared.money import Money
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
 IDEMPOTENCY_KEY_SAFE_AGE = timedelta(hours=23)
+# Stripe's search is eventually consistent ("under a minute" normally): a miss proves nothing before this age.
+SEARCH_TRUSTED_AFTER = timedelta(minutes=5)
 
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 _PENDING_STATUSES = {"processing", "requires_action", "requires_confirmation", "requires_capture"}
+
+
+def _stripe_amount(money: Money) -> int:
+    """The amount in Stripe's units. Stripe takes ISK and a few others as two-decimal; the lead wires
+    functions/shared/psp_units.to_stripe_amount in here at merge (the units branch writes it)."""
+    return money.minor
 
 
 @dataclass(frozen=True)
@@ -37,17 +48,20 @@ class ChargeResult:
     psp_status: str = ""
     failure_code: str = ""
     failure_reason: str = ""
+    charge_id: str = ""  # the PaymentIntent's latest_charge (ch_...): transfers and refunds name it
 
     def as_dict(self) -> dict[str, str]:
         return {
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
-            "failure_code": self.failure_code, "failure_reason": self.failure_reason,
+            "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
         }
 
 
 class PspClient:
-    def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 20.0, max_network_retries: int = 1):
+    def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 8.0, max_network_retries: int = 0):
         base = {"api": api_base} if api_base else None
+        self.api_key = api_key
+        # No SDK retries: the workflow's Retry (with a look-up first) is the one retry loop, inside its budget.
         self._stripe = stripe.StripeClient(
             api_key,
             base_addresses=base,
@@ -57,28 +71,32 @@ class PspClient:
 
     # -- charges -----------------------------------------------------------------------------------
 
-    def charge(self, work: OrderWork) -> ChargeResult:
-        """Create and confirm the PaymentIntent of one order, at most once.
+    def charge(self, work: ChargeWork, *, look_up_first: bool = False, generation: int = 0) -> ChargeResult:
+        """Create and confirm the charge's PaymentIntent, at most once.
 
-        Within the key's lifetime the idempotency key makes this safe to call any number of times. Past it,
-        an existing PaymentIntent for the order is looked up by metadata first and its status reported.
+        `look_up_first` (a later call for the same charge, or past the key's lifetime): an existing
+        PaymentIntent of the charge is found by metadata and reported instead. Within the key's lifetime the
+        idempotency key alone makes this safe to call any number of times.
         """
-        if work.first_attempt_at and clock.now() - clock.parse_iso(work.first_attempt_at) > IDEMPOTENCY_KEY_SAFE_AGE:
-            existing = self.find_payment_intent(work.payment_order_id)
+        key_aged = bool(work.first_attempt_at) and (
+            clock.now() - clock.parse_iso(work.first_attempt_at) > IDEMPOTENCY_KEY_SAFE_AGE)
+        if look_up_first or key_aged:
+            existing = self.find_payment_intent(work.charge_key)
             if existing is not None:
                 return self._result_of(existing)
         params: dict[str, Any] = {
-            "amount": work.amount_minor,
+            "amount": _stripe_amount(work.amount),
             "currency": work.currency.lower(),
             "payment_method": work.payment_method,
             "confirm": True,
             "payment_method_types": ["card"],
-            "metadata": {"payment_order_id": work.payment_order_id, "checkout_id": work.checkout_id,
-                         "seller_account": work.seller_account},
+            "transfer_group": work.checkout_id,
+            "metadata": {"checkout_id": work.checkout_id, "charge_key": work.charge_key},
         }
+        key = idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(
-                params=params, options={"idempotency_key": work.payment_order_id}  # type: ignore[arg-type]
+                params=params, options={"idempotency_key": key}  # type: ignore[arg-type]
             )
         except stripe.CardError as error:
             return self._declined(error)
@@ -86,35 +104,43 @@ class PspClient:
             raise self._classify(error) from error
         return self._result_of(intent)
 
-    def find_payment_intent(self, payment_order_id: str) -> Any | None:
-        """The PaymentIntent Stripe holds for this order, by our metadata (Stripe's search is eventually
-        consistent, so this is only trusted past the idempotency key's lifetime)."""
+    def find_payment_intent(self, charge_key: str) -> Any | None:
+        """The PaymentIntent Stripe holds for this charge, by our metadata (eventually consistent: a miss is
+        proof of absence only once SEARCH_TRUSTED_AFTER has passed since the first attempt)."""
         try:
             found = self._stripe.v1.payment_intents.search(
-                params={"query": f"metadata['payment_order_id']:'{payment_order_id}'", "limit": 10}
+                params={"query": f"metadata['charge_key']:'{charge_key}'", "limit": 10}
             )
         except stripe.StripeError as error:
-            raise self._classify(error) from error
+            raise self._classify(error, creating=False) from error
         intents = list(found.data)
-        if len(intents) > 1:
-            raise PspOutcomeUnknown(f"{len(intents)} PaymentIntents carry payment_order_id {payment_order_id}")
-        return intents[0] if intents else None
+        succeeded = [i for i in intents if i.status == "succeeded"]
+        if len(succeeded) > 1:
+            raise PspOutcomeUnknown(f"{len(succeeded)} succeeded PaymentIntents carry charge_key {charge_key}")
+        if succeeded:
+            return succeeded[0]
+        live = [i for i in intents if i.status != "canceled" and i.status != "requires_payment_method"]
+        if len(live) > 1:
+            raise PspOutcomeUnknown(f"{len(live)} open PaymentIntents carry charge_key {charge_key}")
+        return (live or intents or [None])[0]
 
     def retrieve(self, psp_reference: str) -> ChargeResult:
         try:
             return self._result_of(self._stripe.v1.payment_intents.retrieve(psp_reference))
         except stripe.StripeError as error:
-            raise self._classify(error) from error
+            raise self._classify(error, creating=False) from error
 
     # -- mapping -----------------------------------------------------------------------------------
 
     @staticmethod
     def _result_of(intent: Any) -> ChargeResult:
         status = intent.status
+        latest = getattr(intent, "latest_charge", None) or ""
+        charge_id = latest if isinstance(latest, str) else getattr(latest, "id", "")
         if status == "succeeded":
-            return ChargeResult(SUCCEEDED, intent.id, status)
+            return ChargeResult(SUCCEEDED, intent.id, status, charge_id=charge_id)
         if status in _PENDING_STATUSES:
-            return ChargeResult(PENDING, intent.id, status)
+            return ChargeResult(PENDING, intent.id, status, charge_id=charge_id)
         error = getattr(intent, "last_payment_error", None)
         code = (getattr(error, "decline_code", None) or getattr(error, "code", None) or status) if error else status
         message = getattr(error, "message", None) if error else None
@@ -125,61 +151,72 @@ class PspClient:
         body = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
         intent = body.get("payment_intent") or {}
         code = body.get("decline_code") or error.code or "card_declined"
+        charge_id = intent.get("latest_charge") or body.get("charge") or ""
         return ChargeResult(
             FAILED, intent.get("id", ""), intent.get("status", "requires_payment_method"), code,
-            body.get("message") or "card declined",
+            body.get("message") or "card declined", charge_id if isinstance(charge_id, str) else "",
         )
 
     @staticmethod
-    def _classify(error: stripe.StripeError) -> Exception:
-        should_retry = (error.headers or {}).get("stripe-should-retry")
+    def _classify(error: stripe.StripeError, creating: bool = True) -> Exception:
+        """Only a create Stripe refused for a reason a retry cannot change is permanent; everything unclear
+        is transient, and the next attempt looks the charge up before creating anything. A look-up that Stripe
+        refuses proves nothing about the charge: PspOutcomeUnknown (a human looks), never FAILED."""
+        headers = error.headers or {}
         message = f"{type(error).__name__}: {error.user_message or error}"
-        if should_retry == "true":
-            return PspTransientError(message)
-        if should_retry == "false" and not isinstance(error, stripe.IdempotencyError):
-            return PspPermanentError(message, code=error.code or "psp_refused")
-        if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+        status = error.http_status
+        if isinstance(error, stripe.AuthenticationError | stripe.PermissionError) or status in (401, 403):
+            reset_client()  # a rotated key: the next call re-reads it
             return PspTransientError(message)
         if isinstance(error, stripe.IdempotencyError):
             # 409: the first request with this key is still in flight. 400: same key, other parameters,
             # which our deterministic parameters never produce: stop and let a human look.
-            if error.http_status == 409:
-                return PspTransientError(message)
-            return PspOutcomeUnknown(message)
-        if error.http_status is None or error.http_status >= 500:
+            return PspTransientError(message) if status == 409 else PspOutcomeUnknown(message)
+        if status is None or status >= 500 or isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+            if status is not None and status >= 500 and headers.get("idempotent-replayed") == "true":
+                return PspKeyPoisoned(message)
             return PspTransientError(message)
+        if status == 429 or headers.get("stripe-should-retry") == "true":
+            return PspTransientError(message)
+        if not creating:
+            return PspOutcomeUnknown(message)
         return PspPermanentError(message, code=error.code or "psp_refused")
 
 
 _lock = threading.Lock()
+_client: PspClient | None = None
+_force_fetch = False
 
 
-@cache
 def _api_key() -> str:
+    """The key, from SSM through Powertools' cache (max_age): a rotated key is seen within five minutes, or
+    at once after a 401/403 (reset_client forces the next fetch)."""
+    global _force_fetch
     config = settings()
     if config.psp_api_key_parameter:
         from aws_lambda_powertools.utilities import parameters
 
-        return str(parameters.get_parameter(config.psp_api_key_parameter, decrypt=True, max_age=300))
+        force, _force_fetch = _force_fetch, False
+        return str(parameters.get_parameter(config.psp_api_key_parameter, decrypt=True, max_age=300,
+                                            force_fetch=force))
     if not config.psp_api_key:
         raise RuntimeError("PSP_API_KEY_PARAMETER (deployed) or PSP_API_KEY (local) must be set")
     return config.psp_api_key
 
 
-_client: PspClient | None = None
-
-
 def client() -> PspClient:
-    """The process's PSP client, built at first use from configuration."""
+    """The process's PSP client, rebuilt whenever the key it was built with is no longer the current one."""
     global _client
+    key = _api_key()
     with _lock:
-        if _client is None:
-            _client = PspClient(_api_key(), settings().psp_api_base, timeout_s=settings().psp_timeout_s)
+        if _client is None or _client.api_key != key:
+            _client = PspClient(key, settings().psp_api_base, timeout_s=settings().psp_timeout_s)
         return _client
 
 
 def reset_client() -> None:
-    global _client
+    """Forget the client and make the next key read skip the cache (tests; a 401/403 after a rotation)."""
+    global _client, _force_fetch
     with _lock:
         _client = None
-    _api_key.cache_clear()
+        _force_fetch = True

@@ -1,4 +1,4 @@
-"""SQS and Step Functions adapters: handing orders on, and dead-lettering what needs a human."""
+"""SQS and Step Functions adapters: handing charges on, and dead-lettering what needs a human."""
 
 from __future__ import annotations
 
@@ -6,35 +6,55 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from functions.shared import aws
+from functions.shared.charges import execution_name
 from functions.shared.config import settings
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork, OrderWork
 
 
-def enqueue_orders(orders: Sequence[OrderWork]) -> list[str]:
-    """Send each order to the orders queue (batches of ten); returns the ids SQS did not accept."""
+def enqueue_charges(charges: Sequence[tuple[str, str]]) -> list[str]:
+    """Send one message per (charge_key, checkout_id) to the orders queue, in batches of ten; returns the keys
+    SQS did not accept. The starter reads the stored charge: the message only names it."""
     failed: list[str] = []
     queue_url = settings().orders_queue_url
-    for start in range(0, len(orders), 10):
-        batch = orders[start : start + 10]
+    for start in range(0, len(charges), 10):
+        batch = charges[start : start + 10]
         answer = aws.client("sqs").send_message_batch(
             QueueUrl=queue_url,
-            Entries=[{"Id": str(i), "MessageBody": order.model_dump_json()} for i, order in enumerate(batch)],
+            Entries=[{"Id": str(i), "MessageBody": json.dumps({"charge_key": key, "checkout_id": checkout_id})}
+                     for i, (key, checkout_id) in enumerate(batch)],
         )
-        failed += [batch[int(entry["Id"])].payment_order_id for entry in answer.get("Failed", [])]
+        failed += [batch[int(entry["Id"])][0] for entry in answer.get("Failed", [])]
     return failed
 
 
-def start_workflow(work: OrderWork, name_suffix: str = "") -> str:
-    """Start the order's workflow; the execution name says which order and which attempt it is."""
-    name = f"{work.payment_order_id}-{work.attempt}{name_suffix}"[:80]
-    answer = aws.client("stepfunctions").start_execution(
-        stateMachineArn=settings().state_machine_arn, name=name, input=work.model_dump_json()
-    )
+def enqueue_orders(orders: Sequence[OrderWork]) -> list[str]:
+    """Hand stored orders back to their normal path: their charges are enqueued (reconciliation's restart)."""
+    charges = list(dict.fromkeys((order.charge_key, order.checkout_id) for order in orders))
+    failed = set(enqueue_charges(charges))
+    return [order.payment_order_id for order in orders if order.charge_key in failed]
+
+
+def start_workflow(work: ChargeWork) -> str:
+    """Start the charge's workflow for `work.attempt`, under the attempt's deterministic name.
+
+    ExecutionAlreadyExists means this attempt was started before (a redelivery after a lost answer): started.
+    """
+    name = execution_name(work.charge_key, work.attempt)
+    arn = settings().state_machine_arn
+    try:
+        answer = aws.client("stepfunctions").start_execution(
+            stateMachineArn=arn, name=name, input=work.model_dump_json())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+        return f"{arn.replace(':stateMachine:', ':express:')}:{name}"
     return str(answer["executionArn"])
 
 
-def dead_letter(payment_order_id: str, step: str, error: str, attempts: int, detail: dict[str, Any]) -> None:
-    """One message that says enough to act on: which order, which step, what failed, how often."""
-    body = {"payment_order_id": payment_order_id, "step": step, "error": error, "attempts": attempts, **detail}
+def dead_letter(charge_key: str, step: str, error: str, attempts: int, detail: dict[str, Any]) -> None:
+    """One message that says enough to act on: which charge (and orders), which step, what failed, how often."""
+    body = {"charge_key": charge_key, "step": step, "error": error, "attempts": attempts, **detail}
     aws.client("sqs").send_message(QueueUrl=settings().workflow_dlq_url, MessageBody=json.dumps(body, default=str))

@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from functions.shared import aws
 from functions.shared.config import Settings, settings
-from functions.shared.errors import PaymentOrderIdInUse, StatusTransitionRefused
+from functions.shared.errors import AwsTransientError, PaymentOrderIdInUse, StatusTransitionRefused
 from functions.shared.status import ALLOWED_FROM, OrderStatus
 
 _serializer = TypeSerializer()
@@ -68,12 +69,45 @@ class WriteConflict(Exception):
     """A concurrent transaction touched the same items; the caller may retry."""
 
 
-def sweep_shard(payment_order_id: str, shards: int) -> str:
-    digest = hashlib.sha256(payment_order_id.encode()).digest()
+# Answers after which the same request succeeds later (AWS's "retryable" list for DynamoDB).
+_TRANSIENT_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "TransactionConflictException", "TransactionInProgressException",
+})
+_TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, WriteConflict | ConnectionError | HTTPClientError):
+        return True  # HTTPClientError: read timeouts, closed connections; ConnectionError: connect failures
+    if not isinstance(error, ClientError):
+        return False
+    code = _error_code(error)
+    if code == "TransactionCanceledException":
+        return bool(_TRANSIENT_CANCELLATIONS & set(_cancellation_codes(error)))
+    return code in _TRANSIENT_CODES or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+
+
+@contextmanager
+def transient_errors_retryable() -> Iterator[None]:
+    """Inside a workflow task: a transient AWS error leaves as AwsTransientError, the one name the workflow's
+    Retry matches for them (with backoff and full jitter); anything else leaves as it is."""
+    try:
+        yield
+    except Exception as error:
+        if is_transient(error):
+            raise AwsTransientError(f"{type(error).__name__}: {error}") from error
+        raise
+
+
+def sweep_shard(key: str, shards: int) -> str:
+    """One of `shards` (at most 256; a divisor of 256 spreads evenly). Stored created_buckets depend on it."""
+    digest = hashlib.sha256(key.encode()).digest()
     return str(digest[0] % shards)
 
 
-# The orders table's indexes besides the sweep index (infra/names.py names them for the stack).
+# The charges table's sweep index and the orders table's indexes (infra/names.py names them for the stack).
+SWEEP_INDEX = "sweep"
 CREATED_INDEX = "created"
 REFERENCE_INDEX = "psp_reference"
 # The ledger's sparse index of the transactions that name their order (refunds).
@@ -102,40 +136,45 @@ def created_buckets(start: str, end: str) -> list[str]:
 
 @dataclass
 class PaymentTables:
-    """Payment events (one per checkout) and payment orders (one per seller share)."""
+    """Payment events (one per checkout), payment orders (one per seller share) and charges (one per checkout
+    and currency: the PSP charge its orders share)."""
 
     events_table: str
     orders_table: str
+    charges_table: str = ""
 
     @classmethod
     def from_settings(cls, config: Settings | None = None) -> PaymentTables:
         config = config or settings()
-        return cls(config.payment_events_table, config.payment_orders_table)
+        return cls(config.payment_events_table, config.payment_orders_table, config.charges_table)
 
     @property
     def _db(self) -> Any:
         return aws.client("dynamodb")
 
-    def _update_order_if(self, payment_order_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
-        """One conditional update of an order; False when the condition did not hold (nothing changed)."""
+    def _update_if(self, table: str, key: dict[str, str], update: str, condition: str, values: dict[str, Any],
+                   returns: str = "NONE") -> dict[str, Any] | None:
+        """One conditional update; the item as `returns` asks ({} for NONE), None when the condition failed."""
         try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=to_item(values),
+            answer = self._db.update_item(
+                TableName=table, Key=to_item(key), UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeValues=to_item(values), ReturnValues=returns,
             )
         except ClientError as error:
             if _error_code(error) == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return from_item(answer.get("Attributes", {}))
+
+    def _update_charge_if(self, key: str, update: str, condition: str, values: dict[str, Any],
+                          returns: str = "NONE") -> dict[str, Any] | None:
+        return self._update_if(self.charges_table, {"charge_key": key}, update, condition, values, returns)
 
     # -- checkout creation -------------------------------------------------------------------------
 
-    def create_checkout(self, event: dict[str, Any], orders: list[dict[str, Any]]) -> None:
-        """Store the event and all its orders in one transaction: all or nothing.
+    def create_checkout(self, event: dict[str, Any], orders: list[dict[str, Any]],
+                        charges: Sequence[dict[str, Any]] = ()) -> None:
+        """Store the event, all its orders and its charges in one transaction: all or nothing.
 
         Raises CheckoutExists when the checkout_id is taken, PaymentOrderIdInUse when an order id belongs
         to another checkout, WriteConflict when a concurrent transaction raced this one.
@@ -159,6 +198,16 @@ class PaymentTables:
                 }
             }
             for order in orders
+        ]
+        items += [
+            {
+                "Put": {
+                    "TableName": self.charges_table,
+                    "Item": to_item(charge),
+                    "ConditionExpression": "attribute_not_exists(charge_key)",
+                }
+            }
+            for charge in charges
         ]
         try:
             self._db.transact_write_items(TransactItems=items)
@@ -224,65 +273,26 @@ class PaymentTables:
                       {":reference": psp_reference})
         return [key["payment_order_id"] for key in keys]
 
-    # -- status moves --------------------------------------------------------------------------------
+    def get_charge(self, key: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.charges_table, Key=to_item({"charge_key": key}),
+                                   ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
 
-    def begin_attempt(
-        self, payment_order_id: str, attempt: int, now: str, due_at: str, *, expected_due_at: str | None = None
-    ) -> dict[str, Any] | None:
-        """Move the order to EXECUTING for `attempt`; the winner of a race gets the new item, others None.
+    def get_charges(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.charges_table, "charge_key", keys)
 
-        The first attempt needs NOT_STARTED; a re-drive needs EXECUTING with the `due_at` the sweeper read,
-        so two sweepers (or a sweeper and a late workflow) never both start the same attempt.
-        """
-        if attempt == 1:
-            condition = "payment_order_status = :not_started"
-            values: dict[str, Any] = {":not_started": OrderStatus.NOT_STARTED.value}
-        else:
-            condition = "payment_order_status = :executing AND due_at = :expected"
-            values = {":executing": OrderStatus.EXECUTING.value, ":expected": expected_due_at}
-        values.update(
-            {":status": OrderStatus.EXECUTING.value, ":attempt": attempt, ":now": now, ":due": due_at}
-        )
-        try:
-            answer = self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression=(
-                    "SET payment_order_status = :status, attempts = :attempt, updated_at = :now, due_at = :due,"
-                    " first_attempt_at = if_not_exists(first_attempt_at, :now)"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeValues=to_item(values),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
-                return None
-            raise
-        return from_item(answer["Attributes"])
+    # -- order status moves (every one conditional on the transition table) --------------------------
 
-    def postpone(self, payment_order_id: str, expected_due_at: str, due_at: str, now: str) -> bool:
-        """Push the sweeper's deadline of a non-final order (NOT_STARTED re-enqueued, or PSP still pending)."""
-        return self._update_order_if(payment_order_id, "SET due_at = :due, updated_at = :now", "due_at = :expected",
-                                     {":due": due_at, ":now": now, ":expected": expected_due_at})
-
-    def record_pending(self, payment_order_id: str, psp_reference: str, psp_status: str, due_at: str, now: str
-                       ) -> None:
-        """The PSP has not decided yet (processing, requires_action): keep EXECUTING, look again at `due_at`."""
-        try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression="SET psp_reference = :ref, psp_status = :psp, due_at = :due, updated_at = :now",
-                ConditionExpression="payment_order_status = :executing",
-                ExpressionAttributeValues=to_item(
-                    {":ref": psp_reference, ":psp": psp_status, ":due": due_at, ":now": now,
-                     ":executing": OrderStatus.EXECUTING.value}
-                ),
-            )
-        except ClientError as error:
-            if _error_code(error) != "ConditionalCheckFailedException":
-                raise
+    def mark_orders_executing(self, payment_order_ids: Iterable[str], now: str) -> None:
+        """NOT_STARTED -> EXECUTING for each order of a charge whose attempt began (an order already further
+        along is left as it is, so running this twice, or after finalize, changes nothing)."""
+        allowed = ALLOWED_FROM[OrderStatus.EXECUTING]
+        for order_id in payment_order_ids:
+            self._update_if(
+                self.orders_table, {"payment_order_id": order_id},
+                "SET payment_order_status = :status, updated_at = :now",
+                "payment_order_status = :from", {":status": OrderStatus.EXECUTING.value, ":now": now,
+                                                 ":from": allowed[0].value})
 
     def finish(self, payment_order_id: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
         """Move the order to a final status once; True if this call did it, False if it already was there.
@@ -291,25 +301,10 @@ class PaymentTables:
         """
         if not status.is_final:
             raise ValueError(f"finish needs a final status, not {status.value}")
-        allowed = ALLOWED_FROM[status]
-        placeholders = {f":from{i}": s.value for i, s in enumerate(allowed)}
-        sets = ", ".join(f"{name} = :{name}" for name in fields)
-        update = f"SET payment_order_status = :status, updated_at = :now{', ' + sets if sets else ''}"
-        try:
-            self._db.update_item(
-                TableName=self.orders_table,
-                Key=to_item({"payment_order_id": payment_order_id}),
-                UpdateExpression=update + " REMOVE sweep_shard, due_at",
-                ConditionExpression=f"payment_order_status IN ({', '.join(placeholders)})",
-                ExpressionAttributeValues=to_item(
-                    {":status": status.value, ":now": now, **placeholders,
-                     **{f":{name}": value for name, value in fields.items()}}
-                ),
-            )
+        changed = self._finish(self.orders_table, {"payment_order_id": payment_order_id}, "payment_order_status",
+                               status, fields, now)
+        if changed:
             return True
-        except ClientError as error:
-            if _error_code(error) != "ConditionalCheckFailedException":
-                raise
         current = self.get_order(payment_order_id)
         if current and current.get("payment_order_status") == status.value:
             return False
@@ -318,32 +313,30 @@ class PaymentTables:
             f"{current.get('payment_order_status') if current else 'missing'} to {status.value}"
         )
 
-    def mark_dead_lettered(self, payment_order_id: str, expected_due_at: str, reason: str, now: str) -> bool:
-        """Take a stuck order out of the sweeper's index: it now waits in the dead-letter queue for a human."""
-        return self._update_order_if(
-            payment_order_id, "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
-            "due_at = :expected", {":reason": reason, ":now": now, ":expected": expected_due_at})
+    def _finish(self, table: str, key: dict[str, str], status_attribute: str, status: OrderStatus,
+                fields: dict[str, Any], now: str) -> bool:
+        allowed = ALLOWED_FROM[status]
+        placeholders = {f":from{i}": s.value for i, s in enumerate(allowed)}
+        sets = "".join(f", {name} = :{name}" for name in fields)
+        return self._update_if(
+            table, key,
+            f"SET {status_attribute} = :status, updated_at = :now{sets} REMOVE sweep_shard, due_at",
+            f"{status_attribute} IN ({', '.join(placeholders)})",
+            {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
+        ) is not None
 
-    def requeue_dead_lettered(self, payment_order_id: str, shard: str, due_at: str, now: str) -> bool:
-        """Put a dead-lettered, still non-final order back under the sweeper's watch (operator redrive)."""
-        return self._update_order_if(
-            payment_order_id,
-            "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
-            "payment_order_status IN (:a, :b)",
-            {":shard": shard, ":due": due_at, ":now": now,
-             ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value})
+    def settle_checkout_orders(self, checkout_id: str, payment_order_ids: Sequence[str]) -> bool:
+        """Remove final orders from their checkout's pending set; True once the checkout has none left.
 
-    def settle_checkout_order(self, checkout_id: str, payment_order_id: str) -> bool:
-        """Remove a final order from its checkout's pending set; True once the checkout has none left.
-
-        Deleting from a set is idempotent, so a retried finalize never double-counts.
+        Deleting from a set is idempotent, so a retried (or resumed) finalize never double-counts, and the run
+        that finds the set empty marks the checkout done, whichever charge it finalizes.
         """
         answer = self._db.update_item(
             TableName=self.events_table,
             Key=to_item({"checkout_id": checkout_id}),
-            UpdateExpression="DELETE pending_order_ids :id",
+            UpdateExpression="DELETE pending_order_ids :ids",
             ConditionExpression="attribute_exists(checkout_id)",
-            ExpressionAttributeValues={":id": {"SS": [payment_order_id]}},
+            ExpressionAttributeValues={":ids": {"SS": list(payment_order_ids)}},
             ReturnValues="ALL_NEW",
         )
         event = from_item(answer["Attributes"])
@@ -357,16 +350,124 @@ class PaymentTables:
         )
         return True
 
-    def due_orders(self, shard: str, now: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Orders of one sweep shard whose deadline has passed (keys and due_at only)."""
-        answer = self._db.query(
-            TableName=self.orders_table,
-            IndexName="sweep",
-            KeyConditionExpression="sweep_shard = :shard AND due_at <= :now",
-            ExpressionAttributeValues=to_item({":shard": shard, ":now": now}),
-            Limit=limit,
-        )
-        return [from_item(item) for item in answer.get("Items", [])]
+    # -- charge status moves --------------------------------------------------------------------------
+
+    def begin_charge_attempt(
+        self, key: str, attempt: int, now: str, due_at: str, *, expected_due_at: str | None = None
+    ) -> dict[str, Any] | None:
+        """Move the charge to EXECUTING for `attempt`; the winner of a race gets the new item, others None.
+
+        The first attempt needs NOT_STARTED; a re-drive needs EXECUTING with the `due_at` the sweeper read,
+        so two sweepers (or a sweeper and a late workflow) never both start the same attempt. The due_at set
+        here is the promise that the charge is never left EXECUTING without a sweep to come.
+        """
+        if attempt == 1:
+            condition = "charge_status = :from"
+            values: dict[str, Any] = {":from": OrderStatus.NOT_STARTED.value}
+        else:
+            condition = "charge_status = :from AND due_at = :expected"
+            values = {":from": OrderStatus.EXECUTING.value, ":expected": expected_due_at}
+        values.update({":status": OrderStatus.EXECUTING.value, ":attempt": attempt, ":now": now, ":due": due_at})
+        return self._update_charge_if(
+            key,
+            "SET charge_status = :status, attempts = :attempt, updated_at = :now, due_at = :due,"
+            " first_attempt_at = if_not_exists(first_attempt_at, :now)",
+            condition, values, returns="ALL_NEW")
+
+    def note_execution_started(self, key: str, attempt: int) -> None:
+        """Remember that the workflow of `attempt` was started, so a duplicate delivery does not start it again."""
+        self._update_charge_if(key, "SET started_attempt = :attempt",
+                               "attempts = :attempt AND charge_status = :executing",
+                               {":attempt": attempt, ":executing": OrderStatus.EXECUTING.value})
+
+    def note_psp_call(self, key: str) -> dict[str, Any]:
+        """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation)."""
+        answer = self._update_charge_if(key, "ADD psp_calls :one", "attribute_exists(charge_key)", {":one": 1},
+                                        returns="ALL_OLD")
+        if answer is None:
+            raise KeyError(f"no charge {key}")
+        return answer
+
+    def record_psp_reference(self, key: str, psp_reference: str, now: str) -> None:
+        """The PSP's id of the charge, as soon as it is known: later attempts retrieve it, never create."""
+        self._update_charge_if(key, "SET psp_reference = :ref, updated_at = :now", "attribute_exists(charge_key)",
+                               {":ref": psp_reference, ":now": now})
+
+    def retire_key(self, key: str, generation: int, now: str) -> int:
+        """Move the charge's PSP key to the next generation (once per generation); returns the one to use."""
+        moved = self._update_charge_if(
+            key, "SET key_generation = :next, updated_at = :now",
+            "attribute_not_exists(key_generation) OR key_generation = :current",
+            {":next": generation + 1, ":current": generation, ":now": now}, returns="ALL_NEW")
+        if moved is not None:
+            return int(moved["key_generation"])
+        return int((self.get_charge(key) or {}).get("key_generation", generation + 1))
+
+    def postpone_charge(self, key: str, expected_due_at: str, due_at: str, now: str) -> bool:
+        """Push the sweeper's deadline of a non-final charge (NOT_STARTED re-enqueued)."""
+        return self._update_charge_if(key, "SET due_at = :due, updated_at = :now", "due_at = :expected",
+                                      {":due": due_at, ":now": now, ":expected": expected_due_at}) is not None
+
+    def record_charge_pending(self, key: str, psp_reference: str, psp_status: str, due_at: str, now: str) -> None:
+        """The PSP has not decided yet (processing, requires_action): keep EXECUTING, look again at `due_at`."""
+        self._update_charge_if(
+            key, "SET psp_reference = :ref, psp_status = :psp, due_at = :due, updated_at = :now",
+            "charge_status = :executing",
+            {":ref": psp_reference, ":psp": psp_status, ":due": due_at, ":now": now,
+             ":executing": OrderStatus.EXECUTING.value})
+
+    def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
+        """The charge's final status, written last by finalize (after its orders and the checkout): until then
+        it stays in the sweep index, so a finalize that died half-way is resumed. True if this call moved it."""
+        if self._finish(self.charges_table, {"charge_key": key}, "charge_status", status, fields, now):
+            return True
+        current = self.get_charge(key)
+        if current and current.get("charge_status") == status.value:
+            return False
+        raise StatusTransitionRefused(
+            f"charge {key} cannot move from {current.get('charge_status') if current else 'missing'} "
+            f"to {status.value}")
+
+    def mark_charge_dead_lettered(self, key: str, expected_due_at: str, reason: str, now: str) -> bool:
+        """Take a stuck charge out of the sweeper's index, and its orders out of the open-orders index: they
+        now wait in the dead-letter queue for a human."""
+        moved = self._update_charge_if(
+            key, "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
+            "due_at = :expected", {":reason": reason, ":now": now, ":expected": expected_due_at}, "ALL_NEW")
+        if moved is None:
+            return False
+        for order in moved["orders"]:
+            self._update_if(self.orders_table, {"payment_order_id": order["payment_order_id"]},
+                            "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
+                            "attribute_exists(sweep_shard)", {":reason": reason, ":now": now})
+        return True
+
+    def requeue_charge(self, key: str, shards: int, due_at: str, now: str) -> bool:
+        """Put a non-final charge (dead-lettered or not) and its open orders back under watch, due at `due_at`."""
+        values = {":due": due_at, ":now": now,
+                  ":a": OrderStatus.NOT_STARTED.value, ":b": OrderStatus.EXECUTING.value}
+        moved = self._update_charge_if(
+            key, "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
+            "charge_status IN (:a, :b)", {**values, ":shard": sweep_shard(key, shards)}, "ALL_NEW")
+        if moved is None:
+            return False
+        for order in moved["orders"]:
+            order_id = order["payment_order_id"]
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET sweep_shard = :shard, due_at = :due, updated_at = :now REMOVE dead_letter_reason",
+                            "payment_order_status IN (:a, :b)", {**values, ":shard": sweep_shard(order_id, shards)})
+        return True
+
+    def due_charges(self, shard: str, now: str, page_size: int = 100, max_items: int = 1000) -> Iterator[str]:
+        """Keys of the charges of one sweep shard whose deadline has passed, page after page (at most
+        `max_items` a run: the rest waits for the next run a minute later)."""
+        request = {"TableName": self.charges_table, "IndexName": SWEEP_INDEX,
+                   "KeyConditionExpression": "sweep_shard = :shard AND due_at <= :now",
+                   "ExpressionAttributeValues": to_item({":shard": shard, ":now": now}), "Limit": page_size}
+        for count, key in enumerate(_pages(self._db.query, request)):
+            if count >= max_items:
+                return
+            yield key["charge_key"]
 
 
 @dataclass
@@ -421,7 +522,8 @@ class WalletTable:
                 reasons = _cancellation_codes(error)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
-                raise WriteConflict() from error
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
             raise
         return True
 

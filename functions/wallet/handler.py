@@ -1,4 +1,4 @@
-"""Workflow task: credit the seller's pending balance once per order (held until delivery is confirmed)."""
+"""Workflow task: credit each seller's pending balance once per order of the charge (held until delivery)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,33 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock
-from functions.shared.models import OrderWork
-from functions.shared.tables import WalletTable
+from functions.shared.models import ChargeWork, OrderShare
+from functions.shared.tables import WalletTable, transient_errors_retryable
 
 logger = Logger(service="wallet")
 
 PAYIN = "payin"
 
 
-def credit_pending(work: OrderWork, table: WalletTable | None = None) -> bool:
+def credit_pending(work: ChargeWork, order: OrderShare, table: WalletTable | None = None) -> bool:
     """True if credited now, False if this order's credit was applied before."""
     table = table or WalletTable.from_settings()
     return table.apply_movement(
-        account_id=work.seller_account, kind=PAYIN, reference=work.payment_order_id, currency=work.currency,
-        pending_delta=work.amount_minor, available_delta=0, now=clock.iso(),
+        account_id=order.seller_account, kind=PAYIN, reference=order.payment_order_id, currency=work.currency,
+        pending_delta=order.amount_minor, available_delta=0, now=clock.iso(),
     )
+
+
+def credit_charge(work: ChargeWork) -> list[str]:
+    """Every order's credit, each once; returns the ids credited by this call."""
+    table = WalletTable.from_settings()
+    return [order.payment_order_id for order in work.orders if credit_pending(work, order, table)]
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    work = OrderWork.model_validate(event)
-    credited = credit_pending(work)
-    logger.info("wallet credit", extra={"payment_order_id": work.payment_order_id, "credited_now": credited})
+    work = ChargeWork.model_validate(event)
+    with transient_errors_retryable():
+        credited = credit_charge(work)
+    logger.info("wallet credits", extra={"charge_key": work.charge_key, "credited_now": credited})
     return {"credited": True, "applied_now": credited}

@@ -74,6 +74,7 @@ class Functions(Construct):
             names.ENV_WALLET_TABLE: tables.wallet.table_name,
             names.ENV_LEDGER_TABLE: tables.ledger.table_name,
             names.ENV_RECON_TABLE: tables.recon.table_name,
+            names.ENV_CHARGES_TABLE: tables.charges.table_name,
             names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
         }
 
@@ -184,21 +185,28 @@ class Functions(Construct):
     def _grant_table_access(self) -> None:
         t = self._tables
         get_update = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-        # PaymentApi stores event + orders in one TransactWriteItems and answers status reads.
+        # PaymentApi stores event + orders + charges in one TransactWriteItems and answers status reads.
         self._table(self.payment_api, t.payment_events, READ + WRITE)
         self._table(self.payment_api, t.payment_orders, READ + WRITE)
-        # OrderStarter moves an order to EXECUTING (conditional update) before starting its workflow.
-        self._table(self.order_starter, t.payment_orders, get_update)
+        self._table(self.payment_api, t.charges, ["dynamodb:PutItem"])
+        # OrderStarter reads the charge, moves it (then its orders) to EXECUTING, then starts its workflow.
+        self._table(self.order_starter, t.charges, get_update)
+        self._table(self.order_starter, t.payment_orders, ["dynamodb:UpdateItem"])
+        # Executor counts its PSP calls on the charge and records the PSP's reference and key generation.
+        self._table(self.executor, t.charges, get_update)
         # Wallet: movement guard + balance in one transaction; balances read by query.
         self._table(self.wallet, t.wallet, READ + WRITE)
         # Ledger transactions are immutable: conditional put, and a read to compare on conflict.
         self._table(self.ledger, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
-        # Finalize marks the order and takes it off the event's pending set.
+        # Finalize marks the orders, takes them off the event's pending set, then marks the charge.
         self._table(self.finalize, t.payment_orders, get_update)
         self._table(self.finalize, t.payment_events, get_update)
-        # Sweeper reads only the sparse sweep index, then updates the orders it finds.
-        self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.SWEEP_INDEX}"])
-        self._table(self.sweeper, t.payment_orders, get_update)
+        self._table(self.finalize, t.charges, get_update)
+        # Sweeper reads only the charges' sparse sweep index, then updates the charges it finds.
+        self._allow(self.sweeper, ["dynamodb:Query"], [f"{t.charges.table_arn}/index/{names.SWEEP_INDEX}"])
+        self._table(self.sweeper, t.charges, get_update)
+        # ... and takes a dead-lettered charge's orders out of the open-orders index.
+        self._table(self.sweeper, t.payment_orders, ["dynamodb:UpdateItem"])
         # Recon reads orders and the ledger in batches and through indexes (never a whole table), writes fee
         # transactions, and keeps its own guards, runs and carried orders.
         self._table(self.recon, t.payment_orders, READ)

@@ -34,8 +34,18 @@ class Tables(Construct):
 
         self.payment_events = table(names.PAYMENT_EVENTS, "checkout_id")
         self.payment_orders = table(names.PAYMENT_ORDERS, "payment_order_id")
-        # Sparse index: only orders that are not final carry sweep_shard/due_at, so the sweeper reads only those.
+        # Sparse index of the open orders (not final, not dead-lettered): watchers and on-call read it; the
+        # sweeper reads the charges' index below.
         self.payment_orders.add_global_secondary_index(
+            index_name=names.SWEEP_INDEX,
+            partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
+            sort_key=dynamodb.Attribute(name="due_at", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        # One item per checkout and currency: the PSP charge its orders share (functions/shared/charges.py).
+        self.charges = table(names.CHARGES, "charge_key")
+        # Sparse index: only charges that are not final carry sweep_shard/due_at, so the sweeper reads only those.
+        self.charges.add_global_secondary_index(
             index_name=names.SWEEP_INDEX,
             partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
             sort_key=dynamodb.Attribute(name="due_at", type=_S),
@@ -72,4 +82,5 @@ class Tables(Construct):
             names.WALLET: self.wallet,
             names.LEDGER: self.ledger,
             names.RECON: self.recon,
+            names.CHARGES: self.charges,
         }

@@ -1,4 +1,5 @@
-"""The payment-order workflow of docs/design.md "Workflow": Step Functions Express, one execution per order.
+"""The charge workflow of docs/design.md "Workflow": Step Functions Express, one execution per charge (a
+checkout in one currency; its orders share the outcome), named <charge_key>-<attempt> (sanitized).
 
 Charge -> ChargeOutcome: succeeded -> CreditWallet -> RecordLedger -> MarkSucceeded; failed -> MarkFailed;
 pending -> MarkPending. Every task keeps the state and adds its result (`$.charge`, `$.wallet`, `$.ledger`),
@@ -7,6 +8,8 @@ retries -> ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
@@ -21,6 +24,7 @@ from infra.nag import acknowledge, arn_placeholder
 
 RETRIED_ERRORS = [
     names.PSP_TRANSIENT_ERROR,
+    names.AWS_TRANSIENT_ERROR,  # DynamoDB conflicts, throttling, 5xx, timeouts (functions/shared/tables.py)
     "Lambda.ServiceException",
     "Lambda.TooManyRequestsException",
     "Lambda.SdkClientException",
@@ -29,6 +33,25 @@ RETRIED_ERRORS = [
     "Sandbox.Timedout",
     "States.Timeout",
 ]
+
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """One task's Retry. With its function's timeout it bounds the task's worst case (test_workflow_budget)."""
+
+    max_attempts: int
+    interval_s: int
+    max_delay_s: int
+    backoff_rate: float = 2
+
+
+# Every path's worst case (each try at its full timeout, each backoff at its cap) stays under 270 s of
+# Express's 300 s: Charge 4 x 20 + 14, three steps of 4 x 8 + 7, the dead letter 3 x 5 + 3 = 229 s.
+CHARGE_RETRY = RetryPolicy(max_attempts=3, interval_s=2, max_delay_s=8)
+STEP_RETRY = RetryPolicy(max_attempts=3, interval_s=1, max_delay_s=4)
+DEAD_LETTER_RETRY = RetryPolicy(max_attempts=2, interval_s=1, max_delay_s=2)
+DEAD_LETTER_TIMEOUT_S = 5
 ERROR_PATH = "$.error"  # a caught error lands here as {Error, Cause}, next to the order
 FAILED_STEP_PATH = "$.failed_step"  # which state failed, for the dead letter
 
@@ -48,7 +71,8 @@ class Workflow(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        def task(state: str, fn: lambda_.IFunction, result_path: str) -> tasks.LambdaInvoke:
+        def task(state: str, fn: lambda_.IFunction, result_path: str,
+                 policy: RetryPolicy = STEP_RETRY) -> tasks.LambdaInvoke:
             step = tasks.LambdaInvoke(
                 self,
                 state,
@@ -59,9 +83,10 @@ class Workflow(Construct):
             )
             step.add_retry(
                 errors=RETRIED_ERRORS,
-                interval=Duration.seconds(2),
-                backoff_rate=2,
-                max_attempts=6,
+                interval=Duration.seconds(policy.interval_s),
+                backoff_rate=policy.backoff_rate,
+                max_attempts=policy.max_attempts,
+                max_delay=Duration.seconds(policy.max_delay_s),
                 jitter_strategy=sfn.JitterType.FULL,
             )
             return step
@@ -73,8 +98,9 @@ class Workflow(Construct):
             # Same shape as the sweeper's dead letters (functions/shared/queues.py), plus the execution.
             message_body=sfn.TaskInput.from_object(
                 {
-                    "payment_order_id": sfn.JsonPath.string_at("$.payment_order_id"),
+                    "charge_key": sfn.JsonPath.string_at("$.charge_key"),
                     "checkout_id": sfn.JsonPath.string_at("$.checkout_id"),
+                    "payment_order_ids": sfn.JsonPath.list_at("$.orders[*].payment_order_id"),
                     "step": sfn.JsonPath.string_at(FAILED_STEP_PATH),
                     "error": sfn.JsonPath.object_at(ERROR_PATH),
                     "attempts": sfn.JsonPath.number_at("$.attempt"),
@@ -83,8 +109,13 @@ class Workflow(Construct):
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.seconds(DEAD_LETTER_TIMEOUT_S)),
         )
-        dead_letter.add_retry(errors=["States.ALL"], interval=Duration.seconds(1), backoff_rate=2, max_attempts=3)
+        dead_letter.add_retry(
+            errors=["States.ALL"], interval=Duration.seconds(DEAD_LETTER_RETRY.interval_s),
+            backoff_rate=DEAD_LETTER_RETRY.backoff_rate, max_attempts=DEAD_LETTER_RETRY.max_attempts,
+            max_delay=Duration.seconds(DEAD_LETTER_RETRY.max_delay_s), jitter_strategy=sfn.JitterType.FULL,
+        )
         dead_letter.next(sfn.Fail(self, names.FAILED, error="DeadLettered", cause="sent to WorkflowDlq"))
 
         def to_dead_letter(state: str) -> sfn.IChainable:
@@ -106,7 +137,7 @@ class Workflow(Construct):
         mark_failed = mark(names.MARK_FAILED)
         mark_pending = mark(names.MARK_PENDING)
 
-        charge = task(names.CHARGE, executor, "$.charge")
+        charge = task(names.CHARGE, executor, "$.charge", CHARGE_RETRY)
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
         charge.add_catch(to_dead_letter(names.CHARGE), errors=["States.ALL"], result_path=ERROR_PATH)
         credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
@@ -124,7 +155,7 @@ class Workflow(Construct):
             .when(sfn.Condition.string_equals("$.charge.outcome", "pending"), mark_pending)
         )
         # No default: an outcome outside the three fails the execution (ExecutionsFailed alarm) and leaves the
-        # order EXECUTING for the sweeper, rather than guessing whether money moved.
+        # charge EXECUTING for the sweeper, rather than guessing whether money moved.
 
         log_group = logs.LogGroup(
             self,
@@ -152,7 +183,7 @@ class Workflow(Construct):
             self.state_machine,
             "AwsSolutions-SF2",
             "No X-Ray: the cost goal is below $20 per million orders; failures are traced by execution name "
-            "(<payment_order_id>-<attempt>) through the logs, alarms and WorkflowDlq.",
+            "(<charge_key>-<attempt>) through the logs, alarms and WorkflowDlq.",
         )
         acknowledge(
             self.state_machine.role,

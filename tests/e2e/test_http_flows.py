@@ -74,20 +74,27 @@ def wait_final(api: ApiClient, order_id: str, timeout: float = 15.0) -> dict[str
     return wait_for(final, timeout, f"{order_id} final")
 
 
-def dead_letters_for(stack: LocalStack, output: str, order_id: str) -> list[dict[str, Any]]:
+def dead_letters_for(stack: LocalStack, output: str, checkout_id: str) -> list[dict[str, Any]]:
+    """The dead letters about the checkout's charges (a charge key is <checkout_id>#<CURRENCY>)."""
     return [m for m in peek_queue(stack.client("sqs"), stack.outputs[output])
-            if m.get("payment_order_id") == order_id]
+            if m.get("checkout_id") == checkout_id]
+
+
+def intents_of(stack: LocalStack, checkout_id: str) -> list[dict[str, Any]]:
+    """The charges the PSP sandbox made for the checkout (its own records, not ours)."""
+    assert stack.sandbox is not None
+    return [c for c in stack.sandbox.charges() if c["metadata"].get("checkout_id") == checkout_id]
 
 
 @contextmanager
-def failing(stack: LocalStack, function: str, order_id: str, error: type[Exception]) -> Iterator[list[str]]:
-    """Make `function` raise `error` whenever its event names `order_id`; yields the request ids it failed."""
+def failing(stack: LocalStack, function: str, name: str, error: type[Exception]) -> Iterator[list[str]]:
+    """Make `function` raise `error` whenever its event names `name`; yields the request ids it failed."""
     failed: list[str] = []
 
     def hook(invocation: Invocation) -> None:
-        if function in invocation.function_name and order_id in str(invocation.event):
+        if function in invocation.function_name and name in str(invocation.event):
             failed.append(invocation.context.aws_request_id)
-            raise error(f"injected failure of {function} for {order_id}")
+            raise error(f"injected failure of {function} for {name}")
 
     assert stack.runtime is not None
     stack.runtime.before_invoke.append(hook)
@@ -128,7 +135,7 @@ def orders_queue_visibility(stack: LocalStack, seconds: int) -> Iterator[None]:
 # --- the happy path, declines, idempotency, not found ---------------------------------------------------------
 
 
-def test_a_checkout_as_designed_reaches_success_within_seconds(api):
+def test_a_checkout_as_designed_reaches_success_within_seconds(stack, api):
     # Given a checkout of two orders to two sellers
     body = checkout_body(unique("chk_ok"))
     started = time.monotonic()
@@ -142,7 +149,8 @@ def test_a_checkout_as_designed_reaches_success_within_seconds(api):
     assert [o["payment_order_id"] for o in answer["payment_orders"]] == \
         [o["payment_order_id"] for o in body["payment_orders"]]
     assert "idempotent-replayed" not in headers
-    # And each order reaches SUCCESS within seconds, with its PSP reference, wallet and ledger done
+    # And each order reaches SUCCESS within seconds, with its PSP reference, wallet and ledger done,
+    # both orders sharing the checkout's one PaymentIntent (one currency)
     for sent in body["payment_orders"]:
         order = wait_final(api, sent["payment_order_id"], timeout=15)
         assert order["payment_order_status"] == "SUCCESS", order
@@ -151,27 +159,65 @@ def test_a_checkout_as_designed_reaches_success_within_seconds(api):
         assert order["psp_reference"] and order["wallet_updated"] and order["ledger_updated"]
         assert order["failure_code"] is None
     assert time.monotonic() - started < 15
+    [intent] = intents_of(stack, body["checkout_id"])
+    assert (intent["amount"], intent["currency"], intent["status"]) == (1734, "usd", "succeeded")
     # And the checkout is done once all its orders are final
     checkout = wait_for(lambda: (c := api.get_checkout(body["checkout_id"])[1]).get("is_payment_done") and c,
                         5, "is_payment_done")
     assert {o["payment_order_status"] for o in checkout["payment_orders"]} == {"SUCCESS"}
 
 
+def test_a_multi_seller_multi_currency_checkout_is_charged_once_per_currency(stack, api):
+    # Given two sellers paid in USD and one in EUR, with one card token
+    body = checkout_body(unique("chk_multi"), orders=[("seller_07", "12.34", "USD"), ("seller_08", "5.00", "USD"),
+                                                      ("seller_09", "7.50", "EUR")])
+    checkout_id = body["checkout_id"]
+
+    assert api.post_checkout(body)[0] == 202
+
+    # Then every order succeeds, sharing its currency's PaymentIntent
+    orders = [wait_final(api, o["payment_order_id"]) for o in body["payment_orders"]]
+    assert [o["payment_order_status"] for o in orders] == ["SUCCESS"] * 3
+    assert all(o["wallet_updated"] and o["ledger_updated"] for o in orders)
+    assert orders[0]["psp_reference"] == orders[1]["psp_reference"] != orders[2]["psp_reference"]
+    # And the PSP made exactly two charges, each for the sum of its currency's orders
+    intents = intents_of(stack, checkout_id)
+    assert sorted((c["currency"], c["amount"], c["status"]) for c in intents) == [
+        ("eur", 750, "succeeded"), ("usd", 1734, "succeeded")]
+    assert {c["metadata"]["charge_key"] for c in intents} == {f"{checkout_id}#USD", f"{checkout_id}#EUR"}
+    assert {c["payment_intent"] for c in intents} == {o["psp_reference"] for o in orders}
+    # And the wallet and the ledger took each order once, for its own share
+    ledger = stack.client("dynamodb")
+    for sent in body["payment_orders"]:
+        item = ledger.get_item(TableName=stack.outputs["LedgerTableName"], ConsistentRead=True,
+                               Key={"transaction_id": {"S": f"payin#{sent['payment_order_id']}"}})["Item"]
+        amounts = sorted(int(e["M"]["amount_minor"]["N"]) for e in item["entries"]["L"])
+        share = int(sent["amount"].replace(".", ""))
+        assert amounts == [-share, share]
+    checkout = wait_for(lambda: (c := api.get_checkout(checkout_id)[1]).get("is_payment_done") and c, 5,
+                        "is_payment_done")
+    assert len(checkout["payment_orders"]) == 3
+
+
 @pytest.mark.parametrize(("card", "failure_code"), [
     ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
     ("pm_card_chargeDeclinedLostCard", "lost_card"),
 ])
-def test_a_declined_card_ends_failed_with_its_reason(api, card, failure_code):
-    body = checkout_body(unique("chk_decl"), card=card, orders=[("seller_03", "42.00", "EUR")])
+def test_a_declined_card_fails_every_order_of_the_charge_with_its_reason(stack, api, card, failure_code):
+    body = checkout_body(unique("chk_decl"), card=card, orders=[("seller_03", "42.00", "EUR"),
+                                                                ("seller_10", "8.00", "EUR")])
 
     status, answer, _ = api.post_checkout(body)
 
     assert status == 202, answer
-    order = wait_final(api, body["payment_orders"][0]["payment_order_id"])
-    assert order["payment_order_status"] == "FAILED", order
-    assert order["failure_code"] == failure_code
-    assert order["failure_reason"]
-    assert not order["wallet_updated"] and not order["ledger_updated"]
+    for sent in body["payment_orders"]:
+        order = wait_final(api, sent["payment_order_id"])
+        assert order["payment_order_status"] == "FAILED", order
+        assert order["failure_code"] == failure_code
+        assert order["failure_reason"]
+        assert not order["wallet_updated"] and not order["ledger_updated"]
+    [intent] = intents_of(stack, body["checkout_id"])  # one attempt, for the sum
+    assert (intent["amount"], intent["status"]) == (5000, "failed")
 
 
 def test_a_replay_returns_the_same_answer_marked_as_replayed(api):
@@ -213,25 +259,26 @@ def test_unknown_ids_are_404(api):
 
 def test_an_order_whose_wallet_step_keeps_failing_ends_in_the_workflow_dlq_and_never_succeeds(stack, api):
     body = checkout_body(unique("chk_wallet_dlq"), orders=[("seller_04", "7.50", "USD")])
+    checkout_id = body["checkout_id"]
     order_id = body["payment_orders"][0]["payment_order_id"]
 
     with failing(stack, "Wallet", order_id, WalletBroken) as failures:
         assert api.post_checkout(body)[0] == 202
-        letters = wait_for(lambda: dead_letters_for(stack, "WorkflowDlqUrl", order_id), 20, "WorkflowDlq message")
+        letters = wait_for(lambda: dead_letters_for(stack, "WorkflowDlqUrl", checkout_id), 20,
+                           "WorkflowDlq message")
         order = api.get_order(order_id)[1]
 
     assert failures, "the Wallet hook never ran"
     letter = letters[0]
-    assert letter["checkout_id"] == body["checkout_id"]
+    assert (letter["charge_key"], letter["payment_order_ids"]) == (f"{checkout_id}#USD", [order_id])
     assert letter["error"]["Error"] == "WalletBroken"
     assert order_id in letter["error"]["Cause"]
-    assert letter["execution"].startswith(order_id)
+    assert letter["execution"].startswith(f"{checkout_id}-USD-")
     assert letter["attempts"] == 1
     # The PSP charged it, the wallet never took it: the order waits for a human (redrive), never SUCCESS.
     assert order["payment_order_status"] == "EXECUTING", order
     assert not order["wallet_updated"] and not order["ledger_updated"]
-    charges = [c for c in stack.sandbox.charges() if c["metadata"].get("payment_order_id") == order_id]
-    assert [c["status"] for c in charges] == ["succeeded"]
+    assert [c["status"] for c in intents_of(stack, checkout_id)] == ["succeeded"]
 
 
 def test_the_workflow_dead_letter_names_the_failed_step(stack, api):
@@ -239,21 +286,23 @@ def test_the_workflow_dead_letter_names_the_failed_step(stack, api):
     order_id = body["payment_orders"][0]["payment_order_id"]
     with failing(stack, "Wallet", order_id, WalletBroken):
         assert api.post_checkout(body)[0] == 202
-        letter = wait_for(lambda: dead_letters_for(stack, "WorkflowDlqUrl", order_id), 20, "WorkflowDlq message")[0]
+        letter = wait_for(lambda: dead_letters_for(stack, "WorkflowDlqUrl", body["checkout_id"]), 20,
+                          "WorkflowDlq message")[0]
     assert letter["step"] == "CreditWallet", letter
 
 
 def test_an_order_whose_starter_keeps_failing_ends_in_the_orders_dlq_after_max_receives(stack, api):
     body = checkout_body(unique("chk_start_dlq"), orders=[("seller_06", "1.00", "USD")])
+    checkout_id = body["checkout_id"]
     order_id = body["payment_orders"][0]["payment_order_id"]
 
-    with orders_queue_visibility(stack, 1), failing(stack, "OrderStarter", order_id, StarterBroken) as failures:
+    with orders_queue_visibility(stack, 1), failing(stack, "OrderStarter", checkout_id, StarterBroken) as failures:
         assert api.post_checkout(body)[0] == 202
-        letters = wait_for(lambda: dead_letters_for(stack, "OrdersDlqUrl", order_id), 40, "OrdersDlq message",
+        letters = wait_for(lambda: dead_letters_for(stack, "OrdersDlqUrl", checkout_id), 40, "OrdersDlq message",
                            interval=0.5)
 
     assert len(letters) == 1
-    assert letters[0]["checkout_id"] == body["checkout_id"]
+    assert letters[0]["charge_key"] == f"{checkout_id}#USD"
     assert len(failures) == 5  # maxReceiveCount of the OrdersQueue's redrive policy
     order = api.get_order(order_id)[1]
     assert order["payment_order_status"] == "NOT_STARTED", order

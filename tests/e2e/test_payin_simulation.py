@@ -2,6 +2,8 @@
 orders with about 10% declines and every SQS message delivered twice; then invariants 1, 3, 4, 5 and 6,
 verified against the PSP sandbox's own records and the tables."""
 
+from collections import defaultdict
+
 import boto3
 import pytest
 
@@ -39,14 +41,39 @@ def test_200_checkouts_with_declines_and_duplicate_deliveries_keep_every_invaria
                        accepted_order_ids=record.accepted_order_ids)
     results = {r.number: r for r in check(snapshot)}
     print(report(list(results.values())))
-    for number in (1, 2, 3, 4, 5, 6, 7):
+    # Invariant 1 of verification/invariants.py still counts one PaymentIntent per order (issue 20 point 9
+    # moves it to charges); until then the charge-level form is checked here.
+    for number in (2, 3, 4, 5, 6, 7):
         assert results[number].ok, (number, results[number].violations[:5])
+    assert one_charge_per_checkout_and_currency(list(orders.values()), stack.sandbox.charges()) == []
     assert any(r["kind"] == "same" for r in record.replays) and any(r["kind"] == "conflict" for r in record.replays)
     # the duplicate deliveries really happened: twice as many starter invocations carried each message
     starter_calls = [i for i in stack.runtime.invocations if "OrderStarter" in i.function_name]
     assert len(starter_calls) >= 2
     assert all(o["is_payment_done"] for o in [stack_checkout(aws, stack, c["checkout_id"])
                                               for c in workload.checkouts[:20]])
+
+
+def one_charge_per_checkout_and_currency(orders, psp_charges):
+    """At most one successful PSP charge per (checkout, currency), for exactly the sum of its orders, and an
+    order is SUCCESS iff its charge succeeded (then it names that PaymentIntent)."""
+    succeeded = defaultdict(list)
+    for charge in psp_charges:
+        if charge["status"] == "succeeded":
+            succeeded[charge["metadata"]["charge_key"]].append(charge)
+    by_charge = defaultdict(list)
+    for order in orders:
+        by_charge[f"{order['checkout_id']}#{order['currency']}"].append(order)
+    violations = [f"{key}: {len(found)} successful charges" for key, found in succeeded.items() if len(found) > 1]
+    for key, members in by_charge.items():
+        found = succeeded.get(key, [])
+        statuses = {o["payment_order_status"] for o in members}
+        if found and (found[0]["amount"] != sum(o["amount_minor"] for o in members) or statuses != {"SUCCESS"}
+                      or {o.get("psp_reference") for o in members} != {found[0]["payment_intent"]}):
+            violations.append(f"{key}: charged {found[0]['amount']}, orders {sorted(statuses)}")
+        if not found and "SUCCESS" in statuses:
+            violations.append(f"{key}: SUCCESS without a successful charge")
+    return violations
 
 
 def stack_checkout(aws, stack, checkout_id):

@@ -6,6 +6,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from functions.shared import tables
+from functions.shared.config import Settings
 from infra import names
 from infra.constructs.functions import BASE_LAYER, EXTRA_LAYERS, LAYER_METADATA
 from tests.infra.support import render
@@ -20,6 +21,7 @@ TABLE_KEYS = {  # table -> (partition key, sort key)
     names.WALLET: ("account_id", "sk"),
     names.LEDGER: ("transaction_id", None),
     names.RECON: ("pk", "sk"),
+    names.CHARGES: ("charge_key", None),
 }
 MAIN_QUEUES = {  # queue -> its dead-letter queue
     names.ORDERS_QUEUE: names.ORDERS_DLQ,
@@ -33,6 +35,7 @@ TABLE_ENV = {
     "WALLET_TABLE": names.WALLET,
     "LEDGER_TABLE": names.LEDGER,
     "RECON_TABLE": names.RECON,
+    "CHARGES_TABLE": names.CHARGES,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
     "PaymentApi": {"ORDERS_QUEUE_URL"},
@@ -66,8 +69,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_five_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 5)
+def test_there_are_exactly_the_six_tables_and_no_global_table(template):
+    template.resource_count_is("AWS::DynamoDB::Table", 6)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -84,6 +87,16 @@ def test_each_table_has_its_keys_on_demand_billing_pitr_and_is_retained(synth, t
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_charges_have_the_keys_only_sweep_index_the_sweeper_reads(synth):
+    props = synth.props(table_id(synth, names.CHARGES))
+    [index] = props["GlobalSecondaryIndexes"]
+    assert index == {"IndexName": names.SWEEP_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                     "KeySchema": [{"AttributeName": "sweep_shard", "KeyType": "HASH"},
+                                   {"AttributeName": "due_at", "KeyType": "RANGE"}]}
+    assert moto_tables.TABLE_KEYS["Charges"]["gsi"] == {names.SWEEP_INDEX: ("sweep_shard", "due_at")}
+    assert names.SWEEP_INDEX == tables.SWEEP_INDEX
 
 
 def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(synth):
@@ -232,10 +245,13 @@ def test_each_function_runs_python_313_on_arm_with_the_base_layer_first(synth, f
 
 
 def test_timeouts_and_memory_follow_the_brief():
-    assert names.EXECUTOR.timeout_s == 30
+    # The workflow's tasks are sized by the 300 s budget (test_workflow_budget.py); the executor makes at most
+    # two PSP calls of psp_timeout_s each.
+    assert names.EXECUTOR.timeout_s == 20 and 2 * Settings.model_fields["psp_timeout_s"].default < 20
     assert (names.RECON_FN.timeout_s, names.RECON_FN.memory_mb) == (900, 1769)
-    others = [f for f in names.ALL_FUNCTIONS if f not in (names.EXECUTOR, names.RECON_FN)]
-    assert all(10 <= f.timeout_s <= 30 and f.memory_mb == 256 for f in others)
+    assert all(f.timeout_s == 8 for f in (names.WALLET_FN, names.LEDGER_FN, names.FINALIZE))
+    assert (names.PAYMENT_API.timeout_s, names.ORDER_STARTER.timeout_s, names.SWEEPER.timeout_s) == (10, 30, 60)
+    assert all(f.memory_mb == 256 for f in names.ALL_FUNCTIONS if f is not names.RECON_FN)
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -426,6 +442,7 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "WalletTableName",
         "LedgerTableName",
         "ReconTableName",
+        "ChargesTableName",
         "AlarmTopicArn",
     }
     assert set(synth.template["Outputs"]) == expected

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.xdist_group("infra-synth")
 
 RETRIED = [
     "PspTransientError",
+    "AwsTransientError",
     "Lambda.ServiceException",
     "Lambda.TooManyRequestsException",
     "Lambda.SdkClientException",
@@ -77,11 +78,13 @@ def test_each_lambda_task_calls_its_function_directly_and_keeps_the_state(synth,
 @pytest.mark.parametrize("state", sorted(LAMBDA_TASKS))
 def test_each_lambda_task_retries_transient_errors_with_jittered_backoff(asl, state):
     (retry,) = asl["States"][state]["Retry"]
+    interval, max_delay = (2, 8) if state == "Charge" else (1, 4)
     assert retry == {
         "ErrorEquals": RETRIED,
-        "IntervalSeconds": 2,
+        "IntervalSeconds": interval,
         "BackoffRate": 2,
-        "MaxAttempts": 6,
+        "MaxAttempts": 3,
+        "MaxDelaySeconds": max_delay,
         "JitterStrategy": "FULL",
     }
 
@@ -130,7 +133,9 @@ def test_dead_letter_sends_the_order_error_and_input_to_the_workflow_dlq_then_fa
     dlq = synth.logical_id("AWS::SQS::Queue", f"{names.QUEUES}{names.WORKFLOW_DLQ}")
     assert dead_letter["Parameters"]["QueueUrl"] == dlq
     body = dead_letter["Parameters"]["MessageBody"]
-    assert body["payment_order_id.$"] == "$.payment_order_id"
+    assert body["charge_key.$"] == "$.charge_key"
+    assert body["payment_order_ids.$"] == "$.orders[*].payment_order_id"
+    assert dead_letter["TimeoutSeconds"] == 5
     assert body["error.$"] == "$.error"
     assert body["step.$"] == "$.failed_step"
     assert body["attempts.$"] == "$.attempt"

@@ -36,7 +36,7 @@ def a_checkout(checkout_id="chk_1", orders=None, payment_method="pm_card_visa"):
 
 def table_counts():
     db = boto3.client("dynamodb", region_name="us-east-1")
-    return {t: db.scan(TableName=f"test-{t}")["Count"] for t in ("PaymentEvents", "PaymentOrders")}
+    return {t: db.scan(TableName=f"test-{t}")["Count"] for t in ("PaymentEvents", "PaymentOrders", "Charges")}
 
 
 def test_sample_event_places_a_checkout_and_enqueues_its_orders(aws_env):
@@ -46,9 +46,9 @@ def test_sample_event_places_a_checkout_and_enqueues_its_orders(aws_env):
     assert [(o["payment_order_id"], o["payment_order_status"], o["amount"]) for o in body["payment_orders"]] == [
         ("po_sample_1", "NOT_STARTED", "12.34"), ("po_sample_2", "NOT_STARTED", "5.00")]
     assert "Idempotent-Replayed" not in headers
+    # one message for the checkout's one currency: its charge
     sent = [json.loads(m) for m in drain(aws_env["ORDERS_QUEUE_URL"])]
-    assert sorted((m["payment_order_id"], m["amount_minor"]) for m in sent) == [
-        ("po_sample_1", 1234), ("po_sample_2", 500)]
+    assert sent == [{"charge_key": "chk_sample_1#USD", "checkout_id": "chk_sample_1"}]
 
 
 def test_read_after_write(aws_env):
@@ -81,7 +81,7 @@ def test_same_body_again_is_a_replay_of_the_original_answer(aws_env):
     assert second[0] == 202 and second[1] == first[1]
     assert second[2]["Idempotent-Replayed"] == "true"
     assert drain(aws_env["ORDERS_QUEUE_URL"]) == []  # nothing enqueued twice
-    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2, "Charges": 1}
 
 
 def test_same_checkout_id_with_another_body_is_409_and_changes_nothing(aws_env):
@@ -102,7 +102,7 @@ def test_payment_order_id_of_another_checkout_is_409_and_nothing_is_written(aws_
     ])
     status, body, _ = post(clash)
     assert status == 409 and body["error"]["code"] == "payment_order_id_in_use"
-    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}  # chk_2 and chk_2_new were not written
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2, "Charges": 1}  # nothing of chk_2 written
 
 
 def test_two_identical_requests_at_once_create_one_checkout(aws_env):
@@ -120,7 +120,7 @@ def test_two_identical_requests_at_once_create_one_checkout(aws_env):
         t.join()
     assert sorted(r[0] for r in results) == [202] * 4
     assert sum(1 for r in results if r[2].get("Idempotent-Replayed") == "true") == 3
-    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2}
+    assert table_counts() == {"PaymentEvents": 1, "PaymentOrders": 2, "Charges": 1}
 
 
 def order_with(**changes):
@@ -144,6 +144,10 @@ def order_with(**changes):
         {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": f"po_{i}"}
         for i in range(MAX_ORDERS_PER_CHECKOUT + 1)]}, "too_many_payment_orders", "payment_orders"),
     ({k: v for k, v in a_checkout().items() if k != "checkout_id"}, "missing_field", "checkout_id"),
+    ({**a_checkout(), "payment_orders": [
+        {"seller_account": "s", "amount": "1.00", "currency": c, "payment_order_id": f"po_{c}"}
+        for c in ("USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK", "PLN")]},
+     "too_many_currencies", ""),
     (a_checkout(orders=[
         {"seller_account": "s", "amount": "1.00", "currency": "USD", "payment_order_id": "po_same"},
         {"seller_account": "t", "amount": "2.00", "currency": "USD", "payment_order_id": "po_same"}]),
@@ -157,7 +161,7 @@ def test_bad_input_is_422_with_a_machine_readable_code_and_nothing_is_written(aw
     assert status == 422, answer
     assert answer["error"]["code"] == code
     assert answer["error"]["details"][0]["field"] == field
-    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0}
+    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0, "Charges": 0}
 
 
 def test_malformed_json_is_400(aws_env):
@@ -175,7 +179,7 @@ def test_a_card_number_anywhere_is_refused_and_never_logged_or_stored(aws_env, c
     captured = capsys.readouterr()
     assert pan not in captured.out + captured.err
     assert pan.replace(" ", "").replace("-", "") not in captured.out + captured.err
-    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0}
+    assert table_counts() == {"PaymentEvents": 0, "PaymentOrders": 0, "Charges": 0}
 
 
 def test_errors_share_one_shape(aws_env):

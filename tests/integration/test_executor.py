@@ -1,139 +1,216 @@
-"""The executor against the PSP sandbox, spoken to by the unmodified stripe SDK: outcomes and failure kinds."""
+"""The executor against the PSP sandbox (the unmodified stripe SDK) and moto: one PaymentIntent per charge,
+outcomes, and which answers may end FAILED (only a decline or an invalid request; never an unclear one)."""
 
 from datetime import timedelta
 
+import boto3
 import pytest
 
 from functions.executor import handler as executor
 from functions.shared import clock, psp
-from functions.shared.errors import PspPermanentError, PspTransientError
-from functions.shared.models import OrderWork
+from functions.shared.config import reload_settings
+from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
+from functions.shared.tables import PaymentTables
 from psp_sandbox.server import start_sandbox
+from tests.integration.support import place, work_of
 from tests.support.events import FakeContext, load
 
 
 @pytest.fixture
-def sandbox(monkeypatch):
+def sandbox(aws_env, monkeypatch):
     server = start_sandbox(port=0)
     monkeypatch.setenv("PSP_API_BASE", server.url)
     monkeypatch.setenv("PSP_API_KEY", "sk_test_local")
-    for name in ("PAYMENT_EVENTS_TABLE", "PAYMENT_ORDERS_TABLE", "WALLET_TABLE", "LEDGER_TABLE"):
-        monkeypatch.setenv(name, "unused")
-    from functions.shared.config import reload_settings
-
     reload_settings()
     psp.reset_client()
     yield server
     server.stop()
     psp.reset_client()
-    clock.reset()
 
 
-def work(order_id="po_1", payment_method="pm_card_visa", **changes):
-    changes.setdefault("first_attempt_at", clock.iso())
-    return OrderWork(payment_order_id=order_id, checkout_id="chk_1", seller_account="seller_a", amount_minor=1234,
-                     currency="USD", payment_method=payment_method, **changes)
+def started(checkout_id="chk_1", card="pm_card_visa", **place_options):
+    """A placed checkout whose USD charge has begun attempt 1, as the starter leaves it."""
+    place(checkout_id, card=card, **place_options)
+    key = f"{checkout_id}#USD"
+    PaymentTables.from_settings().begin_charge_attempt(key, 1, clock.iso(), clock.iso())
+    return work_of(checkout_id)
 
 
-def execute_until_answered(order, attempts=3):
-    """What the workflow's Retry does: run again with the same key while the error is transient."""
+def intents_of(server, checkout_id):
+    return [c for c in server.charges() if c["metadata"].get("checkout_id") == checkout_id]
+
+
+def execute_until_answered(work, attempts=3):
+    """What the workflow's Retry does: run again with the same input while the error is transient."""
     for _ in range(attempts - 1):
         try:
-            return executor.execute(order)
+            return executor.execute(work)
         except PspTransientError:
             continue
-    return executor.execute(order)
+    return executor.execute(work)
 
 
-def charges_of(server, order_id):
-    return [c for c in server.charges() if c["metadata"].get("payment_order_id") == order_id]
-
-
-def test_sample_event_charges_once_with_our_metadata(sandbox):
+def test_sample_event_charges_the_sum_once_with_the_charge_contract(sandbox):
+    place("chk_sample_1", orders=(("seller_books", "12.34", "USD"), ("seller_tea", "5.00", "USD")))
+    PaymentTables.from_settings().begin_charge_attempt("chk_sample_1#USD", 1, clock.iso(), clock.iso())
     event = load("task_charge.json")
     event["first_attempt_at"] = clock.iso()
     result = executor.handler(event, FakeContext())
     assert result["outcome"] == "succeeded" and result["psp_reference"].startswith("pi_")
-    [charge] = charges_of(sandbox, "po_sample_1")
-    assert charge["amount"] == 1234 and charge["currency"] == "usd" and charge["status"] == "succeeded"
-    assert charge["metadata"]["checkout_id"] == "chk_sample_1"
-    assert charge["idempotency_key"] == "po_sample_1"
+    assert result["charge_id"].startswith("ch_")
+    [charge] = intents_of(sandbox, "chk_sample_1")
+    assert (charge["amount"], charge["currency"], charge["status"]) == (1734, "usd", "succeeded")
+    assert charge["metadata"] == {"checkout_id": "chk_sample_1", "charge_key": "chk_sample_1#USD"}
+    assert charge["idempotency_key"] == "charge:chk_sample_1:USD"
+    intent = sandbox.state.payment_intent(result["psp_reference"])
+    assert intent.transfer_group == "chk_sample_1"
+    stored = PaymentTables.from_settings().get_charge("chk_sample_1#USD")
+    assert stored["psp_reference"] == result["psp_reference"] and stored["psp_calls"] == 1
 
 
-def test_running_twice_charges_once(sandbox):
-    first = executor.execute(work())
-    second = executor.execute(work())
+def test_running_twice_charges_once_and_the_second_run_reads_the_known_intent(sandbox):
+    work = started()
+    first = executor.execute(work)
+    second = executor.execute(work)
     assert first == second
-    assert len(charges_of(sandbox, "po_1")) == 1
+    assert len(intents_of(sandbox, "chk_1")) == 1
 
 
 @pytest.mark.parametrize(("card", "code"), [
     ("pm_card_chargeDeclined", "generic_decline"),
     ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
     ("pm_card_chargeDeclinedLostCard", "lost_card"),
-    ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
 ])
 def test_a_decline_is_a_failed_outcome_with_its_code(sandbox, card, code):
-    result = executor.execute(work(payment_method=card))
+    result = executor.execute(started(card=card))
     assert (result.outcome, result.failure_code) == ("failed", code)
     assert result.failure_reason
 
 
 @pytest.mark.parametrize(("card", "status"), [("pm_card_processing", "processing"),
                                                ("pm_card_authenticationRequired", "requires_action")])
-def test_undecided_charges_stay_pending(sandbox, card, status):
-    result = executor.execute(work(payment_method=card))
+def test_undecided_charges_stay_pending_and_a_redrive_reads_the_current_state(sandbox, card, status):
+    work = started(card=card)
+    result = executor.execute(work)
     assert (result.outcome, result.psp_status) == ("pending", status)
-    # a re-drive reads the current state instead of replaying the first answer
     sandbox.state.resolve_payment_intent(result.psp_reference, "succeeded")
-    assert executor.execute(work(payment_method=card, psp_reference=result.psp_reference)).outcome == "succeeded"
+    assert executor.execute(work.model_copy(update={"attempt": 2})).outcome == "succeeded"
+    assert len(intents_of(sandbox, "chk_1")) == 1
 
 
 def test_an_unknown_payment_method_is_permanent(sandbox):
     with pytest.raises(PspPermanentError):
-        executor.execute(work(payment_method="pm_card_doesNotExist"))
+        executor.execute(started(card="pm_card_doesNotExist"))
 
 
 @pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "rate_limit", "connection_reset"])
-def test_transient_faults_raise_a_retryable_error_and_the_retry_charges_once(sandbox, kind):
-    # two faults in a row (the SDK's own network retry may meet the second one)
-    sandbox.faults.push(kind, match={"idempotency_key": "po_t"}, times=2)
+def test_transient_faults_are_retried_and_the_retry_charges_once(sandbox, kind):
+    sandbox.faults.push(kind, match={"idempotency_key": "charge:chk_1:USD"})
+    work = started()
     with pytest.raises(PspTransientError):
-        executor.execute(work("po_t"))
-    outcomes = []
-    for _ in range(2):  # the workflow's retry, with the same key
-        try:
-            outcomes.append(executor.execute(work("po_t")).outcome)
-            break
-        except PspTransientError:
-            outcomes.append("transient")
-    assert outcomes[-1] == "succeeded"
-    assert len([c for c in charges_of(sandbox, "po_t") if c["status"] == "succeeded"]) == 1
+        executor.execute(work)
+    assert executor.execute(work).outcome == "succeeded"  # a look-up first, then the same key
+    assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
 
 
-def test_should_retry_false_is_permanent(sandbox):
-    sandbox.faults.push("http_500", match={"idempotency_key": "po_n"}, should_retry=False, times=2)
-    with pytest.raises(PspPermanentError):
-        executor.execute(work("po_n"))
+@pytest.mark.parametrize("status", ["http_500", "http_503"])
+def test_a_5xx_saying_do_not_retry_is_still_not_a_failure(sandbox, status):
+    sandbox.faults.push(status, match={"idempotency_key": "charge:chk_1:USD"}, should_retry=False)
+    work = started()
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    assert executor.execute(work).outcome == "succeeded"
 
 
-def test_a_charge_whose_answer_was_lost_is_replayed_not_repeated(sandbox):
-    sandbox.faults.push("lost_response", match={"idempotency_key": "po_l"}, times=2)
-    result = execute_until_answered(work("po_l"))
+def test_a_charge_whose_answer_was_lost_is_found_not_repeated(sandbox):
+    sandbox.faults.push("lost_response", match={"idempotency_key": "charge:chk_1:USD"}, times=2)
+    result = execute_until_answered(started())
     assert result.outcome == "succeeded"
     assert sandbox.faults.stats()["injected"]["lost_response"] >= 1
-    assert len(charges_of(sandbox, "po_l")) == 1
+    assert len(intents_of(sandbox, "chk_1")) == 1
 
 
 def test_past_the_key_lifetime_the_charge_is_looked_up_not_repeated(sandbox):
-    first_attempt = clock.iso()
-    sandbox.faults.push("lost_response", match={"idempotency_key": "po_x"}, times=2)
+    work = started().model_copy(update={"first_attempt_at": clock.iso()})
+    sandbox.faults.push("lost_response", match={"idempotency_key": "charge:chk_1:USD"})
     with pytest.raises(PspTransientError):
-        psp.PspClient("sk_test_local", sandbox.url, max_network_retries=0).charge(
-            work("po_x", first_attempt_at=first_attempt))
-    assert len(charges_of(sandbox, "po_x")) == 1  # charged, answer lost
+        psp.PspClient("sk_test_local", sandbox.url).charge(work)
+    assert len(intents_of(sandbox, "chk_1")) == 1  # charged, answer lost
     sandbox.advance_clock(25 * 3600)  # Stripe prunes the key
     clock.advance(timedelta(hours=25).total_seconds())
-    result = executor.execute(work("po_x", first_attempt_at=first_attempt))
+    assert psp.PspClient("sk_test_local", sandbox.url).charge(work).outcome == "succeeded"
+    assert len(intents_of(sandbox, "chk_1")) == 1
+
+
+def test_a_stored_500_is_retried_then_the_key_is_retired_once_a_look_up_proves_nothing_was_made(sandbox):
+    # Given Stripe stored a 500 for the charge's key (it replays it for 24 h)
+    sandbox.faults.push("http_500", match={"idempotency_key": "charge:chk_1:USD"}, stored=True)
+    work = started()
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    # When the replay comes back before the search can be trusted: still only "try again later"
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    assert intents_of(sandbox, "chk_1") == []
+    # Then, minutes later, the look-up proves no PaymentIntent exists and the next generation's key charges
+    clock.advance(psp.SEARCH_TRUSTED_AFTER.total_seconds() + 1)
+    result = executor.execute(work.model_copy(update={"attempt": 2}))
     assert result.outcome == "succeeded"
-    assert len(charges_of(sandbox, "po_x")) == 1
+    [charge] = intents_of(sandbox, "chk_1")
+    assert charge["idempotency_key"] == "charge:chk_1:USD:g1"
+    assert PaymentTables.from_settings().get_charge("chk_1#USD")["key_generation"] == 1
+    assert executor.execute(work).outcome == "succeeded"  # and again: nothing new
+    assert len(intents_of(sandbox, "chk_1")) == 1
+
+
+def test_a_rotated_key_is_an_unclear_answer_and_the_next_try_reads_the_new_key(sandbox, monkeypatch):
+    # Given the key in SSM was revoked (401 at the PSP), then replaced by on-call
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_live_revoked", Type="SecureString")
+    monkeypatch.delenv("PSP_API_KEY")
+    monkeypatch.setenv("PSP_API_KEY_PARAMETER", "/marketpay/stripe/secret-key")
+    reload_settings()
+    psp.reset_client()
+    work = started()
+    with pytest.raises(PspTransientError):  # never FAILED
+        executor.execute(work)
+    ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_test_rotated", Type="SecureString",
+                      Overwrite=True)
+    # When the workflow retries: the 401 made the next read skip the five-minute cache
+    assert executor.execute(work).outcome == "succeeded"
+    assert psp.client().api_key == "sk_test_rotated"
+    assert len(intents_of(sandbox, "chk_1")) == 1
+
+
+def test_the_client_is_rebuilt_when_the_configured_key_changes(sandbox, monkeypatch):
+    first = psp.client()
+    assert psp.client() is first
+    monkeypatch.setenv("PSP_API_KEY", "sk_test_next")
+    reload_settings()
+    assert psp.client() is not first and psp.client().api_key == "sk_test_next"
+
+
+def test_a_key_changed_in_ssm_is_used_once_its_cache_ages_out(sandbox, monkeypatch):
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_test_first", Type="SecureString")
+    monkeypatch.setenv("PSP_API_KEY_PARAMETER", "/marketpay/stripe/secret-key")
+    reload_settings()
+    psp.reset_client()
+    assert psp.client().api_key == "sk_test_first"
+    ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_test_second", Type="SecureString",
+                      Overwrite=True)
+    assert psp.client().api_key == "sk_test_first"  # within its five minutes, the cached value
+    DEFAULT_PROVIDERS["ssm"].clear_cache()  # what max_age=300 does five minutes later
+    assert psp.client().api_key == "sk_test_second"
+
+
+def test_a_look_up_the_psp_refuses_is_never_a_failure(sandbox):
+    # Given a charge whose recorded PaymentIntent the PSP does not know (404: another account's key, say)
+    work = started()
+    PaymentTables.from_settings().record_psp_reference("chk_1#USD", "pi_unknownToThisAccount", clock.iso())
+    # Then the outcome is unknown (the workflow dead-letters it for a human), never a FAILED order
+    with pytest.raises(PspOutcomeUnknown):
+        executor.execute(work)
+    assert intents_of(sandbox, "chk_1") == []  # and nothing was created blindly

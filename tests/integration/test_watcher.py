@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 from functions.shared import clock
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
-from tests.integration.test_steps import place
+from tests.integration.support import place
 from verification import driver
 from verification.driver import RunRecord, watch_until_settled
 from verification.invariants import Snapshot, check
@@ -20,7 +20,7 @@ class Session:
 
 
 def test_the_watcher_returns_final_orders_and_stops_waiting_for_one_stored_nowhere(aws_env):
-    place("chk_w", amounts=("1.00", "2.00"))
+    place("chk_w", orders=(("s0", "1.00", "USD"), ("s1", "2.00", "USD")))
     tables = PaymentTables.from_settings()
     tables.finish("chk_w_0", OrderStatus.FAILED, {}, clock.iso())
     idle_calls = []
@@ -65,7 +65,7 @@ class FlakySession(Session):
 
 
 def test_a_read_the_local_stack_fails_is_read_again_next_tick(aws_env, monkeypatch):
-    place("chk_f", amounts=("1.00",))
+    place("chk_f", orders=(("s0", "1.00", "USD"),))
     PaymentTables.from_settings().finish("chk_f_0", OrderStatus.FAILED, {}, clock.iso())
     outputs = {"PaymentOrdersTableName": aws_env["PAYMENT_ORDERS_TABLE"]}
     record = RunRecord(accepted_order_ids=["chk_f_0"])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from functions.executor import starter
 from functions.payment.schemas import PaymentRequest
 from functions.payment.service import place_checkout
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork
 from functions.shared.tables import PaymentTables
 from ops.cli import app
 from tests.support.aws import drain
@@ -61,9 +61,13 @@ def place(checkout_id: str, amounts: tuple[str, ...] = ("12.34",), orders_queue_
     return [f"{checkout_id}_{i}" for i in range(len(amounts))]
 
 
+def charge_of(order_id: str) -> str:
+    return PaymentTables.from_settings().get_order(order_id)["charge_key"]
+
+
 def start(order_id: str) -> None:
-    order = PaymentTables.from_settings().get_order(order_id)
-    assert starter.start_first_attempt(OrderWork.from_order_item(order, attempt=1))
+    """Start attempt 1 of the order's charge, as the starter does."""
+    assert starter.start_first_attempt(charge_of(order_id))
 
 
 def executions() -> list[str]:
@@ -73,17 +77,19 @@ def executions() -> list[str]:
 
 
 def workflow_dead_letter(order_id: str, attempt: int) -> dict[str, Any]:
-    """The body the state machine's ToDeadLetter state sends (infra/constructs/workflow.py), after a step failed."""
-    order = PaymentTables.from_settings().get_order(order_id)
-    work = OrderWork.from_order_item(order, attempt=attempt).model_dump()
+    """The body the state machine's ToDeadLetter state sends (infra/constructs/workflow.py), after a step failed
+    in the workflow of the order's charge."""
+    charge = PaymentTables.from_settings().get_charge(charge_of(order_id))
+    work = ChargeWork.from_charge_item(charge, attempt=attempt).model_dump()
     return {
-        "payment_order_id": order_id,
-        "checkout_id": order["checkout_id"],
+        "charge_key": charge["charge_key"],
+        "checkout_id": charge["checkout_id"],
+        "payment_order_ids": [o["payment_order_id"] for o in charge["orders"]],
         "step": "workflow",
         "error": {"Error": "KeyError", "Cause": json.dumps(
             {"errorMessage": "'psp_reference'", "errorType": "KeyError", "stackTrace": ["  File ..."]})},
         "attempts": attempt,
-        "execution": f"{order_id}-{attempt}",
+        "execution": f"{charge['charge_key'].replace('#', '-')}-{attempt}",
         "input": work,
     }
 

@@ -6,7 +6,7 @@ import boto3
 
 from functions.ledger import handler as ledger_handler
 from functions.shared import clock
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 from functions.wallet import handler as wallet_handler
@@ -60,10 +60,11 @@ def test_dlq_show_reads_without_consuming_and_masks_the_payment_method(system):
 
     assert first.exit_code == 0 and second.exit_code == 0, first.output
     output = first.output
-    assert row(output, "order", order_id) and row(output, "step", "workflow")
+    assert row(output, "charge", "chk_show#USD") and row(output, "order", order_id)
+    assert row(output, "step", "workflow")
     assert row(output, "error", "KeyError: 'psp_reference'") and row(output, "attempts", "1")
     assert row(output, "received", "1 time") and row(second.output, "received", "2 times")
-    assert row(output, "age", "0s ago") and row(output, "execution", f"{order_id}-1")
+    assert row(output, "age", "0s ago") and row(output, "execution", "chk_show-USD-1")
     assert '"seller_account": "acct_seller0"' in output  # the body, pretty-printed
     assert TOKEN not in output and "pm_…9876" in output
     assert depth(system["WORKFLOW_DLQ_URL"]) == 1
@@ -88,20 +89,23 @@ def test_dlq_redrive_asks_first_and_does_nothing_on_no(system):
 
 
 def test_dlq_redrive_workflow_reports_each_message_and_fails_when_some_are_left(system):
-    [done, stuck] = place("chk_mix", amounts=("1.00", "2.00"), orders_queue_url=system["ORDERS_QUEUE_URL"])
+    [done] = place("chk_done", orders_queue_url=system["ORDERS_QUEUE_URL"])
+    [stuck] = place("chk_stuck", orders_queue_url=system["ORDERS_QUEUE_URL"])
     for order_id in (done, stuck):
         start(order_id)
         send(system["WORKFLOW_DLQ_URL"], workflow_dead_letter(order_id, attempt=1))
-    PaymentTables.from_settings().finish(done, OrderStatus.SUCCESS, {}, clock.iso())
+    tables = PaymentTables.from_settings()
+    tables.finish(done, OrderStatus.SUCCESS, {}, clock.iso())
+    tables.finish_charge("chk_done#USD", OrderStatus.SUCCESS, {}, clock.iso())
     send(system["WORKFLOW_DLQ_URL"], "garbage")
 
     result = cli("dlq", "redrive", "workflow", "--yes")
 
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert any(line.startswith("already final") and done in line and "deleted" in line for line in lines)
-    assert any(line.startswith("requeued") and stuck in line and "attempt 2" in line for line in lines)
-    assert any(line.startswith("left in queue") and "no payment_order_id" in line and "kept" in line
+    assert any(line.startswith("already final") and "chk_done#USD" in line and "deleted" in line for line in lines)
+    assert any(line.startswith("requeued") and "chk_stuck#USD" in line and "attempt 2" in line for line in lines)
+    assert any(line.startswith("left in queue") and "no charge_key" in line and "kept" in line
                for line in lines)
     assert "1 message(s) left in WorkflowDlq" in result.output
     assert depth(system["WORKFLOW_DLQ_URL"]) == 1
@@ -121,9 +125,9 @@ def test_unknown_queue_is_one_clear_line(system):
 def test_order_show_prints_order_ledger_and_wallet_without_the_token(system):
     [order_id] = place("chk_os", orders_queue_url=system["ORDERS_QUEUE_URL"])
     start(order_id)
-    work = OrderWork.from_order_item(PaymentTables.from_settings().get_order(order_id), attempt=1)
-    wallet_handler.credit_pending(work)
-    ledger_handler.record_payin(work)
+    work = ChargeWork.from_charge_item(PaymentTables.from_settings().get_charge("chk_os#USD"), attempt=1)
+    wallet_handler.credit_pending(work, work.orders[0])
+    ledger_handler.record_payin(work, work.orders[0])
 
     result = cli("order", "show", order_id)
 
@@ -155,22 +159,37 @@ def test_order_show_of_an_unknown_order_fails_clearly(system):
 
 
 def test_order_redrive_requeues_only_what_is_dead_lettered(system):
-    [dead, running, final] = place("chk_or", amounts=("1.00", "2.00", "3.00"),
-                                   orders_queue_url=system["ORDERS_QUEUE_URL"])
+    [dead] = place("chk_dead", orders_queue_url=system["ORDERS_QUEUE_URL"])
+    [running] = place("chk_running", orders_queue_url=system["ORDERS_QUEUE_URL"])
+    [final] = place("chk_final", orders_queue_url=system["ORDERS_QUEUE_URL"])
     dead_lettered_by_the_sweeper(dead)
     start(running)
     start(final)
     tables = PaymentTables.from_settings()
     tables.finish(final, OrderStatus.FAILED, {}, clock.iso())
-    running_before = tables.get_order(running)
+    tables.finish_charge("chk_final#USD", OrderStatus.FAILED, {}, clock.iso())
+    running_before = tables.get_charge("chk_running#USD")
 
     redriven = cli("order", "redrive", dead)
-    watched = cli("order", "redrive", running)
+    watched = cli("order", "redrive", "chk_running#USD")  # by charge
     finished = cli("order", "redrive", final)
 
-    assert redriven.exit_code == 0 and "attempt started: attempt 6 started" in redriven.output
-    assert tables.get_order(dead)["attempts"] == 6
+    assert redriven.exit_code == 0 and "attempt started: attempt 6 of chk_dead#USD started" in redriven.output
+    assert tables.get_charge("chk_dead#USD")["attempts"] == 6
     assert watched.exit_code == 0
     assert "not dead-lettered" in watched.output and "sweeper already watches" in watched.output
-    assert tables.get_order(running) == running_before  # its deadline was not pulled forward
-    assert finished.exit_code == 0 and "already final: order is FAILED" in finished.output
+    assert tables.get_charge("chk_running#USD") == running_before  # its deadline was not pulled forward
+    assert finished.exit_code == 0 and "already final: charge is FAILED" in finished.output
+    assert tables.get_checkout("chk_final")["is_payment_done"] is True  # the checkout it had left open
+
+
+def test_order_show_by_charge_lists_its_orders(system):
+    place("chk_two", amounts=("1.00", "2.50"), orders_queue_url=system["ORDERS_QUEUE_URL"])
+    start("chk_two_0")
+
+    output = cli("order", "show", "chk_two#USD").output
+
+    assert row(output, "status", "EXECUTING") and row(output, "amount", "3.50 USD")
+    assert row(output, "orders", "chk_two_0, chk_two_1") and row(output, "attempts", "1")
+    assert "chk_two_1" in output and "2.50 USD" in output and TOKEN not in output
+    assert "watching: next look at" in output

@@ -36,8 +36,14 @@ def test_summary_reads_both_dead_letter_shapes_and_order_messages():
                            "input": {"payment_order_id": "po_2"}})
     assert (workflow.payment_order_id, workflow.error, workflow.extra) == (
         "po_2", "States.Timeout: task timed out", {"execution": "po_2-2"})
-    order = Summary.of({"payment_order_id": "po_3", "amount_minor": 100, "attempt": 1})
-    assert (order.step, order.attempts) == ("start (order message)", 1)
+    charge = Summary.of({"charge_key": "chk_3#USD", "step": "sweeper", "attempts": 5,
+                         "payment_order_ids": ["po_3", "po_4"]})
+    assert (charge.charge_key, charge.payment_order_id, charge.step) == ("chk_3#USD", "po_3, po_4", "sweeper")
+    from_machine = Summary.of({"charge_key": "chk_3#USD", "step": "CreditWallet", "attempts": 1,
+                               "input": {"charge_key": "chk_3#USD", "orders": [{"payment_order_id": "po_3"}]}})
+    assert (from_machine.charge_key, from_machine.payment_order_id) == ("chk_3#USD", "po_3")
+    message = Summary.of({"charge_key": "chk_3#USD", "checkout_id": "chk_3"})
+    assert (message.step, message.charge_key) == ("start (charge message)", "chk_3#USD")
     recon = Summary.of({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "incoming/f.csv"}}}]})
     assert recon.step == "recon" and recon.extra == {"file": "s3://b/incoming/f.csv"}
     review = Summary.of({"discrepancy_id": "d1", "category": "amount_mismatch", "explanation": "fee differs",

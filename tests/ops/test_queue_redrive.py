@@ -97,7 +97,8 @@ def test_a_redriven_order_message_is_started_by_the_starter_once(system):
     record = event["Records"][0]
     event["Records"] = [dict(record, messageId=f"m{i}", body=b) for i, b in enumerate(bodies + bodies)]
 
-    # Then the starter starts the order once and skips the duplicate
+    # Then the starter starts the order's charge once and skips the duplicate
     assert starter.handler(event, FakeContext()) == {"batchItemFailures": []}
     order = PaymentTables.from_settings().get_order(order_id)
-    assert order["payment_order_status"] == OrderStatus.EXECUTING.value and order["attempts"] == 1
+    assert order["payment_order_status"] == OrderStatus.EXECUTING.value
+    assert PaymentTables.from_settings().get_charge(order["charge_key"])["attempts"] == 1

@@ -1,4 +1,4 @@
-"""WorkflowDlq: a redrive puts the order back to work through the idempotent path; final orders are only
+"""WorkflowDlq: a redrive puts the charge back to work through the idempotent path; final charges are only
 acknowledged. Messages come from the real sweeper, or in the state machine's ToDeadLetter shape."""
 
 import json
@@ -12,9 +12,10 @@ from functions.shared import clock
 from functions.shared.config import reload_settings, settings
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, sweep_shard
+from ops.orders import redrive_order
 from ops.redrive import redrive_queue
 from ops.resources import Resources, find_dlq
-from tests.ops.support import depth, executions, place, send, start, workflow_dead_letter
+from tests.ops.support import charge_of, depth, executions, place, send, start, workflow_dead_letter
 from tests.support.aws import drain
 
 WORKFLOW = find_dlq("workflow")
@@ -25,9 +26,14 @@ def actions(results):
 
 
 def in_sweep_index(order_id):
+    """The order's charge is due now in the sweeper's index."""
+    key = charge_of(order_id)
     tables = PaymentTables.from_settings()
-    due = tables.due_orders(sweep_shard(order_id, settings().sweep_shards), clock.iso(clock.now()))
-    return order_id in [key["payment_order_id"] for key in due]
+    return key in tables.due_charges(sweep_shard(key, settings().sweep_shards), clock.iso(clock.now()))
+
+
+def execution(order_id, attempt):
+    return f"{charge_of(order_id).replace('#', '-')}-{attempt}"
 
 
 def dead_lettered_by_the_sweeper(order_id):
@@ -50,11 +56,11 @@ def test_order_dead_lettered_by_the_workflow_is_requeued_and_the_next_sweep_star
     results = redrive_queue(WORKFLOW, Resources())
 
     # Then the order is due now in the sweeper's index, the message is gone, and a sweep starts attempt 2
-    assert actions(results) == ["requeued"] and results[0].payment_order_id == order_id
+    assert actions(results) == ["requeued"] and results[0].payment_order_id == charge_of(order_id)
     assert in_sweep_index(order_id)
     assert depth(system["WORKFLOW_DLQ_URL"]) == 0
     assert sweeper.sweep()["redriven"] == 1
-    assert executions() == [f"{order_id}-1", f"{order_id}-2"]
+    assert executions() == [execution(order_id, 1), execution(order_id, 2)]
 
 
 def test_order_the_sweeper_gave_up_on_after_a_raised_budget_is_requeued_for_the_sweeper(system):
@@ -63,8 +69,9 @@ def test_order_the_sweeper_gave_up_on_after_a_raised_budget_is_requeued_for_the_
     reload_settings()
     [order_id] = place("chk_sw", orders_queue_url=system["ORDERS_QUEUE_URL"])
     dead_lettered_by_the_sweeper(order_id)
-    order = PaymentTables.from_settings().get_order(order_id)
-    assert order["attempts"] == 2 and "dead_letter_reason" in order and "due_at" not in order
+    charge = PaymentTables.from_settings().get_charge(charge_of(order_id))
+    assert charge["attempts"] == 2 and "dead_letter_reason" in charge and "due_at" not in charge
+    assert "dead_letter_reason" in PaymentTables.from_settings().get_order(order_id)
     os.environ["MAX_ATTEMPTS"] = "5"
     reload_settings()
 
@@ -72,10 +79,12 @@ def test_order_the_sweeper_gave_up_on_after_a_raised_budget_is_requeued_for_the_
     assert actions(redrive_queue(WORKFLOW, Resources())) == ["requeued"]
 
     # Then it is back under the sweeper's watch, and the next sweep starts attempt 3
+    charge = PaymentTables.from_settings().get_charge(charge_of(order_id))
+    assert "dead_letter_reason" not in charge and in_sweep_index(order_id)
     order = PaymentTables.from_settings().get_order(order_id)
-    assert "dead_letter_reason" not in order and in_sweep_index(order_id)
+    assert "dead_letter_reason" not in order and order["sweep_shard"]  # open again
     assert sweeper.sweep()["redriven"] == 1
-    assert executions()[-1] == f"{order_id}-3"
+    assert executions()[-1] == execution(order_id, 3)
     assert depth(system["WORKFLOW_DLQ_URL"]) == 0
 
 
@@ -91,14 +100,14 @@ def test_order_past_the_sweepers_budget_gets_one_more_attempt_and_comes_back_if_
     send(system["WORKFLOW_DLQ_URL"], body)
     results = redrive_queue(WORKFLOW, Resources())
 
-    # Then attempt 6 starts once (same order id: the PSP idempotency key), the duplicate is acknowledged
+    # Then attempt 6 starts once (same charge: the same PSP idempotency key), the duplicate is acknowledged
     assert sorted(actions(results)) == ["attempt started", "superseded"]
-    assert executions()[-1] == f"{order_id}-6" and len(executions()) == 6
-    order = PaymentTables.from_settings().get_order(order_id)
-    assert order["payment_order_status"] == "EXECUTING" and order["attempts"] == 6
-    assert "dead_letter_reason" not in order
+    assert executions()[-1] == execution(order_id, 6) and len(executions()) == 6
+    charge = PaymentTables.from_settings().get_charge(charge_of(order_id))
+    assert charge["charge_status"] == "EXECUTING" and charge["attempts"] == 6
+    assert "dead_letter_reason" not in charge
     assert depth(system["WORKFLOW_DLQ_URL"]) == 0
-    assert sweeper.sweep() == {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0}  # deadline ahead
+    assert sweeper.sweep()["redriven"] == 0  # its deadline is ahead
 
     # And if attempt 6 dies too, the sweeper dead-letters it again: back in front of a human, never lost
     clock.advance(361)
@@ -106,21 +115,62 @@ def test_order_past_the_sweepers_budget_gets_one_more_attempt_and_comes_back_if_
     assert [json.loads(body)["attempts"] for body in drain(system["WORKFLOW_DLQ_URL"])] == [6]
 
 
+def finish_as_finalize_does(order_id, status):
+    tables = PaymentTables.from_settings()
+    tables.finish(order_id, status, {}, clock.iso())
+    tables.settle_checkout_orders(tables.get_order(order_id)["checkout_id"], [order_id])
+    tables.finish_charge(charge_of(order_id), status, {}, clock.iso())
+
+
 @pytest.mark.parametrize("status", [OrderStatus.SUCCESS, OrderStatus.FAILED])
-def test_message_of_an_order_already_final_is_only_acknowledged(system, status):
+def test_message_of_a_charge_already_final_is_only_acknowledged(system, status):
     [order_id] = place("chk_fin", orders_queue_url=system["ORDERS_QUEUE_URL"])
     start(order_id)
     send(system["WORKFLOW_DLQ_URL"], workflow_dead_letter(order_id, attempt=1))
+    finish_as_finalize_does(order_id, status)
     tables = PaymentTables.from_settings()
-    tables.finish(order_id, status, {}, clock.iso())
-    before = tables.get_order(order_id)
+    before = tables.get_order(order_id), tables.get_charge(charge_of(order_id))
 
     results = redrive_queue(WORKFLOW, Resources())
 
     assert actions(results) == ["already final"] and results[0].deleted
-    assert tables.get_order(order_id) == before
+    assert (tables.get_order(order_id), tables.get_charge(charge_of(order_id))) == before
     assert depth(system["WORKFLOW_DLQ_URL"]) == 0
-    assert executions() == [f"{order_id}-1"]
+    assert executions() == [execution(order_id, 1)]
+
+
+def test_redrive_by_order_or_by_charge_completes_a_checkout_left_not_done(system):
+    # Given a charge final while its checkout still lists its orders as pending (finalize of an older release
+    # died between its writes)
+    order_ids = place("chk_half", amounts=("1.00", "2.00"), orders_queue_url=system["ORDERS_QUEUE_URL"])
+    start(order_ids[0])
+    tables = PaymentTables.from_settings()
+    for order_id in order_ids:
+        tables.finish(order_id, OrderStatus.SUCCESS, {}, clock.iso())
+    tables.finish_charge("chk_half#USD", OrderStatus.SUCCESS, {}, clock.iso())
+    assert tables.get_checkout("chk_half")["is_payment_done"] is False
+
+    # When on-call redrives one of its orders
+    outcome = redrive_order(tables, order_ids[1])
+
+    # Then the checkout is done, nothing else moved, and a second redrive (by charge) changes nothing
+    assert outcome.action.value == "already final" and "is_payment_done=True" in outcome.detail
+    assert tables.get_checkout("chk_half")["is_payment_done"] is True
+    assert redrive_order(tables, "chk_half#USD").detail.endswith("nothing to redrive")
+    assert executions() == [execution(order_ids[0], 1)]
+
+
+def test_an_order_redrive_redrives_its_whole_charge(system):
+    order_ids = place("chk_whole", amounts=("1.00", "2.00"), orders_queue_url=system["ORDERS_QUEUE_URL"])
+    dead_lettered_by_the_sweeper(order_ids[0])
+    tables = PaymentTables.from_settings()
+    assert all("dead_letter_reason" in tables.get_order(i) for i in order_ids)
+
+    outcome = redrive_order(tables, order_ids[1])
+
+    assert outcome.action.value == "attempt started" and "chk_whole#USD" in outcome.detail
+    assert executions()[-1] == execution(order_ids[0], 6)
+    assert all("dead_letter_reason" not in tables.get_order(i) for i in order_ids)
 
 
 def test_message_of_an_attempt_the_sweeper_already_retried_is_acknowledged_without_touching_the_order(system):
@@ -153,7 +203,7 @@ def test_dry_run_changes_neither_the_order_nor_the_queue(system):
 
 def test_messages_the_tool_cannot_act_on_stay_in_the_queue_visible(system):
     send(system["WORKFLOW_DLQ_URL"], "not json at all")
-    send(system["WORKFLOW_DLQ_URL"], {"payment_order_id": "po_nowhere", "step": "workflow", "attempts": 1})
+    send(system["WORKFLOW_DLQ_URL"], {"charge_key": "chk_nowhere#USD", "step": "workflow", "attempts": 1})
 
     results = redrive_queue(WORKFLOW, Resources())
 

@@ -18,6 +18,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
     "PaymentOrders": {"hash": "payment_order_id",
                       "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
                               "psp_reference": ("psp_reference", None)}},
+    "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at")}},
     "Wallet": {"hash": "account_id", "range": "sk"},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
