@@ -547,9 +547,11 @@ def _redrive_dead_lettered(stack: LocalStack) -> int:
     tables = _tables(stack)
     charges = set()
     for order in tables.scan_orders():
-        if order.get("dead_letter_reason") and order["payment_order_status"] not in ("SUCCESS", "FAILED"):
-            redrive_order(tables, order["payment_order_id"])
-            charges.add(charge_key(order["checkout_id"], order["currency"]))
+        key = charge_key(order["checkout_id"], order["currency"])
+        if order.get("dead_letter_reason") and order["payment_order_status"] not in ("SUCCESS", "FAILED") \
+                and key not in charges:
+            redrive_order(tables, order["payment_order_id"])  # `ops order redrive <id>`: the order's charge
+            charges.add(key)
     sweeper = next(t.rule_logical_id for t in stack.events.schedules)
     stack.events.fire(sweeper)
     return len(charges)
