@@ -81,7 +81,9 @@ class ChaosConfig:
     seed: int = 1
     orders: int = 10_000
     kill_rate: float = 0.07
-    duplicate_rate: float = 0.04  # per message: a batch of ten is delivered twice about a third of the time
+    # per message (one per charge, a third of the per-order messages of before): a batch holding a drawn message
+    # is delivered twice
+    duplicate_rate: float = 0.1
     overnight_rate: float = 0.005
     retry_time_scale: float = 0.02
     disable: str | None = None
