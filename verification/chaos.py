@@ -479,7 +479,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     stats = sandbox.faults.stats()
     for kind, count in stats["drawn"].items():
         faults[f"psp_{kind}"] += count
-    for kind, count in stats["injected"].items():  # the overnight orders' pinned faults, counted apart
+    for kind, count in stats["injected"].items():  # the overnight charges' pinned faults, counted apart
         if count > stats["drawn"].get(kind, 0):
             faults[f"overnight_psp_{kind}"] += count - stats["drawn"].get(kind, 0)
     snapshot = collect(aws, stack.outputs, sandbox.charges(), observed_statuses=record.observed_statuses,
