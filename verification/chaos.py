@@ -6,13 +6,17 @@
 - our functions: a share of Lambda invocations killed at a random point: before the handler runs, right after
   one of its AWS or PSP calls (the write happened, the process died), or after the handler, before the answer;
 - SQS: a share of batches delivered twice;
-- overnight orders: a few charges whose answers are lost all day, so the orders end dead-lettered; then 25 hours
-  pass (the PSP prunes its idempotency keys) and the on-call engineer redrives them.
+- PaymentIntent search (the executor's look-up): results lag a minute behind creation, as Stripe's search does;
+- overnight charges: a few charges whose answers are lost and whose look-ups fail all day, so their orders end
+  dead-lettered; then 25 hours pass (the PSP prunes its idempotency keys) and the on-call engineer redrives them.
+The storefront places multi-seller checkouts in one to three currencies (one charge per checkout and currency),
+most paid with a single-use PaymentMethod created per checkout as Stripe.js creates it.
 Time is compressed: the workflow's retry waits are scaled down and, whenever the system is idle, the clock moves
 seven minutes and the sweeper runs. At the end every invariant of architecture.md is checked against the
 sandbox's own records, and a table says what was injected and what held.
 
-`disable=` switches one protection off (the mutation tests prove the checker then reports the violation).
+`disable=` switches one protection off (the mutation tests prove the checker then reports the violation);
+MUTATIONS says what each switch patches.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ import contextlib
 import errno
 import json
 import logging
+import pkgutil
 import random
+import re
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -41,8 +47,8 @@ from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
 from local.stack import LocalStack, Ports
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, check, collect
-from verification.storefront import ApiClient, make_checkouts
+from verification.invariants import Result, charge_key, check, collect
+from verification.storefront import MEAN_ORDERS_PER_CHECKOUT, ApiClient, PaymentMethods, Workload, make_checkouts
 
 log = logging.getLogger("chaos")
 
@@ -51,7 +57,23 @@ PSP_FAULT_RATES = {  # 28% of PaymentIntent requests (retries and replays includ
     "lost_response": 0.05, "timeout": 0.01, "latency": 0.02,
 }
 PSP_FAULT_PARAMS = {"timeout": {"hold_seconds": 1.5, "after_processing": True}, "latency": {"delay_ms": 150}}
-PROTECTIONS = ("psp_idempotency_key", "wallet_guard", "ledger_guard", "expired_key_lookup")
+SEARCH_LAG_S = 60  # Stripe's search is eventually consistent: a new PaymentIntent is found "within a minute"
+SINGLE_USE_RATE = 0.9  # buyers typing a card number (a single-use PaymentMethod); the others send pm_card_*
+
+# Each protection the mutation tests switch off: what is patched, and how. Re-point a target here if the code it
+# names moves (a run reports how often each patch was hit, and the mutation tests fail on a patch never hit).
+MUTATIONS = {
+    "psp_idempotency_key": ("stripe._payment_intent_service.PaymentIntentService.create",
+                            "every PaymentIntent create sends a new random key, not the adapter's "
+                            "charge:<checkout_id>:<CURRENCY>"),
+    "wallet_guard": ("functions.shared.tables.WalletTable.apply_movement",
+                     "the balance is updated without the once-only movement item"),
+    "ledger_guard": ("functions.ledger.journal.Transaction.transaction_id",
+                     "every write of a pay-in gets a new transaction id"),
+    "charge_lookup": ("functions.shared.psp.PspClient.find_payment_intent",
+                      "the look-up before creating a charge again finds nothing"),
+}
+PROTECTIONS = tuple(MUTATIONS)
 
 
 @dataclass
@@ -59,7 +81,9 @@ class ChaosConfig:
     seed: int = 1
     orders: int = 10_000
     kill_rate: float = 0.07
-    duplicate_rate: float = 0.04  # per message: a batch of ten is delivered twice about a third of the time
+    # per message (one per charge, a third of the per-order messages of before): a batch holding a drawn message
+    # is delivered twice
+    duplicate_rate: float = 0.1
     overnight_rate: float = 0.005
     retry_time_scale: float = 0.02
     disable: str | None = None
@@ -76,7 +100,10 @@ class ChaosReport:
     duration_s: float
     statuses: Counter = field(default_factory=Counter)
     shares: dict[str, tuple[int, int]] = field(default_factory=dict)
-    overnight: dict[str, str] = field(default_factory=dict)
+    overnight: dict[str, str] = field(default_factory=dict)  # charge key -> its orders' outcome
+    rejected: Counter = field(default_factory=Counter)  # HTTP status -> checkouts refused (API or PaymentMethod)
+    mutation_hits: Counter = field(default_factory=Counter)
+    workload: dict[str, int] = field(default_factory=dict)  # what the storefront placed (see _workload_shape)
 
     @property
     def violations(self) -> int:
@@ -145,6 +172,8 @@ class KillInjector:
 
 def _identity(event: Any) -> str:
     if isinstance(event, dict):
+        if "charge_key" in event:
+            return f"{event['charge_key']}:{event.get('attempt')}"
         if "payment_order_id" in event:
             return f"{event['payment_order_id']}:{event.get('attempt')}"
         if isinstance(event.get("Records"), list):
@@ -157,31 +186,71 @@ def _identity(event: Any) -> str:
     return str(event)[:200]
 
 
+PSP_CALLS = ("charge", "retrieve", "find_payment_intent")  # the adapter's methods that reach the PSP
+
+
 @contextlib.contextmanager
 def _calls_observed(injector: KillInjector) -> Iterator[None]:
     """Let the injector kill right after an AWS or PSP call made by a handler."""
     original_call = BaseClient._make_api_call
-    original_charge, original_retrieve = psp.PspClient.charge, psp.PspClient.retrieve
 
     def api_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         result = original_call(client, operation, params)
         injector.after_call()
         return result
 
-    def charge(self: psp.PspClient, work: Any) -> Any:
-        result = original_charge(self, work)
-        injector.after_call()
-        return result
+    def observed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: psp.PspClient, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, *args, **kwargs)
+            injector.after_call()
+            return result
+        return call
 
-    def retrieve(self: psp.PspClient, reference: str) -> Any:
-        result = original_retrieve(self, reference)
-        injector.after_call()
-        return result
-
-    with mock.patch.object(BaseClient, "_make_api_call", api_call), \
-            mock.patch.object(psp.PspClient, "charge", charge), \
-            mock.patch.object(psp.PspClient, "retrieve", retrieve):
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(BaseClient, "_make_api_call", api_call))
+        for name in PSP_CALLS:
+            patches.enter_context(mock.patch.object(psp.PspClient, name, observed(getattr(psp.PspClient, name))))
         yield
+
+
+class SearchFaults:
+    """Two faults of Stripe's PaymentIntent search, injected at the SDK: the sandbox's search is immediate, and its
+    queued faults match idempotency keys, which a search has none of. Results lag `lag_s` behind creation (so
+    within that minute only the idempotency key stops a second charge), and the look-ups of the overnight charges
+    fail with a connection error until the night has passed."""
+
+    _KEY = re.compile(r"charge_key'\]\s*:\s*'([^']*)'")
+
+    def __init__(self, now: Callable[[], float], faults: Counter, lag_s: float = SEARCH_LAG_S):
+        self.now, self.faults, self.lag_s = now, faults, lag_s
+        self.unreachable: set[str] = set()  # charge keys
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import stripe
+        from stripe._payment_intent_service import PaymentIntentService
+
+        original = PaymentIntentService.search
+
+        def search(service: Any, params: Any = None, options: Any = None) -> Any:
+            named = self._KEY.search(str((params or {}).get("query", "")))
+            if named and named.group(1) in self.unreachable:
+                self._count("overnight_lookups_reset")
+                raise stripe.APIConnectionError("connection reset (overnight: the PSP is unreachable for it)")
+            found = original(service, params, options)
+            visible = [intent for intent in found.data if intent.created <= self.now() - self.lag_s]
+            if len(visible) < len(found.data):
+                self._count("search_results_lagging")
+                found.data = visible
+            return found
+
+        with mock.patch.object(PaymentIntentService, "search", search):
+            yield
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
 
 
 @contextlib.contextmanager
@@ -200,44 +269,62 @@ def _compressed_retries(scale: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _without(protection: str | None) -> Iterator[None]:
+def _without(protection: str | None, hits: Counter) -> Iterator[None]:
+    """Switch one protection off (MUTATIONS); `hits` counts how often the patch ran."""
     if protection is None:
         yield
         return
-    if protection not in PROTECTIONS:
+    if protection not in MUTATIONS:
         raise ValueError(f"unknown protection {protection!r}; known: {', '.join(PROTECTIONS)}")
-    if protection == "psp_idempotency_key":
-        from stripe._payment_intent_service import PaymentIntentService
+    target = MUTATIONS[protection][0]
+    original = pkgutil.resolve_name(target)
 
-        original = PaymentIntentService.create
+    def hit() -> None:
+        hits[protection] += 1
 
-        def create(self: Any, params: Any = None, options: Any = None) -> Any:
-            return original(self, params, {**(options or {}), "idempotency_key": str(uuid.uuid4())})
+    with mock.patch(target, _MUTANTS[protection](original, hit)):
+        yield
 
-        with mock.patch.object(PaymentIntentService, "create", create):
-            yield
-    elif protection == "wallet_guard":
-        from functions.shared.tables import WalletTable, to_item
 
-        def unguarded(self: WalletTable, account_id: str, kind: str, reference: str, currency: str,
-                      pending_delta: int, available_delta: int, now: str) -> bool:
-            self._db.update_item(
-                TableName=self.table, Key=to_item({"account_id": account_id, "sk": f"BALANCE#{currency}"}),
-                UpdateExpression="ADD pending_minor :p, available_minor :a SET currency = :c",
-                ExpressionAttributeValues=to_item({":p": pending_delta, ":a": available_delta, ":c": currency}))
-            return True
+def _random_key(original: Any, hit: Callable[[], None]) -> Any:
+    def create(self: Any, params: Any = None, options: Any = None) -> Any:
+        hit()
+        return original(self, params, {**(options or {}), "idempotency_key": str(uuid.uuid4())})
+    return create
 
-        with mock.patch.object(WalletTable, "apply_movement", unguarded):
-            yield
-    elif protection == "ledger_guard":
-        from functions.ledger.journal import Transaction
 
-        with mock.patch.object(Transaction, "transaction_id",
-                               property(lambda self: f"{self.kind}#{self.reference}#{uuid.uuid4().hex[:8]}")):
-            yield
-    else:  # expired_key_lookup
-        with mock.patch.object(psp, "IDEMPOTENCY_KEY_SAFE_AGE", psp.timedelta(days=3650)):
-            yield
+def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
+    from functions.shared.tables import WalletTable, to_item
+
+    def apply_movement(self: WalletTable, account_id: str, kind: str, reference: str, currency: str,
+                       pending_delta: int, available_delta: int, now: str) -> bool:
+        hit()
+        self._db.update_item(
+            TableName=self.table, Key=to_item({"account_id": account_id, "sk": f"BALANCE#{currency}"}),
+            UpdateExpression="ADD pending_minor :p, available_minor :a SET currency = :c",
+            ExpressionAttributeValues=to_item({":p": pending_delta, ":a": available_delta, ":c": currency}))
+        return True
+    return apply_movement
+
+
+def _new_transaction_ids(original: Any, hit: Callable[[], None]) -> Any:
+    def transaction_id(self: Any) -> str:
+        hit()
+        return f"{self.kind}#{self.reference}#{uuid.uuid4().hex[:8]}"
+    return property(transaction_id)
+
+
+def _no_lookup(original: Any, hit: Callable[[], None]) -> Any:
+    def find_payment_intent(self: Any, *args: Any, **kwargs: Any) -> None:
+        hit()
+        return None
+    return find_payment_intent
+
+
+_MUTANTS: dict[str, Callable[[Any, Callable[[], None]], Any]] = {
+    "psp_idempotency_key": _random_key, "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
+    "charge_lookup": _no_lookup,
+}
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -248,10 +335,15 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     faults: Counter = Counter()
     clock.reset()
     injector = KillInjector(config.seed, config.kill_rate, faults)
-    with _without(config.disable), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
+    hits: Counter = Counter()
+    with _without(config.disable, hits), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
         stack = _started_stack()
         try:
-            return _drive(stack, config, injector, faults, started, progress)
+            search = SearchFaults(stack.sandbox.clock.timestamp, faults)
+            with search.installed():
+                report = _drive(stack, config, injector, faults, started, progress, search)
+            report.mutation_hits = hits
+            return report
         finally:
             stack.stop()
             clock.reset()
@@ -272,19 +364,32 @@ def _started_stack(attempts: int = 3) -> LocalStack:
     raise AssertionError("unreachable")
 
 
+def _overnight(stack: LocalStack, workload: Workload, config: ChaosConfig, search: SearchFaults,
+               faults: Counter) -> list[str]:
+    """Draw the overnight charges: charged, the answer lost; then the PSP is unreachable for them all day (their
+    creates by their idempotency key, their look-ups by their charge key). Returns their charge keys."""
+    from functions.shared.charges import idempotency_key  # the key the adapter sends (charge branch of issue 20)
+
+    rng = random.Random(f"{config.seed}:overnight")
+    drawn = [(checkout_id, currency) for checkout_id, currency in workload.charges
+             if rng.random() < config.overnight_rate]
+    for checkout_id, currency in drawn:
+        key = idempotency_key(checkout_id, currency)
+        stack.sandbox.faults.push("lost_response", match={"idempotency_key": key})
+        stack.sandbox.faults.push("connection_reset", match={"idempotency_key": key}, times=10_000)
+    search.unreachable.update(charge_key(checkout_id, currency) for checkout_id, currency in drawn)
+    faults["overnight_charges"] = len(drawn)
+    return [charge_key(checkout_id, currency) for checkout_id, currency in drawn]
+
+
 def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, faults: Counter, started: float,
-           progress: Any) -> ChaosReport:
+           progress: Any, search: SearchFaults) -> ChaosReport:
     sandbox = stack.sandbox
     sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents"],
                              params=PSP_FAULT_PARAMS)
-    workload = make_checkouts(max(1, round(config.orders / 2.5)), seed=config.seed, decline_rate=0.08,
-                              prefix="chaos")
-    rng = random.Random(f"{config.seed}:overnight")
-    overnight = [i for i in workload.order_ids if rng.random() < config.overnight_rate]
-    for order_id in overnight:  # charged, the answer lost; then the PSP is unreachable for it all day
-        sandbox.faults.push("lost_response", match={"idempotency_key": order_id})
-        sandbox.faults.push("connection_reset", match={"idempotency_key": order_id}, times=10_000)
-    faults["overnight_orders"] = len(overnight)
+    workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
+                              decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE)
+    overnight = _overnight(stack, workload, config, search, faults)
 
     def duplicate(messages: list[dict[str, Any]]) -> bool:
         """Each message is drawn (from its content and receive count: MessageIds are random); a batch holding a
@@ -317,7 +422,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     def place() -> None:
         try:
             place_all(api, workload, seed=config.seed, replay_rate=0.05, conflict_rate=0.02, threads=8,
-                      read_after_write=True, on_progress=progress, pace=pace, record=record)
+                      read_after_write=True, on_progress=progress, pace=pace, record=record,
+                      payment_methods=PaymentMethods(stack.psp_url or ""))
         except BaseException as error:  # re-raised by the main thread below
             failure.append(error)
         finally:
@@ -356,6 +462,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
 
     # The night passes; in the morning on-call redrives what the dead-letter queues hold.
     sandbox.faults.clear_queued()
+    search.unreachable.clear()
     LocalStack.wait_until(lambda: not sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"],
                                                           statusFilter="RUNNING")["executions"], timeout=120)
     clock.advance(25 * 3600)
@@ -372,18 +479,18 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     stats = sandbox.faults.stats()
     for kind, count in stats["drawn"].items():
         faults[f"psp_{kind}"] += count
-    for kind, count in stats["injected"].items():  # the overnight orders' pinned faults, counted apart
+    for kind, count in stats["injected"].items():  # the overnight charges' pinned faults, counted apart
         if count > stats["drawn"].get(kind, 0):
             faults[f"overnight_psp_{kind}"] += count - stats["drawn"].get(kind, 0)
     snapshot = collect(aws, stack.outputs, sandbox.charges(), observed_statuses=record.observed_statuses,
                        replays=record.replays, unreadable_after_write=record.unreadable_after_write,
-                       accepted_order_ids=record.accepted_order_ids)
+                       accepted_order_ids=record.accepted_order_ids, card_succeeds=workload.card_succeeds)
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
-                         Counter(o["payment_order_status"] for o in snapshot.orders))
-    by_id = {o["payment_order_id"]: o for o in snapshot.orders}
-    report.overnight = {i: f"{by_id[i]['payment_order_status']} after {by_id[i].get('attempts')} attempts"
-                        for i in overnight if i in by_id}
+                         Counter(o["payment_order_status"] for o in snapshot.orders),
+                         rejected=Counter(str(status) for _, status, _ in record.rejected))
+    report.overnight = _outcomes(overnight, snapshot.orders)
+    report.workload = _workload_shape(workload, record)
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
     psp_faults = sum(v for k, v in faults.items() if k.startswith("psp_"))
     report.shares = {
@@ -392,6 +499,24 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         "messages delivered twice": (faults["duplicate_deliveries"], shares["messages"]),
     }
     return report
+
+
+def _workload_shape(workload: Workload, record: RunRecord) -> dict[str, int]:
+    currencies = [{o["currency"] for o in c["payment_orders"]} for c in workload.checkouts]
+    return {"checkouts": len(workload.checkouts), "charges": len(workload.charges),
+            "multi_seller": sum(len(c["payment_orders"]) > 1 for c in workload.checkouts),
+            "multi_currency": sum(len(c) > 1 for c in currencies), "with_jpy": sum("JPY" in c for c in currencies),
+            "single_use_payment_methods": len(record.payment_methods)}
+
+
+def _outcomes(keys: list[str], orders: list[dict[str, Any]]) -> dict[str, str]:
+    """Each charge's outcome as its orders show it ("SUCCESS (3 orders)"; several statuses joined by +)."""
+    statuses: dict[str, list[str]] = {}
+    for order in orders:
+        statuses.setdefault(charge_key(order["checkout_id"], order["currency"]), []).append(
+            order["payment_order_status"])
+    return {key: f"{'+'.join(sorted(set(statuses[key])))} ({len(statuses[key])} orders)"
+            for key in keys if key in statuses}
 
 
 _last_tick = [0.0]
@@ -403,26 +528,35 @@ def _log_tick(done: int, total: int) -> None:
         log.info("%d of %d orders placed so far are settled", done, total)
 
 
+def _tables(stack: LocalStack) -> PaymentTables:
+    outputs = stack.outputs
+    charges = {"charges_table": outputs["ChargesTableName"]} if outputs.get("ChargesTableName") else {}
+    return PaymentTables(outputs["PaymentEventsTableName"], outputs["PaymentOrdersTableName"], **charges)
+
+
 def _log_unsettled(stack: LocalStack) -> None:
-    tables = PaymentTables(stack.outputs["PaymentEventsTableName"], stack.outputs["PaymentOrdersTableName"])
+    tables = _tables(stack)
     for order in tables.scan_orders():
         if order["payment_order_status"] not in ("SUCCESS", "FAILED") and not order.get("dead_letter_reason"):
             log.error("unsettled: %s", {k: v for k, v in order.items() if k != "payment_method"})
 
 
 def _redrive_dead_lettered(stack: LocalStack) -> int:
-    """What on-call does in the morning: every dead-lettered, non-final order goes back to the sweeper."""
+    """What on-call does in the morning: every dead-lettered, non-final order goes back to the sweeper (with its
+    charge). Returns how many charges that was."""
     from ops.orders import redrive_order
 
-    tables = PaymentTables(stack.outputs["PaymentEventsTableName"], stack.outputs["PaymentOrdersTableName"])
-    count = 0
+    tables = _tables(stack)
+    charges = set()
     for order in tables.scan_orders():
-        if order.get("dead_letter_reason") and order["payment_order_status"] not in ("SUCCESS", "FAILED"):
-            redrive_order(tables, order["payment_order_id"])
-            count += 1
+        key = charge_key(order["checkout_id"], order["currency"])
+        if order.get("dead_letter_reason") and order["payment_order_status"] not in ("SUCCESS", "FAILED") \
+                and key not in charges:
+            redrive_order(tables, order["payment_order_id"])  # `ops order redrive <id>`: the order's charge
+            charges.add(key)
     sweeper = next(t.rule_logical_id for t in stack.events.schedules)
     stack.events.fire(sweeper)
-    return count
+    return len(charges)
 
 
 class _Aws:
@@ -447,10 +581,15 @@ def print_report(report: ChaosReport) -> None:
     console.print(faults)
     for name, (part, whole) in report.shares.items():
         console.print(f"{name}: {part} of {whole} ({part / whole:.1%})" if whole else f"{name}: none")
-    for order_id, outcome in report.overnight.items():
-        console.print(f"overnight order {order_id}: {outcome}")
+    for key, outcome in report.overnight.items():
+        console.print(f"overnight charge {key}: {outcome}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))
-    console.print(f"orders: {report.orders} accepted ({statuses}); {report.duration_s:.0f} s")
+    console.print("checkouts: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.workload.items()))
+    refused = ", ".join(f"{count} with {status}" for status, count in sorted(report.rejected.items())) or "none"
+    console.print(f"orders: {report.orders} accepted ({statuses}); checkouts refused: {refused}; "
+                  f"{report.duration_s:.0f} s")
+    for protection, count in report.mutation_hits.items():
+        console.print(f"protection switched off: {protection} ({MUTATIONS[protection][1]}; patched {count} times)")
     invariants = Table(title="invariants")
     invariants.add_column("#")
     invariants.add_column("invariant")
@@ -465,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verification.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--disable", choices=PROTECTIONS, help="switch one protection off (mutation testing)")
+    parser.add_argument("--disable", choices=PROTECTIONS,
+                        help="switch one protection off (mutation testing; MUTATIONS says what each patches)")
     parser.add_argument("--kill-rate", type=float, default=ChaosConfig.kill_rate)
     parser.add_argument("--overnight-rate", type=float, default=ChaosConfig.overnight_rate)
     parser.add_argument("--timeout", type=float, default=ChaosConfig.timeout_s)
@@ -483,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run(config)
         print(json.dumps({"violations": {r.number: r.violations for r in report.results if not r.ok},
                           "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
-                          "orders": report.orders, "last_line": report.last_line()}))
+                          "orders": report.orders, "rejected": report.rejected, "workload": report.workload,
+                          "mutation_hits": report.mutation_hits, "last_line": report.last_line()}))
         return 0
     if sys.stderr.isatty():
         with Progress() as bar:

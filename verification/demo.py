@@ -1,8 +1,9 @@
 """The storefront demo (`make demo`): checkouts through the API, then what the system made of them.
 
 `python -m verification.demo --orders 100` uses a running `make run` (API :3000, AWS :5000, PSP sandbox :12111)
-when all three answer, or starts its own local stack on free ports. It places the checkouts (several buyers and
-sellers, a mix of cards with declines), waits for every order to be final, and prints orders by status, seller
+when all three answer, or starts its own local stack on free ports. It places the checkouts (several buyers, 1-5
+sellers each, in USD, EUR and JPY, most paid with a single-use PaymentMethod created as Stripe.js creates it, some
+declined), waits for every order to be final, and prints orders by status, seller
 balances, ledger totals per account, the invariants of architecture.md checked from the outside, and a
 reconciliation of the sandbox's own settlement file. Exit status 1 when an invariant fails, 2 when the demo could
 not run.
@@ -32,7 +33,7 @@ from rich.table import Table
 from functions.shared.money import Money
 from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, Snapshot, check, collect
-from verification.storefront import ApiClient, make_checkouts
+from verification.storefront import ApiClient, PaymentMethods, Workload, make_checkouts
 
 STACK_NAME = "MarketPay"
 REGION = "us-east-1"
@@ -104,15 +105,16 @@ def psp_charges(psp_url: str) -> list[dict[str, Any]]:
 
 
 def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int, prefix: str,
-                     timeout_s: float) -> tuple[RunRecord, list[str], bool]:
-    workload = make_checkouts(checkouts, seed=seed, decline_rate=0.15, prefix=prefix, sellers=6, buyers=12)
+                     timeout_s: float) -> tuple[RunRecord, Workload, bool]:
+    workload = make_checkouts(checkouts, seed=seed, decline_rate=0.15, prefix=prefix, sellers=6, buyers=12,
+                              single_use_rate=0.9)
     total = len(workload.order_ids)
     columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         placing = progress.add_task("checkouts placed", total=total)
         final = progress.add_task("orders final", total=total)
         record = place_all(ApiClient(env.api), workload, seed=seed, threads=8,
-                           on_progress=lambda n: progress.advance(placing, n))
+                           on_progress=lambda n: progress.advance(placing, n), payment_methods=PaymentMethods(env.psp))
         settled = True
         try:
             watch_until_settled(env, env.outputs, record.accepted_order_ids, record, timeout_s=timeout_s,
@@ -120,7 +122,7 @@ def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int
         except TimeoutError as error:
             console.print(f"[red]{error}[/red]")
             settled = False
-    return record, workload.order_ids, settled
+    return record, workload, settled
 
 
 def reconcile_settlement(console: Console, env: Endpoints, stamp: str, timeout_s: float) -> dict[str, Any] | None:
@@ -235,11 +237,12 @@ def unexplained_of(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --- main ------------------------------------------------------------------------------------------------------
 
 
-def snapshot_of(env: Endpoints, record: RunRecord | None = None) -> Snapshot:
-    extra: dict[str, Any] = {}
+def snapshot_of(env: Endpoints, record: RunRecord | None = None, card_succeeds: dict[str, bool] | None = None
+                ) -> Snapshot:
+    extra: dict[str, Any] = {"card_succeeds": card_succeeds or {}}
     if record is not None:
-        extra = {"observed_statuses": record.observed_statuses, "replays": record.replays,
-                 "unreadable_after_write": record.unreadable_after_write}
+        extra |= {"observed_statuses": record.observed_statuses, "replays": record.replays,
+                  "unreadable_after_write": record.unreadable_after_write}
     # accepted_order_ids left empty: invariant 2 then covers every order in the table, not only this demo's.
     return collect(env, env.outputs, psp_charges(env.psp), **extra)
 
@@ -248,13 +251,15 @@ def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     prefix = f"demo{stamp}"
     started = time.monotonic()
-    record, own_ids, _ = place_and_settle(console, env, checkouts, seed, prefix, timeout_s)
+    record, workload, _ = place_and_settle(console, env, checkouts, seed, prefix, timeout_s)
+    own_ids = workload.order_ids
     elapsed = time.monotonic() - started
-    console.print(f"{checkouts} checkouts, {len(own_ids)} orders ({len(record.accepted_order_ids)} accepted, "
-                  f"{len(record.rejected)} rejected) final in {elapsed:.1f} s; "
+    console.print(f"{checkouts} checkouts, {len(workload.charges)} charges (one per checkout and currency), "
+                  f"{len(own_ids)} orders ({len(record.accepted_order_ids)} accepted, {len(record.rejected)} "
+                  f"rejected) final in {elapsed:.1f} s; {len(record.payment_methods)} single-use PaymentMethods; "
                   f"{len(record.replays)} replays and conflicting replays sent along")
 
-    snap = snapshot_of(env, record)
+    snap = snapshot_of(env, record, workload.card_succeeds)
     results = check(snap)
     console.print(status_table(snap.orders, set(own_ids)))
     console.print(wallet_table(snap.wallet))
@@ -287,7 +292,7 @@ def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="verification.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--orders", type=int, default=100, help="number of checkouts (2-3 orders each)")
+    parser.add_argument("--orders", type=int, default=100, help="number of checkouts (1-5 orders each)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every order to be final")
     parser.add_argument("--api", default=DEFAULT_API)

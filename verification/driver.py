@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.tables import batch_get
-from verification.storefront import ApiClient, Workload
+from verification.storefront import ApiClient, PaymentMethodRefused, PaymentMethods, Workload, with_payment_method
 
 logger = logging.getLogger("verification.driver")
 
@@ -34,25 +34,39 @@ class RunRecord:
     post_latencies_ms: list[float] = field(default_factory=list)
     rejected: list[tuple[str, int, Any]] = field(default_factory=list)
     retried_posts: int = 0
+    payment_methods: dict[str, str] = field(default_factory=dict)  # checkout_id -> the single-use pm_ it used
 
 
 def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate: float = 0.1,
               conflict_rate: float = 0.05, read_after_write: bool = True, threads: int = 8,
               retries: int = 6, on_progress: Callable[[int], None] | None = None,
-              pace: Callable[[], None] | None = None, record: RunRecord | None = None) -> RunRecord:
+              pace: Callable[[], None] | None = None, record: RunRecord | None = None,
+              payment_methods: PaymentMethods | None = None) -> RunRecord:
     """POST every checkout (retrying 5xx and connection errors with the same body, as a storefront should),
     replay some with the same body and some with a changed one, and read each order right after the 2xx.
+    A checkout paid with a card number first gets its own single-use PaymentMethod from `payment_methods`
+    (as Stripe.js would); its retries and replays reuse that body, token included.
 
     `pace` runs before each checkout (it may wait, to bound the orders in flight); a watcher may read
     `record.accepted_order_ids` meanwhile: an id is added only after its read-after-write was recorded."""
     record = record or RunRecord()
     rng = random.Random(seed)
     plan = [(c, rng.random() < replay_rate, rng.random() < conflict_rate) for c in workload.checkouts]
+    if payment_methods is None and any(not c["credit_card_info"].get("payment_method") for c in workload.checkouts):
+        raise ValueError("the workload has card numbers: pass payment_methods=PaymentMethods(psp_url)")
 
     def one(item: tuple[dict[str, Any], bool, bool]) -> None:
         checkout, replay, conflict = item
         if pace:
             pace()
+        card = workload.cards.get(checkout["checkout_id"])
+        try:
+            checkout = with_payment_method(checkout, card, payment_methods)
+        except PaymentMethodRefused as error:
+            record.rejected.append((checkout["checkout_id"], error.status, error.body))
+            return
+        if card is not None and card.number:
+            record.payment_methods[checkout["checkout_id"]] = checkout["credit_card_info"]["payment_method"]
         started = time.perf_counter()
         status, body, headers = _post_with_retries(api, checkout, retries, record)
         record.post_latencies_ms.append((time.perf_counter() - started) * 1000)

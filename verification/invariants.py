@@ -21,6 +21,8 @@ class Snapshot:
     orders: list[dict[str, Any]]
     ledger: list[dict[str, Any]]
     wallet: list[dict[str, Any]]
+    # The PSP's own record of every charge attempt (the sandbox's /_sandbox/charges): charge_id, payment_intent,
+    # amount, currency, status, metadata (checkout_id, charge_key) of its PaymentIntent.
     psp_charges: list[dict[str, Any]]
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     # payment_order_id -> statuses in the order they were observed (GETs during the run)
@@ -30,6 +32,8 @@ class Snapshot:
     # orders accepted with a 2xx that a read right after did not return
     unreadable_after_write: list[str] = field(default_factory=list)
     accepted_order_ids: list[str] = field(default_factory=list)
+    # checkout_id -> whether the card the storefront used succeeds (the workload knows; empty: not checked)
+    card_succeeds: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,7 +49,8 @@ class Result:
 
 def check(snap: Snapshot) -> list[Result]:
     return [
-        Result(1, "at most one successful PSP charge per order; charged iff SUCCESS", _one_charge(snap)),
+        Result(1, "at most one successful PSP charge per checkout and currency, for the sum of its orders, "
+                  "whose outcome they share", _one_charge(snap)),
         Result(2, "every accepted order is final or dead-lettered", _all_final_or_dead_lettered(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
         Result(4, "seller wallets equal the sellers' ledger entries", _wallet_matches_ledger(snap)),
@@ -55,26 +60,85 @@ def check(snap: Snapshot) -> list[Result]:
     ]
 
 
+def charge_key(checkout_id: str, currency: str) -> str:
+    """The charge of a checkout in one currency (the contract's `charge_key`)."""
+    return f"{checkout_id}#{currency.upper()}"
+
+
 def _one_charge(snap: Snapshot) -> list[str]:
-    succeeded: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for charge in snap.psp_charges:
-        order_id = (charge.get("metadata") or {}).get("payment_order_id")
-        if charge.get("status") == "succeeded" and order_id:
-            succeeded[order_id].append(charge)
-    violations = [f"{order_id}: {len(charges)} successful charges ({', '.join(c['charge_id'] for c in charges)})"
-                  for order_id, charges in succeeded.items() if len(charges) > 1]
+    """Invariant 1 for the charge-per-checkout cycle. Amounts compare as the PSP holds them: the workload charges
+    USD, EUR and JPY, whose Stripe units are ISO's minor units (ISK or UGX would need Stripe's units first)."""
+    succeeded, violations = _succeeded_charges(snap.psp_charges)
+    orders_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for order in snap.orders:
+        orders_of[charge_key(order["checkout_id"], order["currency"])].append(order)
+    for key, charges in succeeded.items():
+        if len(charges) > 1:
+            ids = ", ".join(c["charge_id"] for c in charges)
+            violations.append(f"{key}: {len(charges)} successful charges ({ids})")
+        total = sum(int(o["amount_minor"]) for o in orders_of.get(key, []))
+        violations += [f"{key}: charged {c['amount']} ({c['charge_id']}) but its orders sum to {total}"
+                       for c in charges if int(c["amount"]) != total]
+    for key, orders in orders_of.items():
+        violations += _orders_share_the_charge(key, orders, succeeded.get(key, []))
+    return violations + _outcome_follows_the_card(snap)
+
+
+def _succeeded_charges(records: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Succeeded charges by the charge key their metadata and currency name; violations for those that name
+    no checkout or a charge key of another currency or checkout."""
+    succeeded: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    violations = []
+    for record in records:
+        if record.get("status") != "succeeded":
+            continue
+        metadata = record.get("metadata") or {}
+        checkout_id = metadata.get("checkout_id")
+        if not checkout_id:
+            violations.append(f"{record['charge_id']}: a successful charge that names no checkout ({metadata})")
+            continue
+        key = charge_key(checkout_id, str(record["currency"]))
+        if metadata.get("charge_key", key) != key:
+            violations.append(f"{record['charge_id']}: metadata names charge {metadata['charge_key']} but {key} "
+                              f"was charged")
+        succeeded[key].append(record)
+    return succeeded, violations
+
+
+def _orders_share_the_charge(key: str, orders: list[dict[str, Any]], charges: list[dict[str, Any]]) -> list[str]:
+    """Every order of a succeeded charge SUCCESS and naming it; no order of an uncharged checkout SUCCESS."""
+    violations = []
+    intents = {c.get("payment_intent") for c in charges}
+    charge_ids = {c["charge_id"] for c in charges}
+    for order in orders:
         order_id, status = order["payment_order_id"], order["payment_order_status"]
-        charges = succeeded.get(order_id, [])
+        if order.get("charge_key", key) != key:
+            violations.append(f"{order_id}: records charge {order['charge_key']} but belongs to {key}")
         if status == "SUCCESS" and not charges:
-            violations.append(f"{order_id}: SUCCESS without a successful charge at the PSP")
-        if status == "SUCCESS" and charges:
-            charged = (charges[0]["amount"], str(charges[0].get("currency", order["currency"])).upper())
-            if charged != (order["amount_minor"], order["currency"]):
-                violations.append(f"{order_id}: charged {charged} but the order is "
-                                  f"{(order['amount_minor'], order['currency'])}")
+            violations.append(f"{order_id}: SUCCESS without a successful charge of {key} at the PSP")
+        elif status == "SUCCESS" and order.get("psp_reference") not in intents:
+            violations.append(f"{order_id}: SUCCESS naming {order.get('psp_reference')}, not the charge of {key} "
+                              f"({', '.join(sorted(map(str, intents)))})")
+        elif status == "SUCCESS" and order.get("charge_id") and order["charge_id"] not in charge_ids:
+            violations.append(f"{order_id}: SUCCESS naming charge {order['charge_id']}, not {sorted(charge_ids)}")
         if status == "FAILED" and charges:
-            violations.append(f"{order_id}: FAILED but the PSP charged it ({charges[0]['charge_id']})")
+            violations.append(f"{order_id}: FAILED but the PSP charged {key} "
+                              f"({', '.join(c['charge_id'] for c in charges)})")
+    return violations
+
+
+def _outcome_follows_the_card(snap: Snapshot) -> list[str]:
+    """Only the buyer's card decides: an order of a card that succeeds never fails (a failure there is a checkout
+    charged in part, e.g. a single-use token spent on its first currency), one of a declined card never succeeds."""
+    violations = []
+    for order in snap.orders:
+        succeeds = snap.card_succeeds.get(order["checkout_id"])
+        status = order["payment_order_status"]
+        if succeeds is True and status == "FAILED":
+            violations.append(f"{order['payment_order_id']}: FAILED ({order.get('failure_code')}: "
+                              f"{str(order.get('failure_reason'))[:80]}) although its card succeeds")
+        if succeeds is False and status == "SUCCESS":
+            violations.append(f"{order['payment_order_id']}: SUCCESS although its card is declined")
     return violations
 
 

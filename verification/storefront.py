@@ -1,4 +1,5 @@
-"""A storefront as the API sees it: seeded checkouts (buyers, sellers, cards, declines) and an HTTP client."""
+"""A storefront as the API sees it: seeded checkouts (buyers, sellers, currencies, cards, declines), the buyer's
+browser creating a PaymentMethod as Stripe.js does, and an HTTP client."""
 
 from __future__ import annotations
 
@@ -6,49 +7,160 @@ import http.client
 import json
 import random
 import threading
-from dataclasses import dataclass
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
-SUCCEEDING_CARDS = ["pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_debit"]
-DECLINING_CARDS = ["pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds",
-                   "pm_card_chargeDeclinedLostCard", "pm_card_chargeDeclinedExpiredCard"]
-CURRENCIES = [("USD", 2), ("USD", 2), ("USD", 2), ("EUR", 2), ("JPY", 0)]
+from functions.shared.money import Money
+
+# Card numbers a buyer types into Stripe.js (docs.stripe.com/testing): each becomes a single-use PaymentMethod.
+SUCCEEDING_NUMBERS = ["4242424242424242"]
+DECLINING_NUMBERS = ["4000000000000002", "4000000000009995"]  # generic decline, insufficient funds
+# Stripe's reusable test tokens, kept for a small share of checkouts (as a server-side integration sends them).
+SUCCEEDING_TOKENS = ["pm_card_visa"]
+DECLINING_TOKENS = ["pm_card_chargeDeclined"]
+# The currencies of a checkout, by weight: mostly one, some two or three. JPY has no decimals.
+CURRENCY_MIXES = [("USD",)] * 8 + [("EUR",)] * 4 + [("JPY",)] * 2 + [("USD", "EUR")] * 3 + [("EUR", "JPY")] \
+    + [("USD", "JPY")] + [("USD", "EUR", "JPY")] * 2
+# Stripe's minimum charge, in minor units, per currency total (docs.stripe.com/currencies#minimum-and-maximum).
+MINIMUM_CHARGE_MINOR = {"USD": 50, "EUR": 50, "JPY": 50}
+MAX_ORDERS_PER_CHECKOUT = 5
+MEAN_ORDERS_PER_CHECKOUT = 3.2  # what make_checkouts draws on average (a test pins it): sizes a run in orders
+SMALL_SHARE_RATE = 0.15  # orders below the minimum themselves (the charge's total still reaches it)
+
+
+@dataclass(frozen=True)
+class Card:
+    """The buyer's card: a reusable token sent as is, or a number turned into a single-use PaymentMethod."""
+
+    succeeds: bool
+    token: str = ""
+    number: str = ""
 
 
 @dataclass
 class Workload:
-    checkouts: list[dict[str, Any]]
+    checkouts: list[dict[str, Any]]  # request bodies; `payment_method` is None until a card number is tokenized
+    cards: dict[str, Card] = field(default_factory=dict)  # checkout_id -> the buyer's card
 
     @property
     def order_ids(self) -> list[str]:
         return [o["payment_order_id"] for c in self.checkouts for o in c["payment_orders"]]
 
+    @property
+    def charges(self) -> list[tuple[str, str]]:
+        """(checkout_id, currency) of every charge the workload asks for, in placing order."""
+        return [(c["checkout_id"], currency) for c in self.checkouts
+                for currency in dict.fromkeys(o["currency"] for o in c["payment_orders"])]
+
+    @property
+    def card_succeeds(self) -> dict[str, bool]:
+        return {checkout_id: card.succeeds for checkout_id, card in self.cards.items()}
+
 
 def make_checkouts(count: int, seed: int = 1, decline_rate: float = 0.1, prefix: str = "chk",
-                   sellers: int = 8, buyers: int = 20) -> Workload:
-    """`count` checkouts of 2-3 orders each, the same for the same seed."""
+                   sellers: int = 8, buyers: int = 20, single_use_rate: float = 0.0) -> Workload:
+    """`count` checkouts of 1-5 orders from distinct sellers, in one to three currencies (USD, EUR, JPY), each
+    currency's total at least Stripe's minimum; the same for the same seed. A `single_use_rate` share of the
+    buyers type a card number (placing then needs `PaymentMethods`), the others send a reusable test token."""
     rng = random.Random(seed)
-    checkouts = []
+    workload = Workload([])
     for n in range(count):
         checkout_id = f"{prefix}_{seed}_{n:06d}"
-        currency, exponent = rng.choice(CURRENCIES)
-        card = rng.choice(DECLINING_CARDS) if rng.random() < decline_rate else rng.choice(SUCCEEDING_CARDS)
-        orders = []
-        for k, seller in enumerate(rng.sample(range(sellers), rng.choice([2, 3]))):
-            minor = rng.randint(50, 50_000) if exponent else rng.randint(100, 50_000)
-            amount = f"{minor // 100}.{minor % 100:02d}" if exponent == 2 else str(minor)
-            orders.append({"seller_account": f"seller_{seller:02d}", "amount": amount, "currency": currency,
-                           "payment_order_id": f"{checkout_id}_{k}"})
+        card = _card(rng, decline_rate, single_use_rate)
         buyer = rng.randrange(buyers)
-        checkouts.append({
+        workload.cards[checkout_id] = card
+        workload.checkouts.append({
             "buyer_info": {"buyer_id": f"buyer_{buyer:03d}", "name": f"Buyer {buyer}",
                            "email": f"buyer{buyer}@example.com"},
             "checkout_id": checkout_id,
-            "credit_card_info": {"payment_method": card},
-            "payment_orders": orders,
+            "credit_card_info": {"payment_method": card.token or None},
+            "payment_orders": _orders(rng, checkout_id, sellers),
         })
-    return Workload(checkouts)
+    return workload
+
+
+def _card(rng: random.Random, decline_rate: float, single_use_rate: float) -> Card:
+    succeeds = rng.random() >= decline_rate
+    if rng.random() < single_use_rate:
+        return Card(succeeds, number=rng.choice(SUCCEEDING_NUMBERS if succeeds else DECLINING_NUMBERS))
+    return Card(succeeds, token=rng.choice(SUCCEEDING_TOKENS if succeeds else DECLINING_TOKENS))
+
+
+def _orders(rng: random.Random, checkout_id: str, sellers: int) -> list[dict[str, Any]]:
+    currencies = rng.choice(CURRENCY_MIXES)
+    size = rng.randint(len(currencies), MAX_ORDERS_PER_CHECKOUT)
+    chosen = [currencies[k] if k < len(currencies) else rng.choice(currencies) for k in range(size)]
+    minors = [rng.randint(10, 49) if rng.random() < SMALL_SHARE_RATE else rng.randint(50, 50_000) for _ in chosen]
+    for currency in currencies:  # the last order of a currency tops its total up to Stripe's minimum
+        last = max(k for k, c in enumerate(chosen) if c == currency)
+        total = sum(m for m, c in zip(minors, chosen, strict=True) if c == currency)
+        minors[last] += max(0, MINIMUM_CHARGE_MINOR[currency] - total)
+    drawn = rng.sample(range(sellers), size)
+    return [{"seller_account": f"seller_{seller:02d}", "amount": Money(minor, currency).to_major(),
+             "currency": currency, "payment_order_id": f"{checkout_id}_{k}"}
+            for k, (seller, minor, currency) in enumerate(zip(drawn, minors, chosen, strict=True))]
+
+
+class PaymentMethodRefused(Exception):
+    """The PSP refused the card's details (a 4xx from `POST /v1/payment_methods`)."""
+
+    def __init__(self, status: int, body: Any):
+        super().__init__(f"{status}: {body}")
+        self.status, self.body = status, body
+
+
+class PaymentMethods:
+    """What Stripe.js does in the buyer's browser: the card's details, form-encoded with the publishable key, to
+    `POST /v1/payment_methods`; the answer's `pm_...` id is a PaymentMethod usable for one PaymentIntent."""
+
+    def __init__(self, psp_url: str, publishable_key: str = "pk_test_storefront", timeout_s: float = 10.0,
+                 attempts: int = 4):
+        self.url = f"{psp_url.rstrip('/')}/v1/payment_methods"
+        self.key, self.timeout_s, self.attempts = publishable_key, timeout_s, attempts
+
+    def create(self, number: str) -> str:
+        form = urlencode({"type": "card", "card[number]": number, "card[exp_month]": "12",
+                          "card[exp_year]": "2030", "card[cvc]": "123", "key": self.key}).encode()
+        for attempt in range(self.attempts):
+            status, body = self._post(form)
+            if status == 200 and str(body.get("id", "")).startswith("pm_"):
+                return str(body["id"])
+            if 400 <= status < 500 and status != 429:
+                raise PaymentMethodRefused(status, body)
+            if attempt < self.attempts - 1:  # a lost or failed answer: a new PaymentMethod, the old one unused
+                time.sleep(0.05 * 2**attempt)
+        raise PaymentMethodRefused(status, body)
+
+    def _post(self, form: bytes) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(self.url, data=form, method="POST",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                return answer.status, json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            try:
+                return error.code, json.loads(error.read() or b"{}")
+            except ValueError:
+                return error.code, {}
+        except (OSError, ValueError):
+            return 0, {}
+
+
+def with_payment_method(checkout: dict[str, Any], card: Card | None,
+                        payment_methods: PaymentMethods | None) -> dict[str, Any]:
+    """The body to post: a card number is tokenized once here, and every retry and replay reuses the body."""
+    if checkout["credit_card_info"].get("payment_method"):
+        return checkout
+    if card is None or not card.number:
+        raise ValueError(f"{checkout['checkout_id']}: no payment method and no card number to tokenize")
+    if payment_methods is None:
+        raise ValueError(f"{checkout['checkout_id']}: a card number needs the PSP: place_all(..., "
+                         "payment_methods=PaymentMethods(psp_url))")
+    return {**checkout, "credit_card_info": {"payment_method": payment_methods.create(card.number)}}
 
 
 class ApiClient:

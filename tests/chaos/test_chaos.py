@@ -1,4 +1,6 @@
 """Issue [faults]: seeded chaos runs hold every invariant, and the checker catches each protection switched off.
+Issue 20: the runs place multi-seller, multi-currency checkouts paid with single-use PaymentMethods, charged once
+per checkout and currency.
 
 The full run is `make chaos` (10,000 orders); here a few hundred orders per seed keep `make test` bounded (about a
 minute each). Each run is its own process, as `make chaos` is: a local stack owns moto's process-wide state.
@@ -30,8 +32,12 @@ def test_a_seeded_chaos_run_keeps_every_invariant(seed):
     killed, invocations = report["shares"]["invocations killed"]
     twice, messages = report["shares"]["messages delivered twice"]
     assert faulted / psp_requests >= 0.2 and killed / invocations >= 0.05 and twice / messages >= 0.05
-    assert report["faults"]["overnight_orders"] == report["faults"]["redriven_by_on_call"]
-    assert all(outcome.startswith(("SUCCESS", "FAILED")) for outcome in report["overnight"].values())
+    assert report["faults"]["overnight_charges"] == report["faults"]["redriven_by_on_call"]
+    assert all(outcome.startswith(("SUCCESS (", "FAILED (")) for outcome in report["overnight"].values())
+    shape = report["workload"]
+    assert shape["multi_seller"] and shape["multi_currency"] and shape["with_jpy"]
+    assert shape["single_use_payment_methods"] > 0.8 * shape["checkouts"]
+    assert not [status for status in report["rejected"] if status.startswith("4")], report["rejected"]
 
 
 def test_the_same_seed_draws_the_same_faults():
@@ -42,13 +48,15 @@ def test_the_same_seed_draws_the_same_faults():
 
 
 @pytest.mark.parametrize(("protection", "invariant", "kill_rate"), [
-    ("psp_idempotency_key", "1", "0.07"),  # a lost answer retried without the key charges twice
+    # a lost answer retried within the search's lag, without the key: the token spent twice, or charged twice
+    ("psp_idempotency_key", "1", "0.07"),
     ("wallet_guard", "4", "0.15"),  # a wallet step killed after its write and retried credits twice
     ("ledger_guard", "4", "0.15"),  # a ledger step killed after its write and retried writes a second pay-in
-    ("expired_key_lookup", "1", "0"),  # past the key's lifetime, charging again without looking first
+    ("charge_lookup", "1", "0"),  # an overnight charge redriven past the key's lifetime, created again blindly
 ])
 def test_switching_off_a_protection_is_caught_by_the_checker(protection, invariant, kill_rate):
     # more kills than the default run, so an unguarded step is killed after its write more than once
     report = chaos("--seed", "11", "--orders", "150", "--kill-rate", kill_rate, "--overnight-rate", "0.04",
                    "--disable", protection, "--timeout", "200")
+    assert report["mutation_hits"].get(protection), f"{protection}: the patch never ran; re-point MUTATIONS"
     assert invariant in report["violations"], (protection, report["violations"])

@@ -1,0 +1,126 @@
+"""The invariant checker catches each violation it claims to catch (and passes a consistent system).
+
+Invariant 1 follows the charge-per-checkout cycle: one PaymentIntent per checkout and currency, for the sum of
+that currency's orders, whose outcome every one of those orders shares.
+"""
+
+import copy
+
+import pytest
+
+from verification.invariants import Snapshot, check
+
+
+def order(order_id, checkout_id, seller, minor, currency, status, charge=None):
+    """An order as the table holds it; `charge` = (pi, ch) of its charge when it succeeded."""
+    item = {"payment_order_id": order_id, "checkout_id": checkout_id, "seller_account": seller,
+            "amount_minor": minor, "currency": currency, "charge_key": f"{checkout_id}#{currency}",
+            "payment_order_status": status}
+    if charge:
+        item.update(psp_reference=charge[0], charge_id=charge[1])
+    return item
+
+
+def charge(charge_id, intent, checkout_id, minor, currency, status="succeeded"):
+    """A charge as the PSP sandbox records it, with its PaymentIntent's metadata."""
+    return {"charge_id": charge_id, "payment_intent": intent, "amount": minor, "currency": currency.lower(),
+            "status": status, "metadata": {"checkout_id": checkout_id, "charge_key": f"{checkout_id}#{currency}"}}
+
+
+def payin(order_id, seller, minor, currency):
+    return {"transaction_id": f"payin#{order_id}", "kind": "payin", "reference": order_id, "entries": [
+        {"account": "psp_receivable:stripe", "amount_minor": minor, "currency": currency},
+        {"account": f"seller_payable:{seller}", "amount_minor": -minor, "currency": currency}]}
+
+
+def consistent():
+    """chk_1: two sellers in USD (one charge of 12.50) and one in EUR (one charge of 8.00), all SUCCESS;
+    chk_2: one USD order, its card declined (a failed charge), FAILED."""
+    return Snapshot(
+        orders=[
+            order("po_1", "chk_1", "s1", 1000, "USD", "SUCCESS", ("pi_1", "ch_1")),
+            order("po_2", "chk_1", "s2", 250, "USD", "SUCCESS", ("pi_1", "ch_1")),
+            order("po_3", "chk_1", "s1", 800, "EUR", "SUCCESS", ("pi_2", "ch_2")),
+            order("po_4", "chk_2", "s2", 700, "USD", "FAILED"),
+        ],
+        ledger=[payin("po_1", "s1", 1000, "USD"), payin("po_2", "s2", 250, "USD"), payin("po_3", "s1", 800, "EUR")],
+        wallet=[{"account_id": "s1", "sk": "BALANCE#USD", "currency": "USD", "pending_minor": 1000},
+                {"account_id": "s2", "sk": "BALANCE#USD", "currency": "USD", "pending_minor": 250},
+                {"account_id": "s1", "sk": "BALANCE#EUR", "currency": "EUR", "pending_minor": 800,
+                 "available_minor": 0}],
+        psp_charges=[charge("ch_1", "pi_1", "chk_1", 1250, "USD"), charge("ch_2", "pi_2", "chk_1", 800, "EUR"),
+                     charge("ch_3", "pi_3", "chk_2", 700, "USD", status="failed")],
+        observed_statuses={"po_1": ["NOT_STARTED", "EXECUTING", "SUCCESS"]},
+        accepted_order_ids=["po_1", "po_2", "po_3", "po_4"],
+        card_succeeds={"chk_1": True, "chk_2": False},
+    )
+
+
+def violations(snapshot):
+    return {r.number: r.violations for r in check(snapshot) if not r.ok}
+
+
+def test_a_consistent_system_passes():
+    assert violations(consistent()) == {}
+
+
+def mutate(change):
+    snap = copy.deepcopy(consistent())
+    change(snap)
+    return snap
+
+
+def test_a_multi_currency_checkout_charged_twice_in_one_currency_is_named_by_its_charge():
+    found = violations(mutate(lambda s: s.psp_charges.append(charge("ch_9", "pi_9", "chk_1", 800, "EUR"))))
+    assert found == {1: ["chk_1#EUR: 2 successful charges (ch_2, ch_9)"]}
+
+
+def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
+    found = violations(mutate(lambda s: s.psp_charges[0].update(amount=1000)))  # one seller's share only
+    assert found == {1: ["chk_1#USD: charged 1000 (ch_1) but its orders sum to 1250"]}
+
+
+@pytest.mark.parametrize(("change", "number"), [
+    # invariant 1: one charge per checkout and currency, for the sum, shared by its orders
+    (lambda s: s.psp_charges.append(charge("ch_9", "pi_9", "chk_1", 800, "EUR")), 1),  # charged twice
+    (lambda s: s.psp_charges.append(charge("ch_9", "pi_9", "chk_1", 1250, "USD", "failed")) or
+     s.psp_charges[0].update(amount=1251), 1),  # charged a cent more
+    (lambda s: s.psp_charges[1].update(status="failed"), 1),  # SUCCESS orders without a successful charge
+    (lambda s: s.orders[1].update(payment_order_status="FAILED"), 1),  # FAILED with a succeeded charge
+    (lambda s: s.psp_charges[2].update(status="succeeded"), 1),  # a declined checkout's charge went through
+    (lambda s: s.psp_charges[1].update(currency="usd"), 1),  # the EUR charge made in USD
+    (lambda s: s.psp_charges.append({"charge_id": "ch_8", "payment_intent": "pi_8", "status": "succeeded",
+                                     "amount": 1000, "currency": "usd",
+                                     "metadata": {"payment_order_id": "po_1"}}), 1),  # a charge per order
+    (lambda s: s.orders[0].update(psp_reference="pi_2"), 1),  # names the other currency's PaymentIntent
+    (lambda s: s.orders[0].update(charge_id="ch_2"), 1),  # names the other currency's charge
+    (lambda s: s.orders[2].update(charge_key="chk_1#USD"), 1),  # recorded under the wrong charge
+    (lambda s: s.card_succeeds.update(chk_2=True), 1),  # a card that succeeds, yet the order FAILED
+    (lambda s: s.card_succeeds.update(chk_1=False), 1),  # a declined card, yet the orders SUCCESS
+    # the others, unchanged by the charge cycle
+    (lambda s: s.orders.append(order("po_5", "chk_3", "s1", 100, "USD", "EXECUTING"))
+     or s.accepted_order_ids.append("po_5"), 2),
+    (lambda s: s.ledger[0]["entries"][1].update(amount_minor=-999), 3),
+    (lambda s: s.wallet[0].update(pending_minor=2000), 4),
+    (lambda s: s.ledger.append({**s.ledger[0], "transaction_id": "payin#po_1b"}), 4),
+    (lambda s: s.ledger.append(payin("po_4", "s2", 700, "USD")) or s.wallet[1].update(pending_minor=950), 4),
+    (lambda s: s.observed_statuses.update(po_1=["SUCCESS", "EXECUTING"]), 5),
+    (lambda s: s.replays.append({"kind": "same", "checkout_id": "c", "first_status": 202, "second_status": 202,
+                                 "first_body": {"a": 1}, "second_body": {"a": 2}, "replayed_header": True}), 6),
+    (lambda s: s.replays.append({"kind": "conflict", "checkout_id": "c", "second_status": 202}), 6),
+    (lambda s: s.unreadable_after_write.append("po_9"), 7),
+])
+def test_each_violation_is_reported_under_its_invariant(change, number):
+    assert number in violations(mutate(change))
+
+
+def test_a_failed_attempt_before_the_charge_that_succeeded_is_not_a_second_charge():
+    # Given a declined first attempt and a successful one for the same charge (a PaymentIntent retried)
+    snap = mutate(lambda s: s.psp_charges.insert(0, charge("ch_0", "pi_1", "chk_1", 1250, "USD", "failed")))
+    # Then only successful charges count
+    assert violations(snap) == {}
+
+
+def test_without_the_cards_the_outcome_check_is_left_out():
+    snap = mutate(lambda s: s.card_succeeds.clear() or s.card_succeeds.update(chk_9=True))
+    assert violations(snap) == {}
