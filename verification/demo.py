@@ -324,4 +324,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from local.lifecycle import run_stoppable
+
+    sys.exit(run_stoppable(main))

@@ -26,7 +26,9 @@ def start_stack(**options) -> LocalStack:
 def stack():
     running = start_stack()
     yield running
+    ungranted = running.ungranted_calls()
     running.stop()
+    assert not ungranted, f"AWS calls the calling function's role does not grant: {ungranted}"
 
 
 @pytest.fixture(scope="module")

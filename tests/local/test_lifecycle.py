@@ -186,3 +186,23 @@ def test_check_ports_free_names_the_holder_of_a_taken_port() -> None:
         with pytest.raises(PortTaken, match=f"port {port} \\(api\\).*pid {os.getpid()}.*--api-port"):
             check_ports_free({"api": port}, flags="--api-port")
     check_ports_free({"api": port})  # released: free again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["verification.chaos", "--seed", "1", "--orders", "400"],
+                                     ["verification.demo", "--orders", "400"]])
+def test_chaos_and_demo_stop_within_10_s_on_sigterm(command: list[str]) -> None:
+    # Given a chaos run or a demo with its own stack, started and placing orders
+    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(12)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    # When SIGTERM arrives
+    proc.send_signal(signal.SIGTERM)
+    # Then it stops its stack and exits within 10 s, reporting the signal in its exit code
+    try:
+        code = proc.wait(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("still running 10 s after SIGTERM")
+    assert code == 128 + signal.SIGTERM, proc.stderr.read()[-2000:]
