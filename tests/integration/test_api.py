@@ -145,7 +145,7 @@ def order_with(**changes):
         for i in range(MAX_ORDERS_PER_CHECKOUT + 1)]}, "too_many_payment_orders", "payment_orders"),
     ({k: v for k, v in a_checkout().items() if k != "checkout_id"}, "missing_field", "checkout_id"),
     ({**a_checkout(), "payment_orders": [
-        {"seller_account": "s", "amount": "1.00", "currency": c, "payment_order_id": f"po_{c}"}
+        {"seller_account": "s", "amount": "100.00", "currency": c, "payment_order_id": f"po_{c}"}
         for c in ("USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK", "PLN")]},
      "too_many_currencies", ""),
     (a_checkout(orders=[
