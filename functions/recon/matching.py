@@ -598,8 +598,11 @@ class Matcher:
                 return outcome(Category.MISSING_IN_LEDGER,
                                f"order {status} when read and settled by the PSP, but no longer in progress "
                                "and not SUCCESS", review=True)
-            note = "handed back to its workflow" if restart is Restart.STARTED else \
-                "already handed back to its workflow by an earlier run of this file"
+            if restart is Restart.NO_CHARGE:
+                return outcome(Category.MISSING_IN_LEDGER, f"order {status} and settled by the PSP, but no charge "
+                               "of it is stored to hand back", review=True)
+            note = "its charge was handed back to its workflow" if restart is Restart.STARTED else \
+                "its charge is already in the sweeper's hands"
             return outcome(Category.MISSING_IN_LEDGER, f"order {status} but settled by the PSP: {note} to complete it",
                            fix=Fix.WORKFLOW_RESTARTED)
         if order["payment_order_id"] not in ledger.paid:
