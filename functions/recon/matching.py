@@ -31,14 +31,15 @@ from itertools import chain, compress, islice, repeat
 from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, Protocol
 
-import numpy as np
-
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
+from functions.shared.lazy import deferred
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
+
+np = deferred("numpy")  # on first use: recon starts without it (tests/infra/test_cold_start.py)
 
 # Ledger transaction kinds that record a PSP row of an order (`<kind>#<PSP object id>`).
 LEDGER_KIND = {
