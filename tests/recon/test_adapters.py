@@ -24,6 +24,8 @@ from functions.recon.outcomes import Restart
 from functions.shared import aws, tables
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables
+from local.permissions import Call, calls_as_iam
+from tests.infra.test_iam import EXPECTED
 from tests.recon.conftest import Account
 
 
@@ -226,3 +228,50 @@ def test_keys_left_unprocessed_are_asked_again_with_the_same_projection(account:
     assert sorted(found) == [f"po_{i}" for i in range(6)] and len(requests) == 2 and pauses == [0.05]
     assert requests[1]["PaymentOrders"]["ProjectionExpression"] == requests[0]["PaymentOrders"]["ProjectionExpression"]
     assert all(set(order) == set(ORDER_ATTRIBUTES) for order in found.values())
+
+
+def _as_granted(call: Call) -> tuple[str, str]:
+    """A call recorded against moto, named as tests/infra/test_iam.py names the template's resources."""
+    resource = call.resource
+    if ":table/" in resource:
+        resource = "table:" + resource.split(":table/", 1)[1]
+    elif resource.startswith("arn:aws:sqs:"):
+        resource = "queue:" + resource.rsplit(":", 1)[1]
+    elif ":stateMachine:" in resource:
+        resource = "state-machine"
+    return resource, call.action
+
+
+def test_every_aws_call_of_a_hand_back_is_granted_to_recons_role(account: Account, lookup: DynamoLookup,
+                                                                pool: ThreadPoolExecutor) -> None:
+    # Given charges in every state a hand-back meets, and each AWS call of the hand-backs recorded as IAM sees it
+    account.put_order("po_new", 1000, status="NOT_STARTED", checkout_id="co_new")
+    account.put_order("po_dead", 1000, status="EXECUTING", attempts=2, checkout_id="co_dead")
+    account.put_order("po_spent", 1000, status="EXECUTING", attempts=5, checkout_id="co_spent")
+    account.put_order("po_watched", 1000, status="EXECUTING", attempts=1, checkout_id="co_watched")
+    account.put_charge("co_watched", "USD", "EXECUTING", attempts=1, due_at="2999-01-01T00:00:00.000Z")
+    found = lookup.orders(["po_new", "po_dead", "po_spent", "po_watched"])
+    calls: set[Call] = set()
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model
+        calls.update(calls_as_iam(service.signing_name or service.endpoint_prefix, model.name, params))
+
+    fixes = _fixes(account, pool)
+    for service in ("dynamodb", "sqs", "stepfunctions"):
+        aws.client(service).meta.events.register(f"provide-client-params.{service}", record)
+    try:
+        # When each is handed back
+        answers = {order_id: fixes.restart_order(order) for order_id, order in found.items()}
+    finally:
+        for service in ("dynamodb", "sqs", "stepfunctions"):
+            aws.client(service).meta.events.unregister(f"provide-client-params.{service}", record)
+
+    # Then they took every path, and recon's role (as the template grants it) allows each call
+    assert answers == {"po_new": Restart.STARTED, "po_dead": Restart.STARTED, "po_spent": Restart.STARTED,
+                       "po_watched": Restart.WATCHED}
+    made = {_as_granted(call) for call in calls}
+    assert {("table:Charges", "dynamodb:UpdateItem"), ("table:PaymentOrders", "dynamodb:UpdateItem"),
+            ("queue:OrdersQueue", "sqs:SendMessage"), ("state-machine", "states:StartExecution")} <= made
+    granted = EXPECTED["Recon"]
+    assert sorted((resource, action) for resource, action in made if action not in granted.get(resource, ())) == []
