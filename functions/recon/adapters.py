@@ -1,17 +1,15 @@
-"""The matcher's ports on AWS: batched reads of orders and ledger, workflow restarts, fee writes, review queue."""
+"""The matcher's ports on AWS: batched reads of orders and ledger, charges handed back, fee writes, review queue."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from functions.ledger import journal
 from functions.recon.matching import (
@@ -25,9 +23,11 @@ from functions.recon.matching import (
 )
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.rows import RowKind
-from functions.shared import aws, queues
+from functions.shared import aws, clock, queues
+from functions.shared.charges import charge_key
+from functions.shared.config import settings
 from functions.shared.errors import LedgerConflict
-from functions.shared.models import OrderWork
+from functions.shared.models import ChargeWork
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
 from functions.shared.tables import LedgerTable, PaymentTables, batch_get, created_buckets
@@ -112,26 +112,16 @@ def listing(payment_orders: list[dict[str, Any]]) -> Listing:
     return found
 
 
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def execution_name(payment_order_id: str, file_sha256: str) -> str:
-    """Deterministic per (order, file): a retried run finds its own execution instead of starting another."""
-    short = hashlib.sha256(f"{file_sha256}:{payment_order_id}".encode()).hexdigest()[:10]
-    return f"{_NAME_UNSAFE.sub('_', payment_order_id)[:60]}-recon-{short}"
-
-
 @dataclass
 class AwsFixes:
-    """Workflow restarts (Step Functions) and PSP fee transactions (ledger), both idempotent.
+    """Charges handed back to their normal path (the orders queue or the sweeper) and PSP fee transactions
+    (ledger), both idempotent.
 
     Fee writes (one conditional PutItem per PSP balance transaction) run on their own pool, at most
     `max_in_flight` queued, so the matcher's batch reads never wait behind them.
     """
 
     psp: str
-    state_machine_arn: str
-    file_sha256: str
     pool: ThreadPoolExecutor
     ledger: LedgerTable
     payments: PaymentTables
@@ -139,45 +129,67 @@ class AwsFixes:
     _pending: set[Future[None]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _conflicts: list[tuple[str, Money]] = field(default_factory=list)
+    _charges: dict[str, Restart] = field(default_factory=dict)
     restarted: int = 0
     fees_recorded: int = 0
 
     def restart_order(self, order: dict[str, Any]) -> Restart:
-        """Hand a settled but unfinished order back to its normal path, unless an earlier run of this file did
-        or the order has moved on since the matcher read it.
+        """Hand the charge of a settled but unfinished order back to its normal path, once per charge and file
+        (the orders of a charge share it)."""
+        key = order.get("charge_key") or self._charge_key_of(order["payment_order_id"])
+        if key is None:
+            return Restart.NO_CHARGE
+        if key not in self._charges:
+            self._charges[key] = self._restart_charge(key)
+        return self._charges[key]
 
-        The matcher's read holds only what matching needs: the order is read again, whole and consistent, for
-        the work item (a handful of orders per file). NOT_STARTED goes to the orders queue, whose starter
-        begins attempt 1 (a workflow started around it could not mark the order SUCCESS: that move needs
-        EXECUTING). EXECUTING gets a new workflow execution for the next attempt; the input carries the order's
-        psp_reference, so the executor reads the PSP's state of the charge instead of charging again, and every
-        later step is idempotent.
-        """
-        order = self.payments.get_order(order["payment_order_id"]) or {}
-        status = order.get("payment_order_status")
-        if status == OrderStatus.NOT_STARTED:
-            failed = queues.enqueue_orders([OrderWork.from_order_item(order, attempt=1)])
-            if failed:
-                raise RuntimeError(f"the orders queue refused {failed}")
-            self.restarted += 1
-            return Restart.STARTED
-        if status == OrderStatus.SUCCESS:
-            return Restart.FINISHED
-        if status != OrderStatus.EXECUTING:
-            return Restart.MOVED_ON
-        work = OrderWork.from_order_item(order, attempt=int(order.get("attempts") or 0) + 1)
-        try:
-            aws.client("stepfunctions").start_execution(
-                stateMachineArn=self.state_machine_arn,
-                name=execution_name(order["payment_order_id"], self.file_sha256),
-                input=work.model_dump_json(),
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-                return Restart.ALREADY_STARTED
-            raise
+    def _charge_key_of(self, payment_order_id: str) -> str | None:
+        """The matcher's projected read leaves the charge out; the order is read again (a handful per file)."""
+        order = self.payments.get_order(payment_order_id) or {}
+        if order.get("charge_key"):
+            return str(order["charge_key"])
+        return charge_key(order["checkout_id"], order["currency"]) if order else None
+
+    def _restart_charge(self, key: str) -> Restart:
+        """NOT_STARTED: its message is sent again, as the API sends it (the starter begins attempt 1 once,
+        whatever the number of deliveries). EXECUTING and still watched by the sweeper: left to it (its
+        deadline is the promise of the next attempt; pulling it forward could overlap a live execution).
+        EXECUTING and dead-lettered: put back under the sweeper's watch, due now; past the sweeper's attempts
+        (it would dead-letter it again at once) the next attempt is started here, as `ops order redrive` does.
+        The next attempt's executor looks the PaymentIntent up and the charge completes with its orders."""
+        charge = self.payments.get_charge(key)
+        if charge is None:
+            return Restart.NO_CHARGE
+        status = OrderStatus(charge["charge_status"])
+        if status.is_final:
+            return Restart.FINISHED if status is OrderStatus.SUCCESS else Restart.MOVED_ON
+        if status is OrderStatus.NOT_STARTED:
+            if queues.enqueue_charges([(key, charge["checkout_id"])]):
+                raise RuntimeError(f"the orders queue refused {key}")
+        elif "due_at" in charge and "dead_letter_reason" not in charge:
+            return Restart.WATCHED
+        elif not self._redrive(charge):
+            return self._restart_charge(key)  # it changed since the read: judged again as it is now
         self.restarted += 1
         return Restart.STARTED
+
+    def _redrive(self, charge: dict[str, Any]) -> bool:
+        """A dead-lettered EXECUTING charge back to work; False when it changed since it was read."""
+        key, config, now = charge["charge_key"], settings(), clock.now()
+        attempt = int(charge.get("attempts", 0)) + 1
+        if attempt <= config.max_attempts:
+            return self.payments.requeue_charge(key, config.sweep_shards, clock.iso(now), clock.iso(now))
+        # Under watch with a future deadline first, so the sweeper cannot act in between.
+        deadline = clock.iso(now + timedelta(seconds=config.executing_deadline_s))
+        if not self.payments.requeue_charge(key, config.sweep_shards, deadline, clock.iso(now)):
+            return False
+        started = self.payments.begin_charge_attempt(key, attempt, clock.iso(now), deadline,
+                                                     expected_due_at=deadline)
+        if started is None:
+            return False
+        queues.start_workflow(ChargeWork.from_charge_item(started, attempt=attempt))
+        self.payments.note_execution_started(key, attempt)
+        return True
 
     def record_fees(self, currency: str, fees: list[tuple[str, int]]) -> None:
         for reference, minor in fees:

@@ -31,14 +31,15 @@ from itertools import chain, compress, islice, repeat
 from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, Protocol
 
-import numpy as np
-
 from functions.recon.gctune import batch_collection
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared import clock
+from functions.shared.lazy import deferred
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
+
+np = deferred("numpy")  # on first use: recon starts without it (tests/infra/test_cold_start.py)
 
 # Ledger transaction kinds that record a PSP row of an order (`<kind>#<PSP object id>`).
 LEDGER_KIND = {
@@ -598,8 +599,11 @@ class Matcher:
                 return outcome(Category.MISSING_IN_LEDGER,
                                f"order {status} when read and settled by the PSP, but no longer in progress "
                                "and not SUCCESS", review=True)
-            note = "handed back to its workflow" if restart is Restart.STARTED else \
-                "already handed back to its workflow by an earlier run of this file"
+            if restart is Restart.NO_CHARGE:
+                return outcome(Category.MISSING_IN_LEDGER, f"order {status} and settled by the PSP, but no charge "
+                               "of it is stored to hand back", review=True)
+            note = "its charge was handed back to its workflow" if restart is Restart.STARTED else \
+                "its charge is already in the sweeper's hands"
             return outcome(Category.MISSING_IN_LEDGER, f"order {status} but settled by the PSP: {note} to complete it",
                            fix=Fix.WORKFLOW_RESTARTED)
         if order["payment_order_id"] not in ledger.paid:

@@ -28,12 +28,13 @@ class Fix(StrEnum):
 
 
 class Restart(StrEnum):
-    """What handing a settled but unfinished order back to its normal path did."""
+    """What handing the charge of a settled but unfinished order back to its normal path did."""
 
-    STARTED = "started"
-    ALREADY_STARTED = "already_started"  # an earlier run of this file handed it back
+    STARTED = "started"  # its message sent again, or back under the sweeper's watch (due now, or its next attempt)
+    WATCHED = "watched"  # the sweeper watches it already (a run of this file, or its deadline, handed it back)
     FINISHED = "finished"  # its workflow made it SUCCESS after the matcher read it
     MOVED_ON = "moved_on"  # it became FAILED (or cannot be read) after the matcher read it
+    NO_CHARGE = "no_charge"  # the charges table has no charge of the order: nothing to hand back
 
 
 @dataclass(slots=True)

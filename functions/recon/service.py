@@ -213,7 +213,7 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
     with ThreadPoolExecutor(recon.read_workers, "recon-read") as reads, \
             ThreadPoolExecutor(recon.write_workers, "recon-write") as writes:
         payments, ledger = PaymentTables.from_settings(config), LedgerTable.from_settings(config)
-        fixes = AwsFixes(obj.psp, config.state_machine_arn, found.sha256, writes, ledger, payments)
+        fixes = AwsFixes(obj.psp, writes, ledger, payments)
         matcher = Matcher(
             Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size,
                    charged_per_checkout=obj.psp in parsers.CHARGED_PER_CHECKOUT),

@@ -97,7 +97,7 @@ class Functions(Construct):
         )
         self.recon = self._function(
             names.RECON_FN,
-            # A settled order still NOT_STARTED is handed back to the orders queue (functions/recon/adapters.py).
+            # A settled charge still NOT_STARTED is sent back to the orders queue (functions/recon/adapters.py).
             {
                 names.ENV_SETTLEMENT_BUCKET: bucket.bucket_name,
                 names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url,
@@ -210,6 +210,10 @@ class Functions(Construct):
         # Recon reads orders and the ledger in batches and through indexes (never a whole table), writes fee
         # transactions, and keeps its own guards, runs and carried orders.
         self._table(self.recon, t.payment_orders, READ)
+        # ... and hands a settled charge still in progress back (functions/recon/adapters.py): reads it, puts a
+        # dead-lettered one and its orders back under the sweeper's watch, or begins its next attempt.
+        self._table(self.recon, t.charges, get_update)
+        self._table(self.recon, t.payment_orders, ["dynamodb:UpdateItem"])
         self._table(self.recon, t.payment_events, ["dynamodb:BatchGetItem"])  # a checkout's orders, by currency
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
                                                      f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])

@@ -56,19 +56,23 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "state-machine": START,
     },
     "Recon": {
-        "table:PaymentOrders": READ,  # no Scan: the window and rows without our id come from these indexes
+        # No Scan: the window and rows without our id come from these indexes. UpdateItem: a dead-lettered
+        # charge's orders go back under the sweeper's watch with it.
+        "table:PaymentOrders": READ | {"dynamodb:UpdateItem"},
+        "table:Charges": GET_UPDATE,  # a settled charge still in progress is handed back (adapters.py)
+        "table:PaymentEvents": {"dynamodb:BatchGetItem"},  # a checkout's orders, by currency
         "table:PaymentOrders/index/created": {"dynamodb:Query"},
         "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"},
         "table:Ledger": READ | {"dynamodb:PutItem"},  # no Scan: refunds by order come from its index
         "table:Ledger/index/payment_order_id": {"dynamodb:Query"},
         "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},
         "queue:ReviewQueue": SEND,
-        "queue:OrdersQueue": SEND,  # a settled order still NOT_STARTED goes back to its normal path
+        "queue:OrdersQueue": SEND,  # a settled charge still NOT_STARTED goes back to its normal path
         "queue:ReconQueue": CONSUME,
         "bucket:SettlementBucket/incoming/*": {"s3:GetObject", "s3:DeleteObject"},
         "bucket:SettlementBucket/reports/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         "bucket:SettlementBucket/quarantine/*": {"s3:PutObject"},
-        "state-machine": START,
+        "state-machine": START,  # a dead-lettered charge past the sweeper's attempts: its next attempt
     },
 }
 

@@ -17,14 +17,15 @@ from moto import mock_aws
 from functions.recon.config import reload_recon_settings
 from functions.recon.outcomes import Category, Outcome
 from functions.shared import aws
+from functions.shared.charges import charge_key
 from functions.shared.config import reload_settings
-from functions.shared.tables import created_bucket, to_item
+from functions.shared.tables import created_bucket, from_item, sweep_shard, to_item
 from tests.support.aws import create_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "settlement-test"
 TABLES = {"PAYMENT_EVENTS_TABLE": "PaymentEvents", "PAYMENT_ORDERS_TABLE": "PaymentOrders",
-          "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon"}
+          "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon", "CHARGES_TABLE": "Charges"}
 
 
 def summarized(outcomes: list[Outcome]) -> tuple[list[Outcome], dict[str, list[int]]]:
@@ -86,6 +87,31 @@ class Account:
             "updated_at": created_at, "psp": psp, "created_bucket": created_bucket(payment_order_id, created_at),
         }
         self.db.put_item(TableName="PaymentOrders", Item=to_item(item))
+        if status in ("NOT_STARTED", "EXECUTING"):
+            self.put_charge(checkout_id, currency, status, attempts=attempts if status == "EXECUTING" else 0)
+
+    def put_charge(self, checkout_id: str, currency: str, status: str, *, attempts: int = 0,
+                   due_at: str | None = None) -> None:
+        """The charge of the checkout's orders in `currency` (listed by its event) as the API stores it; without
+        `due_at`, dead-lettered by the sweeper (out of its index)."""
+        event = from_item(self.db.get_item(TableName="PaymentEvents",
+                                           Key=to_item({"checkout_id": checkout_id}))["Item"])
+        orders = [{"payment_order_id": o["payment_order_id"], "seller_account": o["seller_account"],
+                   "amount_minor": o["amount_minor"], "psp": "stripe"}
+                  for o in event["payment_orders"] if o["currency"] == currency]
+        key = charge_key(checkout_id, currency)
+        item = {"charge_key": key, "checkout_id": checkout_id, "currency": currency, "orders": orders,
+                "amount_minor": sum(o["amount_minor"] for o in orders), "payment_method": "pm_card_visa",
+                "psp": "stripe", "charge_status": status, "attempts": attempts, "psp_calls": attempts,
+                "created_at": "2026-11-24T12:00:00.000Z", "updated_at": "2026-11-24T12:00:00.000Z"}
+        if due_at:
+            item.update(sweep_shard=sweep_shard(key, 32), due_at=due_at)
+        else:
+            item["dead_letter_reason"] = f"{status} after {attempts} attempts"
+        self.db.put_item(TableName="Charges", Item=to_item(item))
+
+    def charge(self, key: str) -> dict[str, Any]:
+        return from_item(self.db.get_item(TableName="Charges", Key=to_item({"charge_key": key}))["Item"])
 
     def list_in_checkout(self, checkout_id: str, payment_order_id: str, amount_minor: int, currency: str) -> None:
         """Add an order to its checkout's payment event (alone: an order the orders table lacks)."""

@@ -24,6 +24,8 @@ from functions.recon.outcomes import Restart
 from functions.shared import aws, tables
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables
+from local.permissions import Call, calls_as_iam
+from tests.infra.test_iam import EXPECTED
 from tests.recon.conftest import Account
 
 
@@ -125,35 +127,80 @@ def test_created_buckets_cover_every_hour_of_a_window_in_every_shard() -> None:
 
 
 def _fixes(account: Account, pool: ThreadPoolExecutor) -> AwsFixes:
-    return AwsFixes("stripe", account.state_machine_arn, "f" * 64, pool, LedgerTable.from_settings(),
-                    PaymentTables.from_settings())
+    return AwsFixes("stripe", pool, LedgerTable.from_settings(), PaymentTables.from_settings())
 
 
-def test_a_restart_reads_the_whole_order_the_projected_read_left_out(account: Account, lookup: DynamoLookup,
-                                                                     pool: ThreadPoolExecutor) -> None:
-    account.put_order("po_new", 1000, status="NOT_STARTED")
-    account.put_order("po_stuck", 2000, status="EXECUTING", psp_reference="pi_stuck", attempts=2)
+def _two_orders(account: Account, status: str, attempts: int = 0) -> None:
+    account.put_order("po_a", 1000, status=status, checkout_id="co_1", attempts=attempts)
+    account.put_order("po_b", 2500, status=status, checkout_id="co_1", attempts=attempts)
+
+
+def test_a_not_started_charge_is_enqueued_once_for_all_its_orders(account: Account, lookup: DynamoLookup,
+                                                                  pool: ThreadPoolExecutor) -> None:
+    # Given two NOT_STARTED orders of one charge, read as the matcher reads them (without their charge)
+    _two_orders(account, "NOT_STARTED")
+    found = lookup.orders(["po_a", "po_b"])
+    assert "checkout_id" not in found["po_a"]
     fixes = _fixes(account, pool)
-    found = lookup.orders(["po_new", "po_stuck"])
-    assert "checkout_id" not in found["po_new"]  # the work item needs it: the restart reads it
-    assert fixes.restart_order(found["po_new"]) is fixes.restart_order(found["po_stuck"]) is Restart.STARTED
-    [queued] = account.queued_orders()
-    assert (queued["payment_order_id"], queued["checkout_id"], queued["attempt"]) == ("po_new", "co_po_new", 1)
+    # When both are handed back
+    answers = [fixes.restart_order(found["po_a"]), fixes.restart_order(found["po_b"])]
+    # Then the charge's message is sent once, as the API sends it, and nothing else starts
+    assert answers == [Restart.STARTED, Restart.STARTED] and fixes.restarted == 1
+    assert account.queued_orders() == [{"charge_key": "co_1#USD", "checkout_id": "co_1"}]
+    assert account.executions() == []
+
+
+def test_a_dead_lettered_executing_charge_becomes_due_for_the_sweeper_once(account: Account,
+                                                                           lookup: DynamoLookup,
+                                                                           pool: ThreadPoolExecutor) -> None:
+    _two_orders(account, "EXECUTING", attempts=2)
+    found = lookup.orders(["po_a", "po_b"])
+    fixes = _fixes(account, pool)
+    assert [fixes.restart_order(found[i]) for i in ("po_a", "po_b")] == [Restart.STARTED] * 2
+    charge = account.charge("co_1#USD")
+    assert "dead_letter_reason" not in charge and charge["attempts"] == 2
+    assert list(PaymentTables.from_settings().due_charges(charge["sweep_shard"], "9999")) == ["co_1#USD"]
+    assert account.queued_orders() == [] and account.executions() == []
+    # A retried run of the file finds it watched and changes nothing
+    again = _fixes(account, pool)
+    assert again.restart_order(found["po_a"]) is Restart.WATCHED and again.restarted == 0
+    assert account.charge("co_1#USD") == charge
+
+
+def test_a_charge_the_sweeper_watches_is_left_to_its_deadline(account: Account, lookup: DynamoLookup,
+                                                              pool: ThreadPoolExecutor) -> None:
+    _two_orders(account, "EXECUTING", attempts=1)
+    account.put_charge("co_1", "USD", "EXECUTING", attempts=1, due_at="2999-01-01T00:00:00.000Z")
+    before = account.charge("co_1#USD")
+    fixes = _fixes(account, pool)
+    assert fixes.restart_order(lookup.orders(["po_a"])["po_a"]) is Restart.WATCHED
+    assert account.charge("co_1#USD") == before and fixes.restarted == 0
+
+
+def test_past_the_sweepers_attempts_the_next_attempt_is_started_here(account: Account, lookup: DynamoLookup,
+                                                                     pool: ThreadPoolExecutor) -> None:
+    _two_orders(account, "EXECUTING", attempts=5)  # the sweeper dead-letters at max_attempts (5)
+    fixes = _fixes(account, pool)
+    assert fixes.restart_order(lookup.orders(["po_b"])["po_b"]) is Restart.STARTED
     [execution] = account.executions()
     work = json.loads(execution["input"])
-    assert (work["payment_order_id"], work["checkout_id"], work["psp_reference"], work["attempt"]) == (
-        "po_stuck", "co_po_stuck", "pi_stuck", 3)
+    assert (work["charge_key"], work["attempt"], len(work["orders"])) == ("co_1#USD", 6, 2)
+    charge = account.charge("co_1#USD")
+    assert (charge["attempts"], charge["started_attempt"], charge["charge_status"]) == (6, 6, "EXECUTING")
+    assert charge["due_at"] > "2026-12" and "dead_letter_reason" not in charge
 
 
-def test_an_order_that_moved_on_since_it_was_read_is_not_restarted(account: Account, lookup: DynamoLookup,
-                                                                   pool: ThreadPoolExecutor) -> None:
+def test_a_charge_that_moved_on_since_it_was_read_is_not_handed_back(account: Account, lookup: DynamoLookup,
+                                                                     pool: ThreadPoolExecutor) -> None:
     account.put_order("po_1", 1000, status="EXECUTING", psp_reference="pi_1")
     read = lookup.orders(["po_1"])["po_1"]
-    account.put_order("po_1", 1000, status="SUCCESS", psp_reference="pi_1")  # its workflow finished meanwhile
+    account.put_charge("co_po_1", "USD", "SUCCESS", attempts=1)  # its workflow finished meanwhile
+    assert _fixes(account, pool).restart_order(read) is Restart.FINISHED
+    account.put_charge("co_po_1", "USD", "FAILED", attempts=1)
+    assert _fixes(account, pool).restart_order(read) is Restart.MOVED_ON
+    account.db.delete_item(TableName="Charges", Key=tables.to_item({"charge_key": "co_po_1#USD"}))
     fixes = _fixes(account, pool)
-    assert fixes.restart_order(read) is Restart.FINISHED
-    account.put_order("po_1", 1000, status="FAILED", psp_reference="pi_1")
-    assert fixes.restart_order(read) is Restart.MOVED_ON
+    assert fixes.restart_order(read) is Restart.NO_CHARGE
     assert account.executions() == [] and account.queued_orders() == [] and fixes.restarted == 0
 
 
@@ -181,3 +228,50 @@ def test_keys_left_unprocessed_are_asked_again_with_the_same_projection(account:
     assert sorted(found) == [f"po_{i}" for i in range(6)] and len(requests) == 2 and pauses == [0.05]
     assert requests[1]["PaymentOrders"]["ProjectionExpression"] == requests[0]["PaymentOrders"]["ProjectionExpression"]
     assert all(set(order) == set(ORDER_ATTRIBUTES) for order in found.values())
+
+
+def _as_granted(call: Call) -> tuple[str, str]:
+    """A call recorded against moto, named as tests/infra/test_iam.py names the template's resources."""
+    resource = call.resource
+    if ":table/" in resource:
+        resource = "table:" + resource.split(":table/", 1)[1]
+    elif resource.startswith("arn:aws:sqs:"):
+        resource = "queue:" + resource.rsplit(":", 1)[1]
+    elif ":stateMachine:" in resource:
+        resource = "state-machine"
+    return resource, call.action
+
+
+def test_every_aws_call_of_a_hand_back_is_granted_to_recons_role(account: Account, lookup: DynamoLookup,
+                                                                pool: ThreadPoolExecutor) -> None:
+    # Given charges in every state a hand-back meets, and each AWS call of the hand-backs recorded as IAM sees it
+    account.put_order("po_new", 1000, status="NOT_STARTED", checkout_id="co_new")
+    account.put_order("po_dead", 1000, status="EXECUTING", attempts=2, checkout_id="co_dead")
+    account.put_order("po_spent", 1000, status="EXECUTING", attempts=5, checkout_id="co_spent")
+    account.put_order("po_watched", 1000, status="EXECUTING", attempts=1, checkout_id="co_watched")
+    account.put_charge("co_watched", "USD", "EXECUTING", attempts=1, due_at="2999-01-01T00:00:00.000Z")
+    found = lookup.orders(["po_new", "po_dead", "po_spent", "po_watched"])
+    calls: set[Call] = set()
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model
+        calls.update(calls_as_iam(service.signing_name or service.endpoint_prefix, model.name, params))
+
+    fixes = _fixes(account, pool)
+    for service in ("dynamodb", "sqs", "stepfunctions"):
+        aws.client(service).meta.events.register(f"provide-client-params.{service}", record)
+    try:
+        # When each is handed back
+        answers = {order_id: fixes.restart_order(order) for order_id, order in found.items()}
+    finally:
+        for service in ("dynamodb", "sqs", "stepfunctions"):
+            aws.client(service).meta.events.unregister(f"provide-client-params.{service}", record)
+
+    # Then they took every path, and recon's role (as the template grants it) allows each call
+    assert answers == {"po_new": Restart.STARTED, "po_dead": Restart.STARTED, "po_spent": Restart.STARTED,
+                       "po_watched": Restart.WATCHED}
+    made = {_as_granted(call) for call in calls}
+    assert {("table:Charges", "dynamodb:UpdateItem"), ("table:PaymentOrders", "dynamodb:UpdateItem"),
+            ("queue:OrdersQueue", "sqs:SendMessage"), ("state-machine", "states:StartExecution")} <= made
+    granted = EXPECTED["Recon"]
+    assert sorted((resource, action) for resource, action in made if action not in granted.get(resource, ())) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -100,11 +99,10 @@ def test_stripe_balance_report_plants_every_category(account: Account) -> None:
     assert counts["matched"] == 10  # match (2), dup (first), refund re_s02, fee, byref (2), payout, late, bycheckout
     assert report["categories"]["amount_mismatch"]["amounts"] == {"USD": "55.00"}  # our amounts of its 3 orders
 
-    # The stuck order is completed through the workflow, with the order's fields and the next attempt
-    [execution] = account.executions()
-    assert execution["name"].startswith("po_s_stuck-recon-")
-    work = json.loads(execution["input"])
-    assert (work["attempt"], work["checkout_id"], work["psp_reference"]) == (3, "co_s_stuck", "pi_s_stuck")
+    # The stuck order's dead-lettered charge is back under the sweeper's watch, due now (its next attempt)
+    charge = account.charge("co_s_stuck#USD")
+    assert "dead_letter_reason" not in charge and "sweep_shard" in charge and charge["due_at"] < "2026-11-26"
+    assert account.executions() == [] and account.queued_orders() == []
     # PSP fees become ledger fee transactions: per charge row and the separate fee row
     fees = account.ledger_ids("fee#")
     assert {"fee#txn_s01", "fee#txn_s11", "fee#txn_s12", "fee#txn_s14", "fee#txn_s17"} <= fees
@@ -167,9 +165,9 @@ def test_adyen_settlement_details_plant_every_category(account: Account) -> None
     assert counts["matched"] == 6
     assert report["window"] == {"start": "2026-11-24T08:00:00.000Z", "end": "2026-11-24T20:30:00.000Z"}
     assert "fee#380:Transaction fees, November" in account.ledger_ids("fee#")
-    # NOT_STARTED: back to the orders queue, whose starter begins the first attempt
+    # NOT_STARTED: its charge back to the orders queue, whose starter begins the first attempt
     assert account.executions() == []
-    assert [(w["payment_order_id"], w["attempt"]) for w in account.queued_orders()] == [("po_a_stuck", 1)]
+    assert account.queued_orders() == [{"charge_key": "co_po_a_stuck#EUR", "checkout_id": "co_po_a_stuck"}]
 
 
 def test_paypal_stl_plants_every_category(account: Account) -> None:

@@ -339,7 +339,8 @@ def test_charge_checks_in_order() -> None:
 
 @pytest.mark.parametrize(("restart", "category", "fix", "review", "explained"), [
     (Restart.STARTED, Category.MISSING_IN_LEDGER, Fix.WORKFLOW_RESTARTED, False, "handed back to its workflow"),
-    (Restart.ALREADY_STARTED, Category.MISSING_IN_LEDGER, Fix.WORKFLOW_RESTARTED, False, "by an earlier run"),
+    (Restart.WATCHED, Category.MISSING_IN_LEDGER, Fix.WORKFLOW_RESTARTED, False, "in the sweeper's hands"),
+    (Restart.NO_CHARGE, Category.MISSING_IN_LEDGER, Fix.NONE, True, "no charge of it is stored"),
     (Restart.FINISHED, Category.MATCHED, Fix.NONE, False, "completed by its workflow since"),
     (Restart.MOVED_ON, Category.MISSING_IN_LEDGER, Fix.NONE, True, "no longer in progress and not SUCCESS"),
 ])
