@@ -13,7 +13,7 @@ class Settings(BaseModel):
     payment_orders_table: str = Field(min_length=1)
     wallet_table: str = Field(min_length=1)
     ledger_table: str = Field(min_length=1)
-    # Empty only in processes that never touch charges (recon, tools built before the charges table).
+    # Every function gets it; recon's own settings require it (it hands charges back). Empty only in old tools.
     charges_table: str = ""
     recon_table: str = ""
     orders_queue_url: str = ""
