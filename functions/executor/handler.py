@@ -56,20 +56,24 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
         return psp.client().charge(work, generation=generation, customer=customer)
 
 
-def _checkout_customer(work: ChargeWork, tables: PaymentTables, known: str) -> tuple[str, psp.ChargeResult | None]:
+def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -> tuple[str, psp.ChargeResult | None]:
     """The Customer of the checkout with its PaymentMethod attached, so each currency's PaymentIntent may use it
     (docs/decisions.md 2026-12-04). The charges of the checkout's currencies run this at once: the keys
     customer:<checkout_id> and attach:<checkout_id> make them converge. Past the keys' lifetime the
-    PaymentMethod is looked at first. Returns the Customer, and a `failed` result if the card was declined."""
+    PaymentMethod is looked at first. `recorded`: the Customer an earlier call of this charge attached it to
+    (stored only once attached, so a retry makes no PSP call for it). Returns the Customer, and a `failed`
+    result if Stripe declined the card while attaching it."""
+    if recorded:
+        return recorded, None
     client = psp.client()
-    if psp.key_aged(work):
-        attached = client.attached_customer(work.payment_method)
-        if attached:
-            return attached, None
-    customer = known or client.create_customer(work)
-    if customer != known:
-        tables.record_psp_customer(work.charge_key, customer, clock.iso())
-    return customer, client.attach(work, customer)
+    customer = client.attached_customer(work.payment_method) if psp.key_aged(work) else ""
+    if not customer:
+        customer = client.create_customer(work)
+        declined = client.attach(work, customer)
+        if declined is not None:
+            return customer, declined
+    tables.record_psp_customer(work.charge_key, customer, clock.iso())
+    return customer, None
 
 
 @logger.inject_lambda_context(clear_state=True)

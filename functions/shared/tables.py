@@ -394,7 +394,7 @@ class PaymentTables:
                                {":ref": psp_reference, ":now": now})
 
     def record_psp_customer(self, key: str, customer: str, now: str) -> None:
-        """The Customer the checkout's PaymentMethod is attached to (several currencies): later attempts reuse it."""
+        """The Customer the checkout's PaymentMethod was attached to (several currencies): later calls reuse it."""
         self._update_charge_if(key, "SET psp_customer = :customer, updated_at = :now",
                                "attribute_exists(charge_key)", {":customer": customer, ":now": now})
 

@@ -124,12 +124,13 @@ def test_a_lambda_killed_between_customer_and_attach_resumes_with_the_same_custo
     place("chk_ka", orders=USD_AND_EUR, card=token(sandbox))
     work = begin("chk_ka", "USD")
     sandbox.faults.push("connection_reset", match={"path": "/v1/payment_methods/", "method": "POST"})
-    with pytest.raises(PspTransientError):  # the Customer exists and is recorded; the attach never arrived
+    with pytest.raises(PspTransientError):  # the Customer exists; the attach never arrived
         executor.execute(work)
     [customer] = customers_of(sandbox, "chk_ka")
-    assert PaymentTables.from_settings().get_charge("chk_ka#USD")["psp_customer"] == customer.id
+    assert "psp_customer" not in PaymentTables.from_settings().get_charge("chk_ka#USD")  # recorded once attached
     assert intents_of(sandbox, "chk_ka") == []
-    assert run_charge(work)["charge_status"] == "SUCCESS"
+    assert run_charge(work)["charge_status"] == "SUCCESS"  # the key replays the same Customer, then attaches
+    assert PaymentTables.from_settings().get_charge("chk_ka#USD")["psp_customer"] == customer.id
     assert run_charge(begin("chk_ka", "EUR"))["charge_status"] == "SUCCESS"
     assert customers_of(sandbox, "chk_ka") == [customer]
 
@@ -197,3 +198,23 @@ def test_a_payment_intent_for_another_amount_than_the_charge_is_never_reported_a
     assert executor.execute(work).outcome == "succeeded"
     with pytest.raises(PspOutcomeUnknown, match="17.35 USD"):
         executor.execute(work.model_copy(update={"amount_minor": 1735}))
+
+
+def test_a_retry_of_a_charge_whose_payment_method_is_attached_asks_the_psp_nothing_about_it(sandbox):
+    place("chk_rt", orders=USD_AND_EUR, card=token(sandbox))
+    work = begin("chk_rt", "USD")
+    sandbox.faults.push("connection_reset", match={"idempotency_key": "charge:chk_rt:USD"})
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    sandbox.faults.push("http_500", match={"path": "/v1/customers"})
+    sandbox.faults.push("http_500", match={"path": "/v1/payment_methods/"})
+    assert executor.execute(work).outcome == "succeeded"  # neither fault was reached
+    assert sandbox.faults.stats()["injected"].get("http_500", 0) == 0
+
+
+def test_the_api_tells_each_charge_every_currency_of_its_checkout(aws_env):
+    place("chk_cur", orders=USD_AND_EUR)
+    place("chk_usd")
+    assert work_of("chk_cur", "EUR").checkout_currencies == ("USD", "EUR")
+    assert work_of("chk_cur", "USD").shares_payment_method
+    assert work_of("chk_usd").checkout_currencies == ("USD",) and not work_of("chk_usd").shares_payment_method
