@@ -3,7 +3,8 @@
 Transient PSP errors raise PspTransientError, which the workflow retries with backoff: the same key, and from
 the second call of a charge on a look-up first, so a charge whose answer was lost is found or replayed, never
 repeated. Declines come back as a `failed` outcome. Stripe replaying a stored 500 for the key is handled in
-`_create` (docs/decisions.md 2026-12-04).
+`_create` (docs/decisions.md 2026-12-04). A checkout of several currencies paid with a single-use PaymentMethod
+first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 """
 
 from __future__ import annotations

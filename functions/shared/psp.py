@@ -7,6 +7,8 @@ of charging again. Answers come out in three kinds:
 - anything unclear (network, 401/403 after a key rotation, 5xx whatever Stripe-Should-Retry says, 429, a key in
   flight): PspTransientError, retried; a later attempt looks the PaymentIntent up before creating anything;
 - a 500 that Stripe replays for our key: PspKeyPoisoned (the executor decides when the key may be retired).
+Amounts go out in Stripe's units and come back through functions/shared/psp_units.py. A checkout's single-use
+PaymentMethod that pays several PaymentIntents is attached to one Customer first (keys customer:/attach:<checkout_id>).
 """
 
 from __future__ import annotations
