@@ -3,7 +3,8 @@
 Transient PSP errors raise PspTransientError, which the workflow retries with backoff: the same key, and from
 the second call of a charge on a look-up first, so a charge whose answer was lost is found or replayed, never
 repeated. Declines come back as a `failed` outcome. Stripe replaying a stored 500 for the key is handled in
-`_create` (docs/decisions.md 2026-12-04).
+`_create` (docs/decisions.md 2026-12-04). A checkout of several currencies paid with a single-use PaymentMethod
+first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     before = tables.note_psp_call(work.charge_key)
     reference = before.get("psp_reference") or work.psp_reference
     # The PSP knows the charge: its current state, not the replay of a first answer.
-    result = psp.client().retrieve(reference) if reference else _create(work, tables, before)
+    result = psp.client().retrieve(reference, work) if reference else _create(work, tables, before)
     if result.psp_reference and result.psp_reference != reference:
         tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
     return result
@@ -35,8 +36,13 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
 def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> psp.ChargeResult:
     generation = int(before.get("key_generation", 0))
     look_up_first = int(before.get("psp_calls", 0)) > 0
+    customer = ""
+    if psp.needs_customer(work):
+        customer, declined = _checkout_customer(work, tables, str(before.get("psp_customer", "")))
+        if declined is not None:
+            return declined
     try:
-        return psp.client().charge(work, look_up_first=look_up_first, generation=generation)
+        return psp.client().charge(work, look_up_first=look_up_first, generation=generation, customer=customer)
     except PspKeyPoisoned:
         # Stripe replays the 500 it stored for this key, for 24 h. Only a look-up that can be trusted (search
         # settles within minutes) may prove that no PaymentIntent exists; then the next key is used, once.
@@ -45,10 +51,30 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
             raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later") from None
         existing = psp.client().find_payment_intent(work.charge_key)
         if existing is not None:
-            return psp.client().charge(work, look_up_first=True, generation=generation)
+            return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer)
         generation = tables.retire_key(work.charge_key, generation, clock.iso())
         logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
-        return psp.client().charge(work, generation=generation)
+        return psp.client().charge(work, generation=generation, customer=customer)
+
+
+def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -> tuple[str, psp.ChargeResult | None]:
+    """The Customer of the checkout with its PaymentMethod attached, so each currency's PaymentIntent may use it
+    (docs/decisions.md 2026-12-04). The charges of the checkout's currencies run this at once: the keys
+    customer:<checkout_id> and attach:<checkout_id> make them converge. Past the keys' lifetime the
+    PaymentMethod is looked at first. `recorded`: the Customer an earlier call of this charge attached it to
+    (stored only once attached, so a retry makes no PSP call for it). Returns the Customer, and a `failed`
+    result if Stripe declined the card while attaching it."""
+    if recorded:
+        return recorded, None
+    client = psp.client()
+    customer = client.attached_customer(work.payment_method) if psp.key_aged(work) else ""
+    if not customer:
+        customer = client.create_customer(work)
+        declined = client.attach(work, customer)
+        if declined is not None:
+            return customer, declined
+    tables.record_psp_customer(work.charge_key, customer, clock.iso())
+    return customer, None
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -86,8 +86,9 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         }
         for summary in summaries
     ]
-    charges = [charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at)
-               for currency, shares in group_orders(orders).items()]
+    grouped = group_orders(orders)
+    charges = [charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at, list(grouped))
+               for currency, shares in grouped.items()]
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             tables.create_checkout(event, orders, charges)
@@ -116,14 +117,16 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
 
 
 def charge_item(checkout_id: str, currency: str, orders: list[dict[str, Any]], payment_method: str,
-                created_at: str, due_at: str) -> dict[str, Any]:
+                created_at: str, due_at: str, checkout_currencies: list[str] | None = None) -> dict[str, Any]:
     """The charge of a checkout in one currency, as stored: its orders, their sum, and the sweeper's deadline
-    (the outbox: if the message is lost, the sweeper enqueues the charge once `due_at` passes)."""
+    (the outbox: if the message is lost, the sweeper enqueues the charge once `due_at` passes).
+    `checkout_currencies`: all of the checkout's, so the executor knows its PaymentMethod pays several charges."""
     key = charge_key(checkout_id, currency)
     total = sum((Money(o["amount_minor"], currency) for o in orders), Money.zero(currency))
     return {
         "charge_key": key, "checkout_id": checkout_id, "currency": currency, "amount_minor": total.minor,
         "payment_method": payment_method, "psp": orders[0]["psp"],
+        "checkout_currencies": checkout_currencies or [currency],
         "orders": [{"payment_order_id": o["payment_order_id"], "seller_account": o["seller_account"],
                     "amount_minor": o["amount_minor"], "psp": o["psp"]} for o in orders],
         "charge_status": OrderStatus.NOT_STARTED.value, "attempts": 0, "psp_calls": 0,

@@ -35,6 +35,9 @@ class ChargeWork(BaseModel):
     first_attempt_at: str = ""
     # Set on a re-drive when the PSP already knows the charge: the executor then reads its current state.
     psp_reference: str = ""
+    # Every currency of the checkout (written by the API): more than one means several PaymentIntents share the
+    # checkout's PaymentMethod. Empty on charges stored before the field existed (then: one).
+    checkout_currencies: tuple[str, ...] = ()
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
@@ -43,11 +46,16 @@ class ChargeWork(BaseModel):
             amount_minor=item["amount_minor"], payment_method=item["payment_method"], psp=item.get("psp", "stripe"),
             orders=tuple(OrderShare(**order) for order in item["orders"]), attempt=attempt,
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
+            checkout_currencies=tuple(item.get("checkout_currencies", ())),
         )
 
     @property
     def amount(self) -> Money:
         return Money(self.amount_minor, self.currency)
+
+    @property
+    def shares_payment_method(self) -> bool:
+        return len(set(self.checkout_currencies)) > 1
 
     @property
     def payment_order_ids(self) -> list[str]:

@@ -7,23 +7,32 @@ of charging again. Answers come out in three kinds:
 - anything unclear (network, 401/403 after a key rotation, 5xx whatever Stripe-Should-Retry says, 429, a key in
   flight): PspTransientError, retried; a later attempt looks the PaymentIntent up before creating anything;
 - a 500 that Stripe replays for our key: PspKeyPoisoned (the executor decides when the key may be retired).
+Amounts go out in Stripe's units and come back through functions/shared/psp_units.py. A checkout's single-use
+PaymentMethod that pays several PaymentIntents is attached to one Customer first (keys customer:/attach:<checkout_id>).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import stripe
 
-from functions.shared import clock
+from functions.shared import clock, psp_units
 from functions.shared.charges import idempotency_key
 from functions.shared.config import settings
-from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
+from functions.shared.errors import (
+    NotChargeableAtPsp,
+    PspKeyPoisoned,
+    PspOutcomeUnknown,
+    PspPermanentError,
+    PspTransientError,
+)
 from functions.shared.models import ChargeWork
-from functions.shared.money import Money
+from functions.shared.money import MoneyError
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
@@ -31,14 +40,12 @@ IDEMPOTENCY_KEY_SAFE_AGE = timedelta(hours=23)
 # Stripe's search is eventually consistent ("under a minute" normally): a miss proves nothing before this age.
 SEARCH_TRUSTED_AFTER = timedelta(minutes=5)
 
+# A Customer or attach request of the checkout's other charge in flight (409): tries, first pause.
+IN_FLIGHT_TRIES = 4
+IN_FLIGHT_PAUSE_S = 0.2
+
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 _PENDING_STATUSES = {"processing", "requires_action", "requires_confirmation", "requires_capture"}
-
-
-def _stripe_amount(money: Money) -> int:
-    """The amount in Stripe's units. Stripe takes ISK and a few others as two-decimal; the lead wires
-    functions/shared/psp_units.to_stripe_amount in here at merge (the units branch writes it)."""
-    return money.minor
 
 
 @dataclass(frozen=True)
@@ -71,21 +78,25 @@ class PspClient:
 
     # -- charges -----------------------------------------------------------------------------------
 
-    def charge(self, work: ChargeWork, *, look_up_first: bool = False, generation: int = 0) -> ChargeResult:
+    def charge(self, work: ChargeWork, *, look_up_first: bool = False, generation: int = 0,
+               customer: str = "") -> ChargeResult:
         """Create and confirm the charge's PaymentIntent, at most once.
 
         `look_up_first` (a later call for the same charge, or past the key's lifetime): an existing
         PaymentIntent of the charge is found by metadata and reported instead. Within the key's lifetime the
-        idempotency key alone makes this safe to call any number of times.
+        idempotency key alone makes this safe to call any number of times. `customer`: the Customer the
+        checkout's PaymentMethod is attached to (ensure_customer), when several charges share it.
         """
-        key_aged = bool(work.first_attempt_at) and (
-            clock.now() - clock.parse_iso(work.first_attempt_at) > IDEMPOTENCY_KEY_SAFE_AGE)
-        if look_up_first or key_aged:
+        if look_up_first or key_aged(work):
             existing = self.find_payment_intent(work.charge_key)
             if existing is not None:
-                return self._result_of(existing)
+                return self._checked(existing, work)
+        try:
+            amount = psp_units.check_chargeable(work.amount)
+        except NotChargeableAtPsp as refused:  # certain: nothing was sent to Stripe
+            return ChargeResult(FAILED, failure_code=refused.code, failure_reason=refused.message)
         params: dict[str, Any] = {
-            "amount": _stripe_amount(work.amount),
+            "amount": amount,
             "currency": work.currency.lower(),
             "payment_method": work.payment_method,
             "confirm": True,
@@ -93,6 +104,8 @@ class PspClient:
             "transfer_group": work.checkout_id,
             "metadata": {"checkout_id": work.checkout_id, "charge_key": work.charge_key},
         }
+        if customer:
+            params["customer"] = customer
         key = idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(
@@ -102,7 +115,56 @@ class PspClient:
             return self._declined(error)
         except stripe.StripeError as error:
             raise self._classify(error) from error
-        return self._result_of(intent)
+        return self._checked(intent, work)
+
+    # -- the checkout's Customer (a single-use PaymentMethod shared by several charges) -----------------
+
+    def attached_customer(self, payment_method: str) -> str:
+        """The Customer the PaymentMethod is attached to, "" if none (the look-up past the keys' lifetime)."""
+        try:
+            method = self._stripe.v1.payment_methods.retrieve(payment_method)
+        except stripe.StripeError as error:
+            raise self._classify(error, creating=False) from error
+        return _id_of(getattr(method, "customer", None))
+
+    def create_customer(self, work: ChargeWork) -> str:
+        """The checkout's Customer, once per checkout: every charge of it sends the same key and parameters."""
+        params = {"metadata": {"checkout_id": work.checkout_id}, "description": f"checkout {work.checkout_id}"}
+        created = self._in_flight_retried(lambda: self._stripe.v1.customers.create(
+            params=params, options={"idempotency_key": f"customer:{work.checkout_id}"}))  # type: ignore[arg-type]
+        return str(created.id)
+
+    def attach(self, work: ChargeWork, customer: str) -> ChargeResult | None:
+        """Attach the checkout's PaymentMethod to `customer`; None when attached (now or before), a `failed`
+        result when Stripe declines the card while attaching it (it checks the card then)."""
+        try:
+            self._in_flight_retried(lambda: self._stripe.v1.payment_methods.attach(
+                work.payment_method, params={"customer": customer},
+                options={"idempotency_key": f"attach:{work.checkout_id}"}))  # type: ignore[arg-type]
+        except stripe.CardError as error:
+            return self._declined(error)
+        except (PspTransientError, PspOutcomeUnknown):
+            raise
+        except PspPermanentError:
+            # "already attached": done if it is to this Customer (a retry past the key's lifetime)
+            if self.attached_customer(work.payment_method) != customer:
+                raise
+        return None
+
+    def _in_flight_retried(self, call: Any) -> Any:
+        """The charges of one checkout set its Customer up at the same moment, with the same keys: a 409
+        (the other's request in flight) is retried here briefly, then left to the workflow's Retry."""
+        for attempt in range(IN_FLIGHT_TRIES):
+            try:
+                return call()
+            except stripe.CardError:
+                raise
+            except stripe.StripeError as error:
+                if error.http_status == 409 and attempt < IN_FLIGHT_TRIES - 1:
+                    time.sleep(IN_FLIGHT_PAUSE_S * 2**attempt)
+                    continue
+                raise self._classify(error) from error
+        raise AssertionError("unreachable")
 
     def find_payment_intent(self, charge_key: str) -> Any | None:
         """The PaymentIntent Stripe holds for this charge, by our metadata (eventually consistent: a miss is
@@ -124,19 +186,31 @@ class PspClient:
             raise PspOutcomeUnknown(f"{len(live)} open PaymentIntents carry charge_key {charge_key}")
         return (live or intents or [None])[0]
 
-    def retrieve(self, psp_reference: str) -> ChargeResult:
+    def retrieve(self, psp_reference: str, work: ChargeWork | None = None) -> ChargeResult:
         try:
-            return self._result_of(self._stripe.v1.payment_intents.retrieve(psp_reference))
+            intent = self._stripe.v1.payment_intents.retrieve(psp_reference)
         except stripe.StripeError as error:
             raise self._classify(error, creating=False) from error
+        return self._checked(intent, work) if work is not None else self._result_of(intent)
 
     # -- mapping -----------------------------------------------------------------------------------
+
+    @classmethod
+    def _checked(cls, intent: Any, work: ChargeWork) -> ChargeResult:
+        """The PaymentIntent's outcome, once its amount (back in our units) is the charge's: a PaymentIntent of
+        the charge for another amount breaks invariant 1, and a human looks (never SUCCESS or FAILED)."""
+        try:
+            charged = psp_units.from_stripe_amount(intent.currency, intent.amount)
+        except (MoneyError, NotChargeableAtPsp) as error:
+            raise PspOutcomeUnknown(f"{intent.id}: amount {intent.amount} {intent.currency}: {error}") from error
+        if charged != work.amount:
+            raise PspOutcomeUnknown(f"{intent.id} is for {charged}, the charge {work.charge_key} for {work.amount}")
+        return cls._result_of(intent)
 
     @staticmethod
     def _result_of(intent: Any) -> ChargeResult:
         status = intent.status
-        latest = getattr(intent, "latest_charge", None) or ""
-        charge_id = latest if isinstance(latest, str) else getattr(latest, "id", "")
+        charge_id = _id_of(getattr(intent, "latest_charge", None))
         if status == "succeeded":
             return ChargeResult(SUCCEEDED, intent.id, status, charge_id=charge_id)
         if status in _PENDING_STATUSES:
@@ -181,6 +255,27 @@ class PspClient:
         if not creating:
             return PspOutcomeUnknown(message)
         return PspPermanentError(message, code=error.code or "psp_refused")
+
+
+MAGIC_TEST_PREFIX = "pm_card_"  # Stripe's test PaymentMethods: reusable without a Customer
+
+
+def needs_customer(work: ChargeWork) -> bool:
+    """A PaymentMethod from Stripe.js pays one PaymentIntent unless attached to a Customer: a checkout of several
+    currencies (a PaymentIntent each) attaches it first. The magic test tokens are reusable as they are (attaching
+    one would mint a copy), so they skip it."""
+    return work.shares_payment_method and not work.payment_method.startswith(MAGIC_TEST_PREFIX)
+
+
+def key_aged(work: ChargeWork) -> bool:
+    """Past this, Stripe may have pruned the charge's keys: look up before creating anything."""
+    return bool(work.first_attempt_at) and (
+        clock.now() - clock.parse_iso(work.first_attempt_at) > IDEMPOTENCY_KEY_SAFE_AGE)
+
+
+def _id_of(value: Any) -> str:
+    """An expandable field's id (Stripe sends the id, or the object when expanded)."""
+    return value if isinstance(value, str) else str(getattr(value, "id", "") or "")
 
 
 _lock = threading.Lock()

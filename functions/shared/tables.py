@@ -393,6 +393,11 @@ class PaymentTables:
         self._update_charge_if(key, "SET psp_reference = :ref, updated_at = :now", "attribute_exists(charge_key)",
                                {":ref": psp_reference, ":now": now})
 
+    def record_psp_customer(self, key: str, customer: str, now: str) -> None:
+        """The Customer the checkout's PaymentMethod was attached to (several currencies): later calls reuse it."""
+        self._update_charge_if(key, "SET psp_customer = :customer, updated_at = :now",
+                               "attribute_exists(charge_key)", {":customer": customer, ":now": now})
+
     def retire_key(self, key: str, generation: int, now: str) -> int:
         """Move the charge's PSP key to the next generation (once per generation); returns the one to use."""
         moved = self._update_charge_if(
