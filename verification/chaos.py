@@ -186,7 +186,7 @@ def _identity(event: Any) -> str:
     return str(event)[:200]
 
 
-PSP_CALLS = ("charge", "retrieve", "find_payment_intent")  # the adapter's methods that reach the PSP
+PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer")  # reach the PSP
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from typing import Any
 
 import stripe
 
-from functions.shared import clock, psp_units
+from functions.shared import aws, clock, psp_units
 from functions.shared.charges import idempotency_key
 from functions.shared.config import settings
 from functions.shared.errors import (
@@ -283,17 +283,30 @@ _client: PspClient | None = None
 _force_fetch = False
 
 
+_ssm_provider: tuple[Any, Any] | None = None  # (the ssm client it was built on, the provider)
+
+
+def _ssm() -> Any:
+    """Powertools' SSM provider on the process's own ssm client (functions/shared/aws.py), so that it follows
+    that client: Powertools' default provider keeps the first client it made, endpoint included, for the life of
+    the process."""
+    global _ssm_provider
+    ssm = aws.client("ssm")
+    if _ssm_provider is None or _ssm_provider[0] is not ssm:
+        from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+        _ssm_provider = (ssm, SSMProvider(boto3_client=ssm))
+    return _ssm_provider[1]
+
+
 def _api_key() -> str:
     """The key, from SSM through Powertools' cache (max_age): a rotated key is seen within five minutes, or
     at once after a 401/403 (reset_client forces the next fetch)."""
     global _force_fetch
     config = settings()
     if config.psp_api_key_parameter:
-        from aws_lambda_powertools.utilities import parameters
-
         force, _force_fetch = _force_fetch, False
-        return str(parameters.get_parameter(config.psp_api_key_parameter, decrypt=True, max_age=300,
-                                            force_fetch=force))
+        return str(_ssm().get(config.psp_api_key_parameter, decrypt=True, max_age=300, force_fetch=force))
     if not config.psp_api_key:
         raise RuntimeError("PSP_API_KEY_PARAMETER (deployed) or PSP_API_KEY (local) must be set")
     return config.psp_api_key

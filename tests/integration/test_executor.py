@@ -191,8 +191,6 @@ def test_the_client_is_rebuilt_when_the_configured_key_changes(sandbox, monkeypa
 
 
 def test_a_key_changed_in_ssm_is_used_once_its_cache_ages_out(sandbox, monkeypatch):
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
-
     ssm = boto3.client("ssm", region_name="us-east-1")
     ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_test_first", Type="SecureString")
     monkeypatch.setenv("PSP_API_KEY_PARAMETER", "/marketpay/stripe/secret-key")
@@ -202,7 +200,7 @@ def test_a_key_changed_in_ssm_is_used_once_its_cache_ages_out(sandbox, monkeypat
     ssm.put_parameter(Name="/marketpay/stripe/secret-key", Value="sk_test_second", Type="SecureString",
                       Overwrite=True)
     assert psp.client().api_key == "sk_test_first"  # within its five minutes, the cached value
-    DEFAULT_PROVIDERS["ssm"].clear_cache()  # what max_age=300 does five minutes later
+    psp._ssm().clear_cache()  # what max_age=300 does five minutes later
     assert psp.client().api_key == "sk_test_second"
 
 
