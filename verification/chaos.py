@@ -186,7 +186,8 @@ def _identity(event: Any) -> str:
     return str(event)[:200]
 
 
-PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer")  # reach the PSP
+# The adapter's methods that reach the PSP: a kill can land right after any of them.
+PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer")
 
 
 @contextlib.contextmanager
