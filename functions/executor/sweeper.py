@@ -103,13 +103,16 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
 
 
 def _dead_letter(tables: PaymentTables, charge: dict[str, Any], status: OrderStatus, now: datetime) -> str:
+    """The dead letter first, then the charge out of the index: a sweeper killed between the two sends it again
+    on its next run (on-call sees the charge twice; a redrive is idempotent), where the other order would leave
+    the charge out of every index with no message and no alarm."""
     key, attempts = charge["charge_key"], int(charge.get("attempts", 0))
     reason = f"{status.value} after {attempts} attempts (psp_status={charge.get('psp_status', '')})"
-    if not tables.mark_charge_dead_lettered(key, charge["due_at"], reason, clock.iso(now)):
-        return "skipped"
     queues.dead_letter(key, "sweeper", reason, attempts, {
         "checkout_id": charge["checkout_id"], "psp_reference": charge.get("psp_reference"),
         "payment_order_ids": [order["payment_order_id"] for order in charge["orders"]]})
+    if not tables.mark_charge_dead_lettered(key, charge["due_at"], reason, clock.iso(now)):
+        return "skipped"
     return "dead_lettered"
 
 

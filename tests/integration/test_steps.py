@@ -351,6 +351,33 @@ def test_sweeper_redrives_a_stuck_execution_then_dead_letters_it(aws_env, workfl
     assert sweeper.sweep()["dead_lettered"] == 0  # out of the index: one message, one alarm
 
 
+def test_a_sweeper_killed_after_the_dead_letter_sends_it_again_and_never_strands_the_charge(aws_env, workflow,
+                                                                                            monkeypatch):
+    # Given a charge past its attempts, and a sweeper that dies right after sending its dead letter
+    place("chk_k")
+    drain(aws_env["ORDERS_QUEUE_URL"])
+    starter.start_first_attempt("chk_k#USD")
+    for _ in range(4):
+        clock.advance(361)
+        assert sweeper.sweep()["redriven"] == 1
+    clock.advance(361)
+
+    def killed(*_args, **_kwargs):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PaymentTables, "mark_charge_dead_lettered", killed)
+        assert sweeper.sweep()["errors"] == 1
+    # Then the dead letter is already in the queue (an alarm fires), and the charge is still due
+    assert [json.loads(b)["charge_key"] for b in drain(aws_env["WORKFLOW_DLQ_URL"])] == ["chk_k#USD"]
+    assert "due_at" in PaymentTables.from_settings().get_charge("chk_k#USD")
+    # And the next run sends it again and takes the charge out of the index, once
+    assert sweeper.sweep()["dead_lettered"] == 1
+    assert [json.loads(b)["charge_key"] for b in drain(aws_env["WORKFLOW_DLQ_URL"])] == ["chk_k#USD"]
+    clock.advance(361)
+    assert sweeper.sweep()["dead_lettered"] == 0
+
+
 def test_one_failing_shard_does_not_stop_the_others(aws_env, workflow):
     keys = []
     for n in range(12):
