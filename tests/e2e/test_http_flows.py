@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from local.event_sources import EventSources, sqs_mappings
 from local.lambda_runtime import Invocation
 from local.stack import LocalStack
+from tests.support.waiting import wait_for
 from verification.invariants import peek_queue
 from verification.storefront import ApiClient
 
@@ -52,17 +53,6 @@ def checkout_body(checkout_id: str, card: str = "pm_card_visa",
             for n, (seller, amount, currency) in enumerate(orders)
         ],
     }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
 
 
 def wait_final(api: ApiClient, order_id: str, timeout: float = 15.0) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
-from tests.e2e.test_http_flows import checkout_body, intents_of, unique, wait_final, wait_for
+from tests.e2e.test_http_flows import checkout_body, intents_of, unique, wait_final
+from tests.support.waiting import wait_for
 from verification.storefront import ApiClient, PaymentMethods
 
 pytestmark = pytest.mark.xdist_group("e2e")

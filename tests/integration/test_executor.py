@@ -11,21 +11,8 @@ from functions.shared import clock, psp
 from functions.shared.config import reload_settings
 from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.tables import PaymentTables
-from psp_sandbox.server import start_sandbox
 from tests.integration.support import place, work_of
 from tests.support.events import FakeContext, load
-
-
-@pytest.fixture
-def sandbox(aws_env, monkeypatch):
-    server = start_sandbox(port=0)
-    monkeypatch.setenv("PSP_API_BASE", server.url)
-    monkeypatch.setenv("PSP_API_KEY", "sk_test_local")
-    reload_settings()
-    psp.reset_client()
-    yield server
-    server.stop()
-    psp.reset_client()
 
 
 def started(checkout_id="chk_1", card="pm_card_visa", **place_options):

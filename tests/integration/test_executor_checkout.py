@@ -14,11 +14,9 @@ from functions.executor import handler as executor
 from functions.ledger import handler as ledger_handler
 from functions.payment import finalize
 from functions.shared import clock, psp
-from functions.shared.config import reload_settings
 from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.tables import PaymentTables
 from functions.wallet import handler as wallet_handler
-from psp_sandbox.server import start_sandbox
 from tests.integration.support import place, work_of
 from tests.integration.test_executor import intents_of
 from tests.support.events import FakeContext
@@ -26,18 +24,6 @@ from verification.storefront import PaymentMethods
 
 USD_AND_EUR = (("seller_a", "12.34", "USD"), ("seller_b", "5.00", "USD"), ("seller_c", "20.00", "EUR"))
 VISA, DECLINED = "4242424242424242", "4000000000000002"
-
-
-@pytest.fixture
-def sandbox(aws_env, monkeypatch):
-    server = start_sandbox(port=0)
-    monkeypatch.setenv("PSP_API_BASE", server.url)
-    monkeypatch.setenv("PSP_API_KEY", "sk_test_local")
-    reload_settings()
-    psp.reset_client()
-    yield server
-    server.stop()
-    psp.reset_client()
 
 
 def token(server, number=VISA):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from local.moto_server import free_port
 from local.permissions import Call, Roles, Statement, allowed, calls_as_iam
 from local.stack import REPO_ROOT, LocalStack, Ports
 from psp_sandbox.settlement import BALANCE_REPORT
+from tests.support.waiting import wait_for
 from verification.storefront import ApiClient, make_checkouts
 
 TEMPLATE = REPO_ROOT / "cdk.out" / "MarketPay.template.json"
@@ -141,17 +141,6 @@ def _lambda_set(env: dict[str, str]) -> set[str]:
         "TZ", "PATH", "LANG"}
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.2)
-
-
 def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     # Given a checkout placed through the API and run to its end
     api = ApiClient(stack.api_url)
@@ -160,7 +149,7 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     status, answer, _ = api.post_checkout(checkout)
     assert status == 202, answer
     for order in checkout["payment_orders"]:
-        _wait(lambda o=order: api.get_order(o["payment_order_id"])[1].get("payment_order_status")
+        wait_for(lambda o=order: api.get_order(o["payment_order_id"])[1].get("payment_order_status")
               in ("SUCCESS", "FAILED"), 30, f"{order['payment_order_id']} final")
 
     # And the PSP's settlement file dropped where the PSP drops it, reconciled into a report
@@ -169,7 +158,7 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     s3, bucket, name = stack.client("s3"), stack.outputs["SettlementBucketName"], f"iam-{uuid.uuid4().hex[:8]}.csv"
     s3.put_object(Bucket=bucket, Key=f"incoming/stripe/{name}", Body=body, ContentType="text/csv")
     recon_failed = lambda: [i for i in stack.runtime.invocations if "Recon" in i.function_name and i.outcome != "ok"]  # noqa: E731
-    _wait(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"reports/stripe/{name}").get("KeyCount")
+    wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"reports/stripe/{name}").get("KeyCount")
           or recon_failed(), 60, "recon report")
 
     # And the sweeper's schedule run
