@@ -14,15 +14,6 @@ from verification.chaos import MUTATIONS, SearchFaults, _identity, _outcomes, _w
 API_KEY = "sk_test_chaos"
 
 
-@pytest.fixture
-def sandbox():
-    from psp_sandbox.server import start_sandbox
-
-    server = start_sandbox(port=0)
-    yield server
-    server.stop()
-
-
 def client(sandbox):
     return stripe.StripeClient(API_KEY, base_addresses={"api": sandbox.url})
 

@@ -207,23 +207,11 @@ def test_a_payment_method_is_created_as_stripe_js_sends_it_and_a_failed_answer_i
     assert refused.value.status == 402
 
 
-# -- against the real sandbox (after the merge) ----------------------------------------------------------------
-
-
-@pytest.fixture
-def sandbox():
-    from psp_sandbox.server import start_sandbox
-
-    server = start_sandbox(port=0)
-    yield server
-    server.stop()
+# -- against the real sandbox --------------------------------------------------------------------------------
 
 
 def test_payment_methods_against_the_sandbox(sandbox):
-    from psp_sandbox.api import StripeApi
 
-    if not hasattr(StripeApi, "create_payment_method"):
-        pytest.skip("the sandbox has no POST /v1/payment_methods yet (sandbox branch); re-run after the merge")
     token = PaymentMethods(sandbox.url).create(SUCCEEDING_NUMBERS[0])
     client = stripe.StripeClient("sk_test_chaos", base_addresses={"api": sandbox.url})
     charge = {"amount": 1250, "currency": "usd", "payment_method": token, "confirm": True,
