@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock, psp
-from functions.shared.errors import PspKeyPoisoned, PspTransientError
+from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.models import ChargeWork
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
@@ -44,17 +44,29 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
     try:
         return psp.client().charge(work, look_up_first=look_up_first, generation=generation, customer=customer)
     except PspKeyPoisoned:
-        # Stripe replays the 500 it stored for this key, for 24 h. Only a look-up that can be trusted (search
-        # settles within minutes) may prove that no PaymentIntent exists; then the next key is used, once.
-        first = clock.parse_iso(work.first_attempt_at or before.get("first_attempt_at") or clock.iso())
-        if clock.now() - first < psp.SEARCH_TRUSTED_AFTER:
-            raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later") from None
-        existing = psp.client().find_payment_intent(work.charge_key)
-        if existing is not None:
-            return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer)
-        generation = tables.retire_key(work.charge_key, generation, clock.iso())
-        logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
-        return psp.client().charge(work, generation=generation, customer=customer)
+        return _after_poisoned_key(work, tables, generation, customer)
+    except PspPermanentError as refused:
+        if look_up_first or generation:
+            # A refusal of a later create is no proof: an earlier call may have charged (the single-use token
+            # it spent is then what this create is refused for). Only a decline, or a look-up, decides.
+            raise PspOutcomeUnknown(f"{work.charge_key}: a retried create was refused: {refused}") from refused
+        raise
+
+
+def _after_poisoned_key(work: ChargeWork, tables: PaymentTables, generation: int, customer: str
+                        ) -> psp.ChargeResult:
+    """Stripe replays the 500 it stored for this key, for 24 h. Only a look-up that can be trusted may prove that
+    no PaymentIntent exists; then the next key is used, once. Search settles within minutes of a creation, and a
+    PaymentIntent this key made was created before the replay was first seen: so the wait is counted from then,
+    not from the charge's first attempt (which may be long before the poisoned create)."""
+    poisoned_at = clock.parse_iso(tables.note_key_poisoned(work.charge_key, generation, clock.iso()))
+    if clock.now() - poisoned_at < psp.SEARCH_TRUSTED_AFTER:
+        raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later")
+    if psp.client().find_payment_intent(work.charge_key) is not None:
+        return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer)
+    generation = tables.retire_key(work.charge_key, generation, clock.iso())
+    logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
+    return psp.client().charge(work, generation=generation, customer=customer)
 
 
 def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -> tuple[str, psp.ChargeResult | None]:

@@ -398,6 +398,16 @@ class PaymentTables:
         self._update_charge_if(key, "SET psp_customer = :customer, updated_at = :now",
                                "attribute_exists(charge_key)", {":customer": customer, ":now": now})
 
+    def note_key_poisoned(self, key: str, generation: int, now: str) -> str:
+        """When the PSP was first seen replaying a stored 500 for this generation's key; the first call records
+        it, every later one reads it back. A PaymentIntent that key made was created before that moment."""
+        field = f"key_poisoned_at_g{generation}"
+        answer = self._update_charge_if(key, f"SET {field} = if_not_exists({field}, :now)",
+                                        "attribute_exists(charge_key)", {":now": now}, returns="ALL_NEW")
+        if answer is None:
+            raise KeyError(f"no charge {key}")
+        return str(answer[field])
+
     def retire_key(self, key: str, generation: int, now: str) -> int:
         """Move the charge's PSP key to the next generation (once per generation); returns the one to use."""
         moved = self._update_charge_if(

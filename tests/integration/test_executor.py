@@ -150,6 +150,36 @@ def test_a_stored_500_is_retried_then_the_key_is_retired_once_a_look_up_proves_n
     assert len(intents_of(sandbox, "chk_1")) == 1
 
 
+def test_the_wait_before_trusting_a_search_counts_from_the_poisoned_create_not_the_first_attempt(sandbox):
+    # Given a charge whose first attempt was half an hour ago (earlier attempts died before creating anything)
+    work = started()
+    clock.advance(30 * 60)
+    # When its create now gets a 500 that Stripe stores and replays for the key
+    sandbox.faults.push("http_500", match={"idempotency_key": "charge:chk_1:USD"}, stored=True)
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    # Then the replay seconds later is "try again later", not a search trusted at once and a new key: a
+    # PaymentIntent made by the poisoned create would not be searchable yet, and a new key would charge twice
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    assert "key_generation" not in PaymentTables.from_settings().get_charge("chk_1#USD")
+    clock.advance(psp.SEARCH_TRUSTED_AFTER.total_seconds() + 1)
+    assert executor.execute(work).outcome == "succeeded"
+    assert [c["idempotency_key"] for c in intents_of(sandbox, "chk_1")] == ["charge:chk_1:USD:g1"]
+
+
+def test_a_create_refused_after_an_earlier_call_is_unknown_never_failed(sandbox):
+    # Given a first call that never got an answer (it may have charged, spending a single-use token)
+    sandbox.faults.push("connection_reset", match={"idempotency_key": "charge:chk_1:USD"})
+    work = started(card="pm_card_doesNotExist")
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    # When the retry's create is refused (as a spent token would be)
+    # Then the outcome is unknown (dead letter, a human looks), never a FAILED order that might have been paid
+    with pytest.raises(PspOutcomeUnknown):
+        executor.execute(work)
+
+
 def test_a_rotated_key_is_an_unclear_answer_and_the_next_try_reads_the_new_key(sandbox, monkeypatch):
     # Given the key in SSM was revoked (401 at the PSP), then replaced by on-call
     ssm = boto3.client("ssm", region_name="us-east-1")
