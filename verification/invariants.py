@@ -143,7 +143,9 @@ def _outcome_follows_the_card(snap: Snapshot) -> list[str]:
 
 
 def _all_final_or_dead_lettered(snap: Snapshot) -> list[str]:
+    # A charge's dead letter names all its orders (`payment_order_ids`); older shapes name one.
     dead = {d.get("payment_order_id") for d in snap.dead_letters}
+    dead.update(order_id for d in snap.dead_letters for order_id in d.get("payment_order_ids") or ())
     by_id = {o["payment_order_id"]: o for o in snap.orders}
     violations = []
     for order_id in snap.accepted_order_ids or list(by_id):

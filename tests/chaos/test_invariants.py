@@ -124,3 +124,14 @@ def test_a_failed_attempt_before_the_charge_that_succeeded_is_not_a_second_charg
 def test_without_the_cards_the_outcome_check_is_left_out():
     snap = mutate(lambda s: s.card_succeeds.clear() or s.card_succeeds.update(chk_9=True))
     assert violations(snap) == {}
+
+
+def test_an_open_order_whose_charge_is_dead_lettered_is_accounted_for():
+    # Given an order still EXECUTING whose charge sits in the dead-letter queue (its message names all its orders)
+    def stuck(s):
+        s.orders.append(order("po_5", "chk_3", "s1", 100, "USD", "EXECUTING"))
+        s.accepted_order_ids.append("po_5")
+    snap = mutate(stuck)
+    assert 2 in violations(snap)  # in no queue: a violation
+    snap.dead_letters.append({"charge_key": "chk_3#USD", "step": "sweeper", "payment_order_ids": ["po_5"]})
+    assert 2 not in violations(snap)  # dead-lettered with an alarm: allowed
