@@ -189,26 +189,8 @@ class PaymentTables:
                 }
             }
         ]
-        items += [
-            {
-                "Put": {
-                    "TableName": self.orders_table,
-                    "Item": to_item(order),
-                    "ConditionExpression": "attribute_not_exists(payment_order_id)",
-                }
-            }
-            for order in orders
-        ]
-        items += [
-            {
-                "Put": {
-                    "TableName": self.charges_table,
-                    "Item": to_item(charge),
-                    "ConditionExpression": "attribute_not_exists(charge_key)",
-                }
-            }
-            for charge in charges
-        ]
+        items += [_put_new(self.orders_table, order, "payment_order_id") for order in orders]
+        items += [_put_new(self.charges_table, charge, "charge_key") for charge in charges]
         try:
             self._db.transact_write_items(TransactItems=items)
         except ClientError as error:
@@ -608,6 +590,11 @@ class LedgerTable:
 
     def scan(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         yield from _scan(self._db, self.table, attributes)
+
+
+def _put_new(table: str, item: dict[str, Any], key: str) -> dict[str, Any]:
+    """A transaction's Put of an item that must not exist yet."""
+    return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": f"attribute_not_exists({key})"}}
 
 
 def _projection(attributes: Sequence[str] | None) -> dict[str, Any]:

@@ -36,21 +36,11 @@ class Tables(Construct):
         self.payment_orders = table(names.PAYMENT_ORDERS, "payment_order_id")
         # Sparse index of the open orders (not final, not dead-lettered): watchers and on-call read it; the
         # sweeper reads the charges' index below.
-        self.payment_orders.add_global_secondary_index(
-            index_name=names.SWEEP_INDEX,
-            partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
-            sort_key=dynamodb.Attribute(name="due_at", type=_S),
-            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
-        )
+        _add_sweep_index(self.payment_orders)
         # One item per checkout and currency: the PSP charge its orders share (functions/shared/charges.py).
         self.charges = table(names.CHARGES, "charge_key")
         # Sparse index: only charges that are not final carry sweep_shard/due_at, so the sweeper reads only those.
-        self.charges.add_global_secondary_index(
-            index_name=names.SWEEP_INDEX,
-            partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
-            sort_key=dynamodb.Attribute(name="due_at", type=_S),
-            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
-        )
+        _add_sweep_index(self.charges)
         # Reconciliation reads a file's window by creation hour, in shards so a busy hour is not one hot
         # partition (functions/shared/tables.created_bucket), and resolves rows by the PSP's reference.
         self.payment_orders.add_global_secondary_index(
@@ -84,3 +74,13 @@ class Tables(Construct):
             names.RECON: self.recon,
             names.CHARGES: self.charges,
         }
+
+
+def _add_sweep_index(table: dynamodb.Table) -> None:
+    """Sparse, keys only: only items that carry sweep_shard and due_at (the open ones) are in it."""
+    table.add_global_secondary_index(
+        index_name=names.SWEEP_INDEX,
+        partition_key=dynamodb.Attribute(name="sweep_shard", type=_S),
+        sort_key=dynamodb.Attribute(name="due_at", type=_S),
+        projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+    )
