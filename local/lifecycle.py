@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -38,19 +39,21 @@ class PortTaken(OSError):
 def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """Within the block, SIGTERM, SIGINT and SIGHUP raise StopRequested once; the handlers are restored after.
 
-    Later signals are ignored so that they cannot interrupt the clean-up; the watchdog armed by the first
-    one exits the process with 128+signum if the clean-up has not finished `grace_s` seconds later.
+    Later signals are ignored so that they cannot interrupt the clean-up; a watchdog thread, started here and
+    not in the handler, exits the process with 128+signum if the clean-up has not finished `grace_s` seconds
+    after the first.
     """
-    state = {"signalled": False}
+    state: dict[str, int] = {}
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        if state["signalled"]:
+        # No lock here, not even one inside threading (starting a thread takes one): only a dict write.
+        if state:
             return
-        state["signalled"] = True
-        _arm_watchdog(signum, grace_s)
+        state["signum"] = signum
         raise StopRequested(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    threading.Thread(target=_watchdog, args=(state, grace_s), name="stop-watchdog", daemon=True).start()
     try:
         yield
     finally:
@@ -58,14 +61,13 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _arm_watchdog(signum: int, grace_s: float) -> None:
-    def expire() -> None:
-        print(f"stop took longer than {grace_s:.0f} s: exiting now", file=sys.stderr, flush=True)
-        os._exit(128 + signum)
-
-    timer = threading.Timer(grace_s, expire)
-    timer.daemon = True
-    timer.start()
+def _watchdog(state: dict[str, int], grace_s: float) -> None:
+    """Started before any signal: waits for the handler's note, then gives the clean-up `grace_s` seconds."""
+    while not state:
+        time.sleep(0.1)
+    time.sleep(grace_s)
+    print(f"stop took longer than {grace_s:.0f} s: exiting now", file=sys.stderr, flush=True)
+    os._exit(128 + state["signum"])
 
 
 def run_stoppable(main: Callable[[], int | None]) -> int:
