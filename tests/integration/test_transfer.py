@@ -343,7 +343,7 @@ def test_a_transfer_of_the_order_for_another_amount_is_dead_lettered_for_a_human
     payout = PayoutsTable.from_settings().begin_transfer(order_id, clock.iso(), clock.iso())
     psp.client()._stripe.v1.transfers.create(params={
         "amount": 999, "currency": "usd", "destination": account, "transfer_group": "chk_t1",
-        "metadata": {"payment_order_id": order_id}})
+        "source_transaction": payout["charge_id"], "metadata": {"payment_order_id": order_id}})
     clock.advance(24 * 3600)
     assert psp.transfer_key_aged(payout | {"first_transfer_at": payout["first_transfer_at"]})
 
