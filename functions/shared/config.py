@@ -34,9 +34,10 @@ class Settings(BaseModel):
     enqueue_grace_s: int = 60
     max_attempts: int = 5
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
-    # Transfer Lambda's 30 s timeout and PayoutsQueue's visibility), and attempts before its dead letter.
+    # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
+    # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.
     transfer_deadline_s: int = 300
-    max_transfer_attempts: int = 20
+    max_transfer_attempts: int = 30
     # Shards of the charges' sweep index. Only ever raised: a shard is hash % count, so the shards of a smaller
     # count are a subset of a larger one's and charges written before a raise are still read (decisions.md).
     sweep_shards: int = 32
