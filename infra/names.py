@@ -45,7 +45,7 @@ REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement r
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
 TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
 AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account
-STATEMENT_INDEX = "statement"  # on Wallet: a seller shard's movements by time (statements)
+WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard and time (statements)
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"

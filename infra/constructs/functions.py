@@ -254,7 +254,7 @@ class Functions(Construct):
         self._table(self.payment_api, t.payouts, READ + WRITE)
         self._index(self.payment_api, t.payouts, names.AWAITING_INDEX)
         self._table(self.payment_api, t.wallet, READ)
-        self._index(self.payment_api, t.wallet, names.STATEMENT_INDEX)
+        self._index(self.payment_api, t.wallet, names.WALLET_STATEMENT_INDEX)
         # Finalize stores each SUCCESS order's HELD pay-out (put if new), with its seller's auto-release delay.
         self._table(self.finalize, t.payouts, ["dynamodb:PutItem"])
         self._table(self.finalize, t.sellers, READ)

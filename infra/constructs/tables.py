@@ -55,9 +55,10 @@ class Tables(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.wallet = table(names.WALLET, "account_id", "sk")
-        # Sparse: only movement items carry statement_key (a seller's shard); statements read them by time.
+        # Only movement items carry statement_key (`<seller>#<shard>`): a seller's statement is one query per shard.
+        # ALL: a statement line needs the whole movement, and a movement is written once.
         self.wallet.add_global_secondary_index(
-            index_name=names.STATEMENT_INDEX,
+            index_name=names.WALLET_STATEMENT_INDEX,
             partition_key=dynamodb.Attribute(name="statement_key", type=_S),
             sort_key=dynamodb.Attribute(name="created_at", type=_S),
             projection_type=dynamodb.ProjectionType.ALL,

@@ -152,11 +152,15 @@ def test_payouts_have_the_sparse_sweep_transferred_and_awaiting_indexes(synth):
     assert (tables.TRANSFERRED_INDEX, tables.AWAITING_INDEX) == (names.TRANSFERRED_INDEX, names.AWAITING_INDEX)
 
 
-def test_wallet_has_the_statement_index_with_whole_movements(synth):
-    indexes = _indexes(synth.props(table_id(synth, names.WALLET)))
-    assert indexes == {names.STATEMENT_INDEX: ("statement_key", "created_at", "ALL")}
-    assert moto_tables.TABLE_KEYS["Wallet"]["gsi"] == {names.STATEMENT_INDEX: ("statement_key", "created_at")}
-    assert moto_tables.TABLE_KEYS["Wallet"]["all"] == {names.STATEMENT_INDEX}
+def test_wallet_has_the_statement_index_of_movements_by_shard_and_time(synth):
+    props = synth.props(table_id(synth, names.WALLET))
+    assert names.WALLET_STATEMENT_INDEX == tables.WALLET_STATEMENT_INDEX
+    assert props["GlobalSecondaryIndexes"] == [{
+        "IndexName": names.WALLET_STATEMENT_INDEX, "Projection": {"ProjectionType": "ALL"},
+        "KeySchema": [{"AttributeName": "statement_key", "KeyType": "HASH"},
+                      {"AttributeName": "created_at", "KeyType": "RANGE"}]}]
+    assert moto_tables.TABLE_KEYS["Wallet"]["gsi"] == {names.WALLET_STATEMENT_INDEX: ("statement_key", "created_at")}
+    assert moto_tables.TABLE_KEYS["Wallet"]["projection"] == {names.WALLET_STATEMENT_INDEX: "ALL"}
 
 
 # --- queues -------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                               "psp_reference": ("psp_reference", None)}},
     "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at")}},
     "Wallet": {"hash": "account_id", "range": "sk", "gsi": {"statement": ("statement_key", "created_at")},
-               "all": {"statement"}},
+               "projection": {"statement": "ALL"}},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
     "Sellers": {"hash": "seller_account"},
@@ -46,7 +46,7 @@ def create_table(logical: str, name: str) -> str:
         if range_key:
             attributes[range_key] = "S"
             schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        projection = "ALL" if index in spec.get("all", ()) else "KEYS_ONLY"
+        projection = spec.get("projection", {}).get(index, "KEYS_ONLY")
         indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": projection}})
     kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
     boto3.client("dynamodb", region_name="us-east-1").create_table(
