@@ -7,7 +7,7 @@
 - Past max attempts: the charge leaves the sweeper's index and a dead-letter message says why (alarm).
 
 Then the payouts of the same shard (the Payouts table's sweep index), inside the same run budget:
-- HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_order).
+- HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_payout).
 - RELEASED or TRANSFERRING past due (a lost message, a transient failure, a balance short's backoff, a worker
   killed mid-way): sent to PayoutsQueue again; the Transfer worker resumes it where it stopped.
 - Waiting for the seller's connected account: the seller looked at again; sent on once it has one.
@@ -116,9 +116,11 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
     if status is PayoutStatus.HELD:
         if payout.get("auto_release_at", payout["due_at"]) > clock.iso(now):
             return "skipped"
-        from functions.payment.payouts import release_order  # the API's module: loaded only when one is due
+        from functions.payment.payouts import release_payout  # the API's release: loaded only when one is due
 
-        release_order(order_id, now)
+        if release_payout(payout, now, payouts, sellers) is None:
+            return "skipped"
+        queues.enqueue_payouts([order_id])  # if refused: it is due after the enqueue grace, and sent then
         return "payouts_released"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
         reason = f"{status.value} after {payout.get('transfer_attempts')} transfer attempts " \

@@ -3,12 +3,14 @@ and ledger moved once, whatever is delivered twice or dies between two steps; th
 refused, the seller without an account, the key past its lifetime, the Transfer of another amount."""
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from functions.executor import handler as executor
 from functions.executor import sweeper, transfer
 from functions.ledger import journal
+from functions.payment import payouts as payouts_api
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings, settings
 from functions.shared.errors import PspTransientError
@@ -30,20 +32,24 @@ def connected_account() -> str:
         "type": "express", "country": "US", "capabilities": {"transfers": {"requested": True}}}).id
 
 
-def paid_order(checkout_id="chk_t1", amount="12.34", seller=SELLER) -> str:
+def paid_order(checkout_id="chk_t1", amount="12.34", seller=SELLER, auto_release_at=None) -> str:
     """A SUCCESS order as the pay-in leaves it: charged at the sandbox, pending in wallet and ledger, a HELD
     payout naming its charge."""
     [order_id] = place(checkout_id, orders=((seller, amount, "USD"),))
     PaymentTables.from_settings().begin_charge_attempt(f"{checkout_id}#USD", 1, clock.iso(), clock.iso())
     result = executor.execute(work_of(checkout_id))
     assert result.outcome == "succeeded", result
-    PaymentTables.from_settings().finish_charge(f"{checkout_id}#USD", OrderStatus.SUCCESS, {}, clock.iso())
+    tables = PaymentTables.from_settings()
+    tables.mark_orders_executing([order_id], clock.iso())
+    tables.finish(order_id, OrderStatus.SUCCESS, {"charge_id": result.charge_id}, clock.iso())
+    tables.finish_charge(f"{checkout_id}#USD", OrderStatus.SUCCESS, {}, clock.iso())
     gross = Money.from_major(amount, "USD")
     movements.credit_pending(seller, order_id, gross, clock.iso())
     journal.record(journal.payin(order_id, seller, gross, psp.PSP_NAME))
     PayoutsTable.from_settings().create_held([{
         "payment_order_id": order_id, "seller_account": seller, "checkout_id": checkout_id, "currency": "USD",
-        "gross_minor": gross.minor, "psp": psp.PSP_NAME, "charge_id": result.charge_id, "settled_at": clock.iso()}])
+        "gross_minor": gross.minor, "psp": psp.PSP_NAME, "charge_id": result.charge_id, "settled_at": clock.iso(),
+        "auto_release_at": auto_release_at}])
     return order_id
 
 
@@ -127,6 +133,35 @@ def test_a_message_for_an_unknown_payout_fails_alone_and_stays_for_a_human(sandb
     order_id = paid_order()
     answer = transfer.handler(sqs_event([order_id, "po_missing"]), FakeContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+
+
+def test_the_storefronts_release_sends_the_payout_to_the_worker_which_transfers_it(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order()
+
+    view, first = payouts_api.release(order_id)
+
+    assert first and view.seller_net == "11.11"
+    [body] = drain(settings().payouts_queue_url)
+    assert transfer.handler(sqs_event([json.loads(body)["payment_order_id"]]), FakeContext()) == {
+        "batchItemFailures": []}
+    assert_transferred_once(sandbox, order_id, account)
+
+
+def test_a_held_payout_past_its_auto_release_is_released_by_the_sweeper_then_transferred(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order(auto_release_at=clock.iso(clock.now() + timedelta(days=3)))
+    assert sweeper.sweep()["payouts_released"] == 0
+
+    clock.advance(3 * 24 * 3600 + 1)
+    assert sweeper.sweep()["payouts_released"] == 1
+    assert sweeper.sweep()["payouts_released"] == 0  # released once
+
+    payout = PayoutsTable.from_settings().get(order_id)
+    assert payout["payout_status"] == PayoutStatus.RELEASED and payout["commission_bps"] == 1000
+    [body] = drain(settings().payouts_queue_url)
+    assert transfer.drive(json.loads(body)["payment_order_id"]) == "transferred"
+    assert_transferred_once(sandbox, order_id, account)
 
 
 # --- a crash after each step --------------------------------------------------------------------------------
