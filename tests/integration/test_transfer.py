@@ -121,6 +121,21 @@ def test_a_released_order_is_transferred_once_even_when_delivered_twice(sandbox)
     assert made.idempotency_key == f"transfer:{order_id}"
 
 
+def test_a_net_of_zero_ends_transferred_with_nothing_sent_nor_booked(sandbox):
+    registered(sandbox, commission_bps=10000)
+    order_id = paid_order()
+    released(order_id, commission_bps=10000)
+
+    assert transfer.drive(order_id) == "transferred"
+
+    payout = PayoutsTable.from_settings().get(order_id)
+    assert payout["payout_status"] == PayoutStatus.TRANSFERRED and payout["transfer_id"] == transfer.NO_TRANSFER
+    assert transfers_of(sandbox, order_id) == []
+    balances, transactions = books(order_id)
+    assert balances == {"pending_minor": 0, "available_minor": 0, "transferred_minor": 0, "owed_minor": 0}
+    assert transactions == sorted([f"payin#{order_id}", f"release#{order_id}"])
+
+
 def test_held_and_final_payouts_are_left_alone(sandbox):
     registered(sandbox)
     order_id = paid_order()
