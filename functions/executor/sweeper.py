@@ -28,7 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.executor import transfer
+from functions.executor import payout_letters
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
@@ -123,11 +123,10 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
         queues.enqueue_payouts([order_id])  # if refused: it is due after the enqueue grace, and sent then
         return "payouts_released"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
-        reason = f"{status.value} after {payout.get('transfer_attempts')} transfer attempts " \
-                 f"({payout.get('last_error', '')})"
-        return "payouts_dead_lettered" if transfer.dead_letter(payouts, payout, reason, now) != "nothing" else "skipped"
+        dead = payout_letters.out_of_attempts(payouts, payout, now) == "dead_lettered"
+        return "payouts_dead_lettered" if dead else "skipped"
     if payout.get("awaiting_seller") and not (sellers.get(payout["seller_account"]) or {}).get("psp_account_id"):
-        payouts.await_seller(order_id, payout["seller_account"], clock.iso(now + transfer.AWAIT_SELLER),
+        payouts.await_seller(order_id, payout["seller_account"], clock.iso(now + payout_letters.AWAIT_SELLER),
                              clock.iso(now))
         return "payouts_awaiting"
     # Not sent again before the deadline: the worker's own begin_transfer pushes it further on.

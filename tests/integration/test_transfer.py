@@ -3,12 +3,15 @@ and ledger moved once, whatever is delivered twice or dies between two steps; th
 refused, the seller without an account, the key past its lifetime, the Transfer of another amount."""
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from functions.executor import handler as executor
-from functions.executor import sweeper, transfer
+from functions.executor import payout_letters, sweeper, transfer
 from functions.ledger import journal
 from functions.payment import payouts as payouts_api
 from functions.shared import clock, psp
@@ -348,7 +351,7 @@ def test_a_seller_without_an_account_waits_then_is_transferred_once_registered(s
     balances, _ = books(order_id)
     assert balances["available_minor"] == 1234 and transfers_of(sandbox, order_id) == []
 
-    clock.advance(transfer.AWAIT_SELLER.total_seconds() + 1)
+    clock.advance(payout_letters.AWAIT_SELLER.total_seconds() + 1)
     assert sweeper.sweep()["payouts_awaiting"] == 1  # looked at again: still no account, nothing sent
     assert drain(settings().payouts_queue_url) == []
 
@@ -364,7 +367,7 @@ def test_the_sweeper_sends_an_awaiting_payout_on_once_its_seller_has_an_account(
     assert transfer.drive(order_id) == "awaiting_seller"
     account = registered(sandbox)  # registered, but the wake-up was lost
 
-    clock.advance(transfer.AWAIT_SELLER.total_seconds() + 1)
+    clock.advance(payout_letters.AWAIT_SELLER.total_seconds() + 1)
     assert sweeper.sweep()["payouts_enqueued"] == 1
     [body] = drain(settings().payouts_queue_url)
     assert transfer.drive(json.loads(body)["payment_order_id"]) == "transferred"
@@ -431,3 +434,15 @@ def test_past_max_attempts_the_payout_is_dead_lettered_once(sandbox, monkeypatch
     [letter] = map(json.loads, drain(settings().payouts_dlq_url))
     assert letter["payment_order_id"] == order_id and letter["attempts"] == 2
     assert transfers_of(sandbox, order_id) == []
+
+
+def test_the_sweeper_starts_without_stripe():
+    """The Sweeper has no psp layer: its payout pass must not import the PSP adapter."""
+    script = ("import sys\n"
+              "class NoStripe:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] == 'stripe':\n"
+              "            raise ImportError(name)\n"
+              "sys.meta_path.insert(0, NoStripe())\n"
+              "import functions.executor.sweeper\n")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
