@@ -29,6 +29,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.executor import payout_letters
+from functions.payment.payouts import release_payout, send_to_transfer
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
@@ -116,11 +117,9 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
     if status is PayoutStatus.HELD:
         if payout.get("auto_release_at", payout["due_at"]) > clock.iso(now):
             return "skipped"
-        from functions.payment.payouts import release_payout  # the API's release: loaded only when one is due
-
         if release_payout(payout, now, payouts, sellers) is None:
             return "skipped"
-        queues.enqueue_payouts([order_id])  # if refused: it is due after the enqueue grace, and sent then
+        send_to_transfer([order_id])  # if refused: it is due after the enqueue grace, and sent then
         return "payouts_released"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
         dead = payout_letters.out_of_attempts(payouts, payout, now) == "dead_lettered"
@@ -132,7 +131,7 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
     # Not sent again before the deadline: the worker's own begin_transfer pushes it further on.
     payouts.postpone(order_id, clock.iso(now + timedelta(seconds=settings().transfer_deadline_s)), clock.iso(now),
                      str(payout.get("last_error", "")))
-    if queues.enqueue_payouts([order_id]):
+    if send_to_transfer([order_id]):
         raise RuntimeError(f"the payouts queue refused {order_id}")
     return "payouts_enqueued"
 
