@@ -5,6 +5,7 @@ refused, the seller without an account, the key past its lifetime, the Transfer 
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -122,6 +123,26 @@ def test_a_released_order_is_transferred_once_even_when_delivered_twice(sandbox)
     assert (made.transfer_group, made.source_transaction) == ("chk_t1", charge_id)
     assert made.metadata == {"payment_order_id": order_id, "checkout_id": "chk_t1", "seller_account": SELLER}
     assert made.idempotency_key == f"transfer:{order_id}"
+
+
+def test_two_deliveries_at_once_make_one_transfer(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+
+    def deliver():
+        try:
+            return transfer.drive(order_id)
+        except PspTransientError:  # the other's request with the same key in flight (409): SQS redelivers
+            return "redelivered"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda _: deliver(), range(2)))
+    if "transferred" not in outcomes:
+        outcomes.append(transfer.drive(order_id))
+
+    assert "transferred" in outcomes
+    assert_transferred_once(sandbox, order_id, account)
 
 
 def test_a_net_of_zero_ends_transferred_with_nothing_sent_nor_booked(sandbox):
