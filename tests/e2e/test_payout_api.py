@@ -14,7 +14,7 @@ from verification.storefront import ApiClient
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
-PAID_OUT = {"RELEASED", "TRANSFERRING", "TRANSFERRED"}  # the Transfer worker may already have moved it on
+PAID_OUT = {"RELEASED", "TRANSFERRING"}  # the Transfer worker may have begun; without an account it waits
 
 
 def unique(prefix: str) -> str:
@@ -50,7 +50,8 @@ def test_register_and_read_a_seller(api):
 
 def test_release_is_202_then_200_and_the_order_shows_its_payout(api):
     seller = unique("seller")
-    api.request("PUT", f"/v1/sellers/{seller}", {"psp_account_id": "acct_1Test", "commission_bps": 1250})
+    # no connected account: the pay-out waits for one (money available), whatever the worker does meanwhile
+    assert api.request("PUT", f"/v1/sellers/{seller}", {"commission_bps": 1250})[0] == 200
     order_id = settled(api, seller)
     assert api.get_order(order_id)[1]["payout_status"] == "HELD"
     status, first, _ = api.request("POST", f"/v1/payments/{order_id}/release")
