@@ -460,3 +460,18 @@ def test_seeded_faults_on_the_transfers_path_only(client, sandbox):
     assert client.v1.accounts.retrieve(account.id).id == account.id
     assert sandbox.transfers() == []
     assert sandbox.faults.stats()["injected"] == {"http_503": 1}
+
+
+def test_a_bypass_pending_charge_is_available_at_once(client, make_client):
+    account = seller(client)
+    pay(client, "pm_card_bypassPending", amount=1000)
+    assert [b.amount for b in client.v1.balance.retrieve().available] == [1000 - stripe_fee(1000)]
+    assert transfer(client, 941, account.id).amount == 941
+
+    # its number, as Stripe.js sends it, does the same
+    pm = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": "4000000000000077", "exp_month": 12, "exp_year": 2040, "cvc": "123"}}
+    )
+    pay(client, pm.id, amount=2000)
+    assert transfer(client, 2000 - stripe_fee(2000), account.id).amount == 1912
+    assert refusal(lambda: transfer(client, 1, account.id)).code == "balance_insufficient"
