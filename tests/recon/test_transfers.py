@@ -80,11 +80,13 @@ def sandbox_transfers(sandbox: SandboxServer) -> tuple[stripe.StripeClient, list
                 "metadata": {"checkout_id": "co_t", "charge_key": "co_t#USD"}},
         options={"idempotency_key": "charge:co_t:USD"})
     charge_id = intent.latest_charge if isinstance(intent.latest_charge, str) else intent.latest_charge.id
+    accounts = [client.v1.accounts.create(params={"type": "express", "capabilities": {"transfers": {
+        "requested": True}}}).id for _ in range(2)]
     transfers = [client.v1.transfers.create(
         params={"amount": amount, "currency": "usd", "destination": account, "transfer_group": "co_t",
                 "source_transaction": charge_id, "metadata": {"payment_order_id": order_id}},
         options={"idempotency_key": f"transfer:{order_id}"})
-        for order_id, amount, account in (("po_t1", 2700, "acct_1Seller"), ("po_t2", 1800, "acct_2Seller"))]
+        for order_id, amount, account in (("po_t1", 2700, accounts[0]), ("po_t2", 1800, accounts[1]))]
     return client, transfers
 
 
@@ -251,8 +253,9 @@ def test_transfers_are_read_a_batch_at_a_time_among_charges() -> None:
 
 
 def test_a_file_of_the_sandbox_matched_to_our_payouts(sandbox: SandboxServer) -> None:
-    _, transfers = sandbox_transfers(sandbox)
+    client, transfers = sandbox_transfers(sandbox)
     tr1, tr2 = transfers
+    client.v1.transfers.reversals.create(tr2.id, params={"amount": 100})
     moment = clock.iso(datetime.fromtimestamp(tr1.created, UTC))
     world = PayoutWorld(payout("po_t1", 2700, transfer_id=tr1.id, transferred_at=moment),
                         payout("po_t2", 1900, transfer_id=tr2.id, transferred_at=moment),
@@ -261,6 +264,6 @@ def test_a_file_of_the_sandbox_matched_to_our_payouts(sandbox: SandboxServer) ->
     window = Window(datetime.fromtimestamp(tr1.created, UTC) - timedelta(hours=1),
                     datetime.fromtimestamp(tr1.created, UTC) + timedelta(hours=1))
     found = {(o.category, o.payment_order_id) for o in run(world, rows, transfer_window=window)
-             if o.row_kind in ("transfer", "payout")}
+             if o.row_kind in ("transfer", "transfer_reversal", "payout")}
     assert found == {(Category.MATCHED, "po_t1"), (Category.TRANSFER_AMOUNT_MISMATCH, "po_t2"),
-                     (Category.TRANSFER_MISSING_IN_SETTLEMENT, "po_t3")}
+                     (Category.TRANSFER_MISSING_IN_SETTLEMENT, "po_t3"), (Category.STATUS_MISMATCH, "")}
