@@ -120,27 +120,25 @@ def survey(obj: SettlementObject) -> Survey:
                 rows += len(item)
                 moments = [row.occurred_at for row in item.others if type(row) is SettlementRow
                            and row.kind is RowKind.CHARGE and row.occurred_at is not None]
-                transfers += _transfer_moments(item.others)
+                transfers += [row.occurred_at for row in item.others if type(row) is SettlementRow
+                              and row.kind is RowKind.TRANSFER and row.occurred_at is not None]
                 if item.span:
                     moments += [datetime.fromtimestamp(second, UTC) for second in item.span]
             else:
                 rows += 1
                 moments = [item.occurred_at] if type(item) is SettlementRow and item.kind is RowKind.CHARGE \
                     and item.occurred_at is not None else []
-                transfers += _transfer_moments((item,))
+                if not moments and type(item) is SettlementRow and item.kind is RowKind.TRANSFER \
+                        and item.occurred_at is not None:
+                    transfers.append(item.occurred_at)
             for moment in moments:
                 earliest = moment if earliest is None or moment < earliest else earliest
                 latest = moment if latest is None or moment > latest else latest
-            if len(transfers) > 1:
+            if len(transfers) > 2:
                 transfers = [min(transfers), max(transfers)]
     every = [*transfers, *(moment for moment in (earliest, latest) if moment is not None)]
     activity = (min(every), max(every)) if every else None
     return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""), activity)
-
-
-def _transfer_moments(rows: Any) -> list[datetime]:
-    return [row.occurred_at for row in rows if type(row) is SettlementRow and row.kind is RowKind.TRANSFER
-            and row.occurred_at is not None]
 
 
 def quarantine(obj: SettlementObject, reason: str) -> None:
