@@ -295,15 +295,18 @@ def _random_key(original: Any, hit: Callable[[], None]) -> Any:
 
 
 def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
-    from functions.shared.tables import WalletTable, to_item
+    from functions.shared.tables import WALLET_BUCKETS, WalletTable, to_item, wallet_shard
 
-    def apply_movement(self: WalletTable, account_id: str, kind: str, reference: str, currency: str,
-                       pending_delta: int, available_delta: int, now: str) -> bool:
+    def apply_movement(self: WalletTable, seller_account: str, kind: str, reference: str, currency: str, *,
+                       now: str, details: dict[str, Any] | None = None, **deltas: int) -> bool:
         hit()
+        shard = wallet_shard((details or {}).get("payment_order_id") or reference)
         self._db.update_item(
-            TableName=self.table, Key=to_item({"account_id": account_id, "sk": f"BALANCE#{currency}"}),
-            UpdateExpression="ADD pending_minor :p, available_minor :a SET currency = :c",
-            ExpressionAttributeValues=to_item({":p": pending_delta, ":a": available_delta, ":c": currency}))
+            TableName=self.table, Key=to_item({"account_id": f"{seller_account}#{shard}", "sk": f"BALANCE#{currency}"}),
+            UpdateExpression="ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
+                             + " SET currency = :c, seller_account = :s",
+            ExpressionAttributeValues=to_item({**{f":{b}": deltas.get(b, 0) for b in WALLET_BUCKETS},
+                                               ":c": currency, ":s": seller_account}))
         return True
     return apply_movement
 

@@ -169,14 +169,18 @@ def status_table(orders: list[dict[str, Any]], own: set[str]) -> Table:
 
 
 def wallet_table(wallet: list[dict[str, Any]]) -> Table:
+    """Each seller's balance per currency, summed over its shards (functions/shared/tables.WalletTable)."""
     table = Table(title="Seller balances (Wallet)")
-    for name, justify in (("seller", "left"), ("currency", "left"), ("pending", "right"), ("available", "right")):
+    buckets = ("pending", "available", "transferred")
+    for name, justify in (("seller", "left"), ("currency", "left"), *((b, "right") for b in buckets)):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for item in sorted((w for w in wallet if w["sk"].startswith("BALANCE#")),
-                       key=lambda w: (w["account_id"], w["currency"])):
-        currency = item["currency"]
-        table.add_row(item["account_id"], currency, Money(int(item.get("pending_minor", 0)), currency).to_major(),
-                      Money(int(item.get("available_minor", 0)), currency).to_major())
+    totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(buckets, 0))
+    for item in wallet:
+        if item["sk"].startswith("BALANCE#"):
+            for bucket in buckets:
+                totals[(item["seller_account"], item["currency"])][bucket] += int(item.get(f"{bucket}_minor", 0))
+    for (seller, currency), minor in sorted(totals.items()):
+        table.add_row(seller, currency, *(Money(minor[b], currency).to_major() for b in buckets))
     return table
 
 

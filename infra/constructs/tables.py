@@ -55,6 +55,14 @@ class Tables(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.wallet = table(names.WALLET, "account_id", "sk")
+        # Only movement items carry statement_key (`<seller>#<shard>`): a seller's statement is one query per shard.
+        # ALL: a statement line needs the whole movement, and a movement is written once.
+        self.wallet.add_global_secondary_index(
+            index_name=names.WALLET_STATEMENT_INDEX,
+            partition_key=dynamodb.Attribute(name="statement_key", type=_S),
+            sort_key=dynamodb.Attribute(name="created_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
         self.ledger = table(names.LEDGER, "transaction_id")
         # Sparse: only a transaction that records a PSP object of an order under the PSP's own id (a refund)
         # names its order, so reconciliation finds an order's refunds without reading the whole ledger.
@@ -64,6 +72,22 @@ class Tables(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.recon = table(names.RECON, "pk", "sk")
+        self.sellers = table(names.SELLERS, "seller_account")
+        # One pay-out per SUCCESS order. Sparse indexes: the sweeper's (only while something is due), recon's
+        # window of our transfers (only once transferred), and the pay-outs waiting for a seller's account.
+        self.payouts = table(names.PAYOUTS, "payment_order_id")
+        _add_sweep_index(self.payouts)
+        self.payouts.add_global_secondary_index(
+            index_name=names.TRANSFERRED_INDEX,
+            partition_key=dynamodb.Attribute(name="transferred_bucket", type=_S),
+            sort_key=dynamodb.Attribute(name="transferred_at", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.payouts.add_global_secondary_index(
+            index_name=names.AWAITING_INDEX,
+            partition_key=dynamodb.Attribute(name="awaiting_seller", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
 
     def by_name(self) -> dict[str, dynamodb.Table]:
         return {
@@ -73,6 +97,8 @@ class Tables(Construct):
             names.LEDGER: self.ledger,
             names.RECON: self.recon,
             names.CHARGES: self.charges,
+            names.SELLERS: self.sellers,
+            names.PAYOUTS: self.payouts,
         }
 
 

@@ -30,12 +30,32 @@ def charge(charge_id, intent, checkout_id, minor, currency, status="succeeded"):
 def payin(order_id, seller, minor, currency):
     return {"transaction_id": f"payin#{order_id}", "kind": "payin", "reference": order_id, "entries": [
         {"account": "psp_receivable:stripe", "amount_minor": minor, "currency": currency},
-        {"account": f"seller_payable:{seller}", "amount_minor": -minor, "currency": currency}]}
+        {"account": f"seller_pending:{seller}", "amount_minor": -minor, "currency": currency}]}
+
+
+def release(order_id, seller, minor, commission, currency):
+    return {"transaction_id": f"release#{order_id}", "kind": "release", "reference": order_id, "entries": [
+        {"account": f"seller_pending:{seller}", "amount_minor": minor, "currency": currency},
+        {"account": f"seller_available:{seller}", "amount_minor": commission - minor, "currency": currency},
+        {"account": "platform_revenue", "amount_minor": -commission, "currency": currency}]}
+
+
+def transfer(order_id, seller, net, currency):
+    return {"transaction_id": f"transfer#{order_id}", "kind": "transfer", "reference": order_id, "entries": [
+        {"account": f"seller_available:{seller}", "amount_minor": net, "currency": currency},
+        {"account": "psp_receivable:stripe", "amount_minor": -net, "currency": currency}]}
+
+
+def balance(seller, shard, currency, pending=0, available=0, transferred=0):
+    return {"account_id": f"{seller}#{shard}", "sk": f"BALANCE#{currency}", "seller_account": seller,
+            "currency": currency, "pending_minor": pending, "available_minor": available,
+            "transferred_minor": transferred, "owed_minor": 0}
 
 
 def consistent():
     """chk_1: two sellers in USD (one charge of 12.50) and one in EUR (one charge of 8.00), all SUCCESS;
-    chk_2: one USD order, its card declined (a failed charge), FAILED."""
+    chk_2: one USD order, its card declined (a failed charge), FAILED. po_2 is released (50 commission) and
+    transferred; po_5 (s2) only released. Wallets are spread over shards."""
     return Snapshot(
         orders=[
             order("po_1", "chk_1", "s1", 1000, "USD", "SUCCESS", ("pi_1", "ch_1")),
@@ -43,11 +63,10 @@ def consistent():
             order("po_3", "chk_1", "s1", 800, "EUR", "SUCCESS", ("pi_2", "ch_2")),
             order("po_4", "chk_2", "s2", 700, "USD", "FAILED"),
         ],
-        ledger=[payin("po_1", "s1", 1000, "USD"), payin("po_2", "s2", 250, "USD"), payin("po_3", "s1", 800, "EUR")],
-        wallet=[{"account_id": "s1", "sk": "BALANCE#USD", "currency": "USD", "pending_minor": 1000},
-                {"account_id": "s2", "sk": "BALANCE#USD", "currency": "USD", "pending_minor": 250},
-                {"account_id": "s1", "sk": "BALANCE#EUR", "currency": "EUR", "pending_minor": 800,
-                 "available_minor": 0}],
+        ledger=[payin("po_1", "s1", 1000, "USD"), payin("po_2", "s2", 250, "USD"), payin("po_3", "s1", 800, "EUR"),
+                release("po_2", "s2", 250, 50, "USD"), transfer("po_2", "s2", 200, "USD")],
+        wallet=[balance("s1", 3, "USD", pending=1000), balance("s2", 7, "USD", transferred=200),
+                balance("s1", 3, "EUR", pending=300), balance("s1", 30, "EUR", pending=500)],
         psp_charges=[charge("ch_1", "pi_1", "chk_1", 1250, "USD"), charge("ch_2", "pi_2", "chk_1", 800, "EUR"),
                      charge("ch_3", "pi_3", "chk_2", 700, "USD", status="failed")],
         observed_statuses={"po_1": ["NOT_STARTED", "EXECUTING", "SUCCESS"]},
@@ -102,8 +121,12 @@ def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
      or s.accepted_order_ids.append("po_5"), 2),
     (lambda s: s.ledger[0]["entries"][1].update(amount_minor=-999), 3),
     (lambda s: s.wallet[0].update(pending_minor=2000), 4),
+    (lambda s: s.wallet[3].update(pending_minor=499), 4),  # one shard of several off
+    (lambda s: s.wallet[1].update(available_minor=200, transferred_minor=0), 4),  # the right total, wrong bucket
+    (lambda s: s.ledger.pop(), 4),  # a transfer in the wallet, not in the ledger
+    (lambda s: s.ledger.append(transfer("po_1", "s1", 10, "USD")), 4),  # a transfer the wallet lacks
     (lambda s: s.ledger.append({**s.ledger[0], "transaction_id": "payin#po_1b"}), 4),
-    (lambda s: s.ledger.append(payin("po_4", "s2", 700, "USD")) or s.wallet[1].update(pending_minor=950), 4),
+    (lambda s: s.ledger.append(payin("po_4", "s2", 700, "USD")) or s.wallet[1].update(pending_minor=700), 4),
     (lambda s: s.observed_statuses.update(po_1=["SUCCESS", "EXECUTING"]), 5),
     (lambda s: s.replays.append({"kind": "same", "checkout_id": "c", "first_status": 202, "second_status": 202,
                                  "first_body": {"a": 1}, "second_body": {"a": 2}, "replayed_header": True}), 6),

@@ -19,11 +19,16 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                       "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
                               "psp_reference": ("psp_reference", None)}},
     "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at")}},
-    "Wallet": {"hash": "account_id", "range": "sk"},
+    "Wallet": {"hash": "account_id", "range": "sk", "gsi": {"statement": ("statement_key", "created_at")},
+               "projection": {"statement": "ALL"}},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
+    "Sellers": {"hash": "seller_account"},
+    "Payouts": {"hash": "payment_order_id",
+                "gsi": {"sweep": ("sweep_shard", "due_at"), "transferred": ("transferred_bucket", "transferred_at"),
+                        "awaiting_account": ("awaiting_seller", None)}},
 }
-QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue"]
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq"]
 
 
 def create_table(logical: str, name: str) -> str:
@@ -41,7 +46,8 @@ def create_table(logical: str, name: str) -> str:
         if range_key:
             attributes[range_key] = "S"
             schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": "KEYS_ONLY"}})
+        projection = spec.get("projection", {}).get(index, "KEYS_ONLY")
+        indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": projection}})
     kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
     boto3.client("dynamodb", region_name="us-east-1").create_table(
         TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys,
@@ -77,7 +83,8 @@ def _table_env(logical: str) -> str:
 
 def _queue_env(queue: str) -> str:
     return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
-            "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL"}[queue]
+            "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL",
+            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL"}[queue]
 
 
 def drain(queue_url: str) -> list[str]:
