@@ -52,6 +52,13 @@ def invalid_request(message: str, *, param: str | None = None, code: str | None 
     return StripeApiError(400, "invalid_request_error", message, param=param, code=code, stored=False)
 
 
+def refused(message: str, *, param: str | None = None, code: str | None = None) -> StripeApiError:
+    """A 400 from an endpoint that ran (the account cannot take transfers, the balance is short): stored, so the
+    same key replays it for 24 h. Stripe does not say whether it stores these; storing is the stricter reading:
+    a client must use a new key to try again."""
+    return StripeApiError(400, "invalid_request_error", message, param=param, code=code, stored=True)
+
+
 def missing_param(param: str) -> StripeApiError:
     return invalid_request(f"Missing required param: {param}.", param=param, code="parameter_missing")
 

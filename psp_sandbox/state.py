@@ -680,7 +680,7 @@ class SandboxState:
             if account is None:
                 raise errors.no_such("destination", destination, param="destination", status=400)
             if not account.can_receive_transfers():
-                raise errors.invalid_request(
+                raise errors.refused(
                     "Your destination account needs to have at least one of the following capabilities enabled: "
                     "transfers, crypto_transfers, legacy_payments",
                     param="destination",
@@ -693,7 +693,7 @@ class SandboxState:
             if self.balance_short or (
                 source_transaction is None and amount > self.platform_balance()[0].get(currency, 0)
             ):
-                raise errors.invalid_request(BALANCE_INSUFFICIENT, code="balance_insufficient")
+                raise errors.refused(BALANCE_INSUFFICIENT, code="balance_insufficient")
             transfer = Transfer(
                 id=self.new_id("tr"),
                 amount=amount,

@@ -68,6 +68,9 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         except (PspOutcomeUnknown, PspPermanentError) as error:
             # Money may have moved as our books do not say, or Stripe refuses what we send: a human looks.
             return payout_letters.dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
+        if result.outcome in (psp.BALANCE_SHORT, psp.ACCOUNT_REFUSED):
+            payouts.retire_transfer_key(payment_order_id, int(begun.get("transfer_key_generation", 0)),
+                                        clock.iso(now))
         if result.outcome == psp.BALANCE_SHORT:
             later = now + min(BALANCE_SHORT_STEP * int(begun["transfer_attempts"]), BALANCE_SHORT_MAX)
             payouts.postpone(payment_order_id, clock.iso(later), clock.iso(now),
@@ -78,7 +81,8 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         begun["transfer_id"] = result.transfer_id
         payouts.record_transfer_id(payment_order_id, result.transfer_id, clock.iso(now))
     apply_transfer(begun, clock.iso(now))
-    payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now))
+    payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now),
+                            at_psp=begun["transfer_id"] != NO_TRANSFER)
     return "transferred"
 
 

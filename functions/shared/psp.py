@@ -81,8 +81,11 @@ class TransferResult:
     failure_reason: str = ""
 
 
-def transfer_key(payment_order_id: str) -> str:
-    return f"transfer:{payment_order_id}"
+def transfer_key(payment_order_id: str, generation: int = 0) -> str:
+    """The order's Transfer key. A new generation only after Stripe refused the last key's request outright (no
+    Transfer exists under it): Stripe replays a stored refusal for 24 h, so a retry after the balance came back or
+    the account was fixed needs a fresh key (PayoutsTable.retire_transfer_key)."""
+    return f"transfer:{payment_order_id}" + (f":g{generation}" if generation else "")
 
 
 class PspClient:
@@ -235,9 +238,10 @@ class PspClient:
             "metadata": {"payment_order_id": order_id, "checkout_id": payout["checkout_id"],
                          "seller_account": payout["seller_account"]},
         }
+        key = transfer_key(order_id, int(payout.get("transfer_key_generation", 0)))
         try:
             created = self._stripe.v1.transfers.create(
-                params=params, options={"idempotency_key": transfer_key(order_id)})  # type: ignore[arg-type]
+                params=params, options={"idempotency_key": key})  # type: ignore[arg-type]
         except stripe.StripeError as error:
             refused = _transfer_refusal(error)
             if refused is not None:

@@ -792,7 +792,7 @@ class PayoutsTable:
         return self._move(
             order_id, PayoutStatus.TRANSFERRING,
             f"first_transfer_at = if_not_exists(first_transfer_at, :now), {_PAYOUT_SWEEP_FIELDS} "
-            "ADD transfer_attempts :one",
+            "ADD transfer_attempts :one REMOVE awaiting_seller",
             {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at}, returns="ALL_NEW")
 
     def record_transfer_id(self, order_id: str, transfer_id: str, now: str) -> bool:
@@ -804,15 +804,18 @@ class PayoutsTable:
             {":transfer": transfer_id, ":now": now, ":transferring": PayoutStatus.TRANSFERRING.value,
              ":transferred": PayoutStatus.TRANSFERRED.value}) is not None
 
-    def finish_transfer(self, order_id: str, transfer_id: str, now: str) -> bool:
-        """TRANSFERRING -> TRANSFERRED (final), out of the sweep index, into recon's window of our transfers.
-        True if this call moved it."""
+    def finish_transfer(self, order_id: str, transfer_id: str, now: str, *, at_psp: bool = True) -> bool:
+        """TRANSFERRING -> TRANSFERRED (final), out of the sweep index, into recon's window of our transfers
+        (unless nothing went to the PSP: a net of zero). True if this call moved it."""
+        window = ", transferred_bucket = :bucket" if at_psp else ""
+        values = {":transfer": transfer_id, ":now": now}
+        if at_psp:
+            values[":bucket"] = created_bucket(order_id, now)
         return self._move(
             order_id, PayoutStatus.TRANSFERRED,
-            "transfer_id = :transfer, transferred_at = :now, transferred_bucket = :bucket "
-            "REMOVE sweep_shard, due_at, last_error",
-            {":transfer": transfer_id, ":now": now, ":bucket": created_bucket(order_id, now)},
-            extra_condition="(attribute_not_exists(transfer_id) OR transfer_id = :transfer)") is not None
+            f"transfer_id = :transfer, transferred_at = :now{window} "
+            "REMOVE sweep_shard, due_at, last_error, awaiting_seller",
+            values, extra_condition="(attribute_not_exists(transfer_id) OR transfer_id = :transfer)") is not None
 
     def fail_transfer(self, order_id: str, code: str, reason: str, now: str) -> bool:
         """-> FAILED (the account refused): final until `ops payouts retry`. True if this call moved it."""
@@ -821,6 +824,15 @@ class PayoutsTable:
             "payout_failure_code = :code, payout_failure_reason = :reason, failed_at = :now "
             "REMOVE sweep_shard, due_at, awaiting_seller",
             {":code": code, ":reason": reason[:500], ":now": now}) is not None
+
+    def retire_transfer_key(self, order_id: str, used_generation: int, now: str) -> bool:
+        """Stripe refused the request of key generation `used_generation` outright: later attempts use the next
+        one. Conditional on the generation, so a late worker holding an older refusal never skips past a key
+        whose Transfer may exist."""
+        return self._update(
+            order_id, "SET transfer_key_generation = :next, updated_at = :now",
+            "attribute_not_exists(transfer_key_generation) AND :used = :zero OR transfer_key_generation = :used",
+            {":next": used_generation + 1, ":used": used_generation, ":zero": 0, ":now": now}) is not None
 
     def postpone(self, order_id: str, due_at: str, now: str, note: str) -> bool:
         """Keep the status, look again at `due_at` (platform balance short, a transient error)."""

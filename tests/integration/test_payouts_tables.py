@@ -217,3 +217,18 @@ def test_seller_put_creates_then_replaces_and_keeps_created_at(aws_env):
     assert second == {"seller_account": "seller_a", "commission_bps": 500, "created_at": T0, "updated_at": T1}
     assert sellers.get("seller_a") == second and sellers.get("nope") is None
     assert set(sellers.get_many(["seller_a", "nope"])) == {"seller_a"}
+
+
+# --- transfer key generations --------------------------------------------------------------------------------
+
+
+def test_a_refused_key_is_retired_once_and_a_late_worker_never_skips_a_generation(payouts):
+    transferring(payouts)
+    assert payouts.retire_transfer_key("po_1", 0, T2)
+    assert payouts.get("po_1")["transfer_key_generation"] == 1
+    # a second worker holding the same refusal of generation 0: already retired, nothing moves
+    assert not payouts.retire_transfer_key("po_1", 0, T2)
+    assert payouts.retire_transfer_key("po_1", 1, T2)
+    # a late worker with generation 0's refusal must not move past generation 2, whose Transfer may exist
+    assert not payouts.retire_transfer_key("po_1", 0, T2)
+    assert payouts.get("po_1")["transfer_key_generation"] == 2

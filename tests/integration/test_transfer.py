@@ -154,6 +154,7 @@ def test_a_net_of_zero_ends_transferred_with_nothing_sent_nor_booked(sandbox):
 
     payout = PayoutsTable.from_settings().get(order_id)
     assert payout["payout_status"] == PayoutStatus.TRANSFERRED and payout["transfer_id"] == transfer.NO_TRANSFER
+    assert "transferred_bucket" not in payout  # recon expects no row of the PSP for it
     assert transfers_of(sandbox, order_id) == []
     balances, transactions = books(order_id)
     assert balances == {"pending_minor": 0, "available_minor": 0, "transferred_minor": 0, "owed_minor": 0}

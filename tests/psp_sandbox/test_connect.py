@@ -255,9 +255,13 @@ def test_the_balance_switch_refuses_every_transfer_until_reset(client, sandbox):
     assert refused.code == "balance_insufficient"
     assert sandbox.transfers() == []
 
-    # A refusal is not stored for its key: the retry after the balance is back runs
+    # The refusal is stored for its key (the endpoint ran): the same key replays it after the balance is back,
+    # and a new key runs
     _admin(sandbox, "POST", "/_sandbox/balance", {"short": False})
-    made = transfer(client, 1000, account.id, source_transaction=pi.latest_charge, key="t1")
+    replayed = refusal(lambda: transfer(client, 1000, account.id, source_transaction=pi.latest_charge, key="t1"))
+    assert replayed.code == "balance_insufficient" and replayed.headers.get("idempotent-replayed") == "true"
+    assert sandbox.transfers() == []
+    made = transfer(client, 1000, account.id, source_transaction=pi.latest_charge, key="t1:g1")
     assert "Idempotent-Replayed" not in made.last_response.headers
     assert _admin(sandbox, "GET", "/_sandbox/balance")["short"] is False
 

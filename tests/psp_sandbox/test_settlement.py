@@ -312,8 +312,9 @@ def test_recon_parser_reads_transfer_rows(payouts, report):
     sandbox, _account_id, transfer_id, reversal_id = payouts
     text = build_report(sandbox.state, report).to_csv()
     parsed = [r for r in parsers.parse("stripe", io.BytesIO(text.encode())) if isinstance(r, SettlementRow)]
-    moves = {r.source_id: (r.kind, r.gross) for r in parsed if r.kind is RowKind.BATCH}
+    moves = {r.source_id: (r.kind, r.gross) for r in parsed
+             if r.kind in (RowKind.TRANSFER, RowKind.TRANSFER_REVERSAL)}
     assert moves == {
-        transfer_id: (RowKind.BATCH, Money.from_decimal("-20.00", "USD")),
-        reversal_id: (RowKind.BATCH, Money.from_decimal("5.00", "USD")),
+        transfer_id: (RowKind.TRANSFER, Money.from_decimal("-20.00", "USD")),
+        reversal_id: (RowKind.TRANSFER_REVERSAL, Money.from_decimal("5.00", "USD")),
     }
