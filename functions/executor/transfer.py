@@ -51,26 +51,30 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     if not payout.get("release_applied"):
         apply_release(payout, clock.iso(now))
         payouts.mark_release_applied(payment_order_id, clock.iso(now))
-    seller = (sellers or SellersTable.from_settings()).get(payout["seller_account"]) or {}
-    destination = seller.get("psp_account_id")
+    # The destination is frozen per key generation (begin_transfer): read the seller only before that.
+    destination = payout.get("destination") or (
+        (sellers or SellersTable.from_settings()).get(payout["seller_account"]) or {}).get("psp_account_id")
     if not destination and not payout.get("transfer_id"):
         due_at = clock.iso(now + payout_letters.AWAIT_SELLER)
         payouts.await_seller(payment_order_id, payout["seller_account"], due_at, clock.iso(now))
         return "awaiting_seller"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
         return payout_letters.out_of_attempts(payouts, payout, now)
-    begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now))
+    begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now), str(destination or ""))
     if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
         return "nothing"
     if not begun.get("transfer_id"):
+        generation = int(begun.get("transfer_key_generation", 0))
         try:
-            result = _transfer(begun, str(destination))
-        except (PspOutcomeUnknown, PspPermanentError) as error:
-            # Money may have moved as our books do not say, or Stripe refuses what we send: a human looks.
+            result = _transfer(begun, str(begun.get("destination") or destination))
+        except PspOutcomeUnknown as error:  # money may have moved as our books do not say: a human looks
             return payout_letters.dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
-        if result.outcome in (psp.BALANCE_SHORT, psp.ACCOUNT_REFUSED):
-            payouts.retire_transfer_key(payment_order_id, int(begun.get("transfer_key_generation", 0)),
-                                        clock.iso(now))
+        except PspPermanentError as error:  # Stripe refused what we send: no Transfer under this key
+            payouts.retire_transfer_key(payment_order_id, generation, clock.iso(now))
+            return payout_letters.dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
+        if result.outcome in (psp.BALANCE_SHORT, psp.ACCOUNT_REFUSED) and not payouts.retire_transfer_key(
+                payment_order_id, generation, clock.iso(now)):
+            return "nothing"  # a later attempt already moved past this key: its outcome decides
         if result.outcome == psp.BALANCE_SHORT:
             later = now + min(BALANCE_SHORT_STEP * int(begun["transfer_attempts"]), BALANCE_SHORT_MAX)
             payouts.postpone(payment_order_id, clock.iso(later), clock.iso(now),
@@ -78,8 +82,15 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
             return "balance_short"
         if result.outcome == psp.ACCOUNT_REFUSED:
             return _refused(payouts, begun, result, now)
+        if not payouts.record_transfer_id(payment_order_id, result.transfer_id, clock.iso(now)):
+            # FAILED meanwhile, or another Transfer recorded: money moved that the payout does not say. Never
+            # book it silently; a human reconciles the two.
+            current = payouts.get(payment_order_id) or {}
+            payout_letters.dead_letter(payouts, begun, f"transfer {result.transfer_id} made while the payout is "
+                                       f"{current.get('payout_status')} with transfer {current.get('transfer_id')}",
+                                       now)
+            return "dead_lettered"
         begun["transfer_id"] = result.transfer_id
-        payouts.record_transfer_id(payment_order_id, result.transfer_id, clock.iso(now))
     apply_transfer(begun, clock.iso(now))
     payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now),
                             at_psp=begun["transfer_id"] != NO_TRANSFER)
@@ -89,7 +100,10 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
 def _transfer(payout: dict[str, Any], destination: str) -> psp.TransferResult:
     if int(payout["net_minor"]) == 0:  # commission took it all: nothing to send, nothing to book
         return psp.TransferResult(psp.TRANSFERRED, NO_TRANSFER)
-    return psp.client().transfer(payout, destination, look_up_first=psp.transfer_key_aged(payout))
+    # A key of a later generation is used only after a refusal: look first, in case a late attempt of an
+    # earlier key made a Transfer after all.
+    look_up_first = psp.transfer_key_aged(payout) or int(payout.get("transfer_key_generation", 0)) > 0
+    return psp.client().transfer(payout, destination, look_up_first=look_up_first)
 
 
 NO_TRANSFER = "none"  # the transfer_id of a payout whose net is zero

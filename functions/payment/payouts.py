@@ -22,7 +22,7 @@ from functions.payment.schemas import (
     SellerView,
     StatementLine,
 )
-from functions.shared import aws, clock
+from functions.shared import aws, clock, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import DomainError, NotFound, RequestInvalid
 from functions.shared.money import Money
@@ -43,11 +43,15 @@ class OrderNotSettled(DomainError):
     http_status = 409
 
 
-def commission_of(gross_minor: int, commission_bps: int) -> int:
-    """Rounded down: the seller is never short-changed by rounding."""
+def commission_of(gross: Money, commission_bps: int) -> int:
+    """Rounded down, and further down until the seller's net is an amount the PSP can transfer (Stripe moves
+    KWD, BHD, JOD, OMR and TND in steps of 0.010): the seller is never short-changed by rounding."""
     if not 0 <= commission_bps <= 10_000:
         raise ValueError(f"commission_bps {commission_bps} outside 0..10000")
-    return gross_minor * commission_bps // 10_000
+    commission = gross.minor * commission_bps // 10_000
+    while commission > 0 and not psp_units.representable(Money(gross.minor - commission, gross.currency)):
+        commission -= 1
+    return commission
 
 
 # --- sellers -----------------------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ def release_payout(item: dict[str, Any], now: datetime, payouts: PayoutsTable,
     config = settings()
     seller = sellers.get(item["seller_account"])
     bps = int(seller["commission_bps"]) if seller else config.default_commission_bps
-    commission = commission_of(item["gross_minor"], bps)
+    commission = commission_of(Money(item["gross_minor"], item["currency"]), bps)
     return payouts.release(item["payment_order_id"], bps, commission, item["gross_minor"] - commission,
                            clock.iso(now), clock.iso(now + timedelta(seconds=config.enqueue_grace_s)))
 

@@ -109,6 +109,14 @@ def to_stripe_amount(money: Money) -> int:
     return amount
 
 
+def representable(money: Money) -> bool:
+    """Whether Stripe can move exactly this amount (a currency it does not know: no rule of ours to apply)."""
+    if money.currency not in _UNITS:
+        return True
+    unit = _UNITS[money.currency]
+    return (money.minor * 10 ** _decimals_added(unit)) % unit.step == 0
+
+
 def from_stripe_amount(currency: str, amount: int) -> Money:
     """Money of a Stripe `amount` (PaymentIntents, balance transactions, settlement rows); signed amounts allowed.
 

@@ -786,14 +786,17 @@ class PayoutsTable:
             order_id, "SET release_applied = :true, updated_at = :now", "attribute_exists(released_at)",
             {":true": True, ":now": now}) is not None
 
-    def begin_transfer(self, order_id: str, now: str, due_at: str) -> dict[str, Any] | None:
+    def begin_transfer(self, order_id: str, now: str, due_at: str, destination: str = "") -> dict[str, Any] | None:
         """RELEASED|TRANSFERRING -> TRANSFERRING for one more attempt, due again at `due_at` if this one dies.
-        The new item, or None if the pay-out is in no state to transfer."""
+        The destination is frozen with the key generation's first attempt: a seller's account changed while a
+        Transfer may exist never sends the same key elsewhere. The new item, or None if in no state to transfer."""
+        frozen = ", destination = if_not_exists(destination, :destination)" if destination else ""
         return self._move(
             order_id, PayoutStatus.TRANSFERRING,
-            f"first_transfer_at = if_not_exists(first_transfer_at, :now), {_PAYOUT_SWEEP_FIELDS} "
+            f"first_transfer_at = if_not_exists(first_transfer_at, :now), {_PAYOUT_SWEEP_FIELDS}{frozen} "
             "ADD transfer_attempts :one REMOVE awaiting_seller",
-            {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at}, returns="ALL_NEW")
+            {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at,
+             **({":destination": destination} if destination else {})}, returns="ALL_NEW")
 
     def record_transfer_id(self, order_id: str, transfer_id: str, now: str) -> bool:
         """The PSP's transfer id as soon as it is known; never replaced by another one."""
@@ -823,16 +826,21 @@ class PayoutsTable:
             order_id, PayoutStatus.FAILED,
             "payout_failure_code = :code, payout_failure_reason = :reason, failed_at = :now "
             "REMOVE sweep_shard, due_at, awaiting_seller",
-            {":code": code, ":reason": reason[:500], ":now": now}) is not None
+            {":code": code, ":reason": reason[:500], ":now": now},
+            extra_condition="attribute_not_exists(transfer_id)") is not None
 
     def retire_transfer_key(self, order_id: str, used_generation: int, now: str) -> bool:
-        """Stripe refused the request of key generation `used_generation` outright: later attempts use the next
-        one. Conditional on the generation, so a late worker holding an older refusal never skips past a key
-        whose Transfer may exist."""
+        """Stripe refused the request of key generation `used_generation` outright (no Transfer under it): later
+        attempts use the next key and may go to the seller's current account. Conditional on the generation and
+        on no transfer recorded, so a late worker holding an older refusal never skips past a key whose Transfer
+        may exist. False: another attempt moved on (the caller then changes nothing)."""
+        generation = "transfer_key_generation = :used"
+        if used_generation == 0:
+            generation = f"(attribute_not_exists(transfer_key_generation) OR {generation})"
         return self._update(
-            order_id, "SET transfer_key_generation = :next, updated_at = :now",
-            "attribute_not_exists(transfer_key_generation) AND :used = :zero OR transfer_key_generation = :used",
-            {":next": used_generation + 1, ":used": used_generation, ":zero": 0, ":now": now}) is not None
+            order_id, "SET transfer_key_generation = :next, updated_at = :now REMOVE destination",
+            f"{generation} AND attribute_not_exists(transfer_id)",
+            {":next": used_generation + 1, ":used": used_generation, ":now": now}) is not None
 
     def postpone(self, order_id: str, due_at: str, now: str, note: str) -> bool:
         """Keep the status, look again at `due_at` (platform balance short, a transient error)."""

@@ -468,3 +468,40 @@ def test_the_sweeper_starts_without_stripe():
               "sys.meta_path.insert(0, NoStripe())\n"
               "import functions.executor.sweeper\n")
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+
+
+# --- the destination frozen per key, a transfer the payout cannot record ------------------------------------
+
+
+def test_an_account_changed_after_a_lost_answer_never_gets_the_same_key_elsewhere(sandbox):
+    first = registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    sandbox.faults.push("lost_response", match={"path": "/v1/transfers"})
+    with pytest.raises(PspTransientError):
+        transfer.drive(order_id)
+    # the storefront moves the seller to another account while Stripe holds the first Transfer
+    SellersTable.from_settings().put(SELLER, commission_bps=1000, now=clock.iso(), psp_account_id=connected_account())
+
+    assert transfer.drive(order_id) == "transferred"
+    assert_transferred_once(sandbox, order_id, first)
+
+
+def test_a_transfer_made_while_the_payout_failed_is_dead_lettered_not_booked(sandbox, monkeypatch):
+    account = registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    payouts = PayoutsTable.from_settings()
+    real = payouts.record_transfer_id
+
+    def failed_meanwhile(self, order, transfer_id, now):
+        payouts.fail_transfer(order, "account_invalid", "another attempt saw the account refused", now)
+        return real(order, transfer_id, now)
+
+    monkeypatch.setattr(PayoutsTable, "record_transfer_id", failed_meanwhile)
+    assert transfer.drive(order_id) == "dead_lettered"
+    assert len(transfers_of(sandbox, order_id)) == 1 and transfers_of(sandbox, order_id)[0].destination == account
+    balances, transactions = books(order_id)
+    assert balances["transferred_minor"] == 0 and f"transfer#{order_id}" not in transactions
+    [letter] = drain(settings().payouts_dlq_url)
+    assert order_id in json.dumps(letter) and "made while the payout is FAILED" in json.dumps(letter)
