@@ -33,9 +33,27 @@ def payin(order_id, seller, minor, currency):
         {"account": f"seller_payable:{seller}", "amount_minor": -minor, "currency": currency}]}
 
 
+def payout(order_id, seller, minor, currency, status, bps=1000, **fields):
+    """A Payouts item: released ones carry the commission frozen at release."""
+    item = {"payment_order_id": order_id, "seller_account": seller, "currency": currency, "gross_minor": minor,
+            "payout_status": status, **fields}
+    if status != "HELD":
+        commission = minor * bps // 10000
+        item.update(commission_bps=bps, commission_minor=commission, net_minor=minor - commission)
+    return item
+
+
+def transfer(transfer_id, order_id, minor, currency, destination):
+    """A transfer as the PSP sandbox records it."""
+    return {"id": transfer_id, "amount": minor, "currency": currency.lower(), "destination": destination,
+            "metadata": {"payment_order_id": order_id}, "amount_reversed": 0}
+
+
 def consistent():
     """chk_1: two sellers in USD (one charge of 12.50) and one in EUR (one charge of 8.00), all SUCCESS;
-    chk_2: one USD order, its card declined (a failed charge), FAILED."""
+    chk_2: one USD order, its card declined (a failed charge), FAILED.
+    Pay-outs: po_1 released (10% commission) and transferred to s1's account; po_2 released, waiting for s2 to
+    register an account; po_3 held."""
     return Snapshot(
         orders=[
             order("po_1", "chk_1", "s1", 1000, "USD", "SUCCESS", ("pi_1", "ch_1")),
@@ -53,6 +71,15 @@ def consistent():
         observed_statuses={"po_1": ["NOT_STARTED", "EXECUTING", "SUCCESS"]},
         accepted_order_ids=["po_1", "po_2", "po_3", "po_4"],
         card_succeeds={"chk_1": True, "chk_2": False},
+        payouts=[payout("po_1", "s1", 1000, "USD", "TRANSFERRED", transfer_id="tr_1"),
+                 payout("po_2", "s2", 250, "USD", "RELEASED", awaiting_seller="s2"),
+                 payout("po_3", "s1", 800, "EUR", "HELD")],
+        sellers=[{"seller_account": "s1", "psp_account_id": "acct_s1", "commission_bps": 1000},
+                 {"seller_account": "s2", "commission_bps": 1000}],
+        psp_transfers=[transfer("tr_1", "po_1", 900, "USD", "acct_s1")],
+        psp_account_balances={"acct_s1": {"usd": 900}},
+        observed_payout_statuses={"po_1": ["HELD", "RELEASED", "TRANSFERRING", "TRANSFERRED"]},
+        released_order_ids=["po_1", "po_2"],
     )
 
 
@@ -109,6 +136,24 @@ def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
                                  "first_body": {"a": 1}, "second_body": {"a": 2}, "replayed_header": True}), 6),
     (lambda s: s.replays.append({"kind": "conflict", "checkout_id": "c", "second_status": 202}), 6),
     (lambda s: s.unreadable_after_write.append("po_9"), 7),
+    # pay-outs (issue 15): one transfer per order, at most its released net, to its seller, as the PSP holds it
+    (lambda s: s.psp_transfers.append(transfer("tr_2", "po_1", 900, "USD", "acct_s1")), 1),  # transferred twice
+    (lambda s: s.psp_transfers[0].update(amount=901), 1),  # more than the released net
+    (lambda s: s.psp_transfers[0].update(destination="acct_other"), 1),  # to another account
+    (lambda s: s.psp_transfers[0].update(currency="eur"), 1),  # in another currency
+    (lambda s: s.psp_transfers[0].update(metadata={}), 1),  # a transfer naming no order
+    (lambda s: s.psp_transfers.append(transfer("tr_3", "po_3", 720, "EUR", "acct_s1")), 1),  # a held order
+    (lambda s: s.psp_transfers.clear() or s.psp_account_balances.clear(), 1),  # TRANSFERRED, the PSP has none
+    (lambda s: s.payouts[0].update(transfer_id="tr_9"), 1),  # TRANSFERRED naming a transfer the PSP lacks
+    (lambda s: s.psp_account_balances["acct_s1"].update(usd=1800), 1),  # the account holds more than we sent
+    # every released order final, waiting for its seller, or dead-lettered
+    (lambda s: s.released_order_ids.append("po_3"), 2),  # a release answered 2xx that did not happen
+    (lambda s: s.payouts[1].pop("awaiting_seller"), 2),  # stuck RELEASED with nothing to wake it
+    (lambda s: s.payouts[0].update(payout_status="TRANSFERRING"), 2),  # stuck TRANSFERRING
+    # no pay-out status backwards; FAILED -> RELEASED only through `ops payouts retry`
+    (lambda s: s.observed_payout_statuses.update(po_1=["TRANSFERRED", "RELEASED"]), 5),
+    (lambda s: s.observed_payout_statuses.update(po_1=["TRANSFERRING", "RELEASED"]), 5),
+    (lambda s: s.observed_payout_statuses.update(po_1=["FAILED", "RELEASED", "TRANSFERRED"]), 5),
 ])
 def test_each_violation_is_reported_under_its_invariant(change, number):
     assert number in violations(mutate(change))
@@ -135,3 +180,24 @@ def test_an_open_order_whose_charge_is_dead_lettered_is_accounted_for():
     assert 2 in violations(snap)  # in no queue: a violation
     snap.dead_letters.append({"charge_key": "chk_3#USD", "step": "sweeper", "payment_order_ids": ["po_5"]})
     assert 2 not in violations(snap)  # dead-lettered with an alarm: allowed
+
+
+def test_a_released_order_stuck_but_dead_lettered_is_accounted_for():
+    # Given a released order TRANSFERRING whose transfer message sits in the pay-outs' dead-letter queue
+    snap = mutate(lambda s: s.payouts[0].update(payout_status="TRANSFERRING"))
+    assert 2 in violations(snap)
+    snap.dead_letters.append({"payment_order_id": "po_1", "step": "transfer"})
+    assert 2 not in violations(snap)
+
+
+def test_a_failed_pay_out_retried_by_ops_may_move_back_to_released_once():
+    # Given po_1 FAILED (its account restricted), then retried by `ops payouts retry` and transferred
+    snap = mutate(lambda s: s.observed_payout_statuses.update(
+        po_1=["HELD", "RELEASED", "TRANSFERRING", "FAILED", "RELEASED", "TRANSFERRING", "TRANSFERRED"]))
+    assert 5 in violations(snap)  # not retried by ops: a move back
+    snap.retried_payouts.append("po_1")
+    assert violations(snap) == {}
+
+
+def test_without_the_psp_balances_the_account_check_is_left_out():
+    assert violations(mutate(lambda s: s.psp_account_balances.clear())) == {}
