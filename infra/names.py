@@ -41,6 +41,7 @@ SWEEP_INDEX = "sweep"  # on Charges: the charges not yet final, by shard and dea
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
+WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard and time (statements)
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"

@@ -17,26 +17,30 @@ from rich.text import Text
 
 from functions.shared import aws
 from functions.shared.money import Money, MoneyError
-from functions.shared.tables import LedgerTable, PaymentTables
+from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, SellersTable
 from infra import names
 from ops.masking import mask, mask_text
 from ops.messages import Message, Queue
 from ops.orders import Action, load_order, redrive_order
+from ops.payouts import MOVEMENT_KINDS, PayoutView, load_payout, retry_payout
 from ops.redrive import Result, redrive_queue
 from ops.resources import DLQS, VALUES, Dlq, OpsError, Resources, describe_target, find_dlq
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: list, show, redrive.")
 order_app = typer.Typer(no_args_is_help=True, help="One payment order or charge: show, redrive.")
+payouts_app = typer.Typer(no_args_is_help=True, help="One order's payout to its seller: show, retry.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(order_app, name="order")
+app.add_typer(payouts_app, name="payouts")
 
 _OVERRIDES = "Overrides (default: the stack's outputs)"
 _ACTION_STYLE = {
     Action.MOVED: "green", Action.REQUEUED: "green", Action.STARTED: "green", Action.ALREADY_FINAL: "cyan",
     Action.SUPERSEDED: "cyan", Action.WATCHED: "yellow", Action.LEFT: "bold red",
 }
-_STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "EXECUTING": "yellow", "NOT_STARTED": "yellow"}
+_STATUS_STYLE = {"SUCCESS": "green", "FAILED": "red", "EXECUTING": "yellow", "NOT_STARTED": "yellow",
+                 "TRANSFERRED": "green", "HELD": "yellow", "RELEASED": "yellow", "TRANSFERRING": "yellow"}
 
 
 @dataclass
@@ -63,6 +67,10 @@ def main(
     review_dlq_url: Annotated[str | None, _override("review_dlq_url")] = None,
     payment_events_table: Annotated[str | None, _override("payment_events_table")] = None,
     payment_orders_table: Annotated[str | None, _override("payment_orders_table")] = None,
+    payouts_table: Annotated[str | None, _override("payouts_table")] = None,
+    sellers_table: Annotated[str | None, _override("sellers_table")] = None,
+    payouts_queue_url: Annotated[str | None, _override("payouts_queue_url")] = None,
+    payouts_dlq_url: Annotated[str | None, _override("payouts_dlq_url")] = None,
     wallet_table: Annotated[str | None, _override("wallet_table")] = None,
     ledger_table: Annotated[str | None, _override("ledger_table")] = None,
     state_machine_arn: Annotated[str | None, _override("state_machine_arn")] = None,
@@ -421,6 +429,117 @@ def order_redrive(
     def body(ops: Ops) -> None:
         outcome = redrive_order(_tables(ops.resources), identifier)
         line = Text(f"{outcome.action.value}: ", style=_ACTION_STYLE[outcome.action])
+        line.append(mask_text(outcome.detail))
+        ops.console.print(line)
+        if outcome.action is Action.LEFT:
+            raise typer.Exit(1)
+
+    _guarded(ctx, body)
+
+
+# -- payouts -----------------------------------------------------------------------------------------------
+
+_PAYOUT_KEYS = ("seller_account", "checkout_id", "charge_id", "commission_bps", "release_applied", "released_at",
+                "auto_release_at", "transfer_id", "transfer_attempts", "first_transfer_at", "transferred_at",
+                "awaiting_seller", "last_error", "payout_failure_code", "payout_failure_reason", "retried_at",
+                "settled_at", "updated_at")
+
+
+def _payouts(resources: Resources) -> PayoutsTable:
+    resources.export_for_shared_code("payouts_table", "sellers_table", "payouts_queue_url")
+    return PayoutsTable.from_settings()
+
+
+@payouts_app.command("show")
+def payouts_show(
+    ctx: typer.Context,
+    payment_order_id: Annotated[str, typer.Argument(help="the order whose payout to show")],
+) -> None:
+    """The payout (status, amounts, transfer), its seller's account, and its wallet movements and ledger
+    transactions (payin, release, transfer)."""
+
+    def body(ops: Ops) -> None:
+        payouts = _payouts(ops.resources)
+        view = load_payout(payouts, SellersTable.from_settings(), LedgerTable(ops.resources.get("ledger_table")),
+                           ops.resources.get("wallet_table"), payment_order_id)
+        if view is None:
+            raise OpsError(f"no payout {payment_order_id} in table {payouts.table} (not SUCCESS yet, or settled "
+                           f"before payouts: releasing it creates one)")
+        ops.console.print(_payout_panel(payment_order_id, view))
+        ops.console.print(_payout_books(payment_order_id, view))
+        ops.console.print(_payout_next_step(payment_order_id, view.payout))
+
+    _guarded(ctx, body)
+
+
+def _payout_panel(payment_order_id: str, view: PayoutView) -> Panel:
+    payout = view.payout
+    status = payout.get("payout_status", "?")
+    currency = payout.get("currency")
+    facts = _grid()
+    facts.add_row("status", Text(status, style=_STATUS_STYLE.get(status, "")))
+    facts.add_row("gross", _money(payout.get("gross_minor"), currency))
+    if "net_minor" in payout:
+        facts.add_row("commission", _money(payout.get("commission_minor"), currency))
+        facts.add_row("seller net", _money(payout.get("net_minor"), currency))
+    for key in _PAYOUT_KEYS:
+        if key in payout:
+            facts.add_row(key, str(payout[key]))
+    seller = view.seller
+    facts.add_row("seller's account", (seller or {}).get("psp_account_id") or
+                  Text("none registered: the payout waits for it", style="yellow"))
+    if "due_at" in payout:
+        facts.add_row("sweeper", f"watching: next look at {payout['due_at']} (shard {payout.get('sweep_shard')})")
+    else:
+        facts.add_row("sweeper", "not watching" + ("" if status in ("TRANSFERRED", "FAILED", "HELD")
+                                                   else " (dead-lettered)"))
+    if "dead_letter_reason" in payout:
+        facts.add_row("dead-lettered", Text(str(payout["dead_letter_reason"]), style="bold red"))
+    return Panel(facts, title=f"payout {payment_order_id}", title_align="left")
+
+
+def _payout_books(payment_order_id: str, view: PayoutView) -> Table:
+    table = Table(title=f"wallet and ledger of {payment_order_id}", title_justify="left")
+    for column in ("kind", "wallet movement", "ledger transaction"):
+        table.add_column(column)
+    for kind in MOVEMENT_KINDS:
+        move, transaction = view.movements.get(kind), view.ledger.get(kind)
+        currency = (move or {}).get("currency")
+        moved = ", ".join(f"{bucket} {_money(move.get(f'{bucket}_delta', 0), currency)}"
+                          for bucket in ("pending", "available", "transferred")
+                          if move.get(f"{bucket}_delta")) if move else "none applied"
+        booked = "; ".join(f"{entry['account']} {_money(entry['amount_minor'], entry['currency'])}"
+                           for entry in transaction.get("entries", [])) if transaction else "none written"
+        table.add_row(kind, moved or "applied (zero)", booked)
+    return table
+
+
+def _payout_next_step(payment_order_id: str, payout: dict[str, Any]) -> str:
+    status = payout.get("payout_status")
+    if status == "FAILED" or "dead_letter_reason" in payout:
+        return (f"next: fix the cause (the seller's account), then "
+                f"[bold]python -m ops payouts retry {payment_order_id}[/]")
+    if status == "TRANSFERRED":
+        return "final: nothing to do for this payout"
+    if status == "HELD":
+        return "held: released when the storefront confirms delivery" + (
+            f" or at {payout['auto_release_at']}" if "auto_release_at" in payout else "")
+    return "in progress: the sweeper sends it to the Transfer worker again if its deadline passes"
+
+
+@payouts_app.command("retry")
+def payouts_retry(
+    ctx: typer.Context,
+    payment_order_id: Annotated[str, typer.Argument(help="the order whose FAILED or dead-lettered payout to retry")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would happen; change nothing")] = False,
+) -> None:
+    """Put a FAILED payout back to RELEASED (or a dead-lettered one back under watch) and send it to the Transfer
+    worker: the same PSP key, so a transfer made before is found, never made twice. Fix the cause first."""
+
+    def body(ops: Ops) -> None:
+        outcome = retry_payout(_payouts(ops.resources), payment_order_id, dry_run=dry_run)
+        line = Text(f"{'(dry run) ' if dry_run else ''}{outcome.action.value}: ",
+                    style=_ACTION_STYLE[outcome.action])
         line.append(mask_text(outcome.detail))
         ops.console.print(line)
         if outcome.action is Action.LEFT:

@@ -43,6 +43,10 @@ VALUES: dict[str, Value] = {
     "ledger_table": Value(names.OUT_TABLE_NAMES[names.LEDGER], names.ENV_LEDGER_TABLE),
     "charges_table": Value(names.OUT_TABLE_NAMES[names.CHARGES], names.ENV_CHARGES_TABLE),
     "state_machine_arn": Value(names.OUT_STATE_MACHINE_ARN, names.ENV_STATE_MACHINE_ARN),
+    "sellers_table": Value(names.OUT_TABLE_NAMES[names.SELLERS], names.ENV_SELLERS_TABLE),
+    "payouts_table": Value(names.OUT_TABLE_NAMES[names.PAYOUTS], names.ENV_PAYOUTS_TABLE),
+    "payouts_queue_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE], names.ENV_PAYOUTS_QUEUE_URL),
+    "payouts_dlq_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ], names.ENV_PAYOUTS_DLQ_URL),
 }
 
 
@@ -62,6 +66,8 @@ DLQS: tuple[Dlq, ...] = (
     Dlq(names.WORKFLOW_DLQ, "workflow", "workflow_dlq_url", None, None),
     Dlq(names.RECON_DLQ, "recon", "recon_dlq_url", names.RECON_QUEUE, "recon_queue_url"),
     Dlq(names.REVIEW_DLQ, "review", "review_dlq_url", names.REVIEW_QUEUE, "review_queue_url"),
+    # A FAILED payout's message only says why: moved back, the worker leaves it FAILED (`ops payouts retry`).
+    Dlq(names.PAYOUTS_DLQ, "payouts", "payouts_dlq_url", names.PAYOUTS_QUEUE, "payouts_queue_url"),
 )
 
 
@@ -110,10 +116,11 @@ class Resources:
             self._outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
         return self._outputs
 
-    def export_for_shared_code(self) -> None:
-        """Give functions/shared (PaymentTables, queues.start_workflow, settings) the names the functions get."""
+    def export_for_shared_code(self, *extra: str) -> None:
+        """Give functions/shared (PaymentTables, queues.start_workflow, settings) the names the functions get;
+        `extra`: more of VALUES' keys a command needs (the payout ones)."""
         for key in ("payment_events_table", "payment_orders_table", "wallet_table", "ledger_table",
-                    "charges_table", "state_machine_arn", "orders_queue_url", "workflow_dlq_url"):
+                    "charges_table", "state_machine_arn", "orders_queue_url", "workflow_dlq_url", *extra):
             os.environ[VALUES[key].env] = self.get(key)
         reload_settings()
 

@@ -6,6 +6,13 @@
   PSP reference known, the executor reads the charge's current state; every later step is idempotent).
 - Past max attempts: the charge leaves the sweeper's index and a dead-letter message says why (alarm).
 
+Then the payouts of the same shard (the Payouts table's sweep index), inside the same run budget:
+- HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_order).
+- RELEASED or TRANSFERRING past due (a lost message, a transient failure, a balance short's backoff, a worker
+  killed mid-way): sent to PayoutsQueue again; the Transfer worker resumes it where it stopped.
+- Waiting for the seller's connected account: the seller looked at again; sent on once it has one.
+- Past max transfer attempts: a dead letter on PayoutsDlq, the payout out of the index.
+
 Shards are swept in parallel (a bounded pool) and each one page by page; one charge's or one shard's error is
 logged and the rest go on.
 """
@@ -21,11 +28,13 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.executor import transfer
+from functions.payment.payouts import release_order
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
-from functions.shared.status import OrderStatus
-from functions.shared.tables import PaymentTables
+from functions.shared.status import OrderStatus, PayoutStatus
+from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable
 
 logger = Logger(service="sweeper")
 
@@ -34,7 +43,8 @@ logger = Logger(service="sweeper")
 MAX_THREADS = 32
 MAX_PER_SHARD = 1000  # a run's limit per shard; the rest waits one minute
 RUN_BUDGET_S = 45  # of the Sweeper's 60 s timeout: past it, shards stop taking new charges (the next run goes on)
-COUNTS = ("enqueued", "redriven", "dead_lettered", "skipped", "errors", "deferred")
+COUNTS = ("enqueued", "redriven", "dead_lettered", "skipped", "errors", "deferred",
+          "payouts_released", "payouts_enqueued", "payouts_awaiting", "payouts_dead_lettered")
 
 
 def sweep(tables: PaymentTables | None = None, max_per_shard: int = MAX_PER_SHARD,
@@ -71,7 +81,58 @@ def _sweep_shard(tables: PaymentTables, shard: str, now: datetime, max_items: in
     except Exception:
         logger.exception("sweep of one shard failed; the other shards go on", extra={"shard": shard})
         counts["errors"] += 1
+    if settings().payouts_table:
+        counts += _sweep_payout_shard(PayoutsTable.from_settings(), shard, now, max_items, stop_at)
     return counts
+
+
+def _sweep_payout_shard(payouts: PayoutsTable, shard: str, now: datetime, max_items: int, stop_at: float
+                        ) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    sellers = SellersTable.from_settings()
+    try:
+        for order_id in payouts.due_payouts(shard, clock.iso(now), max_items=max_items):
+            if time.monotonic() > stop_at:
+                counts["deferred"] += 1
+                break
+            try:
+                counts[_drive_payout(payouts, sellers, order_id, now)] += 1
+            except Exception:
+                logger.exception("sweep of one payout failed; the next run tries again",
+                                 extra={"payment_order_id": order_id, "shard": shard})
+                counts["errors"] += 1
+    except Exception:
+        logger.exception("payout sweep of one shard failed; the other shards go on", extra={"shard": shard})
+        counts["errors"] += 1
+    return counts
+
+
+def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, now: datetime) -> str:
+    payout = payouts.get(order_id)
+    if payout is None or "due_at" not in payout or payout["due_at"] > clock.iso(now):
+        return "skipped"
+    status = PayoutStatus(payout["payout_status"])
+    if status.is_final:
+        return "skipped"
+    if status is PayoutStatus.HELD:
+        if payout.get("auto_release_at", payout["due_at"]) > clock.iso(now):
+            return "skipped"
+        release_order(order_id, now)
+        return "payouts_released"
+    if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
+        reason = f"{status.value} after {payout.get('transfer_attempts')} transfer attempts " \
+                 f"({payout.get('last_error', '')})"
+        return "payouts_dead_lettered" if transfer.dead_letter(payouts, payout, reason, now) != "nothing" else "skipped"
+    if payout.get("awaiting_seller") and not (sellers.get(payout["seller_account"]) or {}).get("psp_account_id"):
+        payouts.await_seller(order_id, payout["seller_account"], clock.iso(now + transfer.AWAIT_SELLER),
+                             clock.iso(now))
+        return "payouts_awaiting"
+    # Not sent again before the deadline: the worker's own begin_transfer pushes it further on.
+    payouts.postpone(order_id, clock.iso(now + timedelta(seconds=settings().transfer_deadline_s)), clock.iso(now),
+                     str(payout.get("last_error", "")))
+    if queues.enqueue_payouts([order_id]):
+        raise RuntimeError(f"the payouts queue refused {order_id}")
+    return "payouts_enqueued"
 
 
 def _drive(tables: PaymentTables, key: str, now: datetime) -> str:

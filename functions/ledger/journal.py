@@ -2,8 +2,10 @@
 
 Sign convention: an entry's amount is signed minor units, debit positive, credit negative. Every transaction,
 and therefore all accounts together, sum to zero per currency. A pay-in debits the PSP receivable (the PSP owes
-us the money) and credits the seller payable (we owe it to the seller); so a seller's wallet balance equals
-minus the sum of that seller's `seller_payable` entries.
+us the money) and credits the seller's pending account (we owe it to the seller once delivered); a release moves
+the net to the seller's available account and the commission to our revenue; a transfer pays the available net
+out of what the PSP holds for us. So each wallet bucket equals the ledger: pending = -sum(seller_pending:s),
+available = -sum(seller_available:s), transferred = the sum of the seller's `transfer` transactions' nets.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ def psp_receivable(psp: str) -> str:
     return f"psp_receivable:{psp}"
 
 
-def seller_payable(seller_account: str) -> str:
-    return f"seller_payable:{seller_account}"
+def seller_pending(seller_account: str) -> str:
+    return f"seller_pending:{seller_account}"
+
+
+def seller_available(seller_account: str) -> str:
+    return f"seller_available:{seller_account}"
+
+
+PLATFORM_REVENUE = "platform_revenue"
 
 
 def psp_fees(psp: str) -> str:
@@ -38,9 +47,9 @@ class Entry:
 
 @dataclass(frozen=True)
 class Transaction:
-    """`payment_order_id`: the order a transaction recorded under a PSP object's own id belongs to (a refund
-    `refund#<PSP refund id>` names its order here), so it can be found by order; a pay-in's reference is its
-    order already."""
+    """`payment_order_id`: the order a transaction belongs to, the key of the ledger's order index. Every step of
+    the money cycle names its order here (its reference is the order too); a refund, recorded under the PSP's
+    refund id, is found by its order only through it."""
 
     kind: str
     reference: str
@@ -95,7 +104,30 @@ def payin(payment_order_id: str, seller_account: str, amount: Money, psp: str) -
     return Transaction(
         kind="payin",
         reference=payment_order_id,
-        entries=(Entry(psp_receivable(psp), amount), Entry(seller_payable(seller_account), -amount)),
+        entries=(Entry(psp_receivable(psp), amount), Entry(seller_pending(seller_account), -amount)),
+        payment_order_id=payment_order_id,
+    )
+
+
+def release(payment_order_id: str, seller_account: str, gross: Money, commission: Money) -> Transaction:
+    """Delivery confirmed: the gross leaves pending, the net becomes the seller's, the commission our revenue
+    (a zero side is left out: 0 or 10000 bps)."""
+    net = gross - commission
+    if not gross.is_positive() or commission.minor < 0 or net.minor < 0:
+        raise UnbalancedTransaction(f"release#{payment_order_id}: commission {commission} outside 0..{gross}")
+    entries = [Entry(seller_pending(seller_account), gross)]
+    entries += [Entry(seller_available(seller_account), -net)] if net.minor else []
+    entries += [Entry(PLATFORM_REVENUE, -commission)] if commission.minor else []
+    return Transaction(kind="release", reference=payment_order_id, entries=tuple(entries),
+                       payment_order_id=payment_order_id)
+
+
+def transfer(payment_order_id: str, seller_account: str, net: Money, psp: str, transfer_id: str) -> Transaction:
+    """The net paid to the seller's connected account out of what the PSP holds for us."""
+    return Transaction(
+        kind="transfer", reference=payment_order_id,
+        entries=(Entry(seller_available(seller_account), net), Entry(psp_receivable(psp), -net)),
+        description=f"transfer {transfer_id}", payment_order_id=payment_order_id,
     )
 
 
@@ -110,12 +142,15 @@ def psp_fee(reference: str, fee: Money, psp: str) -> Transaction:
 def record(transaction: Transaction, table: LedgerTable | None = None) -> bool:
     """Write the transaction once. True if written now, False if an identical one was there already.
 
-    A different transaction under the same id raises LedgerConflict: history is never overwritten.
+    A different transaction (entries or description) under the same id raises LedgerConflict: history is never
+    overwritten.
     """
     table = table or LedgerTable.from_settings()
     existing = table.put_once(transaction.to_item())
     if existing is None:
         return True
-    if Transaction.from_item(existing).entries != transaction.entries:
+    stored = Transaction.from_item(existing)
+    # the description names a transfer's PSP id: a second transfer id for one order is a conflict too
+    if (stored.entries, stored.description) != (transaction.entries, transaction.description):
         raise LedgerConflict(f"{transaction.transaction_id} exists with different entries")
     return False

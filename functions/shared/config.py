@@ -33,6 +33,10 @@ class Settings(BaseModel):
     # Seconds a stored charge may wait for its queue message before the sweeper enqueues it (the outbox grace).
     enqueue_grace_s: int = 60
     max_attempts: int = 5
+    # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
+    # Transfer Lambda's 30 s timeout and PayoutsQueue's visibility), and attempts before its dead letter.
+    transfer_deadline_s: int = 300
+    max_transfer_attempts: int = 20
     # Shards of the charges' sweep index. Only ever raised: a shard is hash % count, so the shards of a smaller
     # count are a subset of a larger one's and charges written before a raise are still read (decisions.md).
     sweep_shards: int = 32

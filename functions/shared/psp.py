@@ -9,6 +9,7 @@ of charging again. Answers come out in three kinds:
 - a 500 that Stripe replays for our key: PspKeyPoisoned (the executor decides when the key may be retired).
 Amounts go out in Stripe's units and come back through functions/shared/psp_units.py. A checkout's single-use
 PaymentMethod that pays several PaymentIntents is attached to one Customer first (keys customer:/attach:<checkout_id>).
+A seller's share goes out as one Transfer per order (key `transfer:<payment_order_id>`, `transfer`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from functions.shared.errors import (
     PspTransientError,
 )
 from functions.shared.models import ChargeWork
-from functions.shared.money import MoneyError
+from functions.shared.money import Money, MoneyError
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
@@ -62,6 +63,26 @@ class ChargeResult:
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
             "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
         }
+
+
+TRANSFERRED, BALANCE_SHORT, ACCOUNT_REFUSED = "transferred", "balance_short", "account_refused"
+# Refusals that name the destination account: invalid, or unable to receive transfers (restricted).
+_ACCOUNT_REFUSALS = {"account_invalid", "insufficient_capabilities_for_transfer", "transfers_not_allowed",
+                     "account_closed", "account_restricted"}
+TRANSFER_PAGE_LIMIT = 100
+TRANSFER_PAGES_MAX = 50  # a checkout's transfers (one per order): 5,000 is far past any checkout
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    outcome: str  # transferred | balance_short | account_refused
+    transfer_id: str = ""
+    failure_code: str = ""
+    failure_reason: str = ""
+
+
+def transfer_key(payment_order_id: str) -> str:
+    return f"transfer:{payment_order_id}"
 
 
 class PspClient:
@@ -193,6 +214,66 @@ class PspClient:
             raise self._classify(error, creating=False) from error
         return self._checked(intent, work) if work is not None else self._result_of(intent)
 
+    # -- transfers (a released order's net share to the seller's connected account) -------------------
+
+    def transfer(self, payout: dict[str, Any], destination: str, *, look_up_first: bool) -> TransferResult:
+        """The order's one Transfer: created under `transfer:<payment_order_id>`, or, with `look_up_first` (past
+        the key's lifetime), the one Stripe already holds reported instead. A Transfer of the order for another
+        amount, currency or destination is PspOutcomeUnknown (a human looks)."""
+        order_id = payout["payment_order_id"]
+        net = Money(int(payout["net_minor"]), payout["currency"])
+        if look_up_first:
+            existing = self.find_transfer(payout["checkout_id"], order_id)
+            if existing is not None:
+                return _checked_transfer(existing, order_id, net, destination)
+        params = {
+            "amount": psp_units.to_stripe_amount(net),
+            "currency": net.currency.lower(),
+            "destination": destination,
+            "transfer_group": payout["checkout_id"],
+            "source_transaction": payout["charge_id"],
+            "metadata": {"payment_order_id": order_id, "checkout_id": payout["checkout_id"],
+                         "seller_account": payout["seller_account"]},
+        }
+        try:
+            created = self._stripe.v1.transfers.create(
+                params=params, options={"idempotency_key": transfer_key(order_id)})  # type: ignore[arg-type]
+        except stripe.StripeError as error:
+            refused = _transfer_refusal(error)
+            if refused is not None:
+                return refused
+            raise self._classify_transfer(error) from error
+        return _checked_transfer(created, order_id, net, destination)
+
+    def find_transfer(self, transfer_group: str, payment_order_id: str) -> Any | None:
+        """The order's Transfer among its checkout's (listed by transfer_group, matched by metadata). A list is
+        consistent, unlike search: a miss is proof of absence. Two Transfers of one order: PspOutcomeUnknown."""
+        found: list[Any] = []
+        params: dict[str, Any] = {"transfer_group": transfer_group, "limit": TRANSFER_PAGE_LIMIT}
+        for _ in range(TRANSFER_PAGES_MAX):
+            try:
+                page = self._stripe.v1.transfers.list(params=params)  # type: ignore[arg-type]
+            except stripe.StripeError as error:
+                raise self._classify(error, creating=False) from error
+            found += [t for t in page.data if (t.metadata or {}).get("payment_order_id") == payment_order_id]
+            if not page.has_more or not page.data:
+                break
+            params = {**params, "starting_after": page.data[-1].id}
+        else:
+            raise PspOutcomeUnknown(f"checkout {transfer_group} has more than "
+                                    f"{TRANSFER_PAGE_LIMIT * TRANSFER_PAGES_MAX} transfers")
+        if len(found) > 1:
+            raise PspOutcomeUnknown(f"{len(found)} transfers carry payment_order_id {payment_order_id}: "
+                                    f"{', '.join(t.id for t in found)}")
+        return found[0] if found else None
+
+    def _classify_transfer(self, error: stripe.StripeError) -> Exception:
+        """A transfer Stripe answered unclearly (network, 5xx, 429, 409 in flight, 401/403): transient, and a
+        replayed 500 too (the key's 24 h end it; past 23 h the next attempt looks first). Any other refusal (a
+        parameter Stripe refuses, e.g. the charge cannot fund it) is permanent: a human looks."""
+        classified = self._classify(error)
+        return PspTransientError(str(classified)) if isinstance(classified, PspKeyPoisoned) else classified
+
     # -- mapping -----------------------------------------------------------------------------------
 
     @classmethod
@@ -271,6 +352,41 @@ def key_aged(work: ChargeWork) -> bool:
     """Past this, Stripe may have pruned the charge's keys: look up before creating anything."""
     return bool(work.first_attempt_at) and (
         clock.now() - clock.parse_iso(work.first_attempt_at) > IDEMPOTENCY_KEY_SAFE_AGE)
+
+
+def _transfer_refusal(error: stripe.StripeError) -> TransferResult | None:
+    """Stripe's refusals of a Transfer that we act on: the platform's balance short (retried later, never FAILED),
+    or the destination account invalid or unable to receive transfers (FAILED with the reason)."""
+    if error.http_status is None or error.http_status >= 500 or error.http_status in (401, 403, 409, 429):
+        return None
+    body = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
+    code = error.code or body.get("code") or ""
+    reason = body.get("message") or str(error.user_message or error)
+    if code == "balance_insufficient":
+        return TransferResult(BALANCE_SHORT, failure_code=code, failure_reason=reason)
+    if code in _ACCOUNT_REFUSALS or body.get("param") == "destination":
+        return TransferResult(ACCOUNT_REFUSED, failure_code=code or "account_invalid", failure_reason=reason)
+    return None
+
+
+def _checked_transfer(transfer: Any, payment_order_id: str, net: Money, destination: str) -> TransferResult:
+    """The Transfer's id, once it is the order's: its amount (back in our units) and destination. Another amount
+    means money moved that our books do not say: a human looks, never TRANSFERRED or FAILED."""
+    try:
+        sent = psp_units.from_stripe_amount(transfer.currency, transfer.amount)
+    except (MoneyError, NotChargeableAtPsp) as error:
+        raise PspOutcomeUnknown(f"{transfer.id}: amount {transfer.amount} {transfer.currency}: {error}") from error
+    to = _id_of(getattr(transfer, "destination", None))
+    if sent != net or to != destination:
+        raise PspOutcomeUnknown(f"{transfer.id} sends {sent} to {to}; order {payment_order_id} owes {net} to "
+                                f"{destination}")
+    return TransferResult(TRANSFERRED, str(transfer.id))
+
+
+def transfer_key_aged(payout: dict[str, Any]) -> bool:
+    """Past this since the first transfer attempt, Stripe may have pruned the key: look up before creating."""
+    first = payout.get("first_transfer_at")
+    return bool(first) and clock.now() - clock.parse_iso(str(first)) > IDEMPOTENCY_KEY_SAFE_AGE
 
 
 def _id_of(value: Any) -> str:

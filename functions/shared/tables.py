@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,12 @@ from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from functions.shared import aws
 from functions.shared.config import Settings, settings
-from functions.shared.errors import AwsTransientError, PaymentOrderIdInUse, StatusTransitionRefused
+from functions.shared.errors import (
+    AwsTransientError,
+    DomainError,
+    PaymentOrderIdInUse,
+    StatusTransitionRefused,
+)
 from functions.shared.status import ALLOWED_FROM, OrderStatus
 
 _serializer = TypeSerializer()
@@ -467,9 +473,30 @@ class PaymentTables:
             yield key["charge_key"]
 
 
+# A hot seller's balance is spread over this many items per currency (docs/design.md "Hot seller"): every
+# movement of one order lands on the same shard, so a shard's buckets cover that order's later movements.
+WALLET_SHARDS = 32
+WALLET_STATEMENT_INDEX = "statement"
+WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
+_BALANCE_READERS = 8  # balances(): shard queries in flight at once
+
+
+def wallet_shard(payment_order_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(payment_order_id.encode()).digest(), "big") % WALLET_SHARDS
+
+
+class InsufficientBucket(DomainError):
+    """A movement would take a wallet bucket below zero on its shard: a bug upstream, never clamped."""
+
+    code = "insufficient_bucket"
+    http_status = 500
+
+
 @dataclass
 class WalletTable:
-    """Seller balances per currency, and one movement item per applied change (the once-only guard)."""
+    """Seller balances per currency, spread over WALLET_SHARDS balance items (`<seller>#<shard>`,
+    `BALANCE#<CUR>`), and one movement item per applied change in its own partition (`MOVE#<kind>#<reference>`,
+    `MOVE`): the once-only guard, and the seller's statement through the `statement` index."""
 
     table: str
 
@@ -481,62 +508,93 @@ class WalletTable:
     def _db(self) -> Any:
         return aws.client("dynamodb")
 
-    def apply_movement(
-        self, account_id: str, kind: str, reference: str, currency: str,
-        pending_delta: int, available_delta: int, now: str,
-    ) -> bool:
-        """Change a balance exactly once per (kind, reference): guard and balance in one transaction.
+    def apply_movement(self, seller_account: str, kind: str, reference: str, currency: str, *, pending: int = 0,
+                       available: int = 0, transferred: int = 0, owed: int = 0, now: str,
+                       details: dict[str, Any] | None = None) -> bool:
+        """Change a seller's balance exactly once per (kind, reference): guard and shard in one transaction.
 
-        Returns False when this movement was applied before (nothing changes the second time).
+        The shard is the one of `details["payment_order_id"]`, else of `reference` (an order id for payin,
+        release and transfer). Returns False when this movement was applied before (nothing changes the second
+        time); raises InsufficientBucket when a negative delta is more than the shard's bucket holds.
         """
-        items = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item({
-                        "account_id": account_id, "sk": f"MOVE#{kind}#{reference}", "kind": kind,
-                        "reference": reference, "currency": currency, "pending_delta": pending_delta,
-                        "available_delta": available_delta, "created_at": now,
-                    }),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": to_item({"account_id": account_id, "sk": f"BALANCE#{currency}"}),
-                    "UpdateExpression": "ADD pending_minor :p, available_minor :a SET currency = :c, updated_at = :now",
-                    "ExpressionAttributeValues": to_item(
-                        {":p": pending_delta, ":a": available_delta, ":c": currency, ":now": now}
-                    ),
-                }
-            },
-        ]
+        details = details or {}
+        shard_key = f"{seller_account}#{wallet_shard(details.get('payment_order_id') or reference)}"
+        deltas = dict(zip(WALLET_BUCKETS, (pending, available, transferred, owed), strict=True))
+        movement = {
+            **details, "account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE", "seller_account": seller_account,
+            "kind": kind, "reference": reference, "currency": currency, "created_at": now,
+            "statement_key": shard_key, **{f"{bucket}_delta": delta for bucket, delta in deltas.items()},
+        }
+        values: dict[str, Any] = {f":{bucket}": delta for bucket, delta in deltas.items()}
+        covers = []
+        for bucket, delta in deltas.items():
+            if delta < 0:  # a missing bucket compares false: nothing to take from
+                covers.append(f"{bucket}_minor >= :need_{bucket}")
+                values[f":need_{bucket}"] = -delta
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": to_item({"account_id": shard_key, "sk": f"BALANCE#{currency}"}),
+            "UpdateExpression": "ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
+                                + " SET seller_account = :seller, currency = :currency, updated_at = :now",
+            "ExpressionAttributeValues": to_item({**values, ":seller": seller_account, ":currency": currency,
+                                                  ":now": now}),
+        }
+        if covers:
+            update["ConditionExpression"] = " AND ".join(covers)
+        guard = _put_new(self.table, movement, "account_id")
         try:
-            self._db.transact_write_items(TransactItems=items)
+            self._db.transact_write_items(TransactItems=[guard, {"Update": update}])
         except ClientError as error:
             if _error_code(error) == "TransactionCanceledException":
                 reasons = _cancellation_codes(error)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    raise InsufficientBucket(
+                        f"{kind} {reference}: {seller_account} shard {shard_key} {currency} cannot cover "
+                        f"{ {b: d for b, d in deltas.items() if d < 0} }") from error
                 if _TRANSIENT_CANCELLATIONS & set(reasons):
                     raise WriteConflict() from error
+            if _error_code(error) == "TransactionConflictException":
+                raise WriteConflict() from error
             raise
         return True
 
-    def balances(self, account_id: str) -> dict[str, dict[str, int]]:
-        answer = self._db.query(
-            TableName=self.table,
-            KeyConditionExpression="account_id = :a AND begins_with(sk, :b)",
-            ExpressionAttributeValues=to_item({":a": account_id, ":b": "BALANCE#"}),
-            ConsistentRead=True,
-        )
-        result = {}
-        for item in map(from_item, answer.get("Items", [])):
-            result[item["currency"]] = {
-                "pending_minor": item.get("pending_minor", 0), "available_minor": item.get("available_minor", 0)
-            }
+    def balances(self, seller_account: str) -> dict[str, dict[str, int]]:
+        """CUR -> {pending_minor, available_minor, transferred_minor, owed_minor}, summed over every shard
+        (one consistent query each, exact: no cache, no index)."""
+        def shard(number: int) -> list[dict[str, Any]]:
+            return list(_pages(self._db.query, {
+                "TableName": self.table, "ConsistentRead": True,
+                "KeyConditionExpression": "account_id = :a AND begins_with(sk, :b)",
+                "ExpressionAttributeValues": to_item({":a": f"{seller_account}#{number}", ":b": "BALANCE#"})}))
+
+        result: dict[str, dict[str, int]] = {}
+        with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
+            for items in pool.map(shard, range(WALLET_SHARDS)):
+                for item in items:
+                    totals = result.setdefault(item["currency"], {f"{b}_minor": 0 for b in WALLET_BUCKETS})
+                    for bucket in WALLET_BUCKETS:
+                        totals[f"{bucket}_minor"] += int(item.get(f"{bucket}_minor", 0))
         return result
+
+    def movements(self, seller_account: str, start: str, end: str) -> list[dict[str, Any]]:
+        """The seller's movements created in [start, end), oldest first, from the `statement` index (eventually
+        consistent: a movement of the last second may be missing)."""
+        def shard(number: int) -> list[dict[str, Any]]:
+            items = _query(self._db, self.table, WALLET_STATEMENT_INDEX,
+                           "statement_key = :key AND created_at BETWEEN :start AND :end",
+                           {":key": f"{seller_account}#{number}", ":start": start, ":end": end})
+            return [item for item in items if item["created_at"] < end]
+
+        with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
+            found = [item for items in pool.map(shard, range(WALLET_SHARDS)) for item in items]
+        return sorted(found, key=lambda item: (item["created_at"], item["account_id"]))
+
+    def get_movement(self, kind: str, reference: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, ConsistentRead=True,
+                                   Key=to_item({"account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE"}))
+        return from_item(answer["Item"]) if "Item" in answer else None
 
     def scan(self) -> Iterator[dict[str, Any]]:
         yield from _scan(self._db, self.table)

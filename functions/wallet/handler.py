@@ -10,19 +10,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.shared import clock
 from functions.shared.models import ChargeWork, OrderShare
 from functions.shared.tables import WalletTable, transient_errors_retryable
+from functions.wallet import movements
 
 logger = Logger(service="wallet")
-
-PAYIN = "payin"
 
 
 def credit_pending(work: ChargeWork, order: OrderShare, table: WalletTable | None = None) -> bool:
     """True if credited now, False if this order's credit was applied before."""
-    table = table or WalletTable.from_settings()
-    return table.apply_movement(
-        account_id=order.seller_account, kind=PAYIN, reference=order.payment_order_id, currency=work.currency,
-        pending_delta=order.amount_minor, available_delta=0, now=clock.iso(),
-    )
+    return movements.credit_pending(order.seller_account, order.payment_order_id, work.share(order), clock.iso(),
+                                    table)
 
 
 def credit_charge(work: ChargeWork) -> list[str]:

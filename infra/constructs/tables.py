@@ -55,6 +55,14 @@ class Tables(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.wallet = table(names.WALLET, "account_id", "sk")
+        # Only movement items carry statement_key (`<seller>#<shard>`): a seller's statement is one query per shard.
+        # ALL: a statement line needs the whole movement, and a movement is written once.
+        self.wallet.add_global_secondary_index(
+            index_name=names.WALLET_STATEMENT_INDEX,
+            partition_key=dynamodb.Attribute(name="statement_key", type=_S),
+            sort_key=dynamodb.Attribute(name="created_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
         self.ledger = table(names.LEDGER, "transaction_id")
         # Sparse: only a transaction that records a PSP object of an order under the PSP's own id (a refund)
         # names its order, so reconciliation finds an order's refunds without reading the whole ledger.

@@ -126,6 +126,17 @@ def test_ledger_has_the_keys_only_sparse_index_of_transactions_by_order(synth):
     assert types == {"transaction_id": "S", "payment_order_id": "S"}
 
 
+
+def test_wallet_has_the_statement_index_of_movements_by_shard_and_time(synth):
+    props = synth.props(table_id(synth, names.WALLET))
+    assert names.WALLET_STATEMENT_INDEX == tables.WALLET_STATEMENT_INDEX
+    assert props["GlobalSecondaryIndexes"] == [{
+        "IndexName": names.WALLET_STATEMENT_INDEX, "Projection": {"ProjectionType": "ALL"},
+        "KeySchema": [{"AttributeName": "statement_key", "KeyType": "HASH"},
+                      {"AttributeName": "created_at", "KeyType": "RANGE"}]}]
+    assert moto_tables.TABLE_KEYS["Wallet"]["gsi"] == {names.WALLET_STATEMENT_INDEX: ("statement_key", "created_at")}
+    assert moto_tables.TABLE_KEYS["Wallet"]["projection"] == {names.WALLET_STATEMENT_INDEX: "ALL"}
+
 # --- queues -------------------------------------------------------------------------------------------------
 
 

@@ -316,7 +316,8 @@ def test_finalize_takes_the_reason_of_a_caught_permanent_error(aws_env):
 # --- the sweeper ------------------------------------------------------------------------------------------
 
 
-ZERO = {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0, "errors": 0, "deferred": 0}
+ZERO = {"enqueued": 0, "redriven": 0, "dead_lettered": 0, "skipped": 0, "errors": 0, "deferred": 0,
+        "payouts_released": 0, "payouts_enqueued": 0, "payouts_awaiting": 0, "payouts_dead_lettered": 0}
 
 
 def test_sweeper_enqueues_charges_whose_message_was_never_sent(aws_env, workflow):

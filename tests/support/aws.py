@@ -19,7 +19,8 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                       "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
                               "psp_reference": ("psp_reference", None)}},
     "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at")}},
-    "Wallet": {"hash": "account_id", "range": "sk"},
+    "Wallet": {"hash": "account_id", "range": "sk", "gsi": {"statement": ("statement_key", "created_at")},
+               "projection": {"statement": "ALL"}},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
 }
@@ -41,7 +42,8 @@ def create_table(logical: str, name: str) -> str:
         if range_key:
             attributes[range_key] = "S"
             schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": "KEYS_ONLY"}})
+        projection = spec.get("projection", {}).get(index, "KEYS_ONLY")
+        indexes.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": projection}})
     kwargs: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
     boto3.client("dynamodb", region_name="us-east-1").create_table(
         TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys,

@@ -1,0 +1,149 @@
+"""SQS consumer (PayoutsQueue): drives one payout per message, `{"payment_order_id": ...}`, as far as it can go.
+
+RELEASED -> the release applied to wallet and ledger once (release_applied) -> TRANSFERRING (begin_transfer, due at
+the deadline) -> the Transfer at Stripe (key transfer:<payment_order_id>) -> its id recorded -> wallet and ledger
+transfer once -> TRANSFERRED, written last. Every step is idempotent and the payout stays in the sweeper's index
+until the last one, so a worker killed between any two lines is resumed by a redelivery or by the sweeper.
+Outcomes: the platform's balance short -> postponed (growing backoff), never FAILED; the account refused ->
+FAILED + a dead letter (alarm; `ops payouts retry` after the seller fixes it); unclear -> the message fails and
+SQS delivers it again; past max attempts, a Transfer found for another amount, or a refusal of what we send -> a
+dead letter, the payout out of the sweeper's index (status kept: the money stays `available`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.ledger import journal
+from functions.shared import clock, psp, queues
+from functions.shared.config import settings
+from functions.shared.errors import PspOutcomeUnknown, PspPermanentError
+from functions.shared.money import Money
+from functions.shared.status import PayoutStatus
+from functions.shared.tables import PayoutsTable, SellersTable
+from functions.wallet import movements
+
+logger = Logger(service="executor")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+AWAIT_SELLER = timedelta(hours=1)  # a seller without a connected account is looked at again after this
+BALANCE_SHORT_STEP = timedelta(minutes=15)  # × attempts, up to BALANCE_SHORT_MAX
+BALANCE_SHORT_MAX = timedelta(hours=6)
+_IDLE = (PayoutStatus.HELD, PayoutStatus.TRANSFERRED, PayoutStatus.FAILED)
+
+
+def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: SellersTable | None = None) -> str:
+    """One payout as far as it can go now; returns what happened (logged, and read by tests)."""
+    payouts = payouts or PayoutsTable.from_settings()
+    payout = payouts.get(payment_order_id)
+    if payout is None:
+        raise LookupError(f"no payout {payment_order_id}: the message stays for a human (PayoutsDlq)")
+    if PayoutStatus(payout["payout_status"]) in _IDLE:
+        return "nothing"
+    now = clock.now()
+    if not payout.get("release_applied"):
+        apply_release(payout, clock.iso(now))
+        payouts.mark_release_applied(payment_order_id, clock.iso(now))
+    seller = (sellers or SellersTable.from_settings()).get(payout["seller_account"]) or {}
+    destination = seller.get("psp_account_id")
+    if not destination and not payout.get("transfer_id"):
+        payouts.await_seller(payment_order_id, payout["seller_account"], clock.iso(now + AWAIT_SELLER),
+                             clock.iso(now))
+        return "awaiting_seller"
+    if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
+        return dead_letter(payouts, payout, f"{payout['payout_status']} after {payout.get('transfer_attempts')} "
+                                            f"transfer attempts ({payout.get('last_error', '')})", now)
+    begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now))
+    if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
+        return "nothing"
+    if not begun.get("transfer_id"):
+        try:
+            result = _transfer(begun, str(destination))
+        except (PspOutcomeUnknown, PspPermanentError) as error:
+            # Money may have moved as our books do not say, or Stripe refuses what we send: a human looks.
+            return dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
+        if result.outcome == psp.BALANCE_SHORT:
+            later = now + min(BALANCE_SHORT_STEP * int(begun["transfer_attempts"]), BALANCE_SHORT_MAX)
+            payouts.postpone(payment_order_id, clock.iso(later), clock.iso(now),
+                             f"{result.failure_code}: {result.failure_reason}")
+            return "balance_short"
+        if result.outcome == psp.ACCOUNT_REFUSED:
+            return _refused(payouts, begun, result, now)
+        begun["transfer_id"] = result.transfer_id
+        payouts.record_transfer_id(payment_order_id, result.transfer_id, clock.iso(now))
+    apply_transfer(begun, clock.iso(now))
+    payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now))
+    return "transferred"
+
+
+def _transfer(payout: dict[str, Any], destination: str) -> psp.TransferResult:
+    if int(payout["net_minor"]) == 0:  # commission took it all: nothing to send, nothing to book
+        return psp.TransferResult(psp.TRANSFERRED, NO_TRANSFER)
+    return psp.client().transfer(payout, destination, look_up_first=psp.transfer_key_aged(payout))
+
+
+NO_TRANSFER = "none"  # the transfer_id of a payout whose net is zero
+
+
+def apply_release(payout: dict[str, Any], now: str) -> None:
+    """The release in wallet and ledger, each once (the movement's guard, the transaction's id)."""
+    seller, order_id = payout["seller_account"], payout["payment_order_id"]
+    gross = Money(int(payout["gross_minor"]), payout["currency"])
+    commission = Money(int(payout["commission_minor"]), payout["currency"])
+    movements.release(seller, order_id, gross, commission, now)
+    journal.record(journal.release(order_id, seller, gross, commission))
+
+
+def apply_transfer(payout: dict[str, Any], now: str) -> None:
+    net = Money(int(payout["net_minor"]), payout["currency"])
+    if net.minor == 0:
+        return
+    seller, order_id, transfer_id = payout["seller_account"], payout["payment_order_id"], payout["transfer_id"]
+    movements.transfer_out(seller, order_id, net, transfer_id, now)
+    journal.record(journal.transfer(order_id, seller, net, psp.PSP_NAME, transfer_id))
+
+
+def _refused(payouts: PayoutsTable, payout: dict[str, Any], result: psp.TransferResult, now: datetime) -> str:
+    """FAILED with the reason; the dead letter first, so a crash between the two sends it again rather than
+    leave a FAILED payout no alarm names. The money stays in `available` (no transfer movement was applied)."""
+    order_id = payout["payment_order_id"]
+    queues.dead_letter_payout(order_id, "transfer", f"account refused: {result.failure_code}: {result.failure_reason}",
+                     int(payout.get("transfer_attempts", 0)), _detail(payout))
+    payouts.fail_transfer(order_id, result.failure_code, result.failure_reason, clock.iso(now))
+    return "failed"
+
+
+def dead_letter(payouts: PayoutsTable, payout: dict[str, Any], reason: str, now: datetime) -> str:
+    """Too many attempts: the dead letter, then the payout out of the sweeper's index (status kept)."""
+    queues.dead_letter_payout(payout["payment_order_id"], "transfer", reason, int(payout.get("transfer_attempts", 0)),
+                     _detail(payout))
+    if not payouts.mark_dead_lettered(payout["payment_order_id"], payout.get("due_at", ""), reason, clock.iso(now)):
+        return "nothing"
+    return "dead_lettered"
+
+
+def _detail(payout: dict[str, Any]) -> dict[str, Any]:
+    return {key: payout.get(key) for key in ("seller_account", "checkout_id", "currency", "net_minor",
+                                            "payout_status", "transfer_id")}
+
+
+def _deadline(now: datetime) -> str:
+    return clock.iso(now + timedelta(seconds=settings().transfer_deadline_s))
+
+
+def _record(record: SQSRecord) -> None:
+    order_id = json.loads(record.body)["payment_order_id"]
+    outcome = drive(order_id)
+    logger.info("payout", extra={"payment_order_id": order_id, "outcome": outcome})
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
