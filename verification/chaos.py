@@ -300,15 +300,18 @@ def _random_key(original: Any, hit: Callable[[], None]) -> Any:
 
 
 def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
-    from functions.shared.tables import WalletTable, to_item
+    from functions.shared.tables import WALLET_BUCKETS, WalletTable, to_item, wallet_shard
 
-    def apply_movement(self: WalletTable, account_id: str, kind: str, reference: str, currency: str,
-                       pending_delta: int, available_delta: int, now: str) -> bool:
+    def apply_movement(self: WalletTable, seller_account: str, kind: str, reference: str, currency: str, *,
+                       now: str, details: dict[str, Any] | None = None, **deltas: int) -> bool:
         hit()
+        shard = wallet_shard((details or {}).get("payment_order_id") or reference)
         self._db.update_item(
-            TableName=self.table, Key=to_item({"account_id": account_id, "sk": f"BALANCE#{currency}"}),
-            UpdateExpression="ADD pending_minor :p, available_minor :a SET currency = :c",
-            ExpressionAttributeValues=to_item({":p": pending_delta, ":a": available_delta, ":c": currency}))
+            TableName=self.table, Key=to_item({"account_id": f"{seller_account}#{shard}", "sk": f"BALANCE#{currency}"}),
+            UpdateExpression="ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
+                             + " SET seller_account = :s, currency = :c",
+            ExpressionAttributeValues=to_item({**{f":{b}": deltas.get(b, 0) for b in WALLET_BUCKETS},
+                                               ":s": seller_account, ":c": currency}))
         return True
     return apply_movement
 
@@ -531,6 +534,7 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
     """The storefront confirms most deliveries (some twice at once; the auto-releasing seller's are left to the
     sweeper), while the platform's PSP balance is short for a few sweeps; then the late sellers register, the
     restricted account is lifted and on-call retries its FAILED pay-outs; each stage waits for the pay-outs."""
+    from functions.shared.tables import PayoutsTable
     from ops.payouts import retry_payout
 
     db = stack.client("dynamodb")
@@ -568,10 +572,9 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
             sellers.register_late(api, connect)
             for seller in sellers.restricted:
                 connect.restrict(sellers.accounts[seller], restricted=False)
-            tables = _payout_tables(stack)
             for payout in read():
                 if payout["payout_status"] == "FAILED":
-                    retry_payout(tables, payout["payment_order_id"])  # `ops payouts retry <id>`
+                    retry_payout(PayoutsTable.from_settings(), payout["payment_order_id"])  # `ops payouts retry <id>`
                     run.retried.append(payout["payment_order_id"])
     faults["platform_balance_short_sweeps"] = min(run.short_sweeps, SHORT_SWEEPS)
     faults["payouts_retried_by_on_call"] = len(run.retried)
