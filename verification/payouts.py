@@ -99,26 +99,29 @@ class SellerPlan:
     restricted: set[str] = field(default_factory=set)
 
     @classmethod
-    def draw(cls, sellers: list[str], seed: int) -> SellerPlan:
+    def draw(cls, sellers: list[str], seed: int, *, special: bool = True) -> SellerPlan:
+        """`special=False`: every seller registered with an account from the start, none restricted."""
         rng = random.Random(f"{seed}:sellers")
         order = sorted(sellers)
         rng.shuffle(order)
         plan = cls({seller: rng.choice(COMMISSIONS_BPS) for seller in sellers})
-        if len(order) >= 5:
+        if special and len(order) >= 5:
             plan.auto_release = {order[0]}
             plan.late = {order[1], order[2]}
             plan.unregistered = {order[2]}
             plan.restricted = {order[3]}
         return plan
 
-    def register(self, api: ApiClient, connect: Connect) -> None:
-        """The sellers' first registration (accounts created at the PSP); the restricted one is restricted."""
+    def register(self, api: ApiClient, connect: Connect, *, keep_accounts: bool = False) -> None:
+        """The sellers' first registration (accounts created at the PSP); the restricted one is restricted.
+        `keep_accounts`: a seller registered before with an account keeps it (a demo run again)."""
         for seller, bps in sorted(self.commission_bps.items()):
             if seller in self.unregistered:
                 continue
             body: dict[str, Any] = {"commission_bps": bps}
+            known = _registered_account(api, seller) if keep_accounts else None
             if seller not in self.late:
-                self.accounts[seller] = body["psp_account_id"] = connect.create_account()
+                self.accounts[seller] = body["psp_account_id"] = known or connect.create_account()
             if seller in self.auto_release:
                 body["auto_release_days"] = 0
             put_seller(api, seller, body)
@@ -131,6 +134,14 @@ class SellerPlan:
             self.accounts[seller] = connect.create_account()
             put_seller(api, seller, {"psp_account_id": self.accounts[seller],
                                      "commission_bps": self.commission_bps[seller]})
+
+
+def _registered_account(api: ApiClient, seller: str) -> str | None:
+    try:
+        status, body, _ = api.get_seller(seller)
+    except OSError:
+        return None
+    return body.get("psp_account_id") if status == 200 else None
 
 
 def put_seller(api: ApiClient, seller: str, body: dict[str, Any], attempts: int = 8) -> dict[str, Any]:
