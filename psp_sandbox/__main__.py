@@ -14,12 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=12111)
     parser.add_argument("--host", default="127.0.0.1", help="loopback only")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random fault draws")
-    parser.add_argument("--enforce-balance", action="store_true", help="refuse transfers beyond the balance")
     parser.add_argument("--log-requests", action="store_true")
     args = parser.parse_args(argv)
-    server = start_sandbox(
-        args.port, args.host, seed=args.seed, enforce_balance=args.enforce_balance, log_requests=args.log_requests
-    )
+    server = start_sandbox(args.port, args.host, seed=args.seed, log_requests=args.log_requests)
     print(f"psp_sandbox ready on {server.url} (seed={args.seed})", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -1,4 +1,5 @@
-"""The `/_sandbox/` admin API (JSON): faults, clock, reset, ground-truth charges, settlement export."""
+"""The `/_sandbox/` admin API (JSON): faults, clock, reset, ground-truth charges and transfers, connected accounts
+(restrict, unrestrict, bank payout), the platform's balance switch, settlement export."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 Answer = tuple[int, dict[str, Any] | str, str]
 _JSON = "application/json"
 _RESOLVE = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/resolve")
+_ACCOUNT = re.compile(r"/_sandbox/accounts/(?P<id>[^/]+)/(?P<action>restrict|unrestrict|payout)")
 
 
 class AdminError(ValueError):
@@ -68,10 +70,39 @@ class AdminApi:
             return 200, {"data": sandbox.idempotency.keys()}, _JSON
         if route == ("GET", "/_sandbox/settlement"):
             return self._settlement(query)
+        if route == ("GET", "/_sandbox/transfers"):
+            return 200, {"data": sandbox.state.transfer_records()}, _JSON
+        if route == ("GET", "/_sandbox/accounts"):
+            return 200, {"data": sandbox.state.account_records()}, _JSON
+        if route == ("GET", "/_sandbox/balance"):
+            return 200, self._balance(), _JSON
+        if route == ("POST", "/_sandbox/balance"):
+            short = data.get("short")
+            if not isinstance(short, bool):
+                raise AdminError("short must be true or false")
+            sandbox.state.set_balance_short(short)
+            return 200, self._balance(), _JSON
+        if method == "POST" and (match := _ACCOUNT.fullmatch(path)):
+            return 200, sandbox.state.to_json(self._account_action(match["id"], match["action"], data)), _JSON
         if method == "POST" and (match := _RESOLVE.fullmatch(path)):
             pi = sandbox.state.resolve_payment_intent(match["id"], str(data.get("outcome")))
             return 200, sandbox.state.to_json(pi), _JSON
         return 404, {"error": {"type": "sandbox_error", "message": f"no admin route {method} {path}"}}, _JSON
+
+    def _account_action(self, account_id: str, action: str, data: dict[str, Any]) -> Any:
+        state = self.sandbox.state
+        if action == "restrict":
+            return state.restrict_account(account_id, str(data.get("reason", "requirements.past_due")))
+        if action == "unrestrict":
+            return state.unrestrict_account(account_id)
+        amount, currency = data.get("amount"), data.get("currency")
+        if not isinstance(amount, int) or isinstance(amount, bool) or not isinstance(currency, str):
+            raise AdminError("payout needs an integer amount and a currency")
+        return state.pay_out_account(account_id, amount, currency.lower())
+
+    def _balance(self) -> dict[str, Any]:
+        available, pending = self.sandbox.state.platform_balance()
+        return {"short": self.sandbox.state.balance_short, "available": available, "pending": pending}
 
     def _settlement(self, query: dict[str, list[str]]) -> Answer:
         def one(name: str, default: str = "") -> str:

@@ -36,13 +36,15 @@ def check_charge_amount(amount: int, currency: str) -> None:
     """Raise Stripe's 400 for an amount it would not charge in `currency` (lower-case ISO code)."""
     if amount < minimum_charge(currency):
         raise errors.invalid_request(
-            f"Amount must be at least {_shown(minimum_charge(currency), currency)} {currency}",
+            f"Amount must be at least {shown_amount(minimum_charge(currency), currency)} {currency}",
             param="amount",
             code="amount_too_small",
         )
     if amount > MAXIMUM_CHARGE:
         raise errors.invalid_request(
-            f"Amount must be no more than {_shown(MAXIMUM_CHARGE, currency)}", param="amount", code="amount_too_large"
+            f"Amount must be no more than {shown_amount(MAXIMUM_CHARGE, currency)}",
+            param="amount",
+            code="amount_too_large",
         )
     check_amount_units(amount, currency)
 
@@ -66,7 +68,7 @@ def check_amount_units(amount: int, currency: str) -> None:
         )
 
 
-def _shown(amount: int, currency: str) -> str:
+def shown_amount(amount: int, currency: str) -> str:
     """`50, "usd"` → `$0.50`; `99999999, "usd"` → `$999,999.99` (Stripe's wording in these errors)."""
     exponent = currency_exponent(currency)
     major, minor = divmod(amount, 10**exponent)

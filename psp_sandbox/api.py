@@ -142,6 +142,21 @@ _PI_CONFIRM = frozenset(
     }
 )
 _LIST = frozenset({"limit", "starting_after", "ending_before", "created"})
+_ACCOUNT_CREATE = frozenset(
+    {
+        "type",
+        "country",
+        "email",
+        "capabilities",
+        "business_type",
+        "business_profile",
+        "default_currency",
+        "metadata",
+        "controller",
+        "tos_acceptance",
+        "settings",
+    }
+)
 # What Stripe.js adds to `POST /v1/payment_methods` besides the card (`key` is the publishable key).
 _STRIPE_JS = frozenset(
     {"key", "payment_user_agent", "time_on_page", "guid", "muid", "sid", "referrer", "pasted_fields"}
@@ -180,6 +195,9 @@ class StripeApi:
             (post, re.compile(r"/v1/refunds"), self.create_refund),
             (get, re.compile(r"/v1/refunds"), self._lister(s.refunds, "refunds", {"payment_intent", "charge"})),
             (get, re.compile(r"/v1/refunds/(?P<id>[^/]+)"), self._getter(s.refund)),
+            (post, re.compile(r"/v1/accounts"), self.create_account),
+            (get, re.compile(r"/v1/accounts"), self._lister(s.accounts, "accounts", set())),
+            (get, re.compile(r"/v1/accounts/(?P<id>[^/]+)"), self._getter(s.account)),
             (post, re.compile(r"/v1/transfers"), self.create_transfer),
             (
                 get,
@@ -187,6 +205,9 @@ class StripeApi:
                 self._lister(s.transfers, "transfers", {"destination", "transfer_group"}),
             ),
             (get, re.compile(r"/v1/transfers/(?P<id>[^/]+)"), self._getter(s.transfer)),
+            (post, re.compile(r"/v1/transfers/(?P<id>[^/]+)/reversals"), self.create_transfer_reversal),
+            (get, re.compile(r"/v1/transfers/(?P<id>[^/]+)/reversals"), self.list_transfer_reversals),
+            (get, re.compile(r"/v1/transfers/(?P<id>[^/]+)/reversals/(?P<reversal>[^/]+)"), self.transfer_reversal),
             (
                 get,
                 re.compile(r"/v1/balance_transactions"),
@@ -370,20 +391,70 @@ class StripeApi:
         )
         return self.state.to_json(transfer)
 
+    def create_transfer_reversal(self, request: ApiRequest, id: str) -> dict[str, Any]:
+        p = Params(request.params, frozenset({"amount", "description", "metadata", "refund_application_fee"}))
+        reversal = self.state.create_transfer_reversal(
+            id, amount=p.int("amount"), description=p.str("description"), metadata=p.metadata()
+        )
+        return self.state.to_json(reversal)
+
+    def list_transfer_reversals(self, request: ApiRequest, id: str) -> dict[str, Any]:
+        with self.state.lock:
+            reversals = list(reversed(self.state.transfer(id).reversals))
+        return self._page(request, reversals, f"transfers/{id}/reversals", frozenset())
+
+    def transfer_reversal(self, request: ApiRequest, id: str, reversal: str) -> dict[str, Any]:
+        Params(request.params, frozenset())
+        return self.state.to_json(self.state.transfer_reversal(id, reversal))
+
     def balance(self, request: ApiRequest) -> dict[str, Any]:
         Params(request.params, frozenset())
-        now = self.state.clock.timestamp()
-        available: dict[str, int] = {}
-        pending: dict[str, int] = {}
-        for txn in self.state.select(self.state.balance_transactions):
-            bucket = available if now >= txn.available_on else pending
-            bucket[txn.currency] = bucket.get(txn.currency, 0) + txn.net
+        available, pending = self.state.platform_balance()
         return {
             "object": "balance",
             "available": [{"amount": a, "currency": c} for c, a in sorted(available.items())],
             "pending": [{"amount": a, "currency": c} for c, a in sorted(pending.items())],
             "livemode": False,
         }
+
+    # ---- Connected accounts ------------------------------------------------------------------------------
+
+    def create_account(self, request: ApiRequest) -> dict[str, Any]:
+        p = Params(request.params, _ACCOUNT_CREATE)
+        kind = p.str("type", required=True)
+        if kind not in ("express", "custom", "standard"):
+            raise errors.invalid_request(
+                f"Invalid type: must be one of custom, express, or standard ({kind!r} given).", param="type"
+            )
+        country = (p.str("country") or "US").upper()
+        if not re.fullmatch(r"[A-Z]{2}", country):
+            raise errors.invalid_request(f"Country '{country}' is unknown.", param="country")
+        requested = []
+        for name, wish in (p.hash("capabilities") or {}).items():
+            if not isinstance(wish, dict) or set(wish) - {"requested"}:
+                raise errors.invalid_request(f"Invalid hash: capabilities[{name}]", param=f"capabilities[{name}]")
+            if wish.get("requested") == "true":
+                requested.append(name)
+        if kind != "standard" and not requested:
+            # Stripe asks Express and Custom accounts to request their capabilities; the wording is the sandbox's.
+            raise errors.invalid_request(
+                f"Creating a {kind} account requires at least one capability: pass "
+                "capabilities[transfers][requested]=true.",
+                param="capabilities",
+            )
+        default_currency = p.str("default_currency")
+        if default_currency is not None and default_currency.lower() not in CURRENCIES:
+            raise errors.invalid_request(f"Invalid currency: {default_currency}.", param="default_currency")
+        account = self.state.create_account(
+            type=kind,
+            country=country,
+            email=p.str("email"),
+            capabilities=requested or ["transfers", "card_payments"],
+            business_type=p.str("business_type"),
+            default_currency=default_currency.lower() if default_currency else None,
+            metadata=p.metadata(),
+        )
+        return self.state.to_json(account)
 
     # ---- generic retrieve / list / expand -------------------------------------------------------------------
 
@@ -398,28 +469,35 @@ class StripeApi:
         def list_objects(request: ApiRequest) -> dict[str, Any]:
             p = Params(request.params, _LIST | filters)
             wanted = {f: p.str(f) for f in filters if p.str(f) is not None}
-            limit = min(p.int("limit") or 10, 100)
             objects = self.state.select(store, lambda o: all(getattr(o, f) == v for f, v in wanted.items()))
-            ids = [o.id for o in objects]
-            start, end = 0, len(objects)
-            if after := p.str("starting_after"):
-                start = ids.index(after) + 1 if after in ids else self._missing(name, after, "starting_after")
-            if before := p.str("ending_before"):
-                end = ids.index(before) if before in ids else self._missing(name, before, "ending_before")
-                start = max(start, end - limit)
-            page = objects[start : min(end, start + limit)]
-            return {
-                "object": "list",
-                "data": [self.state.to_json(o) for o in page],
-                "has_more": start + len(page) < end,
-                "url": f"/v1/{name}",
-            }
+            return self._page(request, objects, name, filters)
 
         return list_objects
 
+    def _page(
+        self, request: ApiRequest, objects: list[Any], name: str, filters: set[str] | frozenset[str]
+    ) -> dict[str, Any]:
+        """One page of `objects` (newest first): `limit` (at most 100), `starting_after`, `ending_before`."""
+        p = Params(request.params, _LIST | filters)
+        limit = min(p.int("limit") or 10, 100)
+        ids = [o.id for o in objects]
+        start, end = 0, len(objects)
+        if after := p.str("starting_after"):
+            start = ids.index(after) + 1 if after in ids else self._missing(name, after, "starting_after")
+        if before := p.str("ending_before"):
+            end = ids.index(before) if before in ids else self._missing(name, before, "ending_before")
+            start = max(start, end - limit)
+        page = objects[start : min(end, start + limit)]
+        return {
+            "object": "list",
+            "data": [self.state.to_json(o) for o in page],
+            "has_more": start + len(page) < end,
+            "url": f"/v1/{name}",
+        }
+
     @staticmethod
     def _missing(name: str, object_id: str, param: str) -> int:
-        raise errors.no_such(name.rstrip("s"), object_id, param=param, status=400)
+        raise errors.no_such(name.rsplit("/", 1)[-1].rstrip("s"), object_id, param=param, status=400)
 
     def _expand(self, result: dict[str, Any], expand: Any) -> dict[str, Any]:
         if not expand:

@@ -283,6 +283,81 @@ class Refund:
 
 
 @dataclass(slots=True)
+class Account:
+    """A connected account (Connect). `balance` is its Stripe balance per currency: transfers in, reversals and
+    bank payouts out (one figure: the sandbox does not split it into pending and available)."""
+
+    id: str
+    type: str
+    country: str
+    default_currency: str
+    created: int
+    metadata: dict[str, str]
+    capabilities: dict[str, str]  # name -> active | inactive
+    email: str | None = None
+    business_type: str | None = None
+    disabled_reason: str | None = None
+    balance: dict[str, int] = field(default_factory=dict)
+
+    def can_receive_transfers(self) -> bool:
+        return self.capabilities.get("transfers") == "active"
+
+    def to_stripe(self) -> dict[str, Any]:
+        enabled = self.disabled_reason is None
+        return {
+            "id": self.id,
+            "object": "account",
+            "business_type": self.business_type,
+            "capabilities": dict(self.capabilities),
+            "charges_enabled": enabled and self.capabilities.get("card_payments") == "active",
+            "country": self.country,
+            "created": self.created,
+            "default_currency": self.default_currency,
+            "details_submitted": True,
+            "email": self.email,
+            "metadata": dict(self.metadata),
+            "payouts_enabled": enabled,
+            "requirements": {
+                "alternatives": [],
+                "current_deadline": None,
+                "currently_due": [] if enabled else ["external_account"],
+                "disabled_reason": self.disabled_reason,
+                "errors": [],
+                "eventually_due": [],
+                "past_due": [] if enabled else ["external_account"],
+                "pending_verification": [],
+            },
+            "type": self.type,
+        }
+
+
+@dataclass(slots=True)
+class TransferReversal:
+    id: str
+    transfer: str
+    amount: int
+    currency: str
+    created: int
+    metadata: dict[str, str]
+    destination_payment_refund: str
+    balance_transaction: str | None = None
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "transfer_reversal",
+            "amount": self.amount,
+            "balance_transaction": self.balance_transaction,
+            "created": self.created,
+            "currency": self.currency,
+            "destination_payment_refund": self.destination_payment_refund,
+            "metadata": dict(self.metadata),
+            "source_refund": None,
+            "transfer": self.transfer,
+        }
+
+
+@dataclass(slots=True)
 class Transfer:
     id: str
     amount: int
@@ -296,13 +371,18 @@ class Transfer:
     transfer_group: str | None = None
     source_transaction: str | None = None
     balance_transaction: str | None = None
+    reversals: list[TransferReversal] = field(default_factory=list)  # oldest first
+
+    @property
+    def amount_reversed(self) -> int:
+        return sum(r.amount for r in self.reversals)
 
     def to_stripe(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "transfer",
             "amount": self.amount,
-            "amount_reversed": 0,
+            "amount_reversed": self.amount_reversed,
             "balance_transaction": self.balance_transaction,
             "created": self.created,
             "currency": self.currency,
@@ -311,8 +391,14 @@ class Transfer:
             "destination_payment": self.destination_payment,
             "livemode": False,
             "metadata": dict(self.metadata),
-            "reversals": {"object": "list", "data": [], "has_more": False, "url": f"/v1/transfers/{self.id}/reversals"},
-            "reversed": False,
+            "reversals": {
+                "object": "list",
+                "data": [r.to_stripe() for r in reversed(self.reversals)],
+                "has_more": False,
+                "total_count": len(self.reversals),
+                "url": f"/v1/transfers/{self.id}/reversals",
+            },
+            "reversed": self.amount_reversed == self.amount,
             "source_transaction": self.source_transaction,
             "source_type": "card",
             "transfer_group": self.transfer_group,
@@ -322,7 +408,7 @@ class Transfer:
 @dataclass(slots=True)
 class BalanceTransaction:
     id: str
-    amount: int  # signed: + charge, - refund, - transfer
+    amount: int  # signed: + charge, - refund, - transfer, + transfer reversal
     fee: int
     currency: str
     created: int

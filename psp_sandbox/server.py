@@ -33,9 +33,9 @@ _log = logging.getLogger("psp_sandbox")
 class Sandbox:
     """Everything the sandbox knows: books, idempotency keys, faults, clock. Usable without the HTTP server."""
 
-    def __init__(self, *, seed: int | None = None, enforce_balance: bool = False, clock_start: float | None = None):
+    def __init__(self, *, seed: int | None = None, clock_start: float | None = None):
         self.clock = SimulatedClock(clock_start)
-        self.state = SandboxState(self.clock, enforce_balance=enforce_balance)
+        self.state = SandboxState(self.clock)
         self.idempotency = IdempotencyStore(self.clock)
         self.faults = FaultInjector()
         self.api = StripeApi(self.state)
@@ -67,6 +67,9 @@ class Sandbox:
     def charges(self) -> list[dict[str, Any]]:
         return self.state.charge_records()
 
+    def transfers(self) -> list[dict[str, Any]]:
+        return self.state.transfer_records()
+
 
 class SandboxServer:
     """A running sandbox: `url`, `state`, `faults`, `clock`, `sandbox`; `stop()` when done."""
@@ -93,6 +96,9 @@ class SandboxServer:
 
     def charges(self) -> list[dict[str, Any]]:
         return self.sandbox.charges()
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return self.sandbox.transfers()
 
     def reset(self, seed: int | None = None) -> None:
         self.sandbox.reset(seed)
@@ -129,13 +135,12 @@ def start_sandbox(
     host: str = "127.0.0.1",
     *,
     seed: int | None = None,
-    enforce_balance: bool = False,
     sandbox: Sandbox | None = None,
     log_requests: bool = False,
 ) -> SandboxServer:
     """Serve a sandbox on a background thread (port 0 picks a free port)."""
     _check_loopback(host)
-    sandbox = sandbox or Sandbox(seed=seed, enforce_balance=enforce_balance)
+    sandbox = sandbox or Sandbox(seed=seed)
     sandbox.stopping.clear()
     handler = type("BoundHandler", (_Handler,), {"sandbox": sandbox, "log_requests": log_requests})
     httpd = ThreadingHTTPServer((host, port), handler)

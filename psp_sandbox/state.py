@@ -5,18 +5,18 @@ see a consistent ledger."""
 from __future__ import annotations
 
 import copy
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from . import errors
-from .amounts import check_amount_units
+from .amounts import check_amount_units, shown_amount
 from .catalogue import CARDS, Outcome, TestCard
 from .clock import SimulatedClock
 from .models import (
     AVAILABLE_AFTER_SECONDS,
+    Account,
     BalanceTransaction,
     Charge,
     Customer,
@@ -24,13 +24,44 @@ from .models import (
     PaymentMethod,
     Refund,
     Transfer,
+    TransferReversal,
     currency_exponent,
     stripe_fee,
 )
 
 CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
-_ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]+$")
+# requirements.disabled_reason values of a restricted account (docs.stripe.com/api/accounts/object).
+DISABLED_REASONS = (
+    "requirements.past_due",
+    "requirements.pending_verification",
+    "rejected.fraud",
+    "rejected.terms_of_service",
+    "rejected.listed",
+    "rejected.other",
+    "under_review",
+    "listed",
+    "platform_paused",
+    "other",
+)
+BALANCE_INSUFFICIENT = (
+    "Insufficient funds in your Stripe account. In test mode, you can add funds to your available balance "
+    "(bypassing your pending balance) with a charge that has a card number of 4000 0000 0000 0077."
+)
+_EURO_COUNTRIES = frozenset(
+    {"AT", "BE", "CY", "DE", "EE", "ES", "FI", "FR", "GR", "HR", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PT",
+     "SI", "SK"}
+)  # fmt: skip
+_COUNTRY_CURRENCY = {
+    "US": "usd", "GB": "gbp", "CA": "cad", "AU": "aud", "NZ": "nzd", "CH": "chf", "SE": "sek", "NO": "nok",
+    "DK": "dkk", "PL": "pln", "CZ": "czk", "HU": "huf", "RO": "ron", "BG": "bgn", "JP": "jpy", "SG": "sgd",
+    "HK": "hkd", "MX": "mxn", "BR": "brl", "IN": "inr", "AE": "aed", "TH": "thb", "MY": "myr",
+}  # fmt: skip
+
+
+def currency_of_country(country: str) -> str:
+    """A new account's default currency: its country's (usd where the sandbox does not know it)."""
+    return "eur" if country in _EURO_COUNTRIES else _COUNTRY_CURRENCY.get(country, "usd")
 
 
 def format_major(amount: int, currency: str) -> str:
@@ -41,9 +72,9 @@ def format_major(amount: int, currency: str) -> str:
 
 
 class SandboxState:
-    def __init__(self, clock: SimulatedClock | None = None, *, enforce_balance: bool = False) -> None:
+    def __init__(self, clock: SimulatedClock | None = None) -> None:
         self.clock = clock or SimulatedClock()
-        self.enforce_balance = enforce_balance
+        self.balance_short = False
         self.lock = threading.RLock()
         self._counters: Counter[str] = Counter()
         self.payment_methods: dict[str, PaymentMethod] = {}
@@ -51,13 +82,16 @@ class SandboxState:
         self.payment_intents: dict[str, PaymentIntent] = {}
         self.charges: dict[str, Charge] = {}
         self.refunds: dict[str, Refund] = {}
+        self.accounts: dict[str, Account] = {}
         self.transfers: dict[str, Transfer] = {}
+        self.transfer_reversals: dict[str, TransferReversal] = {}
         self.balance_transactions: dict[str, BalanceTransaction] = {}
 
     def reset(self) -> None:
         """Forget everything (in place: the API's routes hold these stores)."""
         with self.lock:
             self._counters.clear()
+            self.balance_short = False
             for store in self._stores():
                 store.clear()
 
@@ -68,7 +102,9 @@ class SandboxState:
             self.payment_intents,
             self.charges,
             self.refunds,
+            self.accounts,
             self.transfers,
+            self.transfer_reversals,
             self.balance_transactions,
         )
 
@@ -439,6 +475,7 @@ class SandboxState:
         source: str,
         available_after: int = 0,
         description: str | None = None,
+        reporting_category: str | None = None,
     ) -> BalanceTransaction:
         created = self.clock.timestamp()
         txn = BalanceTransaction(
@@ -449,7 +486,7 @@ class SandboxState:
             created=created,
             available_on=created + available_after,
             type=kind,
-            reporting_category=kind,
+            reporting_category=reporting_category or kind,
             source=source,
             description=description,
         )
@@ -542,11 +579,89 @@ class SandboxState:
             )
         return charge
 
-    # ---- Transfers ----------------------------------------------------------------------------------------
+    # ---- Connected accounts (Connect) ---------------------------------------------------------------------
 
-    def balance(self, currency: str) -> int:
+    def create_account(
+        self,
+        *,
+        type: str,
+        country: str,
+        email: str | None,
+        capabilities: list[str],
+        business_type: str | None,
+        default_currency: str | None,
+        metadata: dict[str, str],
+    ) -> Account:
+        """A connected account whose requested capabilities are active at once (at Stripe they wait for
+        onboarding: the sandbox skips it)."""
         with self.lock:
-            return sum(t.net for t in self.balance_transactions.values() if t.currency == currency)
+            account = Account(
+                id=self.new_id("acct"),
+                type=type,
+                country=country,
+                default_currency=default_currency or currency_of_country(country),
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                capabilities=dict.fromkeys(capabilities, "active"),
+                email=email,
+                business_type=business_type,
+            )
+            self.accounts[account.id] = account
+            return account
+
+    def restrict_account(self, account_id: str, reason: str = "requirements.past_due") -> Account:
+        """Sandbox extension: what Stripe does when requirements go past due or the account is rejected: its
+        capabilities become inactive and `requirements.disabled_reason` says why."""
+        if reason not in DISABLED_REASONS:
+            raise errors.invalid_request(f"reason must be one of {', '.join(DISABLED_REASONS)}", param="reason")
+        with self.lock:
+            account = self.account(account_id)
+            account.capabilities = dict.fromkeys(account.capabilities, "inactive")
+            account.disabled_reason = reason
+            return account
+
+    def unrestrict_account(self, account_id: str) -> Account:
+        with self.lock:
+            account = self.account(account_id)
+            account.capabilities = dict.fromkeys(account.capabilities, "active")
+            account.disabled_reason = None
+            return account
+
+    def pay_out_account(self, account_id: str, amount: int, currency: str) -> Account:
+        """Sandbox extension: the connected account pays `amount` out to its bank (its balance goes down)."""
+        with self.lock:
+            account = self.account(account_id)
+            held = account.balance.get(currency, 0)
+            if amount <= 0 or amount > held:
+                raise errors.invalid_request(
+                    f"The account {account_id} holds {format_major(held, currency)} {currency}: it cannot pay "
+                    f"out {format_major(amount, currency)}.",
+                    param="amount",
+                    code="balance_insufficient",
+                )
+            account.balance[currency] = held - amount
+            return account
+
+    # ---- the platform's balance ---------------------------------------------------------------------------
+
+    def platform_balance(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(available, pending) per currency: each balance transaction's net, available once its day has come."""
+        now = self.clock.timestamp()
+        available: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        with self.lock:
+            for txn in self.balance_transactions.values():
+                bucket = available if now >= txn.available_on else pending
+                bucket[txn.currency] = bucket.get(txn.currency, 0) + txn.net
+        return available, pending
+
+    def set_balance_short(self, short: bool) -> None:
+        """Sandbox extension: stand-in for a platform balance made negative by disputes and refunds. While
+        short, every transfer is refused with `balance_insufficient`, one with a `source_transaction` too."""
+        with self.lock:
+            self.balance_short = short
+
+    # ---- Transfers ----------------------------------------------------------------------------------------
 
     def create_transfer(
         self,
@@ -560,16 +675,25 @@ class SandboxState:
         source_transaction: str | None,
         idempotency_key: str | None,
     ) -> Transfer:
-        if not _ACCOUNT_ID.match(destination):
-            raise errors.no_such("destination", destination, param="destination", status=400)
         with self.lock:
-            if source_transaction is not None and source_transaction not in self.charges:
-                raise errors.no_such("charge", source_transaction, param="source_transaction", status=400)
-            if self.enforce_balance and amount > self.balance(currency):
+            account = self.accounts.get(destination)
+            if account is None:
+                raise errors.no_such("destination", destination, param="destination", status=400)
+            if not account.can_receive_transfers():
                 raise errors.invalid_request(
-                    "You have insufficient funds in your Stripe account for this transfer.",
-                    code="balance_insufficient",
+                    "Your destination account needs to have at least one of the following capabilities enabled: "
+                    "transfers, crypto_transfers, legacy_payments",
+                    param="destination",
+                    code="insufficient_capabilities_for_transfer",
                 )
+            check_amount_units(amount, currency)
+            available_after = 0
+            if source_transaction is not None:
+                available_after = self._check_source(source_transaction, amount, currency)
+            if self.balance_short or (
+                source_transaction is None and amount > self.platform_balance()[0].get(currency, 0)
+            ):
+                raise errors.invalid_request(BALANCE_INSUFFICIENT, code="balance_insufficient")
             transfer = Transfer(
                 id=self.new_id("tr"),
                 amount=amount,
@@ -589,10 +713,102 @@ class SandboxState:
                 currency=currency,
                 kind="transfer",
                 source=transfer.id,
+                available_after=available_after,
                 description=description,
             ).id
+            account.balance[currency] = account.balance.get(currency, 0) + amount
             self.transfers[transfer.id] = transfer
             return transfer
+
+    def _check_source(self, charge_id: str, amount: int, currency: str) -> int:
+        """Refuse a transfer its source charge cannot fund; returns the seconds until the charge's funds become
+        available (the transfer's funds follow them)."""
+        charge = self.charges.get(charge_id)
+        if charge is None:
+            raise errors.no_such("charge", charge_id, param="source_transaction", status=400)
+        if charge.status != "succeeded":
+            # Stripe's wording for this refusal is not documented: this one is the sandbox's.
+            raise errors.invalid_request(
+                f"The source_transaction {charge_id} has status {charge.status}: only a succeeded charge can fund "
+                "a transfer.",
+                param="source_transaction",
+            )
+        if charge.currency != currency:
+            raise errors.invalid_request(
+                f"The currency of source_transaction's balance transaction ({charge.currency}) must be the same as "
+                f"the transfer currency ({currency})",
+                param="currency",
+            )
+        transferred = sum(
+            t.amount - t.amount_reversed for t in self.transfers.values() if t.source_transaction == charge_id
+        )
+        if amount > charge.amount - charge.amount_refunded - transferred:
+            message = (
+                "Transfers using this transaction as a source must not exceed the source amount of "
+                f"{shown_amount(charge.amount - charge.amount_refunded, currency)}."
+            )
+            if transferred:
+                message += (
+                    " (There is already a transfer using this source, amounting to "
+                    f"{shown_amount(transferred, currency)}.)"
+                )
+            raise errors.invalid_request(message)
+        txn = self.balance_transactions[charge.balance_transaction or ""]
+        return max(0, txn.available_on - self.clock.timestamp())
+
+    def create_transfer_reversal(
+        self, transfer_id: str, *, amount: int | None, description: str | None, metadata: dict[str, str]
+    ) -> TransferReversal:
+        """Take (part of) a transfer back from the connected account, as far as its balance allows."""
+        with self.lock:
+            transfer = self.transfer(transfer_id)
+            remaining = transfer.amount - transfer.amount_reversed
+            if remaining <= 0:
+                raise errors.invalid_request(
+                    f"Transfer {transfer_id} has already been fully reversed.", code="transfer_already_reversed"
+                )
+            amount = remaining if amount is None else amount
+            check_amount_units(amount, transfer.currency)
+            if amount > remaining:
+                raise errors.invalid_request(
+                    f"Reversal amount ({format_major(amount, transfer.currency)} {transfer.currency}) is greater "
+                    f"than the unreversed amount of the transfer ({format_major(remaining, transfer.currency)} "
+                    f"{transfer.currency})",
+                    param="amount",
+                    code="amount_too_large",
+                )
+            account = self.accounts[transfer.destination]
+            held = account.balance.get(transfer.currency, 0)
+            if amount > held:
+                # Stripe refuses it with this code; the wording is the sandbox's.
+                currency = transfer.currency
+                raise errors.invalid_request(
+                    f"Insufficient funds in the destination account {account.id} ({format_major(held, currency)} "
+                    f"{currency}) to reverse {format_major(amount, currency)} {currency}.",
+                    code="balance_insufficient",
+                )
+            reversal = TransferReversal(
+                id=self.new_id("trr"),
+                transfer=transfer.id,
+                amount=amount,
+                currency=transfer.currency,
+                created=self.clock.timestamp(),
+                metadata=metadata,
+                destination_payment_refund=self.new_id("pyr"),
+            )
+            reversal.balance_transaction = self._new_balance_transaction(
+                amount=amount,
+                fee=0,
+                currency=transfer.currency,
+                kind="transfer_refund",
+                reporting_category="transfer_reversal",
+                source=reversal.id,
+                description=description,
+            ).id
+            account.balance[transfer.currency] = held - amount
+            transfer.reversals.append(reversal)
+            self.transfer_reversals[reversal.id] = reversal
+            return reversal
 
     # ---- lookups --------------------------------------------------------------------------------------------
 
@@ -613,6 +829,15 @@ class SandboxState:
 
     def transfer(self, transfer_id: str) -> Transfer:
         return self._get(self.transfers, transfer_id, "transfer")
+
+    def account(self, account_id: str) -> Account:
+        return self._get(self.accounts, account_id, "account")
+
+    def transfer_reversal(self, transfer_id: str, reversal_id: str) -> TransferReversal:
+        reversal = self._get(self.transfer_reversals, reversal_id, "transfer_reversal")
+        if reversal.transfer != transfer_id:
+            raise errors.no_such("transfer_reversal", reversal_id, param="id")
+        return reversal
 
     def balance_transaction(self, txn_id: str) -> BalanceTransaction:
         return self._get(self.balance_transactions, txn_id, "balance_transaction")
@@ -667,6 +892,38 @@ class SandboxState:
                 for c in self.charges.values()
             ]
 
+    def transfer_records(self) -> list[dict[str, Any]]:
+        """Every transfer the sandbox made, oldest first (invariant checks: at most one per payment order)."""
+        with self.lock:
+            return [
+                {
+                    "transfer_id": t.id,
+                    "amount": t.amount,
+                    "currency": t.currency,
+                    "destination": t.destination,
+                    "transfer_group": t.transfer_group,
+                    "source_transaction": t.source_transaction,
+                    "amount_reversed": t.amount_reversed,
+                    "metadata": dict(t.metadata),
+                    "idempotency_key": t.idempotency_key,
+                    "created": t.created,
+                }
+                for t in self.transfers.values()
+            ]
+
+    def account_records(self) -> list[dict[str, Any]]:
+        """Every connected account with its capabilities, restriction and balance per currency."""
+        with self.lock:
+            return [
+                {
+                    "account_id": a.id,
+                    "capabilities": dict(a.capabilities),
+                    "disabled_reason": a.disabled_reason,
+                    "balance": dict(a.balance),
+                }
+                for a in self.accounts.values()
+            ]
+
     def successful_charges_by(self, metadata_key: str) -> dict[str, list[str]]:
         """metadata value → ids of succeeded charges (invariant 1: at most one per payment_order_id)."""
         found: dict[str, list[str]] = {}
@@ -684,7 +941,9 @@ class SandboxState:
                     ("payment_intents", self.payment_intents),
                     ("charges", self.charges),
                     ("refunds", self.refunds),
+                    ("accounts", self.accounts),
                     ("transfers", self.transfers),
+                    ("transfer_reversals", self.transfer_reversals),
                     ("balance_transactions", self.balance_transactions),
                 )
             }

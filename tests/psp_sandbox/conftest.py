@@ -22,7 +22,6 @@ def _server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(_server: SandboxServer) -> SandboxServer:
     _server.reset()
-    _server.state.enforce_balance = False
     return _server
 
 

@@ -1,4 +1,4 @@
-"""Refunds, Connect transfers and balance transactions (fees in integers, round half up)."""
+"""Refunds and balance transactions (fees in integers, round half up). Connect: test_connect.py."""
 
 from __future__ import annotations
 
@@ -77,40 +77,13 @@ def test_refund_of_a_failed_payment_is_refused(client):
     assert caught.value.code == "charge_not_refundable"
 
 
-def test_transfer_to_connected_account(client):
-    pay(client, amount=10000)
-    transfer = client.v1.transfers.create(
-        params={"amount": 7000, "currency": "usd", "destination": "acct_seller1", "metadata": {"payout_id": "p1"}}
-    )
-
-    assert isinstance(transfer, stripe.Transfer)
-    assert (transfer.amount, transfer.destination, transfer.reversed) == (7000, "acct_seller1", False)
-    assert transfer.destination_payment.startswith("py_")
-    assert client.v1.transfers.retrieve(transfer.id).metadata["payout_id"] == "p1"
-    assert [t.id for t in client.v1.transfers.list(params={"destination": "acct_seller1"}).data] == [transfer.id]
-    txn = client.v1.balance_transactions.retrieve(transfer.balance_transaction)
-    assert (txn.amount, txn.fee, txn.type) == (-7000, 0, "transfer")
-
-
-def test_transfer_to_a_non_account_is_refused(client):
-    with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.transfers.create(params={"amount": 100, "currency": "usd", "destination": "seller1"})
-    assert (caught.value.code, caught.value.param) == ("resource_missing", "destination")
-
-
-def test_transfer_beyond_balance_when_enforced(client, sandbox):
-    sandbox.state.enforce_balance = True
-    pay(client, amount=1000)  # net 941
-    with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.transfers.create(params={"amount": 942, "currency": "usd", "destination": "acct_1"})
-    assert caught.value.code == "balance_insufficient"
-    assert client.v1.transfers.create(params={"amount": 941, "currency": "usd", "destination": "acct_1"}).amount == 941
-
-
 def test_balance_transactions_one_per_money_movement(client):
     pi = pay(client, amount=2000)
     client.v1.refunds.create(params={"payment_intent": pi.id, "amount": 500})
-    client.v1.transfers.create(params={"amount": 1000, "currency": "usd", "destination": "acct_1"})
+    seller = client.v1.accounts.create(params={"type": "express", "capabilities": {"transfers": {"requested": True}}})
+    client.v1.transfers.create(
+        params={"amount": 1000, "currency": "usd", "destination": seller.id, "source_transaction": pi.latest_charge}
+    )
 
     txns = client.v1.balance_transactions.list().data
     assert [t.type for t in txns] == ["transfer", "refund", "charge"]
