@@ -46,19 +46,22 @@ class Connect:
         raise RuntimeError(f"no account after {attempts} attempts: {status} {body}")
 
     def restrict(self, account_id: str, restricted: bool = True) -> None:
-        self._admin("POST", f"/_sandbox/accounts/{account_id}/restrict", {"restricted": restricted})
+        """The account unable to receive transfers (Stripe's `requirements.past_due`), or able again."""
+        self._admin("POST", f"/_sandbox/accounts/{account_id}/{'restrict' if restricted else 'unrestrict'}", {})
 
     def set_platform_short(self, short: bool) -> None:
         """The platform's available balance too low for any transfer (or back to plenty)."""
         self._admin("POST", "/_sandbox/balance", {"short": short})
 
     def transfers(self) -> list[dict[str, Any]]:
-        return list(self._admin("GET", "/_sandbox/transfers")["data"])
+        """Every transfer the sandbox made: id, amount, currency, destination, metadata, amount_reversed."""
+        return [{**record, "id": record["transfer_id"]}
+                for record in self._admin("GET", "/_sandbox/transfers")["data"]]
 
     def account_balances(self) -> dict[str, dict[str, int]]:
-        """acct_ -> currency -> minor units the account holds (available and pending together)."""
-        return {account: {currency: int(minor) for currency, minor in balances.items()}
-                for account, balances in self._admin("GET", "/_sandbox/accounts/balances")["data"].items()}
+        """acct_ -> currency -> minor units the account holds (the sandbox keeps one figure per currency)."""
+        return {record["account_id"]: {currency: int(minor) for currency, minor in record["balance"].items()}
+                for record in self._admin("GET", "/_sandbox/accounts")["data"]}
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
