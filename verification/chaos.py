@@ -75,6 +75,8 @@ MUTATIONS = {
                      "every write of a pay-in gets a new transaction id"),
     "charge_lookup": ("functions.shared.psp.PspClient.find_payment_intent",
                       "the look-up before creating a charge again finds nothing"),
+    "transfer_idempotency_key": ("stripe._transfer_service.TransferService.create",
+                                 "every Transfer create sends a new random key, not transfer:<payment_order_id>"),
 }
 PROTECTIONS = tuple(MUTATIONS)
 
@@ -331,7 +333,7 @@ def _no_lookup(original: Any, hit: Callable[[], None]) -> Any:
 
 
 _MUTANTS: dict[str, Callable[[Any, Callable[[], None]], Any]] = {
-    "psp_idempotency_key": _random_key, "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
+    "psp_idempotency_key": _random_key, "transfer_idempotency_key": _random_key, "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
     "charge_lookup": _no_lookup,
 }
 
