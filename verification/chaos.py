@@ -333,7 +333,8 @@ def _no_lookup(original: Any, hit: Callable[[], None]) -> Any:
 
 
 _MUTANTS: dict[str, Callable[[Any, Callable[[], None]], Any]] = {
-    "psp_idempotency_key": _random_key, "transfer_idempotency_key": _random_key, "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
+    "psp_idempotency_key": _random_key, "transfer_idempotency_key": _random_key,
+    "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
     "charge_lookup": _no_lookup,
 }
 
