@@ -37,10 +37,14 @@ WALLET = "Wallet"
 LEDGER = "Ledger"
 RECON = "Recon"
 CHARGES = "Charges"
+SELLERS = "Sellers"
+PAYOUTS = "Payouts"
 SWEEP_INDEX = "sweep"  # on Charges: the charges not yet final, by shard and deadline
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
+TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
+AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account
 WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard and time (statements)
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
@@ -51,6 +55,8 @@ RECON_QUEUE = "ReconQueue"
 RECON_DLQ = "ReconDlq"
 REVIEW_QUEUE = "ReviewQueue"
 REVIEW_DLQ = "ReviewDlq"
+PAYOUTS_QUEUE = "PayoutsQueue"
+PAYOUTS_DLQ = "PayoutsDlq"
 MAX_RECEIVE_COUNT = 5
 
 # Settlement bucket prefixes.
@@ -101,7 +107,9 @@ LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger",
 FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 8)
 SWEEPER = FunctionSpec("Sweeper", "functions.executor.sweeper.handler", "executor", 60)
 RECON_FN = FunctionSpec("Recon", "functions.recon.handler.handler", "recon", 900, 1769)
-ALL_FUNCTIONS = (PAYMENT_API, ORDER_STARTER, EXECUTOR, WALLET_FN, LEDGER_FN, FINALIZE, SWEEPER, RECON_FN)
+# Releases and transfers one pay-out per message: at most two PSP calls (look-up, create) of PSP_TIMEOUT_S.
+TRANSFER = FunctionSpec("Transfer", "functions.executor.transfer.handler", "executor", 30)
+ALL_FUNCTIONS = (PAYMENT_API, ORDER_STARTER, EXECUTOR, WALLET_FN, LEDGER_FN, FINALIZE, SWEEPER, RECON_FN, TRANSFER)
 
 # Environment variables (docs/design.md, read by functions/shared/config.py).
 ENV_PAYMENT_EVENTS_TABLE = "PAYMENT_EVENTS_TABLE"
@@ -110,6 +118,10 @@ ENV_WALLET_TABLE = "WALLET_TABLE"
 ENV_LEDGER_TABLE = "LEDGER_TABLE"
 ENV_RECON_TABLE = "RECON_TABLE"
 ENV_CHARGES_TABLE = "CHARGES_TABLE"
+ENV_SELLERS_TABLE = "SELLERS_TABLE"
+ENV_PAYOUTS_TABLE = "PAYOUTS_TABLE"
+ENV_PAYOUTS_QUEUE_URL = "PAYOUTS_QUEUE_URL"
+ENV_PAYOUTS_DLQ_URL = "PAYOUTS_DLQ_URL"
 ENV_ORDERS_QUEUE_URL = "ORDERS_QUEUE_URL"
 ENV_WORKFLOW_DLQ_URL = "WORKFLOW_DLQ_URL"
 ENV_REVIEW_QUEUE_URL = "REVIEW_QUEUE_URL"
@@ -133,6 +145,8 @@ OUT_QUEUE_URLS = {  # queue construct name -> output name
     RECON_DLQ: "ReconDlqUrl",
     REVIEW_QUEUE: "ReviewQueueUrl",
     REVIEW_DLQ: "ReviewDlqUrl",
+    PAYOUTS_QUEUE: "PayoutsQueueUrl",
+    PAYOUTS_DLQ: "PayoutsDlqUrl",
 }
 OUT_TABLE_NAMES = {  # table construct name -> output name
     PAYMENT_EVENTS: "PaymentEventsTableName",
@@ -141,6 +155,8 @@ OUT_TABLE_NAMES = {  # table construct name -> output name
     LEDGER: "LedgerTableName",
     RECON: "ReconTableName",
     CHARGES: "ChargesTableName",
+    SELLERS: "SellersTableName",
+    PAYOUTS: "PayoutsTableName",
 }
 
 # HTTP routes, all to PaymentApi.
@@ -148,5 +164,10 @@ ROUTES = (
     ("POST", "/v1/payments"),
     ("GET", "/v1/payments/{payment_order_id}"),
     ("GET", "/v1/checkouts/{checkout_id}"),
+    ("POST", "/v1/payments/{payment_order_id}/release"),
+    ("PUT", "/v1/sellers/{seller_account}"),
+    ("GET", "/v1/sellers/{seller_account}"),
+    ("GET", "/v1/sellers/{seller_account}/balance"),
+    ("GET", "/v1/sellers/{seller_account}/statement"),
     ("GET", "/v1/openapi.json"),
 )

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from functions.shared import aws, clock, queues
+from functions.shared import clock, queues
 from functions.shared.charges import charge_key as key_of
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
 from functions.shared.status import OrderStatus
-from functions.shared.tables import LedgerTable, PaymentTables, from_item, to_item
+from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
 
 PAYIN = "payin"  # the kind of the ledger transaction and the wallet movement of a pay-in
 
@@ -168,16 +168,11 @@ def load_order(tables: PaymentTables, ledger: LedgerTable, wallet_table: str, pa
     if order is None:
         return None
     reference = f"{PAYIN}#{payment_order_id}"
-    # WalletTable has no single-movement read; this is one consistent GetItem on its key.
-    answer = aws.client("dynamodb").get_item(
-        TableName=wallet_table, ConsistentRead=True,
-        Key=to_item({"account_id": order.get("seller_account", ""), "sk": f"MOVE#{reference}"}),
-    )
     key = resolve_charge_key(tables, payment_order_id)
     return OrderView(
         order=order,
         charge=tables.get_charge(key) if key else None,
         checkout=tables.get_checkout(order["checkout_id"]) if order.get("checkout_id") else None,
         ledger=ledger.get(reference),
-        movement=from_item(answer["Item"]) if "Item" in answer else None,
+        movement=WalletTable(wallet_table).get_movement(PAYIN, payment_order_id),
     )

@@ -311,9 +311,9 @@ def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
         self._db.update_item(
             TableName=self.table, Key=to_item({"account_id": f"{seller_account}#{shard}", "sk": f"BALANCE#{currency}"}),
             UpdateExpression="ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
-                             + " SET seller_account = :s, currency = :c",
+                             + " SET currency = :c, seller_account = :s",
             ExpressionAttributeValues=to_item({**{f":{b}": deltas.get(b, 0) for b in WALLET_BUCKETS},
-                                               ":s": seller_account, ":c": currency}))
+                                               ":c": currency, ":s": seller_account}))
         return True
     return apply_movement
 

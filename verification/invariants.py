@@ -71,7 +71,7 @@ def check(snap: Snapshot) -> list[Result]:
         Result(2, "every accepted order is final or dead-lettered; every released order TRANSFERRED, FAILED, "
                   "awaiting its seller or dead-lettered", _all_final_or_dead_lettered(snap) + _payouts_final(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
-        Result(4, "seller wallets equal the sellers' ledger entries", _wallet_matches_ledger(snap)),
+        Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket", _wallet_matches_ledger(snap)),
         Result(5, "no order or pay-out status moves backwards", _no_backwards(snap) + _no_payout_backwards(snap)),
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
@@ -188,22 +188,31 @@ def _ledger_balances(snap: Snapshot) -> list[str]:
     return violations
 
 
+WALLET_BUCKETS = ("pending", "available", "transferred")
+
+
 def _wallet_matches_ledger(snap: Snapshot) -> list[str]:
-    ledger: dict[tuple[str, str], int] = defaultdict(int)
+    """Per seller, currency and bucket: pending = -sum(seller_pending:s), available = -sum(seller_available:s),
+    transferred = the nets of the seller's `transfer` transactions; the wallet summed over its shards."""
+    ledger: dict[tuple[str, str, str], int] = defaultdict(int)
     for tx in snap.ledger:
         for entry in tx["entries"]:
-            if entry["account"].startswith("seller_payable:"):
-                seller = entry["account"].split(":", 1)[1]
-                ledger[(seller, entry["currency"])] -= int(entry["amount_minor"])
-    wallet: dict[tuple[str, str], int] = defaultdict(int)
+            prefix, _, seller = entry["account"].partition(":")
+            bucket = {"seller_pending": "pending", "seller_available": "available"}.get(prefix)
+            if bucket:
+                ledger[(seller, entry["currency"], bucket)] -= int(entry["amount_minor"])
+                if bucket == "available" and tx.get("kind") == "transfer":
+                    ledger[(seller, entry["currency"], "transferred")] += int(entry["amount_minor"])
+    wallet: dict[tuple[str, str, str], int] = defaultdict(int)
     for item in snap.wallet:
         if item["sk"].startswith("BALANCE#"):
-            wallet[(item["account_id"], item["currency"])] += int(item.get("pending_minor", 0)) + int(
-                item.get("available_minor", 0))
+            seller = item.get("seller_account") or item["account_id"].rpartition("#")[0]
+            for bucket in WALLET_BUCKETS:
+                wallet[(seller, item["currency"], bucket)] += int(item.get(f"{bucket}_minor", 0))
     violations = []
     for key in sorted(set(ledger) | set(wallet)):
         if ledger.get(key, 0) != wallet.get(key, 0):
-            violations.append(f"{key[0]} {key[1]}: wallet {wallet.get(key, 0)} != ledger {ledger.get(key, 0)}")
+            violations.append(f"{key[0]} {key[1]} {key[2]}: wallet {wallet.get(key, 0)} != ledger {ledger.get(key, 0)}")
     # And per order: a SUCCESS order has its pay-in in the ledger, anything else has none.
     payins = {tx["reference"] for tx in snap.ledger if tx.get("kind") == "payin"}
     for order in snap.orders:

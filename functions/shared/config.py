@@ -16,9 +16,13 @@ class Settings(BaseModel):
     # Every function gets it; recon's own settings require it (it hands charges back). Empty only in old tools.
     charges_table: str = ""
     recon_table: str = ""
+    sellers_table: str = ""
+    payouts_table: str = ""
     orders_queue_url: str = ""
     workflow_dlq_url: str = ""
     review_queue_url: str = ""
+    payouts_queue_url: str = ""
+    payouts_dlq_url: str = ""
     state_machine_arn: str = ""
     settlement_bucket: str = ""
     psp_api_base: str = ""
@@ -34,12 +38,15 @@ class Settings(BaseModel):
     enqueue_grace_s: int = 60
     max_attempts: int = 5
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
-    # Transfer Lambda's 30 s timeout and PayoutsQueue's visibility), and attempts before its dead letter.
+    # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
+    # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.
     transfer_deadline_s: int = 300
-    max_transfer_attempts: int = 20
+    max_transfer_attempts: int = 30
     # Shards of the charges' sweep index. Only ever raised: a shard is hash % count, so the shards of a smaller
     # count are a subset of a larger one's and charges written before a raise are still read (decisions.md).
     sweep_shards: int = 32
+    # Commission of an order whose seller is not registered when it is released (frozen then, recorded on it).
+    default_commission_bps: int = Field(default=0, ge=0, le=10000)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -255,7 +255,7 @@ class PspClient:
                 page = self._stripe.v1.transfers.list(params=params)  # type: ignore[arg-type]
             except stripe.StripeError as error:
                 raise self._classify(error, creating=False) from error
-            found += [t for t in page.data if (t.metadata or {}).get("payment_order_id") == payment_order_id]
+            found += [t for t in page.data if getattr(t.metadata, "payment_order_id", None) == payment_order_id]
             if not page.has_more or not page.data:
                 break
             params = {**params, "starting_after": page.data[-1].id}

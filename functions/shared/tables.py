@@ -27,7 +27,7 @@ from functions.shared.errors import (
     PaymentOrderIdInUse,
     StatusTransitionRefused,
 )
-from functions.shared.status import ALLOWED_FROM, OrderStatus
+from functions.shared.status import ALLOWED_FROM, PAYOUT_ALLOWED_FROM, OrderStatus, PayoutStatus
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -648,6 +648,252 @@ class LedgerTable:
 
     def scan(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         yield from _scan(self._db, self.table, attributes)
+
+
+# Payouts' indexes (infra/names.py names them for the stack).
+TRANSFERRED_INDEX = "transferred"
+AWAITING_INDEX = "awaiting_account"
+_PAYOUT_SWEEP_FIELDS = "sweep_shard = :shard, due_at = :due"
+
+
+@dataclass
+class SellersTable:
+    """Registered sellers: their connected account at the PSP, commission and auto-release delay."""
+
+    table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> SellersTable:
+        return cls((config or settings()).sellers_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def put(self, seller_account: str, *, commission_bps: int, now: str, psp_account_id: str | None = None,
+            auto_release_days: int | None = None) -> dict[str, Any]:
+        """Create or replace the seller (PUT semantics: an optional field left out is removed); created_at is
+        kept from the first registration. Returns the stored item."""
+        sets = {"commission_bps": commission_bps, "updated_at": now, "psp_account_id": psp_account_id,
+                "auto_release_days": auto_release_days}
+        present = {name: value for name, value in sets.items() if value is not None}
+        removed = [name for name, value in sets.items() if value is None]
+        update = "SET created_at = if_not_exists(created_at, :now), " + ", ".join(
+            f"{name} = :{name}" for name in present)
+        if removed:
+            update += " REMOVE " + ", ".join(removed)
+        answer = self._db.update_item(
+            TableName=self.table, Key=to_item({"seller_account": seller_account}), UpdateExpression=update,
+            ExpressionAttributeValues=to_item({":now": now, **{f":{k}": v for k, v in present.items()}}),
+            ReturnValues="ALL_NEW",
+        )
+        return from_item(answer["Attributes"])
+
+    def get(self, seller_account: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"seller_account": seller_account}),
+                                   ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def get_many(self, seller_accounts: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.table, "seller_account", seller_accounts)
+
+
+@dataclass
+class PayoutsTable:
+    """One pay-out item per SUCCESS order. Every status move is one conditional update from PAYOUT_ALLOWED_FROM
+    (FAILED -> RELEASED only through retry_failed); the sweep fields are present only while something is due."""
+
+    table: str
+    shards: int = 32
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> PayoutsTable:
+        config = config or settings()
+        return cls(config.payouts_table, config.sweep_shards)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def _update(self, order_id: str, update: str, condition: str, values: dict[str, Any],
+                returns: str = "NONE") -> dict[str, Any] | None:
+        """One conditional update; the item as `returns` asks ({} for NONE), None when the condition failed."""
+        try:
+            answer = self._db.update_item(
+                TableName=self.table, Key=to_item({"payment_order_id": order_id}), UpdateExpression=update,
+                ConditionExpression=condition, ExpressionAttributeValues=to_item(values), ReturnValues=returns,
+            )
+        except ClientError as error:
+            if _error_code(error) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return from_item(answer.get("Attributes", {}))
+
+    def _move(self, order_id: str, target: PayoutStatus, update: str, values: dict[str, Any],
+              returns: str = "NONE", extra_condition: str = "") -> dict[str, Any] | None:
+        allowed = {f":from{i}": status.value for i, status in enumerate(PAYOUT_ALLOWED_FROM[target])}
+        condition = f"payout_status IN ({', '.join(allowed)})" + (f" AND {extra_condition}" if extra_condition else "")
+        return self._update(order_id, f"SET payout_status = :target, updated_at = :now, {update}", condition,
+                            {":target": target.value, **allowed, **values}, returns)
+
+    def _shard(self, order_id: str) -> str:
+        return sweep_shard(order_id, self.shards)
+
+    def create_held(self, items: Iterable[dict[str, Any]]) -> list[str]:
+        """Store each order's HELD pay-out unless it exists; returns the ids created now. An item with an
+        auto_release_at is due then (the sweeper releases it)."""
+        created = []
+        for item in items:
+            record = {**item, "payout_status": PayoutStatus.HELD.value}
+            if record.get("auto_release_at"):
+                record.update(sweep_shard=self._shard(record["payment_order_id"]), due_at=record["auto_release_at"])
+            try:
+                self._db.put_item(TableName=self.table, Item=to_item(record),
+                                  ConditionExpression="attribute_not_exists(payment_order_id)")
+            except ClientError as error:
+                if _error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            created.append(record["payment_order_id"])
+        return created
+
+    def get(self, order_id: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"payment_order_id": order_id}),
+                                   ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def get_many(self, ids: Iterable[str], attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.table, "payment_order_id", ids, attributes)
+
+    def release(self, order_id: str, commission_bps: int, commission_minor: int, net_minor: int, now: str,
+                due_at: str) -> dict[str, Any] | None:
+        """HELD -> RELEASED with the commission frozen; the wallet and ledger step is due at `due_at`
+        (release_applied false). The new item, or None if it was not HELD."""
+        return self._move(
+            order_id, PayoutStatus.RELEASED,
+            "commission_bps = :bps, commission_minor = :commission, net_minor = :net, released_at = :now, "
+            f"release_applied = :false, {_PAYOUT_SWEEP_FIELDS}",
+            {":bps": commission_bps, ":commission": commission_minor, ":net": net_minor, ":now": now,
+             ":false": False, ":shard": self._shard(order_id), ":due": due_at},
+            returns="ALL_NEW")
+
+    def mark_release_applied(self, order_id: str, now: str) -> bool:
+        """The release's wallet movement and ledger transaction are written (both once-only by themselves)."""
+        return self._update(
+            order_id, "SET release_applied = :true, updated_at = :now", "attribute_exists(released_at)",
+            {":true": True, ":now": now}) is not None
+
+    def begin_transfer(self, order_id: str, now: str, due_at: str) -> dict[str, Any] | None:
+        """RELEASED|TRANSFERRING -> TRANSFERRING for one more attempt, due again at `due_at` if this one dies.
+        The new item, or None if the pay-out is in no state to transfer."""
+        return self._move(
+            order_id, PayoutStatus.TRANSFERRING,
+            f"first_transfer_at = if_not_exists(first_transfer_at, :now), {_PAYOUT_SWEEP_FIELDS} "
+            "ADD transfer_attempts :one",
+            {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at}, returns="ALL_NEW")
+
+    def record_transfer_id(self, order_id: str, transfer_id: str, now: str) -> bool:
+        """The PSP's transfer id as soon as it is known; never replaced by another one."""
+        return self._update(
+            order_id, "SET transfer_id = :transfer, updated_at = :now",
+            "payout_status IN (:transferring, :transferred) AND "
+            "(attribute_not_exists(transfer_id) OR transfer_id = :transfer)",
+            {":transfer": transfer_id, ":now": now, ":transferring": PayoutStatus.TRANSFERRING.value,
+             ":transferred": PayoutStatus.TRANSFERRED.value}) is not None
+
+    def finish_transfer(self, order_id: str, transfer_id: str, now: str) -> bool:
+        """TRANSFERRING -> TRANSFERRED (final), out of the sweep index, into recon's window of our transfers.
+        True if this call moved it."""
+        return self._move(
+            order_id, PayoutStatus.TRANSFERRED,
+            "transfer_id = :transfer, transferred_at = :now, transferred_bucket = :bucket "
+            "REMOVE sweep_shard, due_at, last_error",
+            {":transfer": transfer_id, ":now": now, ":bucket": created_bucket(order_id, now)},
+            extra_condition="(attribute_not_exists(transfer_id) OR transfer_id = :transfer)") is not None
+
+    def fail_transfer(self, order_id: str, code: str, reason: str, now: str) -> bool:
+        """-> FAILED (the account refused): final until `ops payouts retry`. True if this call moved it."""
+        return self._move(
+            order_id, PayoutStatus.FAILED,
+            "payout_failure_code = :code, payout_failure_reason = :reason, failed_at = :now "
+            "REMOVE sweep_shard, due_at, awaiting_seller",
+            {":code": code, ":reason": reason[:500], ":now": now}) is not None
+
+    def postpone(self, order_id: str, due_at: str, now: str, note: str) -> bool:
+        """Keep the status, look again at `due_at` (platform balance short, a transient error)."""
+        return self._update(
+            order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, last_error = :note, updated_at = :now",
+            "payout_status IN (:held, :released, :transferring)",
+            {":shard": self._shard(order_id), ":due": due_at, ":note": note[:500], ":now": now,
+             **_open_statuses()}) is not None
+
+    def await_seller(self, order_id: str, seller: str, due_at: str, now: str) -> bool:
+        """The seller has no connected account yet: wait for its registration (wake_awaiting), with a late
+        `due_at` as a safety net."""
+        return self._update(
+            order_id, f"SET awaiting_seller = :seller, {_PAYOUT_SWEEP_FIELDS}, updated_at = :now",
+            "payout_status IN (:released, :transferring)",
+            {":seller": seller, ":shard": self._shard(order_id), ":due": due_at, ":now": now,
+             ":released": PayoutStatus.RELEASED.value, ":transferring": PayoutStatus.TRANSFERRING.value},
+        ) is not None
+
+    def wake_awaiting(self, seller: str, now: str, limit: int = 1000) -> list[str]:
+        """The seller registered an account: every pay-out waiting for it is due now. Ids woken by this call."""
+        keys = _query(self._db, self.table, AWAITING_INDEX, "awaiting_seller = :seller", {":seller": seller})
+        woken = []
+        for count, key in enumerate(keys):
+            if count >= limit:
+                break
+            order_id = key["payment_order_id"]
+            if self._update(order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, updated_at = :now REMOVE awaiting_seller",
+                            "awaiting_seller = :seller",
+                            {":seller": seller, ":shard": self._shard(order_id), ":due": now, ":now": now},
+                            ) is not None:
+                woken.append(order_id)
+        return woken
+
+    def retry_failed(self, order_id: str, now: str) -> bool:
+        """FAILED -> RELEASED, due now, failure cleared: the only move back, made explicitly by an operator."""
+        return self._update(
+            order_id,
+            f"SET payout_status = :released, {_PAYOUT_SWEEP_FIELDS}, retried_at = :now, updated_at = :now "
+            "REMOVE payout_failure_code, payout_failure_reason, failed_at, dead_letter_reason",
+            "payout_status = :failed",
+            {":released": PayoutStatus.RELEASED.value, ":failed": PayoutStatus.FAILED.value,
+             ":shard": self._shard(order_id), ":due": now, ":now": now}) is not None
+
+    def due_payouts(self, shard: str, now: str, max_items: int = 1000, page_size: int = 100) -> Iterator[str]:
+        """Ids of the pay-outs of one sweep shard whose due_at has passed (at most `max_items` a run)."""
+        request = {"TableName": self.table, "IndexName": SWEEP_INDEX,
+                   "KeyConditionExpression": "sweep_shard = :shard AND due_at <= :now",
+                   "ExpressionAttributeValues": to_item({":shard": shard, ":now": now}), "Limit": page_size}
+        for count, key in enumerate(_pages(self._db.query, request)):
+            if count >= max_items:
+                return
+            yield key["payment_order_id"]
+
+    def mark_dead_lettered(self, order_id: str, expected_due_at: str, reason: str, now: str) -> bool:
+        """Out of the sweep index (a human has it now), if nobody moved its due_at since it was read."""
+        return self._update(
+            order_id, "SET dead_letter_reason = :reason, updated_at = :now REMOVE sweep_shard, due_at",
+            "due_at = :expected", {":reason": reason[:500], ":now": now, ":expected": expected_due_at},
+        ) is not None
+
+    def transferred_between(self, bucket: str, start: str, end: str) -> list[str]:
+        """Ids of the pay-outs of one transferred_bucket transferred in [start, end) (keys-only index)."""
+        keys = _query(self._db, self.table, TRANSFERRED_INDEX,
+                      "transferred_bucket = :bucket AND transferred_at BETWEEN :start AND :end",
+                      {":bucket": bucket, ":start": start, ":end": end})
+        return [key["payment_order_id"] for key in keys if key["transferred_at"] < end]
+
+    def scan(self, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every pay-out (operator checks and the chaos run's invariants; never on a request path)."""
+        yield from _scan(self._db, self.table, attributes)
+
+
+def _open_statuses() -> dict[str, str]:
+    return {":held": PayoutStatus.HELD.value, ":released": PayoutStatus.RELEASED.value,
+            ":transferring": PayoutStatus.TRANSFERRING.value}
 
 
 def _put_new(table: str, item: dict[str, Any], key: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ LAYER_METADATA = "MarketPayLayer"  # the layer's name on its template resource (
 BASE_LAYER = "base"
 # Every function gets the base layer; these also get the layers of the SDKs they import (the PSP SDK through
 # functions/shared/psp.py, Arrow for recon). tests/infra/test_layer_sizes.py holds this to the imports.
-EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.RECON_FN.name: ("recon",)}
+EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.TRANSFER.name: ("psp",), names.RECON_FN.name: ("recon",)}
 LAYERS = (BASE_LAYER, *sorted({layer for extra in EXTRA_LAYERS.values() for layer in extra}))
 
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
@@ -75,10 +75,18 @@ class Functions(Construct):
             names.ENV_LEDGER_TABLE: tables.ledger.table_name,
             names.ENV_RECON_TABLE: tables.recon.table_name,
             names.ENV_CHARGES_TABLE: tables.charges.table_name,
+            names.ENV_SELLERS_TABLE: tables.sellers.table_name,
+            names.ENV_PAYOUTS_TABLE: tables.payouts.table_name,
             names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
         }
 
-        self.payment_api = self._function(names.PAYMENT_API, {names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url})
+        self.payment_api = self._function(
+            names.PAYMENT_API,
+            {
+                names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
+                names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
+            },
+        )
         self.order_starter = self._function(names.ORDER_STARTER)
         self.executor = self._function(
             names.EXECUTOR,
@@ -93,6 +101,17 @@ class Functions(Construct):
             {
                 names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
                 names.ENV_WORKFLOW_DLQ_URL: queues.workflow_dlq.queue_url,
+                names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
+                names.ENV_PAYOUTS_DLQ_URL: queues.payouts_dlq.queue_url,
+            },
+        )
+        self.transfer = self._function(
+            names.TRANSFER,
+            {
+                names.ENV_PSP_API_BASE: "",
+                names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter,
+                names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
+                names.ENV_PAYOUTS_DLQ_URL: queues.payouts_dlq.queue_url,
             },
         )
         self.recon = self._function(
@@ -114,6 +133,7 @@ class Functions(Construct):
         self._grant_table_access()
         self._grant_queue_access()
         self._grant_psp_key(self.executor, psp_key_parameter)
+        self._grant_psp_key(self.transfer, psp_key_parameter)
         self._grant_settlement_access(bucket)
         self._add_triggers()
 
@@ -171,6 +191,7 @@ class Functions(Construct):
             names.FINALIZE.name: self.finalize,
             names.SWEEPER.name: self.sweeper,
             names.RECON_FN.name: self.recon,
+            names.TRANSFER.name: self.transfer,
         }
 
     # --- permissions --------------------------------------------------------------------------------------
@@ -220,6 +241,35 @@ class Functions(Construct):
         self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.ledger.table_arn}/index/{names.LEDGER_ORDER_INDEX}"])
         self._table(self.recon, t.recon, [*READ, *WRITE, "dynamodb:DeleteItem"])
+        self._grant_payout_tables()
+
+    def _index(self, fn: lambda_.Function, table: dynamodb.Table, *indexes: str) -> None:
+        self._allow(fn, ["dynamodb:Query"], [f"{table.table_arn}/index/{index}" for index in indexes])
+
+    def _grant_payout_tables(self) -> None:
+        t = self._tables
+        # PaymentApi registers sellers, releases pay-outs (creating the item of an order settled before pay-outs
+        # existed), wakes a seller's waiting pay-outs, and reads balances and statements from the wallet.
+        self._table(self.payment_api, t.sellers, READ + WRITE)
+        self._table(self.payment_api, t.payouts, READ + WRITE)
+        self._index(self.payment_api, t.payouts, names.AWAITING_INDEX)
+        self._table(self.payment_api, t.wallet, READ)
+        self._index(self.payment_api, t.wallet, names.WALLET_STATEMENT_INDEX)
+        # Finalize stores each SUCCESS order's HELD pay-out (put if new), with its seller's auto-release delay.
+        self._table(self.finalize, t.payouts, ["dynamodb:PutItem"])
+        self._table(self.finalize, t.sellers, READ)
+        # Transfer applies the release and the transfer to the wallet and the ledger, and moves the pay-out.
+        self._table(self.transfer, t.payouts, READ + WRITE)
+        self._table(self.transfer, t.sellers, READ)
+        self._table(self.transfer, t.wallet, READ + WRITE)
+        self._table(self.transfer, t.ledger, READ + ["dynamodb:PutItem"])
+        # Sweeper: the pay-outs due (auto-release, lost messages, retries), through their sparse index.
+        self._table(self.sweeper, t.payouts, READ + WRITE)
+        self._index(self.sweeper, t.payouts, names.SWEEP_INDEX)
+        self._table(self.sweeper, t.sellers, READ)
+        # Recon: our transfers of a window, through their sparse index.
+        self._table(self.recon, t.payouts, READ)
+        self._index(self.recon, t.payouts, names.TRANSFERRED_INDEX)
 
     def _grant_queue_access(self) -> None:
         q = self._queues
@@ -227,6 +277,9 @@ class Functions(Construct):
         self._allow(self.payment_api, send, [q.orders.queue_arn])
         self._allow(self.sweeper, send, [q.orders.queue_arn, q.workflow_dlq.queue_arn])
         self._allow(self.recon, send, [q.review.queue_arn, q.orders.queue_arn])
+        self._allow(self.payment_api, send, [q.payouts.queue_arn])
+        self._allow(self.sweeper, send, [q.payouts.queue_arn, q.payouts_dlq.queue_arn])
+        self._allow(self.transfer, send, [q.payouts.queue_arn, q.payouts_dlq.queue_arn])
 
     def _grant_psp_key(self, fn: lambda_.Function, parameter: str) -> None:
         stack = Stack.of(self)
@@ -298,6 +351,9 @@ class Functions(Construct):
             )
         )
         self.recon.add_event_source(sources.SqsEventSource(self._queues.recon, batch_size=1))
+        self.transfer.add_event_source(
+            sources.SqsEventSource(self._queues.payouts, batch_size=10, report_batch_item_failures=True)
+        )
         events.Rule(
             self,
             names.SCHEDULE,

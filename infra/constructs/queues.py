@@ -39,6 +39,10 @@ class Queues(Construct):
         )
         self.review_dlq = self._dlq(names.REVIEW_DLQ)
         self.review = self._queue(names.REVIEW_QUEUE, self.review_dlq, Duration.minutes(5), _DLQ_RETENTION)
+        self.payouts_dlq = self._dlq(names.PAYOUTS_DLQ)
+        self.payouts = self._queue(
+            names.PAYOUTS_QUEUE, self.payouts_dlq, Duration.seconds(names.TRANSFER.timeout_s * _VISIBILITY_FACTOR)
+        )
 
     def _dlq(self, name: str) -> sqs.Queue:
         return sqs.Queue(
@@ -70,6 +74,8 @@ class Queues(Construct):
             names.RECON_DLQ: self.recon_dlq,
             names.REVIEW_QUEUE: self.review,
             names.REVIEW_DLQ: self.review_dlq,
+            names.PAYOUTS_QUEUE: self.payouts,
+            names.PAYOUTS_DLQ: self.payouts_dlq,
         }
 
     def dead_letter_queues(self) -> dict[str, sqs.Queue]:
@@ -78,4 +84,5 @@ class Queues(Construct):
             names.WORKFLOW_DLQ: self.workflow_dlq,
             names.RECON_DLQ: self.recon_dlq,
             names.REVIEW_DLQ: self.review_dlq,
+            names.PAYOUTS_DLQ: self.payouts_dlq,
         }

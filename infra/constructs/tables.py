@@ -72,6 +72,22 @@ class Tables(Construct):
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.recon = table(names.RECON, "pk", "sk")
+        self.sellers = table(names.SELLERS, "seller_account")
+        # One pay-out per SUCCESS order. Sparse indexes: the sweeper's (only while something is due), recon's
+        # window of our transfers (only once transferred), and the pay-outs waiting for a seller's account.
+        self.payouts = table(names.PAYOUTS, "payment_order_id")
+        _add_sweep_index(self.payouts)
+        self.payouts.add_global_secondary_index(
+            index_name=names.TRANSFERRED_INDEX,
+            partition_key=dynamodb.Attribute(name="transferred_bucket", type=_S),
+            sort_key=dynamodb.Attribute(name="transferred_at", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.payouts.add_global_secondary_index(
+            index_name=names.AWAITING_INDEX,
+            partition_key=dynamodb.Attribute(name="awaiting_seller", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
 
     def by_name(self) -> dict[str, dynamodb.Table]:
         return {
@@ -81,6 +97,8 @@ class Tables(Construct):
             names.LEDGER: self.ledger,
             names.RECON: self.recon,
             names.CHARGES: self.charges,
+            names.SELLERS: self.sellers,
+            names.PAYOUTS: self.payouts,
         }
 
 

@@ -35,6 +35,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:PaymentOrders": READ | WRITE,
         "table:Charges": {"dynamodb:PutItem"},  # only inside the checkout's transaction
         "queue:OrdersQueue": SEND,
+        "table:Sellers": READ | WRITE,
+        "table:Payouts": READ | WRITE,  # release (creating the item of an order settled before pay-outs)
+        "table:Payouts/index/awaiting_account": {"dynamodb:Query"},  # a registration wakes waiting pay-outs
+        "table:Wallet": READ,  # balance
+        "table:Wallet/index/statement": {"dynamodb:Query"},
+        "queue:PayoutsQueue": SEND,
     },
     "OrderStarter": {
         "table:Charges": GET_UPDATE,
@@ -46,7 +52,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "Wallet": {"table:Wallet": READ | WRITE},
     "Ledger": {"table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     "Finalize": {"table:PaymentOrders": GET_UPDATE, "table:PaymentEvents": GET_UPDATE,
-                 "table:Charges": GET_UPDATE},
+                 "table:Charges": GET_UPDATE, "table:Payouts": {"dynamodb:PutItem"}, "table:Sellers": READ},
     "Sweeper": {
         "table:Charges/index/sweep": {"dynamodb:Query"},
         "table:Charges": GET_UPDATE,
@@ -54,6 +60,11 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:OrdersQueue": SEND,
         "queue:WorkflowDlq": SEND,
         "state-machine": START,
+        "table:Payouts": READ | WRITE,  # auto-release, lost messages, retries
+        "table:Payouts/index/sweep": {"dynamodb:Query"},
+        "table:Sellers": READ,
+        "queue:PayoutsQueue": SEND,
+        "queue:PayoutsDlq": SEND,
     },
     "Recon": {
         # No Scan: the window and rows without our id come from these indexes. UpdateItem: a dead-lettered
@@ -73,6 +84,18 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "bucket:SettlementBucket/reports/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         "bucket:SettlementBucket/quarantine/*": {"s3:PutObject"},
         "state-machine": START,  # a dead-lettered charge past the sweeper's attempts: its next attempt
+        "table:Payouts": READ,
+        "table:Payouts/index/transferred": {"dynamodb:Query"},  # our transfers of the file's window
+    },
+    "Transfer": {
+        "table:Payouts": READ | WRITE,
+        "table:Sellers": READ,
+        "table:Wallet": READ | WRITE,
+        "table:Ledger": READ | {"dynamodb:PutItem"},
+        "queue:PayoutsQueue": SEND | CONSUME,
+        "queue:PayoutsDlq": SEND,
+        PSP_KEY: {"ssm:GetParameter"},
+        ANY_KMS_KEY: {"kms:Decrypt"},
     },
 }
 
@@ -149,11 +172,12 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
         for f in names.ALL_FUNCTIONS
         if any(a.startswith(("ssm:", "kms:")) for acts in permissions(synth, f, friendly).values() for a in acts)
     }
-    assert readers == {"Executor"}
+    assert readers == {"Executor", "Transfer"}
 
 
-def test_kms_decrypt_is_only_through_ssm(synth):
-    (statement,) = [s for s in role_statements(synth, names.EXECUTOR) if s["Action"] == "kms:Decrypt"]
+@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER], ids=lambda f: f.name)
+def test_kms_decrypt_is_only_through_ssm(synth, function):
+    (statement,) = [s for s in role_statements(synth, function) if s["Action"] == "kms:Decrypt"]
     assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}
 
 

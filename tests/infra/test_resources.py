@@ -22,13 +22,16 @@ TABLE_KEYS = {  # table -> (partition key, sort key)
     names.LEDGER: ("transaction_id", None),
     names.RECON: ("pk", "sk"),
     names.CHARGES: ("charge_key", None),
+    names.SELLERS: ("seller_account", None),
+    names.PAYOUTS: ("payment_order_id", None),
 }
 MAIN_QUEUES = {  # queue -> its dead-letter queue
     names.ORDERS_QUEUE: names.ORDERS_DLQ,
     names.RECON_QUEUE: names.RECON_DLQ,
     names.REVIEW_QUEUE: names.REVIEW_DLQ,
+    names.PAYOUTS_QUEUE: names.PAYOUTS_DLQ,
 }
-DLQS = [names.ORDERS_DLQ, names.WORKFLOW_DLQ, names.RECON_DLQ, names.REVIEW_DLQ]
+DLQS = [names.ORDERS_DLQ, names.WORKFLOW_DLQ, names.RECON_DLQ, names.REVIEW_DLQ, names.PAYOUTS_DLQ]
 TABLE_ENV = {
     "PAYMENT_EVENTS_TABLE": names.PAYMENT_EVENTS,
     "PAYMENT_ORDERS_TABLE": names.PAYMENT_ORDERS,
@@ -36,16 +39,19 @@ TABLE_ENV = {
     "LEDGER_TABLE": names.LEDGER,
     "RECON_TABLE": names.RECON,
     "CHARGES_TABLE": names.CHARGES,
+    "SELLERS_TABLE": names.SELLERS,
+    "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
-    "PaymentApi": {"ORDERS_QUEUE_URL"},
+    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Wallet": set(),
     "Ledger": set(),
     "Finalize": set(),
-    "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN"},
+    "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
+    "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
 }
 
 
@@ -69,8 +75,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_six_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 6)
+def test_there_are_exactly_the_eight_tables_and_no_global_table(template):
+    template.resource_count_is("AWS::DynamoDB::Table", 8)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -126,6 +132,25 @@ def test_ledger_has_the_keys_only_sparse_index_of_transactions_by_order(synth):
     assert types == {"transaction_id": "S", "payment_order_id": "S"}
 
 
+def _indexes(props: dict) -> dict[str, tuple[str, str | None, str]]:
+    """index name -> (hash key, range key, projection) of a synthesized table."""
+    found = {}
+    for index in props["GlobalSecondaryIndexes"]:
+        keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+        found[index["IndexName"]] = (keys["HASH"], keys.get("RANGE"), index["Projection"]["ProjectionType"])
+    return found
+
+
+def test_payouts_have_the_sparse_sweep_transferred_and_awaiting_indexes(synth):
+    indexes = _indexes(synth.props(table_id(synth, names.PAYOUTS)))
+    assert indexes == {
+        names.SWEEP_INDEX: ("sweep_shard", "due_at", "KEYS_ONLY"),
+        names.TRANSFERRED_INDEX: ("transferred_bucket", "transferred_at", "KEYS_ONLY"),
+        names.AWAITING_INDEX: ("awaiting_seller", None, "KEYS_ONLY"),
+    }
+    assert {name: (h, r) for name, (h, r, _) in indexes.items()} == moto_tables.TABLE_KEYS["Payouts"]["gsi"]
+    assert (tables.TRANSFERRED_INDEX, tables.AWAITING_INDEX) == (names.TRANSFERRED_INDEX, names.AWAITING_INDEX)
+
 
 def test_wallet_has_the_statement_index_of_movements_by_shard_and_time(synth):
     props = synth.props(table_id(synth, names.WALLET))
@@ -136,6 +161,7 @@ def test_wallet_has_the_statement_index_of_movements_by_shard_and_time(synth):
                       {"AttributeName": "created_at", "KeyType": "RANGE"}]}]
     assert moto_tables.TABLE_KEYS["Wallet"]["gsi"] == {names.WALLET_STATEMENT_INDEX: ("statement_key", "created_at")}
     assert moto_tables.TABLE_KEYS["Wallet"]["projection"] == {names.WALLET_STATEMENT_INDEX: "ALL"}
+
 
 # --- queues -------------------------------------------------------------------------------------------------
 
@@ -159,6 +185,7 @@ def test_each_dlq_keeps_messages_14_days_and_has_no_dlq_of_its_own(synth, dlq):
 def test_queue_visibility_covers_the_consumer_timeout(synth):
     assert synth.props(queue_id(synth, names.ORDERS_QUEUE))["VisibilityTimeout"] >= names.ORDER_STARTER.timeout_s
     assert synth.props(queue_id(synth, names.RECON_QUEUE))["VisibilityTimeout"] >= names.RECON_FN.timeout_s
+    assert synth.props(queue_id(synth, names.PAYOUTS_QUEUE))["VisibilityTimeout"] > names.TRANSFER.timeout_s
 
 
 @pytest.mark.parametrize("queue", sorted(names.OUT_QUEUE_URLS))
@@ -237,10 +264,10 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 # --- functions ----------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_eight_functions_of_the_design(synth):
+def test_there_are_exactly_the_nine_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 8
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -262,6 +289,7 @@ def test_timeouts_and_memory_follow_the_brief():
     assert (names.RECON_FN.timeout_s, names.RECON_FN.memory_mb) == (900, 1769)
     assert all(f.timeout_s == 8 for f in (names.WALLET_FN, names.LEDGER_FN, names.FINALIZE))
     assert (names.PAYMENT_API.timeout_s, names.ORDER_STARTER.timeout_s, names.SWEEPER.timeout_s) == (10, 30, 60)
+    assert names.TRANSFER.timeout_s == 30 and 2 * Settings.model_fields["psp_timeout_s"].default < 30
     assert all(f.memory_mb == 256 for f in names.ALL_FUNCTIONS if f is not names.RECON_FN)
 
 
@@ -291,6 +319,12 @@ def test_env_values_point_at_the_right_resources(synth):
     # Deployed: the real Stripe API, its key from the SSM SecureString.
     assert env["Executor"]["PSP_API_BASE"] == ""
     assert env["Executor"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
+    assert env["Transfer"]["PSP_API_BASE"] == ""
+    assert env["Transfer"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
+    for fn in ("PaymentApi", "Sweeper", "Transfer"):
+        assert env[fn]["PAYOUTS_QUEUE_URL"] == {"Ref": queue_id(synth, names.PAYOUTS_QUEUE)}
+    for fn in ("Sweeper", "Transfer"):
+        assert env[fn]["PAYOUTS_DLQ_URL"] == {"Ref": queue_id(synth, names.PAYOUTS_DLQ)}
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -332,7 +366,19 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 2)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)
+
+
+def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": {"Fn::GetAtt": [queue_id(synth, names.PAYOUTS_QUEUE), "Arn"]},
+            "FunctionName": {"Ref": function_id(synth, names.TRANSFER)},
+            "BatchSize": 10,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
 
 
 def test_the_sweeper_runs_every_minute(synth, template):
@@ -454,6 +500,10 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "LedgerTableName",
         "ReconTableName",
         "ChargesTableName",
+        "SellersTableName",
+        "PayoutsTableName",
+        "PayoutsQueueUrl",
+        "PayoutsDlqUrl",
         "AlarmTopicArn",
     }
     assert set(synth.template["Outputs"]) == expected

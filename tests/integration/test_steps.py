@@ -136,8 +136,9 @@ def test_wallet_credits_each_order_of_the_charge_once(aws_env):
     again = wallet_handler.handler(event, FakeContext())
     assert first["applied_now"] == ["po_sample_1", "po_sample_2"] and again["applied_now"] == []
     wallet = WalletTable.from_settings()
-    assert wallet.balances("seller_books") == {"USD": {"pending_minor": 1234, "available_minor": 0}}
-    assert wallet.balances("seller_tea") == {"USD": {"pending_minor": 500, "available_minor": 0}}
+    empty = {"available_minor": 0, "transferred_minor": 0, "owed_minor": 0}
+    assert wallet.balances("seller_books") == {"USD": {"pending_minor": 1234, **empty}}
+    assert wallet.balances("seller_tea") == {"USD": {"pending_minor": 500, **empty}}
 
 
 def test_ledger_writes_one_balanced_transaction_per_order_once(aws_env):
@@ -157,8 +158,8 @@ def test_the_ledger_takes_the_psp_from_the_order_not_from_its_setting(aws_env):
     ledger_handler.handler(event, FakeContext())
     accounts = {row["transaction_id"]: {e["account"] for e in row["entries"]}
                 for row in LedgerTable.from_settings().scan()}
-    assert accounts["payin#po_sample_1"] == {"psp_receivable:stripe", "seller_payable:seller_books"}
-    assert accounts["payin#po_sample_2"] == {"psp_receivable:adyen", "seller_payable:seller_tea"}
+    assert accounts["payin#po_sample_1"] == {"psp_receivable:stripe", "seller_pending:seller_books"}
+    assert accounts["payin#po_sample_2"] == {"psp_receivable:adyen", "seller_pending:seller_tea"}
 
 
 def test_ledger_refuses_a_different_transaction_under_an_existing_id(aws_env):

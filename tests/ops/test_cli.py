@@ -135,7 +135,7 @@ def test_order_show_prints_order_ledger_and_wallet_without_the_token(system):
     output = result.output
     assert row(output, "status", "EXECUTING") and row(output, "amount", "12.34 USD")
     assert row(output, "payment_method", "pm_…9876") and TOKEN not in output
-    assert "psp_receivable:stripe" in output and "seller_payable:acct_seller0" in output
+    assert "psp_receivable:stripe" in output and "seller_pending:acct_seller0" in output
     assert "-12.34 USD" in output and "balanced" in output
     assert f"MOVE#payin#{order_id}" in output and "pending 12.34 USD, available 0.00 USD" in output
     assert "watching: next look at" in output

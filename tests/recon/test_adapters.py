@@ -90,7 +90,7 @@ def test_a_checkouts_orders_come_from_its_payment_event_by_currency(account: Acc
 
 
 def test_an_orders_refunds_come_from_the_ledgers_order_index(account: Account, lookup: DynamoLookup) -> None:
-    entries = (Entry("psp_receivable:stripe", Money(-400, "USD")), Entry("seller_payable:s", Money(400, "USD")))
+    entries = (Entry("psp_receivable:stripe", Money(-400, "USD")), Entry("seller_pending:s", Money(400, "USD")))
     journal.record(Transaction("refund", "rf_1", entries, payment_order_id="po_1"))  # as the journal writes it
     account.put_transaction("refund", "rf_2", 100, payment_order_id="po_1")
     account.put_transaction("chargeback", "du_1", 100, payment_order_id="po_3")  # names its order, no refund

@@ -23,8 +23,12 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                "projection": {"statement": "ALL"}},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
+    "Sellers": {"hash": "seller_account"},
+    "Payouts": {"hash": "payment_order_id",
+                "gsi": {"sweep": ("sweep_shard", "due_at"), "transferred": ("transferred_bucket", "transferred_at"),
+                        "awaiting_account": ("awaiting_seller", None)}},
 }
-QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue"]
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq"]
 
 
 def create_table(logical: str, name: str) -> str:
@@ -79,7 +83,8 @@ def _table_env(logical: str) -> str:
 
 def _queue_env(queue: str) -> str:
     return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
-            "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL"}[queue]
+            "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL",
+            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL"}[queue]
 
 
 def drain(queue_url: str) -> list[str]:
