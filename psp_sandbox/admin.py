@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from . import errors
 from .faults import FaultConfigError
+from .sandbox import Sandbox
 from .settlement import BALANCE_REPORT, SettlementError, build_report
-
-if TYPE_CHECKING:
-    from .server import Sandbox
 
 Answer = tuple[int, dict[str, Any] | str, str]
 _JSON = "application/json"

@@ -4,7 +4,8 @@ Outcomes follow docs.stripe.com/testing. Each card can be named three ways, as a
 (`pm_card_visa`, reusable), its token (`tok_visa`, for `card[token]`) and its number (`4242424242424242`, for
 `card[number]`). `pm_card_processing` is a sandbox extension (Stripe has no card test token that leaves a card
 payment `processing`): the PaymentIntent stays `processing` until resolved through
-`POST /_sandbox/payment_intents/{id}/resolve`.
+`POST /_sandbox/payment_intents/{id}/resolve`. `pm_card_bypassPending` (4000000000000077) charges into the available
+balance at once, as at Stripe.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TestCard:
     country: str = "US"
     exp_month: int = 12
     exp_year: int = 2034
+    bypass_pending: bool = False  # the charge's funds are available at once, not two days later
 
     def details(self) -> dict[str, object]:
         return {
@@ -72,6 +74,7 @@ CARDS: dict[str, TestCard] = {
         TestCard("pm_card_visa_debit", "visa", "debit", "5556", Outcome.SUCCEEDED),
         TestCard("pm_card_mastercard", "mastercard", "credit", "4444", Outcome.SUCCEEDED),
         TestCard("pm_card_amex", "amex", "credit", "8431", Outcome.SUCCEEDED),
+        TestCard("pm_card_bypassPending", "visa", "credit", "0077", Outcome.SUCCEEDED, bypass_pending=True),
         _declined("pm_card_chargeDeclined", "0002", Decline("card_declined", "generic_decline", _DECLINED)),
         _declined(
             "pm_card_chargeDeclinedInsufficientFunds",
@@ -116,6 +119,7 @@ NUMBERS: dict[str, TestCard] = {
         ("4000056655665556", "pm_card_visa_debit"),
         ("5555555555554444", "pm_card_mastercard"),
         ("378282246310005", "pm_card_amex"),
+        ("4000000000000077", "pm_card_bypassPending"),
         ("4000000000000002", "pm_card_chargeDeclined"),
         ("4000000000009995", "pm_card_chargeDeclinedInsufficientFunds"),
         ("4000000000009987", "pm_card_chargeDeclinedLostCard"),

@@ -18,57 +18,17 @@ from urllib.parse import urlsplit
 
 from . import errors
 from .admin import AdminApi
-from .api import ApiRequest, StripeApi
+from .api import ApiRequest
 from .card_input import mask_card_number
 from .clock import SimulatedClock
 from .faults import Fault, FaultInjector, RequestInfo
 from .forms import decode_form
-from .idempotency import IdempotencyStore, StoredResponse, fingerprint
+from .idempotency import StoredResponse, fingerprint
+from .sandbox import Sandbox
 from .state import SandboxState
 
 _JSON = "application/json"
 _log = logging.getLogger("psp_sandbox")
-
-
-class Sandbox:
-    """Everything the sandbox knows: books, idempotency keys, faults, clock. Usable without the HTTP server."""
-
-    def __init__(self, *, seed: int | None = None, clock_start: float | None = None):
-        self.clock = SimulatedClock(clock_start)
-        self.state = SandboxState(self.clock)
-        self.idempotency = IdempotencyStore(self.clock)
-        self.faults = FaultInjector()
-        self.api = StripeApi(self.state)
-        self.admin = AdminApi(self)
-        self.stopping = threading.Event()
-        self._requests = 0
-        self._lock = threading.Lock()
-        if seed is not None:
-            self.faults.configure(seed=seed)
-
-    def next_request_id(self) -> str:
-        with self._lock:
-            self._requests += 1
-            return f"req_sbx{self._requests:011x}"
-
-    def reset(self, seed: int | None = None) -> None:
-        self.state.reset()
-        self.idempotency.reset()
-        self.faults.reset()
-        self.clock.reset()
-        if seed is not None:
-            self.faults.configure(seed=seed)
-
-    def advance_clock(self, seconds: float) -> int:
-        """Move simulated time forward; returns how many idempotency keys that pruned."""
-        self.clock.advance(seconds)
-        return self.idempotency.prune()
-
-    def charges(self) -> list[dict[str, Any]]:
-        return self.state.charge_records()
-
-    def transfers(self) -> list[dict[str, Any]]:
-        return self.state.transfer_records()
 
 
 class SandboxServer:
@@ -142,7 +102,11 @@ def start_sandbox(
     _check_loopback(host)
     sandbox = sandbox or Sandbox(seed=seed)
     sandbox.stopping.clear()
-    handler = type("BoundHandler", (_Handler,), {"sandbox": sandbox, "log_requests": log_requests})
+    handler = type(
+        "BoundHandler",
+        (_Handler,),
+        {"sandbox": sandbox, "admin": AdminApi(sandbox), "log_requests": log_requests},
+    )
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
     httpd.block_on_close = False
@@ -160,6 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "psp-sandbox"
     sys_version = ""
     sandbox: Sandbox
+    admin: AdminApi
     log_requests: bool
 
     def do_GET(self) -> None:
@@ -183,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         try:
             if url.path.startswith("/_sandbox/"):
-                status, payload, content_type = self.sandbox.admin.handle(method, url.path, url.query, body)
+                status, payload, content_type = self.admin.handle(method, url.path, url.query, body)
                 self._send(status, payload, content_type=content_type)
             else:
                 self._stripe(method, url.path, url.query, body)

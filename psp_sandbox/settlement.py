@@ -1,10 +1,12 @@
-"""Settlement export: what the sandbox charged, refunded and transferred, as Stripe itemized report CSVs.
+"""Settlement export: what the sandbox charged, refunded, transferred and reversed, as Stripe itemized report CSVs.
 
 Reports: `balance_change_from_activity.itemized.3` and `payout_reconciliation.itemized.5` (columns in the
 documented order, see docs/settlement-formats.md). One row per balance transaction; amounts are signed decimal
 major units (`25.00`, `-0.50`; `decimal_style="minimal"` writes `25`, `-0.5`); times are UTC `YYYY-MM-DD HH:MM:SS`.
 A charge row is a checkout's charge in one currency: its PaymentIntent's metadata (`checkout_id`, `charge_key`)
-fills the `payment_metadata[...]` columns, of the charge and of its refunds.
+fills the `payment_metadata[...]` columns, of the charge and of its refunds. A `transfer` row (source `tr_…`, gross
+and net negative, fee 0) and a `transfer_reversal` row (source `trr_…`, positive) carry the connected account
+(`connected_account_id`) and the transfer's metadata (`transfer_metadata[...]`).
 
 For reconciliation tests, discrepancies can be planted on chosen or seeded charge rows; the export says which
 row got what (`SettlementExport.planted`):
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .models import Charge, PaymentIntent, Refund, Transfer, currency_exponent
+from .models import Charge, PaymentIntent, Refund, Transfer, TransferReversal, currency_exponent
 from .state import SandboxState
 
 BALANCE_REPORT = "balance_change_from_activity.itemized.3"
@@ -255,6 +257,7 @@ class _RowBuilder:
         self.charges: dict[str, Charge] = {c.id: c for c in books["charges"]}
         self.refunds: dict[str, Refund] = {r.id: r for r in books["refunds"]}
         self.transfers: dict[str, Transfer] = {t.id: t for t in books["transfers"]}
+        self.reversals: dict[str, TransferReversal] = {r.id: r for r in books["transfer_reversals"]}
         extra = sorted({k for pi in self.pis.values() for k in pi.metadata} - set(metadata_keys))
         self.payment_keys = [*metadata_keys, *extra]
         self.refund_keys = sorted({k for r in self.refunds.values() for k in r.metadata})
@@ -306,8 +309,10 @@ class _RowBuilder:
             self._charge_facts(row, self.charges[refund.charge])
             for key in self.refund_keys:
                 values[f"refund_metadata[{key}]"] = refund.metadata.get(key, "")
-        elif txn.reporting_category == "transfer":
-            transfer = self.transfers[txn.source]
+        elif txn.reporting_category in ("transfer", "transfer_reversal"):
+            # a reversal's row names the transfer it takes back from: its account, payment and metadata
+            reversal = self.reversals.get(txn.source)
+            transfer = self.transfers[reversal.transfer if reversal else txn.source]
             values["connected_account_id"] = transfer.destination
             if "destination_payment_id" in values:
                 values["destination_payment_id"] = transfer.destination_payment

@@ -457,7 +457,7 @@ class SandboxState:
             currency=charge.currency,
             kind="charge",
             source=charge.id,
-            available_after=AVAILABLE_AFTER_SECONDS,
+            available_after=0 if charge.card.bypass_pending else AVAILABLE_AFTER_SECONDS,
             description=charge.description,
         )
         txn.fee_details = [

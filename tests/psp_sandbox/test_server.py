@@ -1,7 +1,8 @@
-"""Form decoding, concurrency, the command line, loopback-only binding."""
+"""Form decoding, concurrency, the command line, loopback-only binding, the modules' import graph."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import stripe
 
+import psp_sandbox
 from psp_sandbox.forms import decode_form
 from psp_sandbox.server import start_sandbox, wait_until_ready
 
@@ -72,3 +74,21 @@ def test_command_line_prints_a_ready_line_and_serves():
 def test_binds_to_loopback_only():
     with pytest.raises(ValueError):
         start_sandbox(port=0, host="0.0.0.0")
+
+
+def test_the_sandbox_modules_import_each_other_without_a_cycle():
+    package = Path(psp_sandbox.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for source in package.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1]
+        # `from .state import X` names the module; `from . import errors` names it among the imported names
+        imports[source.stem] = {n.module for n in relative if n.module} | {
+            alias.name for n in relative if not n.module for alias in n.names
+        }
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in imports.get(start, ()))
+
+    assert "server" not in imports["admin"] and "admin" not in imports["sandbox"]
+    assert [m for m in imports if reaches(m, m, set())] == []

@@ -262,3 +262,58 @@ def test_settlement_over_http(books):
         body = json.load(answer)
     assert [p["kind"] for p in body["planted"]] == ["amount_mismatch", "duplicate_row"]
     assert body["csv"] == text
+
+
+@pytest.fixture
+def payouts(client, sandbox):
+    """One checkout charged, 20.00 of it transferred to the seller, 5.00 of that reversed."""
+    pi = charge_checkout(client, "co_9", 2500)
+    seller = client.v1.accounts.create(params={"type": "express", "capabilities": {"transfers": {"requested": True}}})
+    made = client.v1.transfers.create(
+        params={
+            "amount": 2000,
+            "currency": "usd",
+            "destination": seller.id,
+            "source_transaction": pi.latest_charge,
+            "transfer_group": "co_9",
+            "metadata": {"payment_order_id": "po_9", "checkout_id": "co_9"},
+        },
+        options={"idempotency_key": "transfer:po_9"},
+    )
+    reversal = client.v1.transfers.reversals.create(made.id, params={"amount": 500})
+    return sandbox, seller.id, made.id, reversal.id
+
+
+@pytest.mark.parametrize("report", [BALANCE_REPORT, PAYOUT_REPORT])
+def test_transfer_and_reversal_rows(payouts, report):
+    sandbox, account_id, transfer_id, reversal_id = payouts
+    export = build_report(sandbox.state, report)
+    assert export.columns[-2:] == ["transfer_metadata[checkout_id]", "transfer_metadata[payment_order_id]"]
+    rows = _rows(export.to_csv())
+    assert [r["reporting_category"] for r in rows] == ["charge", "transfer", "transfer_reversal"]
+    sent, back = rows[1], rows[2]
+
+    assert (sent["source_id"], sent["gross"], sent["fee"], sent["net"]) == (transfer_id, "-20.00", "0.00", "-20.00")
+    assert (back["source_id"], back["gross"], back["fee"], back["net"]) == (reversal_id, "5.00", "0.00", "5.00")
+    for row in (sent, back):
+        assert row["connected_account_id"] == account_id
+        assert (row["transfer_metadata[payment_order_id]"], row["transfer_metadata[checkout_id]"]) == ("po_9", "co_9")
+        assert row["payment_metadata[checkout_id]"] == ""  # a transfer's row is not the charge's
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row["created_utc"])
+    if report == PAYOUT_REPORT:
+        assert sent["destination_payment_id"] == back["destination_payment_id"] != ""
+
+
+@pytest.mark.parametrize("report", [BALANCE_REPORT, PAYOUT_REPORT])
+def test_recon_parser_reads_transfer_rows(payouts, report):
+    from functions.recon import parsers
+    from functions.recon.rows import RowKind, SettlementRow
+
+    sandbox, _account_id, transfer_id, reversal_id = payouts
+    text = build_report(sandbox.state, report).to_csv()
+    parsed = [r for r in parsers.parse("stripe", io.BytesIO(text.encode())) if isinstance(r, SettlementRow)]
+    moves = {r.source_id: (r.kind, r.gross) for r in parsed if r.kind is RowKind.BATCH}
+    assert moves == {
+        transfer_id: (RowKind.BATCH, Money.from_decimal("-20.00", "USD")),
+        reversal_id: (RowKind.BATCH, Money.from_decimal("5.00", "USD")),
+    }
