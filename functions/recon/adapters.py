@@ -17,6 +17,7 @@ from functions.recon.matching import (
     LEDGER_KIND,
     ORDER_ATTRIBUTES,
     PAYIN_ATTRIBUTES,
+    PAYOUT_ATTRIBUTES,
     ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
     Listing,
@@ -52,6 +53,7 @@ class DynamoLookup:
     payments: PaymentTables
     ledger: LedgerTable
     pool: ThreadPoolExecutor
+    payout_records: Any = None  # PayoutsTable: read only for a file with transfers
 
     def orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
@@ -93,6 +95,15 @@ class DynamoLookup:
         references = list(psp_references)
         found = self.pool.map(self.payments.order_ids_with_reference, references)
         return {reference: ids[0] for reference, ids in zip(references, found, strict=True) if ids}
+
+    def payouts(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._all(self.payout_records.get_many, {PAYOUT_ATTRIBUTES: payment_order_ids})
+
+    def transferred_between(self, start: str, end: str) -> Iterator[str]:
+        """One query of the `transferred` index per hour and shard, `pool` of them in flight."""
+        for ids in self.pool.map(lambda bucket: self.payout_records.transferred_between(bucket, start, end),
+                                 created_buckets(start, end)):
+            yield from ids
 
     def _all(self, read: Any, wanted: dict[tuple[str, ...], list[str]]) -> dict[str, dict[str, Any]]:
         """Every request of `wanted` (attributes -> keys), 100 keys each, in flight together."""

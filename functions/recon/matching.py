@@ -18,7 +18,14 @@ What the matcher keeps for the whole file, and why:
 Python's `hash()` of a str is 64 bits: two different keys collide with probability about n²/2⁶⁵ (3·10⁻⁸
 for a million keys). A set costs about 60 bytes per key (the int and its slot): ~60 MB per million orders.
 - rows that name no known order (`deferred`) and refunds whose ledger record must be searched by order:
-  a handful in a healthy file; they are resolved once, at the end, through indexes (PSP reference, order).
+  a handful in a healthy file; they are resolved once, at the end, through indexes (PSP reference, order);
+- `transferred`: one 64-bit hash per order a transfer row names, to find our transfers of the file's window
+  the file lacks (`transfer_missing_in_settlement`).
+
+Transfers (Stripe Connect: a seller's net share of an order sent to the seller's account) are matched to our
+payout of the order they name (its metadata), a batch at a time: its transfer id, currency and net. The ledger
+is not touched (the Transfer worker journals each transfer); a transfer reversal is reported, unexplained, until
+refunds record reversals.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ CHECKOUT_ATTRIBUTES = ("checkout_id", "payment_orders")
 # A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
 PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
+# A payout (the Payouts table) against a transfer row, or as one of the window's transfers.
+PAYOUT_ATTRIBUTES = ("payment_order_id", "psp", "currency", "net_minor", "payout_status", "transfer_id",
+                     "first_transfer_at", "transferred_at")
+_TRANSFERRING, _TRANSFERRED = "TRANSFERRING", "TRANSFERRED"  # PayoutStatus values (functions/shared/status.py)
 
 
 _line = attrgetter("line")
@@ -164,6 +175,15 @@ class Lookup(Protocol):
         """The order that records each PSP reference, for those some order records."""
         ...
 
+    def payouts(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The payouts of these orders we hold (PAYOUT_ATTRIBUTES), by order."""
+        ...
+
+    def transferred_between(self, start: str, end: str) -> Iterable[str]:
+        """Ids of the orders whose payout was recorded TRANSFERRED in [start, end) (the Payouts table's
+        `transferred` index)."""
+        ...
+
 
 class Fixes(Protocol):
     """Automatic fixes; each is idempotent, so a retried run applies nothing twice.
@@ -241,6 +261,8 @@ class Matcher:
     emit: Callable[[Outcome], None]
     window: Window | None = None
     now: datetime = field(default_factory=clock.now)
+    # Our transfers recorded in [start, end) should be in the file (a format that carries transfers only).
+    transfer_window: Window | None = None
     carry_counts: CarryCounts = field(default_factory=CarryCounts)
     _buffer: list[SettlementRow] = field(default_factory=list)
     _seen: set[int] = field(default_factory=set)
@@ -251,6 +273,8 @@ class Matcher:
     _refund_checks: list[tuple[SettlementRow, dict[str, Any]]] = field(default_factory=list)
     _named_by_malformed: set[str] = field(default_factory=set)
     _checkouts_named_by_malformed: set[str] = field(default_factory=set)
+    _transfers: list[SettlementRow] = field(default_factory=list)
+    _transferred: set[int] = field(default_factory=set)
 
     # -- rows --------------------------------------------------------------------------------------
 
@@ -329,6 +353,8 @@ class Matcher:
         records, settle = self._read(rows), self._settle
         for row in rows:
             settle(row, records)
+        if self._transfers:
+            self._check_transfers()
 
     def _match_block(self, block: ChargeBlock) -> None:
         """A block's rows, a batch of its plain charges at a time with the other rows between them, in file order."""
@@ -367,6 +393,8 @@ class Matcher:
         settle = self._settle
         for row in rows:
             settle(row, records)
+        if self._transfers:
+            self._check_transfers()
         if any(agrees):
             self._settled.update(map(hash, chain.from_iterable(compress(groups, agrees))))
             self._agreeing(block, start, end, agrees, list(map(len, compress(groups, agrees))))
@@ -479,6 +507,13 @@ class Matcher:
                                     review=True))
             return
         self._seen.add(key)
+        if kind is RowKind.TRANSFER:
+            self._transfers.append(row)  # checked once the batch is settled, all in one read
+            return
+        if kind is RowKind.TRANSFER_REVERSAL:
+            self.emit(self._outcome(row, Category.STATUS_MISMATCH, None, "a transfer reversal at the PSP: "
+                                    "reversals are not recorded by us yet (refunds)", review=True))
+            return
         if kind is RowKind.FEE:
             fee = -(row.net if row.net is not None else row.gross)
             if fee.minor:
@@ -493,6 +528,71 @@ class Matcher:
             self._deferred.append(row)
             return
         self._against_order(row, order, records.ledger)
+
+    def _check_transfers(self) -> None:
+        """The batch's transfer rows against the payouts of the orders they name."""
+        rows, self._transfers = self._transfers, []
+        named = [row.payment_order_id for row in rows if row.payment_order_id]
+        payouts = self.lookup.payouts(named) if named else {}
+        self._transferred.update(map(hash, named))
+        for row in rows:
+            self.emit(self._transfer_outcome(row, payouts.get(row.payment_order_id)))
+
+    @staticmethod
+    def _transfer_outcome(row: SettlementRow, payout: dict[str, Any] | None) -> Outcome:
+        """`theirs` is the amount the PSP sent (the row's gross, negative, turned round); `ours` the payout's net."""
+        theirs = -row.gross
+        ours = Money(int(payout["net_minor"]), payout["currency"]) \
+            if payout is not None and payout.get("net_minor") is not None else None
+
+        def outcome(category: Category, explanation: str, *, review: bool = True) -> Outcome:
+            return Outcome(category, row.payment_order_id, row.reference, ours, theirs, explanation, row.line,
+                           row.psp_type, review=review)
+
+        sent = f"the PSP transferred {theirs}{f' to {row.destination}' if row.destination else ''}"
+        if not row.payment_order_id:
+            return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS, f"{sent}, naming no order")
+        if payout is None:
+            return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS, f"{sent}; we hold no payout of this order")
+        status, recorded = payout.get("payout_status"), payout.get("transfer_id")
+        if recorded != row.reference:
+            if recorded:
+                return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
+                               f"{sent}: a second transfer of this order, our payout records {recorded}")
+            if status == _TRANSFERRING:  # its answer was lost: the worker's next attempt finds it by its key
+                return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
+                               f"{sent}; our payout is {status}: its next attempt records it", review=False)
+            return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
+                           f"{sent}; our payout is {status} and records no transfer")
+        if ours is None or ours.currency != theirs.currency:
+            return outcome(Category.TRANSFER_CURRENCY_MISMATCH, f"{sent}; our payout's net is "
+                           f"{ours if ours is not None else 'not set'}")
+        if ours.minor != theirs.minor:
+            return outcome(Category.TRANSFER_AMOUNT_MISMATCH, f"{sent}; our payout's net is {ours}")
+        return outcome(Category.MATCHED, "" if status == _TRANSFERRED else f"our payout is {status}", review=False)
+
+    def _check_window_transfers(self) -> None:
+        """Our transfers of the transfer window that no transfer row of the file names. A payout whose first
+        transfer attempt came before the window may have been transferred (and settled) before it: left out."""
+        if self.transfer_window is None:
+            return
+        start, end = self.transfer_window.bounds()
+        ids, transferred = iter(self.lookup.transferred_between(start, end)), self._transferred
+        unsettled: list[str] = []
+        while chunk := list(islice(ids, 65_536)):
+            unsettled += compress(chunk, map(not_, map(transferred.__contains__, map(hash, chunk))))
+        psp, default_psp, size = self.policy.psp, self.policy.default_order_psp, self.policy.batch_size
+        for at in range(0, len(unsettled), size):
+            payouts = self.lookup.payouts(unsettled[at : at + size])
+            for order_id in unsettled[at : at + size]:
+                payout = payouts.get(order_id)
+                if payout is None or not payout.get("transfer_id") or (payout.get("psp") or default_psp) != psp \
+                        or (payout.get("first_transfer_at") or payout.get("transferred_at") or start) < start:
+                    continue
+                self.emit(Outcome(Category.TRANSFER_MISSING_IN_SETTLEMENT, order_id, payout["transfer_id"],
+                                  Money(int(payout["net_minor"]), payout["currency"]), None,
+                                  f"recorded TRANSFERRED at {payout.get('transferred_at')}; the file has no such "
+                                  "transfer", row_kind="payout", review=True))
 
     def _record_fee(self, row: SettlementRow) -> None:
         """The fee the PSP kept on a row it settled once (a duplicate row's fee is not recorded again)."""
@@ -638,6 +738,7 @@ class Matcher:
     def _finish(self) -> None:
         self._flush()
         self._check_payouts()
+        self._check_window_transfers()
         carried = self.carries.carried()
         candidates = self._read_window()
         self._check_refunds()

@@ -17,6 +17,11 @@ class Category(StrEnum):
     STATUS_MISMATCH = "status_mismatch"
     DUPLICATE_SETTLEMENT = "duplicate_settlement"
     MALFORMED_ROW = "malformed_row"
+    # A seller's transfer (Stripe Connect) against our payout of the order it names.
+    TRANSFER_MISSING_IN_PAYOUTS = "transfer_missing_in_payouts"  # the PSP made it; our payout lacks it
+    TRANSFER_MISSING_IN_SETTLEMENT = "transfer_missing_in_settlement"  # we recorded it; the PSP's file lacks it
+    TRANSFER_AMOUNT_MISMATCH = "transfer_amount_mismatch"
+    TRANSFER_CURRENCY_MISMATCH = "transfer_currency_mismatch"
 
 
 class Fix(StrEnum):

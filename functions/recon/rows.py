@@ -17,7 +17,9 @@ class RowKind(StrEnum):
     CHARGEBACK_REVERSAL = "chargeback_reversal"
     FEE = "fee"
     PAYOUT = "payout"
-    BATCH = "batch"  # transfers, adjustments, currency conversions: checked only inside their batch
+    TRANSFER = "transfer"  # the platform's transfer of a seller's net share to the seller's connected account
+    TRANSFER_REVERSAL = "transfer_reversal"
+    BATCH = "batch"  # adjustments, currency conversions: checked only inside their batch
 
 
 @dataclass(slots=True)
@@ -28,6 +30,7 @@ class SettlementRow:
     `source_id` names this row's own object (a refund `re_...`, a dispute, a PayPal refund transaction).
     A Stripe charge names its checkout (`checkout_id`): it is the charge of that checkout in its currency, and
     settles all of the checkout's orders in that currency. A per-order format's charge names its order.
+    A transfer names the order whose net share it pays out (its metadata) and the account paid (`destination`).
     """
 
     line: int
@@ -43,6 +46,7 @@ class SettlementRow:
     batch_id: str
     psp_type: str
     checkout_id: str = ""
+    destination: str = ""
 
     @property
     def reference(self) -> str:

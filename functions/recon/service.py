@@ -32,7 +32,7 @@ from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
-from functions.shared.tables import LedgerTable, PaymentTables
+from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable
 
 INCOMING = "incoming/"
 
@@ -75,9 +75,11 @@ class RunResult:
 class Survey:
     sha256: str
     rows: int
-    earliest: datetime | None
+    earliest: datetime | None  # of the charges
     latest: datetime | None
     etag: str = ""
+    # Of the charges and the transfers: both are dated by our own calls to the PSP.
+    activity: tuple[datetime, datetime] | None = None
 
 
 class _Hashing:
@@ -110,6 +112,7 @@ def survey(obj: SettlementObject) -> Survey:
     stream = _Hashing(answer["Body"])
     rows = 0
     earliest = latest = None
+    transfers: list[datetime] = []
     with batch_collection():
         for item in parsers.stream(obj.psp, stream):
             # The window is drawn by the charges: payouts and fees are dated by the PSP's own schedule.
@@ -117,16 +120,25 @@ def survey(obj: SettlementObject) -> Survey:
                 rows += len(item)
                 moments = [row.occurred_at for row in item.others if type(row) is SettlementRow
                            and row.kind is RowKind.CHARGE and row.occurred_at is not None]
+                transfers += [row.occurred_at for row in item.others if type(row) is SettlementRow
+                              and row.kind is RowKind.TRANSFER and row.occurred_at is not None]
                 if item.span:
                     moments += [datetime.fromtimestamp(second, UTC) for second in item.span]
             else:
                 rows += 1
                 moments = [item.occurred_at] if type(item) is SettlementRow and item.kind is RowKind.CHARGE \
                     and item.occurred_at is not None else []
+                if not moments and type(item) is SettlementRow and item.kind is RowKind.TRANSFER \
+                        and item.occurred_at is not None:
+                    transfers.append(item.occurred_at)
             for moment in moments:
                 earliest = moment if earliest is None or moment < earliest else earliest
                 latest = moment if latest is None or moment > latest else latest
-    return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""))
+            if len(transfers) > 2:
+                transfers = [min(transfers), max(transfers)]
+    every = [*transfers, *(moment for moment in (earliest, latest) if moment is not None)]
+    activity = (min(every), max(every)) if every else None
+    return Survey(stream.drain(), rows, earliest, latest, answer.get("ETag", ""), activity)
 
 
 def quarantine(obj: SettlementObject, reason: str) -> None:
@@ -192,16 +204,21 @@ def reconcile(obj: SettlementObject, *, config: Settings | None = None, recon: R
 
 def _match(obj: SettlementObject, found: Survey, config: Settings, recon: ReconSettings, table: ReconTable,
            now: datetime) -> dict[str, Any]:
-    window = Window.of_file(found.earliest, found.latest, timedelta(minutes=recon.cutoff_minutes))
+    margin = timedelta(minutes=recon.cutoff_minutes)
+    window = Window.of_file(found.earliest, found.latest, margin)
+    transfers = Window.of_file(*found.activity, margin) \
+        if found.activity and obj.psp in parsers.CARRIES_TRANSFERS else None
     header = {"psp": obj.psp, "source_key": obj.key, "file_name": obj.name, "sha256": found.sha256,
               "run_at": clock.iso(now),
-              "window": dict(zip(("start", "end"), window.bounds(), strict=True)) if window else None}
+              "window": dict(zip(("start", "end"), window.bounds(), strict=True)) if window else None,
+              "transfer_window": dict(zip(("start", "end"), transfers.bounds(), strict=True)) if transfers else None}
     with ReportBuilder(header) as report:
-        return _match_into(report, obj, found, window, config, recon, table, now)
+        return _match_into(report, obj, found, (window, transfers), config, recon, table, now)
 
 
-def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, window: Window | None,
-                config: Settings, recon: ReconSettings, table: ReconTable, now: datetime) -> dict[str, Any]:
+def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
+                windows: tuple[Window | None, Window | None], config: Settings, recon: ReconSettings,
+                table: ReconTable, now: datetime) -> dict[str, Any]:
     review = ReviewQueue(config.review_queue_url, {"psp": obj.psp, "source_key": obj.key,
                                                     "file_sha256": found.sha256})
 
@@ -217,8 +234,8 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey, win
         matcher = Matcher(
             Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size,
                    charged_per_checkout=obj.psp in parsers.CHARGED_PER_CHECKOUT),
-            DynamoLookup(payments, ledger, reads),
-            fixes, CarryStore(table, obj.psp), emit, window=window, now=now,
+            DynamoLookup(payments, ledger, reads, PayoutsTable.from_settings(config)),
+            fixes, CarryStore(table, obj.psp), emit, window=windows[0], now=now, transfer_window=windows[1],
         )
         # The same bytes as the survey read (IfMatch): no error here can be the file's; SQS retries the run.
         matcher.feed_all(parsers.stream(obj.psp, _get(obj, found.etag)["Body"]))

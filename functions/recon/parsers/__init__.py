@@ -17,6 +17,8 @@ PARSERS = {"stripe": stripe.parse, "adyen": adyen.parse, "paypal": paypal.parse}
 COLUMNAR = {"stripe": stripe.stream}
 # Formats whose charge is a checkout's charge in one currency (the others settle one order a charge).
 CHARGED_PER_CHECKOUT = frozenset({"stripe"})
+# Formats whose files carry our transfers to sellers (Stripe Connect).
+CARRIES_TRANSFERS = frozenset({"stripe"})
 
 Item = TypeVar("Item")
 

@@ -51,6 +51,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "order_id": ("payment_metadata[payment_order_id]", "charge_metadata[payment_order_id]",
                  "metadata[payment_order_id]"),
     "refund_order_id": ("refund_metadata[payment_order_id]",),
+    # A transfer to a seller names its order in its own metadata, and the connected account it paid.
+    "transfer_order_id": ("transfer_metadata[payment_order_id]",),
+    "destination": ("connected_account_id",),
     # A charge of a checkout in one currency names the checkout (and its charge key, `<checkout_id>#<CURRENCY>`).
     "checkout_id": ("payment_metadata[checkout_id]", "charge_metadata[checkout_id]", "metadata[checkout_id]"),
     "charge_key": ("payment_metadata[charge_key]", "charge_metadata[charge_key]", "metadata[charge_key]"),
@@ -72,11 +75,13 @@ KINDS: dict[str, RowKind] = {
     "tax": RowKind.FEE,
     "payout": RowKind.PAYOUT,
     "payout_reversal": RowKind.PAYOUT,
+    "transfer": RowKind.TRANSFER,
+    "transfer_reversal": RowKind.TRANSFER_REVERSAL,
     **{name: RowKind.BATCH for name in (
         "advance", "advance_funding", "connect_collection_transfer", "connect_reserved_funds",
         "issuing_authorization_hold", "issuing_authorization_release", "issuing_transaction",
         "other_adjustment", "platform_earning", "platform_earning_refund", "risk_reserved_funds", "topup",
-        "topup_reversal", "transfer", "transfer_reversal",
+        "topup_reversal",
     )},
 }
 
@@ -112,7 +117,8 @@ class Layout:
 
 
 FIELDS = ("balance_transaction_id", "created", "currency", "gross", "fee", "net", "category", "source_id",
-          "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id", "checkout_id", "charge_key")
+          "charge_id", "payment_intent_id", "payout_id", "order_id", "refund_order_id", "checkout_id", "charge_key",
+          "transfer_order_id", "destination")
 
 
 def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]:
@@ -125,7 +131,7 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
     """
     width = layout.width
     bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
-        order_at, refund_order_at, checkout_at, charge_key_at = layout.positions
+        order_at, refund_order_at, checkout_at, charge_key_at, transfer_order_at, destination_at = layout.positions
     payout, exponents, kinds, limit, from_iso = RowKind.PAYOUT, CURRENCY_EXPONENTS, KINDS, csv.field_size_limit(), \
         datetime.fromisoformat
     new_money, set_minor, set_currency = MONEY_MAKER
@@ -144,7 +150,7 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
             yield MalformedRow(line, f"row has {len(row)} fields, the header has {width}")
             continue
         row.append("")
-        order_id = row[order_at].strip() or row[refund_order_at].strip()
+        order_id = row[order_at].strip() or row[refund_order_at].strip() or row[transfer_order_at].strip()
         intent = row[intent_at].strip() or row[charge_at].strip()
         checkout = row[checkout_at].strip() or row[charge_key_at].strip().rpartition("#")[0]
         try:
@@ -204,7 +210,8 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
             set_minor(net_money, net)
             set_currency(net_money, currency)
         yield SettlementRow(line, kind, row[bt].strip(), order_id, intent, source, gross_money, fee_money, net_money,
-                            occurred, source if kind is payout else row[payout_at].strip(), category, checkout)
+                            occurred, source if kind is payout else row[payout_at].strip(), category, checkout,
+                            row[destination_at].strip())
 
 
 # -- columns: the plain charges of a UTF-8 file read in bulk ------------------------------------------------------
