@@ -213,12 +213,12 @@ def release_all(api: ApiClient, order_ids: list[str], *, seed: int, twice_rate: 
 
 
 def open_payouts(payouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pay-outs the system still owes a step: something due (the sparse sweep index's keys: an
-    auto-release, a release to apply, a transfer to try), or released and neither final nor waiting for its
-    seller's account. A dead-lettered one has left the index (its message holds it)."""
+    """The pay-outs the system still owes a step: something due in the sweep index (an auto-release, a release to
+    apply, a transfer to try), or released and not final. Not open: one waiting for its seller's account (its
+    `due_at` is only a late safety net) and one dead-lettered (out of the index; its message holds it)."""
     return [p for p in payouts
-            if p.get("due_at") or (p.get("payout_status") in ("RELEASED", "TRANSFERRING")
-                                   and not p.get("awaiting_seller") and not p.get("dead_letter_reason"))]
+            if not p.get("awaiting_seller") and not p.get("dead_letter_reason")
+            and (p.get("due_at") or p.get("payout_status") in ("RELEASED", "TRANSFERRING"))]
 
 
 def watch_payouts(read: Callable[[], list[dict[str, Any]]], observed: dict[str, list[str]], *,
