@@ -8,11 +8,21 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.payment import service
-from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
+from functions.payment import payouts, service
+from functions.payment.schemas import (
+    AccountId,
+    BalanceView,
+    CheckoutView,
+    PaymentOrderView,
+    PaymentRequest,
+    ReleaseView,
+    SellerRequest,
+    SellerView,
+    StatementLine,
+)
 from functions.shared.errors import CardNumberRefused, DomainError
 from functions.shared.pan import contains_card_number
 
@@ -33,6 +43,9 @@ _CODE_NAMES = {
     "list_type": "invalid_type",
     "json_invalid": "invalid_json",
 }
+# Fields whose every invalid value has its own code (issue 15), whatever pydantic's reason.
+_FIELD_CODES = {"psp_account_id": "invalid_psp_account_id", "commission_bps": "invalid_commission",
+                "auto_release_days": "invalid_auto_release_days"}
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> str:
@@ -58,6 +71,8 @@ def _code(error: dict[str, Any]) -> str:
         return "no_payment_orders"
     if field == "payment_orders" and kind == "too_long":
         return "too_many_payment_orders"
+    if field in _FIELD_CODES and kind != "missing":
+        return _FIELD_CODES[field]
     return _CODE_NAMES.get(kind, kind)
 
 
@@ -97,6 +112,49 @@ def get_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Paymen
 @app.get("/v1/checkouts/<checkout_id>")
 def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutView:
     return service.get_checkout(checkout_id)
+
+
+@app.post("/v1/payments/<payment_order_id>/release",
+          responses={202: {"description": "Released now"}, 200: {"description": "Released before (same body)"},
+                     404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"}})
+def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Response[ReleaseView]:
+    view, now = payouts.release(payment_order_id)
+    logger.info("release", extra={"payment_order_id": payment_order_id, "released_now": now})
+    return Response(status_code=202 if now else 200, content_type="application/json", body=view)
+
+
+SellerAccount = Annotated[AccountId, Path()]
+
+
+@app.put("/v1/sellers/<seller_account>", responses={422: {"description": "invalid_psp_account_id, "
+                                                                          "invalid_commission"}})
+def put_seller(seller_account: SellerAccount, request: Annotated[SellerRequest, Body()]) -> SellerView:
+    return payouts.register_seller(seller_account, request)
+
+
+@app.get("/v1/sellers/<seller_account>", responses={404: {"description": "seller_not_found"}})
+def get_seller(seller_account: SellerAccount) -> SellerView:
+    return payouts.get_seller(seller_account)
+
+
+@app.get("/v1/sellers/<seller_account>/balance")
+def get_balance(seller_account: SellerAccount) -> BalanceView:
+    return payouts.balance(seller_account)
+
+
+@app.get("/v1/sellers/<seller_account>/statement",
+         responses={200: {"description": "Movements, oldest first: JSON, or CSV with `Accept: text/csv`",
+                          "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    422: {"description": "invalid_time, invalid_time_window"}})
+def get_statement(
+    seller_account: SellerAccount,
+    start: Annotated[str | None, Query(alias="from", description="ISO 8601 time, default 30 days before to")] = None,
+    end: Annotated[str | None, Query(alias="to", description="ISO 8601 time (excluded), default now")] = None,
+) -> Response[list[StatementLine]]:
+    lines = payouts.statement(seller_account, start, end)
+    if "text/csv" in (app.current_event.headers.get("accept") or ""):
+        return Response(status_code=200, content_type="text/csv", body=payouts.statement_csv(lines))
+    return Response(status_code=200, content_type="application/json", body=lines)
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)

@@ -2,8 +2,9 @@
 
 Called with the workflow state: the charge fields, `charge` (the executor's result) and maybe `outcome`
 (succeeded | failed | pending); a Catch of PspPermanentError arrives with `error` {Error, Cause} instead.
-The charge is marked last: until then it stays in the sweeper's index, so a finalize that died half-way is run
-again by the sweeper's next attempt (every write here is conditional or idempotent).
+A SUCCESS charge's orders each get their HELD pay-out. The charge is marked last: until then it stays in the
+sweeper's index, so a finalize that died half-way is run again by the sweeper's next attempt (every write here
+is conditional or idempotent).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.payment import payouts
 from functions.shared import clock
 from functions.shared.errors import StatusTransitionRefused
-from functions.shared.models import ChargeWork
+from functions.shared.models import ChargeWork, OrderShare
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
@@ -62,6 +64,12 @@ def _finish_order(tables: PaymentTables, order_id: str, status: OrderStatus, fie
         return tables.finish(order_id, status, fields, now)
 
 
+def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) -> dict[str, Any]:
+    return {"payment_order_id": order.payment_order_id, "seller_account": order.seller_account,
+            "checkout_id": work.checkout_id, "currency": work.currency, "amount_minor": order.amount_minor,
+            "psp": order.psp, "charge_id": fields.get("charge_id")}
+
+
 def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict[str, Any]:
     tables = tables or PaymentTables.from_settings()
     work = ChargeWork.model_validate(state)
@@ -77,6 +85,8 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
     changed = [order_id for order_id in work.payment_order_ids
                if _finish_order(tables, order_id, status, fields, stamp)]
     done = tables.settle_checkout_orders(work.checkout_id, work.payment_order_ids)
+    if status is OrderStatus.SUCCESS:  # before the charge is marked: a resumed finalize creates what is missing
+        payouts.create_held([_settled_order(work, order, fields) for order in work.orders], stamp)
     tables.finish_charge(work.charge_key, status, {k: v for k, v in fields.items() if k != "charge_key"}, stamp)
     return {"charge_status": status.value, "changed_now": changed, "is_payment_done": done}
 

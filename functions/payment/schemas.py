@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 from functions.shared import psp_units
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import Money, MoneyError
+from functions.shared.status import PayoutStatus
 
 # One DynamoDB transaction holds the event, every order and one charge per currency (limit 100 items).
 MAX_ORDERS_PER_CHECKOUT = 50
@@ -142,6 +143,12 @@ class PaymentOrderView(BaseModel):
     failure_reason: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+    # The pay-out (null until known): HELD once SUCCESS, the commission and net once released.
+    payout_status: PayoutStatus | None = None
+    commission: str | None = None
+    seller_net: str | None = None
+    transfer_id: str | None = None
+    payout_failure_reason: str | None = None
 
 
 class CheckoutView(BaseModel):
@@ -165,3 +172,69 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# --- pay-outs ----------------------------------------------------------------------------------------------
+
+PspAccountId = Annotated[str, StringConstraints(pattern=r"^acct_[A-Za-z0-9]{1,64}$")]
+MAX_COMMISSION_BPS = 10_000
+MAX_AUTO_RELEASE_DAYS = 365
+
+
+class SellerRequest(BaseModel):
+    """PUT /v1/sellers/{seller_account}: the whole registration (an optional field left out is removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    psp_account_id: PspAccountId | None = None
+    commission_bps: Annotated[int, Field(strict=True, ge=0, le=MAX_COMMISSION_BPS)]
+    auto_release_days: Annotated[int, Field(strict=True, ge=0, le=MAX_AUTO_RELEASE_DAYS)] | None = None
+
+
+class SellerView(BaseModel):
+    seller_account: str
+    psp_account_id: str | None = None
+    commission_bps: int
+    auto_release_days: int | None = None
+    created_at: str
+    updated_at: str
+
+
+class ReleaseView(BaseModel):
+    payment_order_id: str
+    seller_account: str
+    currency: str
+    gross: str
+    commission: str
+    seller_net: str
+    released_at: str
+
+
+class BucketAmounts(BaseModel):
+    pending: str
+    available: str
+    transferred: str
+    owed: str
+
+
+class BalanceView(BaseModel):
+    seller_account: str
+    balances: dict[str, BucketAmounts]  # currency -> buckets
+
+
+class StatementLine(BaseModel):
+    """One wallet movement: what it did to each bucket (signed), and the order's amounts when known."""
+
+    created_at: str
+    kind: str
+    payment_order_id: str
+    currency: str
+    gross: str | None = None
+    commission: str | None = None
+    net: str | None = None
+    transfer_id: str | None = None
+    pending: str
+    available: str
+    transferred: str
+    owed: str
+

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from functions.payment import payouts
 from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
 from functions.shared.charges import charge_key, group_orders
@@ -17,7 +18,14 @@ from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus
-from functions.shared.tables import CheckoutExists, PaymentTables, WriteConflict, created_bucket, sweep_shard
+from functions.shared.tables import (
+    CheckoutExists,
+    PaymentTables,
+    PayoutsTable,
+    WriteConflict,
+    created_bucket,
+    sweep_shard,
+)
 
 logger = Logger(service="payment")
 
@@ -157,7 +165,7 @@ def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
     )
 
 
-def order_view(item: dict[str, Any]) -> PaymentOrderView:
+def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> PaymentOrderView:
     failed = item["payment_order_status"] == OrderStatus.FAILED.value
     return PaymentOrderView(
         payment_order_id=item["payment_order_id"],
@@ -173,6 +181,7 @@ def order_view(item: dict[str, Any]) -> PaymentOrderView:
         failure_reason=item.get("failure_reason") if failed else None,
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
+        **payouts.payout_fields(payout),
     )
 
 
@@ -180,7 +189,12 @@ def get_order(payment_order_id: str, tables: PaymentTables | None = None) -> Pay
     item = (tables or PaymentTables.from_settings()).get_order(payment_order_id)
     if item is None:
         raise NotFound(f"payment order {payment_order_id} not found")
-    return order_view(item)
+    payout = PayoutsTable.from_settings().get(payment_order_id) if _has_payout(item) else None
+    return order_view(item, payout)
+
+
+def _has_payout(order: dict[str, Any]) -> bool:
+    return order["payment_order_status"] == OrderStatus.SUCCESS.value and bool(settings().payouts_table)
 
 
 def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> CheckoutView:
@@ -190,9 +204,11 @@ def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> Check
         raise NotFound(f"checkout {checkout_id} not found")
     ids = [o["payment_order_id"] for o in event["payment_orders"]]
     items = tables.get_orders(ids)
+    settled = [i for i in ids if i in items and _has_payout(items[i])]
+    found = PayoutsTable.from_settings().get_many(settled) if settled else {}
     return CheckoutView(
         checkout_id=checkout_id,
         is_payment_done=bool(event.get("is_payment_done")),
         created_at=event["created_at"],
-        payment_orders=[order_view(items[i]) for i in ids if i in items],
+        payment_orders=[order_view(items[i], found.get(i)) for i in ids if i in items],
     )
