@@ -29,7 +29,6 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.executor import transfer
-from functions.payment.payouts import release_order
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
@@ -117,6 +116,8 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
     if status is PayoutStatus.HELD:
         if payout.get("auto_release_at", payout["due_at"]) > clock.iso(now):
             return "skipped"
+        from functions.payment.payouts import release_order  # the API's module: loaded only when one is due
+
         release_order(order_id, now)
         return "payouts_released"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
