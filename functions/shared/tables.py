@@ -581,6 +581,9 @@ class WalletTable:
     def movements(self, seller_account: str, start: str, end: str) -> list[dict[str, Any]]:
         """The seller's movements created in [start, end), oldest first, from the `statement` index (eventually
         consistent: a movement of the last second may be missing)."""
+        if start >= end:
+            return []
+
         def shard(number: int) -> list[dict[str, Any]]:
             items = _query(self._db, self.table, WALLET_STATEMENT_INDEX,
                            "statement_key = :key AND created_at BETWEEN :start AND :end",

@@ -132,7 +132,7 @@ def test_movements_are_ordered_and_bounded_by_start_inclusive_end_exclusive(wall
         [(at(s), "payin", f"po_{s}") for s in range(10, 36)] + [(at(35), "release", "po_3")])
     assert found[-1]["net_minor"] == 100 and all(m["seller_account"] == "s1" for m in found)
     assert wallet.movements("s1", at(36), at(40))[0]["reference"] == "po_36"
-    assert wallet.movements("s1", at(50), at(59)) == []
+    assert wallet.movements("s1", at(50), at(59)) == [] == wallet.movements("s1", at(20), at(20))
 
 
 def test_the_ledger_refuses_a_second_transfer_id_for_one_order(aws_env):
