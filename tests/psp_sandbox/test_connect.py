@@ -475,3 +475,25 @@ def test_a_bypass_pending_charge_is_available_at_once(client, make_client):
     pay(client, pm.id, amount=2000)
     assert transfer(client, 2000 - stripe_fee(2000), account.id).amount == 1912
     assert refusal(lambda: transfer(client, 1, account.id)).code == "balance_insufficient"
+
+
+def test_admin_ground_truth_and_reset(client, sandbox):
+    pi = pay(client, amount=5000)
+    account = seller(client)
+    made = transfer(client, 3000, account.id, source_transaction=pi.latest_charge, key="transfer:po_1")
+    client.v1.transfers.reversals.create(made.id, params={"amount": 1000})
+
+    [record] = _admin(sandbox, "GET", "/_sandbox/transfers")["data"]
+    assert (record["transfer_id"], record["amount"], record["amount_reversed"]) == (made.id, 3000, 1000)
+    assert (record["source_transaction"], record["idempotency_key"]) == (pi.latest_charge, "transfer:po_1")
+    [held] = _admin(sandbox, "GET", "/_sandbox/accounts")["data"]
+    assert (held["account_id"], held["balance"], held["disabled_reason"]) == (account.id, {"usd": 2000}, None)
+    with pytest.raises(urllib.error.HTTPError) as caught:  # a bank payout beyond the account's balance
+        _admin(sandbox, "POST", f"/_sandbox/accounts/{account.id}/payout", {"amount": 2001, "currency": "usd"})
+    assert caught.value.code == 400
+
+    _admin(sandbox, "POST", "/_sandbox/balance", {"short": True})
+    _admin(sandbox, "POST", "/_sandbox/reset", {})
+    assert _admin(sandbox, "GET", "/_sandbox/accounts") == {"data": []}
+    assert _admin(sandbox, "GET", "/_sandbox/transfers") == {"data": []}
+    assert _admin(sandbox, "GET", "/_sandbox/balance") == {"short": False, "available": {}, "pending": {}}
