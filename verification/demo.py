@@ -215,7 +215,7 @@ def balances_of(body: dict[str, Any]) -> dict[str, dict[str, str]]:
 def statement_table(api: ApiClient, seller: str, start: str, end: str) -> Table:
     """The seller's statement (GET /v1/sellers/{seller}/statement?from=&to=) as the seller would read it."""
     status, body, _ = api.statement(seller, start, end)
-    movements = body.get("movements", []) if status == 200 else []
+    movements = body if status == 200 and isinstance(body, list) else []
     table = Table(title=f"Statement of {seller} ({len(movements)} movements)"
                   + ("" if status == 200 else f": HTTP {status} {body}"))
     columns = ("created_at", "kind", "payment_order_id", "currency", "gross", "commission", "net", "transfer_id")
