@@ -139,4 +139,4 @@ def test_release_refuses_unknown_and_unsettled_orders(stack, api):
     assert order_when(api, declined, "payment_order_status", {"SUCCESS", "FAILED"})["payment_order_status"] \
         == "FAILED"
     status, body, _ = api.release(declined)
-    assert status == 409 and body["code"] == "order_not_settled", body
+    assert status == 409 and body["error"]["code"] == "order_not_settled", body
