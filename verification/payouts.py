@@ -223,11 +223,13 @@ def open_payouts(payouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def watch_payouts(read: Callable[[], list[dict[str, Any]]], observed: dict[str, list[str]], *,
                   timeout_s: float, interval_s: float = 0.5, on_idle: Callable[[], None] | None = None,
-                  is_dead_lettered: Callable[[], set[str]] = set) -> list[dict[str, Any]]:
+                  is_dead_lettered: Callable[[], set[str]] = set, max_idle: int = 25) -> list[dict[str, Any]]:
     """Read the Payouts table (`read`) until no pay-out is open, recording every status seen; `on_idle` runs
-    when nothing moved for a few ticks (the chaos run moves the clock and sweeps there). Raises TimeoutError."""
+    when nothing moved for a few ticks (the chaos run moves the clock and sweeps there). Raises TimeoutError,
+    also after `max_idle` idle rounds in a row changed nothing (with the chaos run's 7 minutes a round, past every
+    backoff of the Transfer worker: what is still open then is stuck)."""
     deadline = time.monotonic() + timeout_s
-    unchanged, last, failed = 0, None, 0
+    unchanged, last, failed, idle_rounds = 0, None, 0, 0
     while True:
         try:
             payouts = read()
@@ -247,13 +249,15 @@ def watch_payouts(read: Callable[[], list[dict[str, Any]]], observed: dict[str, 
             still = [p for p in still if p["payment_order_id"] not in dead]
         if not still:
             return payouts
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(still)} pay-outs still open after {timeout_s} s: "
-                               f"{[(p['payment_order_id'], p['payout_status']) for p in still[:5]]}")
+        if time.monotonic() > deadline or idle_rounds >= max_idle:
+            raise TimeoutError(f"{len(still)} pay-outs still open after {timeout_s} s or {idle_rounds} idle "
+                               f"rounds: {[(p['payment_order_id'], p['payout_status']) for p in still[:5]]}")
         state = sorted((p["payment_order_id"], p["payout_status"], str(p.get("due_at"))) for p in still)
         unchanged = unchanged + 1 if state == last else 0
+        idle_rounds = idle_rounds if state == last else 0
         last = state
         if on_idle and unchanged >= 3:
             on_idle()
             unchanged = 0
+            idle_rounds += 1
         time.sleep(interval_s)

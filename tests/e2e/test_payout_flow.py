@@ -140,3 +140,15 @@ def test_release_refuses_unknown_and_unsettled_orders(stack, api):
         == "FAILED"
     status, body, _ = api.release(declined)
     assert status == 409 and body["error"]["code"] == "order_not_settled", body
+
+
+def test_a_seller_with_auto_release_days_0_is_released_by_the_sweeper_and_transferred(stack, api):
+    seller = unique("seller")
+    account = Connect(stack.psp_url).create_account()
+    assert api.put_seller(seller, {"psp_account_id": account, "commission_bps": 0, "auto_release_days": 0})[0] \
+        in (200, 201)
+    (order_id,) = place(api, [(seller, "4.00", "USD")])
+    assert order_when(api, order_id, "payment_order_status", {"SUCCESS", "FAILED"})["payment_order_status"] \
+        == "SUCCESS"
+    done = order_when(api, order_id, "payout_status", {"TRANSFERRED", "FAILED"}, stack=stack)  # no release call
+    assert done["payout_status"] == "TRANSFERRED" and done["seller_net"] == "4.00"
