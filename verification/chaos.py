@@ -506,7 +506,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                        accepted_order_ids=record.accepted_order_ids, card_succeeds=workload.card_succeeds,
                        psp_transfers=connect.transfers(), psp_account_balances=connect.account_balances(),
                        observed_payout_statuses=payouts.observed, released_order_ids=payouts.releases.released,
-                       retried_payouts=payouts.retried)
+                       retried_payouts=payouts.retried, now=clock.iso())
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),

@@ -49,6 +49,8 @@ class Snapshot:
     observed_payout_statuses: dict[str, list[str]] = field(default_factory=dict)
     released_order_ids: list[str] = field(default_factory=list)
     retried_payouts: list[str] = field(default_factory=list)
+    # the system's time when the snapshot was taken (ISO, as stored): a HELD pay-out past auto_release_at is late
+    now: str = ""
 
 
 @dataclass
@@ -330,6 +332,10 @@ def _payouts_final(snap: Snapshot) -> list[str]:
                   f"{payouts[order_id]['payout_status'] if order_id in payouts else 'not stored'}"
                   for order_id in snap.released_order_ids
                   if payouts.get(order_id, {}).get("payout_status", "HELD") == "HELD"]
+    violations += [f"{order_id}: HELD past its auto-release at {payout['auto_release_at']} (now {snap.now})"
+                   for order_id, payout in sorted(payouts.items())
+                   if snap.now and payout.get("payout_status") == "HELD" and payout.get("auto_release_at")
+                   and payout["auto_release_at"] <= snap.now and order_id not in dead]
     for order_id, payout in sorted(payouts.items()):
         if payout.get("payout_status") in PAYOUT_OPEN and not payout.get("awaiting_seller") \
                 and order_id not in dead:

@@ -173,6 +173,8 @@ def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
     (lambda s: s.released_order_ids.append("po_3"), 2),  # a release answered 2xx that did not happen
     (lambda s: s.payouts[0].pop("awaiting_seller"), 2),  # stuck RELEASED with nothing to wake it
     (lambda s: s.payouts[1].update(payout_status="TRANSFERRING"), 2),  # stuck TRANSFERRING
+    (lambda s: s.payouts[2].update(auto_release_at="2026-01-01T00:00:00.000000Z")
+     or setattr(s, "now", "2026-01-02T00:00:00.000000Z"), 2),  # never auto-released
     # no pay-out status backwards; FAILED -> RELEASED only through `ops payouts retry`
     (lambda s: s.observed_payout_statuses.update(po_2=["TRANSFERRED", "RELEASED"]), 5),
     (lambda s: s.observed_payout_statuses.update(po_2=["TRANSFERRING", "RELEASED"]), 5),
@@ -219,6 +221,12 @@ def test_a_failed_pay_out_retried_by_ops_may_move_back_to_released_once():
         po_2=["HELD", "RELEASED", "TRANSFERRING", "FAILED", "RELEASED", "TRANSFERRING", "TRANSFERRED"]))
     assert 5 in violations(snap)  # not retried by ops: a move back
     snap.retried_payouts.append("po_2")
+    assert violations(snap) == {}
+
+
+def test_a_held_pay_out_not_yet_due_for_auto_release_is_not_late():
+    snap = mutate(lambda s: s.payouts[2].update(auto_release_at="2026-01-03T00:00:00.000000Z"))
+    snap.now = "2026-01-02T00:00:00.000000Z"
     assert violations(snap) == {}
 
 
