@@ -150,7 +150,7 @@ def get_statement(
     seller_account: SellerAccount,
     start: Annotated[str | None, Query(alias="from", description="ISO 8601 time, default 30 days before to")] = None,
     end: Annotated[str | None, Query(alias="to", description="ISO 8601 time (excluded), default now")] = None,
-) -> Response[list[StatementLine]]:
+) -> Response[list[StatementLine] | str]:
     lines = payouts.statement(seller_account, start, end)
     if "text/csv" in (app.current_event.headers.get("accept") or ""):
         return Response(status_code=200, content_type="text/csv", body=payouts.statement_csv(lines))

@@ -152,6 +152,17 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
         wait_for(lambda o=order: api.get_order(o["payment_order_id"])[1].get("payment_order_status")
               in ("SUCCESS", "FAILED"), 30, f"{order['payment_order_id']} final")
 
+    # And the first order's seller registered with a connected account, its delivery confirmed, its transfer made,
+    # and the seller's balance and statement read
+    seller, first = checkout["payment_orders"][0]["seller_account"], checkout["payment_orders"][0]["payment_order_id"]
+    assert api.get_order(first)[1]["payment_order_status"] == "SUCCESS"  # no declines in this workload
+    account = _connected_account(stack.psp_url)
+    assert api.request("PUT", f"/v1/sellers/{seller}", {"psp_account_id": account, "commission_bps": 500})[0] == 200
+    assert api.request("POST", f"/v1/payments/{first}/release")[0] == 202
+    wait_for(lambda: api.get_order(first)[1].get("payout_status") == "TRANSFERRED", 30, "transfer")
+    assert api.request("GET", f"/v1/sellers/{seller}/balance")[0] == 200
+    assert api.request("GET", f"/v1/sellers/{seller}/statement")[0] == 200
+
     # And the PSP's settlement file dropped where the PSP drops it, reconciled into a report
     with urllib.request.urlopen(f"{stack.psp_url}/_sandbox/settlement?report={BALANCE_REPORT}", timeout=60) as got:
         body = got.read()
@@ -174,6 +185,15 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     assert stack.ungranted_calls() == {}
     for function, calls in sorted(stack.runtime.calls.items()):
         print(function.split("-")[1], sorted({c.action for c in calls}))
+
+
+def _connected_account(psp_url: str) -> str:
+    """A connected account at the sandbox, created as the platform onboards one (Stripe's form encoding)."""
+    form = b"type=express&capabilities[transfers][requested]=true"
+    request = urllib.request.Request(f"{psp_url}/v1/accounts", data=form, headers={
+        "Authorization": "Bearer sk_test_local", "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(json.loads(answer.read())["id"])
 
 
 def test_a_call_the_role_does_not_grant_is_reported(stack):
