@@ -14,7 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from functions.shared import aws, clock, queues
+from functions.payment.payouts import send_to_transfer
+from functions.shared import aws, clock
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import LedgerTable, PayoutsTable, SellersTable, from_item, sweep_shard, to_item
 from ops.orders import Action, Outcome
@@ -74,7 +75,7 @@ def retry_payout(payouts: PayoutsTable, payment_order_id: str, *, dry_run: bool 
     else:
         return Outcome(Action.WATCHED, f"{status.value}, not failed nor dead-lettered: the sweeper watches it"
                                        + (f" (next look {payout['due_at']})" if "due_at" in payout else ""))
-    sent = "sent to PayoutsQueue" if not queues.enqueue_payouts([payment_order_id]) else \
+    sent = "sent to PayoutsQueue" if not send_to_transfer([payment_order_id]) else \
         "PayoutsQueue refused it: the sweeper sends it (due now)"
     return Outcome(Action.MOVED if status is PayoutStatus.FAILED else Action.REQUEUED, f"{detail}; {sent}")
 

@@ -7,7 +7,7 @@
 - Past max attempts: the charge leaves the sweeper's index and a dead-letter message says why (alarm).
 
 Then the payouts of the same shard (the Payouts table's sweep index), inside the same run budget:
-- HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_order).
+- HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_payout).
 - RELEASED or TRANSFERRING past due (a lost message, a transient failure, a balance short's backoff, a worker
   killed mid-way): sent to PayoutsQueue again; the Transfer worker resumes it where it stopped.
 - Waiting for the seller's connected account: the seller looked at again; sent on once it has one.
@@ -28,7 +28,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.executor import transfer
+from functions.executor import payout_letters
+from functions.payment.payouts import release_payout, send_to_transfer
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
@@ -116,22 +117,21 @@ def _drive_payout(payouts: PayoutsTable, sellers: SellersTable, order_id: str, n
     if status is PayoutStatus.HELD:
         if payout.get("auto_release_at", payout["due_at"]) > clock.iso(now):
             return "skipped"
-        from functions.payment.payouts import release_order  # the API's module: loaded only when one is due
-
-        release_order(order_id, now)
+        if release_payout(payout, now, payouts, sellers) is None:
+            return "skipped"
+        send_to_transfer([order_id])  # if refused: it is due after the enqueue grace, and sent then
         return "payouts_released"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
-        reason = f"{status.value} after {payout.get('transfer_attempts')} transfer attempts " \
-                 f"({payout.get('last_error', '')})"
-        return "payouts_dead_lettered" if transfer.dead_letter(payouts, payout, reason, now) != "nothing" else "skipped"
+        dead = payout_letters.out_of_attempts(payouts, payout, now) == "dead_lettered"
+        return "payouts_dead_lettered" if dead else "skipped"
     if payout.get("awaiting_seller") and not (sellers.get(payout["seller_account"]) or {}).get("psp_account_id"):
-        payouts.await_seller(order_id, payout["seller_account"], clock.iso(now + transfer.AWAIT_SELLER),
+        payouts.await_seller(order_id, payout["seller_account"], clock.iso(now + payout_letters.AWAIT_SELLER),
                              clock.iso(now))
         return "payouts_awaiting"
     # Not sent again before the deadline: the worker's own begin_transfer pushes it further on.
     payouts.postpone(order_id, clock.iso(now + timedelta(seconds=settings().transfer_deadline_s)), clock.iso(now),
                      str(payout.get("last_error", "")))
-    if queues.enqueue_payouts([order_id]):
+    if send_to_transfer([order_id]):
         raise RuntimeError(f"the payouts queue refused {order_id}")
     return "payouts_enqueued"
 

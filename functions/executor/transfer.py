@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.executor import payout_letters
 from functions.ledger import journal
 from functions.shared import clock, psp, queues
 from functions.shared.config import settings
@@ -33,7 +34,6 @@ from functions.wallet import movements
 logger = Logger(service="executor")
 processor = BatchProcessor(event_type=EventType.SQS)
 
-AWAIT_SELLER = timedelta(hours=1)  # a seller without a connected account is looked at again after this
 BALANCE_SHORT_STEP = timedelta(minutes=15)  # × attempts, up to BALANCE_SHORT_MAX
 BALANCE_SHORT_MAX = timedelta(hours=6)
 _IDLE = (PayoutStatus.HELD, PayoutStatus.TRANSFERRED, PayoutStatus.FAILED)
@@ -54,12 +54,11 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     seller = (sellers or SellersTable.from_settings()).get(payout["seller_account"]) or {}
     destination = seller.get("psp_account_id")
     if not destination and not payout.get("transfer_id"):
-        payouts.await_seller(payment_order_id, payout["seller_account"], clock.iso(now + AWAIT_SELLER),
-                             clock.iso(now))
+        due_at = clock.iso(now + payout_letters.AWAIT_SELLER)
+        payouts.await_seller(payment_order_id, payout["seller_account"], due_at, clock.iso(now))
         return "awaiting_seller"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
-        return dead_letter(payouts, payout, f"{payout['payout_status']} after {payout.get('transfer_attempts')} "
-                                            f"transfer attempts ({payout.get('last_error', '')})", now)
+        return payout_letters.out_of_attempts(payouts, payout, now)
     begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now))
     if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
         return "nothing"
@@ -68,7 +67,7 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
             result = _transfer(begun, str(destination))
         except (PspOutcomeUnknown, PspPermanentError) as error:
             # Money may have moved as our books do not say, or Stripe refuses what we send: a human looks.
-            return dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
+            return payout_letters.dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
         if result.outcome == psp.BALANCE_SHORT:
             later = now + min(BALANCE_SHORT_STEP * int(begun["transfer_attempts"]), BALANCE_SHORT_MAX)
             payouts.postpone(payment_order_id, clock.iso(later), clock.iso(now),
@@ -115,23 +114,9 @@ def _refused(payouts: PayoutsTable, payout: dict[str, Any], result: psp.Transfer
     leave a FAILED payout no alarm names. The money stays in `available` (no transfer movement was applied)."""
     order_id = payout["payment_order_id"]
     queues.dead_letter_payout(order_id, "transfer", f"account refused: {result.failure_code}: {result.failure_reason}",
-                     int(payout.get("transfer_attempts", 0)), _detail(payout))
+                              int(payout.get("transfer_attempts", 0)), payout_letters.detail(payout))
     payouts.fail_transfer(order_id, result.failure_code, result.failure_reason, clock.iso(now))
     return "failed"
-
-
-def dead_letter(payouts: PayoutsTable, payout: dict[str, Any], reason: str, now: datetime) -> str:
-    """Too many attempts: the dead letter, then the payout out of the sweeper's index (status kept)."""
-    queues.dead_letter_payout(payout["payment_order_id"], "transfer", reason, int(payout.get("transfer_attempts", 0)),
-                     _detail(payout))
-    if not payouts.mark_dead_lettered(payout["payment_order_id"], payout.get("due_at", ""), reason, clock.iso(now)):
-        return "nothing"
-    return "dead_lettered"
-
-
-def _detail(payout: dict[str, Any]) -> dict[str, Any]:
-    return {key: payout.get(key) for key in ("seller_account", "checkout_id", "currency", "net_minor",
-                                            "payout_status", "transfer_id")}
 
 
 def _deadline(now: datetime) -> str:

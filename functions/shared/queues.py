@@ -60,20 +60,6 @@ def dead_letter(charge_key: str, step: str, error: str, attempts: int, detail: d
     aws.client("sqs").send_message(QueueUrl=settings().workflow_dlq_url, MessageBody=json.dumps(body, default=str))
 
 
-def enqueue_payouts(payment_order_ids: Sequence[str]) -> list[str]:
-    """One message per order to PayoutsQueue (the Transfer worker reads the stored payout), in batches of ten;
-    returns the ids SQS did not accept."""
-    failed: list[str] = []
-    for start in range(0, len(payment_order_ids), 10):
-        batch = payment_order_ids[start : start + 10]
-        answer = aws.client("sqs").send_message_batch(
-            QueueUrl=settings().payouts_queue_url,
-            Entries=[{"Id": str(i), "MessageBody": json.dumps({"payment_order_id": order_id})}
-                     for i, order_id in enumerate(batch)])
-        failed += [batch[int(entry["Id"])] for entry in answer.get("Failed", [])]
-    return failed
-
-
 def dead_letter_payout(payment_order_id: str, step: str, error: str, attempts: int, detail: dict[str, Any]) -> None:
     """One PayoutsDlq message that says enough to act on: which order, which step, what failed, how often."""
     body = {"payment_order_id": payment_order_id, "step": step, "error": error, "attempts": attempts, **detail}

@@ -3,12 +3,18 @@ and ledger moved once, whatever is delivered twice or dies between two steps; th
 refused, the seller without an account, the key past its lifetime, the Transfer of another amount."""
 
 import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from functions.executor import handler as executor
-from functions.executor import sweeper, transfer
+from functions.executor import payout_letters, sweeper, transfer
 from functions.ledger import journal
+from functions.payment import payouts as payouts_api
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings, settings
 from functions.shared.errors import PspTransientError
@@ -30,20 +36,24 @@ def connected_account() -> str:
         "type": "express", "country": "US", "capabilities": {"transfers": {"requested": True}}}).id
 
 
-def paid_order(checkout_id="chk_t1", amount="12.34", seller=SELLER) -> str:
+def paid_order(checkout_id="chk_t1", amount="12.34", seller=SELLER, auto_release_at=None) -> str:
     """A SUCCESS order as the pay-in leaves it: charged at the sandbox, pending in wallet and ledger, a HELD
     payout naming its charge."""
     [order_id] = place(checkout_id, orders=((seller, amount, "USD"),))
     PaymentTables.from_settings().begin_charge_attempt(f"{checkout_id}#USD", 1, clock.iso(), clock.iso())
     result = executor.execute(work_of(checkout_id))
     assert result.outcome == "succeeded", result
-    PaymentTables.from_settings().finish_charge(f"{checkout_id}#USD", OrderStatus.SUCCESS, {}, clock.iso())
+    tables = PaymentTables.from_settings()
+    tables.mark_orders_executing([order_id], clock.iso())
+    tables.finish(order_id, OrderStatus.SUCCESS, {"charge_id": result.charge_id}, clock.iso())
+    tables.finish_charge(f"{checkout_id}#USD", OrderStatus.SUCCESS, {}, clock.iso())
     gross = Money.from_major(amount, "USD")
     movements.credit_pending(seller, order_id, gross, clock.iso())
     journal.record(journal.payin(order_id, seller, gross, psp.PSP_NAME))
     PayoutsTable.from_settings().create_held([{
         "payment_order_id": order_id, "seller_account": seller, "checkout_id": checkout_id, "currency": "USD",
-        "gross_minor": gross.minor, "psp": psp.PSP_NAME, "charge_id": result.charge_id, "settled_at": clock.iso()}])
+        "gross_minor": gross.minor, "psp": psp.PSP_NAME, "charge_id": result.charge_id, "settled_at": clock.iso(),
+        "auto_release_at": auto_release_at}])
     return order_id
 
 
@@ -115,6 +125,41 @@ def test_a_released_order_is_transferred_once_even_when_delivered_twice(sandbox)
     assert made.idempotency_key == f"transfer:{order_id}"
 
 
+def test_two_deliveries_at_once_make_one_transfer(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+
+    def deliver():
+        try:
+            return transfer.drive(order_id)
+        except PspTransientError:  # the other's request with the same key in flight (409): SQS redelivers
+            return "redelivered"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda _: deliver(), range(2)))
+    if "transferred" not in outcomes:
+        outcomes.append(transfer.drive(order_id))
+
+    assert "transferred" in outcomes
+    assert_transferred_once(sandbox, order_id, account)
+
+
+def test_a_net_of_zero_ends_transferred_with_nothing_sent_nor_booked(sandbox):
+    registered(sandbox, commission_bps=10000)
+    order_id = paid_order()
+    released(order_id, commission_bps=10000)
+
+    assert transfer.drive(order_id) == "transferred"
+
+    payout = PayoutsTable.from_settings().get(order_id)
+    assert payout["payout_status"] == PayoutStatus.TRANSFERRED and payout["transfer_id"] == transfer.NO_TRANSFER
+    assert transfers_of(sandbox, order_id) == []
+    balances, transactions = books(order_id)
+    assert balances == {"pending_minor": 0, "available_minor": 0, "transferred_minor": 0, "owed_minor": 0}
+    assert transactions == sorted([f"payin#{order_id}", f"release#{order_id}"])
+
+
 def test_held_and_final_payouts_are_left_alone(sandbox):
     registered(sandbox)
     order_id = paid_order()
@@ -127,6 +172,35 @@ def test_a_message_for_an_unknown_payout_fails_alone_and_stays_for_a_human(sandb
     order_id = paid_order()
     answer = transfer.handler(sqs_event([order_id, "po_missing"]), FakeContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+
+
+def test_the_storefronts_release_sends_the_payout_to_the_worker_which_transfers_it(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order()
+
+    view, first = payouts_api.release(order_id)
+
+    assert first and view.seller_net == "11.11"
+    [body] = drain(settings().payouts_queue_url)
+    assert transfer.handler(sqs_event([json.loads(body)["payment_order_id"]]), FakeContext()) == {
+        "batchItemFailures": []}
+    assert_transferred_once(sandbox, order_id, account)
+
+
+def test_a_held_payout_past_its_auto_release_is_released_by_the_sweeper_then_transferred(sandbox):
+    account = registered(sandbox)
+    order_id = paid_order(auto_release_at=clock.iso(clock.now() + timedelta(days=3)))
+    assert sweeper.sweep()["payouts_released"] == 0
+
+    clock.advance(3 * 24 * 3600 + 1)
+    assert sweeper.sweep()["payouts_released"] == 1
+    assert sweeper.sweep()["payouts_released"] == 0  # released once
+
+    payout = PayoutsTable.from_settings().get(order_id)
+    assert payout["payout_status"] == PayoutStatus.RELEASED and payout["commission_bps"] == 1000
+    [body] = drain(settings().payouts_queue_url)
+    assert transfer.drive(json.loads(body)["payment_order_id"]) == "transferred"
+    assert_transferred_once(sandbox, order_id, account)
 
 
 # --- a crash after each step --------------------------------------------------------------------------------
@@ -298,7 +372,7 @@ def test_a_seller_without_an_account_waits_then_is_transferred_once_registered(s
     balances, _ = books(order_id)
     assert balances["available_minor"] == 1234 and transfers_of(sandbox, order_id) == []
 
-    clock.advance(transfer.AWAIT_SELLER.total_seconds() + 1)
+    clock.advance(payout_letters.AWAIT_SELLER.total_seconds() + 1)
     assert sweeper.sweep()["payouts_awaiting"] == 1  # looked at again: still no account, nothing sent
     assert drain(settings().payouts_queue_url) == []
 
@@ -314,7 +388,7 @@ def test_the_sweeper_sends_an_awaiting_payout_on_once_its_seller_has_an_account(
     assert transfer.drive(order_id) == "awaiting_seller"
     account = registered(sandbox)  # registered, but the wake-up was lost
 
-    clock.advance(transfer.AWAIT_SELLER.total_seconds() + 1)
+    clock.advance(payout_letters.AWAIT_SELLER.total_seconds() + 1)
     assert sweeper.sweep()["payouts_enqueued"] == 1
     [body] = drain(settings().payouts_queue_url)
     assert transfer.drive(json.loads(body)["payment_order_id"]) == "transferred"
@@ -381,3 +455,15 @@ def test_past_max_attempts_the_payout_is_dead_lettered_once(sandbox, monkeypatch
     [letter] = map(json.loads, drain(settings().payouts_dlq_url))
     assert letter["payment_order_id"] == order_id and letter["attempts"] == 2
     assert transfers_of(sandbox, order_id) == []
+
+
+def test_the_sweeper_starts_without_stripe():
+    """The Sweeper has no psp layer: its payout pass must not import the PSP adapter."""
+    script = ("import sys\n"
+              "class NoStripe:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] == 'stripe':\n"
+              "            raise ImportError(name)\n"
+              "sys.meta_path.insert(0, NoStripe())\n"
+              "import functions.executor.sweeper\n")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
