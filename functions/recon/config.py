@@ -34,7 +34,7 @@ class MissingSetting(RuntimeError):
 
 # Shared settings the recon function cannot run without (optional for the other functions).
 REQUIRED_SHARED = ("recon_table", "charges_table", "settlement_bucket", "review_queue_url", "state_machine_arn",
-                   "orders_queue_url")
+                   "orders_queue_url", "payouts_table")
 
 
 def check_shared(config: Settings) -> Settings:

@@ -44,7 +44,7 @@ from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, 
 from functions.shared import clock
 from functions.shared.lazy import deferred
 from functions.shared.money import Money
-from functions.shared.status import OrderStatus
+from functions.shared.status import OrderStatus, PayoutStatus
 
 np = deferred("numpy")  # on first use: recon starts without it (tests/infra/test_cold_start.py)
 
@@ -72,7 +72,6 @@ ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 # A payout (the Payouts table) against a transfer row, or as one of the window's transfers.
 PAYOUT_ATTRIBUTES = ("payment_order_id", "psp", "currency", "net_minor", "payout_status", "transfer_id",
                      "first_transfer_at", "transferred_at")
-_TRANSFERRING, _TRANSFERRED = "TRANSFERRING", "TRANSFERRED"  # PayoutStatus values (functions/shared/status.py)
 
 
 _line = attrgetter("line")
@@ -559,7 +558,7 @@ class Matcher:
             if recorded:
                 return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
                                f"{sent}: a second transfer of this order, our payout records {recorded}")
-            if status == _TRANSFERRING:  # its answer was lost: the worker's next attempt finds it by its key
+            if status == PayoutStatus.TRANSFERRING:  # its answer was lost: its next attempt finds it by its key
                 return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
                                f"{sent}; our payout is {status}: its next attempt records it", review=False)
             return outcome(Category.TRANSFER_MISSING_IN_PAYOUTS,
@@ -569,7 +568,8 @@ class Matcher:
                            f"{ours if ours is not None else 'not set'}")
         if ours.minor != theirs.minor:
             return outcome(Category.TRANSFER_AMOUNT_MISMATCH, f"{sent}; our payout's net is {ours}")
-        return outcome(Category.MATCHED, "" if status == _TRANSFERRED else f"our payout is {status}", review=False)
+        return outcome(Category.MATCHED, "" if status == PayoutStatus.TRANSFERRED else f"our payout is {status}",
+                       review=False)
 
     def _check_window_transfers(self) -> None:
         """Our transfers of the transfer window that no transfer row of the file names. A payout whose first

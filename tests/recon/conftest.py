@@ -25,7 +25,8 @@ from tests.support.aws import create_table
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "settlement-test"
 TABLES = {"PAYMENT_EVENTS_TABLE": "PaymentEvents", "PAYMENT_ORDERS_TABLE": "PaymentOrders",
-          "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon", "CHARGES_TABLE": "Charges"}
+          "WALLET_TABLE": "Wallet", "LEDGER_TABLE": "Ledger", "RECON_TABLE": "Recon", "CHARGES_TABLE": "Charges",
+          "PAYOUTS_TABLE": "Payouts"}
 
 
 def summarized(outcomes: list[Outcome]) -> tuple[list[Outcome], dict[str, list[int]]]:

@@ -17,8 +17,10 @@ from functions.recon.outcomes import Category, Outcome
 from functions.recon.rows import MalformedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.money import Money
+from functions.shared.tables import PayoutsTable
 from psp_sandbox.server import SandboxServer, start_sandbox
 from psp_sandbox.settlement import BALANCE_REPORT, PAYOUT_REPORT, build_report
+from tests.recon.conftest import Account
 from tests.recon.test_matching import NOW, Lookup, Projected, World, charge, order
 
 # -- parser ---------------------------------------------------------------------------------------------------
@@ -267,3 +269,71 @@ def test_a_file_of_the_sandbox_matched_to_our_payouts(sandbox: SandboxServer) ->
              if o.row_kind in ("transfer", "transfer_reversal", "payout")}
     assert found == {(Category.MATCHED, "po_t1"), (Category.TRANSFER_AMOUNT_MISMATCH, "po_t2"),
                      (Category.TRANSFER_MISSING_IN_SETTLEMENT, "po_t3"), (Category.STATUS_MISMATCH, "")}
+
+
+# -- end to end: the sandbox's file, S3 -> ReconQueue -> handler, our payouts in the Payouts table (moto) -------
+
+def test_the_transfers_of_a_sandbox_file_reconciled_end_to_end(sandbox: SandboxServer, account: Account) -> None:
+    # Given a checkout charged at the PSP, four transfers an hour later (one of an order we hold no payout of)
+    # and one of them partly reversed, and a later charge that closes the file's window after them
+    client = stripe.StripeClient("sk_test_sandbox", base_addresses={"api": sandbox.url})
+
+    def charged(checkout: str, orders: dict[str, int]) -> Any:
+        intent = client.v1.payment_intents.create(
+            params={"amount": sum(orders.values()), "currency": "usd", "payment_method": "pm_card_visa",
+                    "confirm": True, "payment_method_types": ["card"], "transfer_group": checkout,
+                    "metadata": {"checkout_id": checkout, "charge_key": f"{checkout}#USD"}},
+            options={"idempotency_key": f"charge:{checkout}:USD"})
+        created = clock.iso(datetime.fromtimestamp(intent.created, UTC))
+        for order_id, amount in orders.items():
+            account.put_order(order_id, amount, psp_reference=intent.id, checkout_id=checkout, created_at=created,
+                              charge_id=intent.latest_charge)
+            account.put_transaction("payin", order_id, amount)
+        return intent
+
+    intent = charged("co_t", {"po_t1": 3000, "po_t2": 2000})
+    sandbox.clock.advance(3600)
+    seller = client.v1.accounts.create(params={"type": "express", "capabilities": {"transfers": {"requested": True}}})
+    transfers = {order_id: client.v1.transfers.create(
+        params={"amount": amount, "currency": "usd", "destination": seller.id, "transfer_group": "co_t",
+                "source_transaction": intent.latest_charge, "metadata": {"payment_order_id": order_id}},
+        options={"idempotency_key": f"transfer:{order_id}"})
+        for order_id, amount in (("po_t1", 2700), ("po_t2", 1800), ("po_t5", 300), ("po_ghost", 100))}
+    client.v1.transfers.reversals.create(transfers["po_t2"].id, params={"amount": 100})
+    sandbox.clock.advance(3 * 3600)
+    charged("co_late", {"po_late": 1000})
+
+    # and our payouts, moved by the Payouts table as the Transfer worker moves them: po_t2's net differs from
+    # what the PSP sent, po_t5 is recorded in another currency, po_t3's transfer is not in the file at all
+    payouts = PayoutsTable.from_settings()
+    moment = clock.iso(datetime.fromtimestamp(transfers["po_t1"].created, UTC))
+    for order_id, net, currency, transfer_id in (
+            ("po_t1", 2700, "USD", transfers["po_t1"].id), ("po_t2", 1900, "USD", transfers["po_t2"].id),
+            ("po_t5", 300, "EUR", transfers["po_t5"].id), ("po_t3", 800, "USD", "tr_lost")):
+        payouts.create_held([{"payment_order_id": order_id, "seller_account": "seller_1", "checkout_id": "co_t",
+                              "currency": currency, "gross_minor": net + 300, "psp": "stripe",
+                              "charge_id": intent.latest_charge, "settled_at": moment}])
+        assert payouts.release(order_id, 1000, 300, net, moment, moment) is not None
+        assert payouts.begin_transfer(order_id, moment, moment) is not None
+        assert payouts.finish_transfer(order_id, transfer_id, moment)
+
+    # When the PSP's file arrives
+    account.drop("incoming/stripe/activity.csv", build_report(sandbox.state).to_csv().encode())
+    assert account.deliver()["batchItemFailures"] == []
+
+    # Then each transfer row and each of our transfers of the window ends in one category
+    report = account.report("reports/stripe/activity.csv.json")
+    found = {(e["category"], e["payment_order_id"] or e["psp_reference"]) for e in report["discrepancies"]}
+    reversal = next(e["psp_reference"] for e in report["discrepancies"] if e["row_kind"] == "transfer_reversal")
+    assert found == {("transfer_amount_mismatch", "po_t2"), ("transfer_currency_mismatch", "po_t5"),
+                     ("transfer_missing_in_payouts", "po_ghost"), ("transfer_missing_in_settlement", "po_t3"),
+                     ("status_mismatch", reversal)}
+    assert reversal.startswith("trr_")
+    counts = {c: v["count"] for c, v in report["categories"].items()}
+    assert counts["matched"] == 4  # the charges' three orders and po_t1's transfer
+    assert report["categories"]["transfer_amount_mismatch"]["amounts"] == {"USD": "18.00"}  # what the PSP sent
+    assert report["transfer_window"]["start"] <= moment < report["transfer_window"]["end"]
+    # every one of them is unexplained, and nothing is written to the ledger for a transfer
+    assert len(account.review_messages()) == report["unexplained"] == 5
+    assert account.ledger_ids("transfer#") == set()
+    assert {m for m in account.ledger_ids("") if not m.startswith(("payin#", "fee#"))} == set()
