@@ -566,7 +566,7 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
 
     for stage in ("releases", "late sellers and on-call's retries"):
         try:
-            watch_payouts(read, run.observed, timeout_s=config.timeout_s, on_idle=short_idle,
+            watch_payouts(read, run.observed, timeout_s=config.timeout_s, interval_s=0.25, on_idle=short_idle,
                           is_dead_lettered=dead_lettered)
         except TimeoutError as error:  # what never settled is reported by invariant 2
             log.error("pay-outs after %s: %s", stage, error)
