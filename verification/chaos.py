@@ -47,7 +47,8 @@ from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
 from local.stack import LocalStack, Ports
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, charge_key, check, collect
+from verification.invariants import Result, charge_key, check, collect, peek_queue, scan
+from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
 from verification.storefront import MEAN_ORDERS_PER_CHECKOUT, ApiClient, PaymentMethods, Workload, make_checkouts
 
 log = logging.getLogger("chaos")
@@ -59,6 +60,8 @@ PSP_FAULT_RATES = {  # 28% of PaymentIntent requests (retries and replays includ
 PSP_FAULT_PARAMS = {"timeout": {"hold_seconds": 1.5, "after_processing": True}, "latency": {"delay_ms": 150}}
 SEARCH_LAG_S = 60  # Stripe's search is eventually consistent: a new PaymentIntent is found "within a minute"
 SINGLE_USE_RATE = 0.9  # buyers typing a card number (a single-use PaymentMethod); the others send pm_card_*
+RELEASE_RATE = 0.9  # deliveries the storefront confirms; the rest stay HELD (but the auto-releasing seller's)
+SHORT_SWEEPS = 2  # sweeps during which the platform's PSP balance cannot cover a transfer
 
 # Each protection the mutation tests switch off: what is patched, and how. Re-point a target here if the code it
 # names moves (a run reports how often each patch was hit, and the mutation tests fail on a patch never hit).
@@ -72,6 +75,8 @@ MUTATIONS = {
                      "every write of a pay-in gets a new transaction id"),
     "charge_lookup": ("functions.shared.psp.PspClient.find_payment_intent",
                       "the look-up before creating a charge again finds nothing"),
+    "transfer_idempotency_key": ("stripe._transfer_service.TransferService.create",
+                                 "every Transfer create sends a new random key, not transfer:<payment_order_id>"),
 }
 PROTECTIONS = tuple(MUTATIONS)
 
@@ -104,6 +109,7 @@ class ChaosReport:
     rejected: Counter = field(default_factory=Counter)  # HTTP status -> checkouts refused (API or PaymentMethod)
     mutation_hits: Counter = field(default_factory=Counter)
     workload: dict[str, int] = field(default_factory=dict)  # what the storefront placed (see _workload_shape)
+    payouts: dict[str, int] = field(default_factory=dict)  # releases and pay-out outcomes (see _payout_shape)
 
     @property
     def violations(self) -> int:
@@ -187,7 +193,8 @@ def _identity(event: Any) -> str:
 
 
 # The adapter's methods that reach the PSP: a kill can land right after any of them.
-PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer")
+PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer",
+             "transfer", "find_transfer")
 
 
 @contextlib.contextmanager
@@ -326,7 +333,8 @@ def _no_lookup(original: Any, hit: Callable[[], None]) -> Any:
 
 
 _MUTANTS: dict[str, Callable[[Any, Callable[[], None]], Any]] = {
-    "psp_idempotency_key": _random_key, "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
+    "psp_idempotency_key": _random_key, "transfer_idempotency_key": _random_key,
+    "wallet_guard": _unguarded_movement, "ledger_guard": _new_transaction_ids,
     "charge_lookup": _no_lookup,
 }
 
@@ -389,11 +397,16 @@ def _overnight(stack: LocalStack, workload: Workload, config: ChaosConfig, searc
 def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, faults: Counter, started: float,
            progress: Any, search: SearchFaults) -> ChaosReport:
     sandbox = stack.sandbox
-    sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents"],
+    sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents", "/v1/transfers"],
                              params=PSP_FAULT_PARAMS)
     workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
                               decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE)
     overnight = _overnight(stack, workload, config, search, faults)
+    api = ApiClient(stack.api_url, timeout=60)
+    connect = Connect(stack.psp_url or "")
+    sellers = SellerPlan.draw(sorted({o["seller_account"] for c in workload.checkouts for o in c["payment_orders"]}),
+                              config.seed)
+    sellers.register(api, connect)
 
     def duplicate(messages: list[dict[str, Any]]) -> bool:
         """Each message is drawn (from its content and receive count: MessageIds are random); a batch holding a
@@ -411,7 +424,6 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     stack.runtime.before_invoke.append(injector.before)
     stack.runtime.after_invoke.append(injector.after)
 
-    api = ApiClient(stack.api_url, timeout=60)
     record = RunRecord()
     settled_so_far = [0]
     placing = threading.Event()
@@ -481,6 +493,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     except TimeoutError:
         _log_unsettled(stack)
 
+    payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
+
     stats = sandbox.faults.stats()
     for kind, count in stats["drawn"].items():
         faults[f"psp_{kind}"] += count
@@ -489,13 +503,17 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
             faults[f"overnight_psp_{kind}"] += count - stats["drawn"].get(kind, 0)
     snapshot = collect(aws, stack.outputs, sandbox.charges(), observed_statuses=record.observed_statuses,
                        replays=record.replays, unreadable_after_write=record.unreadable_after_write,
-                       accepted_order_ids=record.accepted_order_ids, card_succeeds=workload.card_succeeds)
+                       accepted_order_ids=record.accepted_order_ids, card_succeeds=workload.card_succeeds,
+                       psp_transfers=connect.transfers(), psp_account_balances=connect.account_balances(),
+                       observed_payout_statuses=payouts.observed, released_order_ids=payouts.releases.released,
+                       retried_payouts=payouts.retried, now=clock.iso())
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),
                          rejected=Counter(str(status) for _, status, _ in record.rejected))
     report.overnight = _outcomes(overnight, snapshot.orders)
     report.workload = _workload_shape(workload, record)
+    report.payouts = _payout_shape(snapshot.payouts, payouts)
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
     psp_faults = sum(v for k, v in faults.items() if k.startswith("psp_"))
     report.shares = {
@@ -504,6 +522,73 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         "messages delivered twice": (faults["duplicate_deliveries"], shares["messages"]),
     }
     return report
+
+
+@dataclass
+class PayoutRun:
+    releases: ReleaseRecord
+    observed: dict[str, list[str]] = field(default_factory=dict)  # payment_order_id -> pay-out statuses seen
+    retried: list[str] = field(default_factory=list)  # moved FAILED -> RELEASED by `ops payouts retry`
+    short_sweeps: int = 0  # sweeps run while the platform's balance was short
+
+
+def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Connect, sellers: SellerPlan,
+             idle: Callable[[], None], faults: Counter) -> PayoutRun:
+    """The storefront confirms most deliveries (some twice at once; the auto-releasing seller's are left to the
+    sweeper), while the platform's PSP balance is short for a few sweeps; then the late sellers register, the
+    restricted account is lifted and on-call retries its FAILED pay-outs; each stage waits for the pay-outs."""
+    from functions.shared.tables import PayoutsTable
+    from ops.payouts import retry_payout
+
+    db = stack.client("dynamodb")
+    table = stack.outputs["PayoutsTableName"]
+    dlq = stack.outputs.get("PayoutsDlqUrl")
+
+    def read() -> list[dict[str, Any]]:
+        return scan(db, table)
+
+    def dead_lettered() -> set[str]:
+        return {m.get("payment_order_id") for m in peek_queue(stack.client("sqs"), dlq)} if dlq else set()
+
+    rng = random.Random(f"{config.seed}:deliveries")
+    held = sorted(p["payment_order_id"] for p in read()
+                  if p["payout_status"] == "HELD" and p["seller_account"] not in sellers.auto_release)
+    confirmed = [order_id for order_id in held if rng.random() < RELEASE_RATE]
+    connect.set_platform_short(True)
+    run = PayoutRun(release_all(api, confirmed, seed=config.seed))
+    faults["releases_sent_twice_at_once"] = run.releases.twice
+
+    def short_idle() -> None:
+        run.short_sweeps += 1
+        if run.short_sweeps == SHORT_SWEEPS:
+            connect.set_platform_short(False)
+        idle()
+
+    for stage in ("releases", "late sellers and on-call's retries"):
+        try:
+            watch_payouts(read, run.observed, timeout_s=config.timeout_s, interval_s=0.25, on_idle=short_idle,
+                          is_dead_lettered=dead_lettered)
+        except TimeoutError as error:  # what never settled is reported by invariant 2
+            log.error("pay-outs after %s: %s", stage, error)
+        if stage == "releases":
+            connect.set_platform_short(False)
+            sellers.register_late(api, connect)
+            for seller in sellers.restricted:
+                connect.restrict(sellers.accounts[seller], restricted=False)
+            for payout in read():
+                if payout["payout_status"] == "FAILED":
+                    retry_payout(PayoutsTable.from_settings(), payout["payment_order_id"])  # `ops payouts retry <id>`
+                    run.retried.append(payout["payment_order_id"])
+    faults["platform_balance_short_sweeps"] = min(run.short_sweeps, SHORT_SWEEPS)
+    faults["payouts_retried_by_on_call"] = len(run.retried)
+    return run
+
+
+def _payout_shape(payouts: list[dict[str, Any]], run: PayoutRun) -> dict[str, int]:
+    statuses = Counter(p["payout_status"] for p in payouts)
+    return {"released_by_storefront": len(run.releases.released), "released_twice_at_once": run.releases.twice,
+            "auto_released": sum(1 for p in payouts if p.get("auto_release_at") and p["payout_status"] != "HELD"),
+            "retried_by_on_call": len(run.retried), **{f"payouts_{k.lower()}": v for k, v in statuses.items()}}
 
 
 def _workload_shape(workload: Workload, record: RunRecord) -> dict[str, int]:
@@ -590,6 +675,7 @@ def print_report(report: ChaosReport) -> None:
         console.print(f"overnight charge {key}: {outcome}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))
     console.print("checkouts: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.workload.items()))
+    console.print("pay-outs: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.payouts.items()))
     refused = ", ".join(f"{count} with {status}" for status, count in sorted(report.rejected.items())) or "none"
     console.print(f"orders: {report.orders} accepted ({statuses}); checkouts refused: {refused}; "
                   f"{report.duration_s:.0f} s")
@@ -629,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"violations": {r.number: r.violations for r in report.results if not r.ok},
                           "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
                           "orders": report.orders, "rejected": report.rejected, "workload": report.workload,
+                          "payouts": report.payouts,
                           "mutation_hits": report.mutation_hits, "last_line": report.last_line()}))
         return 0
     if sys.stderr.isatty():

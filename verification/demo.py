@@ -1,11 +1,13 @@
 """The storefront demo (`make demo`): checkouts through the API, then what the system made of them.
 
 `python -m verification.demo --orders 100` uses a running `make run` (API :3000, AWS :5000, PSP sandbox :12111)
-when all three answer, or starts its own local stack on free ports. It places the checkouts (several buyers, 1-5
-sellers each, in USD, EUR and JPY, most paid with a single-use PaymentMethod created as Stripe.js creates it, some
-declined), waits for every order to be final, and prints orders by status, seller
-balances, ledger totals per account, the invariants of architecture.md checked from the outside, and a
-reconciliation of the sandbox's own settlement file. Exit status 1 when an invariant fails, 2 when the demo could
+when all three answer, or starts its own local stack on free ports. It registers the sellers (each with a
+connected account created at the sandbox and a commission), places the checkouts (several buyers, 1-5 sellers
+each, in USD, EUR and JPY, most paid with a single-use PaymentMethod created as Stripe.js creates it, some
+declined), waits for every order to be final, confirms the delivery of most SUCCESS orders (releases) and waits
+for their transfers, and prints orders by status, pay-outs by status, seller balances, one seller's statement,
+ledger totals per account, the invariants of architecture.md checked from the outside, and a reconciliation of the
+sandbox's own settlement file. Exit status 1 when an invariant fails, 2 when the demo could
 not run.
 """
 
@@ -21,7 +23,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,7 +34,8 @@ from rich.table import Table
 
 from functions.shared.money import Money
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, Snapshot, check, collect
+from verification.invariants import Result, Snapshot, check, collect, scan
+from verification.payouts import Connect, SellerPlan, release_all, watch_payouts
 from verification.storefront import ApiClient, PaymentMethods, Workload, make_checkouts
 
 STACK_NAME = "MarketPay"
@@ -108,6 +111,7 @@ def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int
                      timeout_s: float) -> tuple[RunRecord, Workload, bool]:
     workload = make_checkouts(checkouts, seed=seed, decline_rate=0.15, prefix=prefix, sellers=6, buyers=12,
                               single_use_rate=0.9)
+    register_sellers(console, env, workload, seed)
     total = len(workload.order_ids)
     columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -123,6 +127,108 @@ def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int
             console.print(f"[red]{error}[/red]")
             settled = False
     return record, workload, settled
+
+
+def seller_names(workload: Workload) -> list[str]:
+    return sorted({o["seller_account"] for c in workload.checkouts for o in c["payment_orders"]})
+
+
+def register_sellers(console: Console, env: Endpoints, workload: Workload, seed: int) -> None:
+    """Every seller of the demo onboarded: a connected account at the sandbox (kept from an earlier run against
+    the same `make run`), a commission (0-12.5%)."""
+    sellers = seller_names(workload)
+    plan = SellerPlan.draw(sellers, seed, special=False)
+    plan.register(ApiClient(env.api), Connect(env.psp), keep_accounts=True)
+    console.print(f"{len(sellers)} sellers registered, each with a connected account: "
+                  + ", ".join(f"{s} {plan.accounts[s]} ({plan.commission_bps[s] / 100:g}%)" for s in sellers))
+
+
+def release_and_transfer(console: Console, env: Endpoints, own_ids: list[str], seed: int,
+                         timeout_s: float) -> tuple[list[str], dict[str, list[str]]]:
+    """The storefront confirms the delivery of 80% of the demo's SUCCESS orders; then every released order is
+    transferred to its seller. Returns the released ids and the pay-out statuses seen."""
+    table = env.outputs["PayoutsTableName"]
+    mine = set(own_ids)
+    db = env.client("dynamodb")
+
+    def read() -> list[dict[str, Any]]:
+        return [p for p in scan(db, table) if p["payment_order_id"] in mine]
+
+    held = sorted(p["payment_order_id"] for p in read() if p["payout_status"] == "HELD")
+    confirmed = held[: max(1, len(held) * 4 // 5)] if held else []
+    started = time.monotonic()
+    releases = release_all(ApiClient(env.api), confirmed, seed=seed, twice_rate=0.1)
+    observed: dict[str, list[str]] = {}
+    try:
+        watch_payouts(read, observed, timeout_s=timeout_s, interval_s=0.3)
+    except TimeoutError as error:
+        console.print(f"[red]{error}[/red]")
+    console.print(f"{len(releases.released)} deliveries confirmed ({releases.twice} of them twice at once), "
+                  f"{len(held) - len(confirmed)} left held; pay-outs settled in {time.monotonic() - started:.1f} s")
+    return releases.released, observed
+
+
+def payout_table(payouts: list[dict[str, Any]], own: set[str]) -> Table:
+    table = Table(title="Pay-outs by status (this demo)")
+    for name, justify in (("status", "left"), ("orders", "right"), ("gross", "right"), ("commission", "right"),
+                          ("net to sellers", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for payout in payouts:
+        if payout["payment_order_id"] not in own:
+            continue
+        row = rows[(payout["payout_status"], payout["currency"])]
+        row[0] += 1
+        row[1] += int(payout["gross_minor"])
+        row[2] += int(payout.get("commission_minor") or 0)
+        row[3] += int(payout.get("net_minor") or 0)
+    for (status, currency), (count, gross, commission, net) in sorted(rows.items()):
+        table.add_row(status, str(count), *(Money(v, currency).to_major() + f" {currency}"
+                                            for v in (gross, commission, net)))
+    return table
+
+
+def balances_table(api: ApiClient, sellers: list[str]) -> Table:
+    """Each seller's balance as the API gives it (GET /v1/sellers/{seller}/balance)."""
+    table = Table(title="Seller balances (GET /v1/sellers/{seller}/balance)")
+    buckets = ("pending", "available", "transferred", "owed")
+    for name in ("seller", "currency", *buckets):
+        table.add_column(name, justify="left" if name in ("seller", "currency") else "right")
+    for seller in sellers:
+        status, body, _ = api.balance(seller)
+        if status != 200:
+            table.add_row(seller, f"[red]{status}[/red]", *([""] * len(buckets)))
+            continue
+        for currency, values in sorted(balances_of(body).items()):
+            table.add_row(seller, currency, *(str(values.get(b, "")) for b in buckets))
+    return table
+
+
+def balances_of(body: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """CUR -> bucket -> decimal string, from the balance answer."""
+    balances = body.get("balances", body)
+    if isinstance(balances, list):
+        return {str(b["currency"]): b for b in balances}
+    return {currency: values for currency, values in balances.items() if isinstance(values, dict)}
+
+
+def statement_table(api: ApiClient, seller: str, start: str, end: str) -> Table:
+    """The seller's statement (GET /v1/sellers/{seller}/statement?from=&to=) as the seller would read it."""
+    status, body, _ = api.statement(seller, start, end)
+    movements = body if status == 200 and isinstance(body, list) else []
+    table = Table(title=f"Statement of {seller} ({len(movements)} movements)"
+                  + ("" if status == 200 else f": HTTP {status} {body}"))
+    columns = ("created_at", "kind", "payment_order_id", "currency", "gross", "commission", "net", "transfer_id")
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("gross", "commission", "net") else "left")
+    for movement in movements[:STATEMENT_ROWS]:
+        table.add_row(*(str(movement.get(name) or "") for name in columns))
+    if len(movements) > STATEMENT_ROWS:
+        table.add_row("…", f"{len(movements) - STATEMENT_ROWS} more", *([""] * (len(columns) - 2)))
+    return table
+
+
+STATEMENT_ROWS = 30
 
 
 def reconcile_settlement(console: Console, env: Endpoints, stamp: str, timeout_s: float) -> dict[str, Any] | None:
@@ -165,22 +271,6 @@ def status_table(orders: list[dict[str, Any]], own: set[str]) -> Table:
     for status, code in sorted(everyone):
         table.add_row(status, code, str(mine[(status, code)]), str(everyone[(status, code)]))
     table.add_row("total", "", str(sum(mine.values())), str(len(orders)), style="bold")
-    return table
-
-
-def wallet_table(wallet: list[dict[str, Any]]) -> Table:
-    """Each seller's balance per currency, summed over its shards (functions/shared/tables.WalletTable)."""
-    table = Table(title="Seller balances (Wallet)")
-    buckets = ("pending", "available", "transferred")
-    for name, justify in (("seller", "left"), ("currency", "left"), *((b, "right") for b in buckets)):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(buckets, 0))
-    for item in wallet:
-        if item["sk"].startswith("BALANCE#"):
-            for bucket in buckets:
-                totals[(item["seller_account"], item["currency"])][bucket] += int(item.get(f"{bucket}_minor", 0))
-    for (seller, currency), minor in sorted(totals.items()):
-        table.add_row(seller, currency, *(Money(minor[b], currency).to_major() for b in buckets))
     return table
 
 
@@ -241,9 +331,13 @@ def unexplained_of(report: dict[str, Any]) -> list[dict[str, Any]]:
 # --- main ------------------------------------------------------------------------------------------------------
 
 
-def snapshot_of(env: Endpoints, record: RunRecord | None = None, card_succeeds: dict[str, bool] | None = None
+def snapshot_of(env: Endpoints, record: RunRecord | None = None, card_succeeds: dict[str, bool] | None = None,
+                released: list[str] | None = None, observed_payouts: dict[str, list[str]] | None = None
                 ) -> Snapshot:
-    extra: dict[str, Any] = {"card_succeeds": card_succeeds or {}}
+    connect = Connect(env.psp)
+    extra: dict[str, Any] = {"card_succeeds": card_succeeds or {}, "released_order_ids": released or [],
+                             "observed_payout_statuses": observed_payouts or {},
+                             "psp_transfers": connect.transfers(), "psp_account_balances": connect.account_balances()}
     if record is not None:
         extra |= {"observed_statuses": record.observed_statuses, "replays": record.replays,
                   "unreadable_after_write": record.unreadable_after_write}
@@ -255,6 +349,7 @@ def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     prefix = f"demo{stamp}"
     started = time.monotonic()
+    statement_from = datetime.now(UTC).isoformat(timespec="seconds")
     record, workload, _ = place_and_settle(console, env, checkouts, seed, prefix, timeout_s)
     own_ids = workload.order_ids
     elapsed = time.monotonic() - started
@@ -262,11 +357,20 @@ def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: 
                   f"{len(own_ids)} orders ({len(record.accepted_order_ids)} accepted, {len(record.rejected)} "
                   f"rejected) final in {elapsed:.1f} s; {len(record.payment_methods)} single-use PaymentMethods; "
                   f"{len(record.replays)} replays and conflicting replays sent along")
+    released, observed = release_and_transfer(console, env, own_ids, seed, timeout_s)
 
-    snap = snapshot_of(env, record, workload.card_succeeds)
+    snap = snapshot_of(env, record, workload.card_succeeds, released, observed)
     results = check(snap)
     console.print(status_table(snap.orders, set(own_ids)))
-    console.print(wallet_table(snap.wallet))
+    console.print(payout_table(snap.payouts, set(own_ids)))
+    api = ApiClient(env.api)
+    sellers = seller_names(workload)
+    console.print(balances_table(api, sellers))
+    busiest = Counter(p["seller_account"] for p in snap.payouts
+                      if p["payment_order_id"] in set(released)).most_common(1)
+    if busiest:
+        statement_to = (datetime.now(UTC) + timedelta(minutes=1)).isoformat(timespec="seconds")
+        console.print(statement_table(api, busiest[0][0], statement_from, statement_to))
     console.print(ledger_table(snap.ledger))
 
     report = reconcile_settlement(console, env, stamp, timeout_s=60)

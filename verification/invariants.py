@@ -14,6 +14,9 @@ from typing import Any
 
 FINAL = {"SUCCESS", "FAILED"}
 ORDER_OF = {"NOT_STARTED": 0, "EXECUTING": 1, "SUCCESS": 2, "FAILED": 2}
+# Pay-out statuses (issue 15): FAILED -> RELEASED is the one move back, made only by `ops payouts retry`.
+PAYOUT_ORDER_OF = {"HELD": 0, "RELEASED": 1, "TRANSFERRING": 2, "TRANSFERRED": 3, "FAILED": 3}
+PAYOUT_OPEN = {"RELEASED", "TRANSFERRING"}
 
 
 @dataclass
@@ -34,6 +37,20 @@ class Snapshot:
     accepted_order_ids: list[str] = field(default_factory=list)
     # checkout_id -> whether the card the storefront used succeeds (the workload knows; empty: not checked)
     card_succeeds: dict[str, bool] = field(default_factory=dict)
+    # Pay-outs (issue 15): the Payouts and Sellers tables; the PSP's own record of every transfer (id, amount,
+    # currency, destination, metadata.payment_order_id, amount_reversed) and of each connected account's balance
+    # (acct_ -> currency -> minor units, available and pending together).
+    payouts: list[dict[str, Any]] = field(default_factory=list)
+    sellers: list[dict[str, Any]] = field(default_factory=list)
+    psp_transfers: list[dict[str, Any]] = field(default_factory=list)
+    psp_account_balances: dict[str, dict[str, int]] = field(default_factory=dict)
+    # payment_order_id -> pay-out statuses in the order they were observed; the orders the storefront was told
+    # were released (202/200); those `ops payouts retry` moved FAILED -> RELEASED
+    observed_payout_statuses: dict[str, list[str]] = field(default_factory=dict)
+    released_order_ids: list[str] = field(default_factory=list)
+    retried_payouts: list[str] = field(default_factory=list)
+    # the system's time when the snapshot was taken (ISO, as stored): a HELD pay-out past auto_release_at is late
+    now: str = ""
 
 
 @dataclass
@@ -50,11 +67,14 @@ class Result:
 def check(snap: Snapshot) -> list[Result]:
     return [
         Result(1, "at most one successful PSP charge per checkout and currency, for the sum of its orders, "
-                  "whose outcome they share", _one_charge(snap)),
-        Result(2, "every accepted order is final or dead-lettered", _all_final_or_dead_lettered(snap)),
+                  "whose outcome they share; at most one transfer per order, never more than its released net; "
+                  "each connected account holds what we transferred to it",
+               _one_charge(snap) + _one_transfer(snap) + _accounts_hold_our_transfers(snap)),
+        Result(2, "every accepted order is final or dead-lettered; every released order TRANSFERRED, FAILED, "
+                  "awaiting its seller or dead-lettered", _all_final_or_dead_lettered(snap) + _payouts_final(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
         Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket", _wallet_matches_ledger(snap)),
-        Result(5, "no order status moves backwards", _no_backwards(snap)),
+        Result(5, "no order or pay-out status moves backwards", _no_backwards(snap) + _no_payout_backwards(snap)),
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
     ]
@@ -143,9 +163,7 @@ def _outcome_follows_the_card(snap: Snapshot) -> list[str]:
 
 
 def _all_final_or_dead_lettered(snap: Snapshot) -> list[str]:
-    # A charge's dead letter names all its orders (`payment_order_ids`); older shapes name one.
-    dead = {d.get("payment_order_id") for d in snap.dead_letters}
-    dead.update(order_id for d in snap.dead_letters for order_id in d.get("payment_order_ids") or ())
+    dead = _dead_lettered(snap)
     by_id = {o["payment_order_id"]: o for o in snap.orders}
     violations = []
     for order_id in snap.accepted_order_ids or list(by_id):
@@ -234,6 +252,112 @@ def _replays(snap: Snapshot) -> list[str]:
     return violations
 
 
+# -- pay-outs (issue 15) ----------------------------------------------------------------------------------------
+
+
+def _dead_lettered(snap: Snapshot) -> set[str]:
+    """The orders the dead letters name: a charge's names all its orders (`payment_order_ids`), others one."""
+    dead = {d.get("payment_order_id") for d in snap.dead_letters}
+    dead.update(order_id for d in snap.dead_letters for order_id in d.get("payment_order_ids") or ())
+    return {order_id for order_id in dead if order_id}
+
+
+def _one_transfer(snap: Snapshot) -> list[str]:
+    """Invariant 1 for the money sent to sellers, from the PSP's transfers: one per order (by its metadata), to
+    the seller's account, in the order's currency, for at most the net share frozen at release; and every order
+    we hold TRANSFERRED is one of them."""
+    payouts = {p["payment_order_id"]: p for p in snap.payouts}
+    accounts = {s["seller_account"]: s.get("psp_account_id") for s in snap.sellers}
+    by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    violations = []
+    for transfer in snap.psp_transfers:
+        order_id = (transfer.get("metadata") or {}).get("payment_order_id")
+        if not order_id:
+            violations.append(f"{transfer['id']}: a transfer that names no payment order")
+            continue
+        by_order[order_id].append(transfer)
+    for order_id, transfers in sorted(by_order.items()):
+        ids = ", ".join(t["id"] for t in transfers)
+        if len(transfers) > 1:
+            violations.append(f"{order_id}: {len(transfers)} transfers ({ids})")
+        payout = payouts.get(order_id)
+        if payout is None or payout.get("payout_status") == "HELD" or payout.get("net_minor") is None:
+            violations.append(f"{order_id}: transferred ({ids}) but never released")
+            continue
+        sent = sum(int(t["amount"]) - int(t.get("amount_reversed") or 0) for t in transfers)
+        if sent > int(payout["net_minor"]):
+            violations.append(f"{order_id}: {sent} transferred ({ids}), more than its released net "
+                              f"{payout['net_minor']}")
+        for transfer in transfers:
+            if str(transfer["currency"]).upper() != str(payout["currency"]).upper():
+                violations.append(f"{transfer['id']}: in {transfer['currency']} for a {payout['currency']} order")
+            if transfer.get("destination") != accounts.get(payout["seller_account"]):
+                violations.append(f"{transfer['id']}: sent to {transfer.get('destination')}, not to "
+                                  f"{payout['seller_account']}'s account {accounts.get(payout['seller_account'])}")
+    for order_id, payout in sorted(payouts.items()):
+        if payout.get("payout_status") != "TRANSFERRED":
+            continue
+        ids = {t["id"] for t in by_order.get(order_id, [])}
+        if payout.get("transfer_id") not in ids:
+            violations.append(f"{order_id}: TRANSFERRED as {payout.get('transfer_id')} but the PSP holds "
+                              f"{sorted(ids) or 'no transfer'} for it")
+    return violations
+
+
+def _accounts_hold_our_transfers(snap: Snapshot) -> list[str]:
+    """Each connected account's balance at the PSP equals the net of the orders we hold TRANSFERRED to it (when
+    the run read the balances: the sandbox's accounts make no bank payouts)."""
+    if not snap.psp_account_balances:
+        return []
+    accounts = {s["seller_account"]: s.get("psp_account_id") for s in snap.sellers}
+    ours: dict[tuple[str, str], int] = defaultdict(int)
+    for payout in snap.payouts:
+        if payout.get("payout_status") == "TRANSFERRED":
+            account = accounts.get(payout["seller_account"]) or f"(no account of {payout['seller_account']})"
+            ours[(account, str(payout["currency"]).upper())] += int(payout["net_minor"])
+    theirs = {(account, currency.upper()): int(minor) for account, balances in snap.psp_account_balances.items()
+              for currency, minor in balances.items()}
+    return [f"{account} {currency}: the PSP holds {theirs.get((account, currency), 0)}, we transferred "
+            f"{ours.get((account, currency), 0)}"
+            for account, currency in sorted(set(ours) | set(theirs))
+            if ours.get((account, currency), 0) != theirs.get((account, currency), 0)]
+
+
+def _payouts_final(snap: Snapshot) -> list[str]:
+    """Invariant 2 for pay-outs: a release the storefront was answered for took effect, and every released order
+    ended TRANSFERRED or FAILED, or waits for its seller's account, or sits in a dead-letter queue."""
+    payouts = {p["payment_order_id"]: p for p in snap.payouts}
+    dead = _dead_lettered(snap)
+    violations = [f"{order_id}: release accepted but its pay-out is "
+                  f"{payouts[order_id]['payout_status'] if order_id in payouts else 'not stored'}"
+                  for order_id in snap.released_order_ids
+                  if payouts.get(order_id, {}).get("payout_status", "HELD") == "HELD"]
+    violations += [f"{order_id}: HELD past its auto-release at {payout['auto_release_at']} (now {snap.now})"
+                   for order_id, payout in sorted(payouts.items())
+                   if snap.now and payout.get("payout_status") == "HELD" and payout.get("auto_release_at")
+                   and payout["auto_release_at"] <= snap.now and order_id not in dead]
+    for order_id, payout in sorted(payouts.items()):
+        if payout.get("payout_status") in PAYOUT_OPEN and not payout.get("awaiting_seller") \
+                and order_id not in dead:
+            violations.append(f"{order_id}: {payout['payout_status']}, its seller registered, and in no "
+                              f"dead-letter queue")
+    return violations
+
+
+def _no_payout_backwards(snap: Snapshot) -> list[str]:
+    retried = set(snap.retried_payouts)
+    violations = []
+    for order_id, statuses in snap.observed_payout_statuses.items():
+        for before, after in zip(statuses, statuses[1:], strict=False):
+            if before == "FAILED" and after in ("RELEASED", "TRANSFERRING", "TRANSFERRED") and order_id in retried:
+                continue  # `ops payouts retry`: the one explicit move back
+            if PAYOUT_ORDER_OF[after] < PAYOUT_ORDER_OF[before] or (before in ("TRANSFERRED", "FAILED")
+                                                                   and after != before):
+                violations.append(f"{order_id}: pay-out {before} -> {after}")
+                break
+    return violations
+
+
 def report(results: list[Result]) -> str:
     lines = []
     for result in results:
@@ -282,14 +406,17 @@ def collect(session: Any, outputs: dict[str, str], psp_charges: list[dict[str, A
     db = session.client("dynamodb")
     sqs = session.client("sqs")
     dead: list[dict[str, Any]] = []
-    for key in ("WorkflowDlqUrl", "OrdersDlqUrl"):
+    for key in ("WorkflowDlqUrl", "OrdersDlqUrl", "PayoutsDlqUrl"):
         if outputs.get(key):
             dead += peek_queue(sqs, outputs[key])
+    payout_tables = {field: scan(db, outputs[output]) for field, output in
+                     (("payouts", "PayoutsTableName"), ("sellers", "SellersTableName")) if outputs.get(output)}
     return Snapshot(
         orders=scan(db, outputs["PaymentOrdersTableName"]),
         ledger=scan(db, outputs["LedgerTableName"]),
         wallet=scan(db, outputs["WalletTableName"]),
         psp_charges=psp_charges,
         dead_letters=dead,
+        **payout_tables,
         **extra,
     )

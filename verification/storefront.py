@@ -203,3 +203,32 @@ class ApiClient:
 
     def get_checkout(self, checkout_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         return self.request("GET", f"/v1/checkouts/{checkout_id}")
+
+    # -- pay-outs (issue 15) ----------------------------------------------------------------------------------
+
+    def release(self, payment_order_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The storefront confirms delivery: 202 the first time, 200 with the same body after."""
+        return self.request("POST", f"/v1/payments/{payment_order_id}/release")
+
+    def put_seller(self, seller_account: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self.request("PUT", f"/v1/sellers/{seller_account}", body)
+
+    def get_seller(self, seller_account: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self.request("GET", f"/v1/sellers/{seller_account}")
+
+    def balance(self, seller_account: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self.request("GET", f"/v1/sellers/{seller_account}/balance")
+
+    def statement(self, seller_account: str, start: str, end: str, *, csv: bool = False) -> tuple[int, Any, str]:
+        """The seller's movements from `start` to `end` (ISO times): JSON, or the CSV text."""
+        path = f"/v1/sellers/{seller_account}/statement?{urlencode({'from': start, 'to': end})}"
+        if not csv:
+            status, body, _ = self.request("GET", path)
+            return status, body, ""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Accept": "text/csv"})
+            response = conn.getresponse()
+            return response.status, None, response.read().decode()
+        finally:
+            conn.close()

@@ -38,6 +38,12 @@ def test_a_seeded_chaos_run_keeps_every_invariant(seed):
     assert shape["multi_seller"] and shape["multi_currency"] and shape["with_jpy"]
     assert shape["single_use_payment_methods"] > 0.8 * shape["checkouts"]
     assert not [status for status in report["rejected"] if status.startswith("4")], report["rejected"]
+    # issue 15: releases through the API (some twice at once) and by the sweeper, transfers under the same faults
+    # (the platform's balance short for a while), a restricted account retried by on-call, late registrations
+    payouts = report["payouts"]
+    assert payouts["released_by_storefront"] and payouts["released_twice_at_once"] and payouts["auto_released"]
+    assert payouts["retried_by_on_call"] and payouts["payouts_transferred"] and payouts.get("payouts_held")
+    assert report["faults"]["platform_balance_short_sweeps"] and report["faults"].get("psp_lost_response")
 
 
 def test_the_same_seed_draws_the_same_faults():
@@ -53,6 +59,8 @@ def test_the_same_seed_draws_the_same_faults():
     ("wallet_guard", "4", "0.15"),  # a wallet step killed after its write and retried credits twice
     ("ledger_guard", "4", "0.15"),  # a ledger step killed after its write and retried writes a second pay-in
     ("charge_lookup", "1", "0"),  # an overnight charge redriven past the key's lifetime, created again blindly
+    # a transfer whose answer was lost (or whose worker died after it), retried without the key: sent twice
+    ("transfer_idempotency_key", "1", "0.15"),
 ])
 def test_switching_off_a_protection_is_caught_by_the_checker(protection, invariant, kill_rate):
     # more kills than the default run, so an unguarded step is killed after its write more than once

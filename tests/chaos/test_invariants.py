@@ -52,10 +52,27 @@ def balance(seller, shard, currency, pending=0, available=0, transferred=0):
             "transferred_minor": transferred, "owed_minor": 0}
 
 
+def payout(order_id, seller, minor, currency, status, bps=1000, **fields):
+    """A Payouts item: released ones carry the commission frozen at release."""
+    item = {"payment_order_id": order_id, "seller_account": seller, "currency": currency, "gross_minor": minor,
+            "payout_status": status, **fields}
+    if status != "HELD":
+        commission = minor * bps // 10000
+        item.update(commission_bps=bps, commission_minor=commission, net_minor=minor - commission)
+    return item
+
+
+def psp_transfer(transfer_id, order_id, minor, currency, destination):
+    """A transfer as the PSP sandbox records it."""
+    return {"id": transfer_id, "amount": minor, "currency": currency.lower(), "destination": destination,
+            "metadata": {"payment_order_id": order_id}, "amount_reversed": 0}
+
+
 def consistent():
     """chk_1: two sellers in USD (one charge of 12.50) and one in EUR (one charge of 8.00), all SUCCESS;
-    chk_2: one USD order, its card declined (a failed charge), FAILED. po_2 is released (50 commission) and
-    transferred; po_5 (s2) only released. Wallets are spread over shards."""
+    chk_2: one USD order, its card declined (a failed charge), FAILED. Wallets are spread over shards.
+    Pay-outs: po_2 released (20% commission: 50) and transferred to s2's account; po_1 released (10%), waiting
+    for s1 to register an account; po_3 held."""
     return Snapshot(
         orders=[
             order("po_1", "chk_1", "s1", 1000, "USD", "SUCCESS", ("pi_1", "ch_1")),
@@ -64,14 +81,24 @@ def consistent():
             order("po_4", "chk_2", "s2", 700, "USD", "FAILED"),
         ],
         ledger=[payin("po_1", "s1", 1000, "USD"), payin("po_2", "s2", 250, "USD"), payin("po_3", "s1", 800, "EUR"),
-                release("po_2", "s2", 250, 50, "USD"), transfer("po_2", "s2", 200, "USD")],
-        wallet=[balance("s1", 3, "USD", pending=1000), balance("s2", 7, "USD", transferred=200),
+                release("po_1", "s1", 1000, 100, "USD"), release("po_2", "s2", 250, 50, "USD"),
+                transfer("po_2", "s2", 200, "USD")],
+        wallet=[balance("s1", 3, "USD", available=900), balance("s2", 7, "USD", transferred=200),
                 balance("s1", 3, "EUR", pending=300), balance("s1", 30, "EUR", pending=500)],
         psp_charges=[charge("ch_1", "pi_1", "chk_1", 1250, "USD"), charge("ch_2", "pi_2", "chk_1", 800, "EUR"),
                      charge("ch_3", "pi_3", "chk_2", 700, "USD", status="failed")],
         observed_statuses={"po_1": ["NOT_STARTED", "EXECUTING", "SUCCESS"]},
         accepted_order_ids=["po_1", "po_2", "po_3", "po_4"],
         card_succeeds={"chk_1": True, "chk_2": False},
+        payouts=[payout("po_1", "s1", 1000, "USD", "RELEASED", awaiting_seller="s1"),
+                 payout("po_2", "s2", 250, "USD", "TRANSFERRED", bps=2000, transfer_id="tr_1"),
+                 payout("po_3", "s1", 800, "EUR", "HELD")],
+        sellers=[{"seller_account": "s1", "commission_bps": 1000},
+                 {"seller_account": "s2", "psp_account_id": "acct_s2", "commission_bps": 2000}],
+        psp_transfers=[psp_transfer("tr_1", "po_2", 200, "USD", "acct_s2")],
+        psp_account_balances={"acct_s2": {"usd": 200}},
+        observed_payout_statuses={"po_2": ["HELD", "RELEASED", "TRANSFERRING", "TRANSFERRED"]},
+        released_order_ids=["po_1", "po_2"],
     )
 
 
@@ -132,6 +159,26 @@ def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
                                  "first_body": {"a": 1}, "second_body": {"a": 2}, "replayed_header": True}), 6),
     (lambda s: s.replays.append({"kind": "conflict", "checkout_id": "c", "second_status": 202}), 6),
     (lambda s: s.unreadable_after_write.append("po_9"), 7),
+    # pay-outs (issue 15): one transfer per order, at most its released net, to its seller, as the PSP holds it
+    (lambda s: s.psp_transfers.append(psp_transfer("tr_2", "po_2", 200, "USD", "acct_s2")), 1),  # twice
+    (lambda s: s.psp_transfers[0].update(amount=201), 1),  # more than the released net
+    (lambda s: s.psp_transfers[0].update(destination="acct_other"), 1),  # to another account
+    (lambda s: s.psp_transfers[0].update(currency="eur"), 1),  # in another currency
+    (lambda s: s.psp_transfers[0].update(metadata={}), 1),  # a transfer naming no order
+    (lambda s: s.psp_transfers.append(psp_transfer("tr_3", "po_3", 720, "EUR", "acct_s1")), 1),  # a held order
+    (lambda s: s.psp_transfers.clear() or s.psp_account_balances.clear(), 1),  # TRANSFERRED, the PSP has none
+    (lambda s: s.payouts[1].update(transfer_id="tr_9"), 1),  # TRANSFERRED naming a transfer the PSP lacks
+    (lambda s: s.psp_account_balances["acct_s2"].update(usd=400), 1),  # the account holds more than we sent
+    # every released order final, waiting for its seller, or dead-lettered
+    (lambda s: s.released_order_ids.append("po_3"), 2),  # a release answered 2xx that did not happen
+    (lambda s: s.payouts[0].pop("awaiting_seller"), 2),  # stuck RELEASED with nothing to wake it
+    (lambda s: s.payouts[1].update(payout_status="TRANSFERRING"), 2),  # stuck TRANSFERRING
+    (lambda s: s.payouts[2].update(auto_release_at="2026-01-01T00:00:00.000000Z")
+     or setattr(s, "now", "2026-01-02T00:00:00.000000Z"), 2),  # never auto-released
+    # no pay-out status backwards; FAILED -> RELEASED only through `ops payouts retry`
+    (lambda s: s.observed_payout_statuses.update(po_2=["TRANSFERRED", "RELEASED"]), 5),
+    (lambda s: s.observed_payout_statuses.update(po_2=["TRANSFERRING", "RELEASED"]), 5),
+    (lambda s: s.observed_payout_statuses.update(po_2=["FAILED", "RELEASED", "TRANSFERRED"]), 5),
 ])
 def test_each_violation_is_reported_under_its_invariant(change, number):
     assert number in violations(mutate(change))
@@ -158,3 +205,30 @@ def test_an_open_order_whose_charge_is_dead_lettered_is_accounted_for():
     assert 2 in violations(snap)  # in no queue: a violation
     snap.dead_letters.append({"charge_key": "chk_3#USD", "step": "sweeper", "payment_order_ids": ["po_5"]})
     assert 2 not in violations(snap)  # dead-lettered with an alarm: allowed
+
+
+def test_a_released_order_stuck_but_dead_lettered_is_accounted_for():
+    # Given a released order TRANSFERRING whose transfer message sits in the pay-outs' dead-letter queue
+    snap = mutate(lambda s: s.payouts[1].update(payout_status="TRANSFERRING"))
+    assert 2 in violations(snap)
+    snap.dead_letters.append({"payment_order_id": "po_2", "step": "transfer"})
+    assert 2 not in violations(snap)
+
+
+def test_a_failed_pay_out_retried_by_ops_may_move_back_to_released_once():
+    # Given po_2 FAILED (its account restricted), then retried by `ops payouts retry` and transferred
+    snap = mutate(lambda s: s.observed_payout_statuses.update(
+        po_2=["HELD", "RELEASED", "TRANSFERRING", "FAILED", "RELEASED", "TRANSFERRING", "TRANSFERRED"]))
+    assert 5 in violations(snap)  # not retried by ops: a move back
+    snap.retried_payouts.append("po_2")
+    assert violations(snap) == {}
+
+
+def test_a_held_pay_out_not_yet_due_for_auto_release_is_not_late():
+    snap = mutate(lambda s: s.payouts[2].update(auto_release_at="2026-01-03T00:00:00.000000Z"))
+    snap.now = "2026-01-02T00:00:00.000000Z"
+    assert violations(snap) == {}
+
+
+def test_without_the_psp_balances_the_account_check_is_left_out():
+    assert violations(mutate(lambda s: s.psp_account_balances.clear())) == {}
