@@ -120,6 +120,7 @@ class FaultInjector:
             self._stats: Counter[str] = Counter()
             self._requests = 0
             self._drawn: Counter[str] = Counter()  # seeded draws only, apart from queued faults
+            self._drawn_by_path: dict[str, Counter[str]] = {}  # the same, per configured path prefix
             self._eligible = 0  # requests that went through a seeded draw
 
     def configure(
@@ -203,7 +204,8 @@ class FaultInjector:
                         self._queue.remove(queued)
                     self._stats[queued.fault.kind] += 1
                     return queued.fault
-            if not self._rates or not any(request.path.startswith(p) for p in self._paths):
+            prefix = next((p for p in self._paths if request.path.startswith(p)), None)
+            if not self._rates or prefix is None:
                 return None
             if self._methods and request.method.upper() not in self._methods:
                 return None
@@ -220,6 +222,7 @@ class FaultInjector:
                 if draw < cumulative:
                     self._stats[kind] += 1
                     self._drawn[kind] += 1
+                    self._drawn_by_path.setdefault(prefix, Counter())[kind] += 1
                     return Fault.build(kind, **self._params.get(kind, {}))
             return None
 
@@ -232,6 +235,7 @@ class FaultInjector:
                 "queued": len(self._queue),
                 "drawn": {kind: self._drawn[kind] for kind in KINDS if self._drawn[kind]},
                 "drawn_from": self._eligible,
+                "drawn_by_path": {path: dict(counts) for path, counts in self._drawn_by_path.items()},
             }
 
     def describe(self) -> dict[str, Any]:

@@ -496,8 +496,11 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
 
     stats = sandbox.faults.stats()
-    for kind, count in stats["drawn"].items():
-        faults[f"psp_{kind}"] += count
+    # pay-in faults apart from transfer faults: how often a transfer is retried depends on timing (the sweeper's
+    # auto-releases, the platform's balance coming back), so only the pay-in draws repeat exactly for a seed
+    for path, counts in stats["drawn_by_path"].items():
+        for kind, count in counts.items():
+            faults[f"{'transfer' if path.startswith('/v1/transfers') else 'psp'}_{kind}"] += count
     for kind, count in stats["injected"].items():  # the overnight charges' pinned faults, counted apart
         if count > stats["drawn"].get(kind, 0):
             faults[f"overnight_psp_{kind}"] += count - stats["drawn"].get(kind, 0)
@@ -515,7 +518,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     report.workload = _workload_shape(workload, record)
     report.payouts = _payout_shape(snapshot.payouts, payouts)
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
-    psp_faults = sum(v for k, v in faults.items() if k.startswith("psp_"))
+    psp_faults = sum(v for k, v in faults.items() if k.startswith(("psp_", "transfer_")))
     report.shares = {
         "psp requests faulted": (psp_faults, stats["drawn_from"]),  # seeded draws; overnight ones apart
         "invocations killed": (kills, injector.invocations),

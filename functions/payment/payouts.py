@@ -173,10 +173,11 @@ def send_to_transfer(order_ids: list[str]) -> list[str]:
     return unsent
 
 
-def payout_fields(item: dict[str, Any] | None) -> dict[str, Any]:
-    """What GET /v1/payments/{id} shows of the order's pay-out item (nothing until it exists)."""
+def payout_fields(item: dict[str, Any] | None, settled: bool = False) -> dict[str, Any]:
+    """What GET /v1/payments/{id} shows of the order's pay-out. A SUCCESS order whose item finalize has not
+    written yet is HELD all the same (a release then writes the item itself); nothing before SUCCESS."""
     if item is None:
-        return {}
+        return {"payout_status": PayoutStatus.HELD.value} if settled else {}
     currency = item["currency"]
     released = "net_minor" in item
     return {

@@ -181,7 +181,7 @@ def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> Pa
         failure_reason=item.get("failure_reason") if failed else None,
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
-        **payouts.payout_fields(payout),
+        **payouts.payout_fields(payout, settled=_has_payout(item)),
     )
 
 

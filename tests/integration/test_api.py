@@ -68,6 +68,14 @@ def test_read_after_write(aws_env):
                                           route_key="GET /v1/checkouts/{checkout_id}"))
     assert status == 200 and len(checkout["payment_orders"]) == 2
 
+    # charged, before finalize writes its pay-out item: the money is held all the same (a release would work)
+    boto3.client("dynamodb", region_name="us-east-1").update_item(
+        TableName="test-PaymentOrders", Key={"payment_order_id": {"S": "chk_1_a"}},
+        UpdateExpression="SET payment_order_status = :s", ExpressionAttributeValues={":s": {"S": "SUCCESS"}})
+    status, order, _ = call(http_event("GET", "/v1/payments/chk_1_a", path_parameters={"payment_order_id": "chk_1_a"},
+                                       route_key="GET /v1/payments/{payment_order_id}"))
+    assert (status, order["payout_status"], order["seller_net"]) == (200, "HELD", None)
+
 
 def test_unknown_ids_are_404(aws_env):
     status, body, _ = call(http_event("GET", "/v1/payments/nope", path_parameters={"payment_order_id": "nope"}))

@@ -181,6 +181,7 @@ def test_stats_keep_seeded_draws_apart_from_queued_faults():
     stats = injector.stats()
     assert stats["requests"] == 45 and stats["drawn_from"] == 40
     assert stats["drawn"] == {"http_503": sum(1 for f in drawn if f)}
+    assert stats["drawn_by_path"] == {"/v1/": stats["drawn"]}  # the configured prefix every draw went through
     assert stats["injected"] == {"http_503": stats["drawn"]["http_503"], "connection_reset": 5}
 
 
