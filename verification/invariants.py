@@ -12,6 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.shared.names import charge_key
+
 FINAL = {"SUCCESS", "FAILED"}
 ORDER_OF = {"NOT_STARTED": 0, "EXECUTING": 1, "SUCCESS": 2, "FAILED": 2}
 # Pay-out statuses (issue 15): FAILED -> RELEASED is the one move back, made only by `ops payouts retry`.
@@ -78,11 +80,6 @@ def check(snap: Snapshot) -> list[Result]:
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
     ]
-
-
-def charge_key(checkout_id: str, currency: str) -> str:
-    """The charge of a checkout in one currency (the contract's `charge_key`)."""
-    return f"{checkout_id}#{currency.upper()}"
 
 
 def _one_charge(snap: Snapshot) -> list[str]:

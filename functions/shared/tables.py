@@ -27,6 +27,20 @@ from functions.shared.errors import (
     PaymentOrderIdInUse,
     StatusTransitionRefused,
 )
+from functions.shared.names import (
+    AWAITING_INDEX,
+    BALANCE_SORT_PREFIX,
+    CREATED_INDEX,
+    LEDGER_ORDER_INDEX,
+    MOVEMENT_SORT_KEY,
+    REFERENCE_INDEX,
+    SWEEP_INDEX,
+    TRANSFERRED_INDEX,
+    WALLET_STATEMENT_INDEX,
+    balance_sort_key,
+    movement_key,
+    wallet_shard_key,
+)
 from functions.shared.status import ALLOWED_FROM, PAYOUT_ALLOWED_FROM, OrderStatus, PayoutStatus
 
 _serializer = TypeSerializer()
@@ -112,12 +126,6 @@ def sweep_shard(key: str, shards: int) -> str:
     return str(digest[0] % shards)
 
 
-# The charges table's sweep index and the orders table's indexes (infra/names.py names them for the stack).
-SWEEP_INDEX = "sweep"
-CREATED_INDEX = "created"
-REFERENCE_INDEX = "psp_reference"
-# The ledger's sparse index of the transactions that name their order (refunds).
-LEDGER_ORDER_INDEX = "payment_order_id"
 # Part of every stored created_bucket: changing it means rewriting that attribute on the orders of open windows.
 CREATED_SHARDS = 8
 
@@ -476,7 +484,6 @@ class PaymentTables:
 # A hot seller's balance is spread over this many items per currency (docs/design.md "Hot seller"): every
 # movement of one order lands on the same shard, so a shard's buckets cover that order's later movements.
 WALLET_SHARDS = 32
-WALLET_STATEMENT_INDEX = "statement"
 WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
 _BALANCE_READERS = 8  # balances(): shard queries in flight at once
 
@@ -518,11 +525,12 @@ class WalletTable:
         time); raises InsufficientBucket when a negative delta is more than the shard's bucket holds.
         """
         details = details or {}
-        shard_key = f"{seller_account}#{wallet_shard(details.get('payment_order_id') or reference)}"
+        shard_key = wallet_shard_key(seller_account, wallet_shard(details.get("payment_order_id") or reference))
         deltas = dict(zip(WALLET_BUCKETS, (pending, available, transferred, owed), strict=True))
         movement = {
-            **details, "account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE", "seller_account": seller_account,
-            "kind": kind, "reference": reference, "currency": currency, "created_at": now,
+            **details, "account_id": movement_key(kind, reference), "sk": MOVEMENT_SORT_KEY,
+            "seller_account": seller_account, "kind": kind, "reference": reference, "currency": currency,
+            "created_at": now,
             "statement_key": shard_key, **{f"{bucket}_delta": delta for bucket, delta in deltas.items()},
         }
         values: dict[str, Any] = {f":{bucket}": delta for bucket, delta in deltas.items()}
@@ -533,7 +541,7 @@ class WalletTable:
                 values[f":need_{bucket}"] = -delta
         update: dict[str, Any] = {
             "TableName": self.table,
-            "Key": to_item({"account_id": shard_key, "sk": f"BALANCE#{currency}"}),
+            "Key": to_item({"account_id": shard_key, "sk": balance_sort_key(currency)}),
             "UpdateExpression": "ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
                                 + " SET seller_account = :seller, currency = :currency, updated_at = :now",
             "ExpressionAttributeValues": to_item({**values, ":seller": seller_account, ":currency": currency,
@@ -567,7 +575,8 @@ class WalletTable:
             return list(_pages(self._db.query, {
                 "TableName": self.table, "ConsistentRead": True,
                 "KeyConditionExpression": "account_id = :a AND begins_with(sk, :b)",
-                "ExpressionAttributeValues": to_item({":a": f"{seller_account}#{number}", ":b": "BALANCE#"})}))
+                "ExpressionAttributeValues": to_item({":a": wallet_shard_key(seller_account, number),
+                                                      ":b": BALANCE_SORT_PREFIX})}))
 
         result: dict[str, dict[str, int]] = {}
         with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
@@ -587,7 +596,7 @@ class WalletTable:
         def shard(number: int) -> list[dict[str, Any]]:
             items = _query(self._db, self.table, WALLET_STATEMENT_INDEX,
                            "statement_key = :key AND created_at BETWEEN :start AND :end",
-                           {":key": f"{seller_account}#{number}", ":start": start, ":end": end})
+                           {":key": wallet_shard_key(seller_account, number), ":start": start, ":end": end})
             return [item for item in items if item["created_at"] < end]
 
         with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
@@ -596,7 +605,7 @@ class WalletTable:
 
     def get_movement(self, kind: str, reference: str) -> dict[str, Any] | None:
         answer = self._db.get_item(TableName=self.table, ConsistentRead=True,
-                                   Key=to_item({"account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE"}))
+                                   Key=to_item({"account_id": movement_key(kind, reference), "sk": MOVEMENT_SORT_KEY}))
         return from_item(answer["Item"]) if "Item" in answer else None
 
     def scan(self) -> Iterator[dict[str, Any]]:
@@ -653,9 +662,6 @@ class LedgerTable:
         yield from _scan(self._db, self.table, attributes)
 
 
-# Payouts' indexes (infra/names.py names them for the stack).
-TRANSFERRED_INDEX = "transferred"
-AWAITING_INDEX = "awaiting_account"
 _PAYOUT_SWEEP_FIELDS = "sweep_shard = :shard, due_at = :due"
 
 
@@ -884,6 +890,18 @@ class PayoutsTable:
             "payout_status = :failed",
             {":released": PayoutStatus.RELEASED.value, ":failed": PayoutStatus.FAILED.value,
              ":shard": self._shard(order_id), ":due": now, ":now": now}) is not None
+
+    def requeue_dead_lettered(self, order_id: str, now: str) -> bool:
+        """A dead-lettered RELEASED/TRANSFERRING pay-out back in the sweep index, due now, with its attempts
+        counted afresh (the PSP key and first_transfer_at stay, so a transfer made before is found, never made
+        again). False if it is no longer dead-lettered in one of those states."""
+        return self._update(
+            order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, transfer_attempts = :zero, updated_at = :now "
+            "REMOVE dead_letter_reason",
+            "payout_status IN (:released, :transferring) AND attribute_exists(dead_letter_reason)",
+            {":shard": self._shard(order_id), ":due": now, ":now": now, ":zero": 0,
+             ":released": PayoutStatus.RELEASED.value, ":transferring": PayoutStatus.TRANSFERRING.value},
+        ) is not None
 
     def due_payouts(self, shard: str, now: str, max_items: int = 1000, page_size: int = 100) -> Iterator[str]:
         """Ids of the pay-outs of one sweep shard whose due_at has passed (at most `max_items` a run)."""
