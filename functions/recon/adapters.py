@@ -36,7 +36,7 @@ from functions.shared.names import (
     ledger_transaction_kind_and_reference,
 )
 from functions.shared.status import OrderStatus
-from functions.shared.tables import LedgerTable, PaymentTables, batch_get, created_buckets
+from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
 _REFUND = LEDGER_KIND[RowKind.REFUND]  # the order index also holds an order's disputes
@@ -63,13 +63,9 @@ class DynamoLookup:
         return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
 
     def checkout_orders(self, checkout_ids: list[str]) -> dict[str, Listing]:
-        """The payment events of the checkouts (their `payment_orders`), read here until the table access of
-        functions/shared has a read of a checkout's orders."""
-        events = self._all(self._events, {CHECKOUT_ATTRIBUTES: checkout_ids})
+        """The checkouts' order ids by currency, from their payment events' `payment_orders`."""
+        events = self._all(self.payments.get_checkouts, {CHECKOUT_ATTRIBUTES: checkout_ids})
         return {checkout_id: listing(event.get("payment_orders") or []) for checkout_id, event in events.items()}
-
-    def _events(self, checkout_ids: list[str], attributes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        return batch_get(aws.client("dynamodb"), self.payments.events_table, "checkout_id", checkout_ids, attributes)
 
     def payins(self, payment_order_ids: list[str]) -> set[str]:
         keys = [ledger_transaction_id(PAYIN, order_id) for order_id in payment_order_ids]
