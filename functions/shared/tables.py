@@ -506,9 +506,9 @@ class InsufficientBucket(DomainError):
 
 @dataclass
 class WalletTable:
-    """Seller balances per currency, spread over WALLET_SHARDS balance items (`<seller>#<shard>`,
-    `BALANCE#<CUR>`), and one movement item per applied change in its own partition (`MOVE#<kind>#<reference>`,
-    `MOVE`): the once-only guard, and the seller's statement through the `statement` index."""
+    """Seller balances per currency, spread over WALLET_SHARDS balance items (wallet_shard_key,
+    balance_sort_key), and one movement item per applied change in its own partition (movement_key,
+    MOVEMENT_SORT_KEY): the once-only guard, and the seller's statement through the `statement` index."""
 
     table: str
 
