@@ -1,12 +1,45 @@
-"""Every name the stack, the local stack and the tests agree on: logical ids, handlers, env vars, outputs.
+"""The names only the stack needs: logical ids, handlers, outputs, workflow states.
 
 Construct ids of the stack's direct children become CloudFormation logical ids (outputs keep them verbatim);
-names fixed by docs/design.md are spelled here once.
+names fixed by docs/design.md are spelled here once. The names the running code reads too (environment
+variables, indexes, bucket prefixes) live in functions/shared/names.py and are imported from there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from functions.shared.names import (  # noqa: F401 - the runtime names, re-exported for the stack's constructs
+    AWAITING_INDEX,
+    CREATED_INDEX,
+    ENV_CHARGES_TABLE,
+    ENV_LEDGER_TABLE,
+    ENV_METRICS_NAMESPACE,
+    ENV_ORDERS_QUEUE_URL,
+    ENV_PAYMENT_EVENTS_TABLE,
+    ENV_PAYMENT_ORDERS_TABLE,
+    ENV_PAYOUTS_DLQ_URL,
+    ENV_PAYOUTS_QUEUE_URL,
+    ENV_PAYOUTS_TABLE,
+    ENV_PSP_API_BASE,
+    ENV_PSP_API_KEY_PARAMETER,
+    ENV_RECON_TABLE,
+    ENV_REVIEW_QUEUE_URL,
+    ENV_SELLERS_TABLE,
+    ENV_SERVICE_NAME,
+    ENV_SETTLEMENT_BUCKET,
+    ENV_STATE_MACHINE_ARN,
+    ENV_WALLET_TABLE,
+    ENV_WORKFLOW_DLQ_URL,
+    INCOMING_PREFIX,
+    LEDGER_ORDER_INDEX,
+    QUARANTINE_PREFIX,
+    REFERENCE_INDEX,
+    REPORTS_PREFIX,
+    SWEEP_INDEX,
+    TRANSFERRED_INDEX,
+    WALLET_STATEMENT_INDEX,
+)
 
 STACK_NAME = "MarketPay"
 DEFAULT_REGION = "us-east-1"
@@ -30,7 +63,7 @@ SETTLEMENT = "Settlement"
 ALARMS = "Alarms"
 SCHEDULE = "SweepSchedule"
 
-# Tables and their keys (docs/design.md "Tables").
+# Tables (docs/design.md "Tables").
 PAYMENT_EVENTS = "PaymentEvents"
 PAYMENT_ORDERS = "PaymentOrders"
 WALLET = "Wallet"
@@ -39,13 +72,6 @@ RECON = "Recon"
 CHARGES = "Charges"
 SELLERS = "Sellers"
 PAYOUTS = "Payouts"
-SWEEP_INDEX = "sweep"  # on Charges: the charges not yet final, by shard and deadline
-CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
-REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
-LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
-TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
-AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account
-WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard and time (statements)
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"
@@ -59,12 +85,9 @@ PAYOUTS_QUEUE = "PayoutsQueue"
 PAYOUTS_DLQ = "PayoutsDlq"
 MAX_RECEIVE_COUNT = 5
 
-# Settlement bucket prefixes.
+# Buckets.
 SETTLEMENT_BUCKET = "SettlementBucket"
 ACCESS_LOG_BUCKET = "SettlementAccessLogs"
-INCOMING_PREFIX = "incoming/"
-REPORTS_PREFIX = "reports/"
-QUARANTINE_PREFIX = "quarantine/"
 
 # Workflow state names (docs/design.md "Workflow").
 STATE_MACHINE = "PaymentOrderWorkflow"
@@ -110,27 +133,6 @@ RECON_FN = FunctionSpec("Recon", "functions.recon.handler.handler", "recon", 900
 # Releases and transfers one pay-out per message: at most two PSP calls (look-up, create) of PSP_TIMEOUT_S.
 TRANSFER = FunctionSpec("Transfer", "functions.executor.transfer.handler", "executor", 30)
 ALL_FUNCTIONS = (PAYMENT_API, ORDER_STARTER, EXECUTOR, WALLET_FN, LEDGER_FN, FINALIZE, SWEEPER, RECON_FN, TRANSFER)
-
-# Environment variables (docs/design.md, read by functions/shared/config.py).
-ENV_PAYMENT_EVENTS_TABLE = "PAYMENT_EVENTS_TABLE"
-ENV_PAYMENT_ORDERS_TABLE = "PAYMENT_ORDERS_TABLE"
-ENV_WALLET_TABLE = "WALLET_TABLE"
-ENV_LEDGER_TABLE = "LEDGER_TABLE"
-ENV_RECON_TABLE = "RECON_TABLE"
-ENV_CHARGES_TABLE = "CHARGES_TABLE"
-ENV_SELLERS_TABLE = "SELLERS_TABLE"
-ENV_PAYOUTS_TABLE = "PAYOUTS_TABLE"
-ENV_PAYOUTS_QUEUE_URL = "PAYOUTS_QUEUE_URL"
-ENV_PAYOUTS_DLQ_URL = "PAYOUTS_DLQ_URL"
-ENV_ORDERS_QUEUE_URL = "ORDERS_QUEUE_URL"
-ENV_WORKFLOW_DLQ_URL = "WORKFLOW_DLQ_URL"
-ENV_REVIEW_QUEUE_URL = "REVIEW_QUEUE_URL"
-ENV_STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
-ENV_SETTLEMENT_BUCKET = "SETTLEMENT_BUCKET"
-ENV_PSP_API_BASE = "PSP_API_BASE"
-ENV_PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"
-ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
-ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 
 # Stack outputs.
 OUT_API_URL = "ApiUrl"

@@ -17,12 +17,13 @@ from rich.text import Text
 
 from functions.shared import aws
 from functions.shared.money import Money, MoneyError
+from functions.shared.names import MONEY_CYCLE_KINDS, PAYIN, ledger_transaction_id, movement_key
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, SellersTable
 from infra import names
 from ops.masking import mask, mask_text
 from ops.messages import Message, Queue
 from ops.orders import Action, load_order, redrive_order
-from ops.payouts import MOVEMENT_KINDS, PayoutView, load_payout, retry_payout
+from ops.payouts import PayoutView, load_payout, retry_payout
 from ops.redrive import Result, redrive_queue
 from ops.resources import DLQS, VALUES, Dlq, OpsError, Resources, describe_target, find_dlq
 
@@ -383,7 +384,7 @@ def _money(minor: Any, currency: Any) -> str:
 
 
 def _ledger_panel(payment_order_id: str, transaction: dict[str, Any] | None) -> Panel:
-    title = f"ledger transaction payin#{payment_order_id}"
+    title = f"ledger transaction {ledger_transaction_id(PAYIN, payment_order_id)}"
     if transaction is None:
         return Panel("none written", title=title, title_align="left", style="dim")
     table = Table(box=None)
@@ -400,7 +401,7 @@ def _ledger_panel(payment_order_id: str, transaction: dict[str, Any] | None) -> 
 
 
 def _movement_panel(payment_order_id: str, seller: str, movement: dict[str, Any] | None) -> Panel:
-    title = f"wallet movement {seller} MOVE#payin#{payment_order_id}"
+    title = f"wallet movement {seller} {movement_key(PAYIN, payment_order_id)}"
     if movement is None:
         return Panel("none applied", title=title, title_align="left", style="dim")
     currency = movement.get("currency")
@@ -502,7 +503,7 @@ def _payout_books(payment_order_id: str, view: PayoutView) -> Table:
     table = Table(title=f"wallet and ledger of {payment_order_id}", title_justify="left")
     for column in ("kind", "wallet movement", "ledger transaction"):
         table.add_column(column)
-    for kind in MOVEMENT_KINDS:
+    for kind in MONEY_CYCLE_KINDS:
         move, transaction = view.movements.get(kind), view.ledger.get(kind)
         currency = (move or {}).get("currency")
         moved = ", ".join(f"{bucket} {_money(move.get(f'{bucket}_delta', 0), currency)}"

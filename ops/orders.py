@@ -16,13 +16,11 @@ from enum import StrEnum
 from typing import Any
 
 from functions.shared import clock, queues
-from functions.shared.charges import charge_key as key_of
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
+from functions.shared.names import PAYIN, charge_key, ledger_transaction_id
 from functions.shared.status import OrderStatus
 from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
-
-PAYIN = "payin"  # the kind of the ledger transaction and the wallet movement of a pay-in
 
 
 class Action(StrEnum):
@@ -53,7 +51,7 @@ def resolve_charge_key(tables: PaymentTables, identifier: str) -> str | None:
     order = tables.get_order(identifier)
     if order is None:
         return None
-    return order.get("charge_key") or key_of(order["checkout_id"], order["currency"])
+    return order.get("charge_key") or charge_key(order["checkout_id"], order["currency"])
 
 
 def redrive_order(
@@ -167,12 +165,11 @@ def load_order(tables: PaymentTables, ledger: LedgerTable, wallet_table: str, pa
     order = tables.get_order(payment_order_id)
     if order is None:
         return None
-    reference = f"{PAYIN}#{payment_order_id}"
     key = resolve_charge_key(tables, payment_order_id)
     return OrderView(
         order=order,
         charge=tables.get_charge(key) if key else None,
         checkout=tables.get_checkout(order["checkout_id"]) if order.get("checkout_id") else None,
-        ledger=ledger.get(reference),
+        ledger=ledger.get(ledger_transaction_id(PAYIN, payment_order_id)),
         movement=WalletTable(wallet_table).get_movement(PAYIN, payment_order_id),
     )

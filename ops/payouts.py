@@ -12,15 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from functions.payment.payouts import send_to_transfer
-from functions.shared import aws, clock
+from functions.shared import clock
+from functions.shared.names import MONEY_CYCLE_KINDS, ledger_transaction_id
 from functions.shared.status import PayoutStatus
-from functions.shared.tables import LedgerTable, PayoutsTable, SellersTable, from_item, sweep_shard, to_item
+from functions.shared.tables import LedgerTable, PayoutsTable, SellersTable, WalletTable
 from ops.orders import Action, Outcome
-
-MOVEMENT_KINDS = ("payin", "release", "transfer")  # the wallet movements and ledger transactions of an order
 
 
 @dataclass(frozen=True)
@@ -36,19 +33,12 @@ def load_payout(payouts: PayoutsTable, sellers: SellersTable, ledger: LedgerTabl
     payout = payouts.get(payment_order_id)
     if payout is None:
         return None
-    transactions = ledger.get_many(f"{kind}#{payment_order_id}" for kind in MOVEMENT_KINDS)
-    moves = {}
-    for kind in MOVEMENT_KINDS:
-        answer = aws.client("dynamodb").get_item(
-            TableName=wallet_table, Key=to_item({"account_id": f"MOVE#{kind}#{payment_order_id}", "sk": "MOVE"}),
-            ConsistentRead=True)
-        moves[kind] = _plain(answer.get("Item"))
+    ids = {kind: ledger_transaction_id(kind, payment_order_id) for kind in MONEY_CYCLE_KINDS}
+    transactions = ledger.get_many(ids.values())
+    wallet = WalletTable(wallet_table)
+    moves = {kind: wallet.get_movement(kind, payment_order_id) for kind in MONEY_CYCLE_KINDS}
     return PayoutView(payout, sellers.get(payout["seller_account"]),
-                      {kind: transactions.get(f"{kind}#{payment_order_id}") for kind in MOVEMENT_KINDS}, moves)
-
-
-def _plain(item: dict[str, Any] | None) -> dict[str, Any] | None:
-    return from_item(item) if item else None
+                      {kind: transactions.get(ids[kind]) for kind in MONEY_CYCLE_KINDS}, moves)
 
 
 def retry_payout(payouts: PayoutsTable, payment_order_id: str, *, dry_run: bool = False) -> Outcome:
@@ -67,7 +57,7 @@ def retry_payout(payouts: PayoutsTable, payment_order_id: str, *, dry_run: bool 
     elif status in (PayoutStatus.RELEASED, PayoutStatus.TRANSFERRING) and "dead_letter_reason" in payout:
         if dry_run:
             return Outcome(Action.REQUEUED, f"would put the dead-lettered {status.value} payout back under watch")
-        if not _requeue_dead_lettered(payouts, payment_order_id):
+        if not payouts.requeue_dead_lettered(payment_order_id, clock.iso()):
             return Outcome(Action.LEFT, f"{payment_order_id} moved meanwhile: look again")
         detail = f"dead-lettered {status.value} payout back under watch (attempts counted afresh)"
     elif status.is_final:
@@ -79,22 +69,3 @@ def retry_payout(payouts: PayoutsTable, payment_order_id: str, *, dry_run: bool 
         "PayoutsQueue refused it: the sweeper sends it (due now)"
     return Outcome(Action.MOVED if status is PayoutStatus.FAILED else Action.REQUEUED, f"{detail}; {sent}")
 
-
-def _requeue_dead_lettered(payouts: PayoutsTable, payment_order_id: str) -> bool:
-    """Back in the sweep index, due now, with its attempts counted afresh (the PSP key and first_transfer_at stay,
-    so a transfer made before is found, never made again)."""
-    now = clock.iso()
-    values = {":shard": sweep_shard(payment_order_id, payouts.shards), ":now": now, ":zero": 0,
-              ":a": PayoutStatus.RELEASED.value, ":b": PayoutStatus.TRANSFERRING.value}
-    try:
-        aws.client("dynamodb").update_item(
-            TableName=payouts.table, Key=to_item({"payment_order_id": payment_order_id}),
-            UpdateExpression="SET sweep_shard = :shard, due_at = :now, transfer_attempts = :zero, updated_at = :now "
-                             "REMOVE dead_letter_reason",
-            ConditionExpression="payout_status IN (:a, :b) AND attribute_exists(dead_letter_reason)",
-            ExpressionAttributeValues=to_item(values))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True

@@ -13,6 +13,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared import aws
+from functions.shared import names as runtime
 from functions.shared.config import reload_settings
 from infra import names
 
@@ -30,23 +31,23 @@ class Value:
 
 
 VALUES: dict[str, Value] = {
-    "orders_queue_url": Value(names.OUT_QUEUE_URLS[names.ORDERS_QUEUE], "ORDERS_QUEUE_URL"),
-    "orders_dlq_url": Value(names.OUT_QUEUE_URLS[names.ORDERS_DLQ], "ORDERS_DLQ_URL"),
-    "workflow_dlq_url": Value(names.OUT_QUEUE_URLS[names.WORKFLOW_DLQ], names.ENV_WORKFLOW_DLQ_URL),
-    "recon_queue_url": Value(names.OUT_QUEUE_URLS[names.RECON_QUEUE], "RECON_QUEUE_URL"),
-    "recon_dlq_url": Value(names.OUT_QUEUE_URLS[names.RECON_DLQ], "RECON_DLQ_URL"),
-    "review_queue_url": Value(names.OUT_QUEUE_URLS[names.REVIEW_QUEUE], names.ENV_REVIEW_QUEUE_URL),
-    "review_dlq_url": Value(names.OUT_QUEUE_URLS[names.REVIEW_DLQ], "REVIEW_DLQ_URL"),
-    "payment_events_table": Value(names.OUT_TABLE_NAMES[names.PAYMENT_EVENTS], names.ENV_PAYMENT_EVENTS_TABLE),
-    "payment_orders_table": Value(names.OUT_TABLE_NAMES[names.PAYMENT_ORDERS], names.ENV_PAYMENT_ORDERS_TABLE),
-    "wallet_table": Value(names.OUT_TABLE_NAMES[names.WALLET], names.ENV_WALLET_TABLE),
-    "ledger_table": Value(names.OUT_TABLE_NAMES[names.LEDGER], names.ENV_LEDGER_TABLE),
-    "charges_table": Value(names.OUT_TABLE_NAMES[names.CHARGES], names.ENV_CHARGES_TABLE),
-    "state_machine_arn": Value(names.OUT_STATE_MACHINE_ARN, names.ENV_STATE_MACHINE_ARN),
-    "sellers_table": Value(names.OUT_TABLE_NAMES[names.SELLERS], names.ENV_SELLERS_TABLE),
-    "payouts_table": Value(names.OUT_TABLE_NAMES[names.PAYOUTS], names.ENV_PAYOUTS_TABLE),
-    "payouts_queue_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE], names.ENV_PAYOUTS_QUEUE_URL),
-    "payouts_dlq_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ], names.ENV_PAYOUTS_DLQ_URL),
+    "orders_queue_url": Value(names.OUT_QUEUE_URLS[names.ORDERS_QUEUE], runtime.ENV_ORDERS_QUEUE_URL),
+    "orders_dlq_url": Value(names.OUT_QUEUE_URLS[names.ORDERS_DLQ], runtime.ENV_ORDERS_DLQ_URL),
+    "workflow_dlq_url": Value(names.OUT_QUEUE_URLS[names.WORKFLOW_DLQ], runtime.ENV_WORKFLOW_DLQ_URL),
+    "recon_queue_url": Value(names.OUT_QUEUE_URLS[names.RECON_QUEUE], runtime.ENV_RECON_QUEUE_URL),
+    "recon_dlq_url": Value(names.OUT_QUEUE_URLS[names.RECON_DLQ], runtime.ENV_RECON_DLQ_URL),
+    "review_queue_url": Value(names.OUT_QUEUE_URLS[names.REVIEW_QUEUE], runtime.ENV_REVIEW_QUEUE_URL),
+    "review_dlq_url": Value(names.OUT_QUEUE_URLS[names.REVIEW_DLQ], runtime.ENV_REVIEW_DLQ_URL),
+    "payment_events_table": Value(names.OUT_TABLE_NAMES[names.PAYMENT_EVENTS], runtime.ENV_PAYMENT_EVENTS_TABLE),
+    "payment_orders_table": Value(names.OUT_TABLE_NAMES[names.PAYMENT_ORDERS], runtime.ENV_PAYMENT_ORDERS_TABLE),
+    "wallet_table": Value(names.OUT_TABLE_NAMES[names.WALLET], runtime.ENV_WALLET_TABLE),
+    "ledger_table": Value(names.OUT_TABLE_NAMES[names.LEDGER], runtime.ENV_LEDGER_TABLE),
+    "charges_table": Value(names.OUT_TABLE_NAMES[names.CHARGES], runtime.ENV_CHARGES_TABLE),
+    "state_machine_arn": Value(names.OUT_STATE_MACHINE_ARN, runtime.ENV_STATE_MACHINE_ARN),
+    "sellers_table": Value(names.OUT_TABLE_NAMES[names.SELLERS], runtime.ENV_SELLERS_TABLE),
+    "payouts_table": Value(names.OUT_TABLE_NAMES[names.PAYOUTS], runtime.ENV_PAYOUTS_TABLE),
+    "payouts_queue_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE], runtime.ENV_PAYOUTS_QUEUE_URL),
+    "payouts_dlq_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ], runtime.ENV_PAYOUTS_DLQ_URL),
 }
 
 

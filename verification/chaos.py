@@ -42,12 +42,19 @@ from unittest import mock
 from botocore.client import BaseClient
 
 from functions.shared import clock, psp
+from functions.shared.names import (
+    balance_sort_key,
+    charge_idempotency_key,
+    charge_key,
+    ledger_transaction_id,
+    wallet_shard_key,
+)
 from functions.shared.tables import PaymentTables
 from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
 from local.stack import LocalStack, Ports
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, charge_key, check, collect, peek_queue, scan
+from verification.invariants import Result, check, collect, peek_queue, scan
 from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
 from verification.storefront import MEAN_ORDERS_PER_CHECKOUT, ApiClient, PaymentMethods, Workload, make_checkouts
 
@@ -309,7 +316,8 @@ def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
         hit()
         shard = wallet_shard((details or {}).get("payment_order_id") or reference)
         self._db.update_item(
-            TableName=self.table, Key=to_item({"account_id": f"{seller_account}#{shard}", "sk": f"BALANCE#{currency}"}),
+            TableName=self.table, Key=to_item({"account_id": wallet_shard_key(seller_account, shard),
+                                               "sk": balance_sort_key(currency)}),
             UpdateExpression="ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
                              + " SET currency = :c, seller_account = :s",
             ExpressionAttributeValues=to_item({**{f":{b}": deltas.get(b, 0) for b in WALLET_BUCKETS},
@@ -321,7 +329,7 @@ def _unguarded_movement(original: Any, hit: Callable[[], None]) -> Any:
 def _new_transaction_ids(original: Any, hit: Callable[[], None]) -> Any:
     def transaction_id(self: Any) -> str:
         hit()
-        return f"{self.kind}#{self.reference}#{uuid.uuid4().hex[:8]}"
+        return f"{ledger_transaction_id(self.kind, self.reference)}#{uuid.uuid4().hex[:8]}"
     return property(transaction_id)
 
 
@@ -380,13 +388,12 @@ def _overnight(stack: LocalStack, workload: Workload, config: ChaosConfig, searc
                faults: Counter) -> list[str]:
     """Draw the overnight charges: charged, the answer lost; then the PSP is unreachable for them all day (their
     creates by their idempotency key, their look-ups by their charge key). Returns their charge keys."""
-    from functions.shared.charges import idempotency_key  # the key the adapter sends (charge branch of issue 20)
 
     rng = random.Random(f"{config.seed}:overnight")
     drawn = [(checkout_id, currency) for checkout_id, currency in workload.charges
              if rng.random() < config.overnight_rate]
     for checkout_id, currency in drawn:
-        key = idempotency_key(checkout_id, currency)
+        key = charge_idempotency_key(checkout_id, currency)  # the key the adapter sends
         stack.sandbox.faults.push("lost_response", match={"idempotency_key": key})
         stack.sandbox.faults.push("connection_reset", match={"idempotency_key": key}, times=10_000)
     search.unreachable.update(charge_key(checkout_id, currency) for checkout_id, currency in drawn)

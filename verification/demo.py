@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from functions.shared.money import Money
+from functions.shared.names import incoming_key, report_key
 from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, Snapshot, check, collect, scan
 from verification.payouts import Connect, SellerPlan, release_all, watch_payouts
@@ -238,17 +239,17 @@ def reconcile_settlement(console: Console, env: Endpoints, stamp: str, timeout_s
     bucket = env.outputs["SettlementBucketName"]
     name = f"demo-{stamp}.csv"
     s3 = env.client("s3")
-    s3.put_object(Bucket=bucket, Key=f"incoming/stripe/{name}", Body=body, ContentType="text/csv")
-    report_key = f"reports/stripe/{name}.json"
+    s3.put_object(Bucket=bucket, Key=incoming_key("stripe", name), Body=body, ContentType="text/csv")
+    report = report_key("stripe", name, ".json")
     rows = len(body.splitlines()) - 1
-    console.print(f"settlement file: s3://{bucket}/incoming/stripe/{name} ({rows} rows)")
+    console.print(f"settlement file: s3://{bucket}/{incoming_key('stripe', name)} ({rows} rows)")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            return json.loads(s3.get_object(Bucket=bucket, Key=report_key)["Body"].read())
+            return json.loads(s3.get_object(Bucket=bucket, Key=report)["Body"].read())
         except s3.exceptions.NoSuchKey:
             time.sleep(0.5)
-    console.print(f"[red]no report at s3://{bucket}/{report_key} within {timeout_s} s[/red]")
+    console.print(f"[red]no report at s3://{bucket}/{report} within {timeout_s} s[/red]")
     return None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions.shared.names import SWEEP_INDEX
 from functions.shared.tables import batch_get
 from verification.storefront import ApiClient, PaymentMethodRefused, PaymentMethods, Workload, with_payment_method
 
@@ -216,7 +217,7 @@ MAX_FAILED_TICKS = 50  # reads the local stack may fail in one run before the wa
 def _open_order_ids(db: Any, table: str) -> set[str]:
     """Orders in the sweep index: not final and not waiting in a dead-letter queue."""
     ids: set[str] = set()
-    kwargs: dict[str, Any] = {"TableName": table, "IndexName": "sweep", "ProjectionExpression": "payment_order_id"}
+    kwargs: dict[str, Any] = {"TableName": table, "IndexName": SWEEP_INDEX, "ProjectionExpression": "payment_order_id"}
     while True:
         answer = db.scan(**kwargs)
         ids.update(item["payment_order_id"]["S"] for item in answer.get("Items", []))

@@ -12,6 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.shared.names import BALANCE_SORT_PREFIX, PAYIN, TRANSFER, charge_key
+
 FINAL = {"SUCCESS", "FAILED"}
 ORDER_OF = {"NOT_STARTED": 0, "EXECUTING": 1, "SUCCESS": 2, "FAILED": 2}
 # Pay-out statuses (issue 15): FAILED -> RELEASED is the one move back, made only by `ops payouts retry`.
@@ -78,11 +80,6 @@ def check(snap: Snapshot) -> list[Result]:
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
     ]
-
-
-def charge_key(checkout_id: str, currency: str) -> str:
-    """The charge of a checkout in one currency (the contract's `charge_key`)."""
-    return f"{checkout_id}#{currency.upper()}"
 
 
 def _one_charge(snap: Snapshot) -> list[str]:
@@ -203,11 +200,11 @@ def _wallet_matches_ledger(snap: Snapshot) -> list[str]:
             bucket = {"seller_pending": "pending", "seller_available": "available"}.get(prefix)
             if bucket:
                 ledger[(seller, entry["currency"], bucket)] -= int(entry["amount_minor"])
-                if bucket == "available" and tx.get("kind") == "transfer":
+                if bucket == "available" and tx.get("kind") == TRANSFER:
                     ledger[(seller, entry["currency"], "transferred")] += int(entry["amount_minor"])
     wallet: dict[tuple[str, str, str], int] = defaultdict(int)
     for item in snap.wallet:
-        if item["sk"].startswith("BALANCE#"):
+        if item["sk"].startswith(BALANCE_SORT_PREFIX):
             seller = item.get("seller_account") or item["account_id"].rpartition("#")[0]
             for bucket in WALLET_BUCKETS:
                 wallet[(seller, item["currency"], bucket)] += int(item.get(f"{bucket}_minor", 0))
@@ -216,7 +213,7 @@ def _wallet_matches_ledger(snap: Snapshot) -> list[str]:
         if ledger.get(key, 0) != wallet.get(key, 0):
             violations.append(f"{key[0]} {key[1]} {key[2]}: wallet {wallet.get(key, 0)} != ledger {ledger.get(key, 0)}")
     # And per order: a SUCCESS order has its pay-in in the ledger, anything else has none.
-    payins = {tx["reference"] for tx in snap.ledger if tx.get("kind") == "payin"}
+    payins = {tx["reference"] for tx in snap.ledger if tx.get("kind") == PAYIN}
     for order in snap.orders:
         has = order["payment_order_id"] in payins
         if order["payment_order_status"] == "SUCCESS" and not has:

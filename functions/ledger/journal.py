@@ -17,6 +17,7 @@ from typing import Any
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, UnbalancedTransaction
 from functions.shared.money import Money
+from functions.shared.names import FEE, PAYIN, RELEASE, TRANSFER, ledger_transaction_id
 from functions.shared.tables import LedgerTable
 
 
@@ -71,7 +72,7 @@ class Transaction:
 
     @property
     def transaction_id(self) -> str:
-        return f"{self.kind}#{self.reference}"
+        return ledger_transaction_id(self.kind, self.reference)
 
     def to_item(self) -> dict[str, Any]:
         item = {
@@ -102,7 +103,7 @@ class Transaction:
 
 def payin(payment_order_id: str, seller_account: str, amount: Money, psp: str) -> Transaction:
     return Transaction(
-        kind="payin",
+        kind=PAYIN,
         reference=payment_order_id,
         entries=(Entry(psp_receivable(psp), amount), Entry(seller_pending(seller_account), -amount)),
         payment_order_id=payment_order_id,
@@ -114,18 +115,19 @@ def release(payment_order_id: str, seller_account: str, gross: Money, commission
     (a zero side is left out: 0 or 10000 bps)."""
     net = gross - commission
     if not gross.is_positive() or commission.minor < 0 or net.minor < 0:
-        raise UnbalancedTransaction(f"release#{payment_order_id}: commission {commission} outside 0..{gross}")
+        raise UnbalancedTransaction(
+            f"{ledger_transaction_id(RELEASE, payment_order_id)}: commission {commission} outside 0..{gross}")
     entries = [Entry(seller_pending(seller_account), gross)]
     entries += [Entry(seller_available(seller_account), -net)] if net.minor else []
     entries += [Entry(PLATFORM_REVENUE, -commission)] if commission.minor else []
-    return Transaction(kind="release", reference=payment_order_id, entries=tuple(entries),
+    return Transaction(kind=RELEASE, reference=payment_order_id, entries=tuple(entries),
                        payment_order_id=payment_order_id)
 
 
 def transfer(payment_order_id: str, seller_account: str, net: Money, psp: str, transfer_id: str) -> Transaction:
     """The net paid to the seller's connected account out of what the PSP holds for us."""
     return Transaction(
-        kind="transfer", reference=payment_order_id,
+        kind=TRANSFER, reference=payment_order_id,
         entries=(Entry(seller_available(seller_account), net), Entry(psp_receivable(psp), -net)),
         description=f"transfer {transfer_id}", payment_order_id=payment_order_id,
     )
@@ -134,7 +136,7 @@ def transfer(payment_order_id: str, seller_account: str, net: Money, psp: str, t
 def psp_fee(reference: str, fee: Money, psp: str) -> Transaction:
     """A fee the PSP kept: our fee expense grows, what the PSP owes us shrinks."""
     return Transaction(
-        kind="fee", reference=reference,
+        kind=FEE, reference=reference,
         entries=(Entry(psp_fees(psp), fee), Entry(psp_receivable(psp), -fee)),
     )
 

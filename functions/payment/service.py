@@ -13,10 +13,11 @@ from aws_lambda_powertools import Logger
 from functions.payment import payouts
 from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
-from functions.shared.charges import charge_key, group_orders
+from functions.shared.charges import group_orders
 from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
+from functions.shared.names import charge_key
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     CheckoutExists,

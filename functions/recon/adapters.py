@@ -25,17 +25,21 @@ from functions.recon.matching import (
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.rows import RowKind
 from functions.shared import aws, clock, queues
-from functions.shared.charges import charge_key
 from functions.shared.config import settings
 from functions.shared.errors import LedgerConflict
 from functions.shared.models import ChargeWork
 from functions.shared.money import Money
+from functions.shared.names import (
+    PAYIN,
+    charge_key,
+    ledger_transaction_id,
+    ledger_transaction_kind_and_reference,
+)
 from functions.shared.status import OrderStatus
-from functions.shared.tables import LedgerTable, PaymentTables, batch_get, created_buckets
+from functions.shared.tables import LedgerTable, PaymentTables, created_buckets
 
 _CHUNK = 100  # keys per BatchGetItem
-_REFUND_PREFIX = f"{LEDGER_KIND[RowKind.REFUND]}#"  # the index also holds an order's disputes
-_PAYIN = "payin#"
+_REFUND = LEDGER_KIND[RowKind.REFUND]  # the order index also holds an order's disputes
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -59,18 +63,14 @@ class DynamoLookup:
         return self._all(self.payments.get_orders, {ORDER_ATTRIBUTES: payment_order_ids})
 
     def checkout_orders(self, checkout_ids: list[str]) -> dict[str, Listing]:
-        """The payment events of the checkouts (their `payment_orders`), read here until the table access of
-        functions/shared has a read of a checkout's orders."""
-        events = self._all(self._events, {CHECKOUT_ATTRIBUTES: checkout_ids})
+        """The checkouts' order ids by currency, from their payment events' `payment_orders`."""
+        events = self._all(self.payments.get_checkouts, {CHECKOUT_ATTRIBUTES: checkout_ids})
         return {checkout_id: listing(event.get("payment_orders") or []) for checkout_id, event in events.items()}
 
-    def _events(self, checkout_ids: list[str], attributes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        return batch_get(aws.client("dynamodb"), self.payments.events_table, "checkout_id", checkout_ids, attributes)
-
     def payins(self, payment_order_ids: list[str]) -> set[str]:
-        keys = [_PAYIN + order_id for order_id in payment_order_ids]
+        keys = [ledger_transaction_id(PAYIN, order_id) for order_id in payment_order_ids]
         found = self._all(self.ledger.get_many, {PAYIN_ATTRIBUTES: keys})
-        return {transaction_id[len(_PAYIN):] for transaction_id in found}
+        return {ledger_transaction_kind_and_reference(transaction_id)[1] for transaction_id in found}
 
     def transactions(self, transaction_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.ledger.get_many, {ROW_TRANSACTION_ATTRIBUTES: transaction_ids})
@@ -80,7 +80,7 @@ class DynamoLookup:
         ids = list(payment_order_ids)
         found = self.pool.map(self.ledger.transaction_ids_of_order, ids)
         return {order_id: refunds for order_id, transaction_ids in zip(ids, found, strict=True)
-                if (refunds := [t for t in transaction_ids if t.startswith(_REFUND_PREFIX)])}
+                if (refunds := [t for t in transaction_ids if ledger_transaction_kind_and_reference(t)[0] == _REFUND])}
 
     def window_orders(self, payment_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._all(self.payments.get_orders, {WINDOW_ORDER_ATTRIBUTES: payment_order_ids})

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10, max_pool_connections=50
@@ -26,6 +27,11 @@ def client(service: str) -> Any:
         if service not in _clients:
             _clients[service] = boto3.session.Session().client(service, config=_CONFIG)
         return _clients[service]
+
+
+def error_code(error: ClientError) -> str:
+    """The AWS error code of a failed call ("" when the answer has none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def reset_clients() -> None:

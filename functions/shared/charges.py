@@ -1,4 +1,5 @@
-"""The charge of a checkout in one currency: its key, its PSP idempotency key, its workflow execution's name.
+"""The charge of a checkout in one currency: its workflow execution's name, its orders by currency (its key and
+its PSP idempotency key: functions/shared/names.py).
 
 A checkout is charged once per currency (docs/decisions.md 2026-12-04): one PaymentIntent for the sum of that
 currency's orders. Every order of the charge shares its outcome; wallet and ledger stay per order.
@@ -13,16 +14,6 @@ from typing import Any
 
 MAX_EXECUTION_NAME = 80  # Step Functions' limit
 _NOT_IN_EXECUTION_NAME = re.compile(r"[^A-Za-z0-9_\-]")
-
-
-def charge_key(checkout_id: str, currency: str) -> str:
-    return f"{checkout_id}#{currency.upper()}"
-
-
-def idempotency_key(checkout_id: str, currency: str, generation: int = 0) -> str:
-    """The PSP key of the charge; a generation suffix only after a look-up proved the old key made nothing."""
-    base = f"charge:{checkout_id}:{currency.upper()}"
-    return f"{base}:g{generation}" if generation else base
 
 
 def execution_name(key: str, attempt: int) -> str:

@@ -1,33 +1,41 @@
-"""Settings read from the environment and validated once per cold start: a missing name fails loudly."""
+"""Settings read from the environment and validated once per cold start: a missing name fails loudly.
+
+A setting the stack sets is read from its variable in functions/shared/names.py; any other from its name in
+capitals (MAX_ATTEMPTS), for tests and tools.
+"""
 
 from __future__ import annotations
 
 import os
 from functools import cache
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.shared import names
 
 
 class Settings(BaseModel):
-    payment_events_table: str = Field(min_length=1)
-    payment_orders_table: str = Field(min_length=1)
-    wallet_table: str = Field(min_length=1)
-    ledger_table: str = Field(min_length=1)
+    model_config = ConfigDict(validate_by_name=True)
+
+    payment_events_table: str = Field(min_length=1, validation_alias=names.ENV_PAYMENT_EVENTS_TABLE)
+    payment_orders_table: str = Field(min_length=1, validation_alias=names.ENV_PAYMENT_ORDERS_TABLE)
+    wallet_table: str = Field(min_length=1, validation_alias=names.ENV_WALLET_TABLE)
+    ledger_table: str = Field(min_length=1, validation_alias=names.ENV_LEDGER_TABLE)
     # Every function gets it; recon's own settings require it (it hands charges back). Empty only in old tools.
-    charges_table: str = ""
-    recon_table: str = ""
-    sellers_table: str = ""
-    payouts_table: str = ""
-    orders_queue_url: str = ""
-    workflow_dlq_url: str = ""
-    review_queue_url: str = ""
-    payouts_queue_url: str = ""
-    payouts_dlq_url: str = ""
-    state_machine_arn: str = ""
-    settlement_bucket: str = ""
-    psp_api_base: str = ""
+    charges_table: str = Field("", validation_alias=names.ENV_CHARGES_TABLE)
+    recon_table: str = Field("", validation_alias=names.ENV_RECON_TABLE)
+    sellers_table: str = Field("", validation_alias=names.ENV_SELLERS_TABLE)
+    payouts_table: str = Field("", validation_alias=names.ENV_PAYOUTS_TABLE)
+    orders_queue_url: str = Field("", validation_alias=names.ENV_ORDERS_QUEUE_URL)
+    workflow_dlq_url: str = Field("", validation_alias=names.ENV_WORKFLOW_DLQ_URL)
+    review_queue_url: str = Field("", validation_alias=names.ENV_REVIEW_QUEUE_URL)
+    payouts_queue_url: str = Field("", validation_alias=names.ENV_PAYOUTS_QUEUE_URL)
+    payouts_dlq_url: str = Field("", validation_alias=names.ENV_PAYOUTS_DLQ_URL)
+    state_machine_arn: str = Field("", validation_alias=names.ENV_STATE_MACHINE_ARN)
+    settlement_bucket: str = Field("", validation_alias=names.ENV_SETTLEMENT_BUCKET)
+    psp_api_base: str = Field("", validation_alias=names.ENV_PSP_API_BASE)
     psp_api_key: str = ""
-    psp_api_key_parameter: str = ""
+    psp_api_key_parameter: str = Field("", validation_alias=names.ENV_PSP_API_KEY_PARAMETER)
     psp_name: str = "stripe"
     # One PSP call's budget; an invocation makes at most two (look-up, create) inside the Executor's 20 s.
     psp_timeout_s: float = 8.0
@@ -50,8 +58,8 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls) -> Settings:
-        values = {name: os.environ[name.upper()] for name in cls.model_fields if name.upper() in os.environ}
-        return cls.model_validate(values)
+        variables = {name: field.validation_alias or name.upper() for name, field in cls.model_fields.items()}
+        return cls.model_validate({name: os.environ[env] for name, env in variables.items() if env in os.environ})
 
 
 @cache

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.shared.charges import charge_key
 from functions.shared.money import Money
+from functions.shared.names import charge_key
 
 
 class OrderShare(BaseModel):

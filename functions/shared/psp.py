@@ -23,7 +23,6 @@ from typing import Any
 import stripe
 
 from functions.shared import aws, clock, psp_units
-from functions.shared.charges import idempotency_key
 from functions.shared.config import settings
 from functions.shared.errors import (
     NotChargeableAtPsp,
@@ -34,6 +33,12 @@ from functions.shared.errors import (
 )
 from functions.shared.models import ChargeWork
 from functions.shared.money import Money, MoneyError
+from functions.shared.names import (
+    attach_idempotency_key,
+    charge_idempotency_key,
+    customer_idempotency_key,
+    transfer_key,
+)
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
@@ -81,13 +86,6 @@ class TransferResult:
     failure_reason: str = ""
 
 
-def transfer_key(payment_order_id: str, generation: int = 0) -> str:
-    """The order's Transfer key. A new generation only after Stripe refused the last key's request outright (no
-    Transfer exists under it): Stripe replays a stored refusal for 24 h, so a retry after the balance came back or
-    the account was fixed needs a fresh key (PayoutsTable.retire_transfer_key)."""
-    return f"transfer:{payment_order_id}" + (f":g{generation}" if generation else "")
-
-
 class PspClient:
     def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 8.0, max_network_retries: int = 0):
         base = {"api": api_base} if api_base else None
@@ -130,7 +128,7 @@ class PspClient:
         }
         if customer:
             params["customer"] = customer
-        key = idempotency_key(work.checkout_id, work.currency, generation)
+        key = charge_idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(
                 params=params, options={"idempotency_key": key}  # type: ignore[arg-type]
@@ -154,8 +152,9 @@ class PspClient:
     def create_customer(self, work: ChargeWork) -> str:
         """The checkout's Customer, once per checkout: every charge of it sends the same key and parameters."""
         params = {"metadata": {"checkout_id": work.checkout_id}, "description": f"checkout {work.checkout_id}"}
+        key = customer_idempotency_key(work.checkout_id)
         created = self._in_flight_retried(lambda: self._stripe.v1.customers.create(
-            params=params, options={"idempotency_key": f"customer:{work.checkout_id}"}))  # type: ignore[arg-type]
+            params=params, options={"idempotency_key": key}))  # type: ignore[arg-type]
         return str(created.id)
 
     def attach(self, work: ChargeWork, customer: str) -> ChargeResult | None:
@@ -164,7 +163,7 @@ class PspClient:
         try:
             self._in_flight_retried(lambda: self._stripe.v1.payment_methods.attach(
                 work.payment_method, params={"customer": customer},
-                options={"idempotency_key": f"attach:{work.checkout_id}"}))  # type: ignore[arg-type]
+                options={"idempotency_key": attach_idempotency_key(work.checkout_id)}))  # type: ignore[arg-type]
         except stripe.CardError as error:
             return self._declined(error)
         except (PspTransientError, PspOutcomeUnknown):

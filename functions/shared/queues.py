@@ -48,7 +48,7 @@ def start_workflow(work: ChargeWork) -> str:
         answer = aws.client("stepfunctions").start_execution(
             stateMachineArn=arn, name=name, input=work.model_dump_json())
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+        if aws.error_code(error) != "ExecutionAlreadyExists":
             raise
         return f"{arn.replace(':stateMachine:', ':express:')}:{name}"
     return str(answer["executionArn"])

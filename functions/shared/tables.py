@@ -7,6 +7,7 @@ idempotency guards (see docs/design.md for the table layout).
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -26,6 +28,25 @@ from functions.shared.errors import (
     DomainError,
     PaymentOrderIdInUse,
     StatusTransitionRefused,
+)
+from functions.shared.names import (
+    AWAITING_INDEX,
+    BALANCE_SORT_PREFIX,
+    CREATED_INDEX,
+    FILE_GUARD_SORT_KEY,
+    FILE_RUN_SORT_KEY,
+    LEDGER_ORDER_INDEX,
+    MOVEMENT_SORT_KEY,
+    REFERENCE_INDEX,
+    SWEEP_INDEX,
+    TRANSFERRED_INDEX,
+    WALLET_STATEMENT_INDEX,
+    balance_sort_key,
+    carried_orders_key,
+    duplicate_delivery_sort_key,
+    movement_key,
+    recon_file_key,
+    wallet_shard_key,
 )
 from functions.shared.status import ALLOWED_FROM, PAYOUT_ALLOWED_FROM, OrderStatus, PayoutStatus
 
@@ -54,10 +75,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
 def _cancellation_codes(error: ClientError) -> list[str]:
     reasons = error.response.get("CancellationReasons") or []
     return [reason.get("Code", "None") for reason in reasons]
@@ -84,11 +101,11 @@ _TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", 
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, WriteConflict | ConnectionError | HTTPClientError):
+    if isinstance(error, WriteConflict | UnprocessedKeysLeft | ConnectionError | HTTPClientError):
         return True  # HTTPClientError: read timeouts, closed connections; ConnectionError: connect failures
     if not isinstance(error, ClientError):
         return False
-    code = _error_code(error)
+    code = aws.error_code(error)
     if code == "TransactionCanceledException":
         return bool(_TRANSIENT_CANCELLATIONS & set(_cancellation_codes(error)))
     return code in _TRANSIENT_CODES or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
@@ -112,12 +129,6 @@ def sweep_shard(key: str, shards: int) -> str:
     return str(digest[0] % shards)
 
 
-# The charges table's sweep index and the orders table's indexes (infra/names.py names them for the stack).
-SWEEP_INDEX = "sweep"
-CREATED_INDEX = "created"
-REFERENCE_INDEX = "psp_reference"
-# The ledger's sparse index of the transactions that name their order (refunds).
-LEDGER_ORDER_INDEX = "payment_order_id"
 # Part of every stored created_bucket: changing it means rewriting that attribute on the orders of open windows.
 CREATED_SHARDS = 8
 
@@ -167,7 +178,7 @@ class PaymentTables:
                 ExpressionAttributeValues=to_item(values), ReturnValues=returns,
             )
         except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
+            if aws.error_code(error) == "ConditionalCheckFailedException":
                 return None
             raise
         return from_item(answer.get("Attributes", {}))
@@ -200,7 +211,7 @@ class PaymentTables:
         try:
             self._db.transact_write_items(TransactItems=items)
         except ClientError as error:
-            code = _error_code(error)
+            code = aws.error_code(error)
             if code == "TransactionCanceledException":
                 reasons = _cancellation_codes(error)
                 if "TransactionConflict" in reasons:
@@ -260,6 +271,11 @@ class PaymentTables:
         keys = _query(self._db, self.orders_table, REFERENCE_INDEX, "psp_reference = :reference",
                       {":reference": psp_reference})
         return [key["payment_order_id"] for key in keys]
+
+    def get_checkouts(self, checkout_ids: Iterable[str],
+                      attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Batch read of payment events (consistent); `attributes` projects each (default: whole items)."""
+        return batch_get(self._db, self.events_table, "checkout_id", checkout_ids, attributes)
 
     def get_charge(self, key: str) -> dict[str, Any] | None:
         answer = self._db.get_item(TableName=self.charges_table, Key=to_item({"charge_key": key}),
@@ -464,19 +480,15 @@ class PaymentTables:
     def due_charges(self, shard: str, now: str, page_size: int = 100, max_items: int = 1000) -> Iterator[str]:
         """Keys of the charges of one sweep shard whose deadline has passed, page after page (at most
         `max_items` a run: the rest waits for the next run a minute later)."""
-        request = {"TableName": self.charges_table, "IndexName": SWEEP_INDEX,
-                   "KeyConditionExpression": "sweep_shard = :shard AND due_at <= :now",
-                   "ExpressionAttributeValues": to_item({":shard": shard, ":now": now}), "Limit": page_size}
-        for count, key in enumerate(_pages(self._db.query, request)):
-            if count >= max_items:
-                return
+        keys = _query(self._db, self.charges_table, SWEEP_INDEX, "sweep_shard = :shard AND due_at <= :now",
+                      {":shard": shard, ":now": now}, page_size=page_size, max_items=max_items)
+        for key in keys:
             yield key["charge_key"]
 
 
 # A hot seller's balance is spread over this many items per currency (docs/design.md "Hot seller"): every
 # movement of one order lands on the same shard, so a shard's buckets cover that order's later movements.
 WALLET_SHARDS = 32
-WALLET_STATEMENT_INDEX = "statement"
 WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
 _BALANCE_READERS = 8  # balances(): shard queries in flight at once
 
@@ -494,9 +506,9 @@ class InsufficientBucket(DomainError):
 
 @dataclass
 class WalletTable:
-    """Seller balances per currency, spread over WALLET_SHARDS balance items (`<seller>#<shard>`,
-    `BALANCE#<CUR>`), and one movement item per applied change in its own partition (`MOVE#<kind>#<reference>`,
-    `MOVE`): the once-only guard, and the seller's statement through the `statement` index."""
+    """Seller balances per currency, spread over WALLET_SHARDS balance items (wallet_shard_key,
+    balance_sort_key), and one movement item per applied change in its own partition (movement_key,
+    MOVEMENT_SORT_KEY): the once-only guard, and the seller's statement through the `statement` index."""
 
     table: str
 
@@ -518,11 +530,12 @@ class WalletTable:
         time); raises InsufficientBucket when a negative delta is more than the shard's bucket holds.
         """
         details = details or {}
-        shard_key = f"{seller_account}#{wallet_shard(details.get('payment_order_id') or reference)}"
+        shard_key = wallet_shard_key(seller_account, wallet_shard(details.get("payment_order_id") or reference))
         deltas = dict(zip(WALLET_BUCKETS, (pending, available, transferred, owed), strict=True))
         movement = {
-            **details, "account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE", "seller_account": seller_account,
-            "kind": kind, "reference": reference, "currency": currency, "created_at": now,
+            **details, "account_id": movement_key(kind, reference), "sk": MOVEMENT_SORT_KEY,
+            "seller_account": seller_account, "kind": kind, "reference": reference, "currency": currency,
+            "created_at": now,
             "statement_key": shard_key, **{f"{bucket}_delta": delta for bucket, delta in deltas.items()},
         }
         values: dict[str, Any] = {f":{bucket}": delta for bucket, delta in deltas.items()}
@@ -533,7 +546,7 @@ class WalletTable:
                 values[f":need_{bucket}"] = -delta
         update: dict[str, Any] = {
             "TableName": self.table,
-            "Key": to_item({"account_id": shard_key, "sk": f"BALANCE#{currency}"}),
+            "Key": to_item({"account_id": shard_key, "sk": balance_sort_key(currency)}),
             "UpdateExpression": "ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
                                 + " SET seller_account = :seller, currency = :currency, updated_at = :now",
             "ExpressionAttributeValues": to_item({**values, ":seller": seller_account, ":currency": currency,
@@ -545,7 +558,7 @@ class WalletTable:
         try:
             self._db.transact_write_items(TransactItems=[guard, {"Update": update}])
         except ClientError as error:
-            if _error_code(error) == "TransactionCanceledException":
+            if aws.error_code(error) == "TransactionCanceledException":
                 reasons = _cancellation_codes(error)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
@@ -555,7 +568,7 @@ class WalletTable:
                         f"{ {b: d for b, d in deltas.items() if d < 0} }") from error
                 if _TRANSIENT_CANCELLATIONS & set(reasons):
                     raise WriteConflict() from error
-            if _error_code(error) == "TransactionConflictException":
+            if aws.error_code(error) == "TransactionConflictException":
                 raise WriteConflict() from error
             raise
         return True
@@ -564,10 +577,11 @@ class WalletTable:
         """CUR -> {pending_minor, available_minor, transferred_minor, owed_minor}, summed over every shard
         (one consistent query each, exact: no cache, no index)."""
         def shard(number: int) -> list[dict[str, Any]]:
-            return list(_pages(self._db.query, {
+            return list(_pages(self._db, "query", {
                 "TableName": self.table, "ConsistentRead": True,
                 "KeyConditionExpression": "account_id = :a AND begins_with(sk, :b)",
-                "ExpressionAttributeValues": to_item({":a": f"{seller_account}#{number}", ":b": "BALANCE#"})}))
+                "ExpressionAttributeValues": to_item({":a": wallet_shard_key(seller_account, number),
+                                                      ":b": BALANCE_SORT_PREFIX})}))
 
         result: dict[str, dict[str, int]] = {}
         with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
@@ -587,7 +601,7 @@ class WalletTable:
         def shard(number: int) -> list[dict[str, Any]]:
             items = _query(self._db, self.table, WALLET_STATEMENT_INDEX,
                            "statement_key = :key AND created_at BETWEEN :start AND :end",
-                           {":key": f"{seller_account}#{number}", ":start": start, ":end": end})
+                           {":key": wallet_shard_key(seller_account, number), ":start": start, ":end": end})
             return [item for item in items if item["created_at"] < end]
 
         with ThreadPoolExecutor(max_workers=_BALANCE_READERS) as pool:
@@ -596,7 +610,7 @@ class WalletTable:
 
     def get_movement(self, kind: str, reference: str) -> dict[str, Any] | None:
         answer = self._db.get_item(TableName=self.table, ConsistentRead=True,
-                                   Key=to_item({"account_id": f"MOVE#{kind}#{reference}", "sk": "MOVE"}))
+                                   Key=to_item({"account_id": movement_key(kind, reference), "sk": MOVEMENT_SORT_KEY}))
         return from_item(answer["Item"]) if "Item" in answer else None
 
     def scan(self) -> Iterator[dict[str, Any]]:
@@ -627,7 +641,7 @@ class LedgerTable:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            if _error_code(error) != "ConditionalCheckFailedException":
+            if aws.error_code(error) != "ConditionalCheckFailedException":
                 raise
             old = error.response.get("Item")
             return from_item(old) if old else self.get(item["transaction_id"])
@@ -653,9 +667,6 @@ class LedgerTable:
         yield from _scan(self._db, self.table, attributes)
 
 
-# Payouts' indexes (infra/names.py names them for the stack).
-TRANSFERRED_INDEX = "transferred"
-AWAITING_INDEX = "awaiting_account"
 _PAYOUT_SWEEP_FIELDS = "sweep_shard = :shard, due_at = :due"
 
 
@@ -727,7 +738,7 @@ class PayoutsTable:
                 ConditionExpression=condition, ExpressionAttributeValues=to_item(values), ReturnValues=returns,
             )
         except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
+            if aws.error_code(error) == "ConditionalCheckFailedException":
                 return None
             raise
         return from_item(answer.get("Attributes", {}))
@@ -754,7 +765,7 @@ class PayoutsTable:
                 self._db.put_item(TableName=self.table, Item=to_item(record),
                                   ConditionExpression="attribute_not_exists(payment_order_id)")
             except ClientError as error:
-                if _error_code(error) != "ConditionalCheckFailedException":
+                if aws.error_code(error) != "ConditionalCheckFailedException":
                     raise
                 continue
             created.append(record["payment_order_id"])
@@ -885,14 +896,23 @@ class PayoutsTable:
             {":released": PayoutStatus.RELEASED.value, ":failed": PayoutStatus.FAILED.value,
              ":shard": self._shard(order_id), ":due": now, ":now": now}) is not None
 
+    def requeue_dead_lettered(self, order_id: str, now: str) -> bool:
+        """A dead-lettered RELEASED/TRANSFERRING pay-out back in the sweep index, due now, with its attempts
+        counted afresh (the PSP key and first_transfer_at stay, so a transfer made before is found, never made
+        again). False if it is no longer dead-lettered in one of those states."""
+        return self._update(
+            order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, transfer_attempts = :zero, updated_at = :now "
+            "REMOVE dead_letter_reason",
+            "payout_status IN (:released, :transferring) AND attribute_exists(dead_letter_reason)",
+            {":shard": self._shard(order_id), ":due": now, ":now": now, ":zero": 0,
+             ":released": PayoutStatus.RELEASED.value, ":transferring": PayoutStatus.TRANSFERRING.value},
+        ) is not None
+
     def due_payouts(self, shard: str, now: str, max_items: int = 1000, page_size: int = 100) -> Iterator[str]:
         """Ids of the pay-outs of one sweep shard whose due_at has passed (at most `max_items` a run)."""
-        request = {"TableName": self.table, "IndexName": SWEEP_INDEX,
-                   "KeyConditionExpression": "sweep_shard = :shard AND due_at <= :now",
-                   "ExpressionAttributeValues": to_item({":shard": shard, ":now": now}), "Limit": page_size}
-        for count, key in enumerate(_pages(self._db.query, request)):
-            if count >= max_items:
-                return
+        keys = _query(self._db, self.table, SWEEP_INDEX, "sweep_shard = :shard AND due_at <= :now",
+                      {":shard": shard, ":now": now}, page_size=page_size, max_items=max_items)
+        for key in keys:
             yield key["payment_order_id"]
 
     def mark_dead_lettered(self, order_id: str, expected_due_at: str, reason: str, now: str) -> bool:
@@ -914,6 +934,126 @@ class PayoutsTable:
         yield from _scan(self._db, self.table, attributes)
 
 
+class ClaimOutcome(StrEnum):
+    NEW = "new"  # this delivery owns the file: process it (or resume an interrupted run of it)
+    DONE = "done"  # this very delivery was processed already (an SQS redelivery): nothing to do
+    DUPLICATE = "duplicate"  # the same content arrived before under another delivery
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    original: dict[str, Any] | None = None
+
+
+@dataclass
+class ReconTable:
+    """Recon's file guard (duplicates), run summaries and carried unsettled orders (keys: functions/shared/
+    names.py)."""
+
+    table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> ReconTable:
+        return cls((config or settings()).recon_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    # -- files -----------------------------------------------------------------------------------------
+
+    def claim_file(self, sha256: str, psp: str, source_key: str, delivery: str, now: str) -> Claim:
+        """Take the guard of this content for this delivery. The same delivery may take it again while its
+        run is unfinished (a retry resumes); any other delivery of the same content is a duplicate."""
+        item = {"pk": recon_file_key(sha256), "sk": FILE_GUARD_SORT_KEY, "status": "processing", "psp": psp,
+                "source_key": source_key, "delivery": delivery, "started_at": now}
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=to_item(item),
+                ConditionExpression="attribute_not_exists(pk) OR (#status = :processing AND delivery = :delivery)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=to_item({":processing": "processing", ":delivery": delivery}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if aws.error_code(error) != "ConditionalCheckFailedException":
+                raise
+            old = error.response.get("Item")
+            original = from_item(old) if old else self.get_guard(sha256) or {}
+            if original.get("delivery") == delivery:
+                return Claim(ClaimOutcome.DONE, original)
+            return Claim(ClaimOutcome.DUPLICATE, original)
+        return Claim(ClaimOutcome.NEW)
+
+    def get_guard(self, sha256: str) -> dict[str, Any] | None:
+        return self._get(recon_file_key(sha256), FILE_GUARD_SORT_KEY)
+
+    def record_duplicate(self, sha256: str, source_key: str, delivery: str, original_key: str, now: str) -> None:
+        self._db.put_item(TableName=self.table, Item=to_item({
+            "pk": recon_file_key(sha256), "sk": duplicate_delivery_sort_key(delivery), "source_key": source_key,
+            "duplicate_of": original_key, "seen_at": now,
+        }))
+
+    def finish_run(self, sha256: str, summary: dict[str, Any], now: str) -> None:
+        """Store the run's summary, then release the guard as done (a crash in between re-runs, harmlessly)."""
+        self._db.put_item(TableName=self.table, Item=to_item({
+            "pk": recon_file_key(sha256), "sk": FILE_RUN_SORT_KEY, "finished_at": now, **summary,
+        }))
+        self._db.update_item(
+            TableName=self.table, Key=to_item({"pk": recon_file_key(sha256), "sk": FILE_GUARD_SORT_KEY}),
+            UpdateExpression="SET #status = :done, finished_at = :now",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item({":done": "done", ":now": now}),
+        )
+
+    def get_run(self, sha256: str) -> dict[str, Any] | None:
+        return self._get(recon_file_key(sha256), FILE_RUN_SORT_KEY)
+
+    # -- carried orders --------------------------------------------------------------------------------
+
+    def carried(self, psp: str) -> dict[str, dict[str, Any]]:
+        items = _pages(self._db, "query", {
+            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": to_item({":pk": carried_orders_key(psp)}), "ConsistentRead": True})
+        return {item["sk"]: item for item in items}
+
+    def carry(self, psp: str, order: dict[str, Any], first_seen: str) -> None:
+        """Start carrying an order; an order carried already keeps its first-seen date."""
+        item = {"pk": carried_orders_key(psp), "sk": order["payment_order_id"], "first_seen": first_seen,
+                "payment_order_id": order["payment_order_id"], "psp_reference": order.get("psp_reference"),
+                "amount_minor": int(order["amount_minor"]), "currency": order["currency"],
+                "created_at": order.get("created_at")}
+        try:
+            self._db.put_item(TableName=self.table, Item=to_item(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if aws.error_code(error) != "ConditionalCheckFailedException":
+                raise
+
+    def mark_raised(self, psp: str, payment_order_id: str, now: str) -> bool:
+        """True for the one run that raises the order; later runs see it raised already."""
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"pk": carried_orders_key(psp), "sk": payment_order_id}),
+                UpdateExpression="SET raised_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(raised_at)",
+                ExpressionAttributeValues=to_item({":now": now}),
+            )
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def clear(self, psp: str, payment_order_id: str) -> None:
+        self._db.delete_item(TableName=self.table,
+                             Key=to_item({"pk": carried_orders_key(psp), "sk": payment_order_id}))
+
+
 def _open_statuses() -> dict[str, str]:
     return {":held": PayoutStatus.HELD.value, ":released": PayoutStatus.RELEASED.value,
             ":transferring": PayoutStatus.TRANSFERRING.value}
@@ -932,43 +1072,60 @@ def _projection(attributes: Sequence[str] | None) -> dict[str, Any]:
     return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
 
+# BatchGetItem's keys left unprocessed (throttling) are asked again after a full-jitter pause of at most
+# min(cap, base * 2**round), as AWS advises; botocore's own retries (functions/shared/aws.py) cover failed calls.
+BATCH_GET_ROUNDS = 8
+_UNPROCESSED_PAUSE_BASE_S = 0.05
+_UNPROCESSED_PAUSE_CAP_S = 1.0
+
+
+class UnprocessedKeysLeft(Exception):
+    """DynamoDB left keys unprocessed after BATCH_GET_ROUNDS rounds (throttled): retry later."""
+
+
 def batch_get(db: Any, table: str, key: str, ids: Iterable[str],
               attributes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """BatchGetItem (consistent), 100 distinct keys a request; keys left unprocessed (throttling) are asked
-    again after a growing pause, as AWS advises. `attributes` projects the items (the key must be among them)."""
+    """BatchGetItem (consistent), 100 distinct keys a request. `attributes` projects the items (the key must be
+    among them). Raises UnprocessedKeysLeft when throttling outlasts BATCH_GET_ROUNDS rounds."""
     wanted = list(dict.fromkeys(ids))
     shape = {"ConsistentRead": True, **_projection(attributes)}
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(wanted), 100):
         keys = [{key: {"S": i}} for i in wanted[start : start + 100]]
-        pause = 0.05
-        while keys:
+        for round_number in range(BATCH_GET_ROUNDS):
+            if round_number:
+                time.sleep(random.uniform(0, _unprocessed_pause_cap_s(round_number)))
             answer = db.batch_get_item(RequestItems={table: {"Keys": keys, **shape}})
             for item in answer.get("Responses", {}).get(table, []):
                 record = from_item(item)
                 found[record[key]] = record
             keys = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-            if keys:
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+            if not keys:
+                break
+        else:
+            raise UnprocessedKeysLeft(f"{table}: {len(keys)} keys still unprocessed after {BATCH_GET_ROUNDS} rounds")
     return found
 
 
-def _query(db: Any, table: str, index: str, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    return _pages(db.query, {"TableName": table, "IndexName": index, "KeyConditionExpression": condition,
-                             "ExpressionAttributeValues": to_item(values)})
+def _unprocessed_pause_cap_s(round_number: int) -> float:
+    """The longest pause before round `round_number` (1, 2, ...): doubling from the base, capped."""
+    return min(_UNPROCESSED_PAUSE_CAP_S, _UNPROCESSED_PAUSE_BASE_S * 2 ** (round_number - 1))
+
+
+def _query(db: Any, table: str, index: str, condition: str, values: dict[str, Any], *,
+           page_size: int | None = None, max_items: int | None = None) -> Iterator[dict[str, Any]]:
+    return _pages(db, "query", {"TableName": table, "IndexName": index, "KeyConditionExpression": condition,
+                                "ExpressionAttributeValues": to_item(values)}, page_size, max_items)
 
 
 def _scan(db: Any, table: str, attributes: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-    return _pages(db.scan, {"TableName": table, "ConsistentRead": True, **_projection(attributes)})
+    return _pages(db, "scan", {"TableName": table, "ConsistentRead": True, **_projection(attributes)})
 
 
-def _pages(read: Any, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every item of a Query or Scan, page after page."""
-    while True:
-        answer = read(**request)
-        for item in answer.get("Items", []):
+def _pages(db: Any, operation: str, request: dict[str, Any], page_size: int | None = None,
+           max_items: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every item of a Query or Scan (`operation`), page after page, at most `max_items` of them."""
+    limits = {name: value for name, value in (("PageSize", page_size), ("MaxItems", max_items)) if value}
+    for page in db.get_paginator(operation).paginate(**request, PaginationConfig=limits):
+        for item in page.get("Items", []):
             yield from_item(item)
-        if "LastEvaluatedKey" not in answer:
-            return
-        request = {**request, "ExclusiveStartKey": answer["LastEvaluatedKey"]}

@@ -7,11 +7,8 @@ The ledger's twin of each is functions/ledger/journal.py; wallet = ledger per se
 from __future__ import annotations
 
 from functions.shared.money import Money
+from functions.shared.names import PAYIN, RELEASE, TRANSFER
 from functions.shared.tables import WalletTable
-
-PAYIN = "payin"
-RELEASE = "release"
-TRANSFER = "transfer"
 
 
 def credit_pending(seller: str, order_id: str, amount: Money, now: str, table: WalletTable | None = None) -> bool:

@@ -6,8 +6,8 @@ import json
 
 from functions.payment.schemas import PaymentRequest
 from functions.payment.service import place_checkout
-from functions.shared.charges import charge_key
 from functions.shared.models import ChargeWork
+from functions.shared.names import charge_key
 from functions.shared.tables import PaymentTables
 
 TWO_SELLERS_USD = (("seller_a", "12.34", "USD"), ("seller_b", "5.00", "USD"))

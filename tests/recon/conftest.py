@@ -17,8 +17,8 @@ from moto import mock_aws
 from functions.recon.config import reload_recon_settings
 from functions.recon.outcomes import Category, Outcome
 from functions.shared import aws
-from functions.shared.charges import charge_key
 from functions.shared.config import reload_settings
+from functions.shared.names import charge_key
 from functions.shared.tables import created_bucket, from_item, sweep_shard, to_item
 from tests.support.aws import create_table
 

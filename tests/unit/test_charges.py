@@ -2,7 +2,8 @@
 
 import re
 
-from functions.shared.charges import charge_key, execution_name, group_orders, idempotency_key
+from functions.shared.charges import execution_name, group_orders
+from functions.shared.names import charge_idempotency_key, charge_key
 
 VALID_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")
 
@@ -12,8 +13,8 @@ def test_a_charge_is_a_checkout_in_one_currency():
 
 
 def test_the_psp_key_gets_a_generation_only_after_one_was_retired():
-    assert idempotency_key("chk_1", "USD") == "charge:chk_1:USD"
-    assert idempotency_key("chk_1", "eur", 2) == "charge:chk_1:EUR:g2"
+    assert charge_idempotency_key("chk_1", "USD") == "charge:chk_1:USD"
+    assert charge_idempotency_key("chk_1", "eur", 2) == "charge:chk_1:EUR:g2"
 
 
 def test_execution_names_are_valid_deterministic_and_per_attempt():

@@ -1,0 +1,143 @@
+"""The names the running code agrees on with the stack, the local stack and the tools: environment variables,
+index names, S3 prefixes and the key formats of stored items and PSP requests (docs/design.md).
+
+Ships with the functions; infra/names.py imports the runtime names from here and keeps only what the stack
+needs. Each key format is built by one function below and spelled nowhere else.
+"""
+
+from __future__ import annotations
+
+# Environment variables the stack sets on the functions (read by functions/shared/config.py).
+ENV_PAYMENT_EVENTS_TABLE = "PAYMENT_EVENTS_TABLE"
+ENV_PAYMENT_ORDERS_TABLE = "PAYMENT_ORDERS_TABLE"
+ENV_WALLET_TABLE = "WALLET_TABLE"
+ENV_LEDGER_TABLE = "LEDGER_TABLE"
+ENV_RECON_TABLE = "RECON_TABLE"
+ENV_CHARGES_TABLE = "CHARGES_TABLE"
+ENV_SELLERS_TABLE = "SELLERS_TABLE"
+ENV_PAYOUTS_TABLE = "PAYOUTS_TABLE"
+ENV_PAYOUTS_QUEUE_URL = "PAYOUTS_QUEUE_URL"
+ENV_PAYOUTS_DLQ_URL = "PAYOUTS_DLQ_URL"
+ENV_ORDERS_QUEUE_URL = "ORDERS_QUEUE_URL"
+ENV_WORKFLOW_DLQ_URL = "WORKFLOW_DLQ_URL"
+ENV_REVIEW_QUEUE_URL = "REVIEW_QUEUE_URL"
+ENV_STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
+ENV_SETTLEMENT_BUCKET = "SETTLEMENT_BUCKET"
+ENV_PSP_API_BASE = "PSP_API_BASE"
+ENV_PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"
+ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+# Only the on-call tool reads these (overrides of the stack's outputs; no function gets them).
+ENV_ORDERS_DLQ_URL = "ORDERS_DLQ_URL"
+ENV_RECON_QUEUE_URL = "RECON_QUEUE_URL"
+ENV_RECON_DLQ_URL = "RECON_DLQ_URL"
+ENV_REVIEW_DLQ_URL = "REVIEW_DLQ_URL"
+
+# Global secondary indexes.
+SWEEP_INDEX = "sweep"  # on Charges, PaymentOrders and Payouts: what is not final yet, by shard and deadline
+CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
+REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
+LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
+TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
+AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account
+WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard and time (statements)
+
+# Settlement bucket prefixes: PSP files land under incoming/<psp>/, recon writes reports/ and quarantine/.
+INCOMING_PREFIX = "incoming/"
+REPORTS_PREFIX = "reports/"
+QUARANTINE_PREFIX = "quarantine/"
+
+
+def incoming_key(psp: str, name: str) -> str:
+    return f"{INCOMING_PREFIX}{psp}/{name}"
+
+
+def report_key(psp: str, name: str, suffix: str) -> str:
+    """A report of the file `name` (suffix `.json`, `.csv`, `.duplicate.json`)."""
+    return f"{REPORTS_PREFIX}{psp}/{name}{suffix}"
+
+
+def quarantine_key(psp: str, name: str) -> str:
+    return f"{QUARANTINE_PREFIX}{psp}/{name}"
+
+
+# The kinds of an order's money-cycle steps: each a wallet movement and a ledger transaction of the same kind.
+PAYIN = "payin"
+RELEASE = "release"
+TRANSFER = "transfer"
+MONEY_CYCLE_KINDS = (PAYIN, RELEASE, TRANSFER)
+FEE = "fee"  # a PSP fee: a ledger transaction only
+
+
+def ledger_transaction_id(kind: str, reference: str) -> str:
+    """`<kind>#<reference>`: one transaction per kind and reference (an order id or a PSP object id)."""
+    return f"{kind}#{reference}"
+
+
+def ledger_transaction_kind_and_reference(transaction_id: str) -> tuple[str, str]:
+    kind, _, reference = transaction_id.partition("#")
+    return kind, reference
+
+
+def movement_key(kind: str, reference: str) -> str:
+    """The Wallet partition of one applied movement (its once-only guard), with sort key MOVEMENT_SORT_KEY."""
+    return f"MOVE#{kind}#{reference}"
+
+
+MOVEMENT_SORT_KEY = "MOVE"
+BALANCE_SORT_PREFIX = "BALANCE#"
+
+
+def wallet_shard_key(seller_account: str, shard: int) -> str:
+    """The Wallet partition of one of a seller's balance shards (and the statement index's key)."""
+    return f"{seller_account}#{shard}"
+
+
+def balance_sort_key(currency: str) -> str:
+    return f"{BALANCE_SORT_PREFIX}{currency}"
+
+
+def charge_key(checkout_id: str, currency: str) -> str:
+    """The charge of a checkout in one currency: `<checkout_id>#<CUR>`."""
+    return f"{checkout_id}#{currency.upper()}"
+
+
+def charge_idempotency_key(checkout_id: str, currency: str, generation: int = 0) -> str:
+    """The PSP key of the charge; a generation suffix only after a look-up proved the old key made nothing."""
+    base = f"charge:{checkout_id}:{currency.upper()}"
+    return f"{base}:g{generation}" if generation else base
+
+
+def customer_idempotency_key(checkout_id: str) -> str:
+    """The PSP key of the Customer a checkout's PaymentMethod is attached to (a checkout in several currencies)."""
+    return f"customer:{checkout_id}"
+
+
+def attach_idempotency_key(checkout_id: str) -> str:
+    return f"attach:{checkout_id}"
+
+
+def transfer_key(payment_order_id: str, generation: int = 0) -> str:
+    """The order's Transfer key. A new generation only after Stripe refused the last key's request outright (no
+    Transfer exists under it): Stripe replays a stored refusal for 24 h, so a retry after the balance came back or
+    the account was fixed needs a fresh key (PayoutsTable.retire_transfer_key)."""
+    return f"transfer:{payment_order_id}" + (f":g{generation}" if generation else "")
+
+
+# The Recon table: pk `FILE#<sha256>` with sk `GUARD` (the once-per-content guard), `RUN` (the run's summary)
+# and `DUPLICATE#<delivery>` (each later delivery of the same content); pk `CARRY#<psp>` with sk
+# `<payment_order_id>` for orders recorded SUCCESS that no file has settled yet.
+FILE_GUARD_SORT_KEY = "GUARD"
+FILE_RUN_SORT_KEY = "RUN"
+
+
+def recon_file_key(sha256: str) -> str:
+    return f"FILE#{sha256}"
+
+
+def duplicate_delivery_sort_key(delivery: str) -> str:
+    return f"DUPLICATE#{delivery}"
+
+
+def carried_orders_key(psp: str) -> str:
+    return f"CARRY#{psp}"
