@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from benchmarks import recon_bench
 from functions.recon import parsers
-from functions.recon.errors import UnparseableFile
 from functions.recon.closing import Window
+from functions.recon.errors import UnparseableFile
 from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.parsers import stripe
