@@ -20,6 +20,12 @@ LEDGER_KIND = {
     RowKind.CHARGEBACK_REVERSAL: "chargeback_reversal",
 }
 
+
+def ledger_id(row: SettlementRow) -> str:
+    """The ledger transaction that records a refund's or a dispute's row."""
+    return f"{LEDGER_KIND[row.kind]}#{row.source_id}"
+
+
 # What the matcher reads of our records, and so all a read of them has to return (DynamoDB's
 # ProjectionExpression): the one list the AWS adapter asks for and the fakes answer with. A record lacks an
 # attribute it does not hold (psp, psp_reference), as a projected read leaves it out.
@@ -146,7 +152,7 @@ def read_records(lookup: Lookup, rows: list[SettlementRow], checkouts: Iterable[
                              and row.payment_order_id))
     orders = lookup.orders(ids) if ids else {}
     known = list(filter(orders.__contains__, charged))
-    wanted = [f"{LEDGER_KIND[row.kind]}#{row.source_id}" for row in rows
+    wanted = [ledger_id(row) for row in rows
               if row.kind in LEDGER_KIND and row.source_id and row.payment_order_id in orders]
     return Records(orders, listings, LedgerRecords(lookup.payins(known) if known else set(),
                                                    lookup.transactions(wanted) if wanted else {}))

@@ -13,7 +13,7 @@ from operator import and_, eq, itemgetter
 from typing import Any, Final
 
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
-from functions.recon.ports import LEDGER_KIND, LedgerRecords, Listing, Records
+from functions.recon.ports import LedgerRecords, Listing, Records, ledger_id
 from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
 from functions.shared.lazy import deferred
 from functions.shared.money import Money
@@ -259,11 +259,6 @@ def ledger_amount(transaction: dict[str, Any]) -> Money | None:
     currency = entries[0]["currency"]
     total = sum(int(e["amount_minor"]) for e in entries if e["currency"] == currency and int(e["amount_minor"]) > 0)
     return Money(total, currency)
-
-
-def ledger_id(row: SettlementRow) -> str:
-    """The ledger transaction that records a refund's or a dispute's row."""
-    return f"{LEDGER_KIND[row.kind]}#{row.source_id}"
 
 
 def against_order_outcome(row: SettlementRow, order: dict[str, Any], ledger: LedgerRecords) -> Outcome | None:
