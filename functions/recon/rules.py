@@ -110,6 +110,7 @@ def block_agreement(block: ChargeBlock, start: int, end: int, groups: list[list[
     sizes = [len(ids) if ids else 0 for ids in groups]
     ids = list(chain.from_iterable(filter(None, groups)))
     found = list(map(get, ids, repeat(_NOBODY)))
+
     def per_order(column: list[str]) -> chain[str]:
         return chain.from_iterable(map(repeat, column[start:end], sizes))
 
