@@ -6,10 +6,11 @@ for an order still in progress, and the matcher hands its charge back, then asks
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from operator import and_, eq, itemgetter
+from itertools import accumulate, chain, compress, count, repeat
+from operator import and_, eq, itemgetter, not_
 from typing import Any, Final
 
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
@@ -110,18 +111,18 @@ def block_agreement(block: ChargeBlock, start: int, end: int, groups: list[list[
     sizes = [len(ids) if ids else 0 for ids in groups]
     ids = list(chain.from_iterable(filter(None, groups)))
     found = list(map(get, ids, repeat(_NOBODY)))
-
-    def per_order(column: list[str]) -> chain[str]:
-        return chain.from_iterable(map(repeat, column[start:end], sizes))
-
     try:
-        wanted = zip(per_order(block.currencies), per_order(block.references), repeat(_SUCCESS))
+        wanted = chain.from_iterable(map(repeat, zip(block.currencies[start:end], block.references[start:end],
+                                                     repeat(_SUCCESS)), sizes))
         each = list(map(and_, map(eq, map(_AGREEING, found), wanted), map(paid.__contains__, ids)))
     except KeyError:  # an order that never reached the PSP has no PSP reference
         each = [False] * len(ids)
-    if not all(each):
-        each = [agreed or order_agrees(order, currency, reference, paid) for agreed, order, currency, reference
-                in zip(each, found, per_order(block.currencies), per_order(block.references), strict=True)]
+    if failed := list(compress(count(), map(not_, each))):
+        ends = list(accumulate(sizes))  # order i is of charge start + bisect_right(ends, i)
+        currencies, references = block.currencies, block.references
+        for i in failed:
+            at = start + bisect_right(ends, i)
+            each[i] = order_agrees(found[i], currencies[at], references[at], paid)
     agreeing = np.fromiter(each, bool, len(ids))
     amounts = np.fromiter(map(_AMOUNT, found), np.int64, len(ids))
     counted = np.array(sizes) > 0
