@@ -16,7 +16,7 @@ orders in USD and EUR: two charges), matched to the sum of that checkout's order
   and lists
   the window's order ids as the created index would (the matcher then reads only the orders the file did not
   settle). Every answer holds only the attributes the adapter's reads ask for (its ProjectionExpression,
-  from the lists in functions/recon/matching.py; a pay-in is only its key): the fake
+  from the lists in functions/recon/ports.py; a pay-in is only its key): the fake
   checks this against the whole stored records when it starts. The collector runs with its batch setting
   (functions/recon/gctune.py), as in production: the matcher and the survey pass set it themselves.
 - pandas: `read_csv(usecols=...)` of the columns needed, then `merge` against the checkouts' order lists and an
@@ -301,13 +301,13 @@ class FakeStore:
     """Checkouts, orders and ledger as a remote store would answer them: a new record per key found, computed from
     the ids (nothing held here), handed to the matcher as BatchGetItem's answer would be.
 
-    Each answer is projected as the adapter's reads are (the attribute lists of functions.recon.matching): the
+    Each answer is projected as the adapter's reads are (the attribute lists of functions.recon.ports): the
     records are written out inline for speed (this stands for a remote store and must cost next to nothing),
     and checked once, at construction, against the projection of the whole stored record."""
 
     def __init__(self, checkouts: int):
         from functions.recon.adapters import listing
-        from functions.recon.matching import ORDER_ATTRIBUTES, ROW_TRANSACTION_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES
+        from functions.recon.ports import ORDER_ATTRIBUTES, ROW_TRANSACTION_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES
 
         self.checkouts = checkouts
         self.n = first_order(checkouts)
@@ -460,7 +460,8 @@ class Counting:
 
 def run_recon(path: Path, checkouts: int) -> dict[str, Any]:
     from functions.recon import parsers
-    from functions.recon.matching import Matcher, Policy, Window
+    from functions.recon.closing import Window
+    from functions.recon.matching import Matcher, Policy
     from functions.recon.outcomes import Category, Outcome
 
     counts: dict[str, int] = dict.fromkeys((c.value for c in Category), 0)

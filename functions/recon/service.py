@@ -22,10 +22,11 @@ from botocore.exceptions import ClientError
 
 from functions.recon import parsers
 from functions.recon.adapters import AwsFixes, DynamoLookup, ReviewQueue
+from functions.recon.closing import Window
 from functions.recon.config import ReconSettings, check_shared, recon_settings
 from functions.recon.errors import UnparseableFile
 from functions.recon.gctune import batch_collection
-from functions.recon.matching import Matcher, Policy, Window
+from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Outcome
 from functions.recon.report import ReportBuilder
 from functions.recon.rows import ChargeBlock, RowKind, SettlementRow

@@ -13,14 +13,14 @@ from functions.ledger import journal
 from functions.ledger.journal import Entry, Transaction
 from functions.recon import adapters
 from functions.recon.adapters import AwsFixes, DynamoLookup
-from functions.recon.matching import (
+from functions.recon.outcomes import Restart
+from functions.recon.ports import (
     CHECKOUT_ATTRIBUTES,
     ORDER_ATTRIBUTES,
     ROW_TRANSACTION_ATTRIBUTES,
     WINDOW_ORDER_ATTRIBUTES,
-    ledger_amount,
 )
-from functions.recon.outcomes import Restart
+from functions.recon.rules import ledger_amount
 from functions.shared import aws, tables
 from functions.shared.money import Money
 from functions.shared.tables import LedgerTable, PaymentTables

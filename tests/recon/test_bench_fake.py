@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import recon_bench
-from functions.recon import matching
+from functions.recon import ports
 from functions.recon.adapters import listing
 
 
@@ -17,8 +17,8 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
     whole = recon_bench.stored_order(executing, 2000)
     assert whole["checkout_id"] == "co_00001005" and whole["payment_order_status"] == "EXECUTING"
     assert store.orders([f"po_{executing:08d}", "po_x"]) == {
-        f"po_{executing:08d}": recon_bench.projected(whole, matching.ORDER_ATTRIBUTES)}
-    assert set(whole) - set(matching.ORDER_ATTRIBUTES)  # the projection leaves attributes out
+        f"po_{executing:08d}": recon_bench.projected(whole, ports.ORDER_ATTRIBUTES)}
+    assert set(whole) - set(ports.ORDER_ATTRIBUTES)  # the projection leaves attributes out
     assert store.payins([f"po_{executing:08d}", f"po_{executing + 1:08d}", "po_x"]) == {f"po_{executing + 1:08d}"}
     for c in (6, 13, 999):
         assert store.checkout_orders([f"co_{c:08d}", "co_x"]) == {
@@ -32,9 +32,9 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
     assert set(store.orders(["po_00003999", *odd])) == store.payins(["po_00003999", *odd]) == {"po_00003999"}
     assert store.transactions(["refund#re_00000010", "refund#re_00000030"]) == {
         "refund#re_00000010": recon_bench.projected(recon_bench.stored_transaction("refund#re_00000010", 2000),
-                                                    matching.ROW_TRANSACTION_ATTRIBUTES)}
+                                                    ports.ROW_TRANSACTION_ATTRIBUTES)}
     assert store.window_orders([f"po_{executing:08d}"]) == {
-        f"po_{executing:08d}": recon_bench.projected(whole, matching.WINDOW_ORDER_ATTRIBUTES)}
+        f"po_{executing:08d}": recon_bench.projected(whole, ports.WINDOW_ORDER_ATTRIBUTES)}
     assert len(list(store.all_orders())) == 4000
     assert len(list(store.all_events())) == 4000 + 2  # and the lost orders of checkouts 13 and 1013
     created = sorted(recon_bench.stored_order(i, 2000)["created_at"] for i in range(4000))
@@ -51,6 +51,6 @@ def test_the_fake_answers_with_the_projection_of_the_stored_records() -> None:
 def test_a_projection_the_fake_does_not_follow_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch, name: str,
                                                                    extra: str) -> None:
     recon_bench.FakeStore(1000)
-    monkeypatch.setattr(matching, name, (*getattr(matching, name), extra))
+    monkeypatch.setattr(ports, name, (*getattr(ports, name), extra))
     with pytest.raises(AssertionError):
         recon_bench.FakeStore(1000)

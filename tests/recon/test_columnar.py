@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from benchmarks import recon_bench
 from functions.recon import parsers
+from functions.recon.closing import Window
 from functions.recon.errors import UnparseableFile
-from functions.recon.matching import Matcher, Policy, Window
+from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Outcome, Restart
 from functions.recon.parsers import stripe
 from functions.recon.parsers.text import open_text

@@ -11,15 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.recon.matching import (
-    ORDER_ATTRIBUTES,
-    ROW_TRANSACTION_ATTRIBUTES,
-    WINDOW_ORDER_ATTRIBUTES,
-    Matcher,
-    Policy,
-    Window,
-)
+from functions.recon.closing import Window
+from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
+from functions.recon.ports import ORDER_ATTRIBUTES, ROW_TRANSACTION_ATTRIBUTES, WINDOW_ORDER_ATTRIBUTES
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import Money
 from tests.recon.conftest import summarized

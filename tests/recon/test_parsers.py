@@ -195,7 +195,7 @@ def test_stripe_lines_split_on_commas_read_as_csv_reader_reads_them(table: list[
 
 
 @given(STRIPE_ROWS)
-def test_stripe_amounts_and_times_read_inline_equal_the_general_helpers(table: list[dict[str, str]]) -> None:
+def test_stripe_amounts_and_times_equal_the_general_helpers(table: list[dict[str, str]]) -> None:
     from functions.recon.parsers.text import utc_timestamp
     from functions.shared.money import CURRENCY_EXPONENTS, MoneyError
 

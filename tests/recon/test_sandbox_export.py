@@ -12,7 +12,7 @@ import pytest
 import stripe
 
 from functions.recon import parsers
-from functions.recon.matching import Window
+from functions.recon.closing import Window
 from functions.recon.outcomes import Outcome
 from functions.shared import clock
 from psp_sandbox.server import SandboxServer, start_sandbox

@@ -12,8 +12,10 @@ import pytest
 import stripe
 
 from functions.recon import parsers
-from functions.recon.matching import PAYOUT_ATTRIBUTES, Matcher, Policy, Window
+from functions.recon.closing import Window
+from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Category, Outcome
+from functions.recon.ports import PAYOUT_ATTRIBUTES
 from functions.recon.rows import MalformedRow, RowKind, SettlementRow
 from functions.shared import clock
 from functions.shared.money import Money

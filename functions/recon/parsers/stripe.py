@@ -10,13 +10,11 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, BinaryIO
 
 from functions.recon.errors import UnparseableFile
 from functions.recon.parsers.chunks import CHUNK, RecordChunks
 from functions.recon.parsers.text import (
-    MONEY_MAKER,
     Prefixed,
     column_index,
     csv_record,
@@ -127,14 +125,13 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
     This loop runs for every row of files of millions of rows, so it is written for speed: a line without a
     double quote cannot hold a quoted comma or a line break, and `split(",")` reads it exactly as csv.reader
     would, twice as fast; any other line (or one longer than csv's field limit) goes through csv.reader. The
-    column positions are bound to local names once and each row is read inline, without a call per cell.
+    column positions are bound to local names once. Amounts and times go through `minor_units` and
+    `utc_timestamp`, each with its own fast path for the usual form, and every Money through its checks.
     """
     width = layout.width
     bt, created, currency_at, gross_at, fee_at, net_at, category_at, source_at, charge_at, intent_at, payout_at, \
         order_at, refund_order_at, checkout_at, charge_key_at, transfer_order_at, destination_at = layout.positions
-    payout, exponents, kinds, limit, from_iso = RowKind.PAYOUT, CURRENCY_EXPONENTS, KINDS, csv.field_size_limit(), \
-        datetime.fromisoformat
-    new_money, set_minor, set_currency = MONEY_MAKER
+    payout, exponents, kinds, limit = RowKind.PAYOUT, CURRENCY_EXPONENTS, KINDS, csv.field_size_limit()
     currencies = SPELLINGS
     last_moment, last_occurred = None, None
     for text_line in lines:
@@ -167,48 +164,26 @@ def rows(lines: Iterator[str], layout: Layout, line: int) -> Iterator[ParsedRow]
             exponent = exponents.get(currency)
             if exponent is None:
                 raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
-            # The usual amount, `1234.56` with exactly the currency's decimals, inline: the dot in its place and
-            # ASCII digits around it (replace takes the first dot; a second one fails isdigit). Any other
-            # form, signed or padded, goes to minor_units.
-            cut = -1 - exponent
-            text = row[gross_at]
-            gross = int(digits) if text[cut:cut + 1] == "." and (digits := text.replace(".", "", 1)).isdigit() \
-                and digits.isascii() else minor_units(text, exponent)
+            gross = minor_units(row[gross_at], exponent)
             text = row[fee_at]
             if text and not text.isspace():  # Stripe's net is gross - fee by definition: computed, not parsed
-                fee = int(digits) if text[cut:cut + 1] == "." and (digits := text.replace(".", "", 1)).isdigit() \
-                    and digits.isascii() else minor_units(text, exponent)
+                fee = minor_units(text, exponent)
                 net: int | None = gross - fee
             else:
                 fee, net_text = 0, row[net_at].strip()
                 net = minor_units(net_text, exponent) if net_text else None
-            # The usual `2026-01-30 10:11:12` of Stripe's *_utc columns, inline; any other form in utc_timestamp.
             # A file of a day's activity has rows of the same second one after another: the last one is reused.
             moment = row[created].strip()
             if moment != last_moment:
-                last_occurred = from_iso(moment + "+00:00") if len(moment) == 19 and moment[10] == " " \
-                    and moment[13] == ":" == moment[16] else utc_timestamp(moment)
-                last_moment = moment
+                last_occurred, last_moment = utc_timestamp(moment), moment
             occurred = last_occurred
         except (MoneyError, ValueError) as error:
             yield MalformedRow(line, str(error), order_id, intent, checkout)
             continue
         source = row[source_at].strip()
-        # Money of an int and a currency already checked, as known_money makes it, without a call per amount.
-        gross_money = new_money(Money)
-        set_minor(gross_money, gross)
-        set_currency(gross_money, currency)
-        fee_money = net_money = None
-        if fee:
-            fee_money = new_money(Money)
-            set_minor(fee_money, fee)
-            set_currency(fee_money, currency)
-        if net == gross:
-            net_money = gross_money
-        elif net is not None:
-            net_money = new_money(Money)
-            set_minor(net_money, net)
-            set_currency(net_money, currency)
+        gross_money = Money(gross, currency)
+        net_money = gross_money if net == gross else (Money(net, currency) if net is not None else None)
+        fee_money = Money(fee, currency) if fee else None
         yield SettlementRow(line, kind, row[bt].strip(), order_id, intent, source, gross_money, fee_money, net_money,
                             occurred, source if kind is payout else row[payout_at].strip(), category, checkout,
                             row[destination_at].strip())
@@ -366,7 +341,8 @@ class _ArrowReader:
         return block
 
     def _plain(self, table: pa.Table) -> pa.ChunkedArray:
-        """Which rows are plain charges: every cell we use in the one form the row parser reads inline."""
+        """Which rows are plain charges: every cell we use in its usual form (the fast path of `minor_units` and
+        `utc_timestamp`)."""
         fields = self.fields
         plain = pc.equal(table.column(fields["category"]), "charge")
         plain = pc.and_(plain, pc.is_in(table.column(fields["currency"]), value_set=self.plain_currencies))

@@ -12,7 +12,7 @@ from itertools import chain
 from typing import BinaryIO
 
 from functions.recon.errors import UnparseableFile
-from functions.shared.money import Money, MoneyError
+from functions.shared.money import MoneyError
 
 _BUFFER = 1 << 20
 
@@ -144,23 +144,3 @@ def _minor_units(text: str, exponent: int) -> int:
         fraction = fraction[:exponent]
     value = int((whole or "0") + fraction.ljust(exponent, "0"))
     return -value if text[:1] == "-" else value
-
-
-def known_money(minor: int, currency: str) -> Money:
-    """Money of an int and a currency code the parser has already looked up in CURRENCY_EXPONENTS.
-
-    Skips Money's re-validation, which otherwise costs about a third of the parse of a million-row file;
-    the values are exactly what `Money(minor, currency)` would hold.
-    """
-    money = _new(Money)
-    _set_minor(money, minor)
-    _set_currency(money, currency)
-    return money
-
-
-# Money is a frozen dataclass with slots: its slot descriptors set the fields without __setattr__'s refusal.
-_new = object.__new__
-_set_minor = Money.minor.__set__  # type: ignore[attr-defined]
-_set_currency = Money.currency.__set__  # type: ignore[attr-defined]
-# The three steps of known_money, for a parser's loop that makes them inline.
-MONEY_MAKER = (_new, _set_minor, _set_currency)
