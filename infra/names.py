@@ -11,6 +11,7 @@ from dataclasses import dataclass
 STACK_NAME = "MarketPay"
 DEFAULT_REGION = "us-east-1"
 METRICS_NAMESPACE = "MarketPay"
+LOG_LEVEL = "INFO"  # every function's; the local stack's callers may lower it (extra_env)
 
 # Context keys (`cdk synth -c key=value`, or CDK_CONTEXT_JSON for `python infra/app.py`) and their defaults.
 CTX_DESTROY = "destroy"  # "true": tables, bucket and log groups are deleted with the stack (dev only)
@@ -131,6 +132,7 @@ ENV_PSP_API_BASE = "PSP_API_BASE"
 ENV_PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"
 ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 
 # Stack outputs.
 OUT_API_URL = "ApiUrl"
