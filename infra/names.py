@@ -14,6 +14,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
     CREATED_INDEX,
     ENV_CHARGES_TABLE,
     ENV_LEDGER_TABLE,
+    ENV_LOG_LEVEL,
     ENV_METRICS_NAMESPACE,
     ENV_ORDERS_QUEUE_URL,
     ENV_PAYMENT_EVENTS_TABLE,
@@ -44,6 +45,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
 STACK_NAME = "MarketPay"
 DEFAULT_REGION = "us-east-1"
 METRICS_NAMESPACE = "MarketPay"
+LOG_LEVEL = "INFO"  # every function's; the local stack's callers may lower it (extra_env)
 
 # Context keys (`cdk synth -c key=value`, or CDK_CONTEXT_JSON for `python infra/app.py`) and their defaults.
 CTX_DESTROY = "destroy"  # "true": tables, bucket and log groups are deleted with the stack (dev only)

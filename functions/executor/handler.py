@@ -12,14 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock, psp
 from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.models import ChargeWork
+from functions.shared.observability import service_metrics
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
 logger = Logger(service="executor")
+metrics = service_metrics()
 
 
 def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.ChargeResult:
@@ -90,6 +93,7 @@ def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
     logger.append_keys(charge_key=work.charge_key, attempt=work.attempt)
@@ -97,4 +101,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         result = execute(work)
     logger.info("charge outcome", extra={"outcome": result.outcome, "psp_status": result.psp_status,
                                          "failure_code": result.failure_code})
+    metrics.add_metric(name=f"Charges_{result.outcome}", unit=MetricUnit.Count, value=1)
     return result.as_dict()

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,10 +21,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
+from functions.shared.observability import service_metrics
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 
 logger = Logger(service="executor")
+metrics = service_metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -52,9 +55,11 @@ def start_first_attempt(charge_key: str, tables: PaymentTables | None = None) ->
 
 
 def _record(record: SQSRecord) -> None:
-    start_first_attempt(json.loads(record.body)["charge_key"])
+    if start_first_attempt(json.loads(record.body)["charge_key"]):
+        metrics.add_metric(name="WorkflowsStarted", unit=MetricUnit.Count, value=1)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

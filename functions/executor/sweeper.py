@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.executor import payout_letters
@@ -33,10 +34,12 @@ from functions.payment.payouts import release_payout, send_to_transfer
 from functions.shared import clock, queues
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork
+from functions.shared.observability import service_metrics
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable
 
 logger = Logger(service="sweeper")
+metrics = service_metrics()
 
 # One thread per shard (32): each charge is ~4 sequential AWS calls, so a run's throughput is threads / call
 # latency (docs/decisions.md 2026-12-04). boto3 clients share one pool of 50 connections (functions/shared/aws.py).
@@ -179,5 +182,10 @@ def _dead_letter(tables: PaymentTables, charge: dict[str, Any], status: OrderSta
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return sweep()
+    counts = sweep()
+    for name, value in counts.items():
+        if value:
+            metrics.add_metric(name=f"Sweep_{name}", unit=MetricUnit.Count, value=value)
+    return counts

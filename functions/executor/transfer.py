@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -27,11 +28,13 @@ from functions.shared import clock, psp, queues
 from functions.shared.config import settings
 from functions.shared.errors import PspOutcomeUnknown, PspPermanentError
 from functions.shared.money import Money
+from functions.shared.observability import service_metrics
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import PayoutsTable, SellersTable
 from functions.wallet import movements
 
 logger = Logger(service="executor")
+metrics = service_metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 BALANCE_SHORT_STEP = timedelta(minutes=15)  # × attempts, up to BALANCE_SHORT_MAX
@@ -145,8 +148,10 @@ def _record(record: SQSRecord) -> None:
     order_id = json.loads(record.body)["payment_order_id"]
     outcome = drive(order_id)
     logger.info("payout", extra={"payment_order_id": order_id, "outcome": outcome})
+    metrics.add_metric(name=f"Payouts_{outcome}", unit=MetricUnit.Count, value=1)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payment import payouts, service
@@ -24,9 +25,11 @@ from functions.payment.schemas import (
     StatementLine,
 )
 from functions.shared.errors import CardNumberRefused, DomainError
+from functions.shared.observability import service_metrics
 from functions.shared.pan import contains_card_number
 
 logger = Logger(service="payment")
+metrics = service_metrics()
 app = APIGatewayHttpResolver(enable_validation=True)
 
 API_TITLE = "MarketPay payments API"
@@ -100,6 +103,11 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     logger.info("checkout placed", extra={"checkout_id": checkout.checkout_id, "replayed": replayed,
                                           "orders": len(checkout.payment_orders)})
+    if replayed:
+        metrics.add_metric(name="CheckoutsReplayed", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="CheckoutsPlaced", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="PaymentOrdersPlaced", unit=MetricUnit.Count, value=len(checkout.payment_orders))
     return Response(status_code=202, content_type="application/json", body=checkout,
                     headers=headers)
 
@@ -120,6 +128,8 @@ def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutVi
 def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Response[ReleaseView]:
     view, now = payouts.release(payment_order_id)
     logger.info("release", extra={"payment_order_id": payment_order_id, "released_now": now})
+    if now:
+        metrics.add_metric(name="PayoutsReleased", unit=MetricUnit.Count, value=1)
     return Response(status_code=202 if now else 200, content_type="application/json", body=view)
 
 
@@ -180,10 +190,12 @@ def _refuse_card_numbers(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The card check runs before anything parses or logs the body, so a PAN never reaches a log or a table.
     refused = _refuse_card_numbers(event)
     if refused is not None:
         logger.warning("request refused: card number in body", extra={"path": event.get("rawPath")})
+        metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
         return refused
     return app.resolve(event, context)

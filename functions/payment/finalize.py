@@ -14,16 +14,19 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payment import payouts
 from functions.shared import clock
 from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
+from functions.shared.observability import service_metrics
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
 logger = Logger(service="finalize")
+metrics = service_metrics()
 
 PENDING_RECHECK = timedelta(minutes=15)
 
@@ -92,8 +95,11 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with transient_errors_retryable():
         result = finalize(event)
     logger.info("charge finalized", extra={"charge_key": event.get("charge_key"), **result})
+    # SUCCESS / FAILED, or EXECUTING when the PSP said pending (looked at again later)
+    metrics.add_metric(name=f"ChargesFinalized_{result['charge_status']}", unit=MetricUnit.Count, value=1)
     return result

@@ -22,7 +22,13 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
 
 
-class BuyerInfo(BaseModel):
+class ApiModel(BaseModel):
+    """Validators built on first use, not at import: a request builds only its route's models (cold start)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class BuyerInfo(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     buyer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
@@ -31,7 +37,7 @@ class BuyerInfo(BaseModel):
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
 
 
-class CreditCardInfo(BaseModel):
+class CreditCardInfo(ApiModel):
     """A PSP payment-method token (pm_...). Card numbers are never accepted."""
 
     model_config = ConfigDict(extra="forbid")
@@ -39,7 +45,7 @@ class CreditCardInfo(BaseModel):
     payment_method: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
 
 
-class PaymentOrderRequest(BaseModel):
+class PaymentOrderRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     seller_account: AccountId
@@ -71,7 +77,7 @@ class PaymentOrderRequest(BaseModel):
         return money
 
 
-class PaymentRequest(BaseModel):
+class PaymentRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     buyer_info: BuyerInfo
@@ -129,7 +135,7 @@ def _refused_by_psp(prefix: str = "") -> Iterator[None]:
         raise PydanticCustomError(error.code, prefix + error.message) from None
 
 
-class PaymentOrderView(BaseModel):
+class PaymentOrderView(ApiModel):
     payment_order_id: str
     payment_order_status: str
     amount: str
@@ -151,26 +157,26 @@ class PaymentOrderView(BaseModel):
     payout_failure_reason: str | None = None
 
 
-class CheckoutView(BaseModel):
+class CheckoutView(ApiModel):
     checkout_id: str
     is_payment_done: bool
     created_at: str
     payment_orders: list[PaymentOrderView]
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(ApiModel):
     field: str | None = None
     code: str
     message: str | None = None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ApiModel):
     code: str
     message: str
     details: list[ErrorDetail] = []
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(ApiModel):
     error: ErrorBody
 
 
@@ -181,7 +187,7 @@ MAX_COMMISSION_BPS = 10_000
 MAX_AUTO_RELEASE_DAYS = 365
 
 
-class SellerRequest(BaseModel):
+class SellerRequest(ApiModel):
     """PUT /v1/sellers/{seller_account}: the whole registration (an optional field left out is removed)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -191,7 +197,7 @@ class SellerRequest(BaseModel):
     auto_release_days: Annotated[int, Field(strict=True, ge=0, le=MAX_AUTO_RELEASE_DAYS)] | None = None
 
 
-class SellerView(BaseModel):
+class SellerView(ApiModel):
     seller_account: str
     psp_account_id: str | None = None
     commission_bps: int
@@ -200,7 +206,7 @@ class SellerView(BaseModel):
     updated_at: str
 
 
-class ReleaseView(BaseModel):
+class ReleaseView(ApiModel):
     payment_order_id: str
     seller_account: str
     currency: str
@@ -210,19 +216,19 @@ class ReleaseView(BaseModel):
     released_at: str
 
 
-class BucketAmounts(BaseModel):
+class BucketAmounts(ApiModel):
     pending: str
     available: str
     transferred: str
     owed: str
 
 
-class BalanceView(BaseModel):
+class BalanceView(ApiModel):
     seller_account: str
     balances: dict[str, BucketAmounts]  # currency -> buckets
 
 
-class StatementLine(BaseModel):
+class StatementLine(ApiModel):
     """One wallet movement: what it did to each bucket (signed), and the order's amounts when known."""
 
     created_at: str

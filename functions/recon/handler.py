@@ -5,42 +5,43 @@ A record that raises is reported as failed: SQS retries it, and after maxReceive
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.recon.service import INCOMING, RunResult, RunStatus, SettlementObject, reconcile
 from functions.shared.money import Money
+from functions.shared.observability import service_metrics
 
 logger = Logger()
-metrics = Metrics()
+metrics = service_metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 # Metric names (namespace from POWERTOOLS_METRICS_NAMESPACE). QuarantinedFiles > 0 is the alarm.
 QUARANTINED_FILES = "QuarantinedFiles"
 
 
-def objects_of(body: dict[str, Any]) -> list[SettlementObject]:
-    """The settlement files an S3 notification names (none for the s3:TestEvent S3 sends on setup)."""
-    if body.get("Event") == "s3:TestEvent":
+def objects_of(notification: S3Event) -> list[SettlementObject]:
+    """The settlement files an S3 notification names (none for the s3:TestEvent S3 sends on setup: no Records)."""
+    if "Records" not in notification:
         return []
     found = []
-    for record in body.get("Records", []):
-        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+    for record in notification.records:
+        if not record.event_name.startswith("ObjectCreated"):
             continue
-        s3 = record["s3"]
-        key = unquote_plus(s3["object"]["key"])
+        obj = record.s3.get_object
+        key = unquote_plus(obj.key)
         if not key.startswith(INCOMING) or key.endswith("/"):
             logger.warning("ignoring an object outside incoming/<psp>/", extra={"key": key})
             continue
-        delivery = s3["object"].get("sequencer") or record.get("eventTime") or s3["object"].get("eTag", "")
-        found.append(SettlementObject(s3["bucket"]["name"], key, f"{key}@{delivery}"))
+        delivery = obj.get("sequencer") or record.get("eventTime") or obj.etag
+        found.append(SettlementObject(record.s3.bucket.name, key, f"{key}@{delivery}"))
     return found
 
 
@@ -72,7 +73,7 @@ def _publish(result: RunResult) -> None:
 
 
 def record_handler(record: SQSRecord) -> None:
-    for obj in objects_of(json.loads(record.body)):
+    for obj in objects_of(record.decoded_nested_s3_event):
         logger.append_keys(psp=obj.psp, key=obj.key)
         _publish(reconcile(obj))
 

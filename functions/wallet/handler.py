@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import clock
 from functions.shared.models import ChargeWork, OrderShare
+from functions.shared.observability import service_metrics
 from functions.shared.tables import WalletTable, transient_errors_retryable
 from functions.wallet import movements
 
 logger = Logger(service="wallet")
+metrics = service_metrics()
 
 
 def credit_pending(work: ChargeWork, order: OrderShare, table: WalletTable | None = None) -> bool:
@@ -28,9 +31,11 @@ def credit_charge(work: ChargeWork) -> list[str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
     with transient_errors_retryable():
         credited = credit_charge(work)
     logger.info("wallet credits", extra={"charge_key": work.charge_key, "credited_now": credited})
+    metrics.add_metric(name="WalletCredits", unit=MetricUnit.Count, value=len(credited))  # 0 on a replay
     return {"credited": True, "applied_now": credited}

@@ -78,6 +78,7 @@ class Functions(Construct):
             names.ENV_SELLERS_TABLE: tables.sellers.table_name,
             names.ENV_PAYOUTS_TABLE: tables.payouts.table_name,
             names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
+            names.ENV_LOG_LEVEL: names.LOG_LEVEL,
         }
 
         self.payment_api = self._function(

@@ -294,8 +294,9 @@ def test_each_function_gets_the_env_vars_of_the_design(synth, function):
         assert env[var] == {"Ref": table_id(synth, table)}
     assert env["POWERTOOLS_SERVICE_NAME"] == function.service
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "MarketPay"
+    assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"  # explicit, not Powertools' default
     assert (
-        set(env) - set(TABLE_ENV) - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+        set(env) - set(TABLE_ENV) - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
         == EXTRA_ENV[function.name]
     )
 

@@ -80,12 +80,12 @@ def _deployed_function(stack: LocalStack, logical_id: str) -> SimpleNamespace:
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_every_handler_cold_starts_with_exactly_its_template_environment(stack, logical_id):
-    # Given the function's environment as the local runtime gives it: its template variables, resolved, and
-    # what Lambda sets, nothing else
+    # Given the function's environment as the local runtime gives it: its template variables, resolved (and
+    # lowered in log level by the caller's extra_env), and what Lambda sets, nothing else
     fn = _deployed_function(stack, logical_id)
     env = stack.runtime.environment_of(fn)
-    assert {k: env[k] for k in fn.variables} == {**fn.variables, **{k: env[k] for k in fn.variables
-                                                                      if k in stack.runtime.replacements}}
+    changed = set(stack.runtime.replacements) | set(stack.runtime.env_overrides)
+    assert {k: env[k] for k in fn.variables} == {**fn.variables, **{k: env[k] for k in fn.variables if k in changed}}
     assert set(env) - set(fn.variables) <= _lambda_set(env)
     project_vars = {k for props in FUNCTIONS.values() for k in props.get("Environment", {}).get("Variables", {})}
 
