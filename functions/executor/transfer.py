@@ -50,6 +50,8 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         raise LookupError(f"no payout {payment_order_id}: the message stays for a human (PayoutsDlq)")
     if PayoutStatus(payout["payout_status"]) in _IDLE:
         return "nothing"
+    if payout.get("dead_letter_reason"):  # a stale message: a human holds it until `ops payouts retry`
+        return "left_for_operator"
     now = clock.now()
     if not payout.get("release_applied"):
         apply_release(payout, clock.iso(now))

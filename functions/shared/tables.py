@@ -712,6 +712,9 @@ class SellersTable:
         return batch_get(self._db, self.table, "seller_account", seller_accounts)
 
 
+_NOT_DEAD_LETTERED = "attribute_not_exists(dead_letter_reason)"  # a human holds it until `ops payouts retry`
+
+
 @dataclass
 class PayoutsTable:
     """One pay-out item per SUCCESS order. Every status move is one conditional update from PAYOUT_ALLOWED_FROM
@@ -798,8 +801,9 @@ class PayoutsTable:
             {":true": True, ":now": now}) is not None
 
     def begin_transfer(self, order_id: str, now: str, due_at: str, destination: str = "") -> dict[str, Any] | None:
-        """RELEASED|TRANSFERRING -> TRANSFERRING for one more attempt, due again at `due_at` if this one dies.
-        The destination is frozen with the key generation's first attempt: a seller's account changed while a
+        """RELEASED|TRANSFERRING -> TRANSFERRING for one more attempt, due again at `due_at` if this one dies;
+        never for a dead-lettered one (a stale message must not revive what a human holds: `ops payouts retry`
+        does). The destination is frozen with the key generation's first attempt: a seller's account changed while a
         Transfer may exist never sends the same key elsewhere. The new item, or None if in no state to transfer."""
         frozen = ", destination = if_not_exists(destination, :destination)" if destination else ""
         return self._move(
@@ -807,7 +811,8 @@ class PayoutsTable:
             f"first_transfer_at = if_not_exists(first_transfer_at, :now), {_PAYOUT_SWEEP_FIELDS}{frozen} "
             "ADD transfer_attempts :one REMOVE awaiting_seller",
             {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at,
-             **({":destination": destination} if destination else {})}, returns="ALL_NEW")
+             **({":destination": destination} if destination else {})}, returns="ALL_NEW",
+            extra_condition=_NOT_DEAD_LETTERED)
 
     def record_transfer_id(self, order_id: str, transfer_id: str, now: str) -> bool:
         """The PSP's transfer id as soon as it is known; never replaced by another one."""
@@ -857,7 +862,7 @@ class PayoutsTable:
         """Keep the status, look again at `due_at` (platform balance short, a transient error)."""
         return self._update(
             order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, last_error = :note, updated_at = :now",
-            "payout_status IN (:held, :released, :transferring)",
+            f"payout_status IN (:held, :released, :transferring) AND {_NOT_DEAD_LETTERED}",
             {":shard": self._shard(order_id), ":due": due_at, ":note": note[:500], ":now": now,
              **_open_statuses()}) is not None
 
@@ -866,7 +871,7 @@ class PayoutsTable:
         `due_at` as a safety net."""
         return self._update(
             order_id, f"SET awaiting_seller = :seller, {_PAYOUT_SWEEP_FIELDS}, updated_at = :now",
-            "payout_status IN (:released, :transferring)",
+            f"payout_status IN (:released, :transferring) AND {_NOT_DEAD_LETTERED}",
             {":seller": seller, ":shard": self._shard(order_id), ":due": due_at, ":now": now,
              ":released": PayoutStatus.RELEASED.value, ":transferring": PayoutStatus.TRANSFERRING.value},
         ) is not None
@@ -880,7 +885,7 @@ class PayoutsTable:
                 break
             order_id = key["payment_order_id"]
             if self._update(order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, updated_at = :now REMOVE awaiting_seller",
-                            "awaiting_seller = :seller",
+                            f"awaiting_seller = :seller AND {_NOT_DEAD_LETTERED}",
                             {":seller": seller, ":shard": self._shard(order_id), ":due": now, ":now": now},
                             ) is not None:
                 woken.append(order_id)

@@ -458,6 +458,31 @@ def test_past_max_attempts_the_payout_is_dead_lettered_once(sandbox, monkeypatch
     assert transfers_of(sandbox, order_id) == []
 
 
+def test_a_stale_message_leaves_a_dead_lettered_payout_to_the_operator(sandbox, monkeypatch):
+    account = registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    monkeypatch.setenv("MAX_TRANSFER_ATTEMPTS", "1")
+    reload_settings()
+    payouts = PayoutsTable.from_settings()
+    payouts.begin_transfer(order_id, clock.iso(), clock.iso())  # an attempt that died unanswered
+    assert sweeper.sweep()["payouts_dead_lettered"] == 1
+    monkeypatch.setenv("MAX_TRANSFER_ATTEMPTS", "30")
+    reload_settings()
+
+    assert transfer.drive(order_id) == "left_for_operator"  # the message SQS still held, delivered late
+    assert payouts.begin_transfer(order_id, clock.iso(), clock.iso()) is None  # one that read before the letter
+    assert not payouts.postpone(order_id, clock.iso(), clock.iso(), "late")
+    assert not payouts.await_seller(order_id, SELLER, clock.iso(), clock.iso())
+    payout = payouts.get(order_id)
+    assert "due_at" not in payout and payout["transfer_attempts"] == 1 and transfers_of(sandbox, order_id) == []
+
+    assert retry_payout(payouts, order_id).action.value == "requeued"
+    [body] = [json.loads(b) for b in drain(settings().payouts_queue_url)]
+    assert transfer.drive(body["payment_order_id"]) == "transferred"
+    assert_transferred_once(sandbox, order_id, account)
+
+
 def test_the_sweeper_starts_without_stripe():
     """The Sweeper has no psp layer: its payout pass must not import the PSP adapter."""
     script = ("import sys\n"
