@@ -57,12 +57,16 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         apply_release(payout, clock.iso(now))
         payouts.mark_release_applied(payment_order_id, clock.iso(now))
     # The destination is frozen per key generation (begin_transfer): read the seller only before that.
-    destination = payout.get("destination") or (
-        (sellers or SellersTable.from_settings()).get(payout["seller_account"]) or {}).get("psp_account_id")
+    sellers = sellers or SellersTable.from_settings()
+    destination = payout.get("destination") or _account(sellers, payout["seller_account"])
     if not destination and not payout.get("transfer_id"):
         due_at = clock.iso(now + payout_letters.AWAIT_SELLER)
         payouts.await_seller(payment_order_id, payout["seller_account"], due_at, clock.iso(now))
-        return "awaiting_seller"
+        # A registration between the read above and await_seller found nothing to wake: read once more, so
+        # only the awaiting index's lag is left to the safety net's hour.
+        destination = _account(sellers, payout["seller_account"])
+        if not destination:
+            return "awaiting_seller"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
         return payout_letters.out_of_attempts(payouts, payout, now)
     begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now), str(destination or ""))
@@ -100,6 +104,10 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now),
                             at_psp=begun["transfer_id"] != NO_TRANSFER)
     return "transferred"
+
+
+def _account(sellers: SellersTable, seller_account: str) -> str | None:
+    return (sellers.get(seller_account) or {}).get("psp_account_id")
 
 
 def _transfer(payout: dict[str, Any], destination: str) -> psp.TransferResult:

@@ -396,6 +396,26 @@ def test_the_sweeper_sends_an_awaiting_payout_on_once_its_seller_has_an_account(
     assert_transferred_once(sandbox, order_id, account)
 
 
+def test_a_registration_racing_the_worker_is_not_left_to_the_safety_net(sandbox, monkeypatch):
+    """The seller registers after the worker read "no account" and before it marked the payout awaiting: the
+    registration's wake-up finds nothing, so the worker itself must see the account."""
+    order_id = paid_order()
+    released(order_id)
+    payouts = PayoutsTable.from_settings()
+    accounts = []
+    mark_awaiting = payouts.await_seller
+
+    def registration_lands_meanwhile(*args):
+        accounts.append(registered(sandbox))
+        assert payouts.wake_awaiting(SELLER, clock.iso()) == []  # nothing marked yet: nothing to wake
+        return mark_awaiting(*args)
+
+    monkeypatch.setattr(payouts, "await_seller", registration_lands_meanwhile)
+    assert transfer.drive(order_id, payouts) == "transferred"
+    assert_transferred_once(sandbox, order_id, accounts[0])
+    assert "awaiting_seller" not in payouts.get(order_id)
+
+
 # --- the key past its lifetime, and a Transfer of another amount -------------------------------------------
 
 
