@@ -22,6 +22,7 @@ class Category(StrEnum):
     TRANSFER_MISSING_IN_SETTLEMENT = "transfer_missing_in_settlement"  # we recorded it; the PSP's file lacks it
     TRANSFER_AMOUNT_MISMATCH = "transfer_amount_mismatch"
     TRANSFER_CURRENCY_MISMATCH = "transfer_currency_mismatch"
+    TRANSFER_DESTINATION_MISMATCH = "transfer_destination_mismatch"  # sent to another account than ours names
 
 
 class Fix(StrEnum):

@@ -41,7 +41,7 @@ PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 # A payout (the Payouts table) against a transfer row, or as one of the window's transfers.
 PAYOUT_ATTRIBUTES = ("payment_order_id", "psp", "currency", "net_minor", "payout_status", "transfer_id",
-                     "first_transfer_at", "transferred_at")
+                     "first_transfer_at", "transferred_at", "destination")
 
 Listing = dict[str, list[str]]  # a checkout's order ids by currency
 

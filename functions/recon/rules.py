@@ -340,5 +340,8 @@ def transfer_outcome(row: SettlementRow, payout: dict[str, Any] | None) -> Outco
                        f"{sent}; our payout's net is {ours if ours is not None else 'not set'}")
     if ours.minor != theirs.minor:
         return outcome(Category.TRANSFER_AMOUNT_MISMATCH, f"{sent}; our payout's net is {ours}")
+    ours_to = payout.get("destination")
+    if row.destination and ours_to and row.destination != ours_to:
+        return outcome(Category.TRANSFER_DESTINATION_MISMATCH, f"{sent}; our payout sent it to {ours_to}")
     return outcome(Category.MATCHED, "" if status == PayoutStatus.TRANSFERRED else f"our payout is {status}",
                    review=False)

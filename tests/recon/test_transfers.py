@@ -107,14 +107,14 @@ def test_the_sandbox_reports_transfers_as_the_parser_reads_them(sandbox: Sandbox
 
 def payout(order_id: str, net: int, *, transfer_id: str | None = None, status: str = "TRANSFERRED",
            currency: str = "USD", transferred_at: str = "2026-11-24T12:00:00.000Z",
-           first_transfer_at: str | None = None) -> dict[str, Any]:
+           first_transfer_at: str | None = None, destination: str = "acct_1Seller") -> dict[str, Any]:
     """A payout as the Payouts table holds it (more attributes than recon reads)."""
     item = {"payment_order_id": order_id, "seller_account": "s_1", "checkout_id": f"co_{order_id}",
             "currency": currency, "gross_minor": net + 300, "psp": "stripe", "charge_id": f"ch_{order_id}",
             "payout_status": status, "commission_bps": 1000, "commission_minor": 300, "net_minor": net,
             "transfer_attempts": 1}
     if status in ("TRANSFERRING", "TRANSFERRED"):
-        item["first_transfer_at"] = first_transfer_at or transferred_at
+        item.update(first_transfer_at=first_transfer_at or transferred_at, destination=destination)
     if status == "TRANSFERRED":
         item.update(transfer_id=transfer_id or f"tr_{order_id}", transferred_at=transferred_at)
     return item
@@ -189,6 +189,12 @@ def test_a_transfer_in_another_currency_is_a_transfer_currency_mismatch() -> Non
         Category.TRANSFER_CURRENCY_MISMATCH, True, Money(2700, "USD"), Money(2700, "EUR"))
 
 
+def test_a_transfer_to_another_account_than_our_payout_names_is_a_destination_mismatch() -> None:
+    outcome = only(run(PayoutWorld(payout("po_1", 2700, destination="acct_1Other")), [transfer(2, 2700, "po_1")]))
+    assert (outcome.category, outcome.review) == (Category.TRANSFER_DESTINATION_MISMATCH, True)
+    assert outcome.explanation == "the PSP transferred 27.00 USD to acct_1Seller; our payout sent it to acct_1Other"
+
+
 @pytest.mark.parametrize(("payouts", "row", "review", "explained"), [
     ((), transfer(2, 2700, "po_1"), True, "we hold no payout of this order"),
     ((), transfer(2, 2700, ""), True, "naming no order"),
@@ -261,8 +267,8 @@ def test_a_file_of_the_sandbox_matched_to_our_payouts(sandbox: SandboxServer) ->
     tr1, tr2 = transfers
     client.v1.transfers.reversals.create(tr2.id, params={"amount": 100})
     moment = clock.iso(datetime.fromtimestamp(tr1.created, UTC))
-    world = PayoutWorld(payout("po_t1", 2700, transfer_id=tr1.id, transferred_at=moment),
-                        payout("po_t2", 1900, transfer_id=tr2.id, transferred_at=moment),
+    world = PayoutWorld(payout("po_t1", 2700, transfer_id=tr1.id, transferred_at=moment, destination=tr1.destination),
+                        payout("po_t2", 1900, transfer_id=tr2.id, transferred_at=moment, destination=tr2.destination),
                         payout("po_t3", 800, transferred_at=moment))
     rows = parse(build_report(sandbox.state).to_csv().encode())
     window = Window(datetime.fromtimestamp(tr1.created, UTC) - timedelta(hours=1),
