@@ -55,6 +55,11 @@ class Settings(BaseModel):
     sweep_shards: int = 32
     # Commission of an order whose seller is not registered when it is released (frozen then, recorded on it).
     default_commission_bps: int = Field(default=0, ge=0, le=10000)
+    # Webhooks in: the processor's dedupe table, the receiver's queue and its signing secret's SSM parameter.
+    webhook_events_table: str = Field("", validation_alias=names.ENV_WEBHOOK_EVENTS_TABLE)
+    webhook_queue_url: str = Field("", validation_alias=names.ENV_WEBHOOK_QUEUE_URL)
+    webhook_secret_parameter: str = Field("", validation_alias=names.ENV_WEBHOOK_SECRET_PARAMETER)
+    webhook_secret: str = ""  # tests and tools only (WEBHOOK_SECRET); deployed, the parameter above
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -142,3 +142,11 @@ def duplicate_delivery_sort_key(delivery: str) -> str:
 
 def carried_orders_key(psp: str) -> str:
     return f"CARRY#{psp}"
+
+
+# Webhooks in (docs/decisions.md 2026-12-05): the Stripe receiver, its queue, the processor's dedupe table.
+ENV_WEBHOOK_EVENTS_TABLE = "WEBHOOK_EVENTS_TABLE"
+ENV_WEBHOOK_QUEUE_URL = "WEBHOOK_QUEUE_URL"
+ENV_WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"
+SELLER_ACCOUNT_INDEX = "psp_account_id"  # on Sellers: the sellers of a connected account (Connect webhooks)
+WEBHOOK_PATH = "/v1/webhooks/stripe"

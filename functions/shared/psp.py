@@ -447,3 +447,39 @@ def reset_client() -> None:
     with _lock:
         _client = None
         _force_fetch = True
+
+
+# -- webhooks in ------------------------------------------------------------------------------------------
+
+WEBHOOK_TOLERANCE_S = 300  # Stripe's default: a signature older than this is refused (replays)
+WEBHOOK_SECRET_MAX_AGE_S = 300  # a rotated signing secret is seen within five minutes
+
+
+class WebhookSignatureInvalid(Exception):
+    """The Stripe-Signature header is missing, malformed, stale, or does not sign this body with our secret."""
+
+
+def webhook_secret() -> str:
+    """The endpoint's signing secret (`whsec_...`), from SSM through Powertools' cache, like the API key."""
+    config = settings()
+    if config.webhook_secret_parameter:
+        return str(_ssm().get(config.webhook_secret_parameter, decrypt=True, max_age=WEBHOOK_SECRET_MAX_AGE_S))
+    if not config.webhook_secret:
+        raise RuntimeError("WEBHOOK_SECRET_PARAMETER (deployed) or WEBHOOK_SECRET (tests) must be set")
+    return config.webhook_secret
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str,
+                   tolerance_s: int = WEBHOOK_TOLERANCE_S) -> dict[str, Any]:
+    """The event, if `signature` signs exactly these bytes with `secret` within the tolerance (the SDK's own
+    check: HMAC-SHA256 of "<t>.<body>", any v1 of the header, constant-time compare). Nothing of the body is
+    put in the error: a refused body may be anything."""
+    if not signature:
+        raise WebhookSignatureInvalid("no Stripe-Signature header")
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance_s)
+    except stripe.SignatureVerificationError as error:
+        raise WebhookSignatureInvalid(error.user_message or "signature refused") from None
+    except ValueError:  # signed, but not JSON: Stripe never sends that
+        raise WebhookSignatureInvalid("the signed body is not JSON") from None
+    return event.to_dict()

@@ -64,3 +64,16 @@ def dead_letter_payout(payment_order_id: str, step: str, error: str, attempts: i
     """One PayoutsDlq message that says enough to act on: which order, which step, what failed, how often."""
     body = {"payment_order_id": payment_order_id, "step": step, "error": error, "attempts": attempts, **detail}
     aws.client("sqs").send_message(QueueUrl=settings().payouts_dlq_url, MessageBody=json.dumps(body, default=str))
+
+
+def send_for_review(body: dict[str, Any]) -> None:
+    """One ReviewQueue message (alarmed): a difference a human must look at. `discrepancy_id` must be
+    deterministic, so the reviewer's tooling drops the repeats of an at-least-once sender."""
+    aws.client("sqs").send_message(QueueUrl=settings().review_queue_url, MessageBody=json.dumps(body, default=str))
+
+
+def send_webhook_event(raw_event: str, event_type: str) -> None:
+    """The verified webhook event, as Stripe signed it, to WebhookQueue (the processor's)."""
+    aws.client("sqs").send_message(
+        QueueUrl=settings().webhook_queue_url, MessageBody=raw_event,
+        MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type[:256] or "unknown"}})

@@ -21,7 +21,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
-from functions.shared import aws
+from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
 from functions.shared.errors import (
     AwsTransientError,
@@ -38,6 +38,7 @@ from functions.shared.names import (
     LEDGER_ORDER_INDEX,
     MOVEMENT_SORT_KEY,
     REFERENCE_INDEX,
+    SELLER_ACCOUNT_INDEX,
     SWEEP_INDEX,
     TRANSFERRED_INDEX,
     WALLET_STATEMENT_INDEX,
@@ -485,6 +486,18 @@ class PaymentTables:
         for key in keys:
             yield key["charge_key"]
 
+    def bring_charge_forward(self, key: str, expected_due_at: str, now: str, no_run_before: str) -> bool:
+        """A PSP webhook says a parked charge may be decided: its sweep is due now, so the sweeper's next run
+        starts the next attempt (a PSP look-up, then the usual conditional writes). Only when `expected_due_at`
+        (as read) is later than `no_run_before` (now + the executing deadline): an attempt's execution sets
+        due_at to its start + that deadline, so a later one means no execution can be running, and the re-drive
+        never overlaps one. False: nothing moved (in flight, moved on, or final)."""
+        return self._update_charge_if(
+            key, "SET due_at = :now, updated_at = :now",
+            "charge_status = :executing AND due_at = :expected AND due_at > :no_run_before",
+            {":now": now, ":executing": OrderStatus.EXECUTING.value, ":expected": expected_due_at,
+             ":no_run_before": no_run_before}) is not None
+
 
 # A hot seller's balance is spread over this many items per currency (docs/design.md "Hot seller"): every
 # movement of one order lands on the same shard, so a shard's buckets cover that order's later movements.
@@ -710,6 +723,31 @@ class SellersTable:
 
     def get_many(self, seller_accounts: Iterable[str]) -> dict[str, dict[str, Any]]:
         return batch_get(self._db, self.table, "seller_account", seller_accounts)
+
+    def by_psp_account(self, psp_account_id: str) -> list[str]:
+        """The sellers registered with this connected account (usually one), through its sparse index."""
+        keys = _query(self._db, self.table, SELLER_ACCOUNT_INDEX, "psp_account_id = :account",
+                      {":account": psp_account_id})
+        return [key["seller_account"] for key in keys]
+
+    def record_psp_fact(self, seller_account: str, name: str, fact: dict[str, Any], event_created: int,
+                        now: str) -> bool:
+        """Store `fact` (a webhook's news about the seller's account: `bank_payout`, `psp_account_state`) under
+        `name`, unless a newer event's fact is there already: webhooks arrive in any order, so the event's
+        `created` orders them, and an older one never overwrites a newer. Only for a registered seller."""
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"seller_account": seller_account}),
+                UpdateExpression="SET #fact = :fact, #at = :created, updated_at = :now",
+                ConditionExpression="attribute_exists(seller_account) AND "
+                                    "(attribute_not_exists(#at) OR #at < :created)",
+                ExpressionAttributeNames={"#fact": name, "#at": f"{name}_event_created"},
+                ExpressionAttributeValues=to_item({":fact": fact, ":created": event_created, ":now": now}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
 
 _NOT_DEAD_LETTERED = "attribute_not_exists(dead_letter_reason)"  # a human holds it until `ops payouts retry`
@@ -1134,3 +1172,87 @@ def _pages(db: Any, operation: str, request: dict[str, Any], page_size: int | No
     for page in db.get_paginator(operation).paginate(**request, PaginationConfig=limits):
         for item in page.get("Items", []):
             yield from_item(item)
+
+
+class ClaimRefused(Exception):
+    """Another delivery of the same webhook event holds it (its lease is live): this one is retried later."""
+
+
+@dataclass
+class WebhookEventsTable:
+    """One item per PSP webhook event id, kept 30 days (TTL `expires_at`, longer than Stripe's 3 days of retries).
+
+    Claim/complete: `claim` takes a lease (status PROCESSING, `lease_until`, a token) when the event is new, or
+    its last lease ran out; `complete` marks it DONE (with the handler's outcome) under that token, only after
+    the handler succeeded; `release` ends the lease of a failed handler so the retry may take it at once. A worker
+    that dies between its handler and `complete` leaves a lease that runs out: the redelivery runs the
+    (idempotent) handler again. An event is never marked DONE without its handler having succeeded.
+    """
+
+    table: str
+    ttl_days: int = 30
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> WebhookEventsTable:
+        return cls((config or settings()).webhook_events_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def claim(self, event_id: str, event_type: str, token: str, now: datetime, lease_s: int) -> bool:
+        """True: this delivery holds the event now. False: it is DONE (a duplicate). ClaimRefused: another
+        delivery's lease is live."""
+        stamp = clock.iso(now)
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"event_id": event_id}),
+                UpdateExpression="SET event_status = :processing, lease_until = :until, lease_token = :token, "
+                                 "event_type = :type, expires_at = :expires, updated_at = :now, "
+                                 "first_seen_at = if_not_exists(first_seen_at, :now) ADD attempts :one",
+                ConditionExpression="attribute_not_exists(event_id) OR "
+                                    "(event_status = :processing AND lease_until < :now)",
+                ExpressionAttributeValues=to_item({
+                    ":processing": "PROCESSING", ":until": clock.iso(now + timedelta(seconds=lease_s)),
+                    ":token": token, ":type": event_type, ":now": stamp, ":one": 1,
+                    ":expires": int((now + timedelta(days=self.ttl_days)).timestamp())}))
+        except ClientError as error:
+            if aws.error_code(error) != "ConditionalCheckFailedException":
+                raise
+            current = self.get(event_id) or {}
+            if current.get("event_status") == "DONE":
+                return False
+            raise ClaimRefused(f"webhook event {event_id} is being processed (lease until "
+                               f"{current.get('lease_until')})") from None
+        return True
+
+    def complete(self, event_id: str, token: str, outcome: str, now: datetime) -> bool:
+        """PROCESSING -> DONE under this delivery's lease. False: the lease was lost to another delivery (which
+        then completes it; the handler ran twice, harmlessly)."""
+        return self._update(event_id, "SET event_status = :done, outcome = :outcome, done_at = :now, "
+                            "updated_at = :now REMOVE lease_until, lease_token",
+                            "event_status = :processing AND lease_token = :token",
+                            {":done": "DONE", ":outcome": outcome, ":now": clock.iso(now), ":processing": "PROCESSING",
+                             ":token": token})
+
+    def release(self, event_id: str, token: str, error: str, now: datetime) -> bool:
+        """The handler failed: the lease ends now (the event stays PROCESSING, not DONE), so the retry claims it."""
+        return self._update(event_id, "SET lease_until = :now, last_error = :error, updated_at = :now",
+                            "event_status = :processing AND lease_token = :token",
+                            {":now": clock.iso(now), ":error": error[:500], ":processing": "PROCESSING",
+                             ":token": token})
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"event_id": event_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def _update(self, event_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self._db.update_item(TableName=self.table, Key=to_item({"event_id": event_id}), UpdateExpression=update,
+                                 ConditionExpression=condition, ExpressionAttributeValues=to_item(values))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+

@@ -1,0 +1,73 @@
+"""payment_intent.* events: the checkout charge they belong to is re-driven through the sweeper's path; the
+outcome is decided by the PSP look-up of the next attempt and finalize's conditional writes, never by the event.
+
+- The charge is named by the PaymentIntent's metadata `charge_key` (functions/shared/psp.py sets it); none, or no
+  such charge: not ours (counted).
+- A final charge: nothing to do. A PaymentIntent that succeeded for a charge we recorded FAILED is money taken
+  that the books do not show: a ReviewQueue message (alarm), as reconciliation would raise it.
+- succeeded / payment_failed / canceled for an EXECUTING charge parked on a pending answer: its sweep is made due
+  now (PaymentTables.bring_charge_forward), only when no execution can still be running; otherwise the running
+  attempt, or the sweeper at the deadline, decides. processing / requires_action change nothing: the charge
+  already waits for its own recheck, and a late one after a decision is harmless.
+Safe in any order and any number of times: each step is a read or a conditional write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from aws_lambda_powertools import Logger
+
+from functions.shared import clock, queues
+from functions.shared.config import settings
+from functions.shared.status import OrderStatus
+from functions.shared.tables import PaymentTables
+from functions.webhooks.events import WebhookEvent
+
+logger = Logger(service="webhooks")
+
+DECIDING = frozenset({"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"})
+
+
+def payment_intent_event(event: WebhookEvent, tables: PaymentTables | None = None) -> str:
+    key = str(event.metadata.get("charge_key") or "")
+    if not key:
+        return "not_ours"
+    tables = tables or PaymentTables.from_settings()
+    charge = tables.get_charge(key)
+    if charge is None:
+        return "not_ours"
+    status = OrderStatus(charge["charge_status"])
+    if status.is_final:
+        if status is OrderStatus.FAILED and event.type == "payment_intent.succeeded":
+            _review_succeeded_but_failed(event, charge)
+            return "review"
+        return "already_final"
+    if event.type not in DECIDING:
+        return "still_pending"
+    if charge.get("dead_letter_reason"):
+        return "left_for_operator"  # a human holds it (WorkflowDlq); `ops` redrives it
+    if status is OrderStatus.NOT_STARTED or "due_at" not in charge:
+        return "in_flight"
+    now = clock.now()
+    no_run_before = clock.iso(now + timedelta(seconds=settings().executing_deadline_s))
+    if tables.bring_charge_forward(key, charge["due_at"], clock.iso(now), no_run_before):
+        logger.info("charge re-drive brought forward by a webhook", extra={"charge_key": key,
+                                                                          "event_type": event.type})
+        return "redrive_due"
+    return "in_flight"
+
+
+def _review_succeeded_but_failed(event: WebhookEvent, charge: dict) -> None:
+    intent = event.obj
+    identity = f"webhooks:charge_succeeded_recorded_failed:{intent.get('id')}"
+    logger.warning("PaymentIntent succeeded for a charge recorded FAILED", extra={
+        "charge_key": charge["charge_key"], "psp_reference": intent.get("id")})
+    queues.send_for_review({
+        "source": "webhooks", "category": "charge_succeeded_recorded_failed",
+        "explanation": "the PSP reports this PaymentIntent succeeded; our charge is FAILED",
+        "discrepancy_id": hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "charge_key": charge["charge_key"], "checkout_id": charge.get("checkout_id"),
+        "psp_reference": intent.get("id"), "event_id": event.id,
+        "payment_order_ids": [order["payment_order_id"] for order in charge.get("orders", [])]})
