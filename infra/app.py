@@ -51,6 +51,7 @@ def build_app() -> cdk.App:
         layer_dir=layer_dir,
         psp_key_parameter=context(names.CTX_PSP_KEY_PARAMETER) or names.DEFAULT_PSP_KEY_PARAMETER,
         destroy_on_removal=_flag(context(names.CTX_DESTROY)),
+        webhook_secret_parameter=context(names.CTX_WEBHOOK_SECRET_PARAMETER) or names.DEFAULT_WEBHOOK_SECRET_PARAMETER,
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("CDK_DEFAULT_REGION") or names.DEFAULT_REGION
     # Account-agnostic: the account comes from the credentials at deploy time.

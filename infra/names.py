@@ -175,3 +175,27 @@ ROUTES = (
     ("GET", "/v1/sellers/{seller_account}/statement"),
     ("GET", "/v1/openapi.json"),
 )
+
+# Webhooks in (infra/constructs/webhooks.py; docs/decisions.md 2026-12-05).
+from functions.shared.names import (  # noqa: E402, F401 - the runtime names of the webhooks
+    ENV_WEBHOOK_EVENTS_TABLE,
+    ENV_WEBHOOK_QUEUE_URL,
+    ENV_WEBHOOK_SECRET_PARAMETER,
+    SELLER_ACCOUNT_INDEX,
+    WEBHOOK_PATH,
+)
+
+WEBHOOKS = "Webhooks"
+WEBHOOK_EVENTS = "WebhookEvents"
+WEBHOOK_QUEUE = "WebhookQueue"
+WEBHOOK_DLQ = "WebhookDlq"
+WEBHOOK_TTL_ATTRIBUTE = "expires_at"
+CTX_WEBHOOK_SECRET_PARAMETER = "webhook_secret_parameter"
+DEFAULT_WEBHOOK_SECRET_PARAMETER = "/marketpay/stripe/webhook-secret"
+# The receiver verifies and queues (one SSM read per five minutes, one SendMessage); the processor handles a
+# batch of up to 10 events, each a few DynamoDB calls and maybe one SendMessage.
+WEBHOOK_RECEIVER = FunctionSpec("WebhookReceiver", "functions.webhooks.receiver.handler", "webhooks", 10)
+WEBHOOK_PROCESSOR = FunctionSpec("WebhookProcessor", "functions.webhooks.processor.handler", "webhooks", 30)
+OUT_WEBHOOK_QUEUE_URL = "WebhookQueueUrl"
+OUT_WEBHOOK_DLQ_URL = "WebhookDlqUrl"
+OUT_WEBHOOK_EVENTS_TABLE = "WebhookEventsTableName"

@@ -15,6 +15,7 @@ from infra.constructs.functions import Functions
 from infra.constructs.queues import Queues
 from infra.constructs.settlement import Settlement
 from infra.constructs.tables import Tables
+from infra.constructs.webhooks import Webhooks
 from infra.constructs.workflow import Workflow
 
 
@@ -24,6 +25,7 @@ class StackSettings:
     layer_dir: Path
     psp_key_parameter: str = names.DEFAULT_PSP_KEY_PARAMETER
     destroy_on_removal: bool = False  # dev only: tables, bucket and logs go with the stack
+    webhook_secret_parameter: str = names.DEFAULT_WEBHOOK_SECRET_PARAMETER
 
 
 class MarketPayStack(Stack):
@@ -60,13 +62,16 @@ class MarketPayStack(Stack):
         )
         functions.wire_state_machine(workflow.state_machine)
         api = Api(self, names.API, handler=functions.payment_api, removal_policy=removal)
+        webhooks = Webhooks(self, names.WEBHOOKS, tables=tables, queues=queues, functions=functions,
+                            http_api=api.http_api, secret_parameter=settings.webhook_secret_parameter,
+                            removal_policy=removal)
         alarms = Alarms(
             self,
             names.ALARMS,
-            dead_letter_queues=queues.dead_letter_queues(),
+            dead_letter_queues={**queues.dead_letter_queues(), **webhooks.dead_letter_queues()},
             review_queue=queues.review,
             state_machine=workflow.state_machine,
-            functions=functions.all,
+            functions={**functions.all, **webhooks.functions},
         )
 
         CfnOutput(self, names.OUT_API_URL, value=api.url)
@@ -77,3 +82,6 @@ class MarketPayStack(Stack):
             CfnOutput(self, names.OUT_QUEUE_URLS[queue_name], value=queue.queue_url)
         for table_name, table in tables.by_name().items():
             CfnOutput(self, names.OUT_TABLE_NAMES[table_name], value=table.table_name)
+        CfnOutput(self, names.OUT_WEBHOOK_QUEUE_URL, value=webhooks.queue.queue_url)
+        CfnOutput(self, names.OUT_WEBHOOK_DLQ_URL, value=webhooks.dlq.queue_url)
+        CfnOutput(self, names.OUT_WEBHOOK_EVENTS_TABLE, value=webhooks.events_table.table_name)

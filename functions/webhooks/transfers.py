@@ -50,7 +50,8 @@ def _review(event: WebhookEvent, category: str, reference: str, payout: dict[str
         "source": "webhooks", "category": category, "explanation": explanation,
         "discrepancy_id": hashlib.sha256(identity.encode()).hexdigest()[:32],
         "transfer_id": transfer.get("id"), "reversal": reference, "event_id": event.id,
-        "amount_reversed_minor": _minor(transfer, "amount_reversed"), "currency": str(transfer.get("currency", "")).upper(),
+        "amount_reversed_minor": _minor(transfer, "amount_reversed"),
+        "currency": str(transfer.get("currency", "")).upper(),
         "payment_order_id": (payout or {}).get("payment_order_id") or event.metadata.get("payment_order_id"),
         "seller_account": (payout or {}).get("seller_account")})
 

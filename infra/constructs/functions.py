@@ -38,7 +38,8 @@ LAYER_METADATA = "MarketPayLayer"  # the layer's name on its template resource (
 BASE_LAYER = "base"
 # Every function gets the base layer; these also get the layers of the SDKs they import (the PSP SDK through
 # functions/shared/psp.py, Arrow for recon). tests/infra/test_layer_sizes.py holds this to the imports.
-EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.TRANSFER.name: ("psp",), names.RECON_FN.name: ("recon",)}
+EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.TRANSFER.name: ("psp",), names.RECON_FN.name: ("recon",),
+                names.WEBHOOK_RECEIVER.name: ("psp",)}  # the receiver verifies signatures with the stripe SDK
 LAYERS = (BASE_LAYER, *sorted({layer for extra in EXTRA_LAYERS.values() for layer in extra}))
 
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
@@ -362,3 +363,16 @@ class Functions(Construct):
             targets=[targets.LambdaFunction(self.sweeper, retry_attempts=0)],
             description="Re-drives orders stuck before or inside their workflow",
         )
+
+    # --- functions of other constructs (infra/constructs/webhooks.py) -------------------------------------
+
+    def add_function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:
+        """A function built like every other here (code, layers, log group, common environment, own role)."""
+        return self._function(spec, env)
+
+    def grant_secure_parameter(self, fn: lambda_.Function, parameter: str) -> None:
+        """Read (and decrypt through SSM) one SecureString parameter created outside CloudFormation."""
+        self._grant_psp_key(fn, parameter)
+
+    def allow(self, fn: lambda_.Function, actions: Iterable[str], resources: Iterable[str]) -> None:
+        self._allow(fn, actions, resources)

@@ -1,0 +1,118 @@
+"""Webhooks in: POST /v1/webhooks/stripe -> WebhookReceiver -> WebhookQueue (+ WebhookDlq) -> WebhookProcessor,
+which deduplicates by event id in WebhookEvents (TTL 30 days) and re-drives the existing paths.
+
+Least privilege: the receiver reads one SSM SecureString (the endpoint's signing secret) and sends to WebhookQueue,
+nothing else; the route has no authorizer (Stripe's signature authenticates it). The processor reads and writes
+what its handlers touch: the charges (a re-drive brought forward), sellers (facts of their accounts, through the
+psp_account_id index), pay-outs (waking those awaiting an account), PayoutsQueue and ReviewQueue.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import names
+from infra.constructs.functions import READ, WRITE, Functions
+from infra.constructs.queues import Queues
+from infra.constructs.tables import Tables
+
+_S = dynamodb.AttributeType.STRING
+_VISIBILITY_FACTOR = 6  # as infra/constructs/queues.py: 6x the consumer's timeout (above the processor's lease)
+
+
+class Webhooks(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        tables: Tables,
+        queues: Queues,
+        functions: Functions,
+        http_api: apigw.HttpApi,
+        secret_parameter: str,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.events_table = dynamodb.Table(
+            self,
+            names.WEBHOOK_EVENTS,
+            partition_key=dynamodb.Attribute(name="event_id", type=_S),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=names.WEBHOOK_TTL_ATTRIBUTE,
+            removal_policy=removal_policy,
+        )
+        # Connect events name the account, not the seller: the sellers of an account, sparse and keys only.
+        tables.sellers.add_global_secondary_index(
+            index_name=names.SELLER_ACCOUNT_INDEX,
+            partition_key=dynamodb.Attribute(name="psp_account_id", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.dlq = sqs.Queue(
+            self,
+            names.WEBHOOK_DLQ,
+            retention_period=Duration.days(14),
+            visibility_timeout=Duration.minutes(5),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.queue = sqs.Queue(
+            self,
+            names.WEBHOOK_QUEUE,
+            visibility_timeout=Duration.seconds(names.WEBHOOK_PROCESSOR.timeout_s * _VISIBILITY_FACTOR),
+            retention_period=Duration.days(4),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=names.MAX_RECEIVE_COUNT),
+        )
+
+        self.receiver = functions.add_function(
+            names.WEBHOOK_RECEIVER,
+            {names.ENV_WEBHOOK_QUEUE_URL: self.queue.queue_url, names.ENV_WEBHOOK_SECRET_PARAMETER: secret_parameter},
+        )
+        functions.grant_secure_parameter(self.receiver, secret_parameter)
+        functions.allow(self.receiver, ["sqs:SendMessage"], [self.queue.queue_arn])
+
+        self.processor = functions.add_function(
+            names.WEBHOOK_PROCESSOR,
+            {
+                names.ENV_WEBHOOK_EVENTS_TABLE: self.events_table.table_name,
+                names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
+                names.ENV_REVIEW_QUEUE_URL: queues.review.queue_url,
+            },
+        )
+        p = self.processor
+        functions.allow(p, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [self.events_table.table_arn])
+        functions.allow(p, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [tables.charges.table_arn])
+        functions.allow(p, [*READ, "dynamodb:UpdateItem"], [tables.sellers.table_arn])
+        functions.allow(p, ["dynamodb:Query"], [f"{tables.sellers.table_arn}/index/{names.SELLER_ACCOUNT_INDEX}"])
+        functions.allow(p, [*READ, *WRITE], [tables.payouts.table_arn])
+        functions.allow(p, ["dynamodb:Query"], [f"{tables.payouts.table_arn}/index/{names.AWAITING_INDEX}"])
+        functions.allow(p, ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                        [queues.payouts.queue_arn, queues.review.queue_arn])
+        p.add_event_source(sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True))
+
+        http_api.add_routes(
+            path=names.WEBHOOK_PATH,
+            methods=[apigw.HttpMethod.POST],
+            integration=integrations.HttpLambdaIntegration(
+                "StripeWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+            ),
+        )
+
+    @property
+    def functions(self) -> dict[str, lambda_.Function]:
+        return {names.WEBHOOK_RECEIVER.name: self.receiver, names.WEBHOOK_PROCESSOR.name: self.processor}
+
+    def dead_letter_queues(self) -> dict[str, sqs.Queue]:
+        return {names.WEBHOOK_DLQ: self.dlq}
