@@ -199,3 +199,4 @@ WEBHOOK_PROCESSOR = FunctionSpec("WebhookProcessor", "functions.webhooks.process
 OUT_WEBHOOK_QUEUE_URL = "WebhookQueueUrl"
 OUT_WEBHOOK_DLQ_URL = "WebhookDlqUrl"
 OUT_WEBHOOK_EVENTS_TABLE = "WebhookEventsTableName"
+ALL_FUNCTIONS = (*ALL_FUNCTIONS, WEBHOOK_RECEIVER, WEBHOOK_PROCESSOR)

@@ -18,12 +18,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.payment.payouts import send_to_transfer
 from functions.shared import clock, psp_units
-from functions.shared.observability import service_metrics
 from functions.shared.tables import PayoutsTable, SellersTable
 from functions.webhooks.events import WebhookEvent
+from functions.webhooks.metrics import metrics
 
 logger = Logger(service="webhooks")
-metrics = service_metrics()
 
 ACCOUNT_STATE = "psp_account_state"
 BANK_PAYOUT = "last_bank_payout"

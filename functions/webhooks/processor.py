@@ -25,9 +25,9 @@ from functions.shared import clock
 from functions.shared.tables import WebhookEventsTable
 from functions.webhooks import registry
 from functions.webhooks.events import WebhookEvent
+from functions.webhooks.metrics import metrics
 
 logger = Logger(service="webhooks")
-metrics = registry.metrics
 processor = BatchProcessor(event_type=EventType.SQS)
 
 # The processor's timeout is 30 s (infra/names.py WEBHOOK_PROCESSOR); the queue's visibility timeout is 6x that.

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.shared.observability import service_metrics
 from functions.webhooks import accounts, payments, transfers
 from functions.webhooks.events import WebhookEvent
+from functions.webhooks.metrics import metrics
 
 logger = Logger(service="webhooks")
-metrics = service_metrics()
 
 Handler = Callable[[WebhookEvent], str]
 

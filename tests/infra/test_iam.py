@@ -27,6 +27,7 @@ CONSUME = {
 START = {"states:StartExecution"}
 PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/secret-key"
 ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
+WEBHOOK_SECRET = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/webhook-secret"
 
 # function -> resource (friendly name, see `friendly`) -> actions. Log-group writes are checked separately.
 EXPECTED: dict[str, dict[str, set[str]]] = {
@@ -97,6 +98,20 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         PSP_KEY: {"ssm:GetParameter"},
         ANY_KMS_KEY: {"kms:Decrypt"},
     },
+    # Webhooks in: the receiver only reads its signing secret and sends to its queue (no table, no PSP key).
+    "WebhookReceiver": {WEBHOOK_SECRET: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"},
+                        "queue:WebhookQueue": {"sqs:SendMessage"}},
+    "WebhookProcessor": {
+        "table:WebhookEvents": GET_UPDATE,  # claim / complete / release
+        "queue:WebhookQueue": CONSUME,
+        "table:Charges": GET_UPDATE,  # a parked charge's sweep brought forward
+        "table:Sellers": READ | {"dynamodb:UpdateItem"},  # facts of the seller's account, newest first
+        "table:Sellers/index/psp_account_id": {"dynamodb:Query"},
+        "table:Payouts": READ | WRITE,  # wake_awaiting; a reversal's pay-out read
+        "table:Payouts/index/awaiting_account": {"dynamodb:Query"},
+        "queue:PayoutsQueue": SEND,
+        "queue:ReviewQueue": SEND,
+    },
 }
 
 
@@ -112,6 +127,10 @@ def friendly(synth) -> dict[str, str]:
     names_by_id[bucket] = f"bucket:{names.SETTLEMENT_BUCKET}"
     (machine,) = synth.of_type("AWS::StepFunctions::StateMachine")
     names_by_id[machine] = "state-machine"
+    names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.WEBHOOKS}{names.WEBHOOK_EVENTS}")] = (
+        f"table:{names.WEBHOOK_EVENTS}")
+    for queue in (names.WEBHOOK_QUEUE, names.WEBHOOK_DLQ):
+        names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.WEBHOOKS}{queue}")] = f"queue:{queue}"
     return names_by_id
 
 
@@ -172,10 +191,10 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
         for f in names.ALL_FUNCTIONS
         if any(a.startswith(("ssm:", "kms:")) for acts in permissions(synth, f, friendly).values() for a in acts)
     }
-    assert readers == {"Executor", "Transfer"}
+    assert readers == {"Executor", "Transfer", "WebhookReceiver"}  # the receiver: its signing secret only
 
 
-@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER], ids=lambda f: f.name)
+@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.WEBHOOK_RECEIVER], ids=lambda f: f.name)
 def test_kms_decrypt_is_only_through_ssm(synth, function):
     (statement,) = [s for s in role_statements(synth, function) if s["Action"] == "kms:Decrypt"]
     assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}

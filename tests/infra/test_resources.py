@@ -74,8 +74,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_eight_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 8)
+def test_there_are_exactly_the_nine_tables_and_no_global_table(template):
+    template.resource_count_is("AWS::DynamoDB::Table", 9)  # the eight of TABLE_KEYS and WebhookEvents
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -258,10 +258,10 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 # --- functions ----------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_nine_functions_of_the_design(synth):
+def test_there_are_exactly_the_eleven_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9
+    assert len(synth.of_type("AWS::Lambda::Function")) == 11  # nine, and the two of the webhooks
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -361,7 +361,7 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 4)  # with WebhookQueue -> WebhookProcessor
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -396,7 +396,10 @@ def test_the_sweeper_runs_every_minute(synth, template):
 
 
 def test_http_api_routes_all_go_to_payment_api_with_payload_2(synth, template):
-    (integration,) = synth.of_type("AWS::ApiGatewayV2::Integration")
+    """Every route but the webhooks' (tests/infra/test_webhooks.py)."""
+    (integration,) = [lid for lid, r in synth.of_type("AWS::ApiGatewayV2::Integration").items()
+                      if r["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [function_id(synth, names.PAYMENT_API),
+                                                                              "Arn"]}]
     template.has_resource_properties(
         "AWS::ApiGatewayV2::Integration",
         {
@@ -408,6 +411,7 @@ def test_http_api_routes_all_go_to_payment_api_with_payload_2(synth, template):
     routes = {
         r["Properties"]["RouteKey"]: r["Properties"]["Target"]
         for r in synth.of_type("AWS::ApiGatewayV2::Route").values()
+        if r["Properties"]["RouteKey"] != f"POST {names.WEBHOOK_PATH}"
     }
     assert set(routes) == {f"{method} {path}" for method, path in names.ROUTES}
     assert all(render(target) == f"integrations/{integration}" for target in routes.values())
@@ -500,6 +504,9 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "PayoutsQueueUrl",
         "PayoutsDlqUrl",
         "AlarmTopicArn",
+        "WebhookQueueUrl",
+        "WebhookDlqUrl",
+        "WebhookEventsTableName",
     }
     assert set(synth.template["Outputs"]) == expected
 

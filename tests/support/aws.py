@@ -23,12 +23,13 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                "projection": {"statement": "ALL"}},
     "Ledger": {"hash": "transaction_id", "gsi": {"payment_order_id": ("payment_order_id", None)}},
     "Recon": {"hash": "pk", "range": "sk"},
-    "Sellers": {"hash": "seller_account"},
+    "Sellers": {"hash": "seller_account", "gsi": {"psp_account_id": ("psp_account_id", None)}},
     "Payouts": {"hash": "payment_order_id",
                 "gsi": {"sweep": ("sweep_shard", "due_at"), "transferred": ("transferred_bucket", "transferred_at"),
                         "awaiting_account": ("awaiting_seller", None)}},
+    "WebhookEvents": {"hash": "event_id"},
 }
-QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq"]
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue"]
 
 
 def create_table(logical: str, name: str) -> str:
@@ -84,7 +85,8 @@ def _table_env(logical: str) -> str:
 def _queue_env(queue: str) -> str:
     return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
             "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL",
-            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL"}[queue]
+            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL",
+            "WebhookQueue": "WEBHOOK_QUEUE_URL"}[queue]
 
 
 def drain(queue_url: str) -> list[str]:
