@@ -522,6 +522,28 @@ class StripeApi:
         if isinstance(value, str) and (found := self.state.find(value)) is not None:
             obj[head] = self.state.to_json(found)
 
+    # ---- webhooks (psp_sandbox/webhooks.py) ------------------------------------------------------------------
+
+    def add_webhooks(self, webhooks: Any) -> None:
+        """Serve `/v1/webhook_endpoints` and `/v1/events` from `webhooks` (a webhooks.Webhooks)."""
+
+        def create(request: ApiRequest) -> dict[str, Any]:
+            return webhooks.create_endpoint(request.params)
+
+        def delete(request: ApiRequest, id: str) -> dict[str, Any]:
+            Params(request.params, frozenset())
+            return webhooks.delete_endpoint(id)
+
+        get, post = "GET", "POST"
+        self._routes += [
+            (post, re.compile(r"/v1/webhook_endpoints"), create),
+            (get, re.compile(r"/v1/webhook_endpoints"), self._lister(webhooks.endpoints, "webhook_endpoints", set())),
+            (get, re.compile(r"/v1/webhook_endpoints/(?P<id>[^/]+)"), self._getter(webhooks.endpoint)),
+            ("DELETE", re.compile(r"/v1/webhook_endpoints/(?P<id>[^/]+)"), delete),
+            (get, re.compile(r"/v1/events"), self._lister(webhooks.events, "events", {"type"})),
+            (get, re.compile(r"/v1/events/(?P<id>[^/]+)"), self._getter(webhooks.event)),
+        ]
+
 
 _CLAUSE = re.compile(
     r"""^\s*(?P<field>metadata\[['"](?P<key>[^'"]+)['"]\]|[a-z_]+)\s*:\s*(?:'(?P<q>[^']*)'|"(?P<dq>[^"]*)"|(?P<bare>\S+))\s*$"""

@@ -248,3 +248,9 @@ class FaultInjector:
                 "params": dict(self._params),
                 "next": [{**asdict(q.fault), "match": q.match, "times": q.remaining} for q in self._queue],
             }
+
+    def webhook_chaos_seed(self) -> int | None:
+        """The seed webhook deliveries draw duplicates and reordering from (webhooks.py), while random faults are
+        configured; None otherwise (deliveries then go once, in order)."""
+        with self._lock:
+            return self._seed if self._rates else None

@@ -11,6 +11,7 @@ from .clock import SimulatedClock
 from .faults import FaultInjector
 from .idempotency import IdempotencyStore
 from .state import SandboxState
+from .webhooks import Webhooks
 
 
 class Sandbox:
@@ -25,6 +26,9 @@ class Sandbox:
         self.stopping = threading.Event()
         self._requests = 0
         self._lock = threading.Lock()
+        self.webhooks = Webhooks(self.clock, self.faults, self.state.new_id, self.stopping)
+        self.state.on_event = self.webhooks.emit
+        self.api.add_webhooks(self.webhooks)
         if seed is not None:
             self.faults.configure(seed=seed)
 
@@ -35,6 +39,7 @@ class Sandbox:
 
     def reset(self, seed: int | None = None) -> None:
         self.state.reset()
+        self.webhooks.reset()
         self.idempotency.reset()
         self.faults.reset()
         self.clock.reset()

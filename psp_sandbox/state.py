@@ -86,6 +86,9 @@ class SandboxState:
         self.transfers: dict[str, Transfer] = {}
         self.transfer_reversals: dict[str, TransferReversal] = {}
         self.balance_transactions: dict[str, BalanceTransaction] = {}
+        # Called with (event type, the object's Stripe JSON, connected account or None) for each change that
+        # Stripe would send a webhook for (psp_sandbox/webhooks.py; set by sandbox.py).
+        self.on_event: Callable[[str, dict[str, Any], str | None], Any] | None = None
 
     def reset(self) -> None:
         """Forget everything (in place: the API's routes hold these stores)."""
@@ -277,6 +280,7 @@ class SandboxState:
                 transfer_group=transfer_group,
             )
             self.payment_intents[pi.id] = pi
+            self.emit("payment_intent.created", pi)
             if confirm:
                 self._confirm(pi, idempotency_key)
             return pi
@@ -312,6 +316,7 @@ class SandboxState:
             pi.canceled_at = self.clock.timestamp()
             pi.cancellation_reason = reason
             pi.next_action = None
+            self.emit_intent(pi)
             return pi
 
     def resolve_payment_intent(self, pi_id: str, outcome: str) -> PaymentIntent:
@@ -352,6 +357,7 @@ class SandboxState:
                     f"Only a processing or requires_action PaymentIntent can be resolved, not {pi.status}.",
                     pi.to_stripe(),
                 )
+            self.emit_intent(pi)
             return pi
 
     def _card(self, payment_method: str) -> TestCard:
@@ -374,15 +380,18 @@ class SandboxState:
                 "type": "use_stripe_sdk",
                 "use_stripe_sdk": {"type": "three_d_secure_redirect", "source": f"src_{pi.id[3:]}"},
             }
+            self.emit_intent(pi)
             return
         if card.outcome is Outcome.PROCESSING:
             self._new_charge(pi, card, "pending", idempotency_key)
             pi.status = "processing"
+            self.emit_intent(pi)
             return
         if card.outcome is Outcome.SUCCEEDED:
             charge = self._new_charge(pi, card, "succeeded", idempotency_key)
             self._settle_charge(charge)
             pi.status = "succeeded"
+            self.emit_intent(pi)
             return
         decline = card.decline
         assert decline is not None
@@ -395,6 +404,7 @@ class SandboxState:
         pi.status = "requires_payment_method"
         pi.last_payment_error = self._payment_error(pi, charge, card)
         pi.payment_method = None
+        self.emit_intent(pi)
         # The decline is an answer of an endpoint that ran: the PaymentIntent changed and the 402 is stored.
         raise errors.StripeApiError(
             402,
@@ -618,6 +628,7 @@ class SandboxState:
             account = self.account(account_id)
             account.capabilities = dict.fromkeys(account.capabilities, "inactive")
             account.disabled_reason = reason
+            self.emit("account.updated", account)
             return account
 
     def unrestrict_account(self, account_id: str) -> Account:
@@ -625,6 +636,7 @@ class SandboxState:
             account = self.account(account_id)
             account.capabilities = dict.fromkeys(account.capabilities, "active")
             account.disabled_reason = None
+            self.emit("account.updated", account)
             return account
 
     def pay_out_account(self, account_id: str, amount: int, currency: str) -> Account:
@@ -640,6 +652,7 @@ class SandboxState:
                     code="balance_insufficient",
                 )
             account.balance[currency] = held - amount
+            self.emit("payout.paid", self._bank_payout(account, amount, currency), account=account.id)
             return account
 
     # ---- the platform's balance ---------------------------------------------------------------------------
@@ -718,6 +731,7 @@ class SandboxState:
             ).id
             account.balance[currency] = account.balance.get(currency, 0) + amount
             self.transfers[transfer.id] = transfer
+            self.emit("transfer.created", transfer)
             return transfer
 
     def _check_source(self, charge_id: str, amount: int, currency: str) -> int:
@@ -808,6 +822,7 @@ class SandboxState:
             account.balance[transfer.currency] = held - amount
             transfer.reversals.append(reversal)
             self.transfer_reversals[reversal.id] = reversal
+            self.emit("transfer.reversed", transfer)
             return reversal
 
     # ---- lookups --------------------------------------------------------------------------------------------
@@ -947,3 +962,31 @@ class SandboxState:
                     ("balance_transactions", self.balance_transactions),
                 )
             }
+
+    # ---- webhook events (psp_sandbox/webhooks.py) --------------------------------------------------------------
+
+    def emit(self, event_type: str, obj: Any, account: str | None = None) -> None:
+        """One event of `obj` as it is now (its Stripe JSON), to whoever listens (on_event). Refunds and disputes
+        call it the same way: `self.emit("charge.refunded", charge)`."""
+        if self.on_event is not None:
+            self.on_event(event_type, obj if isinstance(obj, dict) else self.to_json(obj), account)
+
+    def emit_intent(self, pi: PaymentIntent) -> None:
+        """The event of a PaymentIntent's new status (none for a status Stripe sends none for)."""
+        kind = _INTENT_EVENTS.get(pi.status)
+        if pi.status == "requires_payment_method" and pi.last_payment_error:
+            kind = "payment_intent.payment_failed"
+        if kind:
+            self.emit(kind, pi)
+
+    def _bank_payout(self, account: Account, amount: int, currency: str) -> dict[str, Any]:
+        """The connected account's bank payout (Stripe JSON; the sandbox keeps no Payout object)."""
+        now = self.clock.timestamp()
+        return {"id": self.new_id("po"), "object": "payout", "amount": amount, "currency": currency,
+                "arrival_date": now, "created": now, "status": "paid", "method": "standard", "type": "bank_account",
+                "failure_code": None, "failure_message": None, "destination": self.new_id("ba"),
+                "metadata": {}}
+
+
+_INTENT_EVENTS = {"succeeded": "payment_intent.succeeded", "processing": "payment_intent.processing",
+                  "requires_action": "payment_intent.requires_action", "canceled": "payment_intent.canceled"}
