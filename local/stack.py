@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PSP_TEST_KEY = "sk_test_local"
 PSP_API_BASE = "PSP_API_BASE"  # the template's value ("" = Stripe) is replaced by the sandbox's URL
 PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"  # the SSM parameter holding the key: the sandbox's key is stored
+WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"  # where the receiver reads the endpoint's signing secret
+WEBHOOK_PATH = "/v1/webhooks/stripe"  # functions/shared/names.py WEBHOOK_PATH (local/ does not import functions/)
 
 
 class Sandbox(Protocol):
@@ -103,6 +108,7 @@ class LocalStack:
         self.gateway: Gateway | None = None
         self.sandbox: Sandbox | None = None
         self.startup_seconds: float | None = None
+        self.webhook_endpoint_id: str | None = None
         self._env = SavedEnvironment()
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -135,6 +141,7 @@ class LocalStack:
                 self.sandbox = self._sandbox_factory(self.ports.psp)
             self.gateway = Gateway(http_api_routes(self.deployed), self.aws_url, self.ports.api)
             self.gateway.start()
+            self._register_webhook_endpoint(function_envs)
         except BaseException:
             self.stop()
             raise
@@ -247,3 +254,23 @@ class LocalStack:
 
     def _set_env(self, values: dict[str, str]) -> None:
         self._env.set(values)
+
+    def _register_webhook_endpoint(self, function_envs: dict[str, dict[str, str]]) -> None:
+        """As an operator does once per account: a webhook endpoint at the PSP for the gateway's
+        /v1/webhooks/stripe, every event type, and its signing secret (shown once) stored where the template
+        says the receiver reads it. Only with the repository's sandbox and a template that has the receiver."""
+        parameters = {env[WEBHOOK_SECRET_PARAMETER] for env in function_envs.values()
+                      if env.get(WEBHOOK_SECRET_PARAMETER)}
+        if not self.psp_url or not parameters or self.sandbox is None:
+            return
+        form = urllib.parse.urlencode({"url": self.api_url + WEBHOOK_PATH, "enabled_events[]": "*",
+                                       "description": "MarketPay local stack"}).encode()
+        request = urllib.request.Request(self.psp_url + "/v1/webhook_endpoints", data=form, method="POST",
+                                         headers={"Authorization": f"Bearer {PSP_TEST_KEY}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the sandbox on loopback
+            endpoint = json.loads(answer.read())
+        ssm = self.client("ssm")
+        for name in sorted(parameters):
+            ssm.put_parameter(Name=name, Value=endpoint["secret"], Type="SecureString", Overwrite=True)
+        self.webhook_endpoint_id = endpoint["id"]
+        log.info("webhook endpoint %s registered for %s", endpoint["id"], self.api_url + WEBHOOK_PATH)
