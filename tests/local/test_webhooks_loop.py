@@ -86,3 +86,33 @@ def test_a_forged_event_is_refused_with_the_json_error(stack):
     status, body = _post(f"{stack.api_url}/v1/webhooks/stripe", b'{"id":"evt_forged","type":"payout.paid"}',
                          {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=00"})
     assert status == 400 and body["error"]["code"] == "invalid_signature"
+
+
+def test_a_sellers_bank_payout_at_the_psp_is_recorded_on_the_seller(stack):
+    # Given a seller registered with a connected account that holds money (a transfer to it, made at the sandbox)
+    form = b"type=express&capabilities[transfers][requested]=true"
+    status, account = _post(f"{stack.psp_url}/v1/accounts", form, {"Authorization": "Bearer sk_test_local"})
+    assert status == 200
+    assert _put_seller(stack, "seller_bank", account["id"]) == 200
+    stack.sandbox.sandbox.state.accounts[account["id"]].balance["usd"] = 1_000
+    # When the account pays 5.00 USD out to its bank (the sandbox's admin API): a payout.paid Connect event
+    status, _ = _post(f"{stack.psp_url}/_sandbox/accounts/{account['id']}/payout",
+                      json.dumps({"amount": 500, "currency": "usd"}).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    # Then the seller carries it
+    sellers, dynamodb = stack.outputs["SellersTableName"], stack.client("dynamodb")
+
+    def recorded() -> dict | None:
+        item = dynamodb.get_item(TableName=sellers, Key={"seller_account": {"S": "seller_bank"}})["Item"]
+        return item.get("last_bank_payout")
+
+    payout = wait_for(recorded, 30, "bank payout recorded")["M"]
+    assert (payout["status"]["S"], payout["amount_minor"]["N"], payout["currency"]["S"]) == ("paid", "500", "USD")
+
+
+def _put_seller(stack: LocalStack, seller: str, account: str) -> int:
+    request = urllib.request.Request(f"{stack.api_url}/v1/sellers/{seller}", method="PUT",
+                                     data=json.dumps({"psp_account_id": account, "commission_bps": 0}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.status
