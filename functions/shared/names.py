@@ -142,3 +142,24 @@ def duplicate_delivery_sort_key(delivery: str) -> str:
 
 def carried_orders_key(psp: str) -> str:
     return f"CARRY#{psp}"
+
+
+# --- notifications out (issue 16c): status changes delivered, signed, to the storefront's endpoint -----------
+ENV_NOTIFICATION_ENDPOINTS_TABLE = "NOTIFICATION_ENDPOINTS_TABLE"
+ENV_NOTIFICATIONS_QUEUE_URL = "NOTIFICATIONS_QUEUE_URL"
+ENV_NOTIFICATIONS_DLQ_URL = "NOTIFICATIONS_DLQ_URL"
+# Headers of every delivery: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` and the event's id.
+SIGNATURE_HEADER = "MarketPay-Signature"
+EVENT_ID_HEADER = "MarketPay-Event-Id"
+# No clients yet (issue 21 adds API keys): every storefront setting is the default client's.
+DEFAULT_CLIENT_ID = "default"
+ENDPOINT_SECRET_PREFIX = "mpsec_"
+EVENT_ID_PREFIX = "evt_"
+
+
+def notification_event_id(source: str, key: str, status: str, version: str) -> str:
+    """`evt_<32 hex>`: the same status change of the same item (a stream redelivery) always has the same id."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{source}|{key}|{status}|{version}".encode()).hexdigest()
+    return f"{EVENT_ID_PREFIX}{digest[:32]}"
