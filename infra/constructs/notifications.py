@@ -90,6 +90,15 @@ class Notifications(Construct):
         _allow(functions.payment_api, ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                [self.endpoints.table_arn])
 
+        # Lambda's stream mapping asks for ListStreams, an action with no resource-level permissions.
+        _allow(self.notifier, ["dynamodb:ListStreams"], ["*"])
+        acknowledge(
+            self.notifier.role,
+            "AwsSolutions-IAM5",
+            "dynamodb:ListStreams supports no resource-level permissions; Lambda's DynamoDB stream mapping needs it. "
+            "Reading records is limited to the watched tables' streams.",
+            "Resource::*",
+        )
         self.deliverer.add_event_source(
             sources.SqsEventSource(self.queue, batch_size=names.DELIVERER_BATCH_SIZE, report_batch_item_failures=True)
         )
