@@ -178,11 +178,6 @@ ROUTES = (
 
 
 # --- notifications out (issue 16c; infra/constructs/notifications.py) ----------------------------------------
-from functions.shared.names import (  # noqa: E402 - kept with the block it serves
-    ENV_NOTIFICATION_ENDPOINTS_TABLE,
-    ENV_NOTIFICATIONS_DLQ_URL,
-    ENV_NOTIFICATIONS_QUEUE_URL,
-)
 
 NOTIFICATIONS = "Notifications"  # the construct
 NOTIFICATION_ENDPOINTS = "NotificationEndpoints"  # the table: one endpoint per client_id

@@ -18,6 +18,7 @@ from local.lambda_runtime import LambdaRuntime, SavedEnvironment
 from local.lifecycle import check_ports_free
 from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
 from local.permissions import Call, Roles
+from local.streams import stream_mappings
 
 log = logging.getLogger("local.stack")
 
@@ -129,6 +130,7 @@ class LocalStack:
                 sqs_mappings(self.deployed, self.aws_url),
                 schedule_targets(self.deployed),
                 schedule_interval=self._schedule_interval,
+                streams=stream_mappings(self.deployed),
             )
             self.events.start()
             if self._sandbox_factory is not None:

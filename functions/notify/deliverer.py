@@ -57,6 +57,8 @@ def http() -> PoolManager:
 
 
 class Outcome(StrEnum):
+    """What became of one delivery (a metric each: Notifications_<value>)."""
+
     DELIVERED = "delivered"
     RETRY = "retry"
     DEAD_LETTERED = "dead_lettered"
@@ -111,14 +113,20 @@ def post(url: str, secret: str, delivery: Delivery, timeout_s: float) -> str | N
     return f"HTTP {answer.status}"
 
 
-def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Settings) -> Outcome:
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    retry_in_s: int = 0
+
+
+def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Settings) -> Result:
     if endpoint is None:
         logger.warning("no notification endpoint: event dropped",
                        extra={"event_id": delivery.event["id"], "client_id": delivery.client_id})
-        return Outcome.DROPPED
+        return Result(Outcome.DROPPED)
     error = post(endpoint["url"], endpoint["secret"], delivery, config.notification_timeout_s)
     if error is None:
-        return Outcome.DELIVERED
+        return Result(Outcome.DELIVERED)
     now = clock.now()
     deadline = clock.parse_iso(delivery.enqueued_at) + timedelta(seconds=config.notification_retry_window_s)
     log = {"event_id": delivery.event["id"], "attempt": delivery.attempt, "error": error}
@@ -128,7 +136,7 @@ def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Setting
             "url": endpoint["url"], "attempts": delivery.attempt, "error": error,
             "enqueued_at": delivery.enqueued_at, "dead_lettered_at": clock.iso(now), "event": delivery.event})
         logger.error("notification dead-lettered after its retry window", extra=log)
-        return Outcome.DEAD_LETTERED
+        return Result(Outcome.DEAD_LETTERED)
     left_s = int((deadline - now).total_seconds()) + 1
     wait_s = min(backoff_s(delivery.attempt, delivery.event["id"], config), left_s)
     logger.info("notification not delivered: retried later", extra={**log, "retry_in_s": wait_s})
@@ -136,7 +144,7 @@ def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Setting
         queues.retry_notification_after(delivery.receipt_handle, wait_s)
     except Exception:  # the message still comes back, after the queue's visibility timeout
         logger.exception("visibility not changed", extra=log)
-    return Outcome.RETRY
+    return Result(Outcome.RETRY, wait_s)
 
 
 def process(records: list[dict[str, Any]]) -> list[str]:
@@ -149,7 +157,7 @@ def process(records: list[dict[str, Any]]) -> list[str]:
         delivery = Delivery.of(record)
         if delivery.client_id not in endpoints:
             endpoints[delivery.client_id] = table.get(delivery.client_id)
-        outcome = deliver(delivery, endpoints[delivery.client_id], config)
+        outcome = deliver(delivery, endpoints[delivery.client_id], config).outcome
         metrics.add_metric(name=f"Notifications_{outcome}", unit=MetricUnit.Count, value=1)
         if outcome is Outcome.RETRY:
             keep.append(record["messageId"])
