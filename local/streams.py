@@ -134,7 +134,8 @@ def _give_up(sqs: Any, mapping: StreamMapping, records: list[dict[str, Any]]) ->
     if not mapping.on_failure_queue_arn:
         return
     first, last = records[0]["dynamodb"]["SequenceNumber"], records[-1]["dynamodb"]["SequenceNumber"]
-    body = {"requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": mapping.max_retries + 1},
+    body = {"requestContext": {"condition": "RetryAttemptsExhausted",
+                               "approximateInvokeCount": mapping.max_retries + 1},
             "DDBStreamBatchInfo": {"streamArn": mapping.stream_arn, "startSequenceNumber": first,
                                    "endSequenceNumber": last, "batchSize": len(records)}}
     url = sqs.get_queue_url(QueueName=mapping.on_failure_queue_arn.rsplit(":", 1)[1])["QueueUrl"]

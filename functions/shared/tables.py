@@ -1174,7 +1174,8 @@ class NotificationEndpointsTable:
         try:
             answer = self._db.update_item(
                 TableName=self.table, Key=to_item({"client_id": client_id}),
-                UpdateExpression="SET #url = :url, updated_at = :now", ConditionExpression="attribute_exists(client_id)",
+                UpdateExpression="SET #url = :url, updated_at = :now",
+                ConditionExpression="attribute_exists(client_id)",
                 ExpressionAttributeNames={"#url": "url"}, ExpressionAttributeValues=to_item({":url": url, ":now": now}),
                 ReturnValues="ALL_NEW")
         except ClientError as error:

@@ -58,7 +58,9 @@ class Notifications(Construct):
             retention_period=_QUEUE_RETENTION,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=names.NOTIFICATIONS_MAX_RECEIVE_COUNT),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dlq, max_receive_count=names.NOTIFICATIONS_MAX_RECEIVE_COUNT
+            ),
         )
         self.stream_dlq = self._dlq(names.NOTIFICATION_STREAM_DLQ)
         acknowledge(

@@ -86,7 +86,8 @@ def test_any_of_several_v1_signatures_may_match():
 
 
 def test_a_status_change_of_an_order_is_an_event_with_the_api_view_and_no_payment_method():
-    new = {**ORDER, "payment_order_status": "SUCCESS", "psp_reference": "pi_1", "updated_at": "2026-12-05T10:00:05.000Z"}
+    new = {**ORDER, "payment_order_status": "SUCCESS", "psp_reference": "pi_1",
+           "updated_at": "2026-12-05T10:00:05.000Z"}
     source = source_of(record("orders-t", ORDER, new)["eventSourceARN"], CONFIG)
     event = event_of(record("orders-t", ORDER, new), source)
     assert source is ORDERS
