@@ -178,6 +178,11 @@ ROUTES = (
 
 
 # --- notifications out (issue 16c; infra/constructs/notifications.py) ----------------------------------------
+from functions.shared.names import (  # noqa: E402, F401 - the runtime names, re-exported (kept with this block)
+    ENV_NOTIFICATION_ENDPOINTS_TABLE,
+    ENV_NOTIFICATIONS_DLQ_URL,
+    ENV_NOTIFICATIONS_QUEUE_URL,
+)
 
 NOTIFICATIONS = "Notifications"  # the construct
 NOTIFICATION_ENDPOINTS = "NotificationEndpoints"  # the table: one endpoint per client_id

@@ -42,7 +42,7 @@ TABLE_ENV = {
     "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
-    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL"},
+    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Wallet": set(),
@@ -51,6 +51,8 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
     "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
+    "Notifier": {"NOTIFICATIONS_QUEUE_URL"},
+    "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
 }
 
 
@@ -75,7 +77,7 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 
 
 def test_there_are_exactly_the_eight_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 8)
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 1)  # + NotificationEndpoints (Notifications construct)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -261,7 +263,7 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 def test_there_are_exactly_the_nine_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2  # + Notifier, Deliverer
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -361,7 +363,7 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 3)  # + Deliverer, two streams (Notifier)
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -500,6 +502,8 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "PayoutsQueueUrl",
         "PayoutsDlqUrl",
         "AlarmTopicArn",
+        *names.OUT_NOTIFICATION_QUEUE_URLS.values(),
+        names.OUT_NOTIFICATION_ENDPOINTS_TABLE,
     }
     assert set(synth.template["Outputs"]) == expected
 
