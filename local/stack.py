@@ -187,6 +187,18 @@ class LocalStack:
         assert self.runtime is not None and self.deployed is not None, "start() first"
         return Roles.of(self.deployed).ungranted(self.runtime.calls)
 
+    def set_notification_endpoint(self, url: str, secret: str | None = None) -> dict[str, Any]:
+        """PUT /v1/notification_endpoint through the gateway, as a storefront does; the answer (with the
+        generated secret when none was given and the endpoint is new)."""
+        import json
+        import urllib.request
+
+        body = json.dumps({"url": url, **({"secret": secret} if secret else {})}).encode()
+        request = urllib.request.Request(f"{self.api_url}/v1/notification_endpoint", data=body, method="PUT",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
     def ready_line(self) -> str:
         return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()])
 
