@@ -19,7 +19,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -78,8 +78,12 @@ class Delivery:
     @classmethod
     def of(cls, record: dict[str, Any]) -> Delivery:
         body = json.loads(record["body"])
+        # A dead letter moved back by on-call (`ops dlq redrive notifications`) has no enqueued_at: its window
+        # starts again when it was sent back.
+        sent_ms = int(record.get("attributes", {}).get("SentTimestamp", 0)) or int(clock.now().timestamp() * 1000)
+        enqueued_at = body.get("enqueued_at") or clock.iso(datetime.fromtimestamp(sent_ms / 1000, UTC))
         return cls(event=body["event"], client_id=body.get("client_id") or DEFAULT_CLIENT_ID,
-                   enqueued_at=body["enqueued_at"],
+                   enqueued_at=enqueued_at,
                    attempt=int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
                    receipt_handle=record["receiptHandle"])
 
@@ -134,7 +138,7 @@ def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Setting
         queues.dead_letter_notification({
             "event_id": delivery.event["id"], "type": delivery.event.get("type"), "client_id": delivery.client_id,
             "url": endpoint["url"], "attempts": delivery.attempt, "error": error,
-            "enqueued_at": delivery.enqueued_at, "dead_lettered_at": clock.iso(now), "event": delivery.event})
+            "first_enqueued_at": delivery.enqueued_at, "dead_lettered_at": clock.iso(now), "event": delivery.event})
         logger.error("notification dead-lettered after its retry window", extra=log)
         return Result(Outcome.DEAD_LETTERED)
     left_s = int((deadline - now).total_seconds()) + 1
