@@ -38,10 +38,14 @@ class EndpointRequest(ApiModel):
 class EndpointView(ApiModel):
     client_id: str
     url: str
-    # Only in the answer to the PUT that generated it: never readable again.
-    secret: str | None = None
     created_at: str
     updated_at: str
+
+
+class CreatedEndpointView(EndpointView):
+    """The answer to the PUT that generated the secret: the only time it is shown."""
+
+    secret: str
 
 
 def validate_url(url: str) -> str:
@@ -71,7 +75,7 @@ def new_secret() -> str:
 
 
 def set_endpoint(request: EndpointRequest, client_id: str = DEFAULT_CLIENT_ID,
-                 table: NotificationEndpointsTable | None = None) -> tuple[EndpointView, bool]:
+                 table: NotificationEndpointsTable | None = None) -> tuple[EndpointView | CreatedEndpointView, bool]:
     """Store the endpoint; returns it and whether it was created now. A generated secret is in the view once.
 
     Idempotent as a PUT: the same body again stores the same URL (and secret, when given). Two first PUTs without
@@ -88,7 +92,7 @@ def set_endpoint(request: EndpointRequest, client_id: str = DEFAULT_CLIENT_ID,
         return _view(existing), False
     secret = new_secret()
     if table.create(client_id, url, secret, now):
-        return EndpointView(client_id=client_id, url=url, secret=secret, created_at=now, updated_at=now), True
+        return CreatedEndpointView(client_id=client_id, url=url, secret=secret, created_at=now, updated_at=now), True
     item = table.set_url(client_id, url, now)
     assert item is not None, "an endpoint is never deleted"
     return _view(item), False

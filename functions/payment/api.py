@@ -173,18 +173,16 @@ def get_statement(
                     200: {"description": "Replaced"}, 422: {"description": "invalid_url"}})
 def put_notification_endpoint(
     request: Annotated[notification_endpoints.EndpointRequest, Body()],
-) -> Response[notification_endpoints.EndpointView]:
+) -> Response[notification_endpoints.CreatedEndpointView | notification_endpoints.EndpointView]:
     view, created = notification_endpoints.set_endpoint(request)
-    logger.info("notification endpoint set", extra={"url": view.url, "created": created})
+    logger.info("notification endpoint set", extra={"url": view.url, "endpoint_created": created})
     return Response(status_code=201 if created else 200, content_type="application/json",
-                    body=view.model_dump(mode="json", exclude_none=True))
+                    body=view)
 
 
 @app.get("/v1/notification_endpoint", responses={404: {"description": "notification_endpoint_not_found"}})
-def get_notification_endpoint() -> Response[notification_endpoints.EndpointView]:
-    view = notification_endpoints.get_endpoint()
-    return Response(status_code=200, content_type="application/json",
-                    body=view.model_dump(mode="json", exclude_none=True))
+def get_notification_endpoint() -> notification_endpoints.EndpointView:
+    return notification_endpoints.get_endpoint()
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)

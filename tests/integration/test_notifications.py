@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from functions.notify import deliverer, notifier
-from functions.notify.endpoints import EndpointRequest, get_endpoint, set_endpoint
+from functions.notify.endpoints import CreatedEndpointView, EndpointRequest, get_endpoint, set_endpoint
 from functions.shared import clock
 from functions.shared.config import reload_settings
 from functions.shared.errors import NotFound
@@ -81,7 +81,7 @@ def run_deliverer(env, messages):
 def test_an_order_status_change_reaches_the_receiver_signed_once_per_change(notify_env, receiver):
     # Given an endpoint, and an order placed then moved to EXECUTING and to SUCCESS in its table
     view, created = set_endpoint(EndpointRequest(url=receiver.url, secret=receiver.secret))
-    assert created and view.secret is None  # a given secret is never echoed
+    assert created and not isinstance(view, CreatedEndpointView)  # a given secret is never echoed
     tables = PaymentTables.from_settings()
     boto3.client("dynamodb", region_name=REGION).put_item(
         TableName=notify_env["PAYMENT_ORDERS_TABLE"],
@@ -163,9 +163,9 @@ def test_endpoint_put_generates_a_secret_once_and_get_never_shows_it(notify_env)
     first, created = set_endpoint(EndpointRequest(url="https://shop.example/hooks"))
     assert created and first.secret.startswith("mpsec_")
     again, created = set_endpoint(EndpointRequest(url="https://shop.example/v2/hooks"))
-    assert not created and again.secret is None
+    assert not created and not isinstance(again, CreatedEndpointView)
     shown = get_endpoint()
-    assert shown.url == "https://shop.example/v2/hooks" and shown.secret is None
+    assert shown.url == "https://shop.example/v2/hooks" and "secret" not in shown.model_dump()
 
 
 def test_no_endpoint_drops_the_event(notify_env):
