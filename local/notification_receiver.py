@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--secret", required=True)
     args = parser.parse_args()
     receiver = Receiver(args.secret, args.port).start()
-    print(f"listening on {receiver.url}", flush=True)
+    print(f"listening on http://127.0.0.1:{args.port} (any path)", flush=True)
     seen = 0
     try:
         while True:

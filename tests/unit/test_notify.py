@@ -162,3 +162,21 @@ def test_other_urls_are_refused_with_invalid_url(url):
     with pytest.raises(InvalidEndpointUrl) as refused:
         validate_url(url)
     assert refused.value.code == "invalid_url" and refused.value.http_status == 422
+
+
+def test_the_readmes_verification_snippet_accepts_a_delivery_and_refuses_a_forged_one():
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("# verify a MarketPay notification\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - the README's own code, as a storefront would paste it
+    verify = namespace["verify"]
+    body = b'{"id":"evt_1","type":"payment_order.success"}'
+    header = signing.signature_header("mpsec_readme", int(time.time()), body)
+    assert verify("mpsec_readme", header, body)
+    assert not verify("mpsec_other", header, body)
+    assert not verify("mpsec_readme", header, body + b" ")
+    old = signing.signature_header("mpsec_readme", int(time.time()) - 301, body)
+    assert not verify("mpsec_readme", old, body)
