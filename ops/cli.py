@@ -579,8 +579,9 @@ def notifications_set_endpoint(
         except (DomainError, ValueError) as error:
             raise OpsError(f"refused: {getattr(error, 'message', error)}") from error
         ops.console.print(f"{'created' if created else 'updated'}: {view.client_id} -> {view.url}")
-        if view.secret:
-            ops.console.print(f"signing secret (shown once): {view.secret}")
+        secret = getattr(view, "secret", None)  # only when generated now (CreatedEndpointView)
+        if secret:
+            ops.console.print(f"signing secret (shown once): {secret}")
 
     _guarded(ctx, body)
 
