@@ -579,9 +579,9 @@ def notifications_set_endpoint(
         except (DomainError, ValueError) as error:
             raise OpsError(f"refused: {getattr(error, 'message', error)}") from error
         ops.console.print(f"{'created' if created else 'updated'}: {view.client_id} -> {view.url}")
-        secret = getattr(view, "secret", None)  # only when generated now (CreatedEndpointView)
-        if secret:
-            ops.console.print(f"signing secret (shown once): {secret}")
+        generated = getattr(view, "secret", None)  # only when generated now (CreatedEndpointView)
+        if generated:
+            ops.console.print(f"signing secret (shown once): {generated}")
 
     _guarded(ctx, body)
 
