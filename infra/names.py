@@ -200,3 +200,36 @@ OUT_WEBHOOK_QUEUE_URL = "WebhookQueueUrl"
 OUT_WEBHOOK_DLQ_URL = "WebhookDlqUrl"
 OUT_WEBHOOK_EVENTS_TABLE = "WebhookEventsTableName"
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, WEBHOOK_RECEIVER, WEBHOOK_PROCESSOR)
+
+# --- notifications out (issue 16c; infra/constructs/notifications.py) ----------------------------------------
+from functions.shared.names import (  # noqa: E402, F401 - the runtime names, re-exported (kept with this block)
+    ENV_NOTIFICATION_ENDPOINTS_TABLE,
+    ENV_NOTIFICATIONS_DLQ_URL,
+    ENV_NOTIFICATIONS_QUEUE_URL,
+)
+
+NOTIFICATIONS = "Notifications"  # the construct
+NOTIFICATION_ENDPOINTS = "NotificationEndpoints"  # the table: one endpoint per client_id
+NOTIFICATIONS_QUEUE = "NotificationsQueue"
+NOTIFICATIONS_DLQ = "NotificationsDlq"  # events not delivered within 3 days (and the queue's poison messages)
+NOTIFICATION_STREAM_DLQ = "NotificationStreamDlq"  # stream batches the Notifier failed on (positions only)
+# Messages are retried for 3 days by the Deliverer itself; the redrive count only catches a Deliverer that fails
+# outright on a message (about 26 receives fit in 3 days of backoff).
+NOTIFICATIONS_MAX_RECEIVE_COUNT = 50
+# The stream mapping: records older than a day are given up (their positions go to NotificationStreamDlq).
+NOTIFIER_STREAM_BATCH_SIZE = 100
+NOTIFIER_STREAM_RETRIES = 10
+NOTIFIER_MAX_RECORD_AGE_H = 24
+# Stream records of orders and pay-outs, into events on NotificationsQueue.
+NOTIFIER = FunctionSpec("Notifier", "functions.notify.notifier.handler", "notify", 30)
+# One signed POST per message, each bounded by notification_timeout_s (5 s): a batch of 5 fits in 30 s.
+DELIVERER = FunctionSpec("Deliverer", "functions.notify.deliverer.handler", "notify", 30)
+DELIVERER_BATCH_SIZE = 5
+ALL_FUNCTIONS = (*ALL_FUNCTIONS, NOTIFIER, DELIVERER)
+OUT_NOTIFICATION_QUEUE_URLS = {
+    NOTIFICATIONS_QUEUE: "NotificationsQueueUrl",
+    NOTIFICATIONS_DLQ: "NotificationsDlqUrl",
+    NOTIFICATION_STREAM_DLQ: "NotificationStreamDlqUrl",
+}
+OUT_NOTIFICATION_ENDPOINTS_TABLE = "NotificationEndpointsTableName"
+ROUTES = (*ROUTES, ("PUT", "/v1/notification_endpoint"), ("GET", "/v1/notification_endpoint"))

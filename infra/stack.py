@@ -12,6 +12,7 @@ from infra import names
 from infra.constructs.alarms import Alarms
 from infra.constructs.api import Api
 from infra.constructs.functions import Functions
+from infra.constructs.notifications import Notifications
 from infra.constructs.queues import Queues
 from infra.constructs.settlement import Settlement
 from infra.constructs.tables import Tables
@@ -65,13 +66,18 @@ class MarketPayStack(Stack):
         webhooks = Webhooks(self, names.WEBHOOKS, tables=tables, queues=queues, functions=functions,
                             http_api=api.http_api, secret_parameter=settings.webhook_secret_parameter,
                             removal_policy=removal)
+        # Status changes of these tables are delivered to the storefront (a new table: one more entry).
+        notifications = Notifications(self, names.NOTIFICATIONS, functions=functions, removal_policy=removal,
+                                      streamed={names.PAYMENT_ORDERS: tables.payment_orders,
+                                                names.PAYOUTS: tables.payouts})
         alarms = Alarms(
             self,
             names.ALARMS,
-            dead_letter_queues={**queues.dead_letter_queues(), **webhooks.dead_letter_queues()},
+            dead_letter_queues={**queues.dead_letter_queues(), **webhooks.dead_letter_queues(),
+                                **notifications.dead_letter_queues()},
             review_queue=queues.review,
             state_machine=workflow.state_machine,
-            functions={**functions.all, **webhooks.functions},
+            functions=functions.all,
         )
 
         CfnOutput(self, names.OUT_API_URL, value=api.url)
@@ -85,3 +91,6 @@ class MarketPayStack(Stack):
         CfnOutput(self, names.OUT_WEBHOOK_QUEUE_URL, value=webhooks.queue.queue_url)
         CfnOutput(self, names.OUT_WEBHOOK_DLQ_URL, value=webhooks.dlq.queue_url)
         CfnOutput(self, names.OUT_WEBHOOK_EVENTS_TABLE, value=webhooks.events_table.table_name)
+        for queue_name, queue in notifications.queues_by_name().items():
+            CfnOutput(self, names.OUT_NOTIFICATION_QUEUE_URLS[queue_name], value=queue.queue_url)
+        CfnOutput(self, names.OUT_NOTIFICATION_ENDPOINTS_TABLE, value=notifications.endpoints.table_name)

@@ -33,6 +33,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds between scheduled invocations (default: the template's rate)",
     )
     parser.add_argument("--no-sandbox", action="store_true", help="do not start the PSP sandbox")
+    parser.add_argument(
+        "--notify-url",
+        default=os.environ.get("MARKETPAY_NOTIFY_URL"),
+        help="the storefront endpoint status changes are POSTed to (env MARKETPAY_NOTIFY_URL)",
+    )
+    parser.add_argument(
+        "--notify-secret",
+        default=os.environ.get("MARKETPAY_NOTIFY_SECRET"),
+        help="its signing secret (env MARKETPAY_NOTIFY_SECRET; default: generated and printed)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -81,6 +91,16 @@ def _serve(stack: Any, args: argparse.Namespace) -> int:
         print("stack outputs:")
         for key, value in sorted(stack.outputs.items()):
             print(f"  {key} = {value}")
+        if args.notify_url:
+            import urllib.error
+
+            try:
+                endpoint = stack.set_notification_endpoint(args.notify_url, args.notify_secret)
+            except urllib.error.HTTPError as refused:
+                print(f"--notify-url refused: {refused.read().decode()}", file=sys.stderr)
+                return 2
+            secret = endpoint.get("secret") or "(the one given)"
+            print(f"notifications to {endpoint['url']}, signed with {secret}")
         print(f"started in {time.monotonic() - started:.2f} s")
         print(stack.ready_line(), flush=True)
         sleep_until_signalled()

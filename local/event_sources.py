@@ -35,6 +35,7 @@ from botocore.config import Config
 
 from local.deploy import DeployedStack, disable_moto_sqs_triggers
 from local.moto_server import ACCOUNT_ID, REGION
+from local.streams import StreamMapping, disable_moto_stream_triggers, poll_stream
 
 log = logging.getLogger("local.events")
 
@@ -75,6 +76,8 @@ def sqs_mappings(deployed: DeployedStack, aws_url: str) -> list[SqsMapping]:
     for lid in deployed.template.of_type("AWS::Lambda::EventSourceMapping"):
         props = deployed.template.props(lid)
         source_arn = deployed.resolve(props.get("EventSourceArn"))
+        if isinstance(source_arn, str) and ":dynamodb:" in source_arn:
+            continue  # a table's stream: stream_mappings()
         if not isinstance(source_arn, str) or ":sqs:" not in source_arn:
             log.warning("event source mapping %s: only SQS sources run locally (%s)", lid, source_arn)
             continue
@@ -223,11 +226,15 @@ class EventSources:
     duplicate_delivery: bool | Callable[[list[dict[str, Any]]], bool] = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    streams: list[StreamMapping] = field(default_factory=list)  # DynamoDB stream mappings (local/streams.py)
 
     def start(self) -> None:
         disable_moto_sqs_triggers()
         for mapping in self.mappings:
             self._spawn(f"sqs-{mapping.logical_id}", self._poll, mapping)
+        disable_moto_stream_triggers()
+        for stream in self.streams:
+            self._spawn(f"stream-{stream.logical_id}", lambda m: poll_stream(self.aws_url, m, self._stop), stream)
         for target in self.schedules:
             self._spawn(f"schedule-{target.rule_logical_id}", self._tick, target)
 

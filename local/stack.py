@@ -21,6 +21,7 @@ from local.lambda_runtime import LambdaRuntime, SavedEnvironment
 from local.lifecycle import check_ports_free
 from local.moto_server import AWS_ENV, HOST, REGION, MotoServer, start_moto
 from local.permissions import Call, Roles
+from local.streams import stream_mappings
 
 log = logging.getLogger("local.stack")
 
@@ -135,6 +136,7 @@ class LocalStack:
                 sqs_mappings(self.deployed, self.aws_url),
                 schedule_targets(self.deployed),
                 schedule_interval=self._schedule_interval,
+                streams=stream_mappings(self.deployed),
             )
             self.events.start()
             if self._sandbox_factory is not None:
@@ -191,6 +193,18 @@ class LocalStack:
         """Function -> the AWS calls its code made here that its role in the template does not grant."""
         assert self.runtime is not None and self.deployed is not None, "start() first"
         return Roles.of(self.deployed).ungranted(self.runtime.calls)
+
+    def set_notification_endpoint(self, url: str, secret: str | None = None) -> dict[str, Any]:
+        """PUT /v1/notification_endpoint through the gateway, as a storefront does; the answer (with the
+        generated secret when none was given and the endpoint is new)."""
+        import json
+        import urllib.request
+
+        body = json.dumps({"url": url, **({"secret": secret} if secret else {})}).encode()
+        request = urllib.request.Request(f"{self.api_url}/v1/notification_endpoint", data=body, method="PUT",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
 
     def ready_line(self) -> str:
         return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()])

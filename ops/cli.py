@@ -547,3 +547,53 @@ def payouts_retry(
             raise typer.Exit(1)
 
     _guarded(ctx, body)
+
+
+# -- notifications -----------------------------------------------------------------------------------------
+
+notifications_app = typer.Typer(no_args_is_help=True, help="The storefront's notification endpoint: show, set.")
+app.add_typer(notifications_app, name="notifications")
+
+
+def _endpoints(resources: Resources) -> Any:
+    from functions.shared.tables import NotificationEndpointsTable
+
+    return NotificationEndpointsTable(resources.get("notification_endpoints_table"))
+
+
+@notifications_app.command("set-endpoint")
+def notifications_set_endpoint(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(help="https URL (plain http only to 127.0.0.1 or localhost)")],
+    secret: Annotated[str | None, typer.Option(help="signing secret (default: kept, or generated for a new one)")]
+    = None,
+) -> None:
+    """Set where status changes are POSTed (as PUT /v1/notification_endpoint does). A generated secret is
+    printed once: give it to the storefront."""
+    from functions.notify.endpoints import EndpointRequest, set_endpoint
+    from functions.shared.errors import DomainError
+
+    def body(ops: Ops) -> None:
+        try:
+            view, created = set_endpoint(EndpointRequest(url=url, secret=secret), table=_endpoints(ops.resources))
+        except (DomainError, ValueError) as error:
+            raise OpsError(f"refused: {getattr(error, 'message', error)}") from error
+        ops.console.print(f"{'created' if created else 'updated'}: {view.client_id} -> {view.url}")
+        generated = getattr(view, "secret", None)  # only when generated now (CreatedEndpointView)
+        if generated:
+            ops.console.print(f"signing secret (shown once): {generated}")
+
+    _guarded(ctx, body)
+
+
+@notifications_app.command("show")
+def notifications_show(ctx: typer.Context) -> None:
+    """The endpoint (never its secret)."""
+
+    def body(ops: Ops) -> None:
+        item = _endpoints(ops.resources).get("default")
+        if item is None:
+            raise OpsError("no notification endpoint is set: `ops notifications set-endpoint --url ...`")
+        ops.console.print(f"{item['client_id']} -> {item['url']} (updated {item['updated_at']})")
+
+    _guarded(ctx, body)

@@ -48,6 +48,12 @@ VALUES: dict[str, Value] = {
     "payouts_table": Value(names.OUT_TABLE_NAMES[names.PAYOUTS], runtime.ENV_PAYOUTS_TABLE),
     "payouts_queue_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE], runtime.ENV_PAYOUTS_QUEUE_URL),
     "payouts_dlq_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ], runtime.ENV_PAYOUTS_DLQ_URL),
+    "notification_endpoints_table": Value(names.OUT_NOTIFICATION_ENDPOINTS_TABLE,
+                                          runtime.ENV_NOTIFICATION_ENDPOINTS_TABLE),
+    "notifications_queue_url": Value(names.OUT_NOTIFICATION_QUEUE_URLS[names.NOTIFICATIONS_QUEUE],
+                                     runtime.ENV_NOTIFICATIONS_QUEUE_URL),
+    "notifications_dlq_url": Value(names.OUT_NOTIFICATION_QUEUE_URLS[names.NOTIFICATIONS_DLQ],
+                                   runtime.ENV_NOTIFICATIONS_DLQ_URL),
 }
 
 
@@ -69,6 +75,9 @@ DLQS: tuple[Dlq, ...] = (
     Dlq(names.REVIEW_DLQ, "review", "review_dlq_url", names.REVIEW_QUEUE, "review_queue_url"),
     # A FAILED payout's message only says why: moved back, the worker leaves it FAILED (`ops payouts retry`).
     Dlq(names.PAYOUTS_DLQ, "payouts", "payouts_dlq_url", names.PAYOUTS_QUEUE, "payouts_queue_url"),
+    # An event not delivered in 3 days: moved back, it gets a new 3-day window (fix the storefront first).
+    Dlq(names.NOTIFICATIONS_DLQ, "notifications", "notifications_dlq_url", names.NOTIFICATIONS_QUEUE,
+        "notifications_queue_url"),
 )
 
 

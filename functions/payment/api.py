@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.notify import endpoints as notification_endpoints
 from functions.payment import payouts, service
 from functions.payment.schemas import (
     AccountId,
@@ -165,6 +166,23 @@ def get_statement(
     if "text/csv" in (app.current_event.headers.get("accept") or ""):
         return Response(status_code=200, content_type="text/csv", body=payouts.statement_csv(lines))
     return Response(status_code=200, content_type="application/json", body=lines)
+
+
+@app.put("/v1/notification_endpoint",
+         responses={201: {"description": "Created: `secret` is in this answer only (when generated)"},
+                    200: {"description": "Replaced"}, 422: {"description": "invalid_url"}})
+def put_notification_endpoint(
+    request: Annotated[notification_endpoints.EndpointRequest, Body()],
+) -> Response[notification_endpoints.CreatedEndpointView | notification_endpoints.EndpointView]:
+    view, created = notification_endpoints.set_endpoint(request)
+    logger.info("notification endpoint set", extra={"url": view.url, "endpoint_created": created})
+    return Response(status_code=201 if created else 200, content_type="application/json",
+                    body=view)
+
+
+@app.get("/v1/notification_endpoint", responses={404: {"description": "notification_endpoint_not_found"}})
+def get_notification_endpoint() -> notification_endpoints.EndpointView:
+    return notification_endpoints.get_endpoint()
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)

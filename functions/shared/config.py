@@ -60,6 +60,17 @@ class Settings(BaseModel):
     webhook_queue_url: str = Field("", validation_alias=names.ENV_WEBHOOK_QUEUE_URL)
     webhook_secret_parameter: str = Field("", validation_alias=names.ENV_WEBHOOK_SECRET_PARAMETER)
     webhook_secret: str = ""  # tests and tools only (WEBHOOK_SECRET); deployed, the parameter above
+    # Notifications out: where storefront endpoints are kept, the queue of events to deliver and its dead letters.
+    notification_endpoints_table: str = Field("", validation_alias=names.ENV_NOTIFICATION_ENDPOINTS_TABLE)
+    notifications_queue_url: str = Field("", validation_alias=names.ENV_NOTIFICATIONS_QUEUE_URL)
+    notifications_dlq_url: str = Field("", validation_alias=names.ENV_NOTIFICATIONS_DLQ_URL)
+    # One delivery's HTTP budget (connect + read), inside the Deliverer's 30 s for a batch of up to 5.
+    notification_timeout_s: float = 5.0
+    # Retries: waits of base * 2^(n-1) (+-25%, drawn from the event id), at most max, for 3 days after the
+    # first attempt; then NotificationsDlq. The queue keeps messages 4 days (> 3 days + the longest wait).
+    notification_backoff_base_s: int = 30
+    notification_backoff_max_s: int = 6 * 3600
+    notification_retry_window_s: int = 3 * 86400
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -7,6 +7,8 @@ needs. Each key format is built by one function below and spelled nowhere else.
 
 from __future__ import annotations
 
+import hashlib
+
 # Environment variables the stack sets on the functions (read by functions/shared/config.py).
 ENV_PAYMENT_EVENTS_TABLE = "PAYMENT_EVENTS_TABLE"
 ENV_PAYMENT_ORDERS_TABLE = "PAYMENT_ORDERS_TABLE"
@@ -150,3 +152,20 @@ ENV_WEBHOOK_QUEUE_URL = "WEBHOOK_QUEUE_URL"
 ENV_WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"
 SELLER_ACCOUNT_INDEX = "psp_account_id"  # on Sellers: the sellers of a connected account (Connect webhooks)
 WEBHOOK_PATH = "/v1/webhooks/stripe"
+# --- notifications out (issue 16c): status changes delivered, signed, to the storefront's endpoint -----------
+ENV_NOTIFICATION_ENDPOINTS_TABLE = "NOTIFICATION_ENDPOINTS_TABLE"
+ENV_NOTIFICATIONS_QUEUE_URL = "NOTIFICATIONS_QUEUE_URL"
+ENV_NOTIFICATIONS_DLQ_URL = "NOTIFICATIONS_DLQ_URL"
+# Headers of every delivery: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` and the event's id.
+SIGNATURE_HEADER = "MarketPay-Signature"
+EVENT_ID_HEADER = "MarketPay-Event-Id"
+# No clients yet (issue 21 adds API keys): every storefront setting is the default client's.
+DEFAULT_CLIENT_ID = "default"
+ENDPOINT_SECRET_PREFIX = "mpsec_"
+EVENT_ID_PREFIX = "evt_"
+
+
+def notification_event_id(source: str, key: str, status: str, version: str) -> str:
+    """`evt_<32 hex>`: the same status change of the same item (a stream redelivery) always has the same id."""
+    digest = hashlib.sha256(f"{source}|{key}|{status}|{version}".encode()).hexdigest()
+    return f"{EVENT_ID_PREFIX}{digest[:32]}"

@@ -77,3 +77,25 @@ def send_webhook_event(raw_event: str, event_type: str) -> None:
     aws.client("sqs").send_message(
         QueueUrl=settings().webhook_queue_url, MessageBody=raw_event,
         MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type[:256] or "unknown"}})
+def enqueue_notifications(messages: Sequence[tuple[str, str]]) -> list[str]:
+    """Send (event_id, body) pairs to NotificationsQueue in batches of ten; returns the event ids SQS refused."""
+    failed: list[str] = []
+    queue_url = settings().notifications_queue_url
+    for start in range(0, len(messages), 10):
+        batch = messages[start : start + 10]
+        answer = aws.client("sqs").send_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": body} for i, (_, body) in enumerate(batch)])
+        failed += [batch[int(entry["Id"])][0] for entry in answer.get("Failed", [])]
+    return failed
+
+
+def retry_notification_after(receipt_handle: str, seconds: int) -> None:
+    """Make a received notification visible again in `seconds` (0 to 12 h, SQS's limit from this receipt)."""
+    aws.client("sqs").change_message_visibility(
+        QueueUrl=settings().notifications_queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
+
+
+def dead_letter_notification(body: dict[str, Any]) -> None:
+    """One NotificationsDlq message: the event, where it was going, how often it was tried and the last error."""
+    aws.client("sqs").send_message(QueueUrl=settings().notifications_dlq_url,
+                                   MessageBody=json.dumps(body, default=str))

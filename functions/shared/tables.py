@@ -1256,3 +1256,62 @@ class WebhookEventsTable:
             raise
         return True
 
+
+
+@dataclass
+class NotificationEndpointsTable:
+    """One storefront endpoint per client (`client_id`; only `default` until issue 21 adds clients): the URL
+    events are POSTed to and the secret they are signed with. The secret is stored as given: signing needs it in
+    the clear (encrypted at rest by DynamoDB; only PaymentApi writes and only the Deliverer reads it)."""
+
+    table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> NotificationEndpointsTable:
+        return cls((config or settings()).notification_endpoints_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def get(self, client_id: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"client_id": client_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def create(self, client_id: str, url: str, secret: str, now: str) -> bool:
+        """Store a first endpoint; False (nothing written) if the client has one already."""
+        try:
+            self._db.put_item(
+                TableName=self.table, ConditionExpression="attribute_not_exists(client_id)",
+                Item=to_item({"client_id": client_id, "url": url, "secret": secret, "created_at": now,
+                              "updated_at": now}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def set_url(self, client_id: str, url: str, now: str) -> dict[str, Any] | None:
+        """Point an existing endpoint at `url`, keeping its secret; the new item, or None if there is none."""
+        try:
+            answer = self._db.update_item(
+                TableName=self.table, Key=to_item({"client_id": client_id}),
+                UpdateExpression="SET #url = :url, updated_at = :now",
+                ConditionExpression="attribute_exists(client_id)",
+                ExpressionAttributeNames={"#url": "url"}, ExpressionAttributeValues=to_item({":url": url, ":now": now}),
+                ReturnValues="ALL_NEW")
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return from_item(answer["Attributes"])
+
+    def replace(self, client_id: str, url: str, secret: str, now: str) -> dict[str, Any]:
+        """Set the URL and the secret (a rotation when one existed); the same call twice writes the same item."""
+        answer = self._db.update_item(
+            TableName=self.table, Key=to_item({"client_id": client_id}),
+            UpdateExpression="SET #url = :url, secret = :secret, updated_at = :now,"
+                             " created_at = if_not_exists(created_at, :now)",
+            ExpressionAttributeNames={"#url": "url"},
+            ExpressionAttributeValues=to_item({":url": url, ":secret": secret, ":now": now}), ReturnValues="ALL_NEW")
+        return from_item(answer["Attributes"])

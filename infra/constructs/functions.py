@@ -65,6 +65,7 @@ class Functions(Construct):
         self._removal_policy = removal_policy
         self._tables = tables
         self._queues = queues
+        self._added: dict[str, lambda_.Function] = {}  # add_function's, by name
         self._code = lambda_.Code.from_asset(str(repo_root), exclude=CODE_EXCLUDES, ignore_mode=IgnoreMode.GIT)
         self._layers = {name: self._layer(name, layer_dir / name) for name in LAYERS}
         # Table names for every function: functions/shared/config.py requires them at cold start. A name is
@@ -182,6 +183,13 @@ class Functions(Construct):
             environment={**self._common_env, names.ENV_SERVICE_NAME: spec.service, **(env or {})},
         )
 
+    def add_function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:
+        """A function of another capability's construct (webhooks.py, notifications.py): the same code,
+        layers, log group and own role as the others, and listed in `all` (so it gets its Errors alarm)."""
+        fn = self._function(spec, env)
+        self._added[spec.name] = fn
+        return fn
+
     @property
     def all(self) -> dict[str, lambda_.Function]:
         return {
@@ -194,6 +202,7 @@ class Functions(Construct):
             names.SWEEPER.name: self.sweeper,
             names.RECON_FN.name: self.recon,
             names.TRANSFER.name: self.transfer,
+            **self._added,
         }
 
     # --- permissions --------------------------------------------------------------------------------------
@@ -364,11 +373,7 @@ class Functions(Construct):
             description="Re-drives orders stuck before or inside their workflow",
         )
 
-    # --- functions of other constructs (infra/constructs/webhooks.py) -------------------------------------
-
-    def add_function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:
-        """A function built like every other here (code, layers, log group, common environment, own role)."""
-        return self._function(spec, env)
+    # --- what other constructs' functions need (infra/constructs/webhooks.py) ----------------------------
 
     def grant_secure_parameter(self, fn: lambda_.Function, parameter: str) -> None:
         """Read (and decrypt through SSM) one SecureString parameter created outside CloudFormation."""

@@ -13,7 +13,6 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -109,10 +108,6 @@ class Webhooks(Construct):
                 "StripeWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
             ),
         )
-
-    @property
-    def functions(self) -> dict[str, lambda_.Function]:
-        return {names.WEBHOOK_RECEIVER.name: self.receiver, names.WEBHOOK_PROCESSOR.name: self.processor}
 
     def dead_letter_queues(self) -> dict[str, sqs.Queue]:
         return {names.WEBHOOK_DLQ: self.dlq}

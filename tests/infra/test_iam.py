@@ -25,6 +25,7 @@ CONSUME = {
     "sqs:GetQueueAttributes",
 }
 START = {"states:StartExecution"}
+STREAM_READ = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
 PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/secret-key"
 ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
 WEBHOOK_SECRET = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/webhook-secret"
@@ -42,6 +43,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Wallet": READ,  # balance
         "table:Wallet/index/statement": {"dynamodb:Query"},
         "queue:PayoutsQueue": SEND,
+        "table:NotificationEndpoints": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
     },
     "OrderStarter": {
         "table:Charges": GET_UPDATE,
@@ -112,6 +114,19 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:PayoutsQueue": SEND,
         "queue:ReviewQueue": SEND,
     },
+    # Lambda reads the streams for it (the mapping uses the function's role); it only sends events on.
+    "Notifier": {
+        "table:PaymentOrders": STREAM_READ,  # on its StreamArn (rendered as the table)
+        "table:Payouts": STREAM_READ,
+        "*": {"dynamodb:ListStreams"},  # no resource-level permissions for it
+        "queue:NotificationsQueue": SEND,
+        "queue:NotificationStreamDlq": SEND,  # the mappings' on-failure destination
+    },
+    "Deliverer": {
+        "table:NotificationEndpoints": {"dynamodb:GetItem"},  # the URL and the signing secret
+        "queue:NotificationsQueue": CONSUME,  # ChangeMessageVisibility: a failed delivery's next wait
+        "queue:NotificationsDlq": SEND,
+    },
 }
 
 
@@ -123,6 +138,10 @@ def friendly(synth) -> dict[str, str]:
         names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.TABLES}{table}")] = f"table:{table}"
     for queue in names.OUT_QUEUE_URLS:
         names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.QUEUES}{queue}")] = f"queue:{queue}"
+    names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.NOTIFICATIONS}{names.NOTIFICATION_ENDPOINTS}")] = (
+        f"table:{names.NOTIFICATION_ENDPOINTS}")
+    for queue in names.OUT_NOTIFICATION_QUEUE_URLS:
+        names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.NOTIFICATIONS}{queue}")] = f"queue:{queue}"
     bucket = synth.logical_id("AWS::S3::Bucket", f"{names.SETTLEMENT}{names.SETTLEMENT_BUCKET}")
     names_by_id[bucket] = f"bucket:{names.SETTLEMENT_BUCKET}"
     (machine,) = synth.of_type("AWS::StepFunctions::StateMachine")

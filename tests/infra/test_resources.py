@@ -42,7 +42,7 @@ TABLE_ENV = {
     "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
-    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL"},
+    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Wallet": set(),
@@ -53,6 +53,8 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "WebhookReceiver": {"WEBHOOK_QUEUE_URL", "WEBHOOK_SECRET_PARAMETER"},
     "WebhookProcessor": {"WEBHOOK_EVENTS_TABLE", "PAYOUTS_QUEUE_URL", "REVIEW_QUEUE_URL"},
+    "Notifier": {"NOTIFICATIONS_QUEUE_URL"},
+    "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
 }
 
 
@@ -76,8 +78,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_nine_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 9)  # the eight of TABLE_KEYS and WebhookEvents
+def test_there_are_exactly_the_ten_tables_and_no_global_table(template):
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 2)  # + WebhookEvents, NotificationEndpoints
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -263,7 +265,7 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 def test_there_are_exactly_the_eleven_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 11  # nine, and the two of the webhooks
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2  # + the webhooks' two, Notifier, Deliverer
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -363,7 +365,8 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 4)  # with WebhookQueue -> WebhookProcessor
+    # + WebhookProcessor, Deliverer, two streams (Notifier)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 3)
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -509,6 +512,8 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "WebhookQueueUrl",
         "WebhookDlqUrl",
         "WebhookEventsTableName",
+        *names.OUT_NOTIFICATION_QUEUE_URLS.values(),
+        names.OUT_NOTIFICATION_ENDPOINTS_TABLE,
     }
     assert set(synth.template["Outputs"]) == expected
 

@@ -63,6 +63,8 @@ def test_every_event_source_mapping_has_a_poller(real_stack):
     pollers = {m.logical_id: m for m in real_stack.events.mappings}
     for lid in template.of_type("AWS::Lambda::EventSourceMapping"):
         props = template.props(lid)
+        if ":dynamodb:" in deployed.resolve(props["EventSourceArn"]):
+            continue  # a table's stream: test_every_stream_mapping_has_a_poller
         poller = pollers[lid]
         assert poller.queue_arn == deployed.resolve(props["EventSourceArn"])
         assert poller.function_name == deployed.resolve(props["FunctionName"]).split(":")[-1]
@@ -73,6 +75,28 @@ def test_every_event_source_mapping_has_a_poller(real_stack):
     from moto.sqs.models import sqs_backends
 
     assert all(not q.lambda_event_source_mappings for q in sqs_backends["123456789012"]["us-east-1"].queues.values())
+
+
+def test_every_stream_mapping_has_a_poller(real_stack):
+    template, deployed = real_stack.deployed.template, real_stack.deployed
+    pollers = {m.logical_id: m for m in real_stack.events.streams}
+    streamed = [lid for lid in template.of_type("AWS::Lambda::EventSourceMapping")
+                if ":dynamodb:" in deployed.resolve(template.props(lid)["EventSourceArn"])]
+    assert streamed, "the template reads no table stream"
+    for lid in streamed:
+        props = template.props(lid)
+        poller = pollers[lid]
+        assert poller.stream_arn == deployed.resolve(props["EventSourceArn"])
+        assert poller.function_name == deployed.resolve(props["FunctionName"]).split(":")[-1]
+        assert poller.batch_size == int(props["BatchSize"])
+        assert poller.starting_position == props["StartingPosition"]
+        assert poller.report_batch_item_failures == ("ReportBatchItemFailures" in props["FunctionResponseTypes"])
+        assert poller.on_failure_queue_arn == deployed.resolve(props["DestinationConfig"]["OnFailure"]["Destination"])
+    # and moto's own synchronous stream trigger is off (it would empty the shard)
+    from moto.dynamodb.models import dynamodb_backends
+
+    tables = dynamodb_backends["123456789012"]["us-east-1"].tables.values()
+    assert all(not t.lambda_event_source_mappings for t in tables)
 
 
 def test_every_schedule_target_has_a_timer(real_stack):

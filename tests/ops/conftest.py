@@ -16,6 +16,7 @@ DLQS = {  # main queue env -> (DLQ name, DLQ env)
     "ORDERS_QUEUE_URL": ("OrdersDlq", "ORDERS_DLQ_URL"),
     "RECON_QUEUE_URL": ("ReconDlq", "RECON_DLQ_URL"),
     "REVIEW_QUEUE_URL": ("ReviewDlq", "REVIEW_DLQ_URL"),
+    "NOTIFICATIONS_QUEUE_URL": ("NotificationsDlq", "NOTIFICATIONS_DLQ_URL"),
 }
 
 
@@ -43,6 +44,8 @@ def system():
     with mock_aws():
         env = create_resources("ops")
         sqs = boto3.client("sqs", region_name="us-east-1")
+        env["NOTIFICATIONS_QUEUE_URL"] = os.environ["NOTIFICATIONS_QUEUE_URL"] = sqs.create_queue(
+            QueueName="ops-NotificationsQueue")["QueueUrl"]
         for main_env, (dlq_name, dlq_env) in DLQS.items():
             url = sqs.create_queue(QueueName=f"ops-{dlq_name}")["QueueUrl"]
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -47,7 +47,7 @@ def test_dlq_list_shows_every_queue_its_depth_and_its_alarm(system):
     rows = {line.split()[1]: line.split() for line in result.output.splitlines() if "Dlq" in line and "│" in line}
     assert rows["OrdersDlq"][3:7] == ["orders", "│", "2", "│"] and "ALARM" in rows["OrdersDlq"]
     assert rows["WorkflowDlq"][5] == "0" and "—" in rows["WorkflowDlq"]  # no alarm defined in this test
-    assert set(rows) == {"OrdersDlq", "WorkflowDlq", "ReconDlq", "ReviewDlq", "PayoutsDlq"}
+    assert set(rows) == {"OrdersDlq", "WorkflowDlq", "ReconDlq", "ReviewDlq", "PayoutsDlq", "NotificationsDlq"}
 
 
 def test_dlq_show_reads_without_consuming_and_masks_the_payment_method(system):
