@@ -55,6 +55,12 @@ class Settings(BaseModel):
     sweep_shards: int = 32
     # Commission of an order whose seller is not registered when it is released (frozen then, recorded on it).
     default_commission_bps: int = Field(default=0, ge=0, le=10000)
+    # Refunds (issue 16 a): the table, the Refund worker's queue and its dead letters; a refund the PSP still
+    # calls pending is looked at again after refund_poll_delay_s (SQS DelaySeconds: at most 900).
+    refunds_table: str = Field("", validation_alias=names.ENV_REFUNDS_TABLE)
+    refunds_queue_url: str = Field("", validation_alias=names.ENV_REFUNDS_QUEUE_URL)
+    refunds_dlq_url: str = Field("", validation_alias=names.ENV_REFUNDS_DLQ_URL)
+    refund_poll_delay_s: int = Field(default=300, ge=0, le=900)
 
     @classmethod
     def from_env(cls) -> Settings:
