@@ -64,3 +64,9 @@ def dead_letter_payout(payment_order_id: str, step: str, error: str, attempts: i
     """One PayoutsDlq message that says enough to act on: which order, which step, what failed, how often."""
     body = {"payment_order_id": payment_order_id, "step": step, "error": error, "attempts": attempts, **detail}
     aws.client("sqs").send_message(QueueUrl=settings().payouts_dlq_url, MessageBody=json.dumps(body, default=str))
+
+
+def enqueue_refund(refund_id: str, delay_s: int = 0) -> None:
+    """One message naming the refund to RefundsQueue, delivered after `delay_s` (at most 900: SQS's limit)."""
+    aws.client("sqs").send_message(QueueUrl=settings().refunds_queue_url, DelaySeconds=max(0, min(delay_s, 900)),
+                                   MessageBody=json.dumps({"refund_id": refund_id}))
