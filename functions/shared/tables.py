@@ -852,8 +852,10 @@ class PayoutsTable:
             "commission_bps = :bps, commission_minor = :commission, net_minor = :net, released_at = :now, "
             f"release_applied = :false, {_PAYOUT_SWEEP_FIELDS}",
             {":bps": commission_bps, ":commission": commission_minor, ":net": net_minor, ":now": now,
-             ":false": False, ":shard": self._shard(order_id), ":due": due_at},
-            returns="ALL_NEW")
+             ":false": False, ":shard": self._shard(order_id), ":due": due_at, ":gross": commission_minor + net_minor},
+            returns="ALL_NEW",
+            # the gross it was computed from: a refund while HELD shrinks it (RefundsTable.succeed_held)
+            extra_condition="gross_minor = :gross")
 
     def mark_release_applied(self, order_id: str, now: str) -> bool:
         """The release's wallet movement and ledger transaction are written (both once-only by themselves)."""
@@ -1454,13 +1456,13 @@ class RefundsTable:
                             "refund_status = :succeeded", {":now": now, ":succeeded": REFUND_SUCCEEDED})
 
     def record_netting(self, payment_order_id: str, netted_minor: int, now: str) -> bool:
-        """What the order's transfer keeps back for its seller's debt, frozen before its first attempt (the
-        transfer then sends net - netted). False if a transfer began or another netting was recorded."""
+        """What the order's transfer keeps back for its seller's debt, frozen before its Transfer is known (the
+        transfer then sends net - netted). False if a transfer id is recorded or another netting was."""
         try:
             self._db.update_item(
                 TableName=self.payouts_table, Key=to_item({"payment_order_id": payment_order_id}),
                 UpdateExpression="SET netted_minor = :netted, updated_at = :now",
-                ConditionExpression="attribute_not_exists(first_transfer_at) AND "
+                ConditionExpression="attribute_not_exists(transfer_id) AND "
                                     "(attribute_not_exists(netted_minor) OR netted_minor = :netted)",
                 ExpressionAttributeValues=to_item({":netted": netted_minor, ":now": now}))
         except ClientError as error:
