@@ -99,6 +99,11 @@ def apply_psp_refund(refund_object_or_fields: Any, refunds: RefundsTable | None 
 
 def _apply(refund: dict[str, Any], result: psp.RefundResult, refunds: RefundsTable) -> str:
     status = refund["refund_status"]
+    if status == REFUND_FAILED:  # final: a late or out-of-order word of the PSP changes nothing
+        if result.status == "succeeded":
+            logger.error("the PSP calls a FAILED refund succeeded", extra={"refund_id": refund["refund_id"]})
+            metrics.add_metric(name="RefundMismatch", unit=MetricUnit.Count, value=1)
+        return "failed"
     if result.status == "succeeded":
         if status == REFUND_PENDING:
             moved = succeed(refund, refunds)

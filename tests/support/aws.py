@@ -27,8 +27,10 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
     "Payouts": {"hash": "payment_order_id",
                 "gsi": {"sweep": ("sweep_shard", "due_at"), "transferred": ("transferred_bucket", "transferred_at"),
                         "awaiting_account": ("awaiting_seller", None)}},
+    "Refunds": {"hash": "refund_id"},
 }
-QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq"]
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "RefundsQueue",
+          "RefundsDlq"]
 
 
 def create_table(logical: str, name: str) -> str:
@@ -84,7 +86,8 @@ def _table_env(logical: str) -> str:
 def _queue_env(queue: str) -> str:
     return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
             "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL",
-            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL"}[queue]
+            "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL",
+            "RefundsQueue": "REFUNDS_QUEUE_URL", "RefundsDlq": "REFUNDS_DLQ_URL"}[queue]
 
 
 def drain(queue_url: str) -> list[str]:
