@@ -42,7 +42,7 @@ TABLE_ENV = {
     "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
-    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL"},
+    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Wallet": set(),
@@ -51,6 +51,8 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
     "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
+    "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
+                     "REFUNDS_DLQ_URL"},
 }
 
 
@@ -75,7 +77,7 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 
 
 def test_there_are_exactly_the_eight_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 8)
+    template.resource_count_is("AWS::DynamoDB::Table", 9)  # and Refunds (infra/constructs/refunds.py)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -261,7 +263,7 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 def test_there_are_exactly_the_nine_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9
+    assert len(synth.of_type("AWS::Lambda::Function")) == 10  # and RefundWorker (infra/constructs/refunds.py)
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -361,7 +363,7 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 4)  # and RefundsQueue -> RefundWorker
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -500,6 +502,9 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "PayoutsQueueUrl",
         "PayoutsDlqUrl",
         "AlarmTopicArn",
+        "RefundsTableName",
+        "RefundsQueueUrl",
+        "RefundsDlqUrl",
     }
     assert set(synth.template["Outputs"]) == expected
 
