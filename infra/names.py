@@ -233,3 +233,30 @@ OUT_NOTIFICATION_QUEUE_URLS = {
 }
 OUT_NOTIFICATION_ENDPOINTS_TABLE = "NotificationEndpointsTableName"
 ROUTES = (*ROUTES, ("PUT", "/v1/notification_endpoint"), ("GET", "/v1/notification_endpoint"))
+
+# --- refunds (issue 16 a): infra/constructs/refunds.py ------------------------------------------------------------
+from functions.shared.names import (  # noqa: E402, F401 - the runtime names, re-exported for the stack's constructs
+    ENV_REFUNDS_DLQ_URL,
+    ENV_REFUNDS_QUEUE_URL,
+    ENV_REFUNDS_TABLE,
+)
+
+REFUNDS_CONSTRUCT = "RefundsPart"
+REFUNDS = "Refunds"
+REFUNDS_QUEUE = "RefundsQueue"
+REFUNDS_DLQ = "RefundsDlq"
+# One refund per message: at most three PSP calls (look-up or create, retrieve, reversal with its look-up).
+REFUND_WORKER = FunctionSpec("RefundWorker", "functions.executor.refund.handler", "refunds", 45)
+OUT_REFUNDS_TABLE = "RefundsTableName"
+OUT_REFUNDS_QUEUE = "RefundsQueueUrl"
+OUT_REFUNDS_DLQ = "RefundsDlqUrl"
+# What sellers owe (refunds after the transfer whose reversal their account refused), alarmed past this many minor
+# units on one seller (the worker's SellerOwedMinor metric: the seller's owed after each refusal).
+OWED_METRIC = "SellerOwedMinor"
+OWED_ALARM_THRESHOLD_MINOR = 100_000
+REFUND_ROUTES = (
+    ("POST", "/v1/payments/{payment_order_id}/refunds"),
+    ("GET", "/v1/refunds/{refund_id}"),
+)
+ROUTES = (*ROUTES, *REFUND_ROUTES)
+ALL_FUNCTIONS = (*ALL_FUNCTIONS, REFUND_WORKER)

@@ -14,6 +14,7 @@ from infra.constructs.api import Api
 from infra.constructs.functions import Functions
 from infra.constructs.notifications import Notifications
 from infra.constructs.queues import Queues
+from infra.constructs.refunds import Refunds
 from infra.constructs.settlement import Settlement
 from infra.constructs.tables import Tables
 from infra.constructs.webhooks import Webhooks
@@ -79,6 +80,12 @@ class MarketPayStack(Stack):
             state_machine=workflow.state_machine,
             functions=functions.all,
         )
+
+        refunds = Refunds(self, names.REFUNDS_CONSTRUCT, functions=functions, topic=alarms.topic,
+                          psp_key_parameter=settings.psp_key_parameter, removal_policy=removal)
+        CfnOutput(self, names.OUT_REFUNDS_TABLE, value=refunds.table.table_name)
+        CfnOutput(self, names.OUT_REFUNDS_QUEUE, value=refunds.queue.queue_url)
+        CfnOutput(self, names.OUT_REFUNDS_DLQ, value=refunds.dlq.queue_url)
 
         CfnOutput(self, names.OUT_API_URL, value=api.url)
         CfnOutput(self, names.OUT_SETTLEMENT_BUCKET, value=settlement.bucket.bucket_name)

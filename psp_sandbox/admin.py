@@ -16,6 +16,7 @@ from .settlement import BALANCE_REPORT, SettlementError, build_report
 Answer = tuple[int, dict[str, Any] | str, str]
 _JSON = "application/json"
 _RESOLVE = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/resolve")
+_REFUND_RESOLVE = re.compile(r"/_sandbox/refunds/(?P<id>[^/]+)/resolve")
 _ACCOUNT = re.compile(r"/_sandbox/accounts/(?P<id>[^/]+)/(?P<action>restrict|unrestrict|payout)")
 
 
@@ -82,6 +83,15 @@ class AdminApi:
             return 200, self._balance(), _JSON
         if method == "POST" and (match := _ACCOUNT.fullmatch(path)):
             return 200, sandbox.state.to_json(self._account_action(match["id"], match["action"], data)), _JSON
+        if route == ("POST", "/_sandbox/refunds"):
+            seconds = data.get("pending_seconds")
+            if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
+                raise AdminError("pending_seconds must be a non-negative integer")
+            sandbox.state.refund_pending_seconds = seconds
+            return 200, {"pending_seconds": seconds}, _JSON
+        if method == "POST" and (match := _REFUND_RESOLVE.fullmatch(path)):
+            refund = sandbox.state.resolve_refund(match["id"], str(data.get("outcome")))
+            return 200, sandbox.state.to_json(refund), _JSON
         if method == "POST" and (match := _RESOLVE.fullmatch(path)):
             pi = sandbox.state.resolve_payment_intent(match["id"], str(data.get("outcome")))
             return 200, sandbox.state.to_json(pi), _JSON

@@ -265,11 +265,19 @@ class Refund:
     reason: str | None = None
     balance_transaction: str | None = None
     status: str = "succeeded"
+    # Asynchronous outcome (issue 16 a): a `pending` refund becomes `outcome` once the sandbox clock reaches
+    # `settles_at` (SandboxState.settle_refunds); failed or canceled ones carry Stripe's failure_reason.
+    settles_at: int = 0
+    outcome: str = "succeeded"
+    failure_reason: str | None = None
+    failure_balance_transaction: str | None = None
 
     def to_stripe(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "refund",
+            "failure_reason": self.failure_reason,
+            "failure_balance_transaction": self.failure_balance_transaction,
             "amount": self.amount,
             "balance_transaction": self.balance_transaction,
             "charge": self.charge,

@@ -304,7 +304,7 @@ class _RowBuilder:
         if txn.reporting_category == "charge":
             self._charge_facts(row, self.charges[txn.source])
             values.update(customer_facing_amount=values["gross"], customer_facing_currency=txn.currency)
-        elif txn.reporting_category == "refund":
+        elif txn.reporting_category in ("refund", "refund_failure"):  # a failed refund gives it back
             refund = self.refunds[txn.source]
             self._charge_facts(row, self.charges[refund.charge])
             for key in self.refund_keys:

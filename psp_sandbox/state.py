@@ -32,6 +32,9 @@ from .models import (
 CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 # requirements.disabled_reason values of a restricted account (docs.stripe.com/api/accounts/object).
+REFUND_OUTCOMES = ("succeeded", "failed", "canceled")
+# Sandbox extension: a refund created with this metadata key takes that outcome when it settles.
+REFUND_OUTCOME_METADATA = "sandbox_outcome"
 DISABLED_REASONS = (
     "requirements.past_due",
     "requirements.pending_verification",
@@ -75,6 +78,9 @@ class SandboxState:
     def __init__(self, clock: SimulatedClock | None = None) -> None:
         self.clock = clock or SimulatedClock()
         self.balance_short = False
+        # Refunds (issue 16 a): seconds a new refund stays `pending` on the sandbox clock (0: succeeded at once,
+        # as most card refunds at Stripe); set by tests or POST /_sandbox/refunds.
+        self.refund_pending_seconds = 0
         self.lock = threading.RLock()
         self._counters: Counter[str] = Counter()
         self.payment_methods: dict[str, PaymentMethod] = {}
@@ -95,6 +101,7 @@ class SandboxState:
         with self.lock:
             self._counters.clear()
             self.balance_short = False
+            self.refund_pending_seconds = 0
             for store in self._stores():
                 store.clear()
 
@@ -552,7 +559,48 @@ class SandboxState:
             ).id
             target.amount_refunded += amount
             self.refunds[refund.id] = refund
+            outcome = metadata.get(REFUND_OUTCOME_METADATA, "succeeded")
+            if outcome not in REFUND_OUTCOMES:
+                raise errors.invalid_request(f"metadata[{REFUND_OUTCOME_METADATA}] must be one of "
+                                             f"{', '.join(REFUND_OUTCOMES)}", param="metadata")
+            refund.outcome = outcome
+            if self.refund_pending_seconds > 0 or outcome != "succeeded":
+                refund.status = "pending"
+                refund.settles_at = refund.created + self.refund_pending_seconds
+            self.settle_refunds()
             return refund
+
+    def settle_refunds(self) -> None:
+        """Sandbox clock: every pending refund whose time has come takes its outcome (Stripe's refunds are
+        asynchronous: pending -> succeeded | failed | canceled)."""
+        now = self.clock.timestamp()
+        with self.lock:
+            for refund in self.refunds.values():
+                if refund.status == "pending" and refund.settles_at <= now:
+                    self._resolve_refund(refund, refund.outcome)
+
+    def resolve_refund(self, refund_id: str, outcome: str) -> Refund:
+        """Sandbox extension (POST /_sandbox/refunds/{id}/resolve): decide a pending refund now."""
+        if outcome not in REFUND_OUTCOMES:
+            raise errors.invalid_request(f"outcome must be one of {', '.join(REFUND_OUTCOMES)}", param="outcome")
+        with self.lock:
+            refund = self.refund(refund_id)
+            if refund.status != "pending":
+                raise errors.invalid_request(f"Refund {refund_id} is {refund.status}, not pending.")
+            self._resolve_refund(refund, outcome)
+            return refund
+
+    def _resolve_refund(self, refund: Refund, outcome: str) -> None:
+        """A failed or canceled refund gives its amount back to the charge and to the balance (Stripe's
+        `refund_failure` balance transaction)."""
+        refund.status = outcome
+        if outcome == "succeeded":
+            return
+        refund.failure_reason = "expired_or_canceled_card" if outcome == "failed" else None
+        self.charges[refund.charge].amount_refunded -= refund.amount
+        refund.failure_balance_transaction = self._new_balance_transaction(
+            amount=refund.amount, fee=0, currency=refund.currency, kind="refund_failure", source=refund.id,
+            reporting_category="refund_failure").id
 
     def _refundable_charge(self, payment_intent: str | None, charge_id: str | None) -> Charge:
         if payment_intent is None and charge_id is None:
@@ -878,6 +926,8 @@ class SandboxState:
             return [obj for obj in reversed(list(store.values())) if keep(obj)]
 
     def to_json(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, Refund):
+            self.settle_refunds()
         if isinstance(obj, BalanceTransaction):
             return obj.to_stripe(self.clock.timestamp())
         with self.lock:

@@ -53,6 +53,8 @@ class Snapshot:
     retried_payouts: list[str] = field(default_factory=list)
     # the system's time when the snapshot was taken (ISO, as stored): a HELD pay-out past auto_release_at is late
     now: str = ""
+    # Refunds (issue 16 a): the Refunds table (a SUCCEEDED reversal took its seller_share back from the transfer).
+    refunds: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -187,16 +189,19 @@ def _ledger_balances(snap: Snapshot) -> list[str]:
     return violations
 
 
-WALLET_BUCKETS = ("pending", "available", "transferred")
+WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
 
 
 def _wallet_matches_ledger(snap: Snapshot) -> list[str]:
     """Per seller, currency and bucket: pending = -sum(seller_pending:s), available = -sum(seller_available:s),
-    transferred = the nets of the seller's `transfer` transactions; the wallet summed over its shards."""
+    transferred = the nets of the seller's `transfer` transactions, owed = sum(seller_receivable:s); the wallet
+    summed over its shards."""
     ledger: dict[tuple[str, str, str], int] = defaultdict(int)
     for tx in snap.ledger:
         for entry in tx["entries"]:
             prefix, _, seller = entry["account"].partition(":")
+            if prefix == "seller_receivable":  # what the seller owes us (refunds after the transfer): `owed`
+                ledger[(seller, entry["currency"], "owed")] += int(entry["amount_minor"])
             bucket = {"seller_pending": "pending", "seller_available": "available"}.get(prefix)
             if bucket:
                 ledger[(seller, entry["currency"], bucket)] -= int(entry["amount_minor"])
@@ -307,11 +312,17 @@ def _accounts_hold_our_transfers(snap: Snapshot) -> list[str]:
     if not snap.psp_account_balances:
         return []
     accounts = {s["seller_account"]: s.get("psp_account_id") for s in snap.sellers}
+    reversed_of: dict[str, int] = defaultdict(int)
+    for refund in snap.refunds:
+        if refund.get("reversal_status") == "SUCCEEDED":
+            reversed_of[refund["payment_order_id"]] += int(refund.get("seller_share_minor") or 0)
     ours: dict[tuple[str, str], int] = defaultdict(int)
     for payout in snap.payouts:
         if payout.get("payout_status") == "TRANSFERRED":
             account = accounts.get(payout["seller_account"]) or f"(no account of {payout['seller_account']})"
-            ours[(account, str(payout["currency"]).upper())] += int(payout["net_minor"])
+            # what the transfer sent (net less the seller's debt it netted), less what reversals took back
+            ours[(account, str(payout["currency"]).upper())] += int(payout["net_minor"]) - int(
+                payout.get("netted_minor") or 0) - reversed_of.get(payout["payment_order_id"], 0)
     theirs = {(account, currency.upper()): int(minor) for account, balances in snap.psp_account_balances.items()
               for currency, minor in balances.items()}
     return [f"{account} {currency}: the PSP holds {theirs.get((account, currency), 0)}, we transferred "
@@ -403,11 +414,12 @@ def collect(session: Any, outputs: dict[str, str], psp_charges: list[dict[str, A
     db = session.client("dynamodb")
     sqs = session.client("sqs")
     dead: list[dict[str, Any]] = []
-    for key in ("WorkflowDlqUrl", "OrdersDlqUrl", "PayoutsDlqUrl"):
+    for key in ("WorkflowDlqUrl", "OrdersDlqUrl", "PayoutsDlqUrl", "RefundsDlqUrl"):
         if outputs.get(key):
             dead += peek_queue(sqs, outputs[key])
     payout_tables = {field: scan(db, outputs[output]) for field, output in
-                     (("payouts", "PayoutsTableName"), ("sellers", "SellersTableName")) if outputs.get(output)}
+                     (("payouts", "PayoutsTableName"), ("sellers", "SellersTableName"),
+                      ("refunds", "RefundsTableName")) if outputs.get(output)}
     return Snapshot(
         orders=scan(db, outputs["PaymentOrdersTableName"]),
         ledger=scan(db, outputs["LedgerTableName"]),

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.executor import payout_letters
+from functions.executor import netting, payout_letters
 from functions.ledger import journal
 from functions.shared import clock, psp, queues
 from functions.shared.config import settings
@@ -72,10 +72,11 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now), str(destination or ""))
     if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
         return "nothing"
+    begun["netted_minor"] = netting.net_owed(begun, clock.iso(now))
     if not begun.get("transfer_id"):
         generation = int(begun.get("transfer_key_generation", 0))
         try:
-            result = _transfer(begun, str(begun.get("destination") or destination))
+            result = _transfer(netting.to_send(begun), str(begun.get("destination") or destination))
         except PspOutcomeUnknown as error:  # money may have moved as our books do not say: a human looks
             return payout_letters.dead_letter(payouts, begun, f"{type(error).__name__}: {error}", now)
         except PspPermanentError as error:  # Stripe refused what we send: no Transfer under this key
@@ -127,12 +128,15 @@ def apply_release(payout: dict[str, Any], now: str) -> None:
     seller, order_id = payout["seller_account"], payout["payment_order_id"]
     gross = Money(int(payout["gross_minor"]), payout["currency"])
     commission = Money(int(payout["commission_minor"]), payout["currency"])
+    if gross.minor == 0:  # refunded in full while held: nothing left to release
+        return
     movements.release(seller, order_id, gross, commission, now)
     journal.record(journal.release(order_id, seller, gross, commission))
 
 
 def apply_transfer(payout: dict[str, Any], now: str) -> None:
-    net = Money(int(payout["net_minor"]), payout["currency"])
+    """What the transfer sent: the net less what it netted of the seller's debt (netting.py)."""
+    net = Money(int(payout["net_minor"]) - int(payout.get("netted_minor") or 0), payout["currency"])
     if net.minor == 0:
         return
     seller, order_id, transfer_id = payout["seller_account"], payout["payment_order_id"], payout["transfer_id"]

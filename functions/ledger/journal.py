@@ -17,7 +17,7 @@ from typing import Any
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, UnbalancedTransaction
 from functions.shared.money import Money
-from functions.shared.names import FEE, PAYIN, RELEASE, TRANSFER, ledger_transaction_id
+from functions.shared.names import FEE, NETTING, PAYIN, REFUND, RELEASE, REVERSAL, TRANSFER, ledger_transaction_id
 from functions.shared.tables import LedgerTable
 
 
@@ -156,3 +156,62 @@ def record(transaction: Transaction, table: LedgerTable | None = None) -> bool:
     if (stored.entries, stored.description) != (transaction.entries, transaction.description):
         raise LedgerConflict(f"{transaction.transaction_id} exists with different entries")
     return False
+
+
+# -- refunds (issue 16 a): each balanced, each once under `<kind>#<refund_id>` (netting: `netting#<order_id>`) --
+
+
+def seller_receivable(seller_account: str) -> str:
+    """What a seller owes us (debit-positive): a refund's share of money already transferred to it, until a
+    reversal or a netting takes it back. The wallet's `owed` bucket equals its sum."""
+    return f"seller_receivable:{seller_account}"
+
+
+def _refund_entries(*pairs: tuple[str, Money]) -> tuple[Entry, ...]:
+    return tuple(Entry(account, amount) for account, amount in pairs if amount.minor)
+
+
+def refund_held(refund_id: str, payment_order_id: str, seller_account: str, amount: Money, psp: str) -> Transaction:
+    """Refunded while still held: the seller's pending shrinks, and what the PSP holds for us."""
+    return Transaction(kind=REFUND, reference=refund_id, payment_order_id=payment_order_id,
+                       description=f"refund of {payment_order_id} (held)",
+                       entries=_refund_entries((seller_pending(seller_account), amount),
+                                               (psp_receivable(psp), -amount)))
+
+
+def refund_released(refund_id: str, payment_order_id: str, seller_account: str, seller_share: Money,
+                    commission_share: Money, psp: str) -> Transaction:
+    """Refunded after the release, before the transfer: the seller's share leaves its available, the commission's
+    share our revenue."""
+    return Transaction(kind=REFUND, reference=refund_id, payment_order_id=payment_order_id,
+                       description=f"refund of {payment_order_id} (released)",
+                       entries=_refund_entries((seller_available(seller_account), seller_share),
+                                               (PLATFORM_REVENUE, commission_share),
+                                               (psp_receivable(psp), -(seller_share + commission_share))))
+
+
+def refund_after_transfer(refund_id: str, payment_order_id: str, seller_account: str, seller_share: Money,
+                          commission_share: Money, psp: str) -> Transaction:
+    """Refunded after the transfer: the seller owes its share back (a receivable, taken back by a reversal or
+    netted from its next transfers), the commission's share leaves our revenue."""
+    return Transaction(kind=REFUND, reference=refund_id, payment_order_id=payment_order_id,
+                       description=f"refund of {payment_order_id} (transferred)",
+                       entries=_refund_entries((seller_receivable(seller_account), seller_share),
+                                               (PLATFORM_REVENUE, commission_share),
+                                               (psp_receivable(psp), -(seller_share + commission_share))))
+
+
+def reversal(refund_id: str, payment_order_id: str, seller_account: str, share: Money, psp: str,
+             reversal_id: str) -> Transaction:
+    """A transfer reversal brought the seller's share back to our PSP balance: the receivable is paid."""
+    return Transaction(kind=REVERSAL, reference=refund_id, payment_order_id=payment_order_id,
+                       description=f"reversal {reversal_id}",
+                       entries=(Entry(psp_receivable(psp), share), Entry(seller_receivable(seller_account), -share)))
+
+
+def netting(payment_order_id: str, seller_account: str, amount: Money) -> Transaction:
+    """What the seller owes, kept back from this order's transfer: its available pays its receivable."""
+    return Transaction(kind=NETTING, reference=payment_order_id, payment_order_id=payment_order_id,
+                       description=f"owed netted from the transfer of {payment_order_id}",
+                       entries=(Entry(seller_available(seller_account), amount),
+                                Entry(seller_receivable(seller_account), -amount)))

@@ -13,13 +13,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.notify import endpoints as notification_endpoints
-from functions.payment import payouts, service
+from functions.payment import payouts, refunds, service
 from functions.payment.schemas import (
     AccountId,
     BalanceView,
     CheckoutView,
     PaymentOrderView,
     PaymentRequest,
+    RefundRequest,
+    RefundView,
     ReleaseView,
     SellerRequest,
     SellerView,
@@ -132,6 +134,26 @@ def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Re
     if now:
         metrics.add_metric(name="PayoutsReleased", unit=MetricUnit.Count, value=1)
     return Response(status_code=202 if now else 200, content_type="application/json", body=view)
+
+
+@app.post("/v1/payments/<payment_order_id>/refunds",
+          responses={202: {"description": "Refund accepted (PENDING); a replay answers the same, Idempotent-Replayed"},
+                     404: {"description": "payment_order_not_found"},
+                     409: {"description": "order_not_settled, refund_id_conflict"},
+                     422: {"description": "refund_exceeds_remaining, invalid_amount"}})
+def create_refund(payment_order_id: Annotated[str, Path(max_length=64)],
+                  request: Annotated[RefundRequest, Body()]) -> Response[RefundView]:
+    view, replayed = refunds.create_refund(payment_order_id, request)
+    logger.info("refund accepted", extra={"refund_id": view.refund_id, "payment_order_id": payment_order_id,
+                                          "replayed": replayed})
+    metrics.add_metric(name="RefundsReplayed" if replayed else "RefundsAccepted", unit=MetricUnit.Count, value=1)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(status_code=202, content_type="application/json", body=view, headers=headers)
+
+
+@app.get("/v1/refunds/<refund_id>", responses={404: {"description": "refund_not_found"}})
+def get_refund(refund_id: Annotated[str, Path(max_length=64)]) -> RefundView:
+    return refunds.get_refund(refund_id)
 
 
 SellerAccount = Annotated[AccountId, Path()]

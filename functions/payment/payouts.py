@@ -32,6 +32,7 @@ from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable, W
 logger = Logger(service="payment")
 
 STATEMENT_DEFAULT_DAYS = 30
+_RELEASE_TRIES = 3
 STATEMENT_MAX_DAYS = 366
 _BUCKETS = ("pending", "available", "transferred", "owed")
 
@@ -146,7 +147,9 @@ def release(payment_order_id: str) -> tuple[ReleaseView, bool]:
         create_held([order], order.get("updated_at") or clock.iso(), payouts, sellers)
         item = payouts.get(payment_order_id)
     assert item is not None
-    if item["payout_status"] == PayoutStatus.HELD.value:
+    for _ in range(_RELEASE_TRIES):  # a refund while HELD changes the gross the commission is computed from
+        if item["payout_status"] != PayoutStatus.HELD.value:
+            break
         released = release_payout(item, clock.now(), payouts, sellers)
         if released is not None:
             send_to_transfer([payment_order_id])

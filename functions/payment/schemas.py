@@ -155,6 +155,9 @@ class PaymentOrderView(ApiModel):
     seller_net: str | None = None
     transfer_id: str | None = None
     payout_failure_reason: str | None = None
+    # Refunds (issue 16 a): what PENDING and SUCCEEDED refunds commit of the order, and each refund.
+    refunded: str | None = None
+    refunds: list[RefundSummary] | None = None
 
 
 class CheckoutView(ApiModel):
@@ -244,3 +247,54 @@ class StatementLine(ApiModel):
     transferred: str
     owed: str
 
+
+
+# --- refunds (issue 16 a) ----------------------------------------------------------------------------------
+
+
+class RefundRequest(ApiModel):
+    """POST /v1/payments/{payment_order_id}/refunds. `amount` in the order's currency; left out: all that
+    remains of the order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refund_id: Identifier
+    amount: str | None = Field(None, description='Decimal string in major units, e.g. "5.00"', examples=["5.00"])
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise PydanticCustomError("invalid_amount", 'amount must be a decimal string such as "5.00"')
+        return value
+
+
+class ReversalView(ApiModel):
+    id: str | None = None
+    status: str  # SUCCEEDED | REFUSED (the seller owes its share: netted from its next transfers)
+    failure_code: str | None = None
+
+
+class RefundView(ApiModel):
+    refund_id: str
+    payment_order_id: str
+    status: str  # PENDING | SUCCEEDED | FAILED
+    amount: str
+    currency: str
+    reason: str | None = None
+    psp_refund_id: str | None = None
+    timing: str | None = None  # held | released | transferred: where the refund's money came from
+    seller_share: str | None = None
+    commission_share: str | None = None
+    reversal: ReversalView | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    created_at: str
+    updated_at: str | None = None
+
+
+class RefundSummary(ApiModel):
+    refund_id: str
+    status: str
+    amount: str

@@ -10,7 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from functions.payment import payouts
+from functions.payment import payouts, refunds
 from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
 from functions.shared.charges import group_orders
@@ -183,6 +183,7 @@ def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> Pa
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
         **payouts.payout_fields(payout, settled=_has_payout(item)),
+        **refunds.order_refund_fields(item),
     )
 
 

@@ -71,6 +71,12 @@ class Settings(BaseModel):
     notification_backoff_base_s: int = 30
     notification_backoff_max_s: int = 6 * 3600
     notification_retry_window_s: int = 3 * 86400
+    # Refunds (issue 16 a): the table, the Refund worker's queue and its dead letters; a refund the PSP still
+    # calls pending is looked at again after refund_poll_delay_s (SQS DelaySeconds: at most 900).
+    refunds_table: str = Field("", validation_alias=names.ENV_REFUNDS_TABLE)
+    refunds_queue_url: str = Field("", validation_alias=names.ENV_REFUNDS_QUEUE_URL)
+    refunds_dlq_url: str = Field("", validation_alias=names.ENV_REFUNDS_DLQ_URL)
+    refund_poll_delay_s: int = Field(default=300, ge=0, le=900)
 
     @classmethod
     def from_env(cls) -> Settings:

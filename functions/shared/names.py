@@ -169,3 +169,32 @@ def notification_event_id(source: str, key: str, status: str, version: str) -> s
     """`evt_<32 hex>`: the same status change of the same item (a stream redelivery) always has the same id."""
     digest = hashlib.sha256(f"{source}|{key}|{status}|{version}".encode()).hexdigest()
     return f"{EVENT_ID_PREFIX}{digest[:32]}"
+
+
+# -- refunds (issue 16 a) ------------------------------------------------------------------------------------------
+ENV_REFUNDS_TABLE = "REFUNDS_TABLE"
+ENV_REFUNDS_QUEUE_URL = "REFUNDS_QUEUE_URL"
+ENV_REFUNDS_DLQ_URL = "REFUNDS_DLQ_URL"
+
+# The kinds of a refund's money steps: each a wallet movement and a ledger transaction of the same kind, under
+# the refund's id (REFUND, REVERSAL) or the order whose transfer nets what its seller owes (NETTING).
+REFUND = "refund"  # the refund's money leaves the order's share (pending, available, or into `owed`)
+REVERSAL = "reversal"  # a transfer reversal took the seller's share back: `owed` shrinks
+NETTING = "netting"  # what a seller owes, kept back from the next transfer of one of its orders
+REFUND_KINDS = (REFUND, REVERSAL, NETTING)
+
+
+def refund_idempotency_key(refund_id: str) -> str:
+    """The PSP key of our refund's one Refund."""
+    return f"refund:{refund_id}"
+
+
+def reversal_idempotency_key(refund_id: str) -> str:
+    """The PSP key of the transfer reversal that takes a refund's seller share back."""
+    return f"reversal:{refund_id}"
+
+
+def owed_shard_reference(seller_account: str) -> str:
+    """What picks the one wallet shard that holds a seller's `owed` bucket (every owed movement lands there, so
+    netting reads and takes it from one item)."""
+    return f"owed#{seller_account}"

@@ -37,6 +37,8 @@ from functions.shared.names import (
     attach_idempotency_key,
     charge_idempotency_key,
     customer_idempotency_key,
+    refund_idempotency_key,
+    reversal_idempotency_key,
     transfer_key,
 )
 
@@ -277,6 +279,90 @@ class PspClient:
         classified = self._classify(error)
         return PspTransientError(str(classified)) if isinstance(classified, PspKeyPoisoned) else classified
 
+    # -- refunds and transfer reversals (issue 16 a) ----------------------------------------------------
+
+    def refund(self, refund: dict[str, Any], order: dict[str, Any], *, look_up_first: bool) -> RefundResult:
+        """Our refund's one Refund at Stripe, on the order's charge (or its PaymentIntent), under
+        `refund:<refund_id>`. With `look_up_first` (past the key's lifetime) the Refund Stripe holds already is
+        reported instead. Stripe's refusal of the amount (amount_too_large, charge_already_refunded) is a
+        `refused` result: certain, no Refund exists; anything unclear raises as the charge path does."""
+        amount = Money(int(refund["amount_minor"]), refund["currency"])
+        target = refund_target(order)
+        if look_up_first:
+            existing = self.find_refund(target, refund["refund_id"])
+            if existing is not None:
+                return _refund_result(existing, amount)
+        params: dict[str, Any] = {
+            **target, "amount": psp_units.to_stripe_amount(amount),
+            "metadata": {"payment_order_id": refund["payment_order_id"], "refund_id": refund["refund_id"],
+                         "reason": str(refund.get("reason") or "")[:500]},
+        }
+        try:
+            created = self._stripe.v1.refunds.create(
+                params=params, options={"idempotency_key": refund_idempotency_key(refund["refund_id"])})  # type: ignore[arg-type]
+        except stripe.StripeError as error:
+            refused = _refund_refusal(error)
+            if refused is not None:
+                return refused
+            raise self._classify_transfer(error) from error
+        return _refund_result(created, amount)
+
+    def find_refund(self, target: dict[str, str], refund_id: str) -> Any | None:
+        """Our refund's Refund among the charge's (a list is consistent: a miss is proof of absence)."""
+        found: list[Any] = []
+        params: dict[str, Any] = {**target, "limit": TRANSFER_PAGE_LIMIT}
+        for _ in range(TRANSFER_PAGES_MAX):
+            try:
+                page = self._stripe.v1.refunds.list(params=params)  # type: ignore[arg-type]
+            except stripe.StripeError as error:
+                raise self._classify(error, creating=False) from error
+            found += [r for r in page.data if getattr(r.metadata, "refund_id", None) == refund_id]
+            if not page.has_more or not page.data:
+                break
+            params = {**params, "starting_after": page.data[-1].id}
+        if len(found) > 1:
+            raise PspOutcomeUnknown(f"{len(found)} refunds carry refund_id {refund_id}")
+        return found[0] if found else None
+
+    def retrieve_refund(self, psp_refund_id: str) -> Any:
+        """The Refund as Stripe holds it now (its status moves: pending -> succeeded | failed | canceled)."""
+        try:
+            return self._stripe.v1.refunds.retrieve(psp_refund_id)
+        except stripe.StripeError as error:
+            raise self._classify(error, creating=False) from error
+
+    def reverse_transfer(self, transfer_id: str, share: Money, refund_id: str, *, look_up_first: bool
+                         ) -> ReversalResult:
+        """Take a refund's seller share back from the transfer, once, under `reversal:<refund_id>`. Stripe's
+        refusal (the connected account's balance too low, more than the transfer's unreversed amount) is a
+        `refused` result: the seller owes the share."""
+        if look_up_first:
+            existing = self.find_reversal(transfer_id, refund_id)
+            if existing is not None:
+                return ReversalResult(REVERSED, str(existing.id))
+        try:
+            made = self._stripe.v1.transfers.reversals.create(
+                transfer_id, params={"amount": psp_units.to_stripe_amount(share), "metadata": {"refund_id": refund_id}},
+                options={"idempotency_key": reversal_idempotency_key(refund_id)})  # type: ignore[arg-type]
+        except stripe.StripeError as error:
+            if error.http_status == 400 and not isinstance(error, stripe.IdempotencyError):
+                body = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
+                return ReversalResult(REVERSAL_REFUSED, failure_code=error.code or body.get("code") or "refused",
+                                      failure_reason=body.get("message") or str(error))
+            raise self._classify_transfer(error) from error
+        sent = psp_units.from_stripe_amount(made.currency, made.amount)
+        if sent != share:
+            raise PspOutcomeUnknown(f"{made.id} reverses {sent}, the refund {refund_id} asks {share}")
+        return ReversalResult(REVERSED, str(made.id))
+
+    def find_reversal(self, transfer_id: str, refund_id: str) -> Any | None:
+        try:
+            page = self._stripe.v1.transfers.reversals.list(transfer_id, params={"limit": 100})
+        except stripe.StripeError as error:
+            raise self._classify(error, creating=False) from error
+        found = [r for r in page.data if getattr(r.metadata, "refund_id", None) == refund_id]
+        return found[0] if found else None
+
     # -- mapping -----------------------------------------------------------------------------------
 
     @classmethod
@@ -395,6 +481,66 @@ def transfer_key_aged(payout: dict[str, Any]) -> bool:
 def _id_of(value: Any) -> str:
     """An expandable field's id (Stripe sends the id, or the object when expanded)."""
     return value if isinstance(value, str) else str(getattr(value, "id", "") or "")
+
+
+REFUND_REFUSED = "refused"  # Stripe refused to make the Refund (certain: none exists)
+REVERSED, REVERSAL_REFUSED = "reversed", "refused"
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """A Refund's state at Stripe: status pending | requires_action | succeeded | failed | canceled, or
+    `refused` (no Refund made; failure_code says why)."""
+
+    status: str
+    psp_refund_id: str = ""
+    refund_id: str = ""  # ours, from the Refund's metadata
+    failure_code: str = ""
+    failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReversalResult:
+    outcome: str  # reversed | refused
+    reversal_id: str = ""
+    failure_code: str = ""
+    failure_reason: str = ""
+
+
+def refund_target(order: dict[str, Any]) -> dict[str, str]:
+    """What a refund of the order names at Stripe: its charge (ch_...), else its PaymentIntent."""
+    return {"charge": order["charge_id"]} if order.get("charge_id") else {"payment_intent": order["psp_reference"]}
+
+
+def refund_result(refund: Any) -> RefundResult:
+    """A Stripe Refund object (SDK object or webhook dict) as a RefundResult."""
+    get = refund.get if isinstance(refund, dict) else lambda name, default=None: getattr(refund, name, default)
+    metadata = get("metadata") or {}
+    ours = metadata.get("refund_id") if isinstance(metadata, dict) else getattr(metadata, "refund_id", None)
+    reason = get("failure_reason") or ""
+    return RefundResult(str(get("status")), str(get("id")), str(ours or ""),
+                        reason if get("status") in ("failed", "canceled") else "",
+                        f"refund {get('status')}" + (f": {reason}" if reason else ""))
+
+
+def _refund_result(refund: Any, amount: Money) -> RefundResult:
+    """The Refund, once its amount (back in our units) is our refund's: another amount is money moved that our
+    books do not say (a human looks)."""
+    made = psp_units.from_stripe_amount(refund.currency, refund.amount)
+    if made != amount:
+        raise PspOutcomeUnknown(f"{refund.id} refunds {made}, our refund is {amount}")
+    return refund_result(refund)
+
+
+def _refund_refusal(error: stripe.StripeError) -> RefundResult | None:
+    """Stripe's 400 on the amount or the charge (nothing refundable left, the charge not refundable)."""
+    if error.http_status != 400 or isinstance(error, stripe.IdempotencyError):
+        return None
+    body = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
+    code = error.code or body.get("code") or ""
+    if code in ("amount_too_large", "charge_already_refunded", "charge_not_refundable", "charge_disputed"):
+        return RefundResult(REFUND_REFUSED, failure_code=code, failure_reason=body.get("message") or str(error))
+    return None
 
 
 _lock = threading.Lock()

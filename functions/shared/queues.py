@@ -77,6 +77,8 @@ def send_webhook_event(raw_event: str, event_type: str) -> None:
     aws.client("sqs").send_message(
         QueueUrl=settings().webhook_queue_url, MessageBody=raw_event,
         MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type[:256] or "unknown"}})
+
+
 def enqueue_notifications(messages: Sequence[tuple[str, str]]) -> list[str]:
     """Send (event_id, body) pairs to NotificationsQueue in batches of ten; returns the event ids SQS refused."""
     failed: list[str] = []
@@ -99,3 +101,9 @@ def dead_letter_notification(body: dict[str, Any]) -> None:
     """One NotificationsDlq message: the event, where it was going, how often it was tried and the last error."""
     aws.client("sqs").send_message(QueueUrl=settings().notifications_dlq_url,
                                    MessageBody=json.dumps(body, default=str))
+
+
+def enqueue_refund(refund_id: str, delay_s: int = 0) -> None:
+    """One message naming the refund to RefundsQueue, delivered after `delay_s` (at most 900: SQS's limit)."""
+    aws.client("sqs").send_message(QueueUrl=settings().refunds_queue_url, DelaySeconds=max(0, min(delay_s, 900)),
+                                   MessageBody=json.dumps({"refund_id": refund_id}))

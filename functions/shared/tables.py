@@ -629,6 +629,67 @@ class WalletTable:
     def scan(self) -> Iterator[dict[str, Any]]:
         yield from _scan(self._db, self.table)
 
+    def apply_movement_parts(self, seller_account: str, kind: str, reference: str, currency: str,
+                             parts: Sequence[tuple[str, dict[str, int]]], *, now: str,
+                             details: dict[str, Any] | None = None) -> bool:
+        """One movement whose buckets live on several shards (refunds: `owed` on the seller's owed shard,
+        `available` on the order's): the once-only guard and every shard's change in ONE transaction. `parts`:
+        (the key that picks the shard, {bucket: delta}); parts on the same shard are merged. False when applied
+        before; InsufficientBucket when a shard cannot cover a negative delta (nothing is written)."""
+        details = details or {}
+        by_shard: dict[str, dict[str, int]] = {}
+        for shard_of, deltas in parts:
+            key = wallet_shard_key(seller_account, wallet_shard(shard_of))
+            merged = by_shard.setdefault(key, dict.fromkeys(WALLET_BUCKETS, 0))
+            for bucket, delta in deltas.items():
+                merged[bucket] += delta
+        totals = {bucket: sum(d[bucket] for d in by_shard.values()) for bucket in WALLET_BUCKETS}
+        movement = {
+            **details, "account_id": movement_key(kind, reference), "sk": MOVEMENT_SORT_KEY,
+            "seller_account": seller_account, "kind": kind, "reference": reference, "currency": currency,
+            "created_at": now, "statement_key": next(iter(by_shard)),
+            **{f"{bucket}_delta": delta for bucket, delta in totals.items()},
+        }
+        items: list[dict[str, Any]] = [_put_new(self.table, movement, "account_id")]
+        for shard_key, deltas in by_shard.items():
+            values: dict[str, Any] = {f":{b}": d for b, d in deltas.items()}
+            covers = [f"{b}_minor >= :need_{b}" for b, d in deltas.items() if d < 0]
+            values.update({f":need_{b}": -d for b, d in deltas.items() if d < 0})
+            update: dict[str, Any] = {
+                "TableName": self.table,
+                "Key": to_item({"account_id": shard_key, "sk": balance_sort_key(currency)}),
+                "UpdateExpression": "ADD " + ", ".join(f"{b}_minor :{b}" for b in WALLET_BUCKETS)
+                                    + " SET seller_account = :seller, currency = :currency, updated_at = :now",
+                "ExpressionAttributeValues": to_item({**values, ":seller": seller_account, ":currency": currency,
+                                                      ":now": now}),
+            }
+            if covers:
+                update["ConditionExpression"] = " AND ".join(covers)
+            items.append({"Update": update})
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if aws.error_code(error) == "TransactionCanceledException":
+                reasons = _cancellation_codes(error)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                if "ConditionalCheckFailed" in reasons[1:]:
+                    raise InsufficientBucket(
+                        f"{kind} {reference}: {seller_account} {currency} cannot cover {totals}") from error
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
+            if aws.error_code(error) == "TransactionConflictException":
+                raise WriteConflict() from error
+            raise
+        return True
+
+    def shard_balance(self, seller_account: str, shard_of: str, currency: str) -> dict[str, int]:
+        """The buckets of the one shard `shard_of` picks (a seller's owed shard), read consistently."""
+        answer = self._db.get_item(TableName=self.table, ConsistentRead=True, Key=to_item({
+            "account_id": wallet_shard_key(seller_account, wallet_shard(shard_of)), "sk": balance_sort_key(currency)}))
+        item = from_item(answer["Item"]) if "Item" in answer else {}
+        return {bucket: int(item.get(f"{bucket}_minor", 0)) for bucket in WALLET_BUCKETS}
+
 
 @dataclass
 class LedgerTable:
@@ -829,8 +890,10 @@ class PayoutsTable:
             "commission_bps = :bps, commission_minor = :commission, net_minor = :net, released_at = :now, "
             f"release_applied = :false, {_PAYOUT_SWEEP_FIELDS}",
             {":bps": commission_bps, ":commission": commission_minor, ":net": net_minor, ":now": now,
-             ":false": False, ":shard": self._shard(order_id), ":due": due_at},
-            returns="ALL_NEW")
+             ":false": False, ":shard": self._shard(order_id), ":due": due_at, ":gross": commission_minor + net_minor},
+            returns="ALL_NEW",
+            # the gross it was computed from: a refund while HELD shrinks it (RefundsTable.succeed_held)
+            extra_condition="gross_minor = :gross")
 
     def mark_release_applied(self, order_id: str, now: str) -> bool:
         """The release's wallet movement and ledger transaction are written (both once-only by themselves)."""
@@ -1315,3 +1378,276 @@ class NotificationEndpointsTable:
             ExpressionAttributeNames={"#url": "url"},
             ExpressionAttributeValues=to_item({":url": url, ":secret": secret, ":now": now}), ReturnValues="ALL_NEW")
         return from_item(answer["Attributes"])
+
+
+# -- refunds (issue 16 a) ----------------------------------------------------------------------------------------
+
+
+class RefundExists(Exception):
+    """The refund_id is taken; `existing` is the stored refund."""
+
+    def __init__(self, existing: dict[str, Any] | None):
+        super().__init__("refund exists")
+        self.existing = existing
+
+
+class RefundNotAccepted(Exception):
+    """The order refused the refund: `reason` is not_found, not_settled or exceeds_remaining; `order` as read."""
+
+    def __init__(self, reason: str, order: dict[str, Any] | None):
+        super().__init__(reason)
+        self.reason = reason
+        self.order = order
+
+
+class PayoutMoved(Exception):
+    """The pay-out is no longer as the refund read it (released, transfer begun, another refund applied):
+    read it again and decide the refund's timing afresh."""
+
+
+REFUND_PENDING, REFUND_SUCCEEDED, REFUND_FAILED = "PENDING", "SUCCEEDED", "FAILED"
+
+
+def _was(attribute: str, placeholder: str, value: int) -> str:
+    """`attribute` is `value` (an absent counter counts as 0): the optimistic check of a pay-out's counters."""
+    return f"attribute_not_exists({attribute})" if value == 0 else f"{attribute} = {placeholder}"
+
+
+@dataclass
+class RefundsTable:
+    """One item per refund (key refund_id). The refund's reservation lives on its order (`refunded_minor`, what
+    PENDING and SUCCEEDED refunds commit, and `refund_ids`): created together, so two refunds can never commit
+    more than the order's amount. Status PENDING -> SUCCEEDED | FAILED only, each a conditional write; the
+    SUCCEEDED move carries the pay-out's change in the same transaction (docs/decisions.md "Refunds")."""
+
+    table: str
+    orders_table: str
+    payouts_table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> RefundsTable:
+        config = config or settings()
+        return cls(config.refunds_table, config.payment_orders_table, config.payouts_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def get(self, refund_id: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"refund_id": refund_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def get_many(self, refund_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.table, "refund_id", refund_ids)
+
+    def scan(self) -> Iterator[dict[str, Any]]:
+        yield from _scan(self._db, self.table)
+
+    def create(self, item: dict[str, Any], gross_minor: int) -> None:
+        """The refund (PENDING) and its reservation on the order, in one transaction: the order must be SUCCESS
+        and `refunded_minor + amount <= gross`. RefundExists (the id is taken), RefundNotAccepted, WriteConflict
+        (a concurrent refund of the order: retry)."""
+        amount = int(item["amount_minor"])
+        order_update = {"Update": {
+            "TableName": self.orders_table, "Key": to_item({"payment_order_id": item["payment_order_id"]}),
+            "UpdateExpression": "SET refunded_minor = if_not_exists(refunded_minor, :zero) + :amount "
+                                "ADD refund_ids :ids",
+            "ConditionExpression": "payment_order_status = :success AND "
+                                   "(attribute_not_exists(refunded_minor) OR refunded_minor <= :limit)",
+            "ExpressionAttributeValues": {**to_item({":zero": 0, ":amount": amount, ":limit": gross_minor - amount,
+                                                     ":success": OrderStatus.SUCCESS.value}),
+                                          ":ids": {"SS": [item["refund_id"]]}},
+        }}
+        put = {"Put": {"TableName": self.table, "Item": to_item(item),
+                       "ConditionExpression": "attribute_not_exists(refund_id)",
+                       "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+        try:
+            self._db.transact_write_items(TransactItems=[put, order_update])
+        except ClientError as error:
+            code = aws.error_code(error)
+            if code == "TransactionCanceledException":
+                reasons = _cancellation_codes(error)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    old = (error.response.get("CancellationReasons") or [{}])[0].get("Item")
+                    raise RefundExists(from_item(old) if old else self.get(item["refund_id"])) from error
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    answer = self._db.get_item(TableName=self.orders_table, ConsistentRead=True,
+                                               Key=to_item({"payment_order_id": item["payment_order_id"]}))
+                    order = from_item(answer["Item"]) if "Item" in answer else None
+                    if order is None:
+                        raise RefundNotAccepted("not_found", None) from error
+                    if order.get("payment_order_status") != OrderStatus.SUCCESS.value:
+                        raise RefundNotAccepted("not_settled", order) from error
+                    raise RefundNotAccepted("exceeds_remaining", order) from error
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
+            if code == "TransactionConflictException":
+                raise WriteConflict() from error
+            raise
+
+    def _update(self, refund_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self._db.update_item(TableName=self.table, Key=to_item({"refund_id": refund_id}),
+                                 UpdateExpression=update, ConditionExpression=condition,
+                                 ExpressionAttributeValues=to_item(values))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def record_psp_refund(self, refund_id: str, psp_refund_id: str, psp_status: str, now: str) -> bool:
+        """The PSP's Refund id as soon as it is known (never replaced by another one) and its latest status."""
+        return self._update(
+            refund_id, "SET psp_refund_id = :psp, psp_status = :status, updated_at = :now, "
+            "psp_created_at = if_not_exists(psp_created_at, :now)",
+            "attribute_exists(refund_id) AND (attribute_not_exists(psp_refund_id) OR psp_refund_id = :psp)",
+            {":psp": psp_refund_id, ":status": psp_status, ":now": now})
+
+    def note_psp_attempt(self, refund_id: str, now: str) -> None:
+        """When the PSP was first asked (the key's age: past IDEMPOTENCY_KEY_SAFE_AGE, look the Refund up first)."""
+        self._update(refund_id, "SET psp_attempted_at = if_not_exists(psp_attempted_at, :now)",
+                     "attribute_exists(refund_id)", {":now": now})
+
+    def _succeed(self, refund: dict[str, Any], fields: dict[str, Any], payout_update: dict[str, Any]) -> bool:
+        """PENDING -> SUCCEEDED with `fields`, and the pay-out's change, in one transaction. True if this call
+        moved it, False if the refund was no longer PENDING; PayoutMoved if the pay-out changed meanwhile."""
+        sets = "".join(f", {name} = :{name}" for name in fields)
+        refund_update = {"Update": {
+            "TableName": self.table, "Key": to_item({"refund_id": refund["refund_id"]}),
+            "UpdateExpression": f"SET refund_status = :succeeded{sets}",
+            "ConditionExpression": "refund_status = :pending",
+            "ExpressionAttributeValues": to_item({":succeeded": REFUND_SUCCEEDED, ":pending": REFUND_PENDING,
+                                                  **{f":{k}": v for k, v in fields.items()}}),
+        }}
+        payout_update = {"Update": {"TableName": self.payouts_table,
+                                    "Key": to_item({"payment_order_id": refund["payment_order_id"]}),
+                                    **payout_update}}
+        try:
+            self._db.transact_write_items(TransactItems=[refund_update, payout_update])
+        except ClientError as error:
+            if aws.error_code(error) == "TransactionCanceledException":
+                reasons = _cancellation_codes(error)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    raise PayoutMoved() from error
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
+            if aws.error_code(error) == "TransactionConflictException":
+                raise WriteConflict() from error
+            raise
+        return True
+
+    def succeed_held(self, refund: dict[str, Any], fields: dict[str, Any], payout: dict[str, Any]) -> bool:
+        """The order still HELD: its pay-out's gross shrinks by the refund (the release works on what remains)."""
+        amount, gross = int(refund["amount_minor"]), int(payout["gross_minor"])
+        return self._succeed(refund, fields, {
+            "UpdateExpression": "SET gross_minor = gross_minor - :amount, held_refunded_minor = "
+                                "if_not_exists(held_refunded_minor, :zero) + :amount",
+            "ConditionExpression": "payout_status = :held AND gross_minor = :gross AND gross_minor >= :amount",
+            "ExpressionAttributeValues": to_item({":amount": amount, ":zero": 0, ":gross": gross,
+                                                  ":held": PayoutStatus.HELD.value}),
+        })
+
+    def succeed_released(self, refund: dict[str, Any], fields: dict[str, Any], payout: dict[str, Any],
+                         seller_share: int, commission_share: int) -> bool:
+        """Released, no transfer begun, the release applied: the net (and commission) shrink by their shares, so
+        the later transfer sends less; only while still so (the read values, no first_transfer_at)."""
+        refunded = int(payout.get("refunded_minor", 0))
+        return self._succeed(refund, fields, {
+            "UpdateExpression": "SET net_minor = net_minor - :share, commission_minor = commission_minor - :cshare, "
+                                "refunded_minor = if_not_exists(refunded_minor, :zero) + :amount",
+            "ConditionExpression": "payout_status = :released AND attribute_not_exists(first_transfer_at) AND "
+                                   "release_applied = :true AND net_minor = :net AND commission_minor = :commission "
+                                   f"AND {_was('refunded_minor', ':refunded', refunded)}",
+            "ExpressionAttributeValues": to_item({
+                ":share": seller_share, ":cshare": commission_share, ":amount": int(refund["amount_minor"]),
+                ":zero": 0, ":released": PayoutStatus.RELEASED.value, ":true": True, ":net": int(payout["net_minor"]),
+                ":commission": int(payout["commission_minor"]), **({":refunded": refunded} if refunded else {})}),
+        })
+
+    def succeed_after_transfer(self, refund: dict[str, Any], fields: dict[str, Any], payout: dict[str, Any],
+                               seller_share: int) -> bool:
+        """The transfer is made (its id recorded): the pay-out keeps its net (what was sent) and counts the refund
+        and the seller's share to take back."""
+        refunded, shared = int(payout.get("refunded_minor", 0)), int(payout.get("refund_share_minor", 0))
+        values = {":amount": int(refund["amount_minor"]), ":share": seller_share, ":zero": 0,
+                  ":transfer": payout["transfer_id"], ":transferring": PayoutStatus.TRANSFERRING.value,
+                  ":transferred": PayoutStatus.TRANSFERRED.value}
+        values.update({":refunded": refunded} if refunded else {})
+        values.update({":shared": shared} if shared else {})
+        return self._succeed(refund, fields, {
+            "UpdateExpression": "SET refunded_minor = if_not_exists(refunded_minor, :zero) + :amount, "
+                                "refund_share_minor = if_not_exists(refund_share_minor, :zero) + :share",
+            "ConditionExpression": "payout_status IN (:transferring, :transferred) AND transfer_id = :transfer AND "
+                                   f"{_was('refunded_minor', ':refunded', refunded)} AND "
+                                   f"{_was('refund_share_minor', ':shared', shared)}",
+            "ExpressionAttributeValues": to_item(values),
+        })
+
+    def fail(self, refund: dict[str, Any], code: str, reason: str, now: str) -> bool:
+        """PENDING -> FAILED and the order's reservation given back, in one transaction. True if this call did."""
+        amount = int(refund["amount_minor"])
+        items = [
+            {"Update": {
+                "TableName": self.table, "Key": to_item({"refund_id": refund["refund_id"]}),
+                "UpdateExpression": "SET refund_status = :failed, failure_code = :code, failure_reason = :reason, "
+                                    "updated_at = :now, finished_at = :now",
+                "ConditionExpression": "refund_status = :pending",
+                "ExpressionAttributeValues": to_item({":failed": REFUND_FAILED, ":pending": REFUND_PENDING,
+                                                      ":code": code, ":reason": reason[:500], ":now": now}),
+            }},
+            {"Update": {
+                "TableName": self.orders_table, "Key": to_item({"payment_order_id": refund["payment_order_id"]}),
+                "UpdateExpression": "SET refunded_minor = refunded_minor - :amount",
+                "ConditionExpression": "refunded_minor >= :amount",
+                "ExpressionAttributeValues": to_item({":amount": amount}),
+            }},
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if aws.error_code(error) == "TransactionCanceledException":
+                reasons = _cancellation_codes(error)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                if _TRANSIENT_CANCELLATIONS & set(reasons):
+                    raise WriteConflict() from error
+            if aws.error_code(error) == "TransactionConflictException":
+                raise WriteConflict() from error
+            raise
+        return True
+
+    def mark_books_applied(self, refund_id: str, now: str) -> bool:
+        return self._update(refund_id, "SET books_applied = :true, updated_at = :now",
+                            "refund_status = :succeeded", {":true": True, ":now": now,
+                                                           ":succeeded": REFUND_SUCCEEDED})
+
+    def record_reversal(self, refund_id: str, status: str, now: str, reversal_id: str = "", code: str = "") -> bool:
+        """The reversal's outcome, once: SUCCEEDED (its id) or REFUSED (the seller owes the share: `owed`)."""
+        return self._update(
+            refund_id, "SET reversal_status = :status, reversal_id = :id, reversal_code = :code, updated_at = :now",
+            "refund_status = :succeeded AND (attribute_not_exists(reversal_status) OR reversal_status = :status)",
+            {":status": status, ":id": reversal_id, ":code": code, ":now": now, ":succeeded": REFUND_SUCCEEDED})
+
+    def finish(self, refund_id: str, now: str) -> bool:
+        """Every step of a SUCCEEDED refund is done (books, reversal or owed): nothing is left to drive."""
+        return self._update(refund_id, "SET finished_at = if_not_exists(finished_at, :now), updated_at = :now",
+                            "refund_status = :succeeded", {":now": now, ":succeeded": REFUND_SUCCEEDED})
+
+    def record_netting(self, payment_order_id: str, netted_minor: int, now: str) -> bool:
+        """What the order's transfer keeps back for its seller's debt, frozen before its Transfer is known (the
+        transfer then sends net - netted). False if a transfer id is recorded or another netting was."""
+        try:
+            self._db.update_item(
+                TableName=self.payouts_table, Key=to_item({"payment_order_id": payment_order_id}),
+                UpdateExpression="SET netted_minor = :netted, updated_at = :now",
+                ConditionExpression="attribute_not_exists(transfer_id) AND "
+                                    "(attribute_not_exists(netted_minor) OR netted_minor = :netted)",
+                ExpressionAttributeValues=to_item({":netted": netted_minor, ":now": now}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

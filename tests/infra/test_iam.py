@@ -44,6 +44,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Wallet/index/statement": {"dynamodb:Query"},
         "queue:PayoutsQueue": SEND,
         "table:NotificationEndpoints": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "table:Refunds": READ | WRITE,  # a refund and its order's reservation in one transaction
+        "queue:RefundsQueue": SEND,
     },
     "OrderStarter": {
         "table:Charges": GET_UPDATE,
@@ -127,6 +129,16 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:NotificationsQueue": CONSUME,  # ChangeMessageVisibility: a failed delivery's next wait
         "queue:NotificationsDlq": SEND,
     },
+    "RefundWorker": {
+        "table:Refunds": READ | WRITE,
+        "table:PaymentOrders": READ | WRITE,  # a failed refund gives the order's reservation back
+        "table:Payouts": READ | WRITE,  # the refund's timing frozen with the pay-out's change
+        "table:Wallet": READ | WRITE,
+        "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        "queue:RefundsQueue": SEND | CONSUME,  # the poll of a pending refund
+        PSP_KEY: {"ssm:GetParameter"},
+        ANY_KMS_KEY: {"kms:Decrypt"},
+    },
 }
 
 
@@ -142,6 +154,9 @@ def friendly(synth) -> dict[str, str]:
         f"table:{names.NOTIFICATION_ENDPOINTS}")
     for queue in names.OUT_NOTIFICATION_QUEUE_URLS:
         names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.NOTIFICATIONS}{queue}")] = f"queue:{queue}"
+    names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.REFUNDS_CONSTRUCT}{names.REFUNDS}")] = "table:Refunds"
+    for queue in (names.REFUNDS_QUEUE, names.REFUNDS_DLQ):
+        names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.REFUNDS_CONSTRUCT}{queue}")] = f"queue:{queue}"
     bucket = synth.logical_id("AWS::S3::Bucket", f"{names.SETTLEMENT}{names.SETTLEMENT_BUCKET}")
     names_by_id[bucket] = f"bucket:{names.SETTLEMENT_BUCKET}"
     (machine,) = synth.of_type("AWS::StepFunctions::StateMachine")
@@ -210,10 +225,11 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
         for f in names.ALL_FUNCTIONS
         if any(a.startswith(("ssm:", "kms:")) for acts in permissions(synth, f, friendly).values() for a in acts)
     }
-    assert readers == {"Executor", "Transfer", "WebhookReceiver"}  # the receiver: its signing secret only
+    assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver"}  # the receiver: its signing secret
 
 
-@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.WEBHOOK_RECEIVER], ids=lambda f: f.name)
+@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER],
+                         ids=lambda f: f.name)
 def test_kms_decrypt_is_only_through_ssm(synth, function):
     (statement,) = [s for s in role_statements(synth, function) if s["Action"] == "kms:Decrypt"]
     assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}

@@ -42,7 +42,8 @@ TABLE_ENV = {
     "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
-    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE"},
+    "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE", "REFUNDS_TABLE",
+                   "REFUNDS_QUEUE_URL"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Wallet": set(),
@@ -55,6 +56,8 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "WebhookProcessor": {"WEBHOOK_EVENTS_TABLE", "PAYOUTS_QUEUE_URL", "REVIEW_QUEUE_URL"},
     "Notifier": {"NOTIFICATIONS_QUEUE_URL"},
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
+    "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
+                     "REFUNDS_DLQ_URL"},
 }
 
 
@@ -78,8 +81,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_ten_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 8 + 2)  # + WebhookEvents, NotificationEndpoints
+def test_there_are_exactly_the_eleven_tables_and_no_global_table(template):
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3)  # + WebhookEvents, NotificationEndpoints, Refunds
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -265,7 +268,8 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 def test_there_are_exactly_the_eleven_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2  # + the webhooks' two, Notifier, Deliverer
+    # + the webhooks' two, Notifier, Deliverer, RefundWorker
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2 + 1
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -365,8 +369,8 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    # + WebhookProcessor, Deliverer, two streams (Notifier)
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 3)
+    # + WebhookProcessor, Deliverer, two streams (Notifier), RefundWorker
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 3 + 1)
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -514,6 +518,9 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "WebhookEventsTableName",
         *names.OUT_NOTIFICATION_QUEUE_URLS.values(),
         names.OUT_NOTIFICATION_ENDPOINTS_TABLE,
+        "RefundsTableName",
+        "RefundsQueueUrl",
+        "RefundsDlqUrl",
     }
     assert set(synth.template["Outputs"]) == expected
 

@@ -28,8 +28,10 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                 "gsi": {"sweep": ("sweep_shard", "due_at"), "transferred": ("transferred_bucket", "transferred_at"),
                         "awaiting_account": ("awaiting_seller", None)}},
     "WebhookEvents": {"hash": "event_id"},
+    "Refunds": {"hash": "refund_id"},
 }
-QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue"]
+QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue",
+          "RefundsQueue", "RefundsDlq"]
 
 
 def create_table(logical: str, name: str) -> str:
@@ -86,7 +88,8 @@ def _queue_env(queue: str) -> str:
     return {"OrdersQueue": "ORDERS_QUEUE_URL", "WorkflowDlq": "WORKFLOW_DLQ_URL",
             "ReviewQueue": "REVIEW_QUEUE_URL", "ReconQueue": "RECON_QUEUE_URL",
             "PayoutsQueue": "PAYOUTS_QUEUE_URL", "PayoutsDlq": "PAYOUTS_DLQ_URL",
-            "WebhookQueue": "WEBHOOK_QUEUE_URL"}[queue]
+            "WebhookQueue": "WEBHOOK_QUEUE_URL",
+            "RefundsQueue": "REFUNDS_QUEUE_URL", "RefundsDlq": "REFUNDS_DLQ_URL"}[queue]
 
 
 def drain(queue_url: str) -> list[str]:

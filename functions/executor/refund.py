@@ -1,0 +1,242 @@
+"""SQS consumer (RefundsQueue): drives one refund per message, `{"refund_id": ...}`, as far as it can go.
+
+PENDING -> the Refund at Stripe (key refund:<refund_id>, looked up first once the key may have aged) -> its id
+recorded -> the PSP's status decides (apply_psp_refund): still pending -> the same message again after
+refund_poll_delay_s (SQS DelaySeconds: the poll); refused, failed or canceled -> FAILED with the order's
+reservation given back (one transaction); succeeded -> SUCCEEDED with the timing frozen against the pay-out (one
+transaction) -> the books once -> after a transfer, the reversal of the seller's share (key reversal:<refund_id>)
+or, refused, the share left `owed` -> finished. Every step is idempotent (conditional writes, once-only movements
+and ledger ids, the PSP keys); the message is deleted only when the step it reached is written, so a worker
+killed between any two lines is resumed by SQS's redelivery and changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.ledger import journal
+from functions.shared import clock, psp, queues
+from functions.shared.config import settings
+from functions.shared.money import Money
+from functions.shared.observability import service_metrics
+from functions.shared.status import PayoutStatus
+from functions.shared.tables import (
+    REFUND_FAILED,
+    REFUND_PENDING,
+    REFUND_SUCCEEDED,
+    PaymentTables,
+    PayoutMoved,
+    PayoutsTable,
+    RefundsTable,
+)
+from functions.wallet import refunds as wallet_refunds
+
+logger = Logger(service="refunds")
+metrics = service_metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+HELD, RELEASED, TRANSFERRED = "held", "released", "transferred"  # a refund's timing against its pay-out
+WAIT_FOR_PAYOUT_S = 60  # the pay-out is between two steps (release not applied, transfer in flight): look again
+_SUCCEED_TRIES = 5
+_PSP_DONE_FAILED = ("failed", "canceled")
+NO_TRANSFER = "none"  # functions/executor/transfer.py: the transfer_id of a pay-out whose net was zero
+REVERSAL_SUCCEEDED, REVERSAL_REFUSED = "SUCCEEDED", "REFUSED"
+
+
+def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
+    """One refund as far as it can go now; returns what happened (logged, and read by tests)."""
+    refunds = refunds or RefundsTable.from_settings()
+    refund = refunds.get(refund_id)
+    if refund is None:
+        raise LookupError(f"no refund {refund_id}: the message stays for a human (RefundsDlq)")
+    if refund["refund_status"] == REFUND_FAILED:
+        return "failed"
+    if refund["refund_status"] == REFUND_SUCCEEDED:
+        return complete(refund, refunds)
+    now = clock.iso()
+    if refund.get("psp_refund_id"):
+        result = psp.refund_result(psp.client().retrieve_refund(refund["psp_refund_id"]))
+    else:
+        order = PaymentTables.from_settings().get_order(refund["payment_order_id"])
+        assert order is not None, refund["payment_order_id"]
+        refunds.note_psp_attempt(refund_id, now)
+        aged = bool(refund.get("psp_attempted_at")) and (
+            clock.now() - clock.parse_iso(str(refund["psp_attempted_at"])) > psp.IDEMPOTENCY_KEY_SAFE_AGE)
+        result = psp.client().refund(refund, order, look_up_first=aged)
+        if result.status == psp.REFUND_REFUSED:
+            refunds.fail(refund, result.failure_code, result.failure_reason, now)
+            return "failed"
+        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+    return _apply(refunds.get(refund_id) or refund, result, refunds)
+
+
+def apply_psp_refund(refund_object_or_fields: Any, refunds: RefundsTable | None = None) -> str:
+    """THE one way a refund moves by the PSP's word: the poll above and the webhook path (`charge.refund.updated`,
+    `refund.updated`, `refund.failed`: pass the event's Refund object, a dict or an SDK object with id, status,
+    metadata.refund_id, failure_reason) both call it. The status machine decides, never arrival order: PENDING ->
+    SUCCEEDED | FAILED by conditional writes; a late or repeated event changes nothing. Returns what happened."""
+    refunds = refunds or RefundsTable.from_settings()
+    result = psp.refund_result(refund_object_or_fields)
+    refund = refunds.get(result.refund_id) if result.refund_id else None
+    if refund is None:
+        logger.warning("a PSP refund that names no refund of ours", extra={"psp_refund_id": result.psp_refund_id})
+        return "unknown_refund"
+    if refund.get("psp_refund_id") not in (None, result.psp_refund_id):
+        logger.error("a second PSP refund for one refund", extra={"refund_id": refund["refund_id"],
+                                                                  "psp_refund_id": result.psp_refund_id})
+        metrics.add_metric(name="RefundMismatch", unit=MetricUnit.Count, value=1)
+        return "mismatch"
+    refunds.record_psp_refund(refund["refund_id"], result.psp_refund_id, result.status, clock.iso())
+    return _apply(refund, result, refunds)
+
+
+def _apply(refund: dict[str, Any], result: psp.RefundResult, refunds: RefundsTable) -> str:
+    status = refund["refund_status"]
+    if status == REFUND_FAILED:  # final: a late or out-of-order word of the PSP changes nothing
+        if result.status == "succeeded":
+            logger.error("the PSP calls a FAILED refund succeeded", extra={"refund_id": refund["refund_id"]})
+            metrics.add_metric(name="RefundMismatch", unit=MetricUnit.Count, value=1)
+        return "failed"
+    if result.status == "succeeded":
+        if status == REFUND_PENDING:
+            moved = succeed(refund, refunds)
+            if moved != "succeeded":
+                return moved
+        return complete(refunds.get(refund["refund_id"]) or refund, refunds)
+    if result.status in _PSP_DONE_FAILED:
+        if status == REFUND_SUCCEEDED:  # Stripe can fail a refund it called succeeded: money, a human decides
+            logger.error("a SUCCEEDED refund failed at the PSP", extra={"refund_id": refund["refund_id"]})
+            metrics.add_metric(name="RefundFailedAfterSuccess", unit=MetricUnit.Count, value=1)
+            return "failed_after_success"
+        refunds.fail(refund, result.failure_code or result.status, result.failure_reason, clock.iso())
+        return "failed"
+    if status == REFUND_PENDING:  # pending, requires_action: the poll looks again later
+        queues.enqueue_refund(refund["refund_id"], settings().refund_poll_delay_s)
+        return "pending"
+    return status.lower()
+
+
+def succeed(refund: dict[str, Any], refunds: RefundsTable) -> str:
+    """PENDING -> SUCCEEDED, its timing decided by the pay-out as it is at that moment, in one transaction with
+    the pay-out's change: held (gross shrinks), released (net and commission shrink by their shares), after the
+    transfer (the share to take back counted). A pay-out between two steps: "waiting" (the message again)."""
+    payouts = PayoutsTable.from_settings()
+    amount = int(refund["amount_minor"])
+    for _ in range(_SUCCEED_TRIES):
+        payout = payouts.get(refund["payment_order_id"])
+        if payout is None:  # finalize has not written the pay-out yet
+            return _wait(refund)
+        state = PayoutStatus(payout["payout_status"])
+        try:
+            if state is PayoutStatus.HELD:
+                moved = refunds.succeed_held(refund, _fields(HELD, amount, 0, payout), payout)
+            elif state is PayoutStatus.RELEASED and payout.get("release_applied") \
+                    and not payout.get("first_transfer_at"):
+                seller, commission = wallet_refunds.split_refund(
+                    amount, int(payout["net_minor"]), int(payout["gross_minor"]) - int(payout.get("refunded_minor", 0)))
+                moved = refunds.succeed_released(refund, _fields(RELEASED, seller, commission, payout), payout,
+                                                 seller, commission)
+            elif payout.get("transfer_id"):
+                remaining_seller = int(payout["net_minor"]) - int(payout.get("refund_share_minor", 0))
+                remaining_gross = int(payout["gross_minor"]) - int(payout.get("refunded_minor", 0))
+                seller, commission = wallet_refunds.split_refund(amount, remaining_seller, remaining_gross)
+                moved = refunds.succeed_after_transfer(refund, _fields(TRANSFERRED, seller, commission, payout),
+                                                       payout, seller)
+            else:  # the release not applied yet, a transfer in flight or FAILED (waits for `ops payouts retry`)
+                return _wait(refund)
+        except PayoutMoved:
+            continue
+        return "succeeded" if moved else "succeeded_before"
+    return _wait(refund)
+
+
+def _fields(timing: str, seller_share: int, commission_share: int, payout: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"timing": timing, "seller_share_minor": seller_share,
+                              "commission_share_minor": commission_share, "updated_at": clock.iso(),
+                              "succeeded_at": clock.iso()}
+    if timing == TRANSFERRED:
+        fields["transfer_id"] = payout["transfer_id"]
+    return fields
+
+
+def _wait(refund: dict[str, Any]) -> str:
+    queues.enqueue_refund(refund["refund_id"], WAIT_FOR_PAYOUT_S)
+    return "waiting"
+
+
+def complete(refund: dict[str, Any], refunds: RefundsTable) -> str:
+    """A SUCCEEDED refund's remaining steps, each once: the books of its timing, then after a transfer the
+    reversal (or the share left owed). Safe to run any number of times."""
+    if refund.get("finished_at"):
+        return "succeeded"
+    now = clock.iso()
+    if not refund.get("books_applied"):
+        apply_books(refund, now)
+        refunds.mark_books_applied(refund["refund_id"], now)
+    share = Money(int(refund["seller_share_minor"]), refund["currency"])
+    if refund["timing"] == TRANSFERRED and share.minor and not refund.get("reversal_status"):
+        _reverse(refund, share, refunds, now)
+    refunds.finish(refund["refund_id"], now)
+    return "succeeded"
+
+
+def apply_books(refund: dict[str, Any], now: str) -> None:
+    """The refund's wallet movement and ledger transaction of its timing, each once under the refund's id."""
+    seller, order_id, refund_id = refund["seller_account"], refund["payment_order_id"], refund["refund_id"]
+    currency = refund["currency"]
+    amount = Money(int(refund["amount_minor"]), currency)
+    share = Money(int(refund["seller_share_minor"]), currency)
+    commission = Money(int(refund["commission_share_minor"]), currency)
+    psp_name = refund.get("psp") or psp.PSP_NAME
+    if refund["timing"] == HELD:
+        wallet_refunds.refund_held(seller, order_id, refund_id, amount, now)
+        journal.record(journal.refund_held(refund_id, order_id, seller, amount, psp_name))
+    elif refund["timing"] == RELEASED:
+        wallet_refunds.refund_released(seller, order_id, refund_id, amount, share, now)
+        journal.record(journal.refund_released(refund_id, order_id, seller, share, commission, psp_name))
+    else:
+        wallet_refunds.refund_after_transfer(seller, order_id, refund_id, amount, share, now)
+        journal.record(journal.refund_after_transfer(refund_id, order_id, seller, share, commission, psp_name))
+
+
+def _reverse(refund: dict[str, Any], share: Money, refunds: RefundsTable, now: str) -> None:
+    """Take the seller's share back from the transfer; refused (the account's balance), the share stays owed and
+    is netted from the seller's next transfers (functions/executor/netting.py)."""
+    seller, order_id, refund_id = refund["seller_account"], refund["payment_order_id"], refund["refund_id"]
+    if refund["transfer_id"] == NO_TRANSFER:
+        result = psp.ReversalResult(psp.REVERSAL_REFUSED, failure_code="no_transfer")
+    else:
+        result = psp.client().reverse_transfer(refund["transfer_id"], share, refund_id, look_up_first=True)
+    if result.outcome == psp.REVERSED:
+        wallet_refunds.reversal(seller, order_id, refund_id, share, result.reversal_id, now)
+        journal.record(journal.reversal(refund_id, order_id, seller, share, refund.get("psp") or psp.PSP_NAME,
+                                        result.reversal_id))
+        refunds.record_reversal(refund_id, REVERSAL_SUCCEEDED, now, result.reversal_id)
+        metrics.add_metric(name="RefundReversals", unit=MetricUnit.Count, value=1)
+        return
+    refunds.record_reversal(refund_id, REVERSAL_REFUSED, now, code=result.failure_code)
+    owed = wallet_refunds.owed(seller, share.currency)
+    logger.warning("reversal refused: the seller owes the share",
+                   extra={"refund_id": refund_id, "seller_account": seller, "code": result.failure_code,
+                          "owed_minor": owed})
+    metrics.add_metric(name="SellerOwedMinor", unit=MetricUnit.Count, value=owed)
+
+
+def _record(record: SQSRecord) -> None:
+    refund_id = json.loads(record.body)["refund_id"]
+    outcome = drive(refund_id)
+    logger.info("refund", extra={"refund_id": refund_id, "outcome": outcome})
+    metrics.add_metric(name=f"Refunds_{outcome}", unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

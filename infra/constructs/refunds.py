@@ -1,0 +1,80 @@
+"""Refunds (issue 16 a): the Refunds table, RefundsQueue with its dead-letter queue, the Refund worker (SQS,
+partial batch responses) and its grants, PaymentApi's access to them, and the alarms: anything in RefundsDlq,
+the worker's errors, and what one seller owes past OWED_ALARM_THRESHOLD_MINOR."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import names
+from infra.constructs.functions import READ, WRITE, Functions
+
+_PERIOD = Duration.minutes(1)
+_VISIBILITY_FACTOR = 6
+
+
+class Refunds(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, functions: Functions, topic: sns.ITopic,
+                 psp_key_parameter: str, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self, names.REFUNDS, partition_key=dynamodb.Attribute(name="refund_id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            removal_policy=removal_policy)
+        self.dlq = sqs.Queue(self, names.REFUNDS_DLQ, retention_period=Duration.days(14),
+                             visibility_timeout=Duration.minutes(5), encryption=sqs.QueueEncryption.SQS_MANAGED,
+                             enforce_ssl=True)
+        self.queue = sqs.Queue(
+            self, names.REFUNDS_QUEUE,
+            visibility_timeout=Duration.seconds(names.REFUND_WORKER.timeout_s * _VISIBILITY_FACTOR),
+            encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=names.MAX_RECEIVE_COUNT))
+        env = {names.ENV_REFUNDS_TABLE: self.table.table_name, names.ENV_REFUNDS_QUEUE_URL: self.queue.queue_url}
+        self.worker = functions._function(names.REFUND_WORKER, {
+            **env, names.ENV_REFUNDS_DLQ_URL: self.dlq.queue_url, names.ENV_PSP_API_BASE: "",
+            names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter})
+        self.worker.add_event_source(sources.SqsEventSource(self.queue, batch_size=10,
+                                                            report_batch_item_failures=True))
+        t, send = functions._tables, ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+        # The worker: the refund, the order's reservation (given back on failure), the pay-out's change, the
+        # wallet's movements and balances, the ledger's transactions; the poll's message; the PSP key.
+        functions._table(self.worker, self.table, READ + WRITE)
+        functions._table(self.worker, t.payment_orders, READ + WRITE)
+        functions._table(self.worker, t.payouts, READ + WRITE)
+        functions._table(self.worker, t.wallet, READ + WRITE)
+        functions._table(self.worker, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
+        functions._allow(self.worker, send, [self.queue.queue_arn])
+        functions._grant_psp_key(self.worker, psp_key_parameter)
+        # PaymentApi: creates refunds (with the order's reservation, one transaction), reads them, sends them.
+        for name, value in env.items():
+            functions.payment_api.add_environment(name, value)
+        functions._table(functions.payment_api, self.table, READ + WRITE)
+        functions._allow(functions.payment_api, send, [self.queue.queue_arn])
+
+        action = actions.SnsAction(topic)
+        for alarm_id, metric, threshold, description in (
+            ("RefundsDlqNotEmpty", self.dlq.metric_approximate_number_of_messages_visible(
+                period=_PERIOD, statistic="Maximum"), 0, "Messages in RefundsDlq: look at the refund, redrive"),
+            ("RefundWorkerErrors", self.worker.metric_errors(period=_PERIOD, statistic="Sum"), 0,
+             "RefundWorker raised errors"),
+            ("SellerOwedHigh", cloudwatch.Metric(
+                namespace=names.METRICS_NAMESPACE, metric_name=names.OWED_METRIC,
+                dimensions_map={"service": names.REFUND_WORKER.service}, period=Duration.minutes(5),
+                statistic="Maximum"), names.OWED_ALARM_THRESHOLD_MINOR,
+             "A seller owes more than the threshold (reversals refused): netted from its next transfers"),
+        ):
+            alarm = metric.create_alarm(
+                self, alarm_id, alarm_description=description, threshold=threshold, evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
