@@ -27,7 +27,7 @@ from functions.payment.schemas import (
     SellerView,
     StatementLine,
 )
-from functions.shared.errors import CardNumberRefused, DomainError
+from functions.shared.errors import CardNumberRefused, DomainError, error_body
 from functions.shared.observability import service_metrics
 from functions.shared.pan import contains_card_number
 
@@ -52,10 +52,6 @@ _CODE_NAMES = {
 # Fields whose every invalid value has its own code (issue 15), whatever pydantic's reason.
 _FIELD_CODES = {"psp_account_id": "invalid_psp_account_id", "commission_bps": "invalid_commission",
                 "auto_release_days": "invalid_auto_release_days"}
-
-
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> str:
-    return json.dumps({"error": {"code": code, "message": message, "details": details or []}})
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response:

@@ -6,7 +6,13 @@ name these classes: rename one only together with infra/constructs/workflow.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> str:
+    """The one JSON shape of every error answer: {"error": {"code", "message", "details"}}."""
+    return json.dumps({"error": {"code": code, "message": message, "details": details or []}})
 
 
 class DomainError(Exception):

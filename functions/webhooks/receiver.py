@@ -18,8 +18,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.payment.api import error_body
 from functions.shared import psp, queues
+from functions.shared.errors import error_body
 from functions.shared.observability import service_metrics
 
 logger = Logger(service="webhooks")
