@@ -55,6 +55,10 @@ class Snapshot:
     now: str = ""
     # Refunds (issue 16 a): the Refunds table (a SUCCEEDED reversal took its seller_share back from the transfer).
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    # refund_id -> payment_order_id of every refund the API accepted (202/200); what the storefront saw that no
+    # correct system answers (a replay answered differently, a refund past the order's amount accepted)
+    accepted_refunds: dict[str, str] = field(default_factory=dict)
+    refund_answers_wrong: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,14 +76,18 @@ def check(snap: Snapshot) -> list[Result]:
     return [
         Result(1, "at most one successful PSP charge per checkout and currency, for the sum of its orders, "
                   "whose outcome they share; at most one transfer per order, never more than its released net; "
-                  "each connected account holds what we transferred to it",
-               _one_charge(snap) + _one_transfer(snap) + _accounts_hold_our_transfers(snap)),
+                  "each connected account holds what we transferred to it; refunds never pass what was charged "
+                  "and the PSP refunded exactly what our refunds say",
+               _one_charge(snap) + _one_transfer(snap) + _accounts_hold_our_transfers(snap)
+               + _refunds_within_charges(snap)),
         Result(2, "every accepted order is final or dead-lettered; every released order TRANSFERRED, FAILED, "
-                  "awaiting its seller or dead-lettered", _all_final_or_dead_lettered(snap) + _payouts_final(snap)),
+                  "awaiting its seller or dead-lettered; every accepted refund final or dead-lettered",
+               _all_final_or_dead_lettered(snap) + _payouts_final(snap) + _refunds_final(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
         Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket", _wallet_matches_ledger(snap)),
         Result(5, "no order or pay-out status moves backwards", _no_backwards(snap) + _no_payout_backwards(snap)),
-        Result(6, "replays answer the same; conflicts change nothing", _replays(snap)),
+        Result(6, "replays answer the same; conflicts change nothing", _replays(snap)
+               + list(snap.refund_answers_wrong)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
     ]
 
@@ -171,6 +179,45 @@ def _all_final_or_dead_lettered(snap: Snapshot) -> list[str]:
             violations.append(f"{order_id}: accepted but not stored")
         elif order["payment_order_status"] not in FINAL and order_id not in dead:
             violations.append(f"{order_id}: {order['payment_order_status']} and in no dead-letter queue")
+    return violations
+
+
+def _refunds_within_charges(snap: Snapshot) -> list[str]:
+    """Per order, the refunds committed (PENDING and SUCCEEDED) never pass its amount; per charge, the PSP's
+    refunded amount equals our SUCCEEDED refunds of its orders (a FAILED one gave its money back at both)."""
+    orders = {o["payment_order_id"]: o for o in snap.orders}
+    committed: dict[str, int] = defaultdict(int)
+    succeeded_of_charge: dict[str, int] = defaultdict(int)
+    for refund in snap.refunds:
+        order = orders.get(refund["payment_order_id"], {})
+        if refund.get("refund_status") in ("PENDING", "SUCCEEDED"):
+            committed[refund["payment_order_id"]] += int(refund["amount_minor"])
+        if refund.get("refund_status") == "SUCCEEDED" and order.get("charge_id"):
+            succeeded_of_charge[order["charge_id"]] += int(refund["amount_minor"])
+    violations = [f"{order_id}: refunds commit {minor} of an order of {orders[order_id]['amount_minor']}"
+                  for order_id, minor in committed.items()
+                  if order_id in orders and minor > int(orders[order_id]["amount_minor"])]
+    for charge in snap.psp_charges:
+        if charge.get("status") != "succeeded":
+            continue
+        refunded, ours = int(charge.get("amount_refunded") or 0), succeeded_of_charge.get(charge["charge_id"], 0)
+        if refunded > int(charge["amount"]):
+            violations.append(f"{charge['charge_id']}: the PSP refunded {refunded} of a charge of {charge['amount']}")
+        if refunded != ours:
+            violations.append(f"{charge['charge_id']}: the PSP refunded {refunded}, our SUCCEEDED refunds say {ours}")
+    return violations
+
+
+def _refunds_final(snap: Snapshot) -> list[str]:
+    dead = {m.get("refund_id") for m in snap.dead_letters if m.get("refund_id")}
+    by_id = {r["refund_id"]: r for r in snap.refunds}
+    violations = []
+    for refund_id, order_id in snap.accepted_refunds.items():
+        refund = by_id.get(refund_id)
+        if refund is None:
+            violations.append(f"{refund_id} ({order_id}): accepted but not stored")
+        elif refund.get("refund_status") not in ("SUCCEEDED", "FAILED") and refund_id not in dead:
+            violations.append(f"{refund_id} ({order_id}): {refund.get('refund_status')} and in no dead-letter queue")
     return violations
 
 

@@ -232,3 +232,42 @@ def test_a_held_pay_out_not_yet_due_for_auto_release_is_not_late():
 
 def test_without_the_psp_balances_the_account_check_is_left_out():
     assert violations(mutate(lambda s: s.psp_account_balances.clear())) == {}
+
+
+def with_a_failed_refund():
+    """consistent(), and a refund of 3.00 EUR of po_3 that the PSP failed: nothing refunded anywhere."""
+    snap = consistent()
+    snap.refunds = [{"refund_id": "rf_1", "payment_order_id": "po_3", "amount_minor": 300, "refund_status": "FAILED"}]
+    snap.accepted_refunds = {"rf_1": "po_3"}
+    return snap
+
+
+def refund_change(change):
+    snap = with_a_failed_refund()
+    change(snap)
+    return snap
+
+
+def test_a_failed_refund_refunded_nowhere_passes():
+    assert violations(with_a_failed_refund()) == {}
+
+
+@pytest.mark.parametrize(("change", "number"), [
+    (lambda s: s.psp_charges[1].update(amount_refunded=300), 1),  # the PSP refunded what we call FAILED
+    (lambda s: s.refunds[0].update(refund_status="SUCCEEDED", amount_minor=900)
+     or s.psp_charges[1].update(amount_refunded=900), 1),  # past the order's amount (and the charge's)
+    (lambda s: s.refunds.append({"refund_id": "rf_2", "payment_order_id": "po_3", "amount_minor": 600,
+                                 "refund_status": "PENDING"}) or s.refunds[0].update(refund_status="PENDING")
+     or s.dead_letters.extend([{"refund_id": "rf_1"}, {"refund_id": "rf_2"}]), 1),  # two commit more than 800
+    (lambda s: s.refunds[0].update(refund_status="PENDING"), 2),  # accepted, never final, no dead letter
+    (lambda s: s.accepted_refunds.update(rf_9="po_1"), 2),  # a 202 for a refund never stored
+    (lambda s: s.refund_answers_wrong.append("rf_1: two answers of one refund differ"), 6),
+])
+def test_each_refund_violation_is_reported_under_its_invariant(change, number):
+    assert number in violations(refund_change(change))
+
+
+def test_a_pending_refund_in_its_dead_letter_queue_is_accounted_for():
+    snap = refund_change(lambda s: s.refunds[0].update(refund_status="PENDING"))
+    snap.dead_letters.append({"refund_id": "rf_1"})
+    assert violations(snap) == {}
