@@ -86,6 +86,10 @@ class MarketPayStack(Stack):
         CfnOutput(self, names.OUT_REFUNDS_TABLE, value=refunds.table.table_name)
         CfnOutput(self, names.OUT_REFUNDS_QUEUE, value=refunds.queue.queue_url)
         CfnOutput(self, names.OUT_REFUNDS_DLQ, value=refunds.dlq.queue_url)
+        # Refund events from Stripe finish refunds (apply_psp_refund); refund statuses reach the storefront.
+        refunds.grant_refund_path(webhooks.processor, functions=functions,
+                                  psp_key_parameter=settings.psp_key_parameter)
+        refunds.stream_to(notifications)
 
         CfnOutput(self, names.OUT_API_URL, value=api.url)
         CfnOutput(self, names.OUT_SETTLEMENT_BUCKET, value=settlement.bucket.bucket_name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "re
 CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 # requirements.disabled_reason values of a restricted account (docs.stripe.com/api/accounts/object).
 REFUND_OUTCOMES = ("succeeded", "failed", "canceled")
+REFUND_SETTLE_TICK_S = 0.2  # how often a pending refund's time is checked by the sandbox's own settler
 # Sandbox extension: a refund created with this metadata key takes that outcome when it settles.
 REFUND_OUTCOME_METADATA = "sandbox_outcome"
 DISABLED_REASONS = (
@@ -81,6 +83,7 @@ class SandboxState:
         # Refunds (issue 16 a): seconds a new refund stays `pending` on the sandbox clock (0: succeeded at once,
         # as most card refunds at Stripe); set by tests or POST /_sandbox/refunds.
         self.refund_pending_seconds = 0
+        self._refund_settler: threading.Thread | None = None
         self.lock = threading.RLock()
         self._counters: Counter[str] = Counter()
         self.payment_methods: dict[str, PaymentMethod] = {}
@@ -567,8 +570,32 @@ class SandboxState:
             if self.refund_pending_seconds > 0 or outcome != "succeeded":
                 refund.status = "pending"
                 refund.settles_at = refund.created + self.refund_pending_seconds
+            # As Stripe: the Refund's creation and the Charge's refunded total, then (settle) its outcome.
+            self.emit("refund.created", refund.to_stripe())
+            self.emit("charge.refunded", target.to_stripe())
             self.settle_refunds()
+            if refund.status == "pending":
+                self._start_refund_settler()
             return refund
+
+    def _start_refund_settler(self) -> None:
+        """A daemon thread that settles pending refunds when the sandbox clock reaches their time, so their
+        events are sent without anyone asking for the Refund (as Stripe's are); it ends when none is pending."""
+        with self.lock:
+            if self._refund_settler is not None and self._refund_settler.is_alive():
+                return
+            self._refund_settler = threading.Thread(target=self._settle_while_pending, daemon=True,
+                                                    name="psp-sandbox-refunds")
+            self._refund_settler.start()
+
+    def _settle_while_pending(self) -> None:
+        while True:
+            time.sleep(REFUND_SETTLE_TICK_S)
+            self.settle_refunds()
+            with self.lock:
+                if not any(r.status == "pending" for r in self.refunds.values()):
+                    self._refund_settler = None
+                    return
 
     def settle_refunds(self) -> None:
         """Sandbox clock: every pending refund whose time has come takes its outcome (Stripe's refunds are
@@ -594,13 +621,17 @@ class SandboxState:
         """A failed or canceled refund gives its amount back to the charge and to the balance (Stripe's
         `refund_failure` balance transaction)."""
         refund.status = outcome
-        if outcome == "succeeded":
-            return
-        refund.failure_reason = "expired_or_canceled_card" if outcome == "failed" else None
-        self.charges[refund.charge].amount_refunded -= refund.amount
-        refund.failure_balance_transaction = self._new_balance_transaction(
-            amount=refund.amount, fee=0, currency=refund.currency, kind="refund_failure", source=refund.id,
-            reporting_category="refund_failure").id
+        if outcome != "succeeded":
+            refund.failure_reason = "expired_or_canceled_card" if outcome == "failed" else None
+            self.charges[refund.charge].amount_refunded -= refund.amount
+            refund.failure_balance_transaction = self._new_balance_transaction(
+                amount=refund.amount, fee=0, currency=refund.currency, kind="refund_failure", source=refund.id,
+                reporting_category="refund_failure").id
+        # As Stripe: the Refund's status change, under both names, and `refund.failed` for a failed one.
+        self.emit("refund.updated", refund.to_stripe())
+        self.emit("charge.refund.updated", refund.to_stripe())
+        if outcome == "failed":
+            self.emit("refund.failed", refund.to_stripe())
 
     def _refundable_charge(self, payment_intent: str | None, charge_id: str | None) -> Charge:
         if payment_intent is None and charge_id is None:

@@ -49,6 +49,13 @@ def payout_payload(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def refund_payload(item: dict[str, Any]) -> dict[str, Any]:
+    """GET /v1/refunds/{id}: amounts as decimal strings, the timing, shares and reversal once known."""
+    from functions.payment.refunds import refund_view  # the API's own view: one home for what a refund shows
+
+    return refund_view(item).model_dump(mode="json")
+
+
 @dataclass(frozen=True)
 class StreamSource:
     name: str  # the event type's prefix: `<name>.<status in lower case>`
@@ -61,6 +68,7 @@ class StreamSource:
 SOURCES: tuple[StreamSource, ...] = (
     StreamSource("payment_order", "payment_orders_table", "payment_order_id", "payment_order_status", order_payload),
     StreamSource("payout", "payouts_table", "payment_order_id", "payout_status", payout_payload),
+    StreamSource("refund", "refunds_table", "refund_id", "refund_status", refund_payload),
 )
 
 

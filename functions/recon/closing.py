@@ -12,7 +12,7 @@ from operator import not_
 from typing import Any
 
 from functions.recon.outcomes import Category, Outcome
-from functions.recon.ports import Carries, Lookup
+from functions.recon.ports import Carries, Lookup, sent_minor
 from functions.recon.rows import SettlementRow
 from functions.recon.rules import refund_outcome
 from functions.shared import clock
@@ -73,7 +73,7 @@ def unsettled_transfers(lookup: Lookup, window: Window, transferred: set[int], p
                     or (payout.get("first_transfer_at") or payout.get("transferred_at") or start) < start:
                 continue
             yield Outcome(Category.TRANSFER_MISSING_IN_SETTLEMENT, order_id, payout["transfer_id"],
-                          Money(int(payout["net_minor"]), payout["currency"]), None,
+                          Money(sent_minor(payout), payout["currency"]), None,
                           f"recorded TRANSFERRED at {payout.get('transferred_at')}; the file has no such transfer",
                           row_kind="payout", review=True)
 

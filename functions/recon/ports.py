@@ -41,7 +41,13 @@ PAYIN_ATTRIBUTES = ("transaction_id",)
 ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
 # A payout (the Payouts table) against a transfer row, or as one of the window's transfers.
 PAYOUT_ATTRIBUTES = ("payment_order_id", "psp", "currency", "net_minor", "payout_status", "transfer_id",
-                     "first_transfer_at", "transferred_at", "destination")
+                     "first_transfer_at", "transferred_at", "destination", "netted_minor")
+
+
+def sent_minor(payout: dict[str, Any]) -> int:
+    """What the pay-out's transfer sent: its net less what was kept back for the seller's debt (`netted_minor`,
+    functions/executor/netting.py)."""
+    return int(payout["net_minor"]) - int(payout.get("netted_minor") or 0)
 
 Listing = dict[str, list[str]]  # a checkout's order ids by currency
 

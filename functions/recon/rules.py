@@ -14,7 +14,7 @@ from operator import and_, eq, itemgetter, not_
 from typing import Any, Final
 
 from functions.recon.outcomes import Category, Fix, Outcome, Restart
-from functions.recon.ports import LedgerRecords, Listing, Records, ledger_id
+from functions.recon.ports import LedgerRecords, Listing, Records, ledger_id, sent_minor
 from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
 from functions.shared.lazy import deferred
 from functions.shared.money import Money
@@ -312,9 +312,9 @@ def payout_outcome(row: SettlementRow, batch_net: dict[tuple[str, str], int]) ->
 
 def transfer_outcome(row: SettlementRow, payout: dict[str, Any] | None) -> Outcome:
     """A transfer row against our payout of the order it names. `theirs` is the amount the PSP sent (the row's
-    gross, negative, turned round); `ours` the payout's net."""
+    gross, negative, turned round); `ours` what the payout's transfer sent: its net less what was netted."""
     theirs = -row.gross
-    ours = Money(int(payout["net_minor"]), payout["currency"]) \
+    ours = Money(sent_minor(payout), payout["currency"]) \
         if payout is not None and payout.get("net_minor") is not None else None
 
     def outcome(category: Category, explanation: str, *, review: bool = True) -> Outcome:
@@ -339,7 +339,9 @@ def transfer_outcome(row: SettlementRow, payout: dict[str, Any] | None) -> Outco
         return outcome(Category.TRANSFER_CURRENCY_MISMATCH,
                        f"{sent}; our payout's net is {ours if ours is not None else 'not set'}")
     if ours.minor != theirs.minor:
-        return outcome(Category.TRANSFER_AMOUNT_MISMATCH, f"{sent}; our payout's net is {ours}")
+        netted = int(payout.get("netted_minor") or 0)
+        what = f"net less {Money(netted, ours.currency)} netted" if netted else "net"
+        return outcome(Category.TRANSFER_AMOUNT_MISMATCH, f"{sent}; our payout's {what} is {ours}")
     ours_to = payout.get("destination")
     if row.destination and ours_to and row.destination != ours_to:
         return outcome(Category.TRANSFER_DESTINATION_MISMATCH, f"{sent}; our payout sent it to {ours_to}")

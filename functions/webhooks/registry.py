@@ -1,8 +1,11 @@
 """The one map from a Stripe event type to its handler. Each handler takes the event and returns an outcome word.
 
+Refund events (`refund.*`, `charge.refund.updated`, `charge.refunded`) go to functions/webhooks/refunds.py, which
+hands a Refund's final status to the refund path's `apply_psp_refund` (issue 16 wiring).
+
 Types with no handler:
-- refund and dispute events (REFUND_PATH_TYPES): acknowledged and counted (`WebhooksAwaitingRefundPath`) until
-  the refund path's `apply_psp_refund` is wired here; the merge of issue 16 does that;
+- dispute events (DISPUTE_PREFIX): acknowledged and counted (`WebhooksAwaitingRefundPath`) until the dispute
+  path is wired here;
 - anything else: acknowledged and counted (`WebhooksUnknownType`), never retried: Stripe sends what the endpoint
   is subscribed to, and an event we cannot use will not become usable on a retry.
 """
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.webhooks import accounts, payments, transfers
+from functions.webhooks import accounts, payments, refunds, transfers
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
 
@@ -32,11 +35,11 @@ HANDLERS: dict[str, Handler] = {
     "payout.paid": accounts.bank_payout,
     "payout.failed": accounts.bank_payout,
     "transfer.reversed": transfers.transfer_reversed,
+    **dict.fromkeys(refunds.REFUND_OBJECT_TYPES, refunds.refund_event),
+    refunds.CHARGE_REFUNDED: refunds.charge_refunded,
 }
 
-REFUND_PATH_TYPES = frozenset({
-    "charge.refunded", "charge.refund.updated", "refund.updated", "refund.created", "refund.failed",
-})
+REFUND_PATH_TYPES: frozenset[str] = frozenset()  # every refund event now has its handler (HANDLERS above)
 DISPUTE_PREFIX = "charge.dispute."
 
 UNKNOWN_TYPE = "unknown_type"

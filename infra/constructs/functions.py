@@ -40,7 +40,8 @@ BASE_LAYER = "base"
 # functions/shared/psp.py, Arrow for recon). tests/infra/test_layer_sizes.py holds this to the imports.
 EXTRA_LAYERS = {names.EXECUTOR.name: ("psp",), names.TRANSFER.name: ("psp",), names.RECON_FN.name: ("recon",),
                 names.WEBHOOK_RECEIVER.name: ("psp",),  # the receiver verifies signatures with the stripe SDK
-                names.REFUND_WORKER.name: ("psp",)}
+                names.REFUND_WORKER.name: ("psp",),
+                names.WEBHOOK_PROCESSOR.name: ("psp",)}  # refund events: apply_psp_refund's reversal
 LAYERS = (BASE_LAYER, *sorted({layer for extra in EXTRA_LAYERS.values() for layer in extra}))
 
 READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]

@@ -8,6 +8,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -15,6 +16,7 @@ from constructs import Construct
 
 from infra import names
 from infra.constructs.functions import READ, WRITE, Functions
+from infra.constructs.notifications import Notifications
 
 _PERIOD = Duration.minutes(1)
 _VISIBILITY_FACTOR = 6
@@ -78,3 +80,27 @@ class Refunds(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
+
+    def grant_refund_path(self, fn: lambda_.Function, *, functions: Functions, psp_key_parameter: str) -> None:
+        """What `functions.executor.refund.apply_psp_refund` needs, for a function that calls it besides the
+        worker (the WebhookProcessor, on refund events): the worker's grants on the refund, the order's
+        reservation, the pay-out, the wallet and the ledger, sending the poll or wait message, and the PSP key
+        (a finished refund's reversal). Its environment: the Refunds table and queue, the PSP's base and key."""
+        fn.add_environment(names.ENV_REFUNDS_TABLE, self.table.table_name)
+        fn.add_environment(names.ENV_REFUNDS_QUEUE_URL, self.queue.queue_url)
+        fn.add_environment(names.ENV_PSP_API_BASE, "")
+        fn.add_environment(names.ENV_PSP_API_KEY_PARAMETER, psp_key_parameter)
+        t = functions._tables
+        functions._table(fn, self.table, READ + WRITE)
+        functions._table(fn, t.payment_orders, READ + WRITE)
+        functions._table(fn, t.payouts, READ + WRITE)
+        functions._table(fn, t.wallet, READ + WRITE)
+        functions._table(fn, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
+        functions._allow(fn, ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"], [self.queue.queue_arn])
+        functions._grant_psp_key(fn, psp_key_parameter)
+
+    def stream_to(self, notifications: Notifications) -> None:
+        """Refund status changes (`refund.<status>`) to the storefront: the table's stream to the Notifier, which
+        finds the table by its name (functions/notify/events.py SOURCES)."""
+        notifications.watch(names.REFUNDS, self.table)
+        notifications.notifier.add_environment(names.ENV_REFUNDS_TABLE, self.table.table_name)

@@ -115,11 +115,20 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Payouts/index/awaiting_account": {"dynamodb:Query"},
         "queue:PayoutsQueue": SEND,
         "queue:ReviewQueue": SEND,
+        # Refund events: apply_psp_refund, with exactly the RefundWorker's grants (below) but consuming.
+        "table:Refunds": READ | WRITE,
+        "table:PaymentOrders": READ | WRITE,
+        "table:Wallet": READ | WRITE,
+        "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        "queue:RefundsQueue": SEND,  # a pending refund's poll, a pay-out between steps: the worker looks again
+        PSP_KEY: {"ssm:GetParameter"},  # a finished refund's reversal
+        ANY_KMS_KEY: {"kms:Decrypt"},
     },
     # Lambda reads the streams for it (the mapping uses the function's role); it only sends events on.
     "Notifier": {
         "table:PaymentOrders": STREAM_READ,  # on its StreamArn (rendered as the table)
         "table:Payouts": STREAM_READ,
+        "table:Refunds": STREAM_READ,
         "*": {"dynamodb:ListStreams"},  # no resource-level permissions for it
         "queue:NotificationsQueue": SEND,
         "queue:NotificationStreamDlq": SEND,  # the mappings' on-failure destination
@@ -225,11 +234,12 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
         for f in names.ALL_FUNCTIONS
         if any(a.startswith(("ssm:", "kms:")) for acts in permissions(synth, f, friendly).values() for a in acts)
     }
-    assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver"}  # the receiver: its signing secret
+    # the receiver: its signing secret; the processor: the PSP key for a refund's reversal
+    assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver", "WebhookProcessor"}
 
 
-@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER],
-                         ids=lambda f: f.name)
+@pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER,
+                                      names.WEBHOOK_PROCESSOR], ids=lambda f: f.name)
 def test_kms_decrypt_is_only_through_ssm(synth, function):
     (statement,) = [s for s in role_statements(synth, function) if s["Action"] == "kms:Decrypt"]
     assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}

@@ -53,8 +53,9 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
     "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "WebhookReceiver": {"WEBHOOK_QUEUE_URL", "WEBHOOK_SECRET_PARAMETER"},
-    "WebhookProcessor": {"WEBHOOK_EVENTS_TABLE", "PAYOUTS_QUEUE_URL", "REVIEW_QUEUE_URL"},
-    "Notifier": {"NOTIFICATIONS_QUEUE_URL"},
+    "WebhookProcessor": {"WEBHOOK_EVENTS_TABLE", "PAYOUTS_QUEUE_URL", "REVIEW_QUEUE_URL", "REFUNDS_TABLE",
+                         "REFUNDS_QUEUE_URL", "PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
+    "Notifier": {"NOTIFICATIONS_QUEUE_URL", "REFUNDS_TABLE"},
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
                      "REFUNDS_DLQ_URL"},
@@ -369,8 +370,8 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    # + WebhookProcessor, Deliverer, two streams (Notifier), RefundWorker
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 3 + 1)
+    # + WebhookProcessor, Deliverer, three streams (Notifier: orders, pay-outs, refunds), RefundWorker
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 4 + 1)
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):

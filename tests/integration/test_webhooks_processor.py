@@ -110,8 +110,9 @@ def test_an_unknown_type_is_acknowledged_and_counted(aws_env, capfd):
     assert any(m.get("WebhooksUnknownType") == [1.0] for m in metrics), metrics
 
 
-def test_refund_and_dispute_events_are_acknowledged_until_the_refund_path_is_wired(aws_env):
-    assert processor.process(event("evt_r", "charge.refund.updated", {"id": "re_1"})) == "awaiting_refund_path"
+def test_refund_events_go_to_the_refund_path_and_dispute_events_are_acknowledged(aws_env):
+    assert processor.process(event("evt_r", "charge.refund.updated", {"id": "re_1", "status": "pending"})) \
+        == "not_final"  # refund events go to the refund path (tests/integration/test_refund_webhooks.py)
     assert processor.process(event("evt_d", "charge.dispute.created", {"id": "dp_1"})) == "awaiting_refund_path"
 
 

@@ -346,3 +346,21 @@ def test_the_transfers_of_a_sandbox_file_reconciled_end_to_end(sandbox: SandboxS
     assert len(account.review_messages()) == report["unexplained"] == 5
     assert account.ledger_ids("transfer#") == set()
     assert {m for m in account.ledger_ids("") if not m.startswith(("payin#", "fee#"))} == set()
+
+
+def test_a_netted_payouts_transfer_is_compared_with_its_net_less_what_was_netted() -> None:
+    # The Transfer worker kept 450 back for the seller's debt (functions/executor/netting.py): it sent 2250.
+    netted = {**payout("po_1", 2700), "netted_minor": 450}
+    outcome = only(run(PayoutWorld(netted), [transfer(2, 2250, "po_1")]))
+    assert (outcome.category, outcome.review, outcome.ours, outcome.theirs) == (
+        Category.MATCHED, False, Money(2250, "USD"), Money(2250, "USD"))
+    outcome = only(run(PayoutWorld(netted), [transfer(2, 2700, "po_1")]))
+    assert (outcome.category, outcome.review) == (Category.TRANSFER_AMOUNT_MISMATCH, True)
+    assert outcome.explanation == ("the PSP transferred 27.00 USD to acct_1Seller; our payout's net less 4.50 USD "
+                                   "netted is 22.50 USD")
+
+
+def test_a_netted_payouts_transfer_missing_from_the_file_is_reported_with_what_it_sent() -> None:
+    netted = {**payout("po_1", 2700), "netted_minor": 450}
+    outcome = only(run(PayoutWorld(netted), [transfer(2, 100, "po_2", "tr_other")], transfer_window=WINDOW)[1:])
+    assert (outcome.category, outcome.ours) == (Category.TRANSFER_MISSING_IN_SETTLEMENT, Money(2250, "USD"))

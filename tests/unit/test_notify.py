@@ -15,7 +15,7 @@ from functions.shared.config import Settings, reload_settings, settings
 
 CONFIG = Settings(payment_events_table="e", payment_orders_table="orders-t", wallet_table="w", ledger_table="l",
                   payouts_table="payouts-t")
-ORDERS, PAYOUTS = SOURCES
+ORDERS, PAYOUTS, REFUNDS = SOURCES
 _ser = TypeSerializer()
 
 
