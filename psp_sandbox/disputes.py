@@ -78,7 +78,7 @@ def open_dispute(state: SandboxState, charge_id: str, amount: int | None, reason
         dispute = Dispute(id=state.new_id("dp"), charge=charge.id, payment_intent=charge.payment_intent,
                           amount=amount, currency=charge.currency, reason=reason,
                           status="warning_needs_response" if inquiry else "needs_response",
-                          created=state.clock.timestamp(), metadata=dict(charge.metadata))
+                          created=state.clock.timestamp())
         fee = dispute_fee(charge.currency)
         txn = state._new_balance_transaction(amount=-amount, fee=fee, currency=charge.currency, kind="adjustment",
                                              source=dispute.id, description=f"Chargeback withdrawal for {charge.id}",
