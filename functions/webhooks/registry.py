@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.webhooks import accounts, payments, transfers
+from functions.webhooks.disputes import DISPUTE_TYPES, dispute_event
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
 
@@ -33,6 +34,8 @@ HANDLERS: dict[str, Handler] = {
     "payout.failed": accounts.bank_payout,
     "transfer.reversed": transfers.transfer_reversed,
 }
+# Disputes (issue 16): every charge.dispute.* type moves the books through functions/disputes/service.py.
+HANDLERS.update(dict.fromkeys(DISPUTE_TYPES, dispute_event))
 
 REFUND_PATH_TYPES = frozenset({
     "charge.refunded", "charge.refund.updated", "refund.updated", "refund.created", "refund.failed",
