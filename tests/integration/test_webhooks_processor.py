@@ -112,7 +112,9 @@ def test_an_unknown_type_is_acknowledged_and_counted(aws_env, capfd):
 
 def test_refund_and_dispute_events_are_acknowledged_until_the_refund_path_is_wired(aws_env):
     assert processor.process(event("evt_r", "charge.refund.updated", {"id": "re_1"})) == "awaiting_refund_path"
-    assert processor.process(event("evt_d", "charge.dispute.created", {"id": "dp_1"})) == "awaiting_refund_path"
+    # disputes are wired (tests/integration/test_disputes.py): a Dispute without a status is refused, retried
+    with pytest.raises(ValueError):
+        processor.process(event("evt_d", "charge.dispute.created", {"id": "dp_1"}))
 
 
 def test_a_failing_handler_leaves_the_event_to_be_retried_and_not_processed(aws_env):
