@@ -32,7 +32,7 @@ from aws_lambda_powertools import Logger
 from functions.disputes.attribution import attribute
 from functions.ledger import disputes as ledger_disputes
 from functions.ledger import journal
-from functions.shared import clock, names, psp, psp_units
+from functions.shared import clock, names, psp_units
 from functions.shared.money import Money
 from functions.shared.names import dispute_part_reference
 from functions.shared.status import OrderStatus, PayoutStatus
@@ -54,6 +54,8 @@ PSP_OPEN = frozenset({"warning_needs_response", "needs_response", "under_review"
 # warning_closed: an inquiry closed without a chargeback
 PSP_OUTCOME = {"won": DISPUTE_WON, "lost": DISPUTE_LOST, "warning_closed": DISPUTE_WON}
 HELD, TRANSFERRED = "held", "transferred"
+# functions/shared/psp.py PSP_NAME, not imported: that module needs the stripe layer, which the processor lacks
+PSP_NAME = "stripe"
 
 
 class PayoutBetweenSteps(Exception):
@@ -106,7 +108,7 @@ def _create(obj: dict[str, Any], disputes: DisputesTable) -> dict[str, Any]:
     item = {"dispute_id": str(obj["id"]), "dispute_status": DISPUTE_OPEN, "psp_status": str(obj.get("status")),
             "charge_id": str(obj.get("charge") or ""), "payment_intent": payment_intent, "currency": currency,
             "amount_minor": amount.minor, "fee_minor": psp_units.from_stripe_amount(currency, fee).minor,
-            "reason": str(obj.get("reason") or ""), "psp": psp.PSP_NAME,
+            "reason": str(obj.get("reason") or ""), "psp": PSP_NAME,
             "parts": {order_id: {"seller_account": sellers[order_id], "amount_minor": part}
                       for order_id, part in parts.items() if part > 0},
             "created_at": now, "updated_at": now}
@@ -115,7 +117,7 @@ def _create(obj: dict[str, Any], disputes: DisputesTable) -> dict[str, Any]:
 
 
 def _open_steps(dispute: dict[str, Any], disputes: DisputesTable) -> None:
-    dispute_id, currency, psp_name = dispute["dispute_id"], dispute["currency"], dispute.get("psp") or psp.PSP_NAME
+    dispute_id, currency, psp_name = dispute["dispute_id"], dispute["currency"], dispute.get("psp") or PSP_NAME
     if not dispute.get("fee_booked"):
         if int(dispute.get("fee_minor") or 0):
             journal.record(ledger_disputes.fee(dispute_id, Money(int(dispute["fee_minor"]), currency), psp_name))
@@ -184,7 +186,7 @@ def _won_part(dispute: dict[str, Any], order_id: str, disputes: DisputesTable) -
             logger.warning("dispute won after its share was netted: credited to the seller's available",
                            extra={"dispute_id": dispute_id, "seller_account": seller, "credited_minor": credited})
     journal.record(ledger_disputes.won(dispute_id, order_id, seller, amount, Money(owed_back, currency),
-                                       Money(credited, currency), dispute.get("psp") or psp.PSP_NAME))
+                                       Money(credited, currency), dispute.get("psp") or PSP_NAME))
     if part["timing"] == HELD:
         disputes.lift_hold(dispute_id, order_id, now)
         payout = PayoutsTable.from_settings().get(order_id) or {}
@@ -197,7 +199,7 @@ def _lost_part(dispute: dict[str, Any], order_id: str, disputes: DisputesTable) 
     part = dispute["parts"][order_id]
     if part.get("resolved"):
         return
-    dispute_id, currency, psp_name = dispute["dispute_id"], dispute["currency"], dispute.get("psp") or psp.PSP_NAME
+    dispute_id, currency, psp_name = dispute["dispute_id"], dispute["currency"], dispute.get("psp") or PSP_NAME
     seller, amount = part["seller_account"], Money(int(part["amount_minor"]), currency)
     if part["timing"] == TRANSFERRED:
         commission = Money(int(part.get("commission_share_minor") or 0), currency)
