@@ -76,6 +76,8 @@ class MarketPayStack(Stack):
                                                 names.PAYOUTS: tables.payouts,
                                                 names.DISPUTES: disputes.table})
         notifications.notifier.add_environment(names.ENV_DISPUTES_TABLE, disputes.table.table_name)
+        # an order's payload is the API's view, which lists the order's disputes
+        functions.allow(notifications.notifier, ["dynamodb:BatchGetItem"], [disputes.table.table_arn])
         alarms = Alarms(
             self,
             names.ALARMS,

@@ -148,7 +148,7 @@ EXPECTED["WebhookProcessor"].update({
     "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"}, "table:Wallet": READ | WRITE,
     "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}})
 EXPECTED["PaymentApi"]["table:Disputes"] = {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
-EXPECTED["Notifier"]["table:Disputes"] = STREAM_READ
+EXPECTED["Notifier"]["table:Disputes"] = STREAM_READ | {"dynamodb:BatchGetItem"}  # an order's payload
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import boto3
 from functions.disputes import service
 from functions.executor import transfer
 from functions.ledger import disputes as ledger_disputes
+from functions.payment import service as payment_service
 from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.tables import DisputesTable, LedgerTable, PaymentTables, PayoutsTable, WalletTable
@@ -63,6 +64,9 @@ def test_opened_while_held_then_won_blocks_the_transfer_then_sends_it_all(sandbo
     assert PayoutsTable.from_settings().get(order_id)["dispute_holds"] == {dp.id}
     assert {f"dispute_fee#{dp.id}", f"dispute#{dp.id}:{order_id}"} <= ledger_ids()
     assert funds_open() == 500
+    view = payment_service.get_order(order_id)
+    assert [(d.dispute_id, d.status, d.amount) for d in view.disputes] == [(dp.id, "OPEN", "5.00")]
+    assert payment_service.get_order(paid_order("chk_other")).disputes is None  # none: the answer as before
     released(order_id)
     assert transfer.drive(order_id) == "dispute_hold"
     assert PayoutsTable.from_settings().get(order_id)["payout_status"] == "RELEASED"
