@@ -15,8 +15,24 @@ from functions.shared.config import settings
 from functions.shared.tables import DisputesTable, LedgerTable, PaymentTables, PayoutsTable, WalletTable
 from functions.webhooks import processor
 from psp_sandbox.disputes import close_dispute, open_dispute
-from tests.integration.test_refunds import invariants_hold, usd
+from tests.integration.test_refunds import usd
 from tests.integration.test_transfer import SELLER, paid_order, registered, released
+from verification import invariants
+from verification.invariants import Snapshot
+
+
+def snapshot():
+    return Snapshot(orders=list(PaymentTables.from_settings().scan_orders()),
+                    ledger=list(LedgerTable.from_settings().scan()), wallet=list(WalletTable.from_settings().scan()),
+                    psp_charges=[], disputes=list(DisputesTable.from_settings().scan()))
+
+
+def invariants_hold():
+    """Wallet = ledger per bucket, every transaction balanced, every dispute's steps booked."""
+    snap = snapshot()
+    assert invariants._wallet_matches_ledger(snap) == []
+    assert invariants._ledger_balances(snap) == []
+    assert invariants._disputes_booked(snap) == []
 
 
 def charge_of(sandbox, order_id):
@@ -186,3 +202,20 @@ def test_the_same_event_twice_and_out_of_order_change_nothing_twice(sandbox):
     assert service.apply_psp_dispute(won) == "outcome_mismatch"
     assert DisputesTable.from_settings().get(dp.id)["dispute_status"] == "LOST"
     invariants_hold()
+
+
+def test_the_checker_catches_a_broken_dispute_booking(sandbox):
+    registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    transfer.drive(order_id)
+    dp = dispute(sandbox, order_id)
+    service.apply_psp_dispute(as_json(sandbox, dp))
+    invariants_hold()
+    # the owed movement without its ledger twin (a booking lost between the two writes, never resumed)
+    boto3.client("dynamodb", region_name="us-east-1").delete_item(
+        TableName=settings().ledger_table, Key={"transaction_id": {"S": f"dispute#{dp.id}:{order_id}"}})
+    snap = snapshot()
+    assert invariants._wallet_matches_ledger(snap) == [f"{SELLER} USD owed: wallet 450 != ledger 0"]
+    assert invariants._disputes_booked(snap) == [f"{dp.id}:{order_id}: opened without its ledger transaction",
+                                                 f"{dp.id}: OPEN with disputed funds 0, expected 50"]
