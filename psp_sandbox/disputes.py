@@ -15,13 +15,13 @@ is not won is refused with `charge_disputed` (SandboxState._refundable_charge).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors
 from .models import currency_exponent
 
-if TYPE_CHECKING:
-    from .state import SandboxState
+# The functions take the SandboxState (typed Any: state.py imports this module, and the sandbox has no cycles).
+SandboxState = Any
 
 OPEN_STATUSES = frozenset({"warning_needs_response", "needs_response", "under_review"})
 REASONS = frozenset({"bank_cannot_process", "check_returned", "credit_not_processed", "customer_initiated",
@@ -49,7 +49,7 @@ class Dispute:
     balance_transactions: list[str] = field(default_factory=list)
     is_charge_refundable: bool = False
 
-    def to_stripe(self, state: SandboxState | None = None) -> dict[str, Any]:
+    def to_stripe(self, state: Any = None) -> dict[str, Any]:
         txns = [state.to_json(state.balance_transactions[t]) for t in self.balance_transactions] if state else []
         return {
             "id": self.id, "object": "dispute", "amount": self.amount, "balance_transactions": txns,
