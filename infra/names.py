@@ -260,3 +260,10 @@ REFUND_ROUTES = (
 )
 ROUTES = (*ROUTES, *REFUND_ROUTES)
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, REFUND_WORKER)
+
+# --- disputes (issue 16): infra/constructs/disputes.py -------------------------------------------------------------
+from functions.shared.names import ENV_DISPUTES_TABLE  # noqa: E402, F401 - re-exported for the stack's constructs
+
+DISPUTES_CONSTRUCT = "DisputesPart"
+DISPUTES = "Disputes"
+OUT_DISPUTES_TABLE = "DisputesTableName"

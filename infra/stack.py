@@ -11,6 +11,7 @@ from constructs import Construct
 from infra import names
 from infra.constructs.alarms import Alarms
 from infra.constructs.api import Api
+from infra.constructs.disputes import Disputes
 from infra.constructs.functions import Functions
 from infra.constructs.notifications import Notifications
 from infra.constructs.queues import Queues
@@ -67,10 +68,16 @@ class MarketPayStack(Stack):
         webhooks = Webhooks(self, names.WEBHOOKS, tables=tables, queues=queues, functions=functions,
                             http_api=api.http_api, secret_parameter=settings.webhook_secret_parameter,
                             removal_policy=removal)
+        disputes = Disputes(self, names.DISPUTES_CONSTRUCT, functions=functions, processor=webhooks.processor,
+                            removal_policy=removal)
         # Status changes of these tables are delivered to the storefront (a new table: one more entry).
         notifications = Notifications(self, names.NOTIFICATIONS, functions=functions, removal_policy=removal,
                                       streamed={names.PAYMENT_ORDERS: tables.payment_orders,
-                                                names.PAYOUTS: tables.payouts})
+                                                names.PAYOUTS: tables.payouts,
+                                                names.DISPUTES: disputes.table})
+        notifications.notifier.add_environment(names.ENV_DISPUTES_TABLE, disputes.table.table_name)
+        # an order's payload is the API's view, which lists the order's disputes
+        functions.allow(notifications.notifier, ["dynamodb:BatchGetItem"], [disputes.table.table_arn])
         alarms = Alarms(
             self,
             names.ALARMS,
@@ -91,6 +98,7 @@ class MarketPayStack(Stack):
                                   psp_key_parameter=settings.psp_key_parameter)
         refunds.stream_to(notifications)
 
+        CfnOutput(self, names.OUT_DISPUTES_TABLE, value=disputes.table.table_name)
         CfnOutput(self, names.OUT_API_URL, value=api.url)
         CfnOutput(self, names.OUT_SETTLEMENT_BUCKET, value=settlement.bucket.bucket_name)
         CfnOutput(self, names.OUT_STATE_MACHINE_ARN, value=workflow.state_machine.state_machine_arn)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import errors
+from .disputes import close_dispute, open_dispute
 from .faults import FaultConfigError
 from .sandbox import Sandbox
 from .settlement import BALANCE_REPORT, SettlementError, build_report
@@ -17,6 +18,8 @@ Answer = tuple[int, dict[str, Any] | str, str]
 _JSON = "application/json"
 _RESOLVE = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/resolve")
 _REFUND_RESOLVE = re.compile(r"/_sandbox/refunds/(?P<id>[^/]+)/resolve")
+_DISPUTE_OPEN = re.compile(r"/_sandbox/charges/(?P<id>[^/]+)/dispute")
+_DISPUTE_CLOSE = re.compile(r"/_sandbox/disputes/(?P<id>[^/]+)/(?P<action>win|lose)")
 _ACCOUNT = re.compile(r"/_sandbox/accounts/(?P<id>[^/]+)/(?P<action>restrict|unrestrict|payout)")
 
 
@@ -95,6 +98,16 @@ class AdminApi:
         if method == "POST" and (match := _RESOLVE.fullmatch(path)):
             pi = sandbox.state.resolve_payment_intent(match["id"], str(data.get("outcome")))
             return 200, sandbox.state.to_json(pi), _JSON
+        if method == "POST" and (match := _DISPUTE_OPEN.fullmatch(path)):
+            amount, reason = data.get("amount"), data.get("reason")
+            if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+                raise AdminError("amount must be an integer (the charge's minor units) or left out")
+            dispute = open_dispute(sandbox.state, match["id"], amount, reason and str(reason),
+                                   inquiry=data.get("inquiry") is True)
+            return 200, sandbox.state.to_json(dispute), _JSON
+        if method == "POST" and (match := _DISPUTE_CLOSE.fullmatch(path)):
+            dispute = close_dispute(sandbox.state, match["id"], "won" if match["action"] == "win" else "lost")
+            return 200, sandbox.state.to_json(dispute), _JSON
         return 404, {"error": {"type": "sandbox_error", "message": f"no admin route {method} {path}"}}, _JSON
 
     def _account_action(self, account_id: str, action: str, data: dict[str, Any]) -> Any:

@@ -215,6 +215,8 @@ class StripeApi:
             ),
             (get, re.compile(r"/v1/balance_transactions/(?P<id>[^/]+)"), self._getter(s.balance_transaction)),
             (get, re.compile(r"/v1/balance"), self.balance),
+            (get, re.compile(r"/v1/disputes"), self._lister(s.disputes, "disputes", {"charge", "payment_intent"})),
+            (get, re.compile(r"/v1/disputes/(?P<id>[^/]+)"), self._getter(s.dispute)),
         ]
 
     def handle(self, request: ApiRequest) -> dict[str, Any]:

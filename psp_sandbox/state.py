@@ -15,6 +15,7 @@ from . import errors
 from .amounts import check_amount_units, shown_amount
 from .catalogue import CARDS, Outcome, TestCard
 from .clock import SimulatedClock
+from .disputes import Dispute, refund_refused_by_dispute
 from .models import (
     AVAILABLE_AFTER_SECONDS,
     Account,
@@ -98,6 +99,7 @@ class SandboxState:
         # Called with (event type, the object's Stripe JSON, connected account or None) for each change that
         # Stripe would send a webhook for (psp_sandbox/webhooks.py; set by sandbox.py).
         self.on_event: Callable[[str, dict[str, Any], str | None], Any] | None = None
+        self.disputes: dict[str, Dispute] = {}  # issue 16: psp_sandbox/disputes.py
 
     def reset(self) -> None:
         """Forget everything (in place: the API's routes hold these stores)."""
@@ -119,6 +121,7 @@ class SandboxState:
             self.transfers,
             self.transfer_reversals,
             self.balance_transactions,
+            self.disputes,
         )
 
     def new_id(self, prefix: str) -> str:
@@ -666,6 +669,7 @@ class SandboxState:
                 f"Charge {charge.id} has status {charge.status} and cannot be refunded.",
                 code="charge_not_refundable",
             )
+        refund_refused_by_dispute(self, charge.id)
         return charge
 
     # ---- Connected accounts (Connect) ---------------------------------------------------------------------
@@ -936,6 +940,9 @@ class SandboxState:
     def balance_transaction(self, txn_id: str) -> BalanceTransaction:
         return self._get(self.balance_transactions, txn_id, "balance_transaction")
 
+    def dispute(self, dispute_id: str) -> Dispute:
+        return self._get(self.disputes, dispute_id, "dispute")
+
     def _get(self, store: dict[str, Any], object_id: str, kind: str) -> Any:
         with self.lock:
             found = store.get(object_id)
@@ -961,6 +968,9 @@ class SandboxState:
             self.settle_refunds()
         if isinstance(obj, BalanceTransaction):
             return obj.to_stripe(self.clock.timestamp())
+        if isinstance(obj, Dispute):
+            with self.lock:
+                return obj.to_stripe(self)
         with self.lock:
             return obj.to_stripe()
 

@@ -59,6 +59,8 @@ class Snapshot:
     # correct system answers (a replay answered differently, a refund past the order's amount accepted)
     accepted_refunds: dict[str, str] = field(default_factory=dict)
     refund_answers_wrong: list[str] = field(default_factory=list)
+    # Disputes (issue 16): the Disputes table (each dispute's parts and their steps).
+    disputes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def check(snap: Snapshot) -> list[Result]:
                   "awaiting its seller or dead-lettered; every accepted refund final or dead-lettered",
                _all_final_or_dead_lettered(snap) + _payouts_final(snap) + _refunds_final(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
-        Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket", _wallet_matches_ledger(snap)),
+        Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket; every dispute booked once",
+               _wallet_matches_ledger(snap) + _disputes_booked(snap)),
         Result(5, "no order or pay-out status moves backwards", _no_backwards(snap) + _no_payout_backwards(snap)),
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)
                + list(snap.refund_answers_wrong)),
@@ -466,7 +469,7 @@ def collect(session: Any, outputs: dict[str, str], psp_charges: list[dict[str, A
             dead += peek_queue(sqs, outputs[key])
     payout_tables = {field: scan(db, outputs[output]) for field, output in
                      (("payouts", "PayoutsTableName"), ("sellers", "SellersTableName"),
-                      ("refunds", "RefundsTableName")) if outputs.get(output)}
+                      ("refunds", "RefundsTableName"), ("disputes", "DisputesTableName")) if outputs.get(output)}
     return Snapshot(
         orders=scan(db, outputs["PaymentOrdersTableName"]),
         ledger=scan(db, outputs["LedgerTableName"]),
@@ -476,3 +479,40 @@ def collect(session: Any, outputs: dict[str, str], psp_charges: list[dict[str, A
         **payout_tables,
         **extra,
     )
+
+
+def _disputes_booked(snap: Snapshot) -> list[str]:
+    """Every dispute's steps in the ledger (docs/decisions.md "Disputes"): the fee once it is booked; each opened
+    part its `dispute#<dp>:<order>`; each resolved part its outcome's transaction (a lost transferred part with no
+    commission share has none); and `disputed_funds` over the dispute's transactions holds, while it is OPEN, the
+    opened parts less the sellers' owed shares, and nothing once it is WON or LOST and every part is resolved."""
+    by_id = {tx["transaction_id"]: tx for tx in snap.ledger}
+    violations = []
+    for dispute in snap.disputes:
+        dispute_id = dispute["dispute_id"]
+        fee_missing = f"dispute_fee#{dispute_id}" not in by_id
+        if dispute.get("fee_booked") and int(dispute.get("fee_minor") or 0) and fee_missing:
+            violations.append(f"{dispute_id}: fee booked without its ledger transaction")
+        funds, expected, resolved = 0, 0, True
+        for order_id, part in (dispute.get("parts") or {}).items():
+            reference = f"{dispute_id}:{order_id}"
+            for kind in ("dispute", "dispute_won", "dispute_lost"):
+                for entry in (by_id.get(f"{kind}#{reference}") or {}).get("entries", []):
+                    if entry["account"].startswith("disputed_funds:"):
+                        funds += int(entry["amount_minor"])
+            if part.get("opened"):
+                if f"dispute#{reference}" not in by_id:
+                    violations.append(f"{reference}: opened without its ledger transaction")
+                expected += int(part["amount_minor"]) - int(part.get("seller_share_minor") or 0)
+            resolved = resolved and bool(part.get("resolved"))
+            if part.get("resolved"):
+                outcome = "dispute_won" if dispute["dispute_status"] == "WON" else "dispute_lost"
+                needed = not (outcome == "dispute_lost" and part.get("timing") == "transferred"
+                              and not int(part.get("commission_share_minor") or 0))
+                if needed and f"{outcome}#{reference}" not in by_id:
+                    violations.append(f"{reference}: resolved without its {outcome} transaction")
+        if dispute["dispute_status"] == "OPEN" and funds != expected:
+            violations.append(f"{dispute_id}: OPEN with disputed funds {funds}, expected {expected}")
+        if dispute["dispute_status"] != "OPEN" and resolved and funds:
+            violations.append(f"{dispute_id}: {dispute['dispute_status']} with disputed funds {funds} left")
+    return violations

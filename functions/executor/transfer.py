@@ -39,6 +39,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 BALANCE_SHORT_STEP = timedelta(minutes=15)  # × attempts, up to BALANCE_SHORT_MAX
 BALANCE_SHORT_MAX = timedelta(hours=6)
+DISPUTE_HOLD_RECHECK = timedelta(days=1)  # a safety net: a won dispute makes the pay-out due at once
 _IDLE = (PayoutStatus.HELD, PayoutStatus.TRANSFERRED, PayoutStatus.FAILED)
 
 
@@ -69,6 +70,10 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
             return "awaiting_seller"
     if int(payout.get("transfer_attempts", 0)) >= settings().max_transfer_attempts:
         return payout_letters.out_of_attempts(payouts, payout, now)
+    if payout.get("dispute_holds") and not payout.get("first_transfer_at"):  # docs/decisions.md "Disputes"
+        payouts.postpone(payment_order_id, clock.iso(now + DISPUTE_HOLD_RECHECK), clock.iso(now),
+                         f"held by dispute {', '.join(sorted(payout['dispute_holds']))}")
+        return "dispute_hold"
     begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now), str(destination or ""))
     if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
         return "nothing"

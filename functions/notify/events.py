@@ -56,6 +56,20 @@ def refund_payload(item: dict[str, Any]) -> dict[str, Any]:
     return refund_view(item).model_dump(mode="json")
 
 
+def dispute_payload(item: dict[str, Any]) -> dict[str, Any]:
+    """A dispute: its amount, the orders it is attributed to and their parts (decimal strings)."""
+    currency = item["currency"]
+    return {
+        "dispute_id": item["dispute_id"], "dispute_status": item["dispute_status"], "currency": currency,
+        "amount": Money(int(item["amount_minor"]), currency).to_major(), "reason": item.get("reason"),
+        "payment_intent": item.get("payment_intent"),
+        "orders": [{"payment_order_id": order_id, "seller_account": part["seller_account"],
+                    "amount": Money(int(part["amount_minor"]), currency).to_major()}
+                   for order_id, part in sorted((item.get("parts") or {}).items())],
+        "created_at": item.get("created_at"), "updated_at": item.get("updated_at"),
+    }
+
+
 @dataclass(frozen=True)
 class StreamSource:
     name: str  # the event type's prefix: `<name>.<status in lower case>`
@@ -69,6 +83,7 @@ SOURCES: tuple[StreamSource, ...] = (
     StreamSource("payment_order", "payment_orders_table", "payment_order_id", "payment_order_status", order_payload),
     StreamSource("payout", "payouts_table", "payment_order_id", "payout_status", payout_payload),
     StreamSource("refund", "refunds_table", "refund_id", "refund_status", refund_payload),
+    StreamSource("dispute", "disputes_table", "dispute_id", "dispute_status", dispute_payload),
 )
 
 

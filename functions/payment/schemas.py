@@ -158,6 +158,8 @@ class PaymentOrderView(ApiModel):
     # Refunds (issue 16 a): what PENDING and SUCCEEDED refunds commit of the order, and each refund.
     refunded: str | None = None
     refunds: list[RefundSummary] | None = None
+    # Disputes (issue 16): the chargebacks of the order's charge that take a part of this order (its part).
+    disputes: list[DisputeSummary] | None = None
 
 
 class CheckoutView(ApiModel):
@@ -296,5 +298,13 @@ class RefundView(ApiModel):
 
 class RefundSummary(ApiModel):
     refund_id: str
+    status: str
+    amount: str
+
+
+class DisputeSummary(ApiModel):
+    """A dispute's part of one order: OPEN, WON or LOST; `amount` is this order's part of the disputed amount."""
+
+    dispute_id: str
     status: str
     amount: str

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from functions.disputes.view import order_dispute_fields
 from functions.payment import payouts, refunds
 from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
@@ -184,6 +185,7 @@ def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> Pa
         updated_at=item.get("updated_at"),
         **payouts.payout_fields(payout, settled=_has_payout(item)),
         **refunds.order_refund_fields(item),
+        **order_dispute_fields(item),
     )
 
 

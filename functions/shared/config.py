@@ -77,6 +77,8 @@ class Settings(BaseModel):
     refunds_queue_url: str = Field("", validation_alias=names.ENV_REFUNDS_QUEUE_URL)
     refunds_dlq_url: str = Field("", validation_alias=names.ENV_REFUNDS_DLQ_URL)
     refund_poll_delay_s: int = Field(default=300, ge=0, le=900)
+    # Disputes (issue 16): one item per PSP dispute (functions/disputes).
+    disputes_table: str = Field("", validation_alias=names.ENV_DISPUTES_TABLE)
 
     @classmethod
     def from_env(cls) -> Settings:

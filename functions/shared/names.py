@@ -198,3 +198,19 @@ def owed_shard_reference(seller_account: str) -> str:
     """What picks the one wallet shard that holds a seller's `owed` bucket (every owed movement lands there, so
     netting reads and takes it from one item)."""
     return f"owed#{seller_account}"
+
+
+# -- disputes (issue 16: chargebacks) --------------------------------------------------------------------------
+ENV_DISPUTES_TABLE = "DISPUTES_TABLE"
+# The kinds of a dispute's money steps (docs/decisions.md "Disputes"), each once: the fee under the dispute id,
+# the others under dispute_part_reference (one part per order the disputed amount is attributed to).
+DISPUTE = "dispute"  # opened: the part leaves our PSP balance; the seller's share held or, transferred, owed
+DISPUTE_FEE = "dispute_fee"  # the PSP's dispute fee: an expense, kept by the PSP whatever the outcome
+DISPUTE_WON = "dispute_won"  # reinstated: the part returns to our PSP balance, the hold lifted or the owed given back
+DISPUTE_LOST = "dispute_lost"  # closed lost: the held share is gone (the seller's), the commission share ours
+DISPUTE_KINDS = (DISPUTE, DISPUTE_FEE, DISPUTE_WON, DISPUTE_LOST)
+
+
+def dispute_part_reference(dispute_id: str, payment_order_id: str) -> str:
+    """The reference of one order's part of a dispute (its wallet movement and ledger transactions)."""
+    return f"{dispute_id}:{payment_order_id}"

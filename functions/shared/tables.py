@@ -913,7 +913,8 @@ class PayoutsTable:
             "ADD transfer_attempts :one REMOVE awaiting_seller",
             {":now": now, ":one": 1, ":shard": self._shard(order_id), ":due": due_at,
              **({":destination": destination} if destination else {})}, returns="ALL_NEW",
-            extra_condition=_NOT_DEAD_LETTERED)
+            # an open dispute holds the pay-out (DisputesTable.hold_payout): none of it is transferred
+            extra_condition=f"{_NOT_DEAD_LETTERED} AND attribute_not_exists(dispute_holds)")
 
     def record_transfer_id(self, order_id: str, transfer_id: str, now: str) -> bool:
         """The PSP's transfer id as soon as it is known; never replaced by another one."""
@@ -1651,3 +1652,177 @@ class RefundsTable:
                 return False
             raise
         return True
+
+
+# -- disputes (issue 16: chargebacks; docs/decisions.md "Disputes") ----------------------------------------------
+DISPUTE_OPEN, DISPUTE_WON, DISPUTE_LOST = "OPEN", "WON", "LOST"
+DISPUTE_ALLOWED_FROM = {DISPUTE_WON: (DISPUTE_OPEN,), DISPUTE_LOST: (DISPUTE_OPEN,)}  # never backwards
+
+
+class DisputeExists(Exception):
+    """The dispute id is stored already (a repeated or late event): its first attribution stands."""
+
+
+@dataclass
+class DisputesTable:
+    """One item per PSP dispute (key `dispute_id`, the PSP's `dp_...`): its status (OPEN -> WON | LOST), the
+    amount, the fee, and `parts`: order id -> {seller_account, amount_minor, and the progress of that order's
+    steps: `timing` (held | transferred, decided once against the pay-out), `opened`, `resolved`, ...}. Each order
+    of the dispute lists it in `dispute_ids` (GET /v1/payments/{id})."""
+
+    table: str
+    orders_table: str
+    payouts_table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> DisputesTable:
+        config = config or settings()
+        return cls(config.disputes_table, config.payment_orders_table, config.payouts_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def get(self, dispute_id: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"dispute_id": dispute_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def get_many(self, dispute_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return batch_get(self._db, self.table, "dispute_id", dispute_ids)
+
+    def scan(self) -> Iterator[dict[str, Any]]:
+        yield from _scan(self._db, self.table)
+
+    def _transact(self, items: list[dict[str, Any]]) -> list[str]:
+        """The cancellation reasons ([] when written); WriteConflict on a transient cancellation."""
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if aws.error_code(error) == "TransactionConflictException":
+                raise WriteConflict() from error
+            if aws.error_code(error) != "TransactionCanceledException":
+                raise
+            reasons = _cancellation_codes(error)
+            if _TRANSIENT_CANCELLATIONS & set(reasons):
+                raise WriteConflict() from error
+            return reasons or ["ConditionalCheckFailed"]
+        return []
+
+    def create(self, item: dict[str, Any]) -> bool:
+        """The dispute (OPEN) and `dispute_ids` on each of its orders, in one transaction. False if it exists."""
+        items: list[dict[str, Any]] = [{"Put": {"TableName": self.table, "Item": to_item(item),
+                                                "ConditionExpression": "attribute_not_exists(dispute_id)"}}]
+        for order_id in item["parts"]:
+            items.append({"Update": {
+                "TableName": self.orders_table, "Key": to_item({"payment_order_id": order_id}),
+                "UpdateExpression": "ADD dispute_ids :ids", "ConditionExpression": "attribute_exists(payment_order_id)",
+                "ExpressionAttributeValues": {":ids": {"SS": [item["dispute_id"]]}}}})
+        reasons = self._transact(items)
+        if not reasons:
+            return True
+        if reasons[0] == "ConditionalCheckFailed":
+            return False
+        raise LookupError(f"dispute {item['dispute_id']}: an order of {sorted(item['parts'])} is missing")
+
+    def _part_update(self, dispute_id: str, order_id: str, fields: dict[str, Any], now: str,
+                     condition: str) -> dict[str, Any]:
+        sets = ", ".join(f"parts.#o.{name} = :{name}" for name in fields)
+        return {"Update": {
+            "TableName": self.table, "Key": to_item({"dispute_id": dispute_id}),
+            "UpdateExpression": f"SET {sets}, updated_at = :now", "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#o": order_id},
+            "ExpressionAttributeValues": to_item({**{f":{k}": v for k, v in fields.items()}, ":now": now})}}
+
+    def hold_payout(self, dispute_id: str, order_id: str, now: str) -> bool | None:
+        """Timing `held`: the pay-out, not yet transferring, is blocked from transfer by this dispute (its id in
+        `dispute_holds`), in one transaction with the part's timing. True if done now, False if the part's timing
+        was decided before, None if the pay-out has begun a transfer meanwhile."""
+        return self._decide(dispute_id, order_id, {"timing": "held"}, now, {"Update": {
+            "TableName": self.payouts_table, "Key": to_item({"payment_order_id": order_id}),
+            "UpdateExpression": "ADD dispute_holds :ids SET updated_at = :now",
+            "ConditionExpression": "payout_status IN (:held, :released) AND attribute_not_exists(first_transfer_at)",
+            "ExpressionAttributeValues": {":ids": {"SS": [dispute_id]}, **to_item({
+                ":now": now, ":held": PayoutStatus.HELD.value, ":released": PayoutStatus.RELEASED.value})}}})
+
+    def owe_transferred(self, dispute_id: str, order_id: str, transfer_id: str, seller_share: int,
+                        commission_share: int, now: str) -> bool | None:
+        """Timing `transferred`: the pay-out's transfer is recorded (final); the seller owes its share."""
+        return self._decide(dispute_id, order_id, {"timing": "transferred", "seller_share_minor": seller_share,
+                                                   "commission_share_minor": commission_share}, now, {
+            "ConditionCheck": {"TableName": self.payouts_table, "Key": to_item({"payment_order_id": order_id}),
+                               "ConditionExpression": "transfer_id = :transfer",
+                               "ExpressionAttributeValues": to_item({":transfer": transfer_id})}})
+
+    def _decide(self, dispute_id: str, order_id: str, fields: dict[str, Any], now: str,
+                payout_item: dict[str, Any]) -> bool | None:
+        reasons = self._transact([self._part_update(dispute_id, order_id, fields, now,
+                                                    "attribute_not_exists(parts.#o.timing)"), payout_item])
+        if not reasons:
+            return True
+        return False if reasons[0] == "ConditionalCheckFailed" else None
+
+    def mark_part(self, dispute_id: str, order_id: str, step: str, now: str) -> None:
+        """`step` of the order's part is written (its movement and transaction, each once by themselves)."""
+        self._transact([self._part_update(dispute_id, order_id, {step: True}, now, "attribute_exists(parts.#o)")])
+
+    def mark(self, dispute_id: str, step: str, now: str) -> None:
+        self._db.update_item(TableName=self.table, Key=to_item({"dispute_id": dispute_id}),
+                             UpdateExpression=f"SET {step} = :true, updated_at = :now",
+                             ExpressionAttributeValues=to_item({":true": True, ":now": now}))
+
+    def move(self, dispute_id: str, target: str, psp_status: str, now: str) -> bool:
+        """OPEN -> WON | LOST (conditional; never backwards). True if this call moved it."""
+        allowed = {f":from{i}": status for i, status in enumerate(DISPUTE_ALLOWED_FROM[target])}
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"dispute_id": dispute_id}),
+                UpdateExpression="SET dispute_status = :target, psp_status = :psp, updated_at = :now, closed_at = :now",
+                ConditionExpression=f"dispute_status IN ({', '.join(allowed)})",
+                ExpressionAttributeValues=to_item({":target": target, ":psp": psp_status, ":now": now, **allowed}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def lift_hold(self, dispute_id: str, order_id: str, now: str) -> None:
+        """Won: the pay-out may transfer again (a RELEASED one is due now: its transfer was postponed)."""
+        self._db.update_item(
+            TableName=self.payouts_table, Key=to_item({"payment_order_id": order_id}),
+            UpdateExpression="DELETE dispute_holds :ids SET updated_at = :now",
+            ConditionExpression="attribute_exists(payment_order_id)",
+            ExpressionAttributeValues={":ids": {"SS": [dispute_id]}, **to_item({":now": now})})
+
+    def lose_held(self, dispute_id: str, order_id: str, payout: dict[str, Any], fields: dict[str, Any],
+                  seller_share: int, commission_share: int, amount: int, now: str) -> bool | None:
+        """Lost while held: the part leaves the pay-out as a refund would (HELD: gross shrinks; RELEASED with the
+        release applied: net and commission shrink by the shares, `refunded_minor` counts it) and the hold goes,
+        in one transaction with the part's `lost_timing`, conditional on the values read. True if done now, False
+        if decided before, None if the pay-out moved meanwhile (read again)."""
+        values: dict[str, Any] = {":amount": amount, ":now": now, ":zero": 0}
+        if PayoutStatus(payout["payout_status"]) is PayoutStatus.HELD:
+            update = ("SET gross_minor = gross_minor - :amount, dispute_lost_minor = "
+                      "if_not_exists(dispute_lost_minor, :zero) + :amount, updated_at = :now")
+            condition = "payout_status = :held AND gross_minor = :gross AND gross_minor >= :amount"
+            values.update({":held": PayoutStatus.HELD.value, ":gross": int(payout["gross_minor"])})
+        else:
+            refunded = int(payout.get("refunded_minor", 0))
+            update = ("SET net_minor = net_minor - :share, commission_minor = commission_minor - :cshare, "
+                      "refunded_minor = if_not_exists(refunded_minor, :zero) + :amount, "
+                      "dispute_lost_minor = if_not_exists(dispute_lost_minor, :zero) + :amount, updated_at = :now")
+            condition = ("payout_status = :released AND attribute_not_exists(first_transfer_at) AND "
+                         "release_applied = :true AND net_minor = :net AND commission_minor = :commission AND "
+                         f"{_was('refunded_minor', ':refunded', refunded)}")
+            values.update({":share": seller_share, ":cshare": commission_share, ":true": True,
+                           ":released": PayoutStatus.RELEASED.value, ":net": int(payout["net_minor"]),
+                           ":commission": int(payout["commission_minor"]),
+                           **({":refunded": refunded} if refunded else {})})
+        payout_item = {"Update": {
+            "TableName": self.payouts_table, "Key": to_item({"payment_order_id": order_id}),
+            "UpdateExpression": f"{update} DELETE dispute_holds :ids", "ConditionExpression": condition,
+            "ExpressionAttributeValues": {":ids": {"SS": [dispute_id]}, **to_item(values)}}}
+        reasons = self._transact([self._part_update(dispute_id, order_id, fields, now,
+                                                    "attribute_not_exists(parts.#o.lost_timing)"), payout_item])
+        if not reasons:
+            return True
+        return False if reasons[0] == "ConditionalCheckFailed" else None

@@ -1,13 +1,11 @@
 """The one map from a Stripe event type to its handler. Each handler takes the event and returns an outcome word.
 
 Refund events (`refund.*`, `charge.refund.updated`, `charge.refunded`) go to functions/webhooks/refunds.py, which
-hands a Refund's final status to the refund path's `apply_psp_refund` (issue 16 wiring).
+hands a Refund's final status to the refund path's `apply_psp_refund`; dispute events (`charge.dispute.*`) to
+functions/disputes/service.py through functions/webhooks/disputes.py.
 
-Types with no handler:
-- dispute events (DISPUTE_PREFIX): acknowledged and counted (`WebhooksAwaitingRefundPath`) until the dispute
-  path is wired here;
-- anything else: acknowledged and counted (`WebhooksUnknownType`), never retried: Stripe sends what the endpoint
-  is subscribed to, and an event we cannot use will not become usable on a retry.
+A type with no handler is acknowledged and counted (`WebhooksUnknownType`), never retried: Stripe sends what the
+endpoint is subscribed to, and an event we cannot use will not become usable on a retry.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.webhooks import accounts, payments, refunds, transfers
+from functions.webhooks.disputes import DISPUTE_TYPES, dispute_event
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
 
@@ -37,24 +36,16 @@ HANDLERS: dict[str, Handler] = {
     "transfer.reversed": transfers.transfer_reversed,
     **dict.fromkeys(refunds.REFUND_OBJECT_TYPES, refunds.refund_event),
     refunds.CHARGE_REFUNDED: refunds.charge_refunded,
+    **dict.fromkeys(DISPUTE_TYPES, dispute_event),
 }
 
-REFUND_PATH_TYPES: frozenset[str] = frozenset()  # every refund event now has its handler (HANDLERS above)
-DISPUTE_PREFIX = "charge.dispute."
-
 UNKNOWN_TYPE = "unknown_type"
-AWAITING_REFUND_PATH = "awaiting_refund_path"
 
 
 def dispatch(event: WebhookEvent) -> str:
     handler = HANDLERS.get(event.type)
     if handler is not None:
         return handler(event)
-    if event.type in REFUND_PATH_TYPES or event.type.startswith(DISPUTE_PREFIX):
-        metrics.add_metric(name="WebhooksAwaitingRefundPath", unit=MetricUnit.Count, value=1)
-        logger.info("refund/dispute event acknowledged; not applied yet", extra={"event_type": event.type,
-                                                                                 "event_id": event.id})
-        return AWAITING_REFUND_PATH
     metrics.add_metric(name="WebhooksUnknownType", unit=MetricUnit.Count, value=1)
     logger.warning("webhook event of an unknown type acknowledged", extra={"event_type": event.type,
                                                                            "event_id": event.id})

@@ -149,6 +149,15 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         ANY_KMS_KEY: {"kms:Decrypt"},
     },
 }
+# Disputes (infra/constructs/disputes.py): the processor applies charge.dispute.* (the dispute, its orders found by
+# their PaymentIntent, the pay-outs' holds and shares, wallet and ledger); PaymentApi shows them on an order; the
+# Notifier reads the Disputes stream.
+EXPECTED["WebhookProcessor"].update({
+    "table:Disputes": READ | WRITE, "table:PaymentOrders": READ | WRITE,
+    "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"}, "table:Wallet": READ | WRITE,
+    "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}})
+EXPECTED["PaymentApi"]["table:Disputes"] = {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
+EXPECTED["Notifier"]["table:Disputes"] = STREAM_READ | {"dynamodb:BatchGetItem"}  # an order's payload
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +183,8 @@ def friendly(synth) -> dict[str, str]:
         f"table:{names.WEBHOOK_EVENTS}")
     for queue in (names.WEBHOOK_QUEUE, names.WEBHOOK_DLQ):
         names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.WEBHOOKS}{queue}")] = f"queue:{queue}"
+    names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.DISPUTES_CONSTRUCT}{names.DISPUTES}")] = (
+        f"table:{names.DISPUTES}")
     return names_by_id
 
 

@@ -60,6 +60,10 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
                      "REFUNDS_DLQ_URL"},
 }
+# Disputes (infra/constructs/disputes.py): the processor applies them, PaymentApi shows them, the Notifier names
+# their stream's table.
+for _fn in ("PaymentApi", "WebhookProcessor", "Notifier"):
+    EXTRA_ENV[_fn] = EXTRA_ENV[_fn] | {"DISPUTES_TABLE"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 
 
 def test_there_are_exactly_the_eleven_tables_and_no_global_table(template):
-    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3)  # + WebhookEvents, NotificationEndpoints, Refunds
+    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -370,8 +375,8 @@ def test_recon_queue_feeds_recon_one_file_at_a_time(synth, template):
             "BatchSize": 1,
         },
     )
-    # + WebhookProcessor, Deliverer, three streams (Notifier: orders, pay-outs, refunds), RefundWorker
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 4 + 1)
+    # + WebhookProcessor, Deliverer, four streams (Notifier: orders, pay-outs, refunds, disputes), RefundWorker
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 3 + 1 + 4 + 1 + 1)
 
 
 def test_payouts_queue_feeds_transfer_in_batches_with_partial_failures(synth, template):
@@ -522,6 +527,7 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "RefundsTableName",
         "RefundsQueueUrl",
         "RefundsDlqUrl",
+        names.OUT_DISPUTES_TABLE,
     }
     assert set(synth.template["Outputs"]) == expected
 

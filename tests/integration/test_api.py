@@ -63,6 +63,7 @@ def test_read_after_write(aws_env):
         "created_at": order["created_at"], "updated_at": order["updated_at"],
         "payout_status": None, "commission": None, "seller_net": None, "transfer_id": None,
         "payout_failure_reason": None, "refunded": None, "refunds": None,
+        "disputes": None,
     }
     status, checkout, _ = call(http_event("GET", "/v1/checkouts/chk_1", path_parameters={"checkout_id": "chk_1"},
                                           route_key="GET /v1/checkouts/{checkout_id}"))

@@ -110,10 +110,12 @@ def test_an_unknown_type_is_acknowledged_and_counted(aws_env, capfd):
     assert any(m.get("WebhooksUnknownType") == [1.0] for m in metrics), metrics
 
 
-def test_refund_events_go_to_the_refund_path_and_dispute_events_are_acknowledged(aws_env):
+def test_refund_and_dispute_events_go_to_their_paths(aws_env):
     assert processor.process(event("evt_r", "charge.refund.updated", {"id": "re_1", "status": "pending"})) \
         == "not_final"  # refund events go to the refund path (tests/integration/test_refund_webhooks.py)
-    assert processor.process(event("evt_d", "charge.dispute.created", {"id": "dp_1"})) == "awaiting_refund_path"
+    # disputes are wired (tests/integration/test_disputes.py): a Dispute without a status is refused, retried
+    with pytest.raises(ValueError):
+        processor.process(event("evt_d", "charge.dispute.created", {"id": "dp_1"}))
 
 
 def test_a_failing_handler_leaves_the_event_to_be_retried_and_not_processed(aws_env):

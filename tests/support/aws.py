@@ -29,6 +29,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
                         "awaiting_account": ("awaiting_seller", None)}},
     "WebhookEvents": {"hash": "event_id"},
     "Refunds": {"hash": "refund_id"},
+    "Disputes": {"hash": "dispute_id"},
 }
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue",
           "RefundsQueue", "RefundsDlq"]

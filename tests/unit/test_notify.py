@@ -15,7 +15,7 @@ from functions.shared.config import Settings, reload_settings, settings
 
 CONFIG = Settings(payment_events_table="e", payment_orders_table="orders-t", wallet_table="w", ledger_table="l",
                   payouts_table="payouts-t")
-ORDERS, PAYOUTS, REFUNDS = SOURCES
+ORDERS, PAYOUTS, REFUNDS = SOURCES[:3]
 _ser = TypeSerializer()
 
 
@@ -180,3 +180,12 @@ def test_the_readmes_verification_snippet_accepts_a_delivery_and_refuses_a_forge
     assert not verify("mpsec_readme", header, body + b" ")
     old = signing.signature_header("mpsec_readme", int(time.time()) - 301, body)
     assert not verify("mpsec_readme", old, body)
+
+
+def test_a_dispute_status_change_is_an_event():
+    from functions.notify.events import dispute_payload
+
+    item = {"dispute_id": "dp_1", "dispute_status": "WON", "currency": "USD", "amount_minor": 500,
+            "reason": "fraudulent", "parts": {"po_1": {"seller_account": "s", "amount_minor": 500}}, "updated_at": "t"}
+    assert dispute_payload(item)["amount"] == "5.00" and dispute_payload(item)["orders"][0]["amount"] == "5.00"
+    assert SOURCES[2].name == "dispute" and SOURCES[2].status == "dispute_status"
