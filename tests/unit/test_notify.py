@@ -188,4 +188,4 @@ def test_a_dispute_status_change_is_an_event():
     item = {"dispute_id": "dp_1", "dispute_status": "WON", "currency": "USD", "amount_minor": 500,
             "reason": "fraudulent", "parts": {"po_1": {"seller_account": "s", "amount_minor": 500}}, "updated_at": "t"}
     assert dispute_payload(item)["amount"] == "5.00" and dispute_payload(item)["orders"][0]["amount"] == "5.00"
-    assert SOURCES[2].name == "dispute" and SOURCES[2].status == "dispute_status"
+    assert SOURCES[3].name == "dispute" and SOURCES[3].status == "dispute_status"
