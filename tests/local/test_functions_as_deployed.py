@@ -162,6 +162,10 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     wait_for(lambda: api.get_order(first)[1].get("payout_status") == "TRANSFERRED", 30, "transfer")
     assert api.request("GET", f"/v1/sellers/{seller}/balance")[0] == 200
     assert api.request("GET", f"/v1/sellers/{seller}/statement")[0] == 200
+    # a refund after the transfer: the Refund worker refunds and reverses the seller's share
+    refund = {"refund_id": f"rf_{first}", "amount": "1.00"}
+    assert api.request("POST", f"/v1/payments/{first}/refunds", refund)[0] == 202
+    wait_for(lambda: api.request("GET", f"/v1/refunds/rf_{first}")[1].get("status") == "SUCCEEDED", 30, "refund")
 
     # And the PSP's settlement file dropped where the PSP drops it, reconciled into a report
     with urllib.request.urlopen(f"{stack.psp_url}/_sandbox/settlement?report={BALANCE_REPORT}", timeout=60) as got:
