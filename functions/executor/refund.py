@@ -172,23 +172,37 @@ def _wait(refund: dict[str, Any]) -> str:
 
 
 def complete(refund: dict[str, Any], refunds: RefundsTable) -> str:
-    """A SUCCEEDED refund's remaining steps, each once: the books of its timing, then after a transfer the
-    reversal (or the share left owed). Safe to run any number of times."""
+    """A SUCCEEDED refund's remaining steps, each once: after a transfer the reversal at the PSP FIRST, then the
+    books of its timing. The seller's share shows in `owed` only once the reversal is refused: a share owed while
+    its reversal is still to come could be netted from another transfer and then reversed too (taken twice).
+    Killed after the reversal and before its record: the redelivery finds it by its key (look-up first). Safe to
+    run any number of times."""
     if refund.get("finished_at"):
         return "succeeded"
     now = clock.iso()
+    share = Money(int(refund["seller_share_minor"]), refund["currency"])
+    if refund["timing"] == TRANSFERRED and share.minor and not refund.get("reversal_status"):
+        refund = {**refund, **_reverse(refund, share, refunds, now)}
     if not refund.get("books_applied"):
         apply_books(refund, now)
         refunds.mark_books_applied(refund["refund_id"], now)
-    share = Money(int(refund["seller_share_minor"]), refund["currency"])
-    if refund["timing"] == TRANSFERRED and share.minor and not refund.get("reversal_status"):
-        _reverse(refund, share, refunds, now)
+    if refund.get("reversal_status") == REVERSAL_SUCCEEDED:  # once, under the refund's id
+        journal.record(journal.reversal(refund["refund_id"], refund["payment_order_id"], refund["seller_account"],
+                                        share, refund.get("psp") or psp.PSP_NAME, refund["reversal_id"]))
+    elif refund.get("reversal_status") == REVERSAL_REFUSED:
+        owed = wallet_refunds.owed(refund["seller_account"], share.currency)
+        logger.warning("reversal refused: the seller owes the share",
+                       extra={"refund_id": refund["refund_id"], "seller_account": refund["seller_account"],
+                              "code": refund.get("reversal_code"), "owed_minor": owed})
+        metrics.add_metric(name="SellerOwedMinor", unit=MetricUnit.Count, value=owed)
     refunds.finish(refund["refund_id"], now)
     return "succeeded"
 
 
 def apply_books(refund: dict[str, Any], now: str) -> None:
-    """The refund's wallet movement and ledger transaction of its timing, each once under the refund's id."""
+    """The refund's wallet movement and ledger transaction of its timing, each once under the refund's id. After
+    a transfer the ledger has the seller's receivable (paid by the reversal's transaction when it succeeded); the
+    wallet's `owed` grows only by what the seller still owes (nothing when the reversal took the share back)."""
     seller, order_id, refund_id = refund["seller_account"], refund["payment_order_id"], refund["refund_id"]
     currency = refund["currency"]
     amount = Money(int(refund["amount_minor"]), currency)
@@ -202,31 +216,26 @@ def apply_books(refund: dict[str, Any], now: str) -> None:
         wallet_refunds.refund_released(seller, order_id, refund_id, amount, share, now)
         journal.record(journal.refund_released(refund_id, order_id, seller, share, commission, psp_name))
     else:
-        wallet_refunds.refund_after_transfer(seller, order_id, refund_id, amount, share, now)
+        still_owed = Money.zero(currency) if refund.get("reversal_status") == REVERSAL_SUCCEEDED else share
+        wallet_refunds.refund_after_transfer(seller, order_id, refund_id, amount, still_owed, now)
         journal.record(journal.refund_after_transfer(refund_id, order_id, seller, share, commission, psp_name))
 
 
-def _reverse(refund: dict[str, Any], share: Money, refunds: RefundsTable, now: str) -> None:
-    """Take the seller's share back from the transfer; refused (the account's balance), the share stays owed and
-    is netted from the seller's next transfers (functions/executor/netting.py)."""
-    seller, order_id, refund_id = refund["seller_account"], refund["payment_order_id"], refund["refund_id"]
+def _reverse(refund: dict[str, Any], share: Money, refunds: RefundsTable, now: str) -> dict[str, Any]:
+    """Take the seller's share back from the transfer (key reversal:<refund_id>) and record the outcome: the
+    fields recorded. Refused (the account's balance), the share is owed and netted from the seller's next
+    transfers (functions/executor/netting.py)."""
+    refund_id = refund["refund_id"]
     if refund["transfer_id"] == NO_TRANSFER:
         result = psp.ReversalResult(psp.REVERSAL_REFUSED, failure_code="no_transfer")
     else:
         result = psp.client().reverse_transfer(refund["transfer_id"], share, refund_id, look_up_first=True)
     if result.outcome == psp.REVERSED:
-        wallet_refunds.reversal(seller, order_id, refund_id, share, result.reversal_id, now)
-        journal.record(journal.reversal(refund_id, order_id, seller, share, refund.get("psp") or psp.PSP_NAME,
-                                        result.reversal_id))
         refunds.record_reversal(refund_id, REVERSAL_SUCCEEDED, now, result.reversal_id)
         metrics.add_metric(name="RefundReversals", unit=MetricUnit.Count, value=1)
-        return
+        return {"reversal_status": REVERSAL_SUCCEEDED, "reversal_id": result.reversal_id}
     refunds.record_reversal(refund_id, REVERSAL_REFUSED, now, code=result.failure_code)
-    owed = wallet_refunds.owed(seller, share.currency)
-    logger.warning("reversal refused: the seller owes the share",
-                   extra={"refund_id": refund_id, "seller_account": seller, "code": result.failure_code,
-                          "owed_minor": owed})
-    metrics.add_metric(name="SellerOwedMinor", unit=MetricUnit.Count, value=owed)
+    return {"reversal_status": REVERSAL_REFUSED, "reversal_code": result.failure_code}
 
 
 def _record(record: SQSRecord) -> None:

@@ -10,7 +10,7 @@ pays the seller's debt, it does not undo a transfer. The ledger's twin of each i
 from __future__ import annotations
 
 from functions.shared.money import Money
-from functions.shared.names import NETTING, REFUND, REVERSAL, owed_shard_reference
+from functions.shared.names import NETTING, REFUND, owed_shard_reference
 from functions.shared.tables import WalletTable
 
 
@@ -42,19 +42,13 @@ def refund_released(seller: str, order_id: str, refund_id: str, amount: Money, s
                  "timing": "released"})
 
 
-def refund_after_transfer(seller: str, order_id: str, refund_id: str, amount: Money, seller_share: Money, now: str,
+def refund_after_transfer(seller: str, order_id: str, refund_id: str, amount: Money, owed: Money, now: str,
                           table: WalletTable | None = None) -> bool:
+    """`owed`: the seller's share when its reversal was refused, zero when the reversal took it back."""
     return (table or WalletTable.from_settings()).apply_movement_parts(
-        seller, REFUND, refund_id, amount.currency, [(owed_shard_reference(seller), {"owed": seller_share.minor})],
-        now=now, details={"payment_order_id": order_id, "gross_minor": amount.minor, "net_minor": seller_share.minor,
+        seller, REFUND, refund_id, amount.currency, [(owed_shard_reference(seller), {"owed": owed.minor})],
+        now=now, details={"payment_order_id": order_id, "gross_minor": amount.minor, "net_minor": owed.minor,
                           "timing": "transferred"})
-
-
-def reversal(seller: str, order_id: str, refund_id: str, share: Money, reversal_id: str, now: str,
-             table: WalletTable | None = None) -> bool:
-    return (table or WalletTable.from_settings()).apply_movement_parts(
-        seller, REVERSAL, refund_id, share.currency, [(owed_shard_reference(seller), {"owed": -share.minor})],
-        now=now, details={"payment_order_id": order_id, "net_minor": share.minor, "transfer_id": reversal_id})
 
 
 def netting(seller: str, order_id: str, amount: Money, now: str, table: WalletTable | None = None) -> bool:

@@ -255,5 +255,35 @@ def test_a_worker_killed_between_steps_then_redelivered_changes_nothing_twice(sa
     invariants_hold()
 
 
+def test_a_share_whose_reversal_is_still_to_come_is_never_netted_too(sandbox, monkeypatch):
+    """Killed before the reversal: the share must not sit in `owed` meanwhile, or the seller's next transfer would
+    net it and the redelivered reversal take it a second time."""
+    from functions.shared import psp
+
+    order_a, _ = transferred_order(sandbox)
+    refund(order_a, amount="5.00")  # the seller's share: 4.50
+    real = psp.PspClient.reverse_transfer
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("Lambda killed before the reversal")
+
+    monkeypatch.setattr(psp.PspClient, "reverse_transfer", killed)
+    with pytest.raises(RuntimeError):
+        worker.drive("rf_1")
+    assert usd()["owed_minor"] == 0
+
+    order_b = paid_order("chk_t2", amount="20.00")  # net 18.00
+    released(order_b)
+    assert transfer.drive(order_b) == "transferred"
+    [sent_b] = transfers_of(sandbox, order_b)
+    assert sent_b.amount == 1800  # nothing netted: the share is not owed
+
+    monkeypatch.setattr(psp.PspClient, "reverse_transfer", real)
+    assert worker.drive("rf_1") == "succeeded"  # SQS delivers the refund again
+    [sent_a] = transfers_of(sandbox, order_a)
+    assert sent_a.amount_reversed == 450 and usd()["owed_minor"] == 0
+    invariants_hold()
+
+
 def test_owed_reads_the_sellers_owed_shard(sandbox):
     assert wallet_refunds.owed(SELLER, "USD") == 0
