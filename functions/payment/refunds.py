@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger
 from functions.payment.payouts import OrderNotSettled
 from functions.payment.schemas import RefundRequest, RefundSummary, RefundView, ReversalView
 from functions.shared import clock, psp_units, queues
-from functions.shared.errors import DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
+from functions.shared.errors import AwsTransientError, DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
 from functions.shared.money import Money, MoneyError
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
@@ -128,10 +128,15 @@ def _replayed(existing: dict[str, Any], request_hash: str) -> RefundView:
 
 
 def _send(refund_id: str) -> None:
+    """The stored PENDING refund to its worker. A failed send is the caller's 503, never a 202: nothing else
+    would drive the refund, and the caller's retry is a replay that sends it again (as after a Lambda killed
+    between the refund's transaction and this send: the caller got no answer and retries)."""
     try:
         queues.enqueue_refund(refund_id)
-    except Exception:  # the refund is stored PENDING: a replay of the request sends it again
+    except Exception as error:
         logger.exception("send to RefundsQueue failed", extra={"refund_id": refund_id})
+        raise AwsTransientError(f"refund {refund_id} is stored but not yet sent to its worker: retry the same "
+                                "request") from error
 
 
 def as_accepted(item: dict[str, Any]) -> RefundView:

@@ -185,6 +185,26 @@ def test_a_replay_answers_the_same_and_a_conflict_changes_nothing(sandbox):
     assert PaymentTables.from_settings().get_order(order_id)["refunded_minor"] == 500
 
 
+def test_a_refund_stored_but_not_sent_is_a_503_and_the_retry_sends_it(sandbox, monkeypatch):
+    from functions.shared import queues
+    from functions.shared.errors import AwsTransientError
+
+    order_id = paid_order()
+    real = queues.enqueue_refund
+
+    def sqs_down(*args, **kwargs):
+        raise RuntimeError("SQS unavailable")
+
+    monkeypatch.setattr(queues, "enqueue_refund", sqs_down)
+    with pytest.raises(AwsTransientError):  # never a 202 that nothing would drive
+        refund(order_id, amount="5.00")
+    monkeypatch.setattr(queues, "enqueue_refund", real)
+    answer, replayed = refund(order_id, amount="5.00")  # the caller's retry
+    assert replayed and answer.status == "PENDING"
+    assert [json.loads(body)["refund_id"] for body in drain(settings().refunds_queue_url)] == ["rf_1"]
+    assert worker.drive("rf_1") == "succeeded"
+
+
 def test_refusals_of_the_api(sandbox):
     with pytest.raises(NotFound):
         refund("po_nobody")
