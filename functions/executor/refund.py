@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.ledger import journal
-from functions.shared import clock, psp, queues
+from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
 from functions.shared.money import Money
 from functions.shared.observability import service_metrics
@@ -140,13 +140,15 @@ def succeed(refund: dict[str, Any], refunds: RefundsTable) -> str:
             elif state is PayoutStatus.RELEASED and payout.get("release_applied") \
                     and not payout.get("first_transfer_at"):
                 seller, commission = wallet_refunds.split_refund(
-                    amount, int(payout["net_minor"]), int(payout["gross_minor"]) - int(payout.get("refunded_minor", 0)))
+                    amount, int(payout["net_minor"]), int(payout["gross_minor"]) - int(payout.get("refunded_minor", 0)),
+                    psp_units.minor_step(refund["currency"]))
                 moved = refunds.succeed_released(refund, _fields(RELEASED, seller, commission, payout), payout,
                                                  seller, commission)
             elif payout.get("transfer_id"):
                 remaining_seller = int(payout["net_minor"]) - int(payout.get("refund_share_minor", 0))
                 remaining_gross = int(payout["gross_minor"]) - int(payout.get("refunded_minor", 0))
-                seller, commission = wallet_refunds.split_refund(amount, remaining_seller, remaining_gross)
+                seller, commission = wallet_refunds.split_refund(amount, remaining_seller, remaining_gross,
+                                                                 psp_units.minor_step(refund["currency"]))
                 moved = refunds.succeed_after_transfer(refund, _fields(TRANSFERRED, seller, commission, payout),
                                                        payout, seller)
             else:  # the release not applied yet, a transfer in flight or FAILED (waits for `ops payouts retry`)

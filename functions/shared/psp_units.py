@@ -117,6 +117,12 @@ def representable(money: Money) -> bool:
     return (money.minor * 10 ** _decimals_added(unit)) % unit.step == 0
 
 
+def minor_step(currency: str) -> int:
+    """The smallest amount in ISO minor units that Stripe can move in `currency` (10 for KWD, BHD, JOD, OMR and
+    TND, whose third decimal Stripe keeps at 0; 1 for the others)."""
+    return next(k for k in (1, 10, 100, 1000) if representable(Money(k, currency)))
+
+
 def from_stripe_amount(currency: str, amount: int) -> Money:
     """Money of a Stripe `amount` (PaymentIntents, balance transactions, settlement rows); signed amounts allowed.
 

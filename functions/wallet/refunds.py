@@ -14,15 +14,20 @@ from functions.shared.names import NETTING, REFUND, owed_shard_reference
 from functions.shared.tables import WalletTable
 
 
-def split_refund(amount: int, seller_remaining: int, gross_remaining: int) -> tuple[int, int]:
+def split_refund(amount: int, seller_remaining: int, gross_remaining: int, step: int = 1) -> tuple[int, int]:
     """(seller share, commission share) of a refund of `amount` out of what remains of an order: the seller's
     share is amount × seller_remaining / gross_remaining rounded half up, the commission's the rest, so the two
     add up to the refund exactly, neither exceeds what remains of its side, and refunding all that remains takes
-    exactly all of each side (partial refunds never drift by a cent)."""
+    exactly all of each side (partial refunds never drift by a cent). With a PSP `step` (psp_units.minor_step:
+    10 for KWD) and every figure a multiple of it, the split is made in steps, so the seller's share stays an
+    amount a reversal or a later transfer can move."""
     if gross_remaining <= 0 or not 0 <= seller_remaining <= gross_remaining:
         raise ValueError(f"nothing to split: seller {seller_remaining} of gross {gross_remaining}")
     if not 0 < amount <= gross_remaining:
         raise ValueError(f"refund {amount} outside 1..{gross_remaining}")
+    if step > 1 and not (amount % step or seller_remaining % step or gross_remaining % step):
+        seller_steps, _ = split_refund(amount // step, seller_remaining // step, gross_remaining // step)
+        return seller_steps * step, amount - seller_steps * step
     seller = (2 * amount * seller_remaining + gross_remaining) // (2 * gross_remaining)
     return seller, amount - seller
 

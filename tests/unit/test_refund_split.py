@@ -39,3 +39,14 @@ def test_partial_refunds_then_the_rest_take_exactly_each_side(case, pieces):
 
 def test_an_example():
     assert split_refund(500, 1111, 1234) == (450, 50)
+
+
+@given(orders().map(lambda case: tuple(10 * figure for figure in case)))
+def test_in_a_currency_stripe_moves_in_steps_of_ten_the_sellers_share_is_a_movable_amount(case):
+    """KWD 10.000 with a net of 9.000, a refund of 1.230: the plain split gives the seller 1.107, which Stripe
+    cannot reverse nor transfer; in steps it is 1.110."""
+    amount, seller_remaining, gross_remaining = case
+    seller, commission = split_refund(amount, seller_remaining, gross_remaining, step=10)
+    assert seller % 10 == 0 and seller + commission == amount
+    assert 0 <= seller <= seller_remaining and 0 <= commission <= gross_remaining - seller_remaining
+    assert split_refund(1230, 9000, 10000, step=10) == (1110, 120)
