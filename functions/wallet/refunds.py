@@ -57,9 +57,12 @@ def refund_after_transfer(seller: str, order_id: str, refund_id: str, amount: Mo
 
 
 def netting(seller: str, order_id: str, amount: Money, now: str, table: WalletTable | None = None) -> bool:
+    """A zero netting is still written (it is the transfer's decision) but leaves the seller's one owed shard
+    alone: a hot seller's transfers must not all write the same item."""
+    parts = [(order_id, {"available": -amount.minor})]
+    parts += [(owed_shard_reference(seller), {"owed": -amount.minor})] if amount.minor else []
     return (table or WalletTable.from_settings()).apply_movement_parts(
-        seller, NETTING, order_id, amount.currency,
-        [(order_id, {"available": -amount.minor}), (owed_shard_reference(seller), {"owed": -amount.minor})],
+        seller, NETTING, order_id, amount.currency, parts,
         now=now, details={"payment_order_id": order_id, "net_minor": amount.minor})
 
 

@@ -150,6 +150,28 @@ def test_a_refused_reversal_leaves_the_share_owed_and_the_next_transfer_nets_it(
     invariants_hold()
 
 
+@pytest.mark.parametrize("later_attempt_first", [True, False])
+def test_two_deliveries_of_one_payout_net_the_same_amount_in_wallet_payout_and_ledger(sandbox, later_attempt_first):
+    from functions.executor import netting
+
+    order_id, account = transferred_order(sandbox)
+    sandbox.state.pay_out_account(account, 1000, "usd")  # the reversal will be refused: 11.11 owed
+    refund(order_id)
+    assert run() == "succeeded" and usd()["owed_minor"] == 1111
+    second = paid_order("chk_t2", amount="20.00")
+    released(second)
+    payouts = PayoutsTable.from_settings()
+    transfer.apply_release(payouts.get(second), clock.iso())
+    payouts.mark_release_applied(second, clock.iso())
+    first = payouts.begin_transfer(second, clock.iso(), clock.iso(), account)  # one delivery, attempt 1
+    later = payouts.begin_transfer(second, clock.iso(), clock.iso(), account)  # another at once, attempt 2
+
+    order = (later, first) if later_attempt_first else (first, later)
+    decided = [netting.net_owed(attempt, clock.iso()) for attempt in order]
+    assert decided[0] == decided[1] == int(payouts.get(second)["netted_minor"])
+    invariants_hold()
+
+
 # --- the guard, replays, conflicts --------------------------------------------------------------------------
 
 
