@@ -103,6 +103,9 @@ def test_a_late_processing_event_after_the_decision_changes_nothing(aws_env):
 
 
 def test_an_unknown_type_is_acknowledged_and_counted(aws_env, capfd):
+    from functions.webhooks.metrics import metrics
+
+    metrics.clear_metrics()  # what other tests' direct `process` calls added and no handler flushed
     answer = processor.handler(sqs_event(event("evt_new", "issuing_card.created", {"id": "ic_1"})), FakeContext())
     assert answer == {"batchItemFailures": []}
     assert WebhookEventsTable.from_settings().get("evt_new")["outcome"] == "unknown_type"
