@@ -39,9 +39,10 @@ class PortTaken(OSError):
 def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """Within the block, SIGTERM, SIGINT and SIGHUP raise StopRequested once; the handlers are restored after.
 
-    Later signals are ignored so that they cannot interrupt the clean-up; a watchdog thread, started here and
-    not in the handler, exits the process with 128+signum if the clean-up has not finished `grace_s` seconds
-    after the first.
+    Later signals are ignored so that they cannot interrupt the clean-up. A watchdog thread exits the process
+    with 128+signum if the clean-up has not finished `grace_s` seconds after the first signal. It hears the
+    signal through the interpreter's wakeup fd, which the C-level handler writes in whichever thread the kernel
+    chose, so it fires even when the main thread never gets to run the Python handler.
     """
     state: dict[str, int] = {}
 
@@ -52,22 +53,36 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
         state["signum"] = signum
         raise StopRequested(signum)
 
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    threading.Thread(target=_watchdog, args=(state, grace_s), name="stop-watchdog", daemon=True).start()
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(reader, grace_s), name="stop-watchdog", daemon=True).start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
+        with contextlib.suppress(OSError):
+            writer.send(bytes([_DONE]))
 
 
-def _watchdog(state: dict[str, int], grace_s: float) -> None:
-    """Started before any signal: waits for the handler's note, then gives the clean-up `grace_s` seconds."""
-    while not state:
-        time.sleep(0.1)
+_DONE = 0  # not a signal number: the block ended, the watchdog can go
+
+
+def _watchdog(reader: socket.socket, grace_s: float) -> None:
+    """Started before any signal: waits for the first stop signal's byte, then gives the clean-up `grace_s`."""
+    while True:
+        received = reader.recv(64)
+        if not received or _DONE in received:
+            return
+        stops = [signum for signum in received if signum in STOP_SIGNALS]
+        if stops:
+            break
     time.sleep(grace_s)
     print(f"stop took longer than {grace_s:.0f} s: exiting now", file=sys.stderr, flush=True)
-    os._exit(128 + state["signum"])
+    os._exit(128 + stops[0])
 
 
 def run_stoppable(main: Callable[[], int | None]) -> int:
@@ -82,9 +97,13 @@ def run_stoppable(main: Callable[[], int | None]) -> int:
 
 
 def sleep_until_signalled() -> None:
-    """Block the main thread until a stop signal raises StopRequested (signal.pause holds no lock)."""
+    """Block the main thread until a stop signal raises StopRequested.
+
+    Short sleeps, not signal.pause(): the kernel may deliver the signal to another thread, and then pause() in
+    the main thread never returns; a sleep returns and the interpreter runs the pending handler within 0.2 s.
+    """
     while True:
-        signal.pause()
+        time.sleep(0.2)
 
 
 # --- ports -----------------------------------------------------------------------------------------------

@@ -376,9 +376,30 @@ def _accounts_hold_our_transfers(snap: Snapshot) -> list[str]:
     theirs = {(account, currency.upper()): int(minor) for account, balances in snap.psp_account_balances.items()
               for currency, minor in balances.items()}
     return [f"{account} {currency}: the PSP holds {theirs.get((account, currency), 0)}, we transferred "
-            f"{ours.get((account, currency), 0)}"
+            f"{ours.get((account, currency), 0)}{_orders_that_differ(snap, account, reversed_of)}"
             for account, currency in sorted(set(ours) | set(theirs))
             if ours.get((account, currency), 0) != theirs.get((account, currency), 0)]
+
+
+def _orders_that_differ(snap: Snapshot, account: str, reversed_of: dict[str, int]) -> str:
+    """The orders behind an account's difference: what each transfer kept at the PSP against what we hold sent."""
+    kept: dict[str, int] = defaultdict(int)
+    for transfer in snap.psp_transfers:
+        if transfer.get("destination") == account:
+            order_id = (transfer.get("metadata") or {}).get("payment_order_id", transfer["id"])
+            kept[order_id] += int(transfer["amount"]) - int(transfer.get("amount_reversed") or 0)
+    payouts = {p["payment_order_id"]: p for p in snap.payouts}
+    differ = []
+    for order_id in sorted(set(kept) | {o for o, p in payouts.items() if p.get("payout_status") == "TRANSFERRED"}):
+        payout = payouts.get(order_id, {})
+        sent = 0
+        if payout.get("payout_status") == "TRANSFERRED":
+            sent = int(payout["net_minor"]) - int(payout.get("netted_minor") or 0) - reversed_of.get(order_id, 0)
+        if kept.get(order_id, 0) != sent and (order_id in kept or sent):
+            differ.append(f"{order_id} PSP {kept.get(order_id, 0)} ours {sent} (net {payout.get('net_minor')}, "
+                          f"netted {payout.get('netted_minor')}, reversed {reversed_of.get(order_id, 0)}, "
+                          f"{payout.get('payout_status')})")
+    return f" [{'; '.join(differ[:5])}]" if differ else ""
 
 
 def _payouts_final(snap: Snapshot) -> list[str]:

@@ -226,7 +226,13 @@ def statement_window(start: str | None, end: str | None) -> tuple[str, str]:
 
 def statement(seller_account: str, start: str | None, end: str | None) -> list[StatementLine]:
     begin, stop = statement_window(start, end)
-    return [statement_line(m) for m in WalletTable.from_settings().movements(seller_account, begin, stop)]
+    return [statement_line(m) for m in WalletTable.from_settings().movements(seller_account, begin, stop)
+            if not _zero_netting(m)]
+
+
+def _zero_netting(movement: dict[str, Any]) -> bool:
+    """The once-only netting record is written even when nothing was netted; no money moved, so no line."""
+    return movement["kind"] == "netting" and int(movement.get("net_minor", 0)) == 0
 
 
 def statement_line(movement: dict[str, Any]) -> StatementLine:

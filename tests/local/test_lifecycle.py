@@ -28,7 +28,7 @@ from local.moto_server import free_port, start_moto
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_WITHIN_S = 10.0
 READY_WITHIN_S = 60.0
-TRIES = 20
+TRIES = 9
 
 
 class Local:
