@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.executor import refund as refund_path
 from functions.shared import clock
 from functions.shared.tables import WebhookEventsTable
 from functions.webhooks import registry
@@ -60,4 +61,10 @@ def _record(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+    try:
+        return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
+    finally:
+        # The refund path counts its own metrics (RefundMismatch, RefundFailedAfterSuccess, owed); run from here,
+        # they are this function's to publish, or their alarms would never hear of a webhook-driven mismatch.
+        if refund_path.metrics.metric_set:
+            refund_path.metrics.flush_metrics()

@@ -68,11 +68,13 @@ class Refunds(Construct):
                 period=_PERIOD, statistic="Maximum"), 0, "Messages in RefundsDlq: look at the refund, redrive"),
             ("RefundWorkerErrors", self.worker.metric_errors(period=_PERIOD, statistic="Sum"), 0,
              "RefundWorker raised errors"),
-            ("SellerOwedHigh", cloudwatch.Metric(
-                namespace=names.METRICS_NAMESPACE, metric_name=names.OWED_METRIC,
-                dimensions_map={"service": names.REFUND_WORKER.service}, period=Duration.minutes(5),
-                statistic="Maximum"), names.OWED_ALARM_THRESHOLD_MINOR,
+            ("SellerOwedHigh", _refund_path_metric(names.OWED_METRIC, "MAX", "Maximum"),
+             names.OWED_ALARM_THRESHOLD_MINOR,
              "A seller owes more than the threshold (reversals refused): netted from its next transfers"),
+            ("RefundMismatch", _refund_path_metric("RefundMismatch", "SUM", "Sum"), 0,
+             "The PSP's refund differs from ours (amount or charge): look at the refund before anything else"),
+            ("RefundFailedAfterSuccess", _refund_path_metric("RefundFailedAfterSuccess", "SUM", "Sum"), 0,
+             "A refund the PSP had reported succeeded failed later: the money is back in our books, tell the buyer"),
         ):
             alarm = metric.create_alarm(
                 self, alarm_id, alarm_description=description, threshold=threshold, evaluation_periods=1,
@@ -104,3 +106,16 @@ class Refunds(Construct):
         finds the table by its name (functions/notify/events.py SOURCES)."""
         notifications.watch(names.REFUNDS, self.table)
         notifications.notifier.add_environment(names.ENV_REFUNDS_TABLE, self.table.table_name)
+
+
+def _refund_path_metric(metric_name: str, combine: str, statistic: str) -> cloudwatch.MathExpression:
+    """A refund-path metric from both functions that run the path (RefundWorker, and WebhookProcessor on the
+    PSP's refund events), each publishing under its own service dimension."""
+    metrics = {
+        f"m{i}": cloudwatch.Metric(namespace=names.METRICS_NAMESPACE, metric_name=metric_name,
+                                   dimensions_map={"service": spec.service}, period=_PERIOD, statistic=statistic)
+        for i, spec in enumerate((names.REFUND_WORKER, names.WEBHOOK_PROCESSOR))
+    }
+    return cloudwatch.MathExpression(
+        expression=f"{combine}([{', '.join(f'FILL({key}, 0)' for key in metrics)}])", using_metrics=metrics,
+        period=_PERIOD, label=metric_name)

@@ -72,3 +72,17 @@ def test_sellers_have_a_keys_only_index_by_connected_account(synth):
     assert index == {"IndexName": names.SELLER_ACCOUNT_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
                      "KeySchema": [{"AttributeName": "psp_account_id", "KeyType": "HASH"}]}
     assert moto_tables.TABLE_KEYS["Sellers"]["gsi"] == {names.SELLER_ACCOUNT_INDEX: ("psp_account_id", None)}
+
+
+@pytest.mark.parametrize("metric_name", ["RefundMismatch", "RefundFailedAfterSuccess", names.OWED_METRIC])
+def test_refund_path_alarms_hear_both_functions_that_run_the_path(synth, metric_name):
+    """The refund path runs in RefundWorker and in WebhookProcessor (the PSP's refund events): an alarm on one
+    service dimension only would miss what the other one counts."""
+    alarms = [a["Properties"] for a in synth.of_type("AWS::CloudWatch::Alarm").values()
+              if any(q.get("MetricStat", {}).get("Metric", {}).get("MetricName") == metric_name
+                     for q in a["Properties"].get("Metrics", []))]
+    assert len(alarms) == 1, metric_name
+    services = {d["Value"] for q in alarms[0]["Metrics"] if "MetricStat" in q
+                for d in q["MetricStat"]["Metric"]["Dimensions"] if d["Name"] == "service"}
+    assert services == {names.REFUND_WORKER.service, names.WEBHOOK_PROCESSOR.service}
+    assert alarms[0]["AlarmActions"], "an alarm that tells no one"
