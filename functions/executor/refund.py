@@ -13,6 +13,7 @@ killed between any two lines is resumed by SQS's redelivery and changes nothing 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -44,10 +45,16 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 HELD, RELEASED, TRANSFERRED = "held", "released", "transferred"  # a refund's timing against its pay-out
 WAIT_FOR_PAYOUT_S = 60  # the pay-out is between two steps (release not applied, transfer in flight): look again
+# A pay-out that stays FAILED (until `ops payouts retry`) or a transfer stuck in flight keeps its refunds waiting:
+# past this age the refund is alarmed (RefundWaitingOnPayout) and looked at only every 15 min (SQS's longest
+# delay), and it still moves on by itself once the pay-out does.
+WAIT_ALARM_AFTER = timedelta(hours=24)
+STUCK_WAIT_S = 900
 _SUCCEED_TRIES = 5
 _PSP_DONE_FAILED = ("failed", "canceled")
 NO_TRANSFER = "none"  # functions/executor/transfer.py: the transfer_id of a pay-out whose net was zero
 REVERSAL_SUCCEEDED, REVERSAL_REFUSED = "SUCCEEDED", "REFUSED"
+WAITING_METRIC = "RefundWaitingOnPayout"
 
 
 def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
@@ -169,7 +176,14 @@ def _fields(timing: str, seller_share: int, commission_share: int, payout: dict[
 
 
 def _wait(refund: dict[str, Any]) -> str:
-    queues.enqueue_refund(refund["refund_id"], WAIT_FOR_PAYOUT_S)
+    delay = WAIT_FOR_PAYOUT_S
+    if clock.now() - clock.parse_iso(str(refund["created_at"])) > WAIT_ALARM_AFTER:
+        logger.error("a refund has waited on its pay-out too long: look at the pay-out (ops payouts)",
+                     extra={"refund_id": refund["refund_id"], "payment_order_id": refund["payment_order_id"],
+                            "created_at": refund["created_at"]})
+        metrics.add_metric(name=WAITING_METRIC, unit=MetricUnit.Count, value=1)
+        delay = STUCK_WAIT_S
+    queues.enqueue_refund(refund["refund_id"], delay)
     return "waiting"
 
 

@@ -66,5 +66,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     finally:
         # The refund path counts its own metrics (RefundMismatch, RefundFailedAfterSuccess, owed); run from here,
         # they are this function's to publish, or their alarms would never hear of a webhook-driven mismatch.
-        if refund_path.metrics.metric_set:
+        if refund_path.metrics.provider.metric_set:
             refund_path.metrics.flush_metrics()

@@ -73,6 +73,8 @@ class Refunds(Construct):
              "A seller owes more than the threshold (reversals refused): netted from its next transfers"),
             ("RefundMismatch", _refund_path_metric("RefundMismatch", "SUM", "Sum"), 0,
              "The PSP's refund differs from ours (amount or charge): look at the refund before anything else"),
+            ("RefundWaitingOnPayout", _refund_path_metric("RefundWaitingOnPayout", "SUM", "Sum"), 0,
+             "A refund has waited over 24 h on its pay-out (FAILED, or a transfer stuck): fix the pay-out"),
             ("RefundFailedAfterSuccess", _refund_path_metric("RefundFailedAfterSuccess", "SUM", "Sum"), 0,
              "A refund the PSP had reported succeeded failed later: the money is back in our books, tell the buyer"),
         ):

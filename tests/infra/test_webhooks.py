@@ -74,7 +74,8 @@ def test_sellers_have_a_keys_only_index_by_connected_account(synth):
     assert moto_tables.TABLE_KEYS["Sellers"]["gsi"] == {names.SELLER_ACCOUNT_INDEX: ("psp_account_id", None)}
 
 
-@pytest.mark.parametrize("metric_name", ["RefundMismatch", "RefundFailedAfterSuccess", names.OWED_METRIC])
+@pytest.mark.parametrize("metric_name", ["RefundMismatch", "RefundFailedAfterSuccess", "RefundWaitingOnPayout",
+                                         names.OWED_METRIC])
 def test_refund_path_alarms_hear_both_functions_that_run_the_path(synth, metric_name):
     """The refund path runs in RefundWorker and in WebhookProcessor (the PSP's refund events): an alarm on one
     service dimension only would miss what the other one counts."""

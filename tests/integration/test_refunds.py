@@ -329,3 +329,28 @@ def test_a_share_whose_reversal_is_still_to_come_is_never_netted_too(sandbox, mo
 
 def test_owed_reads_the_sellers_owed_shard(sandbox):
     assert wallet_refunds.owed(SELLER, "USD") == 0
+
+
+def test_a_refund_waiting_on_a_stuck_payout_is_alarmed_after_a_day_and_moves_on_once_the_payout_does(
+        sandbox, monkeypatch):
+    # Given a released order whose release is not applied yet (its pay-out between two steps)
+    registered(sandbox)
+    order_id = paid_order()
+    item = released(order_id)
+    sent = []
+    enqueue = worker.queues.enqueue_refund
+    monkeypatch.setattr(worker.queues, "enqueue_refund", lambda rid, delay=0: (sent.append(delay), enqueue(rid, delay)))
+    refund(order_id, amount="5.00")
+    # When the refund waits: the next look in a minute, and no alarm
+    worker.metrics.clear_metrics()
+    assert run() == "waiting" and sent[-1] == worker.WAIT_FOR_PAYOUT_S
+    assert worker.WAITING_METRIC not in worker.metrics.provider.metric_set
+    # A day later it is still waiting: counted for the alarm, and looked at every 15 minutes only
+    monkeypatch.setattr(clock, "_offset", worker.WAIT_ALARM_AFTER + clock.timedelta(minutes=1))
+    assert run() == "waiting" and sent[-1] == worker.STUCK_WAIT_S
+    assert worker.WAITING_METRIC in worker.metrics.provider.metric_set
+    # Then, once the pay-out moves on, the same refund succeeds by itself
+    transfer.apply_release(item, clock.iso())
+    PayoutsTable.from_settings().mark_release_applied(order_id, clock.iso())
+    assert run() == "succeeded"
+    worker.metrics.clear_metrics()

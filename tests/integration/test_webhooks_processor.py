@@ -209,3 +209,17 @@ def test_a_success_for_a_charge_recorded_failed_goes_to_review(aws_env):
 def test_a_payment_intent_without_our_metadata_is_not_ours(aws_env):
     body = event("evt_x", "payment_intent.succeeded", {"id": "pi_9", "object": "payment_intent", "metadata": {}})
     assert processor.process(body) == "not_ours"
+
+
+def test_what_the_refund_path_counts_in_the_processor_is_published_by_the_processor(aws_env, capfd):
+    # The refund path keeps its own metrics object; run from a webhook, its counts are the processor's to flush
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from functions.executor import refund as refund_path
+
+    refund_path.metrics.clear_metrics()
+    refund_path.metrics.add_metric(name="RefundMismatch", unit=MetricUnit.Count, value=1)
+    processor.handler(sqs_event(event("evt_flush", "issuing_card.created", {"id": "ic_2"})), FakeContext())
+    metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    assert any(m.get("RefundMismatch") == [1.0] for m in metrics), metrics
+    assert not refund_path.metrics.provider.metric_set
