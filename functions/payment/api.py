@@ -123,7 +123,8 @@ def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutVi
 
 @app.post("/v1/payments/<payment_order_id>/release",
           responses={202: {"description": "Released now"}, 200: {"description": "Released before (same body)"},
-                     404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"}})
+                     404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"},
+                     503: {"description": "concurrent_change: refunds kept changing the order; send it again"}})
 def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Response[ReleaseView]:
     view, now = payouts.release(payment_order_id)
     logger.info("release", extra={"payment_order_id": payment_order_id, "released_now": now})

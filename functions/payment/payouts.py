@@ -24,7 +24,7 @@ from functions.payment.schemas import (
 )
 from functions.shared import aws, clock, psp_units
 from functions.shared.config import settings
-from functions.shared.errors import DomainError, NotFound, RequestInvalid
+from functions.shared.errors import ConcurrentChange, DomainError, NotFound, RequestInvalid
 from functions.shared.money import Money
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable, WalletTable
@@ -155,6 +155,8 @@ def release(payment_order_id: str) -> tuple[ReleaseView, bool]:
             send_to_transfer([payment_order_id])
             return release_view(released), True
         item = payouts.get(payment_order_id) or item
+    if item["payout_status"] == PayoutStatus.HELD.value:  # every try lost its race to a refund: none was written
+        raise ConcurrentChange(f"payment order {payment_order_id} changed during the release: send it again")
     return release_view(item), False
 
 

@@ -119,6 +119,14 @@ class AwsTransientError(DomainError):
     http_status = 503
 
 
+class ConcurrentChange(DomainError):
+    """The item kept changing under the request (a release racing refunds of the same order): nothing was
+    written; the same request sent again succeeds."""
+
+    code = "concurrent_change"
+    http_status = 503
+
+
 class PspKeyPoisoned(DomainError):
     """Stripe replays a stored 500 for this idempotency key, and a look-up found no PaymentIntent of the charge:
     the key must be retired once the look-up can be trusted (see psp.charge)."""

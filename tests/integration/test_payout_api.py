@@ -128,6 +128,28 @@ def test_release_is_202_then_200_with_the_same_body_and_sends_one_message(aws_en
             order["payout_failure_reason"]) == ("RELEASED", "1.23", "11.11", None, None)
 
 
+def test_a_release_that_keeps_losing_its_race_to_refunds_is_a_503_that_wrote_nothing(aws_env, monkeypatch):
+    # Given refunds of the held order that succeed just before each of the release's writes (the gross shrinks)
+    a, _ = settle("chk_race")
+    table = PayoutsTable.from_settings()
+    real = payouts.release_payout
+
+    def refund_first(item, now, payouts_table, sellers):
+        table._db.update_item(TableName=table.table, Key={"payment_order_id": {"S": a}},
+                              UpdateExpression="ADD gross_minor :less",
+                              ExpressionAttributeValues={":less": {"N": "-1"}})
+        return real(item, now, payouts_table, sellers)
+
+    monkeypatch.setattr(payouts, "release_payout", refund_first)
+    # When the storefront releases: a clear 503 to send again, not a 500, and the pay-out still HELD
+    status, body = release(a)
+    assert (status, body["error"]["code"]) == (503, "concurrent_change"), body
+    assert table.get(a)["payout_status"] == "HELD" and drain(aws_env["PAYOUTS_QUEUE_URL"]) == []
+    # Then the same request, sent again without the race, releases
+    monkeypatch.setattr(payouts, "release_payout", real)
+    assert release(a)[0] == 202
+
+
 def test_an_unregistered_sellers_order_is_released_at_the_default_commission(aws_env):
     _, b = settle("chk_u")
     status, body = release(b)
