@@ -21,7 +21,8 @@ from functions.shared.names import notification_event_id
 from functions.shared.tables import from_item
 
 # The order's pay-out fields of the API's view: the payout.* events carry them.
-_ORDER_PAYOUT_FIELDS = {"payout_status", "commission", "seller_net", "transfer_id", "payout_failure_reason"}
+_ORDER_PAYOUT_FIELDS = {"payout_status", "commission", "seller_net", "transfer_id", "netted", "transferred",
+                        "payout_failure_reason"}
 
 
 def order_payload(item: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +33,10 @@ def order_payload(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def payout_payload(item: dict[str, Any]) -> dict[str, Any]:
-    """An order's pay-out: amounts as decimal strings in the currency's units, commission and net once released."""
+    """An order's pay-out: amounts as decimal strings in the currency's units, commission and net once released,
+    what the transfer netted and sent once it is known."""
+    from functions.payment.payouts import sent_fields  # the API's own rule for what a transfer sent
+
     currency = item["currency"]
 
     def major(field: str) -> str | None:
@@ -42,7 +46,8 @@ def payout_payload(item: dict[str, Any]) -> dict[str, Any]:
         "payment_order_id": item["payment_order_id"], "checkout_id": item.get("checkout_id"),
         "seller_account": item["seller_account"], "currency": currency, "payout_status": item["payout_status"],
         "gross": major("gross_minor"), "commission": major("commission_minor"), "seller_net": major("net_minor"),
-        "transfer_id": item.get("transfer_id"), "payout_failure_code": item.get("payout_failure_code"),
+        "transfer_id": item.get("transfer_id"), **sent_fields(item),
+        "payout_failure_code": item.get("payout_failure_code"),
         "payout_failure_reason": item.get("payout_failure_reason"), "released_at": item.get("released_at"),
         "transferred_at": item.get("transferred_at"), "created_at": item.get("created_at"),
         "updated_at": item.get("updated_at"),

@@ -190,8 +190,18 @@ def payout_fields(item: dict[str, Any] | None, settled: bool = False) -> dict[st
         "commission": Money(item["commission_minor"], currency).to_major() if released else None,
         "seller_net": Money(item["net_minor"], currency).to_major() if released else None,
         "transfer_id": item.get("transfer_id"),
+        **sent_fields(item),
         "payout_failure_reason": item.get("payout_failure_reason"),
     }
+
+
+def sent_fields(item: dict[str, Any]) -> dict[str, str | None]:
+    """`netted` and `transferred` once the transfer is known: the net less the seller's debt it kept back."""
+    if not item.get("transfer_id") or "net_minor" not in item:
+        return {"netted": None, "transferred": None}
+    netted = int(item.get("netted_minor") or 0)
+    return {"netted": Money(netted, item["currency"]).to_major(),
+            "transferred": Money(int(item["net_minor"]) - netted, item["currency"]).to_major()}
 
 
 # --- balance and statement ---------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ class PaymentOrderView(ApiModel):
     commission: str | None = None
     seller_net: str | None = None
     transfer_id: str | None = None
+    # What the transfer kept back of seller_net for the seller's debt (refund shares it could not give back)
+    # and what it sent: seller_net - netted.
+    netted: str | None = None
+    transferred: str | None = None
     payout_failure_reason: str | None = None
     # Refunds (issue 16 a): what PENDING and SUCCEEDED refunds commit of the order, and each refund.
     refunded: str | None = None

@@ -145,6 +145,8 @@ def test_a_refused_reversal_leaves_the_share_owed_and_the_next_transfer_nets_it(
     assert sent.amount == 1800 - 1111
     payout = PayoutsTable.from_settings().get(second)
     assert (payout["netted_minor"], payout["payout_status"]) == (1111, PayoutStatus.TRANSFERRED)
+    order = service.get_order(second)
+    assert (order.seller_net, order.netted, order.transferred) == ("18.00", "11.11", "6.89")
     assert usd() == {"pending_minor": 0, "available_minor": 0, "transferred_minor": 1111 + 689, "owed_minor": 0}
     assert LedgerTable.from_settings().get(f"netting#{second}") is not None
     invariants_hold()

@@ -132,6 +132,13 @@ def test_a_payout_event_has_its_amounts_as_decimal_strings():
     assert event["type"] == "payout.released"
     payload = event["data"]["object"]
     assert (payload["gross"], payload["commission"], payload["seller_net"]) == ("5000", "500", "4500")
+    assert (payload["netted"], payload["transferred"]) == (None, None)  # nothing sent yet
+
+    # A transfer that kept back 300 of the seller's debt: the event says what was sent, not only the net
+    netted = {**released, "payout_status": "TRANSFERRED", "transfer_id": "tr_1", "netted_minor": 300,
+              "updated_at": "2026-12-05T13:00:00.000Z"}
+    payload = event_of(record("payouts-t", released, netted), PAYOUTS)["data"]["object"]
+    assert (payload["seller_net"], payload["netted"], payload["transferred"]) == ("4500", "300", "4200")
 
 
 def test_a_stream_of_another_table_is_not_watched():
