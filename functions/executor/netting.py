@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from functions.ledger import journal
+from functions.shared import psp_units
 from functions.shared.money import Money
 from functions.shared.names import NETTING
 from functions.shared.tables import PayoutsTable, RefundsTable, WalletTable
@@ -49,6 +50,7 @@ def _decide(payout: dict[str, Any], wallet: WalletTable, now: str) -> int:
     if applied is None:
         first_attempt = int(payout.get("transfer_attempts", 0)) <= 1
         k = min(wallet_refunds.owed(seller, currency, wallet), int(payout["net_minor"])) if first_attempt else 0
+        k -= k % psp_units.minor_step(currency)  # net - k must stay an amount Stripe can move (KWD: 0.010 steps)
         if wallet_refunds.netting(seller, order_id, Money(k, currency), now, wallet):
             return k
         applied = wallet.get_movement(NETTING, order_id)

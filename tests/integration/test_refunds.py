@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from functions.executor import netting, transfer
 from functions.executor import refund as worker
-from functions.executor import transfer
 from functions.ledger import journal
 from functions.payment import refunds as refunds_api
 from functions.payment import service
@@ -356,3 +356,16 @@ def test_a_refund_waiting_on_a_stuck_payout_is_alarmed_after_a_day_and_moves_on_
     PayoutsTable.from_settings().mark_release_applied(order_id, clock.iso())
     assert run() == "succeeded"
     worker.metrics.clear_metrics()
+
+
+def test_a_netting_in_a_three_decimal_currency_keeps_what_is_sent_in_stripes_steps(sandbox):
+    # Given a seller owing 1.235 KWD (a debt not in Stripe's 0.010 steps) and a pay-out of 8.780 KWD
+    wallet = WalletTable.from_settings()
+    wallet.apply_movement_parts(SELLER, "test_debt", "d1", "KWD",
+                                [(wallet_refunds.owed_shard_reference(SELLER), {"owed": 1235}),
+                                 ("po_kwd", {"available": 8780})], now=clock.iso())
+    payout = {"payment_order_id": "po_kwd", "seller_account": SELLER, "currency": "KWD", "net_minor": 8780,
+              "transfer_attempts": 1}
+    # When the transfer decides its netting: k rounded down to the step, so net - k is an amount Stripe moves
+    assert netting._decide(payout, wallet, clock.iso()) == 1230
+    assert wallet_refunds.owed(SELLER, "KWD") == 5  # the rest waits for a later transfer
