@@ -211,6 +211,12 @@ def _refunds_within_charges(snap: Snapshot) -> list[str]:
     return violations
 
 
+def refund_done(refund: dict[str, Any]) -> bool:
+    """FAILED, or SUCCEEDED with every step after it (the reversal asked, the books written): `finished_at`."""
+    return refund.get("refund_status") == "FAILED" or (
+        refund.get("refund_status") == "SUCCEEDED" and bool(refund.get("finished_at")))
+
+
 def _refunds_final(snap: Snapshot) -> list[str]:
     dead = {m.get("refund_id") for m in snap.dead_letters if m.get("refund_id")}
     by_id = {r["refund_id"]: r for r in snap.refunds}
@@ -219,8 +225,10 @@ def _refunds_final(snap: Snapshot) -> list[str]:
         refund = by_id.get(refund_id)
         if refund is None:
             violations.append(f"{refund_id} ({order_id}): accepted but not stored")
-        elif refund.get("refund_status") not in ("SUCCEEDED", "FAILED") and refund_id not in dead:
-            violations.append(f"{refund_id} ({order_id}): {refund.get('refund_status')} and in no dead-letter queue")
+        elif not refund_done(refund) and refund_id not in dead:
+            violations.append(f"{refund_id} ({order_id}): {refund.get('refund_status')}"
+                              f"{' but unfinished' if refund.get('refund_status') == 'SUCCEEDED' else ''} "
+                              "and in no dead-letter queue")
     return violations
 
 
@@ -388,7 +396,8 @@ def _orders_that_differ(snap: Snapshot, account: str, reversed_of: dict[str, int
         if transfer.get("destination") == account:
             order_id = (transfer.get("metadata") or {}).get("payment_order_id", transfer["id"])
             kept[order_id] += int(transfer["amount"]) - int(transfer.get("amount_reversed") or 0)
-    payouts = {p["payment_order_id"]: p for p in snap.payouts}
+    accounts = {s["seller_account"]: s.get("psp_account_id") for s in snap.sellers}
+    payouts = {p["payment_order_id"]: p for p in snap.payouts if accounts.get(p["seller_account"]) == account}
     differ = []
     for order_id in sorted(set(kept) | {o for o, p in payouts.items() if p.get("payout_status") == "TRANSFERRED"}):
         payout = payouts.get(order_id, {})

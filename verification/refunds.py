@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions.shared.money import Money
+from verification.invariants import refund_done
 from verification.storefront import ApiClient
 
 REFUND_RATE = 0.12  # of the SUCCESS orders
 TWICE_RATE = 0.2  # of the refunds: the same request twice at once
 OVER_RATE = 0.25  # of the refunded orders: a first partial, then a second that passes what remains
-FINAL_REFUND = {"SUCCEEDED", "FAILED"}
 
 
 @dataclass
@@ -111,12 +111,13 @@ def refund_some(api: ApiClient, orders: list[dict[str, Any]], *, seed: int, thre
 
 def watch_refunds(read: Callable[[], list[dict[str, Any]]], accepted: dict[str, str], *, timeout_s: float,
                   interval_s: float = 0.5, on_idle: Callable[[], None] | None = None) -> None:
-    """Until every accepted refund is SUCCEEDED or FAILED in the Refunds table; TimeoutError otherwise (what
-    never settles is then reported by invariant 2)."""
+    """Until every accepted refund is done in the Refunds table: FAILED, or SUCCEEDED and finished (its reversal
+    asked and its books written: SUCCEEDED comes first, so a snapshot taken then would catch a reversal half
+    recorded). TimeoutError otherwise (what never settles is then reported by invariant 2)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        statuses = {r["refund_id"]: r.get("refund_status") for r in read()}
-        open_ids = [refund_id for refund_id in accepted if statuses.get(refund_id) not in FINAL_REFUND]
+        done = {r["refund_id"] for r in read() if refund_done(r)}
+        open_ids = [refund_id for refund_id in accepted if refund_id not in done]
         if not open_ids:
             return
         if time.monotonic() > deadline:

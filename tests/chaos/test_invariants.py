@@ -260,6 +260,8 @@ def test_a_failed_refund_refunded_nowhere_passes():
                                  "refund_status": "PENDING"}) or s.refunds[0].update(refund_status="PENDING")
      or s.dead_letters.extend([{"refund_id": "rf_1"}, {"refund_id": "rf_2"}]), 1),  # two commit more than 800
     (lambda s: s.refunds[0].update(refund_status="PENDING"), 2),  # accepted, never final, no dead letter
+    # SUCCEEDED, but its reversal and books never finished (the worker stopped after the status)
+    (lambda s: s.refunds[0].update(refund_status="SUCCEEDED") or s.psp_charges[1].update(amount_refunded=300), 2),
     (lambda s: s.accepted_refunds.update(rf_9="po_1"), 2),  # a 202 for a refund never stored
     (lambda s: s.refund_answers_wrong.append("rf_1: two answers of one refund differ"), 6),
 ])
