@@ -62,7 +62,7 @@ def test_read_after_write(aws_env):
         "psp_reference": None, "failure_code": None, "failure_reason": None,
         "created_at": order["created_at"], "updated_at": order["updated_at"],
         "payout_status": None, "commission": None, "seller_net": None, "transfer_id": None,
-        "payout_failure_reason": None, "refunded": None, "refunds": None,
+        "netted": None, "transferred": None, "payout_failure_reason": None, "refunded": None, "refunds": None,
         "disputes": None,
     }
     status, checkout, _ = call(http_event("GET", "/v1/checkouts/chk_1", path_parameters={"checkout_id": "chk_1"},
