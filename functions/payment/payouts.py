@@ -26,6 +26,7 @@ from functions.shared import aws, clock, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import ConcurrentChange, DomainError, NotFound, RequestInvalid
 from functions.shared.money import Money
+from functions.shared.names import NETTING
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable, WalletTable
 
@@ -244,7 +245,7 @@ def statement(seller_account: str, start: str | None, end: str | None) -> list[S
 
 def _zero_netting(movement: dict[str, Any]) -> bool:
     """The once-only netting record is written even when nothing was netted; no money moved, so no line."""
-    return movement["kind"] == "netting" and int(movement.get("net_minor", 0)) == 0
+    return movement["kind"] == NETTING and int(movement.get("net_minor", 0)) == 0
 
 
 def statement_line(movement: dict[str, Any]) -> StatementLine:
