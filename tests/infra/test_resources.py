@@ -453,7 +453,7 @@ def alarms_on(synth, metric: str, dimension: str, target: dict) -> list[dict]:
     return [
         a
         for a in alarms(synth)
-        if a["MetricName"] == metric and {"Name": dimension, "Value": target} in a.get("Dimensions", [])
+        if a.get("MetricName") == metric and {"Name": dimension, "Value": target} in a.get("Dimensions", [])
     ]
 
 
