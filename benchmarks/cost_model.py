@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                        schedule_interval=10**9)
     with stack:
         workload = make_checkouts(args.checkouts, seed=3, decline_rate=0.0, prefix="cost")
-        api = ApiClient(stack.api_url)
+        api = ApiClient(stack.api_url, stack.api_key)
         meter.install()
         try:
             record = place_all(api, workload, replay_rate=0, conflict_rate=0, read_after_write=False)

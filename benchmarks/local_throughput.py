@@ -177,8 +177,8 @@ def one_run(orders: int, concurrency: int | None, seed: int, timeout_s: float, s
     try:
         sampler = Sampler().start()
         cpu_before, started = time.process_time(), time.perf_counter()
-        record = place_all(ApiClient(stack.api_url), workload, seed=seed, replay_rate=0.0, conflict_rate=0.0,
-                           read_after_write=False, threads=8)
+        record = place_all(ApiClient(stack.api_url, stack.api_key), workload, seed=seed, replay_rate=0.0,
+                           conflict_rate=0.0, read_after_write=False, threads=8)
         unsettled: dict[str, str] = {}
         progress = {"done": -1, "at": time.monotonic()}
         final_at: dict[str, float] = {}

@@ -267,3 +267,11 @@ from functions.shared.names import ENV_DISPUTES_TABLE  # noqa: E402, F401 - re-e
 DISPUTES_CONSTRUCT = "DisputesPart"
 DISPUTES = "Disputes"
 OUT_DISPUTES_TABLE = "DisputesTableName"
+
+# --- API keys (issue 21): infra/constructs/api.py -------------------------------------------------------------------
+from functions.shared.names import ENV_API_KEYS_TABLE  # noqa: E402, F401 - re-exported for the stack's constructs
+
+API_KEYS = "ApiKeys"
+OUT_API_KEYS_TABLE = "ApiKeysTableName"
+API_AUTHORIZER = FunctionSpec("ApiAuthorizer", "functions.auth.authorizer.handler", "auth", 5)
+ALL_FUNCTIONS = (*ALL_FUNCTIONS, API_AUTHORIZER)

@@ -64,7 +64,7 @@ class MarketPayStack(Stack):
             removal_policy=removal,
         )
         functions.wire_state_machine(workflow.state_machine)
-        api = Api(self, names.API, handler=functions.payment_api, removal_policy=removal)
+        api = Api(self, names.API, functions=functions, removal_policy=removal)
         webhooks = Webhooks(self, names.WEBHOOKS, tables=tables, queues=queues, functions=functions,
                             http_api=api.http_api, secret_parameter=settings.webhook_secret_parameter,
                             removal_policy=removal)
@@ -100,6 +100,7 @@ class MarketPayStack(Stack):
 
         CfnOutput(self, names.OUT_DISPUTES_TABLE, value=disputes.table.table_name)
         CfnOutput(self, names.OUT_API_URL, value=api.url)
+        CfnOutput(self, names.OUT_API_KEYS_TABLE, value=api.keys_table.table_name)
         CfnOutput(self, names.OUT_SETTLEMENT_BUCKET, value=settlement.bucket.bucket_name)
         CfnOutput(self, names.OUT_STATE_MACHINE_ARN, value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, names.OUT_ALARM_TOPIC_ARN, value=alarms.topic.topic_arn)

@@ -31,10 +31,19 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
+class Authorizer:
+    """A REQUEST Lambda authorizer (payload 2.0, simple responses), as the route's AuthorizerId names it."""
+
+    function_arn: str
+    identity_source: tuple[str, ...]  # e.g. ("$request.header.Authorization",); empty: always called
+
+
+@dataclass(frozen=True)
 class Route:
     route_key: str  # "POST /v1/payments", "ANY /{proxy+}" or "$default"
     function_arn: str
     payload_format: str
+    authorizer: Authorizer | None = None
 
     @property
     def method(self) -> str:
@@ -93,8 +102,30 @@ def http_api_routes(deployed: DeployedStack) -> list[Route]:
                 "route %s uses payload format %s: served as 2.0 locally", lid, integration["PayloadFormatVersion"]
             )
         uri = deployed.resolve(integration["IntegrationUri"])
-        routes.append(Route(props["RouteKey"], _function_arn(uri), str(integration.get("PayloadFormatVersion", "2.0"))))
+        routes.append(Route(props["RouteKey"], _function_arn(uri), str(integration.get("PayloadFormatVersion", "2.0")),
+                            _authorizer(deployed, props)))
     return sorted(routes, key=lambda r: r.priority)
+
+
+def _authorizer(deployed: DeployedStack, route: dict[str, Any]) -> Authorizer | None:
+    if route.get("AuthorizationType", "NONE") == "NONE":
+        return None
+    props = deployed.template.props(getatt_target(route["AuthorizerId"]))
+    if props.get("AuthorizerType") != "REQUEST" or not props.get("EnableSimpleResponses"):
+        raise ValueError(f"only REQUEST authorizers with simple responses are served locally: {props}")
+    if props.get("AuthorizerResultTtlInSeconds", 0):
+        raise ValueError("authorizer caching is not served locally: set results_cache_ttl to 0")
+    return Authorizer(_function_arn(deployed.resolve(props["AuthorizerUri"])), tuple(props.get("IdentitySource", [])))
+
+
+def _identity(event: dict[str, Any], source: str) -> str:
+    """The value of an identity source ($request.header.X, $request.querystring.X) in a request, "" if absent."""
+    kind, _, name = source.removeprefix("$request.").partition(".")
+    if kind == "header":
+        return event.get("headers", {}).get(name.lower(), "")
+    if kind == "querystring":
+        return (event.get("queryStringParameters") or {}).get(name, "")
+    raise ValueError(f"identity source not served locally: {source}")
 
 
 def _integration_of(target: Any) -> str | None:
@@ -252,7 +283,8 @@ class Gateway:
                 body,
                 req.client_address[0],
             )
-            status, headers, raw = self._call(route, event)
+            denied = self._authorize(route, event)
+            status, headers, raw = denied if denied else self._call(route, event)
         req.send_response(status)
         sent = {k.lower() for k, _ in headers}
         for name, value in headers:
@@ -265,6 +297,29 @@ class Gateway:
         if req.command != "HEAD":
             req.wfile.write(raw)
         log.info("http %s %s -> %d (%.0f ms)", req.command, req.path, status, (time.monotonic() - started) * 1000)
+
+    def _authorize(self, route: Route, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """Run the route's authorizer as API Gateway does: 401 when an identity source is missing (the authorizer
+        is not called), 403 when it refuses, else its context in requestContext.authorizer.lambda."""
+        authorizer = route.authorizer
+        if authorizer is None:
+            return None
+        json_type = [("content-type", "application/json")]
+        if any(not _identity(event, source) for source in authorizer.identity_source):
+            return 401, json_type, b'{"message":"Unauthorized"}'
+        request = {**{k: v for k, v in event.items() if k not in ("body", "isBase64Encoded", "version")},
+                   "version": "2.0", "type": "REQUEST",
+                   "routeArn": f"arn:aws:execute-api:us-east-1:{ACCOUNT_ID}:{API_ID}/$default/"
+                               f"{event['requestContext']['http']['method']}{event['rawPath']}",
+                   "identitySource": [_identity(event, s) for s in authorizer.identity_source]}
+        answer = self._lambda.invoke(FunctionName=authorizer.function_arn, Payload=json.dumps(request).encode())
+        verdict = json.loads(answer["Payload"].read() or b"null")
+        if "FunctionError" in answer or not isinstance(verdict, dict) or "isAuthorized" not in verdict:
+            return 500, json_type, b'{"message":"Internal Server Error"}'
+        if verdict["isAuthorized"] is not True:
+            return 403, json_type, b'{"message":"Forbidden"}'
+        event["requestContext"]["authorizer"] = {"lambda": verdict.get("context") or {}}
+        return None
 
     def _call(self, route: Route, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         answer = self._lambda.invoke(FunctionName=route.function_arn, Payload=json.dumps(event).encode())

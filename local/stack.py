@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -14,6 +15,9 @@ from typing import Any, Protocol
 
 import boto3
 
+from functions.auth.keys import issue as issue_key
+from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, WEBHOOK_PATH
+from functions.shared.tables import ApiKeysTable
 from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
 from local.gateway import Gateway, http_api_routes
@@ -30,7 +34,6 @@ PSP_TEST_KEY = "sk_test_local"
 PSP_API_BASE = "PSP_API_BASE"  # the template's value ("" = Stripe) is replaced by the sandbox's URL
 PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"  # the SSM parameter holding the key: the sandbox's key is stored
 WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"  # where the receiver reads the endpoint's signing secret
-WEBHOOK_PATH = "/v1/webhooks/stripe"  # functions/shared/names.py WEBHOOK_PATH (local/ does not import functions/)
 
 
 class Sandbox(Protocol):
@@ -110,6 +113,7 @@ class LocalStack:
         self.sandbox: Sandbox | None = None
         self.startup_seconds: float | None = None
         self.webhook_endpoint_id: str | None = None
+        self.api_key: str | None = None  # the development key (every scope), made at start
         self._env = SavedEnvironment()
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -131,6 +135,7 @@ class LocalStack:
             self.runtime.install(function_envs)
             self._set_env(self._tools_env(function_envs))
             _start_cold()
+            self.api_key = self._development_key()
             self.events = EventSources(
                 self.aws_url,
                 sqs_mappings(self.deployed, self.aws_url),
@@ -202,12 +207,17 @@ class LocalStack:
 
         body = json.dumps({"url": url, **({"secret": secret} if secret else {})}).encode()
         request = urllib.request.Request(f"{self.api_url}/v1/notification_endpoint", data=body, method="PUT",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **self.auth_headers})
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
     def ready_line(self) -> str:
-        return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()])
+        return " ".join(["READY"] + [f"{k}={v}" for k, v in self.endpoints().items()] + [f"api_key={self.api_key}"])
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a storefront sends with every API call: the development key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @staticmethod
     def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -231,12 +241,18 @@ class LocalStack:
     def _tools_env(self, function_envs: dict[str, dict[str, str]]) -> dict[str, str]:
         """For code running beside the functions (ops tools, chaos, demos calling functions/shared), as an
         operator's shell set up for this stack: the names the functions share (a variable with two values, or a
-        function's own identity, is left out). No function sees it: each has only its own environment."""
+        function's own identity, is left out) and the local AWS endpoint. No function sees it: each has only its own
+        environment."""
         values: dict[str, set[str]] = {}
         for env in function_envs.values():
             for key, value in env.items():
                 values.setdefault(key, set()).add(self.runtime.replacements.get(key, value) if self.runtime else value)
-        return {k: v.pop() for k, v in values.items() if len(v) == 1 and k != "POWERTOOLS_SERVICE_NAME"}
+        shared = {k: v.pop() for k, v in values.items() if len(v) == 1 and k != "POWERTOOLS_SERVICE_NAME"}
+        return {**shared, "AWS_ENDPOINT_URL": self.aws_url}
+
+    def _development_key(self) -> str:
+        """A key of the default client with every scope, as `python -m ops keys create default` makes one."""
+        return issue_key(ApiKeysTable(os.environ[ENV_API_KEYS_TABLE]), DEFAULT_CLIENT_ID)  # set by _tools_env
 
     def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
         """The PSP's secret key, where the template says the functions read it (created outside CloudFormation

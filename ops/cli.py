@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from functions.shared import aws
+from functions.shared import aws, clock
 from functions.shared.money import Money, MoneyError
 from functions.shared.names import MONEY_CYCLE_KINDS, PAYIN, ledger_transaction_id, movement_key
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, SellersTable
@@ -595,5 +595,73 @@ def notifications_show(ctx: typer.Context) -> None:
         if item is None:
             raise OpsError("no notification endpoint is set: `ops notifications set-endpoint --url ...`")
         ops.console.print(f"{item['client_id']} -> {item['url']} (updated {item['updated_at']})")
+
+    _guarded(ctx, body)
+
+
+# -- API keys ------------------------------------------------------------------------------------------------
+
+keys_app = typer.Typer(no_args_is_help=True, help="Storefront API keys: create, list, revoke.")
+app.add_typer(keys_app, name="keys")
+
+
+def _keys(resources: Resources) -> Any:
+    from functions.shared.tables import ApiKeysTable
+
+    return ApiKeysTable(resources.get("api_keys_table"))
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    client_id: Annotated[str, typer.Argument(help="the storefront client the key acts for")],
+    scopes: Annotated[list[str] | None, typer.Option("--scopes", help="repeat for each (default: every scope)")]
+    = None,
+    live: Annotated[bool, typer.Option("--live", help="an mk_live_ key (default: mk_test_)")] = False,
+) -> None:
+    """Make a key and print it once: only its SHA-256 is stored, so it cannot be shown again."""
+    from functions.auth.keys import issue
+    from functions.shared.names import SCOPES
+
+    def body(ops: Ops) -> None:
+        try:
+            key = issue(_keys(ops.resources), client_id, scopes or SCOPES, "live" if live else "test")
+        except ValueError as error:
+            raise OpsError(str(error)) from error
+        ops.console.print(f"key for {client_id} (shown once; keep it in the storefront's secret store):")
+        ops.console.print(key, soft_wrap=True)
+
+    _guarded(ctx, body)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """Every key: its id (first characters), client, scopes, created and revoked times; never the key."""
+
+    def body(ops: Ops) -> None:
+        table = Table("key id", "client", "scopes", "created", "revoked")
+        for item in sorted(_keys(ops.resources).all(), key=lambda k: (k["client_id"], k["created_at"])):
+            revoked = item.get("revoked_at")
+            table.add_row(item["key_id"] + "…", item["client_id"], " ".join(item.get("scopes", [])),
+                          item["created_at"], Text(revoked, style="red") if revoked else "")
+        ops.console.print(table)
+
+    _guarded(ctx, body)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="the key id `keys list` shows (mk_test_xxxxxx)")],
+) -> None:
+    """Revoke a key. The authorizer may keep honouring it for up to its cache time (60 s) after this."""
+
+    def body(ops: Ops) -> None:
+        keys = _keys(ops.resources)
+        found = [k for k in keys.all() if k["key_id"] == key_id]
+        if len(found) != 1:
+            raise OpsError(f"{len(found)} keys have the id {key_id}: `ops keys list` shows them")
+        keys.revoke(found[0]["key_hash"], clock.iso())
+        ops.console.print(f"revoked {key_id} of {found[0]['client_id']}")
 
     _guarded(ctx, body)

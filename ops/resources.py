@@ -54,6 +54,7 @@ VALUES: dict[str, Value] = {
                                      runtime.ENV_NOTIFICATIONS_QUEUE_URL),
     "notifications_dlq_url": Value(names.OUT_NOTIFICATION_QUEUE_URLS[names.NOTIFICATIONS_DLQ],
                                    runtime.ENV_NOTIFICATIONS_DLQ_URL),
+    "api_keys_table": Value(names.OUT_API_KEYS_TABLE, runtime.ENV_API_KEYS_TABLE),
 }
 
 

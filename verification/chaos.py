@@ -412,7 +412,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
                               decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE)
     overnight = _overnight(stack, workload, config, search, faults)
-    api = ApiClient(stack.api_url, timeout=60)
+    api = ApiClient(stack.api_url, stack.api_key, timeout=60)
     connect = Connect(stack.psp_url or "")
     sellers = SellerPlan.draw(sorted({o["seller_account"] for c in workload.checkouts for o in c["payment_orders"]}),
                               config.seed)

@@ -32,8 +32,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from functions.auth.keys import issue as issue_key
 from functions.shared.money import Money
-from functions.shared.names import incoming_key, report_key
+from functions.shared.names import DEFAULT_CLIENT_ID, incoming_key, report_key
+from functions.shared.tables import ApiKeysTable
 from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, Snapshot, check, collect, scan
 from verification.payouts import Connect, SellerPlan, release_all, watch_payouts
@@ -52,6 +54,10 @@ class Endpoints:
     aws: str
     psp: str
     outputs: dict[str, str]
+    api_key: str = ""
+
+    def api_client(self) -> ApiClient:
+        return ApiClient(self.api, self.api_key)
 
     def client(self, service: str) -> Any:
         """The `session` the driver and the invariant checker expect: `.client(name)` on the local endpoint."""
@@ -84,9 +90,16 @@ def running_stack(api: str, aws: str, psp: str) -> Endpoints | None:
         with urllib.request.urlopen(f"{psp}/_sandbox/health", timeout=2) as answer:
             if json.load(answer).get("ok") is not True:
                 return None
-        return Endpoints(api, aws, psp, stack_outputs(aws))
+        outputs = stack_outputs(aws)
     except Exception:  # noqa: BLE001 - anything else on those ports is not our stack
         return None
+    return Endpoints(api, aws, psp, outputs, _demo_key(aws, outputs))
+
+
+def _demo_key(aws: str, outputs: dict[str, str]) -> str:
+    """A key of the default client for this run, made as an operator makes one (`python -m ops keys create`)."""
+    os.environ["AWS_ENDPOINT_URL"] = aws
+    return issue_key(ApiKeysTable(outputs["ApiKeysTableName"]), DEFAULT_CLIENT_ID)
 
 
 def start_own_stack() -> Any:
@@ -118,7 +131,7 @@ def place_and_settle(console: Console, env: Endpoints, checkouts: int, seed: int
     with Progress(*columns, console=console, transient=False) as progress:
         placing = progress.add_task("checkouts placed", total=total)
         final = progress.add_task("orders final", total=total)
-        record = place_all(ApiClient(env.api), workload, seed=seed, threads=8,
+        record = place_all(env.api_client(), workload, seed=seed, threads=8,
                            on_progress=lambda n: progress.advance(placing, n), payment_methods=PaymentMethods(env.psp))
         settled = True
         try:
@@ -139,7 +152,7 @@ def register_sellers(console: Console, env: Endpoints, workload: Workload, seed:
     the same `make run`), a commission (0-12.5%)."""
     sellers = seller_names(workload)
     plan = SellerPlan.draw(sellers, seed, special=False)
-    plan.register(ApiClient(env.api), Connect(env.psp), keep_accounts=True)
+    plan.register(env.api_client(), Connect(env.psp), keep_accounts=True)
     console.print(f"{len(sellers)} sellers registered, each with a connected account: "
                   + ", ".join(f"{s} {plan.accounts[s]} ({plan.commission_bps[s] / 100:g}%)" for s in sellers))
 
@@ -158,7 +171,7 @@ def release_and_transfer(console: Console, env: Endpoints, own_ids: list[str], s
     held = sorted(p["payment_order_id"] for p in read() if p["payout_status"] == "HELD")
     confirmed = held[: max(1, len(held) * 4 // 5)] if held else []
     started = time.monotonic()
-    releases = release_all(ApiClient(env.api), confirmed, seed=seed, twice_rate=0.1)
+    releases = release_all(env.api_client(), confirmed, seed=seed, twice_rate=0.1)
     observed: dict[str, list[str]] = {}
     try:
         watch_payouts(read, observed, timeout_s=timeout_s, interval_s=0.3)
@@ -364,7 +377,7 @@ def run(console: Console, env: Endpoints, checkouts: int, seed: int, timeout_s: 
     results = check(snap)
     console.print(status_table(snap.orders, set(own_ids)))
     console.print(payout_table(snap.payouts, set(own_ids)))
-    api = ApiClient(env.api)
+    api = env.api_client()
     sellers = seller_names(workload)
     console.print(balances_table(api, sellers))
     busiest = Counter(p["seller_account"] for p in snap.payouts
@@ -423,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # noqa: BLE001 - say why and stop
             console.print(f"[red]could not start a local stack: {error}[/red]")
             return 2
-        env = Endpoints(own.api_url, own.aws_url, own.psp_url or "", own.outputs)
+        env = Endpoints(own.api_url, own.aws_url, own.psp_url or "", own.outputs, own.api_key or "")
     console.print(f"api={env.api} aws={env.aws} psp={env.psp}" + (" (own stack)" if own else " (make run)"))
     try:
         return run(console, env, args.orders, args.seed, args.timeout)

@@ -166,10 +166,11 @@ def with_payment_method(checkout: dict[str, Any], card: Card | None,
 class ApiClient:
     """Minimal keep-alive HTTP client for the payments API (one connection per thread)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0):
+    def __init__(self, base_url: str, api_key: str | None, timeout: float = 30.0):
         parsed = urlparse(base_url)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
 
     def _conn(self) -> http.client.HTTPConnection:
@@ -178,9 +179,11 @@ class ApiClient:
             conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return conn
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
         payload = None if body is None else (body if isinstance(body, str) else json.dumps(body))
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers = {**self._auth, **({"Content-Type": "application/json"} if payload is not None else {}),
+                   **(headers or {})}
         for attempt in range(2):
             try:
                 conn = self._conn()

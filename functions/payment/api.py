@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.auth import scopes
 from functions.notify import endpoints as notification_endpoints
 from functions.payment import payouts, refunds, service
 from functions.payment.schemas import (
@@ -213,26 +214,33 @@ def openapi_document() -> str:
     return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
 
 
-def _refuse_card_numbers(event: dict[str, Any]) -> dict[str, Any] | None:
+def _refusal(error: DomainError) -> dict[str, Any]:
+    return {"statusCode": error.http_status, "headers": {"Content-Type": "application/json"},
+            "body": error_body(error.code, error.message, error.details), "isBase64Encoded": False}
+
+
+def _carries_card_number(event: dict[str, Any]) -> bool:
     body = event.get("body") or ""
     if event.get("isBase64Encoded") and body:
         import base64
 
         body = base64.b64decode(body).decode("utf-8", errors="replace")
-    if body and contains_card_number(body):
-        refusal = CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)")
-        return {"statusCode": refusal.http_status, "headers": {"Content-Type": "application/json"},
-                "body": error_body(refusal.code, refusal.message), "isBase64Encoded": False}
-    return None
+    return bool(body) and contains_card_number(body)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        caller = scopes.caller(event)
+    except DomainError as refused:
+        logger.info("request refused", extra={"code": refused.code, "route": event.get("routeKey")})
+        metrics.add_metric(name="RequestsUnauthorized", unit=MetricUnit.Count, value=1)
+        return _refusal(refused)
+    logger.append_keys(client_id=caller.client_id, key_id=caller.key_id)
     # The card check runs before anything parses or logs the body, so a PAN never reaches a log or a table.
-    refused = _refuse_card_numbers(event)
-    if refused is not None:
+    if _carries_card_number(event):
         logger.warning("request refused: card number in body", extra={"path": event.get("rawPath")})
         metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
-        return refused
+        return _refusal(CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)"))
     return app.resolve(event, context)

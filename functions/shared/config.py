@@ -79,6 +79,9 @@ class Settings(BaseModel):
     refund_poll_delay_s: int = Field(default=300, ge=0, le=900)
     # Disputes (issue 16): one item per PSP dispute (functions/disputes).
     disputes_table: str = Field("", validation_alias=names.ENV_DISPUTES_TABLE)
+    # API keys (issue 21): the authorizer reads them; an answer of it is reused for api_key_cache_s.
+    api_keys_table: str = Field("", validation_alias=names.ENV_API_KEYS_TABLE)
+    api_key_cache_s: int = Field(default=60, ge=0, le=3600)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -133,3 +133,17 @@ class PspKeyPoisoned(DomainError):
 
     code = "psp_key_poisoned"
     http_status = 502
+
+
+class Unauthenticated(DomainError):
+    """No valid API key: missing, unknown, malformed or revoked (`code` says which)."""
+
+    code = "invalid_api_key"
+    http_status = 401
+
+
+class ScopeMissing(DomainError):
+    """The API key is valid but lacks the scope the route needs."""
+
+    code = "insufficient_scope"
+    http_status = 403

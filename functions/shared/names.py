@@ -214,3 +214,15 @@ DISPUTE_KINDS = (DISPUTE, DISPUTE_FEE, DISPUTE_WON, DISPUTE_LOST)
 def dispute_part_reference(dispute_id: str, payment_order_id: str) -> str:
     """The reference of one order's part of a dispute (its wallet movement and ledger transactions)."""
     return f"{dispute_id}:{payment_order_id}"
+
+
+# -- API keys (issue 21): one key per storefront client, only its SHA-256 stored ---------------------------------
+ENV_API_KEYS_TABLE = "API_KEYS_TABLE"
+API_KEY_PREFIXES = {"test": "mk_test_", "live": "mk_live_"}
+# What a key may do. Each route of the API needs one scope (functions/auth/scopes.py); a key holds a set.
+SCOPES = ("payments:write", "payments:read", "refunds", "releases", "sellers", "offline", "webhooks")
+# What the authorizer hands the API function (requestContext.authorizer.lambda): who is calling, with what.
+AUTH_CLIENT_ID = "client_id"
+AUTH_SCOPES = "scopes"  # space-separated
+AUTH_KEY_ID = "key_id"  # the key's first characters: names it in logs without revealing it
+AUTH_ERROR = "error"  # why no client: missing_api_key, invalid_api_key, revoked_api_key

@@ -1381,6 +1381,51 @@ class NotificationEndpointsTable:
         return from_item(answer["Attributes"])
 
 
+@dataclass
+class ApiKeysTable:
+    """One item per API key (issue 21), keyed by the SHA-256 of the key: the key itself is never stored, so a
+    leak of the table gives nobody a key. Revocation keeps the item (who had it, when it stopped)."""
+
+    table: str
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> ApiKeysTable:
+        return cls((config or settings()).api_keys_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def get(self, key_hash: str) -> dict[str, Any] | None:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"key_hash": key_hash}))
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def create(self, key_hash: str, key_id: str, client_id: str, scopes: Sequence[str], now: str) -> None:
+        """Store a new key; a hash already taken (never, for 32 random bytes) raises rather than overwrites."""
+        self._db.put_item(
+            TableName=self.table, ConditionExpression="attribute_not_exists(key_hash)",
+            Item=to_item({"key_hash": key_hash, "key_id": key_id, "client_id": client_id,
+                          "scopes": sorted(scopes), "created_at": now}))
+
+    def all(self) -> Iterator[dict[str, Any]]:
+        """Every key, revoked ones included (the ops tool's list; a small table)."""
+        for page in self._db.get_paginator("scan").paginate(TableName=self.table):
+            yield from (from_item(item) for item in page["Items"])
+
+    def revoke(self, key_hash: str, now: str) -> bool:
+        """Revoke a key once; False if there is no such key. Revoking twice keeps the first time."""
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"key_hash": key_hash}),
+                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :now)",
+                ConditionExpression="attribute_exists(key_hash)", ExpressionAttributeValues=to_item({":now": now}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
 # -- refunds (issue 16 a) ----------------------------------------------------------------------------------------
 
 

@@ -1,18 +1,20 @@
-"""The HTTP API (API Gateway v2): every route to the PaymentApi function, payload 2.0, throttled, logged."""
+"""The HTTP API (API Gateway v2): every route to the PaymentApi function behind the API-key authorizer, payload
+2.0, throttled, logged; and the API keys' table."""
 
 from __future__ import annotations
 
 import jsii
-from aws_cdk import RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
-from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import names
-from infra.nag import acknowledge
+from infra.constructs.functions import Functions
 
 # Account-level default is 10,000 rps; a storefront backend needs far less, and a runaway client must not
 # exhaust the account's Lambda concurrency.
@@ -29,22 +31,41 @@ ACCESS_LOG_FORMAT = (
 
 class Api(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, removal_policy: RemovalPolicy
+        self, scope: Construct, construct_id: str, *, functions: Functions, removal_policy: RemovalPolicy
     ) -> None:
         super().__init__(scope, construct_id)
+        self.keys_table = dynamodb.Table(
+            self,
+            names.API_KEYS,
+            partition_key=dynamodb.Attribute(name="key_hash", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=removal_policy,
+        )
+        self.authorizer_function = functions.add_function(
+            names.API_AUTHORIZER, {names.ENV_API_KEYS_TABLE: self.keys_table.table_name}
+        )
+        functions.allow(self.authorizer_function, ["dynamodb:GetItem"], [self.keys_table.table_arn])
+        # No identity source: a request without a key reaches the authorizer too, so PaymentApi can answer it in
+        # the API's error shape; the authorizer keeps its own answers (functions/auth/authorizer.py).
+        authorizer = authorizers.HttpLambdaAuthorizer(
+            names.API_AUTHORIZER.name,
+            self.authorizer_function,
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            identity_source=[],
+            results_cache_ttl=Duration.seconds(0),
+        )
         self.http_api = apigw.HttpApi(self, names.HTTP_API, api_name="MarketPay", create_default_stage=False)
         integration = integrations.HttpLambdaIntegration(
-            "PaymentApi", handler, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+            "PaymentApi", functions.payment_api, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
         )
         for method, path in names.ROUTES:
-            self.http_api.add_routes(path=path, methods=[apigw.HttpMethod(method)], integration=integration)
+            self.http_api.add_routes(
+                path=path, methods=[apigw.HttpMethod(method)], integration=integration, authorizer=authorizer
+            )
 
-        acknowledge(
-            self.http_api,
-            "AwsSolutions-APIG4",
-            "Open decision: how the storefront backend authenticates (IAM SigV4 or JWT) is not fixed yet; until it "
-            "is, deploy only to non-production accounts. Tracked in the infra report.",
-        )
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=removal_policy
         )

@@ -21,6 +21,7 @@ from infra import names
 from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
+from infra.nag import acknowledge
 
 _S = dynamodb.AttributeType.STRING
 _VISIBILITY_FACTOR = 6  # as infra/constructs/queues.py: 6x the consumer's timeout (above the processor's lease)
@@ -101,12 +102,19 @@ class Webhooks(Construct):
                         [queues.payouts.queue_arn, queues.review.queue_arn])
         p.add_event_source(sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True))
 
-        http_api.add_routes(
+        (route,) = http_api.add_routes(
             path=names.WEBHOOK_PATH,
             methods=[apigw.HttpMethod.POST],
             integration=integrations.HttpLambdaIntegration(
                 "StripeWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
             ),
+        )
+        acknowledge(
+            route,
+            "AwsSolutions-APIG4",
+            "Stripe cannot send an API key or SigV4: the receiver verifies Stripe-Signature (HMAC-SHA256 over the raw "
+            "body, 300 s tolerance) and answers 400 to anything else before reading the body "
+            "(functions/webhooks/receiver.py; docs/threat-model.md).",
         )
 
     def dead_letter_queues(self) -> dict[str, sqs.Queue]:

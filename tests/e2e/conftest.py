@@ -33,4 +33,4 @@ def stack():
 
 @pytest.fixture(scope="module")
 def api(stack):
-    return ApiClient(stack.api_url)
+    return ApiClient(stack.api_url, stack.api_key)

@@ -26,7 +26,7 @@ def doubled_stack():
 def test_200_checkouts_with_declines_and_duplicate_deliveries_keep_every_invariant(doubled_stack):
     stack = doubled_stack
     workload = make_checkouts(200, seed=2, decline_rate=0.1, prefix="sim")
-    record = place_all(ApiClient(stack.api_url), workload, seed=2, replay_rate=0.1, conflict_rate=0.05)
+    record = place_all(ApiClient(stack.api_url, stack.api_key), workload, seed=2, replay_rate=0.1, conflict_rate=0.05)
     assert record.rejected == []
     session = boto3.session.Session(region_name="us-east-1")
     aws = type("Aws", (), {"client": staticmethod(lambda name: session.client(name, endpoint_url=stack.aws_url))})

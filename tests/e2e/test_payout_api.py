@@ -85,7 +85,7 @@ def test_balance_and_statement_json_and_csv(api, stack):
     assert status == 200
     assert [(ln["kind"], ln["payment_order_id"], ln["pending"]) for ln in lines] == [("payin", order_id, "7.00")]
     request = urllib.request.Request(f"{stack.api_url}/v1/sellers/{seller}/statement",
-                                     headers={"Accept": "text/csv"})
+                                     headers={"Accept": "text/csv", **stack.auth_headers})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.headers["Content-Type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(answer.read().decode())))

@@ -59,6 +59,7 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
                      "REFUNDS_DLQ_URL"},
+    "ApiAuthorizer": {"API_KEYS_TABLE"},
 }
 # Disputes (infra/constructs/disputes.py): the processor applies them, PaymentApi shows them, the Notifier names
 # their stream's table.
@@ -87,8 +88,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 
 
 def test_there_are_exactly_the_eleven_tables_and_no_global_table(template):
-    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes
-    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1)
+    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes, ApiKeys
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1 + 1)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -274,8 +275,8 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 def test_there_are_exactly_the_eleven_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    # + the webhooks' two, Notifier, Deliverer, RefundWorker
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2 + 1
+    # + the webhooks' two, Notifier, Deliverer, RefundWorker, ApiAuthorizer
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2 + 1 + 1
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -528,6 +529,7 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "RefundsQueueUrl",
         "RefundsDlqUrl",
         names.OUT_DISPUTES_TABLE,
+        names.OUT_API_KEYS_TABLE,
     }
     assert set(synth.template["Outputs"]) == expected
 

@@ -156,14 +156,15 @@ def test_a_payment_flows_end_to_end(real_stack):
     request = urllib.request.Request(
         real_stack.api_url + "/v1/payments",
         data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **real_stack.auth_headers},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status in (200, 201, 202)
 
     def status():
-        with urllib.request.urlopen(real_stack.api_url + "/v1/payments/po_drift_1", timeout=10) as resp:
+        read = urllib.request.Request(real_stack.api_url + "/v1/payments/po_drift_1", headers=real_stack.auth_headers)
+        with urllib.request.urlopen(read, timeout=10) as resp:
             order = json.loads(resp.read())
         return order if order["payment_order_status"] in ("SUCCESS", "FAILED") else None
 

@@ -144,7 +144,7 @@ def _lambda_set(env: dict[str, str]) -> set[str]:
 
 def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     # Given a checkout placed through the API and run to its end
-    api = ApiClient(stack.api_url)
+    api = ApiClient(stack.api_url, stack.api_key)
     (checkout,) = make_checkouts(1, seed=12, decline_rate=0.0,  # seed 12: one JPY order, no cents
                                  prefix=f"iam{uuid.uuid4().hex[:6]}").checkouts
     status, answer, _ = api.post_checkout(checkout)

@@ -69,6 +69,12 @@ class Local:
     def wait_ready(self) -> None:
         assert self.ready.wait(READY_WITHIN_S), f"no READY line: {''.join(self.stderr)[-2000:]}"
 
+    @property
+    def api_key(self) -> str:
+        """The development key the READY line prints (`api_key=mk_test_...`)."""
+        (ready,) = [line for line in self.stdout if line.startswith("READY ")]
+        return dict(part.split("=", 1) for part in ready.split()[1:])["api_key"]
+
     def exit_code(self, within_s: float = EXIT_WITHIN_S) -> int:
         try:
             return self.proc.wait(timeout=within_s)
@@ -81,7 +87,7 @@ class Local:
         check_ports_free(self.ports)
 
 
-def _load(api_port: int, stop: threading.Event) -> None:
+def _load(api_port: int, api_key: str, stop: threading.Event) -> None:
     """Checkouts and reads against the API until told to stop (answers do not matter here)."""
     n = 0
     while not stop.is_set():
@@ -91,7 +97,7 @@ def _load(api_port: int, stop: threading.Event) -> None:
                 "payment_orders": [{"seller_account": "s", "amount": "1.00", "currency": "USD",
                                     "payment_order_id": f"po_load_{n}"}]}
         request = urllib.request.Request(f"http://127.0.0.1:{api_port}/v1/payments", json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
+                                         {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"})
         with contextlib.suppress(OSError):
             urllib.request.urlopen(request, timeout=2).read()
 
@@ -109,7 +115,7 @@ def test_sigterm_at_any_moment_stops_within_10_s(try_number: int) -> None:
     else:
         local.wait_ready()
     if moment == "load":
-        threading.Thread(target=_load, args=(local.ports["api"], stop_load), daemon=True).start()
+        threading.Thread(target=_load, args=(local.ports["api"], local.api_key, stop_load), daemon=True).start()
         time.sleep(random.Random(try_number).uniform(0.2, 1.5))
     # When SIGTERM arrives
     local.proc.send_signal(signal.SIGTERM)

@@ -53,11 +53,12 @@ def test_the_sandbox_sends_a_signed_event_for_a_real_charge_and_the_processor_ha
     status, _ = _post(f"{stack.api_url}/v1/payments", json.dumps({
         "buyer_info": {"buyer_id": "b_wh"}, "checkout_id": "chk_wh_1",
         "credit_card_info": {"payment_method": "pm_card_visa"}, "payment_orders": [order]}).encode(),
-        {"Content-Type": "application/json"})
+        {"Content-Type": "application/json", **stack.auth_headers})
     assert status == 202
 
     def settled() -> dict | None:
-        with urllib.request.urlopen(f"{stack.api_url}/v1/payments/po_wh_1", timeout=10) as answer:
+        read = urllib.request.Request(f"{stack.api_url}/v1/payments/po_wh_1", headers=stack.auth_headers)
+        with urllib.request.urlopen(read, timeout=10) as answer:
             found = json.loads(answer.read())
         return found if found["payment_order_status"] == "SUCCESS" else None
 
@@ -113,6 +114,6 @@ def test_a_sellers_bank_payout_at_the_psp_is_recorded_on_the_seller(stack):
 def _put_seller(stack: LocalStack, seller: str, account: str) -> int:
     request = urllib.request.Request(f"{stack.api_url}/v1/sellers/{seller}", method="PUT",
                                      data=json.dumps({"psp_account_id": account, "commission_bps": 0}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **stack.auth_headers})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return answer.status

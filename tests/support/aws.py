@@ -30,6 +30,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
     "WebhookEvents": {"hash": "event_id"},
     "Refunds": {"hash": "refund_id"},
     "Disputes": {"hash": "dispute_id"},
+    "ApiKeys": {"hash": "key_hash"},
 }
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue",
           "RefundsQueue", "RefundsDlq"]

@@ -1,0 +1,44 @@
+"""API keys over HTTP, on the local stack as deployed (the gateway runs the template's authorizer before PaymentApi):
+401 without a valid key, 403 without the scope, both in the API's error shape; the webhook route takes no key."""
+
+import os
+
+import pytest
+
+from functions.auth.keys import issue, key_hash
+from functions.shared.names import ENV_API_KEYS_TABLE
+from functions.shared.tables import ApiKeysTable
+from verification.storefront import ApiClient
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+
+@pytest.fixture(scope="module")
+def keys(stack) -> ApiKeysTable:
+    return ApiKeysTable(os.environ[ENV_API_KEYS_TABLE])  # the operator's view of the stack (its tools' environment)
+
+
+@pytest.mark.parametrize(("key", "code"), [(None, "missing_api_key"), ("mk_test_nope", "invalid_api_key"),
+                                           ("mk_live_" + "x" * 43, "invalid_api_key")])
+def test_a_request_without_a_valid_key_is_401_in_the_error_shape(stack, key, code):
+    status, body, _ = ApiClient(stack.api_url, key).request("GET", "/v1/payments/po_nope")
+    assert (status, body["error"]["code"]) == (401, code)
+
+
+def test_a_key_without_the_scope_is_403_and_with_it_the_route_answers(stack, keys):
+    reader = ApiClient(stack.api_url, issue(keys, "default", ["payments:read"]))
+    status, body, _ = reader.request("POST", "/v1/payments", {"checkout_id": "chk_scope"})
+    assert (status, body["error"]["code"]) == (403, "insufficient_scope")
+    assert reader.request("GET", "/v1/payments/po_nope")[0] == 404
+
+
+def test_a_key_revoked_before_its_first_use_is_refused(stack, keys):
+    key = issue(keys, "default")
+    keys.revoke(key_hash(key), "2026-12-05T00:00:00+00:00")
+    status, body, _ = ApiClient(stack.api_url, key).request("GET", "/v1/payments/po_nope")
+    assert (status, body["error"]["code"]) == (401, "revoked_api_key")
+
+
+def test_the_webhook_route_takes_no_key_and_refuses_a_bad_signature_with_400(stack):
+    status, body, _ = ApiClient(stack.api_url, None).request("POST", "/v1/webhooks/stripe", {"id": "evt_x"})
+    assert (status, body["error"]["code"]) == (400, "invalid_signature")
