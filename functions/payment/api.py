@@ -211,7 +211,14 @@ def openapi() -> Response[dict]:
 
 
 def openapi_document() -> str:
-    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+    key = HTTPBearer(bearerFormat="mk_test_... or mk_live_...",
+                     description="API key of a storefront client (README: API keys and scopes); each route needs "
+                                 "one scope: " + ", ".join(f"{route}: {scope or 'any'}"
+                                                           for route, scope in scopes.ROUTE_SCOPES.items()))
+    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION, security_schemes={"apiKey": key},
+                                       security=[{"apiKey": []}])
 
 
 def _refusal(error: DomainError) -> dict[str, Any]:
