@@ -28,7 +28,7 @@ from functions.payment.schemas import (
     SellerView,
     StatementLine,
 )
-from functions.shared.errors import CardNumberRefused, DomainError, error_body
+from functions.shared.errors import BodyTooDeep, BodyTooLarge, CardNumberRefused, DomainError, error_body
 from functions.shared.observability import service_metrics
 from functions.shared.pan import contains_card_number
 
@@ -88,6 +88,13 @@ def _invalid_request(error: RequestValidationError) -> Response:
     status = 400 if first["code"] == "invalid_json" else 422
     message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     return error_response(status, first["code"], message, details)
+
+
+@app.not_found
+def _no_route(_: Exception) -> Response:
+    # API Gateway routes only the template's paths here; what reaches this is a path whose id has characters no
+    # route pattern accepts (a line break, a slash).
+    return error_response(404, "not_found", "no such resource")
 
 
 @app.exception_handler(DomainError)
@@ -226,13 +233,51 @@ def _refusal(error: DomainError) -> dict[str, Any]:
             "body": error_body(error.code, error.message, error.details), "isBase64Encoded": False}
 
 
-def _carries_card_number(event: dict[str, Any]) -> bool:
+# A checkout of 50 orders is ~10 KB and 4 levels deep: anything far beyond is refused before it is parsed (a deep
+# body would exhaust the JSON parser's recursion; a large one, memory and time).
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+
+
+def _body_text(event: dict[str, Any]) -> str:
     body = event.get("body") or ""
     if event.get("isBase64Encoded") and body:
         import base64
 
         body = base64.b64decode(body).decode("utf-8", errors="replace")
-    return bool(body) and contains_card_number(body)
+    return body
+
+
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (brackets inside strings not counted), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _body_refusal(body: str) -> DomainError | None:
+    if len(body.encode()) > MAX_BODY_BYTES:
+        return BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if body.count("[") + body.count("{") > MAX_JSON_DEPTH and _json_depth(body) > MAX_JSON_DEPTH:
+        return BodyTooDeep(f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels")
+    if contains_card_number(body):
+        return CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)")
+    return None
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -245,9 +290,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="RequestsUnauthorized", unit=MetricUnit.Count, value=1)
         return _refusal(refused)
     logger.append_keys(client_id=caller.client_id, key_id=caller.key_id)
-    # The card check runs before anything parses or logs the body, so a PAN never reaches a log or a table.
-    if _carries_card_number(event):
-        logger.warning("request refused: card number in body", extra={"path": event.get("rawPath")})
-        metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
-        return _refusal(CardNumberRefused("card numbers are not accepted: send a PSP payment-method token (pm_...)"))
+    # These checks run before anything parses or logs the body, so a PAN never reaches a log or a table.
+    refused = _body_refusal(_body_text(event))
+    if refused is not None:
+        logger.warning("request body refused", extra={"code": refused.code, "path": event.get("rawPath")})
+        if isinstance(refused, CardNumberRefused):
+            metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
+        return _refusal(refused)
     return app.resolve(event, context)

@@ -147,3 +147,17 @@ class ScopeMissing(DomainError):
 
     code = "insufficient_scope"
     http_status = 403
+
+
+class BodyTooLarge(DomainError):
+    """The request body is larger than any valid request of the API."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class BodyTooDeep(DomainError):
+    """The request body nests JSON deeper than any valid request of the API."""
+
+    code = "body_too_deep"
+    http_status = 400
