@@ -269,9 +269,14 @@ DISPUTES = "Disputes"
 OUT_DISPUTES_TABLE = "DisputesTableName"
 
 # --- API keys (issue 21): infra/constructs/api.py -------------------------------------------------------------------
-from functions.shared.names import ENV_API_KEYS_TABLE  # noqa: E402, F401 - re-exported for the stack's constructs
+from functions.shared.names import (  # noqa: E402, F401 - re-exported for the stack's constructs
+    API_RATE_TTL_ATTRIBUTE,
+    ENV_API_KEYS_TABLE,
+    ENV_API_RATE_TABLE,
+)
 
 API_KEYS = "ApiKeys"
+API_RATE_WINDOWS = "ApiRateWindows"
 OUT_API_KEYS_TABLE = "ApiKeysTableName"
 API_AUTHORIZER = FunctionSpec("ApiAuthorizer", "functions.auth.authorizer.handler", "auth", 5)
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, API_AUTHORIZER)

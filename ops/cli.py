@@ -618,6 +618,8 @@ def keys_create(
     scopes: Annotated[list[str] | None, typer.Option("--scopes", help="repeat for each (default: every scope)")]
     = None,
     live: Annotated[bool, typer.Option("--live", help="an mk_live_ key (default: mk_test_)")] = False,
+    rate_limit: Annotated[int | None, typer.Option("--rate-limit", help="requests per second (default: 50)")]
+    = None,
 ) -> None:
     """Make a key and print it once: only its SHA-256 is stored, so it cannot be shown again."""
     from functions.auth.keys import issue
@@ -625,7 +627,7 @@ def keys_create(
 
     def body(ops: Ops) -> None:
         try:
-            key = issue(_keys(ops.resources), client_id, scopes or SCOPES, "live" if live else "test")
+            key = issue(_keys(ops.resources), client_id, scopes or SCOPES, "live" if live else "test", rate_limit)
         except ValueError as error:
             raise OpsError(str(error)) from error
         ops.console.print(f"key for {client_id} (shown once; keep it in the storefront's secret store):")
@@ -639,11 +641,12 @@ def keys_list(ctx: typer.Context) -> None:
     """Every key: its id (first characters), client, scopes, created and revoked times; never the key."""
 
     def body(ops: Ops) -> None:
-        table = Table("key id", "client", "scopes", "created", "revoked")
+        table = Table("key id", "client", "scopes", "per s", "created", "revoked")
         for item in sorted(_keys(ops.resources).all(), key=lambda k: (k["client_id"], k["created_at"])):
             revoked = item.get("revoked_at")
             table.add_row(item["key_id"] + "…", item["client_id"], " ".join(item.get("scopes", [])),
-                          item["created_at"], Text(revoked, style="red") if revoked else "")
+                          str(item.get("rate_limit_per_s") or "default"), item["created_at"],
+                          Text(revoked, style="red") if revoked else "")
         ops.console.print(table)
 
     _guarded(ctx, body)

@@ -39,11 +39,15 @@ def bearer_key(authorization: str | None) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
-def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = SCOPES, mode: str = "test") -> str:
-    """A new key for `client_id`, stored as its hash; the key itself is returned once and kept nowhere."""
+def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = SCOPES, mode: str = "test",
+          rate_limit_per_s: int | None = None) -> str:
+    """A new key for `client_id`, stored as its hash; the key itself is returned once and kept nowhere. Without
+    `rate_limit_per_s` the client gets the default limit (settings.default_rate_limit_per_s)."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(sorted(unknown)) or 'none'}")
+    if rate_limit_per_s is not None and rate_limit_per_s < 1:
+        raise ValueError("the rate limit is at least 1 request per second")
     key = new_key(mode)
-    table.create(key_hash(key), key_id(key), client_id, scopes, clock.iso())
+    table.create(key_hash(key), key_id(key), client_id, scopes, clock.iso(), rate_limit_per_s)
     return key

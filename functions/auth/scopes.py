@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from functions.shared.errors import ScopeMissing, Unauthenticated
-from functions.shared.names import AUTH_CLIENT_ID, AUTH_ERROR, AUTH_KEY_ID, AUTH_SCOPES, SCOPES
+from functions.shared.errors import RateLimited, ScopeMissing, Unauthenticated
+from functions.shared.names import AUTH_CLIENT_ID, AUTH_ERROR, AUTH_KEY_ID, AUTH_RETRY_AFTER, AUTH_SCOPES, SCOPES
 
 ANY_VALID_KEY = ""  # the route needs a valid key and no particular scope
 ROUTE_SCOPES = {
@@ -47,6 +47,8 @@ class Caller:
 def caller(event: dict[str, Any]) -> Caller:
     """The storefront client behind a request, allowed on its route; raises Unauthenticated or ScopeMissing."""
     context = ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
+    if context.get(AUTH_ERROR) == "rate_limited":
+        raise RateLimited("too many requests for this client this second", int(context.get(AUTH_RETRY_AFTER) or 1))
     if not context.get(AUTH_CLIENT_ID):
         code = context.get(AUTH_ERROR) or "missing_api_key"
         raise Unauthenticated(_MESSAGES.get(code, _MESSAGES["invalid_api_key"]), code=code)

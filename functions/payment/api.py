@@ -28,7 +28,14 @@ from functions.payment.schemas import (
     SellerView,
     StatementLine,
 )
-from functions.shared.errors import BodyTooDeep, BodyTooLarge, CardNumberRefused, DomainError, error_body
+from functions.shared.errors import (
+    BodyTooDeep,
+    BodyTooLarge,
+    CardNumberRefused,
+    DomainError,
+    RateLimited,
+    error_body,
+)
 from functions.shared.observability import service_metrics
 from functions.shared.pan import contains_card_number
 
@@ -229,7 +236,10 @@ def openapi_document() -> str:
 
 
 def _refusal(error: DomainError) -> dict[str, Any]:
-    return {"statusCode": error.http_status, "headers": {"Content-Type": "application/json"},
+    headers = {"Content-Type": "application/json"}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    return {"statusCode": error.http_status, "headers": headers,
             "body": error_body(error.code, error.message, error.details), "isBase64Encoded": False}
 
 

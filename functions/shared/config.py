@@ -82,6 +82,9 @@ class Settings(BaseModel):
     # API keys (issue 21): the authorizer reads them; an answer of it is reused for api_key_cache_s.
     api_keys_table: str = Field("", validation_alias=names.ENV_API_KEYS_TABLE)
     api_key_cache_s: int = Field(default=60, ge=0, le=3600)
+    # Per-client rate limit (requests per second, all routes) of a key that names none, and its counters' table.
+    api_rate_table: str = Field("", validation_alias=names.ENV_API_RATE_TABLE)
+    default_rate_limit_per_s: int = Field(default=50, ge=1, le=10_000)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -161,3 +161,14 @@ class BodyTooDeep(DomainError):
 
     code = "body_too_deep"
     http_status = 400
+
+
+class RateLimited(DomainError):
+    """The client sent more requests this second than its key allows; `retry_after` seconds to wait."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

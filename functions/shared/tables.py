@@ -46,6 +46,7 @@ from functions.shared.names import (
     carried_orders_key,
     duplicate_delivery_sort_key,
     movement_key,
+    rate_window_key,
     recon_file_key,
     wallet_shard_key,
 )
@@ -1400,12 +1401,13 @@ class ApiKeysTable:
         answer = self._db.get_item(TableName=self.table, Key=to_item({"key_hash": key_hash}))
         return from_item(answer["Item"]) if "Item" in answer else None
 
-    def create(self, key_hash: str, key_id: str, client_id: str, scopes: Sequence[str], now: str) -> None:
+    def create(self, key_hash: str, key_id: str, client_id: str, scopes: Sequence[str], now: str,
+               rate_limit_per_s: int | None = None) -> None:
         """Store a new key; a hash already taken (never, for 32 random bytes) raises rather than overwrites."""
         self._db.put_item(
             TableName=self.table, ConditionExpression="attribute_not_exists(key_hash)",
             Item=to_item({"key_hash": key_hash, "key_id": key_id, "client_id": client_id,
-                          "scopes": sorted(scopes), "created_at": now}))
+                          "scopes": sorted(scopes), "created_at": now, "rate_limit_per_s": rate_limit_per_s}))
 
     def all(self) -> Iterator[dict[str, Any]]:
         """Every key, revoked ones included (the ops tool's list; a small table)."""
@@ -1419,6 +1421,38 @@ class ApiKeysTable:
                 TableName=self.table, Key=to_item({"key_hash": key_hash}),
                 UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :now)",
                 ConditionExpression="attribute_exists(key_hash)", ExpressionAttributeValues=to_item({":now": now}))
+        except ClientError as error:
+            if aws.error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+@dataclass
+class ApiRateTable:
+    """Requests per client and second (issue 21): one counter item per (client, second), gone a minute later
+    (TTL). Authorizer containers take permits from it in leases, so a client's limit holds across containers."""
+
+    table: str
+    ttl_s: int = 60
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> ApiRateTable:
+        return cls((config or settings()).api_rate_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def take(self, client_id: str, second: int, permits: int, limit: int) -> bool:
+        """Take `permits` of the client's `limit` for `second`; False (nothing taken) when fewer are left."""
+        try:
+            self._db.update_item(
+                TableName=self.table, Key=to_item({"window": rate_window_key(client_id, second)}),
+                UpdateExpression="ADD taken :n SET expires_at = if_not_exists(expires_at, :expires)",
+                ConditionExpression="attribute_not_exists(taken) OR taken <= :most",
+                ExpressionAttributeValues=to_item({":n": permits, ":most": limit - permits,
+                                                   ":expires": second + self.ttl_s}))
         except ClientError as error:
             if aws.error_code(error) == "ConditionalCheckFailedException":
                 return False

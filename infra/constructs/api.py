@@ -15,6 +15,7 @@ from constructs import Construct
 
 from infra import names
 from infra.constructs.functions import Functions
+from infra.nag import acknowledge
 
 # Account-level default is 10,000 rps; a storefront backend needs far less, and a runaway client must not
 # exhaust the account's Lambda concurrency.
@@ -44,10 +45,28 @@ class Api(Construct):
             ),
             removal_policy=removal_policy,
         )
+        # One counter per client and second: each lives a minute (TTL), so the table stays small.
+        self.rate_table = dynamodb.Table(
+            self,
+            names.API_RATE_WINDOWS,
+            partition_key=dynamodb.Attribute(name="window", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=names.API_RATE_TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.DESTROY,  # counters of past seconds: nothing to keep
+        )
+        acknowledge(
+            self.rate_table,
+            "AwsSolutions-DDB3",
+            "Request counters of one second each, expiring after 60 s: a point-in-time restore would bring back "
+            "nothing anyone needs.",
+        )
         self.authorizer_function = functions.add_function(
-            names.API_AUTHORIZER, {names.ENV_API_KEYS_TABLE: self.keys_table.table_name}
+            names.API_AUTHORIZER,
+            {names.ENV_API_KEYS_TABLE: self.keys_table.table_name,
+             names.ENV_API_RATE_TABLE: self.rate_table.table_name},
         )
         functions.allow(self.authorizer_function, ["dynamodb:GetItem"], [self.keys_table.table_arn])
+        functions.allow(self.authorizer_function, ["dynamodb:UpdateItem"], [self.rate_table.table_arn])
         # No identity source: a request without a key reaches the authorizer too, so PaymentApi can answer it in
         # the API's error shape; the authorizer keeps its own answers (functions/auth/authorizer.py).
         authorizer = authorizers.HttpLambdaAuthorizer(

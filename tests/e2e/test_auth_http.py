@@ -2,6 +2,7 @@
 401 without a valid key, 403 without the scope, both in the API's error shape; the webhook route takes no key."""
 
 import os
+import time
 
 import pytest
 
@@ -42,3 +43,14 @@ def test_a_key_revoked_before_its_first_use_is_refused(stack, keys):
 def test_the_webhook_route_takes_no_key_and_refuses_a_bad_signature_with_400(stack):
     status, body, _ = ApiClient(stack.api_url, None).request("POST", "/v1/webhooks/stripe", {"id": "evt_x"})
     assert (status, body["error"]["code"]) == (400, "invalid_signature")
+
+
+def test_a_client_over_its_rate_limit_gets_429_with_retry_after(stack, keys):
+    # a limit of 1 per second: three requests within one second span at most two seconds, so one is refused
+    client = ApiClient(stack.api_url, issue(keys, "shop_rate", rate_limit_per_s=1))  # the limit is per client
+    started = time.monotonic()
+    answers = [client.request("GET", "/v1/payments/po_nope") for _ in range(3)]
+    assert time.monotonic() - started < 1.0, "too slow to prove anything: three requests took a second"
+    refused = [(status, body, headers) for status, body, headers in answers if status == 429]
+    assert refused and all(b["error"]["code"] == "rate_limited" and h["retry-after"] == "1" for _, b, h in refused)
+    assert {status for status, _, _ in answers} <= {404, 429}

@@ -159,7 +159,7 @@ EXPECTED["WebhookProcessor"].update({
 EXPECTED["PaymentApi"]["table:Disputes"] = {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
 EXPECTED["Notifier"]["table:Disputes"] = STREAM_READ | {"dynamodb:BatchGetItem"}  # an order's payload
 # API keys (issue 21): the authorizer only reads a key by its hash; nobody else reads the table (ops is a person).
-EXPECTED["ApiAuthorizer"] = {"table:ApiKeys": {"dynamodb:GetItem"}}
+EXPECTED["ApiAuthorizer"] = {"table:ApiKeys": {"dynamodb:GetItem"}, "table:ApiRateWindows": {"dynamodb:UpdateItem"}}
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,8 @@ def friendly(synth) -> dict[str, str]:
         names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.NOTIFICATIONS}{queue}")] = f"queue:{queue}"
     names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.REFUNDS_CONSTRUCT}{names.REFUNDS}")] = "table:Refunds"
     names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.API}{names.API_KEYS}")] = "table:ApiKeys"
+    names_by_id[synth.logical_id("AWS::DynamoDB::Table", f"{names.API}{names.API_RATE_WINDOWS}")] = (
+        "table:ApiRateWindows")
     for queue in (names.REFUNDS_QUEUE, names.REFUNDS_DLQ):
         names_by_id[synth.logical_id("AWS::SQS::Queue", f"{names.REFUNDS_CONSTRUCT}{queue}")] = f"queue:{queue}"
     bucket = synth.logical_id("AWS::S3::Bucket", f"{names.SETTLEMENT}{names.SETTLEMENT_BUCKET}")

@@ -59,7 +59,7 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
                      "REFUNDS_DLQ_URL"},
-    "ApiAuthorizer": {"API_KEYS_TABLE"},
+    "ApiAuthorizer": {"API_KEYS_TABLE", "API_RATE_WINDOWS_TABLE"},
 }
 # Disputes (infra/constructs/disputes.py): the processor applies them, PaymentApi shows them, the Notifier names
 # their stream's table.
@@ -88,8 +88,8 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 
 
 def test_there_are_exactly_the_eleven_tables_and_no_global_table(template):
-    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes, ApiKeys
-    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1 + 1)
+    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes, ApiKeys, ApiRateWindows
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1 + 2)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 

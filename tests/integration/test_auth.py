@@ -39,7 +39,7 @@ def test_a_valid_key_names_its_client_and_scopes_and_only_its_hash_is_stored(key
     key = issue(keys, "shop_1", ["payments:read", "refunds"])
     answer = authorize(key)
     assert answer == {"isAuthorized": True, "context": {"client_id": "shop_1", "scopes": "payments:read refunds",
-                                                         "key_id": key[:14]}}
+                                                         "key_id": key[:14], "rate_limit": ""}}
     stored = keys.get(key_hash(key))
     assert stored["client_id"] == "shop_1" and key not in json.dumps(stored)
     assert key.startswith("mk_test_") and len(key) == len("mk_test_") + 43

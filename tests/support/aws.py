@@ -31,6 +31,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
     "Refunds": {"hash": "refund_id"},
     "Disputes": {"hash": "dispute_id"},
     "ApiKeys": {"hash": "key_hash"},
+    "ApiRateWindows": {"hash": "window"},
 }
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue",
           "RefundsQueue", "RefundsDlq"]
