@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def test_cdk_nag_ran_and_every_finding_is_acknowledged_with_a_reason(synth):
     assert acknowledged, "cdk-nag reports nothing at all: is the plugin still registered?"
     for finding in acknowledged:
         assert len(finding["reason"]) > 40, finding["ruleName"]
+        # issue 21: a reason that holds only outside production is not a reason
+        assert not re.search(r"non-production|not fixed yet|until (it|we)|for now", finding["reason"], re.I), finding
+    assert "AwsSolutions-APIG4" not in {f["ruleName"] for f in acknowledged if "webhooks" not in f["reason"]}
     assert "AwsSolutions" not in synth.output  # nothing printed as an unacknowledged error or warning
 
 
