@@ -39,9 +39,16 @@ test: synth  ## every test
 test-chaos: synth  ## only the chaos tests of make test: 3 seeds x 200 orders and the checker's mutation tests
 	$(PY) -m pytest -m chaos -n 2 tests/chaos
 
-lint: $(STAMP) synth  ## ruff and cfn-lint
+# Advisories accepted for now, one a line with its reason (.pip-audit-ignore); --strict fails on any package the
+# service could not look up, so an unreachable service is a failure, not a silent pass.
+AUDIT_IGNORES := $(shell sed -n 's/^\([A-Za-z0-9-]\{1,\}\).*/--ignore-vuln \1/p' .pip-audit-ignore)
+
+lint: $(STAMP) synth  ## ruff, cfn-lint, and pip-audit of the installed runtime + dev packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/cfn-lint cdk.out/MarketPay.template.json
+	$(PY) -m pip freeze --exclude-editable > build/audited-requirements.txt
+	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		-r build/audited-requirements.txt $(AUDIT_IGNORES)
 
 demo: synth  ## storefront demo against a running `make run` (or its own stack): N=100
 	$(PY) -m verification.demo --orders $(or $(N),100)

@@ -21,6 +21,9 @@ class ReconSettings(BaseModel):
     read_workers: int = Field(default=8, ge=1, le=64)
     # Parallel fee writes per run (one conditional PutItem per PSP balance transaction).
     write_workers: int = Field(default=32, ge=1, le=128)
+    # Larger objects are quarantined unread: ~2.4M rows of a Stripe report, what one 15-minute run can match
+    # (docs/decisions.md, 2026-12-05, settlement intake refuses by size).
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
 
     @classmethod
     def from_env(cls) -> ReconSettings:

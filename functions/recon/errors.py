@@ -13,3 +13,11 @@ class UnparseableFile(ReconError):
 
 class UnknownPsp(UnparseableFile):
     """The object is not under `incoming/<psp>/` of a PSP we have a parser for."""
+
+
+class OversizedFile(UnparseableFile):
+    """The object is larger than one run reads (ReconSettings.max_file_bytes). Refused before any read."""
+
+
+class CompressedFile(UnparseableFile):
+    """The object starts with a compression or archive format's magic bytes. Refused, never decompressed."""

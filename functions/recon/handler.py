@@ -41,7 +41,9 @@ def objects_of(notification: S3Event) -> list[SettlementObject]:
             logger.warning("ignoring an object outside incoming/<psp>/", extra={"key": key})
             continue
         delivery = obj.get("sequencer") or record.get("eventTime") or obj.etag
-        found.append(SettlementObject(record.s3.bucket.name, key, f"{key}@{delivery}"))
+        size = obj.get("size")
+        found.append(SettlementObject(record.s3.bucket.name, key, f"{key}@{delivery}",
+                                      int(size) if size is not None else None))
     return found
 
 

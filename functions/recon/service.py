@@ -30,6 +30,7 @@ from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Outcome
 from functions.recon.report import ReportBuilder
 from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
+from functions.recon.screening import screen
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
@@ -51,6 +52,7 @@ class SettlementObject:
     bucket: str
     key: str
     delivery: str  # one S3 write of the key (its event sequencer): SQS redeliveries share it, a re-upload not
+    size: int | None = None  # bytes, as the S3 notification tells it (checked again by HeadObject)
 
     @property
     def psp(self) -> str:
@@ -107,9 +109,9 @@ def _get(obj: SettlementObject, etag: str = "") -> dict[str, Any]:
     return aws.client("s3").get_object(Bucket=obj.bucket, Key=obj.key, **extra)
 
 
-def survey(obj: SettlementObject) -> Survey:
+def survey(obj: SettlementObject, etag: str = "") -> Survey:
     """Hash the bytes and parse every row once, without effects. Raises UnparseableFile."""
-    answer = _get(obj)
+    answer = _get(obj, etag)
     stream = _Hashing(answer["Body"])
     rows = 0
     earliest = latest = None
@@ -173,7 +175,7 @@ def reconcile(obj: SettlementObject, *, config: Settings | None = None, recon: R
     now = now or clock.now()
     result = RunResult(RunStatus.PROCESSED, obj.psp, obj.key)
     try:
-        found = survey(obj)
+        found = survey(obj, screen(obj.bucket, obj.key, obj.size, recon.max_file_bytes))
     except UnparseableFile as error:
         quarantine(obj, str(error))
         return RunResult(RunStatus.QUARANTINED, obj.psp, obj.key, detail=str(error))

@@ -13,13 +13,13 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "cdk.out" / "MarketPay.template
 pytestmark = pytest.mark.xdist_group("e2e")
 
 
-def start_stack(**options) -> LocalStack:
+def start_stack(log_level: str = "WARNING", **options) -> LocalStack:
     if not TEMPLATE.exists():
         pytest.fail("cdk.out is missing: run `make synth` (make test does it first)")
     for noisy in ("local.lambda", "local.gateway", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
-                      extra_env={"POWERTOOLS_LOG_LEVEL": "WARNING"}, **options).start()
+                      extra_env={"POWERTOOLS_LOG_LEVEL": log_level}, **options).start()
 
 
 @pytest.fixture(scope="module")

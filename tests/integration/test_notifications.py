@@ -2,6 +2,8 @@
 that is down -> retried with growing waits -> dead-lettered once 3 days have passed (functions/shared/clock)."""
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -175,3 +177,40 @@ def test_no_endpoint_drops_the_event(notify_env):
     messages = receive(notify_env["NOTIFICATIONS_QUEUE_URL"])
     assert run_deliverer(notify_env, messages) == {"batchItemFailures": []}
     assert receive(notify_env["NOTIFICATIONS_DLQ_URL"]) == []
+
+
+def redirecting_to(target: str) -> ThreadingHTTPServer:
+    """An endpoint that answers every POST with 307 (method and body kept by a client that follows it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_is_a_failed_delivery_and_never_followed(notify_env, receiver):
+    # A receiver that redirects (to an internal address, say) gets no second request from us: an SSRF stops here
+    redirector = redirecting_to(receiver.url)
+    url = f"http://127.0.0.1:{redirector.server_address[1]}/hooks"
+    event = {"id": "evt_redirect", "object": "event", "type": "payment_order.success", "created": clock.iso(),
+             "data": {"object": {"payment_order_id": "po_x"}, "previous_status": "EXECUTING"}}
+    delivery = deliverer.Delivery.of(sqs_event([{"MessageId": "m", "ReceiptHandle": "r", "MD5OfBody": "",
+                                                 "Body": notifier.message_body(event)}], "arn")["Records"][0])
+    try:
+        error = deliverer.post(url, receiver.secret, delivery, 5)
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+
+    assert error == "HTTP 307"
+    assert receiver.attempts == 0

@@ -5,6 +5,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from functions.shared import clock
 from functions.shared.config import settings
@@ -223,3 +224,17 @@ def test_what_the_refund_path_counts_in_the_processor_is_published_by_the_proces
     metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(m.get("RefundMismatch") == [1.0] for m in metrics), metrics
     assert not refund_path.metrics.provider.metric_set
+
+
+@pytest.mark.parametrize("broken", ["id", "created"])
+def test_a_malformed_event_fails_without_quoting_the_buyers_billing_details(broken: str) -> None:
+    charge = {"id": "ch_1", "object": "charge", "billing_details": {"name": "Ada Lovelace",
+                                                                    "email": "ada@example.com"}}
+    body = json.loads(event("evt_bad", "charge.succeeded", charge))
+    del body[broken]
+
+    with pytest.raises(ValidationError) as failed:
+        processor.process(json.dumps(body))
+
+    assert broken in str(failed.value)  # what is wrong is still said
+    assert "Ada" not in str(failed.value) and "example.com" not in str(failed.value)

@@ -53,3 +53,21 @@ def test_summary_reads_both_dead_letter_shapes_and_order_messages():
     assert (review.payment_order_id, review.step, review.error) == ("po_4", "review", "amount_mismatch: fee differs")
     assert review.extra == {"file": "incoming/s.csv line 7", "amounts": "ours 12.34 USD, theirs 12.00 USD"}
     assert Summary.of(None).error == "(body is not JSON)"
+
+
+def test_a_webhook_dead_letter_shows_no_buyer_name_email_or_phone():
+    charge = {"id": "ch_1", "object": "charge", "receipt_email": "ada@example.com",
+              "billing_details": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0000",
+                                  "address": {"line1": "12 St James's Square", "postal_code": "SW1Y 4JH"}},
+              "payment_method_details": {"card": {"brand": "visa", "last4": "4242"}},
+              "metadata": {"charge_key": "chk_1#USD"}, "outcome": {"seller_message": "Payment complete."}}
+    body = {"id": "evt_1", "type": "charge.succeeded", "data": {"object": charge},
+            "error": "KeyError: no order for ada@example.com"}
+
+    shown = json.dumps(mask(body), ensure_ascii=False)
+
+    for personal in ("Ada", "ada@", "7946", "James", "SW1Y"):
+        assert personal not in shown
+    assert "…@example.com" in shown  # which domain: enough to tell a test buyer from a real one
+    assert "chk_1#USD" in shown and "4242" in shown and "Payment complete." in shown
+    assert mask({"queue": {"name": "OrdersDlq"}})["queue"]["name"] == "OrdersDlq"  # a name that is no person's
