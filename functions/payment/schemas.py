@@ -23,9 +23,10 @@ AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$"
 
 
 class ApiModel(BaseModel):
-    """Validators built on first use, not at import: a request builds only its route's models (cold start)."""
+    """Validators built on first use, not at import: a request builds only its route's models (cold start).
+    A validation error never quotes the input: it may carry a buyer's name or email into a log."""
 
-    model_config = ConfigDict(defer_build=True)
+    model_config = ConfigDict(defer_build=True, hide_input_in_errors=True)
 
 
 class BuyerInfo(ApiModel):
