@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import Sequence
 
+from functions.auth import tenancy
 from functions.shared import clock
 from functions.shared.names import API_KEY_PREFIXES, SCOPES
 from functions.shared.tables import ApiKeysTable
@@ -43,6 +44,7 @@ def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = SCOPES, m
           rate_limit_per_s: int | None = None) -> str:
     """A new key for `client_id`, stored as its hash; the key itself is returned once and kept nowhere. Without
     `rate_limit_per_s` the client gets the default limit (settings.default_rate_limit_per_s)."""
+    tenancy.check_client_id(client_id)  # it prefixes the client's ids: `~` and the like must not be in it
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(sorted(unknown)) or 'none'}")

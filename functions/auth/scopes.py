@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from functions.auth import tenancy
 from functions.shared.errors import RateLimited, ScopeMissing, Unauthenticated
 from functions.shared.names import AUTH_CLIENT_ID, AUTH_ERROR, AUTH_KEY_ID, AUTH_RETRY_AFTER, AUTH_SCOPES, SCOPES
 
@@ -49,8 +50,8 @@ def caller(event: dict[str, Any]) -> Caller:
     context = ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
     if context.get(AUTH_ERROR) == "rate_limited":
         raise RateLimited("too many requests for this client this second", int(context.get(AUTH_RETRY_AFTER) or 1))
-    if not context.get(AUTH_CLIENT_ID):
-        code = context.get(AUTH_ERROR) or "missing_api_key"
+    if not tenancy.is_valid_client_id(str(context.get(AUTH_CLIENT_ID) or "")):  # none, or one no key may have
+        code = context.get(AUTH_ERROR) or ("invalid_api_key" if context.get(AUTH_CLIENT_ID) else "missing_api_key")
         raise Unauthenticated(_MESSAGES.get(code, _MESSAGES["invalid_api_key"]), code=code)
     found = Caller(context[AUTH_CLIENT_ID], context.get(AUTH_KEY_ID, ""),
                    frozenset((context.get(AUTH_SCOPES) or "").split()))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from functions.auth import tenancy
 from functions.shared.config import Settings
 from functions.shared.money import Money
 from functions.shared.names import notification_event_id
@@ -75,6 +76,19 @@ def dispute_payload(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def client_of_key(key: str) -> Callable[[dict[str, Any]], str | None]:
+    """The item belongs to the client its key `key` (one of our ids) is scoped with (functions/auth/tenancy.py)."""
+    return lambda item: tenancy.client_of(str(item[key]))
+
+
+def dispute_client(item: dict[str, Any]) -> str | None:
+    """A dispute (a PSP id) belongs to the client of the orders it is attributed to: one PaymentIntent, so one
+    checkout and one client. None when it has no part: no order, so no client to tell."""
+    clients = {tenancy.client_of(order_id) for order_id in item.get("parts") or {}}
+    assert len(clients) <= 1, f"dispute {item.get('dispute_id')} spans clients {sorted(clients)}"
+    return next(iter(clients), None)
+
+
 @dataclass(frozen=True)
 class StreamSource:
     name: str  # the event type's prefix: `<name>.<status in lower case>`
@@ -82,13 +96,16 @@ class StreamSource:
     key: str
     status: str
     payload: Callable[[dict[str, Any]], dict[str, Any]]
+    client: Callable[[dict[str, Any]], str | None]  # whose endpoint hears of the item (None: nobody's)
 
 
 SOURCES: tuple[StreamSource, ...] = (
-    StreamSource("payment_order", "payment_orders_table", "payment_order_id", "payment_order_status", order_payload),
-    StreamSource("payout", "payouts_table", "payment_order_id", "payout_status", payout_payload),
-    StreamSource("refund", "refunds_table", "refund_id", "refund_status", refund_payload),
-    StreamSource("dispute", "disputes_table", "dispute_id", "dispute_status", dispute_payload),
+    StreamSource("payment_order", "payment_orders_table", "payment_order_id", "payment_order_status", order_payload,
+                 client_of_key("payment_order_id")),
+    StreamSource("payout", "payouts_table", "payment_order_id", "payout_status", payout_payload,
+                 client_of_key("payment_order_id")),
+    StreamSource("refund", "refunds_table", "refund_id", "refund_status", refund_payload, client_of_key("refund_id")),
+    StreamSource("dispute", "disputes_table", "dispute_id", "dispute_status", dispute_payload, dispute_client),
 )
 
 
@@ -104,6 +121,13 @@ def source_of(stream_arn: str, config: Settings) -> StreamSource | None:
 
 def event_of(record: dict[str, Any], source: StreamSource) -> dict[str, Any] | None:
     """The notification of one stream record, or None when its status did not change (or it is a REMOVE)."""
+    addressed = addressed_event_of(record, source)
+    return addressed[1] if addressed else None
+
+
+def addressed_event_of(record: dict[str, Any], source: StreamSource) -> tuple[str | None, dict[str, Any]] | None:
+    """(the client the item belongs to, its notification), or None when its status did not change (or it is a
+    REMOVE). The payload's ids are the client's own (unscoped), as its API answers show them."""
     if record.get("eventName") not in ("INSERT", "MODIFY"):
         return None
     images = record.get("dynamodb", {})
@@ -114,10 +138,13 @@ def event_of(record: dict[str, Any], source: StreamSource) -> dict[str, Any] | N
         return None
     key = str(new[source.key])
     version = str(new.get("updated_at") or images.get("SequenceNumber", ""))
-    return {
+    client_id = source.client(new)
+    payload = source.payload(new)
+    return client_id, {
         "id": notification_event_id(source.name, key, status, version),
         "object": "event",
         "type": f"{source.name}.{status.lower()}",
         "created": new.get("updated_at"),
-        "data": {"object": source.payload(new), "previous_status": previous},
+        "data": {"object": tenancy.unscoped_tree(client_id, payload) if client_id else payload,
+                 "previous_status": previous},
     }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from contextvars import ContextVar
+from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -11,8 +12,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
-from functions.auth import scopes
+from functions.auth import scopes, tenancy
 from functions.notify import endpoints as notification_endpoints
 from functions.payment import payouts, refunds, service
 from functions.payment.schemas import (
@@ -34,6 +36,7 @@ from functions.shared.errors import (
     CardNumberRefused,
     DomainError,
     RateLimited,
+    Unauthenticated,
     error_body,
 )
 from functions.shared.observability import service_metrics
@@ -108,12 +111,52 @@ def _no_route(_: Exception) -> Response:
 def _domain_error(error: DomainError) -> Response:
     if error.http_status >= 500:
         logger.exception("domain error")
-    return error_response(error.http_status, error.code, error.message, error.details)
+    caller = _caller.get()
+    if caller is None:
+        return error_response(error.http_status, error.code, error.message, error.details)
+    # The services name internal ids in their messages ("payment order shop_b~po_1 not found"): the caller
+    # reads its own ids.
+    client_id = caller.client_id
+    details = [{k: tenancy.unscoped_text(client_id, v) if isinstance(v, str) else v for k, v in d.items()}
+               for d in error.details]
+    return error_response(error.http_status, error.code, tenancy.unscoped_text(client_id, error.message), details)
+
+
+# --- tenancy: every id in is scoped with the caller's client, every id out unscoped (functions/auth/tenancy.py) --
+
+# Not Powertools' app.context: that is one dict per module, shared by every thread that resolves at once and
+# cleared by each resolve, so two requests in one process (tests do it; a Lambda process never does) would read
+# each other's caller. A ContextVar is the request's own.
+_caller: ContextVar[scopes.Caller | None] = ContextVar("caller", default=None)
+View = TypeVar("View", bound=BaseModel)
+
+
+def _client_id() -> str:
+    caller = _caller.get()
+    if caller is None:  # resolved without handler(): closed by default
+        raise Unauthenticated("send your API key as `Authorization: Bearer mk_...`", code="missing_api_key")
+    return str(caller.client_id)
+
+
+def _in(external_id: str) -> str:
+    return tenancy.scoped(_client_id(), external_id)
+
+
+def _out(view: View) -> View:
+    """The view with every id of the storefront's (however nested) as the caller knows it."""
+    return type(view).model_validate(tenancy.unscoped_tree(_client_id(), view.model_dump()))
+
+
+def _scoped_payment(request: PaymentRequest) -> PaymentRequest:
+    orders = [o.model_copy(update={"payment_order_id": _in(o.payment_order_id),
+                                   "seller_account": _in(o.seller_account)})
+              for o in request.payment_orders]
+    return request.model_copy(update={"checkout_id": _in(request.checkout_id), "payment_orders": orders})
 
 
 @app.post("/v1/payments", responses={202: {"description": "Checkout accepted"}})
 def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[CheckoutView]:
-    checkout, replayed = service.place_checkout(request)
+    checkout, replayed = service.place_checkout(_scoped_payment(request))
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     logger.info("checkout placed", extra={"checkout_id": checkout.checkout_id, "replayed": replayed,
                                           "orders": len(checkout.payment_orders)})
@@ -122,18 +165,18 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
     else:
         metrics.add_metric(name="CheckoutsPlaced", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="PaymentOrdersPlaced", unit=MetricUnit.Count, value=len(checkout.payment_orders))
-    return Response(status_code=202, content_type="application/json", body=checkout,
+    return Response(status_code=202, content_type="application/json", body=_out(checkout),
                     headers=headers)
 
 
 @app.get("/v1/payments/<payment_order_id>")
 def get_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> PaymentOrderView:
-    return service.get_order(payment_order_id)
+    return _out(service.get_order(_in(payment_order_id)))
 
 
 @app.get("/v1/checkouts/<checkout_id>")
 def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutView:
-    return service.get_checkout(checkout_id)
+    return _out(service.get_checkout(_in(checkout_id)))
 
 
 @app.post("/v1/payments/<payment_order_id>/release",
@@ -141,11 +184,11 @@ def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutVi
                      404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"},
                      503: {"description": "concurrent_change: refunds kept changing the order; send it again"}})
 def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Response[ReleaseView]:
-    view, now = payouts.release(payment_order_id)
-    logger.info("release", extra={"payment_order_id": payment_order_id, "released_now": now})
+    view, now = payouts.release(_in(payment_order_id))
+    logger.info("release", extra={"payment_order_id": view.payment_order_id, "released_now": now})
     if now:
         metrics.add_metric(name="PayoutsReleased", unit=MetricUnit.Count, value=1)
-    return Response(status_code=202 if now else 200, content_type="application/json", body=view)
+    return Response(status_code=202 if now else 200, content_type="application/json", body=_out(view))
 
 
 @app.post("/v1/payments/<payment_order_id>/refunds",
@@ -155,17 +198,18 @@ def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Re
                      422: {"description": "refund_exceeds_remaining, invalid_amount"}})
 def create_refund(payment_order_id: Annotated[str, Path(max_length=64)],
                   request: Annotated[RefundRequest, Body()]) -> Response[RefundView]:
-    view, replayed = refunds.create_refund(payment_order_id, request)
-    logger.info("refund accepted", extra={"refund_id": view.refund_id, "payment_order_id": payment_order_id,
+    view, replayed = refunds.create_refund(_in(payment_order_id),
+                                           request.model_copy(update={"refund_id": _in(request.refund_id)}))
+    logger.info("refund accepted", extra={"refund_id": view.refund_id, "payment_order_id": view.payment_order_id,
                                           "replayed": replayed})
     metrics.add_metric(name="RefundsReplayed" if replayed else "RefundsAccepted", unit=MetricUnit.Count, value=1)
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
-    return Response(status_code=202, content_type="application/json", body=view, headers=headers)
+    return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
 
 
 @app.get("/v1/refunds/<refund_id>", responses={404: {"description": "refund_not_found"}})
 def get_refund(refund_id: Annotated[str, Path(max_length=64)]) -> RefundView:
-    return refunds.get_refund(refund_id)
+    return _out(refunds.get_refund(_in(refund_id)))
 
 
 SellerAccount = Annotated[AccountId, Path()]
@@ -174,29 +218,32 @@ SellerAccount = Annotated[AccountId, Path()]
 @app.put("/v1/sellers/<seller_account>", responses={422: {"description": "invalid_psp_account_id, "
                                                                           "invalid_commission"}})
 def put_seller(seller_account: SellerAccount, request: Annotated[SellerRequest, Body()]) -> SellerView:
-    return payouts.register_seller(seller_account, request)
+    return _out(payouts.register_seller(_in(seller_account), request))
 
 
 @app.get("/v1/sellers/<seller_account>", responses={404: {"description": "seller_not_found"}})
 def get_seller(seller_account: SellerAccount) -> SellerView:
-    return payouts.get_seller(seller_account)
+    return _out(payouts.get_seller(_in(seller_account)))
 
 
-@app.get("/v1/sellers/<seller_account>/balance")
+@app.get("/v1/sellers/<seller_account>/balance",
+         responses={200: {"description": "Per currency: pending, available, transferred, owed"},
+                    404: {"description": "seller_not_found: neither registered nor any money moved"}})
 def get_balance(seller_account: SellerAccount) -> BalanceView:
-    return payouts.balance(seller_account)
+    return _out(payouts.balance(_in(seller_account)))
 
 
 @app.get("/v1/sellers/<seller_account>/statement",
          responses={200: {"description": "Movements, oldest first: JSON, or CSV with `Accept: text/csv`",
                           "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    404: {"description": "seller_not_found: neither registered nor any money moved"},
                     422: {"description": "invalid_time, invalid_time_window"}})
 def get_statement(
     seller_account: SellerAccount,
     start: Annotated[str | None, Query(alias="from", description="ISO 8601 time, default 30 days before to")] = None,
     end: Annotated[str | None, Query(alias="to", description="ISO 8601 time (excluded), default now")] = None,
 ) -> Response[list[StatementLine] | str]:
-    lines = payouts.statement(seller_account, start, end)
+    lines = [_out(line) for line in payouts.statement(_in(seller_account), start, end)]
     if "text/csv" in (app.current_event.headers.get("accept") or ""):
         return Response(status_code=200, content_type="text/csv", body=payouts.statement_csv(lines))
     return Response(status_code=200, content_type="application/json", body=lines)
@@ -208,7 +255,7 @@ def get_statement(
 def put_notification_endpoint(
     request: Annotated[notification_endpoints.EndpointRequest, Body()],
 ) -> Response[notification_endpoints.CreatedEndpointView | notification_endpoints.EndpointView]:
-    view, created = notification_endpoints.set_endpoint(request)
+    view, created = notification_endpoints.set_endpoint(request, _client_id())
     logger.info("notification endpoint set", extra={"url": view.url, "endpoint_created": created})
     return Response(status_code=201 if created else 200, content_type="application/json",
                     body=view)
@@ -216,7 +263,7 @@ def put_notification_endpoint(
 
 @app.get("/v1/notification_endpoint", responses={404: {"description": "notification_endpoint_not_found"}})
 def get_notification_endpoint() -> notification_endpoints.EndpointView:
-    return notification_endpoints.get_endpoint()
+    return notification_endpoints.get_endpoint(_client_id())
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)
@@ -307,4 +354,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if isinstance(refused, CardNumberRefused):
             metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
         return _refusal(refused)
-    return app.resolve(event, context)
+    token = _caller.set(caller)  # the routes act for this client only
+    try:
+        return app.resolve(event, context)
+    finally:
+        _caller.reset(token)

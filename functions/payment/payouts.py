@@ -81,7 +81,7 @@ def register_seller(seller_account: str, request: SellerRequest) -> SellerView:
 def get_seller(seller_account: str) -> SellerView:
     item = SellersTable.from_settings().get(seller_account)
     if item is None:
-        raise NotFound(f"seller {seller_account} not found", code="seller_not_found")
+        raise _not_found(seller_account)
     return seller_view(item)
 
 
@@ -208,8 +208,21 @@ def sent_fields(item: dict[str, Any]) -> dict[str, str | None]:
 # --- balance and statement ---------------------------------------------------------------------------------
 
 
+def _not_found(seller_account: str) -> NotFound:
+    return NotFound(f"seller {seller_account} not found", code="seller_not_found")
+
+
+def _known(seller_account: str) -> bool:
+    """Registered, or money moved for it. A seller neither (of another client, or never heard of) is a 404, as
+    GET /v1/sellers/{seller_account} answers, not an empty balance."""
+    return (SellersTable.from_settings().get(seller_account) is not None
+            or bool(WalletTable.from_settings().balances(seller_account)))
+
+
 def balance(seller_account: str) -> BalanceView:
     totals = WalletTable.from_settings().balances(seller_account)
+    if not totals and SellersTable.from_settings().get(seller_account) is None:
+        raise _not_found(seller_account)
     return BalanceView(seller_account=seller_account, balances={
         currency: BucketAmounts(**{b: Money(int(amounts.get(f"{b}_minor", 0)), currency).to_major()
                                    for b in _BUCKETS})
@@ -239,8 +252,11 @@ def statement_window(start: str | None, end: str | None) -> tuple[str, str]:
 
 def statement(seller_account: str, start: str | None, end: str | None) -> list[StatementLine]:
     begin, stop = statement_window(start, end)
-    return [statement_line(m) for m in WalletTable.from_settings().movements(seller_account, begin, stop)
-            if not _zero_netting(m)]
+    lines = [statement_line(m) for m in WalletTable.from_settings().movements(seller_account, begin, stop)
+             if not _zero_netting(m)]
+    if not lines and not _known(seller_account):
+        raise _not_found(seller_account)
+    return lines
 
 
 def _zero_netting(movement: dict[str, Any]) -> bool:

@@ -17,9 +17,12 @@ _NOT_IN_EXECUTION_NAME = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 def execution_name(key: str, attempt: int) -> str:
-    """Deterministic and valid (letters, digits, - and _; at most 80): the same attempt gets the same name."""
+    """Deterministic and valid (letters, digits, - and _; at most 80): the same attempt gets the same name.
+
+    A key of a client other than the default (`shop_b~chk_1#USD`, functions/auth/tenancy.py) always carries the
+    key's digest: `~` becomes `-` as `#` does, and `shop_b-chk_1` is a checkout id the default client may use."""
     name = f"{_NOT_IN_EXECUTION_NAME.sub('-', key)}-{attempt}"
-    if len(name) <= MAX_EXECUTION_NAME:
+    if len(name) <= MAX_EXECUTION_NAME and "~" not in key:
         return name
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     suffix = f"-{digest}-{attempt}"

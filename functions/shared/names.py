@@ -159,7 +159,8 @@ ENV_NOTIFICATIONS_DLQ_URL = "NOTIFICATIONS_DLQ_URL"
 # Headers of every delivery: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` and the event's id.
 SIGNATURE_HEADER = "MarketPay-Signature"
 EVENT_ID_HEADER = "MarketPay-Event-Id"
-# No clients yet (issue 21 adds API keys): every storefront setting is the default client's.
+# The development key's client (`make run`, tests, chaos) and the owner of everything stored before API keys: its
+# ids are stored as sent, another client's as `<client_id>~<id>` (functions/auth/tenancy.py).
 DEFAULT_CLIENT_ID = "default"
 ENDPOINT_SECRET_PREFIX = "mpsec_"
 EVENT_ID_PREFIX = "evt_"

@@ -1,6 +1,7 @@
 """API keys over HTTP, on the local stack as deployed (the gateway runs the template's authorizer before PaymentApi):
 401 without a valid key, 403 without the scope, both in the API's error shape; the webhook route takes no key."""
 
+import json
 import os
 import time
 
@@ -54,3 +55,37 @@ def test_a_client_over_its_rate_limit_gets_429_with_retry_after(stack, keys):
     refused = [(status, body, headers) for status, body, headers in answers if status == 429]
     assert refused and all(b["error"]["code"] == "rate_limited" and h["retry-after"] == "1" for _, b, h in refused)
     assert {status for status, _, _ in answers} <= {404, 429}
+
+
+def test_another_clients_checkout_reaches_success_and_stays_its_own(stack, api, keys):
+    from tests.e2e.test_http_flows import checkout_body, unique, wait_final
+
+    # Given shop_b's key
+    shop_b = ApiClient(stack.api_url, issue(keys, "shop_b"))
+    checkout_id = unique("chk_tenant")
+    sent = checkout_body(checkout_id, orders=[("seller_t", "21.00", "USD")])
+    order_id = sent["payment_orders"][0]["payment_order_id"]
+
+    # When shop_b places a checkout
+    status, placed, headers = shop_b.post_checkout(sent)
+    assert status == 202 and "idempotent-replayed" not in headers, placed
+
+    # Then its order reaches SUCCESS through the workflow, read back with shop_b's ids
+    order = wait_final(shop_b, order_id, timeout=20)
+    assert order["payment_order_status"] == "SUCCESS" and order["wallet_updated"] and order["ledger_updated"]
+    assert (order["payment_order_id"], order["checkout_id"], order["seller_account"], order["amount"]) == (
+        order_id, checkout_id, "seller_t", "21.00")
+    status, checkout, _ = shop_b.get_checkout(checkout_id)
+    assert status == 200 and checkout["is_payment_done"] and [o["amount"] for o in checkout["payment_orders"]] == [
+        "21.00"]
+    assert "~" not in json.dumps([placed, order, checkout])
+
+    # And the default client's key gets 404 on it, by its ids or by the internal one
+    for path in (f"/v1/payments/{order_id}", f"/v1/checkouts/{checkout_id}", f"/v1/payments/shop_b~{order_id}"):
+        status, body, _ = api.request("GET", path)
+        assert status == 404 and "~" not in json.dumps(body).replace(f"shop_b~{order_id}", ""), (path, body)
+
+    # And the default client may place the same ids: its own checkout, charged on its own
+    assert api.post_checkout(checkout_body(checkout_id, orders=[("seller_t", "4.00", "USD")]))[0] == 202
+    assert wait_final(api, order_id, timeout=20)["amount"] == "4.00"
+    assert wait_final(shop_b, order_id, timeout=5)["amount"] == "21.00"

@@ -214,3 +214,44 @@ def test_a_redirect_is_a_failed_delivery_and_never_followed(notify_env, receiver
 
     assert error == "HTTP 307"
     assert receiver.attempts == 0
+
+
+def test_an_order_of_another_client_reaches_that_clients_endpoint_with_its_own_ids_never_defaults(notify_env):
+    from tests.integration.test_tenancy import call
+
+    # Given two endpoints, each set by its client through the API, and a third client with none
+    default_receiver = Receiver("mpsec_" + "1" * 48).start()
+    shop_receiver = Receiver("mpsec_" + "2" * 48).start()
+    try:
+        for client, running in (("default", default_receiver), ("shop_b", shop_receiver)):
+            status, view, _ = call(client, "PUT", "/v1/notification_endpoint",
+                                   {"url": running.url, "secret": running.secret})
+            assert status == 201 and view["client_id"] == client
+        assert call("shop_b", "GET", "/v1/notification_endpoint")[1]["url"] == shop_receiver.url
+        assert call("shop_c", "GET", "/v1/notification_endpoint")[0] == 404
+
+        # When an order of shop_b (stored under its internal ids) and one of shop_c succeed
+        db = boto3.client("dynamodb", region_name=REGION)
+        tables = PaymentTables.from_settings()
+        for client in ("shop_b", "shop_c"):
+            item = {**order_item(), "payment_order_id": f"{client}~po_n1", "checkout_id": f"{client}~chk_n1",
+                    "seller_account": f"{client}~seller_a", "charge_key": f"{client}~chk_n1#USD"}
+            db.put_item(TableName=notify_env["PAYMENT_ORDERS_TABLE"], Item=to_item(item))
+            tables.mark_orders_executing([item["payment_order_id"]], clock.iso())
+            tables.finish(item["payment_order_id"], OrderStatus.SUCCESS, {"psp_reference": "pi_n1"}, clock.iso())
+        assert notifier.handler(stream_event(stream_records(notify_env), notify_env["stream_arn"]),
+                                FakeContext()) == {"batchItemFailures": []}
+        assert run_deliverer(notify_env, receive(notify_env["NOTIFICATIONS_QUEUE_URL"])) == {"batchItemFailures": []}
+
+        # Then shop_b's endpoint heard of its order, with the ids shop_b sent, and the default's heard nothing
+        assert not shop_receiver.refused
+        assert sorted(e["type"] for e in shop_receiver.events) == [
+            "payment_order.executing", "payment_order.not_started", "payment_order.success"]
+        order = next(e for e in shop_receiver.events if e["type"] == "payment_order.success")["data"]["object"]
+        assert (order["payment_order_id"], order["checkout_id"], order["seller_account"]) == (
+            "po_n1", "chk_n1", "seller_a")
+        assert "~" not in json.dumps(shop_receiver.events)
+        assert default_receiver.events == [] and default_receiver.attempts == 0
+    finally:
+        default_receiver.stop()
+        shop_receiver.stop()

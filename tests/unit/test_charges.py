@@ -32,3 +32,11 @@ def test_orders_group_by_currency_in_request_order():
               {"payment_order_id": "c", "currency": "USD"}]
     assert {k: [o["payment_order_id"] for o in v] for k, v in group_orders(orders).items()} == {
         "USD": ["a", "c"], "EUR": ["b"]}
+
+
+def test_a_tenant_key_never_shares_its_execution_name_with_a_default_clients_checkout():
+    # `~` and `#` both become `-`: without the digest, shop_b's chk_1 and the default client's shop_b-chk_1
+    # would start (and, deduplicated by name, skip) each other's workflow
+    tenant, default = execution_name("shop_b~chk_1#USD", 1), execution_name("shop_b-chk_1#USD", 1)
+    assert tenant != default and VALID_NAME.match(tenant) and len(tenant) <= 80
+    assert execution_name(f"{'s' * 40}~{'c' * 64}#USD", 3).endswith("-3")
