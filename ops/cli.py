@@ -567,15 +567,17 @@ def notifications_set_endpoint(
     url: Annotated[str, typer.Option(help="https URL (plain http only to 127.0.0.1 or localhost)")],
     secret: Annotated[str | None, typer.Option(help="signing secret (default: kept, or generated for a new one)")]
     = None,
+    client: Annotated[str, typer.Option(help="the storefront client whose endpoint this is")] = "default",
 ) -> None:
-    """Set where status changes are POSTed (as PUT /v1/notification_endpoint does). A generated secret is
-    printed once: give it to the storefront."""
+    """Set where a client's status changes are POSTed (as its PUT /v1/notification_endpoint does). A generated
+    secret is printed once: give it to the storefront."""
     from functions.notify.endpoints import EndpointRequest, set_endpoint
     from functions.shared.errors import DomainError
 
     def body(ops: Ops) -> None:
         try:
-            view, created = set_endpoint(EndpointRequest(url=url, secret=secret), table=_endpoints(ops.resources))
+            view, created = set_endpoint(EndpointRequest(url=url, secret=secret), client_id=client,
+                                         table=_endpoints(ops.resources))
         except (DomainError, ValueError) as error:
             raise OpsError(f"refused: {getattr(error, 'message', error)}") from error
         ops.console.print(f"{'created' if created else 'updated'}: {view.client_id} -> {view.url}")
@@ -587,13 +589,16 @@ def notifications_set_endpoint(
 
 
 @notifications_app.command("show")
-def notifications_show(ctx: typer.Context) -> None:
-    """The endpoint (never its secret)."""
+def notifications_show(
+    ctx: typer.Context,
+    client: Annotated[str, typer.Option(help="the storefront client whose endpoint to show")] = "default",
+) -> None:
+    """A client's endpoint (never its secret)."""
 
     def body(ops: Ops) -> None:
-        item = _endpoints(ops.resources).get("default")
+        item = _endpoints(ops.resources).get(client)
         if item is None:
-            raise OpsError("no notification endpoint is set: `ops notifications set-endpoint --url ...`")
+            raise OpsError(f"{client} has no notification endpoint: `ops notifications set-endpoint --url ...`")
         ops.console.print(f"{item['client_id']} -> {item['url']} (updated {item['updated_at']})")
 
     _guarded(ctx, body)

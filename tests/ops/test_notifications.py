@@ -37,3 +37,12 @@ def test_the_notifications_dlq_is_listed(endpoints):
     listed = ops("dlq", "list")
     assert listed.exit_code == 0, listed.output
     assert "NotificationsDlq" in listed.output
+
+
+def test_each_client_has_its_own_endpoint(endpoints):
+    assert ops("notifications", "set-endpoint", "--url", "https://a.example/h").exit_code == 0
+    made = ops("notifications", "set-endpoint", "--url", "https://b.example/h", "--client", "shop_b")
+    assert made.exit_code == 0 and "created: shop_b -> https://b.example/h" in made.output
+    assert "https://a.example/h" in ops("notifications", "show").output
+    assert "https://b.example/h" in ops("notifications", "show", "--client", "shop_b").output
+    assert ops("notifications", "show", "--client", "shop_c").exit_code == 1
