@@ -35,6 +35,7 @@ from functions.shared.errors import (
     BodyTooLarge,
     CardNumberRefused,
     DomainError,
+    MethodNotAllowed,
     RateLimited,
     Unauthenticated,
     error_body,
@@ -337,9 +338,19 @@ def _body_refusal(body: str) -> DomainError | None:
     return None
 
 
+def _method_not_allowed(route_key: str) -> dict[str, Any]:
+    path = route_key.removeprefix("ANY ")
+    allowed = sorted(route.split(" ", 1)[0] for route in scopes.ROUTE_SCOPES if route.split(" ", 1)[1] == path)
+    answer = _refusal(MethodNotAllowed(f"{path} answers {', '.join(allowed)}"))
+    answer["headers"]["Allow"] = ", ".join(allowed)
+    return answer
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("routeKey", "").startswith("ANY "):  # no method route took it: the path lacks this method
+        return _method_not_allowed(event["routeKey"])
     try:
         caller = scopes.caller(event)
     except DomainError as refused:

@@ -172,3 +172,10 @@ class RateLimited(DomainError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class MethodNotAllowed(DomainError):
+    """The path exists, not with this method (the answer's Allow header lists those it has)."""
+
+    code = "method_not_allowed"
+    http_status = 405

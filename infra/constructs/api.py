@@ -84,6 +84,12 @@ class Api(Construct):
             self.http_api.add_routes(
                 path=path, methods=[apigw.HttpMethod(method)], integration=integration, authorizer=authorizer
             )
+        # Any other method on these paths reaches PaymentApi through `ANY <path>` (a method route is more specific,
+        # so it wins) and is answered 405 with Allow; without these, API Gateway answers a bare 404.
+        for path in dict.fromkeys(path for _, path in names.ROUTES):
+            self.http_api.add_routes(
+                path=path, methods=[apigw.HttpMethod.ANY], integration=integration, authorizer=authorizer
+            )
 
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=removal_policy

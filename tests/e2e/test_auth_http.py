@@ -89,3 +89,9 @@ def test_another_clients_checkout_reaches_success_and_stays_its_own(stack, api, 
     assert api.post_checkout(checkout_body(checkout_id, orders=[("seller_t", "4.00", "USD")]))[0] == 202
     assert wait_final(api, order_id, timeout=20)["amount"] == "4.00"
     assert wait_final(shop_b, order_id, timeout=5)["amount"] == "21.00"
+
+
+def test_a_method_a_path_lacks_is_405_as_deployed(api):
+    status, body, headers = api.request("DELETE", "/v1/payments/po_nope")
+    assert (status, body["error"]["code"], headers["allow"]) == (405, "method_not_allowed", "GET")
+    assert api.request("GET", "/v1/payments/po_nope")[0] == 404  # the method route still wins

@@ -34,3 +34,10 @@ def test_api_gateway_may_invoke_the_authorizer(synth):
     permissions = [p["Properties"] for p in synth.of_type("AWS::Lambda::Permission").values()]
     assert any(names.API_AUTHORIZER.name in str(p["FunctionName"]) and p["Principal"] == "apigateway.amazonaws.com"
                for p in permissions)
+
+
+def test_every_path_has_an_any_route_behind_the_authorizer_for_the_405(synth):
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in synth.of_type("AWS::ApiGatewayV2::Route").values()}
+    for path in {path for _, path in names.ROUTES}:
+        assert routes[f"ANY {path}"]["AuthorizationType"] == "CUSTOM"
+    assert f"ANY {names.WEBHOOK_PATH}" not in routes
