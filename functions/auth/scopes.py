@@ -57,6 +57,7 @@ def caller(event: dict[str, Any]) -> Caller:
                    frozenset((context.get(AUTH_SCOPES) or "").split()))
     needed = ROUTE_SCOPES.get(event.get("routeKey", ""))
     if needed is None or (needed and needed not in found.scopes):
-        raise ScopeMissing(f"this API key lacks the scope `{needed}`" if needed else "no scope opens this route",
-                           details=[{"required_scope": needed or ""}])
+        message = f"this API key lacks the scope `{needed}`" if needed else "no scope opens this route"
+        raise ScopeMissing(message, details=[{"code": "insufficient_scope", "message": message,
+                                              "required_scope": needed or ""}])
     return found

@@ -21,6 +21,7 @@ from functions.payment.schemas import (
     AccountId,
     BalanceView,
     CheckoutView,
+    ErrorResponse,
     PaymentOrderView,
     PaymentRequest,
     RefundRequest,
@@ -64,6 +65,29 @@ _CODE_NAMES = {
 # Fields whose every invalid value has its own code (issue 15), whatever pydantic's reason.
 _FIELD_CODES = {"psp_account_id": "invalid_psp_account_id", "commission_bps": "invalid_commission",
                 "auto_release_days": "invalid_auto_release_days"}
+
+
+# What any route may answer besides its own outcomes: the key and its limits, and the request's shape.
+_ANY_ROUTE = {
+    401: "missing_api_key, invalid_api_key, revoked_api_key",
+    403: "insufficient_scope",
+    422: "a path or query parameter, or a field, is invalid (code per field in details)",
+    429: "rate_limited: wait Retry-After seconds",
+}
+_WITH_BODY = {400: "invalid_json, body_too_deep", 413: "body_too_large"}
+
+
+def documented(outcomes: dict[int, dict[str, Any]], *, body: bool = False) -> dict[int, dict[str, Any]]:
+    """A route's OpenAPI answers: its own, and every error any route may give, each with the error shape."""
+    answers = {**outcomes} if any(200 <= status < 300 for status in outcomes) else {200: {"description": "OK"},
+                                                                                    **outcomes}
+    for status, text in {**_ANY_ROUTE, **(_WITH_BODY if body else {})}.items():
+        own = answers.get(status, {}).get("description")
+        answers[status] = {"description": f"{own}; or {text}" if own else text}
+    for status, answer in answers.items():
+        if status >= 400:
+            answer["content"] = {"application/json": {"model": ErrorResponse}}
+    return answers
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response:
@@ -155,7 +179,8 @@ def _scoped_payment(request: PaymentRequest) -> PaymentRequest:
     return request.model_copy(update={"checkout_id": _in(request.checkout_id), "payment_orders": orders})
 
 
-@app.post("/v1/payments", responses={202: {"description": "Checkout accepted"}})
+@app.post("/v1/payments", responses=documented({202: {"description": "Checkout accepted"}, 409: {
+    "description": "checkout_id_conflict, payment_order_id_in_use"}}, body=True))
 def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[CheckoutView]:
     checkout, replayed = service.place_checkout(_scoped_payment(request))
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -170,20 +195,21 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
                     headers=headers)
 
 
-@app.get("/v1/payments/<payment_order_id>")
+@app.get("/v1/payments/<payment_order_id>", responses=documented({404: {"description": "not_found"}}))
 def get_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> PaymentOrderView:
     return _out(service.get_order(_in(payment_order_id)))
 
 
-@app.get("/v1/checkouts/<checkout_id>")
+@app.get("/v1/checkouts/<checkout_id>", responses=documented({404: {"description": "not_found"}}))
 def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutView:
     return _out(service.get_checkout(_in(checkout_id)))
 
 
 @app.post("/v1/payments/<payment_order_id>/release",
-          responses={202: {"description": "Released now"}, 200: {"description": "Released before (same body)"},
-                     404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"},
-                     503: {"description": "concurrent_change: refunds kept changing the order; send it again"}})
+          responses=documented({
+              202: {"description": "Released now"}, 200: {"description": "Released before (same body)"},
+              404: {"description": "payment_order_not_found"}, 409: {"description": "order_not_settled"},
+              503: {"description": "concurrent_change: refunds kept changing the order; send it again"}}))
 def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Response[ReleaseView]:
     view, now = payouts.release(_in(payment_order_id))
     logger.info("release", extra={"payment_order_id": view.payment_order_id, "released_now": now})
@@ -193,10 +219,11 @@ def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Re
 
 
 @app.post("/v1/payments/<payment_order_id>/refunds",
-          responses={202: {"description": "Refund accepted (PENDING); a replay answers the same, Idempotent-Replayed"},
-                     404: {"description": "payment_order_not_found"},
-                     409: {"description": "order_not_settled, refund_id_conflict"},
-                     422: {"description": "refund_exceeds_remaining, invalid_amount"}})
+          responses=documented({
+              202: {"description": "Refund accepted (PENDING); a replay answers the same, Idempotent-Replayed"},
+              404: {"description": "payment_order_not_found"},
+              409: {"description": "order_not_settled, refund_id_conflict"},
+              422: {"description": "refund_exceeds_remaining, invalid_amount"}}, body=True))
 def create_refund(payment_order_id: Annotated[str, Path(max_length=64)],
                   request: Annotated[RefundRequest, Body()]) -> Response[RefundView]:
     view, replayed = refunds.create_refund(_in(payment_order_id),
@@ -208,7 +235,7 @@ def create_refund(payment_order_id: Annotated[str, Path(max_length=64)],
     return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
 
 
-@app.get("/v1/refunds/<refund_id>", responses={404: {"description": "refund_not_found"}})
+@app.get("/v1/refunds/<refund_id>", responses=documented({404: {"description": "refund_not_found"}}))
 def get_refund(refund_id: Annotated[str, Path(max_length=64)]) -> RefundView:
     return _out(refunds.get_refund(_in(refund_id)))
 
@@ -216,29 +243,29 @@ def get_refund(refund_id: Annotated[str, Path(max_length=64)]) -> RefundView:
 SellerAccount = Annotated[AccountId, Path()]
 
 
-@app.put("/v1/sellers/<seller_account>", responses={422: {"description": "invalid_psp_account_id, "
-                                                                          "invalid_commission"}})
+@app.put("/v1/sellers/<seller_account>", responses=documented({
+    422: {"description": "invalid_psp_account_id, invalid_commission"}}, body=True))
 def put_seller(seller_account: SellerAccount, request: Annotated[SellerRequest, Body()]) -> SellerView:
     return _out(payouts.register_seller(_in(seller_account), request))
 
 
-@app.get("/v1/sellers/<seller_account>", responses={404: {"description": "seller_not_found"}})
+@app.get("/v1/sellers/<seller_account>", responses=documented({404: {"description": "seller_not_found"}}))
 def get_seller(seller_account: SellerAccount) -> SellerView:
     return _out(payouts.get_seller(_in(seller_account)))
 
 
 @app.get("/v1/sellers/<seller_account>/balance",
-         responses={200: {"description": "Per currency: pending, available, transferred, owed"},
-                    404: {"description": "seller_not_found: neither registered nor any money moved"}})
+         responses=documented({200: {"description": "Per currency: pending, available, transferred, owed"},
+                               404: {"description": "seller_not_found: neither registered nor any money moved"}}))
 def get_balance(seller_account: SellerAccount) -> BalanceView:
     return _out(payouts.balance(_in(seller_account)))
 
 
 @app.get("/v1/sellers/<seller_account>/statement",
-         responses={200: {"description": "Movements, oldest first: JSON, or CSV with `Accept: text/csv`",
-                          "content": {"text/csv": {"schema": {"type": "string"}}}},
-                    404: {"description": "seller_not_found: neither registered nor any money moved"},
-                    422: {"description": "invalid_time, invalid_time_window"}})
+         responses=documented({200: {"description": "Movements, oldest first: JSON, or CSV with `Accept: text/csv`",
+                                     "content": {"text/csv": {"schema": {"type": "string"}}}},
+                               404: {"description": "seller_not_found: neither registered nor any money moved"},
+                               422: {"description": "invalid_time, invalid_time_window"}}))
 def get_statement(
     seller_account: SellerAccount,
     start: Annotated[str | None, Query(alias="from", description="ISO 8601 time, default 30 days before to")] = None,
@@ -251,8 +278,8 @@ def get_statement(
 
 
 @app.put("/v1/notification_endpoint",
-         responses={201: {"description": "Created: `secret` is in this answer only (when generated)"},
-                    200: {"description": "Replaced"}, 422: {"description": "invalid_url"}})
+         responses=documented({201: {"description": "Created: `secret` is in this answer only (when generated)"},
+                               200: {"description": "Replaced"}, 422: {"description": "invalid_url"}}, body=True))
 def put_notification_endpoint(
     request: Annotated[notification_endpoints.EndpointRequest, Body()],
 ) -> Response[notification_endpoints.CreatedEndpointView | notification_endpoints.EndpointView]:
@@ -262,7 +289,8 @@ def put_notification_endpoint(
                     body=view)
 
 
-@app.get("/v1/notification_endpoint", responses={404: {"description": "notification_endpoint_not_found"}})
+@app.get("/v1/notification_endpoint",
+         responses=documented({404: {"description": "notification_endpoint_not_found"}}))
 def get_notification_endpoint() -> notification_endpoints.EndpointView:
     return notification_endpoints.get_endpoint(_client_id())
 

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from functions.shared import psp_units
 from functions.shared.errors import NotChargeableAtPsp
-from functions.shared.money import Money, MoneyError
+from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 from functions.shared.status import PayoutStatus
 
 # One DynamoDB transaction holds the event, every order and one charge per currency (limit 100 items).
@@ -20,6 +20,10 @@ MAX_CURRENCIES_PER_CHECKOUT = 10
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{1,64}$")]
+
+
+# Documented in the OpenAPI schema; the validators below check more (the currency's decimals, the PSP's bounds).
+AMOUNT_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,3})?$"
 
 
 class ApiModel(BaseModel):
@@ -50,8 +54,10 @@ class PaymentOrderRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     seller_account: AccountId
-    amount: str = Field(description='Decimal string in major units, e.g. "12.34"', examples=["12.34"])
-    currency: str = Field(description="ISO 4217 code", examples=["USD"])
+    amount: str = Field(description='Decimal string in major units, e.g. "12.34"; at most the currency\'s decimals',
+                        examples=["12.34"], json_schema_extra={"pattern": AMOUNT_PATTERN})
+    currency: str = Field(description="ISO 4217 code", examples=["USD"],
+                          json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)})
     payment_order_id: Identifier
 
     @field_validator("amount", mode="before")
@@ -266,7 +272,8 @@ class RefundRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     refund_id: Identifier
-    amount: str | None = Field(None, description='Decimal string in major units, e.g. "5.00"', examples=["5.00"])
+    amount: str | None = Field(None, description='Decimal string in major units, e.g. "5.00"', examples=["5.00"],
+                               json_schema_extra={"pattern": AMOUNT_PATTERN})
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
     @field_validator("amount", mode="before")
@@ -313,3 +320,4 @@ class DisputeSummary(ApiModel):
     dispute_id: str
     status: str
     amount: str
+
