@@ -102,6 +102,7 @@ class ChaosConfig:
     disable: str | None = None
     timeout_s: float = 7200.0
     max_in_flight: int = 300
+    payin_only: bool = False  # stop after the pay-in (charges, wallets, ledger): no releases, transfers, refunds
 
 
 @dataclass
@@ -503,8 +504,11 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     except TimeoutError:
         _log_unsettled(stack)
 
-    payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
-    refunds = _refund(stack, config, api, idle, faults)
+    if config.payin_only:
+        payouts, refunds = PayoutRun(ReleaseRecord()), RefundRecord()
+    else:
+        payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
+        refunds = _refund(stack, config, api, idle, faults)
 
     stats = sandbox.faults.stats()
     # pay-in faults apart from transfer faults: how often a transfer is retried depends on timing (the sweeper's
@@ -743,9 +747,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overnight-rate", type=float, default=ChaosConfig.overnight_rate)
     parser.add_argument("--timeout", type=float, default=ChaosConfig.timeout_s)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line (for tests)")
+    parser.add_argument("--payin-only", action="store_true",
+                        help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
-                         overnight_rate=args.overnight_rate, timeout_s=args.timeout)
+                         overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):
