@@ -36,7 +36,7 @@ run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5
 test: synth  ## every test
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-test-chaos: synth  ## only the chaos tests of make test: 3 seeds x 200 orders and the checker's mutation tests
+test-chaos: synth  ## only the chaos tests of make test: 3 seeds x 100 orders and the checker's mutation tests
 	$(PY) -m pytest -m chaos -n 2 tests/chaos
 
 # Advisories accepted for now, one a line with its reason (.pip-audit-ignore); --strict fails on any package the
