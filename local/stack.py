@@ -250,9 +250,11 @@ class LocalStack:
         shared = {k: v.pop() for k, v in values.items() if len(v) == 1 and k != "POWERTOOLS_SERVICE_NAME"}
         return {**shared, "AWS_ENDPOINT_URL": self.aws_url}
 
-    def _development_key(self) -> str:
-        """A key of the default client with every scope, as `python -m ops keys create default` makes one."""
-        return issue_key(ApiKeysTable(os.environ[ENV_API_KEYS_TABLE]), DEFAULT_CLIENT_ID)  # set by _tools_env
+    def _development_key(self) -> str | None:
+        """A key of the default client with every scope, as `python -m ops keys create default` makes one; none
+        for a template without the keys' table (the toy stacks of tests/local)."""
+        table = os.environ.get(ENV_API_KEYS_TABLE)  # set by _tools_env from the functions' environments
+        return issue_key(ApiKeysTable(table), DEFAULT_CLIENT_ID) if table else None
 
     def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
         """The PSP's secret key, where the template says the functions read it (created outside CloudFormation
