@@ -1325,7 +1325,7 @@ class WebhookEventsTable:
 
 @dataclass
 class NotificationEndpointsTable:
-    """One storefront endpoint per client (`client_id`; only `default` until issue 21 adds clients): the URL
+    """One storefront endpoint per client (`client_id`, the API key's client): the URL
     events are POSTed to and the secret they are signed with. The secret is stored as given: signing needs it in
     the clear (encrypted at rest by DynamoDB; only PaymentApi writes and only the Deliverer reads it)."""
 
