@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.deploy import API_ID, DeployedStack
 from local.event_sources import lambda_client
@@ -71,7 +71,8 @@ class Route:
         if not found:
             return None
         names = re.findall(r"\{([^}+]+)\+?\}", self.path)
-        return {name: found.group(_group(name)) for name in names}
+        # API Gateway hands path parameters percent-decoded (UTF-8): /v1/sellers/a%3Ab -> "a:b"
+        return {name: unquote(found.group(_group(name)), errors="replace") for name in names}
 
     @property
     def priority(self) -> tuple[int, int, int]:
@@ -242,7 +243,12 @@ class Gateway:
             def _serve(self) -> None:
                 gateway.serve(self)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+            def __getattr__(self, name: str) -> Any:
+                # every method, known to http.server or not (TRACE, QUERY...), goes to the routes: an ANY route
+                # takes it, as API Gateway's would, instead of http.server's 501
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True

@@ -36,9 +36,11 @@ from functions.shared.errors import (
     BodyTooLarge,
     CardNumberRefused,
     DomainError,
+    InvalidJson,
     MethodNotAllowed,
     RateLimited,
     Unauthenticated,
+    UnsupportedMediaType,
     error_body,
 )
 from functions.shared.observability import service_metrics
@@ -74,7 +76,8 @@ _ANY_ROUTE = {
     422: "a path or query parameter, or a field, is invalid (code per field in details)",
     429: "rate_limited: wait Retry-After seconds",
 }
-_WITH_BODY = {400: "invalid_json, body_too_deep", 413: "body_too_large"}
+_WITH_BODY = {400: "invalid_json, body_too_deep", 413: "body_too_large",
+              415: "unsupported_media_type: a body is JSON (Content-Type: application/json)"}
 
 
 def documented(outcomes: dict[int, dict[str, Any]], *, body: bool = False) -> dict[int, dict[str, Any]]:
@@ -263,7 +266,8 @@ def get_balance(seller_account: SellerAccount) -> BalanceView:
 
 @app.get("/v1/sellers/<seller_account>/statement",
          responses=documented({200: {"description": "Movements, oldest first: JSON, or CSV with `Accept: text/csv`",
-                                     "content": {"text/csv": {"schema": {"type": "string"}}}},
+                                     "content": {"application/json": {"model": list[StatementLine]},
+                                                 "text/csv": {"schema": {"type": "string"}}}},
                                404: {"description": "seller_not_found: neither registered nor any money moved"},
                                422: {"description": "invalid_time, invalid_time_window"}}))
 def get_statement(
@@ -325,12 +329,16 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
 
 
-def _body_text(event: dict[str, Any]) -> str:
+def _body_text(event: dict[str, Any]) -> str | None:
+    """The body as text; None when it is not UTF-8 (API Gateway hands such a body base64-encoded)."""
     body = event.get("body") or ""
     if event.get("isBase64Encoded") and body:
         import base64
 
-        body = base64.b64decode(body).decode("utf-8", errors="replace")
+        try:
+            return base64.b64decode(body).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
     return body
 
 
@@ -356,7 +364,17 @@ def _json_depth(text: str) -> int:
     return deepest
 
 
-def _body_refusal(body: str) -> DomainError | None:
+def _media_refusal(event: dict[str, Any]) -> DomainError | None:
+    """A body sent as anything but JSON (a form, multipart...) is refused before a parser for it runs."""
+    media = ((event.get("headers") or {}).get("content-type") or "").split(";")[0].strip().lower()
+    if event.get("body") and media not in ("", "application/json"):
+        return UnsupportedMediaType(f"the body must be application/json, not {media[:100]}")
+    return None
+
+
+def _body_refusal(body: str | None) -> DomainError | None:
+    if body is None:
+        return InvalidJson("the body is not UTF-8 text")
     if len(body.encode()) > MAX_BODY_BYTES:
         return BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if body.count("[") + body.count("{") > MAX_JSON_DEPTH and _json_depth(body) > MAX_JSON_DEPTH:
@@ -387,7 +405,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _refusal(refused)
     logger.append_keys(client_id=caller.client_id, key_id=caller.key_id)
     # These checks run before anything parses or logs the body, so a PAN never reaches a log or a table.
-    refused = _body_refusal(_body_text(event))
+    refused = _media_refusal(event) or _body_refusal(_body_text(event))
     if refused is not None:
         logger.warning("request body refused", extra={"code": refused.code, "path": event.get("rawPath")})
         if isinstance(refused, CardNumberRefused):

@@ -179,3 +179,17 @@ class MethodNotAllowed(DomainError):
 
     code = "method_not_allowed"
     http_status = 405
+
+
+class InvalidJson(DomainError):
+    """The body is not JSON text (not UTF-8, or not JSON at all)."""
+
+    code = "invalid_json"
+    http_status = 400
+
+
+class UnsupportedMediaType(DomainError):
+    """The body is sent as something other than JSON."""
+
+    code = "unsupported_media_type"
+    http_status = 415

@@ -68,3 +68,27 @@ def test_a_method_the_path_lacks_is_405_with_allow(aws_env, method, path, route,
     event["requestContext"]["authorizer"] = {}  # 405 whoever asks: it reveals only what the OpenAPI document says
     status, body, headers = call(event)
     assert (status, body["error"]["code"], headers["Allow"]) == (405, "method_not_allowed", allow)
+
+
+def test_a_body_that_is_not_utf8_is_400_invalid_json_not_a_crash(aws_env):
+    import base64
+
+    event = http_event("POST", "/v1/payments", None)
+    event["body"], event["isBase64Encoded"] = base64.b64encode(b"\xff|\xfe|\x9d4").decode(), True
+    status, body, _ = call(event)
+    assert (status, body["error"]["code"]) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize("media", ["multipart/form-data", "application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_sent_as_anything_but_json_is_415_before_any_parser_runs(aws_env, media):
+    event = http_event("POST", "/v1/payments", checkout())
+    event["headers"]["content-type"] = media
+    status, body, _ = call(event)
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+    assert rows("PaymentEvents") == 0
+
+
+def test_json_with_a_charset_is_json(aws_env):
+    event = http_event("POST", "/v1/payments", checkout())
+    event["headers"]["content-type"] = "application/json; charset=utf-8"
+    assert call(event)[0] == 202
