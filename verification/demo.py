@@ -82,7 +82,7 @@ def stack_outputs(aws_url: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def running_stack(api: str, aws: str, psp: str) -> Endpoints | None:
+def running_stack(api: str, aws: str, psp: str, api_key: str | None = None) -> Endpoints | None:
     """The endpoints of a running `make run`, or None when one of its three parts does not answer."""
     if not all(_answers(url) for url in (api, aws, psp)):
         return None
@@ -93,7 +93,7 @@ def running_stack(api: str, aws: str, psp: str) -> Endpoints | None:
         outputs = stack_outputs(aws)
     except Exception:  # noqa: BLE001 - anything else on those ports is not our stack
         return None
-    return Endpoints(api, aws, psp, outputs, _demo_key(aws, outputs))
+    return Endpoints(api, aws, psp, outputs, api_key or _demo_key(aws, outputs))
 
 
 def _demo_key(aws: str, outputs: dict[str, str]) -> str:
@@ -421,13 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws", default=DEFAULT_AWS)
     parser.add_argument("--psp", default=DEFAULT_PSP)
     parser.add_argument("--own-stack", action="store_true", help="always start an own stack on free ports")
+    parser.add_argument("--api-key", default=os.environ.get("MARKETPAY_API_KEY"),
+                        help="the key of `make run`'s READY line (or env MARKETPAY_API_KEY); default: a new key of "
+                             "the default client, made as an operator makes one")
     args = parser.parse_args(argv)
     for key, value in DUMMY_AWS_ENV.items():
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.WARNING)
     console = Console()
 
-    env = None if args.own_stack else running_stack(args.api, args.aws, args.psp)
+    env = None if args.own_stack else running_stack(args.api, args.aws, args.psp, args.api_key)
     own = None
     if env is None:
         console.print("no running `make run` found: starting a local stack on free ports…")
