@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -135,7 +134,7 @@ class LocalStack:
             self.runtime.install(function_envs)
             self._set_env(self._tools_env(function_envs))
             _start_cold()
-            self.api_key = self._development_key()
+            self.api_key = self._development_key(function_envs)
             self.events = EventSources(
                 self.aws_url,
                 sqs_mappings(self.deployed, self.aws_url),
@@ -250,11 +249,13 @@ class LocalStack:
         shared = {k: v.pop() for k, v in values.items() if len(v) == 1 and k != "POWERTOOLS_SERVICE_NAME"}
         return {**shared, "AWS_ENDPOINT_URL": self.aws_url}
 
-    def _development_key(self) -> str | None:
+    @staticmethod
+    def _development_key(function_envs: dict[str, dict[str, str]]) -> str | None:
         """A key of the default client with every scope, as `python -m ops keys create default` makes one; none
-        for a template without the keys' table (the toy stacks of tests/local)."""
-        table = os.environ.get(ENV_API_KEYS_TABLE)  # set by _tools_env from the functions' environments
-        return issue_key(ApiKeysTable(table), DEFAULT_CLIENT_ID) if table else None
+        for a template without the keys' table (the toy stacks of tests/local). The table is the one this
+        stack's functions name, never one a previous test left in the environment."""
+        tables = {env[ENV_API_KEYS_TABLE] for env in function_envs.values() if env.get(ENV_API_KEYS_TABLE)}
+        return issue_key(ApiKeysTable(tables.pop()), DEFAULT_CLIENT_ID) if len(tables) == 1 else None
 
     def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
         """The PSP's secret key, where the template says the functions read it (created outside CloudFormation

@@ -230,7 +230,7 @@ class ApiClient:
             return status, body, ""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request("GET", path, headers={"Accept": "text/csv"})
+            conn.request("GET", path, headers={**self._auth, "Accept": "text/csv"})
             response = conn.getresponse()
             return response.status, None, response.read().decode()
         finally:
