@@ -37,7 +37,9 @@ def key_id(key: str) -> str:
 def bearer_key(authorization: str | None) -> str | None:
     """The key of an `Authorization: Bearer <key>` header (scheme case-insensitive), else None."""
     scheme, _, key = (authorization or "").strip().partition(" ")
-    return key.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return key.strip()
 
 
 def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = SCOPES, mode: str = "test",
