@@ -298,7 +298,8 @@ class LambdaRuntime:
 
     def handler_for(self, function_name: str, handler_string: str, environment: int = 0) -> Callable[..., Any]:
         """Import `package.module.function` from the code root, once per execution environment (a warm Lambda
-        keeps its module). Environment 0 uses the importable module itself (what tests patch); each further
+        keeps its module). Environment 0 uses the importable module itself (what tests patch; one a test imported
+        first keeps what it was built with there, such as its metrics' service name); each further
         environment runs its own copy of the handler's module, so module state is never shared by two
         invocations running at once, as on AWS (class-level state is: see `_keeps_state_on_classes`). The
         modules the handler imports are shared; their zero-argument caches (settings()) are per function."""

@@ -128,12 +128,15 @@ def deliver(delivery: Delivery, endpoint: dict[str, Any] | None, config: Setting
         logger.warning("no notification endpoint: event dropped",
                        extra={"event_id": delivery.event["id"], "client_id": delivery.client_id})
         return Result(Outcome.DROPPED)
+    log = {"event_id": delivery.event["id"], "type": delivery.event.get("type"), "client_id": delivery.client_id,
+           "attempt": delivery.attempt}
     error = post(endpoint["url"], endpoint["secret"], delivery, config.notification_timeout_s)
     if error is None:
+        logger.info("notification delivered", extra=log)
         return Result(Outcome.DELIVERED)
     now = clock.now()
     deadline = clock.parse_iso(delivery.enqueued_at) + timedelta(seconds=config.notification_retry_window_s)
-    log = {"event_id": delivery.event["id"], "attempt": delivery.attempt, "error": error}
+    log["error"] = error
     if now >= deadline:
         queues.dead_letter_notification({
             "event_id": delivery.event["id"], "type": delivery.event.get("type"), "client_id": delivery.client_id,
