@@ -103,6 +103,7 @@ class ChaosConfig:
     timeout_s: float = 7200.0
     max_in_flight: int = 300
     payin_only: bool = False  # stop after the pay-in (charges, wallets, ledger): no releases, transfers, refunds
+    search_lag_s: float = SEARCH_LAG_S
 
 
 @dataclass
@@ -362,7 +363,7 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     with _without(config.disable, hits), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
         stack = _started_stack()
         try:
-            search = SearchFaults(stack.sandbox.clock.timestamp, faults)
+            search = SearchFaults(stack.sandbox.clock.timestamp, faults, config.search_lag_s)
             with search.installed():
                 report = _drive(stack, config, injector, faults, started, progress, search)
             report.mutation_hits = hits
@@ -749,9 +750,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line (for tests)")
     parser.add_argument("--payin-only", action="store_true",
                         help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
+    parser.add_argument("--search-lag", type=float, default=ChaosConfig.search_lag_s,
+                        help="seconds of the PSP's clock before a new PaymentIntent shows in a search")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
-                         overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only)
+                         overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
+                         search_lag_s=args.search_lag)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):

@@ -57,8 +57,9 @@ def test_the_same_seed_draws_the_same_faults():
 
 
 @pytest.mark.parametrize(("protection", "invariant", "kill_rate", "phases"), [
-    # a lost answer retried within the search's lag, without the key: the token spent twice, or charged twice
-    ("psp_idempotency_key", "1", "0.07", ["--payin-only"]),
+    # a lost answer retried within the search's lag, without the key: the token spent twice, or charged twice. A
+    # lag of hours: with Stripe's minute, an idle stack's clock jump (420 s) could pass it before the retry
+    ("psp_idempotency_key", "1", "0.07", ["--payin-only", "--search-lag", "14400"]),
     ("wallet_guard", "4", "0.15", ["--payin-only"]),  # a wallet step killed after its write and retried credits twice
     ("ledger_guard", "4", "0.15", ["--payin-only"]),  # a ledger step killed after its write, retried: a second pay-in
     ("charge_lookup", "1", "0", ["--payin-only"]),  # an overnight charge redriven past the key's life, created again
