@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payment import payouts
-from functions.shared import clock, psp
+from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
@@ -90,7 +90,7 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
     charge = state.get("charge") or {}
     now = clock.now()
     if (state.get("outcome") or charge.get("outcome")) == "pending":
-        if charge.get("psp_status") == psp.REQUIRES_ACTION:
+        if charge.get("psp_status") == "requires_action":  # 3-D Secure (psp.REQUIRES_ACTION)
             _wait_for_buyer(tables, work, charge, now)
         else:
             tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""),

@@ -454,9 +454,9 @@ class PaymentTables:
                                {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         for order_id in payment_order_ids:
             self._update_if(self.orders_table, {"payment_order_id": order_id},
-                            "SET next_action = :action, action_expires_at = :expires, updated_at = :now",
-                            "payment_order_status = :executing",
-                            {":action": next_action, ":expires": deadline, ":now": now,
+                            "SET next_action = :action, action_expires_at = :expires, psp_reference = :ref, "
+                            "updated_at = :now", "payment_order_status = :executing",
+                            {":action": next_action, ":expires": deadline, ":ref": psp_reference, ":now": now,
                              ":executing": OrderStatus.EXECUTING.value})
         return deadline
 
