@@ -47,7 +47,8 @@ class Settings(BaseModel):
     max_attempts: int = 5
     # 3-D Secure (issue 17): seconds the buyer has to complete a challenge (PaymentIntent requires_action); past
     # it the sweeper's next attempt cancels the PaymentIntent and the orders end FAILED authentication_abandoned.
-    threeds_timeout_s: int = Field(default=1800, ge=60, le=86400)
+    # Above executing_deadline_s, so a completion webhook can bring the parked charge forward (bring_charge_forward).
+    threeds_timeout_s: int = Field(default=1800, ge=600, le=86400)
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
     # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
     # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.
