@@ -165,6 +165,7 @@ def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
                 checkout_id=event["checkout_id"],
                 created_at=event["created_at"],
                 updated_at=event["created_at"],
+                wallet=event.get("wallet"),
             )
             for o in event["payment_orders"]
         ],

@@ -221,7 +221,11 @@ def with_method(checkout_id, method, credit_card_info=None):
 
 def test_a_wallet_card_token_is_accepted_and_the_orders_record_the_wallet(aws_env):
     status, body, _ = post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "google_pay"}))
-    assert status == 202
+    assert status == 202 and {o["wallet"] for o in body["payment_orders"]} == {"google_pay"}
+    # the same checkout again is a replay; with another wallet it is another request
+    assert post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "google_pay"}))[1] == body
+    status, conflict, _ = post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "apple_pay"}))
+    assert (status, conflict["error"]["code"]) == (409, "checkout_id_conflict")
     status, order, _ = call(http_event("GET", "/v1/payments/chk_gp_a", path_parameters={"payment_order_id": "chk_gp_a"},
                                        route_key="GET /v1/payments/{payment_order_id}"))
     assert status == 200 and order["wallet"] == "google_pay"
