@@ -2,7 +2,8 @@
 
 Transient PSP errors raise PspTransientError, which the workflow retries with backoff: the same key, and from
 the second call of a charge on a look-up first, so a charge whose answer was lost is found or replayed, never
-repeated. Declines come back as a `failed` outcome. Stripe replaying a stored 500 for the key is handled in
+repeated. Declines come back as a `failed` outcome. A PaymentIntent still in requires_action (3-D Secure) past the
+challenge's deadline is cancelled here (issue 17). Stripe replaying a stored 500 for the key is handled in
 `_create` (docs/decisions.md 2026-12-04). A checkout of several currencies paid with a single-use PaymentMethod
 first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 """
@@ -33,7 +34,17 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     result = psp.client().retrieve(reference, work) if reference else _create(work, tables, before)
     if result.psp_reference and result.psp_reference != reference:
         tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
+    if result.psp_status == psp.REQUIRES_ACTION and _challenge_expired(before):
+        # The buyer had threeds_timeout_s to complete the 3-D Secure challenge: cancel (or find it succeeded).
+        logger.info("3-D Secure challenge abandoned: cancelling the PaymentIntent")
+        result = psp.client().cancel_abandoned(result.psp_reference, work)
     return result
+
+
+def _challenge_expired(charge: dict[str, Any]) -> bool:
+    """The challenge's deadline, set by finalize when the charge first waited for it, has passed."""
+    expires = charge.get("action_expires_at")
+    return bool(expires) and clock.now() >= clock.parse_iso(str(expires))
 
 
 def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> psp.ChargeResult:

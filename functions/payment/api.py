@@ -66,7 +66,8 @@ _CODE_NAMES = {
 }
 # Fields whose every invalid value has its own code (issue 15), whatever pydantic's reason.
 _FIELD_CODES = {"psp_account_id": "invalid_psp_account_id", "commission_bps": "invalid_commission",
-                "auto_release_days": "invalid_auto_release_days"}
+                "auto_release_days": "invalid_auto_release_days",
+                "payment_method.type": "invalid_payment_method_type", "payment_method.wallet": "invalid_wallet"}
 
 
 # What any route may answer besides its own outcomes: the key and its limits, and the request's shape.

@@ -10,7 +10,7 @@ is conditional or idempotent).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payment import payouts
 from functions.shared import clock
+from functions.shared.config import settings
 from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
 from functions.shared.observability import service_metrics
@@ -73,14 +74,28 @@ def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) 
             "psp": order.psp, "charge_id": fields.get("charge_id")}
 
 
+def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, Any], now: datetime) -> None:
+    """3-D Secure (issue 17): the buyer must complete a challenge. The orders show next_action (the client secret
+    Stripe.js needs); the charge waits until the challenge's deadline (set once, the first time), when the sweeper's
+    next attempt cancels it, unless a payment_intent.succeeded / payment_failed webhook brings it forward."""
+    next_action = {"type": "use_stripe_sdk", "client_secret": charge.get("client_secret", "")}
+    expires = clock.iso(now + timedelta(seconds=settings().threeds_timeout_s))
+    tables.record_charge_awaiting_action(work.charge_key, charge.get("psp_reference", ""), next_action, expires,
+                                         work.payment_order_ids, clock.iso(now))
+
+
 def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict[str, Any]:
     tables = tables or PaymentTables.from_settings()
     work = ChargeWork.model_validate(state)
     charge = state.get("charge") or {}
     now = clock.now()
     if (state.get("outcome") or charge.get("outcome")) == "pending":
-        tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""), charge.get("psp_status", ""),
-                                     clock.iso(now + PENDING_RECHECK), clock.iso(now))
+        if charge.get("psp_status") == "requires_action":  # 3-D Secure (psp.REQUIRES_ACTION)
+            _wait_for_buyer(tables, work, charge, now)
+        else:
+            tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""),
+                                         charge.get("psp_status", ""), clock.iso(now + PENDING_RECHECK),
+                                         clock.iso(now))
         return {"charge_status": OrderStatus.EXECUTING.value, "psp_status": charge.get("psp_status")}
     status, fields = _final_fields(state, work)
     fields = {k: v for k, v in fields.items() if v is not None}

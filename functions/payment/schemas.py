@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -50,6 +50,29 @@ class CreditCardInfo(ApiModel):
     payment_method: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
 
 
+PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order")
+SUPPORTED_PAYMENT_METHOD_TYPES = ("card",)  # issue 17: the others answer 422 payment_method_not_supported
+
+
+class PaymentMethodInfo(ApiModel):
+    """A checkout's payment method as Stripe.js creates it: a card token (pm_...), maybe from a wallet (Apple Pay,
+    Google Pay). Only `card` is accepted for now; the issue's other types answer 422 payment_method_not_supported."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order"]
+    token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
+    wallet: Literal["apple_pay", "google_pay"] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> PaymentMethodInfo:
+        if self.type not in SUPPORTED_PAYMENT_METHOD_TYPES:
+            raise PydanticCustomError("payment_method_not_supported",
+                                      "payment_method type {type} is not supported yet; use card",
+                                      {"type": self.type})
+        return self
+
+
 class PaymentOrderRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,7 +112,8 @@ class PaymentRequest(ApiModel):
 
     buyer_info: BuyerInfo
     checkout_id: Identifier
-    credit_card_info: CreditCardInfo
+    credit_card_info: CreditCardInfo | None = None
+    payment_method: PaymentMethodInfo | None = None
     payment_orders: list[PaymentOrderRequest] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
 
     @field_validator("payment_orders")
@@ -100,6 +124,25 @@ class PaymentRequest(ApiModel):
             with _refused_by_psp(f"{total.currency} total of the checkout: "):
                 psp_units.check_chargeable(total)
         return orders
+
+    @model_validator(mode="after")
+    def _one_payment_method(self) -> PaymentRequest:
+        if (self.credit_card_info is None) == (self.payment_method is None):
+            raise PydanticCustomError("payment_method_ambiguous" if self.payment_method else "payment_method_missing",
+                                      "send exactly one of credit_card_info and payment_method")
+        return self
+
+    @property
+    def token(self) -> str:
+        """The PSP PaymentMethod the checkout is charged with, whichever field carried it."""
+        if self.payment_method is not None:
+            return self.payment_method.token
+        assert self.credit_card_info is not None
+        return self.credit_card_info.payment_method
+
+    @property
+    def wallet(self) -> str | None:
+        return self.payment_method.wallet if self.payment_method is not None else None
 
     @model_validator(mode="after")
     def _unique_order_ids(self) -> PaymentRequest:
@@ -142,6 +185,14 @@ def _refused_by_psp(prefix: str = "") -> Iterator[None]:
         raise PydanticCustomError(error.code, prefix + error.message) from None
 
 
+class NextAction(ApiModel):
+    """What the buyer must do before the charge can be decided: for 3-D Secure, Stripe.js's
+    handleNextAction(client_secret) runs the challenge."""
+
+    type: Literal["use_stripe_sdk"]
+    client_secret: str
+
+
 class PaymentOrderView(ApiModel):
     payment_order_id: str
     payment_order_status: str
@@ -156,6 +207,10 @@ class PaymentOrderView(ApiModel):
     failure_reason: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+    wallet: str | None = None  # apple_pay | google_pay when the card token came from a wallet (issue 17)
+    # 3-D Secure (issue 17): while EXECUTING and waiting for the buyer's challenge, and until when it may.
+    next_action: NextAction | None = None
+    action_expires_at: str | None = None
     # The pay-out (null until known): HELD once SUCCESS, the commission and net once released.
     payout_status: PayoutStatus | None = None
     commission: str | None = None
@@ -177,6 +232,7 @@ class CheckoutView(ApiModel):
     checkout_id: str
     is_payment_done: bool
     created_at: str
+    next_action: NextAction | None = None
     payment_orders: list[PaymentOrderView]
 
 

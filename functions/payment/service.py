@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 
 from functions.disputes.view import order_dispute_fields
 from functions.payment import payouts, refunds
-from functions.payment.schemas import CheckoutView, PaymentOrderView, PaymentRequest
+from functions.payment.schemas import CheckoutView, NextAction, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
 from functions.shared.charges import group_orders
 from functions.shared.config import settings
@@ -39,7 +39,8 @@ def request_fingerprint(request: PaymentRequest) -> str:
     canonical = {
         "buyer_info": request.buyer_info.model_dump(exclude_none=True),
         "checkout_id": request.checkout_id,
-        "payment_method": request.credit_card_info.payment_method,
+        "payment_method": request.token,
+        **({"wallet": request.wallet} if request.wallet else {}),
         "payment_orders": [
             {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
              "amount_minor": o.money().minor, "currency": o.money().currency}
@@ -60,7 +61,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
     now = clock.now()
     created_at = clock.iso(now)
     due_at = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
-    payment_method = request.credit_card_info.payment_method
+    payment_method = request.token
+    wallet = {"wallet": request.wallet} if request.wallet else {}
     summaries = [
         {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
          "amount_minor": o.money().minor, "currency": o.money().currency}
@@ -71,6 +73,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         "request_hash": request_fingerprint(request),
         "buyer_info": request.buyer_info.model_dump(exclude_none=True),
         "payment_method": payment_method,
+        **wallet,
         "payment_orders": summaries,
         "pending_order_ids": {s["payment_order_id"] for s in summaries},
         "is_payment_done": False,
@@ -82,6 +85,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             "checkout_id": request.checkout_id,
             "charge_key": charge_key(request.checkout_id, summary["currency"]),
             "payment_method": payment_method,
+            **wallet,
             "psp": config.psp_name,
             "payment_order_status": OrderStatus.NOT_STARTED.value,
             "wallet_updated": False,
@@ -161,6 +165,7 @@ def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
                 checkout_id=event["checkout_id"],
                 created_at=event["created_at"],
                 updated_at=event["created_at"],
+                wallet=event.get("wallet"),
             )
             for o in event["payment_orders"]
         ],
@@ -169,6 +174,7 @@ def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
 
 def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> PaymentOrderView:
     failed = item["payment_order_status"] == OrderStatus.FAILED.value
+    waiting = item["payment_order_status"] == OrderStatus.EXECUTING.value and item.get("next_action")
     return PaymentOrderView(
         payment_order_id=item["payment_order_id"],
         payment_order_status=item["payment_order_status"],
@@ -183,6 +189,9 @@ def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> Pa
         failure_reason=item.get("failure_reason") if failed else None,
         created_at=item.get("created_at"),
         updated_at=item.get("updated_at"),
+        wallet=item.get("wallet"),
+        next_action=NextAction(**item["next_action"]) if waiting else None,
+        action_expires_at=item.get("action_expires_at") if waiting else None,
         **payouts.payout_fields(payout, settled=_has_payout(item)),
         **refunds.order_refund_fields(item),
         **order_dispute_fields(item),
@@ -210,9 +219,13 @@ def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> Check
     items = tables.get_orders(ids)
     settled = [i for i in ids if i in items and _has_payout(items[i])]
     found = PayoutsTable.from_settings().get_many(settled) if settled else {}
+    views = [order_view(items[i], found.get(i)) for i in ids if i in items]
     return CheckoutView(
         checkout_id=checkout_id,
         is_payment_done=bool(event.get("is_payment_done")),
         created_at=event["created_at"],
-        payment_orders=[order_view(items[i], found.get(i)) for i in ids if i in items],
+        # The buyer's pending challenge (3-D Secure), the first order's that waits for one: each currency's
+        # charge is its own PaymentIntent, so a checkout of several shows each on its orders.
+        next_action=next((view.next_action for view in views if view.next_action), None),
+        payment_orders=views,
     )

@@ -45,6 +45,10 @@ class Settings(BaseModel):
     # Seconds a stored charge may wait for its queue message before the sweeper enqueues it (the outbox grace).
     enqueue_grace_s: int = 60
     max_attempts: int = 5
+    # 3-D Secure (issue 17): seconds the buyer has to complete a challenge (PaymentIntent requires_action); past
+    # it the sweeper's next attempt cancels the PaymentIntent and the orders end FAILED authentication_abandoned.
+    # Above executing_deadline_s, so a completion webhook can bring the parked charge forward (bring_charge_forward).
+    threeds_timeout_s: int = Field(default=1800, ge=600, le=86400)
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
     # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
     # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.

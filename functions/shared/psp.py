@@ -64,12 +64,19 @@ class ChargeResult:
     failure_code: str = ""
     failure_reason: str = ""
     charge_id: str = ""  # the PaymentIntent's latest_charge (ch_...): transfers and refunds name it
+    # requires_action (3-D Secure): the PaymentIntent's client secret, which Stripe.js needs to run the challenge
+    client_secret: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
             "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
+            "client_secret": self.client_secret,
         }
+
+
+AUTHENTICATION_ABANDONED = "authentication_abandoned"
+REQUIRES_ACTION = "requires_action"
 
 
 TRANSFERRED, BALANCE_SHORT, ACCOUNT_REFUSED = "transferred", "balance_short", "account_refused"
@@ -377,14 +384,36 @@ class PspClient:
             raise PspOutcomeUnknown(f"{intent.id} is for {charged}, the charge {work.charge_key} for {work.amount}")
         return cls._result_of(intent)
 
+    def cancel_abandoned(self, psp_reference: str, work: ChargeWork) -> ChargeResult:
+        """A 3-D Secure challenge not completed in time: cancel the PaymentIntent (reason `abandoned`, key
+        cancel:<charge_key>). Stripe refuses to cancel one that succeeded meanwhile (payment_intent_unexpected_state):
+        then its current state decides, so a success that raced the cancel is a success."""
+        try:
+            intent = self._stripe.v1.payment_intents.cancel(
+                psp_reference, params={"cancellation_reason": "abandoned"},
+                options={"idempotency_key": f"cancel:{work.charge_key}"})
+        except stripe.InvalidRequestError as error:
+            if error.code != "payment_intent_unexpected_state":
+                raise self._classify(error, creating=False) from error
+            return self.retrieve(psp_reference, work)
+        except stripe.StripeError as error:
+            raise self._classify(error, creating=False) from error
+        return self._checked(intent, work)
+
     @staticmethod
     def _result_of(intent: Any) -> ChargeResult:
         status = intent.status
         charge_id = _id_of(getattr(intent, "latest_charge", None))
         if status == "succeeded":
             return ChargeResult(SUCCEEDED, intent.id, status, charge_id=charge_id)
+        if status == REQUIRES_ACTION:
+            return ChargeResult(PENDING, intent.id, status, charge_id=charge_id,
+                                client_secret=str(getattr(intent, "client_secret", "") or ""))
         if status in _PENDING_STATUSES:
             return ChargeResult(PENDING, intent.id, status, charge_id=charge_id)
+        if status == "canceled" and getattr(intent, "cancellation_reason", None) == "abandoned":
+            return ChargeResult(FAILED, intent.id, status, AUTHENTICATION_ABANDONED,
+                                "the buyer did not complete the 3-D Secure challenge in time")
         error = getattr(intent, "last_payment_error", None)
         code = (getattr(error, "decline_code", None) or getattr(error, "code", None) or status) if error else status
         message = getattr(error, "message", None) if error else None

@@ -437,6 +437,29 @@ class PaymentTables:
             {":ref": psp_reference, ":psp": psp_status, ":due": due_at, ":now": now,
              ":executing": OrderStatus.EXECUTING.value})
 
+    def record_charge_awaiting_action(self, key: str, psp_reference: str, next_action: dict[str, str],
+                                      expires_at: str, payment_order_ids: Iterable[str], now: str) -> str:
+        """requires_action (3-D Secure): keep EXECUTING; the challenge's deadline is set once (a re-drive before it
+        keeps it) and the sweep is due then. The orders still EXECUTING show next_action. Returns the deadline."""
+        moved = self._update_charge_if(
+            key, "SET psp_reference = :ref, psp_status = :psp, next_action = :action, "
+                 "action_expires_at = if_not_exists(action_expires_at, :expires), updated_at = :now",
+            "charge_status = :executing",
+            {":ref": psp_reference, ":psp": "requires_action", ":action": next_action, ":expires": expires_at,
+             ":now": now, ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+        if moved is None:
+            return expires_at
+        deadline = str(moved["action_expires_at"])
+        self._update_charge_if(key, "SET due_at = :due", "charge_status = :executing AND attribute_exists(due_at)",
+                               {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
+        for order_id in payment_order_ids:
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET next_action = :action, action_expires_at = :expires, psp_reference = :ref, "
+                            "updated_at = :now", "payment_order_status = :executing",
+                            {":action": next_action, ":expires": deadline, ":ref": psp_reference, ":now": now,
+                             ":executing": OrderStatus.EXECUTING.value})
+        return deadline
+
     def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
         """The charge's final status, written last by finalize (after its orders and the checkout): until then
         it stays in the sweep index, so a finalize that died half-way is resumed. True if this call moved it."""

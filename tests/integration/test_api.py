@@ -8,6 +8,7 @@ import pytest
 
 from functions.payment import api
 from functions.payment.schemas import MAX_ORDERS_PER_CHECKOUT
+from functions.shared.tables import PaymentTables
 from tests.support.aws import drain
 from tests.support.events import FakeContext, http_event, load
 
@@ -61,6 +62,7 @@ def test_read_after_write(aws_env):
         "seller_account": "seller_a", "checkout_id": "chk_1", "ledger_updated": False, "wallet_updated": False,
         "psp_reference": None, "failure_code": None, "failure_reason": None,
         "created_at": order["created_at"], "updated_at": order["updated_at"],
+        "wallet": None, "next_action": None, "action_expires_at": None,
         "payout_status": None, "commission": None, "seller_net": None, "transfer_id": None,
         "netted": None, "transferred": None, "payout_failure_reason": None, "refunded": None, "refunds": None,
         "disputes": None,
@@ -203,3 +205,43 @@ def test_the_api_serves_its_openapi_document(aws_env):
     status, document, _ = call(http_event("GET", "/v1/openapi.json"))
     assert status == 200
     assert document == json.loads(api.openapi_document())
+
+
+# --- payment_method (issue 17) ----------------------------------------------------------------------------
+
+
+def with_method(checkout_id, method, credit_card_info=None):
+    body = a_checkout(checkout_id)
+    del body["credit_card_info"]
+    body["payment_method"] = method
+    if credit_card_info is not None:
+        body["credit_card_info"] = credit_card_info
+    return body
+
+
+def test_a_wallet_card_token_is_accepted_and_the_orders_record_the_wallet(aws_env):
+    status, body, _ = post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "google_pay"}))
+    assert status == 202 and {o["wallet"] for o in body["payment_orders"]} == {"google_pay"}
+    # the same checkout again is a replay; with another wallet it is another request
+    assert post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "google_pay"}))[1] == body
+    status, conflict, _ = post(with_method("chk_gp", {"type": "card", "token": "pm_card_visa", "wallet": "apple_pay"}))
+    assert (status, conflict["error"]["code"]) == (409, "checkout_id_conflict")
+    status, order, _ = call(http_event("GET", "/v1/payments/chk_gp_a", path_parameters={"payment_order_id": "chk_gp_a"},
+                                       route_key="GET /v1/payments/{payment_order_id}"))
+    assert status == 200 and order["wallet"] == "google_pay"
+    assert PaymentTables.from_settings().get_charge("chk_gp#USD")["payment_method"] == "pm_card_visa"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (with_method("chk_pm1", {"type": "card", "token": "pm_card_visa"}, {"payment_method": "pm_card_visa"}),
+     "payment_method_ambiguous"),
+    ({k: v for k, v in a_checkout("chk_pm2").items() if k != "credit_card_info"}, "payment_method_missing"),
+    (with_method("chk_pm3", {"type": "sepa_debit", "token": "pm_sepa"}), "payment_method_not_supported"),
+    (with_method("chk_pm4", {"type": "paypal", "token": "pm_pp"}), "payment_method_not_supported"),
+    (with_method("chk_pm5", {"type": "card", "token": "pm_card_visa", "wallet": "samsung_pay"}), "invalid_wallet"),
+    (with_method("chk_pm6", {"type": "bitcoin", "token": "pm_x"}), "invalid_payment_method_type"),
+])
+def test_payment_method_needs_exactly_one_supported_method(aws_env, body, code):
+    status, answer, _ = post(body)
+    assert status == 422
+    assert code in {answer["error"]["code"], *(d["code"] for d in answer["error"].get("details", []))}

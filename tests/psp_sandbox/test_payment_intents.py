@@ -9,6 +9,8 @@ import urllib.request
 import pytest
 import stripe
 
+from psp_sandbox.errors import StripeApiError
+
 from .conftest import pay
 
 SUCCEEDING = ["pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_debit", "pm_card_us"]
@@ -203,3 +205,59 @@ def test_authentication(make_client, sandbox):
     assert raw.value.code == 401
     assert raw.value.headers["Request-Id"].startswith("req_")
     assert json.load(raw.value)["error"]["type"] == "invalid_request_error"
+
+
+# --- 3-D Secure (issue 17): the challenge completed, failed or abandoned, as Stripe reports each -------------
+
+
+CHALLENGED = ["payment_intent.created", "payment_intent.requires_action"]
+
+
+def intent_events(sandbox, pi_id):
+    return [e.type for e in sorted(sandbox.sandbox.webhooks.events.values(), key=lambda e: e.id)
+            if e.obj.get("id") == pi_id]
+
+
+def test_a_3ds_number_from_stripe_js_requires_action_with_a_client_secret(client, sandbox):
+    from verification.storefront import PaymentMethods
+    pm = PaymentMethods(sandbox.url).create("4000002760003184")  # Stripe's 3-D Secure 2 test card
+    pi = pay(client, pm)
+    assert pi.status == "requires_action" and pi.next_action.type == "use_stripe_sdk"
+    assert pi.client_secret.startswith(pi.id + "_secret_")
+    assert intent_events(sandbox, pi.id) == CHALLENGED
+
+
+def test_a_completed_challenge_charges_and_sends_succeeded(client, sandbox):
+    pi = pay(client, "pm_card_threeDSecure2Required")
+    sandbox.state.resolve_payment_intent(pi.id, "succeeded")  # POST /_sandbox/payment_intents/{id}/resolve
+    pi = client.v1.payment_intents.retrieve(pi.id)
+    assert (pi.status, pi.next_action) == ("succeeded", None)
+    assert client.v1.charges.retrieve(pi.latest_charge).status == "succeeded"
+    assert intent_events(sandbox, pi.id) == [*CHALLENGED, "payment_intent.succeeded"]
+
+
+def test_a_failed_challenge_is_an_authentication_failure_and_sends_payment_failed(client, sandbox):
+    pi = pay(client, "pm_card_authenticationRequiredOnSetup")
+    sandbox.state.resolve_payment_intent(pi.id, "failed")
+    pi = client.v1.payment_intents.retrieve(pi.id)
+    assert pi.status == "requires_payment_method"
+    assert pi.last_payment_error.code == "payment_intent_authentication_failure"
+    assert pi.latest_charge is None and sandbox.charges() == []
+    assert intent_events(sandbox, pi.id) == [*CHALLENGED, "payment_intent.payment_failed"]
+
+
+def test_an_intent_awaiting_its_challenge_can_be_cancelled_once_and_a_succeeded_one_cannot(client, sandbox):
+    pi = pay(client, "pm_card_threeDSecure2Required")
+    options = {"idempotency_key": "cancel:chk#USD"}
+    canceled = client.v1.payment_intents.cancel(pi.id, params={"cancellation_reason": "abandoned"}, options=options)
+    again = client.v1.payment_intents.cancel(pi.id, params={"cancellation_reason": "abandoned"}, options=options)
+    assert (canceled.status, canceled.cancellation_reason, again.id) == ("canceled", "abandoned", pi.id)
+    assert intent_events(sandbox, pi.id) == [*CHALLENGED, "payment_intent.canceled"]
+    with pytest.raises(StripeApiError):  # a challenge completed after the cancel is refused
+        sandbox.state.resolve_payment_intent(pi.id, "succeeded")
+
+    done = pay(client, "pm_card_threeDSecure2Required")
+    sandbox.state.resolve_payment_intent(done.id, "succeeded")
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.payment_intents.cancel(done.id, params={"cancellation_reason": "abandoned"})
+    assert caught.value.code == "payment_intent_unexpected_state"
