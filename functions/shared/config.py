@@ -45,6 +45,9 @@ class Settings(BaseModel):
     # Seconds a stored charge may wait for its queue message before the sweeper enqueues it (the outbox grace).
     enqueue_grace_s: int = 60
     max_attempts: int = 5
+    # The throughput governor (README "Throughput ceiling"; the concurrency side is infra/governor.py): the
+    # seconds one PSP call may spend waiting out 429s (functions/shared/psp.py RateLimitedRetries).
+    psp_rate_limit_wait_s: float = Field(default=2.0, ge=0, le=4.0)
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
     # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
     # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.
