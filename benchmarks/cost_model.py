@@ -7,11 +7,13 @@ the synthesized template deploys.
 sizes (transactions doubled) and every global secondary index's writes (an item entering, leaving or changing in an
 index: DynamoDB's rules, from the tables' own index definitions); Lambda invocations and durations of every function
 on the order's path (the API authorizer and its rate-counter writes, webhooks in, notifications out included) from
-the local runtime; Express executions and their durations. `--save run.json` keeps the metered run and
-`--run run.json` prices a saved one again (against the template of now).
+the local runtime, each duration with its AWS calls taken out and billed at AWS_CALL_S each (moto on a shared
+machine is many times slower than DynamoDB); Express executions, billed as their tasks' durations plus overhead.
+`--save run.json` keeps the metered run and `--run run.json` prices a saved one again (against the template of
+now).
 
 From the template (`python infra/app.py` writes it): each function's memory, architecture (arm64 or x86_64) and
-log level (POWERTOOLS_LOG_LEVEL: the log bytes each invocation writes), and the authorizer's result cache.
+log level (POWERTOOLS_LOG_LEVEL: the log bytes each invocation writes).
 Modelled, not metered (per charge or order, constants below): the nightly recon run's reads and fee writes, the
 storage an order leaves for a month, and the storefront's status polls (none: it is told by notifications).
 Prices are us-east-1 list prices. A table of components, then the last line `cost_per_million_orders_usd=<n>`.
@@ -28,6 +30,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +70,11 @@ RECON_ROWS_PER_S = 68_000
 # The storefront learns an order's outcome from a notification (docs: "Notifications to the storefront"), so it
 # makes no status GET; set this to the polls per order of a storefront that does not register an endpoint.
 STOREFRONT_POLLS_PER_ORDER = 0
+# Local durations are moto's and a shared machine's: each AWS call a handler makes is taken out of its measured
+# duration and billed at what an in-region call takes (DynamoDB, SQS, Step Functions: single-digit milliseconds).
+AWS_CALL_S = 0.008
+WORKFLOW_TASKS = ("Executor", "Wallet", "Ledger", "Finalize")  # the Express workflow waits for these
+EXPRESS_OVERHEAD_S = 0.1  # per execution: its transitions, and billing in 100 ms steps
 OFF_PATH = ("Sweeper", "Recon")  # fixed-cost schedules, not per-order (Recon is modelled above)
 
 
@@ -200,6 +209,7 @@ def measure(checkouts: int) -> tuple[Run, Counter]:
         workload = make_checkouts(checkouts, seed=3, decline_rate=0.0, prefix="cost")
         api = ApiClient(stack.api_url, stack.api_key)
         meter.install()
+        aws = _time_aws_calls(stack)
         try:
             record = place_all(api, workload, replay_rate=0, conflict_rate=0, read_after_write=False)
             orders = watch_until_settled(_Unmetered(stack, meter), stack.outputs, record.accepted_order_ids, record,
@@ -207,7 +217,7 @@ def measure(checkouts: int) -> tuple[Run, Counter]:
         finally:
             meter.uninstall()
         assert all(o["payment_order_status"] == "SUCCESS" for o in orders.values()), "every order must succeed"
-        run = _run(stack, meter, len(orders), checkouts)
+        run = _run(stack, meter, len(orders), checkouts, aws)
     return run, meter.calls
 
 
@@ -228,21 +238,60 @@ class _Unmetered:
         return Unmetered()
 
 
-def _run(stack: Any, meter: Any, orders: int, checkouts: int) -> Run:
+def _time_aws_calls(stack: Any) -> dict[str, list[float]]:
+    """Function name → [seconds inside AWS calls, calls], of the handlers' own threads (after meter.install)."""
+    from botocore.client import BaseClient
+
+    totals: dict[str, list[float]] = {}
+    local = threading.local()
+    inner = BaseClient._make_api_call
+    run_handler = stack.runtime._run
+
+    def timed_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return inner(client, operation, params)
+        finally:
+            acc = getattr(local, "acc", None)
+            if acc is not None:
+                acc[0] += time.monotonic() - started
+                acc[1] += 1
+
+    def timed_run(handler_string: str, invocation: Any, environment: int = 0) -> Any:
+        local.acc = [0.0, 0]
+        try:
+            return run_handler(handler_string, invocation, environment)
+        finally:
+            if not invocation.trigger.startswith("http GET"):
+                total = totals.setdefault(function_name(invocation.function_name), [0.0, 0])
+                total[0] += local.acc[0]
+                total[1] += local.acc[1]
+            local.acc = None
+
+    BaseClient._make_api_call = timed_call  # type: ignore[method-assign]  # meter.uninstall() restores boto3's
+    stack.runtime._run = timed_run
+    return totals
+
+
+def _run(stack: Any, meter: Any, orders: int, checkouts: int, aws: dict[str, list[float]]) -> Run:
     invocations: Counter = Counter()
-    seconds: Counter = Counter()
+    measured: Counter = Counter()
     for record in stack.runtime.invocations:
         name = function_name(record.function_name)
         if name in OFF_PATH or record.trigger.startswith("http GET"):
             continue  # fixed-cost schedules; the watcher's own status reads
         invocations[name] += 1
-        seconds[name] += max(record.duration_ms, 1) / 1000 + (STRIPE_LATENCY_S if name == "Executor" else 0)
+        measured[name] += record.duration_ms / 1000
+    seconds = {}
+    for name, count in invocations.items():
+        inside, calls = aws.get(name, (0.0, 0))
+        own = max(measured[name] - inside, 0.001 * count)
+        seconds[name] = own + calls * AWS_CALL_S + (STRIPE_LATENCY_S * count if name == "Executor" else 0)
     sfn = stack.client("stepfunctions")
     executions = []
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.outputs["StateMachineArn"]):
         executions += page["executions"]
-    billed = sum((int(((e["stopDate"] - e["startDate"]).total_seconds() + STRIPE_LATENCY_S) * 10) + 1) / 10
-                 for e in executions)  # Express bills 100 ms steps
+    billed = sum(seconds.get(name, 0.0) for name in WORKFLOW_TASKS) + EXPRESS_OVERHEAD_S * len(executions)
     sqs = sum(n for (service, op), n in meter.calls.items() if service == "sqs" and op != "ReceiveMessage")
     # Receives that returned messages: at most one per delivered batch; count the deletes' batches as a bound.
     sqs += sum(n for (service, op), n in meter.calls.items() if service == "sqs" and op == "DeleteMessageBatch")
