@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import boto3
 
 from functions.auth.keys import issue as issue_key
-from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, WEBHOOK_PATH
+from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, WEBHOOK_EVENT_TYPES, WEBHOOK_PATH
 from functions.shared.tables import ApiKeysTable
 from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
@@ -290,14 +290,16 @@ class LocalStack:
 
     def _register_webhook_endpoint(self, function_envs: dict[str, dict[str, str]]) -> None:
         """As an operator does once per account: a webhook endpoint at the PSP for the gateway's
-        /v1/webhooks/stripe, every event type, and its signing secret (shown once) stored where the template
-        says the receiver reads it. Only with the repository's sandbox and a template that has the receiver."""
+        /v1/webhooks/stripe, the event types MarketPay handles (WEBHOOK_EVENT_TYPES), and its signing secret (shown
+        once) stored where the template says the receiver reads it. Only with the repository's sandbox and a
+        template that has the receiver."""
         parameters = {env[WEBHOOK_SECRET_PARAMETER] for env in function_envs.values()
                       if env.get(WEBHOOK_SECRET_PARAMETER)}
         if not self.psp_url or not parameters or self.sandbox is None:
             return
-        form = urllib.parse.urlencode({"url": self.api_url + WEBHOOK_PATH, "enabled_events[]": "*",
-                                       "description": "MarketPay local stack"}).encode()
+        form = urllib.parse.urlencode([("url", self.api_url + WEBHOOK_PATH),
+                                       *(("enabled_events[]", kind) for kind in WEBHOOK_EVENT_TYPES),
+                                       ("description", "MarketPay local stack")]).encode()
         request = urllib.request.Request(self.psp_url + "/v1/webhook_endpoints", data=form, method="POST",
                                          headers={"Authorization": f"Bearer {PSP_TEST_KEY}"})
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the sandbox on loopback

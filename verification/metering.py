@@ -29,7 +29,6 @@ DDB_PER_RRU = 0.125 / 1e6
 LOGS_PER_GB = 0.50
 
 _WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
-_SWEEP_KEYS = ("sweep_shard", "due_at")
 
 
 @dataclass
@@ -79,8 +78,8 @@ class Meter:
         except Exception:  # noqa: BLE001 - a missing item or table has no size
             return None
 
-    def _dynamo_sizes(self, operation: str, params: dict[str, Any]) -> dict[tuple[str, str], tuple[int, bool]]:
-        """Size and index membership of each item a write touches, before the write."""
+    def _dynamo_sizes(self, operation: str, params: dict[str, Any]) -> dict[tuple[str, str], tuple[int, dict]]:
+        """Size and attributes of each item a write touches, before the write (its index entries are derived)."""
         touched: list[tuple[str, dict[str, Any]]] = []
         if operation in _WRITES:
             key = params.get("Key") or _key_of(params)
@@ -92,8 +91,7 @@ class Meter:
         sizes = {}
         for table, key in touched:
             item = self._item(table, key) if key else None
-            in_index = bool(item and all(k in item.attrs for k in _SWEEP_KEYS))
-            sizes[(table, _key_text(key))] = (item.size() if item else 0, in_index)
+            sizes[(table, _key_text(key))] = (item.size() if item else 0, _attrs(item))
         return sizes
 
     def _count(self, service: str, operation: str, params: dict[str, Any], result: Any,
@@ -104,12 +102,12 @@ class Meter:
             return
         if operation in _WRITES or operation == "TransactWriteItems":
             factor = 2 if operation == "TransactWriteItems" else 1
-            for (table, key_text), (size_before, indexed_before) in (before or {}).items():
+            for (table, key_text), (size_before, attrs_before) in (before or {}).items():
                 item = self._item(table, _key_from_text(key_text))
                 size_after = item.size() if item else 0
                 units = max(1, math.ceil(max(size_before, size_after) / 1024)) * factor
-                indexed_after = bool(item and all(k in item.attrs for k in _SWEEP_KEYS))
-                gsi = _index_writes(indexed_before, indexed_after, params, key_text)
+                gsi = sum(_index_writes(index, attrs_before, _attrs(item), max(size_before, size_after))
+                          for index in _indexes(table))
                 with self._lock:
                     self.write_units[table] += units
                     self.gsi_write_units[table] += gsi
@@ -164,46 +162,34 @@ def _size_of(item: dict[str, Any] | None) -> int:
     return len(json.dumps(item))
 
 
-def _index_writes(before: bool, after: bool, params: dict[str, Any], key_text: str) -> int:
-    """Writes the sparse `sweep` index receives: put on entry, delete on exit, delete+put when its key changes."""
-    if before and after:
-        expressions = [params.get("UpdateExpression", "")] + [
-            a.get("UpdateExpression", "") for e in params.get("TransactItems", []) for a in e.values()]
-        return 2 if any("due_at" in e or "sweep_shard" in e for e in expressions) else 0
-    return 1 if before != after else 0
+def _attrs(item: Any) -> dict[str, Any]:
+    return item.to_json()["Attributes"] if item else {}
 
 
-@dataclass
-class Usage:
-    """What the orders of a run used, priced."""
+def _indexes(table: str) -> list[Any]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
 
-    orders: int
-    api_requests: int
-    lambda_invocations: Counter
-    lambda_gb_seconds: float
-    sqs_requests: int
-    express_executions: int
-    express_gb_seconds: float
-    standard_transitions: int
-    write_units: float
-    read_units: float
-    log_bytes: int = 0
+    try:
+        return list(dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(table).global_indexes)
+    except Exception:  # noqa: BLE001 - a table moto does not know has no index
+        return []
 
-    def costs(self) -> dict[str, float]:
-        lambda_requests = sum(self.lambda_invocations.values())
-        return {
-            "api_gateway_http": self.api_requests * HTTP_API_PER_REQUEST,
-            "lambda_requests": lambda_requests * LAMBDA_PER_REQUEST,
-            "lambda_duration": self.lambda_gb_seconds * LAMBDA_PER_GB_S_ARM,
-            "sqs": self.sqs_requests * SQS_PER_REQUEST,
-            "step_functions_express": self.express_executions * EXPRESS_PER_EXECUTION
-            + self.express_gb_seconds * EXPRESS_PER_GB_S,
-            "dynamodb_writes": self.write_units * DDB_PER_WRU,
-            "dynamodb_reads": self.read_units * DDB_PER_RRU,
-        }
 
-    def per_million_orders(self) -> dict[str, float]:
-        return {k: v / self.orders * 1e6 for k, v in self.costs().items()}
-
-    def standard_alternative_per_million(self) -> float:
-        return self.standard_transitions * STANDARD_PER_TRANSITION / self.orders * 1e6
+def _index_writes(index: Any, before: dict[str, Any], after: dict[str, Any], size: int) -> int:
+    """Write units one global secondary index takes for a write of its table's item (DynamoDB's rules): an item
+    entering or leaving it costs one write, one whose index key changes two (delete and put), one that stays with
+    a projected attribute changed one; each write is sized by the projected item (here, the whole item)."""
+    keys = [k["AttributeName"] for k in index.schema]
+    in_before, in_after = all(k in before for k in keys), all(k in after for k in keys)
+    unit = max(1, math.ceil(size / 1024))
+    if not in_before and not in_after:
+        return 0
+    if in_before != in_after:
+        return unit
+    if any(before[k] != after[k] for k in keys):
+        return 2 * unit
+    projection = (index.projection or {}).get("ProjectionType", "ALL")
+    projected = set(before) | set(after) if projection == "ALL" else set(
+        (index.projection or {}).get("NonKeyAttributes", []))
+    return unit if any(before.get(a) != after.get(a) for a in projected) else 0

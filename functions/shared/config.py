@@ -49,6 +49,9 @@ class Settings(BaseModel):
     # it the sweeper's next attempt cancels the PaymentIntent and the orders end FAILED authentication_abandoned.
     # Above executing_deadline_s, so a completion webhook can bring the parked charge forward (bring_charge_forward).
     threeds_timeout_s: int = Field(default=1800, ge=600, le=86400)
+    # The throughput governor (README "Throughput ceiling"; the concurrency side is infra/governor.py): the
+    # seconds one PSP call may spend waiting out 429s (functions/shared/psp.py RateLimitedRetries).
+    psp_rate_limit_wait_s: float = Field(default=2.0, ge=0, le=4.0)
     # A payout's transfer: seconds TRANSFERRING before the sweeper sends it to PayoutsQueue again (above the
     # Transfer Lambda's 30 s timeout), and attempts before its dead letter: 30 is about four days of a platform
     # balance short (waits of 15 min × attempts, at most 6 h), then a human is told.

@@ -236,3 +236,13 @@ AUTH_RATE_LIMIT = "rate_limit"  # the key's requests per second ("" = the defaul
 
 def rate_window_key(client_id: str, second: int) -> str:
     return f"{client_id}#{second}"
+
+# The Stripe event types functions/webhooks/registry.py handles: the webhook endpoint is registered for these only
+# (an event nobody handles would cost a receiver call, a queue message and two dedupe writes to be ignored).
+WEBHOOK_EVENT_TYPES = (
+    "account.updated", "charge.dispute.closed", "charge.dispute.created", "charge.dispute.funds_reinstated",
+    "charge.dispute.funds_withdrawn", "charge.dispute.updated", "charge.refund.updated", "charge.refunded",
+    "payment_intent.canceled", "payment_intent.payment_failed", "payment_intent.processing",
+    "payment_intent.requires_action", "payment_intent.succeeded", "payout.failed", "payout.paid", "refund.created",
+    "refund.failed", "refund.updated", "transfer.reversed",
+)

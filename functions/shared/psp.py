@@ -14,6 +14,7 @@ A seller's share goes out as one Transfer per order (key `transfer:<payment_orde
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -95,8 +96,47 @@ class TransferResult:
     failure_reason: str = ""
 
 
+class RateLimitedRetries(stripe.RequestsClient):
+    """The one place a PSP 429 is handled: Stripe did not execute a rate-limited request, so the same request
+    (same Idempotency-Key) is sent again after a jittered backoff (Retry-After when shorter), for at most
+    `wait_budget_s` in all, inside the call's budget. A 429 past it is returned as it is and classified as
+    PspTransientError: the workflow's Retry (or the queue's redelivery) tries again later. Never a failure of
+    the payment. `rate_limited` counts the 429s this process saw (the governor's signal: raise the limit or
+    lower the concurrency, README "Throughput ceiling")."""
+
+    rate_limited = 0
+
+    def __init__(self, *, timeout: float, wait_budget_s: float, sleep: Any = time.sleep):
+        super().__init__(timeout=timeout)
+        self._budget_s, self._sleep = wait_budget_s, sleep
+
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
+        waited, retry = 0.0, 0
+        while True:
+            answer = super().request(method, url, headers, post_data)
+            if answer[1] != 429:
+                return answer
+            RateLimitedRetries.rate_limited += 1
+            delay = rate_limit_backoff_s(retry, answer[2].get("Retry-After") if answer[2] else None)
+            if waited + delay > self._budget_s:
+                return answer
+            self._sleep(delay)
+            waited, retry = waited + delay, retry + 1
+
+
+def rate_limit_backoff_s(retry: int, retry_after: str | None) -> float:
+    """0.25 s doubled per retry, with up to 50 % of jitter (concurrent callers spread out); never above the
+    PSP's Retry-After when it names one."""
+    delay = 0.25 * 2**retry * (1 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+    try:
+        return min(delay, float(retry_after)) if retry_after else delay
+    except ValueError:
+        return delay
+
+
 class PspClient:
-    def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 8.0, max_network_retries: int = 0):
+    def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 8.0, max_network_retries: int = 0,
+                 rate_limit_wait_s: float = 2.0):
         base = {"api": api_base} if api_base else None
         self.api_key = api_key
         # No SDK retries: the workflow's Retry (with a look-up first) is the one retry loop, inside its budget.
@@ -104,7 +144,7 @@ class PspClient:
             api_key,
             base_addresses=base,
             max_network_retries=max_network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout_s),
+            http_client=RateLimitedRetries(timeout=timeout_s, wait_budget_s=rate_limit_wait_s),
         )
 
     # -- charges -----------------------------------------------------------------------------------
@@ -612,7 +652,9 @@ def client() -> PspClient:
     key = _api_key()
     with _lock:
         if _client is None or _client.api_key != key:
-            _client = PspClient(key, settings().psp_api_base, timeout_s=settings().psp_timeout_s)
+            config = settings()
+            _client = PspClient(key, config.psp_api_base, timeout_s=config.psp_timeout_s,
+                                rate_limit_wait_s=config.psp_rate_limit_wait_s)
         return _client
 
 

@@ -23,7 +23,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra import names
+from infra import governor, names
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
 from infra.nag import acknowledge, arn_placeholder
@@ -98,6 +98,9 @@ class Functions(Construct):
             # Empty base = the real Stripe API; the key is read from SSM at cold start.
             {names.ENV_PSP_API_BASE: "", names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter},
         )
+        # The throughput governor: at most this many charges talk to the PSP at once (infra/governor.py).
+        self.executor.node.default_child.reserved_concurrent_executions = governor.concurrency(
+            names.EXECUTOR.name, governor.rate_limit(self))
         self.wallet = self._function(names.WALLET_FN)
         self.ledger = self._function(names.LEDGER_FN)
         self.finalize = self._function(names.FINALIZE)
@@ -365,7 +368,8 @@ class Functions(Construct):
         )
         self.recon.add_event_source(sources.SqsEventSource(self._queues.recon, batch_size=1))
         self.transfer.add_event_source(
-            sources.SqsEventSource(self._queues.payouts, batch_size=10, report_batch_item_failures=True)
+            sources.SqsEventSource(self._queues.payouts, batch_size=10, report_batch_item_failures=True,
+                                   max_concurrency=governor.concurrency(names.TRANSFER.name, governor.rate_limit(self)))
         )
         events.Rule(
             self,

@@ -14,7 +14,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import names
+from infra import governor, names
 from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.notifications import Notifications
 
@@ -44,8 +44,9 @@ class Refunds(Construct):
         self.worker = functions._function(names.REFUND_WORKER, {
             **env, names.ENV_REFUNDS_DLQ_URL: self.dlq.queue_url, names.ENV_PSP_API_BASE: "",
             names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter})
-        self.worker.add_event_source(sources.SqsEventSource(self.queue, batch_size=10,
-                                                            report_batch_item_failures=True))
+        self.worker.add_event_source(sources.SqsEventSource(
+            self.queue, batch_size=10, report_batch_item_failures=True,
+            max_concurrency=governor.concurrency(names.REFUND_WORKER.name, governor.rate_limit(self))))
         t, send = functions._tables, ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
         # The worker: the refund, the order's reservation (given back on failure), the pay-out's change, the
         # wallet's movements and balances, the ledger's transactions; the poll's message; the PSP key.

@@ -17,7 +17,7 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import names
+from infra import governor, names
 from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
@@ -100,7 +100,9 @@ class Webhooks(Construct):
         functions.allow(p, ["dynamodb:Query"], [f"{tables.payouts.table_arn}/index/{names.AWAITING_INDEX}"])
         functions.allow(p, ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
                         [queues.payouts.queue_arn, queues.review.queue_arn])
-        p.add_event_source(sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True))
+        p.add_event_source(sources.SqsEventSource(
+            self.queue, batch_size=10, report_batch_item_failures=True,
+            max_concurrency=governor.concurrency(names.WEBHOOK_PROCESSOR.name, governor.rate_limit(self))))
 
         (route,) = http_api.add_routes(
             path=names.WEBHOOK_PATH,

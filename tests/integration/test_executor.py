@@ -90,7 +90,7 @@ def test_an_unknown_payment_method_is_permanent(sandbox):
         executor.execute(started(card="pm_card_doesNotExist"))
 
 
-@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "rate_limit", "connection_reset"])
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "connection_reset"])
 def test_transient_faults_are_retried_and_the_retry_charges_once(sandbox, kind):
     sandbox.faults.push(kind, match={"idempotency_key": "charge:chk_1:USD"})
     work = started()
@@ -98,6 +98,37 @@ def test_transient_faults_are_retried_and_the_retry_charges_once(sandbox, kind):
         executor.execute(work)
     assert executor.execute(work).outcome == "succeeded"  # a look-up first, then the same key
     assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
+
+
+def test_a_429_is_waited_out_inside_the_call_and_the_charge_is_made_once(sandbox):
+    # Given Stripe's rate limiter refuses the charge's create twice (a 429 is never executed by Stripe)
+    sandbox.faults.push("rate_limit", match={"idempotency_key": "charge:chk_1:USD"}, times=2)
+    # Then one call of the executor ends the charge right: the same request is sent again after a backoff
+    assert executor.execute(started()).outcome == "succeeded"
+    assert sandbox.faults.stats()["injected"]["rate_limit"] == 2
+    assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
+
+
+def test_a_429_that_outlasts_the_wait_is_transient_never_a_failure(sandbox, monkeypatch):
+    monkeypatch.setenv("PSP_RATE_LIMIT_WAIT_S", "0.4")
+    reload_settings()
+    psp.reset_client()
+    sandbox.faults.push("rate_limit", match={"idempotency_key": "charge:chk_1:USD"}, times=100)
+    work = started()
+    with pytest.raises(PspTransientError):  # the workflow's Retry tries again later; nothing is FAILED
+        executor.execute(work)
+    # one wait of 0.25-0.375 s fits in 0.4 s, the next (0.5-0.75 s) does not
+    assert sandbox.faults.stats()["injected"]["rate_limit"] == 2
+    sandbox.faults.clear_queued()
+    assert executor.execute(work).outcome == "succeeded"  # the PSP's limit has passed: a look-up, then the create
+    assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
+
+
+def test_the_backoff_is_jittered_doubling_and_never_above_retry_after():
+    assert all(0.25 <= psp.rate_limit_backoff_s(0, None) <= 0.375 for _ in range(50))
+    assert all(1.0 <= psp.rate_limit_backoff_s(2, "5") <= 1.5 for _ in range(50))
+    assert psp.rate_limit_backoff_s(3, "1") == 1.0
+    assert 0.5 <= psp.rate_limit_backoff_s(1, "soon") <= 0.75
 
 
 @pytest.mark.parametrize("status", ["http_500", "http_503"])

@@ -76,7 +76,7 @@ def test_another_refusal_is_permanent_never_a_failed_payout(sandbox):
         psp.client().transfer(payout(net=5000, charge=charge_id(1234)), destination, look_up_first=False)
 
 
-@pytest.mark.parametrize("kind", ["http_500", "http_503", "rate_limit", "connection_reset", "lost_response"])
+@pytest.mark.parametrize("kind", ["http_500", "http_503", "connection_reset", "lost_response"])
 def test_unclear_answers_are_transient_and_the_retry_transfers_once(sandbox, kind):
     destination = account()
     item = payout()
@@ -85,6 +85,14 @@ def test_unclear_answers_are_transient_and_the_retry_transfers_once(sandbox, kin
         psp.client().transfer(item, destination, look_up_first=False)
     result = psp.client().transfer(item, destination, look_up_first=False)
     assert result.outcome == psp.TRANSFERRED and len(sandbox.state.transfers) == 1
+
+
+def test_a_429_is_waited_out_and_the_transfer_is_made_once(sandbox):
+    destination = account()
+    sandbox.faults.push("rate_limit", match={"idempotency_key": "transfer:po_1"})
+    result = psp.client().transfer(payout(), destination, look_up_first=False)
+    assert result.outcome == psp.TRANSFERRED and len(sandbox.state.transfers) == 1
+    assert sandbox.faults.stats()["injected"]["rate_limit"] == 1
 
 
 def test_a_stored_500_replayed_for_the_key_is_transient(sandbox):
