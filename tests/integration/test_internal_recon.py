@@ -7,36 +7,12 @@ import json
 import boto3
 import pytest
 
-from functions.ledger import handler as ledger_handler
-from functions.payment import finalize
 from functions.recon import internal
 from functions.recon.internal import Category
-from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.names import MOVEMENT_SORT_KEY, movement_key
-from functions.shared.tables import PaymentTables, WalletTable, to_item
-from functions.wallet import handler as wallet_handler
-from tests.integration.support import place, work_of
-from tests.support.events import FakeContext
-
-
-def paid(checkout_id, orders=None, *, wallet=True, ledger=True):
-    """A checkout through the workflow's steps: begun, wallet credited, ledger written, finalized SUCCESS; a
-    step given as False died before it wrote anything (for the order ids it lists, or all)."""
-    place(checkout_id, **({"orders": orders} if orders else {}))
-    tables = PaymentTables.from_settings()
-    charge = tables.begin_charge_attempt(f"{checkout_id}#USD", 1, clock.iso(), clock.iso())
-    tables.mark_orders_executing([o["payment_order_id"] for o in charge["orders"]], clock.iso())
-    work = work_of(checkout_id)
-    for share in work.orders:
-        if wallet is True or (wallet is not False and share.payment_order_id not in wallet):
-            wallet_handler.credit_pending(work, share)
-        if ledger is True or (ledger is not False and share.payment_order_id not in ledger):
-            ledger_handler.record_payin(work, share)
-    finalize.handler({**work.model_dump(), "charge": {"outcome": "succeeded", "psp_reference": f"pi_{checkout_id}",
-                                                      "psp_status": "succeeded", "charge_id": f"ch_{checkout_id}"}},
-                     FakeContext())
-    return work
+from functions.shared.tables import WalletTable, to_item
+from tests.integration.support import paid
 
 
 def db():
