@@ -37,7 +37,7 @@ from functions.shared import clock
 from functions.shared.config import Settings, settings
 from functions.shared.models import ChargeWork
 from functions.shared.money import Money
-from functions.shared.names import BALANCE_SORT_PREFIX, PAYIN, TRANSFER, charge_key
+from functions.shared.names import BALANCE_SORT_PREFIX, INTERNAL_REPORTS_PREFIX, PAYIN, TRANSFER, charge_key
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, RefundsTable, WalletTable
 
 WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
@@ -322,7 +322,7 @@ def write_html(report: InternalReport, out: IO[str]) -> None:
 
 
 def report_prefix(now: datetime) -> str:
-    return f"reports/internal/{now.strftime('%Y-%m-%dT%H%M%SZ')}"
+    return f"{INTERNAL_REPORTS_PREFIX}{now.strftime('%Y-%m-%dT%H%M%SZ')}"
 
 
 def run(*, fix: bool, config: Settings | None = None, now: datetime | None = None,

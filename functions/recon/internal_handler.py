@@ -18,7 +18,7 @@ from functions.shared.observability import service_metrics
 logger = Logger(service="recon-internal")
 metrics = service_metrics()
 
-UNEXPLAINED_FINDINGS = "UnexplainedFindings"
+UNEXPLAINED_FINDINGS = "UnexplainedFindings"  # infra names.UNEXPLAINED_FINDINGS_METRIC: the alarm
 
 
 @logger.inject_lambda_context(clear_state=True)

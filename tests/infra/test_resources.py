@@ -552,3 +552,31 @@ def test_no_custom_resources_anywhere(synth):
     kinds = {r["Type"] for r in synth.resources.values()}
     assert not {k for k in kinds if k.startswith("Custom::") or k == "AWS::CloudFormation::CustomResource"}
     assert "AWS::DynamoDB::GlobalTable" not in kinds
+
+
+# --- internal reconciliation (issue 19) ---------------------------------------------------------------------
+
+
+def test_internal_recon_runs_nightly_on_its_schedule(synth, template):
+    recon = function_id(synth, names.INTERNAL_RECON)
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(30 2 * * ? *)",
+            "State": "ENABLED",
+            "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [recon, "Arn"]}})],
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"FunctionName": {"Fn::GetAtt": [recon, "Arn"]}, "Principal": "events.amazonaws.com"},
+    )
+    env = synth.props(recon)["Environment"]["Variables"]
+    assert {"SETTLEMENT_BUCKET", "REFUNDS_TABLE", "PAYOUTS_TABLE", "WALLET_TABLE", "LEDGER_TABLE"} <= set(env)
+
+
+def test_unexplained_internal_recon_findings_raise_an_alarm(synth):
+    (alarm,) = alarms_on(synth, names.UNEXPLAINED_FINDINGS_METRIC, "service", names.INTERNAL_RECON.service)
+    assert alarm["Namespace"] == names.METRICS_NAMESPACE
+    assert alarm["Period"] == 86400 and alarm["Statistic"] == "Maximum"
+    assert_fires_above_zero_to_the_topic(synth, alarm)
