@@ -103,3 +103,34 @@ def test_the_run_writes_json_csv_and_html_to_the_settlement_bucket(aws_env, fix)
     assert "finding,order_success_without_wallet_credit,seller_b,USD,5.00" in csv_text
     page = s3.get_object(Bucket=settings().settlement_bucket, Key=keys["html"])
     assert page["ContentType"].startswith("text/html") and b"<svg" in page["Body"].read()
+
+
+def emf_metrics(output: str) -> dict[str, float]:
+    """The metric values of the EMF lines (Powertools' CloudWatch embedded metric format) a handler printed."""
+    values = {}
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    values[metric["Name"]] = document[metric["Name"]][0] if isinstance(
+                        document[metric["Name"]], list) else document[metric["Name"]]
+    return values
+
+
+def test_the_nightly_handler_publishes_what_it_could_not_fix(aws_env, capsys):
+    from functions.recon import internal_handler
+    from tests.support.events import FakeContext
+
+    paid("chk_w", wallet=["chk_w_0"])
+    db().put_item(TableName=settings().payouts_table, Item=to_item({
+        "payment_order_id": "ghost_0", "payout_status": "TRANSFERRED", "transfer_id": "tr_ghost",
+        "seller_account": "seller_c", "currency": "USD", "net_minor": 700}))
+    capsys.readouterr()
+
+    result = internal_handler.handler({}, FakeContext())  # the schedule's event: fixes what is safe
+
+    assert (result["total"], result["fixed"], result["unexplained"]) == (2, 1, 1)
+    assert result["reports"]["html"].startswith("reports/internal/")
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["UnexplainedFindings"] == 1 and metrics["FixedFindings"] == 1
