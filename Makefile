@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help run test test-chaos synth lint demo chaos bench openapi clean
+.PHONY: help run test test-chaos chromium synth lint demo chaos bench openapi clean
 
 help:            ## this menu
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -33,8 +33,13 @@ synth: cdk.out/MarketPay.template.json  ## synthesize the CDK app into cdk.out (
 run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5000, PSP sandbox on :12111
 	$(PY) -m local
 
-test: synth  ## every test
+test: synth chromium  ## every test
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# The recon reports' HTML page is checked in a real headless browser (tests/recon/test_report_html.py): Debian's
+# chromium package, installed when missing (needs root, as in CI and the dev container).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test-chaos: synth  ## only the chaos tests of make test: 3 seeds x 100 orders and the checker's mutation tests
 	$(PY) -m pytest -m chaos -n 2 tests/chaos

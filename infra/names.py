@@ -33,6 +33,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
     ENV_WALLET_TABLE,
     ENV_WORKFLOW_DLQ_URL,
     INCOMING_PREFIX,
+    INTERNAL_REPORTS_PREFIX,
     LEDGER_ORDER_INDEX,
     QUARANTINE_PREFIX,
     REFERENCE_INDEX,
@@ -280,3 +281,11 @@ API_RATE_WINDOWS = "ApiRateWindows"
 OUT_API_KEYS_TABLE = "ApiKeysTableName"
 API_AUTHORIZER = FunctionSpec("ApiAuthorizer", "functions.auth.authorizer.handler", "auth", 5)
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, API_AUTHORIZER)
+
+# Internal reconciliation (issue 19): nightly, and on demand (`python -m ops recon internal`).
+INTERNAL_RECON = FunctionSpec("InternalRecon", "functions.recon.internal_handler.handler", "recon-internal", 900)
+INTERNAL_RECON_CONSTRUCT = "InternalReconciliation"
+INTERNAL_RECON_SCHEDULE = "InternalReconNightly"
+INTERNAL_RECON_CRON = {"minute": "30", "hour": "2"}  # 02:30 UTC, after the day's settlement files
+UNEXPLAINED_FINDINGS_METRIC = "UnexplainedFindings"
+ALL_FUNCTIONS = (*ALL_FUNCTIONS, INTERNAL_RECON)

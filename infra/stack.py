@@ -13,6 +13,7 @@ from infra.constructs.alarms import Alarms
 from infra.constructs.api import Api
 from infra.constructs.disputes import Disputes
 from infra.constructs.functions import Functions
+from infra.constructs.internal_recon import InternalRecon
 from infra.constructs.notifications import Notifications
 from infra.constructs.queues import Queues
 from infra.constructs.refunds import Refunds
@@ -97,6 +98,8 @@ class MarketPayStack(Stack):
         refunds.grant_refund_path(webhooks.processor, functions=functions,
                                   psp_key_parameter=settings.psp_key_parameter)
         refunds.stream_to(notifications)
+        InternalRecon(self, names.INTERNAL_RECON_CONSTRUCT, functions=functions, bucket=settlement.bucket,
+                      refunds_table=refunds.table, alarms=alarms)
 
         CfnOutput(self, names.OUT_DISPUTES_TABLE, value=disputes.table.table_name)
         CfnOutput(self, names.OUT_API_URL, value=api.url)

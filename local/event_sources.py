@@ -108,6 +108,10 @@ def schedule_targets(deployed: DeployedStack) -> list[ScheduleTarget]:
         expression = props.get("ScheduleExpression")
         if not expression or props.get("State", "ENABLED") != "ENABLED":
             continue
+        if not runs_locally(expression):
+            log.info("rule %s (%s): a time-of-day schedule does not run locally; invoke its target on demand "
+                     "(the internal recon: python -m ops recon internal)", lid, expression)
+            continue
         rule_arn = deployed.resolve({"Fn::GetAtt": [lid, "Arn"]})
         for target in props.get("Targets", []):
             arn = deployed.resolve(target["Arn"])
@@ -128,6 +132,12 @@ def _function_name(name_or_arn: str) -> str:
     if name_or_arn.startswith("arn:"):
         return name_or_arn.split(":")[6]
     return name_or_arn
+
+
+def runs_locally(expression: str) -> bool:
+    """rate(...) schedules tick locally (shortened by `schedule_interval`); cron(...) ones, a time of day (the
+    nightly internal recon), would tick at that same short interval there, so they are left out."""
+    return _RATE.match(expression.strip()) is not None
 
 
 def rate_seconds(expression: str) -> float:

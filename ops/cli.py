@@ -34,6 +34,8 @@ payouts_app = typer.Typer(no_args_is_help=True, help="One order's payout to its 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(order_app, name="order")
 app.add_typer(payouts_app, name="payouts")
+recon_app = typer.Typer(no_args_is_help=True, help="Reconciliation: internal (orders, wallets, ledger, pay-outs).")
+app.add_typer(recon_app, name="recon")
 
 _OVERRIDES = "Overrides (default: the stack's outputs)"
 _ACTION_STYLE = {
@@ -671,5 +673,45 @@ def keys_revoke(
             raise OpsError(f"{len(found)} keys have the id {key_id}: `ops keys list` shows them")
         keys.revoke(found[0]["key_hash"], clock.iso())
         ops.console.print(f"revoked {key_id} of {found[0]['client_id']}")
+
+    _guarded(ctx, body)
+
+
+# -- recon -------------------------------------------------------------------------------------------------
+
+
+@recon_app.command("internal")
+def recon_internal(
+    ctx: typer.Context,
+    fix: Annotated[bool, typer.Option("--fix/--no-fix", help="re-drive the wallet and ledger steps of SUCCESS "
+                                                              "orders they missed (nothing else is changed)")] = True,
+) -> None:
+    """Orders, wallets, ledger, pay-outs and refunds against each other, per seller and currency (what the
+    nightly schedule runs): a summary per category, each finding, and the report written to the settlement
+    bucket (JSON, CSV, HTML). Exit code 1 when anything is unexplained."""
+    from functions.recon import internal
+
+    def body(ops: Ops) -> None:
+        ops.resources.export_for_shared_code("payouts_table", "sellers_table", "refunds_table", "settlement_bucket")
+        report, keys = internal.run(fix=fix)
+        totals = Table(title="internal reconciliation")
+        for column in ("category", "found", "fixed", "amounts"):
+            totals.add_column(column, justify="left" if column in ("category", "amounts") else "right")
+        for category, values in report.totals().items():
+            amounts = ", ".join(_money(minor, cur) for cur, minor in sorted(values["amounts"].items())) or "-"
+            style = "green" if not values["count"] else ("cyan" if values["fixed"] == values["count"] else "bold red")
+            totals.add_row(Text(category, style=style), str(values["count"]), str(values["fixed"]), amounts)
+        ops.console.print(totals)
+        for finding in report.findings:
+            mark = Text("fixed", style="cyan") if finding.fixed else Text("UNEXPLAINED", style="bold red")
+            ops.console.print(Text.assemble(mark, f" {finding.category.value} {finding.seller_account} ",
+                                            _money(finding.amount_minor, finding.currency),
+                                            f" {' '.join(finding.ids)} {finding.detail}"))
+        summary = report.summary()
+        ops.console.print(f"{summary['total']} findings, {summary['fixed']} fixed, {summary['unexplained']} "
+                          f"unexplained; report: s3://{ops.resources.get('settlement_bucket')}/{keys['html']} "
+                          f"(.json, .csv)")
+        if summary["unexplained"]:
+            raise typer.Exit(1)
 
     _guarded(ctx, body)

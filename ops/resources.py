@@ -55,6 +55,8 @@ VALUES: dict[str, Value] = {
     "notifications_dlq_url": Value(names.OUT_NOTIFICATION_QUEUE_URLS[names.NOTIFICATIONS_DLQ],
                                    runtime.ENV_NOTIFICATIONS_DLQ_URL),
     "api_keys_table": Value(names.OUT_API_KEYS_TABLE, runtime.ENV_API_KEYS_TABLE),
+    "refunds_table": Value(names.OUT_REFUNDS_TABLE, runtime.ENV_REFUNDS_TABLE),
+    "settlement_bucket": Value(names.OUT_SETTLEMENT_BUCKET, runtime.ENV_SETTLEMENT_BUCKET),
 }
 
 

@@ -1,4 +1,5 @@
-"""The per-file report: counts and amounts per category, then one entry per discrepancy (JSON and CSV).
+"""The per-file report: counts and amounts per category, then one entry per discrepancy (JSON, CSV and an HTML
+page, functions/recon/html.py). `upload` is how every recon report reaches the settlement bucket.
 
 Discrepancy entries are spooled to a temporary file as they come, so a file full of discrepancies does not
 grow the run's memory; the JSON and CSV renderings stream from it.
@@ -10,10 +11,13 @@ import csv
 import json
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from functions.recon import html
 from functions.recon.outcomes import Category, Outcome
+from functions.shared import aws
 from functions.shared.money import Money
 
 CSV_COLUMNS = ["record", "category", "count", "currency", "amount", "payment_order_id", "checkout_id", "psp_reference",
@@ -91,3 +95,20 @@ class ReportBuilder:
                 writer.writerow({"record": "amount", "category": category, "currency": currency, "amount": amount})
         for entry in self._entries():
             writer.writerow({"record": "discrepancy", **json.loads(entry)})
+
+    def write_html(self, out: IO[str]) -> None:
+        summary = self.summary()
+        header = {name: summary[name] for name in ("psp", "file_name", "total", "unexplained", "fixed")
+                  if name in summary}
+        html.render(out, f"Settlement reconciliation {summary.get('file_name', '')}".strip(), header,
+                    {category.value: {"count": self.counts[category],
+                                      "amounts": dict(self.amounts.get(category, {}))} for category in Category})
+
+
+def upload(bucket: str, key: str, write: Callable[[IO[str]], None], content_type: str) -> None:
+    """Write a report through a temporary file (not memory) and upload it."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        write(out)
+        out.flush()
+        out.buffer.seek(0)
+        aws.client("s3").upload_fileobj(out.buffer, bucket, key, ExtraArgs={"ContentType": content_type})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from functions.recon.errors import UnparseableFile
 from functions.recon.gctune import batch_collection
 from functions.recon.matching import Matcher, Policy
 from functions.recon.outcomes import Outcome
-from functions.recon.report import ReportBuilder
+from functions.recon.report import ReportBuilder, upload
 from functions.recon.rows import ChargeBlock, RowKind, SettlementRow
 from functions.recon.screening import screen
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
@@ -156,12 +155,8 @@ def quarantine(obj: SettlementObject, reason: str) -> None:
     s3.delete_object(Bucket=obj.bucket, Key=obj.key)
 
 
-def _upload(bucket: str, key: str, write: Any, content_type: str) -> None:
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
-        write(out)
-        out.flush()
-        out.buffer.seek(0)
-        aws.client("s3").upload_fileobj(out.buffer, bucket, key, ExtraArgs={"ContentType": content_type})
+def html_key(json_key: str) -> str:
+    return json_key.removesuffix(".json") + ".html"
 
 
 def report_keys(obj: SettlementObject) -> tuple[str, str]:
@@ -245,11 +240,12 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
         matcher.finish()
     review.flush()
     json_key, csv_key = report_keys(obj)
-    _upload(obj.bucket, json_key, report.write_json, "application/json")
-    _upload(obj.bucket, csv_key, report.write_csv, "text/csv")
+    upload(obj.bucket, json_key, report.write_json, "application/json")
+    upload(obj.bucket, csv_key, report.write_csv, "text/csv")
+    upload(obj.bucket, html_key(json_key), report.write_html, "text/html; charset=utf-8")
     summary = report.summary()
     summary.update({
-        "rows_in_file": found.rows, "report_json": json_key, "report_csv": csv_key,
+        "rows_in_file": found.rows, "report_json": json_key, "report_csv": csv_key, "report_html": html_key(json_key),
         "review_messages": review.sent, "workflows_restarted": fixes.restarted, "fees_recorded": fixes.fees_recorded,
         "carries_cleared": matcher.carry_counts.cleared, "still_carried": matcher.carry_counts.still_carried,
         "carries_raised": matcher.carry_counts.raised,

@@ -48,6 +48,7 @@ WALLET_STATEMENT_INDEX = "statement"  # on Wallet: a seller's movements by shard
 # Settlement bucket prefixes: PSP files land under incoming/<psp>/, recon writes reports/ and quarantine/.
 INCOMING_PREFIX = "incoming/"
 REPORTS_PREFIX = "reports/"
+INTERNAL_REPORTS_PREFIX = f"{REPORTS_PREFIX}internal/"  # internal recon (functions/recon/internal.py)
 QUARANTINE_PREFIX = "quarantine/"
 
 

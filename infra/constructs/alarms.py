@@ -57,6 +57,19 @@ class Alarms(Construct):
         for name, fn in functions.items():
             self._any(f"{name}Errors", fn.metric_errors(period=_PERIOD, statistic="Sum"), f"{name} raised errors")
 
+    def internal_recon(self, fn: lambda_.IFunction) -> None:
+        """Internal reconciliation (infra/constructs/internal_recon.py): anything it could not fix, and its errors
+        (it runs once a night: the period is a day, so the alarm stays up until the next run)."""
+        self._any(
+            "InternalReconUnexplained",
+            cloudwatch.Metric(namespace=names.METRICS_NAMESPACE, metric_name=names.UNEXPLAINED_FINDINGS_METRIC,
+                              dimensions_map={"service": names.INTERNAL_RECON.service}, period=Duration.days(1),
+                              statistic="Maximum"),
+            "Internal reconciliation found disagreements it could not fix: read its report in reports/internal/",
+        )
+        self._any(f"{names.INTERNAL_RECON.name}Errors", fn.metric_errors(period=_PERIOD, statistic="Sum"),
+                  f"{names.INTERNAL_RECON.name} raised errors")
+
     def _any(self, alarm_id: str, metric: cloudwatch.Metric, description: str) -> None:
         """Alarm as soon as the metric is above zero for one period; no data means nothing happened."""
         alarm = metric.create_alarm(

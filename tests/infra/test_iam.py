@@ -138,6 +138,17 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:NotificationsQueue": CONSUME,  # ChangeMessageVisibility: a failed delivery's next wait
         "queue:NotificationsDlq": SEND,
     },
+    # Internal recon (issue 19): scans what it compares; fixes only through the wallet and ledger steps' own
+    # writes; writes only its reports.
+    "InternalRecon": {
+        "table:PaymentOrders": {"dynamodb:Scan"},
+        "table:Payouts": {"dynamodb:Scan"},
+        "table:Refunds": {"dynamodb:Scan"},
+        "table:Charges": {"dynamodb:GetItem"},  # the charge of an order to re-drive
+        "table:Wallet": READ | WRITE | {"dynamodb:Scan"},
+        "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"},
+        "bucket:SettlementBucket/reports/internal/*": {"s3:PutObject", "s3:AbortMultipartUpload"},
+    },
     "RefundWorker": {
         "table:Refunds": READ | WRITE,
         "table:PaymentOrders": READ | WRITE,  # a failed refund gives the order's reservation back

@@ -60,6 +60,7 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
                      "REFUNDS_DLQ_URL"},
     "ApiAuthorizer": {"API_KEYS_TABLE", "API_RATE_WINDOWS_TABLE"},
+    "InternalRecon": {"SETTLEMENT_BUCKET", "REFUNDS_TABLE"},
 }
 # Disputes (infra/constructs/disputes.py): the processor applies them, PaymentApi shows them, the Notifier names
 # their stream's table.
@@ -272,11 +273,11 @@ def test_recon_queue_admits_only_this_bucket_and_the_bucket_waits_for_that_polic
 # --- functions ----------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_eleven_functions_of_the_design(synth):
+def test_there_are_exactly_the_functions_of_the_design(synth):
     handlers = {r["Properties"]["Handler"] for r in synth.of_type("AWS::Lambda::Function").values()}
     assert handlers == {f.handler for f in names.ALL_FUNCTIONS}
-    # + the webhooks' two, Notifier, Deliverer, RefundWorker, ApiAuthorizer
-    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2 + 1 + 1
+    # + the webhooks' two, Notifier, Deliverer, RefundWorker, ApiAuthorizer, InternalRecon
+    assert len(synth.of_type("AWS::Lambda::Function")) == 9 + 2 + 2 + 1 + 1 + 1
 
 
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
@@ -552,3 +553,31 @@ def test_no_custom_resources_anywhere(synth):
     kinds = {r["Type"] for r in synth.resources.values()}
     assert not {k for k in kinds if k.startswith("Custom::") or k == "AWS::CloudFormation::CustomResource"}
     assert "AWS::DynamoDB::GlobalTable" not in kinds
+
+
+# --- internal reconciliation (issue 19) ---------------------------------------------------------------------
+
+
+def test_internal_recon_runs_nightly_on_its_schedule(synth, template):
+    recon = function_id(synth, names.INTERNAL_RECON)
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(30 2 * * ? *)",
+            "State": "ENABLED",
+            "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [recon, "Arn"]}})],
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"FunctionName": {"Fn::GetAtt": [recon, "Arn"]}, "Principal": "events.amazonaws.com"},
+    )
+    env = synth.props(recon)["Environment"]["Variables"]
+    assert {"SETTLEMENT_BUCKET", "REFUNDS_TABLE", "PAYOUTS_TABLE", "WALLET_TABLE", "LEDGER_TABLE"} <= set(env)
+
+
+def test_unexplained_internal_recon_findings_raise_an_alarm(synth):
+    (alarm,) = alarms_on(synth, names.UNEXPLAINED_FINDINGS_METRIC, "service", names.INTERNAL_RECON.service)
+    assert alarm["Namespace"] == names.METRICS_NAMESPACE
+    assert alarm["Period"] == 86400 and alarm["Statistic"] == "Maximum"
+    assert_fires_above_zero_to_the_topic(synth, alarm)

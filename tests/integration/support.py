@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 
+from functions.ledger import handler as ledger_handler
+from functions.payment import finalize
 from functions.payment.schemas import PaymentRequest
 from functions.payment.service import place_checkout
+from functions.shared import clock
 from functions.shared.models import ChargeWork
 from functions.shared.names import charge_key
 from functions.shared.tables import PaymentTables
+from functions.wallet import handler as wallet_handler
+from tests.support.events import FakeContext
 
 TWO_SELLERS_USD = (("seller_a", "12.34", "USD"), ("seller_b", "5.00", "USD"))
 
@@ -62,3 +67,22 @@ class AwsFault:
 
     def remove(self):
         self.client.meta.events.unregister(self.event, self)
+
+
+def paid(checkout_id, orders=None, *, wallet=True, ledger=True):
+    """A checkout through the workflow's steps: begun, wallet credited, ledger written, finalized SUCCESS; a
+    step given as False died before it wrote anything (for the order ids it lists, or all)."""
+    place(checkout_id, **({"orders": orders} if orders else {}))
+    tables = PaymentTables.from_settings()
+    charge = tables.begin_charge_attempt(f"{checkout_id}#USD", 1, clock.iso(), clock.iso())
+    tables.mark_orders_executing([o["payment_order_id"] for o in charge["orders"]], clock.iso())
+    work = work_of(checkout_id)
+    for share in work.orders:
+        if wallet is True or (wallet is not False and share.payment_order_id not in wallet):
+            wallet_handler.credit_pending(work, share)
+        if ledger is True or (ledger is not False and share.payment_order_id not in ledger):
+            ledger_handler.record_payin(work, share)
+    finalize.handler({**work.model_dump(), "charge": {"outcome": "succeeded", "psp_reference": f"pi_{checkout_id}",
+                                                      "psp_status": "succeeded", "charge_id": f"ch_{checkout_id}"}},
+                     FakeContext())
+    return work

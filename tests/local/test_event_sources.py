@@ -6,7 +6,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from local.event_sources import failed_message_ids, rate_seconds, sqs_event
+from local.event_sources import failed_message_ids, rate_seconds, runs_locally, sqs_event
 
 
 def _bodies(records):
@@ -158,3 +158,8 @@ def test_schedule_timer_ticks_at_the_local_interval(toy_stack, calls):
         toy_stack.wait_until(lambda: len([c for c in calls if c[0] == "tick"]) >= 2, timeout=5)
     finally:
         timer.stop()
+
+
+def test_only_rate_schedules_tick_locally_a_nightly_cron_does_not():
+    assert runs_locally("rate(1 minute)")
+    assert not runs_locally("cron(30 2 * * ? *)")

@@ -42,6 +42,9 @@ def test_the_same_content_under_another_name_is_reported_as_a_duplicate(account:
     account.drop("incoming/stripe/first.csv", (FIXTURES / STRIPE).read_bytes())
     account.deliver()
     before = effects(account)
+    # the report's three renderings, the HTML page the same renderer as the internal recon's
+    assert {"reports/stripe/first.csv.json", "reports/stripe/first.csv.csv", "reports/stripe/first.csv.html"} <= set(
+        account.keys("reports/"))
 
     account.drop("incoming/stripe/again.csv", (FIXTURES / STRIPE).read_bytes())
     result = account.deliver()
