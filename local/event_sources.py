@@ -108,10 +108,6 @@ def schedule_targets(deployed: DeployedStack) -> list[ScheduleTarget]:
         expression = props.get("ScheduleExpression")
         if not expression or props.get("State", "ENABLED") != "ENABLED":
             continue
-        if not runs_locally(expression):
-            log.info("rule %s (%s): a time-of-day schedule does not run locally; invoke its target on demand "
-                     "(the internal recon: python -m ops recon internal)", lid, expression)
-            continue
         rule_arn = deployed.resolve({"Fn::GetAtt": [lid, "Arn"]})
         for target in props.get("Targets", []):
             arn = deployed.resolve(target["Arn"])
@@ -136,7 +132,7 @@ def _function_name(name_or_arn: str) -> str:
 
 def runs_locally(expression: str) -> bool:
     """rate(...) schedules tick locally (shortened by `schedule_interval`); cron(...) ones, a time of day (the
-    nightly internal recon), would tick at that same short interval there, so they are left out."""
+    nightly internal recon), would tick at that same short interval there, so they only run when fired."""
     return _RATE.match(expression.strip()) is not None
 
 
@@ -246,7 +242,12 @@ class EventSources:
         for stream in self.streams:
             self._spawn(f"stream-{stream.logical_id}", lambda m: poll_stream(self.aws_url, m, self._stop), stream)
         for target in self.schedules:
-            self._spawn(f"schedule-{target.rule_logical_id}", self._tick, target)
+            if runs_locally(target.schedule_expression):
+                self._spawn(f"schedule-{target.rule_logical_id}", self._tick, target)
+            else:
+                log.info("rule %s (%s): a time-of-day schedule does not tick locally; fire it, or invoke its target "
+                         "on demand (the internal recon: python -m ops recon internal)",
+                         target.rule_logical_id, target.schedule_expression)
 
     def stop(self) -> None:
         self._stop.set()

@@ -179,7 +179,7 @@ def test_every_aws_call_of_a_flow_is_granted_by_the_functions_role(stack):
     wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"reports/stripe/{name}").get("KeyCount")
           or recon_failed(), 60, "recon report")
 
-    # And the sweeper's schedule run
+    # And the schedules: the sweeper's, and the nightly internal recon's (fired: a cron rule does not tick locally)
     for schedule in stack.events.schedules:
         stack.events.fire(schedule.rule_logical_id)
 
