@@ -53,6 +53,16 @@ from functions.shared.tables import PaymentTables
 from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
 from local.stack import LocalStack, Ports
+from verification.disputes import (
+    DISPUTE_RATE,
+    DisputeRecord,
+    SandboxAdmin,
+    decide,
+    dispute_shape,
+    open_disputes,
+    plan_disputes,
+    watch_disputes,
+)
 from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, check, collect, peek_queue, scan
 from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
@@ -104,6 +114,7 @@ class ChaosConfig:
     max_in_flight: int = 300
     payin_only: bool = False  # stop after the pay-in (charges, wallets, ledger): no releases, transfers, refunds
     search_lag_s: float = SEARCH_LAG_S
+    disputes: float = DISPUTE_RATE  # of the succeeded charges not refunded in full, disputed after the refunds
 
 
 @dataclass
@@ -121,6 +132,8 @@ class ChaosReport:
     workload: dict[str, int] = field(default_factory=dict)  # what the storefront placed (see _workload_shape)
     payouts: dict[str, int] = field(default_factory=dict)  # releases and pay-out outcomes (see _payout_shape)
     refunds: dict[str, int] = field(default_factory=dict)  # refunds asked and their outcomes (see _refund_shape)
+    disputes: dict[str, int] = field(default_factory=dict)  # disputes opened and decided (disputes.dispute_shape)
+    webhooks: dict[str, int] = field(default_factory=dict)  # the PSP's webhook deliveries (see _webhook_shape)
 
     @property
     def violations(self) -> int:
@@ -506,10 +519,11 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         _log_unsettled(stack)
 
     if config.payin_only:
-        payouts, refunds = PayoutRun(ReleaseRecord()), RefundRecord()
+        payouts, refunds, disputes = PayoutRun(ReleaseRecord()), RefundRecord(), DisputeRecord()
     else:
         payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
         refunds = _refund(stack, config, api, idle, faults)
+        disputes = _dispute(stack, config, idle, faults)
 
     stats = sandbox.faults.stats()
     # pay-in faults apart from transfer faults: how often a transfer is retried depends on timing (the sweeper's
@@ -526,7 +540,9 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                        psp_transfers=connect.transfers(), psp_account_balances=connect.account_balances(),
                        observed_payout_statuses=payouts.observed, released_order_ids=payouts.releases.released,
                        retried_payouts=payouts.retried, now=clock.iso(), accepted_refunds=refunds.accepted,
-                       refund_answers_wrong=refunds.unexpected)
+                       refund_answers_wrong=refunds.unexpected,
+                       psp_disputes=None if config.payin_only else _psp_disputes(sandbox),
+                       dispute_answers_wrong=disputes.unexpected)
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),
@@ -535,6 +551,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     report.workload = _workload_shape(workload, record)
     report.payouts = _payout_shape(snapshot.payouts, payouts)
     report.refunds = _refund_shape(snapshot.refunds, refunds)
+    report.disputes = dispute_shape(snapshot.disputes, disputes)
+    report.webhooks = _webhook_shape(sandbox)
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
     psp_faults = sum(v for k, v in faults.items() if k.startswith(("psp_", "transfer_")))
     report.shares = {
@@ -619,6 +637,67 @@ def _refund(stack: LocalStack, config: ChaosConfig, api: ApiClient, idle: Callab
     except TimeoutError as error:  # what never settled is reported by invariant 2
         log.error("refunds: %s", error)
     return record
+
+
+def _dispute(stack: LocalStack, config: ChaosConfig, idle: Callable[[], None], faults: Counter) -> DisputeRecord:
+    """After the refunds: the banks dispute a seeded share of the succeeded charges (verification/disputes.py),
+    some on orders whose pay-out is still HELD (not confirmed), most on transferred ones; some decided at once,
+    the others once our books show them open; then a wait until our books show every decision."""
+    db = stack.client("dynamodb")
+    admin = SandboxAdmin(stack.psp_url or "")
+    record = DisputeRecord()
+
+    def read() -> list[dict[str, Any]]:
+        return scan(db, stack.outputs["DisputesTableName"])
+
+    def as_the_psp_says() -> dict[str, str]:
+        return {d["id"]: d["status"] for d in _psp_disputes(stack.sandbox) if d["id"] in record.opened}
+
+    later = open_disputes(admin, plan_disputes(stack.sandbox.charges(), config.seed, config.disputes), record)
+    try:
+        watch_disputes(read, as_the_psp_says(), timeout_s=config.timeout_s, on_idle=idle)
+        for step in later:
+            decide(admin, step["dispute_id"], step, record)
+        watch_disputes(read, as_the_psp_says(), timeout_s=config.timeout_s, on_idle=idle)
+    except TimeoutError as error:  # what never settled is reported by invariant 4
+        log.error("disputes: %s", error)
+    faults["disputes_opened_twice"] = record.opened_twice
+    faults["disputes_decided_twice"] = record.decided_twice
+    faults["disputes_decided_before_their_events"] = record.decided_at_once
+    return record
+
+
+def _psp_disputes(sandbox: Any) -> list[dict[str, Any]]:
+    state = sandbox.state
+    with state.lock:
+        return [dispute.to_stripe(state) for dispute in state.disputes.values()]
+
+
+def _webhook_shape(sandbox: Any) -> dict[str, int]:
+    """What the PSP's webhook sender did (psp_sandbox/webhooks.py; duplicates and reordering are drawn while
+    random faults are configured): events emitted, deliveries, events delivered twice (two first attempts), and
+    events delivered after a later event of the same object (reordered)."""
+    hooks = getattr(sandbox, "sandbox", sandbox).webhooks  # the server wraps the Sandbox
+    with hooks._lock:
+        events = list(hooks.events.values())
+        delivered = list(hooks.delivered)
+    emitted = {event.id: n for n, event in enumerate(events)}
+    subject = {event.id: str(event.obj.get("id")) for event in events}
+    first = Counter(d["event"] for d in delivered if d["attempt"] == 1)
+    latest: dict[str, int] = {}  # object id -> the latest emission index delivered so far
+    reordered, seen = 0, set()
+    for delivery in delivered:
+        event_id = delivery["event"]
+        if event_id in seen or event_id not in emitted:
+            continue
+        seen.add(event_id)
+        obj = subject[event_id]
+        if latest.get(obj, -1) > emitted[event_id]:
+            reordered += 1
+        latest[obj] = max(latest.get(obj, -1), emitted[event_id])
+    return {"chaos_on": int(sandbox.faults.webhook_chaos_seed() is not None), "events": len(events),
+            "deliveries": len(delivered), "duplicated": sum(1 for n in first.values() if n > 1),
+            "reordered": reordered, "answered_2xx": sum(1 for d in delivered if 200 <= d["status"] < 300)}
 
 
 def _refund_shape(refunds: list[dict[str, Any]], record: RefundRecord) -> dict[str, int]:
@@ -723,6 +802,8 @@ def print_report(report: ChaosReport) -> None:
     console.print("checkouts: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.workload.items()))
     console.print("pay-outs: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.payouts.items()))
     console.print("refunds: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.refunds.items()))
+    console.print("disputes: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.disputes.items()))
+    console.print("webhooks: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.webhooks.items()))
     refused = ", ".join(f"{count} with {status}" for status, count in sorted(report.rejected.items())) or "none"
     console.print(f"orders: {report.orders} accepted ({statuses}); checkouts refused: {refused}; "
                   f"{report.duration_s:.0f} s")
@@ -752,10 +833,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
     parser.add_argument("--search-lag", type=float, default=ChaosConfig.search_lag_s,
                         help="seconds of the PSP's clock before a new PaymentIntent shows in a search")
+    parser.add_argument("--disputes", type=float, default=ChaosConfig.disputes,
+                        help="share of the succeeded charges disputed after the refunds (0: none)")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
-                         search_lag_s=args.search_lag)
+                         search_lag_s=args.search_lag, disputes=args.disputes)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):
@@ -767,7 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"violations": {r.number: r.violations for r in report.results if not r.ok},
                           "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
                           "orders": report.orders, "rejected": report.rejected, "workload": report.workload,
-                          "payouts": report.payouts, "refunds": report.refunds,
+                          "payouts": report.payouts, "refunds": report.refunds, "disputes": report.disputes,
+                          "webhooks": report.webhooks,
                           "mutation_hits": report.mutation_hits, "last_line": report.last_line()}))
         return 0
     if sys.stderr.isatty():

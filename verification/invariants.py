@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.shared import psp_units
 from functions.shared.names import BALANCE_SORT_PREFIX, PAYIN, TRANSFER, charge_key
 
 FINAL = {"SUCCESS", "FAILED"}
@@ -61,6 +62,10 @@ class Snapshot:
     refund_answers_wrong: list[str] = field(default_factory=list)
     # Disputes (issue 16): the Disputes table (each dispute's parts and their steps).
     disputes: list[dict[str, Any]] = field(default_factory=list)
+    # the PSP's own disputes (the sandbox's Dispute objects: id, charge, amount, status, balance_transactions) and
+    # what the storefront's admin calls saw that no correct PSP answers; None: disputes not checked
+    psp_disputes: list[dict[str, Any]] | None = None
+    dispute_answers_wrong: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +92,7 @@ def check(snap: Snapshot) -> list[Result]:
                _all_final_or_dead_lettered(snap) + _payouts_final(snap) + _refunds_final(snap)),
         Result(3, "ledger transactions balance per currency; accounts sum to zero", _ledger_balances(snap)),
         Result(4, "seller wallets equal the sellers' ledger entries, bucket by bucket; every dispute booked once",
-               _wallet_matches_ledger(snap) + _disputes_booked(snap)),
+               _wallet_matches_ledger(snap) + _disputes_booked(snap) + _disputes_as_decided(snap)),
         Result(5, "no order or pay-out status moves backwards", _no_backwards(snap) + _no_payout_backwards(snap)),
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)
                + list(snap.refund_answers_wrong)),
@@ -545,4 +550,72 @@ def _disputes_booked(snap: Snapshot) -> list[str]:
             violations.append(f"{dispute_id}: OPEN with disputed funds {funds}, expected {expected}")
         if dispute["dispute_status"] != "OPEN" and resolved and funds:
             violations.append(f"{dispute_id}: {dispute['dispute_status']} with disputed funds {funds} left")
+    return violations
+
+
+PSP_DISPUTE_STATUS = {"won": "WON", "lost": "LOST", "warning_closed": "WON"}  # anything else: OPEN
+
+
+def dispute_done(dispute: dict[str, Any], psp_status: str) -> bool:
+    """Our dispute item shows the PSP's status with its steps done: the fee booked, every part opened, and once
+    decided every part resolved."""
+    ours = PSP_DISPUTE_STATUS.get(psp_status, "OPEN")
+    parts = (dispute.get("parts") or {}).values()
+    return (dispute.get("dispute_status") == ours and bool(dispute.get("fee_booked")) and bool(parts)
+            and all(p.get("opened") and (ours == "OPEN" or p.get("resolved")) for p in parts))
+
+
+def _disputes_as_decided(snap: Snapshot) -> list[str]:
+    """Every dispute of the PSP final in our books as the PSP decided: its item in that status with every step done;
+    its parts adding up to the PSP's amount; the fee booked as the PSP withdrew it; per part, our PSP balance
+    (psp_receivable over the part's transactions) back to where it was if won, short by the part if lost (the
+    seller and the commission bore it); a won part reinstated by exactly one `dispute_won` and never lost, a lost
+    one never reinstated."""
+    if snap.psp_disputes is None:
+        return []
+    violations = list(snap.dispute_answers_wrong)
+    ours = {d["dispute_id"]: d for d in snap.disputes}
+    by_kind_reference: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for tx in snap.ledger:
+        by_kind_reference[(tx.get("kind", ""), tx.get("reference", ""))].append(tx)
+
+    def receivable(txs: list[dict[str, Any]]) -> int:
+        return sum(int(e["amount_minor"]) for tx in txs for e in tx["entries"]
+                   if e["account"].startswith("psp_receivable:"))
+
+    for psp_dispute in snap.psp_disputes:
+        dispute_id, psp_status = psp_dispute["id"], psp_dispute["status"]
+        dispute = ours.get(dispute_id)
+        if dispute is None:
+            violations.append(f"{dispute_id}: {psp_status} at the PSP, unknown to us")
+            continue
+        if not dispute_done(dispute, psp_status):
+            violations.append(f"{dispute_id}: {psp_status} at the PSP, ours {dispute.get('dispute_status')} with "
+                              f"steps left")
+            continue
+        parts, currency = dispute["parts"], str(psp_dispute["currency"]).upper()
+        amount = psp_units.from_stripe_amount(currency, int(psp_dispute["amount"])).minor
+        if sum(int(p["amount_minor"]) for p in parts.values()) != amount or int(dispute["amount_minor"]) != amount:
+            violations.append(f"{dispute_id}: {amount} at the PSP, ours {dispute['amount_minor']} in parts "
+                              f"{sum(int(p['amount_minor']) for p in parts.values())}")
+        fee = psp_units.from_stripe_amount(
+            currency, sum(int(t.get("fee") or 0) for t in psp_dispute.get("balance_transactions") or [])).minor
+        fee_txs = by_kind_reference[("dispute_fee", dispute_id)]
+        if int(dispute.get("fee_minor") or 0) != fee or (fee and -receivable(fee_txs) != fee):
+            violations.append(f"{dispute_id}: fee {fee} at the PSP, ours {dispute.get('fee_minor')} booked "
+                              f"{-receivable(fee_txs)}")
+        outcome = PSP_DISPUTE_STATUS.get(psp_status)
+        for order_id, part in parts.items():
+            reference = f"{dispute_id}:{order_id}"
+            won, lost = by_kind_reference[("dispute_won", reference)], by_kind_reference[("dispute_lost", reference)]
+            opened = by_kind_reference[("dispute", reference)]
+            if outcome == "WON" and (len(won) != 1 or lost):
+                violations.append(f"{reference}: won, reinstated {len(won)} times, lost {len(lost)} times")
+            if outcome == "LOST" and won:
+                violations.append(f"{reference}: lost but reinstated")
+            if outcome in ("WON", "LOST"):
+                moved = receivable(opened + won + lost)
+                expected = 0 if outcome == "WON" else -int(part["amount_minor"])
+                if moved != expected:
+                    violations.append(f"{reference}: {outcome} moved our PSP balance by {moved}, not {expected}")
     return violations

@@ -219,3 +219,38 @@ def test_the_checker_catches_a_broken_dispute_booking(sandbox):
     assert invariants._wallet_matches_ledger(snap) == [f"{SELLER} USD owed: wallet 450 != ledger 0"]
     assert invariants._disputes_booked(snap) == [f"{dp.id}:{order_id}: opened without its ledger transaction",
                                                  f"{dp.id}: OPEN with disputed funds 0, expected 50"]
+
+
+def test_the_checker_compares_each_dispute_with_the_psps_decision(sandbox):
+    # issue 16 (chaos): every dispute in our books as the PSP decided, its PSP balance moved by the decision, a won
+    # one reinstated exactly once
+    registered(sandbox)
+    won_order, lost_order = paid_order(), paid_order("chk_t2")
+    won, lost = dispute(sandbox, won_order), dispute(sandbox, lost_order, amount=300)
+    for dp, outcome in ((won, "won"), (lost, "lost")):
+        service.apply_psp_dispute(as_json(sandbox, dp))
+        close_dispute(sandbox.state, dp.id, outcome)
+
+    def decided():
+        snap = snapshot()
+        snap.psp_disputes = [as_json(sandbox, dp) for dp in (won, lost)]
+        return invariants._disputes_as_decided(snap)
+
+    assert decided() == [f"{won.id}: won at the PSP, ours OPEN with steps left",
+                         f"{lost.id}: lost at the PSP, ours OPEN with steps left"]
+    for dp in (won, lost):
+        service.apply_psp_dispute(as_json(sandbox, dp))
+    assert decided() == []
+    invariants_hold()
+    # the reinstatement booked a second time under another id (a retry that did not find the first)
+    ledger = LedgerTable.from_settings()
+    twice = next(t for t in ledger.scan() if t["transaction_id"] == f"dispute_won#{won.id}:{won_order}")
+    again = {**twice, "transaction_id": "x#again"}
+    boto3.client("dynamodb", region_name="us-east-1").put_item(
+        TableName=settings().ledger_table, Item={k: _attr(v) for k, v in again.items()})
+    assert decided() == [f"{won.id}:{won_order}: won, reinstated 2 times, lost 0 times",
+                         f"{won.id}:{won_order}: WON moved our PSP balance by 500, not 0"]
+
+
+def _attr(value):
+    return boto3.dynamodb.types.TypeSerializer().serialize(value)
