@@ -14,6 +14,7 @@ A seller's share goes out as one Transfer per order (key `transfer:<payment_orde
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -125,13 +126,15 @@ class RateLimitedRetries(stripe.RequestsClient):
 
 
 def rate_limit_backoff_s(retry: int, retry_after: str | None) -> float:
-    """0.25 s doubled per retry, with up to 50 % of jitter (concurrent callers spread out); never above the
-    PSP's Retry-After when it names one."""
+    """0.25 s doubled per retry, with up to 50 % of jitter (concurrent callers spread out); never below the
+    PSP's Retry-After when it names one (the least time to wait). Never 0, so the caller's budget always ends
+    the loop: a `Retry-After: 0` must not make a tight loop of 429s."""
     delay = 0.25 * 2**retry * (1 + random.random() / 2)  # noqa: S311 - jitter, not a secret
     try:
-        return min(delay, float(retry_after)) if retry_after else delay
+        after = float(retry_after) if retry_after else 0.0
     except ValueError:
-        return delay
+        after = 0.0
+    return max(delay, after) if math.isfinite(after) else delay
 
 
 class PspClient:

@@ -110,25 +110,27 @@ def test_a_429_is_waited_out_inside_the_call_and_the_charge_is_made_once(sandbox
 
 
 def test_a_429_that_outlasts_the_wait_is_transient_never_a_failure(sandbox, monkeypatch):
-    monkeypatch.setenv("PSP_RATE_LIMIT_WAIT_S", "0.4")
+    monkeypatch.setenv("PSP_RATE_LIMIT_WAIT_S", "1.6")
     reload_settings()
     psp.reset_client()
     sandbox.faults.push("rate_limit", match={"idempotency_key": "charge:chk_1:USD"}, times=100)
     work = started()
     with pytest.raises(PspTransientError):  # the workflow's Retry tries again later; nothing is FAILED
         executor.execute(work)
-    # one wait of 0.25-0.375 s fits in 0.4 s, the next (0.5-0.75 s) does not
+    # the sandbox says Retry-After: 1, the least wait: one wait of 1 s fits in 1.6 s, a second does not
     assert sandbox.faults.stats()["injected"]["rate_limit"] == 2
     sandbox.faults.clear_queued()
     assert executor.execute(work).outcome == "succeeded"  # the PSP's limit has passed: a look-up, then the create
     assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
 
 
-def test_the_backoff_is_jittered_doubling_and_never_above_retry_after():
+def test_the_backoff_is_jittered_doubling_and_never_below_retry_after():
     assert all(0.25 <= psp.rate_limit_backoff_s(0, None) <= 0.375 for _ in range(50))
-    assert all(1.0 <= psp.rate_limit_backoff_s(2, "5") <= 1.5 for _ in range(50))
-    assert psp.rate_limit_backoff_s(3, "1") == 1.0
+    assert psp.rate_limit_backoff_s(2, "5") == 5.0  # Retry-After is the least wait
+    assert all(2.0 <= psp.rate_limit_backoff_s(3, "1") <= 3.0 for _ in range(50))
     assert 0.5 <= psp.rate_limit_backoff_s(1, "soon") <= 0.75
+    # a Retry-After of 0 (or nonsense) never makes a wait of 0: the wait budget always ends the loop
+    assert all(psp.rate_limit_backoff_s(0, value) >= 0.25 for value in ("0", "-3", "nan", "inf") for _ in range(20))
 
 
 @pytest.mark.parametrize("status", ["http_500", "http_503"])
