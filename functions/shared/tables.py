@@ -450,14 +450,16 @@ class PaymentTables:
         if moved is None:
             return expires_at
         deadline = str(moved["action_expires_at"])
-        self._update_charge_if(key, "SET due_at = :due", "charge_status = :executing AND attribute_exists(due_at)",
-                               {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         for order_id in payment_order_ids:
             self._update_if(self.orders_table, {"payment_order_id": order_id},
                             "SET next_action = :action, action_expires_at = :expires, psp_reference = :ref, "
                             "updated_at = :now", "payment_order_status = :executing",
                             {":action": next_action, ":expires": deadline, ":ref": psp_reference, ":now": now,
                              ":executing": OrderStatus.EXECUTING.value})
+        # Last: until the sweep is pushed to the deadline, a call killed half-way is re-driven within the executing
+        # deadline and writes the orders' next_action again (else the buyer might never see the challenge).
+        self._update_charge_if(key, "SET due_at = :due", "charge_status = :executing AND attribute_exists(due_at)",
+                               {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         return deadline
 
     def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
