@@ -38,6 +38,11 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
         # The buyer had threeds_timeout_s to complete the 3-D Secure challenge: cancel (or find it succeeded).
         logger.info("3-D Secure challenge abandoned: cancelling the PaymentIntent")
         result = psp.client().cancel_abandoned(result.psp_reference, work)
+    elif reference and result.outcome == psp.FAILED and result.psp_status == psp.REQUIRES_PAYMENT_METHOD:
+        # Failed after an earlier answer: the only way its client secret can have reached the buyer (a 3-D
+        # Secure challenge). Closed before the orders end FAILED, so that it cannot be confirmed again.
+        logger.info("payment failed: cancelling the open PaymentIntent")
+        result = psp.client().close_failed(result, work)
     return result
 
 
@@ -108,7 +113,7 @@ def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
     logger.append_keys(charge_key=work.charge_key, attempt=work.attempt)
-    with transient_errors_retryable():
+    with transient_errors_retryable(), psp.calls_within(context.get_remaining_time_in_millis()):
         result = execute(work)
     logger.info("charge outcome", extra={"outcome": result.outcome, "psp_status": result.psp_status,
                                          "failure_code": result.failure_code})

@@ -18,6 +18,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -79,6 +81,7 @@ class ChargeResult:
 
 AUTHENTICATION_ABANDONED = "authentication_abandoned"
 REQUIRES_ACTION = "requires_action"
+REQUIRES_PAYMENT_METHOD = "requires_payment_method"  # failed and still open: it could be confirmed again
 
 
 TRANSFERRED, BALANCE_SHORT, ACCOUNT_REFUSED = "transferred", "balance_short", "account_refused"
@@ -111,18 +114,59 @@ class RateLimitedRetries(stripe.RequestsClient):
         super().__init__(timeout=timeout)
         self._budget_s, self._sleep = wait_budget_s, sleep
 
+    # The SDK reads `_timeout` for each request: the configured timeout, or less when the invocation's deadline
+    # (`calls_within`) is nearer, so that a slow PSP fails the call in time for a clean retry.
+    @property
+    def _timeout(self) -> float:
+        left = time_left_s()
+        return self._configured_timeout if left is None else min(self._configured_timeout, left)
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured_timeout = value
+
     def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
         waited, retry = 0.0, 0
         while True:
+            left = time_left_s()
+            if left is not None and left < MIN_CALL_S:
+                # Not sent: nothing happened at the PSP, and the workflow's next try has a whole invocation.
+                raise stripe.APIConnectionError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
             answer = super().request(method, url, headers, post_data)
             if answer[1] != 429:
                 return answer
             RateLimitedRetries.rate_limited += 1
             delay = rate_limit_backoff_s(retry, answer[2].get("Retry-After") if answer[2] else None)
-            if waited + delay > self._budget_s:
+            left = time_left_s()
+            if waited + delay > self._budget_s or (left is not None and delay + MIN_CALL_S > left):
                 return answer
             self._sleep(delay)
             waited, retry = waited + delay, retry + 1
+
+
+MIN_CALL_S = 1.0  # a PSP call is not started with less time than this left before the invocation's deadline
+# Kept for the DynamoDB writes that record what a PSP call answered, after the last call.
+DEADLINE_MARGIN_S = 2.0
+_deadline = threading.local()
+
+
+@contextmanager
+def calls_within(remaining_ms: int) -> Iterator[None]:
+    """PSP calls made inside this block end before the invocation does (Lambda's remaining time, less a margin):
+    each call's timeout is cut to what is left, and a call is not sent without MIN_CALL_S. A Lambda timeout
+    mid-call would also be safe (every call is idempotent or looked up first), but it costs the whole timeout
+    and hides the cause; this way the call fails as a transient error the workflow retries."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + remaining_ms / 1000 - DEADLINE_MARGIN_S
+    try:
+        yield
+    finally:
+        _deadline.at = previous
+
+
+def time_left_s() -> float | None:
+    at = getattr(_deadline, "at", None)
+    return None if at is None else at - time.monotonic()
 
 
 def rate_limit_backoff_s(retry: int, retry_after: str | None) -> float:
@@ -428,17 +472,27 @@ class PspClient:
         return cls._result_of(intent)
 
     def cancel_abandoned(self, psp_reference: str, work: ChargeWork) -> ChargeResult:
-        """A 3-D Secure challenge not completed in time: cancel the PaymentIntent (reason `abandoned`, key
-        cancel:<charge_key>). Stripe refuses to cancel one that succeeded meanwhile (payment_intent_unexpected_state):
-        then its current state decides, so a success that raced the cancel is a success."""
+        """A 3-D Secure challenge not completed in time: cancel the PaymentIntent (reason `abandoned`)."""
+        return self._cancelled(psp_reference, work, "abandoned") or self.retrieve(psp_reference, work)
+
+    def close_failed(self, failed: ChargeResult, work: ChargeWork) -> ChargeResult:
+        """A PaymentIntent whose payment failed stays open in requires_payment_method, and the buyer's browser
+        may hold its client secret (a 3-D Secure challenge was handed out): Stripe.js could confirm it with
+        another card, charging for orders we report FAILED. So it is cancelled before the orders end FAILED,
+        and keeps its failure code. A success that raced the cancel is a success."""
+        cancelled = self._cancelled(failed.psp_reference, work, "requested_by_customer")
+        return failed if cancelled is not None else self.retrieve(failed.psp_reference, work)
+
+    def _cancelled(self, psp_reference: str, work: ChargeWork, reason: str) -> ChargeResult | None:
+        """Cancel the PaymentIntent; None when Stripe refuses because it is no longer cancelable (it succeeded,
+        is processing, or a previous call cancelled it): then its current state decides. No idempotency key:
+        a fixed one would make Stripe replay a stored 500 for 24 h, and a second cancel is refused harmlessly."""
         try:
-            intent = self._stripe.v1.payment_intents.cancel(
-                psp_reference, params={"cancellation_reason": "abandoned"},
-                options={"idempotency_key": f"cancel:{work.charge_key}"})
+            intent = self._stripe.v1.payment_intents.cancel(psp_reference, params={"cancellation_reason": reason})
         except stripe.InvalidRequestError as error:
             if error.code != "payment_intent_unexpected_state":
                 raise self._classify(error, creating=False) from error
-            return self.retrieve(psp_reference, work)
+            return None
         except stripe.StripeError as error:
             raise self._classify(error, creating=False) from error
         return self._checked(intent, work)

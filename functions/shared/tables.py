@@ -326,7 +326,7 @@ class PaymentTables:
         sets = "".join(f", {name} = :{name}" for name in fields)
         return self._update_if(
             table, key,
-            f"SET {status_attribute} = :status, updated_at = :now{sets} REMOVE sweep_shard, due_at",
+            f"SET {status_attribute} = :status, updated_at = :now{sets} REMOVE sweep_shard, due_at, next_action",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None

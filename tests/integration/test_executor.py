@@ -1,6 +1,7 @@
 """The executor against the PSP sandbox (the unmodified stripe SDK) and moto: one PaymentIntent per charge,
 outcomes, and which answers may end FAILED (only a decline or an invalid request; never an unclear one)."""
 
+import time
 from datetime import timedelta
 
 import boto3
@@ -262,3 +263,29 @@ def test_a_look_up_the_psp_refuses_is_never_a_failure(sandbox):
     with pytest.raises(PspOutcomeUnknown):
         executor.execute(work)
     assert intents_of(sandbox, "chk_1") == []  # and nothing was created blindly
+
+
+def test_a_call_without_time_left_in_the_invocation_is_not_sent(sandbox):
+    # Given the invocation has less than MIN_CALL_S left once the margin for the DynamoDB writes is kept
+    work = started()
+    before = sandbox.faults.stats()["requests"]
+    with psp.calls_within(int((psp.DEADLINE_MARGIN_S + 0.5) * 1000)), pytest.raises(PspTransientError):
+        executor.execute(work)
+    # Then nothing reached the PSP, and the workflow's next try (a whole invocation) charges once
+    assert sandbox.faults.stats()["requests"] == before
+    assert executor.execute(work).outcome == "succeeded"
+    assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]
+
+
+def test_a_slow_psp_times_out_before_the_invocation_does(sandbox):
+    # Given the PSP answers the charge's create 4 s late and the invocation has 2 s left for its calls
+    sandbox.faults.push("latency", match={"idempotency_key": "charge:chk_1:USD"}, delay_ms=4000)
+    work = started()
+    begun = time.monotonic()
+    with psp.calls_within(int((psp.DEADLINE_MARGIN_S + 2) * 1000)), pytest.raises(PspTransientError):
+        executor.execute(work)
+    # Then the call was cut at the deadline, not at the configured timeout: a transient error, retried
+    assert time.monotonic() - begun < 3.5
+    time.sleep(2.5)  # the late answer lands at the PSP: the retry finds that PaymentIntent, never a second
+    assert executor.execute(work).outcome == "succeeded"
+    assert [c["status"] for c in intents_of(sandbox, "chk_1")] == ["succeeded"]

@@ -17,6 +17,7 @@ from functions.shared import clock, psp
 from functions.shared.config import settings
 from functions.shared.tables import PaymentTables, PayoutsTable
 from functions.webhooks import processor
+from psp_sandbox.errors import StripeApiError
 from tests.integration.support import place, work_of
 from tests.integration.test_executor_checkout import begin, run_charge
 from tests.integration.test_steps import create_machine
@@ -88,6 +89,9 @@ def test_a_completed_challenge_succeeds_through_the_webhook_with_wallet_ledger_a
         assert order["wallet_updated"] and order["ledger_updated"]
         assert PayoutsTable.from_settings().get(order["payment_order_id"])["payout_status"] == "HELD"
     assert service.get_checkout("chk_ok").next_action is None
+    # the client secret is not kept once the charge is final
+    assert not any("next_action" in o for o in orders_of("chk_ok"))
+    assert "next_action" not in PaymentTables.from_settings().get_charge("chk_ok#USD")
     assert service.get_checkout("chk_ok").is_payment_done
     # the same event again, and the older requires_action one arriving last, change nothing
     assert processor.process(body) == processor.DUPLICATE
@@ -102,7 +106,30 @@ def test_a_failed_challenge_ends_failed_with_the_psps_reason(workflow):
     assert redrive("chk_no")["charge_status"] == "FAILED"
     assert {(o["payment_order_status"], o["failure_code"]) for o in orders_of("chk_no")} == {
         ("FAILED", "payment_intent_authentication_failure")}
-    assert not any(o.get("wallet_updated") for o in orders_of("chk_no"))
+    assert not any(o.get("wallet_updated") or "next_action" in o for o in orders_of("chk_no"))
+    # the PaymentIntent is closed: the buyer's browser still holds its client secret, and Stripe.js confirming
+    # it with another card must not charge for orders reported FAILED
+    intent = workflow.state.payment_intent(pi_id)
+    assert (intent.status, intent.cancellation_reason) == ("canceled", "requested_by_customer")
+    with pytest.raises(StripeApiError, match="status is canceled"):
+        workflow.state.confirm_payment_intent(pi_id, payment_method="pm_card_visa", idempotency_key=None)
+    # a later attempt (a duplicate re-drive) reads the same failure from the cancelled PaymentIntent
+    again = psp.client().retrieve(pi_id, work_of("chk_no"))
+    assert (again.outcome, again.failure_code) == ("failed", "payment_intent_authentication_failure")
+
+
+def test_a_failed_challenge_then_another_card_before_the_cancel_is_a_success(workflow):
+    pi_id = challenged("chk_other")
+    workflow.state.resolve_payment_intent(pi_id, "failed")
+    work = work_of("chk_other")
+    failed = psp.client().retrieve(pi_id, work)
+    assert failed.outcome == "failed"
+    # the buyer confirms with another card (Stripe.js, the client secret) before the executor's cancel
+    workflow.state.confirm_payment_intent(pi_id, payment_method="pm_card_visa", idempotency_key=None)
+    closed = psp.client().close_failed(failed, work)  # Stripe refuses the cancel: the PaymentIntent succeeded
+    assert (closed.outcome, closed.psp_status) == ("succeeded", "succeeded")
+    assert processor.process(delivered(workflow, pi_id, "payment_intent.succeeded")) == "redrive_due"
+    assert redrive("chk_other")["charge_status"] == "SUCCESS"
 
 
 def test_an_abandoned_challenge_is_cancelled_at_the_psp_and_ends_failed(workflow):
@@ -139,7 +166,7 @@ def test_a_cancel_retried_after_the_executor_died_reads_the_cancelled_intent(wor
     pi_id = challenged("chk_twice")
     work = work_of("chk_twice")
     first = psp.client().cancel_abandoned(pi_id, work)
-    again = psp.client().cancel_abandoned(pi_id, work)  # the same key: Stripe's stored answer
+    again = psp.client().cancel_abandoned(pi_id, work)  # refused (already canceled): its state decides
     assert first == again and first.failure_code == psp.AUTHENTICATION_ABANDONED
     assert psp.client().retrieve(pi_id, work).failure_code == psp.AUTHENTICATION_ABANDONED
 
