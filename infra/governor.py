@@ -5,7 +5,7 @@ PSP_MIN_CALL_LATENCY_S (faster than it does), the callers together send at most 
 one instance calls the PSP one call at a time, so `concurrency` instances send at most
 `concurrency / PSP_MIN_CALL_LATENCY_S` calls a second. The rate is split between callers by SHARES.
 - Executor (charges; invoked by the workflow): reserved concurrency. A throttled invoke is
-  Lambda.TooManyRequestsException, which the workflow retries (infra/constructs/workflow.py RETRIED_ERRORS).
+  Lambda.TooManyRequestsException, which the workflow retries (THROTTLE_RETRY), then leaves to the sweeper.
 - Transfer, RefundWorker, WebhookProcessor (SQS): the event source's maximum concurrency, so messages wait in
   their queue instead of being throttled (SQS allows 2 at least).
 - The Sweeper makes no PSP call (it re-drives through the queues); PaymentApi, OrderStarter and the others

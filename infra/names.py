@@ -102,6 +102,8 @@ MARK_SUCCEEDED = "MarkSucceeded"
 MARK_FAILED = "MarkFailed"
 MARK_PENDING = "MarkPending"
 TO_DEAD_LETTER = "ToDeadLetter"
+CHARGE_THROTTLED = "ChargeThrottled"
+LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 FAILED = "Failed"
 # Error names matched by class name (functions/shared/errors.py).
 PSP_TRANSIENT_ERROR = "PspTransientError"

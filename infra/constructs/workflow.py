@@ -26,7 +26,7 @@ RETRIED_ERRORS = [
     names.PSP_TRANSIENT_ERROR,
     names.AWS_TRANSIENT_ERROR,  # DynamoDB conflicts, throttling, 5xx, timeouts (functions/shared/tables.py)
     "Lambda.ServiceException",
-    "Lambda.TooManyRequestsException",
+    names.LAMBDA_THROTTLED,
     "Lambda.SdkClientException",
     "Lambda.Unknown",
     "Runtime.ExitError",  # the function's process died half-way: every step is safe to run again
@@ -47,8 +47,12 @@ class RetryPolicy:
 
 
 # Every path's worst case (each try at its full timeout, each backoff at its cap) stays under 270 s of
-# Express's 300 s: Charge 4 x 20 + 14, three steps of 4 x 8 + 7, the dead letter 3 x 5 + 3 = 229 s.
+# Express's 300 s: Charge 4 x 20 + 14 (+ 32 throttled), three steps of 4 x 8 + 7, the dead letter 3 x 5 + 3 = 261 s.
 CHARGE_RETRY = RetryPolicy(max_attempts=3, interval_s=2, max_delay_s=8)
+# The Executor's reserved concurrency (infra/governor.py) refuses invokes past it in a burst. A refused invoke
+# never ran, so its tries cost only their waits: 1+2+4+5x5 = 32 s, jittered. Past them the charge is left
+# EXECUTING for the sweeper (ChargeThrottled), which re-drives it at its deadline: no dead letter, nothing failed.
+THROTTLE_RETRY = RetryPolicy(max_attempts=8, interval_s=1, max_delay_s=5)
 STEP_RETRY = RetryPolicy(max_attempts=3, interval_s=1, max_delay_s=4)
 DEAD_LETTER_RETRY = RetryPolicy(max_attempts=2, interval_s=1, max_delay_s=2)
 DEAD_LETTER_TIMEOUT_S = 5
@@ -71,8 +75,8 @@ class Workflow(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        def task(state: str, fn: lambda_.IFunction, result_path: str,
-                 policy: RetryPolicy = STEP_RETRY) -> tasks.LambdaInvoke:
+        def task(state: str, fn: lambda_.IFunction, result_path: str, policy: RetryPolicy = STEP_RETRY,
+                 throttled: RetryPolicy | None = None) -> tasks.LambdaInvoke:
             step = tasks.LambdaInvoke(
                 self,
                 state,
@@ -81,8 +85,14 @@ class Workflow(Construct):
                 retry_on_service_exceptions=False,  # the design's own Retry below replaces CDK's default
                 result_path=result_path,
             )
+            if throttled is not None:  # first: Step Functions uses the first retrier that names the error
+                step.add_retry(
+                    errors=[names.LAMBDA_THROTTLED], interval=Duration.seconds(throttled.interval_s),
+                    backoff_rate=throttled.backoff_rate, max_attempts=throttled.max_attempts,
+                    max_delay=Duration.seconds(throttled.max_delay_s), jitter_strategy=sfn.JitterType.FULL,
+                )
             step.add_retry(
-                errors=RETRIED_ERRORS,
+                errors=[e for e in RETRIED_ERRORS if throttled is None or e != names.LAMBDA_THROTTLED],
                 interval=Duration.seconds(policy.interval_s),
                 backoff_rate=policy.backoff_rate,
                 max_attempts=policy.max_attempts,
@@ -137,8 +147,10 @@ class Workflow(Construct):
         mark_failed = mark(names.MARK_FAILED)
         mark_pending = mark(names.MARK_PENDING)
 
-        charge = task(names.CHARGE, executor, "$.charge", CHARGE_RETRY)
+        charge = task(names.CHARGE, executor, "$.charge", CHARGE_RETRY, throttled=THROTTLE_RETRY)
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
+        charge.add_catch(sfn.Succeed(self, names.CHARGE_THROTTLED, comment="left EXECUTING: the sweeper re-drives it"),
+                         errors=[names.LAMBDA_THROTTLED], result_path=ERROR_PATH)
         charge.add_catch(to_dead_letter(names.CHARGE), errors=["States.ALL"], result_path=ERROR_PATH)
         credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
         credit_wallet.add_catch(to_dead_letter(names.CREDIT_WALLET), errors=["States.ALL"], result_path=ERROR_PATH)

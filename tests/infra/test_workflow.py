@@ -23,6 +23,8 @@ RETRIED = [
     "Sandbox.Timedout",
     "States.Timeout",
 ]
+THROTTLE_RETRIER = {"ErrorEquals": ["Lambda.TooManyRequestsException"], "IntervalSeconds": 1, "BackoffRate": 2,
+                    "MaxAttempts": 8, "MaxDelaySeconds": 5, "JitterStrategy": "FULL"}
 LAMBDA_TASKS = {  # state -> (function, result path)
     "Charge": (names.EXECUTOR, "$.charge"),
     "CreditWallet": (names.WALLET_FN, "$.wallet"),
@@ -60,7 +62,8 @@ def test_the_machine_is_express_and_logs_errors_to_its_log_group(synth, machine)
 def test_the_states_are_those_of_the_design(asl):
     assert asl["StartAt"] == "Charge"
     failure_notes = {f"{state}Failed" for state in LAMBDA_TASKS}
-    assert set(asl["States"]) == {*LAMBDA_TASKS, *failure_notes, "ChargeOutcome", "ToDeadLetter", "Failed"}
+    assert set(asl["States"]) == {*LAMBDA_TASKS, *failure_notes, "ChargeOutcome", "ToDeadLetter", "Failed",
+                                  "ChargeThrottled"}
     assert asl["TimeoutSeconds"] == 300
 
 
@@ -77,10 +80,11 @@ def test_each_lambda_task_calls_its_function_directly_and_keeps_the_state(synth,
 
 @pytest.mark.parametrize("state", sorted(LAMBDA_TASKS))
 def test_each_lambda_task_retries_transient_errors_with_jittered_backoff(asl, state):
-    (retry,) = asl["States"][state]["Retry"]
+    *throttled, retry = asl["States"][state]["Retry"]
     interval, max_delay = (2, 8) if state == "Charge" else (1, 4)
+    assert throttled == ([THROTTLE_RETRIER] if state == "Charge" else [])
     assert retry == {
-        "ErrorEquals": RETRIED,
+        "ErrorEquals": [e for e in RETRIED if not throttled or e != "Lambda.TooManyRequestsException"],
         "IntervalSeconds": interval,
         "BackoffRate": 2,
         "MaxAttempts": 3,
@@ -92,9 +96,16 @@ def test_each_lambda_task_retries_transient_errors_with_jittered_backoff(asl, st
 def test_charge_sends_permanent_psp_errors_to_mark_failed_and_the_rest_to_the_dead_letter(asl):
     assert asl["States"]["Charge"]["Catch"] == [
         {"ErrorEquals": ["PspPermanentError"], "ResultPath": "$.error", "Next": "MarkFailed"},
+        {"ErrorEquals": ["Lambda.TooManyRequestsException"], "ResultPath": "$.error", "Next": "ChargeThrottled"},
         {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ChargeFailed"},
     ]
     assert asl["States"]["Charge"]["Next"] == "ChargeOutcome"
+
+
+def test_a_charge_throttled_past_its_retries_is_left_to_the_sweeper_not_dead_lettered(asl):
+    # The Executor's reserved concurrency refuses invokes in a burst; a refused invoke never ran. The charge
+    # stays EXECUTING with its sweep deadline, so the sweeper re-drives it: nothing failed, no alarm.
+    assert asl["States"]["ChargeThrottled"]["Type"] == "Succeed"
 
 
 @pytest.mark.parametrize("state", ["CreditWallet", "RecordLedger", "MarkSucceeded", "MarkFailed", "MarkPending"])

@@ -19,6 +19,7 @@ from tests.infra.support import render, state_machine_definition
 pytestmark = pytest.mark.xdist_group("infra-synth")
 
 EXPRESS_LIMIT_S = 300
+THROTTLED = ["Lambda.TooManyRequestsException"]
 BUDGET_S = 270  # 30 s of margin for Lambda's own start-up, Step Functions' transitions, clock skew
 
 
@@ -51,7 +52,8 @@ def state_worst_s(state: dict[str, Any], timeouts: dict[str, int]) -> float:
         assert "TimeoutSeconds" in state, f"{resource}: a service task needs its own TimeoutSeconds"
         one_try = state["TimeoutSeconds"]
     retriers = state.get("Retry", [])
-    tries = 1 + sum(r.get("MaxAttempts", 3) for r in retriers)
+    # A throttled invoke is refused before the function runs: its retries cost only their waits.
+    tries = 1 + sum(r.get("MaxAttempts", 3) for r in retriers if r.get("ErrorEquals") != THROTTLED)
     return tries * one_try + sum(backoff_s(r) for r in retriers)
 
 
@@ -110,6 +112,13 @@ def test_the_budget_check_catches_the_old_retry_policy(asl, timeouts):
             retrier.update(MaxAttempts=6, IntervalSeconds=2)
             retrier.pop("MaxDelaySeconds", None)
     assert worst_paths(old, timeouts)[0][0] > EXPRESS_LIMIT_S
+
+
+def test_a_throttle_retrier_counts_its_waits_not_the_function_timeout():
+    throttled = {"ErrorEquals": THROTTLED, "IntervalSeconds": 1, "BackoffRate": 2, "MaxAttempts": 8,
+                 "MaxDelaySeconds": 5}
+    task = {"Type": "Task", "Resource": "Fn", "Retry": [throttled]}
+    assert state_worst_s(task, {"Fn": 20}) == 20 + 1 + 2 + 4 + 5 * 5
 
 
 def test_the_worst_case_arithmetic():
