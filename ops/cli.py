@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -685,6 +685,8 @@ def recon_internal(
     ctx: typer.Context,
     fix: Annotated[bool, typer.Option("--fix/--no-fix", help="re-drive the wallet and ledger steps of SUCCESS "
                                                               "orders they missed (nothing else is changed)")] = True,
+    settle_s: Annotated[int, typer.Option("--settle-s", min=0, help="changes younger than this are in flight and "
+                                                                    "not judged (0: the system is known quiet)")] = 300,
 ) -> None:
     """Orders, wallets, ledger, pay-outs and refunds against each other, per seller and currency (what the
     nightly schedule runs): a summary per category, each finding, and the report written to the settlement
@@ -693,7 +695,7 @@ def recon_internal(
 
     def body(ops: Ops) -> None:
         ops.resources.export_for_shared_code("payouts_table", "sellers_table", "refunds_table", "settlement_bucket")
-        report, keys = internal.run(fix=fix)
+        report, keys = internal.run(fix=fix, settle=timedelta(seconds=settle_s))
         totals = Table(title="internal reconciliation")
         for column in ("category", "found", "fixed", "amounts"):
             totals.add_column(column, justify="left" if column in ("category", "amounts") else "right")
@@ -708,6 +710,10 @@ def recon_internal(
                                             _money(finding.amount_minor, finding.currency),
                                             f" {' '.join(finding.ids)} {finding.detail}"))
         summary = report.summary()
+        busy = (report.checked["orders_in_flight"], report.checked["balances_in_flight"])
+        if any(busy):
+            ops.console.print(f"in flight (younger than {settle_s} s, judged by the next run): {busy[0]} orders, "
+                              f"{busy[1]} balances")
         ops.console.print(f"{summary['total']} findings, {summary['fixed']} fixed, {summary['unexplained']} "
                           f"unexplained; report: s3://{ops.resources.get('settlement_bucket')}/{keys['html']} "
                           f"(.json, .csv)")

@@ -18,6 +18,11 @@ Categories (each finding: category, seller, currency, amount in minor units, ids
 - transfer_without_paid_order: a pay-out TRANSFERRED (or transferring) for an order that is not SUCCESS.
 - refund_exceeds_charge: PENDING and SUCCEEDED refunds committing more than the order's amount.
 Anything not fixed is unexplained: it is counted in the UnexplainedFindings metric and alarmed on.
+
+In flight: the tables are read one after the other while charges, releases and refunds go on, so what changed
+after the cutoff (the run's start less SETTLE: a step writes within its function's timeout of its timestamp) is
+not judged in this run: an order updated after it is skipped, and a seller and currency with a wallet or ledger
+change after it is not compared (`checked` counts both). The next run sees them settled.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
 
@@ -41,6 +46,7 @@ from functions.shared.names import BALANCE_SORT_PREFIX, INTERNAL_REPORTS_PREFIX,
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, RefundsTable, WalletTable
 
 WALLET_BUCKETS = ("pending", "available", "transferred", "owed")
+SETTLE = timedelta(minutes=5)  # well past every function's timeout (the longest, recon's, is 5 min less margin)
 _LEDGER_BUCKETS = {"seller_pending": "pending", "seller_available": "available"}
 
 
@@ -115,14 +121,19 @@ class Tables:
 Key = tuple[str, str, str]  # seller, currency, bucket
 
 
-def reconcile(tables: Tables, *, fix: bool = False) -> InternalReport:
+def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> InternalReport:
+    """`cutoff` (ISO time, default now less SETTLE): what changed after it is in flight, not judged."""
+    cutoff = cutoff or clock.iso(clock.now() - SETTLE)
     report = InternalReport()
+    active: set[tuple[str, str]] = set()  # seller, currency with a change after the cutoff
     ledger_buckets: dict[Key, int] = defaultdict(int)
     ledger_payins: dict[str, tuple[str, str, int]] = {}  # order id -> seller, currency, amount
     for tx in tables.ledger.scan():
         report.checked["ledger_transactions"] += 1
         _check_balanced(tx, report)
         _add_ledger(tx, ledger_buckets, ledger_payins)
+        if str(tx.get("created_at", "")) > cutoff:
+            active.update((e["account"].partition(":")[2], e["currency"]) for e in tx.get("entries", []))
 
     wallet_buckets: dict[Key, int] = defaultdict(int)
     wallet_payins: set[str] = set()
@@ -133,6 +144,8 @@ def reconcile(tables: Tables, *, fix: bool = False) -> InternalReport:
                 wallet_buckets[(seller, item["currency"], bucket)] += int(item.get(f"{bucket}_minor", 0))
         elif item.get("kind") == PAYIN:
             wallet_payins.add(item["reference"])
+        if str(item.get("updated_at") or item.get("created_at") or "") > cutoff:
+            active.add((item.get("seller_account", ""), item.get("currency", "")))
 
     orders: dict[str, tuple[str, int]] = {}  # order id -> status, amount
     no_credit: list[dict[str, Any]] = []  # SUCCESS orders without their wallet pay-in / ledger pay-in
@@ -141,6 +154,10 @@ def reconcile(tables: Tables, *, fix: bool = False) -> InternalReport:
         report.checked["orders"] += 1
         order_id, status = order["payment_order_id"], order["payment_order_status"]
         orders[order_id] = (status, int(order["amount_minor"]))
+        if str(order.get("updated_at", "")) > cutoff:
+            report.checked["orders_in_flight"] += 1
+            active.add((order["seller_account"], order["currency"]))
+            continue
         if status == "SUCCESS" and order_id not in wallet_payins:
             no_credit.append(order)
         if status == "SUCCESS" and order_id not in ledger_payins:
@@ -181,9 +198,12 @@ def reconcile(tables: Tables, *, fix: bool = False) -> InternalReport:
 
     if fixer and fixer.changed:
         # The fixes moved wallet balances and ledger entries: everything is read again after them.
-        return _with_fixed(reconcile(tables, fix=False), report.findings)
+        return _with_fixed(reconcile(tables, fix=False, cutoff=cutoff), report.findings)
 
     for key in sorted(set(ledger_buckets) | set(wallet_buckets)):
+        if key[:2] in active:
+            report.checked["balances_in_flight"] += 1
+            continue
         difference = wallet_buckets.get(key, 0) - ledger_buckets.get(key, 0) - explained.get(key, 0)
         if difference:
             report.findings.append(Finding(
@@ -267,17 +287,19 @@ class _Fixer:
         self.tables = tables
         self.changed = False
 
-    def wallet_step(self, work: ChargeWork, share: Any) -> None:
+    def wallet_step(self, work: ChargeWork, share: Any) -> bool:
         from functions.wallet import handler as wallet_step
 
-        wallet_step.credit_pending(work, share, self.tables.wallet)
+        return wallet_step.credit_pending(work, share, self.tables.wallet)
 
-    def ledger_step(self, work: ChargeWork, share: Any) -> None:
+    def ledger_step(self, work: ChargeWork, share: Any) -> bool:
         from functions.ledger import handler as ledger_step
 
-        ledger_step.record_payin(work, share)
+        return ledger_step.record_payin(work, share)[1]
 
-    def redo(self, order: dict[str, Any], step: Callable[[ChargeWork, Any], None]) -> bool:
+    def redo(self, order: dict[str, Any], step: Callable[[ChargeWork, Any], bool]) -> bool:
+        """True when the step applied now. False when it may not run (for a person), or found its work done:
+        then the first pass read mid-write and the second pass (after the fixes) judges it again."""
         key = order.get("charge_key") or charge_key(order["checkout_id"], order["currency"])
         charge = self.tables.payments.get_charge(key)
         if not charge or charge.get("charge_status") != "SUCCESS":
@@ -286,9 +308,9 @@ class _Fixer:
         share = next((s for s in work.orders if s.payment_order_id == order["payment_order_id"]), None)
         if share is None:
             return False
-        step(work, share)
-        self.changed = True
-        return True
+        applied = step(work, share)
+        self.changed = True  # read again after any redo, applied or not
+        return applied
 
 
 # -- the report in the settlement bucket ---------------------------------------------------------------------
@@ -326,11 +348,13 @@ def report_prefix(now: datetime) -> str:
 
 
 def run(*, fix: bool, config: Settings | None = None, now: datetime | None = None,
-        tables: Tables | None = None) -> tuple[InternalReport, dict[str, str]]:
-    """Reconcile, then write the JSON, CSV and HTML report to the settlement bucket; returns the keys."""
+        tables: Tables | None = None, settle: timedelta | None = None) -> tuple[InternalReport, dict[str, str]]:
+    """Reconcile, then write the JSON, CSV and HTML report to the settlement bucket; returns the keys.
+    `settle` (default SETTLE): how long ago a change must be to be judged; 0 when the system is known quiet."""
     config = config or settings()
     now = now or clock.now()
-    result = reconcile(tables or Tables.from_settings(config), fix=fix)
+    cutoff = clock.iso(now - (SETTLE if settle is None else settle))
+    result = reconcile(tables or Tables.from_settings(config), fix=fix, cutoff=cutoff)
     prefix = report_prefix(now)
     keys = {"json": f"{prefix}.json", "csv": f"{prefix}.csv", "html": f"{prefix}.html"}
     upload(config.settlement_bucket, keys["json"], lambda out: write_json(result, out), "application/json")

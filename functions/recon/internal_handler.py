@@ -6,6 +6,7 @@ UnexplainedFindings (the alarm) and FixedFindings.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -24,7 +25,9 @@ UNEXPLAINED_FINDINGS = "UnexplainedFindings"  # infra names.UNEXPLAINED_FINDINGS
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report, keys = internal.run(fix=bool((event or {}).get("fix", True)))
+    event = event or {}
+    settle = timedelta(seconds=int(event["settle_s"])) if "settle_s" in event else None  # on demand only
+    report, keys = internal.run(fix=bool(event.get("fix", True)), settle=settle)
     summary = report.summary()
     metrics.add_metric(name=UNEXPLAINED_FINDINGS, unit=MetricUnit.Count, value=summary["unexplained"])
     metrics.add_metric(name="FixedFindings", unit=MetricUnit.Count, value=summary["fixed"])

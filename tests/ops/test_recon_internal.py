@@ -2,6 +2,8 @@
 
 import boto3
 
+from functions.recon import internal
+from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.tables import WalletTable
 from tests.integration.support import paid
@@ -11,6 +13,7 @@ from tests.ops.support import cli
 def test_recon_internal_names_the_finding_and_fails_without_fix_then_fixes_it(system):
     paid("chk_1", wallet=["chk_1_0"])  # the wallet step died before seller_a's credit
     order_id, seller = "chk_1_0", "seller_a"
+    clock.advance(internal.SETTLE.total_seconds() + 1)  # a run after the charge settled
 
     result = cli("recon", "internal", "--no-fix")
     assert result.exit_code == 1, result.output
