@@ -10,6 +10,7 @@ from typing import Any
 from . import errors
 from .amounts import check_charge_amount
 from .card_input import parse_card
+from .catalogue import PAYPAL, PAYPAL_KIND
 from .models import CURRENCIES, PaymentIntent
 from .state import SandboxState
 
@@ -238,13 +239,19 @@ class StripeApi:
     # ---- PaymentMethods and Customers ---------------------------------------------------------------------
 
     def create_payment_method(self, request: ApiRequest) -> dict[str, Any]:
-        """What Stripe.js does: `type=card` with `card[number]`... or `card[token]=tok_visa`."""
+        """What Stripe.js does: `type=card` with `card[number]`... or `card[token]=tok_visa`; `type=paypal`."""
         p = Params(request.params, _PM_CREATE)
         kind = p.str("type", required=True)
-        if kind != "card":
-            raise errors.invalid_request(f"The sandbox only supports type=card, not {kind!r}.", param="type")
+        if kind not in ("card", PAYPAL_KIND):
+            raise errors.invalid_request(f"The sandbox only supports type=card or paypal, not {kind!r}.", param="type")
         billing = p.hash("billing_details") or {}
         Params(billing, _BILLING_DETAILS)
+        if kind == PAYPAL_KIND:
+            if "card" in request.params:
+                raise errors.invalid_request("Received unknown parameter: card", param="card")
+            pm = self.state.create_payment_method(card=PAYPAL, exp_month=None, exp_year=None, metadata=p.metadata(),
+                                                  billing_details={k: v for k, v in billing.items() if k != "address"})
+            return self.state.to_json(pm)
         today = self.state.clock.today()
         given = parse_card(request.params.get("card"), year=today.year, month=today.month)
         pm = self.state.create_payment_method(
@@ -308,6 +315,7 @@ class StripeApi:
             transfer_group=p.str("transfer_group"),
             confirm=p.bool("confirm"),
             idempotency_key=request.idempotency_key,
+            return_url=p.str("return_url"),
         )
         return self.state.to_json(pi)
 
@@ -325,7 +333,8 @@ class StripeApi:
     def confirm_payment_intent(self, request: ApiRequest, id: str) -> dict[str, Any]:
         p = Params(request.params, _PI_CONFIRM)
         pi = self.state.confirm_payment_intent(
-            id, payment_method=p.str("payment_method"), idempotency_key=request.idempotency_key
+            id, payment_method=p.str("payment_method"), idempotency_key=request.idempotency_key,
+            return_url=p.str("return_url"),
         )
         return self.state.to_json(pi)
 

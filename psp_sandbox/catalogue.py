@@ -43,8 +43,11 @@ class TestCard:
     exp_month: int = 12
     exp_year: int = 2034
     bypass_pending: bool = False  # the charge's funds are available at once, not two days later
+    kind: str = "card"  # the PaymentMethod's type: card, or paypal (a redirect the buyer approves)
 
     def details(self) -> dict[str, object]:
+        if self.kind == PAYPAL_KIND:
+            return {"country": self.country, "payer_email": "buyer@example.com", "payer_id": "SBXPAYER0001"}
         return {
             "brand": self.brand,
             "country": self.country,
@@ -58,6 +61,14 @@ class TestCard:
         """This card as the PaymentMethod `pm_id` (the outcome stays the test card's)."""
         return replace(self, id=pm_id, exp_month=exp_month or self.exp_month, exp_year=exp_year or self.exp_year)
 
+
+PAYPAL_KIND = "paypal"
+# docs.stripe.com/payments/paypal/accept-a-payment: the currencies Stripe accepts PayPal payments in.
+PAYPAL_CURRENCIES = frozenset({"eur", "gbp", "usd", "chf", "czk", "dkk", "nok", "pln", "sek", "aud", "cad", "hkd",
+                               "nzd", "sgd"})
+# A PayPal PaymentMethod (POST /v1/payment_methods type=paypal): confirming it redirects the buyer to approve the
+# payment; the sandbox's resolve call approves or fails it, as the buyer would on PayPal's page.
+PAYPAL = TestCard("paypal", "paypal", "", "", Outcome.REQUIRES_ACTION, country="DE", kind=PAYPAL_KIND)
 
 _DECLINED = "Your card was declined."
 

@@ -84,6 +84,7 @@ class PaymentIntent:
     latest_charge: str | None = None
     last_payment_error: dict[str, Any] | None = None
     next_action: dict[str, Any] | None = None
+    return_url: str | None = None  # where a redirect method (PayPal) sends the buyer back; not in Stripe's JSON
     canceled_at: int | None = None
     cancellation_reason: str | None = None
 
@@ -134,6 +135,11 @@ class PaymentMethod:
     detached: bool = False
 
     def to_stripe(self) -> dict[str, Any]:
+        if self.card.kind != "card":
+            return {"id": self.id, "object": "payment_method", "billing_details": {
+                "address": None, "email": None, "name": None, "phone": None, **self.billing_details},
+                self.card.kind: self.card.details(), "created": self.created, "customer": self.customer,
+                "livemode": False, "metadata": dict(self.metadata), "type": self.card.kind}
         details = self.card.details()
         return {
             "id": self.id,
@@ -245,7 +251,7 @@ class Charge:
             "paid": succeeded,
             "payment_intent": self.payment_intent,
             "payment_method": self.payment_method,
-            "payment_method_details": {"type": "card", "card": self.card.details()},
+            "payment_method_details": {"type": self.card.kind, self.card.kind: self.card.details()},
             "refunded": succeeded and self.amount_refunded == self.amount,
             "status": self.status,
             "transfer_group": self.transfer_group,

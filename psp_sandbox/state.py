@@ -13,7 +13,7 @@ from typing import Any
 
 from . import errors
 from .amounts import check_amount_units, shown_amount
-from .catalogue import CARDS, Outcome, TestCard
+from .catalogue import CARDS, PAYPAL_CURRENCIES, PAYPAL_KIND, Outcome, TestCard
 from .clock import SimulatedClock
 from .disputes import Dispute, refund_refused_by_dispute
 from .models import (
@@ -271,12 +271,18 @@ class SandboxState:
         transfer_group: str | None,
         confirm: bool,
         idempotency_key: str | None,
+        return_url: str | None = None,
     ) -> PaymentIntent:
         with self.lock:
             if customer is not None and customer not in self.customers:
                 raise errors.no_such("customer", customer, param="customer", status=400)
+            if PAYPAL_KIND in payment_method_types and currency not in PAYPAL_CURRENCIES:
+                raise errors.invalid_request(
+                    f"The currency provided ({currency}) is invalid. Payments with paypal support the following "
+                    f"currencies: {', '.join(sorted(PAYPAL_CURRENCIES))}.", param="currency",
+                    code="payment_intent_invalid_parameter")
             if payment_method is not None:
-                self._usable_card(payment_method, customer, None)
+                self._allowed(self._usable_card(payment_method, customer, None), payment_method_types)
             pi = PaymentIntent(
                 id=self.new_id("pi"),
                 amount=amount,
@@ -291,6 +297,7 @@ class SandboxState:
                 description=description,
                 customer=customer,
                 transfer_group=transfer_group,
+                return_url=return_url,
             )
             self.payment_intents[pi.id] = pi
             self.emit("payment_intent.created", pi)
@@ -299,7 +306,7 @@ class SandboxState:
             return pi
 
     def confirm_payment_intent(
-        self, pi_id: str, *, payment_method: str | None, idempotency_key: str | None
+        self, pi_id: str, *, payment_method: str | None, idempotency_key: str | None, return_url: str | None = None
     ) -> PaymentIntent:
         with self.lock:
             pi = self.payment_intent(pi_id)
@@ -310,8 +317,10 @@ class SandboxState:
                     pi.to_stripe(),
                 )
             if payment_method is not None:
-                self._usable_card(payment_method, pi.customer, pi.id)
+                self._allowed(self._usable_card(payment_method, pi.customer, pi.id), pi.payment_method_types)
                 pi.payment_method = payment_method
+            if return_url is not None:
+                pi.return_url = return_url
             self._confirm(pi, idempotency_key)
             return pi
 
@@ -352,7 +361,16 @@ class SandboxState:
                     pi.payment_method = None
             elif pi.status == "requires_action":
                 pi.next_action = None
-                if outcome == "succeeded":
+                if outcome == "failed" and self._card(pi.payment_method or "").kind == PAYPAL_KIND:
+                    pi.status = "requires_payment_method"  # the buyer cancelled or PayPal refused, on its page
+                    pi.last_payment_error = {
+                        "type": "invalid_request_error",
+                        "code": "payment_intent_payment_attempt_failed",
+                        "message": "The latest payment attempt of this PaymentIntent has failed or been canceled, "
+                                   "and the attached payment method has been removed.",
+                    }
+                    pi.payment_method = None
+                elif outcome == "succeeded":
                     card = self._card(pi.payment_method or "")  # spent on this PaymentIntent already
                     charge = self._new_charge(pi, card, "succeeded", pi.idempotency_key)
                     self._settle_charge(charge)
@@ -373,6 +391,14 @@ class SandboxState:
             self.emit_intent(pi)
             return pi
 
+    @staticmethod
+    def _allowed(card: TestCard, payment_method_types: list[str]) -> None:
+        if card.kind not in payment_method_types:
+            raise errors.invalid_request(
+                f"The PaymentMethod provided ({card.kind}) is not allowed for this PaymentIntent. Please attach a "
+                f"PaymentMethod of one of the following types: {', '.join(payment_method_types)}.",
+                param="payment_method", code="payment_intent_invalid_parameter")
+
     def _card(self, payment_method: str) -> TestCard:
         card = CARDS.get(payment_method)
         return card if card is not None else self._referenced_payment_method(payment_method).card
@@ -384,9 +410,20 @@ class SandboxState:
                 param="payment_method",
                 code="payment_intent_unexpected_state",
             )
+        if self._card(pi.payment_method).kind == PAYPAL_KIND and not pi.return_url:
+            raise errors.invalid_request(
+                "A return_url must be specified because this PaymentIntent uses a payment method that requires a "
+                "redirect (paypal).", param="return_url")
         card = self._use_payment_method(pi)
         pi.last_payment_error = None
         pi.next_action = None
+        if card.kind == PAYPAL_KIND:  # the buyer approves on PayPal's page, then comes back to return_url
+            pi.status = "requires_action"
+            pi.next_action = {"type": "redirect_to_url", "redirect_to_url": {
+                "url": f"https://pm-redirects.stripe.com/authorize/acct_sandbox/pa_nonce_{pi.id[3:]}",
+                "return_url": pi.return_url}}
+            self.emit_intent(pi)
+            return
         if card.outcome is Outcome.REQUIRES_ACTION:
             pi.status = "requires_action"
             pi.next_action = {

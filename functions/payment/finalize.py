@@ -75,10 +75,14 @@ def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) 
 
 
 def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, Any], now: datetime) -> None:
-    """3-D Secure (issue 17): the buyer must complete a challenge. The orders show next_action (the client secret
-    Stripe.js needs); the charge waits until the challenge's deadline (set once, the first time), when the sweeper's
-    next attempt cancels it, unless a payment_intent.succeeded / payment_failed webhook brings it forward."""
-    next_action = {"type": "use_stripe_sdk", "client_secret": charge.get("client_secret", "")}
+    """3-D Secure or PayPal (issue 17): the buyer must complete a challenge, or approve on PayPal's page. The orders
+    show next_action (the client secret Stripe.js needs; PayPal's page and the return_url); the charge waits until the
+    deadline (set once, the first time), when the sweeper's next attempt cancels it, unless a
+    payment_intent.succeeded / payment_failed webhook brings it forward."""
+    if charge.get("redirect_url"):
+        next_action = {"type": "redirect_to_url", "url": charge["redirect_url"], "return_url": work.return_url}
+    else:
+        next_action = {"type": "use_stripe_sdk", "client_secret": charge.get("client_secret", "")}
     expires = clock.iso(now + timedelta(seconds=settings().threeds_timeout_s))
     tables.record_charge_awaiting_action(work.charge_key, charge.get("psp_reference", ""), next_action, expires,
                                          work.payment_order_ids, clock.iso(now))

@@ -51,25 +51,37 @@ class CreditCardInfo(ApiModel):
 
 
 PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order")
-SUPPORTED_PAYMENT_METHOD_TYPES = ("card",)  # issue 17: the others answer 422 payment_method_not_supported
+SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal")  # issue 17: the others answer 422 payment_method_not_supported
+REDIRECT_PAYMENT_METHOD_TYPES = ("paypal",)  # the buyer approves on the method's own page, then is sent back
 
 
 class PaymentMethodInfo(ApiModel):
     """A checkout's payment method as Stripe.js creates it: a card token (pm_...), maybe from a wallet (Apple Pay,
-    Google Pay). Only `card` is accepted for now; the issue's other types answer 422 payment_method_not_supported."""
+    Google Pay), or a PayPal PaymentMethod (pm_..., type paypal) with the storefront's `return_url`, where PayPal
+    sends the buyer back after approving. The issue's other types answer 422 payment_method_not_supported."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order"]
     token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
     wallet: Literal["apple_pay", "google_pay"] | None = None
+    return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> PaymentMethodInfo:
         if self.type not in SUPPORTED_PAYMENT_METHOD_TYPES:
             raise PydanticCustomError("payment_method_not_supported",
-                                      "payment_method type {type} is not supported yet; use card",
+                                      "payment_method type {type} is not supported yet; use card or paypal",
                                       {"type": self.type})
+        redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES
+        if redirects and self.return_url is None:
+            raise PydanticCustomError("return_url_missing",
+                                      "a {type} payment sends the buyer back to return_url (https): send it",
+                                      {"type": self.type})
+        if not redirects and self.return_url is not None:
+            raise PydanticCustomError("return_url_not_allowed", "only a redirect method (paypal) takes a return_url")
+        if self.wallet is not None and self.type != "card":
+            raise PydanticCustomError("wallet_not_allowed", "a wallet (Apple Pay, Google Pay) pays with a card token")
         return self
 
 
@@ -144,6 +156,31 @@ class PaymentRequest(ApiModel):
     def wallet(self) -> str | None:
         return self.payment_method.wallet if self.payment_method is not None else None
 
+    @property
+    def redirect(self) -> dict[str, str]:
+        """What a redirect method's charges store beside the token (type and return_url); {} for a card."""
+        method = self.payment_method
+        if method is None or method.return_url is None:
+            return {}
+        return {"payment_method_type": method.type, "return_url": method.return_url}
+
+    @model_validator(mode="after")
+    def _paypal_currencies(self) -> PaymentRequest:
+        if self.payment_method is None or self.payment_method.type != "paypal":
+            return self
+        currencies = sorted({order.money().currency for order in self.payment_orders})
+        refused = [c for c in currencies if c not in psp_units.PAYPAL_CURRENCIES]
+        if refused:
+            raise PydanticCustomError("payment_method_currency_not_supported",
+                                      "PayPal (through Stripe) does not take {currencies}",
+                                      {"currencies": ", ".join(refused)})
+        if len(currencies) > 1:
+            # one approval on PayPal's page pays one PaymentIntent: a checkout in two currencies would need two
+            raise PydanticCustomError("payment_method_single_currency",
+                                      "a PayPal checkout is charged in one currency; this one has {currencies}",
+                                      {"currencies": ", ".join(currencies)})
+        return self
+
     @model_validator(mode="after")
     def _unique_order_ids(self) -> PaymentRequest:
         seen: set[str] = set()
@@ -186,11 +223,14 @@ def _refused_by_psp(prefix: str = "") -> Iterator[None]:
 
 
 class NextAction(ApiModel):
-    """What the buyer must do before the charge can be decided: for 3-D Secure, Stripe.js's
-    handleNextAction(client_secret) runs the challenge."""
+    """What the buyer must do before the charge can be decided: for 3-D Secure (`use_stripe_sdk`), Stripe.js's
+    handleNextAction(client_secret) runs the challenge; for PayPal (`redirect_to_url`), the storefront sends the
+    buyer to `url`, and PayPal sends them back to `return_url`."""
 
-    type: Literal["use_stripe_sdk"]
-    client_secret: str
+    type: Literal["use_stripe_sdk", "redirect_to_url"]
+    client_secret: str | None = None
+    url: str | None = None
+    return_url: str | None = None
 
 
 class PaymentOrderView(ApiModel):

@@ -70,12 +70,14 @@ class ChargeResult:
     charge_id: str = ""  # the PaymentIntent's latest_charge (ch_...): transfers and refunds name it
     # requires_action (3-D Secure): the PaymentIntent's client secret, which Stripe.js needs to run the challenge
     client_secret: str = ""
+    # requires_action of a redirect method (PayPal): where the buyer approves the payment
+    redirect_url: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
             "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
-            "client_secret": self.client_secret,
+            "client_secret": self.client_secret, "redirect_url": self.redirect_url,
         }
 
 
@@ -218,12 +220,14 @@ class PspClient:
             "currency": work.currency.lower(),
             "payment_method": work.payment_method,
             "confirm": True,
-            "payment_method_types": ["card"],
+            "payment_method_types": [work.payment_method_type],
             "transfer_group": work.checkout_id,
             "metadata": {"checkout_id": work.checkout_id, "charge_key": work.charge_key},
         }
         if customer:
             params["customer"] = customer
+        if work.return_url:  # a redirect method: Stripe refuses to confirm one without it
+            params["return_url"] = work.return_url
         key = charge_idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(
@@ -505,7 +509,8 @@ class PspClient:
             return ChargeResult(SUCCEEDED, intent.id, status, charge_id=charge_id)
         if status == REQUIRES_ACTION:
             return ChargeResult(PENDING, intent.id, status, charge_id=charge_id,
-                                client_secret=str(getattr(intent, "client_secret", "") or ""))
+                                client_secret=str(getattr(intent, "client_secret", "") or ""),
+                                redirect_url=_redirect_url(intent))
         if status in _PENDING_STATUSES:
             return ChargeResult(PENDING, intent.id, status, charge_id=charge_id)
         if status == "canceled" and getattr(intent, "cancellation_reason", None) == "abandoned":
@@ -554,6 +559,13 @@ class PspClient:
 
 
 MAGIC_TEST_PREFIX = "pm_card_"  # Stripe's test PaymentMethods: reusable without a Customer
+
+
+def _redirect_url(intent: Any) -> str:
+    """next_action.redirect_to_url.url of a PaymentIntent waiting on a redirect (PayPal), else ""."""
+    action = getattr(intent, "next_action", None)
+    redirect = getattr(action, "redirect_to_url", None) if action is not None else None
+    return str(getattr(redirect, "url", "") or "") if redirect is not None else ""
 
 
 def needs_customer(work: ChargeWork) -> bool:

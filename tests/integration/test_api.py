@@ -237,7 +237,8 @@ def test_a_wallet_card_token_is_accepted_and_the_orders_record_the_wallet(aws_en
      "payment_method_ambiguous"),
     ({k: v for k, v in a_checkout("chk_pm2").items() if k != "credit_card_info"}, "payment_method_missing"),
     (with_method("chk_pm3", {"type": "sepa_debit", "token": "pm_sepa"}), "payment_method_not_supported"),
-    (with_method("chk_pm4", {"type": "paypal", "token": "pm_pp"}), "payment_method_not_supported"),
+    (with_method("chk_pm4", {"type": "us_bank_account", "token": "pm_ach"}), "payment_method_not_supported"),
+    (with_method("chk_pm7", {"type": "paypal", "token": "pm_pp"}), "return_url_missing"),
     (with_method("chk_pm5", {"type": "card", "token": "pm_card_visa", "wallet": "samsung_pay"}), "invalid_wallet"),
     (with_method("chk_pm6", {"type": "bitcoin", "token": "pm_x"}), "invalid_payment_method_type"),
 ])
