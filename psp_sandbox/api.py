@@ -10,7 +10,17 @@ from typing import Any
 from . import errors
 from .amounts import check_charge_amount
 from .card_input import parse_card
-from .catalogue import PAYPAL, PAYPAL_KIND
+from .catalogue import (
+    ACH_ACCOUNTS,
+    ACH_KIND,
+    PAYPAL,
+    PAYPAL_KIND,
+    SEPA_IBANS,
+    SEPA_KIND,
+    TestCard,
+    iban_valid,
+    routing_number_valid,
+)
 from .models import CURRENCIES, PaymentIntent
 from .state import SandboxState
 
@@ -162,7 +172,8 @@ _ACCOUNT_CREATE = frozenset(
 _STRIPE_JS = frozenset(
     {"key", "payment_user_agent", "time_on_page", "guid", "muid", "sid", "referrer", "pasted_fields"}
 )
-_PM_CREATE = frozenset({"type", "card", "billing_details", "metadata", "allow_redisplay"}) | _STRIPE_JS
+_PM_CREATE = frozenset({"type", "card", "billing_details", "metadata", "allow_redisplay", SEPA_KIND,
+                        ACH_KIND}) | _STRIPE_JS
 _BILLING_DETAILS = frozenset({"address", "email", "name", "phone"})
 
 
@@ -242,14 +253,17 @@ class StripeApi:
         """What Stripe.js does: `type=card` with `card[number]`... or `card[token]=tok_visa`; `type=paypal`."""
         p = Params(request.params, _PM_CREATE)
         kind = p.str("type", required=True)
-        if kind not in ("card", PAYPAL_KIND):
-            raise errors.invalid_request(f"The sandbox only supports type=card or paypal, not {kind!r}.", param="type")
+        if kind not in ("card", PAYPAL_KIND, SEPA_KIND, ACH_KIND):
+            raise errors.invalid_request(f"The sandbox supports type card, paypal, sepa_debit and us_bank_account, "
+                                         f"not {kind!r}.", param="type")
         billing = p.hash("billing_details") or {}
         Params(billing, _BILLING_DETAILS)
-        if kind == PAYPAL_KIND:
-            if "card" in request.params:
-                raise errors.invalid_request("Received unknown parameter: card", param="card")
-            pm = self.state.create_payment_method(card=PAYPAL, exp_month=None, exp_year=None, metadata=p.metadata(),
+        if kind != "card":
+            for other in {"card", PAYPAL_KIND, SEPA_KIND, ACH_KIND} - {kind}:
+                if other in request.params:
+                    raise errors.invalid_request(f"Received unknown parameter: {other}", param=other)
+            method = PAYPAL if kind == PAYPAL_KIND else self._bank_account(kind, request.params.get(kind), billing)
+            pm = self.state.create_payment_method(card=method, exp_month=None, exp_year=None, metadata=p.metadata(),
                                                   billing_details={k: v for k, v in billing.items() if k != "address"})
             return self.state.to_json(pm)
         today = self.state.clock.today()
@@ -262,6 +276,37 @@ class StripeApi:
             billing_details={k: v for k, v in billing.items() if k != "address"},
         )
         return self.state.to_json(pm)
+
+    @staticmethod
+    def _bank_account(kind: str, details: Any, billing: dict[str, Any]) -> TestCard:
+        """The test bank account behind sepa_debit[iban] or us_bank_account[routing_number, account_number]; Stripe
+        requires the holder's name for both."""
+        if not billing.get("name"):
+            raise errors.invalid_request("Missing required param: billing_details[name].",
+                                         param="billing_details[name]", code="parameter_missing")
+        if not isinstance(details, dict):
+            raise errors.invalid_request(f"Missing required param: {kind}.", param=kind, code="parameter_missing")
+        if kind == SEPA_KIND:
+            Params(details, frozenset({"iban"}))
+            iban = str(details.get("iban", "")).replace(" ", "").upper()
+            if not iban_valid(iban):
+                raise errors.invalid_request("The IBAN you provided is invalid.", param="sepa_debit[iban]",
+                                             code="invalid_bank_account_iban")
+            if iban not in SEPA_IBANS:
+                raise errors.invalid_request("The sandbox knows only Stripe's test IBANs (docs.stripe.com/testing).",
+                                             param="sepa_debit[iban]")
+            return SEPA_IBANS[iban]
+        Params(details, frozenset({"routing_number", "account_number", "account_holder_type", "account_type"}))
+        routing, account = str(details.get("routing_number", "")), str(details.get("account_number", ""))
+        if not routing_number_valid(routing):
+            raise errors.invalid_request("Routing number must have 9 digits and a valid check digit.",
+                                         param="us_bank_account[routing_number]", code="routing_number_invalid")
+        if details.get("account_holder_type") not in (None, "individual", "company"):
+            raise errors.invalid_request("Invalid account_holder_type.", param="us_bank_account[account_holder_type]")
+        if account not in ACH_ACCOUNTS or routing != "110000000":
+            raise errors.invalid_request("The sandbox knows only Stripe's test bank accounts (routing 110000000).",
+                                         param="us_bank_account[account_number]")
+        return ACH_ACCOUNTS[account]
 
     def attach_payment_method(self, request: ApiRequest, id: str) -> dict[str, Any]:
         customer = Params(request.params, frozenset({"customer"})).str("customer", required=True)
@@ -316,6 +361,7 @@ class StripeApi:
             confirm=p.bool("confirm"),
             idempotency_key=request.idempotency_key,
             return_url=p.str("return_url"),
+            mandate_data=p.hash("mandate_data"),
         )
         return self.state.to_json(pi)
 
@@ -334,7 +380,7 @@ class StripeApi:
         p = Params(request.params, _PI_CONFIRM)
         pi = self.state.confirm_payment_intent(
             id, payment_method=p.str("payment_method"), idempotency_key=request.idempotency_key,
-            return_url=p.str("return_url"),
+            return_url=p.str("return_url"), mandate_data=p.hash("mandate_data"),
         )
         return self.state.to_json(pi)
 

@@ -48,6 +48,12 @@ class TestCard:
     def details(self) -> dict[str, object]:
         if self.kind == PAYPAL_KIND:
             return {"country": self.country, "payer_email": "buyer@example.com", "payer_id": "SBXPAYER0001"}
+        if self.kind == SEPA_KIND:
+            return {"bank_code": self.brand, "country": self.country, "last4": self.last4,
+                    "fingerprint": f"sbx{self.last4}sepa"}
+        if self.kind == ACH_KIND:
+            return {"account_holder_type": "individual", "account_type": "checking", "bank_name": "STRIPE TEST BANK",
+                    "last4": self.last4, "routing_number": self.brand, "fingerprint": f"sbx{self.last4}ach"}
         return {
             "brand": self.brand,
             "country": self.country,
@@ -69,6 +75,45 @@ PAYPAL_CURRENCIES = frozenset({"eur", "gbp", "usd", "chf", "czk", "dkk", "nok", 
 # A PayPal PaymentMethod (POST /v1/payment_methods type=paypal): confirming it redirects the buyer to approve the
 # payment; the sandbox's resolve call approves or fails it, as the buyer would on PayPal's page.
 PAYPAL = TestCard("paypal", "paypal", "", "", Outcome.REQUIRES_ACTION, country="DE", kind=PAYPAL_KIND)
+
+# Bank debits (docs.stripe.com/testing#sepa-direct-debit, #ach-direct-debit): a PaymentMethod made from one of
+# these test IBANs or account numbers is `processing` once confirmed, then succeeds or fails when the sandbox clock
+# has passed DEBIT_PROCESSING_SECONDS (days at a bank; Stripe's test mode shortens them to minutes).
+SEPA_KIND, ACH_KIND = "sepa_debit", "us_bank_account"
+DEBIT_KINDS = frozenset({SEPA_KIND, ACH_KIND})
+DEBIT_CURRENCIES = {SEPA_KIND: "eur", ACH_KIND: "usd"}
+_RETURNED = "The customer's bank returned the debit."
+SEPA_IBANS: dict[str, TestCard] = {
+    "AT611904300234573201": TestCard("sepa_ok", "19043", "", "3201", Outcome.PROCESSING, country="AT", kind=SEPA_KIND),
+    "AT861904300235473202": TestCard("sepa_fail", "19043", "", "3202", Outcome.PROCESSING, country="AT", kind=SEPA_KIND,
+                                     decline=Decline("insufficient_funds", "insufficient_funds", _RETURNED)),
+}
+ACH_ACCOUNTS: dict[str, TestCard] = {
+    "000123456789": TestCard("ach_ok", "110000000", "", "6789", Outcome.PROCESSING, kind=ACH_KIND),
+    "000111111113": TestCard("ach_closed", "110000000", "", "1113", Outcome.PROCESSING, kind=ACH_KIND,
+                             decline=Decline("account_closed", "account_closed", _RETURNED)),
+    "000111111116": TestCard("ach_none", "110000000", "", "1116", Outcome.PROCESSING, kind=ACH_KIND,
+                             decline=Decline("no_account", "no_account", _RETURNED)),
+    "000222222227": TestCard("ach_nsf", "110000000", "", "2227", Outcome.PROCESSING, kind=ACH_KIND,
+                             decline=Decline("insufficient_funds", "insufficient_funds", _RETURNED)),
+}
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616: letters to numbers, the first four characters moved to the end, mod 97 equals 1."""
+    text = iban.replace(" ", "").upper()
+    if not (15 <= len(text) <= 34 and text[:2].isalpha() and text[2:4].isdigit() and text.isalnum()):
+        return False
+    return int("".join(str(int(ch, 36)) for ch in text[4:] + text[:4])) % 97 == 1
+
+
+def routing_number_valid(number: str) -> bool:
+    """ABA: 3·(d1+d4+d7) + 7·(d2+d5+d8) + (d3+d6+d9) is a multiple of 10."""
+    if len(number) != 9 or not number.isdigit():
+        return False
+    d = [int(c) for c in number]
+    return (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8]) % 10 == 0
+
 
 _DECLINED = "Your card was declined."
 

@@ -85,6 +85,7 @@ class PaymentIntent:
     last_payment_error: dict[str, Any] | None = None
     next_action: dict[str, Any] | None = None
     return_url: str | None = None  # where a redirect method (PayPal) sends the buyer back; not in Stripe's JSON
+    mandate_data: dict[str, Any] | None = None  # a bank debit's customer acceptance (the mandate is not modelled)
     canceled_at: int | None = None
     cancellation_reason: str | None = None
 
@@ -212,6 +213,7 @@ class Charge:
     balance_transaction: str | None = None
     transfer_group: str | None = None
     customer: str | None = None
+    settles_at: int | None = None  # a bank debit: when its bank answers (sandbox clock)
 
     def to_stripe(self) -> dict[str, Any]:
         succeeded = self.status == "succeeded"

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import errors
 from .amounts import check_amount_units, shown_amount
-from .catalogue import CARDS, PAYPAL_CURRENCIES, PAYPAL_KIND, Outcome, TestCard
+from .catalogue import CARDS, DEBIT_CURRENCIES, DEBIT_KINDS, PAYPAL_CURRENCIES, PAYPAL_KIND, Outcome, TestCard
 from .clock import SimulatedClock
 from .disputes import Dispute, refund_refused_by_dispute
 from .models import (
@@ -35,6 +35,7 @@ CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "re
 CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 # requirements.disabled_reason values of a restricted account (docs.stripe.com/api/accounts/object).
 REFUND_OUTCOMES = ("succeeded", "failed", "canceled")
+DEBIT_PROCESSING_SECONDS = 3 * 86_400  # a bank debit's answer: days at the bank (Stripe's test mode: minutes)
 REFUND_SETTLE_TICK_S = 0.2  # how often a pending refund's time is checked by the sandbox's own settler
 # Sandbox extension: a refund created with this metadata key takes that outcome when it settles.
 REFUND_OUTCOME_METADATA = "sandbox_outcome"
@@ -272,8 +273,15 @@ class SandboxState:
         confirm: bool,
         idempotency_key: str | None,
         return_url: str | None = None,
+        mandate_data: dict[str, Any] | None = None,
     ) -> PaymentIntent:
         with self.lock:
+            for kind in DEBIT_KINDS & set(payment_method_types):
+                if currency != DEBIT_CURRENCIES[kind]:
+                    raise errors.invalid_request(
+                        f"The currency provided ({currency}) is invalid. Payments with {kind} support the following "
+                        f"currencies: {DEBIT_CURRENCIES[kind]}.", param="currency",
+                        code="payment_intent_invalid_parameter")
             if customer is not None and customer not in self.customers:
                 raise errors.no_such("customer", customer, param="customer", status=400)
             if PAYPAL_KIND in payment_method_types and currency not in PAYPAL_CURRENCIES:
@@ -298,6 +306,7 @@ class SandboxState:
                 customer=customer,
                 transfer_group=transfer_group,
                 return_url=return_url,
+                mandate_data=mandate_data,
             )
             self.payment_intents[pi.id] = pi
             self.emit("payment_intent.created", pi)
@@ -306,7 +315,8 @@ class SandboxState:
             return pi
 
     def confirm_payment_intent(
-        self, pi_id: str, *, payment_method: str | None, idempotency_key: str | None, return_url: str | None = None
+        self, pi_id: str, *, payment_method: str | None, idempotency_key: str | None, return_url: str | None = None,
+        mandate_data: dict[str, Any] | None = None,
     ) -> PaymentIntent:
         with self.lock:
             pi = self.payment_intent(pi_id)
@@ -321,6 +331,8 @@ class SandboxState:
                 pi.payment_method = payment_method
             if return_url is not None:
                 pi.return_url = return_url
+            if mandate_data is not None:
+                pi.mandate_data = mandate_data
             self._confirm(pi, idempotency_key)
             return pi
 
@@ -392,6 +404,45 @@ class SandboxState:
             return pi
 
     @staticmethod
+    def _check_mandate(mandate_data: dict[str, Any] | None) -> None:
+        """A bank debit needs the customer's acceptance of the mandate: online, with their IP and user agent."""
+        acceptance = (mandate_data or {}).get("customer_acceptance")
+        online = acceptance.get("online") if isinstance(acceptance, dict) else None
+        if not isinstance(acceptance, dict) or acceptance.get("type") != "online" or not isinstance(online, dict) \
+                or not online.get("ip_address") or not online.get("user_agent"):
+            raise errors.invalid_request(
+                "A bank debit needs mandate_data[customer_acceptance] of type online, with online[ip_address] and "
+                "online[user_agent].", param="mandate_data", code="parameter_missing")
+
+    def settle_debits(self) -> None:
+        """Sandbox clock: a bank debit whose bank has answered succeeds, or fails with the test account's code
+        (the PaymentIntent back to requires_payment_method, as Stripe's: `payment_intent.payment_failed`)."""
+        now = self.clock.timestamp()
+        with self.lock:
+            for charge in list(self.charges.values()):
+                if charge.status != "pending" or charge.settles_at is None or charge.settles_at > now:
+                    continue
+                pi = self.payment_intents[charge.payment_intent]
+                if pi.status != "processing":
+                    continue
+                decline = charge.card.decline
+                if decline is None:
+                    self._settle_charge(charge)
+                    pi.status = "succeeded"
+                else:
+                    charge.status = "failed"
+                    charge.failure_code, charge.decline_code = decline.code, decline.decline_code
+                    charge.failure_message = decline.message
+                    pi.status = "requires_payment_method"
+                    pi.last_payment_error = {"type": "invalid_request_error", "charge": charge.id,
+                                             "code": decline.code, "message": decline.message}
+                    pi.payment_method = None
+                self.emit_intent(pi)
+
+    def _debits_pending(self) -> bool:
+        return any(c.status == "pending" and c.settles_at is not None for c in self.charges.values())
+
+    @staticmethod
     def _allowed(card: TestCard, payment_method_types: list[str]) -> None:
         if card.kind not in payment_method_types:
             raise errors.invalid_request(
@@ -414,9 +465,18 @@ class SandboxState:
             raise errors.invalid_request(
                 "A return_url must be specified because this PaymentIntent uses a payment method that requires a "
                 "redirect (paypal).", param="return_url")
+        if self._card(pi.payment_method).kind in DEBIT_KINDS:
+            self._check_mandate(pi.mandate_data)
         card = self._use_payment_method(pi)
         pi.last_payment_error = None
         pi.next_action = None
+        if card.kind in DEBIT_KINDS:  # the bank answers in days: `processing` until then (settle_debits)
+            charge = self._new_charge(pi, card, "pending", idempotency_key)
+            charge.settles_at = self.clock.timestamp() + DEBIT_PROCESSING_SECONDS
+            pi.status = "processing"
+            self.emit_intent(pi)
+            self._start_refund_settler()
+            return
         if card.kind == PAYPAL_KIND:  # the buyer approves on PayPal's page, then comes back to return_url
             pi.status = "requires_action"
             pi.next_action = {"type": "redirect_to_url", "redirect_to_url": {
@@ -632,8 +692,9 @@ class SandboxState:
         while True:
             time.sleep(REFUND_SETTLE_TICK_S)
             self.settle_refunds()
+            self.settle_debits()
             with self.lock:
-                if not any(r.status == "pending" for r in self.refunds.values()):
+                if not any(r.status == "pending" for r in self.refunds.values()) and not self._debits_pending():
                     self._refund_settler = None
                     return
 

@@ -112,7 +112,7 @@ def test_unknown_token_and_type_are_refused(client, sandbox):
         client.v1.payment_methods.create(params={"type": "card", "card": {"token": "tok_nope"}})
     assert (caught.value.http_status, caught.value.code, caught.value.param) == (400, "resource_missing", "card[token]")
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.payment_methods.create(params={"type": "sepa_debit"})
+        client.v1.payment_methods.create(params={"type": "bacs_debit"})
     assert caught.value.param == "type"
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.payment_methods.retrieve("pm_missing")
