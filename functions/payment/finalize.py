@@ -97,9 +97,11 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
         if charge.get("psp_status") == "requires_action":  # 3-D Secure (psp.REQUIRES_ACTION)
             _wait_for_buyer(tables, work, charge, now)
         else:
+            # A bank debit's bank answers in days, by webhook (which brings the charge forward); the recheck is
+            # the backstop. Anything else processing is looked at again soon.
+            recheck = timedelta(seconds=settings().debit_recheck_s) if work.is_debit else PENDING_RECHECK
             tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""),
-                                         charge.get("psp_status", ""), clock.iso(now + PENDING_RECHECK),
-                                         clock.iso(now))
+                                         charge.get("psp_status", ""), clock.iso(now + recheck), clock.iso(now))
         return {"charge_status": OrderStatus.EXECUTING.value, "psp_status": charge.get("psp_status")}
     status, fields = _final_fields(state, work)
     fields = {k: v for k, v in fields.items() if v is not None}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from functions.shared import psp_units
@@ -51,8 +51,32 @@ class CreditCardInfo(ApiModel):
 
 
 PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order")
-SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal")  # issue 17: the others answer 422 payment_method_not_supported
+SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal", "sepa_debit", "us_bank_account")
 REDIRECT_PAYMENT_METHOD_TYPES = ("paypal",)  # the buyer approves on the method's own page, then is sent back
+# Bank debits: the buyer accepts a mandate; the bank answers in days. Each takes one currency.
+DEBIT_CURRENCIES = {"sepa_debit": "EUR", "us_bank_account": "USD"}
+
+
+class OnlineAcceptance(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ip_address: IPvAnyAddress
+    user_agent: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class CustomerAcceptance(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["online"]
+    online: OnlineAcceptance
+
+
+class MandateData(ApiModel):
+    """The buyer's acceptance of a direct debit mandate, in Stripe's shape (sent on to the PaymentIntent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_acceptance: CustomerAcceptance
 
 
 class PaymentMethodInfo(ApiModel):
@@ -66,6 +90,7 @@ class PaymentMethodInfo(ApiModel):
     token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
     wallet: Literal["apple_pay", "google_pay"] | None = None
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
+    mandate_data: MandateData | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> PaymentMethodInfo:
@@ -82,6 +107,13 @@ class PaymentMethodInfo(ApiModel):
             raise PydanticCustomError("return_url_not_allowed", "only a redirect method (paypal) takes a return_url")
         if self.wallet is not None and self.type != "card":
             raise PydanticCustomError("wallet_not_allowed", "a wallet (Apple Pay, Google Pay) pays with a card token")
+        debit = self.type in DEBIT_CURRENCIES
+        if debit and self.mandate_data is None:
+            raise PydanticCustomError("mandate_data_missing",
+                                      "a {type} debit needs the buyer's mandate acceptance (mandate_data)",
+                                      {"type": self.type})
+        if not debit and self.mandate_data is not None:
+            raise PydanticCustomError("mandate_data_not_allowed", "only a bank debit takes mandate_data")
         return self
 
 
@@ -157,18 +189,31 @@ class PaymentRequest(ApiModel):
         return self.payment_method.wallet if self.payment_method is not None else None
 
     @property
-    def redirect(self) -> dict[str, str]:
-        """What a redirect method's charges store beside the token (type and return_url); {} for a card."""
+    def method_fields(self) -> dict[str, Any]:
+        """What the charges of a method other than a card store beside its token: its type, a redirect's
+        return_url, a debit's mandate_data. {} for a card (its charges are as before)."""
         method = self.payment_method
-        if method is None or method.return_url is None:
+        if method is None or method.type == "card":
             return {}
-        return {"payment_method_type": method.type, "return_url": method.return_url}
+        fields: dict[str, Any] = {"payment_method_type": method.type}
+        if method.return_url is not None:
+            fields["return_url"] = method.return_url
+        if method.mandate_data is not None:
+            fields["mandate_data"] = method.mandate_data.model_dump(mode="json")
+        return fields
 
     @model_validator(mode="after")
-    def _paypal_currencies(self) -> PaymentRequest:
-        if self.payment_method is None or self.payment_method.type != "paypal":
+    def _method_currencies(self) -> PaymentRequest:
+        method = self.payment_method.type if self.payment_method is not None else "card"
+        if method not in ("paypal", *DEBIT_CURRENCIES):
             return self
         currencies = sorted({order.money().currency for order in self.payment_orders})
+        if method in DEBIT_CURRENCIES:
+            if currencies != [DEBIT_CURRENCIES[method]]:
+                raise PydanticCustomError("payment_method_currency_not_supported",
+                                          "a {method} debit is in {currency} only",
+                                          {"method": method, "currency": DEBIT_CURRENCIES[method]})
+            return self
         refused = [c for c in currencies if c not in psp_units.PAYPAL_CURRENCIES]
         if refused:
             raise PydanticCustomError("payment_method_currency_not_supported",

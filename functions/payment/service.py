@@ -41,7 +41,7 @@ def request_fingerprint(request: PaymentRequest) -> str:
         "checkout_id": request.checkout_id,
         "payment_method": request.token,
         **({"wallet": request.wallet} if request.wallet else {}),
-        **request.redirect,
+        **request.method_fields,
         "payment_orders": [
             {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
              "amount_minor": o.money().minor, "currency": o.money().currency}
@@ -103,7 +103,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
     ]
     grouped = group_orders(orders)
     charges = [{**charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at,
-                              list(grouped)), **request.redirect}
+                              list(grouped)), **request.method_fields}
                for currency, shares in grouped.items()]
     for attempt in range(_WRITE_ATTEMPTS):
         try:

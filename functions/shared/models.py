@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.shared.money import Money
@@ -38,9 +40,11 @@ class ChargeWork(BaseModel):
     # Every currency of the checkout (written by the API): more than one means several PaymentIntents share the
     # checkout's PaymentMethod. Empty on charges stored before the field existed (then: one).
     checkout_currencies: tuple[str, ...] = ()
-    # A redirect method (PayPal): its Stripe type and where the buyer comes back. A card: "card" and "".
+    # Other methods than a card (issue 17): the Stripe type; a redirect's (PayPal) return_url; a bank debit's
+    # mandate acceptance (Stripe's mandate_data shape). A card: "card", "" and None.
     payment_method_type: str = "card"
     return_url: str = ""
+    mandate_data: dict[str, Any] | None = None
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
@@ -51,11 +55,17 @@ class ChargeWork(BaseModel):
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
             checkout_currencies=tuple(item.get("checkout_currencies", ())),
             payment_method_type=item.get("payment_method_type", "card"), return_url=item.get("return_url", ""),
+            mandate_data=item.get("mandate_data"),
         )
 
     @property
     def amount(self) -> Money:
         return Money(self.amount_minor, self.currency)
+
+    @property
+    def is_debit(self) -> bool:
+        """A bank debit (SEPA, ACH): `processing` for days, decided by the bank."""
+        return self.payment_method_type in ("sepa_debit", "us_bank_account")
 
     @property
     def shares_payment_method(self) -> bool:

@@ -228,6 +228,8 @@ class PspClient:
             params["customer"] = customer
         if work.return_url:  # a redirect method: Stripe refuses to confirm one without it
             params["return_url"] = work.return_url
+        if work.mandate_data:  # a bank debit: the buyer's acceptance of the mandate
+            params["mandate_data"] = work.mandate_data
         key = charge_idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(

@@ -1,0 +1,137 @@
+"""SEPA and ACH Direct Debit (issue 17 point 3) through the workflow's steps, against moto and the PSP sandbox.
+
+The storefront sends the PaymentMethod Stripe.js made from the buyer's IBAN or bank account, and the buyer's mandate
+acceptance. The PaymentIntent is `processing` for days: the orders stay EXECUTING, the charge parked until the bank's
+answer comes by webhook (or the backstop recheck, days later), then the usual finalize decides.
+"""
+
+import json
+from datetime import timedelta
+
+import boto3
+import pytest
+
+from functions.executor import sweeper
+from functions.payment import service
+from functions.payment.schemas import PaymentRequest
+from functions.shared import clock
+from functions.shared.config import settings
+from functions.shared.tables import PaymentTables, PayoutsTable
+from functions.webhooks import processor
+from psp_sandbox import state as sandbox_state
+from psp_sandbox.catalogue import ACH_ACCOUNTS, SEPA_IBANS
+from tests.integration.support import work_of
+from tests.integration.test_executor_checkout import begin, run_charge
+from tests.integration.test_steps import create_machine
+
+MANDATE = {"customer_acceptance": {"type": "online",
+                                   "online": {"ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11)"}}}
+
+
+@pytest.fixture
+def workflow(sandbox):
+    create_machine(boto3.client("stepfunctions", region_name="us-east-1"))
+    return sandbox
+
+
+def request_of(checkout_id, method, currency, token="pm_1", **extra):
+    return PaymentRequest.model_validate({
+        "buyer_info": {"buyer_id": "b"}, "checkout_id": checkout_id,
+        "payment_method": {"type": method, "token": token, "mandate_data": MANDATE, **extra},
+        "payment_orders": [{"seller_account": seller, "amount": amount, "currency": currency,
+                            "payment_order_id": f"{checkout_id}_{n}"}
+                           for n, (seller, amount) in enumerate((("seller_a", "12.34"), ("seller_b", "5.00")))]})
+
+
+def debiting(server, checkout_id, method, currency, account):
+    """A checkout paid by debit, its first attempt run: parked on `processing`."""
+    pm = server.state.create_payment_method(card=account, exp_month=None, exp_year=None, metadata={},
+                                            billing_details={"name": "Jenny Rosen"})
+    service.place_checkout(request_of(checkout_id, method, currency, token=pm.id))
+    assert run_charge(begin(checkout_id, currency)) == {"charge_status": "EXECUTING", "psp_status": "processing"}
+    return PaymentTables.from_settings().get_charge(f"{checkout_id}#{currency}")
+
+
+def bank_answers(server):
+    server.advance_clock(sandbox_state.DEBIT_PROCESSING_SECONDS + 1)
+    server.state.settle_debits()
+
+
+def delivered(server, pi_id, event_type):
+    [event] = [e for e in server.sandbox.webhooks.events.values() if e.type == event_type and e.obj.get("id") == pi_id]
+    return json.dumps(event.to_stripe())
+
+
+def redrive(checkout_id, currency):
+    assert sweeper.sweep()["redriven"] == 1
+    charge = PaymentTables.from_settings().get_charge(f"{checkout_id}#{currency}")
+    return run_charge(work_of(checkout_id, currency, attempt=int(charge["attempts"])))
+
+
+def orders_of(checkout_id):
+    tables = PaymentTables.from_settings()
+    return [tables.get_order(f"{checkout_id}_{n}") for n in range(2)]
+
+
+def test_a_sepa_debit_waits_days_for_the_bank_then_succeeds_by_webhook(workflow):
+    charge = debiting(workflow, "chk_sepa", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    intent = workflow.state.payment_intent(charge["psp_reference"])
+    assert intent.payment_method_types == ["sepa_debit"] and intent.mandate_data == MANDATE
+    waited = clock.parse_iso(charge["due_at"]) - clock.parse_iso(charge["updated_at"])
+    assert waited == timedelta(seconds=settings().debit_recheck_s)  # not polled every 15 minutes for days
+    clock.advance(2 * 86400)
+    assert sweeper.sweep()["redriven"] == 0
+
+    bank_answers(workflow)
+    assert processor.process(delivered(workflow, intent.id, "payment_intent.succeeded")) == "redrive_due"
+    assert redrive("chk_sepa", "EUR")["charge_status"] == "SUCCESS"
+    for order in orders_of("chk_sepa"):
+        assert (order["payment_order_status"], order["wallet_updated"], order["ledger_updated"]) == (
+            "SUCCESS", True, True)
+        assert PayoutsTable.from_settings().get(order["payment_order_id"])["payout_status"] == "HELD"
+
+
+def test_an_ach_debit_the_bank_refuses_ends_failed_with_the_banks_code(workflow):
+    charge = debiting(workflow, "chk_ach", "us_bank_account", "USD", ACH_ACCOUNTS["000111111113"])
+    bank_answers(workflow)
+    assert processor.process(delivered(workflow, charge["psp_reference"], "payment_intent.payment_failed")) == (
+        "redrive_due")
+    assert redrive("chk_ach", "USD")["charge_status"] == "FAILED"
+    assert {(o["payment_order_status"], o["failure_code"]) for o in orders_of("chk_ach")} == {
+        ("FAILED", "account_closed")}
+    assert not any(o.get("wallet_updated") for o in orders_of("chk_ach"))
+
+
+def test_a_lost_webhook_is_made_up_by_the_recheck_days_later(workflow):
+    debiting(workflow, "chk_quiet", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    bank_answers(workflow)  # the bank answered; its webhook never reached us
+    clock.advance(settings().debit_recheck_s + 1)
+    assert redrive("chk_quiet", "EUR")["charge_status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(("method", "currency", "extra", "code"), [
+    ("sepa_debit", "USD", {}, "payment_method_currency_not_supported"),
+    ("us_bank_account", "EUR", {}, "payment_method_currency_not_supported"),
+    ("sepa_debit", "EUR", {"mandate_data": None}, "mandate_data_missing"),
+    ("sepa_debit", "EUR", {"mandate_data": {"customer_acceptance": {"type": "offline"}}}, "literal_error"),
+    ("sepa_debit", "EUR", {"mandate_data": {"customer_acceptance": {"type": "online", "online": {
+        "ip_address": "not-an-ip", "user_agent": "x"}}}}, "ip_any_address"),
+])
+def test_a_debit_without_a_valid_mandate_or_in_another_currency_is_refused(method, currency, extra, code):
+    body = {"type": method, "token": "pm_1", "mandate_data": MANDATE, **extra}
+    with pytest.raises(ValueError) as refused:
+        PaymentRequest.model_validate({
+            "buyer_info": {"buyer_id": "b"}, "checkout_id": "chk_x",
+            "payment_method": {k: v for k, v in body.items() if v is not None},
+            "payment_orders": [{"seller_account": "s", "amount": "5.00", "currency": currency,
+                                "payment_order_id": "o"}]})
+    assert code in {e["type"] for e in refused.value.errors()}
+
+
+def test_a_card_may_not_carry_a_mandate():
+    with pytest.raises(ValueError, match="mandate_data"):
+        PaymentRequest.model_validate({
+            "buyer_info": {"buyer_id": "b"}, "checkout_id": "chk_c",
+            "payment_method": {"type": "card", "token": "pm_card_visa", "mandate_data": MANDATE},
+            "payment_orders": [{"seller_account": "s", "amount": "5.00", "currency": "EUR",
+                                "payment_order_id": "o"}]})
