@@ -17,6 +17,7 @@ from .settlement import BALANCE_REPORT, SettlementError, build_report
 Answer = tuple[int, dict[str, Any] | str, str]
 _JSON = "application/json"
 _RESOLVE = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/resolve")
+_DEBIT_RETURN = re.compile(r"/_sandbox/payment_intents/(?P<id>[^/]+)/return")
 _REFUND_RESOLVE = re.compile(r"/_sandbox/refunds/(?P<id>[^/]+)/resolve")
 _DISPUTE_OPEN = re.compile(r"/_sandbox/charges/(?P<id>[^/]+)/dispute")
 _DISPUTE_CLOSE = re.compile(r"/_sandbox/disputes/(?P<id>[^/]+)/(?P<action>win|lose)")
@@ -95,6 +96,9 @@ class AdminApi:
         if method == "POST" and (match := _REFUND_RESOLVE.fullmatch(path)):
             refund = sandbox.state.resolve_refund(match["id"], str(data.get("outcome")))
             return 200, sandbox.state.to_json(refund), _JSON
+        if method == "POST" and (match := _DEBIT_RETURN.fullmatch(path)):
+            pi = sandbox.state.return_debit(match["id"], str(data.get("code") or "insufficient_funds"))
+            return 200, sandbox.state.to_json(pi), _JSON
         if method == "POST" and (match := _RESOLVE.fullmatch(path)):
             pi = sandbox.state.resolve_payment_intent(match["id"], str(data.get("outcome")))
             return 200, sandbox.state.to_json(pi), _JSON

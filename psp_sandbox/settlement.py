@@ -301,7 +301,7 @@ class _RowBuilder:
         else:
             values.update(automatic_payout_id=payout_id, automatic_payout_effective_at=payout_day)
         row = _Row(values, txn.reporting_category, minor=txn.amount, fee_minor=fee, currency=txn.currency)
-        if txn.reporting_category == "charge":
+        if txn.reporting_category in ("charge", "charge_failure"):  # charge_failure: a bank debit returned
             self._charge_facts(row, self.charges[txn.source])
             values.update(customer_facing_amount=values["gross"], customer_facing_currency=txn.currency)
         elif txn.reporting_category in ("refund", "refund_failure"):  # a failed refund gives it back

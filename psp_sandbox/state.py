@@ -439,6 +439,30 @@ class SandboxState:
                     pi.payment_method = None
                 self.emit_intent(pi)
 
+    def return_debit(self, pi_id: str, code: str) -> PaymentIntent:
+        """Sandbox extension (POST /_sandbox/payment_intents/{id}/return): the buyer's bank returns a debit that had
+        succeeded (an ACH return, a SEPA refusal within its window). As Stripe: the Charge and the PaymentIntent
+        fail, the amount leaves the balance (a `payment_failure_refund`, reported as `charge_failure`), and `payment_intent.payment_failed` is sent.
+        Transfers already made from it stay: the platform must take the seller's share back itself."""
+        with self.lock:
+            pi = self.payment_intent(pi_id)
+            charge = self.charges.get(pi.latest_charge or "")
+            if pi.status != "succeeded" or charge is None or charge.card.kind not in DEBIT_KINDS:
+                raise errors.unexpected_state(f"Only a succeeded bank debit can be returned, not this {pi.status} "
+                                              "PaymentIntent.", pi.to_stripe())
+            returned = charge.amount - charge.amount_refunded
+            charge.status, charge.failure_code, charge.decline_code = "failed", code, code
+            charge.failure_message = "The customer's bank returned the debit."
+            charge.amount_refunded = charge.amount
+            self._new_balance_transaction(amount=-returned, fee=0, currency=charge.currency,
+                                          kind="payment_failure_refund", source=charge.id,
+                                          reporting_category="charge_failure")
+            pi.status = "requires_payment_method"
+            pi.last_payment_error = {"type": "invalid_request_error", "charge": charge.id, "code": code,
+                                     "message": charge.failure_message}
+            self.emit_intent(pi)
+            return pi
+
     def _debits_pending(self) -> bool:
         return any(c.status == "pending" and c.settles_at is not None for c in self.charges.values())
 

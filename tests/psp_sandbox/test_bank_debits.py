@@ -90,3 +90,18 @@ def test_the_checksums():
     assert iban_valid("DE89 3704 0044 0532 0130 00") and not iban_valid("DE89370400440532013001")
     assert routing_number_valid("110000000") and routing_number_valid("021000021")
     assert not routing_number_valid("110000001") and not routing_number_valid("11000000")
+
+
+def test_a_succeeded_debit_returned_by_the_bank_fails_and_leaves_the_balance(client, sandbox):
+    intent = debit(client, ach(client), "usd")
+    settle(sandbox)
+    returned = sandbox.state.return_debit(intent.id, "insufficient_funds")
+    assert (returned.status, returned.last_payment_error["code"]) == ("requires_payment_method", "insufficient_funds")
+    charge = sandbox.state.charge(returned.latest_charge)
+    assert charge.status == "failed"
+    [txn] = [t for t in sandbox.state.balance_transactions.values() if t.type == "payment_failure_refund"]
+    assert (txn.amount, txn.source) == (-2500, charge.id)
+    types = [e.type for e in sandbox.sandbox.webhooks.events.values() if e.obj.get("id") == intent.id]
+    assert types[-1] == "payment_intent.payment_failed"
+    with pytest.raises(Exception, match="Only a succeeded bank debit"):  # once
+        sandbox.state.return_debit(intent.id, "insufficient_funds")
