@@ -68,7 +68,10 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
     if refund["refund_status"] == REFUND_SUCCEEDED:
         return complete(refund, refunds)
     now = clock.iso()
-    if refund.get("psp_refund_id"):
+    if refund.get("taken_back_by_psp"):  # a bank debit returned: the PSP took the money back, no Refund to make
+        result = psp.RefundResult("succeeded", psp_refund_id=f"returned:{refund_id}", refund_id=refund_id)
+        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+    elif refund.get("psp_refund_id"):
         result = psp.refund_result(psp.client().retrieve_refund(refund["psp_refund_id"]))
     else:
         order = PaymentTables.from_settings().get_order(refund["payment_order_id"])

@@ -50,12 +50,14 @@ def fingerprint(payment_order_id: str, request: RefundRequest) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-def create_refund(payment_order_id: str, request: RefundRequest, tables: RefundsTable | None = None
-                  ) -> tuple[RefundView, bool]:
+def create_refund(payment_order_id: str, request: RefundRequest, tables: RefundsTable | None = None, *,
+                  taken_back_by_psp: str = "") -> tuple[RefundView, bool]:
     """Accept the refund: returns its answer as first given and whether this call was a replay. The refund and
     the order's reservation are one transaction (`refunded + amount <= amount`), so concurrent refunds never pass
     the order. Then one message to the Refund worker; if that send is lost, a replay of the request sends it
-    again (a PENDING refund not yet at the PSP), and the worker is idempotent."""
+    again (a PENDING refund not yet at the PSP), and the worker is idempotent.
+    `taken_back_by_psp` (a bank debit returned after it succeeded: the bank's code): the PSP has already taken the
+    money back, so the worker asks it for nothing and books the refund (seller's share, commission) at once."""
     tables = tables or RefundsTable.from_settings()
     request_hash = fingerprint(payment_order_id, request)
     existing = tables.get(request.refund_id)
@@ -72,7 +74,8 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
     item = {"refund_id": request.refund_id, "payment_order_id": payment_order_id, "request_hash": request_hash,
             "seller_account": order["seller_account"], "currency": gross.currency, "amount_minor": amount.minor,
             "reason": request.reason, "psp": order.get("psp") or "stripe", "refund_status": REFUND_PENDING,
-            "created_at": now, "updated_at": now}
+            "created_at": now, "updated_at": now,
+            **({"taken_back_by_psp": taken_back_by_psp} if taken_back_by_psp else {})}
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             tables.create(item, gross.minor)

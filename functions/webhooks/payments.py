@@ -5,6 +5,10 @@ outcome is decided by the PSP look-up of the next attempt and finalize's conditi
   such charge: not ours (counted).
 - A final charge: nothing to do. A PaymentIntent that succeeded for a charge we recorded FAILED is money taken
   that the books do not show: a ReviewQueue message (alarm), as reconciliation would raise it.
+- A bank debit SUCCESS whose PaymentIntent failed afterwards (the buyer's bank returned it: ACH return, SEPA
+  refusal), once a look-up at the PSP confirms it: every order is refunded through the refund path with the
+  PSP's money already taken back (`taken_back_by_psp`): the seller's held share and the commission shrink, a
+  transferred share is reversed or owed, as for any refund. Refund ids `<order>-returned`: once, in any order.
 - succeeded / payment_failed / canceled for an EXECUTING charge parked on a pending answer: its sweep is made due
   now (PaymentTables.bring_charge_forward), only when no execution can still be running; otherwise the running
   attempt, or the sweeper at the deadline, decides. processing / requires_action change nothing: the charge
@@ -19,7 +23,7 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from functions.shared import clock, queues
+from functions.shared import clock, psp, queues
 from functions.shared.config import settings
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
@@ -27,6 +31,8 @@ from functions.webhooks.events import WebhookEvent
 
 logger = Logger(service="webhooks")
 
+DEBIT_TYPES = frozenset({"sepa_debit", "us_bank_account"})
+RETURNED_SUFFIX = "-returned"
 DECIDING = frozenset({"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"})
 
 
@@ -43,6 +49,9 @@ def payment_intent_event(event: WebhookEvent, tables: PaymentTables | None = Non
         if status is OrderStatus.FAILED and event.type == "payment_intent.succeeded":
             _review_succeeded_but_failed(event, charge)
             return "review"
+        if status is OrderStatus.SUCCESS and event.type == "payment_intent.payment_failed" and \
+                charge.get("payment_method_type") in DEBIT_TYPES:
+            return _debit_returned(charge)
         return "already_final"
     if event.type not in DECIDING:
         return "still_pending"
@@ -57,6 +66,28 @@ def payment_intent_event(event: WebhookEvent, tables: PaymentTables | None = Non
                                                                           "event_type": event.type})
         return "redrive_due"
     return "in_flight"
+
+
+def _debit_returned(charge: dict) -> str:
+    """The PSP's own word first (the event may be old or forged): the PaymentIntent no longer succeeded."""
+    from functions.payment import refunds
+    from functions.payment.schemas import RefundRequest
+
+    current = psp.client().retrieve(str(charge.get("psp_reference") or ""))
+    if current.outcome != psp.FAILED:
+        return "already_final"
+    code = current.failure_code or "debit_returned"
+    for order in charge["orders"]:
+        # built, not validated: an order id may already use the 64 characters a storefront's refund_id may
+        request = RefundRequest.model_construct(refund_id=f"{order['payment_order_id']}{RETURNED_SUFFIX}",
+                                                amount=None, reason=f"bank returned the debit: {code}")
+        try:
+            refunds.create_refund(order["payment_order_id"], request, taken_back_by_psp=code)
+        except refunds.RefundExceedsRemaining:  # refunded in full before the return: nothing was left to take
+            logger.info("debit returned after a full refund", extra={"payment_order_id": order["payment_order_id"]})
+    logger.warning("bank debit returned after success: orders refunded", extra={
+        "charge_key": charge["charge_key"], "code": code})
+    return "debit_returned"
 
 
 def _review_succeeded_but_failed(event: WebhookEvent, charge: dict) -> None:

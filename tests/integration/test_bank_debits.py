@@ -135,3 +135,50 @@ def test_a_card_may_not_carry_a_mandate():
             "payment_method": {"type": "card", "token": "pm_card_visa", "mandate_data": MANDATE},
             "payment_orders": [{"seller_account": "s", "amount": "5.00", "currency": "EUR",
                                 "payment_order_id": "o"}]})
+
+
+def test_a_debit_the_bank_returns_after_success_is_refunded_with_the_sellers_share(workflow):
+    from functions.executor import refund as refund_worker
+    from functions.shared.tables import RefundsTable, WalletTable
+
+    charge = debiting(workflow, "chk_ret", "us_bank_account", "USD", ACH_ACCOUNTS["000123456789"])
+    bank_answers(workflow)
+    pi_id = charge["psp_reference"]
+    assert processor.process(delivered(workflow, pi_id, "payment_intent.succeeded")) == "redrive_due"
+    assert redrive("chk_ret", "USD")["charge_status"] == "SUCCESS"
+    assert WalletTable.from_settings().balances("seller_a")["USD"]["pending_minor"] == 1234
+
+    workflow.state.return_debit(pi_id, "insufficient_funds")  # R01, days after the success
+    body = delivered(workflow, pi_id, "payment_intent.payment_failed")
+    assert processor.process(body) == "debit_returned"
+    refunds = RefundsTable.from_settings()
+    for order_id in ("chk_ret_0", "chk_ret_1"):
+        returned = refunds.get(f"{order_id}-returned")
+        assert returned["taken_back_by_psp"] == "insufficient_funds"
+        assert refund_worker.drive(returned["refund_id"]) in ("succeeded", "completed", "complete")
+        assert refunds.get(f"{order_id}-returned")["refund_status"] == "SUCCEEDED"
+    # the seller's held share left the wallet with the money; no Refund was asked of the PSP
+    assert WalletTable.from_settings().balances("seller_a")["USD"]["pending_minor"] == 0
+    assert not workflow.state.refunds
+    # the same event again (or a replay of the webhook) refunds nothing twice
+    assert processor.process(body) == processor.DUPLICATE
+    from functions.webhooks import payments
+    from functions.webhooks.events import WebhookEvent
+    assert payments.payment_intent_event(WebhookEvent.model_validate_json(body)) == "debit_returned"
+    assert refunds.get("chk_ret_0-returned")["refund_status"] == "SUCCEEDED"
+
+
+def test_a_forged_or_stale_failure_event_for_a_succeeded_debit_changes_nothing(workflow):
+    from functions.shared.tables import RefundsTable
+    from functions.webhooks import payments
+    from functions.webhooks.events import WebhookEvent
+
+    charge = debiting(workflow, "chk_forged", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    bank_answers(workflow)
+    assert processor.process(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded")) == (
+        "redrive_due")
+    assert redrive("chk_forged", "EUR")["charge_status"] == "SUCCESS"
+    forged = json.loads(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded"))
+    forged.update(id="evt_forged", type="payment_intent.payment_failed")
+    assert payments.payment_intent_event(WebhookEvent.model_validate(forged)) == "already_final"  # the PSP says paid
+    assert RefundsTable.from_settings().get("chk_forged_0-returned") is None
