@@ -79,8 +79,12 @@ class LambdaContext:
     _deadline: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_s
+        self.start()
         self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+
+    def start(self) -> None:
+        """The timeout counts from the handler's start, as on AWS (not from a wait for a free environment)."""
+        self._deadline = time.monotonic() + self.timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -242,6 +246,7 @@ class LambdaRuntime:
         invocation = Invocation(fn.function_name, event, context, trigger_of(event))
         with entered(self._scope_of(fn)), self._environments_of(fn.function_name, fn.handler).take() as environment:
             started = time.monotonic()  # the handler's own duration, as Lambda bills it (not the wait)
+            context.start()
             payload, error_type = self._run(fn.handler, invocation, environment)
             duration = time.monotonic() - started
         if error_type is None and duration > context.timeout_s:

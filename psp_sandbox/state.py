@@ -85,6 +85,7 @@ class SandboxState:
         # Refunds (issue 16 a): seconds a new refund stays `pending` on the sandbox clock (0: succeeded at once,
         # as most card refunds at Stripe); set by tests or POST /_sandbox/refunds.
         self.refund_pending_seconds = 0
+        self.debit_processing_seconds = DEBIT_PROCESSING_SECONDS
         self._refund_settler: threading.Thread | None = None
         self.lock = threading.RLock()
         self._counters: Counter[str] = Counter()
@@ -108,6 +109,7 @@ class SandboxState:
             self._counters.clear()
             self.balance_short = False
             self.refund_pending_seconds = 0
+            self.debit_processing_seconds = DEBIT_PROCESSING_SECONDS
             for store in self._stores():
                 store.clear()
 
@@ -496,7 +498,7 @@ class SandboxState:
         pi.next_action = None
         if card.kind in DEBIT_KINDS:  # the bank answers in days: `processing` until then (settle_debits)
             charge = self._new_charge(pi, card, "pending", idempotency_key)
-            charge.settles_at = self.clock.timestamp() + DEBIT_PROCESSING_SECONDS
+            charge.settles_at = self.clock.timestamp() + self.debit_processing_seconds
             pi.status = "processing"
             self.emit_intent(pi)
             self._start_refund_settler()

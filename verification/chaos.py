@@ -67,7 +67,15 @@ from verification.driver import RunRecord, place_all, watch_until_settled
 from verification.invariants import Result, check, collect, peek_queue, scan
 from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
 from verification.refunds import RefundRecord, refund_some, watch_refunds
-from verification.storefront import MEAN_ORDERS_PER_CHECKOUT, ApiClient, PaymentMethods, Workload, make_checkouts
+from verification.storefront import (
+    BUYER_ACTIONS,
+    DEBIT_ACCOUNTS,
+    MEAN_ORDERS_PER_CHECKOUT,
+    ApiClient,
+    PaymentMethods,
+    Workload,
+    make_checkouts,
+)
 
 log = logging.getLogger("chaos")
 
@@ -78,6 +86,8 @@ PSP_FAULT_RATES = {  # 28% of PaymentIntent requests (retries and replays includ
 PSP_FAULT_PARAMS = {"timeout": {"hold_seconds": 1.5, "after_processing": True}, "latency": {"delay_ms": 150}}
 SEARCH_LAG_S = 60  # Stripe's search is eventually consistent: a new PaymentIntent is found "within a minute"
 SINGLE_USE_RATE = 0.9  # buyers typing a card number (a single-use PaymentMethod); the others send pm_card_*
+ASYNC_RATE = 0.1  # one-currency checkouts paid by 3-D Secure or bank debit (issue 17)
+DEBIT_BANK_SECONDS = 600  # a bank debit's answer in the run: two of the idle clock's jumps, not three days
 RELEASE_RATE = 0.9  # deliveries the storefront confirms; the rest stay HELD (but the auto-releasing seller's)
 SHORT_SWEEPS = 2  # sweeps during which the platform's PSP balance cannot cover a transfer
 
@@ -115,6 +125,8 @@ class ChaosConfig:
     payin_only: bool = False  # stop after the pay-in (charges, wallets, ledger): no releases, transfers, refunds
     search_lag_s: float = SEARCH_LAG_S
     disputes: float = DISPUTE_RATE  # of the succeeded charges not refunded in full, disputed after the refunds
+    # of the one-currency checkouts, paid by a 3-D Secure card (completed, failed or abandoned) or a bank debit
+    async_rate: float = ASYNC_RATE
 
 
 @dataclass
@@ -425,7 +437,9 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents", "/v1/transfers"],
                              params=PSP_FAULT_PARAMS)
     workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
-                              decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE)
+                              decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE,
+                              async_rate=config.async_rate)
+    sandbox.state.debit_processing_seconds = DEBIT_BANK_SECONDS
     overnight = _overnight(stack, workload, config, search, faults)
     api = ApiClient(stack.api_url, stack.api_key, timeout=60)
     connect = Connect(stack.psp_url or "")
@@ -475,6 +489,9 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         _log_tick(done, total)
 
     placer = threading.Thread(target=place, name="storefront", daemon=True)
+    buyers_done = threading.Event()
+    challenged = threading.Thread(target=_buyers, name="buyers", daemon=True,
+                                  args=(api, sandbox, workload, record, placing, buyers_done, faults))
     aws = _Aws(stack)
     sweeper = next(t.rule_logical_id for t in stack.events.schedules)
 
@@ -492,12 +509,15 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         stack.events.fire(sweeper)
 
     placer.start()
+    challenged.start()
     try:
         watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
                             interval_s=0.5, on_idle=idle, on_tick=tick, more_coming=placing.is_set)
     except TimeoutError:  # what never settled is reported by invariant 2 below
         _log_unsettled(stack)
     placer.join()
+    buyers_done.set()
+    challenged.join(timeout=30)
     if failure:
         raise failure[0]
 
@@ -718,10 +738,40 @@ def _payout_shape(payouts: list[dict[str, Any]], run: PayoutRun) -> dict[str, in
 
 def _workload_shape(workload: Workload, record: RunRecord) -> dict[str, int]:
     currencies = [{o["currency"] for o in c["payment_orders"]} for c in workload.checkouts]
+    cards = workload.cards.values()
     return {"checkouts": len(workload.checkouts), "charges": len(workload.charges),
             "multi_seller": sum(len(c["payment_orders"]) > 1 for c in workload.checkouts),
             "multi_currency": sum(len(c) > 1 for c in currencies), "with_jpy": sum("JPY" in c for c in currencies),
-            "single_use_payment_methods": len(record.payment_methods)}
+            "single_use_payment_methods": len(record.payment_methods),
+            **{f"threeds_{action}": sum(c.action == action for c in cards) for action, _ in BUYER_ACTIONS},
+            **{method: sum(c.method == method for c in cards) for method in DEBIT_ACCOUNTS}}
+
+
+def _buyers(api: ApiClient, sandbox: Any, workload: Workload, record: RunRecord, placing: threading.Event,
+            done: threading.Event, faults: Counter) -> None:
+    """The buyers of 3-D Secure checkouts, in their browsers: once a checkout shows next_action, complete or fail
+    the challenge (the sandbox's resolve call, as the bank's page would), or walk away. Until every challenge
+    was answered, or the pay-in has settled (`done`)."""
+    waiting = {cid: card.action for cid, card in workload.cards.items() if card.action in ("complete", "fail")}
+    while waiting and not done.is_set():
+        accepted = {order_id.rpartition("_")[0] for order_id in record.accepted_order_ids}
+        for checkout_id in [c for c in waiting if c in accepted]:
+            status, checkout, _ = api.get_checkout(checkout_id)
+            if status != 200:
+                continue
+            orders = checkout.get("payment_orders") or []
+            if checkout.get("next_action") and orders and orders[0].get("psp_reference"):
+                outcome = "succeeded" if waiting.pop(checkout_id) == "complete" else "failed"
+                try:
+                    sandbox.state.resolve_payment_intent(orders[0]["psp_reference"], outcome)
+                    faults[f"threeds_{outcome}"] += 1
+                except Exception:  # noqa: BLE001 - cancelled meanwhile (its deadline): the outcome says so
+                    faults["threeds_too_late"] += 1
+            elif orders and all(o["payment_order_status"] in ("SUCCESS", "FAILED") for o in orders):
+                waiting.pop(checkout_id)  # decided without a challenge (a fault, an overnight charge)
+        if not placing.is_set():
+            waiting = {c: a for c, a in waiting.items() if c in accepted}  # refused checkouts have no challenge
+        time.sleep(0.5)
 
 
 def _outcomes(keys: list[str], orders: list[dict[str, Any]]) -> dict[str, str]:
@@ -833,12 +883,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
     parser.add_argument("--search-lag", type=float, default=ChaosConfig.search_lag_s,
                         help="seconds of the PSP's clock before a new PaymentIntent shows in a search")
+    parser.add_argument("--async-rate", type=float, default=ASYNC_RATE,
+                        help="share of the one-currency checkouts paid by 3-D Secure or bank debit (0: none)")
     parser.add_argument("--disputes", type=float, default=ChaosConfig.disputes,
                         help="share of the succeeded charges disputed after the refunds (0: none)")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
-                         search_lag_s=args.search_lag, disputes=args.disputes)
+                         search_lag_s=args.search_lag, disputes=args.disputes, async_rate=args.async_rate)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):

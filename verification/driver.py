@@ -19,7 +19,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.names import SWEEP_INDEX
 from functions.shared.tables import batch_get
-from verification.storefront import ApiClient, PaymentMethodRefused, PaymentMethods, Workload, with_payment_method
+from verification.storefront import (
+    ApiClient,
+    PaymentMethodRefused,
+    PaymentMethods,
+    Workload,
+    token_of,
+    with_payment_method,
+)
 
 logger = logging.getLogger("verification.driver")
 
@@ -53,7 +60,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
     record = record or RunRecord()
     rng = random.Random(seed)
     plan = [(c, rng.random() < replay_rate, rng.random() < conflict_rate) for c in workload.checkouts]
-    if payment_methods is None and any(not c["credit_card_info"].get("payment_method") for c in workload.checkouts):
+    if payment_methods is None and any(not token_of(c) for c in workload.checkouts):
         raise ValueError("the workload has card numbers: pass payment_methods=PaymentMethods(psp_url)")
 
     def one(item: tuple[dict[str, Any], bool, bool]) -> None:
@@ -67,7 +74,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
             record.rejected.append((checkout["checkout_id"], error.status, error.body))
             return
         if card is not None and card.number:
-            record.payment_methods[checkout["checkout_id"]] = checkout["credit_card_info"]["payment_method"]
+            record.payment_methods[checkout["checkout_id"]] = str(token_of(checkout))
         started = time.perf_counter()
         status, body, headers = _post_with_retries(api, checkout, retries, record)
         record.post_latencies_ms.append((time.perf_counter() - started) * 1000)

@@ -22,6 +22,17 @@ DECLINING_NUMBERS = ["4000000000000002", "4000000000009995"]  # generic decline,
 # Stripe's reusable test tokens, kept for a small share of checkouts (as a server-side integration sends them).
 SUCCEEDING_TOKENS = ["pm_card_visa"]
 DECLINING_TOKENS = ["pm_card_chargeDeclined"]
+# Slower methods (issue 17), for an `async_rate` share of the one-currency checkouts: a card that needs a 3-D Secure
+# challenge (the buyer completes it, fails it or walks away), or a bank debit from Stripe's test accounts (the
+# bank answers days later: succeeded, or failed with the account's code).
+THREEDS_TOKEN = "pm_card_threeDSecure2Required"
+BUYER_ACTIONS = (("complete", 0.6), ("fail", 0.2), ("abandon", 0.2))
+DEBIT_ACCOUNTS = {"sepa_debit": ("AT611904300234573201", "AT861904300235473202"),  # succeeds, fails
+                  "us_bank_account": ("000123456789", "000222222227")}
+DEBIT_OF_CURRENCY = {"EUR": "sepa_debit", "USD": "us_bank_account"}
+DEBIT_FAIL_RATE = 0.2
+MANDATE = {"customer_acceptance": {"type": "online",
+                                   "online": {"ip_address": "198.51.100.20", "user_agent": "Mozilla/5.0 (chaos)"}}}
 # The currencies of a checkout, by weight: mostly one, some two or three. JPY has no decimals.
 CURRENCY_MIXES = [("USD",)] * 8 + [("EUR",)] * 4 + [("JPY",)] * 2 + [("USD", "EUR")] * 3 + [("EUR", "JPY")] \
     + [("USD", "JPY")] + [("USD", "EUR", "JPY")] * 2
@@ -38,7 +49,9 @@ class Card:
 
     succeeds: bool
     token: str = ""
-    number: str = ""
+    number: str = ""  # a card number, or a bank debit's IBAN or account number
+    method: str = "card"  # card | sepa_debit | us_bank_account
+    action: str = ""  # a 3-D Secure card: what the buyer does with the challenge (complete | fail | abandon)
 
 
 @dataclass
@@ -62,25 +75,56 @@ class Workload:
 
 
 def make_checkouts(count: int, seed: int = 1, decline_rate: float = 0.1, prefix: str = "chk",
-                   sellers: int = 8, buyers: int = 20, single_use_rate: float = 0.0) -> Workload:
+                   sellers: int = 8, buyers: int = 20, single_use_rate: float = 0.0,
+                   async_rate: float = 0.0) -> Workload:
     """`count` checkouts of 1-5 orders from distinct sellers, in one to three currencies (USD, EUR, JPY), each
     currency's total at least Stripe's minimum; the same for the same seed. A `single_use_rate` share of the
-    buyers type a card number (placing then needs `PaymentMethods`), the others send a reusable test token."""
+    buyers type a card number (placing then needs `PaymentMethods`), the others send a reusable test token. An
+    `async_rate` share of the one-currency checkouts pays with a 3-D Secure card or a bank debit instead (drawn
+    apart: the other draws, and so the workloads of earlier runs, do not change)."""
     rng = random.Random(seed)
     workload = Workload([])
     for n in range(count):
         checkout_id = f"{prefix}_{seed}_{n:06d}"
         card = _card(rng, decline_rate, single_use_rate)
         buyer = rng.randrange(buyers)
-        workload.cards[checkout_id] = card
-        workload.checkouts.append({
+        orders = _orders(rng, checkout_id, sellers)
+        checkout = {
             "buyer_info": {"buyer_id": f"buyer_{buyer:03d}", "name": f"Buyer {buyer}",
                            "email": f"buyer{buyer}@example.com"},
             "checkout_id": checkout_id,
             "credit_card_info": {"payment_method": card.token or None},
-            "payment_orders": _orders(rng, checkout_id, sellers),
-        })
+            "payment_orders": orders,
+        }
+        currencies = {o["currency"] for o in orders}
+        slow = random.Random(f"{seed}:async:{n}")
+        if async_rate and len(currencies) == 1 and slow.random() < async_rate:
+            card, method = _slow_method(slow, currencies.pop())
+            del checkout["credit_card_info"]
+            checkout["payment_method"] = method
+        workload.cards[checkout_id] = card
+        workload.checkouts.append(checkout)
     return workload
+
+
+def _slow_method(rng: random.Random, currency: str) -> tuple[Card, dict[str, Any]]:
+    """A 3-D Secure card (with what the buyer will do) or, in EUR or USD, half the time a bank debit."""
+    debit = DEBIT_OF_CURRENCY.get(currency)
+    if debit and rng.random() < 0.5:
+        succeeds = rng.random() >= DEBIT_FAIL_RATE
+        account = DEBIT_ACCOUNTS[debit][0 if succeeds else 1]
+        return (Card(succeeds, number=account, method=debit),
+                {"type": debit, "token": None, "mandate_data": MANDATE})
+    action = rng.choices([a for a, _ in BUYER_ACTIONS], weights=[w for _, w in BUYER_ACTIONS])[0]
+    return (Card(action == "complete", token=THREEDS_TOKEN, action=action),
+            {"type": "card", "token": THREEDS_TOKEN})
+
+
+def token_of(checkout: dict[str, Any]) -> str | None:
+    """The PaymentMethod the checkout names, in whichever field it uses; None until one is made."""
+    if "payment_method" in checkout:
+        return checkout["payment_method"].get("token")
+    return checkout["credit_card_info"].get("payment_method")
 
 
 def _card(rng: random.Random, decline_rate: float, single_use_rate: float) -> Card:
@@ -123,8 +167,19 @@ class PaymentMethods:
         self.key, self.timeout_s, self.attempts = publishable_key, timeout_s, attempts
 
     def create(self, number: str) -> str:
-        form = urlencode({"type": "card", "card[number]": number, "card[exp_month]": "12",
-                          "card[exp_year]": "2030", "card[cvc]": "123", "key": self.key}).encode()
+        return self._create({"type": "card", "card[number]": number, "card[exp_month]": "12",
+                             "card[exp_year]": "2030", "card[cvc]": "123"})
+
+    def create_bank_account(self, method: str, number: str) -> str:
+        """A bank debit's PaymentMethod: the IBAN (sepa_debit) or the US account (us_bank_account, routing
+        110000000), with the holder's name, as Stripe.js sends them."""
+        fields = ({"sepa_debit[iban]": number} if method == "sepa_debit" else
+                  {"us_bank_account[routing_number]": "110000000", "us_bank_account[account_number]": number,
+                   "us_bank_account[account_holder_type]": "individual"})
+        return self._create({"type": method, **fields, "billing_details[name]": "Chaos Buyer"})
+
+    def _create(self, fields: dict[str, str]) -> str:
+        form = urlencode({**fields, "key": self.key}).encode()
         for attempt in range(self.attempts):
             status, body = self._post(form)
             if status == 200 and str(body.get("id", "")).startswith("pm_"):
@@ -152,14 +207,18 @@ class PaymentMethods:
 
 def with_payment_method(checkout: dict[str, Any], card: Card | None,
                         payment_methods: PaymentMethods | None) -> dict[str, Any]:
-    """The body to post: a card number is tokenized once here, and every retry and replay reuses the body."""
-    if checkout["credit_card_info"].get("payment_method"):
+    """The body to post: a card number or bank account is tokenized once here, and every retry and replay reuses
+    the body."""
+    if token_of(checkout):
         return checkout
     if card is None or not card.number:
         raise ValueError(f"{checkout['checkout_id']}: no payment method and no card number to tokenize")
     if payment_methods is None:
         raise ValueError(f"{checkout['checkout_id']}: a card number needs the PSP: place_all(..., "
                          "payment_methods=PaymentMethods(psp_url))")
+    if card.method != "card":
+        token = payment_methods.create_bank_account(card.method, card.number)
+        return {**checkout, "payment_method": {**checkout["payment_method"], "token": token}}
     return {**checkout, "credit_card_info": {"payment_method": payment_methods.create(card.number)}}
 
 

@@ -262,3 +262,26 @@ def test_runtime_answers_the_handler_result(tmp_path):
     runtime = LambdaRuntime(code_root=tmp_path)
     payload, errored, _ = runtime.dispatch(_fake_function("toy_handlers.slow"), '{"sleep": 0}')
     assert (json.loads(payload), errored) == ({"slept": 0}, False)
+
+
+def test_the_timeout_counts_from_the_handlers_start_not_from_the_wait_for_an_environment(tmp_path, monkeypatch):
+    # One environment: the second invocation waits for the first. On AWS its timeout starts with its handler.
+    (tmp_path / "waits.py").write_text(
+        "import time\n\n\ndef handler(event, context):\n"
+        "    left = context.get_remaining_time_in_millis()\n    time.sleep(event['sleep'])\n    return left\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runtime = LambdaRuntime(code_root=tmp_path, function_concurrency=1)
+    answers = {}
+
+    def invoke(name, sleep):
+        payload, errored, _ = runtime.dispatch(_fake_function("waits.handler", timeout=2), json.dumps({"sleep": sleep}))
+        answers[name] = (json.loads(payload), errored)
+
+    threads = [threading.Thread(target=invoke, args=("first", 1.5)), threading.Thread(target=invoke, args=("then", 0))]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    left, errored = answers["then"]
+    assert not errored and left > 1500, left  # not 2 s less the 1.4 s it waited
