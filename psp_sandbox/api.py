@@ -280,10 +280,13 @@ class StripeApi:
     @staticmethod
     def _bank_account(kind: str, details: Any, billing: dict[str, Any]) -> TestCard:
         """The test bank account behind sepa_debit[iban] or us_bank_account[routing_number, account_number]; Stripe
-        requires the holder's name for both."""
+        requires the holder's name for both, and for SEPA their email."""
         if not billing.get("name"):
             raise errors.invalid_request("Missing required param: billing_details[name].",
                                          param="billing_details[name]", code="parameter_missing")
+        if kind == SEPA_KIND and not billing.get("email"):  # SEPA mandates name the account holder's email
+            raise errors.invalid_request("Missing required param: billing_details[email].",
+                                         param="billing_details[email]", code="parameter_missing")
         if not isinstance(details, dict):
             raise errors.invalid_request(f"Missing required param: {kind}.", param=kind, code="parameter_missing")
         if kind == SEPA_KIND:

@@ -444,7 +444,8 @@ class SandboxState:
     def return_debit(self, pi_id: str, code: str) -> PaymentIntent:
         """Sandbox extension (POST /_sandbox/payment_intents/{id}/return): the buyer's bank returns a debit that had
         succeeded (an ACH return, a SEPA refusal within its window). As Stripe: the Charge and the PaymentIntent
-        fail, the amount leaves the balance (a `payment_failure_refund`, reported as `charge_failure`), and `payment_intent.payment_failed` is sent.
+        fail, the amount leaves the balance (a `payment_failure_refund`, reported as `charge_failure`), and
+        `payment_intent.payment_failed` is sent.
         Transfers already made from it stay: the platform must take the seller's share back itself."""
         with self.lock:
             pi = self.payment_intent(pi_id)

@@ -176,7 +176,8 @@ class PaymentMethods:
         fields = ({"sepa_debit[iban]": number} if method == "sepa_debit" else
                   {"us_bank_account[routing_number]": "110000000", "us_bank_account[account_number]": number,
                    "us_bank_account[account_holder_type]": "individual"})
-        return self._create({"type": method, **fields, "billing_details[name]": "Chaos Buyer"})
+        return self._create({"type": method, **fields, "billing_details[name]": "Chaos Buyer",
+                             "billing_details[email]": "buyer@example.com"})
 
     def _create(self, fields: dict[str, str]) -> str:
         form = urlencode({**fields, "key": self.key}).encode()

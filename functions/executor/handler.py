@@ -60,10 +60,12 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
         customer, declined = _checkout_customer(work, tables, str(before.get("psp_customer", "")))
         if declined is not None:
             return declined
+    mandate = before.get("mandate_data")
     try:
-        return psp.client().charge(work, look_up_first=look_up_first, generation=generation, customer=customer)
+        return psp.client().charge(work, look_up_first=look_up_first, generation=generation, customer=customer,
+                                   mandate_data=mandate)
     except PspKeyPoisoned:
-        return _after_poisoned_key(work, tables, generation, customer)
+        return _after_poisoned_key(work, tables, generation, customer, mandate)
     except PspPermanentError as refused:
         if look_up_first or generation:
             # A refusal of a later create is no proof: an earlier call may have charged (the single-use token
@@ -72,8 +74,8 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
         raise
 
 
-def _after_poisoned_key(work: ChargeWork, tables: PaymentTables, generation: int, customer: str
-                        ) -> psp.ChargeResult:
+def _after_poisoned_key(work: ChargeWork, tables: PaymentTables, generation: int, customer: str,
+                        mandate: dict[str, Any] | None) -> psp.ChargeResult:
     """Stripe replays the 500 it stored for this key, for 24 h. Only a look-up that can be trusted may prove that
     no PaymentIntent exists; then the next key is used, once. Search settles within minutes of a creation, and a
     PaymentIntent this key made was created before the replay was first seen: so the wait is counted from then,
@@ -82,10 +84,11 @@ def _after_poisoned_key(work: ChargeWork, tables: PaymentTables, generation: int
     if clock.now() - poisoned_at < psp.SEARCH_TRUSTED_AFTER:
         raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later")
     if psp.client().find_payment_intent(work.charge_key) is not None:
-        return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer)
+        return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer,
+                                   mandate_data=mandate)
     generation = tables.retire_key(work.charge_key, generation, clock.iso())
     logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
-    return psp.client().charge(work, generation=generation, customer=customer)
+    return psp.client().charge(work, generation=generation, customer=customer, mandate_data=mandate)
 
 
 def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -> tuple[str, psp.ChargeResult | None]:

@@ -80,11 +80,20 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         aged = bool(refund.get("psp_attempted_at")) and (
             clock.now() - clock.parse_iso(str(refund["psp_attempted_at"])) > psp.IDEMPOTENCY_KEY_SAFE_AGE)
         result = psp.client().refund(refund, order, look_up_first=aged)
-        if result.status == psp.REFUND_REFUSED:
+        if result.status == psp.REFUND_REFUSED and _debit_returned(order):
+            # The bank returned the debit after this refund was accepted: Stripe took back all it had not refunded,
+            # this refund's amount included. It is done, by the return (never FAILED: that would free its amount).
+            result = psp.RefundResult("succeeded", psp_refund_id=f"returned:{refund_id}", refund_id=refund_id)
+        elif result.status == psp.REFUND_REFUSED:
             refunds.fail(refund, result.failure_code, result.failure_reason, now)
             return "failed"
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
     return _apply(refunds.get(refund_id) or refund, result, refunds)
+
+
+def _debit_returned(order: dict[str, Any]) -> bool:
+    charge = PaymentTables.from_settings().get_charge(order.get("charge_key") or "")
+    return bool(charge and charge.get("debit_returned"))
 
 
 def apply_psp_refund(refund_object_or_fields: Any, refunds: RefundsTable | None = None) -> str:

@@ -33,7 +33,7 @@ from functions.executor import payout_letters
 from functions.payment.payouts import release_payout, send_to_transfer
 from functions.shared import clock, queues
 from functions.shared.config import settings
-from functions.shared.models import ChargeWork
+from functions.shared.models import DEBIT_PAYMENT_METHOD_TYPES, ChargeWork
 from functions.shared.observability import service_metrics
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable
@@ -148,7 +148,7 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
     status = OrderStatus(charge["charge_status"])
     if status.is_final:
         return "skipped"
-    if attempts >= config.max_attempts:
+    if attempts >= config.max_attempts and not _debit_still_processing(charge, now):
         return _dead_letter(tables, charge, status, now)
     if status is OrderStatus.NOT_STARTED:
         later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
@@ -165,6 +165,15 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
     queues.start_workflow(ChargeWork.from_charge_item(started, attempt=attempts + 1))
     tables.note_execution_started(key, attempts + 1)
     return "redriven"
+
+
+def _debit_still_processing(charge: dict[str, Any], now: datetime) -> bool:
+    """A bank debit the bank has not answered yet: its look-ups are waits, not failed attempts, for
+    debit_max_wait_s from its creation (then a person looks)."""
+    created = clock.parse_iso(str(charge.get("created_at") or clock.iso(now)))
+    debit = charge.get("payment_method_type") in DEBIT_PAYMENT_METHOD_TYPES
+    waiting = debit and charge.get("psp_status") == "processing"
+    return waiting and now < created + timedelta(seconds=settings().debit_max_wait_s)
 
 
 def _dead_letter(tables: PaymentTables, charge: dict[str, Any], status: OrderStatus, now: datetime) -> str:

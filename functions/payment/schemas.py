@@ -96,7 +96,8 @@ class PaymentMethodInfo(ApiModel):
     def _supported(self) -> PaymentMethodInfo:
         if self.type not in SUPPORTED_PAYMENT_METHOD_TYPES:
             raise PydanticCustomError("payment_method_not_supported",
-                                      "payment_method type {type} is not supported yet; use card or paypal",
+                                      "payment_method type {type} is not supported yet; use card, paypal, "
+                                      "sepa_debit or us_bank_account",
                                       {"type": self.type})
         redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES
         if redirects and self.return_url is None:

@@ -41,7 +41,8 @@ def request_fingerprint(request: PaymentRequest) -> str:
         "checkout_id": request.checkout_id,
         "payment_method": request.token,
         **({"wallet": request.wallet} if request.wallet else {}),
-        **request.method_fields,
+        # the method, not the buyer's mandate acceptance: a retry from another IP address is the same checkout
+        **{k: v for k, v in request.method_fields.items() if k != "mandate_data"},
         "payment_orders": [
             {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
              "amount_minor": o.money().minor, "currency": o.money().currency}

@@ -121,8 +121,10 @@ class Tables:
 Key = tuple[str, str, str]  # seller, currency, bucket
 
 
-def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> InternalReport:
-    """`cutoff` (ISO time, default now less SETTLE): what changed after it is in flight, not judged."""
+def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "", own: frozenset[str] = frozenset()
+              ) -> InternalReport:
+    """`cutoff` (ISO time, default now less SETTLE): what changed after it is in flight, not judged. `own`: the
+    orders whose pay-in this run's fixes just wrote, which are no sign of work in flight."""
     cutoff = cutoff or clock.iso(clock.now() - SETTLE)
     report = InternalReport()
     active: set[tuple[str, str]] = set()  # seller, currency with a change after the cutoff
@@ -132,7 +134,7 @@ def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> Interna
         report.checked["ledger_transactions"] += 1
         _check_balanced(tx, report)
         _add_ledger(tx, ledger_buckets, ledger_payins)
-        if str(tx.get("created_at", "")) > cutoff:
+        if str(tx.get("created_at", "")) > cutoff and not _own(tx, own):
             active.update((e["account"].partition(":")[2], e["currency"]) for e in tx.get("entries", []))
 
     wallet_buckets: dict[Key, int] = defaultdict(int)
@@ -142,9 +144,11 @@ def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> Interna
             seller = item.get("seller_account") or item["account_id"].rpartition("#")[0]
             for bucket in WALLET_BUCKETS:
                 wallet_buckets[(seller, item["currency"], bucket)] += int(item.get(f"{bucket}_minor", 0))
-        elif item.get("kind") == PAYIN:
+            continue
+        if item.get("kind") == PAYIN:
             wallet_payins.add(item["reference"])
-        if str(item.get("updated_at") or item.get("created_at") or "") > cutoff:
+        # every balance change is written with its movement record: the movements say what is in flight
+        if str(item.get("created_at") or "") > cutoff and not _own(item, own):
             active.add((item.get("seller_account", ""), item.get("currency", "")))
 
     orders: dict[str, tuple[str, int]] = {}  # order id -> status, amount
@@ -198,7 +202,8 @@ def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> Interna
 
     if fixer and fixer.changed:
         # The fixes moved wallet balances and ledger entries: everything is read again after them.
-        return _with_fixed(reconcile(tables, fix=False, cutoff=cutoff), report.findings)
+        return _with_fixed(reconcile(tables, fix=False, cutoff=cutoff, own=frozenset(fixer.redone)),
+                           report.findings)
 
     for key in sorted(set(ledger_buckets) | set(wallet_buckets)):
         if key[:2] in active:
@@ -237,6 +242,10 @@ def reconcile(tables: Tables, *, fix: bool = False, cutoff: str = "") -> Interna
             report.findings.append(Finding(Category.REFUND_EXCEEDS_CHARGE, seller, currency, minor - charged,
                                            [order_id, *refund_ids[order_id]], f"refunds {minor} of {charged}"))
     return report
+
+
+def _own(record: dict[str, Any], own: frozenset[str]) -> bool:
+    return record.get("kind") == PAYIN and record.get("reference") in own
 
 
 def _order_finding(category: Category, order: dict[str, Any], detail: str) -> Finding:
@@ -286,6 +295,7 @@ class _Fixer:
     def __init__(self, tables: Tables):
         self.tables = tables
         self.changed = False
+        self.redone: set[str] = set()  # orders whose pay-in a step applied now
 
     def wallet_step(self, work: ChargeWork, share: Any) -> bool:
         from functions.wallet import handler as wallet_step
@@ -310,6 +320,8 @@ class _Fixer:
             return False
         applied = step(work, share)
         self.changed = True  # read again after any redo, applied or not
+        if applied:
+            self.redone.add(order["payment_order_id"])
         return applied
 
 

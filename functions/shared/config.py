@@ -50,9 +50,10 @@ class Settings(BaseModel):
     # Above executing_deadline_s, so a completion webhook can bring the parked charge forward (bring_charge_forward).
     threeds_timeout_s: int = Field(default=1800, ge=600, le=86400)
     # A bank debit (SEPA, ACH: issue 17) is `processing` for days; its outcome comes by webhook, and this is the
-    # backstop look-up if the webhook is lost. Each look-up is an attempt: max_attempts of them cover ~20 days
-    # (SEPA may take 14 business days).
+    # backstop look-up if the webhook is lost. While it is processing, its look-ups do not count against
+    # max_attempts until debit_max_wait_s from its creation (SEPA may take 14 business days, ~20 calendar days).
     debit_recheck_s: int = Field(default=4 * 86400, ge=3600, le=14 * 86400)
+    debit_max_wait_s: int = Field(default=35 * 86400, ge=86400)
     # The throughput governor (README "Throughput ceiling"; the concurrency side is infra/governor.py): the
     # seconds one PSP call may spend waiting out 429s (functions/shared/psp.py RateLimitedRetries).
     psp_rate_limit_wait_s: float = Field(default=2.0, ge=0, le=4.0)

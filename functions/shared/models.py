@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.shared.money import Money
 from functions.shared.names import charge_key
+
+# Bank debits (SEPA, ACH; issue 17): `processing` for days, decided by the buyer's bank.
+DEBIT_PAYMENT_METHOD_TYPES = frozenset({"sepa_debit", "us_bank_account"})
 
 
 class OrderShare(BaseModel):
@@ -40,11 +41,11 @@ class ChargeWork(BaseModel):
     # Every currency of the checkout (written by the API): more than one means several PaymentIntents share the
     # checkout's PaymentMethod. Empty on charges stored before the field existed (then: one).
     checkout_currencies: tuple[str, ...] = ()
-    # Other methods than a card (issue 17): the Stripe type; a redirect's (PayPal) return_url; a bank debit's
-    # mandate acceptance (Stripe's mandate_data shape). A card: "card", "" and None.
+    # Other methods than a card (issue 17): the Stripe type; a redirect's (PayPal) return_url. A card: "card" and "".
+    # A bank debit's mandate acceptance (the buyer's IP address and user agent) stays on the charge item, out of
+    # the workflow's input and so out of its dead letters: the executor reads it there.
     payment_method_type: str = "card"
     return_url: str = ""
-    mandate_data: dict[str, Any] | None = None
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
@@ -55,7 +56,6 @@ class ChargeWork(BaseModel):
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
             checkout_currencies=tuple(item.get("checkout_currencies", ())),
             payment_method_type=item.get("payment_method_type", "card"), return_url=item.get("return_url", ""),
-            mandate_data=item.get("mandate_data"),
         )
 
     @property
@@ -65,7 +65,7 @@ class ChargeWork(BaseModel):
     @property
     def is_debit(self) -> bool:
         """A bank debit (SEPA, ACH): `processing` for days, decided by the bank."""
-        return self.payment_method_type in ("sepa_debit", "us_bank_account")
+        return self.payment_method_type in DEBIT_PAYMENT_METHOD_TYPES
 
     @property
     def shares_payment_method(self) -> bool:

@@ -199,7 +199,7 @@ class PspClient:
     # -- charges -----------------------------------------------------------------------------------
 
     def charge(self, work: ChargeWork, *, look_up_first: bool = False, generation: int = 0,
-               customer: str = "") -> ChargeResult:
+               customer: str = "", mandate_data: dict[str, Any] | None = None) -> ChargeResult:
         """Create and confirm the charge's PaymentIntent, at most once.
 
         `look_up_first` (a later call for the same charge, or past the key's lifetime): an existing
@@ -228,8 +228,8 @@ class PspClient:
             params["customer"] = customer
         if work.return_url:  # a redirect method: Stripe refuses to confirm one without it
             params["return_url"] = work.return_url
-        if work.mandate_data:  # a bank debit: the buyer's acceptance of the mandate
-            params["mandate_data"] = work.mandate_data
+        if mandate_data:  # a bank debit: the buyer's acceptance of the mandate (stored with the charge)
+            params["mandate_data"] = mandate_data
         key = charge_idempotency_key(work.checkout_id, work.currency, generation)
         try:
             intent = self._stripe.v1.payment_intents.create(

@@ -326,7 +326,9 @@ class PaymentTables:
         sets = "".join(f", {name} = :{name}" for name in fields)
         return self._update_if(
             table, key,
-            f"SET {status_attribute} = :status, updated_at = :now{sets} REMOVE sweep_shard, due_at, next_action",
+            # final: out of the sweep index, and the buyer's client secret and mandate acceptance are not kept
+            f"SET {status_attribute} = :status, updated_at = :now{sets} "
+            "REMOVE sweep_shard, due_at, next_action, mandate_data",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None
@@ -393,6 +395,13 @@ class PaymentTables:
         if answer is None:
             raise KeyError(f"no charge {key}")
         return answer
+
+    def record_debit_returned(self, key: str, code: str, now: str) -> None:
+        """A SUCCESS bank debit the buyer's bank returned (once; the first code is kept): its refunds not yet made at
+        the PSP are then taken back by the return itself (functions/executor/refund.py)."""
+        self._update_charge_if(key, "SET debit_returned = if_not_exists(debit_returned, :code), updated_at = :now",
+                               "charge_status = :success", {":code": code, ":now": now,
+                                                            ":success": OrderStatus.SUCCESS.value})
 
     def record_psp_reference(self, key: str, psp_reference: str, now: str) -> None:
         """The PSP's id of the charge, as soon as it is known: later attempts retrieve it, never create."""

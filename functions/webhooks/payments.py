@@ -8,7 +8,11 @@ outcome is decided by the PSP look-up of the next attempt and finalize's conditi
 - A bank debit SUCCESS whose PaymentIntent failed afterwards (the buyer's bank returned it: ACH return, SEPA
   refusal), once a look-up at the PSP confirms it: every order is refunded through the refund path with the
   PSP's money already taken back (`taken_back_by_psp`): the seller's held share and the commission shrink, a
-  transferred share is reversed or owed, as for any refund. Refund ids `<order>-returned`: once, in any order.
+  transferred share is reversed or owed, as for any refund. Refund ids `returned:<order>` (a colon no storefront
+  refund_id may hold): once, in any order. The charge is marked returned first, so a refund accepted before the
+  return but refused by the PSP after it is booked as taken back too (functions/executor/refund.py).
+- A deciding event for a debit whose execution may still be running is not acknowledged: SQS brings it back
+  once that execution has ended, so a return never slips between a look-up and its finalize.
 - succeeded / payment_failed / canceled for an EXECUTING charge parked on a pending answer: its sweep is made due
   now (PaymentTables.bring_charge_forward), only when no execution can still be running; otherwise the running
   attempt, or the sweeper at the deadline, decides. processing / requires_action change nothing: the charge
@@ -25,14 +29,19 @@ from aws_lambda_powertools import Logger
 
 from functions.shared import clock, psp, queues
 from functions.shared.config import settings
+from functions.shared.models import DEBIT_PAYMENT_METHOD_TYPES as DEBIT_TYPES
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables
 from functions.webhooks.events import WebhookEvent
 
 logger = Logger(service="webhooks")
 
-DEBIT_TYPES = frozenset({"sepa_debit", "us_bank_account"})
-RETURNED_SUFFIX = "-returned"
+
+
+class EventNotYetApplicable(RuntimeError):
+    """Raised to have SQS deliver the event again later (the processor releases it; not a failure)."""
+
+RETURNED_PREFIX = "returned:"
 DECIDING = frozenset({"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"})
 
 
@@ -58,13 +67,21 @@ def payment_intent_event(event: WebhookEvent, tables: PaymentTables | None = Non
     if charge.get("dead_letter_reason"):
         return "left_for_operator"  # a human holds it (WorkflowDlq); `ops` redrives it
     if status is OrderStatus.NOT_STARTED or "due_at" not in charge:
-        return "in_flight"
+        return _in_flight(charge)
     now = clock.now()
     no_run_before = clock.iso(now + timedelta(seconds=settings().executing_deadline_s))
     if tables.bring_charge_forward(key, charge["due_at"], clock.iso(now), no_run_before):
         logger.info("charge re-drive brought forward by a webhook", extra={"charge_key": key,
                                                                           "event_type": event.type})
         return "redrive_due"
+    return _in_flight(charge)
+
+
+def _in_flight(charge: dict) -> str:
+    """A card's running attempt looks the PaymentIntent up itself. A debit's event is kept (SQS redelivers it):
+    a return landing after that look-up would otherwise be lost once the attempt finalizes SUCCESS."""
+    if charge.get("payment_method_type") in DEBIT_TYPES:
+        raise EventNotYetApplicable(f"{charge['charge_key']}: an attempt may be running; the event comes back")
     return "in_flight"
 
 
@@ -77,9 +94,10 @@ def _debit_returned(charge: dict) -> str:
     if current.outcome != psp.FAILED:
         return "already_final"
     code = current.failure_code or "debit_returned"
+    PaymentTables.from_settings().record_debit_returned(charge["charge_key"], code, clock.iso())
     for order in charge["orders"]:
-        # built, not validated: an order id may already use the 64 characters a storefront's refund_id may
-        request = RefundRequest.model_construct(refund_id=f"{order['payment_order_id']}{RETURNED_SUFFIX}",
+        # built, not validated: the prefix's colon is outside what a storefront's refund_id may hold
+        request = RefundRequest.model_construct(refund_id=f"{RETURNED_PREFIX}{order['payment_order_id']}",
                                                 amount=None, reason=f"bank returned the debit: {code}")
         try:
             refunds.create_refund(order["payment_order_id"], request, taken_back_by_psp=code)

@@ -25,7 +25,8 @@ def sandbox_post(stack, path: str, data: bytes, content_type: str, key: str = ""
 
 
 def test_a_sepa_checkout_is_processing_until_the_bank_answers_then_succeeds(stack, api):
-    form = {"type": "sepa_debit", "sepa_debit[iban]": "AT611904300234573201", "billing_details[name]": "Jenny Rosen"}
+    form = {"type": "sepa_debit", "sepa_debit[iban]": "AT611904300234573201", "billing_details[name]": "Jenny Rosen",
+            "billing_details[email]": "jenny@example.com"}
     pm = sandbox_post(stack, "/v1/payment_methods", urllib.parse.urlencode(form).encode(),
                       "application/x-www-form-urlencoded", key="pk_test_sandbox")
     assert pm["type"] == "sepa_debit" and pm["sepa_debit"]["last4"] == "3201"

@@ -153,10 +153,10 @@ def test_a_debit_the_bank_returns_after_success_is_refunded_with_the_sellers_sha
     assert processor.process(body) == "debit_returned"
     refunds = RefundsTable.from_settings()
     for order_id in ("chk_ret_0", "chk_ret_1"):
-        returned = refunds.get(f"{order_id}-returned")
+        returned = refunds.get(f"returned:{order_id}")
         assert returned["taken_back_by_psp"] == "insufficient_funds"
         assert refund_worker.drive(returned["refund_id"]) in ("succeeded", "completed", "complete")
-        assert refunds.get(f"{order_id}-returned")["refund_status"] == "SUCCEEDED"
+        assert refunds.get(f"returned:{order_id}")["refund_status"] == "SUCCEEDED"
     # the seller's held share left the wallet with the money; no Refund was asked of the PSP
     assert WalletTable.from_settings().balances("seller_a")["USD"]["pending_minor"] == 0
     assert not workflow.state.refunds
@@ -165,7 +165,7 @@ def test_a_debit_the_bank_returns_after_success_is_refunded_with_the_sellers_sha
     from functions.webhooks import payments
     from functions.webhooks.events import WebhookEvent
     assert payments.payment_intent_event(WebhookEvent.model_validate_json(body)) == "debit_returned"
-    assert refunds.get("chk_ret_0-returned")["refund_status"] == "SUCCEEDED"
+    assert refunds.get("returned:chk_ret_0")["refund_status"] == "SUCCEEDED"
 
 
 def test_a_forged_or_stale_failure_event_for_a_succeeded_debit_changes_nothing(workflow):
@@ -181,4 +181,90 @@ def test_a_forged_or_stale_failure_event_for_a_succeeded_debit_changes_nothing(w
     forged = json.loads(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded"))
     forged.update(id="evt_forged", type="payment_intent.payment_failed")
     assert payments.payment_intent_event(WebhookEvent.model_validate(forged)) == "already_final"  # the PSP says paid
-    assert RefundsTable.from_settings().get("chk_forged_0-returned") is None
+    assert RefundsTable.from_settings().get("returned:chk_forged_0") is None
+
+
+def test_a_refund_accepted_before_the_return_but_refused_after_it_is_taken_back_too(workflow):
+    # A partial refund is accepted, the bank returns the whole debit before the worker reaches Stripe, and Stripe
+    # refuses that refund then: it must not end FAILED (freeing 5.00 the platform no longer holds).
+    from functions.executor import refund as refund_worker
+    from functions.payment import refunds as refund_api
+    from functions.payment.schemas import RefundRequest
+    from functions.shared import queues
+    from functions.shared.tables import RefundsTable, WalletTable
+
+    charge = debiting(workflow, "chk_part", "us_bank_account", "USD", ACH_ACCOUNTS["000123456789"])
+    bank_answers(workflow)
+    processor.process(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded"))
+    assert redrive("chk_part", "USD")["charge_status"] == "SUCCESS"
+    sent = []
+    real_send = queues.enqueue_refund
+    queues.enqueue_refund = lambda refund_id, *a, **k: sent.append(refund_id)  # the worker is not reached yet
+    try:
+        refund_api.create_refund("chk_part_0", RefundRequest(refund_id="r1", amount="5.00"))
+        workflow.state.return_debit(charge["psp_reference"], "insufficient_funds")
+        assert processor.process(delivered(workflow, charge["psp_reference"], "payment_intent.payment_failed")) == (
+            "debit_returned")
+    finally:
+        queues.enqueue_refund = real_send
+    refunds = RefundsTable.from_settings()
+    assert refunds.get("returned:chk_part_0")["amount_minor"] == 734  # what remained beside r1
+    for refund_id in ("r1", "returned:chk_part_0", "returned:chk_part_1"):
+        refund_worker.drive(refund_id)
+        assert refunds.get(refund_id)["refund_status"] == "SUCCEEDED", refund_id
+    assert not workflow.state.refunds  # Stripe made none: r1 was refused, the return took its amount
+    order = PaymentTables.from_settings().get_order("chk_part_0")
+    assert int(order["refunded_minor"]) == 1234
+    assert WalletTable.from_settings().balances("seller_a")["USD"]["pending_minor"] == 0
+
+
+def test_a_debit_waits_past_max_attempts_until_its_bank_answers(workflow):
+    debiting(workflow, "chk_slow", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    for _ in range(settings().max_attempts + 1):  # every backstop look-up finds it still processing
+        clock.advance(settings().debit_recheck_s + 1)
+        assert redrive("chk_slow", "EUR")["charge_status"] == "EXECUTING"
+    bank_answers(workflow)  # day 25: the bank answers
+    clock.advance(settings().debit_recheck_s + 1)
+    assert redrive("chk_slow", "EUR")["charge_status"] == "SUCCESS"
+
+
+def test_a_debit_never_answered_is_dead_lettered_after_the_longest_wait(workflow):
+    debiting(workflow, "chk_never", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    created = clock.parse_iso(PaymentTables.from_settings().get_charge("chk_never#EUR")["created_at"])
+    for _ in range(20):
+        clock.advance(settings().debit_recheck_s + 1)
+        counts = sweeper.sweep()
+        if counts["dead_lettered"]:
+            break
+        charge = PaymentTables.from_settings().get_charge("chk_never#EUR")
+        run_charge(work_of("chk_never", "EUR", attempt=int(charge["attempts"])))
+    # a person looks once the longest wait has passed, not after max_attempts look-ups
+    assert counts["dead_lettered"] == 1
+    assert clock.now() >= created + timedelta(seconds=settings().debit_max_wait_s)
+    assert clock.now() < created + timedelta(seconds=settings().debit_max_wait_s + settings().debit_recheck_s + 2)
+
+
+def test_the_buyers_mandate_acceptance_stays_out_of_the_workflow_and_goes_once_final(workflow):
+    charge = debiting(workflow, "chk_priv", "sepa_debit", "EUR", SEPA_IBANS["AT611904300234573201"])
+    assert charge["mandate_data"] == MANDATE  # sent to Stripe from here, on every retry of the create
+    assert "mandate_data" not in work_of("chk_priv", "EUR").model_dump_json()
+    # the same checkout retried from another IP address is the same checkout, not a conflict
+    again = request_of("chk_priv", "sepa_debit", "EUR", token=charge["payment_method"], mandate_data={
+        "customer_acceptance": {"type": "online", "online": {"ip_address": "192.0.2.1", "user_agent": "x"}}})
+    assert service.place_checkout(again)[1] is True
+    bank_answers(workflow)
+    processor.process(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded"))
+    assert redrive("chk_priv", "EUR")["charge_status"] == "SUCCESS"
+    assert "mandate_data" not in PaymentTables.from_settings().get_charge("chk_priv#EUR")
+
+
+def test_a_deciding_event_for_a_debit_whose_attempt_may_run_comes_back_later(workflow):
+    from functions.webhooks import payments
+    from functions.webhooks.events import WebhookEvent
+
+    charge = debiting(workflow, "chk_busy", "us_bank_account", "USD", ACH_ACCOUNTS["000123456789"])
+    bank_answers(workflow)
+    event = WebhookEvent.model_validate_json(delivered(workflow, charge["psp_reference"], "payment_intent.succeeded"))
+    assert payments.payment_intent_event(event) == "redrive_due"
+    with pytest.raises(payments.EventNotYetApplicable):  # brought forward: an attempt may start any moment
+        payments.payment_intent_event(event)

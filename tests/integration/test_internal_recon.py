@@ -171,3 +171,15 @@ def test_a_redo_that_finds_its_work_done_is_not_counted_as_a_fix(aws_env):
     order = tables.payments.get_order("chk_race_0")
     # the wallet step completed between the scans and the fix: the redo applies nothing
     assert fixer.redo(order, fixer.wallet_step) is False and fixer.redo(order, fixer.ledger_step) is False
+
+
+def test_a_fix_does_not_hide_another_mismatch_of_the_same_seller(aws_env):
+    paid("chk_w", wallet=["chk_w_0"])  # seller_a's wallet credit is missing: fixed by the run
+    db().put_item(TableName=settings().ledger_table, Item=to_item({  # and, unrelated, a hand-written entry
+        "transaction_id": "manual#3", "kind": "manual", "reference": "3", "entries": [
+            {"account": "seller_pending:seller_a", "amount_minor": -100, "currency": "USD"},
+            {"account": "psp_receivable:stripe", "amount_minor": 100, "currency": "USD"}]}))
+    report = internal.reconcile(internal.Tables.from_settings(), fix=True)
+    assert found(report) == [
+        ("order_success_without_wallet_credit", "seller_a", "USD", 1234, ("chk_w_0",), True),
+        ("wallet_ledger_mismatch", "seller_a", "USD", 100, ("seller_a:pending",), False)]

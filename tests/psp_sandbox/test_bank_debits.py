@@ -14,7 +14,8 @@ MANDATE = {"customer_acceptance": {"type": "online",
 
 def sepa(client, iban="AT611904300234573201"):
     return client.v1.payment_methods.create(params={
-        "type": "sepa_debit", "sepa_debit": {"iban": iban}, "billing_details": {"name": "Jenny Rosen"}})
+        "type": "sepa_debit", "sepa_debit": {"iban": iban},
+        "billing_details": {"name": "Jenny Rosen", "email": "jenny@example.com"}})
 
 
 def ach(client, account="000123456789"):
@@ -105,3 +106,10 @@ def test_a_succeeded_debit_returned_by_the_bank_fails_and_leaves_the_balance(cli
     assert types[-1] == "payment_intent.payment_failed"
     with pytest.raises(Exception, match="Only a succeeded bank debit"):  # once
         sandbox.state.return_debit(intent.id, "insufficient_funds")
+
+
+def test_a_sepa_payment_method_needs_the_holders_email(client):
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.payment_methods.create(params={"type": "sepa_debit", "sepa_debit": {"iban": "AT611904300234573201"},
+                                                 "billing_details": {"name": "Jenny Rosen"}})
+    assert caught.value.param == "billing_details[email]"
