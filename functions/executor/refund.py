@@ -26,6 +26,7 @@ from functions.ledger import journal
 from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
 from functions.shared.money import Money
+from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import service_metrics
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import (
@@ -68,7 +69,10 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
     if refund["refund_status"] == REFUND_SUCCEEDED:
         return complete(refund, refunds)
     now = clock.iso()
-    if refund.get("psp_refund_id"):
+    if refund.get("psp") == OFFLINE_PSP:  # a bounced check or money order (issue 17): the bank took the money back
+        result = psp.RefundResult("succeeded", psp_refund_id=f"bank:{refund_id}", refund_id=refund_id)
+        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+    elif refund.get("psp_refund_id"):
         result = psp.refund_result(psp.client().retrieve_refund(refund["psp_refund_id"]))
     else:
         order = PaymentTables.from_settings().get_order(refund["payment_order_id"])

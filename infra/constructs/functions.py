@@ -225,7 +225,8 @@ class Functions(Construct):
         # PaymentApi stores event + orders + charges in one TransactWriteItems and answers status reads.
         self._table(self.payment_api, t.payment_events, READ + WRITE)
         self._table(self.payment_api, t.payment_orders, READ + WRITE)
-        self._table(self.payment_api, t.charges, ["dynamodb:PutItem"])
+        # PutItem: a checkout's charges; GetItem, UpdateItem: a check or money order's funds recorded (issue 17)
+        self._table(self.payment_api, t.charges, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"])
         # OrderStarter reads the charge, moves it (then its orders) to EXECUTING, then starts its workflow.
         self._table(self.order_starter, t.charges, get_update)
         self._table(self.order_starter, t.payment_orders, ["dynamodb:UpdateItem"])
