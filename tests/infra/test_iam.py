@@ -35,7 +35,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "PaymentApi": {
         "table:PaymentEvents": READ | WRITE,
         "table:PaymentOrders": READ | WRITE,
-        "table:Charges": {"dynamodb:PutItem"},  # only inside the checkout's transaction
+        # PutItem only inside the checkout's transaction; GetItem, UpdateItem: a check's funds recorded (issue 17)
+        "table:Charges": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
         "queue:OrdersQueue": SEND,
         "table:Sellers": READ | WRITE,
         "table:Payouts": READ | WRITE,  # release (creating the item of an order settled before pay-outs)
