@@ -36,6 +36,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
     INTERNAL_REPORTS_PREFIX,
     LEDGER_ORDER_INDEX,
     QUARANTINE_PREFIX,
+    RECEIPTS_INDEX,
     REFERENCE_INDEX,
     REPORTS_PREFIX,
     SWEEP_INDEX,

@@ -101,6 +101,9 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             # sweeper reads the charges' own index.
             "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
             "due_at": funds_due or due_at,
+            # a check's reference, so a bank deposit naming it finds the order (the orders' reference index)
+            **({"psp_reference": offline_reference(charge_key(request.checkout_id, summary["currency"]))}
+               if offline else {}),
         }
         for summary in summaries
     ]

@@ -40,6 +40,9 @@ ENV_REVIEW_DLQ_URL = "REVIEW_DLQ_URL"
 SWEEP_INDEX = "sweep"  # on Charges, PaymentOrders and Payouts: what is not final yet, by shard and deadline
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
+# On Charges, sparse: the offline receipts (issue 17) by the UTC day they were recorded; the bank's deposit file of
+# that day is matched against them (functions/recon/bank.py).
+RECEIPTS_INDEX = "offline_receipts"
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
 TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
 AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account

@@ -37,6 +37,7 @@ from functions.shared.names import (
     FILE_RUN_SORT_KEY,
     LEDGER_ORDER_INDEX,
     MOVEMENT_SORT_KEY,
+    RECEIPTS_INDEX,
     REFERENCE_INDEX,
     SELLER_ACCOUNT_INDEX,
     SWEEP_INDEX,
@@ -517,10 +518,16 @@ class PaymentTables:
         its sweep is due now, so the sweeper's next run starts the attempt that finalizes it SUCCESS. None: not
         recorded (already, too late, or no such waiting charge; the caller reads the charge to say which)."""
         return self._update_charge_if(
-            key, "SET offline_receipt = :receipt, due_at = :now, updated_at = :now",
+            key, "SET offline_receipt = :receipt, receipt_day = :day, due_at = :now, updated_at = :now",
             "charge_status = :executing AND attribute_exists(offline_method) AND attribute_not_exists(offline_receipt)"
             " AND funds_due_by > :now",
-            {":receipt": receipt, ":now": now, ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+            {":receipt": receipt, ":day": now[:10], ":now": now, ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+
+    def charges_with_receipts_of(self, day: str) -> list[str]:
+        """Keys of the offline charges whose funds were recorded on `day` (YYYY-MM-DD, UTC), from the sparse
+        receipts index (eventually consistent: a receipt of the last second may be missing)."""
+        keys = _query(self._db, self.charges_table, RECEIPTS_INDEX, "receipt_day = :day", {":day": day})
+        return [key["charge_key"] for key in keys]
 
     def record_offline_bounce(self, key: str, now: str) -> dict[str, Any] | None:
         """The recorded check bounced: noted once on the SUCCESS charge (its refunds do the rest). None: not SUCCESS,

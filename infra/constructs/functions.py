@@ -253,6 +253,8 @@ class Functions(Construct):
         self._table(self.recon, t.charges, get_update)
         self._table(self.recon, t.payment_orders, ["dynamodb:UpdateItem"])
         self._table(self.recon, t.payment_events, ["dynamodb:BatchGetItem"])  # a checkout's orders, by currency
+        # A bank deposit file (issue 17) against the day's offline receipts.
+        self._allow(self.recon, ["dynamodb:Query"], [f"{t.charges.table_arn}/index/{names.RECEIPTS_INDEX}"])
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
                                                      f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])
         self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])

@@ -254,3 +254,41 @@ def test_the_service_refuses_with_codes_the_ops_tool_prints(workflow):
     with pytest.raises(DomainError) as refused:
         offline.record_payment("chk_mo", request)
     assert refused.value.code == "offline_reference_mismatch"
+
+
+# --- recon: the bank's deposit file of a day ------------------------------------------------------------------
+
+
+def test_a_bank_deposit_file_is_matched_against_the_offline_charges_and_the_days_receipts(workflow):
+    from functions.recon.outcomes import Category
+    from functions.recon.service import RunStatus, SettlementObject, reconcile
+
+    for checkout_id in ("chk_m", "chk_short", "chk_wait", "chk_lost"):
+        placed(checkout_id)
+    for checkout_id in ("chk_m", "chk_short", "chk_lost"):
+        assert record(checkout_id, reference=offline_reference(f"{checkout_id}#USD"))[0] == 202
+    day = clock.iso()[:10]
+    deposits = "\n".join([
+        "Date,Amount,Currency,Reference",
+        f"{day},45.00,USD,{offline_reference('chk_m#USD').lower()}",  # matched, as typed by the bank clerk
+        f"{day},40.00,USD,{offline_reference('chk_short#USD')}",  # amount mismatch
+        f"{day},45.00,USD,{offline_reference('chk_wait#USD')}",  # deposited, never recorded
+        f"{day},12.00,USD,MP-ZZZZZ-ZZZZZ",  # nobody's charge
+        f"{day},45.00,USD,{offline_reference('chk_m#USD')}",  # the same check twice
+        f"{day},4x.00,USD,MP-YYYYY-YYYYY",  # unreadable
+    ]) + "\n"
+    bucket = settings().settlement_bucket
+    key = f"incoming/bank/{day}.csv"
+    boto3.client("s3", region_name="us-east-1").put_object(Bucket=bucket, Key=key, Body=deposits.encode())
+    result = reconcile(SettlementObject(bucket, key, "seq-1"))
+    assert result.status is RunStatus.PROCESSED, result
+    counts = {name: value["count"] for name, value in result.summary["categories"].items() if value["count"]}
+    assert counts == {Category.MATCHED: 1, Category.AMOUNT_MISMATCH: 1, Category.DEPOSIT_NOT_RECORDED: 1,
+                      Category.DEPOSIT_WITHOUT_CHARGE: 1, Category.DUPLICATE_SETTLEMENT: 1,
+                      Category.MALFORMED_ROW: 1, Category.RECORDED_WITHOUT_DEPOSIT: 1}
+    assert result.summary["deposit_day"] == day and result.summary["unexplained"] == 6
+    body = boto3.client("s3", region_name="us-east-1").get_object(Bucket=bucket, Key=result.summary["report_json"])
+    lost = [f for f in json.loads(body["Body"].read())["discrepancies"] if f["category"] == "recorded_without_deposit"]
+    assert [(f["psp_reference"], f["our_amount"]) for f in lost] == [(offline_reference("chk_lost#USD"), "45.00")]
+    # the same file again changes nothing and reports nothing new
+    assert reconcile(SettlementObject(bucket, key, "seq-1")).status is RunStatus.ALREADY_DONE
