@@ -292,3 +292,35 @@ def test_a_bank_deposit_file_is_matched_against_the_offline_charges_and_the_days
     assert [(f["psp_reference"], f["our_amount"]) for f in lost] == [(offline_reference("chk_lost#USD"), "45.00")]
     # the same file again changes nothing and reports nothing new
     assert reconcile(SettlementObject(bucket, key, "seq-1")).status is RunStatus.ALREADY_DONE
+
+
+def test_an_offline_orders_payout_is_transferred_from_the_balance_and_a_bounce_after_reverses_it(sandbox):
+    from functions.executor import transfer
+    from tests.integration.support import place
+    from tests.integration.test_executor_checkout import begin
+    from tests.integration.test_transfer import registered, released, transfers_of
+    from verification.storefront import PaymentMethods
+
+    create_machine(boto3.client("stepfunctions", region_name="us-east-1"))
+    account = registered(sandbox, seller="seller_a")
+    placed()
+    record()
+    swept_and_run()
+    released("chk_off_0")
+    # the check's money is in the bank, not at Stripe: until the platform funds its Stripe balance, the transfer
+    # waits as any balance_short one does
+    assert transfer.drive("chk_off_0") == "balance_short"
+    funding = PaymentMethods(sandbox.url).create("4000000000000077")  # available at once, as a top-up would be
+    place("chk_fund", orders=(("seller_z", "100.00", "USD"),), card=funding)
+    assert run_charge(begin("chk_fund", "USD"))["charge_status"] == "SUCCESS"
+    assert transfer.drive("chk_off_0") == "transferred"
+    [sent] = transfers_of(sandbox, "chk_off_0")
+    assert (sent.amount, sent.destination, sent.source_transaction) == (3600, account, None)
+    assert bounce()[0] == 202
+    drain(settings().refunds_queue_url)
+    assert refund_worker.drive("chk_off_0-bounce") == "succeeded"
+    stored = RefundsTable.from_settings().get("chk_off_0-bounce")
+    assert (stored["timing"], stored["reversal_status"], stored["seller_share_minor"]) == (
+        "transferred", "SUCCEEDED", 3600)
+    assert transfers_of(sandbox, "chk_off_0")[0].amount_reversed == 3600
+    wallet_matches_ledger()
