@@ -78,11 +78,15 @@ def orders_of(checkout_id="chk_off"):
 
 
 def wallet_matches_ledger():
+    """The chaos run's invariants, and the nightly internal reconciliation, find the books consistent."""
+    from functions.recon import internal
+
     snap = Snapshot(orders=list(PaymentTables.from_settings().scan_orders()),
                     ledger=list(LedgerTable.from_settings().scan()), wallet=list(WalletTable.from_settings().scan()),
                     psp_charges=[])
     assert invariants._wallet_matches_ledger(snap) == []
     assert invariants._ledger_balances(snap) == []
+    assert internal.reconcile(internal.Tables.from_settings(), fix=False).findings == []
 
 
 def test_a_check_checkout_waits_for_funds_and_shows_the_instructions(workflow):
