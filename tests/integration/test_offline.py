@@ -328,3 +328,29 @@ def test_an_offline_orders_payout_is_transferred_from_the_balance_and_a_bounce_a
         "transferred", "SUCCEEDED", 3600)
     assert transfers_of(sandbox, "chk_off_0")[0].amount_reversed == 3600
     wallet_matches_ledger()
+
+
+def test_concurrent_records_of_one_check_record_it_once(workflow):
+    from concurrent.futures import ThreadPoolExecutor
+
+    placed()
+    request = OfflinePaymentRequest(amount="45.00", currency="USD", reference=REFERENCE)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: offline.record_payment("chk_off", request), range(4)))
+    assert sorted(replayed for _, replayed in answers) == [False, True, True, True]
+    assert len({view.recorded_at for view, _ in answers}) == 1
+    assert swept_and_run()["charge_status"] == "SUCCESS"
+
+
+def test_a_bounce_after_a_refund_in_full_of_one_order_refunds_the_rest(workflow):
+    from functions.payment import refunds as refunds_api
+    from functions.payment.schemas import RefundRequest
+
+    placed()
+    record()
+    swept_and_run()
+    refunds_api.create_refund("chk_off_1", RefundRequest(refund_id="rf_first", reason="returned"))
+    status, body, _ = bounce()
+    assert (status, body["status"]) == (202, "bounced")
+    made = RefundsTable.from_settings().get_many(["chk_off_0-bounce", "chk_off_1-bounce"])
+    assert sorted(made) == ["chk_off_0-bounce"] and int(made["chk_off_0-bounce"]["amount_minor"]) == 4000
