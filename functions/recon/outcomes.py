@@ -29,6 +29,11 @@ class Category(StrEnum):
     RECORDED_WITHOUT_DEPOSIT = "recorded_without_deposit"  # funds recorded that day, no deposit in the day's file
 
 
+# Only a bank deposit file has these (functions/recon/bank.py); a PSP's file never does.
+DEPOSIT_CATEGORIES = frozenset({Category.DEPOSIT_WITHOUT_CHARGE, Category.DEPOSIT_NOT_RECORDED,
+                                Category.RECORDED_WITHOUT_DEPOSIT})
+
+
 class Fix(StrEnum):
     """Automatic, idempotent corrections where the PSP's record is authoritative."""
 
