@@ -36,6 +36,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
     INTERNAL_REPORTS_PREFIX,
     LEDGER_ORDER_INDEX,
     QUARANTINE_PREFIX,
+    RECEIPTS_INDEX,
     REFERENCE_INDEX,
     REPORTS_PREFIX,
     SWEEP_INDEX,
@@ -262,6 +263,12 @@ REFUND_ROUTES = (
     ("GET", "/v1/refunds/{refund_id}"),
 )
 ROUTES = (*ROUTES, *REFUND_ROUTES)
+# Checks and money orders (issue 17): an operator records the funds, or a bounce (functions/payment/offline.py).
+OFFLINE_ROUTES = (
+    ("POST", "/v1/checkouts/{checkout_id}/offline_payments"),
+    ("POST", "/v1/checkouts/{checkout_id}/offline_payments/bounce"),
+)
+ROUTES = (*ROUTES, *OFFLINE_ROUTES)
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, REFUND_WORKER)
 
 # --- disputes (issue 16): infra/constructs/disputes.py -------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import boto3
 
 from functions.auth.keys import issue as issue_key
-from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, WEBHOOK_EVENT_TYPES, WEBHOOK_PATH
+from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, SCOPES, WEBHOOK_EVENT_TYPES, WEBHOOK_PATH
 from functions.shared.tables import ApiKeysTable
 from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
@@ -251,11 +251,12 @@ class LocalStack:
 
     @staticmethod
     def _development_key(function_envs: dict[str, dict[str, str]]) -> str | None:
-        """A key of the default client with every scope, as `python -m ops keys create default` makes one; none
+        """A key of the default client with every scope (the operator's offline_payments:write too, which `python -m
+        ops keys create` gives only when asked), so the local stack's key can try every route; none
         for a template without the keys' table (the toy stacks of tests/local). The table is the one this
         stack's functions name, never one a previous test left in the environment."""
         tables = {env[ENV_API_KEYS_TABLE] for env in function_envs.values() if env.get(ENV_API_KEYS_TABLE)}
-        return issue_key(ApiKeysTable(tables.pop()), DEFAULT_CLIENT_ID) if len(tables) == 1 else None
+        return issue_key(ApiKeysTable(tables.pop()), DEFAULT_CLIENT_ID, SCOPES) if len(tables) == 1 else None
 
     def _store_psp_key(self, function_envs: dict[str, dict[str, str]]) -> None:
         """The PSP's secret key, where the template says the functions read it (created outside CloudFormation

@@ -622,7 +622,8 @@ def _keys(resources: Resources) -> Any:
 def keys_create(
     ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="the storefront client the key acts for")],
-    scopes: Annotated[list[str] | None, typer.Option("--scopes", help="repeat for each (default: every scope)")]
+    scopes: Annotated[list[str] | None, typer.Option("--scopes", help="repeat for each (default: every scope but "
+                                                               "the operator's offline_payments:write)")]
     = None,
     live: Annotated[bool, typer.Option("--live", help="an mk_live_ key (default: mk_test_)")] = False,
     rate_limit: Annotated[int | None, typer.Option("--rate-limit", help="requests per second (default: 50)")]
@@ -630,11 +631,12 @@ def keys_create(
 ) -> None:
     """Make a key and print it once: only its SHA-256 is stored, so it cannot be shown again."""
     from functions.auth.keys import issue
-    from functions.shared.names import SCOPES
+    from functions.shared.names import DEFAULT_SCOPES
 
     def body(ops: Ops) -> None:
         try:
-            key = issue(_keys(ops.resources), client_id, scopes or SCOPES, "live" if live else "test", rate_limit)
+            key = issue(_keys(ops.resources), client_id, scopes or DEFAULT_SCOPES, "live" if live else "test",
+                        rate_limit)
         except ValueError as error:
             raise OpsError(str(error)) from error
         ops.console.print(f"key for {client_id} (shown once; keep it in the storefront's secret store):")
@@ -719,5 +721,69 @@ def recon_internal(
                           f"(.json, .csv)")
         if summary["unexplained"]:
             raise typer.Exit(1)
+
+    _guarded(ctx, body)
+
+
+# -- offline payments (issue 17) ---------------------------------------------------------------------------
+
+offline_app = typer.Typer(no_args_is_help=True, help="Checks and money orders: record the funds, or a bounce.")
+app.add_typer(offline_app, name="offline")
+
+
+def _offline_answer(ops: Ops, run: Any) -> None:
+    from functions.shared.errors import DomainError
+
+    ops.resources.export_for_shared_code("payouts_table", "sellers_table", "refunds_table", "refunds_queue_url")
+    try:
+        view, replayed = run()
+    except DomainError as refused:
+        raise OpsError(f"{refused.code}: {refused.message}") from refused
+    line = Text(f"{view.status}{' (recorded before: nothing changed)' if replayed else ''}: ",
+                style="cyan" if replayed else "green")
+    line.append(f"{view.checkout_id} {view.amount} {view.currency} {view.method} {view.reference} "
+                f"recorded {view.recorded_at}" + (f", bounced {view.bounced_at}" if view.bounced_at else ""))
+    ops.console.print(line)
+
+
+@offline_app.command("record")
+def offline_record(
+    ctx: typer.Context,
+    checkout_id: Annotated[str, typer.Argument(help="the checkout paid by check or money order")],
+    amount: Annotated[str, typer.Option("--amount", help='as received, e.g. "45.00": must be the charge\'s')],
+    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code of the charge")],
+    reference: Annotated[str, typer.Option("--reference", help="as written on the payment (MP-XXXXX-XXXXX)")],
+) -> None:
+    """Record a check's or money order's funds (what POST /v1/checkouts/{id}/offline_payments does): the orders
+    finalize SUCCESS with the sweeper's next run. Sent again, it changes nothing."""
+    from functions.payment import offline
+    from functions.payment.schemas import OfflinePaymentRequest
+
+    def body(ops: Ops) -> None:
+        try:
+            request = OfflinePaymentRequest(amount=amount, currency=currency.upper(), reference=reference)
+        except ValueError as error:
+            raise OpsError(f"invalid amount or currency: {error}") from None
+        _offline_answer(ops, lambda: offline.record_payment(checkout_id, request))
+
+    _guarded(ctx, body)
+
+
+@offline_app.command("bounce")
+def offline_bounce(
+    ctx: typer.Context,
+    checkout_id: Annotated[str, typer.Argument(help="the checkout whose recorded check or money order bounced")],
+    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code of the charge")],
+    reference: Annotated[str, typer.Option("--reference", help="the charge's reference (MP-XXXXX-XXXXX)")],
+) -> None:
+    """The bank returned a recorded check or money order: each order is refunded of what remains through the
+    refund path (the seller's share included). Refused before the orders are SUCCESS; sent again, it completes
+    what is missing and changes nothing else."""
+    from functions.payment import offline
+    from functions.payment.schemas import OfflineBounceRequest
+
+    def body(ops: Ops) -> None:
+        request = OfflineBounceRequest(currency=currency.upper(), reference=reference)
+        _offline_answer(ops, lambda: offline.bounce(checkout_id, request))
 
     _guarded(ctx, body)

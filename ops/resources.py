@@ -56,6 +56,7 @@ VALUES: dict[str, Value] = {
                                    runtime.ENV_NOTIFICATIONS_DLQ_URL),
     "api_keys_table": Value(names.OUT_API_KEYS_TABLE, runtime.ENV_API_KEYS_TABLE),
     "refunds_table": Value(names.OUT_REFUNDS_TABLE, runtime.ENV_REFUNDS_TABLE),
+    "refunds_queue_url": Value(names.OUT_REFUNDS_QUEUE, runtime.ENV_REFUNDS_QUEUE_URL),
     "settlement_bucket": Value(names.OUT_SETTLEMENT_BUCKET, runtime.ENV_SETTLEMENT_BUCKET),
 }
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from functions.auth import tenancy
 from functions.shared import clock
-from functions.shared.names import API_KEY_PREFIXES, SCOPES
+from functions.shared.names import API_KEY_PREFIXES, DEFAULT_SCOPES, SCOPES
 from functions.shared.tables import ApiKeysTable
 
 _KEY = re.compile(r"mk_(test|live)_[A-Za-z0-9_-]{43}")
@@ -42,7 +42,7 @@ def bearer_key(authorization: str | None) -> str | None:
     return key.strip()
 
 
-def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = SCOPES, mode: str = "test",
+def issue(table: ApiKeysTable, client_id: str, scopes: Sequence[str] = DEFAULT_SCOPES, mode: str = "test",
           rate_limit_per_s: int | None = None) -> str:
     """A new key for `client_id`, stored as its hash; the key itself is returned once and kept nowhere. Without
     `rate_limit_per_s` the client gets the default limit (settings.default_rate_limit_per_s)."""

@@ -27,6 +27,9 @@ ROUTE_SCOPES = {
     "GET /v1/sellers/{seller_account}/statement": "sellers",
     "PUT /v1/notification_endpoint": "webhooks",
     "GET /v1/notification_endpoint": "webhooks",
+    # Checks and money orders (issue 17): the platform's operators only (not in a key's default scopes).
+    "POST /v1/checkouts/{checkout_id}/offline_payments": "offline_payments:write",
+    "POST /v1/checkouts/{checkout_id}/offline_payments/bounce": "offline_payments:write",
     "GET /v1/openapi.json": ANY_VALID_KEY,
 }
 assert set(ROUTE_SCOPES.values()) <= {*SCOPES, ANY_VALID_KEY}

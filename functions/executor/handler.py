@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.shared import clock, psp
 from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.models import ChargeWork
+from functions.shared.names import AWAITING_FUNDS, FUNDS_NOT_RECEIVED, FUNDS_RECEIVED, OFFLINE_PSP
 from functions.shared.observability import service_metrics
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
@@ -28,6 +29,8 @@ metrics = service_metrics()
 
 def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.ChargeResult:
     tables = tables or PaymentTables.from_settings()
+    if work.psp == OFFLINE_PSP:  # a check or money order: no PSP; the charge's receipt and deadline decide
+        return offline_outcome(tables.get_charge(work.charge_key) or {})
     before = tables.note_psp_call(work.charge_key)
     reference = before.get("psp_reference") or work.psp_reference
     # The PSP knows the charge: its current state, not the replay of a first answer.
@@ -44,6 +47,19 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
         logger.info("payment failed: cancelling the open PaymentIntent")
         result = psp.client().close_failed(result, work)
     return result
+
+
+def offline_outcome(charge: dict[str, Any]) -> psp.ChargeResult:
+    """Issue 17: funds recorded -> succeeded; none past the deadline (offline_funds_days) -> failed
+    funds_not_received; else still waiting (a re-drive before the deadline: finalize parks it there again)."""
+    reference = str(charge.get("offline_reference", ""))
+    if charge.get("offline_receipt"):
+        return psp.ChargeResult(psp.SUCCEEDED, psp_reference=reference, psp_status=FUNDS_RECEIVED)
+    due_by = str(charge.get("funds_due_by", ""))
+    if due_by and clock.now() >= clock.parse_iso(due_by):
+        return psp.ChargeResult(psp.FAILED, psp_reference=reference, psp_status=FUNDS_NOT_RECEIVED,
+                                failure_code=FUNDS_NOT_RECEIVED, failure_reason=f"no funds received by {due_by}")
+    return psp.ChargeResult(psp.PENDING, psp_reference=reference, psp_status=AWAITING_FUNDS)
 
 
 def _challenge_expired(charge: dict[str, Any]) -> bool:

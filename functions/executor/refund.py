@@ -26,6 +26,7 @@ from functions.ledger import journal
 from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
 from functions.shared.money import Money
+from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import service_metrics
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import (
@@ -68,8 +69,11 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
     if refund["refund_status"] == REFUND_SUCCEEDED:
         return complete(refund, refunds)
     now = clock.iso()
-    if refund.get("taken_back_by_psp"):  # a bank debit returned: the PSP took the money back, no Refund to make
-        result = psp.RefundResult("succeeded", psp_refund_id=f"returned:{refund_id}", refund_id=refund_id)
+    if refund.get("taken_back_by_psp") or refund.get("psp") == OFFLINE_PSP:
+        # A bank debit returned, or a bounced check or money order (issue 17): the money was taken back already;
+        # there is no PSP Refund to make, only the books to move.
+        prefix = "bank" if refund.get("psp") == OFFLINE_PSP else "returned"
+        result = psp.RefundResult("succeeded", psp_refund_id=f"{prefix}:{refund_id}", refund_id=refund_id)
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
     elif refund.get("psp_refund_id"):
         result = psp.refund_result(psp.client().retrieve_refund(refund["psp_refund_id"]))

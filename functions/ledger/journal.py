@@ -17,12 +17,26 @@ from typing import Any
 from functions.shared import clock
 from functions.shared.errors import LedgerConflict, UnbalancedTransaction
 from functions.shared.money import Money
-from functions.shared.names import FEE, NETTING, PAYIN, REFUND, RELEASE, REVERSAL, TRANSFER, ledger_transaction_id
+from functions.shared.names import (
+    FEE,
+    NETTING,
+    OFFLINE_PSP,
+    PAYIN,
+    REFUND,
+    RELEASE,
+    REVERSAL,
+    TRANSFER,
+    ledger_transaction_id,
+)
 from functions.shared.tables import LedgerTable
+
+# Checks and money orders (issue 17): their funds are deposited in the platform's bank account, not held by a PSP.
+BANK_DEPOSITS = "bank_deposits"
 
 
 def psp_receivable(psp: str) -> str:
-    return f"psp_receivable:{psp}"
+    """Where the money of a pay-in is: what the PSP holds for us, or for an offline payment the bank deposits."""
+    return BANK_DEPOSITS if psp == OFFLINE_PSP else f"psp_receivable:{psp}"
 
 
 def seller_pending(seller_account: str) -> str:

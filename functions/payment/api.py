@@ -16,12 +16,15 @@ from pydantic import BaseModel
 
 from functions.auth import scopes, tenancy
 from functions.notify import endpoints as notification_endpoints
-from functions.payment import payouts, refunds, service
+from functions.payment import offline, payouts, refunds, service
 from functions.payment.schemas import (
     AccountId,
     BalanceView,
     CheckoutView,
     ErrorResponse,
+    OfflineBounceRequest,
+    OfflinePaymentRequest,
+    OfflinePaymentView,
     PaymentOrderView,
     PaymentRequest,
     RefundRequest,
@@ -207,6 +210,41 @@ def get_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Paymen
 @app.get("/v1/checkouts/<checkout_id>", responses=documented({404: {"description": "not_found"}}))
 def get_checkout(checkout_id: Annotated[str, Path(max_length=64)]) -> CheckoutView:
     return _out(service.get_checkout(_in(checkout_id)))
+
+
+@app.post("/v1/checkouts/<checkout_id>/offline_payments",
+          responses=documented({
+              202: {"description": "Funds recorded: the orders finalize SUCCESS within the sweeper's next run; a "
+                                   "replay answers the same, Idempotent-Replayed"},
+              404: {"description": "checkout_not_found"},
+              409: {"description": "checkout_not_offline, offline_funds_overdue, offline_payment_closed"},
+              422: {"description": "offline_amount_mismatch, offline_currency_mismatch, offline_reference_mismatch"}},
+              body=True))
+def record_offline_payment(checkout_id: Annotated[str, Path(max_length=64)],
+                           request: Annotated[OfflinePaymentRequest, Body()]) -> Response[OfflinePaymentView]:
+    view, replayed = offline.record_payment(_in(checkout_id), request)
+    logger.info("offline payment", extra={"checkout_id": view.checkout_id, "replayed": replayed})
+    metrics.add_metric(name="OfflinePaymentsReplayed" if replayed else "OfflinePaymentsRecorded",
+                       unit=MetricUnit.Count, value=1)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
+
+
+@app.post("/v1/checkouts/<checkout_id>/offline_payments/bounce",
+          responses=documented({
+              202: {"description": "Bounce recorded: each order refunded of what remains (refund `<order>-bounce`); "
+                                   "a replay answers the same, Idempotent-Replayed"},
+              404: {"description": "checkout_not_found"},
+              409: {"description": "checkout_not_offline, offline_payment_not_recorded, offline_payment_not_settled"},
+              422: {"description": "offline_currency_mismatch, offline_reference_mismatch"}}, body=True))
+def bounce_offline_payment(checkout_id: Annotated[str, Path(max_length=64)],
+                           request: Annotated[OfflineBounceRequest, Body()]) -> Response[OfflinePaymentView]:
+    view, replayed = offline.bounce(_in(checkout_id), request)
+    logger.info("offline payment bounced", extra={"checkout_id": view.checkout_id, "replayed": replayed})
+    metrics.add_metric(name="OfflineBouncesReplayed" if replayed else "OfflineBounces", unit=MetricUnit.Count,
+                       value=1)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
 
 
 @app.post("/v1/payments/<payment_order_id>/release",

@@ -22,6 +22,7 @@ from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
+from functions.shared.names import AWAITING_FUNDS
 from functions.shared.observability import service_metrics
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, transient_errors_retryable
@@ -96,6 +97,12 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
     if (state.get("outcome") or charge.get("outcome")) == "pending":
         if charge.get("psp_status") == "requires_action":  # 3-D Secure (psp.REQUIRES_ACTION)
             _wait_for_buyer(tables, work, charge, now)
+        elif charge.get("psp_status") == AWAITING_FUNDS:  # a check or money order: back to its funds' deadline
+            stored = tables.get_charge(work.charge_key) or {}
+            # funds recorded since the executor looked: due now, so the next attempt finds them
+            due = clock.iso(now) if stored.get("offline_receipt") else str(stored.get("funds_due_by") or "")
+            tables.record_charge_pending(work.charge_key, charge.get("psp_reference", ""), AWAITING_FUNDS,
+                                         due or clock.iso(now + PENDING_RECHECK), clock.iso(now))
         else:
             # A bank debit's bank answers in days, by webhook (which brings the charge forward); the recheck is
             # the backstop. Anything else processing is looked at again soon.

@@ -51,7 +51,9 @@ class CreditCardInfo(ApiModel):
 
 
 PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order")
-SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal", "sepa_debit", "us_bank_account")
+# Paid by the buyer outside any PSP (issue 17 point 5): no token; the orders wait for the funds an operator records.
+OFFLINE_PAYMENT_METHOD_TYPES = ("check", "money_order")
+SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal", "sepa_debit", "us_bank_account", *OFFLINE_PAYMENT_METHOD_TYPES)
 REDIRECT_PAYMENT_METHOD_TYPES = ("paypal",)  # the buyer approves on the method's own page, then is sent back
 # Bank debits: the buyer accepts a mandate; the bank answers in days. Each takes one currency.
 DEBIT_CURRENCIES = {"sepa_debit": "EUR", "us_bank_account": "USD"}
@@ -82,12 +84,13 @@ class MandateData(ApiModel):
 class PaymentMethodInfo(ApiModel):
     """A checkout's payment method as Stripe.js creates it: a card token (pm_...), maybe from a wallet (Apple Pay,
     Google Pay), or a PayPal PaymentMethod (pm_..., type paypal) with the storefront's `return_url`, where PayPal
-    sends the buyer back after approving. The issue's other types answer 422 payment_method_not_supported."""
+    sends the buyer back after approving, or a bank debit's PaymentMethod with the buyer's mandate acceptance, or a
+    check or money order (no token: the checkout then shows where to send it and the reference to write on it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order"]
-    token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
+    token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")] | None = None
     wallet: Literal["apple_pay", "google_pay"] | None = None
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
     mandate_data: MandateData | None = None
@@ -96,8 +99,13 @@ class PaymentMethodInfo(ApiModel):
     def _supported(self) -> PaymentMethodInfo:
         if self.type not in SUPPORTED_PAYMENT_METHOD_TYPES:
             raise PydanticCustomError("payment_method_not_supported",
-                                      "payment_method type {type} is not supported yet; use card, paypal, "
-                                      "sepa_debit or us_bank_account",
+                                      "payment_method type {type} is not supported", {"type": self.type})
+        if self.is_offline:
+            if self.token is not None or self.wallet is not None:
+                raise PydanticCustomError("offline_payment_method_has_token",
+                                          "a {type} has no token and no wallet", {"type": self.type})
+        elif self.token is None:
+            raise PydanticCustomError("payment_method_token_missing", "a {type} payment_method needs its token",
                                       {"type": self.type})
         redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES
         if redirects and self.return_url is None:
@@ -116,6 +124,10 @@ class PaymentMethodInfo(ApiModel):
         if not debit and self.mandate_data is not None:
             raise PydanticCustomError("mandate_data_not_allowed", "only a bank debit takes mandate_data")
         return self
+
+    @property
+    def is_offline(self) -> bool:
+        return self.type in OFFLINE_PAYMENT_METHOD_TYPES
 
 
 class PaymentOrderRequest(ApiModel):
@@ -179,11 +191,18 @@ class PaymentRequest(ApiModel):
 
     @property
     def token(self) -> str:
-        """The PSP PaymentMethod the checkout is charged with, whichever field carried it."""
+        """The PSP PaymentMethod the checkout is charged with, whichever field carried it; for a check or money
+        order, its type (what the orders and charges store as their payment_method)."""
         if self.payment_method is not None:
-            return self.payment_method.token
+            return self.payment_method.token or self.payment_method.type
         assert self.credit_card_info is not None
         return self.credit_card_info.payment_method
+
+    @property
+    def offline_method(self) -> str | None:
+        """check | money_order when the buyer pays outside the PSP, else None."""
+        method = self.payment_method
+        return method.type if method is not None and method.is_offline else None
 
     @property
     def wallet(self) -> str | None:
@@ -194,7 +213,7 @@ class PaymentRequest(ApiModel):
         """What the charges of a method other than a card store beside its token: its type, a redirect's
         return_url, a debit's mandate_data. {} for a card (its charges are as before)."""
         method = self.payment_method
-        if method is None or method.type == "card":
+        if method is None or method.type == "card" or method.is_offline:  # offline charges keep their own fields
             return {}
         fields: dict[str, Any] = {"payment_method_type": method.type}
         if method.return_url is not None:
@@ -297,6 +316,8 @@ class PaymentOrderView(ApiModel):
     # 3-D Secure (issue 17): while EXECUTING and waiting for the buyer's challenge, and until when it may.
     next_action: NextAction | None = None
     action_expires_at: str | None = None
+    # Checks and money orders (issue 17): awaiting | received | not_received | bounced (refunded: see refunds).
+    offline_funds: Literal["awaiting", "received", "not_received", "bounced"] | None = None
     # The pay-out (null until known): HELD once SUCCESS, the commission and net once released.
     payout_status: PayoutStatus | None = None
     commission: str | None = None
@@ -314,11 +335,25 @@ class PaymentOrderView(ApiModel):
     disputes: list[DisputeSummary] | None = None
 
 
+class OfflineInstructions(ApiModel):
+    """Where a check or money order goes and what it says (issue 17): one per currency of the checkout, while its
+    orders wait for the funds. `reference` must be written on the payment; `due_by`: unpaid then, the orders fail."""
+
+    method: Literal["check", "money_order"]
+    pay_to: str
+    reference: str
+    amount: str
+    currency: str
+    due_by: str
+
+
 class CheckoutView(ApiModel):
     checkout_id: str
     is_payment_done: bool
     created_at: str
     next_action: NextAction | None = None
+    # Checks and money orders: per currency whose orders still wait for the funds.
+    instructions: list[OfflineInstructions] | None = None
     payment_orders: list[PaymentOrderView]
 
 
@@ -463,3 +498,62 @@ class DisputeSummary(ApiModel):
     status: str
     amount: str
 
+
+
+# --- checks and money orders (issue 17) ----------------------------------------------------------------------
+
+
+class OfflinePaymentRequest(ApiModel):
+    """POST /v1/checkouts/{checkout_id}/offline_payments: the funds of one currency's charge, as received. Each
+    field must match the charge exactly (the reference as printed; case, spaces and O/0, I/1 typed either way)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: str = Field(description='Decimal string in major units, e.g. "45.00"', examples=["45.00"],
+                        json_schema_extra={"pattern": AMOUNT_PATTERN})
+    currency: str = Field(description="ISO 4217 code", examples=["USD"],
+                          json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)})
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError("invalid_amount", 'amount must be a decimal string such as "45.00"')
+        return value
+
+    @model_validator(mode="after")
+    def _valid_money(self) -> OfflinePaymentRequest:
+        self.money()
+        return self
+
+    def money(self) -> Money:
+        try:
+            money = Money.from_major(self.amount, self.currency)
+        except MoneyError as error:
+            raise PydanticCustomError(error.code, error.message) from None
+        if not money.is_positive():
+            raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
+        return money
+
+
+class OfflineBounceRequest(ApiModel):
+    """POST /v1/checkouts/{checkout_id}/offline_payments/bounce: the bank returned the recorded check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = Field(description="ISO 4217 code", examples=["USD"])
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class OfflinePaymentView(ApiModel):
+    """The funds recorded for a charge (a replay answers the same). status: recorded, or bounced."""
+
+    checkout_id: str
+    method: str
+    amount: str
+    currency: str
+    reference: str
+    status: str
+    recorded_at: str
+    bounced_at: str | None = None

@@ -12,13 +12,13 @@ from aws_lambda_powertools import Logger
 
 from functions.disputes.view import order_dispute_fields
 from functions.payment import payouts, refunds
-from functions.payment.schemas import CheckoutView, NextAction, PaymentOrderView, PaymentRequest
+from functions.payment.schemas import CheckoutView, NextAction, OfflineInstructions, PaymentOrderView, PaymentRequest
 from functions.shared import clock, queues
 from functions.shared.charges import group_orders
 from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
-from functions.shared.names import charge_key
+from functions.shared.names import AWAITING_FUNDS, OFFLINE_PSP, charge_key, offline_reference
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     CheckoutExists,
@@ -65,6 +65,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
     due_at = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
     payment_method = request.token
     wallet = {"wallet": request.wallet} if request.wallet else {}
+    offline = request.offline_method  # check | money_order: no PSP; the orders wait for the funds (issue 17)
+    funds_due = clock.iso(now + timedelta(days=config.offline_funds_days)) if offline else ""
     summaries = [
         {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
          "amount_minor": o.money().minor, "currency": o.money().currency}
@@ -77,6 +79,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         "payment_method": payment_method,
         **wallet,
         "payment_orders": summaries,
+        **({"offline_instructions": offline_instructions(request.checkout_id, offline, summaries, funds_due)}
+           if offline else {}),
         "pending_order_ids": {s["payment_order_id"] for s in summaries},
         "is_payment_done": False,
         "created_at": created_at,
@@ -88,8 +92,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             "charge_key": charge_key(request.checkout_id, summary["currency"]),
             "payment_method": payment_method,
             **wallet,
-            "psp": config.psp_name,
-            "payment_order_status": OrderStatus.NOT_STARTED.value,
+            "psp": OFFLINE_PSP if offline else config.psp_name,
+            "payment_order_status": (OrderStatus.EXECUTING if offline else OrderStatus.NOT_STARTED).value,
             "wallet_updated": False,
             "ledger_updated": False,
             "created_at": created_at,
@@ -98,7 +102,10 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             # The open-orders index (until final or dead-lettered): what watchers and on-call read. The
             # sweeper reads the charges' own index.
             "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
-            "due_at": due_at,
+            "due_at": funds_due or due_at,
+            # a check's reference, so a bank deposit naming it finds the order (the orders' reference index)
+            **({"psp_reference": offline_reference(charge_key(request.checkout_id, summary["currency"]))}
+               if offline else {}),
         }
         for summary in summaries
     ]
@@ -106,6 +113,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
     charges = [{**charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at,
                               list(grouped)), **request.method_fields}
                for currency, shares in grouped.items()]
+    if offline:
+        charges = [awaiting_funds(charge, offline, funds_due) for charge in charges]
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             tables.create_checkout(event, orders, charges)
@@ -122,6 +131,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
                 ) from None
             return checkout_as_placed(existing), True
 
+    if offline:  # nothing to start: the sweeper's due_at is the funds' deadline, a recorded payment brings it on
+        return checkout_as_placed(event), False
     try:
         unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges])
     except Exception:  # the charges are stored; the sweeper will enqueue them after the grace period
@@ -152,16 +163,48 @@ def charge_item(checkout_id: str, currency: str, orders: list[dict[str, Any]], p
     }
 
 
+def offline_instructions(checkout_id: str, method: str, summaries: list[dict[str, Any]], due_by: str
+                         ) -> list[dict[str, Any]]:
+    """What the buyer of a check or money order is told, per currency: whom to pay, how much, what to write on it
+    (the charge's reference) and by when. Stored on the checkout's event at placement, never changed."""
+    totals: dict[str, int] = {}
+    for summary in summaries:
+        totals[summary["currency"]] = totals.get(summary["currency"], 0) + summary["amount_minor"]
+    return [{"method": method, "pay_to": settings().offline_pay_to,
+             "reference": offline_reference(charge_key(checkout_id, currency)),
+             "amount_minor": total, "currency": currency, "due_by": due_by}
+            for currency, total in totals.items()]
+
+
+def awaiting_funds(charge: dict[str, Any], method: str, due_by: str) -> dict[str, Any]:
+    """An offline charge as stored: EXECUTING from the start (attempt 1 is the wait; no workflow runs), due in the
+    sweep index at the funds' deadline. Recording the funds brings it forward (functions/payment/offline.py); the
+    deadline's re-drive ends it FAILED funds_not_received (functions/executor/handler.py)."""
+    return {**charge, "charge_status": OrderStatus.EXECUTING.value, "attempts": 1, "started_attempt": 1,
+            "first_attempt_at": charge["created_at"], "due_at": due_by, "psp_status": AWAITING_FUNDS,
+            "offline_method": method, "offline_reference": offline_reference(charge["charge_key"]),
+            "funds_due_by": due_by}
+
+
+def instructions_view(item: dict[str, Any]) -> OfflineInstructions:
+    return OfflineInstructions(method=item["method"], pay_to=item["pay_to"], reference=item["reference"],
+                               amount=Money(int(item["amount_minor"]), item["currency"]).to_major(),
+                               currency=item["currency"], due_by=item["due_by"])
+
+
 def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
-    """The answer to the POST: the checkout as it was stored, every order NOT_STARTED (replays match it)."""
+    """The answer to the POST: the checkout as it was stored, every order NOT_STARTED, or EXECUTING waiting for
+    the funds of a check or money order (replays match it)."""
+    offline = event.get("offline_instructions")
     return CheckoutView(
         checkout_id=event["checkout_id"],
         is_payment_done=False,
         created_at=event["created_at"],
+        instructions=[instructions_view(item) for item in offline] if offline else None,
         payment_orders=[
             PaymentOrderView(
                 payment_order_id=o["payment_order_id"],
-                payment_order_status=OrderStatus.NOT_STARTED.value,
+                payment_order_status=(OrderStatus.EXECUTING if offline else OrderStatus.NOT_STARTED).value,
                 amount=Money(o["amount_minor"], o["currency"]).to_major(),
                 currency=o["currency"],
                 seller_account=o["seller_account"],
@@ -169,6 +212,7 @@ def checkout_as_placed(event: dict[str, Any]) -> CheckoutView:
                 created_at=event["created_at"],
                 updated_at=event["created_at"],
                 wallet=event.get("wallet"),
+                offline_funds="awaiting" if offline else None,
             )
             for o in event["payment_orders"]
         ],
@@ -195,10 +239,22 @@ def order_view(item: dict[str, Any], payout: dict[str, Any] | None = None) -> Pa
         wallet=item.get("wallet"),
         next_action=NextAction(**item["next_action"]) if waiting else None,
         action_expires_at=item.get("action_expires_at") if waiting else None,
+        offline_funds=_offline_funds(item),
         **payouts.payout_fields(payout, settled=_has_payout(item)),
         **refunds.order_refund_fields(item),
         **order_dispute_fields(item),
     )
+
+
+_OFFLINE_FUNDS = {OrderStatus.NOT_STARTED.value: "awaiting", OrderStatus.EXECUTING.value: "awaiting",
+                  OrderStatus.SUCCESS.value: "received", OrderStatus.FAILED.value: "not_received"}
+
+
+def _offline_funds(item: dict[str, Any]) -> str | None:
+    """Where a check's or money order's funds are, for its order: None for any other payment method."""
+    if item.get("psp") != OFFLINE_PSP:
+        return None
+    return "bounced" if item.get("bounced_at") else _OFFLINE_FUNDS[item["payment_order_status"]]
 
 
 def get_order(payment_order_id: str, tables: PaymentTables | None = None) -> PaymentOrderView:
@@ -211,6 +267,14 @@ def get_order(payment_order_id: str, tables: PaymentTables | None = None) -> Pay
 
 def _has_payout(order: dict[str, Any]) -> bool:
     return order["payment_order_status"] == OrderStatus.SUCCESS.value and bool(settings().payouts_table)
+
+
+def _waiting_instructions(event: dict[str, Any], views: list[PaymentOrderView]) -> list[OfflineInstructions] | None:
+    """A check or money order's instructions, for each currency whose orders still wait for the funds."""
+    waiting = {view.currency for view in views if view.payment_order_status == OrderStatus.EXECUTING.value}
+    shown = [instructions_view(item) for item in event.get("offline_instructions") or []
+             if item["currency"] in waiting]
+    return shown or None
 
 
 def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> CheckoutView:
@@ -230,5 +294,6 @@ def get_checkout(checkout_id: str, tables: PaymentTables | None = None) -> Check
         # The buyer's pending challenge (3-D Secure), the first order's that waits for one: each currency's
         # charge is its own PaymentIntent, so a checkout of several shows each on its orders.
         next_action=next((view.next_action for view in views if view.next_action), None),
+        instructions=_waiting_instructions(event, views),
         payment_orders=views,
     )

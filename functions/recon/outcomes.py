@@ -23,6 +23,15 @@ class Category(StrEnum):
     TRANSFER_AMOUNT_MISMATCH = "transfer_amount_mismatch"
     TRANSFER_CURRENCY_MISMATCH = "transfer_currency_mismatch"
     TRANSFER_DESTINATION_MISMATCH = "transfer_destination_mismatch"  # sent to another account than ours names
+    # A bank deposit (checks and money orders, issue 17) against the offline charges and their recorded funds.
+    DEPOSIT_WITHOUT_CHARGE = "deposit_without_charge"  # its reference names no charge of ours
+    DEPOSIT_NOT_RECORDED = "deposit_not_recorded"  # the charge's funds were never recorded (or it failed unpaid)
+    RECORDED_WITHOUT_DEPOSIT = "recorded_without_deposit"  # funds recorded that day, no deposit in the day's file
+
+
+# Only a bank deposit file has these (functions/recon/bank.py); a PSP's file never does.
+DEPOSIT_CATEGORIES = frozenset({Category.DEPOSIT_WITHOUT_CHARGE, Category.DEPOSIT_NOT_RECORDED,
+                                Category.RECORDED_WITHOUT_DEPOSIT})
 
 
 class Fix(StrEnum):

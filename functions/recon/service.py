@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from functions.recon import parsers
+from functions.recon import bank, parsers
 from functions.recon.adapters import AwsFixes, DynamoLookup, ReviewQueue
 from functions.recon.closing import Window
 from functions.recon.config import ReconSettings, check_shared, recon_settings
@@ -33,6 +33,7 @@ from functions.recon.screening import screen
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
+from functions.shared.names import OFFLINE_PSP
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable
 
 INCOMING = "incoming/"
@@ -211,7 +212,27 @@ def _match(obj: SettlementObject, found: Survey, config: Settings, recon: ReconS
               "window": dict(zip(("start", "end"), window.bounds(), strict=True)) if window else None,
               "transfer_window": dict(zip(("start", "end"), transfers.bounds(), strict=True)) if transfers else None}
     with ReportBuilder(header) as report:
+        if obj.psp == OFFLINE_PSP:  # the bank's deposits of checks and money orders (issue 17)
+            return _match_deposits(report, obj, found, config)
         return _match_into(report, obj, found, (window, transfers), config, recon, table, now)
+
+
+def _match_deposits(report: ReportBuilder, obj: SettlementObject, found: Survey, config: Settings
+                    ) -> dict[str, Any]:
+    review = ReviewQueue(config.review_queue_url, {"psp": obj.psp, "source_key": obj.key,
+                                                    "file_sha256": found.sha256})
+
+    def emit(outcome: Outcome) -> None:
+        report.add(outcome)
+        if outcome.review:
+            review.add(outcome)
+
+    day = bank.file_day(obj.name, found.latest)
+    report.header["deposit_day"] = day
+    bank.match_deposits(parsers.stream(obj.psp, _get(obj, found.etag)["Body"]), day,
+                        PaymentTables.from_settings(config), emit)
+    review.flush()
+    return _uploaded(report, obj, found, {"review_messages": review.sent, "deposit_day": day})
 
 
 def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
@@ -239,15 +260,20 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
         matcher.feed_all(parsers.stream(obj.psp, _get(obj, found.etag)["Body"]))
         matcher.finish()
     review.flush()
+    return _uploaded(report, obj, found, {
+        "review_messages": review.sent, "workflows_restarted": fixes.restarted, "fees_recorded": fixes.fees_recorded,
+        "carries_cleared": matcher.carry_counts.cleared, "still_carried": matcher.carry_counts.still_carried,
+        "carries_raised": matcher.carry_counts.raised,
+    })
+
+
+def _uploaded(report: ReportBuilder, obj: SettlementObject, found: Survey, extra: dict[str, Any]) -> dict[str, Any]:
+    """The report written (JSON, CSV, HTML) and its summary."""
     json_key, csv_key = report_keys(obj)
     upload(obj.bucket, json_key, report.write_json, "application/json")
     upload(obj.bucket, csv_key, report.write_csv, "text/csv")
     upload(obj.bucket, html_key(json_key), report.write_html, "text/html; charset=utf-8")
     summary = report.summary()
-    summary.update({
-        "rows_in_file": found.rows, "report_json": json_key, "report_csv": csv_key, "report_html": html_key(json_key),
-        "review_messages": review.sent, "workflows_restarted": fixes.restarted, "fees_recorded": fixes.fees_recorded,
-        "carries_cleared": matcher.carry_counts.cleared, "still_carried": matcher.carry_counts.still_carried,
-        "carries_raised": matcher.carry_counts.raised,
-    })
+    summary.update({"rows_in_file": found.rows, "report_json": json_key, "report_csv": csv_key,
+                    "report_html": html_key(json_key), **extra})
     return summary

@@ -54,6 +54,11 @@ class Settings(BaseModel):
     # max_attempts until debit_max_wait_s from its creation (SEPA may take 14 business days, ~20 calendar days).
     debit_recheck_s: int = Field(default=4 * 86400, ge=3600, le=14 * 86400)
     debit_max_wait_s: int = Field(default=35 * 86400, ge=86400)
+    # Checks and money orders (issue 17): whom the buyer pays (printed in the checkout's instructions) and the days
+    # the orders wait for the funds; unpaid then, the sweeper ends them FAILED funds_not_received.
+    offline_pay_to: str = Field(default="MarketPay Ltd, Payments Dept., 100 Market Street, San Francisco CA 94105",
+                                min_length=1, max_length=200)
+    offline_funds_days: int = Field(default=14, ge=1, le=180)
     # The throughput governor (README "Throughput ceiling"; the concurrency side is infra/governor.py): the
     # seconds one PSP call may spend waiting out 429s (functions/shared/psp.py RateLimitedRetries).
     psp_rate_limit_wait_s: float = Field(default=2.0, ge=0, le=4.0)

@@ -40,6 +40,9 @@ ENV_REVIEW_DLQ_URL = "REVIEW_DLQ_URL"
 SWEEP_INDEX = "sweep"  # on Charges, PaymentOrders and Payouts: what is not final yet, by shard and deadline
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
+# On Charges, sparse: the offline receipts (issue 17) by the UTC day they were recorded; the bank's deposit file of
+# that day is matched against them (functions/recon/bank.py).
+RECEIPTS_INDEX = "offline_receipts"
 LEDGER_ORDER_INDEX = "payment_order_id"  # ledger transactions that name their order: refunds by order
 TRANSFERRED_INDEX = "transferred"  # on Payouts: our transfers by transfer hour (recon's window)
 AWAITING_INDEX = "awaiting_account"  # on Payouts: the pay-outs waiting for their seller's connected account
@@ -104,6 +107,37 @@ def balance_sort_key(currency: str) -> str:
 def charge_key(checkout_id: str, currency: str) -> str:
     """The charge of a checkout in one currency: `<checkout_id>#<CUR>`."""
     return f"{checkout_id}#{currency.upper()}"
+
+
+# Checks and money orders (issue 17): their orders' `psp`, so the ledger books their pay-in where the money is (a
+# bank deposit, functions/ledger/journal.py) and no PSP's settlement reconciliation expects them.
+OFFLINE_PSP = "bank"
+# The charge's psp_status while it waits for the funds, once received, and when they never came.
+AWAITING_FUNDS, FUNDS_RECEIVED, FUNDS_NOT_RECEIVED = "awaiting_funds", "funds_received", "funds_not_received"
+# The reference the buyer writes on the payment, one per charge (checkout and
+# currency). Crockford's base32 (no I, L, O, U: nothing to mistake when typed from paper) of the charge key's hash.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_READS = {"O": "0", "I": "1", "L": "1"}
+OFFLINE_REFERENCE_PREFIX = "MP-"
+OFFLINE_REFERENCE_CHARS = 10  # 50 bits: a collision needs ~2^25 open offline charges
+
+
+def offline_reference(key: str) -> str:
+    """`MP-` and 10 characters (two groups of 5) of the charge key's SHA-256, e.g. `MP-7Q2KD-X9M4T`."""
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> (64 - 5 * OFFLINE_REFERENCE_CHARS)
+    chars = "".join(_CROCKFORD[(number >> (5 * i)) & 31] for i in reversed(range(OFFLINE_REFERENCE_CHARS)))
+    return f"{OFFLINE_REFERENCE_PREFIX}{chars[:5]}-{chars[5:]}"
+
+
+def normal_offline_reference(text: str) -> str:
+    """A reference as typed (any case, spaces or dashes anywhere, O for 0, I or L for 1) in its printed form;
+    text that cannot be one comes back upper-cased and stripped, so it matches no reference."""
+    compact = "".join(char for char in text.upper() if char not in " -\t")
+    compact = compact.removeprefix(OFFLINE_REFERENCE_PREFIX.rstrip("-"))
+    chars = "".join(_CROCKFORD_READS.get(char, char) for char in compact)
+    if len(chars) != OFFLINE_REFERENCE_CHARS or any(char not in _CROCKFORD for char in chars):
+        return text.strip().upper()
+    return f"{OFFLINE_REFERENCE_PREFIX}{chars[:5]}-{chars[5:]}"
 
 
 def charge_idempotency_key(checkout_id: str, currency: str, generation: int = 0) -> str:
@@ -222,7 +256,11 @@ def dispute_part_reference(dispute_id: str, payment_order_id: str) -> str:
 ENV_API_KEYS_TABLE = "API_KEYS_TABLE"
 API_KEY_PREFIXES = {"test": "mk_test_", "live": "mk_live_"}
 # What a key may do. Each route of the API needs one scope (functions/auth/scopes.py); a key holds a set.
-SCOPES = ("payments:write", "payments:read", "refunds", "releases", "sellers", "offline", "webhooks")
+SCOPES = ("payments:write", "payments:read", "refunds", "releases", "sellers", "webhooks", "offline_payments:write")
+# Operator scopes: a key gets them only when asked for by name (`ops keys create --scopes ...`), never by default.
+# offline_payments:write records (and bounces) a check or money order's funds: the platform's back office, not a shop.
+OPERATOR_SCOPES = ("offline_payments:write",)
+DEFAULT_SCOPES = tuple(scope for scope in SCOPES if scope not in OPERATOR_SCOPES)
 # What the authorizer hands the API function (requestContext.authorizer.lambda): who is calling, with what.
 AUTH_CLIENT_ID = "client_id"
 AUTH_SCOPES = "scopes"  # space-separated

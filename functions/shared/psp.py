@@ -335,7 +335,9 @@ class PspClient:
             "currency": net.currency.lower(),
             "destination": destination,
             "transfer_group": payout["checkout_id"],
-            "source_transaction": payout["charge_id"],
+            # A check's or money order's order has no PSP charge (issue 17): its net comes from the platform's
+            # available balance, which the platform funds from its bank deposits.
+            **({"source_transaction": payout["charge_id"]} if payout.get("charge_id") else {}),
             "metadata": {"payment_order_id": order_id, "checkout_id": payout["checkout_id"],
                          "seller_account": payout["seller_account"]},
         }

@@ -37,6 +37,7 @@ from functions.shared.names import (
     FILE_RUN_SORT_KEY,
     LEDGER_ORDER_INDEX,
     MOVEMENT_SORT_KEY,
+    RECEIPTS_INDEX,
     REFERENCE_INDEX,
     SELLER_ACCOUNT_INDEX,
     SWEEP_INDEX,
@@ -520,6 +521,37 @@ class PaymentTables:
                       {":shard": shard, ":now": now}, page_size=page_size, max_items=max_items)
         for key in keys:
             yield key["charge_key"]
+
+    def record_offline_receipt(self, key: str, receipt: dict[str, Any], now: str) -> dict[str, Any] | None:
+        """A check or money order's funds, recorded once while the charge waits for them and before its deadline;
+        its sweep is due now, so the sweeper's next run starts the attempt that finalizes it SUCCESS. None: not
+        recorded (already, too late, or no such waiting charge; the caller reads the charge to say which)."""
+        return self._update_charge_if(
+            key, "SET offline_receipt = :receipt, receipt_day = :day, due_at = :now, updated_at = :now",
+            "charge_status = :executing AND attribute_exists(offline_method) AND attribute_not_exists(offline_receipt)"
+            " AND funds_due_by > :now",
+            {":receipt": receipt, ":day": now[:10], ":now": now, ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+
+    def charges_with_receipts_of(self, day: str) -> list[str]:
+        """Keys of the offline charges whose funds were recorded on `day` (YYYY-MM-DD, UTC), from the sparse
+        receipts index (eventually consistent: a receipt of the last second may be missing)."""
+        keys = _query(self._db, self.charges_table, RECEIPTS_INDEX, "receipt_day = :day", {":day": day})
+        return [key["charge_key"] for key in keys]
+
+    def record_offline_bounce(self, key: str, now: str) -> dict[str, Any] | None:
+        """The recorded check bounced: noted once on the SUCCESS charge (its refunds do the rest). None: not SUCCESS,
+        no receipt, or bounced before."""
+        return self._update_charge_if(
+            key, "SET offline_receipt.bounced_at = :now, updated_at = :now",
+            "charge_status = :success AND attribute_exists(offline_receipt) "
+            "AND attribute_not_exists(offline_receipt.bounced_at)",
+            {":now": now, ":success": OrderStatus.SUCCESS.value}, "ALL_NEW")
+
+    def mark_orders_bounced(self, payment_order_ids: Iterable[str], now: str) -> None:
+        for order_id in payment_order_ids:
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET bounced_at = if_not_exists(bounced_at, :now), updated_at = :now",
+                            "attribute_exists(payment_order_id)", {":now": now})
 
     def bring_charge_forward(self, key: str, expected_due_at: str, now: str, no_run_before: str) -> bool:
         """A PSP webhook says a parked charge may be decided: its sweep is due now, so the sweeper's next run

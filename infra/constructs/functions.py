@@ -225,7 +225,8 @@ class Functions(Construct):
         # PaymentApi stores event + orders + charges in one TransactWriteItems and answers status reads.
         self._table(self.payment_api, t.payment_events, READ + WRITE)
         self._table(self.payment_api, t.payment_orders, READ + WRITE)
-        self._table(self.payment_api, t.charges, ["dynamodb:PutItem"])
+        # PutItem: a checkout's charges; GetItem, UpdateItem: a check or money order's funds recorded (issue 17)
+        self._table(self.payment_api, t.charges, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"])
         # OrderStarter reads the charge, moves it (then its orders) to EXECUTING, then starts its workflow.
         self._table(self.order_starter, t.charges, get_update)
         self._table(self.order_starter, t.payment_orders, ["dynamodb:UpdateItem"])
@@ -252,6 +253,8 @@ class Functions(Construct):
         self._table(self.recon, t.charges, get_update)
         self._table(self.recon, t.payment_orders, ["dynamodb:UpdateItem"])
         self._table(self.recon, t.payment_events, ["dynamodb:BatchGetItem"])  # a checkout's orders, by currency
+        # A bank deposit file (issue 17) against the day's offline receipts.
+        self._allow(self.recon, ["dynamodb:Query"], [f"{t.charges.table_arn}/index/{names.RECEIPTS_INDEX}"])
         self._allow(self.recon, ["dynamodb:Query"], [f"{t.payment_orders.table_arn}/index/{names.CREATED_INDEX}",
                                                      f"{t.payment_orders.table_arn}/index/{names.REFERENCE_INDEX}"])
         self._table(self.recon, t.ledger, [*READ, "dynamodb:PutItem"])

@@ -41,6 +41,14 @@ class Tables(Construct):
         self.charges = table(names.CHARGES, "charge_key")
         # Sparse index: only charges that are not final carry sweep_shard/due_at, so the sweeper reads only those.
         _add_sweep_index(self.charges)
+        # Sparse: only a check's or money order's charge with its funds recorded carries receipt_day (issue 17); the
+        # bank deposit file of a day is matched against that day's receipts (functions/recon/bank.py).
+        self.charges.add_global_secondary_index(
+            index_name=names.RECEIPTS_INDEX,
+            partition_key=dynamodb.Attribute(name="receipt_day", type=_S),
+            sort_key=dynamodb.Attribute(name="charge_key", type=_S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
         # Reconciliation reads a file's window by creation hour, in shards so a busy hour is not one hot
         # partition (functions/shared/tables.created_bucket), and resolves rows by the PSP's reference.
         self.payment_orders.add_global_secondary_index(

@@ -35,7 +35,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "PaymentApi": {
         "table:PaymentEvents": READ | WRITE,
         "table:PaymentOrders": READ | WRITE,
-        "table:Charges": {"dynamodb:PutItem"},  # only inside the checkout's transaction
+        # PutItem only inside the checkout's transaction; GetItem, UpdateItem: a check's funds recorded (issue 17)
+        "table:Charges": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
         "queue:OrdersQueue": SEND,
         "table:Sellers": READ | WRITE,
         "table:Payouts": READ | WRITE,  # release (creating the item of an order settled before pay-outs)
@@ -79,6 +80,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:PaymentEvents": {"dynamodb:BatchGetItem"},  # a checkout's orders, by currency
         "table:PaymentOrders/index/created": {"dynamodb:Query"},
         "table:PaymentOrders/index/psp_reference": {"dynamodb:Query"},
+        "table:Charges/index/offline_receipts": {"dynamodb:Query"},  # a bank deposit file's day (issue 17)
         "table:Ledger": READ | {"dynamodb:PutItem"},  # no Scan: refunds by order come from its index
         "table:Ledger/index/payment_order_id": {"dynamodb:Query"},
         "table:Recon": READ | WRITE | {"dynamodb:DeleteItem"},

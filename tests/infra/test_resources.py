@@ -109,13 +109,17 @@ def test_each_table_has_its_keys_on_demand_billing_pitr_and_is_retained(synth, t
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
 
 
-def test_charges_have_the_keys_only_sweep_index_the_sweeper_reads(synth):
+def test_charges_have_the_keys_only_sweep_index_the_sweeper_reads_and_the_receipts_index_recon_reads(synth):
     props = synth.props(table_id(synth, names.CHARGES))
-    [index] = props["GlobalSecondaryIndexes"]
-    assert index == {"IndexName": names.SWEEP_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+    sweep, receipts = props["GlobalSecondaryIndexes"]
+    assert sweep == {"IndexName": names.SWEEP_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
                      "KeySchema": [{"AttributeName": "sweep_shard", "KeyType": "HASH"},
                                    {"AttributeName": "due_at", "KeyType": "RANGE"}]}
-    assert moto_tables.TABLE_KEYS["Charges"]["gsi"] == {names.SWEEP_INDEX: ("sweep_shard", "due_at")}
+    assert receipts == {"IndexName": names.RECEIPTS_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                        "KeySchema": [{"AttributeName": "receipt_day", "KeyType": "HASH"},
+                                      {"AttributeName": "charge_key", "KeyType": "RANGE"}]}
+    assert moto_tables.TABLE_KEYS["Charges"]["gsi"] == {names.SWEEP_INDEX: ("sweep_shard", "due_at"),
+                                                        names.RECEIPTS_INDEX: ("receipt_day", "charge_key")}
 
 
 def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(synth):

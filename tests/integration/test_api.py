@@ -62,7 +62,7 @@ def test_read_after_write(aws_env):
         "seller_account": "seller_a", "checkout_id": "chk_1", "ledger_updated": False, "wallet_updated": False,
         "psp_reference": None, "failure_code": None, "failure_reason": None,
         "created_at": order["created_at"], "updated_at": order["updated_at"],
-        "wallet": None, "next_action": None, "action_expires_at": None,
+        "wallet": None, "next_action": None, "action_expires_at": None, "offline_funds": None,
         "payout_status": None, "commission": None, "seller_net": None, "transfer_id": None,
         "netted": None, "transferred": None, "payout_failure_reason": None, "refunded": None, "refunds": None,
         "disputes": None,

@@ -23,12 +23,12 @@ def created_key(output: str) -> str:
     return key
 
 
-def test_create_prints_the_key_once_with_every_scope_by_default_and_list_never_shows_it(keys):
+def test_create_prints_the_key_once_with_every_storefront_scope_by_default_and_list_never_shows_it(keys):
     made = ops("keys", "create", "shop_1")
     assert made.exit_code == 0, made.output
     key = created_key(made.output)
     assert authorizer.identify(f"Bearer {key}")["scopes"].split() == sorted(
-        ["payments:write", "payments:read", "refunds", "releases", "sellers", "offline", "webhooks"])
+        ["payments:write", "payments:read", "refunds", "releases", "sellers", "webhooks"])
     listed = ops("keys", "list")
     assert listed.exit_code == 0, listed.output
     assert key[:14] in listed.output and key not in listed.output and "shop_1" in listed.output

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import BinaryIO, TypeVar
 
 from functions.recon.errors import UnknownPsp, UnparseableFile
-from functions.recon.parsers import adyen, paypal, stripe
+from functions.recon.parsers import adyen, bank, paypal, stripe
 from functions.recon.parsers.text import open_text
 from functions.recon.rows import ChargeBlock, ParsedRow
 
-PARSERS = {"stripe": stripe.parse, "adyen": adyen.parse, "paypal": paypal.parse}
+# "bank": the bank's deposit file of checks and money orders (issue 17; matched by functions/recon/bank.py).
+PARSERS = {"stripe": stripe.parse, "adyen": adyen.parse, "paypal": paypal.parse, "bank": bank.parse}
 # Formats read in ChargeBlocks; each yields rows as well (what it does not read as columns).
 COLUMNAR = {"stripe": stripe.stream}
 # Formats whose charge is a checkout's charge in one currency (the others settle one order a charge).
