@@ -50,10 +50,8 @@ class CreditCardInfo(ApiModel):
     payment_method: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")]
 
 
-PAYMENT_METHOD_TYPES = ("card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order")
 # Paid by the buyer outside any PSP (issue 17 point 5): no token; the orders wait for the funds an operator records.
 OFFLINE_PAYMENT_METHOD_TYPES = ("check", "money_order")
-SUPPORTED_PAYMENT_METHOD_TYPES = ("card", "paypal", "sepa_debit", "us_bank_account", *OFFLINE_PAYMENT_METHOD_TYPES)
 REDIRECT_PAYMENT_METHOD_TYPES = ("paypal",)  # the buyer approves on the method's own page, then is sent back
 # Bank debits: the buyer accepts a mandate; the bank answers in days. Each takes one currency.
 DEBIT_CURRENCIES = {"sepa_debit": "EUR", "us_bank_account": "USD"}
@@ -97,9 +95,6 @@ class PaymentMethodInfo(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> PaymentMethodInfo:
-        if self.type not in SUPPORTED_PAYMENT_METHOD_TYPES:
-            raise PydanticCustomError("payment_method_not_supported",
-                                      "payment_method type {type} is not supported", {"type": self.type})
         if self.is_offline:
             if self.token is not None or self.wallet is not None:
                 raise PydanticCustomError("offline_payment_method_has_token",

@@ -236,7 +236,7 @@ def test_a_wallet_card_token_is_accepted_and_the_orders_record_the_wallet(aws_en
     (with_method("chk_pm1", {"type": "card", "token": "pm_card_visa"}, {"payment_method": "pm_card_visa"}),
      "payment_method_ambiguous"),
     ({k: v for k, v in a_checkout("chk_pm2").items() if k != "credit_card_info"}, "payment_method_missing"),
-    (with_method("chk_pm3", {"type": "check", "token": "pm_x"}), "payment_method_not_supported"),
+    (with_method("chk_pm3", {"type": "check", "token": "pm_x"}), "offline_payment_method_has_token"),
     (with_method("chk_pm8", {"type": "sepa_debit", "token": "pm_sepa"}), "mandate_data_missing"),
     (with_method("chk_pm4", {"type": "us_bank_account", "token": "pm_ach"}), "mandate_data_missing"),
     (with_method("chk_pm7", {"type": "paypal", "token": "pm_pp"}), "return_url_missing"),

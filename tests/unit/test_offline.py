@@ -41,9 +41,9 @@ def test_a_card_is_not_offline_and_keeps_its_token():
     ({"type": "check", "token": "pm_card_visa"}, "offline_payment_method_has_token"),
     ({"type": "money_order", "wallet": "apple_pay"}, "offline_payment_method_has_token"),
     ({"type": "card"}, "payment_method_token_missing"),
-    ({"type": "sepa_debit", "token": "pm_x"}, "payment_method_not_supported"),
-    ({"type": "us_bank_account", "token": "pm_x"}, "payment_method_not_supported"),
-    ({"type": "paypal", "token": "pm_x"}, "payment_method_not_supported"),
+    ({"type": "sepa_debit", "token": "pm_x"}, "mandate_data_missing"),
+    ({"type": "us_bank_account"}, "payment_method_token_missing"),
+    ({"type": "paypal", "token": "pm_x"}, "return_url_missing"),
     ({"type": "cash"}, "literal_error"),
 ])
 def test_what_is_refused(payment_method, code):
