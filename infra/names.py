@@ -131,10 +131,10 @@ class FunctionSpec:
 
 
 def log_env(spec: FunctionSpec) -> dict[str, str]:
-    """The function's log level (and sample rate on the order's path)."""
+    """The function's log level and sample rate (explicit everywhere: every function's Logger reads both)."""
     if spec.hot_path:
         return {ENV_LOG_LEVEL: HOT_PATH_LOG_LEVEL, ENV_LOG_SAMPLE_RATE: HOT_PATH_LOG_SAMPLE_RATE}
-    return {ENV_LOG_LEVEL: LOG_LEVEL}
+    return {ENV_LOG_LEVEL: LOG_LEVEL, ENV_LOG_SAMPLE_RATE: "0"}
 
 
 PAYMENT_API = FunctionSpec("PaymentApi", "functions.payment.api.handler", "payment", 10, hot_path=True)
