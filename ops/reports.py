@@ -136,13 +136,33 @@ def _missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
+# Both writers put the summary first and the list last (ReportBuilder.write_json, internal.write_json): the
+# summary is read from the head of the object, not the whole file (a bad settlement file's report can hold a
+# discrepancy per row).
+SUMMARY_BYTES = 64 * 1024
+_LISTS = ('\n "discrepancies": [', '\n "findings": [')
+
+
 def _read_summary(bucket: str, key: str) -> dict[str, Any]:
     """The report's JSON without its list of findings/discrepancies (the summary on-call reads first)."""
-    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise OpsError(f"{key} is not JSON: read it with `aws s3 cp s3://{bucket}/{key} -`") from None
+    s3 = aws.client("s3")
+    head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SUMMARY_BYTES - 1}")["Body"].read()
+    text = head.decode("utf-8", errors="ignore")
+    data: Any = None
+    for marker in _LISTS:
+        cut = text.find(marker)
+        if cut > 0:
+            try:
+                data = json.loads(text[:cut].rstrip().rstrip(",") + "\n}")
+            except ValueError:
+                data = None
+            break
+    if data is None:  # small (read whole already), or not in the writers' layout: read it all
+        body = head if len(head) < SUMMARY_BYTES else s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise OpsError(f"{key} is not JSON: read it with `aws s3 cp s3://{bucket}/{key} -`") from None
     if not isinstance(data, dict):
         raise OpsError(f"{key} is not a report")
     return {name: value for name, value in data.items() if name not in ("findings", "discrepancies")}

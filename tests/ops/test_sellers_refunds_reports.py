@@ -12,10 +12,11 @@ from functions.payment.schemas import RefundRequest
 from functions.recon.outcomes import Category, Outcome
 from functions.recon.report import ReportBuilder, upload
 from functions.recon.service import html_key
-from functions.shared import clock
+from functions.shared import aws, clock
 from functions.shared.config import settings
 from functions.shared.money import Money
 from functions.shared.tables import RefundsTable
+from ops.reports import SUMMARY_BYTES
 from tests.integration.support import paid
 from tests.ops.support import cli
 from tests.support.aws import drain
@@ -162,3 +163,30 @@ def test_recon_report_show_prints_the_summary_and_the_html_page(system):
     assert by_html["key"] == key and by_html["summary"]["total"] == 4
     missing = cli("recon", "report", "show", "reports/stripe/nothing.json")
     assert missing.exit_code == 1 and "no report reports/stripe/nothing.json" in missing.output
+
+
+def test_a_report_with_many_discrepancies_is_summarised_from_its_head_not_downloaded(system):
+    bucket = settings().settlement_bucket
+    name = "stripe_big.csv"
+    json_key = f"reports/stripe/{name}.json"
+    with ReportBuilder({"psp": "stripe", "file_name": name, "run_at": clock.iso()}) as report:
+        for n in range(1500):
+            report.add(Outcome(Category.MISSING_IN_LEDGER, payment_order_id=f"chk_{n}_0", psp_reference=f"pi_{n}",
+                               theirs=Money(100, "USD"), explanation="no such order in our books", review=True))
+        upload(bucket, json_key, report.write_json, "application/json")
+    s3 = aws.client("s3")  # the client the tool uses (one per process)
+    assert s3.head_object(Bucket=bucket, Key=json_key)["ContentLength"] > 4 * SUMMARY_BYTES
+    read: list[int] = []
+
+    def note(parsed, **_):
+        read.append(parsed["ContentLength"])
+
+    s3.meta.events.register("after-call.s3.GetObject", note)
+    try:
+        [listed] = stdout_json(cli("recon", "reports", "--json"))
+    finally:
+        s3.meta.events.unregister("after-call.s3.GetObject", note)
+
+    assert listed["total"] == 1500 and listed["unexplained"] == 1500
+    assert listed["categories"] == {"missing_in_ledger": {"count": 1500, "amounts": {"USD": "1500.00"}}}
+    assert read == [SUMMARY_BYTES]  # the head of the object only
