@@ -12,8 +12,9 @@ machine is many times slower than DynamoDB); Express executions, billed as their
 `--save run.json` keeps the metered run and `--run run.json` prices a saved one again (against the template of
 now).
 
-From the template (`python infra/app.py` writes it): each function's memory, architecture (arm64 or x86_64) and
-log level (POWERTOOLS_LOG_LEVEL: the log bytes each invocation writes).
+From the template (`python infra/app.py` writes it): each function's memory, architecture (arm64 or x86_64),
+log level (POWERTOOLS_LOG_LEVEL: the log bytes each invocation writes) and log sample rate
+(POWERTOOLS_LOGGER_SAMPLE_RATE: that share of invocations logs at DEBUG).
 Modelled, not metered (per charge or order, constants below): the nightly recon run's reads and fee writes, the
 storage an order leaves for a month, and the storefront's status polls (none: it is told by notifications).
 Prices are us-east-1 list prices. A table of components, then the last line `cost_per_million_orders_usd=<n>`.
@@ -61,6 +62,9 @@ STRIPE_LATENCY_S = 0.6
 # Bytes one invocation writes to CloudWatch Logs at each level: START/END/REPORT (~350), plus our structured lines
 # (~400 each at INFO: one per invocation on the payment path; DEBUG adds the Powertools event logging).
 LOG_BYTES_PER_INVOCATION = {"DEBUG": 2500, "INFO": 750, "WARNING": 350, "ERROR": 350, "CRITICAL": 350}
+# Whatever the level: every handler flushes its metrics (Powertools EMF, one JSON line of ~250 bytes with the
+# namespace, dimensions and values) into the same log stream, and CloudWatch Logs bills those bytes too.
+EMF_BYTES_PER_INVOCATION = 250
 # The nightly recon (functions/recon), per charge of the Stripe report: the order read through an index and the
 # ledger's transaction looked up (eventually consistent, under 4 KB: half a unit each), and the fee: a ledger
 # transaction, its order-index entry and the run's guard item. Speed: benchmarks/recon_bench.py (~68k rows/s).
@@ -83,6 +87,12 @@ class FunctionConfig:
     memory_mb: int
     architecture: str
     log_level: str
+    log_sample_rate: float = 0.0  # POWERTOOLS_LOGGER_SAMPLE_RATE: this share of invocations logs at DEBUG
+
+    def log_bytes_per_invocation(self) -> float:
+        level = LOG_BYTES_PER_INVOCATION.get(self.log_level, LOG_BYTES_PER_INVOCATION["INFO"])
+        rate = min(max(self.log_sample_rate, 0.0), 1.0)
+        return (1 - rate) * level + rate * LOG_BYTES_PER_INVOCATION["DEBUG"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class Deployed:
                 memory_mb=int(props.get("MemorySize", 128)),
                 architecture=(props.get("Architectures") or ["x86_64"])[0],
                 log_level=str(variables.get("POWERTOOLS_LOG_LEVEL", "INFO")).upper(),
+                log_sample_rate=float(variables.get("POWERTOOLS_LOGGER_SAMPLE_RATE") or 0),
             )
         return cls(functions)
 
@@ -154,7 +165,7 @@ def components(run: Run, deployed: Deployed) -> dict[str, float]:
         invocations = run.invocations[name]
         gb_s = run.seconds[name] * config.memory_mb / 1024
         costs[f"lambda {name}"] = invocations * LAMBDA_PER_REQUEST + gb_s * LAMBDA_PER_GB_S[config.architecture]
-        log_bytes += invocations * LOG_BYTES_PER_INVOCATION.get(config.log_level, 750)
+        log_bytes += invocations * (config.log_bytes_per_invocation() + EMF_BYTES_PER_INVOCATION)
     costs["cloudwatch_logs"] = log_bytes / 1e9 * LOGS_PER_GB
     costs["sqs"] = run.sqs_requests * SQS_PER_REQUEST
     costs["step_functions_express"] = (run.express_executions * EXPRESS_PER_EXECUTION

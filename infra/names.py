@@ -47,7 +47,13 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
 STACK_NAME = "MarketPay"
 DEFAULT_REGION = "us-east-1"
 METRICS_NAMESPACE = "MarketPay"
-LOG_LEVEL = "INFO"  # every function's; the local stack's callers may lower it (extra_env)
+LOG_LEVEL = "INFO"  # every function's off the order's path; the local stack's callers may lower it (extra_env)
+# On the order's path (FunctionSpec.hot_path): warnings and errors always, and every line (DEBUG) in 1 invocation
+# of 100, decided per invocation by Powertools (POWERTOOLS_LOGGER_SAMPLE_RATE). Metrics (EMF) do not depend on it.
+# INFO everywhere was 750 log bytes an invocation, $2.14 per million orders (docs/decisions.md 2026-12-06).
+HOT_PATH_LOG_LEVEL = "WARNING"
+HOT_PATH_LOG_SAMPLE_RATE = "0.01"
+ENV_LOG_SAMPLE_RATE = "POWERTOOLS_LOGGER_SAMPLE_RATE"
 
 # Context keys (`cdk synth -c key=value`, or CDK_CONTEXT_JSON for `python infra/app.py`) and their defaults.
 CTX_DESTROY = "destroy"  # "true": tables, bucket and log groups are deleted with the stack (dev only)
@@ -124,16 +130,24 @@ class FunctionSpec:
     service: str
     timeout_s: int
     memory_mb: int = 256
+    hot_path: bool = False  # runs for every order: logs at HOT_PATH_LOG_LEVEL with sampling
 
 
-PAYMENT_API = FunctionSpec("PaymentApi", "functions.payment.api.handler", "payment", 10)
-ORDER_STARTER = FunctionSpec("OrderStarter", "functions.executor.starter.handler", "executor", 30)
+def log_env(spec: FunctionSpec) -> dict[str, str]:
+    """The function's log level and sample rate (explicit everywhere: every function's Logger reads both)."""
+    if spec.hot_path:
+        return {ENV_LOG_LEVEL: HOT_PATH_LOG_LEVEL, ENV_LOG_SAMPLE_RATE: HOT_PATH_LOG_SAMPLE_RATE}
+    return {ENV_LOG_LEVEL: LOG_LEVEL, ENV_LOG_SAMPLE_RATE: "0"}
+
+
+PAYMENT_API = FunctionSpec("PaymentApi", "functions.payment.api.handler", "payment", 10, hot_path=True)
+ORDER_STARTER = FunctionSpec("OrderStarter", "functions.executor.starter.handler", "executor", 30, hot_path=True)
 # The workflow's tasks: timeouts sized so the worst case of every path fits Express's 300 s (docs/decisions.md,
 # tests/infra/test_workflow_budget.py). Executor: at most two PSP calls of PSP_TIMEOUT_S (8 s) each.
-EXECUTOR = FunctionSpec("Executor", "functions.executor.handler.handler", "executor", 20)
-WALLET_FN = FunctionSpec("Wallet", "functions.wallet.handler.handler", "wallet", 8)
-LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger", 8)
-FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 8)
+EXECUTOR = FunctionSpec("Executor", "functions.executor.handler.handler", "executor", 20, hot_path=True)
+WALLET_FN = FunctionSpec("Wallet", "functions.wallet.handler.handler", "wallet", 8, hot_path=True)
+LEDGER_FN = FunctionSpec("Ledger", "functions.ledger.handler.handler", "ledger", 8, hot_path=True)
+FINALIZE = FunctionSpec("Finalize", "functions.payment.finalize.handler", "payment", 8, hot_path=True)
 SWEEPER = FunctionSpec("Sweeper", "functions.executor.sweeper.handler", "executor", 60)
 RECON_FN = FunctionSpec("Recon", "functions.recon.handler.handler", "recon", 900, 1769)
 # Releases and transfers one pay-out per message: at most two PSP calls (look-up, create) of PSP_TIMEOUT_S.
@@ -198,8 +212,9 @@ CTX_WEBHOOK_SECRET_PARAMETER = "webhook_secret_parameter"
 DEFAULT_WEBHOOK_SECRET_PARAMETER = "/marketpay/stripe/webhook-secret"
 # The receiver verifies and queues (one SSM read per five minutes, one SendMessage); the processor handles a
 # batch of up to 10 events, each a few DynamoDB calls and maybe one SendMessage.
-WEBHOOK_RECEIVER = FunctionSpec("WebhookReceiver", "functions.webhooks.receiver.handler", "webhooks", 10)
-WEBHOOK_PROCESSOR = FunctionSpec("WebhookProcessor", "functions.webhooks.processor.handler", "webhooks", 30)
+WEBHOOK_RECEIVER = FunctionSpec("WebhookReceiver", "functions.webhooks.receiver.handler", "webhooks", 10, hot_path=True)
+WEBHOOK_PROCESSOR = FunctionSpec("WebhookProcessor", "functions.webhooks.processor.handler", "webhooks", 30,
+                                 hot_path=True)
 OUT_WEBHOOK_QUEUE_URL = "WebhookQueueUrl"
 OUT_WEBHOOK_DLQ_URL = "WebhookDlqUrl"
 OUT_WEBHOOK_EVENTS_TABLE = "WebhookEventsTableName"
@@ -225,9 +240,9 @@ NOTIFIER_STREAM_BATCH_SIZE = 100
 NOTIFIER_STREAM_RETRIES = 10
 NOTIFIER_MAX_RECORD_AGE_H = 24
 # Stream records of orders and pay-outs, into events on NotificationsQueue.
-NOTIFIER = FunctionSpec("Notifier", "functions.notify.notifier.handler", "notify", 30)
+NOTIFIER = FunctionSpec("Notifier", "functions.notify.notifier.handler", "notify", 30, hot_path=True)
 # One signed POST per message, each bounded by notification_timeout_s (5 s): a batch of 5 fits in 30 s.
-DELIVERER = FunctionSpec("Deliverer", "functions.notify.deliverer.handler", "notify", 30)
+DELIVERER = FunctionSpec("Deliverer", "functions.notify.deliverer.handler", "notify", 30, hot_path=True)
 DELIVERER_BATCH_SIZE = 5
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, NOTIFIER, DELIVERER)
 OUT_NOTIFICATION_QUEUE_URLS = {
@@ -288,7 +303,7 @@ from functions.shared.names import (  # noqa: E402, F401 - re-exported for the s
 API_KEYS = "ApiKeys"
 API_RATE_WINDOWS = "ApiRateWindows"
 OUT_API_KEYS_TABLE = "ApiKeysTableName"
-API_AUTHORIZER = FunctionSpec("ApiAuthorizer", "functions.auth.authorizer.handler", "auth", 5)
+API_AUTHORIZER = FunctionSpec("ApiAuthorizer", "functions.auth.authorizer.handler", "auth", 5, hot_path=True)
 ALL_FUNCTIONS = (*ALL_FUNCTIONS, API_AUTHORIZER)
 
 # Internal reconciliation (issue 19): nightly, and on demand (`python -m ops recon internal`).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from ops.messages import Message, Queue
 from ops.orders import Action, load_order, redrive_order
 from ops.payouts import PayoutView, load_payout, retry_payout
 from ops.redrive import Result, redrive_queue
+from ops.reports import list_reports, load_report
 from ops.resources import DLQS, VALUES, Dlq, OpsError, Resources, describe_target, find_dlq
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -34,7 +36,8 @@ payouts_app = typer.Typer(no_args_is_help=True, help="One order's payout to its 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(order_app, name="order")
 app.add_typer(payouts_app, name="payouts")
-recon_app = typer.Typer(no_args_is_help=True, help="Reconciliation: internal (orders, wallets, ledger, pay-outs).")
+recon_app = typer.Typer(no_args_is_help=True,
+                        help="Reconciliation: internal (orders, wallets, ledger, pay-outs), reports.")
 app.add_typer(recon_app, name="recon")
 
 _OVERRIDES = "Overrides (default: the stack's outputs)"
@@ -83,10 +86,12 @@ def main(
                  if key not in ("ctx", "stack") and isinstance(value, str) and value}
     console = Console(highlight=False)
     resources = Resources(stack, overrides)
-    console.print(Text(describe_target(stack), style="dim"))
+    # Where the tool points goes to stderr: a `--json` answer on stdout stays one JSON document.
+    where = Console(highlight=False, stderr=True)
+    where.print(Text(describe_target(stack), style="dim"))
     if overrides or resources.from_environment():
         shown = ["--" + key.replace("_", "-") for key in overrides] + resources.from_environment()
-        console.print(Text("not from the stack: " + ", ".join(shown), style="dim"))
+        where.print(Text("not from the stack: " + ", ".join(shown), style="dim"))
     ctx.obj = Ops(resources, console)
 
 
@@ -769,6 +774,155 @@ def offline_record(
     _guarded(ctx, body)
 
 
+_JSON = typer.Option("--json", help="print the answer as JSON (stdout), nothing else")
+
+
+def _print_json(ops: Ops, data: Any) -> None:
+    ops.console.print_json(json.dumps(data), highlight=False)
+
+
+@recon_app.command("reports")
+def recon_reports(
+    ctx: typer.Context,
+    psp: Annotated[str | None, typer.Option("--psp", help="a PSP (stripe, adyen…) or `internal`")] = None,
+    date: Annotated[str | None, typer.Option("--date", help="written on this day, YYYY-MM-DD (UTC)")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """The settlement (one per PSP file) and internal recon reports in the settlement bucket: key, when, totals
+    and the categories that have rows."""
+
+    def body(ops: Ops) -> None:
+        bucket = ops.resources.get("settlement_bucket")
+        found = list_reports(bucket, source=psp, day=date, limit=limit)
+        if as_json:
+            _print_json(ops, [report.to_dict() for report in found])
+            return
+        if not found:
+            ops.console.print(f"no reports in s3://{bucket}/reports/" + (f" for {psp}" if psp else "")
+                              + (f" written on {date}" if date else ""))
+            return
+        table = Table(title=f"recon reports in {bucket}", title_justify="left")
+        for column in ("key", "source", "written", "total", "fixed", "unexplained", "categories"):
+            table.add_column(column, justify="right" if column in ("total", "fixed", "unexplained") else "left")
+        for report in found:
+            summary = report.summary
+            unexplained = summary.get("unexplained")
+            table.add_row(report.key, report.source if report.kind != "duplicate" else f"{report.source} (duplicate)",
+                          report.written_at, str(summary.get("total", "—")), str(summary.get("fixed", "—")),
+                          Text(str(unexplained if unexplained is not None else "—"),
+                               style="bold red" if unexplained else ""),
+                          _categories_text(report.categories) or summary.get("explanation", "—"))
+        ops.console.print(table)
+        ops.console.print("next: [bold]python -m ops recon report show <key>[/]")
+
+    _guarded(ctx, body)
+
+
+def _categories_text(categories: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for name, values in categories.items():
+        amounts = ", ".join(f"{amount} {cur}" for cur, amount in values["amounts"].items())
+        parts.append(f"{name} {values['count']}" + (f" ({amounts})" if amounts else ""))
+    return "; ".join(parts)
+
+
+report_app = typer.Typer(no_args_is_help=True, help="One recon report: show.")
+recon_app.add_typer(report_app, name="report")
+
+
+@report_app.command("show")
+def recon_report_show(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="the report's key (its .json, .csv or .html), as `recon reports` lists")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """A report's summary (its JSON without the list of findings) and where its HTML page is."""
+
+    def body(ops: Ops) -> None:
+        bucket = ops.resources.get("settlement_bucket")
+        report = load_report(bucket, key)
+        if as_json:
+            _print_json(ops, {**report.to_dict(), "summary": report.summary})
+            return
+        facts = _grid()
+        facts.add_row("source", report.source)
+        facts.add_row("kind", report.kind)
+        facts.add_row("written", report.written_at)
+        for name, value in report.summary.items():
+            if name != "categories":
+                facts.add_row(name, json.dumps(value) if isinstance(value, dict | list) else str(value))
+        ops.console.print(Panel(facts, title=f"report {report.key}", title_align="left"))
+        if report.categories:
+            table = Table(title="categories with rows", title_justify="left")
+            for column in ("category", "count", "amounts"):
+                table.add_column(column, justify="right" if column == "count" else "left")
+            for name, values in report.categories.items():
+                table.add_row(name, str(values["count"]),
+                              ", ".join(f"{amount} {cur}" for cur, amount in values["amounts"].items()) or "—")
+            ops.console.print(table)
+        if report.html_key:
+            ops.console.print(f"HTML page: s3://{bucket}/{report.html_key}")
+            ops.console.print(f"open it: [bold]aws s3 cp s3://{bucket}/{report.html_key} report.html[/]")
+        else:
+            ops.console.print(f"no HTML page beside it (s3://{bucket}/{report.key})")
+
+    _guarded(ctx, body)
+
+
+# -- sellers -----------------------------------------------------------------------------------------------
+
+sellers_app = typer.Typer(no_args_is_help=True, help="A seller's money: balance, statement.")
+app.add_typer(sellers_app, name="sellers")
+
+
+def _export_sellers(resources: Resources) -> None:
+    resources.export_for_shared_code("payouts_table", "sellers_table", "payouts_queue_url")
+
+
+def _domain(call: Any) -> Any:
+    """The API's answer; its refusals (404, 422) become the tool's one red line."""
+    from functions.shared.errors import DomainError
+
+    try:
+        return call()
+    except DomainError as error:
+        raise OpsError(f"{error.code}: {error.message}") from error
+
+
+@sellers_app.command("balance")
+def sellers_balance(
+    ctx: typer.Context,
+    seller: Annotated[str, typer.Argument(help="the seller_account (internal id: `<client>~<id>` for a client's)")],
+    currency: Annotated[str | None, typer.Option(help="only this currency (ISO 4217)")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Per currency: pending (held until released), available, transferred and owed, the numbers
+    GET /v1/sellers/{seller}/balance answers."""
+    from functions.payment import payouts
+
+    def body(ops: Ops) -> None:
+        _export_sellers(ops.resources)
+        view = _domain(lambda: payouts.balance(seller))
+        balances = {cur: amounts for cur, amounts in view.balances.items()
+                    if currency is None or cur == currency.upper()}
+        if as_json:
+            _print_json(ops, {"seller_account": view.seller_account,
+                              "balances": {cur: amounts.model_dump() for cur, amounts in balances.items()}})
+            return
+        table = Table(title=f"balance of {seller}", title_justify="left")
+        for column in ("currency", "pending (held)", "available", "transferred", "owed"):
+            table.add_column(column, justify="left" if column == "currency" else "right")
+        for cur, amounts in balances.items():
+            owed = Text(amounts.owed, style="bold red" if Money.from_major(amounts.owed, cur).minor else "")
+            table.add_row(cur, amounts.pending, amounts.available, amounts.transferred, owed)
+        ops.console.print(table)
+        if not balances:
+            ops.console.print(f"no money moved for {seller}" + (f" in {currency.upper()}" if currency else ""))
+
+    _guarded(ctx, body)
+
+
 @offline_app.command("bounce")
 def offline_bounce(
     ctx: typer.Context,
@@ -787,3 +941,101 @@ def offline_bounce(
         _offline_answer(ops, lambda: offline.bounce(checkout_id, request))
 
     _guarded(ctx, body)
+
+
+@sellers_app.command("statement")
+def sellers_statement(
+    ctx: typer.Context,
+    seller: Annotated[str, typer.Argument(help="the seller_account (internal id: `<client>~<id>` for a client's)")],
+    start: Annotated[str | None, typer.Option("--from", help="ISO 8601 time, default 30 days before --to")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 time (excluded), default now")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print the CSV the API gives with Accept: text/csv")] = False,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """The seller's wallet movements in [from, to), oldest first, as GET /v1/sellers/{seller}/statement."""
+    from functions.payment import payouts
+
+    def body(ops: Ops) -> None:
+        _export_sellers(ops.resources)
+        lines = _domain(lambda: payouts.statement(seller, start, end))
+        if as_csv:
+            typer.echo(payouts.statement_csv(lines), nl=False)
+            return
+        if as_json:
+            _print_json(ops, [line.model_dump() for line in lines])
+            return
+        table = Table(title=f"statement of {seller}", title_justify="left")
+        columns = ("created_at", "kind", "payment_order_id", "currency", "gross", "commission", "net", "pending",
+                   "available", "transferred", "owed", "transfer_id")
+        for column in columns:
+            table.add_column(column, justify="right" if column in ("gross", "commission", "net", "pending",
+                                                                    "available", "transferred", "owed") else "left")
+        for line in lines:
+            values = line.model_dump()
+            table.add_row(*("" if values[column] is None else str(values[column]) for column in columns))
+        ops.console.print(table)
+        ops.console.print(f"{len(lines)} movement(s)")
+
+    _guarded(ctx, body)
+
+
+# -- refunds -----------------------------------------------------------------------------------------------
+
+refunds_app = typer.Typer(no_args_is_help=True, help="One refund: show.")
+app.add_typer(refunds_app, name="refunds")
+
+
+@refunds_app.command("show")
+def refunds_show(
+    ctx: typer.Context,
+    refund_id: Annotated[str, typer.Argument(help="the refund_id (internal id: `<client>~<id>` for a client's)")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """The refund as GET /v1/refunds/{refund_id} shows it (status, shares, reversal, failure), and its order."""
+    from functions.payment import refunds
+
+    def body(ops: Ops) -> None:
+        ops.resources.export_for_shared_code("refunds_table")
+        view = _domain(lambda: refunds.get_refund(refund_id))
+        order = _tables(ops.resources).get_order(view.payment_order_id) or {}
+        if as_json:
+            _print_json(ops, {**view.model_dump(), "order": _order_summary(order)})
+            return
+        status_style = {"SUCCEEDED": "green", "FAILED": "red", "PENDING": "yellow"}
+        facts = _grid()
+        facts.add_row("status", Text(view.status, style=status_style.get(view.status, "")))
+        facts.add_row("amount", f"{view.amount} {view.currency}")
+        for name in ("reason", "psp_refund_id", "timing", "seller_share", "commission_share", "failure_code",
+                     "failure_reason", "created_at", "updated_at"):
+            value = getattr(view, name)
+            if value is not None:
+                facts.add_row(name, Text(str(value), style="red" if name.startswith("failure") else ""))
+        if view.reversal is not None:
+            reversal = view.reversal
+            style = "bold red" if reversal.status != "SUCCEEDED" else ""
+            facts.add_row("reversal", Text(f"{reversal.status} {reversal.id or ''} {reversal.failure_code or ''}"
+                                           .strip(), style=style))
+        ops.console.print(Panel(facts, title=f"refund {view.refund_id}", title_align="left"))
+        summary = _order_summary(order)
+        if not summary:
+            ops.console.print(f"order {view.payment_order_id}: not found")
+            return
+        facts = _grid()
+        for name, value in summary.items():
+            facts.add_row(name, str(value))
+        ops.console.print(Panel(facts, title=f"order {view.payment_order_id}", title_align="left"))
+        ops.console.print(f"more: [bold]python -m ops order show {view.payment_order_id}[/], "
+                          f"[bold]python -m ops payouts show {view.payment_order_id}[/]")
+
+    _guarded(ctx, body)
+
+
+def _order_summary(order: dict[str, Any]) -> dict[str, Any]:
+    if not order:
+        return {}
+    currency = order.get("currency")
+    summary = {"status": order.get("payment_order_status"), "amount": _money(order.get("amount_minor"), currency),
+               "refunded": _money(order.get("refunded_minor") or 0, currency),
+               "refunds": " ".join(sorted(order.get("refund_ids") or ())),
+               "seller_account": order.get("seller_account"), "checkout_id": order.get("checkout_id")}
+    return {name: value for name, value in summary.items() if value not in (None, "")}

@@ -404,8 +404,8 @@ def _started_stack(attempts: int = 3) -> LocalStack:
     for attempt in range(1, attempts + 1):
         stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), schedule_interval=10**9,
                            function_concurrency=4,
-                           extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true",
-                                      "PSP_TIMEOUT_S": "1"})
+                           extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_LOGGER_SAMPLE_RATE": "0",
+                                      "POWERTOOLS_METRICS_DISABLED": "true", "PSP_TIMEOUT_S": "1"})
         try:
             return stack.start()
         except OSError as error:

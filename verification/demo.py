@@ -109,7 +109,8 @@ def start_own_stack() -> Any:
     for noisy in ("local", "werkzeug", "moto", "psp_sandbox"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
-                      extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}).start()
+                      extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_LOGGER_SAMPLE_RATE": "0",
+                                 "POWERTOOLS_METRICS_DISABLED": "true"}).start()
 
 
 def psp_charges(psp_url: str) -> list[dict[str, Any]]:

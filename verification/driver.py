@@ -17,7 +17,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.shared.names import SWEEP_INDEX
 from functions.shared.tables import batch_get
 from verification.storefront import (
     ApiClient,
@@ -222,9 +221,11 @@ MAX_FAILED_TICKS = 50  # reads the local stack may fail in one run before the wa
 
 
 def _open_order_ids(db: Any, table: str) -> set[str]:
-    """Orders in the sweep index: not final and not waiting in a dead-letter queue."""
+    """Orders that carry sweep_shard: not final and not waiting in a dead-letter queue. (The orders table has no
+    sweep index, docs/decisions.md 2026-12-06: a harness may pay for a filtered scan, the product does not.)"""
     ids: set[str] = set()
-    kwargs: dict[str, Any] = {"TableName": table, "IndexName": SWEEP_INDEX, "ProjectionExpression": "payment_order_id"}
+    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": "payment_order_id",
+                              "FilterExpression": "attribute_exists(sweep_shard)"}
     while True:
         answer = db.scan(**kwargs)
         ids.update(item["payment_order_id"]["S"] for item in answer.get("Items", []))

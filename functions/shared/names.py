@@ -37,7 +37,7 @@ ENV_RECON_DLQ_URL = "RECON_DLQ_URL"
 ENV_REVIEW_DLQ_URL = "REVIEW_DLQ_URL"
 
 # Global secondary indexes.
-SWEEP_INDEX = "sweep"  # on Charges, PaymentOrders and Payouts: what is not final yet, by shard and deadline
+SWEEP_INDEX = "sweep"  # on Charges and Payouts: what is not final yet, by shard and deadline
 CREATED_INDEX = "created"  # orders by creation hour: reconciliation windows
 REFERENCE_INDEX = "psp_reference"  # orders by the PSP's reference: settlement rows without our id
 # On Charges, sparse: the offline receipts (issue 17) by the UTC day they were recorded; the bank's deposit file of

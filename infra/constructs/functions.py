@@ -82,7 +82,6 @@ class Functions(Construct):
             names.ENV_SELLERS_TABLE: tables.sellers.table_name,
             names.ENV_PAYOUTS_TABLE: tables.payouts.table_name,
             names.ENV_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
-            names.ENV_LOG_LEVEL: names.LOG_LEVEL,
         }
 
         self.payment_api = self._function(
@@ -185,7 +184,8 @@ class Functions(Construct):
             layers=[self._layers[name] for name in (BASE_LAYER, *EXTRA_LAYERS.get(spec.name, ()))],
             role=role,
             log_group=log_group,
-            environment={**self._common_env, names.ENV_SERVICE_NAME: spec.service, **(env or {})},
+            environment={**self._common_env, **names.log_env(spec), names.ENV_SERVICE_NAME: spec.service,
+                         **(env or {})},
         )
 
     def add_function(self, spec: names.FunctionSpec, env: dict[str, str] | None = None) -> lambda_.Function:

@@ -34,9 +34,9 @@ class Tables(Construct):
 
         self.payment_events = table(names.PAYMENT_EVENTS, "checkout_id")
         self.payment_orders = table(names.PAYMENT_ORDERS, "payment_order_id")
-        # Sparse index of the open orders (not final, not dead-lettered): watchers and on-call read it; the
-        # sweeper reads the charges' index below.
-        _add_sweep_index(self.payment_orders)
+        # No sweep index on the orders: the sweeper reads the charges' index below, and nothing in the product read
+        # the orders' (2 index writes per order, docs/decisions.md 2026-12-06). Open orders still carry
+        # sweep_shard/due_at (the dead-letter and requeue conditions read them); the harness filters on them.
         # One item per checkout and currency: the PSP charge its orders share (functions/shared/charges.py).
         self.charges = table(names.CHARGES, "charge_key")
         # Sparse index: only charges that are not final carry sweep_shard/due_at, so the sweeper reads only those.

@@ -58,6 +58,24 @@ def test_x86_and_a_chattier_log_level_cost_more(synth, tmp_path):
         "cloudwatch_logs"]
 
 
+def test_the_log_sample_rate_is_read_and_priced_as_debug_for_that_share(synth, tmp_path):
+    deployed = Deployed.read(synth.template_path)
+    executor = deployed.functions["Executor"]
+    assert (executor.log_level, executor.log_sample_rate) == ("WARNING", 0.01)  # the order's path
+    assert deployed.functions["Sweeper"].log_sample_rate == 0.0
+
+    def logs(level, rate):
+        def change(props):
+            props["Environment"]["Variables"].update(POWERTOOLS_LOG_LEVEL=level, POWERTOOLS_LOGGER_SAMPLE_RATE=rate)
+        return components(RUN, edited(synth, tmp_path, "Notifier", change))["cloudwatch_logs"]
+
+    warning, sampled, always_debug, info = logs("WARNING", "0"), logs("WARNING", "0.01"), logs("WARNING", "1"), \
+        logs("INFO", "0")
+    # 100 Notifier invocations per 100 orders: 1% of them at DEBUG (2500 bytes) instead of WARNING (350)
+    assert round((sampled - warning) / 1e6 * RUN.orders * 1e9 / 0.50, 3) == round(100 * 0.01 * (2500 - 350), 3)
+    assert warning < sampled < info < always_debug
+
+
 def test_the_table_and_last_line_of_a_saved_run(synth, tmp_path):
     path = tmp_path / "run.json"
     RUN.save(path)

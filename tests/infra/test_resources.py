@@ -122,10 +122,12 @@ def test_charges_have_the_keys_only_sweep_index_the_sweeper_reads_and_the_receip
                                                         names.RECEIPTS_INDEX: ("receipt_day", "charge_key")}
 
 
-def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(synth):
+def test_payment_orders_has_the_keys_only_created_and_reference_indexes_and_no_sweep_index(synth):
+    """No sweep index on the orders: nothing reads it (the sweeper reads the charges'), and it cost two index
+    writes per order (docs/decisions.md 2026-12-06)."""
     props = synth.props(table_id(synth, names.PAYMENT_ORDERS))
     indexes = {index["IndexName"]: index for index in props["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {names.SWEEP_INDEX, names.CREATED_INDEX, names.REFERENCE_INDEX} == set(
+    assert set(indexes) == {names.CREATED_INDEX, names.REFERENCE_INDEX} == set(
         moto_tables.TABLE_KEYS["PaymentOrders"]["gsi"])  # the tests' moto tables have the same indexes
     for name, (hash_key, range_key) in moto_tables.TABLE_KEYS["PaymentOrders"]["gsi"].items():
         schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
@@ -133,8 +135,7 @@ def test_payment_orders_has_the_keys_only_sweep_created_and_reference_indexes(sy
             schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
         assert indexes[name] == {"IndexName": name, "KeySchema": schema, "Projection": {"ProjectionType": "KEYS_ONLY"}}
     types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-    assert types == {"payment_order_id": "S", "sweep_shard": "S", "due_at": "S", "created_bucket": "S",
-                     "created_at": "S", "psp_reference": "S"}
+    assert types == {"payment_order_id": "S", "created_bucket": "S", "created_at": "S", "psp_reference": "S"}
 
 
 def test_ledger_has_the_keys_only_sparse_index_of_transactions_by_order(synth):
@@ -307,6 +308,12 @@ def test_timeouts_and_memory_follow_the_brief():
     assert all(f.memory_mb == 256 for f in names.ALL_FUNCTIONS if f is not names.RECON_FN)
 
 
+def test_the_functions_every_order_runs_log_at_warning_with_sampling():
+    hot = {f.name for f in names.ALL_FUNCTIONS if f.hot_path}
+    assert hot == {"PaymentApi", "ApiAuthorizer", "OrderStarter", "Executor", "Wallet", "Ledger", "Finalize",
+                   "WebhookReceiver", "WebhookProcessor", "Notifier", "Deliverer"}
+
+
 @pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
 def test_each_function_gets_the_env_vars_of_the_design(synth, function):
     env = synth.props(function_id(synth, function))["Environment"]["Variables"]
@@ -314,9 +321,12 @@ def test_each_function_gets_the_env_vars_of_the_design(synth, function):
         assert env[var] == {"Ref": table_id(synth, table)}
     assert env["POWERTOOLS_SERVICE_NAME"] == function.service
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "MarketPay"
-    assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"  # explicit, not Powertools' default
+    # explicit, not Powertools' default; on the order's path WARNING with 1 invocation in 100 at DEBUG
+    assert env["POWERTOOLS_LOG_LEVEL"] == ("WARNING" if function.hot_path else "INFO")
+    assert env["POWERTOOLS_LOGGER_SAMPLE_RATE"] == ("0.01" if function.hot_path else "0")
     assert (
-        set(env) - set(TABLE_ENV) - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+        set(env) - set(TABLE_ENV) - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+                                     "POWERTOOLS_LOGGER_SAMPLE_RATE"}
         == EXTRA_ENV[function.name]
     )
 

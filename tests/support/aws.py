@@ -16,8 +16,7 @@ from functions.shared.config import reload_settings
 TABLE_KEYS: dict[str, dict[str, Any]] = {
     "PaymentEvents": {"hash": "checkout_id"},
     "PaymentOrders": {"hash": "payment_order_id",
-                      "gsi": {"sweep": ("sweep_shard", "due_at"), "created": ("created_bucket", "created_at"),
-                              "psp_reference": ("psp_reference", None)}},
+                      "gsi": {"created": ("created_bucket", "created_at"), "psp_reference": ("psp_reference", None)}},
     "Charges": {"hash": "charge_key", "gsi": {"sweep": ("sweep_shard", "due_at"),
                                               "offline_receipts": ("receipt_day", "charge_key")}},
     "Wallet": {"hash": "account_id", "range": "sk", "gsi": {"statement": ("statement_key", "created_at")},
