@@ -43,7 +43,7 @@ from functions.shared.errors import (
     UnsupportedMediaType,
     error_body,
 )
-from functions.shared.observability import service_metrics
+from functions.shared.observability import ORDERS_ACCEPTED, service_metrics
 from functions.shared.pan import contains_card_number
 
 logger = Logger(service="payment")
@@ -194,7 +194,7 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
         metrics.add_metric(name="CheckoutsReplayed", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="CheckoutsPlaced", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="PaymentOrdersPlaced", unit=MetricUnit.Count, value=len(checkout.payment_orders))
+        metrics.add_metric(name=ORDERS_ACCEPTED, unit=MetricUnit.Count, value=len(checkout.payment_orders))
     return Response(status_code=202, content_type="application/json", body=_out(checkout),
                     headers=headers)
 

@@ -23,8 +23,9 @@ from datetime import timedelta
 from typing import Any
 
 import stripe
+from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.shared import aws, clock, psp_units
+from functions.shared import aws, clock, observability, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import (
     NotChargeableAtPsp,
@@ -114,7 +115,7 @@ class RateLimitedRetries(stripe.RequestsClient):
     def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
         waited, retry = 0.0, 0
         while True:
-            answer = super().request(method, url, headers, post_data)
+            answer = self._measured(method, url, headers, post_data)
             if answer[1] != 429:
                 return answer
             RateLimitedRetries.rate_limited += 1
@@ -123,6 +124,40 @@ class RateLimitedRetries(stripe.RequestsClient):
                 return answer
             self._sleep(delay)
             waited, retry = waited + delay, retry + 1
+
+
+    def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        """The one place every SDK call goes through: its latency, and the class of an answer that is not a 2xx
+        (a connection that failed is `network`), as metrics of the calling function."""
+        started = time.perf_counter()
+        try:
+            answer = super().request(method, url, headers, post_data)
+        except Exception:
+            _record_psp_call(started, "network")
+            raise
+        _record_psp_call(started, psp_error_class(answer[1]))
+        return answer
+
+
+# What a PSP answer's HTTP status says (Stripe's error types), as the `error_class` of the PspErrors metric.
+_ERROR_CLASSES = {400: "invalid_request", 401: "authentication", 402: "declined", 403: "authentication",
+                  404: "not_found", 409: "conflict", 429: "rate_limited"}
+
+
+def psp_error_class(status: int) -> str | None:
+    """None for a 2xx; else the class of the PSP's answer (few values: a metric dimension)."""
+    if 200 <= status < 300:
+        return None
+    if status >= 500:
+        return "server_error"
+    return _ERROR_CLASSES.get(status, "other_client_error")
+
+
+def _record_psp_call(started: float, error_class: str | None) -> None:
+    observability.dimensioned(observability.PSP_LATENCY, (time.perf_counter() - started) * 1000,
+                              MetricUnit.Milliseconds)
+    if error_class is not None:
+        observability.dimensioned(observability.PSP_ERRORS, 1, error_class=error_class)
 
 
 def rate_limit_backoff_s(retry: int, retry_after: str | None) -> float:
