@@ -112,6 +112,7 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.set_correlation_id(event.get("correlation_id") or None)
     with transient_errors_retryable():
         result = finalize(event)
     logger.info("charge finalized", extra={"charge_key": event.get("charge_key"), **result})

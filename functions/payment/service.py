@@ -19,6 +19,7 @@ from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
 from functions.shared.names import charge_key
+from functions.shared.observability import correlated
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     CheckoutExists,
@@ -50,8 +51,12 @@ def request_fingerprint(request: PaymentRequest) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None) -> tuple[CheckoutView, bool]:
+def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None, correlation_id: str = ""
+                   ) -> tuple[CheckoutView, bool]:
     """Store the checkout and its orders atomically, then hand the orders to the executor.
+
+    `correlation_id` (the API's) is stored on the checkout, its orders and charges, and goes from there to the
+    workflow, the PSP's metadata and the notifications; a replay keeps the first request's.
 
     Returns the checkout as first answered and whether this call was a replay. If the function dies after the
     write and before the send, the sweeper enqueues the NOT_STARTED orders once their grace period ends.
@@ -68,7 +73,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
          "amount_minor": o.money().minor, "currency": o.money().currency}
         for o in request.payment_orders
     ]
-    event = {
+    event = correlated({
         "checkout_id": request.checkout_id,
         "request_hash": request_fingerprint(request),
         "buyer_info": request.buyer_info.model_dump(exclude_none=True),
@@ -78,9 +83,9 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         "pending_order_ids": {s["payment_order_id"] for s in summaries},
         "is_payment_done": False,
         "created_at": created_at,
-    }
+    }, correlation_id)
     orders = [
-        {
+        correlated({
             **summary,
             "checkout_id": request.checkout_id,
             "charge_key": charge_key(request.checkout_id, summary["currency"]),
@@ -97,11 +102,12 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             # sweeper reads the charges' own index.
             "sweep_shard": sweep_shard(summary["payment_order_id"], config.sweep_shards),
             "due_at": due_at,
-        }
+        }, correlation_id)
         for summary in summaries
     ]
     grouped = group_orders(orders)
-    charges = [charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at, list(grouped))
+    charges = [correlated(charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at,
+                                      list(grouped)), correlation_id)
                for currency, shares in grouped.items()]
     for attempt in range(_WRITE_ATTEMPTS):
         try:
@@ -120,7 +126,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             return checkout_as_placed(existing), True
 
     try:
-        unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges])
+        unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges],
+                                        {c["charge_key"]: correlation_id for c in charges})
     except Exception:  # the charges are stored; the sweeper will enqueue them after the grace period
         logger.exception("enqueue failed; the sweeper will enqueue the charges",
                          extra={"checkout_id": request.checkout_id})

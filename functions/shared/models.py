@@ -38,6 +38,9 @@ class ChargeWork(BaseModel):
     # Every currency of the checkout (written by the API): more than one means several PaymentIntents share the
     # checkout's PaymentMethod. Empty on charges stored before the field existed (then: one).
     checkout_currencies: tuple[str, ...] = ()
+    # The checkout's correlation id (functions/shared/observability.py), as stored with the charge: the same on
+    # every attempt, so the PaymentIntent's metadata (compared by an idempotent replay) never changes.
+    correlation_id: str = ""
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
@@ -47,6 +50,7 @@ class ChargeWork(BaseModel):
             orders=tuple(OrderShare(**order) for order in item["orders"]), attempt=attempt,
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
             checkout_currencies=tuple(item.get("checkout_currencies", ())),
+            correlation_id=item.get("correlation_id", ""),
         )
 
     @property

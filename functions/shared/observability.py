@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -49,3 +50,20 @@ def dimensioned(name: str, value: float, unit: MetricUnit = MetricUnit.Count, **
                        default_dimensions={"service": service}) as metric:
         for key, dimension in dimensions.items():
             metric.add_dimension(name=key, value=dimension_value(dimension))
+
+
+# One id per checkout, from the API to the notifications (README "Correlation id"): the request's X-Correlation-Id
+# when it is one of these, else a new one; stored on the checkout, its orders and charges, and carried from there.
+CORRELATION_HEADER = "X-Correlation-Id"
+CORRELATION_FIELD = "correlation_id"
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+
+
+def correlation_id_of(value: str | None) -> str:
+    """`value` when it is a usable correlation id (8 to 128 of letters, digits and `._:-`), else a new one."""
+    return value if value and _CORRELATION_ID.fullmatch(value) else uuid.uuid4().hex
+
+
+def correlated(item: dict, correlation_id: str | None) -> dict:
+    """`item` with the correlation id field when there is one (items stored before it existed have none)."""
+    return {**item, CORRELATION_FIELD: correlation_id} if correlation_id else item

@@ -211,7 +211,9 @@ class PspClient:
             "confirm": True,
             "payment_method_types": ["card"],
             "transfer_group": work.checkout_id,
-            "metadata": {"checkout_id": work.checkout_id, "charge_key": work.charge_key},
+            # the correlation id is the one stored with the charge: the same on every retry of this key
+            "metadata": observability.correlated({"checkout_id": work.checkout_id, "charge_key": work.charge_key},
+                                                 work.correlation_id),
         }
         if customer:
             params["customer"] = customer
