@@ -3,9 +3,12 @@ orders accepted, succeeded, failed by reason; the PSP's latency and errors by cl
 
 import json
 
+import pytest
+
 from functions.executor import handler as executor
 from functions.payment import api, finalize
 from functions.shared import clock
+from functions.shared.errors import PspTransientError
 from functions.shared.tables import PaymentTables
 from tests.integration.support import place, work_of
 from tests.support.events import FakeContext, http_event
@@ -94,3 +97,20 @@ def test_a_workflow_error_is_the_reason_and_an_unbounded_reason_is_folded(aws_en
     work = begun("chk_n")
     finalize.handler({**work.model_dump(), "error": {"Error": "weird reason with spaces " * 5}}, FakeContext())
     assert named(emf(capfd.readouterr().out), "OrdersFailed") == [(2.0, {"service": "tests", "reason": "other"})]
+
+
+def test_a_rate_limited_request_and_a_reset_connection_are_counted_by_class(sandbox, capfd):
+    work = begun("chk_m")
+    sandbox.faults.push("rate_limit", retry_after=0)  # retried at once by RateLimitedRetries: then charged
+    capfd.readouterr()
+    assert executor.handler(work.model_dump(mode="json"), FakeContext())["outcome"] == "succeeded"
+    found = emf(capfd.readouterr().out)
+    assert named(found, "PspErrors") == [(1.0, {"service": "tests", "error_class": "rate_limited"})]
+    assert len(named(found, "PspLatency")) >= 2  # the 429 and the retry, each measured
+
+    work = begun("chk_n")
+    sandbox.faults.push("connection_reset")
+    capfd.readouterr()
+    with pytest.raises(PspTransientError):  # the workflow retries it
+        executor.handler(work.model_dump(mode="json"), FakeContext())
+    assert (1.0, {"service": "tests", "error_class": "network"}) in named(emf(capfd.readouterr().out), "PspErrors")
