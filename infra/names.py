@@ -71,6 +71,7 @@ WORKFLOW = "Workflow"
 API = "Api"
 SETTLEMENT = "Settlement"
 ALARMS = "Alarms"
+DASHBOARD = "Dashboard"
 SCHEDULE = "SweepSchedule"
 
 # Tables (docs/design.md "Tables").

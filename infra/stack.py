@@ -9,8 +9,9 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from constructs import Construct
 
 from infra import names
-from infra.constructs.alarms import Alarms
+from infra.constructs.alarms import Alarms, WatchedQueue
 from infra.constructs.api import Api
+from infra.constructs.dashboard import Dashboard
 from infra.constructs.disputes import Disputes
 from infra.constructs.functions import Functions
 from infra.constructs.internal_recon import InternalRecon
@@ -79,17 +80,10 @@ class MarketPayStack(Stack):
         notifications.notifier.add_environment(names.ENV_DISPUTES_TABLE, disputes.table.table_name)
         # an order's payload is the API's view, which lists the order's disputes
         functions.allow(notifications.notifier, ["dynamodb:BatchGetItem"], [disputes.table.table_arn])
-        alarms = Alarms(
-            self,
-            names.ALARMS,
-            dead_letter_queues={**queues.dead_letter_queues(), **webhooks.dead_letter_queues(),
-                                **notifications.dead_letter_queues()},
-            review_queue=queues.review,
-            state_machine=workflow.state_machine,
-            functions=functions.all,
-        )
+        alarms = Alarms(self, names.ALARMS)
+        alarms.workflow(workflow.state_machine, queues.review)
 
-        refunds = Refunds(self, names.REFUNDS_CONSTRUCT, functions=functions, topic=alarms.topic,
+        refunds = Refunds(self, names.REFUNDS_CONSTRUCT, functions=functions, alarms=alarms,
                           psp_key_parameter=settings.psp_key_parameter, removal_policy=removal)
         CfnOutput(self, names.OUT_REFUNDS_TABLE, value=refunds.table.table_name)
         CfnOutput(self, names.OUT_REFUNDS_QUEUE, value=refunds.queue.queue_url)
@@ -100,6 +94,23 @@ class MarketPayStack(Stack):
         refunds.stream_to(notifications)
         InternalRecon(self, names.INTERNAL_RECON_CONSTRUCT, functions=functions, bucket=settlement.bucket,
                       refunds_table=refunds.table, alarms=alarms)
+        # Every function, queue and dead-letter queue exists now: their rates and ages, and the dashboard.
+        all_functions = {**functions.all, names.REFUND_WORKER.name: refunds.worker}
+        main_queues = {
+            names.ORDERS_QUEUE: WatchedQueue(queues.orders, 300),  # the starter takes each within seconds
+            names.PAYOUTS_QUEUE: WatchedQueue(queues.payouts, 1800),  # a short balance waits up to 15 min
+            names.RECON_QUEUE: WatchedQueue(queues.recon, 3600),  # one settlement file: up to 15 min
+            names.WEBHOOK_QUEUE: WatchedQueue(webhooks.queue, 300),
+            names.REFUNDS_QUEUE: WatchedQueue(refunds.queue, 3600),  # polls and waits are sent 15 min ahead
+            # deliveries are retried for 3 days: 6 h means the storefront's endpoint has been failing that long
+            names.NOTIFICATIONS_QUEUE: WatchedQueue(notifications.queue, 6 * 3600),
+        }
+        dead_letter_queues = {**queues.dead_letter_queues(), **webhooks.dead_letter_queues(),
+                              **notifications.dead_letter_queues(), names.REFUNDS_DLQ: refunds.dlq}
+        alarms.rates_and_ages(functions=all_functions, main_queues=main_queues,
+                              dead_letter_queues=dead_letter_queues, http_api=api.http_api)
+        Dashboard(self, names.DASHBOARD, functions=all_functions, main_queues=main_queues,
+                  dead_letter_queues=dead_letter_queues, http_api=api.http_api, alarms=alarms)
 
         CfnOutput(self, names.OUT_DISPUTES_TABLE, value=disputes.table.table_name)
         CfnOutput(self, names.OUT_API_URL, value=api.url)

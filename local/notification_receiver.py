@@ -28,6 +28,7 @@ class Receiver:
     status: int = 200  # what to answer a valid delivery; not 2xx: the delivery is not recorded
     events: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why deliveries were refused (bad signature)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # each recorded event's request headers, by id
     attempts: int = 0
     _server: ThreadingHTTPServer | None = None
 
@@ -54,6 +55,7 @@ class Receiver:
                     return
                 if 200 <= receiver.status < 300:
                     receiver.events.append(event)
+                    receiver.headers[event["id"]] = dict(self.headers.items())
                 self._answer(receiver.status)
 
             def _answer(self, status: int) -> None:

@@ -131,6 +131,7 @@ def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
+    logger.set_correlation_id(work.correlation_id or None)
     logger.append_keys(charge_key=work.charge_key, attempt=work.attempt)
     with transient_errors_retryable(), psp.calls_within(context.get_remaining_time_in_millis()):
         result = execute(work)

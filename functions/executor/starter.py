@@ -55,6 +55,7 @@ def start_first_attempt(charge_key: str, tables: PaymentTables | None = None) ->
 
 
 def _record(record: SQSRecord) -> None:
+    logger.set_correlation_id(queues.correlation_id_of_message(record.raw_event.get("messageAttributes")) or None)
     if start_first_attempt(json.loads(record.body)["charge_key"]):
         metrics.add_metric(name="WorkflowsStarted", unit=MetricUnit.Count, value=1)
 

@@ -154,7 +154,7 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
         later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
         if not tables.postpone_charge(key, due_at, later, clock.iso(now)):
             return "skipped"
-        if queues.enqueue_charges([(key, charge["checkout_id"])]):
+        if queues.enqueue_charges([(key, charge["checkout_id"])], {key: charge.get("correlation_id", "")}):
             raise RuntimeError(f"the orders queue refused {key}")
         return "enqueued"
     started = tables.begin_charge_attempt(key, attempts + 1, clock.iso(now),

@@ -27,6 +27,7 @@ def record_payin(work: ChargeWork, order: OrderShare) -> tuple[str, bool]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
+    logger.set_correlation_id(work.correlation_id or None)
     with transient_errors_retryable():
         recorded = [record_payin(work, order) for order in work.orders]
     written = [transaction_id for transaction_id, now in recorded if now]

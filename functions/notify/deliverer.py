@@ -33,7 +33,7 @@ from functions.notify import signing
 from functions.shared import clock, queues
 from functions.shared.config import Settings, settings
 from functions.shared.names import DEFAULT_CLIENT_ID, EVENT_ID_HEADER, SIGNATURE_HEADER
-from functions.shared.observability import service_metrics
+from functions.shared.observability import CORRELATION_FIELD, CORRELATION_HEADER, service_metrics
 from functions.shared.tables import NotificationEndpointsTable
 
 logger = Logger(service="notify")
@@ -107,6 +107,8 @@ def post(url: str, secret: str, delivery: Delivery, timeout_s: float) -> str | N
     timestamp = int(clock.now().timestamp())
     headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event["id"],
                SIGNATURE_HEADER: signing.signature_header(secret, timestamp, body)}
+    if delivery.event.get(CORRELATION_FIELD):
+        headers[CORRELATION_HEADER] = str(delivery.event[CORRELATION_FIELD])
     try:
         answer = http().request("POST", url, body=body, headers=headers, timeout=Timeout(total=timeout_s),
                                 redirect=False, preload_content=True)
@@ -162,6 +164,7 @@ def process(records: list[dict[str, Any]]) -> list[str]:
     keep = []
     for record in records:
         delivery = Delivery.of(record)
+        logger.set_correlation_id(delivery.event.get(CORRELATION_FIELD) or None)
         if delivery.client_id not in endpoints:
             endpoints[delivery.client_id] = table.get(delivery.client_id)
         outcome = deliver(delivery, endpoints[delivery.client_id], config).outcome

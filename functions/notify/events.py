@@ -19,6 +19,7 @@ from functions.auth import tenancy
 from functions.shared.config import Settings
 from functions.shared.money import Money
 from functions.shared.names import notification_event_id
+from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.tables import from_item
 
 # The order's pay-out fields of the API's view: the payout.* events carry them.
@@ -140,11 +141,12 @@ def addressed_event_of(record: dict[str, Any], source: StreamSource) -> tuple[st
     version = str(new.get("updated_at") or images.get("SequenceNumber", ""))
     client_id = source.client(new)
     payload = source.payload(new)
-    return client_id, {
+    # The checkout's correlation id, when the item has one (orders: README "Correlation id").
+    return client_id, correlated({
         "id": notification_event_id(source.name, key, status, version),
         "object": "event",
         "type": f"{source.name}.{status.lower()}",
         "created": new.get("updated_at"),
         "data": {"object": tenancy.unscoped_tree(client_id, payload) if client_id else payload,
                  "previous_status": previous},
-    }
+    }, new.get(CORRELATION_FIELD))

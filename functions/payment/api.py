@@ -46,7 +46,7 @@ from functions.shared.errors import (
     UnsupportedMediaType,
     error_body,
 )
-from functions.shared.observability import service_metrics
+from functions.shared.observability import CORRELATION_HEADER, ORDERS_ACCEPTED, correlation_id_of, service_metrics
 from functions.shared.pan import contains_card_number
 
 logger = Logger(service="payment")
@@ -160,6 +160,7 @@ def _domain_error(error: DomainError) -> Response:
 # cleared by each resolve, so two requests in one process (tests do it; a Lambda process never does) would read
 # each other's caller. A ContextVar is the request's own.
 _caller: ContextVar[scopes.Caller | None] = ContextVar("caller", default=None)
+_correlation: ContextVar[str] = ContextVar("correlation_id", default="")
 View = TypeVar("View", bound=BaseModel)
 
 
@@ -189,7 +190,7 @@ def _scoped_payment(request: PaymentRequest) -> PaymentRequest:
 @app.post("/v1/payments", responses=documented({202: {"description": "Checkout accepted"}, 409: {
     "description": "checkout_id_conflict, payment_order_id_in_use"}}, body=True))
 def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[CheckoutView]:
-    checkout, replayed = service.place_checkout(_scoped_payment(request))
+    checkout, replayed = service.place_checkout(_scoped_payment(request), correlation_id=_correlation.get())
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     logger.info("checkout placed", extra={"checkout_id": checkout.checkout_id, "replayed": replayed,
                                           "orders": len(checkout.payment_orders)})
@@ -197,7 +198,7 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
         metrics.add_metric(name="CheckoutsReplayed", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="CheckoutsPlaced", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="PaymentOrdersPlaced", unit=MetricUnit.Count, value=len(checkout.payment_orders))
+        metrics.add_metric(name=ORDERS_ACCEPTED, unit=MetricUnit.Count, value=len(checkout.payment_orders))
     return Response(status_code=202, content_type="application/json", body=_out(checkout),
                     headers=headers)
 
@@ -434,6 +435,20 @@ def _method_not_allowed(route_key: str) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Every answer carries the request's correlation id (X-Correlation-Id: the caller's if usable, else new)."""
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    correlation_id = correlation_id_of(headers.get(CORRELATION_HEADER.lower()))
+    logger.set_correlation_id(correlation_id)
+    token = _correlation.set(correlation_id)
+    try:
+        answer = _answer(event, context)
+    finally:
+        _correlation.reset(token)
+    answer["headers"] = {**(answer.get("headers") or {}), CORRELATION_HEADER: correlation_id}
+    return answer
+
+
+def _answer(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("routeKey", "").startswith("ANY "):  # no method route took it: the path lacks this method
         return _method_not_allowed(event["routeKey"])
     try:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payment import payouts
-from functions.shared import clock
+from functions.shared import clock, observability
 from functions.shared.config import settings
 from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
@@ -125,9 +125,23 @@ def finalize(state: dict[str, Any], tables: PaymentTables | None = None) -> dict
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.set_correlation_id(event.get("correlation_id") or None)
     with transient_errors_retryable():
         result = finalize(event)
     logger.info("charge finalized", extra={"charge_key": event.get("charge_key"), **result})
     # SUCCESS / FAILED, or EXECUTING when the PSP said pending (looked at again later)
     metrics.add_metric(name=f"ChargesFinalized_{result['charge_status']}", unit=MetricUnit.Count, value=1)
+    _count_orders(event, result)
     return result
+
+
+def _count_orders(state: dict[str, Any], result: dict[str, Any]) -> None:
+    """The orders this call made final (a finalize run again finds them final: counted once), the failed ones by
+    their reason (a decline code, or the error that ended the workflow)."""
+    changed = len(result.get("changed_now") or ())
+    if not changed:
+        return
+    if result["charge_status"] == OrderStatus.SUCCESS.value:
+        metrics.add_metric(name=observability.ORDERS_SUCCEEDED, unit=MetricUnit.Count, value=changed)
+    elif result["charge_status"] == OrderStatus.FAILED.value:
+        observability.dimensioned(observability.ORDERS_FAILED, changed, reason=_failure(state)[0])

@@ -19,6 +19,7 @@ from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
 from functions.shared.names import AWAITING_FUNDS, OFFLINE_PSP, charge_key, offline_reference
+from functions.shared.observability import correlated
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     CheckoutExists,
@@ -52,8 +53,12 @@ def request_fingerprint(request: PaymentRequest) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None) -> tuple[CheckoutView, bool]:
+def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None, correlation_id: str = ""
+                   ) -> tuple[CheckoutView, bool]:
     """Store the checkout and its orders atomically, then hand the orders to the executor.
+
+    `correlation_id` (the API's) is stored on the checkout, its orders and charges, and goes from there to the
+    workflow, the PSP's metadata and the notifications; a replay keeps the first request's.
 
     Returns the checkout as first answered and whether this call was a replay. If the function dies after the
     write and before the send, the sweeper enqueues the NOT_STARTED orders once their grace period ends.
@@ -72,7 +77,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
          "amount_minor": o.money().minor, "currency": o.money().currency}
         for o in request.payment_orders
     ]
-    event = {
+    event = correlated({
         "checkout_id": request.checkout_id,
         "request_hash": request_fingerprint(request),
         "buyer_info": request.buyer_info.model_dump(exclude_none=True),
@@ -84,9 +89,9 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
         "pending_order_ids": {s["payment_order_id"] for s in summaries},
         "is_payment_done": False,
         "created_at": created_at,
-    }
+    }, correlation_id)
     orders = [
-        {
+        correlated({
             **summary,
             "checkout_id": request.checkout_id,
             "charge_key": charge_key(request.checkout_id, summary["currency"]),
@@ -106,12 +111,12 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
             # a check's reference, so a bank deposit naming it finds the order (the orders' reference index)
             **({"psp_reference": offline_reference(charge_key(request.checkout_id, summary["currency"]))}
                if offline else {}),
-        }
+        }, correlation_id)
         for summary in summaries
     ]
     grouped = group_orders(orders)
-    charges = [{**charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at,
-                              list(grouped)), **request.method_fields}
+    charges = [correlated({**charge_item(request.checkout_id, currency, shares, payment_method, created_at, due_at,
+                                         list(grouped)), **request.method_fields}, correlation_id)
                for currency, shares in grouped.items()]
     if offline:
         charges = [awaiting_funds(charge, offline, funds_due) for charge in charges]
@@ -134,7 +139,8 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None)
     if offline:  # nothing to start: the sweeper's due_at is the funds' deadline, a recorded payment brings it on
         return checkout_as_placed(event), False
     try:
-        unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges])
+        unsent = queues.enqueue_charges([(c["charge_key"], request.checkout_id) for c in charges],
+                                        {c["charge_key"]: correlation_id for c in charges})
     except Exception:  # the charges are stored; the sweeper will enqueue them after the grace period
         logger.exception("enqueue failed; the sweeper will enqueue the charges",
                          extra={"checkout_id": request.checkout_id})

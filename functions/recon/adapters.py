@@ -175,7 +175,7 @@ class AwsFixes:
         if status.is_final:
             return Restart.FINISHED if status is OrderStatus.SUCCESS else Restart.MOVED_ON
         if status is OrderStatus.NOT_STARTED:
-            if queues.enqueue_charges([(key, charge["checkout_id"])]):
+            if queues.enqueue_charges([(key, charge["checkout_id"])], {key: charge.get("correlation_id", "")}):
                 raise RuntimeError(f"the orders queue refused {key}")
         elif "due_at" in charge and "dead_letter_reason" not in charge:
             return Restart.WATCHED

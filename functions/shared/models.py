@@ -46,6 +46,9 @@ class ChargeWork(BaseModel):
     # the workflow's input and so out of its dead letters: the executor reads it there.
     payment_method_type: str = "card"
     return_url: str = ""
+    # The checkout's correlation id (functions/shared/observability.py), as stored with the charge: the same on
+    # every attempt, so the PaymentIntent's metadata (compared by an idempotent replay) never changes.
+    correlation_id: str = ""
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:
@@ -56,6 +59,7 @@ class ChargeWork(BaseModel):
             first_attempt_at=item.get("first_attempt_at", ""), psp_reference=item.get("psp_reference", ""),
             checkout_currencies=tuple(item.get("checkout_currencies", ())),
             payment_method_type=item.get("payment_method_type", "card"), return_url=item.get("return_url", ""),
+            correlation_id=item.get("correlation_id", ""),
         )
 
     @property

@@ -25,8 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 import stripe
+from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.shared import aws, clock, psp_units
+from functions.shared import aws, clock, observability, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import (
     NotChargeableAtPsp,
@@ -134,7 +135,7 @@ class RateLimitedRetries(stripe.RequestsClient):
             if left is not None and left < MIN_CALL_S:
                 # Not sent: nothing happened at the PSP, and the workflow's next try has a whole invocation.
                 raise stripe.APIConnectionError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
-            answer = super().request(method, url, headers, post_data)
+            answer = self._measured(method, url, headers, post_data)
             if answer[1] != 429:
                 return answer
             RateLimitedRetries.rate_limited += 1
@@ -144,6 +145,40 @@ class RateLimitedRetries(stripe.RequestsClient):
                 return answer
             self._sleep(delay)
             waited, retry = waited + delay, retry + 1
+
+
+    def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        """The one place every SDK call goes through: its latency, and the class of an answer that is not a 2xx
+        (a connection that failed is `network`), as metrics of the calling function."""
+        started = time.perf_counter()
+        try:
+            answer = super().request(method, url, headers, post_data)
+        except Exception:
+            _record_psp_call(started, "network")
+            raise
+        _record_psp_call(started, psp_error_class(answer[1]))
+        return answer
+
+
+# What a PSP answer's HTTP status says (Stripe's error types), as the `error_class` of the PspErrors metric.
+_ERROR_CLASSES = {400: "invalid_request", 401: "authentication", 402: "declined", 403: "authentication",
+                  404: "not_found", 409: "conflict", 429: "rate_limited"}
+
+
+def psp_error_class(status: int) -> str | None:
+    """None for a 2xx; else the class of the PSP's answer (few values: a metric dimension)."""
+    if 200 <= status < 300:
+        return None
+    if status >= 500:
+        return "server_error"
+    return _ERROR_CLASSES.get(status, "other_client_error")
+
+
+def _record_psp_call(started: float, error_class: str | None) -> None:
+    observability.dimensioned(observability.PSP_LATENCY, (time.perf_counter() - started) * 1000,
+                              MetricUnit.Milliseconds)
+    if error_class is not None:
+        observability.dimensioned(observability.PSP_ERRORS, 1, error_class=error_class)
 
 
 MIN_CALL_S = 1.0  # a PSP call is not started with less time than this left before the invocation's deadline
@@ -222,7 +257,9 @@ class PspClient:
             "confirm": True,
             "payment_method_types": [work.payment_method_type],
             "transfer_group": work.checkout_id,
-            "metadata": {"checkout_id": work.checkout_id, "charge_key": work.charge_key},
+            # the correlation id is the one stored with the charge: the same on every retry of this key
+            "metadata": observability.correlated({"checkout_id": work.checkout_id, "charge_key": work.charge_key},
+                                                 work.correlation_id),
         }
         if customer:
             params["customer"] = customer

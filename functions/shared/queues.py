@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -12,22 +12,39 @@ from functions.shared import aws
 from functions.shared.charges import execution_name
 from functions.shared.config import settings
 from functions.shared.models import ChargeWork, OrderWork
+from functions.shared.observability import CORRELATION_FIELD
 
 
-def enqueue_charges(charges: Sequence[tuple[str, str]]) -> list[str]:
+def enqueue_charges(charges: Sequence[tuple[str, str]], correlation_ids: Mapping[str, str] | None = None
+                    ) -> list[str]:
     """Send one message per (charge_key, checkout_id) to the orders queue, in batches of ten; returns the keys
-    SQS did not accept. The starter reads the stored charge: the message only names it."""
+    SQS did not accept. The starter reads the stored charge: the message only names it, and carries the charge's
+    correlation id (`correlation_ids`, by charge key) as the message attribute `correlation_id`."""
     failed: list[str] = []
     queue_url = settings().orders_queue_url
+    known = correlation_ids or {}
     for start in range(0, len(charges), 10):
         batch = charges[start : start + 10]
         answer = aws.client("sqs").send_message_batch(
             QueueUrl=queue_url,
-            Entries=[{"Id": str(i), "MessageBody": json.dumps({"charge_key": key, "checkout_id": checkout_id})}
+            Entries=[{"Id": str(i), "MessageBody": json.dumps({"charge_key": key, "checkout_id": checkout_id}),
+                      **_correlation_attribute(known.get(key))}
                      for i, (key, checkout_id) in enumerate(batch)],
         )
         failed += [batch[int(entry["Id"])][0] for entry in answer.get("Failed", [])]
     return failed
+
+
+def _correlation_attribute(correlation_id: str | None) -> dict[str, Any]:
+    if not correlation_id:
+        return {}
+    return {"MessageAttributes": {CORRELATION_FIELD: {"DataType": "String", "StringValue": correlation_id}}}
+
+
+def correlation_id_of_message(attributes: Mapping[str, Any] | None) -> str:
+    """The `correlation_id` message attribute of a received SQS record (Lambda's shape), or ""."""
+    attribute = (attributes or {}).get(CORRELATION_FIELD) or {}
+    return str(attribute.get("stringValue") or attribute.get("StringValue") or "")
 
 
 def enqueue_orders(orders: Sequence[OrderWork]) -> list[str]:

@@ -34,6 +34,7 @@ def credit_charge(work: ChargeWork) -> list[str]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     work = ChargeWork.model_validate(event)
+    logger.set_correlation_id(work.correlation_id or None)
     with transient_errors_retryable():
         credited = credit_charge(work)
     logger.info("wallet credits", extra={"charge_key": work.charge_key, "credited_now": credited})

@@ -172,6 +172,8 @@ class Functions(Construct):
             removal_policy=self._removal_policy,
         )
         log_group.grant_write(role)
+        acknowledge(role, "AwsSolutions-IAM5", "X-Ray active tracing (README \"Tracing\"): PutTraceSegments and "
+                    "PutTelemetryRecords support no resource-level permissions (Resource *).", "Resource::*")
         return lambda_.Function(
             self,
             spec.name,
@@ -184,6 +186,8 @@ class Functions(Construct):
             layers=[self._layers[name] for name in (BASE_LAYER, *EXTRA_LAYERS.get(spec.name, ()))],
             role=role,
             log_group=log_group,
+            # Sampled by Lambda (the first request each second, then 5 %); no Tracer in the code (decisions.md).
+            tracing=lambda_.Tracing.ACTIVE,
             environment={**self._common_env, **names.log_env(spec), names.ENV_SERVICE_NAME: spec.service,
                          **(env or {})},
         )

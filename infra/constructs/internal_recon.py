@@ -45,4 +45,4 @@ class InternalRecon(Construct):
             targets=[targets.LambdaFunction(fn, retry_attempts=2)],
             description="Nightly internal reconciliation: orders, wallets, ledger, pay-outs and refunds",
         )
-        alarms.internal_recon(fn)
+        alarms.internal_recon()

@@ -1,20 +1,20 @@
 """Refunds (issue 16 a): the Refunds table, RefundsQueue with its dead-letter queue, the Refund worker (SQS,
-partial batch responses) and its grants, PaymentApi's access to them, and the alarms: anything in RefundsDlq,
-the worker's errors, and what one seller owes past OWED_ALARM_THRESHOLD_MINOR."""
+partial batch responses) and its grants, PaymentApi's access to them, and the refund path's business alarms (what one
+seller owes past OWED_ALARM_THRESHOLD_MINOR, mismatches); RefundsDlq and the worker's error rate are alarmed with
+every queue and function (infra/constructs/alarms.py)."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import governor, names
+from infra.constructs.alarms import Alarms
 from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.notifications import Notifications
 
@@ -23,7 +23,7 @@ _VISIBILITY_FACTOR = 6
 
 
 class Refunds(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, functions: Functions, topic: sns.ITopic,
+    def __init__(self, scope: Construct, construct_id: str, *, functions: Functions, alarms: Alarms,
                  psp_key_parameter: str, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, construct_id)
         self.table = dynamodb.Table(
@@ -63,12 +63,8 @@ class Refunds(Construct):
         functions._table(functions.payment_api, self.table, READ + WRITE)
         functions._allow(functions.payment_api, send, [self.queue.queue_arn])
 
-        action = actions.SnsAction(topic)
+        # The refund path's business alarms; RefundsDlq and the worker's error rate are in Alarms.rates_and_ages.
         for alarm_id, metric, threshold, description in (
-            ("RefundsDlqNotEmpty", self.dlq.metric_approximate_number_of_messages_visible(
-                period=_PERIOD, statistic="Maximum"), 0, "Messages in RefundsDlq: look at the refund, redrive"),
-            ("RefundWorkerErrors", self.worker.metric_errors(period=_PERIOD, statistic="Sum"), 0,
-             "RefundWorker raised errors"),
             ("SellerOwedHigh", _refund_path_metric(names.OWED_METRIC, "MAX", "Maximum"),
              names.OWED_ALARM_THRESHOLD_MINOR,
              "A seller owes more than the threshold (reversals refused): netted from its next transfers"),
@@ -79,12 +75,7 @@ class Refunds(Construct):
             ("RefundFailedAfterSuccess", _refund_path_metric("RefundFailedAfterSuccess", "SUM", "Sum"), 0,
              "A refund the PSP had reported succeeded failed later: the money is back in our books, tell the buyer"),
         ):
-            alarm = metric.create_alarm(
-                self, alarm_id, alarm_description=description, threshold=threshold, evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-            alarm.add_alarm_action(action)
-            alarm.add_ok_action(action)
+            alarms.add(alarm_id, metric, threshold, description)
 
     def grant_refund_path(self, fn: lambda_.Function, *, functions: Functions, psp_key_parameter: str) -> None:
         """What `functions.executor.refund.apply_psp_refund` needs, for a function that calls it besides the

@@ -184,6 +184,7 @@ class Workflow(Construct):
             timeout=Duration.minutes(5),  # the Express maximum
             # ERROR only, without execution data: order details stay out of the logs (the DLQ carries them).
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False),
+            tracing_enabled=True,  # X-Ray, sampled by the account's sampling rules (README "Tracing")
         )
         acknowledge(
             self.state_machine,
@@ -192,16 +193,11 @@ class Workflow(Construct):
             "details in logs); failures reach WorkflowDlq with their input, and each function logs its own steps.",
         )
         acknowledge(
-            self.state_machine,
-            "AwsSolutions-SF2",
-            "No X-Ray: the cost goal is below $20 per million orders; failures are traced by execution name "
-            "(<charge_key>-<attempt>) through the logs, alarms and WorkflowDlq.",
-        )
-        acknowledge(
             self.state_machine.role,
             "AwsSolutions-IAM5",
             "CDK's LambdaInvoke grant covers the task functions' versions (<arn>:*); CloudWatch Logs delivery "
-            "actions (logs:CreateLogDelivery and friends) support no resource-level permissions (Resource *).",
+            "actions (logs:CreateLogDelivery and friends) and X-Ray's PutTraceSegments support no resource-level "
+            "permissions (Resource *).",
             "Resource::*",
             *(f"Resource::{arn_placeholder(fn)}:*" for fn in (executor, wallet, ledger, finalize)),
         )

@@ -25,6 +25,7 @@ CONSUME = {
     "sqs:GetQueueAttributes",
 }
 START = {"states:StartExecution"}
+XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # active tracing: every function, checked apart
 STREAM_READ = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
 PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/secret-key"
 ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
@@ -228,7 +229,7 @@ def permissions(synth, function: names.FunctionSpec, friendly: dict[str, str]) -
     for statement in role_statements(synth, function):
         assert statement["Effect"] == "Allow"
         actions = set(as_list(statement["Action"]))
-        if actions <= {"logs:CreateLogStream", "logs:PutLogEvents"}:
+        if actions <= {"logs:CreateLogStream", "logs:PutLogEvents"} or actions == XRAY:
             continue
         for resource in as_list(statement["Resource"]):
             text = render(resource)
@@ -279,3 +280,16 @@ def test_no_policy_in_the_stack_grants_a_wildcard_action(synth):
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             for action in as_list(statement["Action"]):
                 assert "*" not in action, (lid, action)
+
+
+@pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
+def test_each_function_is_traced_and_may_only_send_traces_besides(synth, function):
+    fn = synth.logical_id("AWS::Lambda::Function", f"{names.FUNCTIONS}{function.name}")
+    assert synth.props(fn)["TracingConfig"] == {"Mode": "Active"}
+    traces = [s for s in role_statements(synth, function) if set(as_list(s["Action"])) & XRAY]
+    assert [(set(as_list(s["Action"])), s["Resource"]) for s in traces] == [(XRAY, "*")]
+
+
+def test_the_workflow_is_traced(synth):
+    [machine] = synth.of_type("AWS::StepFunctions::StateMachine").values()
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}

@@ -504,11 +504,7 @@ def test_failed_or_timed_out_workflows_raise_an_alarm(synth, metric):
     assert_fires_above_zero_to_the_topic(synth, alarm)
 
 
-@pytest.mark.parametrize("function", names.ALL_FUNCTIONS, ids=lambda f: f.name)
-def test_errors_of_each_function_raise_an_alarm(synth, function):
-    (alarm,) = alarms_on(synth, "Errors", "FunctionName", {"Ref": function_id(synth, function)})
-    assert alarm["Namespace"] == "AWS/Lambda"
-    assert_fires_above_zero_to_the_topic(synth, alarm)
+# Each function's errors: an error-rate alarm (metric math), tests/infra/test_observability.py.
 
 
 # --- outputs and forbidden resources ------------------------------------------------------------------------
