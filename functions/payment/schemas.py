@@ -148,12 +148,7 @@ class PaymentOrderRequest(ApiModel):
         return self
 
     def money(self) -> Money:
-        try:
-            money = Money.from_major(self.amount, self.currency)
-        except MoneyError as error:
-            raise PydanticCustomError(error.code, error.message) from None
-        if not money.is_positive():
-            raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
+        money = positive_money(self.amount, self.currency)
         with _refused_by_psp():
             psp_units.to_stripe_amount(money)
         return money
@@ -263,6 +258,17 @@ class PaymentRequest(ApiModel):
                 {"limit": MAX_CURRENCIES_PER_CHECKOUT},
             )
         return self
+
+
+def positive_money(amount: str, currency: str) -> Money:
+    """A request's decimal amount in its currency, greater than zero, or the validation error saying why."""
+    try:
+        money = Money.from_major(amount, currency)
+    except MoneyError as error:
+        raise PydanticCustomError(error.code, error.message) from None
+    if not money.is_positive():
+        raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
+    return money
 
 
 def currency_totals(orders: list[PaymentOrderRequest]) -> dict[str, Money]:
@@ -523,13 +529,7 @@ class OfflinePaymentRequest(ApiModel):
         return self
 
     def money(self) -> Money:
-        try:
-            money = Money.from_major(self.amount, self.currency)
-        except MoneyError as error:
-            raise PydanticCustomError(error.code, error.message) from None
-        if not money.is_positive():
-            raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
-        return money
+        return positive_money(self.amount, self.currency)
 
 
 class OfflineBounceRequest(ApiModel):

@@ -11,17 +11,11 @@ import uuid
 
 from psp_sandbox.state import DEBIT_PROCESSING_SECONDS
 from tests.e2e.test_payout_flow import order_when
+from tests.e2e.test_paypal_http import sandbox_post
 from tests.support.waiting import wait_for
 
 MANDATE = {"customer_acceptance": {"type": "online",
                                    "online": {"ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0"}}}
-
-
-def sandbox_post(stack, path: str, data: bytes, content_type: str, key: str = "") -> dict:
-    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
-    request = urllib.request.Request(f"{stack.psp_url}{path}", data=data, method="POST", headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
 
 
 def test_a_sepa_checkout_is_processing_until_the_bank_answers_then_succeeds(stack, api):
