@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -217,8 +218,9 @@ def _match(obj: SettlementObject, found: Survey, config: Settings, recon: ReconS
         return _match_into(report, obj, found, (window, transfers), config, recon, table, now)
 
 
-def _match_deposits(report: ReportBuilder, obj: SettlementObject, found: Survey, config: Settings
-                    ) -> dict[str, Any]:
+def _reviewed(report: ReportBuilder, obj: SettlementObject, found: Survey, config: Settings
+              ) -> tuple[ReviewQueue, Callable[[Outcome], None]]:
+    """The file's review queue, and `emit`: each outcome into the report, and to review when it needs a person."""
     review = ReviewQueue(config.review_queue_url, {"psp": obj.psp, "source_key": obj.key,
                                                     "file_sha256": found.sha256})
 
@@ -226,6 +228,13 @@ def _match_deposits(report: ReportBuilder, obj: SettlementObject, found: Survey,
         report.add(outcome)
         if outcome.review:
             review.add(outcome)
+
+    return review, emit
+
+
+def _match_deposits(report: ReportBuilder, obj: SettlementObject, found: Survey, config: Settings
+                    ) -> dict[str, Any]:
+    review, emit = _reviewed(report, obj, found, config)
 
     day = bank.file_day(obj.name, found.latest)
     report.header["deposit_day"] = day
@@ -238,13 +247,7 @@ def _match_deposits(report: ReportBuilder, obj: SettlementObject, found: Survey,
 def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
                 windows: tuple[Window | None, Window | None], config: Settings, recon: ReconSettings,
                 table: ReconTable, now: datetime) -> dict[str, Any]:
-    review = ReviewQueue(config.review_queue_url, {"psp": obj.psp, "source_key": obj.key,
-                                                    "file_sha256": found.sha256})
-
-    def emit(outcome: Outcome) -> None:
-        report.add(outcome)
-        if outcome.review:
-            review.add(outcome)
+    review, emit = _reviewed(report, obj, found, config)
 
     with ThreadPoolExecutor(recon.read_workers, "recon-read") as reads, \
             ThreadPoolExecutor(recon.write_workers, "recon-write") as writes:
