@@ -76,15 +76,21 @@ def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) 
 
 
 def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, Any], now: datetime) -> None:
-    """3-D Secure or PayPal (issue 17): the buyer must complete a challenge, or approve on PayPal's page. The orders
-    show next_action (the client secret Stripe.js needs; PayPal's page and the return_url); the charge waits until the
-    deadline (set once, the first time), when the sweeper's next attempt cancels it, unless a
-    payment_intent.succeeded / payment_failed webhook brings it forward."""
-    if charge.get("redirect_url"):
+    """3-D Secure, PayPal or an ACH account to verify (issue 17): the buyer must complete a challenge, approve on
+    PayPal's page, or confirm the microdeposits Stripe sent to their account. The orders show next_action (the
+    client secret Stripe.js needs; PayPal's page and the return_url; Stripe's verification page); the charge waits
+    until the deadline (set once, the first time), when the sweeper's next attempt cancels it, unless a
+    payment_intent.succeeded / payment_failed / processing webhook brings it forward."""
+    config = settings()
+    timeout_s = config.threeds_timeout_s
+    if charge.get("action") == "verify_with_microdeposits":  # they reach the account in 1-2 business days
+        next_action = {"type": "verify_with_microdeposits", "url": charge.get("redirect_url", "")}
+        timeout_s = config.microdeposits_timeout_s
+    elif charge.get("redirect_url"):
         next_action = {"type": "redirect_to_url", "url": charge["redirect_url"], "return_url": work.return_url}
     else:
         next_action = {"type": "use_stripe_sdk", "client_secret": charge.get("client_secret", "")}
-    expires = clock.iso(now + timedelta(seconds=settings().threeds_timeout_s))
+    expires = clock.iso(now + timedelta(seconds=timeout_s))
     tables.record_charge_awaiting_action(work.charge_key, charge.get("psp_reference", ""), next_action, expires,
                                          work.payment_order_ids, clock.iso(now))
 

@@ -291,9 +291,10 @@ def _refused_by_psp(prefix: str = "") -> Iterator[None]:
 class NextAction(ApiModel):
     """What the buyer must do before the charge can be decided: for 3-D Secure (`use_stripe_sdk`), Stripe.js's
     handleNextAction(client_secret) runs the challenge; for PayPal (`redirect_to_url`), the storefront sends the
-    buyer to `url`, and PayPal sends them back to `return_url`."""
+    buyer to `url`, and PayPal sends them back to `return_url`; for a US bank account Stripe could not verify at
+    once (`verify_with_microdeposits`), the buyer confirms the microdeposits on Stripe's page at `url`."""
 
-    type: Literal["use_stripe_sdk", "redirect_to_url"]
+    type: Literal["use_stripe_sdk", "redirect_to_url", "verify_with_microdeposits"]
     client_secret: str | None = None
     url: str | None = None
     return_url: str | None = None

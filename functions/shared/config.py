@@ -54,6 +54,9 @@ class Settings(BaseModel):
     # max_attempts until debit_max_wait_s from its creation (SEPA may take 14 business days, ~20 calendar days).
     debit_recheck_s: int = Field(default=4 * 86400, ge=3600, le=14 * 86400)
     debit_max_wait_s: int = Field(default=35 * 86400, ge=86400)
+    # A US bank account Stripe could not verify at once: the buyer confirms the microdeposits sent to it (they
+    # arrive in 1-2 business days); past this the PaymentIntent is cancelled as for an abandoned challenge.
+    microdeposits_timeout_s: int = Field(default=10 * 86400, ge=86400, le=30 * 86400)
     # Checks and money orders (issue 17): whom the buyer pays (printed in the checkout's instructions) and the days
     # the orders wait for the funds; unpaid then, the sweeper ends them FAILED funds_not_received.
     offline_pay_to: str = Field(default="MarketPay Ltd, Payments Dept., 100 Market Street, San Francisco CA 94105",

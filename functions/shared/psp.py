@@ -71,14 +71,16 @@ class ChargeResult:
     charge_id: str = ""  # the PaymentIntent's latest_charge (ch_...): transfers and refunds name it
     # requires_action (3-D Secure): the PaymentIntent's client secret, which Stripe.js needs to run the challenge
     client_secret: str = ""
-    # requires_action of a redirect method (PayPal): where the buyer approves the payment
+    # requires_action: what the buyer must do (next_action.type: use_stripe_sdk for 3-D Secure, redirect_to_url for
+    # PayPal, verify_with_microdeposits for a US bank account not verified at once) and the page it happens on
+    action: str = ""
     redirect_url: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
             "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
-            "client_secret": self.client_secret, "redirect_url": self.redirect_url,
+            "client_secret": self.client_secret, "action": self.action, "redirect_url": self.redirect_url,
         }
 
 
@@ -549,9 +551,10 @@ class PspClient:
         if status == "succeeded":
             return ChargeResult(SUCCEEDED, intent.id, status, charge_id=charge_id)
         if status == REQUIRES_ACTION:
+            action, url = _next_action(intent)
             return ChargeResult(PENDING, intent.id, status, charge_id=charge_id,
-                                client_secret=str(getattr(intent, "client_secret", "") or ""),
-                                redirect_url=_redirect_url(intent))
+                                client_secret=str(getattr(intent, "client_secret", "") or ""), action=action,
+                                redirect_url=url)
         if status in _PENDING_STATUSES:
             return ChargeResult(PENDING, intent.id, status, charge_id=charge_id)
         if status == "canceled" and getattr(intent, "cancellation_reason", None) == "abandoned":
@@ -602,11 +605,16 @@ class PspClient:
 MAGIC_TEST_PREFIX = "pm_card_"  # Stripe's test PaymentMethods: reusable without a Customer
 
 
-def _redirect_url(intent: Any) -> str:
-    """next_action.redirect_to_url.url of a PaymentIntent waiting on a redirect (PayPal), else ""."""
+_ACTION_PAGES = {"redirect_to_url": "url", "verify_with_microdeposits": "hosted_verification_url"}
+
+
+def _next_action(intent: Any) -> tuple[str, str]:
+    """The type of the PaymentIntent's next_action, and the page the buyer goes to for it ("" for Stripe.js's own
+    3-D Secure challenge)."""
     action = getattr(intent, "next_action", None)
-    redirect = getattr(action, "redirect_to_url", None) if action is not None else None
-    return str(getattr(redirect, "url", "") or "") if redirect is not None else ""
+    kind = str(getattr(action, "type", "") or "") if action is not None else ""
+    details = getattr(action, kind, None) if kind in _ACTION_PAGES else None
+    return kind, str(getattr(details, _ACTION_PAGES[kind], "") or "") if details is not None else ""
 
 
 def needs_customer(work: ChargeWork) -> bool:

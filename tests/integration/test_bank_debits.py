@@ -268,3 +268,28 @@ def test_a_deciding_event_for_a_debit_whose_attempt_may_run_comes_back_later(wor
     assert payments.payment_intent_event(event) == "redrive_due"
     with pytest.raises(payments.EventNotYetApplicable):  # brought forward: an attempt may start any moment
         payments.payment_intent_event(event)
+
+
+def test_an_account_to_verify_by_microdeposits_waits_days_for_the_buyer_not_the_3ds_half_hour(workflow):
+    # Stripe answers requires_action / verify_with_microdeposits for a US account it could not verify at once (the
+    # sandbox's test accounts are all verified at once, so this answer is given to finalize as the executor would)
+    from types import SimpleNamespace
+
+    from functions.payment import finalize
+    from functions.shared import psp
+
+    intent = SimpleNamespace(id="pi_micro", status="requires_action", latest_charge=None, client_secret="pi_s",
+                             next_action=SimpleNamespace(type="verify_with_microdeposits", verify_with_microdeposits=(
+                                 SimpleNamespace(hosted_verification_url="https://payments.stripe.com/microdeposit/x"))))
+    answer = psp.PspClient._result_of(intent)
+    assert (answer.outcome, answer.action, answer.redirect_url) == (
+        "pending", "verify_with_microdeposits", "https://payments.stripe.com/microdeposit/x")
+    service.place_checkout(request_of("chk_micro", "us_bank_account", "USD", token="pm_micro"))
+    work = begin("chk_micro", "USD")
+    assert finalize.finalize({**work.model_dump(), "charge": answer.as_dict()})["charge_status"] == "EXECUTING"
+    checkout = service.get_checkout("chk_micro")
+    assert checkout.next_action.model_dump(exclude_none=True) == {
+        "type": "verify_with_microdeposits", "url": "https://payments.stripe.com/microdeposit/x"}
+    charge = PaymentTables.from_settings().get_charge("chk_micro#USD")
+    waited = clock.parse_iso(charge["action_expires_at"]) - clock.parse_iso(charge["updated_at"])
+    assert waited == timedelta(seconds=settings().microdeposits_timeout_s)
