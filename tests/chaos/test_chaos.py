@@ -54,8 +54,10 @@ def test_a_seeded_chaos_run_keeps_every_invariant(seed):
 
 
 def test_the_same_seed_draws_the_same_faults():
-    # the pay-in's draws repeat exactly for a seed (transfers' depend on timing and are not compared)
-    first, second = (chaos("--seed", "7", "--orders", "40", "--timeout", "300", "--payin-only") for _ in range(2))
+    # the pay-in's draws repeat exactly for a seed (transfers' depend on timing and are not compared, and so do a
+    # 3-D Secure or debit charge's look-ups, which follow the buyer's and the bank's timing: none here)
+    first, second = (chaos("--seed", "7", "--orders", "40", "--timeout", "300", "--payin-only", "--async-rate", "0")
+                     for _ in range(2))
     psp = {k: v for k, v in first["faults"].items() if k.startswith("psp_")}
     assert psp == {k: v for k, v in second["faults"].items() if k.startswith("psp_")}
     assert first["overnight"].keys() == second["overnight"].keys()
