@@ -127,6 +127,7 @@ class ChaosConfig:
     disputes: float = DISPUTE_RATE  # of the succeeded charges not refunded in full, disputed after the refunds
     # of the one-currency checkouts, paid by a 3-D Secure card (completed, failed or abandoned) or a bank debit
     async_rate: float = ASYNC_RATE
+    single_use_rate: float = SINGLE_USE_RATE  # of the card checkouts, a number typed (a single-use PaymentMethod)
 
 
 @dataclass
@@ -437,7 +438,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents", "/v1/transfers"],
                              params=PSP_FAULT_PARAMS)
     workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
-                              decline_rate=0.08, prefix="chaos", single_use_rate=SINGLE_USE_RATE,
+                              decline_rate=0.08, prefix="chaos", single_use_rate=config.single_use_rate,
                               async_rate=config.async_rate)
     sandbox.state.debit_processing_seconds = DEBIT_BANK_SECONDS
     overnight = _overnight(stack, workload, config, search, faults)
@@ -883,6 +884,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
     parser.add_argument("--search-lag", type=float, default=ChaosConfig.search_lag_s,
                         help="seconds of the PSP's clock before a new PaymentIntent shows in a search")
+    parser.add_argument("--single-use-rate", type=float, default=SINGLE_USE_RATE,
+                        help="share of the card checkouts paid with a typed card number (a single-use PaymentMethod)")
     parser.add_argument("--async-rate", type=float, default=ASYNC_RATE,
                         help="share of the one-currency checkouts paid by 3-D Secure or bank debit (0: none)")
     parser.add_argument("--disputes", type=float, default=ChaosConfig.disputes,
@@ -890,7 +893,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
-                         search_lag_s=args.search_lag, disputes=args.disputes, async_rate=args.async_rate)
+                         search_lag_s=args.search_lag, disputes=args.disputes, async_rate=args.async_rate,
+                         single_use_rate=args.single_use_rate)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):
