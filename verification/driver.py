@@ -117,30 +117,52 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
 def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,
                        record: RunRecord) -> tuple[int, dict[str, Any], dict[str, str]]:
     answer: tuple[int, dict[str, Any], dict[str, str]] = (0, {}, {})
-    for attempt in range(retries):
+    for attempt in range(retries + RATE_LIMITED_RETRIES):
         try:
             answer = api.post_checkout(checkout)
         except OSError:
             answer = (0, {}, {})
+        if answer[0] == 429:  # the API's rate limit: a storefront waits Retry-After and sends it again
+            time.sleep(_retry_after(answer[2]))
+            continue
         if answer[0] and answer[0] < 500:
             return answer
+        if attempt >= retries - 1:
+            break
         record.retried_posts += 1
         time.sleep(min(0.05 * 2**attempt, 1.0))
     return answer
 
 
+RATE_LIMITED_RETRIES = 20  # 429s waited out (Retry-After) besides the retries of failures
+
+
+def _retry_after(headers: dict[str, str]) -> float:
+    try:
+        return min(max(float(headers.get("retry-after", "1")), 0.1), 5.0)
+    except ValueError:
+        return 1.0
+
+
 def _get_with_retries(api: ApiClient, order_id: str, retries: int) -> tuple[int, dict[str, Any]]:
     """A read the network or a killed function failed is read again; a 404 is an answer."""
     answer: tuple[int, dict[str, Any]] = (0, {})
-    for attempt in range(retries):
+    failures = 0
+    for _ in range(retries + RATE_LIMITED_RETRIES):
         try:
-            status, body, _ = api.get_order(order_id)
+            status, body, headers = api.get_order(order_id)
             answer = (status, body)
         except OSError:
-            answer = (0, {})
+            answer, headers = (0, {}), {}
+        if answer[0] == 429:  # rate limited: wait as told, then read again
+            time.sleep(_retry_after(headers))
+            continue
         if answer[0] and answer[0] < 500:
             return answer
-        time.sleep(min(0.05 * 2**attempt, 1.0))
+        failures += 1
+        if failures >= retries:
+            break
+        time.sleep(min(0.05 * 2**failures, 1.0))
     return answer
 
 

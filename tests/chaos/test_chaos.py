@@ -38,7 +38,8 @@ def test_a_seeded_chaos_run_keeps_every_invariant(seed):
     assert all(outcome.startswith(("SUCCESS (", "FAILED (")) for outcome in report["overnight"].values())
     shape = report["workload"]
     assert shape["multi_seller"] and shape["multi_currency"] and shape["with_jpy"]
-    assert shape["single_use_payment_methods"] > 0.8 * shape["checkouts"]
+    # most buyers type a card number (or a bank account); the 3-D Secure share sends Stripe's test token
+    assert shape["single_use_payment_methods"] > 0.7 * shape["checkouts"]
     assert not [status for status in report["rejected"] if status.startswith("4")], report["rejected"]
     # issue 15: releases through the API (some twice at once) and by the sweeper, transfers under the same faults
     # (the platform's balance short for a while), a restricted account retried by on-call, late registrations
