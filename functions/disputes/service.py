@@ -35,6 +35,7 @@ from functions.ledger import journal
 from functions.shared import clock, names, psp_units
 from functions.shared.money import Money
 from functions.shared.names import dispute_part_reference
+from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import (
     DISPUTE_LOST,
@@ -105,13 +106,15 @@ def _create(obj: dict[str, Any], disputes: DisputesTable) -> dict[str, Any]:
                                      for o in orders}, named)
     sellers = {o["payment_order_id"]: o["seller_account"] for o in orders}
     now = clock.iso()
-    item = {"dispute_id": str(obj["id"]), "dispute_status": DISPUTE_OPEN, "psp_status": str(obj.get("status")),
+    # the checkout's correlation id (one per checkout, on each of its orders): the dispute's notifications carry it
+    item = correlated({
+            "dispute_id": str(obj["id"]), "dispute_status": DISPUTE_OPEN, "psp_status": str(obj.get("status")),
             "charge_id": str(obj.get("charge") or ""), "payment_intent": payment_intent, "currency": currency,
             "amount_minor": amount.minor, "fee_minor": psp_units.from_stripe_amount(currency, fee).minor,
             "reason": str(obj.get("reason") or ""), "psp": PSP_NAME,
             "parts": {order_id: {"seller_account": sellers[order_id], "amount_minor": part}
                       for order_id, part in parts.items() if part > 0},
-            "created_at": now, "updated_at": now}
+            "created_at": now, "updated_at": now}, orders[0].get(CORRELATION_FIELD))
     disputes.create(item)
     return disputes.get(item["dispute_id"]) or item
 

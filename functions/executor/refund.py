@@ -27,7 +27,7 @@ from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
 from functions.shared.money import Money
 from functions.shared.names import OFFLINE_PSP
-from functions.shared.observability import service_metrics
+from functions.shared.observability import CORRELATION_FIELD, service_metrics
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import (
     REFUND_FAILED,
@@ -64,6 +64,7 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
     refund = refunds.get(refund_id)
     if refund is None:
         raise LookupError(f"no refund {refund_id}: the message stays for a human (RefundsDlq)")
+    logger.set_correlation_id(refund.get(CORRELATION_FIELD) or None)
     if refund["refund_status"] == REFUND_FAILED:
         return "failed"
     if refund["refund_status"] == REFUND_SUCCEEDED:

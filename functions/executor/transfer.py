@@ -28,7 +28,7 @@ from functions.shared import clock, psp, queues
 from functions.shared.config import settings
 from functions.shared.errors import PspOutcomeUnknown, PspPermanentError
 from functions.shared.money import Money
-from functions.shared.observability import service_metrics
+from functions.shared.observability import CORRELATION_FIELD, service_metrics
 from functions.shared.status import PayoutStatus
 from functions.shared.tables import PayoutsTable, SellersTable
 from functions.wallet import movements
@@ -49,6 +49,7 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     payout = payouts.get(payment_order_id)
     if payout is None:
         raise LookupError(f"no payout {payment_order_id}: the message stays for a human (PayoutsDlq)")
+    logger.set_correlation_id(payout.get(CORRELATION_FIELD) or None)
     if PayoutStatus(payout["payout_status"]) in _IDLE:
         return "nothing"
     if payout.get("dead_letter_reason"):  # a stale message: a human holds it until `ops payouts retry`

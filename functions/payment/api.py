@@ -270,7 +270,8 @@ def release_payment(payment_order_id: Annotated[str, Path(max_length=64)]) -> Re
 def create_refund(payment_order_id: Annotated[str, Path(max_length=64)],
                   request: Annotated[RefundRequest, Body()]) -> Response[RefundView]:
     view, replayed = refunds.create_refund(_in(payment_order_id),
-                                           request.model_copy(update={"refund_id": _in(request.refund_id)}))
+                                           request.model_copy(update={"refund_id": _in(request.refund_id)}),
+                                           correlation_id=_correlation.get())
     logger.info("refund accepted", extra={"refund_id": view.refund_id, "payment_order_id": view.payment_order_id,
                                           "replayed": replayed})
     metrics.add_metric(name="RefundsReplayed" if replayed else "RefundsAccepted", unit=MetricUnit.Count, value=1)

@@ -72,7 +72,8 @@ def _finish_order(tables: PaymentTables, order_id: str, status: OrderStatus, fie
 def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) -> dict[str, Any]:
     return {"payment_order_id": order.payment_order_id, "seller_account": order.seller_account,
             "checkout_id": work.checkout_id, "currency": work.currency, "amount_minor": order.amount_minor,
-            "psp": order.psp, "charge_id": fields.get("charge_id")}
+            "psp": order.psp, "charge_id": fields.get("charge_id"),
+            **({observability.CORRELATION_FIELD: work.correlation_id} if work.correlation_id else {})}
 
 
 def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, Any], now: datetime) -> None:

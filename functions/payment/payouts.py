@@ -27,6 +27,7 @@ from functions.shared.config import settings
 from functions.shared.errors import ConcurrentChange, DomainError, NotFound, RequestInvalid
 from functions.shared.money import Money
 from functions.shared.names import NETTING
+from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.status import OrderStatus, PayoutStatus
 from functions.shared.tables import PaymentTables, PayoutsTable, SellersTable, WalletTable
 
@@ -96,6 +97,7 @@ def held_item(order: dict[str, Any], settled_at: str, auto_release_days: int | N
         "psp": order.get("psp") or "stripe", "charge_id": order.get("charge_id"), "settled_at": settled_at,
         "transfer_attempts": 0, "created_at": settled_at, "updated_at": settled_at,
     }
+    item = correlated(item, order.get(CORRELATION_FIELD))  # the checkout's: its notifications carry it
     if auto_release_days is not None:
         item["auto_release_at"] = clock.iso(clock.parse_iso(settled_at) + timedelta(days=auto_release_days))
     return item

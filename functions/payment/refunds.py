@@ -15,6 +15,7 @@ from functions.payment.schemas import RefundRequest, RefundSummary, RefundView, 
 from functions.shared import clock, psp_units, queues
 from functions.shared.errors import AwsTransientError, DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
 from functions.shared.money import Money, MoneyError
+from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     REFUND_PENDING,
@@ -51,13 +52,15 @@ def fingerprint(payment_order_id: str, request: RefundRequest) -> str:
 
 
 def create_refund(payment_order_id: str, request: RefundRequest, tables: RefundsTable | None = None, *,
-                  taken_back_by_psp: str = "") -> tuple[RefundView, bool]:
+                  taken_back_by_psp: str = "", correlation_id: str = "") -> tuple[RefundView, bool]:
     """Accept the refund: returns its answer as first given and whether this call was a replay. The refund and
     the order's reservation are one transaction (`refunded + amount <= amount`), so concurrent refunds never pass
     the order. Then one message to the Refund worker; if that send is lost, a replay of the request sends it
     again (a PENDING refund not yet at the PSP), and the worker is idempotent.
     `taken_back_by_psp` (a bank debit returned after it succeeded: the bank's code): the PSP has already taken the
-    money back, so the worker asks it for nothing and books the refund (seller's share, commission) at once."""
+    money back, so the worker asks it for nothing and books the refund (seller's share, commission) at once.
+    `correlation_id`: the API request's; without one (a bank's return, a bounced check), the checkout's. The
+    refund's worker logs, PSP metadata and notifications carry it."""
     tables = tables or RefundsTable.from_settings()
     request_hash = fingerprint(payment_order_id, request)
     existing = tables.get(request.refund_id)
@@ -71,11 +74,13 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
     gross = Money(int(order["amount_minor"]), order["currency"])
     amount = _amount(request, gross, int(order.get("refunded_minor") or 0))
     now = clock.iso()
-    item = {"refund_id": request.refund_id, "payment_order_id": payment_order_id, "request_hash": request_hash,
+    item = correlated({
+            "refund_id": request.refund_id, "payment_order_id": payment_order_id, "request_hash": request_hash,
             "seller_account": order["seller_account"], "currency": gross.currency, "amount_minor": amount.minor,
             "reason": request.reason, "psp": order.get("psp") or "stripe", "refund_status": REFUND_PENDING,
             "created_at": now, "updated_at": now,
-            **({"taken_back_by_psp": taken_back_by_psp} if taken_back_by_psp else {})}
+            **({"taken_back_by_psp": taken_back_by_psp} if taken_back_by_psp else {})},
+        correlation_id or order.get(CORRELATION_FIELD))
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             tables.create(item, gross.minor)

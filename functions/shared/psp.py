@@ -377,8 +377,10 @@ class PspClient:
             # A check's or money order's order has no PSP charge (issue 17): its net comes from the platform's
             # available balance, which the platform funds from its bank deposits.
             **({"source_transaction": payout["charge_id"]} if payout.get("charge_id") else {}),
-            "metadata": {"payment_order_id": order_id, "checkout_id": payout["checkout_id"],
-                         "seller_account": payout["seller_account"]},
+            # stored with the payout at its creation: the same on every retry of the key
+            "metadata": observability.correlated({"payment_order_id": order_id, "checkout_id": payout["checkout_id"],
+                                                  "seller_account": payout["seller_account"]},
+                                                 payout.get(observability.CORRELATION_FIELD)),
         }
         key = transfer_key(order_id, int(payout.get("transfer_key_generation", 0)))
         try:
@@ -435,8 +437,10 @@ class PspClient:
                 return _refund_result(existing, amount)
         params: dict[str, Any] = {
             **target, "amount": psp_units.to_stripe_amount(amount),
-            "metadata": {"payment_order_id": refund["payment_order_id"], "refund_id": refund["refund_id"],
-                         "reason": str(refund.get("reason") or "")[:500]},
+            "metadata": observability.correlated({"payment_order_id": refund["payment_order_id"],
+                                                  "refund_id": refund["refund_id"],
+                                                  "reason": str(refund.get("reason") or "")[:500]},
+                                                 refund.get(observability.CORRELATION_FIELD)),
         }
         try:
             created = self._stripe.v1.refunds.create(

@@ -2,8 +2,9 @@
 Issue 20: the runs place multi-seller, multi-currency checkouts paid with single-use PaymentMethods, charged once
 per checkout and currency.
 
-The full run is `make chaos` (10,000 orders); here 100 orders per seed keep `make test` bounded (about a
-minute or two each). Each run is its own process, as `make chaos` is: a local stack owns moto's process-wide state.
+The full runs are `make chaos` (seeds 1-3 x 2,000 orders); here one seed of 100 orders (about 5 minutes) and the
+mutation tests keep `make test` bounded. Each run is its own process, as `make chaos` is: a local stack owns
+moto's process-wide state.
 """
 
 import json
@@ -24,7 +25,7 @@ def chaos(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [2])  # seed 2 has found the most; seeds 1-3 at 2,000 orders: make chaos
 def test_a_seeded_chaos_run_keeps_every_invariant(seed):
     # a refund worker killed after its PSP call is retried when its message's visibility (270 s) ends; killed
     # twice, that is more than 400 s: the wait must outlast two of them (it ends as soon as all are final)

@@ -1,6 +1,7 @@
 """One correlation id per checkout through the local stack (README "Correlation id"): the storefront's
 X-Correlation-Id comes back in the API's answer, is on every log line of the executor, in the PaymentIntent's
-metadata at the PSP and on the notification the storefront receives (header and envelope field)."""
+metadata at the PSP and on the notification the storefront receives (header and envelope field); the checkout's
+pay-outs and disputes carry it too, a refund the id of the request that asked for it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import pytest
 
 from local.notification_receiver import Receiver
 from tests.e2e.conftest import start_stack
+from tests.e2e.test_payout_flow import order_when, unique
+from tests.support.waiting import wait_for
+from verification.disputes import SandboxAdmin
+from verification.payouts import Connect
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
@@ -84,3 +89,52 @@ def test_without_a_usable_id_the_api_makes_one_and_answers_it(api):
         assert len(made) == 32 and made != sent.get("X-Correlation-Id")
     status, _, headers = api.request("GET", "/v1/payments/nope", headers={"X-Correlation-Id": "shop-req-00000001"})
     assert status == 404 and headers["x-correlation-id"] == "shop-req-00000001"  # errors carry it too
+
+
+def test_the_pay_out_refund_and_dispute_of_a_checkout_carry_a_correlation_id(stack, api):
+    """The pay-out and the dispute carry the checkout's id (they follow from it); a refund the id of the request
+    that asked for it. Each in its notifications and in the PSP object's metadata."""
+    receiver = Receiver("mpsec_corr_" + uuid.uuid4().hex).start()
+    try:
+        stack.set_notification_endpoint(receiver.url, receiver.secret)
+        seller = unique("seller_corr")
+        account = Connect(stack.psp_url).create_account()
+        assert api.put_seller(seller, {"psp_account_id": account, "commission_bps": 1000})[0] in (200, 201)
+        placed_with, refunded_with = f"shop-chk-{uuid.uuid4().hex}", f"shop-rfd-{uuid.uuid4().hex}"
+        checkout_id = f"chk_{uuid.uuid4().hex[:10]}"
+        body = checkout(checkout_id)
+        body["payment_orders"][0].update(seller_account=seller, amount="20.00")
+        assert api.request("POST", "/v1/payments", body, headers={"X-Correlation-Id": placed_with})[0] == 202
+        order_id = f"{checkout_id}_0"
+        order = order_when(api, order_id, "payment_order_status", {"SUCCESS", "FAILED"})
+        assert order["payment_order_status"] == "SUCCESS", order
+        assert api.request("POST", f"/v1/payments/{order_id}/release",
+                           headers={"X-Correlation-Id": f"shop-rel-{uuid.uuid4().hex}"})[0] == 202
+        assert order_when(api, order_id, "payout_status", {"TRANSFERRED", "FAILED"},
+                          stack=stack)["payout_status"] == "TRANSFERRED"
+        refund_id = f"rf_{uuid.uuid4().hex[:10]}"
+        status, refund, headers = api.request("POST", f"/v1/payments/{order_id}/refunds",
+                                              {"refund_id": refund_id, "amount": "5.00"},
+                                              headers={"X-Correlation-Id": refunded_with})
+        assert status == 202 and headers["x-correlation-id"] == refunded_with, refund
+        refunded = receiver.wait_for("refund.succeeded", order_id)
+        [charge] = [c for c in stack.sandbox.charges() if c["payment_intent"] == order["psp_reference"]]
+        status, dispute = SandboxAdmin(stack.psp_url).open(charge["charge_id"])
+        assert status == 200, dispute
+        opened = wait_for(lambda: next((e for e in list(receiver.events) if e["type"] == "dispute.open"
+                                        and e["data"]["object"]["dispute_id"] == dispute["id"]), None),
+                          30, "dispute.open", interval=0.1)
+    finally:
+        receiver.stop()
+
+    payouts = [e for e in receiver.events if e["type"].startswith("payout.")
+               and e["data"]["object"]["payment_order_id"] == order_id]
+    assert {e["type"] for e in payouts} >= {"payout.released", "payout.transferred"}
+    assert {e["correlation_id"] for e in payouts} == {placed_with}
+    assert refunded["correlation_id"] == refunded_with
+    assert receiver.headers[refunded["id"]]["X-Correlation-Id"] == refunded_with
+    assert opened["correlation_id"] == placed_with
+    [transfer] = [t for t in stack.sandbox.transfers() if t["metadata"].get("payment_order_id", "").endswith(order_id)]
+    assert transfer["metadata"]["correlation_id"] == placed_with
+    _, shown, _ = api.request("GET", f"/v1/refunds/{refund_id}")
+    assert stack.sandbox.state.refund(shown["psp_refund_id"]).metadata["correlation_id"] == refunded_with
