@@ -35,7 +35,7 @@ BASE = "base"
 # layer plus the ones it imports from (tests/infra/test_layer_sizes.py checks that against the imports).
 LAYERS: dict[str, tuple[str, ...]] = {
     BASE: ("aws-lambda-powertools", "pydantic"),
-    "psp": ("stripe",),
+    "psp": ("stripe", "adyen"),
     "recon": ("numpy", "pyarrow"),
 }
 PROVIDED_BY_RUNTIME = {"boto3", "botocore"}

@@ -46,6 +46,15 @@ from functions.shared.names import (
     reversal_idempotency_key,
     transfer_key,
 )
+from functions.shared.psp_port import (  # noqa: F401 - re-exported: moved to the port, imported from here
+    FAILED,
+    PENDING,
+    REFUND_REFUSED,
+    SUCCEEDED,
+    ChargeResult,
+    RefundResult,
+    WebhookSignatureInvalid,
+)
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
@@ -57,31 +66,7 @@ SEARCH_TRUSTED_AFTER = timedelta(minutes=5)
 IN_FLIGHT_TRIES = 4
 IN_FLIGHT_PAUSE_S = 0.2
 
-SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 _PENDING_STATUSES = {"processing", "requires_action", "requires_confirmation", "requires_capture"}
-
-
-@dataclass(frozen=True)
-class ChargeResult:
-    outcome: str  # succeeded | failed | pending
-    psp_reference: str = ""
-    psp_status: str = ""
-    failure_code: str = ""
-    failure_reason: str = ""
-    charge_id: str = ""  # the PaymentIntent's latest_charge (ch_...): transfers and refunds name it
-    # requires_action (3-D Secure): the PaymentIntent's client secret, which Stripe.js needs to run the challenge
-    client_secret: str = ""
-    # requires_action: what the buyer must do (next_action.type: use_stripe_sdk for 3-D Secure, redirect_to_url for
-    # PayPal, verify_with_microdeposits for a US bank account not verified at once) and the page it happens on
-    action: str = ""
-    redirect_url: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {
-            "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
-            "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
-            "client_secret": self.client_secret, "action": self.action, "redirect_url": self.redirect_url,
-        }
 
 
 AUTHENTICATION_ABANDONED = "authentication_abandoned"
@@ -279,6 +264,16 @@ class PspClient:
         except stripe.StripeError as error:
             raise self._classify(error) from error
         return self._checked(intent, work)
+
+    def look_up(self, work: ChargeWork) -> ChargeResult | None:
+        """The charge's PaymentIntent found by metadata (the port's look-up), None if Stripe has none."""
+        existing = self.find_payment_intent(work.charge_key)
+        return None if existing is None else self._checked(existing, work)
+
+    @staticmethod
+    def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
+        """The port's verification: verify_webhook below, with Stripe's tolerance."""
+        return verify_webhook(payload, signature, secret)
 
     # -- the checkout's Customer (a single-use PaymentMethod shared by several charges) -----------------
 
@@ -674,20 +669,7 @@ def _id_of(value: Any) -> str:
     return value if isinstance(value, str) else str(getattr(value, "id", "") or "")
 
 
-REFUND_REFUSED = "refused"  # Stripe refused to make the Refund (certain: none exists)
 REVERSED, REVERSAL_REFUSED = "reversed", "refused"
-
-
-@dataclass(frozen=True)
-class RefundResult:
-    """A Refund's state at Stripe: status pending | requires_action | succeeded | failed | canceled, or
-    `refused` (no Refund made; failure_code says why)."""
-
-    status: str
-    psp_refund_id: str = ""
-    refund_id: str = ""  # ours, from the Refund's metadata
-    failure_code: str = ""
-    failure_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -792,10 +774,6 @@ def reset_client() -> None:
 
 WEBHOOK_TOLERANCE_S = 300  # Stripe's default: a signature older than this is refused (replays)
 WEBHOOK_SECRET_MAX_AGE_S = 300  # a rotated signing secret is seen within five minutes
-
-
-class WebhookSignatureInvalid(Exception):
-    """The Stripe-Signature header is missing, malformed, stale, or does not sign this body with our secret."""
 
 
 def webhook_secret() -> str:

@@ -96,7 +96,7 @@ def test_each_pin_is_in_exactly_one_layer():
     pins = build_layer.requirements()
     by_layer = {layer: build_layer.layer_pins(layer, pins) for layer in build_layer.LAYERS}
     assert sorted(p for layer in by_layer.values() for p in layer) == pins
-    assert [p.split("==")[0] for p in by_layer["psp"]] == ["stripe"]
+    assert [p.split("==")[0] for p in by_layer["psp"]] == ["Adyen", "stripe"]
     assert [p.split("==")[0] for p in by_layer["recon"]] == ["numpy", "pyarrow"]
 
 
@@ -144,7 +144,7 @@ def test_build_installs_into_python_and_writes_the_stamp(tmp_path, fake_pip):
 def test_a_layer_holds_only_what_the_base_layer_does_not(tmp_path, fake_pip):
     out = tmp_path / "psp"
     build_layer.build(out, "psp")
-    assert _installed(out) == {"stripe", "stripe-16.1.0.dist-info"}
+    assert _installed(out) == {"Adyen", "Adyen-16.0.0.dist-info", "stripe", "stripe-16.1.0.dist-info"}
     # resolved together with the base pins, so shared dependencies take the base's versions
     assert any("pydantic==2.14.3" in call and "stripe==16.1.0" in call for call in fake_pip.calls)
 

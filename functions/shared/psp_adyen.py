@@ -1,0 +1,241 @@
+"""The Adyen adapter (functions/shared/psp_port.py): the only module that imports `Adyen`.
+
+Checkout API v71 through Adyen's Python library: `/payments` with `Idempotency-Key: charge:<checkout_id>:<CURRENCY>`
+(the same key as Stripe's), `/payments/{pspReference}/refunds` under `refund:<refund_id>`,
+`/payments/{pspReference}/cancels`, and HMAC-signed notifications verified with `Adyen.util`.
+
+- resultCode Authorised: succeeded; Refused or Cancelled: failed, with the refusal reason; a redirect or a
+  3-D Secure step: pending with the action; Error, 5xx, 429, 401/403, a timeout, a lost answer: PspTransientError.
+- The look-up of an unknown outcome is the same request replayed under the same key: Adyen answers a processed
+  key with its first answer and never processes it twice. Checkout has no search of payments by our reference,
+  so past the key's lifetime (31 days today, 7 in Adyen's older page; KEY_SAFE_AGE keeps under both) a replay
+  could charge again: the charge is then PspOutcomeUnknown, for a human and recon (settlement files, the
+  AUTHORISATION notification) to decide, never charged blind.
+- Refunds and cancels answer `received`: their outcome comes in a REFUND or CANCELLATION notification.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from datetime import timedelta
+from typing import Any
+
+import Adyen
+from Adyen.services.checkout import ModificationsApi, PaymentsApi
+
+from functions.shared import clock
+from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
+from functions.shared.models import ChargeWork
+from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.names import charge_idempotency_key, refund_idempotency_key
+from functions.shared.psp_port import (
+    FAILED,
+    PENDING,
+    REFUND_REFUSED,
+    SUCCEEDED,
+    ChargeResult,
+    RefundResult,
+    WebhookSignatureInvalid,
+)
+
+PSP_NAME = "adyen"
+CHECKOUT_VERSION = "v71"
+LIVE_CHECKOUT_BASE = f"https://checkout-test.adyen.com/{CHECKOUT_VERSION}"
+KEY_SAFE_AGE = timedelta(days=6)  # Adyen keeps a key at least 31 days (7 in its older page): replays are safe within
+IN_FLIGHT_ERROR = "704"  # "request already processed or in progress": the key's first request is still running
+
+# Adyen's currency table (docs.adyen.com/development-resources/currency-codes) where it differs from ISO 4217, which
+# our Money follows: CLP is sent with 2 decimals (ISO: 0), ISK with 2 (ISO: 0; the table's note). JPY and KRW are 0,
+# BHD, IQD, JOD, KWD, LYD, OMR and TND 3, as in ISO. (CVE, 0 at Adyen and 2 in ISO, is not a currency we accept.)
+ADYEN_EXPONENTS = {"CLP": 2, "ISK": 2}
+
+_PENDING_CODES = {"Pending", "Received", "RedirectShopper", "IdentifyShopper", "ChallengeShopper",
+                  "PresentToShopper", "AuthenticationNotRequired", "AuthenticationFinished"}
+
+
+def adyen_amount(money: Money) -> dict[str, Any]:
+    """Our Money as Adyen's `amount` object, in Adyen's minor units."""
+    shift = ADYEN_EXPONENTS.get(money.currency, CURRENCY_EXPONENTS[money.currency]) - CURRENCY_EXPONENTS[money.currency]
+    return {"currency": money.currency, "value": money.minor * 10**shift}
+
+
+def from_adyen_amount(amount: dict[str, Any]) -> Money:
+    """Adyen's `amount` object back in our units; MoneyError if it is not a whole number of ours."""
+    currency = str(amount.get("currency", ""))
+    value = amount.get("value")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MoneyError("invalid_amount", f"Adyen amount value {value!r} is not an integer")
+    exponent = CURRENCY_EXPONENTS.get(currency.upper())
+    if exponent is None:
+        raise MoneyError("invalid_currency", f"unknown currency {currency!r}")
+    step = 10 ** (ADYEN_EXPONENTS.get(currency.upper(), exponent) - exponent)
+    if value % step:
+        raise MoneyError("invalid_amount", f"{value} {currency} is not a whole number of our minor units")
+    return Money(value // step, currency)
+
+
+def key_aged(work: ChargeWork) -> bool:
+    return bool(work.first_attempt_at) and clock.now() - clock.parse_iso(work.first_attempt_at) > KEY_SAFE_AGE
+
+
+class AdyenPsp:
+    """Adyen's Checkout API for one merchant account. `checkout_base`: the API's base with its version (the
+    sandbox's http://127.0.0.1:<port>/v71, or Adyen's test or live endpoint)."""
+
+    def __init__(self, api_key: str, merchant_account: str, *, checkout_base: str = LIVE_CHECKOUT_BASE,
+                 return_url: str = "https://example.invalid/return", timeout_s: float = 8.0):
+        client = Adyen.AdyenClient(xapikey=api_key, platform="test", http_timeout=timeout_s, http_force="requests")
+        self.merchant_account, self.return_url = merchant_account, return_url
+        self._payments, self._modifications = PaymentsApi(client=client), ModificationsApi(client=client)
+        self._payments.baseUrl = self._modifications.baseUrl = checkout_base.rstrip("/")
+
+    # -- charges -----------------------------------------------------------------------------------
+
+    def charge(self, work: ChargeWork, *, look_up_first: bool = False, generation: int = 0) -> ChargeResult:
+        """Authorise the charge at most once. `look_up_first` changes nothing here: every call is the same request
+        under the same key, which is Adyen's look-up (the module's docstring)."""
+        if key_aged(work):
+            raise PspOutcomeUnknown(f"{work.charge_key}: first tried {work.first_attempt_at}, past Adyen's key "
+                                    "lifetime; Checkout cannot find a payment by reference")
+        request = {
+            "merchantAccount": self.merchant_account,
+            "amount": adyen_amount(work.amount),
+            "reference": work.charge_key,
+            "paymentMethod": payment_method(work.payment_method),
+            "returnUrl": work.return_url or self.return_url,
+            "metadata": {"checkout_id": work.checkout_id},
+        }
+        key = charge_idempotency_key(work.checkout_id, work.currency, generation)
+        answer = self._call(lambda: self._payments.payments(request, idempotency_key=key))
+        return _checked(answer, work)
+
+    def look_up(self, work: ChargeWork) -> ChargeResult | None:
+        """The same request replayed under the same key: the first answer if Adyen processed it. Never None: a
+        request that never reached Adyen is made now, which is what the unknown outcome's retry wanted."""
+        return self.charge(work, look_up_first=True)
+
+    def cancel_abandoned(self, psp_reference: str, work: ChargeWork) -> ChargeResult:
+        """Ask Adyen to cancel the payment; it answers `received` and the CANCELLATION notification decides, so
+        the charge stays pending here."""
+        request = {"merchantAccount": self.merchant_account, "reference": f"cancel:{work.charge_key}"}
+        answer = self._call(lambda: self._modifications.cancel_authorised_payment_by_psp_reference(
+            request, psp_reference, idempotency_key=f"cancel:{psp_reference}"))
+        return ChargeResult(PENDING, psp_reference, f"cancel_{answer.get('status', '')}")
+
+    # -- refunds ------------------------------------------------------------------------------------
+
+    def refund(self, refund: dict[str, Any], order: dict[str, Any], *, look_up_first: bool) -> RefundResult:
+        """Our refund on the order's payment under `refund:<refund_id>` (a replay is the look-up, as for charges).
+        Adyen answers `received`; the REFUND notification says whether it succeeded. A refusal of the amount
+        (more than remains) is `refused`: certain, no refund exists."""
+        amount = Money(int(refund["amount_minor"]), refund["currency"])
+        request = {"merchantAccount": self.merchant_account, "amount": adyen_amount(amount),
+                   "reference": refund["refund_id"]}
+        key = refund_idempotency_key(refund["refund_id"])
+        try:
+            answer = self._call(lambda: self._modifications.refund_captured_payment(
+                request, order["psp_reference"], idempotency_key=key))
+        except PspPermanentError as refused:
+            return RefundResult(REFUND_REFUSED, refund_id=refund["refund_id"], failure_code=refused.code,
+                                failure_reason=refused.message)
+        made = from_adyen_amount(answer.get("amount") or {})
+        if made != amount:
+            raise PspOutcomeUnknown(f"{answer.get('pspReference')} refunds {made}, our refund is {amount}")
+        return RefundResult(str(answer.get("status")), str(answer.get("pspReference")), str(answer.get("reference")))
+
+    # -- notifications ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
+        """The notification, if every item carries a valid `additionalData.hmacSignature` for our HMAC key (hex).
+        Adyen signs pspReference, originalReference, merchantAccountCode, merchantReference, amount, eventCode and
+        success only: the rest of an item (reason, eventDate, additionalData) is not protected, so only those
+        fields may be trusted."""
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            raise WebhookSignatureInvalid("the notification is not JSON") from None
+        items = body.get("notificationItems") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise WebhookSignatureInvalid("no notificationItems")
+        for entry in items:
+            item = entry.get("NotificationRequestItem") if isinstance(entry, dict) else None
+            if not isinstance(item, dict) or not _signed(item, secret):
+                raise WebhookSignatureInvalid("a notification item is not signed with our HMAC key")
+        return body
+
+    # -- the one place a call goes out ------------------------------------------------------------------
+
+    @staticmethod
+    def _call(send: Any) -> dict[str, Any]:
+        """Send; Adyen's answer as a dict, or its failure as our error. Unclear means transient: retried, the
+        retry replays the key."""
+        try:
+            result = send()
+        except OSError as error:  # requests' timeouts and connection errors, a lost answer included
+            raise PspTransientError(f"Adyen unreachable: {type(error).__name__}") from None
+        except Adyen.AdyenError as error:
+            status = int(error.status_code) if str(error.status_code).isdigit() else 0
+            detail = error.message.get("message") if isinstance(error.message, dict) else str(error.message)
+            if status in (400, 404, 422) and error.error_code != IN_FLIGHT_ERROR:
+                raise PspPermanentError(f"Adyen refused the request ({status}): {detail}",
+                                        code=f"adyen_{error.error_code or status}") from None
+            raise PspTransientError(f"Adyen answered {status or 'nothing'}: {detail}") from None
+        return result.message if isinstance(result.message, dict) else {}
+
+
+def payment_method(value: str) -> dict[str, Any]:
+    """The charge's payment method: the `paymentMethod` object Adyen's Drop-in produced (JSON, card fields encrypted
+    in the browser), or a stored payment method's id."""
+    if value.startswith("{"):
+        try:
+            method = json.loads(value)
+        except ValueError:
+            raise PspPermanentError("the Adyen payment method is not JSON", code="payment_method_invalid") from None
+        if isinstance(method, dict):
+            return method
+    return {"type": "scheme", "storedPaymentMethodId": value}
+
+
+def _checked(answer: dict[str, Any], work: ChargeWork) -> ChargeResult:
+    """The payment's outcome, once its amount (when Adyen returns it) is the charge's: another amount is money our
+    books do not say, and a human looks."""
+    if answer.get("amount"):
+        try:
+            charged = from_adyen_amount(answer["amount"])
+        except MoneyError as error:
+            raise PspOutcomeUnknown(f"{answer.get('pspReference')}: {error}") from error
+        if charged != work.amount:
+            raise PspOutcomeUnknown(f"{answer.get('pspReference')} is for {charged}, the charge for {work.amount}")
+    return result_of(answer)
+
+
+def result_of(answer: dict[str, Any]) -> ChargeResult:
+    code, reference = str(answer.get("resultCode", "")), str(answer.get("pspReference", ""))
+    if code == "Authorised":
+        return ChargeResult(SUCCEEDED, reference, code)
+    if code in ("Refused", "Cancelled"):
+        reason = str(answer.get("refusalReason") or code)
+        return ChargeResult(FAILED, reference, code, failure_code=_slug(reason), failure_reason=reason)
+    if code in _PENDING_CODES:
+        action = answer.get("action") or {}
+        return ChargeResult(PENDING, reference, code, action=str(action.get("type", "")),
+                            redirect_url=str(action.get("url", "")))
+    if code == "Error":
+        raise PspTransientError(f"Adyen resultCode Error: {answer.get('refusalReason', '')}")
+    raise PspOutcomeUnknown(f"Adyen resultCode {code!r} for {reference}")
+
+
+def _slug(reason: str) -> str:
+    return "_".join(reason.lower().split()) or "refused"
+
+
+def _signed(item: dict[str, Any], hmac_key: str) -> bool:
+    signature = (item.get("additionalData") or {}).get("hmacSignature")
+    if not isinstance(signature, str) or not signature:
+        return False
+    try:
+        return bool(Adyen.util.is_valid_hmac_notification(item, hmac_key))
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return False

@@ -1,0 +1,239 @@
+"""What the Adyen sandbox knows: payments, refunds, cancels and idempotency keys, on the shared simulated clock.
+
+Card payments take Adyen's test values for the Checkout-encrypted fields (`encryptedCardNumber: test_<PAN>`,
+`encryptedExpiryMonth: test_03`, `encryptedExpiryYear: test_2030`, `encryptedSecurityCode: test_737`): the card
+number is checked (Luhn) and dropped at once, only its last four digits are kept (Adyen's `cardSummary`). The
+outcome is chosen as at Adyen's test platform, by `holderName` (docs.adyen.com/development-resources/testing/
+result-codes): DECLINED, CARD_EXPIRED, ... Anything else that is not a test value cannot be decrypted: refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import SimulatedClock
+
+KEY_LIFETIME_S = 31 * 24 * 3600  # Adyen keeps a key "a minimum period of 31 days" (its API idempotency page)
+TEST_PREFIX = "test_"
+
+# holderName → (resultCode, refusalReason, refusalReasonCode), from Adyen's "Values for testing refusal reasons".
+TEST_HOLDER_NAMES: dict[str, tuple[str, str, str]] = {
+    "DECLINED": ("Refused", "Refused", "2"),
+    "REFERRAL": ("Refused", "Referral", "3"),
+    "ERROR": ("Error", "Acquirer Error", "4"),
+    "BLOCK_CARD": ("Refused", "Blocked Card", "5"),
+    "CARD_EXPIRED": ("Refused", "Expired Card", "6"),
+    "INVALID_AMOUNT": ("Refused", "Invalid Amount", "7"),
+    "NOT_ENOUGH_BALANCE": ("Refused", "Not enough balance", "12"),
+}
+# ISO 4217 codes the sandbox takes (Adyen's own minor units: CLP and ISK with 2 decimals).
+_CODES = ("AED AUD BHD BRL CAD CHF CLP CNY CZK DKK EUR GBP HKD HUF ILS INR ISK JOD JPY KRW KWD MXN MYR NOK NZD OMR PLN "
+          "RON SEK SGD THB TND USD VND ZAR")
+CURRENCIES = frozenset(_CODES.split())
+
+
+class AdyenApiError(Exception):
+    """An Adyen error answer: `{"status", "errorCode", "message", "errorType"}`."""
+
+    def __init__(self, status: int, error_code: str, message: str, error_type: str = "validation"):
+        super().__init__(message)
+        self.status, self.error_code, self.message, self.error_type = status, error_code, message, error_type
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.status, "errorCode": self.error_code, "message": self.message,
+                "errorType": self.error_type}
+
+
+def invalid(message: str, error_code: str = "sbx_validation") -> AdyenApiError:
+    """422: a request Adyen validates and refuses (nothing done, not stored under the key). The sandbox's own
+    error codes start with sbx_ where Adyen's exact code was not confirmed."""
+    return AdyenApiError(422, error_code, message)
+
+
+def fingerprint(path: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([path, body], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Payment:
+    psp_reference: str
+    merchant_account: str
+    reference: str
+    value: int
+    currency: str
+    result_code: str
+    card_summary: str
+    refusal_reason: str = ""
+    refunded: int = 0  # received refunds, in Adyen's minor units
+    cancelled: bool = False
+    refunds: list[str] = field(default_factory=list)
+
+    def answer(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "pspReference": self.psp_reference, "resultCode": self.result_code, "merchantReference": self.reference,
+            "amount": {"currency": self.currency, "value": self.value},
+            "additionalData": {"cardSummary": self.card_summary},
+        }
+        if self.refusal_reason:
+            code = next(c for name, (_, reason, c) in TEST_HOLDER_NAMES.items() if reason == self.refusal_reason)
+            answer |= {"refusalReason": self.refusal_reason, "refusalReasonCode": code}
+        return answer
+
+
+@dataclass
+class _Key:
+    fingerprint: str
+    created: float
+    answer: tuple[int, dict[str, Any]] | None = None  # None while in flight
+
+
+class Books:
+    def __init__(self, clock: SimulatedClock, merchant_account: str):
+        self.clock, self.merchant_account = clock, merchant_account
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.payments: dict[str, Payment] = {}
+            self.modifications: list[dict[str, Any]] = []  # refunds and cancels, as answered
+            self._keys: dict[tuple[str, str], _Key] = {}
+            self._count = 0
+
+    def new_reference(self) -> str:
+        """A 16-character pspReference, as Adyen's."""
+        with self._lock:
+            self._count += 1
+            return f"SBX{self._count:013d}"
+
+    # -- idempotency ---------------------------------------------------------------------------------
+
+    def begin(self, scope: str, key: str, fp: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored answer of a processed key; None when this request is the key's first. A key in flight, or
+        used for another request, is refused."""
+        with self._lock:
+            self.prune()
+            known = self._keys.get((scope, key))
+            if known is None:
+                self._keys[(scope, key)] = _Key(fp, self.clock.now())
+                return None
+            if known.fingerprint != fp:
+                raise invalid("Idempotency-Key already used for a different request", "sbx_idempotency_key_reused")
+            if known.answer is None:
+                raise AdyenApiError(422, "704", "request already processed or in progress")
+            return known.answer
+
+    def complete(self, scope: str, key: str, answer: tuple[int, dict[str, Any]] | None) -> None:
+        """Store the answer (a processed request) or forget the key (refused before anything was done)."""
+        with self._lock:
+            if answer is None:
+                self._keys.pop((scope, key), None)
+            elif (scope, key) in self._keys:
+                self._keys[(scope, key)].answer = answer
+
+    def prune(self) -> int:
+        with self._lock:
+            old = [k for k, v in self._keys.items() if self.clock.now() - v.created > KEY_LIFETIME_S]
+            for k in old:
+                del self._keys[k]
+            return len(old)
+
+    # -- the API ---------------------------------------------------------------------------------------------
+
+    def pay(self, body: dict[str, Any]) -> Payment:
+        self._merchant(body)
+        value, currency = _amount(body)
+        reference = body.get("reference")
+        if not isinstance(reference, str) or not reference or len(reference) > 80:
+            raise invalid("Required field 'reference' is not provided or longer than 80 characters")
+        if not isinstance(body.get("returnUrl"), str) or not body["returnUrl"]:
+            raise invalid("Required field 'returnUrl' is not provided")
+        result_code, reason, summary = _card(body.get("paymentMethod"))
+        with self._lock:
+            payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
+                              summary, reason)
+            self.payments[payment.psp_reference] = payment
+        return payment
+
+    def refund(self, psp_reference: str, body: dict[str, Any]) -> tuple[Payment, dict[str, Any]]:
+        self._merchant(body)
+        value, currency = _amount(body)
+        with self._lock:
+            payment = self._authorised(psp_reference)
+            if currency != payment.currency:
+                raise invalid(f"Refund currency {currency} is not the payment's {payment.currency}")
+            if value > payment.value - payment.refunded:
+                raise invalid(f"Refund of {value} exceeds the {payment.value - payment.refunded} that remains",
+                              "sbx_refund_exceeds_remainder")
+            payment.refunded += value
+            answer = {"merchantAccount": self.merchant_account, "paymentPspReference": psp_reference,
+                      "pspReference": self.new_reference(), "reference": str(body.get("reference") or ""),
+                      "status": "received", "amount": {"currency": currency, "value": value}}
+            payment.refunds.append(answer["pspReference"])
+            self.modifications.append({"type": "refund", **answer})
+            return payment, answer
+
+    def cancel(self, psp_reference: str, body: dict[str, Any]) -> tuple[Payment, dict[str, Any], bool]:
+        """The answer, and whether the cancel succeeds (its CANCELLATION notification): not once refunded."""
+        self._merchant(body)
+        with self._lock:
+            payment = self._authorised(psp_reference)
+            done = not payment.refunded
+            payment.cancelled = payment.cancelled or done
+            answer = {"merchantAccount": self.merchant_account, "paymentPspReference": psp_reference,
+                      "pspReference": self.new_reference(), "reference": str(body.get("reference") or ""),
+                      "status": "received"}
+            self.modifications.append({"type": "cancel", **answer})
+            return payment, answer, done
+
+    def payment_records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p.answer() | {"refunded": p.refunded, "cancelled": p.cancelled} for p in self.payments.values()]
+
+    def _merchant(self, body: dict[str, Any]) -> None:
+        if body.get("merchantAccount") != self.merchant_account:
+            raise AdyenApiError(403, "901", "Invalid Merchant Account", "security")
+
+    def _authorised(self, psp_reference: str) -> Payment:
+        payment = self.payments.get(psp_reference)
+        if payment is None or payment.result_code != "Authorised":
+            raise invalid("Original pspReference required for this operation", "167")
+        if payment.cancelled:
+            raise invalid("The payment was cancelled", "sbx_payment_cancelled")
+        return payment
+
+
+def _amount(body: dict[str, Any]) -> tuple[int, str]:
+    amount = body.get("amount")
+    if not isinstance(amount, dict):
+        raise invalid("Required field 'amount' is not provided")
+    value, currency = amount.get("value"), amount.get("currency")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise invalid("Invalid amount specified", "137")
+    if currency not in CURRENCIES:
+        raise invalid(f"Currency {currency!r} is not supported")
+    return value, str(currency)
+
+
+def _card(method: Any) -> tuple[str, str, str]:
+    """(resultCode, refusalReason, cardSummary) of a test card; the number itself is never kept."""
+    if not isinstance(method, dict) or method.get("type") != "scheme":
+        raise invalid("Required object 'paymentMethod' is not provided or not a card (type scheme)")
+    fields = ("encryptedCardNumber", "encryptedExpiryMonth", "encryptedExpiryYear", "encryptedSecurityCode")
+    if any(not str(method.get(name, "")).startswith(TEST_PREFIX) for name in fields):
+        raise invalid("Unable to decrypt data: the sandbox takes Adyen's test_ values only", "174")
+    number = str(method["encryptedCardNumber"])[len(TEST_PREFIX):]
+    if not (12 <= len(number) <= 19 and number.isdigit() and _luhn(number)):
+        raise AdyenApiError(422, "sbx_invalid_card", "Invalid card number")
+    summary = number[-4:]
+    result_code, reason, _code = TEST_HOLDER_NAMES.get(str(method.get("holderName", "")), ("Authorised", "", ""))
+    return result_code, reason, summary
+
+
+def _luhn(number: str) -> bool:
+    digits = [int(d) for d in reversed(number)]
+    return sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits)) % 10 == 0

@@ -1,0 +1,198 @@
+"""The Adyen sandbox (psp_sandbox/adyen/) over plain HTTP: what it refuses as Adyen does, its idempotency, faults
+and notifications; and the Adyen adapter's reading of those faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from Adyen.util import is_valid_hmac_notification
+
+from functions.shared.errors import PspPermanentError, PspTransientError
+from functions.shared.models import ChargeWork
+from functions.shared.psp_adyen import AdyenPsp
+from psp_sandbox.adyen import AdyenSandboxServer, start_adyen_sandbox
+from psp_sandbox.adyen.books import KEY_LIFETIME_S
+from psp_sandbox.adyen.server import API_KEY, HMAC_KEY, MERCHANT_ACCOUNT
+
+CARD = {"type": "scheme", "encryptedCardNumber": "test_4111111111111111", "encryptedExpiryMonth": "test_03",
+        "encryptedExpiryYear": "test_2030", "encryptedSecurityCode": "test_737", "holderName": "J Smith"}
+
+
+@pytest.fixture
+def server() -> Iterator[AdyenSandboxServer]:
+    server = start_adyen_sandbox()
+    yield server
+    server.stop()
+
+
+def _payment(reference: str = "chk_1#USD", value: int = 1000, **changes: Any) -> dict[str, Any]:
+    return {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": value},
+            "reference": reference, "paymentMethod": CARD, "returnUrl": "https://shop.example/return"} | changes
+
+
+def _post(server: AdyenSandboxServer, path: str, body: dict[str, Any], key: str | None = None,
+          api_key: str = API_KEY) -> requests.Response:
+    headers = {"X-API-Key": api_key} | ({"Idempotency-Key": key} if key else {})
+    return requests.post(f"{server.checkout_base}{path}", json=body, headers=headers, timeout=5)
+
+
+def test_a_missing_or_wrong_api_key_is_401(server: AdyenSandboxServer):
+    answer = _post(server, "/payments", _payment(), api_key="wrong")
+    assert answer.status_code == 401 and answer.json()["errorType"] == "security"
+    assert server.sandbox.payments() == []
+
+
+def test_another_merchant_account_is_refused(server: AdyenSandboxServer):
+    assert _post(server, "/payments", _payment(merchantAccount="Other")).status_code == 403
+
+
+def test_the_same_key_is_replayed_and_the_same_key_with_another_body_refused(server: AdyenSandboxServer):
+    first = _post(server, "/payments", _payment(), key="charge:chk_1:USD")
+    again = _post(server, "/payments", _payment(), key="charge:chk_1:USD")
+    other = _post(server, "/payments", _payment(value=2000), key="charge:chk_1:USD")
+    assert first.json() == again.json() and again.headers["Idempotency-Key"] == "charge:chk_1:USD"
+    assert other.status_code == 422
+    assert len(server.sandbox.payments()) == 1
+
+
+def test_a_key_past_its_lifetime_is_forgotten(server: AdyenSandboxServer):
+    _post(server, "/payments", _payment(), key="k1")
+    assert server.sandbox.advance_clock(KEY_LIFETIME_S + 1) == 1
+    _post(server, "/payments", _payment(), key="k1")
+    assert len(server.sandbox.payments()) == 2  # what an adapter must never do past the lifetime (KEY_SAFE_AGE)
+
+
+def test_a_refused_request_does_not_keep_the_key(server: AdyenSandboxServer):
+    assert _post(server, "/payments", _payment(returnUrl=""), key="k1").status_code == 422
+    assert _post(server, "/payments", _payment(), key="k1").json()["resultCode"] == "Authorised"
+
+
+@pytest.mark.parametrize(("holder", "code", "reason"), [("DECLINED", "Refused", "Refused"),
+                                                         ("CARD_EXPIRED", "Refused", "Expired Card"),
+                                                         ("ERROR", "Error", "Acquirer Error")])
+def test_test_holder_names_give_adyens_outcomes(server: AdyenSandboxServer, holder: str, code: str, reason: str):
+    answer = _post(server, "/payments", _payment(paymentMethod=CARD | {"holderName": holder})).json()
+    assert (answer["resultCode"], answer["refusalReason"]) == (code, reason)
+
+
+def test_only_test_encrypted_values_are_taken_and_no_card_number_is_kept(server: AdyenSandboxServer, caplog):
+    caplog.set_level(logging.DEBUG)
+    plain = _post(server, "/payments", _payment(paymentMethod=CARD | {"encryptedCardNumber": "4111111111111111"}))
+    bad_luhn = _post(server, "/payments",
+                     _payment(paymentMethod=CARD | {"encryptedCardNumber": "test_4111111111111112"}))
+    assert (plain.status_code, bad_luhn.status_code) == (422, 422)
+    ok = _post(server, "/payments", _payment()).json()
+    assert ok["additionalData"]["cardSummary"] == "1111"
+    kept = json.dumps(server.sandbox.payments()) + json.dumps(server.sandbox.notifier.emitted) + caplog.text
+    assert "4111111111111111" not in kept and "411111111111" not in kept
+
+
+def test_a_refund_above_what_remains_is_refused(server: AdyenSandboxServer):
+    reference = _post(server, "/payments", _payment(value=1000)).json()["pspReference"]
+    refund = {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 700}, "reference": "rf_1"}
+    assert _post(server, f"/payments/{reference}/refunds", refund).status_code == 201
+    over = _post(server, f"/payments/{reference}/refunds", refund | {"reference": "rf_2"})
+    other_currency = _post(server, f"/payments/{reference}/refunds",
+                           refund | {"amount": {"currency": "EUR", "value": 1}})
+    assert (over.status_code, other_currency.status_code) == (422, 422)
+    assert server.sandbox.books.payments[reference].refunded == 700
+
+
+def test_a_refund_of_a_refused_or_unknown_payment_is_refused(server: AdyenSandboxServer):
+    refused = _post(server, "/payments", _payment(paymentMethod=CARD | {"holderName": "DECLINED"})).json()
+    refund = {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 1}, "reference": "rf"}
+    for reference in (refused["pspReference"], "SBX9999999999999"):
+        assert _post(server, f"/payments/{reference}/refunds", refund).status_code == 422
+
+
+def test_notifications_are_signed_as_adyen_signs_them(server: AdyenSandboxServer):
+    reference = _post(server, "/payments", _payment()).json()["pspReference"]
+    _post(server, f"/payments/{reference}/refunds",
+          {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 100}, "reference": "rf"})
+    _post(server, f"/payments/{reference}/cancels", {"merchantAccount": MERCHANT_ACCOUNT, "reference": "c"})
+    items = server.sandbox.notifier.emitted
+    assert [(i["eventCode"], i["success"]) for i in items] == [
+        ("AUTHORISATION", "true"), ("REFUND", "true"), ("CANCELLATION", "false")]  # refunded: not cancellable
+    assert all(is_valid_hmac_notification(item, HMAC_KEY) for item in items)
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        got: list[dict[str, Any]] = []
+        self.got = got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+
+def test_under_random_faults_notifications_come_twice_and_out_of_order():
+    receiver = _Receiver()
+    with start_adyen_sandbox(notify_url=receiver.url) as server:
+        server.sandbox.faults.configure(seed=3, rates={"latency": 0.0001}, paths=["/v71/"])
+        references = [_post(server, "/payments", _payment(f"chk_{n}#USD")).json()["pspReference"]
+                      for n in range(20)]
+        deadline = time.monotonic() + 10
+        while len({d["notificationItems"][0]["NotificationRequestItem"]["pspReference"] for d in receiver.got}) < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.6)  # REORDER_WINDOW_S: any duplicate held back has arrived
+    receiver.httpd.shutdown()
+    arrived = [d["notificationItems"][0]["NotificationRequestItem"]["pspReference"] for d in receiver.got]
+    assert len(arrived) > 20  # duplicates
+    assert arrived[:20] != references  # reordered
+
+
+# -- the adapter's reading of the sandbox's faults ------------------------------------------------------------
+
+def _work() -> ChargeWork:
+    return ChargeWork(charge_key="chk_f#USD", checkout_id="chk_f", currency="USD", amount_minor=1000,
+                      payment_method=json.dumps(CARD),
+                      orders=[{"payment_order_id": "po_f", "seller_account": "acct_1", "amount_minor": 1000}])
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_503", "rate_limit", "connection_reset"])
+def test_5xx_429_and_resets_are_transient_and_charge_nothing(server: AdyenSandboxServer, kind: str):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base, timeout_s=2)
+    server.sandbox.faults.push(kind, match={"path": "/v71/payments"})
+    with pytest.raises(PspTransientError):
+        psp.charge(_work())
+    assert server.sandbox.payments() == []
+    assert psp.charge(_work()).outcome == "succeeded"
+
+
+def test_a_timeout_after_processing_is_transient_and_the_replay_finds_the_one_payment(server: AdyenSandboxServer):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base, timeout_s=1)
+    server.sandbox.faults.push("timeout", match={"path": "/v71/payments"}, after_processing=True, hold_seconds=2)
+    with pytest.raises(PspTransientError):
+        psp.charge(_work())
+    assert psp.look_up(_work()).outcome == "succeeded"
+    assert len(server.sandbox.payments()) == 1
+
+
+def test_an_acquirer_error_is_transient_and_a_wrong_key_refused_for_good(server: AdyenSandboxServer):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
+    error_card = json.dumps(CARD | {"holderName": "ERROR"})
+    with pytest.raises(PspTransientError):
+        psp.charge(_work().model_copy(update={"payment_method": error_card}))
+    other = _work().model_copy(update={"amount_minor": 2000})
+    with pytest.raises(PspPermanentError):  # the same key (same checkout and currency), another body
+        psp.charge(other)
