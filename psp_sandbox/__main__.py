@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from typing import Any
 
 from .server import start_sandbox
 
@@ -18,6 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = start_sandbox(args.port, args.host, seed=args.seed, log_requests=args.log_requests)
     print(f"psp_sandbox ready on {server.url} (seed={args.seed})", flush=True)
+    serve_until_stopped(server)
+
+
+def serve_until_stopped(server: Any) -> None:
+    """Until SIGTERM or Ctrl-C, then the server's stop (both sandboxes' `python -m`)."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+
+from psp_sandbox.__main__ import serve_until_stopped
 
 from .server import start_adyen_sandbox
 
@@ -18,14 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = start_adyen_sandbox(args.port, args.host, seed=args.seed, notify_url=args.notify_url)
     print(f"adyen sandbox ready on {server.checkout_base} (seed={args.seed})", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        done.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(server)
 
 
 if __name__ == "__main__":
