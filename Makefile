@@ -34,7 +34,7 @@ run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5
 	$(PY) -m local
 
 test: synth chromium  ## every test
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 # The recon reports' HTML page is checked in a real headless browser (tests/recon/test_report_html.py): Debian's
 # chromium package, installed when missing (needs root, as in CI and the dev container).

@@ -65,6 +65,8 @@ def test_the_same_seed_draws_the_same_faults():
     assert first["overnight"].keys() == second["overnight"].keys()
 
 
+# a group of their own (xdist joins it with the module's): the other worker may take them while a seed runs
+@pytest.mark.xdist_group("mutations")
 @pytest.mark.parametrize(("protection", "invariant", "kill_rate", "phases"), [
     # a lost answer retried within the search's lag, without the key: charged twice. A lag of hours: with Stripe's
     # minute, an idle stack's clock jump (420 s) could pass it before the retry. Reusable PaymentMethods only: Stripe
