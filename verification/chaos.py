@@ -529,6 +529,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                                                           statusFilter="RUNNING")["executions"], timeout=120)
     clock.advance(25 * 3600)
     sandbox.advance_clock(25 * 3600)
+    _log_phase("on-call's redrive", started)
     redriven = _redrive_dead_lettered(stack)
     faults["redriven_by_on_call"] = redriven
     try:
@@ -542,9 +543,13 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     if config.payin_only:
         payouts, refunds, disputes = PayoutRun(ReleaseRecord()), RefundRecord(), DisputeRecord()
     else:
+        _log_phase("pay-outs", started)
         payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
+        _log_phase("refunds", started)
         refunds = _refund(stack, config, api, idle, faults)
+        _log_phase("disputes", started)
         disputes = _dispute(stack, config, idle, faults)
+    _log_phase("the checks", started)
 
     stats = sandbox.faults.stats()
     # pay-in faults apart from transfer faults: how often a transfer is retried depends on timing (the sweeper's
@@ -792,6 +797,10 @@ def _log_tick(done: int, total: int) -> None:
     if time.monotonic() - _last_tick[0] >= 30:
         _last_tick[0] = time.monotonic()
         log.info("%d of %d orders placed so far are settled", done, total)
+
+
+def _log_phase(name: str, started: float) -> None:
+    log.info("%s, %.0f s into the run", name, time.monotonic() - started)
 
 
 def _tables(stack: LocalStack) -> PaymentTables:
