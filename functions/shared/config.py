@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.shared import names
 
@@ -105,6 +106,17 @@ class Settings(BaseModel):
     # Per-client rate limit (requests per second, all routes) of a key that names none, and its counters' table.
     api_rate_table: str = Field("", validation_alias=names.ENV_API_RATE_TABLE)
     default_rate_limit_per_s: int = Field(default=50, ge=1, le=10_000)
+
+    # Adyen (functions/shared/psp_adyen.py): its test platform unless live, and live needs the company account's
+    # live URL prefix (Customer Area > Developers > API URLs); checked here so a wrong one fails at cold start.
+    adyen_environment: Literal["test", "live"] = "test"
+    adyen_live_prefix: str = Field("", pattern=r"^([A-Za-z0-9]+(-[A-Za-z0-9]+)*)?$", max_length=100)
+
+    @model_validator(mode="after")
+    def _adyen_live_has_prefix(self) -> Settings:
+        if self.adyen_environment == "live" and not self.adyen_live_prefix:
+            raise ValueError("ADYEN_ENVIRONMENT=live needs ADYEN_LIVE_PREFIX")
+        return self
 
     @classmethod
     def from_env(cls) -> Settings:

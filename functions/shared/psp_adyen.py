@@ -1,11 +1,14 @@
 """The Adyen adapter (functions/shared/psp_port.py): the only module that imports `Adyen`.
 
-Checkout API v71 through Adyen's Python library: `/payments` with `Idempotency-Key: charge:<checkout_id>:<CURRENCY>`
-(the same key as Stripe's), `/payments/{pspReference}/refunds` under `refund:<refund_id>`,
-`/payments/{pspReference}/cancels`, and HMAC-signed notifications verified with `Adyen.util`.
+Checkout API v71 through Adyen's Python library: `/payments` for our key `charge:<checkout_id>:<CURRENCY>` (the
+same as Stripe's), `/payments/{pspReference}/refunds` for `refund:<refund_id>`, `/payments/{pspReference}/cancels`,
+and HMAC-signed notifications verified with `Adyen.util`. The `Idempotency-Key` sent is `wire_key(...)`: a UUIDv5 of
+the environment, the merchant account and our key (Adyen takes 64 characters at most and scopes keys per company
+account, so two merchant accounts of one company must not share a key).
 
-- resultCode Authorised: succeeded; Refused or Cancelled: failed, with the refusal reason; a redirect or a
-  3-D Secure step: pending with the action; Error, 5xx, 429, 401/403, a timeout, a lost answer: PspTransientError.
+- resultCode Authorised: succeeded; Refused, Cancelled, or Error with a refusalReason: failed, with the reason
+  (docs/decisions.md, 2026-12-06); a redirect or a 3-D Secure step: pending with the action; 5xx, 429, 401/403, a
+  timeout, a lost answer: PspTransientError.
 - The look-up of an unknown outcome is the same request replayed under the same key: Adyen answers a processed
   key with its first answer and never processes it twice. Checkout has no search of payments by our reference,
   so past the key's lifetime (31 days today, 7 in Adyen's older page; KEY_SAFE_AGE keeps under both) a replay
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -36,12 +41,17 @@ from functions.shared.psp_port import (
     SUCCEEDED,
     ChargeResult,
     RefundResult,
+    WebhookForAnotherAccount,
     WebhookSignatureInvalid,
 )
 
 PSP_NAME = "adyen"
 CHECKOUT_VERSION = "v71"
-LIVE_CHECKOUT_BASE = f"https://checkout-test.adyen.com/{CHECKOUT_VERSION}"
+TEST, LIVE = "test", "live"
+ENVIRONMENTS = (TEST, LIVE)
+_LIVE_PREFIX = re.compile(r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$")  # the prefix of the company account's live URLs
+MAX_KEY_CHARS = 64  # Adyen's limit on Idempotency-Key (docs.adyen.com/development-resources/api-idempotency)
+_KEY_NAMESPACE = uuid.UUID("6f1c3a52-8a2e-5d4b-9c1e-2b7f0e4d9a61")  # fixed for ever: changing it re-keys everything
 KEY_SAFE_AGE = timedelta(days=6)  # Adyen keeps a key at least 31 days (7 in its older page): replays are safe within
 IN_FLIGHT_ERROR = "704"  # "request already processed or in progress": the key's first request is still running
 
@@ -76,19 +86,56 @@ def from_adyen_amount(amount: dict[str, Any]) -> Money:
 
 
 def key_aged(work: ChargeWork) -> bool:
-    return bool(work.first_attempt_at) and clock.now() - clock.parse_iso(work.first_attempt_at) > KEY_SAFE_AGE
+    return _aged(work.first_attempt_at)
+
+
+def refund_key_aged(refund: dict[str, Any]) -> bool:
+    """Past KEY_SAFE_AGE since the refund's first PSP attempt (the refund item's `psp_attempted_at`)."""
+    return _aged(str(refund.get("psp_attempted_at") or ""))
+
+
+def _aged(first_attempt_at: str) -> bool:
+    return bool(first_attempt_at) and clock.now() - clock.parse_iso(first_attempt_at) > KEY_SAFE_AGE
+
+
+def checkout_base_for(environment: str, live_prefix: str = "") -> str:
+    """Checkout's base URL with its version: Adyen's test endpoint, or the company account's live endpoint, whose
+    prefix Adyen gives in the live Customer Area (Developers > API URLs; docs.adyen.com/development-resources/
+    live-endpoints). ValueError for anything else: a wrong environment must fail at start, never send."""
+    if environment == TEST:
+        return f"https://checkout-test.adyen.com/{CHECKOUT_VERSION}"
+    if environment == LIVE and _LIVE_PREFIX.match(live_prefix or ""):
+        return f"https://{live_prefix}-checkout-live.adyenpayments.com/checkout/{CHECKOUT_VERSION}"
+    raise ValueError(f"Adyen environment {environment!r} with live prefix {live_prefix!r}: "
+                     "expected 'test', or 'live' with the company account's live URL prefix")
+
+
+def wire_key(environment: str, merchant_account: str, key: str) -> str:
+    """The Idempotency-Key sent for our `key`: a UUIDv5 (36 characters, under Adyen's 64) of the environment, the
+    merchant account and the key. Deterministic, so a retry replays; distinct per merchant account, whose keys
+    Adyen keeps in one company-wide space."""
+    return str(uuid.uuid5(_KEY_NAMESPACE, f"{environment}|{merchant_account}|{key}"))
 
 
 class AdyenPsp:
-    """Adyen's Checkout API for one merchant account. `checkout_base`: the API's base with its version (the
-    sandbox's http://127.0.0.1:<port>/v71, or Adyen's test or live endpoint)."""
+    """Adyen's Checkout API for one merchant account. `environment`: test (the default) or live with the company
+    account's `live_prefix`; `checkout_base` overrides the URL they give (the sandbox's
+    http://127.0.0.1:<port>/v71)."""
 
-    def __init__(self, api_key: str, merchant_account: str, *, checkout_base: str = LIVE_CHECKOUT_BASE,
-                 return_url: str = "https://example.invalid/return", timeout_s: float = 8.0):
-        client = Adyen.AdyenClient(xapikey=api_key, platform="test", http_timeout=timeout_s, http_force="requests")
-        self.merchant_account, self.return_url = merchant_account, return_url
+    def __init__(self, api_key: str, merchant_account: str, *, environment: str = TEST, live_prefix: str = "",
+                 checkout_base: str = "", return_url: str = "https://example.invalid/return",
+                 timeout_s: float = 8.0):
+        default_base = checkout_base_for(environment, live_prefix)  # validates both, even with an override
+        if not merchant_account:
+            raise ValueError("an Adyen merchant account is required")
+        client = Adyen.AdyenClient(xapikey=api_key, platform=environment, live_endpoint_prefix=live_prefix or None,
+                                   http_timeout=timeout_s, http_force="requests")
+        self.environment, self.merchant_account, self.return_url = environment, merchant_account, return_url
         self._payments, self._modifications = PaymentsApi(client=client), ModificationsApi(client=client)
-        self._payments.baseUrl = self._modifications.baseUrl = checkout_base.rstrip("/")
+        self._payments.baseUrl = self._modifications.baseUrl = (checkout_base or default_base).rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return wire_key(self.environment, self.merchant_account, key)
 
     # -- charges -----------------------------------------------------------------------------------
 
@@ -106,7 +153,7 @@ class AdyenPsp:
             "returnUrl": work.return_url or self.return_url,
             "metadata": {"checkout_id": work.checkout_id},
         }
-        key = charge_idempotency_key(work.checkout_id, work.currency, generation)
+        key = self._key(charge_idempotency_key(work.checkout_id, work.currency, generation))
         answer = self._call(lambda: self._payments.payments(request, idempotency_key=key))
         return _checked(answer, work)
 
@@ -120,38 +167,54 @@ class AdyenPsp:
         the charge stays pending here."""
         request = {"merchantAccount": self.merchant_account, "reference": f"cancel:{work.charge_key}"}
         answer = self._call(lambda: self._modifications.cancel_authorised_payment_by_psp_reference(
-            request, psp_reference, idempotency_key=f"cancel:{psp_reference}"))
+            request, psp_reference, idempotency_key=self._key(f"cancel:{psp_reference}")))
         return ChargeResult(PENDING, psp_reference, f"cancel_{answer.get('status', '')}")
 
     # -- refunds ------------------------------------------------------------------------------------
 
     def refund(self, refund: dict[str, Any], order: dict[str, Any], *, look_up_first: bool) -> RefundResult:
         """Our refund on the order's payment under `refund:<refund_id>` (a replay is the look-up, as for charges).
-        Adyen answers `received`; the REFUND notification says whether it succeeded. A refusal of the amount
-        (more than remains) is `refused`: certain, no refund exists."""
+        Adyen answers `received`; the REFUND notification says whether it succeeded.
+
+        `refused` (which frees the refund's amount) only when certain: the first attempt (no earlier one recorded,
+        not a look-up) and a 4xx carrying Adyen's `errorCode`. The same answer to a retry may be about our own
+        earlier refund (the key's first answer lost, or pruned), so it is PspOutcomeUnknown; a 4xx without an
+        errorCode is no answer of Adyen's (a proxy, a wrong URL): transient. Past KEY_SAFE_AGE since the first
+        attempt a replay could refund twice: PspOutcomeUnknown, never sent."""
+        if refund_key_aged(refund):
+            raise PspOutcomeUnknown(f"refund {refund['refund_id']}: first tried {refund['psp_attempted_at']}, past "
+                                    "Adyen's key lifetime; Checkout cannot find a refund by reference")
+        retry = look_up_first or bool(refund.get("psp_attempted_at"))
         amount = Money(int(refund["amount_minor"]), refund["currency"])
         request = {"merchantAccount": self.merchant_account, "amount": adyen_amount(amount),
                    "reference": refund["refund_id"]}
-        key = refund_idempotency_key(refund["refund_id"])
+        key = self._key(refund_idempotency_key(refund["refund_id"]))
         try:
             answer = self._call(lambda: self._modifications.refund_captured_payment(
                 request, order["psp_reference"], idempotency_key=key))
         except PspPermanentError as refused:
+            if retry:
+                raise PspOutcomeUnknown(f"refund {refund['refund_id']} refused on a retry ({refused.message}): "
+                                        "our earlier attempt may have made it") from None
             return RefundResult(REFUND_REFUSED, refund_id=refund["refund_id"], failure_code=refused.code,
                                 failure_reason=refused.message)
-        made = from_adyen_amount(answer.get("amount") or {})
+        try:
+            made = from_adyen_amount(answer.get("amount") or {})
+        except MoneyError as error:
+            raise PspOutcomeUnknown(f"{answer.get('pspReference')}: refund amount {answer.get('amount')!r}: {error}") \
+                from None
         if made != amount:
             raise PspOutcomeUnknown(f"{answer.get('pspReference')} refunds {made}, our refund is {amount}")
         return RefundResult(str(answer.get("status")), str(answer.get("pspReference")), str(answer.get("reference")))
 
     # -- notifications ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
-        """The notification, if every item carries a valid `additionalData.hmacSignature` for our HMAC key (hex).
-        Adyen signs pspReference, originalReference, merchantAccountCode, merchantReference, amount, eventCode and
-        success only: the rest of an item (reason, eventDate, additionalData) is not protected, so only those
-        fields may be trusted."""
+    def verify_webhook(self, payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
+        """The notification, if every item carries a valid `additionalData.hmacSignature` for our HMAC key (hex)
+        and names our merchant account (else WebhookForAnotherAccount: one company's HMAC key may sign several
+        accounts' notifications). Adyen signs pspReference, originalReference, merchantAccountCode,
+        merchantReference, amount, eventCode and success only: the rest of an item (reason, eventDate,
+        additionalData) is not protected, so only those fields may be trusted."""
         try:
             body = json.loads(payload)
         except ValueError:
@@ -163,14 +226,18 @@ class AdyenPsp:
             item = entry.get("NotificationRequestItem") if isinstance(entry, dict) else None
             if not isinstance(item, dict) or not _signed(item, secret):
                 raise WebhookSignatureInvalid("a notification item is not signed with our HMAC key")
+            if item.get("merchantAccountCode") != self.merchant_account:
+                raise WebhookForAnotherAccount(f"a notification for {item.get('merchantAccountCode')!r}, "
+                                               f"our merchant account is {self.merchant_account!r}")
         return body
 
     # -- the one place a call goes out ------------------------------------------------------------------
 
     @staticmethod
     def _call(send: Any) -> dict[str, Any]:
-        """Send; Adyen's answer as a dict, or its failure as our error. Unclear means transient: retried, the
-        retry replays the key."""
+        """Send; Adyen's answer as a dict, or its failure as our error. A refusal (PspPermanentError) is a 400, 404
+        or 422 whose body carries Adyen's `errorCode`; without one the answer is not Adyen's (a proxy, a wrong
+        URL). Unclear means transient: retried, the retry replays the key."""
         try:
             result = send()
         except OSError as error:  # requests' timeouts and connection errors, a lost answer included
@@ -178,9 +245,9 @@ class AdyenPsp:
         except Adyen.AdyenError as error:
             status = int(error.status_code) if str(error.status_code).isdigit() else 0
             detail = error.message.get("message") if isinstance(error.message, dict) else str(error.message)
-            if status in (400, 404, 422) and error.error_code != IN_FLIGHT_ERROR:
+            if status in (400, 404, 422) and error.error_code and error.error_code != IN_FLIGHT_ERROR:
                 raise PspPermanentError(f"Adyen refused the request ({status}): {detail}",
-                                        code=f"adyen_{error.error_code or status}") from None
+                                        code=f"adyen_{error.error_code}") from None
             raise PspTransientError(f"Adyen answered {status or 'nothing'}: {detail}") from None
         return result.message if isinstance(result.message, dict) else {}
 
@@ -215,15 +282,13 @@ def result_of(answer: dict[str, Any]) -> ChargeResult:
     code, reference = str(answer.get("resultCode", "")), str(answer.get("pspReference", ""))
     if code == "Authorised":
         return ChargeResult(SUCCEEDED, reference, code)
-    if code in ("Refused", "Cancelled"):
+    if code in ("Refused", "Cancelled") or (code == "Error" and answer.get("refusalReason")):
         reason = str(answer.get("refusalReason") or code)
         return ChargeResult(FAILED, reference, code, failure_code=_slug(reason), failure_reason=reason)
     if code in _PENDING_CODES:
         action = answer.get("action") or {}
         return ChargeResult(PENDING, reference, code, action=str(action.get("type", "")),
                             redirect_url=str(action.get("url", "")))
-    if code == "Error":
-        raise PspTransientError(f"Adyen resultCode Error: {answer.get('refusalReason', '')}")
     raise PspOutcomeUnknown(f"Adyen resultCode {code!r} for {reference}")
 
 

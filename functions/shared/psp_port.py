@@ -60,6 +60,12 @@ class WebhookSignatureInvalid(Exception):
     """A webhook or notification whose signature is missing, malformed, stale, or does not sign its body."""
 
 
+class WebhookForAnotherAccount(WebhookSignatureInvalid):
+    """A validly signed webhook or notification about another merchant account than the adapter's (Adyen signs
+    `merchantAccountCode`): never acted on. A subclass, so every caller that refuses a bad signature refuses it
+    too; a receiver may instead acknowledge it (so the PSP stops resending) and drop it."""
+
+
 @runtime_checkable
 class PspPort(Protocol):
     """What the money path asks of a PSP. Every call is safe to repeat: charges and refunds carry idempotency keys
@@ -83,5 +89,6 @@ class PspPort(Protocol):
 
     def verify_webhook(self, payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
         """The event, if it is signed with `secret`; else WebhookSignatureInvalid. `signature` is the signature
-        header (Stripe-Signature); Adyen signs each notification item inside the body and needs no header."""
+        header (Stripe-Signature); Adyen signs each notification item inside the body and needs no header. A
+        signed event about another merchant account: WebhookForAnotherAccount."""
         ...

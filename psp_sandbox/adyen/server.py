@@ -1,6 +1,7 @@
 """The Adyen sandbox's HTTP front: Checkout API v71 (`/payments`, `/payments/{pspReference}/refunds`,
-`/payments/{pspReference}/cancels`) behind one pipeline (X-API-Key → faults → Idempotency-Key → endpoint → lost
-answers), and `/_sandbox/` (health, faults, payments). The fault injector and the clock are the Stripe sandbox's.
+`/payments/{pspReference}/cancels`) behind one pipeline (X-API-Key → Idempotency-Key's length → faults →
+Idempotency-Key → endpoint → lost answers), and `/_sandbox/` (health, faults, payments). The fault injector and the
+clock are the Stripe sandbox's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .notifications import Notifier
 VERSION = "v71"
 API_KEY = "sandbox_adyen_api_key"
 MERCHANT_ACCOUNT = "MarketPayECOM"
+MAX_KEY_CHARS = 64  # "a maximum of 64 characters" (docs.adyen.com/development-resources/api-idempotency)
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"  # hex, as Adyen's
 _MODIFICATION = re.compile(rf"^/{VERSION}/payments/([A-Za-z0-9]{{16}})/(refunds|cancels)$")
 _log = logging.getLogger("psp_sandbox.adyen")
@@ -171,6 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._error(invalid("Structure of the request body is not valid JSON", "702"))
         key = self.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
+            self._error(invalid(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters, got {len(key)}",
+                                "sbx_idempotency_key_invalid"))
         fault = sandbox.faults.decide(RequestInfo("POST", self.path, key, {"reference": body.get("reference")}))
         if fault is not None:
             self._edge_fault(fault)

@@ -8,18 +8,24 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 from Adyen.util import is_valid_hmac_notification
+from pydantic import ValidationError
 
-from functions.shared.errors import PspPermanentError, PspTransientError
+from functions.shared import clock
+from functions.shared.config import Settings
+from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.models import ChargeWork
-from functions.shared.psp_adyen import AdyenPsp
+from functions.shared.psp_adyen import KEY_SAFE_AGE, MAX_KEY_CHARS, AdyenPsp, checkout_base_for, result_of, wire_key
+from functions.shared.psp_port import REFUND_REFUSED, WebhookForAnotherAccount, WebhookSignatureInvalid
 from psp_sandbox.adyen import AdyenSandboxServer, start_adyen_sandbox
 from psp_sandbox.adyen.books import KEY_LIFETIME_S
+from psp_sandbox.adyen.notifications import sign
 from psp_sandbox.adyen.server import API_KEY, HMAC_KEY, MERCHANT_ACCOUNT
 
 CARD = {"type": "scheme", "encryptedCardNumber": "test_4111111111111111", "encryptedExpiryMonth": "test_03",
@@ -188,11 +194,151 @@ def test_a_timeout_after_processing_is_transient_and_the_replay_finds_the_one_pa
     assert len(server.sandbox.payments()) == 1
 
 
-def test_an_acquirer_error_is_transient_and_a_wrong_key_refused_for_good(server: AdyenSandboxServer):
+def test_an_acquirer_error_is_a_certain_failure_and_a_wrong_key_refused_for_good(server: AdyenSandboxServer):
     psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
     error_card = json.dumps(CARD | {"holderName": "ERROR"})
-    with pytest.raises(PspTransientError):
-        psp.charge(_work().model_copy(update={"payment_method": error_card}))
+    failed = psp.charge(_work().model_copy(update={"payment_method": error_card}))
+    assert (failed.outcome, failed.psp_status, failed.failure_reason) == ("failed", "Error", "Acquirer Error")
     other = _work().model_copy(update={"amount_minor": 2000})
     with pytest.raises(PspPermanentError):  # the same key (same checkout and currency), another body
         psp.charge(other)
+
+
+def test_result_code_error_without_a_refusal_reason_is_for_a_human():
+    refused = result_of({"resultCode": "Error", "pspReference": "P", "refusalReason": "Acquirer Error"})
+    assert refused.outcome == "failed"
+    with pytest.raises(PspOutcomeUnknown):
+        result_of({"resultCode": "Error", "pspReference": "P"})
+
+
+# -- review fixes (docs/decisions.md 2026-12-06, the Adyen review) --------------------------------------------------
+
+def _charged(server: AdyenSandboxServer, psp: AdyenPsp, checkout: str = "chk_r") -> dict[str, Any]:
+    work = _work().model_copy(update={"checkout_id": checkout, "charge_key": f"{checkout}#USD"})
+    return {"psp_reference": psp.charge(work).psp_reference}
+
+
+def _refund_item(refund_id: str = "rf_r", minor: int = 300, **extra: Any) -> dict[str, Any]:
+    return {"refund_id": refund_id, "amount_minor": minor, "currency": "USD", "payment_order_id": "po_f"} | extra
+
+
+def test_a_refund_past_the_keys_safe_age_is_unknown_and_sends_nothing(server: AdyenSandboxServer):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
+    order = _charged(server, psp)
+    first_tried = clock.iso(clock.now() - KEY_SAFE_AGE - timedelta(minutes=1))
+    with pytest.raises(PspOutcomeUnknown):
+        psp.refund(_refund_item(psp_attempted_at=first_tried), order, look_up_first=False)
+    assert server.sandbox.books.payments[order["psp_reference"]].refunded == 0
+    recent = clock.iso(clock.now() - KEY_SAFE_AGE + timedelta(hours=1))
+    assert psp.refund(_refund_item(psp_attempted_at=recent), order, look_up_first=False).status == "received"
+
+
+def test_a_refund_refused_on_a_retry_is_unknown_never_refused(server: AdyenSandboxServer):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
+    order = _charged(server, psp)
+    too_much = _refund_item("rf_big", 1001)
+    with pytest.raises(PspOutcomeUnknown):  # a look-up
+        psp.refund(too_much, order, look_up_first=True)
+    with pytest.raises(PspOutcomeUnknown):  # an earlier attempt recorded on the refund
+        psp.refund(too_much | {"psp_attempted_at": clock.iso()}, order, look_up_first=False)
+    first = psp.refund(too_much, order, look_up_first=False)  # the first attempt: certain
+    assert first.status == REFUND_REFUSED and first.failure_code == "adyen_sbx_refund_exceeds_remainder"
+
+
+class _NotAdyen:
+    """An HTTP endpoint answering every POST with a bare 404 (no errorCode): a proxy or a wrong path."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"] or 0))
+                self.send_response(404)
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"not found")
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v71"
+
+
+def test_a_404_without_an_adyen_error_code_is_transient_never_refused():
+    not_adyen = _NotAdyen()
+    try:
+        psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=not_adyen.url, timeout_s=2)
+        with pytest.raises(PspTransientError):
+            psp.refund(_refund_item(), {"psp_reference": "SBX0000000000001"}, look_up_first=False)
+        with pytest.raises(PspTransientError):
+            psp.charge(_work())
+    finally:
+        not_adyen.httpd.shutdown()
+
+
+def test_idempotency_keys_are_derived_short_and_per_merchant_account(server: AdyenSandboxServer):
+    key = "charge:" + "c" * 80 + ":USD"
+    derived = wire_key("test", MERCHANT_ACCOUNT, key)
+    assert len(derived) <= MAX_KEY_CHARS and derived == wire_key("test", MERCHANT_ACCOUNT, key)
+    assert derived not in (wire_key("test", "OtherAccount", key), wire_key("live", MERCHANT_ACCOUNT, key))
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
+    long_checkout = "chk_" + "x" * 70  # our key for it is 84 characters
+    work = _work().model_copy(update={"checkout_id": long_checkout, "charge_key": f"{long_checkout}#USD"})
+    first, again = psp.charge(work), psp.charge(work)
+    assert first.outcome == "succeeded" and first.psp_reference == again.psp_reference
+    assert len(server.sandbox.payments()) == 1
+
+
+def test_the_sandbox_refuses_a_key_longer_than_64_characters(server: AdyenSandboxServer):
+    answer = _post(server, "/payments", _payment(), key="k" * 65)
+    assert answer.status_code == 422 and answer.json()["errorType"] == "validation"
+    assert set(answer.json()) == {"status", "errorCode", "message", "errorType"}
+    assert server.sandbox.payments() == []
+    assert _post(server, "/payments", _payment(), key="k" * 64).status_code == 200
+
+
+def test_the_environment_is_configuration_with_test_by_default():
+    assert checkout_base_for("test") == "https://checkout-test.adyen.com/v71"
+    assert checkout_base_for("live", "1797a841fbb37ca7-AdyenDemo") == (  # the live prefix's shape in Adyen's docs
+        "https://1797a841fbb37ca7-AdyenDemo-checkout-live.adyenpayments.com/checkout/v71")
+    assert AdyenPsp(API_KEY, MERCHANT_ACCOUNT)._payments.baseUrl == "https://checkout-test.adyen.com/v71"
+    for environment, prefix in (("live", ""), ("live", "a/b"), ("prod", "x"), ("", "")):
+        with pytest.raises(ValueError):
+            AdyenPsp(API_KEY, MERCHANT_ACCOUNT, environment=environment, live_prefix=prefix)
+        with pytest.raises(ValidationError):  # the same settings fail the function's cold start
+            Settings.model_validate(_TABLES | {"adyen_environment": environment, "adyen_live_prefix": prefix})
+    assert Settings.model_validate(_TABLES).adyen_environment == "test"
+
+
+_TABLES = {name: "t" for name in ("payment_events_table", "payment_orders_table", "wallet_table", "ledger_table")}
+
+
+def test_a_refund_answer_without_an_amount_is_unknown_not_a_money_error(server: AdyenSandboxServer, monkeypatch):
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT, checkout_base=server.checkout_base)
+    order = _charged(server, psp)
+    handle = server.sandbox.handle
+
+    def without_amount(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, answer = handle(path, body)
+        return status, {k: v for k, v in answer.items() if k != "amount"}
+
+    monkeypatch.setattr(server.sandbox, "handle", without_amount)
+    with pytest.raises(PspOutcomeUnknown):
+        psp.refund(_refund_item(), order, look_up_first=False)
+
+
+def _notification(merchant_account: str) -> bytes:
+    item = {"amount": {"currency": "USD", "value": 1000}, "eventCode": "AUTHORISATION", "success": "true",
+            "merchantAccountCode": merchant_account, "merchantReference": "chk_n#USD", "pspReference": "SBX1",
+            "eventDate": "2026-12-06T12:00:00+00:00", "reason": ""}
+    item["additionalData"] = {"hmacSignature": sign(item, HMAC_KEY)}
+    return json.dumps({"live": "false", "notificationItems": [{"NotificationRequestItem": item}]}).encode()
+
+
+def test_a_notification_for_another_merchant_account_is_refused():
+    psp = AdyenPsp(API_KEY, MERCHANT_ACCOUNT)
+    assert psp.verify_webhook(_notification(MERCHANT_ACCOUNT), None, HMAC_KEY)["notificationItems"]
+    with pytest.raises(WebhookForAnotherAccount):
+        psp.verify_webhook(_notification("OtherAccount"), None, HMAC_KEY)
+    assert issubclass(WebhookForAnotherAccount, WebhookSignatureInvalid)  # refused wherever a bad signature is
