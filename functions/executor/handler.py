@@ -34,18 +34,18 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     before = tables.note_psp_call(work.charge_key)
     reference = before.get("psp_reference") or work.psp_reference
     # The PSP knows the charge: its current state, not the replay of a first answer.
-    result = psp.client().retrieve(reference, work) if reference else _create(work, tables, before)
+    result = psp.client_for(work.psp).retrieve(reference, work) if reference else _create(work, tables, before)
     if result.psp_reference and result.psp_reference != reference:
         tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
     if result.psp_status == psp.REQUIRES_ACTION and _challenge_expired(before):
         # The buyer had threeds_timeout_s to complete the 3-D Secure challenge: cancel (or find it succeeded).
         logger.info("3-D Secure challenge abandoned: cancelling the PaymentIntent")
-        result = psp.client().cancel_abandoned(result.psp_reference, work)
+        result = psp.client_for(work.psp).cancel_abandoned(result.psp_reference, work)
     elif reference and result.outcome == psp.FAILED and result.psp_status == psp.REQUIRES_PAYMENT_METHOD:
         # Failed after an earlier answer: the only way its client secret can have reached the buyer (a 3-D
         # Secure challenge). Closed before the orders end FAILED, so that it cannot be confirmed again.
         logger.info("payment failed: cancelling the open PaymentIntent")
-        result = psp.client().close_failed(result, work)
+        result = psp.client_for(work.psp).close_failed(result, work)
     return result
 
 
@@ -78,8 +78,8 @@ def _create(work: ChargeWork, tables: PaymentTables, before: dict[str, Any]) -> 
             return declined
     mandate = before.get("mandate_data")
     try:
-        return psp.client().charge(work, look_up_first=look_up_first, generation=generation, customer=customer,
-                                   mandate_data=mandate)
+        return psp.client_for(work.psp).charge(work, look_up_first=look_up_first, generation=generation,
+                                               customer=customer, mandate_data=mandate)
     except PspKeyPoisoned:
         return _after_poisoned_key(work, tables, generation, customer, mandate)
     except PspPermanentError as refused:
@@ -99,12 +99,12 @@ def _after_poisoned_key(work: ChargeWork, tables: PaymentTables, generation: int
     poisoned_at = clock.parse_iso(tables.note_key_poisoned(work.charge_key, generation, clock.iso()))
     if clock.now() - poisoned_at < psp.SEARCH_TRUSTED_AFTER:
         raise PspTransientError(f"{work.charge_key}: stored 500 replayed; look again later")
-    if psp.client().find_payment_intent(work.charge_key) is not None:
-        return psp.client().charge(work, look_up_first=True, generation=generation, customer=customer,
-                                   mandate_data=mandate)
+    if psp.client_for(work.psp).find_payment_intent(work.charge_key) is not None:
+        return psp.client_for(work.psp).charge(work, look_up_first=True, generation=generation,
+                                               customer=customer, mandate_data=mandate)
     generation = tables.retire_key(work.charge_key, generation, clock.iso())
     logger.warning("idempotency key retired after a replayed 500", extra={"generation": generation})
-    return psp.client().charge(work, generation=generation, customer=customer, mandate_data=mandate)
+    return psp.client_for(work.psp).charge(work, generation=generation, customer=customer, mandate_data=mandate)
 
 
 def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -> tuple[str, psp.ChargeResult | None]:
@@ -116,7 +116,7 @@ def _checkout_customer(work: ChargeWork, tables: PaymentTables, recorded: str) -
     result if Stripe declined the card while attaching it."""
     if recorded:
         return recorded, None
-    client = psp.client()
+    client = psp.client_for(work.psp)
     customer = client.attached_customer(work.payment_method) if psp.key_aged(work) else ""
     if not customer:
         customer = client.create_customer(work)

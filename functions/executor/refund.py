@@ -77,14 +77,14 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         result = psp.RefundResult("succeeded", psp_refund_id=f"{prefix}:{refund_id}", refund_id=refund_id)
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
     elif refund.get("psp_refund_id"):
-        result = psp.refund_result(psp.client().retrieve_refund(refund["psp_refund_id"]))
+        result = psp.refund_result(_psp_of(refund).retrieve_refund(refund["psp_refund_id"]))
     else:
         order = PaymentTables.from_settings().get_order(refund["payment_order_id"])
         assert order is not None, refund["payment_order_id"]
         refunds.note_psp_attempt(refund_id, now)
         aged = bool(refund.get("psp_attempted_at")) and (
             clock.now() - clock.parse_iso(str(refund["psp_attempted_at"])) > psp.IDEMPOTENCY_KEY_SAFE_AGE)
-        result = psp.client().refund(refund, order, look_up_first=aged)
+        result = _psp_of(refund).refund(refund, order, look_up_first=aged)
         if result.status == psp.REFUND_REFUSED and _debit_returned(order):
             # The bank returned the debit after this refund was accepted: Stripe took back all it had not refunded,
             # this refund's amount included. It is done, by the return (never FAILED: that would free its amount).
@@ -94,6 +94,12 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
             return "failed"
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
     return _apply(refunds.get(refund_id) or refund, result, refunds)
+
+
+def _psp_of(refund: dict[str, Any]) -> psp.PspClient:
+    """The adapter of the PSP that charged the refund's order (recorded on the refund). Reversals are not its:
+    pay-outs and their reversals stay on Stripe Connect whoever charged."""
+    return psp.client_for(refund.get("psp") or psp.PSP_NAME)
 
 
 def _debit_returned(order: dict[str, Any]) -> bool:

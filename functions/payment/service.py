@@ -20,6 +20,7 @@ from functions.shared.errors import CheckoutConflict, NotFound
 from functions.shared.money import Money
 from functions.shared.names import AWAITING_FUNDS, OFFLINE_PSP, charge_key, offline_reference
 from functions.shared.observability import correlated
+from functions.shared.routing import Charge, Route, Routing
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     CheckoutExists,
@@ -90,6 +91,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
         "is_payment_done": False,
         "created_at": created_at,
     }, correlation_id)
+    routes = {} if offline else route_charges(request, summaries, config.routing)
     orders = [
         correlated({
             **summary,
@@ -97,7 +99,10 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
             "charge_key": charge_key(request.checkout_id, summary["currency"]),
             "payment_method": payment_method,
             **wallet,
-            "psp": OFFLINE_PSP if offline else config.psp_name,
+            "psp": OFFLINE_PSP if offline else routes[summary["currency"]].psp,
+            # the rule that chose it, when one did (none does by default: the items are as they always were)
+            **({"psp_route": routes[summary["currency"]].rule} if not offline and routes[summary["currency"]].rule
+               else {}),
             "payment_order_status": (OrderStatus.EXECUTING if offline else OrderStatus.NOT_STARTED).value,
             "wallet_updated": False,
             "ledger_updated": False,
@@ -150,6 +155,18 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
     return checkout_as_placed(event), False
 
 
+def route_charges(request: PaymentRequest, summaries: list[dict[str, Any]], routing: Routing) -> dict[str, Route]:
+    """Each currency's charge's PSP: the routing rules look at the charge (its total, the method, the buyer's
+    country, its sellers), since one charge is one payment at one PSP."""
+    method = request.payment_method.type if request.payment_method is not None else "card"
+    routes = {}
+    for currency, shares in group_orders(summaries).items():
+        total = sum((Money(s["amount_minor"], currency) for s in shares), Money.zero(currency))
+        sellers = frozenset(s["seller_account"] for s in shares)
+        routes[currency] = routing.route(Charge(total, method, request.buyer_info.country, sellers))
+    return routes
+
+
 def charge_item(checkout_id: str, currency: str, orders: list[dict[str, Any]], payment_method: str,
                 created_at: str, due_at: str, checkout_currencies: list[str] | None = None) -> dict[str, Any]:
     """The charge of a checkout in one currency, as stored: its orders, their sum, and the sweeper's deadline
@@ -160,6 +177,7 @@ def charge_item(checkout_id: str, currency: str, orders: list[dict[str, Any]], p
     return {
         "charge_key": key, "checkout_id": checkout_id, "currency": currency, "amount_minor": total.minor,
         "payment_method": payment_method, "psp": orders[0]["psp"],
+        **({"psp_route": orders[0]["psp_route"]} if orders[0].get("psp_route") else {}),
         "checkout_currencies": checkout_currencies or [currency],
         "orders": [{"payment_order_id": o["payment_order_id"], "seller_account": o["seller_account"],
                     "amount_minor": o["amount_minor"], "psp": o["psp"]} for o in orders],

@@ -10,9 +10,10 @@ import os
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from functions.shared import names
+from functions.shared.routing import Routing, parse_routing
 
 
 class Settings(BaseModel):
@@ -38,6 +39,10 @@ class Settings(BaseModel):
     psp_api_key: str = ""
     psp_api_key_parameter: str = Field("", validation_alias=names.ENV_PSP_API_KEY_PARAMETER)
     psp_name: str = "stripe"
+    # Which PSP charges what (functions/shared/routing.py): JSON rules, first match wins, else psp_name. Parsed and
+    # checked here, so a rule that cannot be read exactly as written stops the cold start.
+    psp_routing: str = ""
+    _routing: Routing = PrivateAttr(default_factory=Routing)
     # One PSP call's budget; an invocation makes at most two (look-up, create) inside the Executor's 20 s.
     psp_timeout_s: float = 8.0
     # Seconds a charge may stay EXECUTING before the sweeper drives it again. Above the Express workflow's
@@ -117,6 +122,15 @@ class Settings(BaseModel):
         if self.adyen_environment == "live" and not self.adyen_live_prefix:
             raise ValueError("ADYEN_ENVIRONMENT=live needs ADYEN_LIVE_PREFIX")
         return self
+
+    @model_validator(mode="after")
+    def _routing_is_readable(self) -> Settings:
+        self._routing = parse_routing(self.psp_routing, default=self.psp_name)
+        return self
+
+    @property
+    def routing(self) -> Routing:
+        return self._routing
 
     @classmethod
     def from_env(cls) -> Settings:

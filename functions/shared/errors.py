@@ -127,6 +127,14 @@ class ConcurrentChange(DomainError):
     http_status = 503
 
 
+class PspNotRoutable(DomainError):
+    """An item names a PSP whose money path is not wired (routing never chooses one: functions/shared/routing.py).
+    Nothing is sent anywhere; the workflow dead-letters it for a human."""
+
+    code = "psp_not_routable"
+    http_status = 502
+
+
 class PspKeyPoisoned(DomainError):
     """Stripe replays a stored 500 for this idempotency key, and a look-up found no PaymentIntent of the charge:
     the key must be retired once the look-up can be trusted (see psp.charge)."""

@@ -32,6 +32,7 @@ from functions.shared.config import settings
 from functions.shared.errors import (
     NotChargeableAtPsp,
     PspKeyPoisoned,
+    PspNotRoutable,
     PspOutcomeUnknown,
     PspPermanentError,
     PspTransientError,
@@ -760,6 +761,15 @@ def client() -> PspClient:
             _client = PspClient(key, config.psp_api_base, timeout_s=config.psp_timeout_s,
                                 rate_limit_wait_s=config.psp_rate_limit_wait_s)
         return _client
+
+
+def client_for(name: str) -> PspClient:
+    """THE one place an adapter is picked by a PSP's name (a charge's or a refund's recorded `psp`). Only Stripe's
+    money path is whole; routing refuses every other PSP (functions/shared/routing.py ROUTABLE_PSPS), so another
+    name here is an item no configuration made: PspNotRoutable, dead-lettered for a human, sent nowhere."""
+    if name != PSP_NAME:
+        raise PspNotRoutable(f"no money path for PSP {name!r}: only {PSP_NAME} is routable")
+    return client()
 
 
 def reset_client() -> None:

@@ -1,0 +1,177 @@
+"""Which PSP charges a checkout's charge (one currency of it): rules in configuration, the first that matches wins.
+
+Pure: no I/O, no PSP SDK. The rules come from the `PSP_ROUTING` setting (functions/shared/config.py), JSON:
+
+    {"default": "stripe",
+     "rules": [{"name": "eu-cards", "psp": "stripe", "currencies": ["EUR"], "methods": ["card"],
+                "buyer_countries": ["NL", "DE"], "sellers": ["acct_1"],
+                "amount": {"currency": "EUR", "min": "10.00", "max": "5000.00"}}]}
+
+A rule's criteria are all optional and all must hold (a missing one matches anything): `currencies` (ISO codes),
+`methods` (the API's payment method types: card, paypal, sepa_debit, us_bank_account), `buyer_countries` (ISO
+3166 alpha-2; a checkout without a country matches no rule that names countries), `sellers` (every seller of the
+charge must be listed: a rule for some sellers never drags another seller's order along), `amount` (the charge's
+total, inclusive bounds in major units as the API writes them; its currency is the only one the rule matches).
+
+The configuration is validated whole at cold start (`parse_routing`): an unknown key, a PSP that cannot be routed
+to, an amount finer than its currency, an empty list, min above max: RoutingConfigError, and the function does not
+start. Nothing is ever silently routed by a rule that was misread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+
+DEFAULT_PSP = "stripe"
+# PSPs with the whole money path wired (executor charge steps, refunds, transfers, webhooks, recon). Adyen's adapter
+# passes the contract suite but its executor branch is not built: routing to it is refused until it is (decisions.md).
+ROUTABLE_PSPS: tuple[str, ...] = (DEFAULT_PSP,)
+METHODS = ("card", "paypal", "sepa_debit", "us_bank_account")  # online methods; checks and money orders never route
+MAX_RULES = 100
+MAX_LIST = 1000  # entries of one criterion (sellers are the long ones)
+_RULE_KEYS = {"name", "psp", "currencies", "methods", "buyer_countries", "sellers", "amount"}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class RoutingConfigError(ValueError):
+    """The routing configuration cannot be read exactly as written: the function refuses to start."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What routing looks at: one charge (a checkout in one currency)."""
+
+    amount: Money
+    method: str
+    buyer_country: str | None
+    sellers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    psp: str
+    currencies: frozenset[str] | None = None
+    methods: frozenset[str] | None = None
+    buyer_countries: frozenset[str] | None = None
+    sellers: frozenset[str] | None = None
+    amount_min: Money | None = None
+    amount_max: Money | None = None
+
+    def matches(self, charge: Charge) -> bool:
+        currency = charge.amount.currency
+        bound = self.amount_min or self.amount_max
+        return ((self.currencies is None or currency in self.currencies)
+                and (self.methods is None or charge.method in self.methods)
+                and (self.buyer_countries is None or charge.buyer_country in self.buyer_countries)
+                and (self.sellers is None or bool(charge.sellers) and charge.sellers <= self.sellers)
+                and (bound is None or bound.currency == currency)
+                and (self.amount_min is None or self.amount_min <= charge.amount)
+                and (self.amount_max is None or charge.amount <= self.amount_max))
+
+
+@dataclass(frozen=True)
+class Route:
+    psp: str
+    rule: str  # the matching rule's name; "" when the default decided
+
+
+@dataclass(frozen=True)
+class Routing:
+    rules: tuple[Rule, ...] = ()
+    default: str = DEFAULT_PSP
+
+    def route(self, charge: Charge) -> Route:
+        """The first rule that matches decides; none does: the default."""
+        for rule in self.rules:
+            if rule.matches(charge):
+                return Route(rule.psp, rule.name)
+        return Route(self.default, "")
+
+
+def parse_routing(text: str, default: str = DEFAULT_PSP, routable: Iterable[str] = ROUTABLE_PSPS) -> Routing:
+    """The routing of the `PSP_ROUTING` text ("" or absent: no rules, `default` for everything)."""
+    allowed = tuple(routable)
+    if not text.strip():
+        return Routing((), _psp(default, allowed, "the default"))
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise RoutingConfigError(f"PSP_ROUTING is not JSON: {error}") from None
+    if not isinstance(config, dict) or set(config) - {"default", "rules"}:
+        raise RoutingConfigError('PSP_ROUTING must be an object with "default" and "rules" only')
+    rules = config.get("rules", [])
+    if not isinstance(rules, list) or len(rules) > MAX_RULES:
+        raise RoutingConfigError(f'"rules" must be a list of at most {MAX_RULES}')
+    parsed = tuple(_rule(rule, index, allowed) for index, rule in enumerate(rules))
+    names = [rule.name for rule in parsed]
+    if len(set(names)) != len(names):
+        raise RoutingConfigError("two rules have the same name")
+    return Routing(parsed, _psp(config.get("default", default), allowed, "the default"))
+
+
+def _rule(raw: Any, index: int, allowed: tuple[str, ...]) -> Rule:
+    where = f"rule {index}"
+    if not isinstance(raw, dict):
+        raise RoutingConfigError(f"{where} is not an object")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise RoutingConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    name = raw.get("name", f"rule-{index}")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RoutingConfigError(f"{where}: name must be 1-64 characters of letters, digits, _ . : -")
+    where = f"rule {name!r}"
+    currencies = _set(raw, "currencies", where, lambda c: c in CURRENCY_EXPONENTS, "an ISO 4217 code we accept")
+    methods = _set(raw, "methods", where, lambda m: m in METHODS, f"one of {', '.join(METHODS)}")
+    countries = _set(raw, "buyer_countries", where, lambda c: bool(_COUNTRY.match(c)), "an ISO 3166 alpha-2 code")
+    sellers = _set(raw, "sellers", where, lambda s: 0 < len(s) <= 255, "a seller account")
+    amount_min, amount_max = _amounts(raw.get("amount"), where)
+    if amount_min or amount_max:
+        currency = (amount_min or amount_max).currency  # type: ignore[union-attr]
+        if currencies is not None and currencies != {currency}:
+            raise RoutingConfigError(f"{where}: an amount range in {currency} with other currencies listed")
+    return Rule(name, _psp(raw.get("psp"), allowed, where), currencies, methods, countries, sellers,
+                amount_min, amount_max)
+
+
+def _psp(value: Any, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise RoutingConfigError(f"{where}: PSP {value!r} cannot be routed to (routable: {', '.join(allowed)})")
+    return str(value)
+
+
+def _set(raw: dict[str, Any], key: str, where: str, valid: Any, what: str) -> frozenset[str] | None:
+    if key not in raw:
+        return None
+    values = raw[key]
+    if not isinstance(values, list) or not values or len(values) > MAX_LIST:
+        raise RoutingConfigError(f"{where}: {key} must be a non-empty list of at most {MAX_LIST}")
+    for value in values:
+        if not isinstance(value, str) or not valid(value):
+            raise RoutingConfigError(f"{where}: {key} entry {value!r} is not {what}")
+    return frozenset(values)
+
+
+def _amounts(raw: Any, where: str) -> tuple[Money | None, Money | None]:
+    if raw is None:
+        return None, None
+    if not isinstance(raw, dict) or set(raw) - {"currency", "min", "max"} or not ({"min", "max"} & set(raw)):
+        raise RoutingConfigError(f'{where}: amount must be {{"currency", "min" and/or "max"}}')
+    currency = raw.get("currency")
+    if currency not in CURRENCY_EXPONENTS:
+        raise RoutingConfigError(f"{where}: amount currency {currency!r} is not one we accept")
+    try:
+        low = Money.from_major(raw["min"], currency) if "min" in raw else None
+        high = Money.from_major(raw["max"], currency) if "max" in raw else None
+    except MoneyError as error:
+        raise RoutingConfigError(f"{where}: amount: {error}") from None
+    if low is not None and high is not None and high < low:
+        raise RoutingConfigError(f"{where}: amount min {low} is above max {high}")
+    return low, high

@@ -1,0 +1,143 @@
+"""PSP routing (functions/shared/routing.py): first matching rule wins, the default otherwise, and a configuration
+that cannot be read exactly as written refuses to start."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from functions.shared.config import Settings
+from functions.shared.money import Money
+from functions.shared.routing import (
+    METHODS,
+    ROUTABLE_PSPS,
+    Charge,
+    Routing,
+    RoutingConfigError,
+    parse_routing,
+)
+
+BOTH = ("stripe", "adyen")  # what the rules may name in these tests; the deployed routable set is Stripe only
+TABLES = {name: "t" for name in ("payment_events_table", "payment_orders_table", "wallet_table", "ledger_table")}
+
+
+def routing(*rules: dict[str, Any], default: str | None = None) -> Routing:
+    config: dict[str, Any] = {"rules": list(rules)} | ({"default": default} if default else {})
+    return parse_routing(json.dumps(config), routable=BOTH)
+
+
+def charge(amount: str = "20.00", currency: str = "EUR", method: str = "card", country: str | None = "NL",
+           sellers: tuple[str, ...] = ("acct_1",)) -> Charge:
+    return Charge(Money.from_major(amount, currency), method, country, frozenset(sellers))
+
+
+charges = st.builds(
+    Charge,
+    amount=st.builds(Money, st.integers(1, 10**9), st.sampled_from(["EUR", "USD", "JPY", "KWD", "GBP"])),
+    method=st.sampled_from(METHODS),
+    buyer_country=st.one_of(st.none(), st.sampled_from(["NL", "DE", "US", "JP", "GB"])),
+    sellers=st.frozensets(st.sampled_from(["acct_1", "acct_2", "acct_3"]), min_size=1),
+)
+
+
+@given(charges)
+def test_without_configuration_everything_goes_to_stripe(c: Charge):
+    assert parse_routing("").route(c).psp == "stripe"
+    assert parse_routing("", default="stripe").route(c).rule == ""
+    assert ROUTABLE_PSPS == ("stripe",)
+
+
+def test_the_first_matching_rule_wins():
+    rules = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]},
+                    {"name": "eur", "psp": "stripe", "currencies": ["EUR"]},
+                    {"name": "all", "psp": "adyen"})
+    assert rules.route(charge(country="NL")) == rules.route(charge(country="NL", currency="USD", amount="1.00"))
+    assert (rules.route(charge(country="NL")).psp, rules.route(charge(country="NL")).rule) == ("adyen", "nl")
+    assert (rules.route(charge(country="DE")).psp, rules.route(charge(country="DE")).rule) == ("stripe", "eur")
+    assert rules.route(charge(country="DE", currency="USD")).rule == "all"
+
+
+@pytest.mark.parametrize(("rule", "matching", "other"), [
+    ({"currencies": ["EUR", "GBP"]}, charge(currency="GBP"), charge(currency="USD")),
+    ({"methods": ["sepa_debit"]}, charge(method="sepa_debit"), charge(method="card")),
+    ({"buyer_countries": ["DE"]}, charge(country="DE"), charge(country=None)),
+    ({"sellers": ["acct_1", "acct_2"]}, charge(sellers=("acct_1", "acct_2")), charge(sellers=("acct_1", "acct_9"))),
+    ({"amount": {"currency": "EUR", "min": "10.00"}}, charge(amount="10.00"), charge(amount="9.99")),
+    ({"amount": {"currency": "EUR", "max": "50"}}, charge(amount="50.00"), charge(amount="50.01")),
+    ({"amount": {"currency": "EUR", "min": "1.00"}}, charge(amount="5.00"), charge(amount="5.00", currency="USD")),
+    ({"amount": {"currency": "JPY", "min": "1000", "max": "2000"}}, charge("1500", "JPY"), charge("2001", "JPY")),
+])
+def test_each_criterion(rule: dict[str, Any], matching: Charge, other: Charge):
+    rules = routing({"name": "r", "psp": "adyen", **rule})
+    assert rules.route(matching).psp == "adyen"
+    assert rules.route(other).psp == "stripe"
+
+
+@given(charges)
+def test_a_rule_without_criteria_matches_everything_and_rules_after_a_match_change_nothing(c: Charge):
+    assert routing({"psp": "adyen"}).route(c).psp == "adyen"
+    first = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]})
+    more = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]}, {"name": "x", "psp": "stripe"})
+    if first.route(c).rule:
+        assert more.route(c) == first.route(c)
+
+
+@given(charges)
+def test_rules_that_name_the_default_never_move_a_charge(c: Charge):
+    rules = routing({"psp": "stripe", "currencies": ["EUR"]}, {"psp": "stripe", "methods": ["card"]})
+    assert rules.route(c).psp == "stripe"
+
+
+@pytest.mark.parametrize("text", [
+    "not json",
+    "[]",
+    '{"rules": [], "other": 1}',
+    '{"rules": {}}',
+    '{"default": "paypal"}',
+    '{"rules": [{"psp": "paypal"}]}',
+    '{"rules": [{"currencies": ["EUR"]}]}',  # no psp
+    '{"rules": [{"psp": "stripe", "currency": ["EUR"]}]}',  # a misspelt criterion is not "matches everything"
+    '{"rules": [{"psp": "stripe", "currencies": []}]}',
+    '{"rules": [{"psp": "stripe", "currencies": ["eur"]}]}',
+    '{"rules": [{"psp": "stripe", "currencies": ["XXX"]}]}',
+    '{"rules": [{"psp": "stripe", "methods": ["check"]}]}',  # checks and money orders never route
+    '{"rules": [{"psp": "stripe", "buyer_countries": ["nld"]}]}',
+    '{"rules": [{"psp": "stripe", "sellers": "acct_1"}]}',
+    '{"rules": [{"psp": "stripe", "amount": {"currency": "EUR"}}]}',
+    '{"rules": [{"psp": "stripe", "amount": {"currency": "JPY", "min": "1.5"}}]}',  # finer than the yen
+    '{"rules": [{"psp": "stripe", "amount": {"currency": "EUR", "min": 10}}]}',  # a number, not a decimal string
+    '{"rules": [{"psp": "stripe", "amount": {"currency": "EUR", "min": "1e3"}}]}',
+    '{"rules": [{"psp": "stripe", "amount": {"currency": "EUR", "min": "9", "max": "1"}}]}',
+    '{"rules": [{"psp": "stripe", "currencies": ["USD"], "amount": {"currency": "EUR", "min": "1"}}]}',
+    '{"rules": [{"name": "a", "psp": "stripe"}, {"name": "a", "psp": "stripe"}]}',
+    '{"rules": [{"name": "", "psp": "stripe"}]}',
+])
+def test_a_configuration_that_cannot_be_read_as_written_is_refused(text: str):
+    with pytest.raises(RoutingConfigError):
+        parse_routing(text, routable=BOTH)
+
+
+def test_adyen_is_not_routable_until_its_money_path_is_wired():
+    with pytest.raises(RoutingConfigError, match="cannot be routed"):
+        parse_routing('{"rules": [{"psp": "adyen", "currencies": ["EUR"]}]}')
+    with pytest.raises(RoutingConfigError):
+        parse_routing('{"default": "adyen"}')
+
+
+def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
+    assert Settings.model_validate(TABLES).routing == Routing((), "stripe")
+    good = '{"rules": [{"name": "eu", "psp": "stripe", "currencies": ["EUR"]}]}'
+    assert Settings.model_validate(TABLES | {"psp_routing": good}).routing.rules[0].name == "eu"
+    for text in ('{"rules": [{"psp": "adyen"}]}', "{", '{"rules": [{"psp": "stripe", "methods": ["cash"]}]}'):
+        with pytest.raises(ValidationError):
+            Settings.model_validate(TABLES | {"psp_routing": text})
+    for name, value in TABLES.items():
+        monkeypatch.setenv(name.upper(), value)
+    monkeypatch.setenv("PSP_ROUTING", '{"rules": [{"psp": "adyen"}]}')
+    with pytest.raises(ValidationError):
+        Settings.from_env()
