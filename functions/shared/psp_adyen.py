@@ -48,7 +48,6 @@ from functions.shared.psp_port import (
 PSP_NAME = "adyen"
 CHECKOUT_VERSION = "v71"
 TEST, LIVE = "test", "live"
-ENVIRONMENTS = (TEST, LIVE)
 _LIVE_PREFIX = re.compile(r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$")  # the prefix of the company account's live URLs
 MAX_KEY_CHARS = 64  # Adyen's limit on Idempotency-Key (docs.adyen.com/development-resources/api-idempotency)
 _KEY_NAMESPACE = uuid.UUID("6f1c3a52-8a2e-5d4b-9c1e-2b7f0e4d9a61")  # fixed for ever: changing it re-keys everything
