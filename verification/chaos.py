@@ -89,6 +89,8 @@ SINGLE_USE_RATE = 0.9  # buyers typing a card number (a single-use PaymentMethod
 ASYNC_RATE = 0.1  # one-currency checkouts paid by 3-D Secure or bank debit (issue 17)
 DEBIT_BANK_SECONDS = 600  # a bank debit's answer in the run: two of the idle clock's jumps, not three days
 RELEASE_RATE = 0.9  # deliveries the storefront confirms; the rest stay HELD (but the auto-releasing seller's)
+IDLE_S = 420  # the virtual time an idle round lets pass (then the sweeper runs)
+MAX_IDLE_JUMP_S = 6 * 3600  # an idle round of the pay-outs goes at most this far, to the next due transfer
 SHORT_SWEEPS = 2  # sweeps during which the platform's PSP balance cannot cover a transfer
 
 # Each protection the mutation tests switch off: what is patched, and how. Re-point a target here if the code it
@@ -498,15 +500,15 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
 
     sfn = stack.client("stepfunctions")
 
-    def idle() -> None:
-        """Nothing moved for a while: let seven minutes pass, then sweep. Only when no execution runs: an
-        Express execution lives five minutes at most, so jumping the clock under a running one would let it
-        outlive the sweeper's deadline, which real time never does."""
+    def idle(seconds: float = IDLE_S) -> None:
+        """Nothing moved for a while: let seven minutes (or `seconds`) pass, then sweep. Only when no execution
+        runs: an Express execution lives five minutes at most, so jumping the clock under a running one would let
+        it outlive the sweeper's deadline, which real time never does."""
         running = sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"], statusFilter="RUNNING")
         if running["executions"]:
             return
-        clock.advance(420)
-        sandbox.advance_clock(420)
+        clock.advance(seconds)
+        sandbox.advance_clock(seconds)
         stack.events.fire(sweeper)
 
     placer.start()
@@ -609,8 +611,9 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
     table = stack.outputs["PayoutsTableName"]
     dlq = stack.outputs.get("PayoutsDlqUrl")
 
-    def read() -> list[dict[str, Any]]:
-        return scan(db, table)
+    def read() -> list[dict[str, Any]]:  # what the watch and the stages below look at, not whole items
+        return scan(db, table, attributes=("payment_order_id", "payout_status", "seller_account", "due_at",
+                                           "awaiting_seller", "dead_letter_reason"))
 
     def dead_lettered() -> set[str]:
         return {m.get("payment_order_id") for m in peek_queue(stack.client("sqs"), dlq)} if dlq else set()
@@ -623,11 +626,15 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
     run = PayoutRun(release_all(api, confirmed, seed=config.seed))
     faults["releases_sent_twice_at_once"] = run.releases.twice
 
-    def short_idle() -> None:
+    def short_idle(still: list[dict[str, Any]]) -> None:
+        """As `idle`, but straight to the first open pay-out's due time when that is later: a transfer
+        postponed for the platform's balance waits 15 minutes more at each attempt, hours after a few."""
         run.short_sweeps += 1
         if run.short_sweeps == SHORT_SWEEPS:
             connect.set_platform_short(False)
-        idle()
+        due = min((p["due_at"] for p in still if p.get("due_at")), default=None)
+        wait = (clock.parse_iso(due) - clock.now()).total_seconds() if due else 0
+        idle(min(max(IDLE_S, wait + 1), MAX_IDLE_JUMP_S))
 
     for stage in ("releases", "late sellers and on-call's retries"):
         try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verification.invariants import dispute_done
+from verification.storefront import pause_after_read
 
 DISPUTE_RATE = 0.3  # of the succeeded charges not refunded in full (ChaosConfig.disputes, --disputes)
 PARTIAL_RATE = 0.3  # of the disputes: a part of what remains of the charge
@@ -130,16 +131,20 @@ def watch_disputes(read: Callable[[], list[dict[str, Any]]], expected: dict[str,
     every part opened (and resolved once decided), the fee booked. TimeoutError otherwise (the invariants then say
     which)."""
     deadline = time.monotonic() + timeout_s
+    last: list[str] = []
     while True:
+        read_at = time.monotonic()
         ours = {d["dispute_id"]: d for d in read()}
+        read_s = time.monotonic() - read_at
         waiting = [i for i, status in expected.items() if not (i in ours and dispute_done(ours[i], status))]
         if not waiting:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(waiting)} disputes not as the PSP decided, e.g. {waiting[:5]}")
-        if on_idle:
+        if on_idle and waiting == last:  # nothing moved since the last read
             on_idle()
-        time.sleep(interval_s)
+        last = waiting
+        pause_after_read(interval_s, read_s)
 
 
 def dispute_shape(ours: list[dict[str, Any]], record: DisputeRecord) -> dict[str, int]:

@@ -463,11 +463,15 @@ def report(results: list[Result]) -> str:
 # -- collection from a running system ---------------------------------------------------------------
 
 
-def scan(db: Any, table: str) -> list[dict[str, Any]]:
+def scan(db: Any, table: str, attributes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every item of `table` (consistent), or only its `attributes` (a watcher's light read)."""
     from functions.shared.tables import from_item
 
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    if attributes:
+        kwargs["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(attributes)))
+        kwargs["ExpressionAttributeNames"] = {f"#a{i}": name for i, name in enumerate(attributes)}
     while True:
         answer = db.scan(**kwargs)
         items += [from_item(i) for i in answer.get("Items", [])]

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from verification.storefront import ApiClient
+from verification.storefront import ApiClient, pause_after_read
 
 PSP_KEY = "sk_test_storefront"
 FINAL_PAYOUT = {"TRANSFERRED", "FAILED"}
@@ -222,15 +222,18 @@ def open_payouts(payouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def watch_payouts(read: Callable[[], list[dict[str, Any]]], observed: dict[str, list[str]], *,
-                  timeout_s: float, interval_s: float = 0.5, on_idle: Callable[[], None] | None = None,
+                  timeout_s: float, interval_s: float = 0.5,
+                  on_idle: Callable[[list[dict[str, Any]]], None] | None = None,
                   is_dead_lettered: Callable[[], set[str]] = set, max_idle: int = 25) -> list[dict[str, Any]]:
     """Read the Payouts table (`read`) until no pay-out is open, recording every status seen; `on_idle` runs
-    when nothing moved for a few ticks (the chaos run moves the clock and sweeps there). Raises TimeoutError,
-    also after `max_idle` idle rounds in a row changed nothing (with the chaos run's 7 minutes a round, past every
-    backoff of the Transfer worker: what is still open then is stuck)."""
+    with the open pay-outs when nothing moved for a few ticks (the chaos run moves the clock and sweeps there).
+    Raises TimeoutError, also after `max_idle` idle rounds in a row changed nothing (with the chaos run's rounds
+    of 7 minutes or up to the next due transfer, past every backoff of the Transfer worker: what is still open
+    then is stuck)."""
     deadline = time.monotonic() + timeout_s
     unchanged, last, failed, idle_rounds = 0, None, 0, 0
     while True:
+        read_at = time.monotonic()
         try:
             payouts = read()
         except (BotoCoreError, ClientError):
@@ -257,7 +260,7 @@ def watch_payouts(read: Callable[[], list[dict[str, Any]]], observed: dict[str, 
         idle_rounds = idle_rounds if state == last else 0
         last = state
         if on_idle and unchanged >= 3:
-            on_idle()
+            on_idle(still)
             unchanged = 0
             idle_rounds += 1
-        time.sleep(interval_s)
+        pause_after_read(interval_s, time.monotonic() - read_at)

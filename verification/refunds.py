@@ -17,7 +17,7 @@ from typing import Any
 
 from functions.shared.money import Money
 from verification.invariants import refund_done
-from verification.storefront import ApiClient
+from verification.storefront import ApiClient, pause_after_read
 
 REFUND_RATE = 0.12  # of the SUCCESS orders
 TWICE_RATE = 0.2  # of the refunds: the same request twice at once
@@ -115,13 +115,17 @@ def watch_refunds(read: Callable[[], list[dict[str, Any]]], accepted: dict[str, 
     asked and its books written: SUCCEEDED comes first, so a snapshot taken then would catch a reversal half
     recorded). TimeoutError otherwise (what never settles is then reported by invariant 2)."""
     deadline = time.monotonic() + timeout_s
+    last: list[str] = []
     while True:
+        read_at = time.monotonic()
         done = {r["refund_id"] for r in read() if refund_done(r)}
+        read_s = time.monotonic() - read_at
         open_ids = [refund_id for refund_id in accepted if refund_id not in done]
         if not open_ids:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(open_ids)} refunds not final, e.g. {open_ids[:5]}")
-        if on_idle:
+        if on_idle and open_ids == last:  # nothing moved since the last read
             on_idle()
-        time.sleep(interval_s)
+        last = open_ids
+        pause_after_read(interval_s, read_s)

@@ -16,6 +16,15 @@ from urllib.parse import urlencode, urlparse
 
 from functions.shared.money import Money
 
+# A watcher's reads (full scans on the local stack, where every read holds moto's table lock) take at most a
+# fifth of the time: after a read that took t seconds it waits at least 4 t.
+WATCH_PAUSE_FACTOR = 4
+
+
+def pause_after_read(interval_s: float, read_s: float) -> None:
+    time.sleep(max(interval_s, WATCH_PAUSE_FACTOR * read_s))
+
+
 # Card numbers a buyer types into Stripe.js (docs.stripe.com/testing): each becomes a single-use PaymentMethod.
 SUCCEEDING_NUMBERS = ["4242424242424242"]
 DECLINING_NUMBERS = ["4000000000000002", "4000000000009995"]  # generic decline, insufficient funds
