@@ -163,7 +163,8 @@ def psp_error_class(status: int) -> str | None:
 
 
 def _record_psp_call(started: float, error_class: str | None) -> None:
-    observability.dimensioned(observability.PSP_LATENCY, (time.perf_counter() - started) * 1000,
+    # to a tenth of a millisecond: a float's fifteen digits can pass the Luhn check, and log scanners flag them
+    observability.dimensioned(observability.PSP_LATENCY, round((time.perf_counter() - started) * 1000, 1),
                               MetricUnit.Milliseconds)
     if error_class is not None:
         observability.dimensioned(observability.PSP_ERRORS, 1, error_class=error_class)
