@@ -8,6 +8,12 @@ AWS builds it, `batchItemFailures` honoured when FunctionResponseTypes has Repor
 function error every message left to come back after its visibility timeout. moto applies the queue's
 RedrivePolicy on receive: a message already received maxReceiveCount times moves to the DLQ.
 
+moto counts a visibility timeout in real seconds; the system's clock (functions/shared/clock.py) can be moved
+forward by a simulation. A message a delivery left on the queue is made visible again as soon as its timeout has
+passed on that clock, as it would have in real time: a chaos run that jumps the clock seven minutes does not then
+wait 270 real seconds for a killed worker's message. A message whose visibility the function set itself (its own
+backoff, `visibility_set_by_function`) is left to moto.
+
 Every AWS::Events::Rule with a ScheduleExpression gets a timer thread that invokes its Lambda targets with a
 "Scheduled Event" (or the target's constant Input). `schedule_interval` shortens the period for local runs.
 
@@ -27,12 +33,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
+from functions.shared import clock
 from local.deploy import DeployedStack, disable_moto_sqs_triggers
 from local.moto_server import ACCOUNT_ID, REGION
 from local.streams import StreamMapping, disable_moto_stream_triggers, poll_stream
@@ -222,6 +229,34 @@ def scheduled_event(rule_arn: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _LeftOnQueue:
+    receipt_handle: str
+    back_at: datetime  # on the system's clock
+    real_back_at: float  # time.monotonic(): moto shows it again by itself then
+
+
+def _visible_again_by_the_clock(sqs: Any, mapping: SqsMapping, left: list[_LeftOnQueue],
+                                set_by_function: Callable[[str], bool]) -> list[_LeftOnQueue]:
+    """Makes visible the messages whose timeout has passed on the system's clock; returns those still waiting."""
+    if not left:
+        return left
+    now, real_now = clock.now(), time.monotonic()
+    waiting = []
+    for message in left:
+        if real_now >= message.real_back_at or set_by_function(message.receipt_handle):
+            continue
+        if now < message.back_at:
+            waiting.append(message)
+            continue
+        try:
+            sqs.change_message_visibility(QueueUrl=mapping.queue_url, ReceiptHandle=message.receipt_handle,
+                                          VisibilityTimeout=0)
+        except Exception:  # noqa: BLE001 - deleted or received again meanwhile: nothing left to show
+            log.debug("message of %s no longer waits", mapping.logical_id)
+    return waiting
+
+
 @dataclass
 class EventSources:
     aws_url: str
@@ -233,6 +268,8 @@ class EventSources:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     streams: list[StreamMapping] = field(default_factory=list)  # DynamoDB stream mappings (local/streams.py)
+    # receipt handle -> True when a function changed that message's visibility itself (local/lambda_runtime.py)
+    visibility_set_by_function: Callable[[str], bool] = lambda _handle: False
 
     def start(self) -> None:
         disable_moto_sqs_triggers()
@@ -266,11 +303,13 @@ class EventSources:
         session = boto3.session.Session(region_name=REGION)
         sqs = session.client("sqs", endpoint_url=self.aws_url)
         lam = lambda_client(self.aws_url)
+        left: list[_LeftOnQueue] = []  # this poller's messages a delivery left to their visibility timeout
         while not self._stop.is_set():
             try:
+                left = _visible_again_by_the_clock(sqs, mapping, left, self.visibility_set_by_function)
                 messages = self._receive_batch(sqs, mapping)
                 if messages:
-                    self._deliver(sqs, lam, mapping, messages)
+                    left += self._deliver(sqs, lam, mapping, messages)
             except Exception:  # noqa: BLE001 - a poller must outlive one bad batch
                 if not self._stop.is_set():
                     log.exception("poller %s failed on a batch", mapping.logical_id)
@@ -290,7 +329,7 @@ class EventSources:
             )
             messages.extend(answer.get("Messages", []))
             if not messages:
-                continue
+                break  # back to the poll loop, which shows again what the clock has timed out
             if mapping.batching_window_s <= 0:
                 break
             now = time.monotonic()
@@ -299,7 +338,8 @@ class EventSources:
                 break
         return messages
 
-    def _deliver(self, sqs: Any, lam: Any, mapping: SqsMapping, messages: list[dict[str, Any]]) -> None:
+    def _deliver(self, sqs: Any, lam: Any, mapping: SqsMapping, messages: list[dict[str, Any]]) -> list[_LeftOnQueue]:
+        """The batch to its function; returns the messages left on the queue for their visibility timeout."""
         event = sqs_event(messages, mapping.queue_arn)
         ids = [m["MessageId"] for m in messages]
         duplicate = self.duplicate_delivery
@@ -309,8 +349,9 @@ class EventSources:
             payload = json.loads(answer["Payload"].read() or b"null")
             errored = "FunctionError" in answer
         if errored:
-            return  # every message comes back after the visibility timeout
-        keep = failed_message_ids(payload, ids) if mapping.report_batch_item_failures else set()
+            keep = set(ids)  # every message comes back after the visibility timeout
+        else:
+            keep = failed_message_ids(payload, ids) if mapping.report_batch_item_failures else set()
         done = [m for m in messages if m["MessageId"] not in keep]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
@@ -318,6 +359,9 @@ class EventSources:
                 QueueUrl=mapping.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
+        back_at = clock.now() + timedelta(seconds=mapping.visibility_timeout)
+        real_back_at = time.monotonic() + mapping.visibility_timeout
+        return [_LeftOnQueue(m["ReceiptHandle"], back_at, real_back_at) for m in messages if m["MessageId"] in keep]
 
     # --- schedules ----------------------------------------------------------------------------------
 

@@ -149,6 +149,8 @@ class LambdaRuntime:
         self._scopes: dict[str, FunctionScope] = {}
         self._view: ProcessView | None = None
         self._calls_lock = threading.Lock()
+        # receipt handles whose visibility a function set itself (a backoff of its own): local/event_sources.py
+        self.visibility_set: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -229,6 +231,10 @@ class LambdaRuntime:
         made = calls_as_iam(model.signing_name or model.endpoint_prefix, operation, params)
         with self._calls_lock:
             self.calls.setdefault(scope.name, set()).update(made)
+            if operation == "ChangeMessageVisibility":
+                self.visibility_set.add(params.get("ReceiptHandle", ""))
+            elif operation == "ChangeMessageVisibilityBatch":
+                self.visibility_set.update(entry.get("ReceiptHandle", "") for entry in params.get("Entries", []))
 
     # --- dispatch ------------------------------------------------------------------------------------
 

@@ -141,6 +141,7 @@ class LocalStack:
                 schedule_targets(self.deployed),
                 schedule_interval=self._schedule_interval,
                 streams=stream_mappings(self.deployed),
+                visibility_set_by_function=self.runtime.visibility_set.__contains__,
             )
             self.events.start()
             if self._sandbox_factory is not None:

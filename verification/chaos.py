@@ -116,6 +116,7 @@ class ChaosConfig:
     seed: int = 1
     orders: int = 10_000
     kill_rate: float = 0.07
+    kill_after_money_rate: float = 0.0  # besides kill_rate: invocations dying right after a charge/transfer/refund
     # per message (one per charge, a third of the per-order messages of before): a batch holding a drawn message
     # is delivered twice
     duplicate_rate: float = 0.1
@@ -125,6 +126,7 @@ class ChaosConfig:
     timeout_s: float = 7200.0
     max_in_flight: int = 300
     payin_only: bool = False  # stop after the pay-in (charges, wallets, ledger): no releases, transfers, refunds
+    payouts_only: bool = False  # stop after the pay-outs: no refunds or disputes
     search_lag_s: float = SEARCH_LAG_S
     disputes: float = DISPUTE_RATE  # of the succeeded charges not refunded in full, disputed after the refunds
     # of the one-currency checkouts, paid by a 3-D Secure card (completed, failed or abandoned) or a bank debit
@@ -169,8 +171,9 @@ class ChaosReport:
 class KillInjector:
     """Kills a share of invocations at a point drawn from the seed and the invocation's identity."""
 
-    def __init__(self, seed: int, rate: float, faults: Counter):
+    def __init__(self, seed: int, rate: float, faults: Counter, after_money_rate: float = 0.0):
         self.seed, self.rate, self.faults = seed, rate, faults
+        self.after_money_rate = after_money_rate  # besides `rate`: dies right after a call that moves money
         self._local = threading.local()
         self._seen: Counter = Counter()
         self._lock = threading.Lock()
@@ -185,7 +188,7 @@ class KillInjector:
             nth = self._seen[(short, identity)]
             self._seen[(short, identity)] += 1
         rng = random.Random(f"{self.seed}:kill:{short}:{identity}:{nth}")
-        self._local.plan, self._local.calls = None, 0
+        self._local.plan, self._local.calls, self._local.drawn = None, 0, f"{short}:{identity}:{nth}"
         if rng.random() >= self.rate:
             return
         point = rng.choice(["start", "after_call", "after_call", "end"])
@@ -203,6 +206,16 @@ class KillInjector:
             self._local.plan = None
             self._count("kill_after_a_call")
             raise LambdaKilled(f"killed after call {plan[1]}")
+
+    def after_money_call(self, name: str) -> None:
+        """A charge, transfer or refund has just reached the PSP: the worst moment to die, drawn on its own."""
+        drawn = getattr(self._local, "drawn", None)
+        if not self.after_money_rate or drawn is None:
+            return
+        if random.Random(f"{self.seed}:kill_after_money:{name}:{drawn}").random() < self.after_money_rate:
+            self._local.drawn = None
+            self._count("kill_after_money_call")
+            raise LambdaKilled(f"killed right after {name}")
 
     def after(self, inv: Invocation) -> None:
         plan, self._local.plan = getattr(self._local, "plan", None), None
@@ -234,6 +247,7 @@ def _identity(event: Any) -> str:
 # The adapter's methods that reach the PSP: a kill can land right after any of them.
 PSP_CALLS = ("charge", "retrieve", "find_payment_intent", "create_customer", "attach", "attached_customer",
              "transfer", "find_transfer")
+MONEY_CALLS = ("charge", "transfer", "refund")  # of them, those that move money (`--kill-after-money-rate`)
 
 
 @contextlib.contextmanager
@@ -246,17 +260,19 @@ def _calls_observed(injector: KillInjector) -> Iterator[None]:
         injector.after_call()
         return result
 
-    def observed(original: Callable[..., Any]) -> Callable[..., Any]:
+    def observed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: psp.PspClient, *args: Any, **kwargs: Any) -> Any:
             result = original(self, *args, **kwargs)
+            if name in MONEY_CALLS:
+                injector.after_money_call(name)
             injector.after_call()
             return result
         return call
 
     with contextlib.ExitStack() as patches:
         patches.enter_context(mock.patch.object(BaseClient, "_make_api_call", api_call))
-        for name in PSP_CALLS:
-            patches.enter_context(mock.patch.object(psp.PspClient, name, observed(getattr(psp.PspClient, name))))
+        for name in dict.fromkeys((*PSP_CALLS, *MONEY_CALLS)):
+            patches.enter_context(mock.patch.object(psp.PspClient, name, observed(name, getattr(psp.PspClient, name))))
         yield
 
 
@@ -386,7 +402,7 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     started = time.monotonic()
     faults: Counter = Counter()
     clock.reset()
-    injector = KillInjector(config.seed, config.kill_rate, faults)
+    injector = KillInjector(config.seed, config.kill_rate, faults, config.kill_after_money_rate)
     hits: Counter = Counter()
     with _without(config.disable, hits), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
         stack = _started_stack()
@@ -547,10 +563,12 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     else:
         _log_phase("pay-outs", started)
         payouts = _pay_out(stack, config, api, connect, sellers, idle, faults)
-        _log_phase("refunds", started)
-        refunds = _refund(stack, config, api, idle, faults)
-        _log_phase("disputes", started)
-        disputes = _dispute(stack, config, idle, faults)
+        refunds, disputes = RefundRecord(), DisputeRecord()
+        if not config.payouts_only:
+            _log_phase("refunds", started)
+            refunds = _refund(stack, config, api, idle, faults)
+            _log_phase("disputes", started)
+            disputes = _dispute(stack, config, idle, faults)
     _log_phase("the checks", started)
 
     stats = sandbox.faults.stats()
@@ -569,7 +587,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                        observed_payout_statuses=payouts.observed, released_order_ids=payouts.releases.released,
                        retried_payouts=payouts.retried, now=clock.iso(), accepted_refunds=refunds.accepted,
                        refund_answers_wrong=refunds.unexpected,
-                       psp_disputes=None if config.payin_only else _psp_disputes(sandbox),
+                       psp_disputes=None if config.payin_only or config.payouts_only else _psp_disputes(sandbox),
                        dispute_answers_wrong=disputes.unexpected)
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
@@ -893,9 +911,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disable", choices=PROTECTIONS,
                         help="switch one protection off (mutation testing; MUTATIONS says what each patches)")
     parser.add_argument("--kill-rate", type=float, default=ChaosConfig.kill_rate)
+    parser.add_argument("--kill-after-money-rate", type=float, default=ChaosConfig.kill_after_money_rate,
+                        help="besides --kill-rate: share of the PSP calls that move money (charge, transfer, refund) "
+                             "after which the invocation dies before it records the answer")
     parser.add_argument("--overnight-rate", type=float, default=ChaosConfig.overnight_rate)
     parser.add_argument("--timeout", type=float, default=ChaosConfig.timeout_s)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line (for tests)")
+    parser.add_argument("--payouts-only", action="store_true",
+                        help="stop after the pay-outs: no refunds or disputes (the transfer mutation)")
     parser.add_argument("--payin-only", action="store_true",
                         help="stop after the pay-in: no releases, transfers or refunds (the pay-in mutations)")
     parser.add_argument("--search-lag", type=float, default=ChaosConfig.search_lag_s,
@@ -908,7 +931,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the succeeded charges disputed after the refunds (0: none)")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
+                         kill_after_money_rate=args.kill_after_money_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
+                         payouts_only=args.payouts_only,
                          search_lag_s=args.search_lag, disputes=args.disputes, async_rate=args.async_rate,
                          single_use_rate=args.single_use_rate)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

@@ -157,6 +157,10 @@ def template():
         "FailDlq": _queue(),
         "FailQueue": _queue("FailDlq", visibility=1),
         "FailMapping": _esm("FailQueue", "FailFn", batch_size=5, report_failures=False),
+        # ten minutes of visibility: a test moves the system's clock past them instead of waiting
+        "SlowFailDlq": _queue(),
+        "SlowFailQueue": _queue("SlowFailDlq", visibility=600),
+        "SlowFailMapping": _esm("SlowFailQueue", "FailFn", batch_size=1, report_failures=False),
         "InboxQueue": _queue(),
         "InboxQueuePolicy": {
             "Type": "AWS::SQS::QueuePolicy",
@@ -319,6 +323,8 @@ def template():
         "WorkDlqUrl": {"Value": {"Ref": "WorkDlq"}},
         "FailDlqUrl": {"Value": {"Ref": "FailDlq"}},
         "FailQueueUrl": {"Value": {"Ref": "FailQueue"}},
+        "SlowFailQueueUrl": {"Value": {"Ref": "SlowFailQueue"}},
+        "SlowFailDlqUrl": {"Value": {"Ref": "SlowFailDlq"}},
         "InboxQueueUrl": {"Value": {"Ref": "InboxQueue"}},
         "InboxBucket": {"Value": {"Ref": "Inbox"}},
         "CustomInboxBucket": {"Value": {"Ref": "CustomInbox"}},

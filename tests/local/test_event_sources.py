@@ -2,10 +2,12 @@
 
 import hashlib
 import json
+import time
 from urllib.parse import unquote_plus
 
 import pytest
 
+from functions.shared import clock
 from local.event_sources import failed_message_ids, rate_seconds, runs_locally, sqs_event
 
 
@@ -90,6 +92,29 @@ def test_a_function_error_leaves_the_whole_batch_for_redelivery_then_the_dlq(toy
     assert dead == ["x", "y"]
     delivered = [r["body"] for name, e in calls if name == "always_fail" for r in e["Records"]]
     assert sorted(delivered) == ["x", "x", "y", "y"]
+
+
+def test_a_failed_message_comes_back_when_its_visibility_timeout_has_passed_on_the_system_clock(toy_stack, calls):
+    # Given a queue with ten minutes of visibility whose function always raises
+    sqs = toy_stack.client("sqs")
+    sqs.send_message(QueueUrl=toy_stack.outputs["SlowFailQueueUrl"], MessageBody="slow")
+
+    def deliveries():
+        return [e for name, e in calls if name == "always_fail" and e["Records"][0]["body"] == "slow"]
+
+    toy_stack.wait_until(lambda: len(deliveries()) == 1, timeout=10)
+    time.sleep(2.5)  # two receive rounds of the poller: moto keeps it invisible in real time
+    assert len(deliveries()) == 1
+    try:
+        # When a simulation moves the clock past the ten minutes
+        clock.advance(601)
+        # Then it is delivered again at once, and ten minutes later, past maxReceiveCount (2), it is in the DLQ
+        toy_stack.wait_until(lambda: len(deliveries()) == 2, timeout=10)
+        clock.advance(601)
+        assert toy_stack.wait_until(lambda: _dlq_bodies(sqs, toy_stack.outputs["SlowFailDlqUrl"], 1),
+                                    timeout=15) == ["slow"]
+    finally:
+        clock.reset()
 
 
 def test_duplicate_delivery_hook_delivers_each_batch_twice(toy_stack, calls):
