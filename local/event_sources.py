@@ -244,7 +244,9 @@ def _visible_again_by_the_clock(sqs: Any, mapping: SqsMapping, left: list[_LeftO
     now, real_now = clock.now(), time.monotonic()
     waiting = []
     for message in left:
-        if real_now >= message.real_back_at or set_by_function(message.receipt_handle):
+        # moto shows it by itself at real_back_at and may hand it out again under a new receipt handle; it still
+        # accepts the old one then, which would show the new delivery's message while it runs: let go a second early
+        if real_now >= message.real_back_at - 1 or set_by_function(message.receipt_handle):
             continue
         if now < message.back_at:
             waiting.append(message)
@@ -307,9 +309,14 @@ class EventSources:
         while not self._stop.is_set():
             try:
                 left = _visible_again_by_the_clock(sqs, mapping, left, self.visibility_set_by_function)
+                # a timeout runs from the receive, as SQS counts it: taken before, so never later than moto's
+                received_at, received_real = clock.now(), time.monotonic()
                 messages = self._receive_batch(sqs, mapping)
                 if messages:
-                    left += self._deliver(sqs, lam, mapping, messages)
+                    kept = self._deliver(sqs, lam, mapping, messages)
+                    timeout = timedelta(seconds=mapping.visibility_timeout)
+                    left += [_LeftOnQueue(handle, received_at + timeout,
+                                          received_real + mapping.visibility_timeout) for handle in kept]
             except Exception:  # noqa: BLE001 - a poller must outlive one bad batch
                 if not self._stop.is_set():
                     log.exception("poller %s failed on a batch", mapping.logical_id)
@@ -338,8 +345,8 @@ class EventSources:
                 break
         return messages
 
-    def _deliver(self, sqs: Any, lam: Any, mapping: SqsMapping, messages: list[dict[str, Any]]) -> list[_LeftOnQueue]:
-        """The batch to its function; returns the messages left on the queue for their visibility timeout."""
+    def _deliver(self, sqs: Any, lam: Any, mapping: SqsMapping, messages: list[dict[str, Any]]) -> list[str]:
+        """The batch to its function; returns the receipt handles of the messages left on the queue."""
         event = sqs_event(messages, mapping.queue_arn)
         ids = [m["MessageId"] for m in messages]
         duplicate = self.duplicate_delivery
@@ -359,9 +366,7 @@ class EventSources:
                 QueueUrl=mapping.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
-        back_at = clock.now() + timedelta(seconds=mapping.visibility_timeout)
-        real_back_at = time.monotonic() + mapping.visibility_timeout
-        return [_LeftOnQueue(m["ReceiptHandle"], back_at, real_back_at) for m in messages if m["MessageId"] in keep]
+        return [m["ReceiptHandle"] for m in messages if m["MessageId"] in keep]
 
     # --- schedules ----------------------------------------------------------------------------------
 
