@@ -1,8 +1,11 @@
 """Event sources: SQS pollers (Lambda event source mappings) and EventBridge schedules, from the template.
 
 moto's own SQS -> Lambda mapping invokes the function inside SendMessage, one message at a time, ignoring the
-batch size and partial batch failures. It is switched off (`disable_moto_sqs_triggers`) and replaced by one
-poller thread per AWS::Lambda::EventSourceMapping that behaves like the Lambda service: ReceiveMessage with the
+batch size and partial batch failures. It is switched off (`disable_moto_sqs_triggers`) and replaced by
+poller threads per AWS::Lambda::EventSourceMapping that behave like the Lambda service, as many as the mapping's
+ScalingConfig MaximumConcurrency (Lambda's five without one) but never more than the function's local
+concurrency (`pollers_per_function`: a batch held while it waits for an execution environment would run out its
+visibility, where Lambda only polls for the concurrency it has): ReceiveMessage with the
 mapping's BatchSize (and MaximumBatchingWindowInSeconds) and the queue's visibility timeout, the SQS event as
 AWS builds it, `batchItemFailures` honoured when FunctionResponseTypes has ReportBatchItemFailures, and on a
 function error every message left to come back after its visibility timeout. moto applies the queue's
@@ -48,6 +51,7 @@ log = logging.getLogger("local.events")
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
+AWS_INITIAL_POLLERS = 5  # Lambda starts five concurrent batches per SQS mapping (and scales up from there)
 
 
 def lambda_client(aws_url: str, read_timeout: float = 960) -> Any:
@@ -66,6 +70,7 @@ class SqsMapping:
     batching_window_s: float
     report_batch_item_failures: bool
     visibility_timeout: int
+    max_concurrency: int = AWS_INITIAL_POLLERS  # ScalingConfig MaximumConcurrency
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ def sqs_mappings(deployed: DeployedStack, aws_url: str) -> list[SqsMapping]:
                 batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
                 report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
                 visibility_timeout=int(attrs["Attributes"]["VisibilityTimeout"]),
+                max_concurrency=int((props.get("ScalingConfig") or {}).get("MaximumConcurrency",
+                                                                           AWS_INITIAL_POLLERS)),
             )
         )
     return found
@@ -272,11 +279,14 @@ class EventSources:
     streams: list[StreamMapping] = field(default_factory=list)  # DynamoDB stream mappings (local/streams.py)
     # receipt handle -> True when a function changed that message's visibility itself (local/lambda_runtime.py)
     visibility_set_by_function: Callable[[str], bool] = lambda _handle: False
+    pollers_per_function: int | None = 1  # the local runtime's concurrency per function (None: no limit)
 
     def start(self) -> None:
         disable_moto_sqs_triggers()
         for mapping in self.mappings:
-            self._spawn(f"sqs-{mapping.logical_id}", self._poll, mapping)
+            pollers = min(mapping.max_concurrency, self.pollers_per_function or mapping.max_concurrency)
+            for n in range(max(pollers, 1)):
+                self._spawn(f"sqs-{mapping.logical_id}-{n}", self._poll, mapping)
         disable_moto_stream_triggers()
         for stream in self.streams:
             self._spawn(f"stream-{stream.logical_id}", lambda m: poll_stream(self.aws_url, m, self._stop), stream)

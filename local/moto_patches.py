@@ -21,6 +21,9 @@ Speed fixes, measured with benchmarks/local_throughput.py (each answer never cha
 - SQS computes every queue attribute, counting all messages, whenever one is read (`send_message` reads one,
   `receive_message` one per message it returns): quadratic in the queue's depth. Attributes are now computed
   when read, one by one.
+
+A simulation's clock: a message's DelaySeconds counts on functions/shared/clock.py, which a chaos run moves
+forward (`_delays_on_the_system_clock`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def install() -> None:
     _cache_moto_lookups()
     _cache_state_machine_parses()
     _lazy_queue_attributes()
+    _delays_on_the_system_clock()
     _installed = True
 
 
@@ -149,6 +153,26 @@ def _lazy_queue_attributes() -> None:
         return dict(original(self, queue_name, attribute_names))  # what the response serialises is a dict
 
     SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
+
+
+def _delays_on_the_system_clock() -> None:
+    """A message's DelaySeconds counts on the system's clock (functions/shared/clock.py), which a simulation
+    moves forward: a refund that looks again in 15 minutes is due once the clock has passed them, not 900 real
+    seconds later. Without a simulation the clock is real time and nothing changes. (A visibility timeout stays
+    in real seconds: a received message may be in a running invocation; local/event_sources.py shows the ones a
+    delivery left on the queue by the clock.)"""
+    from moto.sqs.models import Message
+
+    from functions.shared import clock
+
+    def clock_ms() -> float:
+        return clock.now().timestamp() * 1000
+
+    def delay(self: Any, delay_seconds: int) -> None:
+        self.delayed_until = clock_ms() + int(delay_seconds) * 1000
+
+    Message.delay = delay  # type: ignore[method-assign]
+    Message.delayed = property(lambda self: clock_ms() < self.delayed_until)  # type: ignore[assignment]
 
 
 def _serialized(method: Any) -> Any:

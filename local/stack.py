@@ -142,6 +142,7 @@ class LocalStack:
                 schedule_interval=self._schedule_interval,
                 streams=stream_mappings(self.deployed),
                 visibility_set_by_function=self.runtime.visibility_set.__contains__,
+                pollers_per_function=self._function_concurrency,
             )
             self.events.start()
             if self._sandbox_factory is not None:

@@ -665,10 +665,14 @@ def _pay_out(stack: LocalStack, config: ChaosConfig, api: ApiClient, connect: Co
             sellers.register_late(api, connect)
             for seller in sellers.restricted:
                 connect.restrict(sellers.accounts[seller], restricted=False)
+            # `ops payouts retry <id>`: the FAILED ones (the account fixed), and those the Transfer worker
+            # dead-lettered (their alarm read in the morning, the cause gone)
             for payout in read():
-                if payout["payout_status"] == "FAILED":
-                    retry_payout(PayoutsTable.from_settings(), payout["payment_order_id"])  # `ops payouts retry <id>`
+                if payout["payout_status"] == "FAILED" or payout.get("dead_letter_reason"):
+                    retry_payout(PayoutsTable.from_settings(), payout["payment_order_id"])
                     run.retried.append(payout["payment_order_id"])
+            if dlq:  # then `ops redrive payouts`: the letters back to PayoutsQueue, the DLQ empty again
+                _redrive_payout_letters(stack)
     faults["platform_balance_short_sweeps"] = min(run.short_sweeps, SHORT_SWEEPS)
     faults["payouts_retried_by_on_call"] = len(run.retried)
     return run
@@ -839,6 +843,16 @@ def _log_unsettled(stack: LocalStack) -> None:
     for order in tables.scan_orders():
         if order["payment_order_status"] not in ("SUCCESS", "FAILED") and not order.get("dead_letter_reason"):
             log.error("unsettled: %s", {k: v for k, v in order.items() if k != "payment_method"})
+
+
+def _redrive_payout_letters(stack: LocalStack) -> None:
+    from infra import names
+    from ops.redrive import redrive_queue
+    from ops.resources import Resources, find_dlq
+
+    urls = {"payouts_dlq_url": stack.outputs[names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ]],
+            "payouts_queue_url": stack.outputs[names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE]]}
+    redrive_queue(find_dlq("payouts"), Resources(overrides=urls))
 
 
 def _redrive_dead_lettered(stack: LocalStack) -> int:

@@ -156,6 +156,9 @@ def _orders_share_the_charge(key: str, orders: list[dict[str, Any]], charges: li
                               f"({', '.join(sorted(map(str, intents)))})")
         elif status == "SUCCESS" and order.get("charge_id") and order["charge_id"] not in charge_ids:
             violations.append(f"{order_id}: SUCCESS naming charge {order['charge_id']}, not {sorted(charge_ids)}")
+        elif status == "SUCCESS" and not order.get("charge_id"):  # its Transfer's source_transaction
+            violations.append(f"{order_id}: SUCCESS without the id of its charge ({sorted(charge_ids)}): its "
+                              "transfer would draw on the platform's balance instead of the charge")
         if status == "FAILED" and charges:
             violations.append(f"{order_id}: FAILED but the PSP charged {key} "
                               f"({', '.join(c['charge_id'] for c in charges)})")

@@ -4,8 +4,9 @@ RELEASED -> the release applied to wallet and ledger once (release_applied) -> T
 the deadline) -> the Transfer at Stripe (key transfer:<payment_order_id>) -> its id recorded -> wallet and ledger
 transfer once -> TRANSFERRED, written last. Every step is idempotent and the payout stays in the sweeper's index
 until the last one, so a worker killed between any two lines is resumed by a redelivery or by the sweeper.
-Outcomes: the platform's balance short -> postponed (growing backoff), never FAILED; the account refused ->
-FAILED + a dead letter (alarm; `ops payouts retry` after the seller fixes it); unclear -> the message fails and
+Outcomes: the platform's balance short -> postponed (growing backoff), never FAILED, and a message arriving before
+that wait ends (a duplicate, a release's, an earlier sweep's) is dropped without an attempt; the account refused
+-> FAILED + a dead letter (alarm; `ops payouts retry` after the seller fixes it); unclear -> the message fails and
 SQS delivers it again; past max attempts, a Transfer found for another amount, or a refusal of what we send -> a
 dead letter, the payout out of the sweeper's index (status kept: the money stays `available`).
 """
@@ -55,6 +56,8 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     if payout.get("dead_letter_reason"):  # a stale message: a human holds it until `ops payouts retry`
         return "left_for_operator"
     now = clock.now()
+    if backing_off(payout, clock.iso(now)):  # the sweeper sends it again when due
+        return "not_due"
     if not payout.get("release_applied"):
         apply_release(payout, clock.iso(now))
         payouts.mark_release_applied(payment_order_id, clock.iso(now))
@@ -73,7 +76,7 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         return payout_letters.out_of_attempts(payouts, payout, now)
     if payout.get("dispute_holds") and not payout.get("first_transfer_at"):  # docs/decisions.md "Disputes"
         payouts.postpone(payment_order_id, clock.iso(now + DISPUTE_HOLD_RECHECK), clock.iso(now),
-                         f"held by dispute {', '.join(sorted(payout['dispute_holds']))}")
+                         f"held by dispute {', '.join(sorted(payout['dispute_holds']))}", backoff=True)
         return "dispute_hold"
     begun = payouts.begin_transfer(payment_order_id, clock.iso(now), _deadline(now), str(destination or ""))
     if begun is None:  # it moved on meanwhile (another delivery finished or failed it)
@@ -94,7 +97,7 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
         if result.outcome == psp.BALANCE_SHORT:
             later = now + min(BALANCE_SHORT_STEP * int(begun["transfer_attempts"]), BALANCE_SHORT_MAX)
             payouts.postpone(payment_order_id, clock.iso(later), clock.iso(now),
-                             f"{result.failure_code}: {result.failure_reason}")
+                             f"{result.failure_code}: {result.failure_reason}", backoff=True)
             return "balance_short"
         if result.outcome == psp.ACCOUNT_REFUSED:
             return _refused(payouts, begun, result, now)
@@ -111,6 +114,14 @@ def drive(payment_order_id: str, payouts: PayoutsTable | None = None, sellers: S
     payouts.finish_transfer(payment_order_id, begun["transfer_id"], clock.iso(now),
                             at_psp=begun["transfer_id"] != NO_TRANSFER)
     return "transferred"
+
+
+def backing_off(payout: dict[str, Any], now: str) -> bool:
+    """Postponed by this worker (the balance short, a dispute hold) and not due yet. Anything that makes the pay-out
+    due earlier (the sweeper's lease, a seller's registration, a won dispute, `ops payouts retry`) sets another
+    due_at, which ends the wait."""
+    until = payout.get("postponed_until")
+    return bool(until) and until == payout.get("due_at") and str(until) > now
 
 
 def _account(sellers: SellersTable, seller_account: str) -> str | None:

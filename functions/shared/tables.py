@@ -1027,10 +1027,13 @@ class PayoutsTable:
             f"{generation} AND attribute_not_exists(transfer_id)",
             {":next": used_generation + 1, ":used": used_generation, ":now": now}) is not None
 
-    def postpone(self, order_id: str, due_at: str, now: str, note: str) -> bool:
-        """Keep the status, look again at `due_at` (platform balance short, a transient error)."""
+    def postpone(self, order_id: str, due_at: str, now: str, note: str, *, backoff: bool = False) -> bool:
+        """Keep the status, look again at `due_at` (platform balance short, a transient error). `backoff`: the
+        Transfer worker waits until then (`postponed_until`), so a message already queued for the pay-out (a
+        duplicate, a release's, an earlier sweep's) neither calls the PSP nor spends an attempt before it."""
+        until = ", postponed_until = :due" if backoff else ""
         return self._update(
-            order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, last_error = :note, updated_at = :now",
+            order_id, f"SET {_PAYOUT_SWEEP_FIELDS}, last_error = :note, updated_at = :now{until}",
             f"payout_status IN (:held, :released, :transferring) AND {_NOT_DEAD_LETTERED}",
             {":shard": self._shard(order_id), ":due": due_at, ":note": note[:500], ":now": now,
              **_open_statuses()}) is not None

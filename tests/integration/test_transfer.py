@@ -290,6 +290,41 @@ def test_a_balance_short_is_retried_later_with_a_growing_wait_then_succeeds(sand
     assert_transferred_once(sandbox, order_id, account)
 
 
+def test_a_message_before_the_balance_short_wait_ends_spends_no_attempt_and_calls_no_psp(sandbox):
+    # Given a pay-out postponed for the platform's balance, with two messages still queued for it (a duplicate, a
+    # release's): on AWS each would otherwise spend one of the 30 attempts, and a long shortage dead-letters it
+    registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    sandbox.state.set_balance_short(True)
+    assert transfer.drive(order_id) == "balance_short"
+    payouts = PayoutsTable.from_settings()
+    postponed = payouts.get(order_id)
+    calls = len(sandbox.state.transfers), int(postponed["transfer_attempts"])
+
+    assert [transfer.drive(order_id) for _ in range(2)] == ["not_due", "not_due"]
+    assert int(payouts.get(order_id)["transfer_attempts"]) == calls[1] and len(sandbox.state.transfers) == calls[0]
+
+    # Then once its time has come (the sweeper's message, or any left over) it is tried again
+    sandbox.state.set_balance_short(False)
+    clock.advance((clock.parse_iso(postponed["due_at"]) - clock.now()).total_seconds() + 1)
+    assert transfer.drive(order_id) == "transferred"
+    assert int(payouts.get(order_id)["transfer_attempts"]) == calls[1] + 1
+
+
+def test_a_due_at_set_by_anyone_else_ends_the_wait_at_once(sandbox):
+    registered(sandbox)
+    order_id = paid_order()
+    released(order_id)
+    sandbox.state.set_balance_short(True)
+    assert transfer.drive(order_id) == "balance_short"
+    payouts = PayoutsTable.from_settings()
+    # an operator makes it due now (as a won dispute or a seller's registration does): another due_at
+    payouts.postpone(order_id, clock.iso(), clock.iso(), "due now")
+    sandbox.state.set_balance_short(False)
+    assert transfer.drive(order_id) == "transferred"
+
+
 def test_the_balance_short_wait_stops_growing_at_six_hours(sandbox, monkeypatch):
     monkeypatch.setenv("MAX_TRANSFER_ATTEMPTS", "100")
     reload_settings()

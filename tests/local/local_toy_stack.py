@@ -53,7 +53,7 @@ def _queue(dlq=None, visibility=30):
     return {"Type": "AWS::SQS::Queue", "Properties": props, "UpdateReplacePolicy": "Delete"}
 
 
-def _esm(queue, function, batch_size, report_failures=True, window=None):
+def _esm(queue, function, batch_size, report_failures=True, window=None, max_concurrency=None):
     props = {
         "EventSourceArn": {"Fn::GetAtt": [queue, "Arn"]},
         "FunctionName": {"Ref": function},
@@ -63,6 +63,8 @@ def _esm(queue, function, batch_size, report_failures=True, window=None):
         props["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
     if window is not None:
         props["MaximumBatchingWindowInSeconds"] = window
+    if max_concurrency is not None:
+        props["ScalingConfig"] = {"MaximumConcurrency": max_concurrency}
     return {"Type": "AWS::Lambda::EventSourceMapping", "Properties": props}
 
 
@@ -156,7 +158,7 @@ def template():
         "WorkMapping": _esm("WorkQueue", "BatchFn", batch_size=3, window=1),
         "FailDlq": _queue(),
         "FailQueue": _queue("FailDlq", visibility=1),
-        "FailMapping": _esm("FailQueue", "FailFn", batch_size=5, report_failures=False),
+        "FailMapping": _esm("FailQueue", "FailFn", batch_size=5, report_failures=False, max_concurrency=3),
         # ten minutes of visibility: a test moves the system's clock past them instead of waiting
         "SlowFailDlq": _queue(),
         "SlowFailQueue": _queue("SlowFailDlq", visibility=600),

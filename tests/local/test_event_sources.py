@@ -188,3 +188,28 @@ def test_schedule_timer_ticks_at_the_local_interval(toy_stack, calls):
 def test_only_rate_schedules_tick_locally_a_nightly_cron_does_not():
     assert runs_locally("rate(1 minute)")
     assert not runs_locally("cron(30 2 * * ? *)")
+
+
+def test_pollers_per_mapping_follow_its_maximum_concurrency_within_the_local_concurrency(toy_stack):
+    # Given the toy template: FailMapping with ScalingConfig MaximumConcurrency 3, the others without one
+    from local.event_sources import AWS_INITIAL_POLLERS, EventSources, sqs_mappings
+
+    mappings = {m.logical_id: m for m in sqs_mappings(toy_stack.deployed, toy_stack.aws_url)}
+    assert mappings["FailMapping"].max_concurrency == 3
+    assert mappings["WorkMapping"].max_concurrency == AWS_INITIAL_POLLERS
+
+    def pollers(per_function):
+        sources = EventSources(toy_stack.aws_url, [mappings["FailMapping"], mappings["WorkMapping"]], [],
+                               pollers_per_function=per_function)
+        sources._poll = lambda mapping: sources._stop.wait()  # count the threads, poll nothing
+        sources.start()
+        try:
+            names = [t.name for t in sources._threads]
+        finally:
+            sources.stop()
+        return tuple(sum(n.startswith(f"sqs-{lid}-") for n in names) for lid in ("FailMapping", "WorkMapping"))
+
+    # Then as many pollers as the mapping allows, never more than the function's local concurrency
+    assert pollers(1) == (1, 1)
+    assert pollers(4) == (3, 4)
+    assert pollers(None) == (3, AWS_INITIAL_POLLERS)

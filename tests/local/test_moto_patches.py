@@ -1,5 +1,5 @@
 """moto as patched by local/moto_patches.py: DynamoDB transactions all or nothing with no lost writes; state
-machine parses kept; SQS attributes computed when read."""
+machine parses kept; SQS attributes computed when read; SQS delays counted on the system's clock."""
 
 import sys
 import threading
@@ -152,3 +152,20 @@ def test_queue_attributes_are_computed_only_when_read():
         assert everything["VisibilityTimeout"] == "7"
         one = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
         assert one == {"VisibilityTimeout": "7"}
+
+
+def test_a_delayed_message_is_due_once_the_system_clock_has_passed_its_delay():
+    from functions.shared import clock
+
+    moto_patches.install()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        try:
+            sqs.send_message(QueueUrl=url, MessageBody="look again", DelaySeconds=900)
+            clock.advance(899)
+            assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+            clock.advance(2)
+            assert [m["Body"] for m in sqs.receive_message(QueueUrl=url)["Messages"]] == ["look again"]
+        finally:
+            clock.reset()
