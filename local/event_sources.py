@@ -3,9 +3,10 @@
 moto's own SQS -> Lambda mapping invokes the function inside SendMessage, one message at a time, ignoring the
 batch size and partial batch failures. It is switched off (`disable_moto_sqs_triggers`) and replaced by
 poller threads per AWS::Lambda::EventSourceMapping that behave like the Lambda service, as many as the mapping's
-ScalingConfig MaximumConcurrency (Lambda's five without one) but never more than the function's local
-concurrency (`pollers_per_function`: a batch held while it waits for an execution environment would run out its
-visibility, where Lambda only polls for the concurrency it has): ReceiveMessage with the
+ScalingConfig MaximumConcurrency but never more than the function's local concurrency (`pollers_per_function`: a
+batch held while it waits for an execution environment would run out its visibility, where Lambda only polls for
+the concurrency it has). A mapping without one gets one poller: Lambda would start five and scale up, which on a
+laptop only adds contention (the OrderStarter's batches just start executions). Each does ReceiveMessage with the
 mapping's BatchSize (and MaximumBatchingWindowInSeconds) and the queue's visibility timeout, the SQS event as
 AWS builds it, `batchItemFailures` honoured when FunctionResponseTypes has ReportBatchItemFailures, and on a
 function error every message left to come back after its visibility timeout. moto applies the queue's
@@ -51,7 +52,7 @@ log = logging.getLogger("local.events")
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
-AWS_INITIAL_POLLERS = 5  # Lambda starts five concurrent batches per SQS mapping (and scales up from there)
+UNSCALED_POLLERS = 1  # locally, for a mapping without ScalingConfig (Lambda itself starts five)
 
 
 def lambda_client(aws_url: str, read_timeout: float = 960) -> Any:
@@ -70,7 +71,7 @@ class SqsMapping:
     batching_window_s: float
     report_batch_item_failures: bool
     visibility_timeout: int
-    max_concurrency: int = AWS_INITIAL_POLLERS  # ScalingConfig MaximumConcurrency
+    max_concurrency: int = UNSCALED_POLLERS  # ScalingConfig MaximumConcurrency
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def sqs_mappings(deployed: DeployedStack, aws_url: str) -> list[SqsMapping]:
                 report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
                 visibility_timeout=int(attrs["Attributes"]["VisibilityTimeout"]),
                 max_concurrency=int((props.get("ScalingConfig") or {}).get("MaximumConcurrency",
-                                                                           AWS_INITIAL_POLLERS)),
+                                                                           UNSCALED_POLLERS)),
             )
         )
     return found

@@ -708,7 +708,10 @@ def _dispute(stack: LocalStack, config: ChaosConfig, idle: Callable[[], None], f
     def as_the_psp_says() -> dict[str, str]:
         return {d["id"]: d["status"] for d in _psp_disputes(stack.sandbox) if d["id"] in record.opened}
 
-    later = open_disputes(admin, plan_disputes(stack.sandbox.charges(), config.seed, config.disputes), record)
+    orders = scan(db, stack.outputs["PaymentOrdersTableName"], attributes=("charge_key", "payment_order_status"))
+    unsettled = {o.get("charge_key") for o in orders if o["payment_order_status"] != "SUCCESS"}
+    settled = {o.get("charge_key") for o in orders} - unsettled
+    later = open_disputes(admin, plan_disputes(stack.sandbox.charges(), config.seed, config.disputes, settled), record)
     try:
         watch_disputes(read, as_the_psp_says(), timeout_s=config.timeout_s, on_idle=idle)
         for step in later:

@@ -69,12 +69,16 @@ class SandboxAdmin:
         return self.post(f"/_sandbox/disputes/{dispute_id}/{'win' if outcome == 'won' else 'lose'}")
 
 
-def plan_disputes(charges: list[dict[str, Any]], seed: int, rate: float) -> list[dict[str, Any]]:
+def plan_disputes(charges: list[dict[str, Any]], seed: int, rate: float,
+                  settled: set[str] | None = None) -> list[dict[str, Any]]:
     """Which charges are disputed, for how much (None: all that is not refunded), and how: drawn from the seed in
-    the charges' key order."""
+    the charges' key order. `settled`: the charge keys whose orders our books hold SUCCESS; a charge the PSP took
+    while its orders wait in a dead-letter queue for a human is left out (its dispute's events would wait in
+    WebhookDlq with it, for the same human)."""
     rng = random.Random(f"{seed}:disputes")
     plan = []
-    disputable = [c for c in charges if c["status"] == "succeeded" and c["amount"] > c["amount_refunded"]]
+    disputable = [c for c in charges if c["status"] == "succeeded" and c["amount"] > c["amount_refunded"]
+                  and (settled is None or (c.get("metadata") or {}).get("charge_key") in settled)]
     for charge in sorted(disputable, key=lambda c: ((c.get("metadata") or {}).get("charge_key", ""), c["charge_id"])):
         if rng.random() >= rate:
             continue

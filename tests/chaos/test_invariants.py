@@ -140,6 +140,7 @@ def test_a_charge_for_other_than_the_sum_of_its_orders_is_reported():
                                      "metadata": {"payment_order_id": "po_1"}}), 1),  # a charge per order
     (lambda s: s.orders[0].update(psp_reference="pi_2"), 1),  # names the other currency's PaymentIntent
     (lambda s: s.orders[0].update(charge_id="ch_2"), 1),  # names the other currency's charge
+    (lambda s: s.orders[0].pop("charge_id"), 1),  # SUCCESS without its charge: its transfer would have no source
     (lambda s: s.orders[2].update(charge_key="chk_1#USD"), 1),  # recorded under the wrong charge
     (lambda s: s.card_succeeds.update(chk_2=True), 1),  # a card that succeeds, yet the order FAILED
     (lambda s: s.card_succeeds.update(chk_1=False), 1),  # a declined card, yet the orders SUCCESS
@@ -273,3 +274,14 @@ def test_a_pending_refund_in_its_dead_letter_queue_is_accounted_for():
     snap = refund_change(lambda s: s.refunds[0].update(refund_status="PENDING"))
     snap.dead_letters.append({"refund_id": "rf_1"})
     assert violations(snap) == {}
+
+
+def test_disputes_are_drawn_only_among_charges_our_books_hold_settled():
+    from verification.disputes import plan_disputes
+
+    charges = [{"charge_id": f"ch_{n}", "status": "succeeded", "amount": 1000, "amount_refunded": 0,
+                "metadata": {"charge_key": f"chk_{n}#USD"}} for n in range(40)]
+    everything = {c["charge_id"] for c in plan_disputes(charges, seed=1, rate=1.0)}
+    settled = {f"chk_{n}#USD" for n in range(0, 40, 2)}
+    drawn = {c["charge_id"] for c in plan_disputes(charges, seed=1, rate=1.0, settled=settled)}
+    assert len(everything) == 40 and drawn == {f"ch_{n}" for n in range(0, 40, 2)}

@@ -192,11 +192,11 @@ def test_only_rate_schedules_tick_locally_a_nightly_cron_does_not():
 
 def test_pollers_per_mapping_follow_its_maximum_concurrency_within_the_local_concurrency(toy_stack):
     # Given the toy template: FailMapping with ScalingConfig MaximumConcurrency 3, the others without one
-    from local.event_sources import AWS_INITIAL_POLLERS, EventSources, sqs_mappings
+    from local.event_sources import UNSCALED_POLLERS, EventSources, sqs_mappings
 
     mappings = {m.logical_id: m for m in sqs_mappings(toy_stack.deployed, toy_stack.aws_url)}
     assert mappings["FailMapping"].max_concurrency == 3
-    assert mappings["WorkMapping"].max_concurrency == AWS_INITIAL_POLLERS
+    assert mappings["WorkMapping"].max_concurrency == UNSCALED_POLLERS
 
     def pollers(per_function):
         sources = EventSources(toy_stack.aws_url, [mappings["FailMapping"], mappings["WorkMapping"]], [],
@@ -211,5 +211,5 @@ def test_pollers_per_mapping_follow_its_maximum_concurrency_within_the_local_con
 
     # Then as many pollers as the mapping allows, never more than the function's local concurrency
     assert pollers(1) == (1, 1)
-    assert pollers(4) == (3, 4)
-    assert pollers(None) == (3, AWS_INITIAL_POLLERS)
+    assert pollers(2) == (2, UNSCALED_POLLERS)
+    assert pollers(None) == (3, UNSCALED_POLLERS)
