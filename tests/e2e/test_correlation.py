@@ -43,11 +43,19 @@ def executor_lines() -> Iterator[list[dict]]:
             lines.append(json.loads(text))
         emit(handler, record)
 
+    # The local runtime's first environment runs the handler module this test process imported, maybe earlier
+    # under another stack's settings (the template's WARNING for the hot path): its Logger goes back to the level it
+    # was built with at every invocation. This stack logs at INFO, so that module's Logger does too meanwhile.
+    from functions.executor import handler
+
+    built_with = handler.logger.initial_log_level
+    handler.logger.initial_log_level = logging.INFO
     logging.StreamHandler.emit = recording  # type: ignore[method-assign]
     try:
         yield lines
     finally:
         logging.StreamHandler.emit = emit  # type: ignore[method-assign]
+        handler.logger.initial_log_level = built_with
 
 
 def checkout(checkout_id: str) -> dict:
