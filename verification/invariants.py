@@ -483,21 +483,29 @@ def scan(db: Any, table: str, attributes: tuple[str, ...] = ()) -> list[dict[str
         kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
-def peek_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    """Read every message of a queue without consuming it (visibility 0), for the dead-letter check."""
+def peek_queue(sqs: Any, queue_url: str, hide_s: int = 60) -> list[dict[str, Any]]:
+    """Read every message of a queue without consuming it, for the dead-letter check: each is hidden while the
+    others are read (received with a visibility of 0 they stay first in line, and only the first ten would ever
+    be seen), then made visible again."""
     seen: dict[str, dict[str, Any]] = {}
-    for _ in range(50):
-        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
-                                     WaitTimeSeconds=0)
-        messages = answer.get("Messages", [])
-        if not messages or all(m["MessageId"] in seen for m in messages):
-            break
-        for message in messages:
-            try:
-                body = json.loads(message["Body"])
-            except ValueError:
-                body = {"raw": message["Body"]}
-            seen[message["MessageId"]] = body
+    handles: list[str] = []
+    try:
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=hide_s,
+                                           WaitTimeSeconds=0).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                handles.append(message["ReceiptHandle"])
+                try:
+                    seen[message["MessageId"]] = json.loads(message["Body"])
+                except ValueError:
+                    seen[message["MessageId"]] = {"raw": message["Body"]}
+    finally:
+        for start in range(0, len(handles), 10):
+            sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for n, handle in enumerate(handles[start:start + 10])])
     return list(seen.values())
 
 

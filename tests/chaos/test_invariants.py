@@ -5,6 +5,7 @@ that currency's orders, whose outcome every one of those orders shares.
 """
 
 import copy
+import json
 
 import pytest
 
@@ -285,3 +286,20 @@ def test_disputes_are_drawn_only_among_charges_our_books_hold_settled():
     settled = {f"chk_{n}#USD" for n in range(0, 40, 2)}
     drawn = {c["charge_id"] for c in plan_disputes(charges, seed=1, rate=1.0, settled=settled)}
     assert len(everything) == 40 and drawn == {f"ch_{n}" for n in range(0, 40, 2)}
+
+
+def test_the_dead_letter_check_reads_every_message_of_a_queue_and_leaves_them_there():
+    # A receive with visibility 0 leaves its messages first in line: a peek that way saw ten of a queue's 44
+    import boto3
+    from moto import mock_aws
+
+    from verification.invariants import peek_queue
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        for n in range(25):
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"payment_order_id": f"po_{n}"}))
+        first, again = peek_queue(sqs, url), peek_queue(sqs, url)
+        assert sorted(m["payment_order_id"] for m in first) == sorted(f"po_{n}" for n in range(25))
+        assert len(again) == 25
