@@ -317,6 +317,9 @@ def test_an_offline_orders_payout_is_transferred_from_the_balance_and_a_bounce_a
     funding = PaymentMethods(sandbox.url).create("4000000000000077")  # available at once, as a top-up would be
     place("chk_fund", orders=(("seller_z", "100.00", "USD"),), card=funding)
     assert run_charge(begin("chk_fund", "USD"))["charge_status"] == "SUCCESS"
+    assert transfer.drive("chk_off_0") == "not_due"  # a message before the wait ends spends no attempt
+    due_at = clock.parse_iso(PayoutsTable.from_settings().get("chk_off_0")["due_at"])
+    clock.advance((due_at - clock.now()).total_seconds() + 1)
     assert transfer.drive("chk_off_0") == "transferred"
     [sent] = transfers_of(sandbox, "chk_off_0")
     assert (sent.amount, sent.destination, sent.source_transaction) == (3600, account, None)
