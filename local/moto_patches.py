@@ -11,7 +11,8 @@ operations, undoing them item by item should one of them raise.
 
 Reads take the same lock: moto finds an index's items by walking every item's attributes, and a write adding or
 removing attributes meanwhile failed the read (a KeyError or "dictionary changed size", answered as a 500; a
-10,000-order chaos run died of it). DynamoDB itself never fails a read for a concurrent write.
+10,000-order chaos run died of it). DynamoDB itself never fails a read for a concurrent write. The whole request
+holds it, not only the backend call: moto builds its answer from the live item afterwards (a CI run failed there).
 
 Speed fixes, measured with benchmarks/local_throughput.py (each answer never changes while the process lives):
 - moto's server lists its own package folders on every request (under its dispatch lock): listed once;
@@ -46,9 +47,12 @@ def install() -> None:
         return
     from moto.dynamodb.models import DynamoDBBackend
 
+    from moto.dynamodb.responses import DynamoHandler
+
     for name in ("put_item", "update_item", "delete_item", "batch_write_item",
                  "get_item", "batch_get_item", "query", "scan"):
         setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name)))
+    DynamoHandler.call_action = _serialized(DynamoHandler.call_action)  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     _cache_moto_lookups()
     _cache_state_machine_parses()

@@ -116,6 +116,27 @@ def test_scans_of_an_index_never_fail_while_writes_add_and_remove_its_attributes
         assert errors == []
 
 
+def test_moto_builds_each_answer_under_the_lock_that_serializes_writes(table, monkeypatch):
+    # moto turns the live item into its answer after the backend call returns; outside the lock a concurrent
+    # write adding attributes failed it ("dictionary changed size during iteration", met once in CI)
+    from moto.dynamodb.models.dynamo_type import Item
+
+    held = []
+    to_json = Item.to_json
+
+    def spying(self, *args, **kwargs):
+        held.append(moto_patches._TABLES_LOCK._is_owned())
+        return to_json(self, *args, **kwargs)
+
+    monkeypatch.setattr(Item, "to_json", spying)
+    table.put_item(TableName="t", Item={"k": {"S": "one"}})
+    table.update_item(TableName="t", Key={"k": {"S": "one"}}, UpdateExpression="SET v = :v",
+                      ExpressionAttributeValues={":v": {"S": "x"}}, ReturnValues="ALL_NEW")
+    table.get_item(TableName="t", Key={"k": {"S": "one"}})
+    table.query(TableName="t", KeyConditionExpression="k = :k", ExpressionAttributeValues={":k": {"S": "one"}})
+    assert held and all(held)
+
+
 def test_a_definition_is_parsed_once_and_each_execution_gets_its_own_components():
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
 
