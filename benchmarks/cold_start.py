@@ -14,6 +14,9 @@ A first, uncounted round writes bytecode for the function code; then each round 
 boto3 once in turn, so the slow minutes of this shared machine fall on all of them alike. The time is the
 import's, measured inside the process (interpreter start-up is the same for all). The ratio is the median of a
 handler's runs over the median of boto3's. The last line reads `worst_ratio_api=<x> worst_ratio_other=<y>`.
+
+A floor row is measured the same way: boto3, Powertools' Logger and Metrics and one pydantic model
+(benchmarks/cold_start_floor.py), the least a handler that validates with pydantic at import can cost.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ HOST = build_layer.Target(f"{sys.version_info.major}.{sys.version_info.minor}")
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 TARGET_API, TARGET_OTHER = 1.5, 2.5  # issue 14: times a bare `import boto3`
 BARE = "boto3"
+FLOOR = "cold_start_floor"  # boto3 + Powertools Logger and Metrics + one pydantic model (benchmarks/cold_start_floor.py)
 CHILD = "import sys, time\nsys.path[:0] = {front!r}\nsys.path += {back!r}\n" \
         "start = time.process_time()\nimport {module}\nprint(time.process_time() - start)\n"
 
@@ -100,7 +104,9 @@ def lambda_env(function_env: dict[str, str]) -> dict[str, str]:
 def measure(functions: list[dict[str, Any]], runs: int) -> dict[str, list[float]]:
     layers = host_layers({name for f in functions for name in f["layers"]})
     back = [str(runtime_folder())]
-    cases = [(BARE, BARE, [], lambda_env({}))] + [
+    floor_front = [str(REPO_ROOT / "benchmarks"), str(layers["base"])] if "base" in layers else None
+    cases = [(BARE, BARE, [], lambda_env({}))] + ([(FLOOR, FLOOR, floor_front, lambda_env({}))] if floor_front else [])
+    cases += [
         (f["handler"], f["handler"].rpartition(".")[0],
          [str(REPO_ROOT)] + [str(layers[name]) for name in f["layers"]], lambda_env(f["env"]))
         for f in functions
@@ -118,6 +124,10 @@ def report(functions: list[dict[str, Any]], times: dict[str, list[float]]) -> st
     bare_ms = statistics.median(times[BARE]) * 1000
     lines = [f"{'handler':<40} {'layers':<12} {'median ms':>9} {'min-max ms':>13} {'x boto3':>7} {'target':>6}",
              f"{'import boto3 (bare)':<40} {'-':<12} {bare_ms:>9.0f} {_spread(times[BARE]):>13} {1:>7.2f}"]
+    if times.get(FLOOR):
+        ms = statistics.median(times[FLOOR]) * 1000
+        lines.append(f"{'floor: boto3+Powertools+1 pydantic model':<40} {'base':<12} {ms:>9.0f} "
+                     f"{_spread(times[FLOOR]):>13} {ms / bare_ms:>7.2f}")
     worst = {True: 0.0, False: 0.0}
     for f in functions:
         ms = statistics.median(times[f["handler"]]) * 1000

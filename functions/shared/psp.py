@@ -14,6 +14,7 @@ A seller's share goes out as one Transfer per order (key `transfer:<payment_orde
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import threading
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import stripe
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.shared import aws, clock, observability, psp_units
@@ -37,6 +37,7 @@ from functions.shared.errors import (
     PspPermanentError,
     PspTransientError,
 )
+from functions.shared.lazy import deferred
 from functions.shared.models import ChargeWork
 from functions.shared.money import Money, MoneyError
 from functions.shared.names import (
@@ -56,6 +57,10 @@ from functions.shared.psp_port import (  # noqa: F401 - re-exported: moved to th
     RefundResult,
     WebhookSignatureInvalid,
 )
+
+# Imported at the first Stripe call (~45 ms at cold start): the webhook processor and the refund worker often
+# finish without one (benchmarks/cold_start.py).
+stripe = deferred("stripe")
 
 PSP_NAME = "stripe"
 # Stripe may prune idempotency keys after 24 hours; past this age a retry looks the charge up before anything.
@@ -91,61 +96,66 @@ class TransferResult:
     failure_reason: str = ""
 
 
-class RateLimitedRetries(stripe.RequestsClient):
-    """The one place a PSP 429 is handled: Stripe did not execute a rate-limited request, so the same request
-    (same Idempotency-Key) is sent again after a jittered backoff (Retry-After when shorter), for at most
-    `wait_budget_s` in all, inside the call's budget. A 429 past it is returned as it is and classified as
-    PspTransientError: the workflow's Retry (or the queue's redelivery) tries again later. Never a failure of
-    the payment. `rate_limited` counts the 429s this process saw (the governor's signal: raise the limit or
-    lower the concurrency, README "Throughput ceiling")."""
+@functools.cache
+def rate_limited_retries_class() -> type:
+    """RateLimitedRetries, defined on first use: it subclasses the SDK's client, imported then."""
 
-    rate_limited = 0
+    class RateLimitedRetries(stripe.RequestsClient):
+        """The one place a PSP 429 is handled: Stripe did not execute a rate-limited request, so the same request
+        (same Idempotency-Key) is sent again after a jittered backoff (Retry-After when shorter), for at most
+        `wait_budget_s` in all, inside the call's budget. A 429 past it is returned as it is and classified as
+        PspTransientError: the workflow's Retry (or the queue's redelivery) tries again later. Never a failure of
+        the payment. `rate_limited` counts the 429s this process saw (the governor's signal: raise the limit or
+        lower the concurrency, README "Throughput ceiling")."""
 
-    def __init__(self, *, timeout: float, wait_budget_s: float, sleep: Any = time.sleep):
-        super().__init__(timeout=timeout)
-        self._budget_s, self._sleep = wait_budget_s, sleep
+        rate_limited = 0
 
-    # The SDK reads `_timeout` for each request: the configured timeout, or less when the invocation's deadline
-    # (`calls_within`) is nearer, so that a slow PSP fails the call in time for a clean retry.
-    @property
-    def _timeout(self) -> float:
-        left = time_left_s()
-        return self._configured_timeout if left is None else min(self._configured_timeout, left)
+        def __init__(self, *, timeout: float, wait_budget_s: float, sleep: Any = time.sleep):
+            super().__init__(timeout=timeout)
+            self._budget_s, self._sleep = wait_budget_s, sleep
 
-    @_timeout.setter
-    def _timeout(self, value: float) -> None:
-        self._configured_timeout = value
-
-    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
-        waited, retry = 0.0, 0
-        while True:
+        # The SDK reads `_timeout` for each request: the configured timeout, or less when the invocation's deadline
+        # (`calls_within`) is nearer, so that a slow PSP fails the call in time for a clean retry.
+        @property
+        def _timeout(self) -> float:
             left = time_left_s()
-            if left is not None and left < MIN_CALL_S:
-                # Not sent: nothing happened at the PSP, and the workflow's next try has a whole invocation.
-                raise stripe.APIConnectionError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
-            answer = self._measured(method, url, headers, post_data)
-            if answer[1] != 429:
-                return answer
-            RateLimitedRetries.rate_limited += 1
-            delay = rate_limit_backoff_s(retry, answer[2].get("Retry-After") if answer[2] else None)
-            left = time_left_s()
-            if waited + delay > self._budget_s or (left is not None and delay + MIN_CALL_S > left):
-                return answer
-            self._sleep(delay)
-            waited, retry = waited + delay, retry + 1
+            return self._configured_timeout if left is None else min(self._configured_timeout, left)
 
+        @_timeout.setter
+        def _timeout(self, value: float) -> None:
+            self._configured_timeout = value
 
-    def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
-        """The one place every SDK call goes through: its latency, and the class of an answer that is not a 2xx
-        (a connection that failed is `network`), as metrics of the calling function."""
-        started = time.perf_counter()
-        try:
-            answer = super().request(method, url, headers, post_data)
-        except Exception:
-            _record_psp_call(started, "network")
-            raise
-        _record_psp_call(started, psp_error_class(answer[1]))
-        return answer
+        def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
+            waited, retry = 0.0, 0
+            while True:
+                left = time_left_s()
+                if left is not None and left < MIN_CALL_S:
+                    # Not sent: nothing happened at the PSP, and the workflow's next try has a whole invocation.
+                    raise stripe.APIConnectionError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
+                answer = self._measured(method, url, headers, post_data)
+                if answer[1] != 429:
+                    return answer
+                type(self).rate_limited += 1
+                delay = rate_limit_backoff_s(retry, answer[2].get("Retry-After") if answer[2] else None)
+                left = time_left_s()
+                if waited + delay > self._budget_s or (left is not None and delay + MIN_CALL_S > left):
+                    return answer
+                self._sleep(delay)
+                waited, retry = waited + delay, retry + 1
+
+        def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+            """The one place every SDK call goes through: its latency, and the class of an answer that is not a
+            2xx (a connection that failed is `network`), as metrics of the calling function."""
+            started = time.perf_counter()
+            try:
+                answer = super().request(method, url, headers, post_data)
+            except Exception:
+                _record_psp_call(started, "network")
+                raise
+            _record_psp_call(started, psp_error_class(answer[1]))
+            return answer
+
+    return RateLimitedRetries
 
 
 # What a PSP answer's HTTP status says (Stripe's error types), as the `error_class` of the PspErrors metric.
@@ -217,7 +227,7 @@ class PspClient:
             api_key,
             base_addresses=base,
             max_network_retries=max_network_retries,
-            http_client=RateLimitedRetries(timeout=timeout_s, wait_budget_s=rate_limit_wait_s),
+            http_client=rate_limited_retries_class()(timeout=timeout_s, wait_budget_s=rate_limit_wait_s),
         )
 
     # -- charges -----------------------------------------------------------------------------------

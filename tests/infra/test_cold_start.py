@@ -41,6 +41,16 @@ def test_the_last_line_gives_the_worst_ratios_of_the_api_and_of_the_others():
     lines = cold_start.report(functions, times).splitlines()
     assert lines[-1] == "worst_ratio_api=2.00 worst_ratio_other=3.00"
     assert lines[-2].endswith("OVER") and not lines[-3].endswith("OVER")
+    assert not any(line.startswith("floor") for line in lines)
+
+
+def test_the_floor_row_gives_its_ratio_to_bare_boto3_and_counts_in_no_worst():
+    functions = [{"handler": "a.handler", "layers": ["base"], "api": True}]
+    times = {"boto3": [0.1] * 3, cold_start.FLOOR: [0.17] * 3, "a.handler": [0.2] * 3}
+    lines = cold_start.report(functions, times).splitlines()
+    (floor,) = [line for line in lines if line.startswith("floor")]
+    assert floor.split()[-1] == "1.70"
+    assert lines[-1] == "worst_ratio_api=2.00 worst_ratio_other=0.00"
 
 
 def test_recon_starts_without_arrow_and_numpy(synth):
