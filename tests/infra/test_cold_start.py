@@ -6,6 +6,8 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 from functions.shared.lazy import deferred
 from infra import names
 from tests.infra.conftest import REPO_ROOT
@@ -53,14 +55,24 @@ def test_the_floor_row_gives_its_ratio_to_bare_boto3_and_counts_in_no_worst():
     assert lines[-1] == "worst_ratio_api=2.00 worst_ratio_other=0.00"
 
 
-def test_recon_starts_without_arrow_and_numpy(synth):
+def _modules_at_start(template, function, packages):
     """As the deployed function starts: its environment, nothing but the handler imported."""
-    (recon,) = [f for f in cold_start.functions_of(synth.template) if f["handler"] == names.RECON_FN.handler]
-    module = names.RECON_FN.handler.rpartition(".")[0]
-    script = f"import sys, {module}\nprint(sorted({{'pyarrow', 'numpy'}} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=cold_start.lambda_env(recon["env"]),
+    (found,) = [f for f in cold_start.functions_of(template) if f["handler"] == function.handler]
+    module = function.handler.rpartition(".")[0]
+    script = f"import sys, {module}\nprint(sorted({set(packages)!r} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=cold_start.lambda_env(found["env"]),
                           capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+def test_recon_starts_without_arrow_and_numpy(synth):
+    assert _modules_at_start(synth.template, names.RECON_FN, ["pyarrow", "numpy"]) == "[]"
+
+
+@pytest.mark.parametrize("function", [names.WEBHOOK_PROCESSOR, names.EXECUTOR, names.REFUND_WORKER],
+                         ids=lambda f: f.handler)
+def test_functions_calling_stripe_import_its_sdk_at_the_first_call_not_at_start(synth, function):
+    assert _modules_at_start(synth.template, function, ["stripe"]) == "[]"
 
 
 def test_a_deferred_module_is_imported_on_first_use_and_then_read_directly():
