@@ -40,7 +40,7 @@ HOST = build_layer.Target(f"{sys.version_info.major}.{sys.version_info.minor}")
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 TARGET_API, TARGET_OTHER = 1.5, 2.5  # issue 14: times a bare `import boto3`
 BARE = "boto3"
-FLOOR = "cold_start_floor"  # boto3 + Powertools Logger and Metrics + one pydantic model (benchmarks/cold_start_floor.py)
+FLOOR = "cold_start_floor"  # boto3 + Powertools + one pydantic model (benchmarks/cold_start_floor.py)
 CHILD = "import sys, time\nsys.path[:0] = {front!r}\nsys.path += {back!r}\n" \
         "start = time.process_time()\nimport {module}\nprint(time.process_time() - start)\n"
 

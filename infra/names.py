@@ -24,6 +24,7 @@ from functions.shared.names import (  # noqa: F401 - the runtime names, re-expor
     ENV_PAYOUTS_TABLE,
     ENV_PSP_API_BASE,
     ENV_PSP_API_KEY_PARAMETER,
+    ENV_PSP_HEALTH_TABLE,
     ENV_RECON_TABLE,
     ENV_REVIEW_QUEUE_URL,
     ENV_SELLERS_TABLE,
@@ -83,6 +84,7 @@ RECON = "Recon"
 CHARGES = "Charges"
 SELLERS = "Sellers"
 PAYOUTS = "Payouts"
+PSP_HEALTH = "PspHealth"
 
 # Queues (docs/design.md "Queues"); each main queue's DLQ is "<name without Queue>Dlq".
 ORDERS_QUEUE = "OrdersQueue"
@@ -180,6 +182,7 @@ OUT_TABLE_NAMES = {  # table construct name -> output name
     CHARGES: "ChargesTableName",
     SELLERS: "SellersTableName",
     PAYOUTS: "PayoutsTableName",
+    PSP_HEALTH: "PspHealthTableName",
 }
 
 # HTTP routes, all to PaymentApi.

@@ -1039,3 +1039,73 @@ def _order_summary(order: dict[str, Any]) -> dict[str, Any]:
                "refunds": " ".join(sorted(order.get("refund_ids") or ())),
                "seller_account": order.get("seller_account"), "checkout_id": order.get("checkout_id")}
     return {name: value for name, value in summary.items() if value not in (None, "")}
+
+
+# -- PSPs: circuit breakers (issue 18) ---------------------------------------------------------------------------
+
+psp_app = typer.Typer(no_args_is_help=True, help="The PSPs' circuit breakers: health, open, close.")
+app.add_typer(psp_app, name="psp")
+_BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
+
+
+def _breaker(resources: Resources) -> Any:
+    from functions.shared.breaker import Breaker
+    from functions.shared.config import settings
+
+    resources.export_for_shared_code("psp_health_table")
+    return Breaker.from_settings(settings())
+
+
+def _breaker_row(view: Any) -> dict[str, Any]:
+    return {"psp": view.psp, "state": view.state, "failures": view.failures, "open_until": view.open_until,
+            "last_failure": view.last_failure, "last_failure_at": view.last_failure_at, "trips": view.trips,
+            "updated_at": view.updated_at}
+
+
+def _print_breakers(ops: Ops, views: list[Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(ops, [_breaker_row(view) for view in views])
+        return
+    table = Table("psp", "state", "failures", "open until", "trips", "last failure", "at")
+    for view in views:
+        table.add_row(view.psp, Text(view.state, style=_BREAKER_STYLE.get(view.state, "")), str(view.failures),
+                      view.open_until, str(view.trips), mask_text(view.last_failure), view.last_failure_at)
+    ops.console.print(table)
+
+
+@psp_app.command("health")
+def psp_health(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
+    """Each PSP's breaker: closed (calls go), open (none until `open until`), half_open (the next call probes)."""
+    from functions.shared.routing import ROUTABLE_PSPS
+
+    def body(ops: Ops) -> None:
+        _print_breakers(ops, _breaker(ops.resources).views(ROUTABLE_PSPS), as_json)
+
+    _guarded(ctx, body)
+
+
+@psp_app.command("open")
+def psp_open(
+    ctx: typer.Context,
+    psp: Annotated[str, typer.Argument(help="the PSP (stripe, adyen)")],
+    minutes: Annotated[int, typer.Option("--minutes", min=1, max=24 * 60, help="how long (an announced "
+                                                                                "maintenance)")] = 30,
+) -> None:
+    """Send no calls to a PSP for a while: new charges go where routing's failover sends them, the rest waits."""
+    from functions.shared.breaker import OPEN
+
+    def body(ops: Ops) -> None:
+        _print_breakers(ops, [_breaker(ops.resources).force(psp, OPEN, minutes=minutes, by="ops")], False)
+
+    _guarded(ctx, body)
+
+
+@psp_app.command("close")
+def psp_close(ctx: typer.Context, psp: Annotated[str, typer.Argument(help="the PSP (stripe, adyen)")]) -> None:
+    """Calls go to the PSP again now, failures forgotten (it recovered before its breaker's probe saw it)."""
+    from functions.shared.breaker import CLOSED
+
+    def body(ops: Ops) -> None:
+        _print_breakers(ops, [_breaker(ops.resources).force(psp, CLOSED, by="ops")], False)
+
+    _guarded(ctx, body)

@@ -46,6 +46,7 @@ VALUES: dict[str, Value] = {
     "state_machine_arn": Value(names.OUT_STATE_MACHINE_ARN, runtime.ENV_STATE_MACHINE_ARN),
     "sellers_table": Value(names.OUT_TABLE_NAMES[names.SELLERS], runtime.ENV_SELLERS_TABLE),
     "payouts_table": Value(names.OUT_TABLE_NAMES[names.PAYOUTS], runtime.ENV_PAYOUTS_TABLE),
+    "psp_health_table": Value(names.OUT_TABLE_NAMES[names.PSP_HEALTH], runtime.ENV_PSP_HEALTH_TABLE),
     "payouts_queue_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_QUEUE], runtime.ENV_PAYOUTS_QUEUE_URL),
     "payouts_dlq_url": Value(names.OUT_QUEUE_URLS[names.PAYOUTS_DLQ], runtime.ENV_PAYOUTS_DLQ_URL),
     "notification_endpoints_table": Value(names.OUT_NOTIFICATION_ENDPOINTS_TABLE,

@@ -111,6 +111,12 @@ class Settings(BaseModel):
     # Per-client rate limit (requests per second, all routes) of a key that names none, and its counters' table.
     api_rate_table: str = Field("", validation_alias=names.ENV_API_RATE_TABLE)
     default_rate_limit_per_s: int = Field(default=50, ge=1, le=10_000)
+    # The PSPs' circuit breakers (functions/shared/breaker.py): `breaker_failures` failures of a PSP (unreachable,
+    # timed out, 5xx) within `breaker_window_s` open its breaker; after `breaker_cooldown_s` one call probes it.
+    psp_health_table: str = Field("", validation_alias=names.ENV_PSP_HEALTH_TABLE)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_window_s: int = Field(default=30, ge=1, le=3600)
+    breaker_cooldown_s: int = Field(default=30, ge=1, le=3600)
 
     # Adyen (functions/shared/psp_adyen.py): its test platform unless live, and live needs the company account's
     # live URL prefix (Customer Area > Developers > API URLs); checked here so a wrong one fails at cold start.

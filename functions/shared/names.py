@@ -268,6 +268,8 @@ AUTH_KEY_ID = "key_id"  # the key's first characters: names it in logs without r
 AUTH_ERROR = "error"  # why no client: missing_api_key, invalid_api_key, revoked_api_key
 # Per-client rate limits: one counter item per client and second in ApiRateWindows, expiring (TTL) a minute later.
 ENV_API_RATE_TABLE = "API_RATE_WINDOWS_TABLE"
+# One item per PSP: its circuit breaker (functions/shared/breaker.py), shared by every function that calls it.
+ENV_PSP_HEALTH_TABLE = "PSP_HEALTH_TABLE"
 API_RATE_TTL_ATTRIBUTE = "expires_at"
 AUTH_RETRY_AFTER = "retry_after"  # with AUTH_ERROR rate_limited: whole seconds to wait
 AUTH_RATE_LIMIT = "rate_limit"  # the key's requests per second ("" = the default)

@@ -27,7 +27,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.shared import aws, clock, observability, psp_units
+from functions.shared import aws, breaker, clock, observability, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import (
     NotChargeableAtPsp,
@@ -145,14 +145,18 @@ def rate_limited_retries_class() -> type:
 
         def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
             """The one place every SDK call goes through: its latency, and the class of an answer that is not a
-            2xx (a connection that failed is `network`), as metrics of the calling function."""
+            2xx (a connection that failed is `network`), as metrics of the calling function; and what it says of
+            Stripe's health to its circuit breaker (a 500 Stripe replays for a key says nothing of it)."""
             started = time.perf_counter()
             try:
                 answer = super().request(method, url, headers, post_data)
-            except Exception:
+            except Exception as error:
                 _record_psp_call(started, "network")
+                breaker.record_call(PSP_NAME, down=True, reason=f"{type(error).__name__}: no answer")
                 raise
-            _record_psp_call(started, psp_error_class(answer[1]))
+            status, replayed = answer[1], str((answer[2] or {}).get("Idempotent-Replayed", "")).lower() == "true"
+            _record_psp_call(started, psp_error_class(status))
+            breaker.record_call(PSP_NAME, down=status >= 500 and not replayed, reason=f"HTTP {status}")
             return answer
 
     return RateLimitedRetries

@@ -1529,6 +1529,95 @@ class ApiRateTable:
         return True
 
 
+# -- PSP health: circuit breakers (issue 18) -----------------------------------------------------------------------
+
+
+@dataclass
+class PspHealthTable:
+    """One item per PSP: its circuit breaker (functions/shared/breaker.py). Timestamps are clock.iso() strings,
+    which sort as they compare. A healthy PSP's item is read, never written: writes happen only while it fails
+    and when it recovers."""
+
+    table: str
+    _CHANGED = "ConditionalCheckFailedException"
+
+    @classmethod
+    def from_settings(cls, config: Settings | None = None) -> PspHealthTable:
+        return cls((config or settings()).psp_health_table)
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    def get(self, psp: str) -> dict[str, Any]:
+        answer = self._db.get_item(TableName=self.table, Key=to_item({"psp": psp}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else {}
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every PSP's item (the ops tool's view; one item per PSP)."""
+        return [from_item(item) for page in self._db.get_paginator("scan").paginate(TableName=self.table)
+                for item in page["Items"]]
+
+    def count_failure(self, psp: str, now: str, window_start_after: str, reason: str) -> dict[str, Any]:
+        """One more failure in the current window, or the first of a new one when the last began on or before
+        `window_start_after`. Two tries: a concurrent caller may start the new window between them."""
+        values = {":one": 1, ":now": now, ":after": window_start_after, ":reason": reason[:200]}
+        for _ in range(2):
+            for update, condition in (
+                ("ADD failures :one SET last_failure = :reason, last_failure_at = :now, updated_at = :now",
+                 "window_start > :after"),
+                ("SET failures = :one, window_start = :now, last_failure = :reason, last_failure_at = :now, "
+                 "updated_at = :now", "attribute_not_exists(window_start) OR window_start <= :after"),
+            ):
+                changed = self._update(psp, update, condition, values)
+                if changed is not None:
+                    return changed
+        return self.get(psp)  # other callers kept starting windows between our tries: theirs counted, not ours
+
+    def trip(self, psp: str, now: str, open_until: str, reason: str, *, reopen: bool) -> dict[str, Any] | None:
+        """Open the breaker until `open_until`: from closed, or (`reopen`) again when its probe failed. None when
+        another caller changed it first (it is open already, or closed by a success)."""
+        values = {":open": "open", ":now": now, ":until": open_until, ":zero": 0, ":one": 1, ":reason": reason[:200]}
+        if reopen:
+            condition = "#s = :open AND open_until <= :now"
+        else:
+            condition, values[":closed"] = "attribute_not_exists(#s) OR #s = :closed", "closed"
+        return self._update(
+            psp, "SET #s = :open, opened_at = :now, open_until = :until, failures = :zero, last_failure = :reason, "
+                 "updated_at = :now ADD trips :one REMOVE probe_until, window_start", condition, values,
+            names={"#s": "state"})
+
+    def take_probe(self, psp: str, now: str, lease_until: str) -> bool:
+        """The one call that may try a PSP whose breaker's wait is over (half-open), for `lease_until`."""
+        return self._update(
+            psp, "SET probe_until = :lease, updated_at = :now",
+            "#s = :open AND open_until <= :now AND (attribute_not_exists(probe_until) OR probe_until <= :now)",
+            {":open": "open", ":now": now, ":lease": lease_until}, names={"#s": "state"}) is not None
+
+    def close(self, psp: str, now: str, by: str) -> dict[str, Any]:
+        """Closed, failures forgotten: the PSP answered (`by` says who saw it: a call, an operator)."""
+        changed = self._update(
+            psp, "SET #s = :closed, failures = :zero, closed_at = :now, closed_by = :by, updated_at = :now "
+                 "REMOVE open_until, probe_until, window_start", None,
+            {":closed": "closed", ":zero": 0, ":now": now, ":by": by}, names={"#s": "state"})
+        return changed or {}
+
+    def _update(self, psp: str, update: str, condition: str | None, values: dict[str, Any],
+                names: dict[str, str] | None = None) -> dict[str, Any] | None:
+        request: dict[str, Any] = {"TableName": self.table, "Key": to_item({"psp": psp}), "UpdateExpression": update,
+                                   "ExpressionAttributeValues": to_item(values), "ReturnValues": "ALL_NEW"}
+        if condition:
+            request["ConditionExpression"] = condition
+        if names:
+            request["ExpressionAttributeNames"] = names
+        try:
+            return from_item(self._db.update_item(**request)["Attributes"])
+        except ClientError as error:
+            if aws.error_code(error) == self._CHANGED:
+                return None
+            raise
+
+
 # -- refunds (issue 16 a) ----------------------------------------------------------------------------------------
 
 

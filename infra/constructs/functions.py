@@ -95,7 +95,8 @@ class Functions(Construct):
         self.executor = self._function(
             names.EXECUTOR,
             # Empty base = the real Stripe API; the key is read from SSM at cold start.
-            {names.ENV_PSP_API_BASE: "", names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter},
+            {names.ENV_PSP_API_BASE: "", names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter,
+             names.ENV_PSP_HEALTH_TABLE: tables.psp_health.table_name},
         )
         # The throughput governor: at most this many charges talk to the PSP at once (infra/governor.py).
         self.executor.node.default_child.reserved_concurrent_executions = governor.concurrency(
@@ -236,6 +237,8 @@ class Functions(Construct):
         self._table(self.order_starter, t.payment_orders, ["dynamodb:UpdateItem"])
         # Executor counts its PSP calls on the charge and records the PSP's reference and key generation.
         self._table(self.executor, t.charges, get_update)
+        # ... and reads and moves the PSPs' circuit breakers (functions/shared/breaker.py).
+        self._table(self.executor, t.psp_health, get_update)
         # Wallet: movement guard + balance in one transaction; balances read by query.
         self._table(self.wallet, t.wallet, READ + WRITE)
         # Ledger transactions are immutable: conditional put, and a read to compare on conflict.

@@ -11,6 +11,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
 from infra import names
+from infra.nag import acknowledge
 
 _S = dynamodb.AttributeType.STRING
 
@@ -96,6 +97,21 @@ class Tables(Construct):
             partition_key=dynamodb.Attribute(name="awaiting_seller", type=_S),
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
+        # One item per PSP: its circuit breaker (functions/shared/breaker.py). A few seconds of state, nothing to
+        # restore: no point-in-time recovery, and it goes with the stack.
+        self.psp_health = dynamodb.Table(
+            self,
+            names.PSP_HEALTH,
+            partition_key=dynamodb.Attribute(name="psp", type=_S),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            self.psp_health,
+            "AwsSolutions-DDB3",
+            "A circuit breaker's state per PSP, rebuilt by the next calls: a point-in-time restore would bring back "
+            "a stale state nobody wants.",
+        )
 
     def by_name(self) -> dict[str, dynamodb.Table]:
         return {
@@ -107,6 +123,7 @@ class Tables(Construct):
             names.CHARGES: self.charges,
             names.SELLERS: self.sellers,
             names.PAYOUTS: self.payouts,
+            names.PSP_HEALTH: self.psp_health,
         }
 
 

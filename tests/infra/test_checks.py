@@ -106,9 +106,9 @@ def test_context_switches_to_a_dev_stack_and_another_psp_key(tmp_path, stand_in_
     assert done.returncode == 0, done.stderr
     resources = json.loads((tmp_path / "MarketPay.template.json").read_text())["Resources"]
     stateful = [r for r in resources.values() if r["Type"] in {"AWS::DynamoDB::Table", "AWS::S3::Bucket"}]
-    # fourteen tables (webhooks, notifications, refunds, disputes: one each; API keys and their rate counters),
-    # the bucket, its log bucket
-    assert len(stateful) == 16
+    # fifteen tables (webhooks, notifications, refunds, disputes: one each; API keys and their rate counters; the
+    # PSPs' circuit breakers), the bucket, its log bucket
+    assert len(stateful) == 17
     assert {r["DeletionPolicy"] for r in stateful} == {"Delete"}
     (executor,) = [
         r

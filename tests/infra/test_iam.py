@@ -55,7 +55,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "queue:OrdersQueue": CONSUME,
         "state-machine": START,
     },
-    "Executor": {"table:Charges": GET_UPDATE, PSP_KEY: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"}},
+    "Executor": {"table:Charges": GET_UPDATE, "table:PspHealth": GET_UPDATE, PSP_KEY: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"}},
     "Wallet": {"table:Wallet": READ | WRITE},
     "Ledger": {"table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     "Finalize": {"table:PaymentOrders": GET_UPDATE, "table:PaymentEvents": GET_UPDATE,

@@ -45,7 +45,7 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE", "REFUNDS_TABLE",
                    "REFUNDS_QUEUE_URL"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
-    "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
+    "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PSP_HEALTH_TABLE"},
     "Wallet": set(),
     "Ledger": set(),
     "Finalize": set(),
@@ -88,9 +88,9 @@ def function_id(synth, spec: names.FunctionSpec) -> str:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def test_there_are_exactly_the_eleven_tables_and_no_global_table(template):
-    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes, ApiKeys, ApiRateWindows
-    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1 + 2)
+def test_there_are_exactly_the_fifteen_tables_and_no_global_table(template):
+    # + WebhookEvents, NotificationEndpoints, Refunds, Disputes, ApiKeys, ApiRateWindows, PspHealth
+    template.resource_count_is("AWS::DynamoDB::Table", 8 + 3 + 1 + 2 + 1)
     template.resource_count_is("AWS::DynamoDB::GlobalTable", 0)
 
 
@@ -107,6 +107,16 @@ def test_each_table_has_its_keys_on_demand_billing_pitr_and_is_retained(synth, t
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_the_psp_health_table_is_keyed_by_psp_and_goes_with_the_stack(synth):
+    """A circuit breaker's state: nothing to restore (no point-in-time recovery), deleted with the stack."""
+    resource = synth.resources[table_id(synth, names.PSP_HEALTH)]
+    assert resource["Properties"]["KeySchema"] == [{"AttributeName": "psp", "KeyType": "HASH"}]
+    assert resource["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert "PointInTimeRecoverySpecification" not in resource["Properties"]
+    assert resource["DeletionPolicy"] == "Delete"
+    assert moto_tables.TABLE_KEYS["PspHealth"] == {"hash": "psp"}
 
 
 def test_charges_have_the_keys_only_sweep_index_the_sweeper_reads_and_the_receipts_index_recon_reads(synth):
@@ -530,6 +540,7 @@ def test_outputs_are_exactly_those_the_local_stack_and_ops_read(synth):
         "ChargesTableName",
         "SellersTableName",
         "PayoutsTableName",
+        "PspHealthTableName",
         "PayoutsQueueUrl",
         "PayoutsDlqUrl",
         "AlarmTopicArn",

@@ -32,6 +32,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
     "Disputes": {"hash": "dispute_id"},
     "ApiKeys": {"hash": "key_hash"},
     "ApiRateWindows": {"hash": "window"},
+    "PspHealth": {"hash": "psp"},
 }
 QUEUES = ["OrdersQueue", "WorkflowDlq", "ReviewQueue", "ReconQueue", "PayoutsQueue", "PayoutsDlq", "WebhookQueue",
           "RefundsQueue", "RefundsDlq"]

@@ -1,0 +1,141 @@
+"""The PSPs' circuit breakers (functions/shared/breaker.py): shared through DynamoDB, opened by failures in a window,
+one probe at a time once the wait is over, closed by an answer; forced by an operator."""
+
+import threading
+
+import pytest
+
+from functions.shared import breaker as breakers
+from functions.shared import clock
+from functions.shared.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from functions.shared.tables import PspHealthTable
+
+
+@pytest.fixture
+def table(aws_env):
+    return PspHealthTable.from_settings()
+
+
+def fresh(table, **limits):
+    """A breaker as another process (or another instance) has it: its own cache."""
+    return Breaker(table, **{"failures": 3, "window_s": 30, "cooldown_s": 60, **limits})
+
+
+def fail(breaker, times, psp="stripe"):
+    for _ in range(times):
+        breaker.failed(psp, "APIConnectionError: connection refused")
+
+
+def test_a_healthy_psp_is_read_and_never_written(table):
+    breaker = fresh(table)
+    assert breaker.allows("stripe")
+    breaker.succeeded("stripe")
+    assert table.get("stripe") == {}
+    assert breaker.view("stripe").state == CLOSED
+
+
+def test_failures_within_the_window_open_it_for_every_process(table):
+    one, other = fresh(table), fresh(table)
+    fail(one, 2)
+    assert other.allows("stripe")  # 2 of 3: still closed
+    fail(one, 1)
+    assert table.get("stripe")["state"] == OPEN
+    assert not fresh(table).allows("stripe")  # another instance, its first read
+    view = fresh(table).view("stripe")
+    assert (view.state, view.trips) == (OPEN, 1) and "connection refused" in view.last_failure
+    assert fresh(table).allows("adyen")  # one breaker per PSP
+
+
+def test_failures_spread_beyond_the_window_never_open_it(table):
+    breaker = fresh(table)
+    fail(breaker, 2)
+    clock.advance(31)
+    fail(breaker, 2)  # a new window: 2, not 4
+    assert table.get("stripe").get("state") != OPEN
+    assert int(table.get("stripe")["failures"]) == 2
+
+
+def test_an_answer_closes_it_and_forgets_the_failures(table):
+    breaker = fresh(table)
+    fail(breaker, 2)
+    breaker.succeeded("stripe")
+    fail(breaker, 2)  # counting again from 0
+    assert fresh(table).allows("stripe")
+    assert int(table.get("stripe")["failures"]) == 2
+
+
+def test_after_the_wait_one_caller_probes_and_the_others_wait(table):
+    fail(fresh(table), 3)
+    clock.advance(61)
+    assert fresh(table).view("stripe").state == HALF_OPEN
+    callers = [fresh(table) for _ in range(8)]
+    answers = []
+    threads = [threading.Thread(target=lambda b=b: answers.append(b.allows("stripe"))) for b in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [False] * 7 + [True]
+
+
+def test_a_failed_probe_opens_it_for_another_wait_and_a_good_one_closes_it(table):
+    fail(fresh(table), 3)
+    clock.advance(61)
+    prober = fresh(table)
+    assert prober.allows("stripe")
+    prober.failed("stripe", "HTTP 503")
+    assert not fresh(table).allows("stripe")
+    assert fresh(table).view("stripe").trips == 2
+    clock.advance(61)
+    prober = fresh(table)
+    assert prober.allows("stripe")
+    prober.succeeded("stripe")
+    assert fresh(table).allows("stripe") and fresh(table).view("stripe").state == CLOSED
+
+
+def test_a_failure_while_open_and_waiting_extends_nothing(table):
+    breaker = fresh(table)
+    fail(breaker, 3)
+    until = table.get("stripe")["open_until"]
+    clock.advance(10)
+    fail(fresh(table), 2)  # calls sent before it opened, answering late
+    assert table.get("stripe")["open_until"] == until
+
+
+def test_a_dead_prober_frees_its_lease_after_it(table):
+    fail(fresh(table), 3)
+    clock.advance(61)
+    assert fresh(table).allows("stripe")  # then the process dies: no answer recorded
+    assert not fresh(table).allows("stripe")
+    clock.advance(breakers.PROBE_LEASE_S + 1)
+    assert fresh(table).allows("stripe")
+
+
+def test_each_process_reads_a_psp_once_per_cache_period(table, monkeypatch):
+    breaker = fresh(table)
+    reads = []
+    get = table.get
+    monkeypatch.setattr(table, "get", lambda psp: reads.append(psp) or get(psp))
+    for _ in range(20):
+        assert breaker.allows("stripe")
+        breaker.succeeded("stripe")
+    assert reads == ["stripe"]
+
+
+def test_an_operator_opens_it_for_a_maintenance_and_closes_it(table):
+    operator = fresh(table)
+    view = operator.force("stripe", OPEN, minutes=30, by="ops")
+    assert view.state == OPEN and view.open_until > clock.iso()
+    assert not fresh(table).allows("stripe")
+    clock.advance(29 * 60)
+    assert not fresh(table).allows("stripe")
+    assert operator.force("stripe", CLOSED, by="ops").state == CLOSED
+    assert fresh(table).allows("stripe")
+    assert [v.psp for v in operator.views(("adyen", "stripe"))] == ["adyen", "stripe"]
+
+
+def test_the_process_breaker_comes_from_settings(aws_env):
+    breakers.reset()
+    assert breakers.breaker() is breakers.breaker()
+    assert breakers.breaker().allows("stripe")
+    breakers.reset()
