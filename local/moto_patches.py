@@ -46,7 +46,6 @@ def install() -> None:
     if _installed:
         return
     from moto.dynamodb.models import DynamoDBBackend
-
     from moto.dynamodb.responses import DynamoHandler
 
     for name in ("put_item", "update_item", "delete_item", "batch_write_item",
