@@ -9,10 +9,13 @@ import json
 import pytest
 
 from functions.payment import api, service
+from functions.payment import refunds as refunds_api
+from functions.payment.refunds import RefundNotWired
+from functions.payment.schemas import RefundRequest
 from functions.shared import psp
 from functions.shared.config import reload_settings
 from functions.shared.errors import PspTransientError
-from functions.shared.tables import LedgerTable, PaymentTables, WalletTable
+from functions.shared.tables import LedgerTable, PaymentTables, RefundsTable, WalletTable
 from psp_sandbox.adyen.books import sandbox_encrypted
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
 from tests.integration.test_executor_checkout import begin, run_charge
@@ -178,3 +181,13 @@ def test_without_a_rule_an_adyen_card_is_refused_and_stripe_is_as_before(adyen, 
 def test_the_sandbox_stand_in_for_encryption_carries_no_card_number():
     value = sandbox_encrypted("test_4111111111111111")
     assert "4111" not in value and base64.b64decode(value.split("$", 1)[1]) == b"test_4111111111111111"
+
+
+def test_a_refund_of_an_adyen_charged_order_is_refused_before_anything_is_held(routed):
+    assert post("chk_rf")[0] == 202
+    assert run_charge(begin("chk_rf", "EUR"))["charge_status"] == "SUCCESS"
+    with pytest.raises(RefundNotWired):
+        refunds_api.create_refund("chk_rf_0", RefundRequest.model_validate({"refund_id": "rf_a", "reason": "x"}))
+    order = PaymentTables.from_settings().get_order("chk_rf_0")
+    assert int(order.get("refunded_minor") or 0) == 0 and RefundsTable.from_settings().get("rf_a") is None
+    assert [p["refunded"] for p in adyen_payments(routed, "chk_rf")] == [0]

@@ -148,6 +148,17 @@ def test_the_psps_a_currency_may_reach_before_its_total_is_known():
     assert parse_routing("").possible_psps("EUR") == {"stripe"}
 
 
+def test_a_routing_to_adyen_needs_adyens_settings_to_start():
+    eur = '{"rules": [{"name": "eur", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}'
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):
+        Settings.model_validate(TABLES | {"psp_routing": eur})
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):
+        Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M"})
+    started = Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M",
+                                                "adyen_api_key_parameter": "/p/adyen"})
+    assert started.routing.rules[0].psp == "adyen"
+
+
 def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
     assert Settings.model_validate(TABLES).routing == Routing((), "stripe")
     good = '{"rules": [{"name": "eu", "psp": "stripe", "currencies": ["EUR"]}]}'
