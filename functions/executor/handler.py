@@ -6,6 +6,9 @@ repeated. Declines come back as a `failed` outcome. A PaymentIntent still in req
 challenge's deadline is cancelled here (issue 17). Stripe replaying a stored 500 for the key is handled in
 `_create` (docs/decisions.md 2026-12-04). A checkout of several currencies paid with a single-use PaymentMethod
 first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
+
+A charge routed to another PSP (Adyen) goes through the port only (`_execute_through_port`): none of Stripe's
+steps above run for it (docs/decisions.md 2026-12-07).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     tables = tables or PaymentTables.from_settings()
     if work.psp == OFFLINE_PSP:  # a check or money order: no PSP; the charge's receipt and deadline decide
         return offline_outcome(tables.get_charge(work.charge_key) or {})
+    if work.psp != psp.PSP_NAME:
+        return _execute_through_port(work, tables)
     before = tables.note_psp_call(work.charge_key)
     reference = before.get("psp_reference") or work.psp_reference
     # The PSP knows the charge: its current state, not the replay of a first answer.
@@ -46,6 +51,64 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
         # Secure challenge). Closed before the orders end FAILED, so that it cannot be confirmed again.
         logger.info("payment failed: cancelling the open PaymentIntent")
         result = psp.client_for(work.psp).close_failed(result, work)
+    return result
+
+
+# Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the
+# action would have to reach the storefront and come back through /payments/details, which is not built.
+SHOPPER_ACTION_CODES = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper", "PresentToShopper"})
+SHOPPER_ACTION_NOT_SUPPORTED = "shopper_action_not_supported"
+
+
+def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
+    """A charge at a PSP other than Stripe (Adyen), through the port's charge and look-up only.
+
+    Stripe's steps do not run: no Customer (a card that pays several charges is refused below: Adyen's Drop-in
+    card data pays one payment), no PaymentIntent retrieve, 3-D Secure cancel or close (Adyen answers a shopper
+    action as a resultCode, and a payment the buyer never authenticates is never authorised), no poisoned key
+    (Adyen replays whatever it stored under the key, an `Error` included, which the adapter reads as FAILED).
+    The first call charges; every later call of the charge (a retry after an unclear answer, a re-drive, a known
+    psp_reference) is the look-up, which at Adyen is the same request replayed under the same key: its first
+    answer, or, if the first never arrived, the payment made now. Past KEY_SAFE_AGE the adapter sends nothing and
+    raises PspOutcomeUnknown (a replay could charge twice). Never a second payment."""
+    if work.shares_payment_method:  # the API refuses it; an item from elsewhere is refused before any call
+        raise PspPermanentError(f"{work.psp} charges one currency per card: this checkout has "
+                                f"{', '.join(work.checkout_currencies)}", code="payment_method_single_currency")
+    if work.payment_method_type != "card":
+        raise PspPermanentError(f"{work.psp} charges cards only here, not {work.payment_method_type}",
+                                code="payment_method_not_supported_by_psp")
+    left = psp.time_left_s()
+    if left is not None and left < psp.MIN_CALL_S:  # not sent: the workflow's next try has a whole invocation
+        raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
+    client = psp.client_for(work.psp)
+    before = tables.note_psp_call(work.charge_key)
+    reference = str(before.get("psp_reference") or work.psp_reference)
+    retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
+    try:
+        result = client.look_up(work) if retry else None
+        if result is None:
+            result = client.charge(work, look_up_first=retry)
+    except PspPermanentError as refused:
+        if retry:  # as for Stripe: a refusal of a later call is no proof that an earlier one made nothing
+            raise PspOutcomeUnknown(f"{work.charge_key}: a retried charge was refused: {refused}") from refused
+        raise
+    if reference and result.psp_reference and result.psp_reference != reference:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answers {result.psp_reference}, the charge "
+                                f"recorded {reference}")
+    if result.psp_reference and result.psp_reference != reference:
+        tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
+    if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
+        # Certain: the action never reaches the buyer, so the payment is never authorised (it expires at the PSP).
+        logger.warning("the PSP asks for a shopper action this integration cannot hand over",
+                       extra={"psp_status": result.psp_status})
+        return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                                f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
+                                "supported for this PSP")
+    if result.outcome == psp.PENDING:
+        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification, whose receiver is not built,
+        # and a replay would only repeat this answer: a human decides (settlement file, Customer Area).
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}; its outcome comes "
+                                "by notification, which is not received yet")
     return result
 
 

@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.ledger import journal
 from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
+from functions.shared.errors import PspNotRoutable
 from functions.shared.money import Money
 from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import CORRELATION_FIELD, service_metrics
@@ -98,8 +99,14 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
 
 def _psp_of(refund: dict[str, Any]) -> psp.PspClient:
     """The adapter of the PSP that charged the refund's order (recorded on the refund). Reversals are not its:
-    pay-outs and their reversals stay on Stripe Connect whoever charged."""
-    return psp.client_for(refund.get("psp") or psp.PSP_NAME)
+    pay-outs and their reversals stay on Stripe Connect whoever charged. Only Stripe's refunds are wired: the
+    poll here (retrieve_refund) is Stripe's, and an Adyen refund's outcome comes by a REFUND notification that
+    nothing receives yet, so a refund at another PSP is PspNotRoutable, sent nowhere (docs/decisions.md
+    2026-12-07)."""
+    name = refund.get("psp") or psp.PSP_NAME
+    if name != psp.PSP_NAME:
+        raise PspNotRoutable(f"refunds at PSP {name!r} are not wired: only {psp.PSP_NAME}'s")
+    return psp.client_for(name)
 
 
 def _debit_returned(order: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ from functions.payment.schemas import RefundRequest, RefundSummary, RefundView, 
 from functions.shared import clock, psp_units, queues
 from functions.shared.errors import AwsTransientError, DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
 from functions.shared.money import Money, MoneyError
+from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
@@ -51,6 +52,18 @@ def fingerprint(payment_order_id: str, request: RefundRequest) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
+# The PSPs whose refunds the Refund worker makes (functions/executor/refund.py _psp_of), and a check's or money
+# order's, which have no PSP refund (offline). Adyen's are not wired: its outcome comes by REFUND notification.
+REFUNDABLE_AT = ("stripe", OFFLINE_PSP)
+
+
+class RefundNotWired(DomainError):
+    """A refund of an order charged at a PSP whose refunds are not wired (Adyen, for now): refused, nothing held."""
+
+    code = "refund_not_supported_for_psp"
+    http_status = 409
+
+
 def create_refund(payment_order_id: str, request: RefundRequest, tables: RefundsTable | None = None, *,
                   taken_back_by_psp: str = "", correlation_id: str = "") -> tuple[RefundView, bool]:
     """Accept the refund: returns its answer as first given and whether this call was a replay. The refund and
@@ -71,6 +84,10 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
         raise NotFound(f"payment order {payment_order_id} not found", code="payment_order_not_found")
     if order["payment_order_status"] != OrderStatus.SUCCESS.value:
         raise OrderNotSettled(f"payment order {payment_order_id} is {order['payment_order_status']}, not SUCCESS")
+    if (order.get("psp") or "stripe") not in REFUNDABLE_AT and not taken_back_by_psp:
+        # Checked before anything is reserved: a refund the worker cannot make would hold the order's amount.
+        raise RefundNotWired(f"payment order {payment_order_id} was charged at {order['psp']}, whose refunds are "
+                             "not wired yet: refund it in the PSP's own dashboard and tell the platform's operators")
     gross = Money(int(order["amount_minor"]), order["currency"])
     amount = _amount(request, gross, int(order.get("refunded_minor") or 0))
     now = clock.iso()

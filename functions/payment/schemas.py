@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from functions.shared import psp_units
+from functions.shared import adyen_units, psp_units
+from functions.shared.config import settings
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.routing import ADYEN, DEFAULT_PSP, Charge, Route, Routing
 from functions.shared.status import PayoutStatus
 
 # One DynamoDB transaction holds the event, every order and one charge per currency (limit 100 items).
@@ -79,6 +93,44 @@ class MandateData(ApiModel):
     customer_acceptance: CustomerAcceptance
 
 
+# Each PSP's checks of an amount (functions/shared/psp_units.py: Stripe's; adyen_units.py: Adyen's): `unit` whether
+# one order's amount can be represented, `chargeable` whether a charge's total can be charged.
+PSP_AMOUNT_CHECKS: dict[str, tuple[Callable[[Money], Any], Callable[[Money], Any]]] = {
+    DEFAULT_PSP: (psp_units.to_stripe_amount, psp_units.check_chargeable),
+    ADYEN: (adyen_units.adyen_amount, adyen_units.check_chargeable),
+}
+
+
+def _routing() -> Routing:
+    """The routing the API places checkouts with (settings' PSP_ROUTING). A process without the functions'
+    settings (unit tests, the OpenAPI generator) validates with the default routing: no checkout can be placed
+    there anyway, since placing one reads the same settings."""
+    try:
+        return settings().routing
+    except ValidationError:
+        return Routing()
+
+
+Encrypted = Annotated[str, StringConstraints(pattern=r"^[^\s]{1,5000}$")]
+
+
+class AdyenCard(ApiModel):
+    """A card as Adyen's Drop-in or Card Component gives it (`state.data.paymentMethod`), for a checkout whose charge
+    is routed to Adyen: its fields encrypted in the browser with Adyen's public key, which only Adyen can read.
+    Passed on to Adyen exactly as sent. A card number in clear anywhere in the body is refused before parsing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["scheme"]
+    encryptedCardNumber: Encrypted  # Adyen's own field names, passed on as they are
+    encryptedExpiryMonth: Encrypted
+    encryptedExpiryYear: Encrypted
+    encryptedSecurityCode: Encrypted | None = None
+    holderName: Annotated[str, StringConstraints(max_length=100)] | None = None
+    brand: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,40}$")] | None = None
+    checkoutAttemptId: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
 class PaymentMethodInfo(ApiModel):
     """A checkout's payment method as Stripe.js creates it: a card token (pm_...), maybe from a wallet (Apple Pay,
     Google Pay), or a PayPal PaymentMethod (pm_..., type paypal) with the storefront's `return_url`, where PayPal
@@ -89,6 +141,8 @@ class PaymentMethodInfo(ApiModel):
 
     type: Literal["card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order"]
     token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")] | None = None
+    # A card for Adyen instead of a Stripe token: for a checkout routed to Adyen (its one currency's charge)
+    adyen: AdyenCard | None = None
     wallet: Literal["apple_pay", "google_pay"] | None = None
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
     mandate_data: MandateData | None = None
@@ -99,6 +153,10 @@ class PaymentMethodInfo(ApiModel):
             if self.token is not None or self.wallet is not None:
                 raise PydanticCustomError("offline_payment_method_has_token",
                                           "a {type} has no token and no wallet", {"type": self.type})
+        elif self.adyen is not None:
+            if self.type != "card" or self.token is not None or self.wallet is not None:
+                raise PydanticCustomError("payment_method_ambiguous",
+                                          "adyen is a card (type card), sent instead of a token and a wallet")
         elif self.token is None:
             raise PydanticCustomError("payment_method_token_missing", "a {type} payment_method needs its token",
                                       {"type": self.type})
@@ -124,6 +182,11 @@ class PaymentMethodInfo(ApiModel):
     def is_offline(self) -> bool:
         return self.type in OFFLINE_PAYMENT_METHOD_TYPES
 
+    @property
+    def psp(self) -> str:
+        """The PSP that can charge this payment method: whose token (or encrypted card) it is."""
+        return ADYEN if self.adyen is not None else DEFAULT_PSP
+
 
 class PaymentOrderRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
@@ -144,14 +207,21 @@ class PaymentOrderRequest(ApiModel):
 
     @model_validator(mode="after")
     def _valid_money(self) -> PaymentOrderRequest:
-        self.money()
+        """A positive amount the PSP of its charge can represent: the route PaymentRequest found for its currency
+        (`_order_routes`); an order validated on its own is checked against every PSP its currency may reach."""
+        money = self.money()
+        routes = _order_routes.get()
+        if routes is None or money.currency not in routes and "*" not in routes:
+            psps = _routing().possible_psps(money.currency)
+        else:
+            psps = frozenset({routes.get(money.currency) or routes["*"]})
+        with _refused_by_psp():
+            for psp in sorted(psps, reverse=True):  # Stripe's refusal first
+                PSP_AMOUNT_CHECKS[psp][0](money)
         return self
 
     def money(self) -> Money:
-        money = positive_money(self.amount, self.currency)
-        with _refused_by_psp():
-            psp_units.to_stripe_amount(money)
-        return money
+        return positive_money(self.amount, self.currency)
 
 
 class PaymentRequest(ApiModel):
@@ -163,13 +233,30 @@ class PaymentRequest(ApiModel):
     payment_method: PaymentMethodInfo | None = None
     payment_orders: list[PaymentOrderRequest] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
 
+    @field_validator("payment_orders", mode="wrap")
+    @classmethod
+    def _orders_see_their_route(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """Each order's amount is checked against the PSP its currency's charge is routed to: routed here from the
+        raw orders (the charge's total, sellers, method and country), before the orders are validated."""
+        token = _order_routes.set(_raw_routes(value, info.data))
+        try:
+            return handler(value)
+        finally:
+            _order_routes.reset(token)
+
     @field_validator("payment_orders")
     @classmethod
-    def _charges_within_psp_limits(cls, orders: list[PaymentOrderRequest]) -> list[PaymentOrderRequest]:
-        # The PSP charges once per currency for the sum of its orders: its minimum and maximum apply to that sum.
+    def _charges_within_psp_limits(cls, orders: list[PaymentOrderRequest], info: ValidationInfo
+                                   ) -> list[PaymentOrderRequest]:
+        # The PSP charges once per currency for the sum of its orders: the routed PSP's minimum and maximum apply to
+        # that sum. (Fields declared above payment_orders are in info.data when they were valid.)
+        method, buyer = info.data.get("payment_method"), info.data.get("buyer_info")
+        routes = {} if method is not None and method.is_offline else charge_routes(
+            orders, method.type if method is not None else "card", buyer.country if buyer is not None else None)
         for total in currency_totals(orders).values():
+            route = routes.get(total.currency, Route(DEFAULT_PSP, ""))
             with _refused_by_psp(f"{total.currency} total of the checkout: "):
-                psp_units.check_chargeable(total)
+                PSP_AMOUNT_CHECKS[route.psp][1](total)
         return orders
 
     @model_validator(mode="after")
@@ -182,7 +269,11 @@ class PaymentRequest(ApiModel):
     @property
     def token(self) -> str:
         """The PSP PaymentMethod the checkout is charged with, whichever field carried it; for a check or money
-        order, its type (what the orders and charges store as their payment_method)."""
+        order, its type (what the orders and charges store as their payment_method); for an Adyen card, its
+        `paymentMethod` object as canonical JSON (what functions/shared/psp_adyen.py sends)."""
+        if self.payment_method is not None and self.payment_method.adyen is not None:
+            return json.dumps(self.payment_method.adyen.model_dump(exclude_none=True), sort_keys=True,
+                              separators=(",", ":"))
         if self.payment_method is not None:
             return self.payment_method.token or self.payment_method.type
         assert self.credit_card_info is not None
@@ -237,6 +328,30 @@ class PaymentRequest(ApiModel):
         return self
 
     @model_validator(mode="after")
+    def _routed_where_the_method_can_be_charged(self) -> PaymentRequest:
+        """A token (or an encrypted card) can be charged only at the PSP that issued it: every charge of the
+        checkout must be routed there. An Adyen card pays one payment: its checkout has one currency."""
+        method = self.payment_method
+        if method is not None and method.is_offline:
+            return self
+        owner = method.psp if method is not None else DEFAULT_PSP
+        kind = method.type if method is not None else "card"
+        country = self.buyer_info.country
+        routes = charge_routes(self.payment_orders, kind, country)
+        elsewhere = sorted(f"{currency} to {route.psp}" for currency, route in routes.items() if route.psp != owner)
+        if elsewhere:
+            raise PydanticCustomError(
+                "payment_method_not_for_routed_psp",
+                "this payment method is {owner}'s, and the checkout's charges are routed {routes}: send the card "
+                "as that PSP's token (payment_method.token for stripe, payment_method.adyen for adyen)",
+                {"owner": owner, "routes": ", ".join(elsewhere)})
+        if owner == ADYEN and len(routes) > 1:
+            raise PydanticCustomError("payment_method_single_currency",
+                                      "an Adyen card pays one currency's charge; this checkout has {currencies}",
+                                      {"currencies": ", ".join(sorted(routes))})
+        return self
+
+    @model_validator(mode="after")
     def _unique_order_ids(self) -> PaymentRequest:
         seen: set[str] = set()
         for order in self.payment_orders:
@@ -269,6 +384,46 @@ def positive_money(amount: str, currency: str) -> Money:
     if not money.is_positive():
         raise PydanticCustomError("amount_not_positive", "amount must be greater than zero")
     return money
+
+
+# The PSP of each currency's charge while PaymentRequest validates its orders ({"*": psp} for all currencies).
+_order_routes: ContextVar[dict[str, str] | None] = ContextVar("order_routes", default=None)
+
+
+def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
+    """The route of each currency of raw orders (dicts from JSON, or models), as placing will route them. An order
+    whose amount cannot be read is left out (it fails its own validation); so is a currency with none readable."""
+    method, buyer = data.get("payment_method"), data.get("buyer_info")
+    if method is not None and method.is_offline:
+        return {"*": DEFAULT_PSP}  # no PSP charges a check: Stripe's units, as always
+    if not isinstance(value, list):
+        return None
+    totals: dict[str, Money] = {}
+    sellers: dict[str, set[str]] = {}
+    for raw in value:
+        fields = raw if isinstance(raw, dict) else getattr(raw, "__dict__", {})
+        try:
+            money = Money.from_major(fields.get("amount"), fields.get("currency"))
+        except (MoneyError, TypeError, ValueError, AttributeError):
+            continue
+        totals[money.currency] = totals.get(money.currency, Money.zero(money.currency)) + money
+        sellers.setdefault(money.currency, set()).add(str(fields.get("seller_account")))
+    routing = _routing()
+    kind = method.type if method is not None else "card"
+    country = buyer.country if buyer is not None else None
+    return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency]))).psp
+            for currency, total in totals.items()}
+
+
+def charge_routes(orders: list[PaymentOrderRequest], method: str, country: str | None) -> dict[str, Route]:
+    """Each currency's charge's route (functions/shared/routing.py), as placing the checkout will route it: its
+    total, the method, the buyer's country and its sellers (functions/payment/service.py route_charges)."""
+    sellers: dict[str, set[str]] = {}
+    for order in orders:
+        sellers.setdefault(order.money().currency, set()).add(order.seller_account)
+    routing = _routing()
+    return {currency: routing.route(Charge(total, method, country, frozenset(sellers[currency])))
+            for currency, total in currency_totals(orders).items()}
 
 
 def currency_totals(orders: list[PaymentOrderRequest]) -> dict[str, Money]:

@@ -122,16 +122,33 @@ class Settings(BaseModel):
     # live URL prefix (Customer Area > Developers > API URLs); checked here so a wrong one fails at cold start.
     adyen_environment: Literal["test", "live"] = "test"
     adyen_live_prefix: str = Field("", pattern=r"^([A-Za-z0-9]+(-[A-Za-z0-9]+)*)?$", max_length=100)
+    # Read as Stripe's are: the API key and the notifications' HMAC key (hex) from SSM SecureString parameters when
+    # deployed (ADYEN_API_KEY_PARAMETER, ADYEN_HMAC_KEY_PARAMETER), or as values in tests and the local stack
+    # (ADYEN_API_KEY, ADYEN_HMAC_KEY). The merchant account is not a secret. ADYEN_CHECKOUT_BASE overrides the
+    # environment's URL: the Adyen sandbox's http://127.0.0.1:<port>/v71, locally only.
+    adyen_api_key: str = ""
+    adyen_api_key_parameter: str = ""
+    adyen_hmac_key: str = ""
+    adyen_hmac_key_parameter: str = ""
+    adyen_merchant_account: str = Field("", max_length=80)
+    adyen_checkout_base: str = Field("", pattern=r"^(https?://[^\s]+)?$", max_length=300)
 
     @model_validator(mode="after")
     def _adyen_live_has_prefix(self) -> Settings:
         if self.adyen_environment == "live" and not self.adyen_live_prefix:
             raise ValueError("ADYEN_ENVIRONMENT=live needs ADYEN_LIVE_PREFIX")
+        if self.adyen_environment == "live" and self.adyen_checkout_base:
+            raise ValueError("ADYEN_CHECKOUT_BASE (the sandbox's URL) cannot be set with ADYEN_ENVIRONMENT=live")
         return self
 
     @model_validator(mode="after")
     def _routing_is_readable(self) -> Settings:
         self._routing = parse_routing(self.psp_routing, default=self.psp_name)
+        if any(rule.psp == "adyen" for rule in self._routing.rules) and not (
+                self.adyen_merchant_account and (self.adyen_api_key or self.adyen_api_key_parameter)):
+            # else checkouts would be placed for a charge step that cannot reach Adyen
+            raise ValueError("PSP_ROUTING routes to adyen: ADYEN_MERCHANT_ACCOUNT and ADYEN_API_KEY_PARAMETER "
+                             "(or ADYEN_API_KEY locally) must be set")
         return self
 
     @property

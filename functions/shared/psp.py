@@ -778,20 +778,69 @@ def client() -> PspClient:
         return _client
 
 
-def client_for(name: str) -> PspClient:
-    """THE one place an adapter is picked by a PSP's name (a charge's or a refund's recorded `psp`). Only Stripe's
-    money path is whole; routing refuses every other PSP (functions/shared/routing.py ROUTABLE_PSPS), so another
-    name here is an item no configuration made: PspNotRoutable, dead-lettered for a human, sent nowhere."""
-    if name != PSP_NAME:
-        raise PspNotRoutable(f"no money path for PSP {name!r}: only {PSP_NAME} is routable")
-    return client()
+ADYEN = "adyen"  # functions/shared/psp_adyen.py PSP_NAME (not imported here: that imports the Adyen library)
+_adyen: tuple[tuple[str, ...], Any] | None = None  # (what it was built from, the AdyenPsp)
+
+
+def client_for(name: str) -> Any:
+    """THE one place an adapter is picked by a PSP's name (a charge's or a refund's recorded `psp`): Stripe's
+    PspClient (`client()`, unchanged) or the Adyen adapter (`adyen_client()`, functions/shared/psp_adyen.py).
+    Another name is an item no configuration made (routing refuses it: functions/shared/routing.py
+    ROUTABLE_PSPS): PspNotRoutable, dead-lettered for a human, sent nowhere. Callers that need more than the port
+    (functions/shared/psp_port.py) check the name first: Stripe's extra steps exist on PspClient only."""
+    if name == PSP_NAME:
+        return client()
+    if name == ADYEN:
+        return adyen_client()
+    raise PspNotRoutable(f"no money path for PSP {name!r}: only {PSP_NAME} and {ADYEN} are wired")
+
+
+def adyen_client() -> Any:
+    """The process's Adyen adapter, built from the settings (merchant account, environment, live prefix, the
+    sandbox's checkout base, the call budget) and the API key, read as Stripe's is (SSM through Powertools' cache,
+    so a rotated key is used within five minutes; a 401/403 in between is transient and retried). Rebuilt when any
+    of them changes. The Adyen library is imported here, on first use: a process that never charges at Adyen does
+    not pay its import (90-190 ms, docs/decisions.md 2026-12-06)."""
+    global _adyen
+    config = settings()
+    if config.adyen_api_key_parameter:
+        key = str(_ssm().get(config.adyen_api_key_parameter, decrypt=True, max_age=300))
+    elif config.adyen_api_key:
+        key = config.adyen_api_key
+    else:
+        raise RuntimeError("ADYEN_API_KEY_PARAMETER (deployed) or ADYEN_API_KEY (local) must be set to charge at Adyen")
+    if not config.adyen_merchant_account:
+        raise RuntimeError("ADYEN_MERCHANT_ACCOUNT must be set to charge at Adyen")
+    built_from = (key, config.adyen_merchant_account, config.adyen_environment, config.adyen_live_prefix,
+                  config.adyen_checkout_base, str(config.psp_timeout_s))
+    with _lock:
+        if _adyen is None or _adyen[0] != built_from:
+            from functions.shared.psp_adyen import AdyenPsp
+
+            _adyen = (built_from, AdyenPsp(key, config.adyen_merchant_account, environment=config.adyen_environment,
+                                           live_prefix=config.adyen_live_prefix,
+                                           checkout_base=config.adyen_checkout_base,
+                                           timeout_s=config.psp_timeout_s))
+        return _adyen[1]
+
+
+def adyen_hmac_key() -> str:
+    """The HMAC key (hex) Adyen signs notifications with, read as the webhook secret is; for AdyenPsp's
+    verify_webhook (`secret`)."""
+    config = settings()
+    if config.adyen_hmac_key_parameter:
+        return str(_ssm().get(config.adyen_hmac_key_parameter, decrypt=True, max_age=WEBHOOK_SECRET_MAX_AGE_S))
+    if not config.adyen_hmac_key:
+        raise RuntimeError("ADYEN_HMAC_KEY_PARAMETER (deployed) or ADYEN_HMAC_KEY (tests) must be set")
+    return config.adyen_hmac_key
 
 
 def reset_client() -> None:
     """Forget the client and make the next key read skip the cache (tests; a 401/403 after a rotation)."""
-    global _client, _force_fetch
+    global _client, _force_fetch, _adyen
     with _lock:
         _client = None
+        _adyen = None
         _force_fetch = True
 
 

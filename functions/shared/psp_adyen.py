@@ -30,9 +30,14 @@ import Adyen
 from Adyen.services.checkout import ModificationsApi, PaymentsApi
 
 from functions.shared import clock
+from functions.shared.adyen_units import (  # noqa: F401 - ADYEN_EXPONENTS re-exported: it was defined here
+    ADYEN_EXPONENTS,
+    adyen_amount,
+    from_adyen_amount,
+)
 from functions.shared.errors import PspOutcomeUnknown, PspPermanentError, PspTransientError
 from functions.shared.models import ChargeWork
-from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.money import Money, MoneyError
 from functions.shared.names import charge_idempotency_key, refund_idempotency_key
 from functions.shared.psp_port import (
     FAILED,
@@ -54,34 +59,10 @@ _KEY_NAMESPACE = uuid.UUID("6f1c3a52-8a2e-5d4b-9c1e-2b7f0e4d9a61")  # fixed for 
 KEY_SAFE_AGE = timedelta(days=6)  # Adyen keeps a key at least 31 days (7 in its older page): replays are safe within
 IN_FLIGHT_ERROR = "704"  # "request already processed or in progress": the key's first request is still running
 
-# Adyen's currency table (docs.adyen.com/development-resources/currency-codes) where it differs from ISO 4217, which
-# our Money follows: CLP is sent with 2 decimals (ISO: 0), ISK with 2 (ISO: 0; the table's note). JPY and KRW are 0,
-# BHD, IQD, JOD, KWD, LYD, OMR and TND 3, as in ISO. (CVE, 0 at Adyen and 2 in ISO, is not a currency we accept.)
-ADYEN_EXPONENTS = {"CLP": 2, "ISK": 2}
+# Adyen's units (its currency table) are functions/shared/adyen_units.py: pure, so the API checks with them.
 
 _PENDING_CODES = {"Pending", "Received", "RedirectShopper", "IdentifyShopper", "ChallengeShopper",
                   "PresentToShopper", "AuthenticationNotRequired", "AuthenticationFinished"}
-
-
-def adyen_amount(money: Money) -> dict[str, Any]:
-    """Our Money as Adyen's `amount` object, in Adyen's minor units."""
-    shift = ADYEN_EXPONENTS.get(money.currency, CURRENCY_EXPONENTS[money.currency]) - CURRENCY_EXPONENTS[money.currency]
-    return {"currency": money.currency, "value": money.minor * 10**shift}
-
-
-def from_adyen_amount(amount: dict[str, Any]) -> Money:
-    """Adyen's `amount` object back in our units; MoneyError if it is not a whole number of ours."""
-    currency = str(amount.get("currency", ""))
-    value = amount.get("value")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MoneyError("invalid_amount", f"Adyen amount value {value!r} is not an integer")
-    exponent = CURRENCY_EXPONENTS.get(currency.upper())
-    if exponent is None:
-        raise MoneyError("invalid_currency", f"unknown currency {currency!r}")
-    step = 10 ** (ADYEN_EXPONENTS.get(currency.upper(), exponent) - exponent)
-    if value % step:
-        raise MoneyError("invalid_amount", f"{value} {currency} is not a whole number of our minor units")
-    return Money(value // step, currency)
 
 
 def key_aged(work: ChargeWork) -> bool:

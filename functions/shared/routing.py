@@ -29,10 +29,14 @@ from typing import Any
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 
 DEFAULT_PSP = "stripe"
-# PSPs with the whole money path wired (executor charge steps, refunds, transfers, webhooks, recon). Adyen's adapter
-# passes the contract suite but its executor branch is not built: routing to it is refused until it is (decisions.md).
-ROUTABLE_PSPS: tuple[str, ...] = (DEFAULT_PSP,)
+ADYEN = "adyen"
+# PSPs whose charges are wired (the executor's charge step). Adyen charges cards through the port (functions/executor/
+# handler.py); its refunds, notifications and recon are not wired yet (docs/decisions.md 2026-12-07).
+ROUTABLE_PSPS: tuple[str, ...] = (DEFAULT_PSP, ADYEN)
 METHODS = ("card", "paypal", "sepa_debit", "us_bank_account")  # online methods; checks and money orders never route
+# The methods a PSP charges here (absent: all of METHODS). A rule routing to Adyen must name cards only, and Adyen
+# cannot be the default, which takes every method: a PayPal or SEPA checkout is never routed where it cannot be paid.
+PSP_METHODS: dict[str, tuple[str, ...]] = {ADYEN: ("card",)}
 MAX_RULES = 100
 MAX_LIST = 1000  # entries of one criterion (sellers are the long ones)
 _RULE_KEYS = {"name", "psp", "currencies", "methods", "buyer_countries", "sellers", "amount"}
@@ -95,12 +99,27 @@ class Routing:
                 return Route(rule.psp, rule.name)
         return Route(self.default, "")
 
+    def possible_psps(self, currency: str) -> frozenset[str]:
+        """Every PSP a charge in `currency` may be routed to, whatever its amount, method, country and sellers: what
+        a single order can be checked against before its charge's total is known. Rules are read in order; one that
+        asks nothing but the currency ends the list (nothing after it is reached)."""
+        psps: set[str] = set()
+        for rule in self.rules:
+            bound = rule.amount_min or rule.amount_max
+            if (rule.currencies is not None and currency not in rule.currencies) or (
+                    bound is not None and bound.currency != currency):
+                continue
+            psps.add(rule.psp)
+            if bound is None and rule.methods is None and rule.buyer_countries is None and rule.sellers is None:
+                return frozenset(psps)
+        return frozenset(psps | {self.default})
+
 
 def parse_routing(text: str, default: str = DEFAULT_PSP, routable: Iterable[str] = ROUTABLE_PSPS) -> Routing:
     """The routing of the `PSP_ROUTING` text ("" or absent: no rules, `default` for everything)."""
     allowed = tuple(routable)
     if not text.strip():
-        return Routing((), _psp(default, allowed, "the default"))
+        return Routing((), _default(default, allowed))
     try:
         config = json.loads(text)
     except ValueError as error:
@@ -114,7 +133,7 @@ def parse_routing(text: str, default: str = DEFAULT_PSP, routable: Iterable[str]
     names = [rule.name for rule in parsed]
     if len(set(names)) != len(names):
         raise RoutingConfigError("two rules have the same name")
-    return Routing(parsed, _psp(config.get("default", default), allowed, "the default"))
+    return Routing(parsed, _default(config.get("default", default), allowed))
 
 
 def _rule(raw: Any, index: int, allowed: tuple[str, ...]) -> Rule:
@@ -137,8 +156,20 @@ def _rule(raw: Any, index: int, allowed: tuple[str, ...]) -> Rule:
         currency = (amount_min or amount_max).currency  # type: ignore[union-attr]
         if currencies is not None and currencies != {currency}:
             raise RoutingConfigError(f"{where}: an amount range in {currency} with other currencies listed")
-    return Rule(name, _psp(raw.get("psp"), allowed, where), currencies, methods, countries, sellers,
-                amount_min, amount_max)
+    psp = _psp(raw.get("psp"), allowed, where)
+    only = PSP_METHODS.get(psp)
+    if only is not None and (methods is None or not methods <= set(only)):
+        raise RoutingConfigError(f"{where}: {psp} charges {', '.join(only)} only here: the rule must say "
+                                 f"\"methods\": {json.dumps(list(only))}")
+    return Rule(name, psp, currencies, methods, countries, sellers, amount_min, amount_max)
+
+
+def _default(value: Any, allowed: tuple[str, ...]) -> str:
+    psp = _psp(value, allowed, "the default")
+    if psp in PSP_METHODS:
+        raise RoutingConfigError(f"the default takes every method; {psp} charges {', '.join(PSP_METHODS[psp])} only: "
+                                 "route to it by rules")
+    return psp
 
 
 def _psp(value: Any, allowed: tuple[str, ...], where: str) -> str:

@@ -5,10 +5,16 @@ Card payments take Adyen's test values for the Checkout-encrypted fields (`encry
 number is checked (Luhn) and dropped at once, only its last four digits are kept (Adyen's `cardSummary`). The
 outcome is chosen as at Adyen's test platform, by `holderName` (docs.adyen.com/development-resources/testing/
 result-codes): DECLINED, CARD_EXPIRED, ... Anything else that is not a test value cannot be decrypted: refused.
+
+A test value may also come "encrypted" as the sandbox's stand-in for Adyen's client-side encryption,
+`adyenjs_sbx$` + base64 of the test value (`sandbox_encrypted`): what a browser would send through our API, which
+refuses any body carrying a card number in clear (functions/shared/pan.py), as Adyen's real ciphertext carries none.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import threading
@@ -19,6 +25,7 @@ from ..clock import SimulatedClock
 
 KEY_LIFETIME_S = 31 * 24 * 3600  # Adyen keeps a key "a minimum period of 31 days" (its API idempotency page)
 TEST_PREFIX = "test_"
+SANDBOX_ENCRYPTED = "adyenjs_sbx$"  # + base64 of a test_ value: the sandbox's stand-in for Adyen's ciphertext
 
 # holderName → (resultCode, refusalReason, refusalReasonCode), from Adyen's "Values for testing refusal reasons".
 TEST_HOLDER_NAMES: dict[str, tuple[str, str, str]] = {
@@ -224,14 +231,30 @@ def _card(method: Any) -> tuple[str, str, str]:
     if not isinstance(method, dict) or method.get("type") != "scheme":
         raise invalid("Required object 'paymentMethod' is not provided or not a card (type scheme)")
     fields = ("encryptedCardNumber", "encryptedExpiryMonth", "encryptedExpiryYear", "encryptedSecurityCode")
-    if any(not str(method.get(name, "")).startswith(TEST_PREFIX) for name in fields):
+    values = {name: _decrypted(method.get(name, "")) for name in fields}
+    if any(not value.startswith(TEST_PREFIX) for value in values.values()):
         raise invalid("Unable to decrypt data: the sandbox takes Adyen's test_ values only", "174")
-    number = str(method["encryptedCardNumber"])[len(TEST_PREFIX):]
+    number = values["encryptedCardNumber"][len(TEST_PREFIX):]
     if not (12 <= len(number) <= 19 and number.isdigit() and _luhn(number)):
         raise AdyenApiError(422, "sbx_invalid_card", "Invalid card number")
     summary = number[-4:]
     result_code, reason, _code = TEST_HOLDER_NAMES.get(str(method.get("holderName", "")), ("Authorised", "", ""))
     return result_code, reason, summary
+
+
+def sandbox_encrypted(value: str) -> str:
+    """A test value as the sandbox's stand-in for a browser-encrypted field (no card number in clear in it)."""
+    return SANDBOX_ENCRYPTED + base64.b64encode(value.encode()).decode()
+
+
+def _decrypted(value: Any) -> str:
+    text = str(value or "")
+    if not text.startswith(SANDBOX_ENCRYPTED):
+        return text
+    try:
+        return base64.b64decode(text[len(SANDBOX_ENCRYPTED):], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
 
 
 def _luhn(number: str) -> bool:

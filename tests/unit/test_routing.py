@@ -22,7 +22,7 @@ from functions.shared.routing import (
     parse_routing,
 )
 
-BOTH = ("stripe", "adyen")  # what the rules may name in these tests; the deployed routable set is Stripe only
+BOTH = ("stripe", "psp2")  # what the rules may name in these tests: a second PSP that takes every method
 TABLES = {name: "t" for name in ("payment_events_table", "payment_orders_table", "wallet_table", "ledger_table")}
 
 
@@ -49,15 +49,15 @@ charges = st.builds(
 def test_without_configuration_everything_goes_to_stripe(c: Charge):
     assert parse_routing("").route(c).psp == "stripe"
     assert parse_routing("", default="stripe").route(c).rule == ""
-    assert ROUTABLE_PSPS == ("stripe",)
+    assert ROUTABLE_PSPS == ("stripe", "adyen")
 
 
 def test_the_first_matching_rule_wins():
-    rules = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]},
+    rules = routing({"name": "nl", "psp": "psp2", "buyer_countries": ["NL"]},
                     {"name": "eur", "psp": "stripe", "currencies": ["EUR"]},
-                    {"name": "all", "psp": "adyen"})
+                    {"name": "all", "psp": "psp2"})
     assert rules.route(charge(country="NL")) == rules.route(charge(country="NL", currency="USD", amount="1.00"))
-    assert (rules.route(charge(country="NL")).psp, rules.route(charge(country="NL")).rule) == ("adyen", "nl")
+    assert (rules.route(charge(country="NL")).psp, rules.route(charge(country="NL")).rule) == ("psp2", "nl")
     assert (rules.route(charge(country="DE")).psp, rules.route(charge(country="DE")).rule) == ("stripe", "eur")
     assert rules.route(charge(country="DE", currency="USD")).rule == "all"
 
@@ -73,16 +73,16 @@ def test_the_first_matching_rule_wins():
     ({"amount": {"currency": "JPY", "min": "1000", "max": "2000"}}, charge("1500", "JPY"), charge("2001", "JPY")),
 ])
 def test_each_criterion(rule: dict[str, Any], matching: Charge, other: Charge):
-    rules = routing({"name": "r", "psp": "adyen", **rule})
-    assert rules.route(matching).psp == "adyen"
+    rules = routing({"name": "r", "psp": "psp2", **rule})
+    assert rules.route(matching).psp == "psp2"
     assert rules.route(other).psp == "stripe"
 
 
 @given(charges)
 def test_a_rule_without_criteria_matches_everything_and_rules_after_a_match_change_nothing(c: Charge):
-    assert routing({"psp": "adyen"}).route(c).psp == "adyen"
-    first = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]})
-    more = routing({"name": "nl", "psp": "adyen", "buyer_countries": ["NL"]}, {"name": "x", "psp": "stripe"})
+    assert routing({"psp": "psp2"}).route(c).psp == "psp2"
+    first = routing({"name": "nl", "psp": "psp2", "buyer_countries": ["NL"]})
+    more = routing({"name": "nl", "psp": "psp2", "buyer_countries": ["NL"]}, {"name": "x", "psp": "stripe"})
     if first.route(c).rule:
         assert more.route(c) == first.route(c)
 
@@ -122,11 +122,41 @@ def test_a_configuration_that_cannot_be_read_as_written_is_refused(text: str):
         parse_routing(text, routable=BOTH)
 
 
-def test_adyen_is_not_routable_until_its_money_path_is_wired():
+def test_adyen_is_routable_for_cards_only_and_never_the_default():
+    eur_cards = parse_routing('{"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], '
+                              '"methods": ["card"]}]}')
+    assert eur_cards.route(charge()).psp == "adyen" and eur_cards.route(charge(currency="USD")).psp == "stripe"
+    assert eur_cards.route(charge(method="sepa_debit")).psp == "stripe"
+    for text in ('{"rules": [{"psp": "adyen", "currencies": ["EUR"]}]}',  # would take PayPal and SEPA too
+                 '{"rules": [{"psp": "adyen", "methods": ["card", "paypal"]}]}', '{"default": "adyen"}'):
+        with pytest.raises(RoutingConfigError, match="card"):
+            parse_routing(text)
     with pytest.raises(RoutingConfigError, match="cannot be routed"):
-        parse_routing('{"rules": [{"psp": "adyen", "currencies": ["EUR"]}]}')
-    with pytest.raises(RoutingConfigError):
-        parse_routing('{"default": "adyen"}')
+        parse_routing('{"rules": [{"psp": "paypal", "methods": ["card"]}]}')
+
+
+def test_the_psps_a_currency_may_reach_before_its_total_is_known():
+    rules = parse_routing(json.dumps({"rules": [
+        {"name": "big-eur", "psp": "adyen", "methods": ["card"], "amount": {"currency": "EUR", "min": "100"}},
+        {"name": "gbp", "psp": "adyen", "methods": ["card"], "currencies": ["GBP"]},
+        {"name": "usd-all", "psp": "stripe", "currencies": ["USD"]},
+        {"name": "after", "psp": "adyen", "methods": ["card"], "currencies": ["USD"]}]}))
+    assert rules.possible_psps("EUR") == {"adyen", "stripe"}
+    assert rules.possible_psps("GBP") == {"adyen", "stripe"}  # the rule asks the method too: a PayPal GBP is Stripe's
+    assert rules.possible_psps("USD") == {"stripe"}  # a rule asking only the currency ends the list
+    assert rules.possible_psps("JPY") == {"stripe"}
+    assert parse_routing("").possible_psps("EUR") == {"stripe"}
+
+
+def test_a_routing_to_adyen_needs_adyens_settings_to_start():
+    eur = '{"rules": [{"name": "eur", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}'
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):
+        Settings.model_validate(TABLES | {"psp_routing": eur})
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):
+        Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M"})
+    started = Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M",
+                                                "adyen_api_key_parameter": "/p/adyen"})
+    assert started.routing.rules[0].psp == "adyen"
 
 
 def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
