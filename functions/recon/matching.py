@@ -1,11 +1,14 @@
 """Matching settlement rows against our orders and ledger, in batches, with flat memory.
 
-A charge row of a format charged per checkout (Stripe) is the checkout's charge in one currency: it settles
+A charge row of a format charged per checkout (Stripe, Adyen) is the checkout's charge in one currency: it settles
 every order of that checkout in that currency, and is matched against their sum (amount, currency, PSP
-reference), each order reported. It is found by its checkout (metadata), else by its PSP reference (the order
-that records the PaymentIntent leads to its checkout). A charge naming one order (the per-order formats, Adyen
-and PayPal, and Stripe charges made before checkouts were charged once) settles that order. Other rows
-(refunds, disputes) are matched by payment_order_id, then by PSP reference. Rows arrive in file order; every
+reference), each order reported. It is found by its checkout (Stripe's metadata, Adyen's Merchant Reference: our
+charge key), else by its PSP reference (the order that records the PaymentIntent or pspReference leads to its
+checkout). A charge naming one order (PayPal, Adyen's per-order references, and Stripe charges made before
+checkouts were charged once) settles that order. Other rows (refunds, disputes) are matched by payment_order_id,
+then by PSP reference; in a format whose such rows name the charge they undo (Adyen), by the order their own
+ledger transaction names, else the charge's one order, never a guess (`rules.undone_order`). Rows arrive in file
+order; every
 `batch_size` rows the checkouts, orders and ledger transactions they name are read in one batch (one BatchGet
 per 100 keys), so a file of any size never holds more than one batch of orders.
 
@@ -52,12 +55,13 @@ from functions.recon.ports import PAYIN_ATTRIBUTES as PAYIN_ATTRIBUTES
 from functions.recon.ports import PAYOUT_ATTRIBUTES as PAYOUT_ATTRIBUTES
 from functions.recon.ports import ROW_TRANSACTION_ATTRIBUTES as ROW_TRANSACTION_ATTRIBUTES
 from functions.recon.ports import WINDOW_ORDER_ATTRIBUTES as WINDOW_ORDER_ATTRIBUTES
-from functions.recon.ports import Carries, Fixes, LedgerRecords, Lookup, Records, read_records
+from functions.recon.ports import Carries, Fixes, LedgerRecords, Lookup, Records, names_its_charge, read_records
 from functions.recon.ports import Listing as Listing
 from functions.recon.rows import ChargeBlock, MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.recon.rules import ChargeOrders, charge_ids, charge_of, row_outcome
 from functions.shared import clock
 from functions.shared.money import Money
+from functions.shared.names import UNRECORDED_PSP
 
 _line = attrgetter("line")
 
@@ -65,12 +69,16 @@ _line = attrgetter("line")
 @dataclass
 class Policy:
     psp: str
-    default_order_psp: str = "stripe"
+    default_order_psp: str = UNRECORDED_PSP  # the PSP of a record that names none: items written before routing
     missing_after: timedelta = timedelta(days=3)
     batch_size: int = 1000
-    # A charge found only by its PSP reference settles its checkout's orders in its currency (Stripe); in a
+    # A charge found only by its PSP reference settles its checkout's orders in its currency (Stripe, Adyen); in a
     # per-order format, the one order that records the reference.
     charged_per_checkout: bool = True
+    # A refund's or a dispute's row that names the charge it undoes (Adyen) is matched to the order its own ledger
+    # transaction names, else to the charge's one order (`rules.undone_order`); one found only by its PSP reference
+    # too. Otherwise (Stripe) such a row is matched against the first order the reference index gives.
+    undoings_name_their_charge: bool = False
 
 
 @dataclass
@@ -159,7 +167,11 @@ class Matcher:
     def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
         if rows:
-            self._settle_all(rows, read_records(self.lookup, rows))
+            self._settle_all(rows, read_records(self.lookup, rows, undoing=self._undoing(rows)))
+
+    def _undoing(self, rows: list[SettlementRow]) -> list[SettlementRow]:
+        """The refunds' and disputes' rows that name the charge they undo, in a format where they do (Adyen)."""
+        return [row for row in rows if names_its_charge(row)] if self.policy.undoings_name_their_charge else []
 
     def _settle_all(self, rows: list[SettlementRow], records: Records) -> None:
         """Each row of a batch in file order, then the batch's transfer rows in one read."""
@@ -194,7 +206,7 @@ class Matcher:
         with an order charged twice in the batch, or settled before it, is never among them."""
         rows = self._well_formed(others)
         checkouts, currencies = block.checkout_ids[start:end], block.currencies[start:end]
-        records = read_records(self.lookup, rows, checkouts)
+        records = read_records(self.lookup, rows, checkouts, self._undoing(rows))
         groups = list(map(charge_ids, map(records.checkouts.get, checkouts), currencies))
         agrees = self._charged_once(rows, records, groups, rules.block_agreement(block, start, end, groups, records))
         if not all(agrees):
@@ -298,10 +310,24 @@ class Matcher:
         if kind is RowKind.BATCH:
             self.emit(row_outcome(row, Category.MATCHED, None, f"batch row ({row.psp_type}), checked with its batch"))
             return
+        if order is None and row.checkout_id in records.checkouts and self._undoing([row]):
+            order = self._undone_order(row, records)
+            if order is None:
+                return
         if order is None:
-            self._deferred.append(row)
+            self._deferred.append(row)  # a checkout we do not hold: its PSP reference may still name an order
             return
         self._against_order(row, order, records.ledger)
+
+    def _undone_order(self, row: SettlementRow, records: Records) -> dict[str, Any] | None:
+        """The order a row naming the charge it undoes is matched against; None when there is none to name, the
+        row's outcome emitted (and its fee recorded: the PSP kept it all the same)."""
+        found = rules.undone_order(row, records)
+        if isinstance(found, Outcome):
+            self._record_fee(row)
+            self.emit(found)
+            return None
+        return found
 
     def _check_transfers(self) -> None:
         """The batch's transfer rows against the payouts of the orders they name."""
@@ -403,18 +429,31 @@ class Matcher:
         for start in range(0, len(found), self.policy.batch_size):
             batch = [self._named(row, by_reference[row.psp_reference])
                      for row in found[start : start + self.policy.batch_size]]
-            records = read_records(self.lookup, batch)
+            records = read_records(self.lookup, batch, undoing=self._undoing(batch))
             for row in batch:
                 group = charge_of(row, records) if row.kind is RowKind.CHARGE else None
                 if group is not None:
                     self._charge(row, group, records.ledger)
-                else:
-                    self._against_order(row, records.orders[row.payment_order_id], records.ledger)
+                    continue
+                order = records.orders.get(row.payment_order_id)
+                if order is None and self._undoing([row]):
+                    order = self._undone_order(row, records)
+                    if order is None:
+                        continue
+                if order is None:  # its order's checkout has no payment event to list it
+                    self._record_fee(row)
+                    self.emit(rules.unknown_row_outcome(row))
+                    continue
+                self._against_order(row, order, records.ledger)
 
     def _named(self, row: SettlementRow, order: dict[str, Any]) -> SettlementRow:
         """A row found by its PSP reference, as if it named what it settles: a charge charged per checkout its
-        order's checkout, any other row that order. (A refund or dispute of a PaymentIntent shared by several
-        orders, which names none of them, is matched against the first order the reference index gives.)"""
-        if row.kind is RowKind.CHARGE and self.policy.charged_per_checkout and order.get("checkout_id"):
-            return replace(row, payment_order_id="", checkout_id=order["checkout_id"])
+        order's checkout; a refund or dispute, where such rows name the charge they undo (Adyen), that checkout too
+        (its order is then found as `rules.undone_order` says); any other row that order. (Otherwise, Stripe, a
+        refund or dispute of a PaymentIntent shared by several orders, which names none of them, is matched against
+        the first order the reference index gives.)"""
+        policy, checkout_id = self.policy, order.get("checkout_id")
+        if checkout_id and (policy.charged_per_checkout if row.kind is RowKind.CHARGE
+                            else policy.undoings_name_their_charge and row.kind in LEDGER_KIND):
+            return replace(row, payment_order_id="", checkout_id=checkout_id)
         return replace(row, payment_order_id=order["payment_order_id"])

@@ -22,8 +22,14 @@ LEDGER_KIND = {
 
 
 def ledger_id(row: SettlementRow) -> str:
-    """The ledger transaction that records a refund's or a dispute's row."""
-    return f"{LEDGER_KIND[row.kind]}#{row.source_id}"
+    """The ledger transaction that records a refund's or a dispute's row: under our own reference of it when the row
+    carries one (an Adyen refund's refund_id), else under the PSP's object id."""
+    return f"{LEDGER_KIND[row.kind]}#{row.own_reference or row.source_id}"
+
+
+def names_its_charge(row: SettlementRow) -> bool:
+    """A refund's or a dispute's row that names the charge it undoes (its checkout, in its currency), not an order."""
+    return row.kind in LEDGER_KIND and not row.payment_order_id and bool(row.checkout_id)
 
 
 # What the matcher reads of our records, and so all a read of them has to return (DynamoDB's
@@ -36,9 +42,10 @@ ORDER_ATTRIBUTES = ("payment_order_id", "amount_minor", "currency", "payment_ord
 WINDOW_ORDER_ATTRIBUTES = (*ORDER_ATTRIBUTES, "psp", "created_at", "checkout_id")
 # A checkout's orders are listed by its payment event (`payment_orders`: id, amount and currency of each).
 CHECKOUT_ATTRIBUTES = ("checkout_id", "payment_orders")
-# A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`.
+# A pay-in is only checked to exist; a refund's or a dispute's transaction is compared by `ledger_amount`, and
+# names the order of a row that names only its charge (`names_its_charge`).
 PAYIN_ATTRIBUTES = ("transaction_id",)
-ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries")
+ROW_TRANSACTION_ATTRIBUTES = ("transaction_id", "entries", "payment_order_id")
 # A payout (the Payouts table) against a transfer row, or as one of the window's transfers.
 PAYOUT_ATTRIBUTES = ("payment_order_id", "psp", "currency", "net_minor", "payout_status", "transfer_id",
                      "first_transfer_at", "transferred_at", "destination", "netted_minor")
@@ -144,21 +151,29 @@ class Records:
     ledger: LedgerRecords
 
 
-def read_records(lookup: Lookup, rows: list[SettlementRow], checkouts: Iterable[str] = ()) -> Records:
+def read_records(lookup: Lookup, rows: list[SettlementRow], checkouts: Iterable[str] = (),
+                 undoing: Iterable[SettlementRow] = ()) -> Records:
     """What `rows` and the block charges of `checkouts` name: the checkouts' listings, the orders (those the
     checkouts list, those the rows name), the pay-ins of the charged ones, the refunds' and disputes' own
-    transactions. One read of each kind per batch."""
+    transactions. `undoing` are rows among `rows` that name the charge they undo (`names_its_charge`), in a format
+    whose such rows are matched to an order (Adyen): their checkouts' listings, orders and own transactions are read
+    too. One read of each kind per batch."""
     charge = RowKind.CHARGE
+    undoing = list(undoing)
     named = {*checkouts, *(row.checkout_id for row in rows
                            if row.kind is charge and row.checkout_id and not row.payment_order_id)}
-    listings = lookup.checkout_orders(list(named)) if named else {}
+    listings = lookup.checkout_orders(list(named.union(row.checkout_id for row in undoing))) \
+        if named or undoing else {}
     charged = {row.payment_order_id for row in rows if row.kind is charge and row.payment_order_id}
-    charged.update(chain.from_iterable(chain.from_iterable(map(dict.values, listings.values()))))
+    charging = listings.values() if not undoing else [listings[c] for c in named if c in listings]
+    charged.update(chain.from_iterable(chain.from_iterable(map(dict.values, charging))))
     ids = list(charged.union(row.payment_order_id for row in rows if row.kind in LEDGER_KIND
                              and row.payment_order_id))
+    ids += chain.from_iterable(listings.get(row.checkout_id, {}).get(row.gross.currency, ()) for row in undoing)
     orders = lookup.orders(ids) if ids else {}
     known = list(filter(orders.__contains__, charged))
     wanted = [ledger_id(row) for row in rows
               if row.kind in LEDGER_KIND and row.source_id and row.payment_order_id in orders]
+    wanted += [ledger_id(row) for row in undoing if row.source_id or row.own_reference]
     return Records(orders, listings, LedgerRecords(lookup.payins(known) if known else set(),
                                                    lookup.transactions(wanted) if wanted else {}))

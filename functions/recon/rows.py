@@ -31,6 +31,9 @@ class SettlementRow:
     A Stripe charge names its checkout (`checkout_id`): it is the charge of that checkout in its currency, and
     settles all of the checkout's orders in that currency. A per-order format's charge names its order.
     A transfer names the order whose net share it pays out (its metadata) and the account paid (`destination`).
+    A row of a format that names the charge, not the order (Adyen: the Merchant Reference is our charge key) names
+    its checkout; a refund's row there may carry our own reference of the refund (`own_reference`, Adyen's
+    Modification Merchant Reference: the refund_id the adapter sent), the id of its ledger transaction.
     """
 
     line: int
@@ -47,6 +50,7 @@ class SettlementRow:
     psp_type: str
     checkout_id: str = ""
     destination: str = ""
+    own_reference: str = ""
 
     @property
     def reference(self) -> str:

@@ -282,6 +282,40 @@ def against_order_outcome(row: SettlementRow, order: dict[str, Any], ledger: Led
                        f"a {row.kind.replace('_', ' ')} at the PSP that our ledger lacks", review=True)
 
 
+def undone_order(row: SettlementRow, records: Records) -> dict[str, Any] | Outcome:
+    """The order a refund's or a dispute's row undoes when the row names its charge (checkout and currency), not an
+    order: Adyen's Merchant Reference is the payment's, our charge key. The order the row's own ledger transaction
+    names (a refund's refund_id, its Modification Merchant Reference), else the charge's one order. Never a guess:
+    a row of a charge of several orders that no transaction of ours explains, a transaction naming an order outside
+    the charge, or a checkout we do not hold is an unexplained outcome."""
+    checkout, currency, what = row.checkout_id, row.gross.currency, row.kind.replace("_", " ")
+    charge = f"the charge of checkout {checkout} in {currency}"
+    listing = records.checkouts.get(checkout)
+    if listing is None:
+        return row_outcome(row, Category.MISSING_IN_LEDGER, None, f"a {what} of {charge}, a checkout we do not hold",
+                           review=True)
+    ids, orders = listing.get(currency, []), records.orders
+    transaction = records.ledger.transactions.get(ledger_id(row))
+    named = transaction.get("payment_order_id") if transaction is not None else None
+    if named:
+        if named in ids and named in orders:
+            return orders[named]
+        return row_outcome(row, Category.STATUS_MISMATCH, None, f"the ledger's {ledger_id(row)} names order {named}, "
+                           f"which is not an order of {charge}", review=True)
+    if len(ids) == 1:
+        if ids[0] in orders:
+            return orders[ids[0]]
+        return row_outcome(row, Category.MISSING_IN_LEDGER, None, f"checkout {checkout} lists order {ids[0]} for "
+                           f"this {what}, the orders table has no such order", review=True)
+    if not ids:
+        return row_outcome(row, Category.CURRENCY_MISMATCH, None, f"a {what} in {currency}: checkout {checkout} has "
+                           f"no order in {currency}", review=True)
+    ours = f"names our {what} {row.own_reference}, which our ledger does not hold" if row.own_reference \
+        else f"names no {what} of ours"
+    return row_outcome(row, Category.STATUS_MISMATCH, None, f"a {what} of {charge}, which settled {len(ids)} "
+                       f"orders; the row {ours}: which order it undoes is not known", review=True)
+
+
 def refund_outcome(row: SettlementRow, order: dict[str, Any], recorded: bool) -> Outcome:
     """A refund searched by its order: `recorded` when the ledger holds a refund of that order."""
     if recorded:

@@ -34,7 +34,7 @@ from functions.recon.screening import screen
 from functions.recon.store import CarryStore, ClaimOutcome, ReconTable
 from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
-from functions.shared.names import OFFLINE_PSP
+from functions.shared.names import OFFLINE_PSP, UNRECORDED_PSP
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable
 
 INCOMING = "incoming/"
@@ -254,8 +254,9 @@ def _match_into(report: ReportBuilder, obj: SettlementObject, found: Survey,
         payments, ledger = PaymentTables.from_settings(config), LedgerTable.from_settings(config)
         fixes = AwsFixes(obj.psp, writes, ledger, payments)
         matcher = Matcher(
-            Policy(obj.psp, config.psp_name, timedelta(days=recon.missing_after_days), recon.batch_size,
-                   charged_per_checkout=obj.psp in parsers.CHARGED_PER_CHECKOUT),
+            Policy(obj.psp, UNRECORDED_PSP, timedelta(days=recon.missing_after_days), recon.batch_size,
+                   charged_per_checkout=obj.psp in parsers.CHARGED_PER_CHECKOUT,
+                   undoings_name_their_charge=obj.psp in parsers.UNDOINGS_NAME_THEIR_CHARGE),
             DynamoLookup(payments, ledger, reads, PayoutsTable.from_settings(config)),
             fixes, CarryStore(table, obj.psp), emit, window=windows[0], now=now, transfer_window=windows[1],
         )

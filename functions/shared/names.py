@@ -109,6 +109,21 @@ def charge_key(checkout_id: str, currency: str) -> str:
     return f"{checkout_id}#{currency.upper()}"
 
 
+def charge_of_key(reference: str) -> tuple[str, str] | None:
+    """(checkout_id, currency) of a charge key, None for anything else (a payment_order_id: our ids never hold `#`,
+    the API admits letters, digits, `_`, `-` and the client prefix's `~`). The currency is 3 capital letters."""
+    checkout_id, separator, currency = reference.rpartition("#")
+    if not separator or not checkout_id or len(currency) != 3 \
+            or not (currency.isascii() and currency.isalpha() and currency.isupper()):
+        return None
+    return checkout_id, currency
+
+
+# The PSP of an order, charge, refund or payout that records none: written before routing recorded it, when every
+# online charge was Stripe's (issue 18).
+UNRECORDED_PSP = "stripe"
+
+
 # Checks and money orders (issue 17): their orders' `psp`, so the ledger books their pay-in where the money is (a
 # bank deposit, functions/ledger/journal.py) and no PSP's settlement reconciliation expects them.
 OFFLINE_PSP = "bank"

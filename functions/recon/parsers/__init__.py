@@ -16,8 +16,13 @@ from functions.recon.rows import ChargeBlock, ParsedRow
 PARSERS = {"stripe": stripe.parse, "adyen": adyen.parse, "paypal": paypal.parse, "bank": bank.parse}
 # Formats read in ChargeBlocks; each yields rows as well (what it does not read as columns).
 COLUMNAR = {"stripe": stripe.stream}
-# Formats whose charge is a checkout's charge in one currency (the others settle one order a charge).
-CHARGED_PER_CHECKOUT = frozenset({"stripe"})
+# Formats whose charge is a checkout's charge in one currency (the others settle one order a charge). Adyen's rows
+# that name one order (a per-order Merchant Reference) still settle that order.
+CHARGED_PER_CHECKOUT = frozenset({"stripe", "adyen"})
+# Formats whose refunds and disputes name the charge they undo, not an order (Adyen: the payment's Merchant
+# Reference, our charge key), and a refund its own reference: matched to an order without a guess
+# (functions/recon/rules.py `undone_order`).
+UNDOINGS_NAME_THEIR_CHARGE = frozenset({"adyen"})
 # Formats whose files carry our transfers to sellers (Stripe Connect).
 CARRIES_TRANSFERS = frozenset({"stripe"})
 

@@ -2,6 +2,11 @@
 
 Amounts are unsigned: direction comes from the Debit or the Credit column. Batch-level rows (Fee,
 MerchantPayout, Balancetransfer...) have no PSP reference; the batch's net must equal its payout.
+
+The Merchant Reference is the payment's reference, on its own rows and on the rows of its refunds and disputes.
+Our adapter sends the charge key (`<checkout_id>#<CUR>`, functions/shared/names.py): such a row names the checkout
+and settles (or undoes) the checkout's charge in that currency; any other reference is a payment_order_id (the
+per-order format). A refund's own reference (the refund_id the adapter sent) is the Modification Merchant Reference.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from functions.recon.errors import UnparseableFile
 from functions.recon.parsers.text import cell, column_index, minor_units
 from functions.recon.rows import MalformedRow, ParsedRow, RowKind, SettlementRow
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.names import charge_of_key
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "psp_reference": ("Psp Reference",),
@@ -35,10 +41,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "interchange": ("Interchange (NC)",),
     "batch": ("Batch Number",),
     "merchant_order_reference": ("Merchant Order Reference",),
+    "modification_merchant_reference": ("Modification Merchant Reference",),
 }
 REQUIRED = ("psp_reference", "merchant_reference", "created", "type", "gross_currency", "gross_debit",
             "gross_credit", "net_currency", "net_debit", "net_credit")
 FEE_COLUMNS = ("commission", "markup", "scheme_fees", "interchange")
+# A refund's Modification Merchant Reference is our refund_id (the `reference` the adapter sends), its ledger
+# transaction's id. A dispute has none of ours; a reversed refund's would name the refund it reverses, not itself.
+OWN_REFERENCE_TYPES = frozenset({"refunded", "refundedbulk"})
 
 KINDS: dict[str, RowKind] = {
     "settled": RowKind.CHARGE,
@@ -100,6 +110,10 @@ def _signed(row: list[str], at: dict[str, int], debit: str, credit: str, currenc
 
 def _row(line: int, row: list[str], at: dict[str, int]) -> ParsedRow:
     order_id = cell(row, at["merchant_reference"]) or cell(row, at.get("merchant_order_reference"))
+    charge = charge_of_key(order_id)
+    checkout_id = ""
+    if charge is not None:
+        order_id, checkout_id = "", charge[0]
     psp_reference = cell(row, at["psp_reference"])
     try:
         psp_type = cell(row, at["type"])
@@ -111,6 +125,8 @@ def _row(line: int, row: list[str], at: dict[str, int]) -> ParsedRow:
         for currency in {net_currency, gross_currency}:
             if currency not in CURRENCY_EXPONENTS:
                 raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported")
+        if charge is not None and charge[1] != gross_currency:
+            raise ValueError(f"the Merchant Reference names the charge in {charge[1]}, the row is in {gross_currency}")
         gross = Money(_signed(row, at, "gross_debit", "gross_credit", gross_currency), gross_currency)
         net = Money(_signed(row, at, "net_debit", "net_credit", net_currency), net_currency)
         exponent = CURRENCY_EXPONENTS[net_currency]
@@ -119,17 +135,19 @@ def _row(line: int, row: list[str], at: dict[str, int]) -> ParsedRow:
             fee_minor = -net.minor  # a fee row's amount is the fee; it carries no commission columns
         occurred = _timestamp(cell(row, at["created"]), cell(row, at.get("timezone")))
     except (MoneyError, ValueError) as error:
-        return MalformedRow(line, str(error), order_id, psp_reference)
+        return MalformedRow(line, str(error), order_id, psp_reference, checkout_id)
     modification = cell(row, at.get("modification_reference"))
     if kind in (RowKind.FEE, RowKind.PAYOUT, RowKind.BATCH):
-        order_id = psp_reference = ""
+        order_id = psp_reference = checkout_id = ""
     batch = cell(row, at.get("batch"))
     return SettlementRow(
         line=line, kind=kind, row_id=f"{batch}:{line}" if not modification else f"{batch}:{modification}",
         payment_order_id=order_id, psp_reference=psp_reference,
         source_id=modification if kind is not RowKind.CHARGE else psp_reference,
         gross=gross, fee=Money(fee_minor, net_currency) if fee_minor else None, net=net, occurred_at=occurred,
-        batch_id=batch, psp_type=psp_type,
+        batch_id=batch, psp_type=psp_type, checkout_id=checkout_id,
+        own_reference=cell(row, at.get("modification_merchant_reference"))
+        if psp_type.lower() in OWN_REFERENCE_TYPES else "",
     )
 
 
