@@ -146,7 +146,7 @@ def rate_limited_retries_class() -> type:
         def _measured(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
             """The one place every SDK call goes through: its latency, and the class of an answer that is not a
             2xx (a connection that failed is `network`), as metrics of the calling function; and what it says of
-            Stripe's health to its circuit breaker (a 500 Stripe replays for a key says nothing of it)."""
+            Stripe's health to its circuit breaker (a 500 Stripe replays for a key is an answer: Stripe is up)."""
             started = time.perf_counter()
             try:
                 answer = super().request(method, url, headers, post_data)

@@ -29,7 +29,7 @@ from typing import Any
 import Adyen
 from Adyen.services.checkout import ModificationsApi, PaymentsApi
 
-from functions.shared import clock
+from functions.shared import breaker, clock
 from functions.shared.adyen_units import (  # noqa: F401 - ADYEN_EXPONENTS re-exported: it was defined here
     ADYEN_EXPONENTS,
     adyen_amount,
@@ -217,18 +217,22 @@ class AdyenPsp:
     def _call(send: Any) -> dict[str, Any]:
         """Send; Adyen's answer as a dict, or its failure as our error. A refusal (PspPermanentError) is a 400, 404
         or 422 whose body carries Adyen's `errorCode`; without one the answer is not Adyen's (a proxy, a wrong
-        URL). Unclear means transient: retried, the retry replays the key."""
+        URL). Unclear means transient: retried, the retry replays the key. Each call tells Adyen's circuit breaker
+        whether Adyen answered (unreachable, no status or a 5xx: down)."""
         try:
             result = send()
         except OSError as error:  # requests' timeouts and connection errors, a lost answer included
+            breaker.record_call(PSP_NAME, down=True, reason=f"{type(error).__name__}: no answer")
             raise PspTransientError(f"Adyen unreachable: {type(error).__name__}") from None
         except Adyen.AdyenError as error:
             status = int(error.status_code) if str(error.status_code).isdigit() else 0
+            breaker.record_call(PSP_NAME, down=status == 0 or status >= 500, reason=f"HTTP {status or 'none'}")
             detail = error.message.get("message") if isinstance(error.message, dict) else str(error.message)
             if status in (400, 404, 422) and error.error_code and error.error_code != IN_FLIGHT_ERROR:
                 raise PspPermanentError(f"Adyen refused the request ({status}): {detail}",
                                         code=f"adyen_{error.error_code}") from None
             raise PspTransientError(f"Adyen answered {status or 'nothing'}: {detail}") from None
+        breaker.record_call(PSP_NAME, down=False)
         return result.message if isinstance(result.message, dict) else {}
 
 

@@ -139,3 +139,82 @@ def test_the_process_breaker_comes_from_settings(aws_env):
     assert breakers.breaker() is breakers.breaker()
     assert breakers.breaker().allows("stripe")
     breakers.reset()
+
+
+# --- fed by the adapters: every call of a function that has the table tells its PSP's breaker -------------------
+
+
+def test_stripe_calls_that_find_it_down_open_its_breaker_and_an_answer_closes_it(sandbox, monkeypatch):
+    from functions.executor import handler as executor
+    from functions.shared.errors import PspTransientError
+    from functions.shared.tables import PaymentTables
+    from tests.integration.support import place, work_of
+
+    monkeypatch.setenv("BREAKER_FAILURES", "2")
+    from functions.shared.config import reload_settings
+
+    reload_settings()
+    breakers.reset()
+    place("chk_b1")
+    PaymentTables.from_settings().begin_charge_attempt("chk_b1#USD", 1, clock.iso(), clock.iso())
+    work = work_of("chk_b1")
+    sandbox.faults.push("http_503", times=2)
+    for _ in range(2):
+        with pytest.raises(PspTransientError):
+            executor.execute(work)
+    view = fresh(PspHealthTable.from_settings()).view("stripe")
+    assert (view.state, view.trips, view.last_failure) == (OPEN, 1, "HTTP 503")
+    breakers.reset()
+    clock.advance(31)  # the wait is over: this call probes, and Stripe answers
+    assert executor.execute(work).outcome == "succeeded"
+    assert fresh(PspHealthTable.from_settings()).view("stripe").state == CLOSED
+    breakers.reset()
+
+
+def test_a_500_is_counted_but_a_500_stripe_replays_for_a_key_is_an_answer(sandbox):
+    from functions.shared import psp
+
+    breakers.reset()
+    client = psp.rate_limited_retries_class()(timeout=5, wait_budget_s=0)
+    headers = {"Authorization": "Bearer sk_test_local", "Idempotency-Key": "k-1",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    sandbox.faults.push("http_500", stored=True)  # an error of the API itself, stored under the key
+    url, body = f"{sandbox.url}/v1/payment_intents", "amount=100&currency=usd&payment_method=pm_card_visa"
+    first = client.request("post", url, headers, body)
+    assert first[1] == 500
+    assert int(PspHealthTable.from_settings().get("stripe")["failures"]) == 1
+    replayed = client.request("post", url, headers, body)
+    assert (replayed[1], replayed[2].get("Idempotent-Replayed")) == (500, "true")
+    assert int(PspHealthTable.from_settings().get("stripe")["failures"]) == 0  # Stripe answered: it is up
+    breakers.reset()
+
+
+def test_adyen_calls_feed_adyens_breaker(sandbox, monkeypatch):
+    from functions.executor import handler as executor
+    from functions.shared import psp
+    from functions.shared.config import reload_settings
+    from functions.shared.errors import PspTransientError
+    from psp_sandbox.adyen import start_adyen_sandbox
+    from psp_sandbox.adyen.server import API_KEY, HMAC_KEY, MERCHANT_ACCOUNT
+    from tests.integration.test_executor_adyen import stored
+
+    server = start_adyen_sandbox()
+    try:
+        for name, value in {"ADYEN_API_KEY": API_KEY, "ADYEN_MERCHANT_ACCOUNT": MERCHANT_ACCOUNT,
+                            "ADYEN_HMAC_KEY": HMAC_KEY, "ADYEN_CHECKOUT_BASE": server.checkout_base}.items():
+            monkeypatch.setenv(name, value)
+        reload_settings()
+        psp.reset_client()
+        breakers.reset()
+        work = stored("chk_b2")
+        server.sandbox.faults.push("connection_reset", match={"path": "/v71/payments"})
+        with pytest.raises(PspTransientError):
+            executor.execute(work)
+        assert int(PspHealthTable.from_settings().get("adyen")["failures"]) == 1
+        assert executor.execute(work).outcome == "succeeded"
+        assert PspHealthTable.from_settings().get("adyen")["state"] == CLOSED
+        assert PspHealthTable.from_settings().get("stripe") == {}  # Stripe's breaker heard nothing
+    finally:
+        server.stop()
+        psp.reset_client()
+        breakers.reset()
