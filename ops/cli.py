@@ -1056,6 +1056,14 @@ def _breaker(resources: Resources) -> Any:
     return Breaker.from_settings(settings())
 
 
+def _routable(psp: str) -> str:
+    from functions.shared.routing import ROUTABLE_PSPS
+
+    if psp not in ROUTABLE_PSPS:
+        raise OpsError(f"unknown PSP {psp!r}: use one of {', '.join(ROUTABLE_PSPS)}")
+    return psp
+
+
 def _breaker_row(view: Any) -> dict[str, Any]:
     return {"psp": view.psp, "state": view.state, "failures": view.failures, "open_until": view.open_until,
             "last_failure": view.last_failure, "last_failure_at": view.last_failure_at, "trips": view.trips,
@@ -1095,7 +1103,8 @@ def psp_open(
     from functions.shared.breaker import OPEN
 
     def body(ops: Ops) -> None:
-        _print_breakers(ops, [_breaker(ops.resources).force(psp, OPEN, minutes=minutes, by="ops")], False)
+        _print_breakers(ops, [_breaker(ops.resources).force(_routable(psp), OPEN, minutes=minutes, by="ops")],
+                        False)
 
     _guarded(ctx, body)
 
@@ -1106,6 +1115,6 @@ def psp_close(ctx: typer.Context, psp: Annotated[str, typer.Argument(help="the P
     from functions.shared.breaker import CLOSED
 
     def body(ops: Ops) -> None:
-        _print_breakers(ops, [_breaker(ops.resources).force(psp, CLOSED, by="ops")], False)
+        _print_breakers(ops, [_breaker(ops.resources).force(_routable(psp), CLOSED, by="ops")], False)
 
     _guarded(ctx, body)

@@ -71,6 +71,7 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     psp_reference) is the look-up, which at Adyen is the same request replayed under the same key: its first
     answer, or, if the first never arrived, the payment made now. Past KEY_SAFE_AGE the adapter sends nothing and
     raises PspOutcomeUnknown (a replay could charge twice). Never a second payment."""
+    client = psp.client_for(work.psp)  # first: a PSP that is not wired is PspNotRoutable (dead-lettered), not FAILED
     if work.shares_payment_method:  # the API refuses it; an item from elsewhere is refused before any call
         raise PspPermanentError(f"{work.psp} charges one currency per card: this checkout has "
                                 f"{', '.join(work.checkout_currencies)}", code="payment_method_single_currency")
@@ -80,10 +81,10 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     left = psp.time_left_s()
     if left is not None and left < psp.MIN_CALL_S:  # not sent: the workflow's next try has a whole invocation
         raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
-    client = psp.client_for(work.psp)
     before = tables.note_psp_call(work.charge_key)
     reference = str(before.get("psp_reference") or work.psp_reference)
     retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
+    work = _as_sent(work, before, retry)
     try:
         result = client.look_up(work) if retry else None
         if result is None:
@@ -110,6 +111,24 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}; its outcome comes "
                                 "by notification, which is not received yet")
     return result
+
+
+def _as_sent(work: ChargeWork, charge: dict[str, Any], retry: bool) -> ChargeWork:
+    """The work as the adapter sends it, from the charge item, not the workflow's input: the encrypted card (kept on
+    the charge only, never in the workflow's input or its dead letters) and the first attempt's time, which decides
+    whether the key may still be replayed. A retry that knows no first attempt cannot say: a human decides."""
+    first_attempt_at = str(charge.get("first_attempt_at") or "")
+    if retry and not first_attempt_at:
+        raise PspOutcomeUnknown(f"{work.charge_key}: retried at {work.psp} without a recorded first attempt: whether "
+                                "its key may be replayed is not known")
+    card = str(charge.get("adyen_payment_method") or "")
+    if not card and retry:  # removed when the charge became final: nothing to replay the first request with
+        raise PspOutcomeUnknown(f"{work.charge_key}: no payment method left to replay at {work.psp} (the charge is "
+                                "final, or was stored without one)")
+    if not card:
+        raise PspPermanentError(f"{work.charge_key}: no payment method to send to {work.psp}",
+                                code="payment_method_missing")
+    return work.model_copy(update={"payment_method": card, "first_attempt_at": first_attempt_at})
 
 
 def offline_outcome(charge: dict[str, Any]) -> psp.ChargeResult:

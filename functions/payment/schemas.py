@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from functions.shared import adyen_units, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
+from functions.shared.names import ADYEN_CARD_PREFIX
 from functions.shared.routing import ADYEN, DEFAULT_PSP, Charge, Route, Routing
 from functions.shared.status import PayoutStatus
 
@@ -280,6 +282,15 @@ class PaymentRequest(ApiModel):
         return self.credit_card_info.payment_method
 
     @property
+    def stored_payment_method(self) -> str:
+        """What the checkout, its orders and its charges keep as their payment_method: the token, except an Adyen
+        card's encrypted fields (its security code among them), which only the charge keeps, apart
+        (`adyen_payment_method`, removed when the charge is final), and which are named here by a fingerprint."""
+        if self.payment_method is not None and self.payment_method.adyen is not None:
+            return f"{ADYEN_CARD_PREFIX}{hashlib.sha256(self.token.encode()).hexdigest()[:16]}"
+        return self.token
+
+    @property
     def offline_method(self) -> str | None:
         """check | money_order when the buyer pays outside the PSP, else None."""
         method = self.payment_method
@@ -292,8 +303,10 @@ class PaymentRequest(ApiModel):
     @property
     def method_fields(self) -> dict[str, Any]:
         """What the charges of a method other than a card store beside its token: its type, a redirect's
-        return_url, a debit's mandate_data. {} for a card (its charges are as before)."""
+        return_url, a debit's mandate_data; an Adyen card's encrypted fields. {} for a Stripe card (as before)."""
         method = self.payment_method
+        if method is not None and method.adyen is not None:  # the encrypted card, for the executor only
+            return {"adyen_payment_method": self.token}
         if method is None or method.type == "card" or method.is_offline:  # offline charges keep their own fields
             return {}
         fields: dict[str, Any] = {"payment_method_type": method.type}

@@ -44,7 +44,8 @@ def request_fingerprint(request: PaymentRequest) -> str:
         "payment_method": request.token,
         **({"wallet": request.wallet} if request.wallet else {}),
         # the method, not the buyer's mandate acceptance: a retry from another IP address is the same checkout
-        **{k: v for k, v in request.method_fields.items() if k != "mandate_data"},
+        # (an Adyen card's encrypted fields are the payment_method above)
+        **{k: v for k, v in request.method_fields.items() if k not in ("mandate_data", "adyen_payment_method")},
         "payment_orders": [
             {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
              "amount_minor": o.money().minor, "currency": o.money().currency}
@@ -69,7 +70,7 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
     now = clock.now()
     created_at = clock.iso(now)
     due_at = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
-    payment_method = request.token
+    payment_method = request.stored_payment_method
     wallet = {"wallet": request.wallet} if request.wallet else {}
     offline = request.offline_method  # check | money_order: no PSP; the orders wait for the funds (issue 17)
     funds_due = clock.iso(now + timedelta(days=config.offline_funds_days)) if offline else ""

@@ -2,9 +2,10 @@
 
 Closed: calls go. `breaker_failures` failures of a PSP within `breaker_window_s` (only what says the PSP is down:
 unreachable, timed out, 5xx; never a decline, a refusal or a 429) open it for `breaker_cooldown_s`: no call is
-sent to it meanwhile, and the caller treats it as down (a new charge fails over to the other PSP; anything that
-may already exist at the PSP waits and retries, never moves). When the wait is over, one caller at a time holds a
-probe lease and tries: its success closes the breaker, its failure opens it again for another wait.
+sent meanwhile by those who ask (`allows`), which treat the PSP as down. Nobody asks yet: it is recorded and shown;
+failover will ask before a new charge (docs/decisions.md 2026-12-07). When the wait is over, one caller at a
+time holds a probe lease and tries: its answer closes the breaker, its failure opens it again for another wait.
+Only the probe closes it: an answer to a call sent before it opened, or during an operator's open, does not.
 
 State lives in PspHealth (one item per PSP, functions/shared/tables.py PspHealthTable), so a breaker opened by
 one Executor instance holds for every function and instance; `python -m ops psp health` shows it, and an
@@ -25,7 +26,6 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared import clock
 from functions.shared.config import Settings, settings
@@ -35,6 +35,7 @@ logger = Logger(child=True)  # the calling function's service and handler
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 CACHE_S = 2.0
 PROBE_LEASE_S = 15  # above one PSP call's budget (psp_timeout_s): a probe that died frees the lease after it
+MIN_TIME_LEFT_S = 3.0  # less of the invocation left: the PSP's answer goes first, the breaker hears nothing
 
 
 @dataclass(frozen=True)
@@ -57,59 +58,71 @@ class Breaker:
         self._threshold, self._window, self._cooldown = failures, timedelta(seconds=window_s), timedelta(
             seconds=cooldown_s)
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._leases: dict[tuple[str, int], str] = {}  # (psp, thread) -> the probe lease that thread holds
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, config: Settings | None = None) -> Breaker:
+    def from_settings(cls, config: Settings | None = None, *, quick: bool = False) -> Breaker:
         config = config or settings()
-        return cls(PspHealthTable.from_settings(config), failures=config.breaker_failures,
+        return cls(PspHealthTable.from_settings(config, quick=quick), failures=config.breaker_failures,
                    window_s=config.breaker_window_s, cooldown_s=config.breaker_cooldown_s)
 
     def allows(self, psp: str) -> bool:
         """May a call go to `psp` now? Closed: yes. Open: no, until its wait is over; then yes for the one caller
-        that takes the probe lease."""
+        that takes the probe lease (its answer, through `succeeded` or `failed`, closes or reopens it)."""
         item = self._item(psp)
         if item.get("state") != OPEN:
             return True
         now = clock.now()
         if clock.iso(now) < str(item.get("open_until", "")):
             return False
-        taken = self._table.take_probe(psp, clock.iso(now), clock.iso(now + timedelta(seconds=PROBE_LEASE_S)))
+        lease = clock.iso(now + timedelta(seconds=PROBE_LEASE_S))
+        taken = self._table.take_probe(psp, clock.iso(now), lease)
         self._forget(psp)
+        if taken:
+            with self._lock:
+                self._leases[(psp, threading.get_ident())] = lease
         return taken
 
     def failed(self, psp: str, reason: str) -> None:
         """A call found `psp` down (unreachable, timed out, 5xx)."""
-        item, now = self._item(psp), clock.now()
-        if item.get("state") == OPEN:
-            if clock.iso(now) >= str(item.get("open_until", "")):  # the probe failed: another wait
-                self._keep(psp, self._table.trip(psp, clock.iso(now), clock.iso(now + self._cooldown), reason,
-                                                 reopen=True))
-            return  # a call sent before it opened: already counted in
-        counted: dict[str, Any] | None = self._table.count_failure(
-            psp, clock.iso(now), clock.iso(now - self._window), reason)
+        now, lease = clock.now(), self._take_lease(psp)
+        if lease:  # our probe failed: another wait
+            self._keep(psp, self._table.trip(psp, clock.iso(now), clock.iso(now + self._cooldown), reason,
+                                             lease=lease))
+            return
+        if self._item(psp).get("state") == OPEN:
+            return  # a call sent before it opened, answering late: it changes nothing while it waits
+        counted = self._table.count_failure(psp, clock.iso(now), clock.iso(now - self._window), reason)
         if int((counted or {}).get("failures", 0)) >= self._threshold:
             # None: another caller tripped it first; our copy is forgotten and read again
-            counted = self._table.trip(psp, clock.iso(now), clock.iso(now + self._cooldown), reason, reopen=False)
+            counted = self._table.trip(psp, clock.iso(now), clock.iso(now + self._cooldown), reason)
             if counted is not None:
                 logger.warning("circuit breaker opened", extra={"psp": psp, "reason": reason,
                                                                 "open_until": counted.get("open_until")})
         self._keep(psp, counted)
 
     def succeeded(self, psp: str) -> None:
-        """`psp` answered (whatever it said): a breaker that counted failures or waited closes."""
+        """`psp` answered (whatever it said). Our probe's answer closes an open breaker; any answer forgets a closed
+        one's failures. Nothing else closes it: an answer to a call sent before it opened, or while an operator
+        holds it open, changes nothing."""
+        lease = self._take_lease(psp)
+        if lease:
+            closed = self._table.close(psp, clock.iso(), "probe", lease=lease)
+            if closed is not None:
+                logger.info("circuit breaker closed", extra={"psp": psp})
+            self._keep(psp, closed)
+            return
         item = self._item(psp)
-        if item.get("state", CLOSED) == CLOSED and not item.get("failures"):
-            return  # the usual case: nothing to write
-        self._keep(psp, self._table.close(psp, clock.iso(), "call"))
+        if item.get("state", CLOSED) == CLOSED and item.get("failures"):
+            self._keep(psp, self._table.forget_failures(psp, clock.iso()))
 
     def force(self, psp: str, state: str, *, minutes: int = 0, by: str = "operator") -> BreakerView:
-        """An operator opens a PSP's breaker for `minutes` (its announced maintenance) or closes it."""
+        """An operator opens a PSP's breaker for `minutes` (its announced maintenance: no probe until then) or
+        closes it. One write each, whatever the state."""
         now = clock.now()
         if state == OPEN:
-            until = clock.iso(now + timedelta(minutes=minutes))
-            self._table.close(psp, clock.iso(now), by)  # from any state, so the trip below always applies
-            self._table.trip(psp, clock.iso(now), until, f"opened by {by} for {minutes} min", reopen=False)
+            self._table.force_open(psp, clock.iso(now), clock.iso(now + timedelta(minutes=minutes)), by)
         else:
             self._table.close(psp, clock.iso(now), by)
         self._forget(psp)
@@ -129,6 +142,11 @@ class Breaker:
         """Every PSP named or with an item, closed when none was ever written."""
         items = {str(item["psp"]): item for item in self._table.all()}
         return [self.view(psp, items.get(psp, {})) for psp in sorted(set(psps) | set(items))]
+
+    def _take_lease(self, psp: str) -> str:
+        """The lease this thread took in `allows` (the probe is the call it made next), once."""
+        with self._lock:
+            return self._leases.pop((psp, threading.get_ident()), "")
 
     def _item(self, psp: str) -> dict[str, Any]:
         with self._lock:
@@ -155,10 +173,10 @@ _breaker: Breaker | None = None
 
 
 def breaker() -> Breaker:
-    """The process's breaker (its cache shared by every call of the process)."""
+    """The process's breaker (its cache shared by every call of the process), on the quick client."""
     global _breaker
     if _breaker is None:
-        _breaker = Breaker.from_settings()
+        _breaker = Breaker.from_settings(quick=True)
     return _breaker
 
 
@@ -168,16 +186,19 @@ def reset() -> None:
     _breaker = None
 
 
-def record_call(psp: str, *, down: bool, reason: str = "") -> None:
+def record_call(psp: str, *, down: bool, reason: str = "", time_left_s: float | None = None) -> None:
     """What one call told about `psp`'s health (`down`: unreachable, timed out, 5xx), for its breaker. Nothing in a
-    function without a breaker (no PSP_HEALTH_TABLE: its role cannot reach PspHealth); a breaker that cannot be
-    written is logged and never fails the payment call that reported to it."""
-    if not settings().psp_health_table:
+    function without a breaker (no PSP_HEALTH_TABLE: its role cannot reach PspHealth), nor with less than
+    MIN_TIME_LEFT_S of the invocation left. The breaker's calls are single quick attempts, and whatever goes
+    wrong with them is logged, never raised: the payment call that reported here goes on as if it had not."""
+    if time_left_s is not None and time_left_s < MIN_TIME_LEFT_S:
         return
     try:
+        if not settings().psp_health_table:
+            return
         if down:
             breaker().failed(psp, reason)
         else:
             breaker().succeeded(psp)
-    except (ClientError, BotoCoreError) as error:
+    except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
         logger.warning("circuit breaker not updated", extra={"psp": psp, "error": type(error).__name__})

@@ -104,6 +104,12 @@ def balance_sort_key(currency: str) -> str:
     return f"{BALANCE_SORT_PREFIX}{currency}"
 
 
+# An Adyen card's payment_method on the checkout, its orders and charges: a fingerprint of its encrypted fields,
+# which only the charge item keeps (`adyen_payment_method`) until the charge is final (PCI DSS: no security code
+# kept after authorisation, even encrypted).
+ADYEN_CARD_PREFIX = "adyen_card:"
+
+
 def charge_key(checkout_id: str, currency: str) -> str:
     """The charge of a checkout in one currency: `<checkout_id>#<CUR>`."""
     return f"{checkout_id}#{currency.upper()}"

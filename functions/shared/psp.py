@@ -152,11 +152,13 @@ def rate_limited_retries_class() -> type:
                 answer = super().request(method, url, headers, post_data)
             except Exception as error:
                 _record_psp_call(started, "network")
-                breaker.record_call(PSP_NAME, down=True, reason=f"{type(error).__name__}: no answer")
+                breaker.record_call(PSP_NAME, down=True, reason=f"{type(error).__name__}: no answer",
+                                    time_left_s=time_left_s())
                 raise
             status, replayed = answer[1], str((answer[2] or {}).get("Idempotent-Replayed", "")).lower() == "true"
             _record_psp_call(started, psp_error_class(status))
-            breaker.record_call(PSP_NAME, down=status >= 500 and not replayed, reason=f"HTTP {status}")
+            breaker.record_call(PSP_NAME, down=status >= 500 and not replayed, reason=f"HTTP {status}",
+                                time_left_s=time_left_s())
             return answer
 
     return RateLimitedRetries

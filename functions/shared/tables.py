@@ -327,9 +327,10 @@ class PaymentTables:
         sets = "".join(f", {name} = :{name}" for name in fields)
         return self._update_if(
             table, key,
-            # final: out of the sweep index, and the buyer's client secret and mandate acceptance are not kept
+            # final: out of the sweep index, and the buyer's client secret, mandate acceptance and Adyen card
+            # (encrypted, its security code among it) are not kept
             f"SET {status_attribute} = :status, updated_at = :now{sets} "
-            "REMOVE sweep_shard, due_at, next_action, mandate_data",
+            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None
@@ -1536,18 +1537,20 @@ class ApiRateTable:
 class PspHealthTable:
     """One item per PSP: its circuit breaker (functions/shared/breaker.py). Timestamps are clock.iso() strings,
     which sort as they compare. A healthy PSP's item is read, never written: writes happen only while it fails
-    and when it recovers."""
+    and when it recovers. `quick`: one attempt with short timeouts (aws.quick_client), for calls made beside a
+    payment call, which must never wait on this table."""
 
     table: str
+    quick: bool = False
     _CHANGED = "ConditionalCheckFailedException"
 
     @classmethod
-    def from_settings(cls, config: Settings | None = None) -> PspHealthTable:
-        return cls((config or settings()).psp_health_table)
+    def from_settings(cls, config: Settings | None = None, *, quick: bool = False) -> PspHealthTable:
+        return cls((config or settings()).psp_health_table, quick)
 
     @property
     def _db(self) -> Any:
-        return aws.client("dynamodb")
+        return aws.quick_client("dynamodb") if self.quick else aws.client("dynamodb")
 
     def get(self, psp: str) -> dict[str, Any]:
         answer = self._db.get_item(TableName=self.table, Key=to_item({"psp": psp}), ConsistentRead=True)
@@ -1558,58 +1561,77 @@ class PspHealthTable:
         return [from_item(item) for page in self._db.get_paginator("scan").paginate(TableName=self.table)
                 for item in page["Items"]]
 
-    def count_failure(self, psp: str, now: str, window_start_after: str, reason: str) -> dict[str, Any]:
-        """One more failure in the current window, or the first of a new one when the last began on or before
-        `window_start_after`. Two tries: a concurrent caller may start the new window between them."""
-        values = {":one": 1, ":now": now, ":after": window_start_after, ":reason": reason[:200]}
+    def count_failure(self, psp: str, now: str, window_start_after: str, reason: str) -> dict[str, Any] | None:
+        """One more failure of a closed breaker in its current window, or the first of a new window when the last
+        began on or before `window_start_after`. None when it is not closed (it opened meanwhile: nothing to
+        count). Two rounds: a concurrent caller may start the new window between our two writes."""
+        values = {":one": 1, ":now": now, ":after": window_start_after, ":reason": reason[:200], ":closed": "closed"}
+        closed = "(attribute_not_exists(#s) OR #s = :closed)"
         for _ in range(2):
             for update, condition in (
                 ("ADD failures :one SET last_failure = :reason, last_failure_at = :now, updated_at = :now",
-                 "window_start > :after"),
+                 f"{closed} AND window_start > :after"),
                 ("SET failures = :one, window_start = :now, last_failure = :reason, last_failure_at = :now, "
-                 "updated_at = :now", "attribute_not_exists(window_start) OR window_start <= :after"),
+                 "updated_at = :now", f"{closed} AND (attribute_not_exists(window_start) OR window_start <= :after)"),
             ):
                 changed = self._update(psp, update, condition, values)
                 if changed is not None:
                     return changed
-        return self.get(psp)  # other callers kept starting windows between our tries: theirs counted, not ours
+        return None
 
-    def trip(self, psp: str, now: str, open_until: str, reason: str, *, reopen: bool) -> dict[str, Any] | None:
-        """Open the breaker until `open_until`: from closed, or (`reopen`) again when its probe failed. None when
-        another caller changed it first (it is open already, or closed by a success)."""
+    def trip(self, psp: str, now: str, open_until: str, reason: str, *, lease: str = "") -> dict[str, Any] | None:
+        """Open the breaker until `open_until`: from closed, or again when the probe holding `lease` failed. None
+        when another caller changed it first (opened it, or another probe holds it)."""
         values = {":open": "open", ":now": now, ":until": open_until, ":zero": 0, ":one": 1, ":reason": reason[:200]}
-        if reopen:
-            condition = "#s = :open AND open_until <= :now"
+        if lease:
+            condition, values[":lease"] = "#s = :open AND probe_until = :lease", lease
         else:
             condition, values[":closed"] = "attribute_not_exists(#s) OR #s = :closed", "closed"
         return self._update(
             psp, "SET #s = :open, opened_at = :now, open_until = :until, failures = :zero, last_failure = :reason, "
-                 "updated_at = :now ADD trips :one REMOVE probe_until, window_start", condition, values,
-            names={"#s": "state"})
+                 "updated_at = :now ADD trips :one REMOVE probe_until, window_start, forced_by", condition, values)
 
     def take_probe(self, psp: str, now: str, lease_until: str) -> bool:
-        """The one call that may try a PSP whose breaker's wait is over (half-open), for `lease_until`."""
+        """The one call that may try a PSP whose breaker's wait is over (half-open), until `lease_until`."""
         return self._update(
             psp, "SET probe_until = :lease, updated_at = :now",
             "#s = :open AND open_until <= :now AND (attribute_not_exists(probe_until) OR probe_until <= :now)",
-            {":open": "open", ":now": now, ":lease": lease_until}, names={"#s": "state"}) is not None
+            {":open": "open", ":now": now, ":lease": lease_until}) is not None
 
-    def close(self, psp: str, now: str, by: str) -> dict[str, Any]:
-        """Closed, failures forgotten: the PSP answered (`by` says who saw it: a call, an operator)."""
-        changed = self._update(
+    def close(self, psp: str, now: str, by: str, *, lease: str = "") -> dict[str, Any] | None:
+        """Closed, failures forgotten: by the probe holding `lease` (it got an answer), or by an operator (no
+        lease: whatever the state). None when the lease is no longer the breaker's."""
+        values = {":closed": "closed", ":zero": 0, ":now": now, ":by": by}
+        condition = None
+        if lease:
+            condition, values[":open"], values[":lease"] = "#s = :open AND probe_until = :lease", "open", lease
+        return self._update(
             psp, "SET #s = :closed, failures = :zero, closed_at = :now, closed_by = :by, updated_at = :now "
-                 "REMOVE open_until, probe_until, window_start", None,
-            {":closed": "closed", ":zero": 0, ":now": now, ":by": by}, names={"#s": "state"})
+                 "REMOVE open_until, probe_until, window_start, forced_by", condition, values)
+
+    def forget_failures(self, psp: str, now: str) -> dict[str, Any] | None:
+        """A closed breaker's failures forgotten: the PSP answered. Never closes an open one."""
+        return self._update(
+            psp, "SET failures = :zero, updated_at = :now REMOVE window_start",
+            "(attribute_not_exists(#s) OR #s = :closed) AND failures > :zero",
+            {":zero": 0, ":now": now, ":closed": "closed"})
+
+    def force_open(self, psp: str, now: str, open_until: str, by: str) -> dict[str, Any]:
+        """An operator's open, in one write whatever the state: no probe before `open_until`, whatever answers."""
+        changed = self._update(
+            psp, "SET #s = :open, opened_at = :now, open_until = :until, failures = :zero, forced_by = :by, "
+                 "last_failure = :reason, updated_at = :now ADD trips :one REMOVE probe_until, window_start", None,
+            {":open": "open", ":now": now, ":until": open_until, ":zero": 0, ":one": 1, ":by": by,
+             ":reason": f"opened by {by}"})
         return changed or {}
 
-    def _update(self, psp: str, update: str, condition: str | None, values: dict[str, Any],
-                names: dict[str, str] | None = None) -> dict[str, Any] | None:
+    def _update(self, psp: str, update: str, condition: str | None, values: dict[str, Any]) -> dict[str, Any] | None:
         request: dict[str, Any] = {"TableName": self.table, "Key": to_item({"psp": psp}), "UpdateExpression": update,
                                    "ExpressionAttributeValues": to_item(values), "ReturnValues": "ALL_NEW"}
         if condition:
             request["ConditionExpression"] = condition
-        if names:
-            request["ExpressionAttributeNames"] = names
+        if "#s" in update or "#s" in (condition or ""):
+            request["ExpressionAttributeNames"] = {"#s": "state"}
         try:
             return from_item(self._db.update_item(**request)["Attributes"])
         except ClientError as error:

@@ -67,9 +67,16 @@ def test_a_eur_card_checkout_is_charged_once_at_adyen_and_credited(routed, sandb
     assert [(o["psp"], o["psp_route"]) for o in orders] == [("adyen", "eur-cards")] * 2
     charge = PaymentTables.from_settings().get_charge("chk_eu#EUR")
     assert (charge["psp"], charge["psp_route"]) == ("adyen", "eur-cards")
-    assert json.loads(charge["payment_method"]) == adyen_card()  # passed on as the browser made it
+    # the encrypted card (its security code among it) only on the charge, passed on as the browser made it; the
+    # checkout, the orders and the charge's payment_method name it by a fingerprint
+    assert json.loads(charge["adyen_payment_method"]) == adyen_card()
+    event = PaymentTables.from_settings().get_checkout("chk_eu")
+    fingerprints = {charge["payment_method"], event["payment_method"], *(o["payment_method"] for o in orders)}
+    assert len(fingerprints) == 1 and fingerprints.pop().startswith("adyen_card:")
+    assert all("adyen_payment_method" not in item for item in (event, *orders))
 
     assert run_charge(begin("chk_eu", "EUR"))["charge_status"] == "SUCCESS"
+    assert "adyen_payment_method" not in PaymentTables.from_settings().get_charge("chk_eu#EUR")  # final: gone
 
     [payment] = adyen_payments(routed, "chk_eu")
     assert payment["amount"] == {"currency": "EUR", "value": 1734} and payment["resultCode"] == "Authorised"

@@ -141,6 +141,56 @@ def test_the_process_breaker_comes_from_settings(aws_env):
     breakers.reset()
 
 
+def test_an_answer_to_a_call_sent_before_it_opened_closes_nothing(table):
+    fail(fresh(table), 3)
+    late = fresh(table)
+    late.succeeded("stripe")
+    assert table.get("stripe")["state"] == OPEN
+    clock.advance(61)
+    late.succeeded("stripe")  # even once the wait is over: only the probe's answer closes it
+    assert fresh(table).view("stripe").state == HALF_OPEN
+
+
+def test_an_operators_open_holds_against_answers_and_probes_until_its_time(table):
+    fresh(table).force("stripe", OPEN, minutes=30, by="ops")
+    other = fresh(table)
+    other.succeeded("stripe")
+    clock.advance(60)
+    assert not other.allows("stripe") and table.get("stripe")["state"] == OPEN
+    fail(other, 5)  # failures while it is held open add nothing
+    assert table.get("stripe")["trips"] == 1 and table.get("stripe")["forced_by"] == "ops"
+
+
+def test_concurrent_failures_open_it_once(table):
+    callers = [fresh(table) for _ in range(10)]
+    threads = [threading.Thread(target=fail, args=(caller, 1)) for caller in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert table.get("stripe")["state"] == OPEN and table.get("stripe")["trips"] == 1
+
+
+def test_a_breaker_that_cannot_be_read_or_written_never_fails_the_call_reporting_to_it(aws_env, monkeypatch):
+    monkeypatch.setenv("PSP_HEALTH_TABLE", "no-such-table")
+    from functions.shared.config import reload_settings
+
+    reload_settings()
+    breakers.reset()
+    breakers.record_call("stripe", down=True, reason="HTTP 503")  # ResourceNotFoundException: logged, not raised
+    breakers.record_call("stripe", down=False)
+    breakers.reset()
+
+
+def test_with_little_of_the_invocation_left_the_breaker_hears_nothing(table):
+    breakers.reset()
+    breakers.record_call("stripe", down=True, reason="HTTP 503", time_left_s=1.0)
+    assert table.get("stripe") == {}
+    breakers.record_call("stripe", down=True, reason="HTTP 503", time_left_s=10.0)
+    assert int(table.get("stripe")["failures"]) == 1
+    breakers.reset()
+
+
 # --- fed by the adapters: every call of a function that has the table tells its PSP's breaker -------------------
 
 
@@ -165,7 +215,10 @@ def test_stripe_calls_that_find_it_down_open_its_breaker_and_an_answer_closes_it
     view = fresh(PspHealthTable.from_settings()).view("stripe")
     assert (view.state, view.trips, view.last_failure) == (OPEN, 1, "HTTP 503")
     breakers.reset()
-    clock.advance(31)  # the wait is over: this call probes, and Stripe answers
+    assert executor.execute(work).outcome == "succeeded"  # nobody asked the breaker: an answer closes nothing
+    assert fresh(PspHealthTable.from_settings()).view("stripe").state == OPEN
+    clock.advance(31)  # the wait is over: the process asks, takes the probe, and Stripe's answer closes it
+    assert breakers.breaker().allows("stripe")
     assert executor.execute(work).outcome == "succeeded"
     assert fresh(PspHealthTable.from_settings()).view("stripe").state == CLOSED
     breakers.reset()
@@ -212,7 +265,8 @@ def test_adyen_calls_feed_adyens_breaker(sandbox, monkeypatch):
             executor.execute(work)
         assert int(PspHealthTable.from_settings().get("adyen")["failures"]) == 1
         assert executor.execute(work).outcome == "succeeded"
-        assert PspHealthTable.from_settings().get("adyen")["state"] == CLOSED
+        after = PspHealthTable.from_settings().get("adyen")
+        assert (after.get("state", CLOSED), int(after["failures"])) == (CLOSED, 0)  # Adyen answered: forgotten
         assert PspHealthTable.from_settings().get("stripe") == {}  # Stripe's breaker heard nothing
     finally:
         server.stop()

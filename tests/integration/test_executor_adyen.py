@@ -47,8 +47,9 @@ def stored(checkout_id="chk_a1", minor=2500, currency="EUR", card=None, **fields
     orders = [{"payment_order_id": f"{checkout_id}_0", "seller_account": "seller_a", "amount_minor": minor,
                "psp": "adyen"}]
     now = clock.iso()
-    item = {**charge_item(checkout_id, currency, orders, card or adyen_card(), now, now), "psp_route": "eur-cards",
-            **fields}
+    card = card or adyen_card()
+    item = {**charge_item(checkout_id, currency, orders, "adyen_card:fingerprint", now, now), "psp_route": "eur-cards",
+            "adyen_payment_method": card, **fields}
     boto3.resource("dynamodb", region_name="us-east-1").Table(reload_settings().charges_table).put_item(Item=item)
     charge = PaymentTables.from_settings().begin_charge_attempt(item["charge_key"], 1, now, now)
     return ChargeWork.from_charge_item(charge, attempt=1)
@@ -114,11 +115,25 @@ def test_the_key_sent_is_the_charges_key_bound_to_the_merchant_account(adyen):
 
 
 def test_past_the_keys_safe_age_nothing_is_sent_and_a_human_decides(adyen):
-    work = stored()
-    aged = work.model_copy(update={"first_attempt_at": clock.iso(clock.now() - timedelta(days=7))})
+    # the charge item's first attempt decides, whatever the workflow's input says (a re-drive, an edited input)
+    work = stored(first_attempt_at=clock.iso(clock.now() - timedelta(days=7)))
+    fresh_input = work.model_copy(update={"first_attempt_at": clock.iso()})
     with pytest.raises(PspOutcomeUnknown):
-        executor.execute(aged)
+        executor.execute(fresh_input)
     assert payments(adyen, work.charge_key) == []
+
+
+def test_a_retry_of_a_charge_without_a_recorded_first_attempt_is_never_replayed(adyen):
+    work = stored()
+    adyen.sandbox.faults.push("http_503", match={"path": "/v71/payments"})
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    boto3.client("dynamodb", region_name="us-east-1").update_item(
+        TableName=reload_settings().charges_table, Key={"charge_key": {"S": work.charge_key}},
+        UpdateExpression="REMOVE first_attempt_at")
+    with pytest.raises(PspOutcomeUnknown):
+        executor.execute(work)
+    assert payments(adyen, work.charge_key) == []  # the 503 made nothing, and nothing was replayed
 
 
 def test_a_retry_that_adyen_refuses_is_unknown_never_failed(adyen):
