@@ -62,7 +62,7 @@ def _start_cold() -> None:
     """A new deployment starts cold: forget the clients and settings the handlers cached in this process
     (a previous stack's endpoints and table names)."""
     try:
-        from functions.shared import aws, config, psp
+        from functions.shared import aws, breaker, config, psp
     except ImportError:  # a toy stack without the project's code
         return
     from aws_lambda_powertools.utilities import parameters
@@ -70,6 +70,7 @@ def _start_cold() -> None:
     aws.reset_clients()
     config.settings.cache_clear()
     psp.reset_client()
+    breaker.reset()  # built with a previous stack's PspHealth table name
     parameters.clear_caches()  # a previous stack's PSP key, read from its SSM
 
 
