@@ -30,7 +30,7 @@ cdk.out/MarketPay.template.json: $(LAYERS:%=build/layer/%/.stamp) $(shell find i
 synth: cdk.out/MarketPay.template.json  ## synthesize the CDK app into cdk.out (offline); prints each function's size
 	@$(PY) scripts/function_sizes.py cdk.out
 
-run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5000, PSP sandbox on :12111
+run: synth  ## the whole system locally: API on 127.0.0.1:3000, AWS (moto) on :5000, PSP sandbox on :12111 (Adyen's on :12112 with MARKETPAY_PSP_ROUTING naming adyen)
 	$(PY) -m local
 
 test: synth chromium  ## every test

@@ -24,6 +24,7 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from infra import names  # noqa: E402
 from infra.constructs.functions import LAYERS  # noqa: E402
+from infra.psp_context import PspContextError, from_context  # noqa: E402
 from infra.stack import MarketPayStack, StackSettings  # noqa: E402
 
 # Feature flags live here, not in cdk.json, so `python infra/app.py` and `cdk synth` build the same template.
@@ -46,12 +47,17 @@ def build_app() -> cdk.App:
     missing = [str(layer_dir / name / "python") for name in LAYERS if not (layer_dir / name / "python").is_dir()]
     if missing:
         sys.exit(f"layer folders {missing} are missing: run `python scripts/build_layer.py` first")
+    try:
+        psp = from_context(context)
+    except PspContextError as error:
+        sys.exit(str(error))
     settings = StackSettings(
         repo_root=REPO_ROOT,
         layer_dir=layer_dir,
         psp_key_parameter=context(names.CTX_PSP_KEY_PARAMETER) or names.DEFAULT_PSP_KEY_PARAMETER,
         destroy_on_removal=_flag(context(names.CTX_DESTROY)),
         webhook_secret_parameter=context(names.CTX_WEBHOOK_SECRET_PARAMETER) or names.DEFAULT_WEBHOOK_SECRET_PARAMETER,
+        psp=psp,
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("CDK_DEFAULT_REGION") or names.DEFAULT_REGION
     # Account-agnostic: the account comes from the credentials at deploy time.

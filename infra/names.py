@@ -63,6 +63,22 @@ CTX_LAYER_DIR = "layer_dir"
 ENV_LAYER_DIR = "MARKETPAY_LAYER_DIR"  # same as CTX_LAYER_DIR, for tests and CI
 DEFAULT_PSP_KEY_PARAMETER = "/marketpay/stripe/secret-key"
 DEFAULT_LAYER_DIR = "build/layer"
+# Routing and Adyen (infra/psp_context.py; docs/decisions.md 2026-12-07): which PSP charges what, and Adyen's account.
+# The defaults change nothing: no rule, so every charge goes to Stripe and no function reads an Adyen setting.
+CTX_PSP_ROUTING = "psp_routing"  # PSP_ROUTING's JSON (functions/shared/routing.py); "" = no rule
+CTX_ADYEN_KEY_PARAMETER = "adyen_api_key_parameter"
+CTX_ADYEN_MERCHANT_ACCOUNT = "adyen_merchant_account"
+CTX_ADYEN_ENVIRONMENT = "adyen_environment"  # test | live
+CTX_ADYEN_LIVE_PREFIX = "adyen_live_prefix"  # live only: the company account's live URL prefix
+DEFAULT_ADYEN_KEY_PARAMETER = "/marketpay/adyen/api-key"
+DEFAULT_ADYEN_ENVIRONMENT = "test"
+# Read by functions/shared/config.py under their field names (PSP_ROUTING, ADYEN_*): spelled here for the stack.
+ENV_PSP_ROUTING = "PSP_ROUTING"
+ENV_ADYEN_KEY_PARAMETER = "ADYEN_API_KEY_PARAMETER"
+ENV_ADYEN_MERCHANT_ACCOUNT = "ADYEN_MERCHANT_ACCOUNT"
+ENV_ADYEN_ENVIRONMENT = "ADYEN_ENVIRONMENT"
+ENV_ADYEN_LIVE_PREFIX = "ADYEN_LIVE_PREFIX"
+ENV_ADYEN_CHECKOUT_BASE = "ADYEN_CHECKOUT_BASE"  # "" deployed (the environment's URL); the sandbox's locally
 
 # Capability constructs (children of the stack).
 TABLES = "Tables"

@@ -22,6 +22,7 @@ from infra.constructs.settlement import Settlement
 from infra.constructs.tables import Tables
 from infra.constructs.webhooks import Webhooks
 from infra.constructs.workflow import Workflow
+from infra.psp_context import PspSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class StackSettings:
     psp_key_parameter: str = names.DEFAULT_PSP_KEY_PARAMETER
     destroy_on_removal: bool = False  # dev only: tables, bucket and logs go with the stack
     webhook_secret_parameter: str = names.DEFAULT_WEBHOOK_SECRET_PARAMETER
+    psp: PspSettings = PspSettings()  # routing and Adyen (infra/psp_context.py): defaults route nothing to Adyen
 
 
 class MarketPayStack(Stack):
@@ -53,6 +55,7 @@ class MarketPayStack(Stack):
             repo_root=settings.repo_root,
             layer_dir=settings.layer_dir,
             psp_key_parameter=settings.psp_key_parameter,
+            psp=settings.psp,
             removal_policy=removal,
         )
         workflow = Workflow(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from local.lifecycle import StopRequested, sleep_until_signalled, stop_on_signal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-PORT_FLAGS = "--api-port, --aws-port and --psp-port"
+PORT_FLAGS = "--api-port, --aws-port, --psp-port and --adyen-port"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,13 +27,21 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--aws-port", type=int, default=5000)
     parser.add_argument("--api-port", type=int, default=3000)
     parser.add_argument("--psp-port", type=int, default=12111)
+    parser.add_argument("--adyen-port", type=int, default=12112, help="the Adyen sandbox's, when it runs")
+    parser.add_argument(
+        "--psp-routing",
+        default=os.environ.get("MARKETPAY_PSP_ROUTING"),
+        help="PSP_ROUTING's JSON rules in place of the template's (env MARKETPAY_PSP_ROUTING), e.g. "
+        '\'{"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}\'; '
+        "rules naming adyen start the Adyen sandbox",
+    )
     parser.add_argument(
         "--schedule-interval",
         type=float,
         default=None,
         help="seconds between scheduled invocations (default: the template's rate)",
     )
-    parser.add_argument("--no-sandbox", action="store_true", help="do not start the PSP sandbox")
+    parser.add_argument("--no-sandbox", action="store_true", help="do not start the PSP sandboxes")
     parser.add_argument(
         "--notify-url",
         default=os.environ.get("MARKETPAY_NOTIFY_URL"),
@@ -61,19 +70,39 @@ def main(argv: list[str] | None = None) -> int:
 
     with stop_on_signals():
         try:
-            from local.stack import LocalStack, Ports, default_sandbox
+            from functions.shared.routing import RoutingConfigError
+            from local.stack import LocalStack, Ports, default_adyen_sandbox, default_sandbox, routes_to_adyen
 
+            try:
+                adyen = not args.no_sandbox and routes_to_adyen(_routing(args.psp_routing, template))
+            except RoutingConfigError as error:
+                print(f"--psp-routing: {error}", file=sys.stderr)
+                return 2
             stack = LocalStack(
                 cdk_out=args.cdk_out,
                 stack_name=args.stack,
-                ports=Ports(aws=args.aws_port, api=args.api_port, psp=args.psp_port),
+                ports=Ports(aws=args.aws_port, api=args.api_port, psp=args.psp_port, adyen=args.adyen_port),
                 sandbox=None if args.no_sandbox else default_sandbox,
                 schedule_interval=args.schedule_interval,
+                adyen_sandbox=default_adyen_sandbox if adyen else None,
+                psp_routing=args.psp_routing,
             )
             return _serve(stack, args)
         except StopRequested as stop:
             print(f"{stop}: stopped", flush=True)
             return 0
+
+
+def _routing(given: str | None, template: Path) -> str:
+    """The routing the functions will run with: the one given, else the template's (`-c psp_routing=...` at
+    synthesis; the first function's that sets it: the synthesis gives every router the same)."""
+    if given is not None:
+        return given
+    for resource in json.loads(template.read_text())["Resources"].values():
+        variables = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if resource["Type"] == "AWS::Lambda::Function" and isinstance(variables.get("PSP_ROUTING"), str):
+            return variables["PSP_ROUTING"]
+    return ""
 
 
 def _serve(stack: Any, args: argparse.Namespace) -> int:
@@ -87,7 +116,15 @@ def _serve(stack: Any, args: argparse.Namespace) -> int:
     try:
         print(f"local stack {args.stack} from {args.cdk_out} (state is in memory: gone when this stops)")
         for name, url in stack.endpoints().items():
-            print(f"  {name:4} {url}")
+            print(f"  {name:5} {url}")
+        if stack.adyen_url:
+            from local.stack import adyen_sandbox_settings
+
+            path, key, merchant_account = adyen_sandbox_settings()
+            print(f"Adyen sandbox: Checkout API {stack.adyen_url}{path} (X-API-Key {key}, merchant account "
+                  f"{merchant_account}); its payments: {stack.adyen_url}/_sandbox/payments")
+        if args.psp_routing is not None:
+            print(f"PSP routing: {args.psp_routing or '(none: every charge to Stripe)'}")
         print("stack outputs:")
         for key, value in sorted(stack.outputs.items()):
             print(f"  {key} = {value}")

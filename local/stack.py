@@ -1,4 +1,4 @@
-"""LocalStack: the deployed topology on one machine (moto + in-process Lambdas + gateway + PSP sandbox)."""
+"""LocalStack: the deployed topology on one machine (moto + in-process Lambdas + gateway + PSP sandboxes)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ PSP_TEST_KEY = "sk_test_local"
 PSP_API_BASE = "PSP_API_BASE"  # the template's value ("" = Stripe) is replaced by the sandbox's URL
 PSP_API_KEY_PARAMETER = "PSP_API_KEY_PARAMETER"  # the SSM parameter holding the key: the sandbox's key is stored
 WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"  # where the receiver reads the endpoint's signing secret
+# Adyen (infra/psp_context.py): with the Adyen sandbox, the template's Checkout base ("" = Adyen's own URL) and
+# merchant account are replaced by the sandbox's, and its API key is stored where ADYEN_API_KEY_PARAMETER says.
+ADYEN_CHECKOUT_BASE = "ADYEN_CHECKOUT_BASE"
+ADYEN_MERCHANT_ACCOUNT = "ADYEN_MERCHANT_ACCOUNT"
+ADYEN_API_KEY_PARAMETER = "ADYEN_API_KEY_PARAMETER"
+PSP_ROUTING = "PSP_ROUTING"  # the template's rules ("" by default), replaced by the caller's psp_routing if given
 
 
 class Sandbox(Protocol):
@@ -51,18 +57,43 @@ def default_sandbox(port: int) -> Sandbox:
     return start_sandbox(port=port)
 
 
+def default_adyen_sandbox(port: int) -> Sandbox:
+    """The repository's Adyen-compatible sandbox (psp_sandbox/adyen), with its own key and merchant account
+    (`adyen_sandbox_settings`). It sends no notifications: nothing in the stack receives them yet."""
+    from psp_sandbox.adyen import start_adyen_sandbox
+
+    return start_adyen_sandbox(port=port)
+
+
+def adyen_sandbox_settings() -> tuple[str, str, str]:
+    """(Checkout API path, API key, merchant account) an Adyen sandbox factory's server must serve: the defaults
+    of psp_sandbox/adyen, imported late as the sandboxes are."""
+    from psp_sandbox.adyen.server import API_KEY, MERCHANT_ACCOUNT, VERSION
+
+    return f"/{VERSION}", API_KEY, MERCHANT_ACCOUNT
+
+
+def routes_to_adyen(routing: str) -> bool:
+    """Whether a PSP_ROUTING text sends any charge to Adyen (RoutingConfigError if it cannot be read)."""
+    from functions.shared.routing import ADYEN, parse_routing
+
+    parsed = parse_routing(routing)
+    return parsed.default == ADYEN or any(rule.psp == ADYEN for rule in parsed.rules)
+
+
 @dataclass
 class Ports:
     aws: int = 5000
     api: int = 3000
     psp: int = 12111
+    adyen: int = 12112  # only bound when the Adyen sandbox runs
 
 
 def _start_cold() -> None:
     """A new deployment starts cold: forget the clients and settings the handlers cached in this process
     (a previous stack's endpoints and table names)."""
     try:
-        from functions.shared import aws, config, psp
+        from functions.shared import aws, breaker, config, psp
     except ImportError:  # a toy stack without the project's code
         return
     from aws_lambda_powertools.utilities import parameters
@@ -70,6 +101,7 @@ def _start_cold() -> None:
     aws.reset_clients()
     config.settings.cache_clear()
     psp.reset_client()
+    breaker.reset()  # built with a previous stack's PspHealth table name
     parameters.clear_caches()  # a previous stack's PSP key, read from its SSM
 
 
@@ -77,7 +109,9 @@ class LocalStack:
     """Start with `with LocalStack() as stack:` (or start()/stop()).
 
     Order: moto server -> deploy the template -> in-process Lambda dispatch -> SQS pollers and schedules ->
-    PSP sandbox -> HTTP gateway. moto is in memory and process-global: one LocalStack per process at a time,
+    PSP sandboxes (Stripe's; Adyen's when `adyen_sandbox` is given) -> HTTP gateway. `psp_routing` replaces the
+    template's PSP_ROUTING (only in the functions whose template sets it); a routing naming Adyen, given or the
+    template's, needs the Adyen sandbox. moto is in memory and process-global: one LocalStack per process at a time,
     and nothing survives stop().
     """
 
@@ -91,7 +125,11 @@ class LocalStack:
         schedule_interval: float | None = None,
         function_concurrency: int | None = 1,
         extra_env: dict[str, str] | None = None,
+        adyen_sandbox: SandboxFactory | None = None,
+        psp_routing: str | None = None,
     ) -> None:
+        if psp_routing is not None and routes_to_adyen(psp_routing) and adyen_sandbox is None:
+            raise ValueError("psp_routing routes charges to adyen: start the Adyen sandbox too (adyen_sandbox=)")
         self.cdk_out = Path(cdk_out)
         self.stack_name = stack_name
         self.ports = ports or Ports()
@@ -104,6 +142,10 @@ class LocalStack:
         self.api_url = f"http://{HOST}:{self.ports.api}"
         # Known before the sandbox starts: the handlers' environment is set before any of them runs.
         self.psp_url: str | None = f"http://{HOST}:{self.ports.psp}" if sandbox else None
+        self._adyen_factory = adyen_sandbox
+        self.adyen_url: str | None = f"http://{HOST}:{self.ports.adyen}" if adyen_sandbox else None
+        self.adyen_sandbox: Sandbox | None = None
+        self.psp_routing = psp_routing
         self.moto: MotoServer | None = None
         self.deployed: DeployedStack | None = None
         self.runtime: LambdaRuntime | None = None
@@ -122,15 +164,19 @@ class LocalStack:
         ports = {"aws": self.ports.aws, "api": self.ports.api}
         if self._sandbox_factory is not None:
             ports["psp"] = self.ports.psp
+        if self._adyen_factory is not None:
+            ports["adyen"] = self.ports.adyen
         check_ports_free(ports, HOST)  # before anything starts: a taken port fails here, naming its holder
         try:
             self._set_env({**AWS_ENV, "MOTO_PORT": str(self.ports.aws)})
             self.moto = start_moto(self.ports.aws)
             self.deployed = deploy(self.cdk_out, self.stack_name, self.aws_url, self.api_url + "/")
             self.runtime = LambdaRuntime(self.code_root, self._lambda_env(), self._function_concurrency,
-                                         replacements={PSP_API_BASE: self.psp_url} if self.psp_url else {})
+                                         replacements=self._replacements())
             function_envs = self._function_envs()
+            self._check_adyen_reachable(function_envs)
             self._store_psp_key(function_envs)
+            self._store_adyen_key(function_envs)
             self.runtime.install(function_envs)
             self._set_env(self._tools_env(function_envs))
             _start_cold()
@@ -147,6 +193,8 @@ class LocalStack:
             self.events.start()
             if self._sandbox_factory is not None:
                 self.sandbox = self._sandbox_factory(self.ports.psp)
+            if self._adyen_factory is not None:
+                self.adyen_sandbox = self._adyen_factory(self.ports.adyen)
             self.gateway = Gateway(http_api_routes(self.deployed), self.aws_url, self.ports.api)
             self.gateway.start()
             self._register_webhook_endpoint(function_envs)
@@ -163,6 +211,7 @@ class LocalStack:
             ("gateway", lambda: self.gateway and self.gateway.stop()),
             ("event sources", lambda: self.events and self.events.stop()),
             ("psp sandbox", lambda: self.sandbox and self.sandbox.stop()),
+            ("adyen sandbox", lambda: self.adyen_sandbox and self.adyen_sandbox.stop()),
             ("lambda runtime", lambda: self.runtime and self.runtime.uninstall()),
             ("moto", lambda: self.moto and self.moto.stop()),
         )
@@ -171,7 +220,7 @@ class LocalStack:
                 step()
             except Exception:  # noqa: BLE001 - stop everything we can
                 log.exception("error while stopping the %s", name)
-        self.gateway = self.events = self.sandbox = self.runtime = self.moto = None
+        self.gateway = self.events = self.sandbox = self.adyen_sandbox = self.runtime = self.moto = None
         self._env.restore()
         log.info("local stack stopped in %.2f s", time.monotonic() - started)
 
@@ -193,7 +242,8 @@ class LocalStack:
         return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.aws_url)
 
     def endpoints(self) -> dict[str, str]:
-        return {"api": self.api_url, "aws": self.aws_url, "psp": self.psp_url or "off"}
+        return {"api": self.api_url, "aws": self.aws_url, "psp": self.psp_url or "off",
+                "adyen": self.adyen_url or "off"}
 
     def ungranted_calls(self) -> dict[str, list[Call]]:
         """Function -> the AWS calls its code made here that its role in the template does not grant."""
@@ -234,6 +284,30 @@ class LocalStack:
 
     # --- internals -----------------------------------------------------------------------------------
 
+    def _replacements(self) -> dict[str, str]:
+        """Template values the local stack puts its own in place of, in the functions whose template sets them
+        (a replacement never adds a variable: a function the template does not wire never gets it)."""
+        values: dict[str, str] = {}
+        if self.psp_url:
+            values[PSP_API_BASE] = self.psp_url
+        if self.adyen_url:
+            path, _key, merchant_account = adyen_sandbox_settings()
+            values[ADYEN_CHECKOUT_BASE] = self.adyen_url + path
+            values[ADYEN_MERCHANT_ACCOUNT] = merchant_account
+        if self.psp_routing is not None:
+            values[PSP_ROUTING] = self.psp_routing
+        return values
+
+    def _check_adyen_reachable(self, function_envs: dict[str, dict[str, str]]) -> None:
+        """A template whose own routing names Adyen (synthesized with `-c psp_routing=...`) run without the Adyen
+        sandbox would charge Adyen's real test platform: refused before anything runs."""
+        if self.adyen_url or self.psp_routing is not None:
+            return
+        routed = sorted(name for name, env in function_envs.items() if routes_to_adyen(env.get(PSP_ROUTING, "")))
+        if routed:
+            raise ValueError(f"the template's PSP_ROUTING ({', '.join(routed)}) routes charges to adyen: start the "
+                             "Adyen sandbox too (adyen_sandbox=)")
+
     def _lambda_env(self) -> dict[str, str]:
         """Given to every function besides its template variables: credentials and the local endpoint (what
         Lambda and the local stack set), and the caller's extra_env."""
@@ -269,6 +343,17 @@ class LocalStack:
         ssm = self.client("ssm")
         for name in sorted(parameters):
             ssm.put_parameter(Name=name, Value=PSP_TEST_KEY, Type="SecureString", Overwrite=True)
+
+    def _store_adyen_key(self, function_envs: dict[str, dict[str, str]]) -> None:
+        """Adyen's API key, where the template says the Executor reads it: the Adyen sandbox's key."""
+        if not self.adyen_url:
+            return
+        _path, key, _merchant_account = adyen_sandbox_settings()
+        parameters = {env[ADYEN_API_KEY_PARAMETER] for env in function_envs.values()
+                      if env.get(ADYEN_API_KEY_PARAMETER)}
+        ssm = self.client("ssm")
+        for name in sorted(parameters):
+            ssm.put_parameter(Name=name, Value=key, Type="SecureString", Overwrite=True)
 
     def _function_envs(self) -> dict[str, dict[str, str]]:
         lam = self.client("lambda")

@@ -27,6 +27,7 @@ from infra import governor, names
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
 from infra.nag import acknowledge, arn_placeholder
+from infra.psp_context import PspSettings
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -62,8 +63,10 @@ class Functions(Construct):
         layer_dir: Path,
         psp_key_parameter: str,
         removal_policy: RemovalPolicy,
+        psp: PspSettings | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        psp = psp or PspSettings()
         self._removal_policy = removal_policy
         self._tables = tables
         self._queues = queues
@@ -89,14 +92,18 @@ class Functions(Construct):
             {
                 names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
                 names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
+                # It routes each charge while validating and placing a checkout (functions/payment/schemas.py);
+                # no PSP key: it never calls a PSP.
+                **psp.router_env(),
             },
         )
         self.order_starter = self._function(names.ORDER_STARTER)
         self.executor = self._function(
             names.EXECUTOR,
             # Empty base = the real Stripe API; the key is read from SSM at cold start.
+            # No PSP_ROUTING: it charges at the PSP recorded on the charge when the API placed it (work.psp).
             {names.ENV_PSP_API_BASE: "", names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter,
-             names.ENV_PSP_HEALTH_TABLE: tables.psp_health.table_name},
+             names.ENV_PSP_HEALTH_TABLE: tables.psp_health.table_name, **psp.executor_env()},
         )
         # The throughput governor: at most this many charges talk to the PSP at once (infra/governor.py).
         self.executor.node.default_child.reserved_concurrent_executions = governor.concurrency(
@@ -140,7 +147,8 @@ class Functions(Construct):
         )
         self._grant_table_access()
         self._grant_queue_access()
-        self._grant_psp_key(self.executor, psp_key_parameter)
+        # The Executor alone charges at Adyen, so it alone reads Adyen's key (functions/shared/psp.py client_for).
+        self._grant_psp_key(self.executor, psp_key_parameter, psp.adyen_key_parameter)
         self._grant_psp_key(self.transfer, psp_key_parameter)
         self._grant_settlement_access(bucket)
         self._add_triggers()
@@ -307,15 +315,18 @@ class Functions(Construct):
         self._allow(self.sweeper, send, [q.payouts.queue_arn, q.payouts_dlq.queue_arn])
         self._allow(self.transfer, send, [q.payouts.queue_arn, q.payouts_dlq.queue_arn])
 
-    def _grant_psp_key(self, fn: lambda_.Function, parameter: str) -> None:
+    def _grant_psp_key(self, fn: lambda_.Function, *parameters: str) -> None:
         stack = Stack.of(self)
-        parameter_arn = stack.format_arn(
-            service="ssm",
-            resource="parameter",
-            resource_name=parameter.lstrip("/"),
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
-        self._allow(fn, ["ssm:GetParameter"], [parameter_arn])
+        parameter_arns = [
+            stack.format_arn(
+                service="ssm",
+                resource="parameter",
+                resource_name=parameter.lstrip("/"),
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+            )
+            for parameter in dict.fromkeys(parameters)  # once each, in order
+        ]
+        self._allow(fn, ["ssm:GetParameter"], parameter_arns)
         # The SecureString's key is chosen when the parameter is created (outside CloudFormation), so any key
         # of the account, but only when SSM decrypts on the function's behalf.
         fn.add_to_role_policy(

@@ -18,7 +18,7 @@ def start_stack(log_level: str = "WARNING", **options) -> LocalStack:
         pytest.fail("cdk.out is missing: run `make synth` (make test does it first)")
     for noisy in ("local.lambda", "local.gateway", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()),
+    return LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port(), adyen=free_port()),
                       extra_env={"POWERTOOLS_LOG_LEVEL": log_level}, **options).start()
 
 

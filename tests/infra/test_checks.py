@@ -118,3 +118,54 @@ def test_context_switches_to_a_dev_stack_and_another_psp_key(tmp_path, stand_in_
     assert executor["Properties"]["Environment"]["Variables"]["PSP_API_KEY_PARAMETER"] == "/dev/psp-key"
     granted = json.dumps([r for r in resources.values() if r["Type"] == "AWS::IAM::Policy"])
     assert "parameter/dev/psp-key" in granted and "marketpay/stripe/secret-key" not in granted
+
+
+EUR_CARDS_TO_ADYEN = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}
+
+
+def test_context_routes_eur_cards_to_adyen_and_only_the_executor_reads_its_key(tmp_path, stand_in_layer):
+    """`-c psp_routing=... -c adyen_merchant_account=... -c adyen_api_key_parameter=...`: the API routes with the
+    rules, the Executor charges that account with that key, and no other function may read the key."""
+    done = run_app(tmp_path, stand_in_layer, {names.CTX_PSP_ROUTING: json.dumps(EUR_CARDS_TO_ADYEN),
+                                              names.CTX_ADYEN_MERCHANT_ACCOUNT: "MarketPayECOM",
+                                              names.CTX_ADYEN_KEY_PARAMETER: "/prod/adyen-key"})
+    assert done.returncode == 0, done.stderr
+    resources = json.loads((tmp_path / "MarketPay.template.json").read_text())["Resources"]
+    env = {r["Properties"]["Handler"]: r["Properties"]["Environment"]["Variables"]
+           for r in resources.values() if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]}
+    api, executor = env[names.PAYMENT_API.handler], env[names.EXECUTOR.handler]
+    assert json.loads(api["PSP_ROUTING"]) == EUR_CARDS_TO_ADYEN
+    assert (api["ADYEN_MERCHANT_ACCOUNT"], api["ADYEN_API_KEY_PARAMETER"]) == ("MarketPayECOM", "/prod/adyen-key")
+    assert (executor["ADYEN_MERCHANT_ACCOUNT"], executor["ADYEN_API_KEY_PARAMETER"]) == ("MarketPayECOM",
+                                                                                          "/prod/adyen-key")
+    assert executor["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"  # Stripe's key as before
+    assert [h for h, variables in env.items() if "PSP_ROUTING" in variables] == [names.PAYMENT_API.handler]
+    readers = [lid for lid, r in resources.items() if r["Type"] == "AWS::IAM::Policy"
+               and "parameter/prod/adyen-key" in json.dumps(r)]
+    assert len(readers) == 1 and readers[0].startswith(f"{names.FUNCTIONS}{names.EXECUTOR.name}Role")
+
+
+@pytest.mark.parametrize(("context", "refusal"), [
+    ({names.CTX_PSP_ROUTING: json.dumps(EUR_CARDS_TO_ADYEN)}, "ADYEN_MERCHANT_ACCOUNT"),  # no account to charge
+    ({names.CTX_PSP_ROUTING: "{rules"}, "not JSON"),
+    ({names.CTX_PSP_ROUTING: json.dumps({"default": "adyen"})}, "adyen"),  # Adyen takes cards only
+    ({names.CTX_ADYEN_ENVIRONMENT: "live"}, "ADYEN_LIVE_PREFIX"),
+    ({names.CTX_ADYEN_ENVIRONMENT: "prod"}, "'test' or 'live'"),
+    ({names.CTX_ADYEN_KEY_PARAMETER: "adyen-key"}, "SSM parameter path"),
+    ({names.CTX_PSP_ROUTING: json.dumps({"rules": [{"name": "s", "psp": "stripe", "sellers": ["a" * 40] * 60}]})},
+     "at most"),
+])
+def test_psp_context_that_would_stop_a_cold_start_stops_the_synthesis(context, refusal):
+    """Checked by the functions' own settings model before any construct is built (infra/psp_context.py), so a
+    deploy never carries settings that stop every function given them, Stripe's charges included."""
+    from infra.psp_context import PspContextError, from_context
+
+    with pytest.raises(PspContextError, match=refusal):
+        from_context(context.get)
+
+
+def test_default_psp_context_routes_nothing_to_adyen():
+    from infra.psp_context import PspSettings, from_context
+
+    assert from_context({}.get) == PspSettings(routing="", adyen_key_parameter="/marketpay/adyen/api-key",
+                                               adyen_merchant_account="", adyen_environment="test")

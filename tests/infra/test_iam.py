@@ -28,6 +28,7 @@ START = {"states:StartExecution"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # active tracing: every function, checked apart
 STREAM_READ = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
 PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/secret-key"
+ADYEN_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/adyen/api-key"
 ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
 WEBHOOK_SECRET = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/webhook-secret"
 
@@ -56,7 +57,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "state-machine": START,
     },
     "Executor": {"table:Charges": GET_UPDATE, "table:PspHealth": GET_UPDATE, PSP_KEY: {"ssm:GetParameter"},
-                 ANY_KMS_KEY: {"kms:Decrypt"}},
+                 ADYEN_KEY: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"}},
     "Wallet": {"table:Wallet": READ | WRITE},
     "Ledger": {"table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     "Finalize": {"table:PaymentOrders": GET_UPDATE, "table:PaymentEvents": GET_UPDATE,
@@ -267,6 +268,11 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
     }
     # the receiver: its signing secret; the processor: the PSP key for a refund's reversal
     assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver", "WebhookProcessor"}
+
+
+def test_only_the_executor_can_read_the_adyen_key(synth, friendly):
+    readers = {f.name for f in names.ALL_FUNCTIONS if ADYEN_KEY in permissions(synth, f, friendly)}
+    assert readers == {"Executor"}
 
 
 @pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER,

@@ -42,10 +42,12 @@ TABLE_ENV = {
     "PAYOUTS_TABLE": names.PAYOUTS,
 }
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
+    # PSP_ROUTING: it routes each charge; the two Adyen names: what its settings check a rule naming Adyen against
     "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE", "REFUNDS_TABLE",
-                   "REFUNDS_QUEUE_URL"},
+                   "REFUNDS_QUEUE_URL", "PSP_ROUTING", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_API_KEY_PARAMETER"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
-    "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PSP_HEALTH_TABLE"},
+    "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PSP_HEALTH_TABLE", "ADYEN_API_KEY_PARAMETER",
+                 "ADYEN_MERCHANT_ACCOUNT", "ADYEN_ENVIRONMENT", "ADYEN_LIVE_PREFIX", "ADYEN_CHECKOUT_BASE"},
     "Wallet": set(),
     "Ledger": set(),
     "Finalize": set(),
@@ -356,6 +358,11 @@ def test_env_values_point_at_the_right_resources(synth):
     assert env["Executor"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
     assert env["Transfer"]["PSP_API_BASE"] == ""
     assert env["Transfer"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
+    # Adyen by default: its test platform at its own URL, no merchant account, and no rule routes to it.
+    assert {k: v for k, v in env["Executor"].items() if k.startswith("ADYEN_")} == {
+        "ADYEN_API_KEY_PARAMETER": "/marketpay/adyen/api-key", "ADYEN_MERCHANT_ACCOUNT": "",
+        "ADYEN_ENVIRONMENT": "test", "ADYEN_LIVE_PREFIX": "", "ADYEN_CHECKOUT_BASE": ""}
+    assert env["PaymentApi"]["PSP_ROUTING"] == ""
     for fn in ("PaymentApi", "Sweeper", "Transfer"):
         assert env[fn]["PAYOUTS_QUEUE_URL"] == {"Ref": queue_id(synth, names.PAYOUTS_QUEUE)}
     for fn in ("Sweeper", "Transfer"):

@@ -34,9 +34,9 @@ TRIES = 9
 class Local:
     """One `python -m local` process on free ports, its output collected by a reader thread."""
 
-    def __init__(self, **ports: int) -> None:
+    def __init__(self, *options: str, **ports: int) -> None:
         self.ports = {"aws": free_port(), "api": free_port(), "psp": free_port(), **ports}
-        args = [f"--{name}-port={port}" for name, port in self.ports.items()]
+        args = [f"--{name}-port={port}" for name, port in self.ports.items()] + list(options)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "local", *args, "--log-level", "WARNING"],
@@ -126,6 +126,37 @@ def test_sigterm_at_any_moment_stops_within_10_s(try_number: int) -> None:
     # Then it ended cleanly, in time, and gave every port back
     assert code == 0, "".join(local.stderr)[-2000:]
     local.assert_ports_released()
+
+
+def test_a_routing_naming_adyen_starts_the_adyen_sandbox_and_prints_its_url() -> None:
+    routing = json.dumps({"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]})
+    local = Local("--psp-routing", routing, adyen=free_port())
+    local.wait_ready()
+    adyen = f"http://127.0.0.1:{local.ports['adyen']}"
+    (ready,) = [line for line in local.stdout if line.startswith("READY ")]
+    assert f"adyen={adyen}" in ready.split()
+    assert any(line.startswith(f"Adyen sandbox: Checkout API {adyen}/v71") for line in local.stdout)
+    assert any(line.startswith("PSP routing: {") for line in local.stdout)
+    with urllib.request.urlopen(f"{adyen}/_sandbox/health", timeout=5) as answer:  # noqa: S310 - loopback
+        assert json.loads(answer.read()) == {"ok": True}
+    local.proc.send_signal(signal.SIGTERM)
+    assert local.exit_code() == 0
+    local.assert_ports_released()
+
+
+def test_without_a_routing_naming_adyen_no_adyen_sandbox_runs() -> None:
+    local = Local(adyen=free_port())
+    local.wait_ready()
+    (ready,) = [line for line in local.stdout if line.startswith("READY ")]
+    assert "adyen=off" in ready.split()
+    local.proc.send_signal(signal.SIGTERM)
+    assert local.exit_code() == 0
+
+
+def test_an_unreadable_routing_exits_2_before_anything_starts() -> None:
+    local = Local("--psp-routing", "{rules")
+    assert local.exit_code() == 2
+    assert "--psp-routing: PSP_ROUTING is not JSON" in "".join(local.stderr)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])

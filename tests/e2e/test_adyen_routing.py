@@ -1,0 +1,113 @@
+"""Issue 18: a rule routing EUR cards to Adyen, end to end on the local stack through HTTP only.
+
+The stack of this module runs the synthesized template (default context) with the Adyen sandbox beside Stripe's
+and the routing given as `make run --psp-routing` gives it: the local stack replaces the template's PSP_ROUTING
+value only in the functions whose template sets it. Each Lambda has only its template environment and role, so an
+Adyen-routed checkout succeeding here proves the infra wiring: PaymentApi routes (PSP_ROUTING and the Adyen names
+its settings check), the Executor charges at Adyen (its Checkout base, merchant account, and key read from the SSM
+parameter its role may read), and no function made a call its role does not grant.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from local.stack import LocalStack, default_adyen_sandbox
+from psp_sandbox.adyen.books import sandbox_encrypted
+from tests.e2e.conftest import start_stack
+from tests.e2e.test_http_flows import intents_of, unique, wait_final
+from verification.storefront import ApiClient
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+EUR_CARDS = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    running = start_stack(adyen_sandbox=default_adyen_sandbox, psp_routing=json.dumps(EUR_CARDS))
+    yield running
+    ungranted = running.ungranted_calls()
+    running.stop()
+    assert not ungranted, f"AWS calls the calling function's role does not grant: {ungranted}"
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    return ApiClient(stack.api_url, stack.api_key)
+
+
+def adyen_card(holder: str = "J Smith") -> dict[str, str]:
+    """What Adyen's Card Component hands a storefront (the sandbox's stand-in for its browser encryption)."""
+    return {"type": "scheme", "encryptedCardNumber": sandbox_encrypted("test_4111111111111111"),
+            "encryptedExpiryMonth": sandbox_encrypted("test_03"), "encryptedExpiryYear": sandbox_encrypted("test_2030"),
+            "encryptedSecurityCode": sandbox_encrypted("test_737"), "holderName": holder}
+
+
+def body(checkout_id: str, orders: list[tuple[str, str, str]], method: dict[str, Any]) -> dict[str, Any]:
+    return {"buyer_info": {"buyer_id": "buyer_nl", "country": "NL"}, "checkout_id": checkout_id,
+            "payment_method": {"type": "card", **method},
+            "payment_orders": [{"seller_account": seller, "amount": amount, "currency": currency,
+                                "payment_order_id": f"{checkout_id}_{n}"}
+                               for n, (seller, amount, currency) in enumerate(orders)]}
+
+
+def adyen_payments(stack: LocalStack, checkout_id: str) -> list[dict[str, Any]]:
+    """The payments the Adyen sandbox made for the checkout (its own records: the reference is our charge key)."""
+    assert stack.adyen_sandbox is not None
+    return [p for p in stack.adyen_sandbox.sandbox.payments() if p["merchantReference"].startswith(f"{checkout_id}#")]
+
+
+def stored_order(stack: LocalStack, order_id: str) -> dict[str, str]:
+    item = stack.client("dynamodb").get_item(TableName=stack.outputs["PaymentOrdersTableName"],
+                                             Key={"payment_order_id": {"S": order_id}}, ConsistentRead=True)["Item"]
+    return {key: value["S"] for key, value in item.items() if "S" in value}
+
+
+def test_a_eur_card_checkout_is_charged_once_at_adyen_and_none_at_stripe(stack, api):
+    # Given a EUR checkout of two sellers, its card encrypted by Adyen's component
+    checkout_id = unique("chk_adyen")
+    sent = body(checkout_id, [("seller_nl1", "12.34", "EUR"), ("seller_nl2", "5.00", "EUR")], {"adyen": adyen_card()})
+    status, answer, _ = api.post_checkout(sent)
+    assert status == 202, answer
+    # Then every order succeeds, charged at Adyen by the eur-cards rule
+    orders = [wait_final(api, o["payment_order_id"]) for o in sent["payment_orders"]]
+    assert [o["payment_order_status"] for o in orders] == ["SUCCESS", "SUCCESS"], orders
+    [payment] = adyen_payments(stack, checkout_id)
+    assert (payment["amount"], payment["resultCode"]) == ({"currency": "EUR", "value": 1734}, "Authorised")
+    stored = [stored_order(stack, o["payment_order_id"]) for o in sent["payment_orders"]]
+    assert [(o["psp"], o["psp_route"], o["psp_reference"]) for o in stored] == [
+        ("adyen", "eur-cards", payment["pspReference"])] * 2
+    # and nothing at Stripe
+    assert intents_of(stack, checkout_id) == []
+
+
+def test_a_usd_checkout_in_the_same_stack_still_goes_to_stripe(stack, api):
+    checkout_id = unique("chk_usd")
+    sent = body(checkout_id, [("seller_us1", "12.34", "USD")], {"token": "pm_card_visa"})
+    status, answer, _ = api.post_checkout(sent)
+    assert status == 202, answer
+    assert wait_final(api, f"{checkout_id}_0")["payment_order_status"] == "SUCCESS"
+    assert [(c["currency"], c["amount"]) for c in intents_of(stack, checkout_id)] == [("usd", 1234)]
+    assert stored_order(stack, f"{checkout_id}_0")["psp"] == "stripe"
+    assert adyen_payments(stack, checkout_id) == []
+
+
+def test_a_declined_adyen_card_fails_every_order_with_its_reason(stack, api):
+    checkout_id = unique("chk_adyen_no")
+    sent = body(checkout_id, [("seller_nl1", "7.50", "EUR")], {"adyen": adyen_card("DECLINED")})
+    assert api.post_checkout(sent)[0] == 202
+    order = wait_final(api, f"{checkout_id}_0")
+    assert (order["payment_order_status"], order["failure_code"]) == ("FAILED", "refused"), order
+    assert [p["resultCode"] for p in adyen_payments(stack, checkout_id)] == ["Refused"]
+
+
+def test_a_stripe_token_for_a_eur_card_routed_to_adyen_is_refused_before_anything_is_charged(stack, api):
+    checkout_id = unique("chk_bound")
+    sent = body(checkout_id, [("seller_nl1", "7.50", "EUR")], {"token": "pm_card_visa"})
+    status, answer, _ = api.post_checkout(sent)
+    assert status == 422 and "payment_method_not_for_routed_psp" in json.dumps(answer), answer
+    assert adyen_payments(stack, checkout_id) == [] and intents_of(stack, checkout_id) == []
