@@ -61,6 +61,10 @@ class Breaker:
         self._leases: dict[tuple[str, int], str] = {}  # (psp, thread) -> the probe lease that thread holds
         self._lock = threading.Lock()
 
+    @property
+    def table_name(self) -> str:
+        return self._table.table
+
     @classmethod
     def from_settings(cls, config: Settings | None = None, *, quick: bool = False) -> Breaker:
         config = config or settings()
@@ -173,9 +177,10 @@ _breaker: Breaker | None = None
 
 
 def breaker() -> Breaker:
-    """The process's breaker (its cache shared by every call of the process), on the quick client."""
+    """The process's breaker (its cache shared by every call of the process), on the quick client; built again
+    when the settings name another table (never on Lambda; a test or a new local stack in the same process)."""
     global _breaker
-    if _breaker is None:
+    if _breaker is None or _breaker.table_name != settings().psp_health_table:
         _breaker = Breaker.from_settings(quick=True)
     return _breaker
 

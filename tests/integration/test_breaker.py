@@ -272,3 +272,14 @@ def test_adyen_calls_feed_adyens_breaker(sandbox, monkeypatch):
         server.stop()
         psp.reset_client()
         breakers.reset()
+
+
+def test_the_process_breaker_follows_the_settings_table(aws_env, monkeypatch):
+    from functions.shared.config import reload_settings
+
+    breakers.reset()
+    first = breakers.breaker()
+    monkeypatch.setenv("PSP_HEALTH_TABLE", "another-stack-PspHealth")
+    reload_settings()
+    assert breakers.breaker() is not first and breakers.breaker().table_name == "another-stack-PspHealth"
+    breakers.reset()
