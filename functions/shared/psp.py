@@ -830,11 +830,7 @@ def adyen_hmac_key() -> str:
     """The HMAC key (hex) Adyen signs notifications with, read as the webhook secret is; for AdyenPsp's
     verify_webhook (`secret`)."""
     config = settings()
-    if config.adyen_hmac_key_parameter:
-        return str(_ssm().get(config.adyen_hmac_key_parameter, decrypt=True, max_age=WEBHOOK_SECRET_MAX_AGE_S))
-    if not config.adyen_hmac_key:
-        raise RuntimeError("ADYEN_HMAC_KEY_PARAMETER (deployed) or ADYEN_HMAC_KEY (tests) must be set")
-    return config.adyen_hmac_key
+    return _secret(config.adyen_hmac_key_parameter, config.adyen_hmac_key, "ADYEN_HMAC_KEY")
 
 
 def reset_client() -> None:
@@ -855,11 +851,16 @@ WEBHOOK_SECRET_MAX_AGE_S = 300  # a rotated signing secret is seen within five m
 def webhook_secret() -> str:
     """The endpoint's signing secret (`whsec_...`), from SSM through Powertools' cache, like the API key."""
     config = settings()
-    if config.webhook_secret_parameter:
-        return str(_ssm().get(config.webhook_secret_parameter, decrypt=True, max_age=WEBHOOK_SECRET_MAX_AGE_S))
-    if not config.webhook_secret:
-        raise RuntimeError("WEBHOOK_SECRET_PARAMETER (deployed) or WEBHOOK_SECRET (tests) must be set")
-    return config.webhook_secret
+    return _secret(config.webhook_secret_parameter, config.webhook_secret, "WEBHOOK_SECRET")
+
+
+def _secret(parameter: str, value: str, name: str) -> str:
+    """A signing secret: from its SSM parameter through Powertools' cache (deployed), else its plain value (tests)."""
+    if parameter:
+        return str(_ssm().get(parameter, decrypt=True, max_age=WEBHOOK_SECRET_MAX_AGE_S))
+    if not value:
+        raise RuntimeError(f"{name}_PARAMETER (deployed) or {name} (tests) must be set")
+    return value
 
 
 def verify_webhook(payload: bytes, signature: str | None, secret: str,

@@ -22,13 +22,19 @@ def start_stack(log_level: str = "WARNING", **options) -> LocalStack:
                       extra_env={"POWERTOOLS_LOG_LEVEL": log_level}, **options).start()
 
 
-@pytest.fixture(scope="module")
-def stack():
-    running = start_stack()
+def running_stack(**options):
+    """A module's stack: started with `options`, stopped after, and every AWS call its functions made was granted
+    by the calling function's role."""
+    running = start_stack(**options)
     yield running
     ungranted = running.ungranted_calls()
     running.stop()
     assert not ungranted, f"AWS calls the calling function's role does not grant: {ungranted}"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    yield from running_stack()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from local.stack import LocalStack, default_adyen_sandbox
 from psp_sandbox.adyen.books import sandbox_encrypted
-from tests.e2e.conftest import start_stack
+from tests.e2e.conftest import running_stack
 from tests.e2e.test_http_flows import intents_of, unique, wait_final
 from verification.storefront import ApiClient
 
@@ -28,11 +28,7 @@ EUR_CARDS = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR
 
 @pytest.fixture(scope="module")
 def stack():
-    running = start_stack(adyen_sandbox=default_adyen_sandbox, psp_routing=json.dumps(EUR_CARDS))
-    yield running
-    ungranted = running.ungranted_calls()
-    running.stop()
-    assert not ungranted, f"AWS calls the calling function's role does not grant: {ungranted}"
+    yield from running_stack(adyen_sandbox=default_adyen_sandbox, psp_routing=json.dumps(EUR_CARDS))
 
 
 @pytest.fixture(scope="module")
