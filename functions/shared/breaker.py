@@ -2,10 +2,11 @@
 
 Closed: calls go. `breaker_failures` failures of a PSP within `breaker_window_s` (only what says the PSP is down:
 unreachable, timed out, 5xx; never a decline, a refusal or a 429) open it for `breaker_cooldown_s`: no call is
-sent meanwhile by those who ask (`allows`), which treat the PSP as down. Nobody asks yet: it is recorded and shown;
-failover will ask before a new charge (docs/decisions.md 2026-12-07). When the wait is over, one caller at a
-time holds a probe lease and tries: its answer closes the breaker, its failure opens it again for another wait.
-Only the probe closes it: an answer to a call sent before it opened, or during an operator's open, does not.
+sent meanwhile by those who ask (`allows`), which treat the PSP as down. Nobody holds a call back yet: the state is
+recorded and shown, and failover will ask before a new charge (docs/decisions.md 2026-12-07). When the wait is
+over, one call at a time holds a probe lease (`call_starting` takes it before each call): its answer closes the
+breaker, its failure opens it again for another wait. Only the probe closes it: an answer to a call sent before it
+opened, or during an operator's open, does not.
 
 State lives in PspHealth (one item per PSP, functions/shared/tables.py PspHealthTable), so a breaker opened by
 one Executor instance holds for every function and instance; `python -m ops psp health` shows it, and an
@@ -189,6 +190,19 @@ def reset() -> None:
     """Forget the process's breaker (tests switch tables and settings)."""
     global _breaker
     _breaker = None
+
+
+def call_starting(psp: str, *, time_left_s: float | None = None) -> None:
+    """Before each call to `psp`: once its open breaker's wait is over, this call may take the probe lease, so that
+    its answer (`record_call`) closes the breaker or opens it for another wait. Nothing is held back: the call goes
+    whatever the breaker says, until failover asks `allows` first. Never raises, as `record_call`."""
+    if time_left_s is not None and time_left_s < MIN_TIME_LEFT_S:
+        return
+    try:
+        if settings().psp_health_table:
+            breaker().allows(psp)
+    except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
+        logger.warning("circuit breaker not read", extra={"psp": psp, "error": type(error).__name__})
 
 
 def record_call(psp: str, *, down: bool, reason: str = "", time_left_s: float | None = None) -> None:

@@ -147,6 +147,7 @@ def rate_limited_retries_class() -> type:
             """The one place every SDK call goes through: its latency, and the class of an answer that is not a
             2xx (a connection that failed is `network`), as metrics of the calling function; and what it says of
             Stripe's health to its circuit breaker (a 500 Stripe replays for a key is an answer: Stripe is up)."""
+            breaker.call_starting(PSP_NAME, time_left_s=time_left_s())
             started = time.perf_counter()
             try:
                 answer = super().request(method, url, headers, post_data)

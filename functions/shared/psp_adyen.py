@@ -219,6 +219,7 @@ class AdyenPsp:
         or 422 whose body carries Adyen's `errorCode`; without one the answer is not Adyen's (a proxy, a wrong
         URL). Unclear means transient: retried, the retry replays the key. Each call tells Adyen's circuit breaker
         whether Adyen answered (unreachable, no status or a 5xx: down)."""
+        breaker.call_starting(PSP_NAME)
         try:
             result = send()
         except OSError as error:  # requests' timeouts and connection errors, a lost answer included
