@@ -15,7 +15,7 @@ from functions.payment.schemas import RefundRequest, RefundSummary, RefundView, 
 from functions.shared import clock, psp_units, queues
 from functions.shared.errors import AwsTransientError, DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
 from functions.shared.money import Money, MoneyError
-from functions.shared.names import OFFLINE_PSP
+from functions.shared.names import OFFLINE_PSP, UNRECORDED_PSP
 from functions.shared.observability import CORRELATION_FIELD, correlated
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
@@ -54,7 +54,7 @@ def fingerprint(payment_order_id: str, request: RefundRequest) -> str:
 
 # The PSPs whose refunds the Refund worker makes (functions/executor/refund.py _psp_of), and a check's or money
 # order's, which have no PSP refund (offline). Adyen's are not wired: its outcome comes by REFUND notification.
-REFUNDABLE_AT = ("stripe", OFFLINE_PSP)
+REFUNDABLE_AT = (UNRECORDED_PSP, OFFLINE_PSP)  # Stripe's, and a check's or money order's
 
 
 class RefundNotWired(DomainError):
@@ -84,7 +84,7 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
         raise NotFound(f"payment order {payment_order_id} not found", code="payment_order_not_found")
     if order["payment_order_status"] != OrderStatus.SUCCESS.value:
         raise OrderNotSettled(f"payment order {payment_order_id} is {order['payment_order_status']}, not SUCCESS")
-    if (order.get("psp") or "stripe") not in REFUNDABLE_AT and not taken_back_by_psp:
+    if (order.get("psp") or UNRECORDED_PSP) not in REFUNDABLE_AT and not taken_back_by_psp:
         # Checked before anything is reserved: a refund the worker cannot make would hold the order's amount.
         raise RefundNotWired(f"payment order {payment_order_id} was charged at {order['psp']}, whose refunds are "
                              "not wired yet: refund it in the PSP's own dashboard and tell the platform's operators")
