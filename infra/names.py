@@ -129,6 +129,8 @@ MARK_FAILED = "MarkFailed"
 MARK_PENDING = "MarkPending"
 TO_DEAD_LETTER = "ToDeadLetter"
 CHARGE_THROTTLED = "ChargeThrottled"
+CHARGE_PARKED = "ChargeParked"  # the PSP's breaker is open: nothing sent, the sweeper drives it when it may go
+PSP_UNAVAILABLE = "PspUnavailable"
 LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 FAILED = "Failed"
 # Error names matched by class name (functions/shared/errors.py).
@@ -204,6 +206,7 @@ OUT_TABLE_NAMES = {  # table construct name -> output name
 # HTTP routes, all to PaymentApi.
 ROUTES = (
     ("POST", "/v1/payments"),
+    ("POST", "/v1/payment_routes"),
     ("GET", "/v1/payments/{payment_order_id}"),
     ("GET", "/v1/checkouts/{checkout_id}"),
     ("POST", "/v1/payments/{payment_order_id}/release"),

@@ -16,6 +16,7 @@ from functions.shared.names import AUTH_CLIENT_ID, AUTH_ERROR, AUTH_KEY_ID, AUTH
 ANY_VALID_KEY = ""  # the route needs a valid key and no particular scope
 ROUTE_SCOPES = {
     "POST /v1/payments": "payments:write",
+    "POST /v1/payment_routes": "payments:write",
     "GET /v1/payments/{payment_order_id}": "payments:read",
     "GET /v1/checkouts/{checkout_id}": "payments:read",
     "POST /v1/payments/{payment_order_id}/release": "releases",

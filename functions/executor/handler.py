@@ -7,20 +7,32 @@ challenge's deadline is cancelled here (issue 17). Stripe replaying a stored 500
 `_create` (docs/decisions.md 2026-12-04). A checkout of several currencies paid with a single-use PaymentMethod
 first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 
+A charge whose PSP is down (its circuit breaker open) sends nothing: it is parked, EXECUTING and due when the
+breaker's wait ends (`_park_if_psp_down`), and the sweeper drives it again then. It never moves to another PSP:
+failover only ever places new charges (functions/shared/routing.py).
+
 A charge routed to another PSP (Adyen) goes through the port only (`_execute_through_port`): none of Stripe's
 steps above run for it (docs/decisions.md 2026-12-07).
 """
 
 from __future__ import annotations
 
+import random
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.shared import clock, psp
-from functions.shared.errors import PspKeyPoisoned, PspOutcomeUnknown, PspPermanentError, PspTransientError
+from functions.shared import breaker, clock, psp
+from functions.shared.errors import (
+    PspKeyPoisoned,
+    PspOutcomeUnknown,
+    PspPermanentError,
+    PspTransientError,
+    PspUnavailable,
+)
 from functions.shared.models import ChargeWork
 from functions.shared.names import AWAITING_FUNDS, FUNDS_NOT_RECEIVED, FUNDS_RECEIVED, OFFLINE_PSP
 from functions.shared.observability import service_metrics
@@ -34,6 +46,7 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     tables = tables or PaymentTables.from_settings()
     if work.psp == OFFLINE_PSP:  # a check or money order: no PSP; the charge's receipt and deadline decide
         return offline_outcome(tables.get_charge(work.charge_key) or {})
+    _park_if_psp_down(work, tables)
     if work.psp != psp.PSP_NAME:
         return _execute_through_port(work, tables)
     before = tables.note_psp_call(work.charge_key)
@@ -52,6 +65,26 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
         logger.info("payment failed: cancelling the open PaymentIntent")
         result = psp.client_for(work.psp).close_failed(result, work)
     return result
+
+
+PARK_JITTER_S = 10  # parked charges come due spread over this, not all at the breaker's reopening instant
+
+
+def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> None:
+    """Nothing goes to a PSP whose breaker refuses the call (`breaker.allows_call`; it says yes whenever it cannot
+    tell). The charge is parked: EXECUTING, due when the breaker may let a call through, and PspUnavailable ends
+    this execution without a retry or a dead letter. Killed between the park and the raise: the execution fails,
+    is retried, and parks again (the same write). Nothing was sent, so nothing is unknown at the PSP."""
+    if breaker.allows_call(work.psp, time_left_s=psp.time_left_s()):
+        return
+    try:
+        due = clock.parse_iso(breaker.breaker().reopens_at(work.psp))
+    except Exception:  # noqa: BLE001 - its table answered a moment ago; if not now, look again soon
+        due = clock.now() + timedelta(seconds=30)
+    due += timedelta(seconds=random.uniform(0, PARK_JITTER_S))  # noqa: S311 - spreading load, not a secret
+    tables.park_for_psp(work.charge_key, clock.iso(due), clock.iso())
+    metrics.add_metric(name="ChargesParked", unit=MetricUnit.Count, value=1)
+    raise PspUnavailable(f"{work.psp} is down (circuit breaker open): nothing sent, due again at {clock.iso(due)}")
 
 
 # Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the

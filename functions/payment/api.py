@@ -30,6 +30,8 @@ from functions.payment.schemas import (
     RefundRequest,
     RefundView,
     ReleaseView,
+    RouteRequest,
+    RouteView,
     SellerRequest,
     SellerView,
     StatementLine,
@@ -201,6 +203,14 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
         metrics.add_metric(name=ORDERS_ACCEPTED, unit=MetricUnit.Count, value=len(checkout.payment_orders))
     return Response(status_code=202, content_type="application/json", body=_out(checkout),
                     headers=headers)
+
+
+@app.post("/v1/payment_routes", responses=documented({}, body=True))
+def route_payment(request: Annotated[RouteRequest, Body()]) -> RouteView:
+    """Where a checkout's charges would go now: ask before the buyer's card is tokenized, and tokenize it for that
+    PSP (while the rules' PSP is down, its failover PSP is named)."""
+    orders = [o.model_copy(update={"seller_account": _in(o.seller_account)}) for o in request.payment_orders]
+    return service.payment_routes(request.model_copy(update={"payment_orders": orders}))
 
 
 @app.get("/v1/payments/<payment_order_id>", responses=documented({404: {"description": "not_found"}}))

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyAddress,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -22,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from functions.shared import adyen_units, psp_units
+from functions.shared import adyen_units, breaker, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
@@ -113,6 +114,27 @@ def _routing() -> Routing:
         return Routing()
 
 
+# While a request is validated: what it was told of each PSP's health (read once, so every check of the request and
+# its placing see the same answer; functions/shared/breaker.py `psp_down`).
+_down_seen: ContextVar[dict[str, bool] | None] = ContextVar("down_seen", default=None)
+
+
+def recently_down(psp: str) -> bool:
+    """Down for placing a charge: its breaker open, or closed less than failover_grace_s ago (a route given to the
+    storefront while it was down is honoured). Only ever asked for a payment method of the failover PSP."""
+    seen = _down_seen.get()
+    if seen is not None and psp in seen:
+        return seen[psp]
+    try:
+        grace = settings().failover_grace_s
+    except ValidationError:  # no function settings (unit tests, the OpenAPI generator): no breaker either
+        return False
+    down = breaker.psp_down(psp, within_s=grace)
+    if seen is not None:
+        seen[psp] = down
+    return down
+
+
 Encrypted = Annotated[str, StringConstraints(pattern=r"^[^\s]{1,5000}$")]
 
 
@@ -190,7 +212,9 @@ class PaymentMethodInfo(ApiModel):
         return ADYEN if self.adyen is not None else DEFAULT_PSP
 
 
-class PaymentOrderRequest(ApiModel):
+class RouteOrder(ApiModel):
+    """An order as routing sees it: its seller, amount and currency."""
+
     model_config = ConfigDict(extra="forbid")
 
     seller_account: AccountId
@@ -198,7 +222,6 @@ class PaymentOrderRequest(ApiModel):
                         examples=["12.34"], json_schema_extra={"pattern": AMOUNT_PATTERN})
     currency: str = Field(description="ISO 4217 code", examples=["USD"],
                           json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)})
-    payment_order_id: Identifier
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -208,7 +231,7 @@ class PaymentOrderRequest(ApiModel):
         return value
 
     @model_validator(mode="after")
-    def _valid_money(self) -> PaymentOrderRequest:
+    def _valid_money(self) -> RouteOrder:
         """A positive amount the PSP of its charge can represent: the route PaymentRequest found for its currency
         (`_order_routes`); an order validated on its own is checked against every PSP its currency may reach."""
         money = self.money()
@@ -226,6 +249,10 @@ class PaymentOrderRequest(ApiModel):
         return positive_money(self.amount, self.currency)
 
 
+class PaymentOrderRequest(RouteOrder):
+    payment_order_id: Identifier
+
+
 class PaymentRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -234,6 +261,29 @@ class PaymentRequest(ApiModel):
     credit_card_info: CreditCardInfo | None = None
     payment_method: PaymentMethodInfo | None = None
     payment_orders: list[PaymentOrderRequest] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
+    _down: dict[str, bool] = PrivateAttr(default_factory=dict)  # each PSP's health as validation saw it
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_look_at_psp_health(cls, data: Any, handler: Any) -> Any:
+        token = _down_seen.set({})
+        try:
+            request = handler(data)
+            request._down = dict(_down_seen.get() or {})
+            return request
+        finally:
+            _down_seen.reset(token)
+
+    def psp_down(self, psp: str) -> bool:
+        """What validation was told of `psp` (read now if it never asked): placing routes as validation did."""
+        if psp not in self._down:
+            self._down[psp] = recently_down(psp)
+        return self._down[psp]
+
+    @property
+    def owner(self) -> str:
+        """The PSP that issued the payment method (a card token is charged only there)."""
+        return self.payment_method.psp if self.payment_method is not None else DEFAULT_PSP
 
     @field_validator("payment_orders", mode="wrap")
     @classmethod
@@ -254,7 +304,8 @@ class PaymentRequest(ApiModel):
         # that sum. (Fields declared above payment_orders are in info.data when they were valid.)
         method, buyer = info.data.get("payment_method"), info.data.get("buyer_info")
         routes = {} if method is not None and method.is_offline else charge_routes(
-            orders, method.type if method is not None else "card", buyer.country if buyer is not None else None)
+            orders, method.type if method is not None else "card", buyer.country if buyer is not None else None,
+            owner=method.psp if method is not None else DEFAULT_PSP)
         for total in currency_totals(orders).values():
             route = routes.get(total.currency, Route(DEFAULT_PSP, ""))
             with _refused_by_psp(f"{total.currency} total of the checkout: "):
@@ -347,10 +398,10 @@ class PaymentRequest(ApiModel):
         method = self.payment_method
         if method is not None and method.is_offline:
             return self
-        owner = method.psp if method is not None else DEFAULT_PSP
+        owner = self.owner
         kind = method.type if method is not None else "card"
         country = self.buyer_info.country
-        routes = charge_routes(self.payment_orders, kind, country)
+        routes = charge_routes(self.payment_orders, kind, country, owner=owner)
         elsewhere = sorted(f"{currency} to {route.psp}" for currency, route in routes.items() if route.psp != owner)
         if elsewhere:
             raise PydanticCustomError(
@@ -424,22 +475,45 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
     routing = _routing()
     kind = method.type if method is not None else "card"
     country = buyer.country if buyer is not None else None
-    return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency]))).psp
+    owner = method.psp if method is not None else DEFAULT_PSP
+    takes = _takes(len(totals))
+    return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency])), owner=owner,
+                                    down=recently_down, takes=takes).psp
             for currency, total in totals.items()}
 
 
-def charge_routes(orders: list[PaymentOrderRequest], method: str, country: str | None) -> dict[str, Route]:
+def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *, owner: str | None,
+                  down: Callable[[str], bool] = recently_down) -> dict[str, Route]:
     """Each currency's charge's route (functions/shared/routing.py), as placing the checkout will route it: its
-    total, the method, the buyer's country and its sellers (functions/payment/service.py route_charges)."""
+    total, the method, the buyer's country and its sellers (functions/payment/service.py route_charges), for a
+    payment method issued by `owner` (None: the route a new card should be tokenized for)."""
     sellers: dict[str, set[str]] = {}
     for order in orders:
         sellers.setdefault(order.money().currency, set()).add(order.seller_account)
-    routing = _routing()
-    return {currency: routing.route(Charge(total, method, country, frozenset(sellers[currency])))
-            for currency, total in currency_totals(orders).items()}
+    routing, totals = _routing(), currency_totals(orders)
+    takes = _takes(len(totals))
+    return {currency: routing.route(Charge(total, method, country, frozenset(sellers[currency])), owner=owner,
+                                    down=down, takes=takes)
+            for currency, total in totals.items()}
 
 
-def currency_totals(orders: list[PaymentOrderRequest]) -> dict[str, Money]:
+def _takes(currencies: int) -> Callable[[str, Charge], bool]:
+    """Whether a PSP can take a charge over (failover): its units and bounds allow the total, and an Adyen card,
+    which pays one payment, pays the whole checkout (one currency)."""
+    def takes(psp: str, charge: Charge) -> bool:
+        if psp == ADYEN and currencies > 1:
+            return False
+        unit, chargeable = PSP_AMOUNT_CHECKS[psp]
+        try:
+            unit(charge.amount)
+            chargeable(charge.amount)
+        except NotChargeableAtPsp:
+            return False
+        return True
+    return takes
+
+
+def currency_totals(orders: list[RouteOrder]) -> dict[str, Money]:
     """The sum of the orders per currency, in order of first appearance: what the PSP is asked to charge."""
     totals: dict[str, Money] = {}
     for order in orders:
@@ -721,3 +795,27 @@ class OfflinePaymentView(ApiModel):
     status: str
     recorded_at: str
     bounced_at: str | None = None
+
+
+class RouteRequest(ApiModel):
+    """POST /v1/payment_routes: where a prospective checkout's charges would go now, asked before the buyer's card
+    is tokenized (a token can be charged only at the PSP that issued it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method_type: Literal["card", "sepa_debit", "us_bank_account", "paypal"] = "card"
+    buyer_country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    payment_orders: list[RouteOrder] = Field(min_length=1, max_length=MAX_ORDERS_PER_CHECKOUT)
+
+
+class ChargeRouteView(ApiModel):
+    currency: str
+    psp: str
+    rule: str = Field(description='the routing rule that chose it ("" the default; "<rule>/failover" on failover)')
+    failover_from: str | None = Field(None, description="the PSP the rules chose, down now")
+
+
+class RouteView(ApiModel):
+    routes: list[ChargeRouteView]
+    psp: str | None = Field(description="the one PSP whose payment method pays every charge of the checkout; null "
+                                        "when its currencies go to different PSPs (split it)")

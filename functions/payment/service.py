@@ -12,8 +12,18 @@ from aws_lambda_powertools import Logger
 
 from functions.disputes.view import order_dispute_fields
 from functions.payment import payouts, refunds
-from functions.payment.schemas import CheckoutView, NextAction, OfflineInstructions, PaymentOrderView, PaymentRequest
-from functions.shared import clock, queues
+from functions.payment.schemas import (
+    ChargeRouteView,
+    CheckoutView,
+    NextAction,
+    OfflineInstructions,
+    PaymentOrderView,
+    PaymentRequest,
+    RouteRequest,
+    RouteView,
+    charge_routes,
+)
+from functions.shared import breaker, clock, queues
 from functions.shared.charges import group_orders
 from functions.shared.config import settings
 from functions.shared.errors import CheckoutConflict, NotFound
@@ -156,6 +166,18 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
     return checkout_as_placed(event), False
 
 
+def payment_routes(request: RouteRequest) -> RouteView:
+    """Each currency's charge's PSP for a checkout placed now with a new payment method: the rules' PSP, or its
+    failover PSP while the rules' PSP is down (its breaker open, its wait not over)."""
+    routes = charge_routes(request.payment_orders, request.payment_method_type, request.buyer_country, owner=None,
+                           down=breaker.psp_down)
+    psps = {route.psp for route in routes.values()}
+    return RouteView(routes=[ChargeRouteView(currency=currency, psp=route.psp, rule=route.rule,
+                                             failover_from=route.failover_from or None)
+                             for currency, route in routes.items()],
+                     psp=psps.pop() if len(psps) == 1 else None)
+
+
 def route_charges(request: PaymentRequest, summaries: list[dict[str, Any]], routing: Routing) -> dict[str, Route]:
     """Each currency's charge's PSP: the routing rules look at the charge (its total, the method, the buyer's
     country, its sellers), since one charge is one payment at one PSP."""
@@ -164,7 +186,10 @@ def route_charges(request: PaymentRequest, summaries: list[dict[str, Any]], rout
     for currency, shares in group_orders(summaries).items():
         total = sum((Money(s["amount_minor"], currency) for s in shares), Money.zero(currency))
         sellers = frozenset(s["seller_account"] for s in shares)
-        routes[currency] = routing.route(Charge(total, method, request.buyer_info.country, sellers))
+        # as validation routed it (the same look at each PSP's health); a failover PSP is chosen only for its own
+        # payment method, which validation checked it can charge
+        routes[currency] = routing.route(Charge(total, method, request.buyer_info.country, sellers),
+                                         owner=request.owner, down=request.psp_down)
     return routes
 
 

@@ -2,11 +2,12 @@
 
 Closed: calls go. `breaker_failures` failures of a PSP within `breaker_window_s` (only what says the PSP is down:
 unreachable, timed out, 5xx; never a decline, a refusal or a 429) open it for `breaker_cooldown_s`: no call is
-sent meanwhile by those who ask (`allows`), which treat the PSP as down. Nobody holds a call back yet: the state is
-recorded and shown, and failover will ask before a new charge (docs/decisions.md 2026-12-07). When the wait is
-over, one call at a time holds a probe lease (`call_starting` takes it before each call): its answer closes the
-breaker, its failure opens it again for another wait. Only the probe closes it: an answer to a call sent before it
-opened, or during an operator's open, does not.
+sent meanwhile by those who ask (`allows`, `allows_call`): the Executor asks before each attempt of a charge and
+parks the charge while it is open (nothing sent, no attempt spent), and the Payment API routes new charges to the
+failover PSP (`psp_down`; functions/shared/routing.py). Refund and transfer workers neither ask nor feed it (no
+PSP_HEALTH_TABLE). When the wait is over, one call at a time holds a probe lease (`call_starting` takes it
+before each call): its answer closes the breaker, its failure opens it again for another wait. Only the probe
+closes it: an answer to a call sent before it opened, or during an operator's open, does not.
 
 State lives in PspHealth (one item per PSP, functions/shared/tables.py PspHealthTable), so a breaker opened by
 one Executor instance holds for every function and instance; `python -m ops psp health` shows it, and an
@@ -88,6 +89,22 @@ class Breaker:
             with self._lock:
                 self._leases[(psp, threading.get_ident())] = lease
         return taken
+
+    def reopens_at(self, psp: str) -> str:
+        """When a call refused by `allows` may ask again: the end of the wait, or of the probe another caller holds
+        (at least a few seconds from now)."""
+        item, soonest = self._item(psp), clock.iso(clock.now() + timedelta(seconds=5))
+        return max(str(item.get("open_until", "")), str(item.get("probe_until", "")), soonest)
+
+    def down(self, psp: str, *, within_s: int = 0) -> bool:
+        """For routing new charges: `psp`'s breaker is open with its wait not over (half-open is up: the next call
+        is its probe); with `within_s`, also open in any way or closed less than `within_s` seconds ago (a route
+        the storefront was given then is still honoured)."""
+        item, now = self._item(psp), clock.now()
+        if item.get("state") == OPEN:
+            return within_s > 0 or clock.iso(now) < str(item.get("open_until", ""))
+        closed_at = str(item.get("closed_at", ""))
+        return within_s > 0 and closed_at > clock.iso(now - timedelta(seconds=within_s))
 
     def failed(self, psp: str, reason: str) -> None:
         """A call found `psp` down (unreachable, timed out, 5xx)."""
@@ -203,6 +220,28 @@ def call_starting(psp: str, *, time_left_s: float | None = None) -> None:
             breaker().allows(psp)
     except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
         logger.warning("circuit breaker not read", extra={"psp": psp, "error": type(error).__name__})
+
+
+def allows_call(psp: str, *, time_left_s: float | None = None) -> bool:
+    """May a new charge's call go to `psp` now (`Breaker.allows`, the probe lease taken when it is the one)? True
+    whenever the breaker cannot say: no PSP_HEALTH_TABLE, too little time left, its table unreadable. A breaker
+    that cannot be read never stops a payment."""
+    if time_left_s is not None and time_left_s < MIN_TIME_LEFT_S:
+        return True
+    try:
+        return not settings().psp_health_table or breaker().allows(psp)
+    except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
+        logger.warning("circuit breaker not read", extra={"psp": psp, "error": type(error).__name__})
+        return True
+
+
+def psp_down(psp: str, *, within_s: int = 0) -> bool:
+    """`Breaker.down` for routing; False whenever the breaker cannot say (then the rules route as written)."""
+    try:
+        return bool(settings().psp_health_table) and breaker().down(psp, within_s=within_s)
+    except Exception as error:  # noqa: BLE001 - routing goes by the rules when the breaker cannot be read
+        logger.warning("circuit breaker not read", extra={"psp": psp, "error": type(error).__name__})
+        return False
 
 
 def record_call(psp: str, *, down: bool, reason: str = "", time_left_s: float | None = None) -> None:

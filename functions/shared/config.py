@@ -117,6 +117,11 @@ class Settings(BaseModel):
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_window_s: int = Field(default=30, ge=1, le=3600)
     breaker_cooldown_s: int = Field(default=30, ge=1, le=3600)
+    # Failover (functions/shared/routing.py): a checkout paid with the failover PSP's token is placed there while
+    # the rules' PSP is down or was, within `failover_grace_s` (the route the storefront was given stays good).
+    failover_grace_s: int = Field(default=900, ge=0, le=86400)
+    # A charge parked while its PSP is down (nothing sent) waits this long before the sweeper dead-letters it.
+    psp_outage_max_wait_s: int = Field(default=6 * 3600, ge=600, le=86400)
 
     # Adyen (functions/shared/psp_adyen.py): its test platform unless live, and live needs the company account's
     # live URL prefix (Customer Area > Developers > API URLs); checked here so a wrong one fails at cold start.

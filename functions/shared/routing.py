@@ -5,13 +5,21 @@ Pure: no I/O, no PSP SDK. The rules come from the `PSP_ROUTING` setting (functio
     {"default": "stripe",
      "rules": [{"name": "eu-cards", "psp": "stripe", "currencies": ["EUR"], "methods": ["card"],
                 "buyer_countries": ["NL", "DE"], "sellers": ["acct_1"],
-                "amount": {"currency": "EUR", "min": "10.00", "max": "5000.00"}}]}
+                "amount": {"currency": "EUR", "min": "10.00", "max": "5000.00"}}],
+     "failover": {"stripe": "adyen"}}
 
 A rule's criteria are all optional and all must hold (a missing one matches anything): `currencies` (ISO codes),
 `methods` (the API's payment method types: card, paypal, sepa_debit, us_bank_account), `buyer_countries` (ISO
 3166 alpha-2; a checkout without a country matches no rule that names countries), `sellers` (every seller of the
 charge must be listed: a rule for some sellers never drags another seller's order along), `amount` (the charge's
 total, inclusive bounds in major units as the API writes them; its currency is the only one the rule matches).
+
+`failover` (optional) names, for a PSP, the PSP that takes its new charges while it is down (its circuit breaker
+open: functions/shared/breaker.py), when that PSP takes the charge's method. Routing itself stays pure: whether a
+PSP is down is the caller's answer (`down`), and a failover route is only ever taken for a payment method issued
+by the failover PSP (`owner`): a card token is bound to the PSP that issued it, so the storefront learns the PSP
+before the buyer's card is tokenized (POST /v1/payment_routes) and a charge never changes PSP once placed
+(docs/decisions.md 2026-12-07, failover).
 
 The configuration is validated whole at cold start (`parse_routing`): an unknown key, a PSP that cannot be routed
 to, an amount finer than its currency, an empty list, min above max: RoutingConfigError, and the function does not
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,19 +89,47 @@ class Rule:
                 and (self.amount_max is None or charge.amount <= self.amount_max))
 
 
+FAILOVER_SUFFIX = "/failover"
+
+
 @dataclass(frozen=True)
 class Route:
     psp: str
-    rule: str  # the matching rule's name; "" when the default decided
+    rule: str  # the matching rule's name; "" when the default decided; "<rule or default>/failover" on failover
+    failover_from: str = ""  # the PSP the rules chose, down when this route was taken instead
+
+
+def never_down(_psp: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class Routing:
     rules: tuple[Rule, ...] = ()
     default: str = DEFAULT_PSP
+    failover: tuple[tuple[str, str], ...] = ()  # (PSP, the PSP that takes its new charges while it is down)
 
-    def route(self, charge: Charge) -> Route:
-        """The first rule that matches decides; none does: the default."""
+    def route(self, charge: Charge, *, owner: str | None = None, down: Callable[[str], bool] = never_down,
+              takes: Callable[[str, Charge], bool] = lambda _psp, _charge: True) -> Route:
+        """The first rule that matches decides; none does: the default. With `down` saying the chosen PSP is down,
+        its failover PSP takes the charge when it charges the method, and, with `owner` given (the PSP that
+        issued the buyer's payment method), only when it is that owner: a token can be charged only where it was
+        issued, so a charge placed with the chosen PSP's token stays there (it waits for the PSP's return).
+        `takes`: whether a PSP can charge this amount (its units and bounds, the caller's knowledge)."""
+        chosen = self._by_rules(charge)
+        if owner == chosen.psp:
+            return chosen
+        alternative = self.failover_for(chosen.psp)
+        if (alternative and (owner is None or owner == alternative)
+                and charge.method in PSP_METHODS.get(alternative, METHODS) and takes(alternative, charge)
+                and down(chosen.psp) and not down(alternative)):
+            return Route(alternative, (chosen.rule or "default") + FAILOVER_SUFFIX, failover_from=chosen.psp)
+        return chosen
+
+    def failover_for(self, psp: str) -> str:
+        return dict(self.failover).get(psp, "")
+
+    def _by_rules(self, charge: Charge) -> Route:
         for rule in self.rules:
             if rule.matches(charge):
                 return Route(rule.psp, rule.name)
@@ -102,7 +138,8 @@ class Routing:
     def possible_psps(self, currency: str) -> frozenset[str]:
         """Every PSP a charge in `currency` may be routed to, whatever its amount, method, country and sellers: what
         a single order can be checked against before its charge's total is known. Rules are read in order; one that
-        asks nothing but the currency ends the list (nothing after it is reached)."""
+        asks nothing but the currency ends the list (nothing after it is reached). Failover PSPs are not among them:
+        a charge fails over only where `takes` says the PSP can charge it."""
         psps: set[str] = set()
         for rule in self.rules:
             bound = rule.amount_min or rule.amount_max
@@ -124,8 +161,8 @@ def parse_routing(text: str, default: str = DEFAULT_PSP, routable: Iterable[str]
         config = json.loads(text)
     except ValueError as error:
         raise RoutingConfigError(f"PSP_ROUTING is not JSON: {error}") from None
-    if not isinstance(config, dict) or set(config) - {"default", "rules"}:
-        raise RoutingConfigError('PSP_ROUTING must be an object with "default" and "rules" only')
+    if not isinstance(config, dict) or set(config) - {"default", "rules", "failover"}:
+        raise RoutingConfigError('PSP_ROUTING must be an object with "default", "rules" and "failover" only')
     rules = config.get("rules", [])
     if not isinstance(rules, list) or len(rules) > MAX_RULES:
         raise RoutingConfigError(f'"rules" must be a list of at most {MAX_RULES}')
@@ -133,7 +170,21 @@ def parse_routing(text: str, default: str = DEFAULT_PSP, routable: Iterable[str]
     names = [rule.name for rule in parsed]
     if len(set(names)) != len(names):
         raise RoutingConfigError("two rules have the same name")
-    return Routing(parsed, _default(config.get("default", default), allowed))
+    return Routing(parsed, _default(config.get("default", default), allowed),
+                   _failover(config.get("failover", {}), allowed))
+
+
+def _failover(raw: Any, allowed: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise RoutingConfigError('"failover" must be an object: {"<psp>": "<the psp that takes over>"}')
+    pairs = []
+    for psp, alternative in sorted(raw.items()):
+        _psp(psp, allowed, "failover")
+        _psp(alternative, allowed, f"failover of {psp}")
+        if psp == alternative:
+            raise RoutingConfigError(f"failover: {psp} cannot take over from itself")
+        pairs.append((str(psp), str(alternative)))
+    return tuple(pairs)
 
 
 def _rule(raw: Any, index: int, allowed: tuple[str, ...]) -> Rule:

@@ -391,9 +391,10 @@ class PaymentTables:
                                {":attempt": attempt, ":executing": OrderStatus.EXECUTING.value})
 
     def note_psp_call(self, key: str) -> dict[str, Any]:
-        """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation)."""
-        answer = self._update_charge_if(key, "ADD psp_calls :one", "attribute_exists(charge_key)", {":one": 1},
-                                        returns="ALL_OLD")
+        """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation). A call
+        going out ends a wait for the PSP (`park_for_psp`)."""
+        answer = self._update_charge_if(key, "ADD psp_calls :one REMOVE psp_down_since",
+                                        "attribute_exists(charge_key)", {":one": 1}, returns="ALL_OLD")
         if answer is None:
             raise KeyError(f"no charge {key}")
         return answer
@@ -434,6 +435,15 @@ class PaymentTables:
         if moved is not None:
             return int(moved["key_generation"])
         return int((self.get_charge(key) or {}).get("key_generation", generation + 1))
+
+    def park_for_psp(self, key: str, due_at: str, now: str) -> bool:
+        """The charge's PSP is down and nothing was sent: EXECUTING, due when it may go (the sweeper drives it then),
+        waiting since the first park of this outage (`psp_down_since`, until a call goes out): the sweeper counts
+        no attempt against it while it waits (psp_outage_max_wait_s). False when the charge is no longer EXECUTING."""
+        return self._update_charge_if(
+            key, "SET due_at = :due, psp_down_since = if_not_exists(psp_down_since, :now), updated_at = :now",
+            "charge_status = :executing", {":due": due_at, ":now": now,
+                                           ":executing": OrderStatus.EXECUTING.value}) is not None
 
     def postpone_charge(self, key: str, expected_due_at: str, due_at: str, now: str) -> bool:
         """Push the sweeper's deadline of a non-final charge (NOT_STARTED re-enqueued)."""

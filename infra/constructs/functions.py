@@ -93,8 +93,9 @@ class Functions(Construct):
                 names.ENV_ORDERS_QUEUE_URL: queues.orders.queue_url,
                 names.ENV_PAYOUTS_QUEUE_URL: queues.payouts.queue_url,
                 # It routes each charge while validating and placing a checkout (functions/payment/schemas.py);
-                # no PSP key: it never calls a PSP.
+                # no PSP key: it never calls a PSP. It reads the breakers to route around a PSP that is down.
                 **psp.router_env(),
+                names.ENV_PSP_HEALTH_TABLE: tables.psp_health.table_name,
             },
         )
         self.order_starter = self._function(names.ORDER_STARTER)
@@ -247,6 +248,8 @@ class Functions(Construct):
         self._table(self.executor, t.charges, get_update)
         # ... and reads and moves the PSPs' circuit breakers (functions/shared/breaker.py).
         self._table(self.executor, t.psp_health, get_update)
+        # PaymentApi only reads them: failover routes new charges around a PSP whose breaker is open.
+        self._table(self.payment_api, t.psp_health, ["dynamodb:GetItem"])
         # Wallet: movement guard + balance in one transaction; balances read by query.
         self._table(self.wallet, t.wallet, READ + WRITE)
         # Ledger transactions are immutable: conditional put, and a read to compare on conflict.

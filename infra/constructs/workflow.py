@@ -5,6 +5,8 @@ Charge -> ChargeOutcome: succeeded -> CreditWallet -> RecordLedger -> MarkSuccee
 pending -> MarkPending. Every task keeps the state and adds its result (`$.charge`, `$.wallet`, `$.ledger`),
 so each step sees what came before. PspPermanentError from Charge -> MarkFailed; anything else left after the
 retries -> ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions/shared/errors.py by class name.
+PspUnavailable (the charge's PSP down, nothing sent) and a throttled invoke leave the charge EXECUTING for the
+sweeper.
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ class Workflow(Construct):
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
         charge.add_catch(sfn.Succeed(self, names.CHARGE_THROTTLED, comment="left EXECUTING: the sweeper re-drives it"),
                          errors=[names.LAMBDA_THROTTLED], result_path=ERROR_PATH)
+        charge.add_catch(sfn.Succeed(self, names.CHARGE_PARKED, comment="PSP down, none sent: swept later"),
+                         errors=[names.PSP_UNAVAILABLE], result_path=ERROR_PATH)
         charge.add_catch(to_dead_letter(names.CHARGE), errors=["States.ALL"], result_path=ERROR_PATH)
         credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
         credit_wallet.add_catch(to_dead_letter(names.CREDIT_WALLET), errors=["States.ALL"], result_path=ERROR_PATH)

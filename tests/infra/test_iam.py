@@ -49,6 +49,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:NotificationEndpoints": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
         "table:Refunds": READ | WRITE,  # a refund and its order's reservation in one transaction
         "queue:RefundsQueue": SEND,
+        "table:PspHealth": {"dynamodb:GetItem"},  # failover: is a PSP's breaker open
     },
     "OrderStarter": {
         "table:Charges": GET_UPDATE,

@@ -44,7 +44,8 @@ TABLE_ENV = {
 EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (docs/design.md names)
     # PSP_ROUTING: it routes each charge; the two Adyen names: what its settings check a rule naming Adyen against
     "PaymentApi": {"ORDERS_QUEUE_URL", "PAYOUTS_QUEUE_URL", "NOTIFICATION_ENDPOINTS_TABLE", "REFUNDS_TABLE",
-                   "REFUNDS_QUEUE_URL", "PSP_ROUTING", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_API_KEY_PARAMETER"},
+                   "REFUNDS_QUEUE_URL", "PSP_ROUTING", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_API_KEY_PARAMETER",
+                   "PSP_HEALTH_TABLE"},
     "OrderStarter": {"STATE_MACHINE_ARN"},
     "Executor": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PSP_HEALTH_TABLE", "ADYEN_API_KEY_PARAMETER",
                  "ADYEN_MERCHANT_ACCOUNT", "ADYEN_ENVIRONMENT", "ADYEN_LIVE_PREFIX", "ADYEN_CHECKOUT_BASE"},

@@ -63,7 +63,7 @@ def test_the_states_are_those_of_the_design(asl):
     assert asl["StartAt"] == "Charge"
     failure_notes = {f"{state}Failed" for state in LAMBDA_TASKS}
     assert set(asl["States"]) == {*LAMBDA_TASKS, *failure_notes, "ChargeOutcome", "ToDeadLetter", "Failed",
-                                  "ChargeThrottled"}
+                                  "ChargeThrottled", "ChargeParked"}
     assert asl["TimeoutSeconds"] == 300
 
 
@@ -97,6 +97,7 @@ def test_charge_sends_permanent_psp_errors_to_mark_failed_and_the_rest_to_the_de
     assert asl["States"]["Charge"]["Catch"] == [
         {"ErrorEquals": ["PspPermanentError"], "ResultPath": "$.error", "Next": "MarkFailed"},
         {"ErrorEquals": ["Lambda.TooManyRequestsException"], "ResultPath": "$.error", "Next": "ChargeThrottled"},
+        {"ErrorEquals": ["PspUnavailable"], "ResultPath": "$.error", "Next": "ChargeParked"},
         {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ChargeFailed"},
     ]
     assert asl["States"]["Charge"]["Next"] == "ChargeOutcome"
@@ -106,6 +107,13 @@ def test_a_charge_throttled_past_its_retries_is_left_to_the_sweeper_not_dead_let
     # The Executor's reserved concurrency refuses invokes in a burst; a refused invoke never ran. The charge
     # stays EXECUTING with its sweep deadline, so the sweeper re-drives it: nothing failed, no alarm.
     assert asl["States"]["ChargeThrottled"]["Type"] == "Succeed"
+
+
+def test_a_charge_whose_psp_is_down_is_parked_for_the_sweeper_not_retried_nor_dead_lettered(asl):
+    # PspUnavailable: the breaker refused the call and nothing was sent; the executor left the charge EXECUTING,
+    # due when the breaker's wait ends. The quick retries would only be refused again.
+    assert asl["States"]["ChargeParked"]["Type"] == "Succeed"
+    assert all("PspUnavailable" not in retrier["ErrorEquals"] for retrier in asl["States"]["Charge"]["Retry"])
 
 
 @pytest.mark.parametrize("state", ["CreditWallet", "RecordLedger", "MarkSucceeded", "MarkFailed", "MarkPending"])

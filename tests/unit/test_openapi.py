@@ -15,7 +15,7 @@ def test_committed_openapi_document_is_the_one_the_code_generates():
 def test_the_document_describes_every_route_and_the_money_format():
     document = json.loads(openapi_document())
     assert set(document["paths"]) == {
-        "/v1/payments", "/v1/payments/{payment_order_id}", "/v1/checkouts/{checkout_id}",
+        "/v1/payments", "/v1/payment_routes", "/v1/payments/{payment_order_id}", "/v1/checkouts/{checkout_id}",
         "/v1/payments/{payment_order_id}/release", "/v1/sellers/{seller_account}",
         "/v1/sellers/{seller_account}/balance", "/v1/sellers/{seller_account}/statement",
         "/v1/notification_endpoint", "/v1/payments/{payment_order_id}/refunds", "/v1/refunds/{refund_id}",

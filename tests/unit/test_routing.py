@@ -17,6 +17,7 @@ from functions.shared.routing import (
     METHODS,
     ROUTABLE_PSPS,
     Charge,
+    Route,
     Routing,
     RoutingConfigError,
     parse_routing,
@@ -171,3 +172,55 @@ def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
     monkeypatch.setenv("PSP_ROUTING", '{"rules": [{"psp": "adyen"}]}')
     with pytest.raises(ValidationError):
         Settings.from_env()
+
+
+# -- failover (issue 18 point 4) ----------------------------------------------------------------------------------
+
+
+def with_failover(*rules: dict[str, Any], failover: dict[str, str]) -> Routing:
+    return parse_routing(json.dumps({"rules": list(rules), "failover": failover}), routable=("stripe", "adyen"))
+
+
+def down(*psps: str) -> Any:
+    return lambda psp: psp in psps
+
+
+def test_failover_takes_a_new_charge_only_while_the_chosen_psp_is_down() -> None:
+    rules = with_failover(failover={"stripe": "adyen"})
+    assert rules.route(charge()) == Route("stripe", "")
+    assert rules.route(charge(), down=down("stripe")) == Route("adyen", "default/failover", failover_from="stripe")
+    assert rules.route(charge(), down=down("adyen")) == Route("stripe", "")
+
+
+def test_failover_never_moves_a_payment_method_issued_by_the_chosen_psp() -> None:
+    """A token of the chosen PSP stays there even while it is down: its charge waits, it is never charged elsewhere."""
+    rules = with_failover(failover={"stripe": "adyen"})
+    assert rules.route(charge(), owner="stripe", down=down("stripe")) == Route("stripe", "")
+    assert rules.route(charge(), owner="adyen", down=down("stripe")).psp == "adyen"
+    assert rules.route(charge(), owner="adyen").psp == "stripe"  # up: the rules decide, the token is refused later
+
+
+def test_failover_only_where_the_other_psp_takes_the_method_and_is_up() -> None:
+    rules = with_failover(failover={"stripe": "adyen"})
+    assert rules.route(charge(method="paypal"), down=down("stripe")).psp == "stripe"  # Adyen charges cards only here
+    assert rules.route(charge(), down=down("stripe", "adyen")).psp == "stripe"
+
+
+def test_failover_names_the_rule_it_replaced() -> None:
+    rules = with_failover({"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]},
+                          failover={"adyen": "stripe"})
+    assert rules.route(charge(), down=down("adyen")) == Route("stripe", "eur-cards/failover", failover_from="adyen")
+    # failover PSPs are not "possible" ahead of a charge: a charge fails over only where `takes` says it can
+    assert with_failover(failover={"stripe": "adyen"}).possible_psps("USD") == {"stripe"}
+
+
+def test_failover_only_where_the_other_psp_takes_the_amount() -> None:
+    rules = with_failover(failover={"stripe": "adyen"})
+    refuses = lambda psp, c: psp != "adyen"  # noqa: E731
+    assert rules.route(charge(), down=down("stripe"), takes=refuses).psp == "stripe"
+
+
+@pytest.mark.parametrize("failover", [["adyen"], {"stripe": "stripe"}, {"stripe": "psp9"}, {"psp9": "stripe"}])
+def test_a_failover_that_cannot_be_read_stops_the_start(failover: Any) -> None:
+    with pytest.raises(RoutingConfigError):
+        with_failover(failover=failover)

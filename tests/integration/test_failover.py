@@ -1,0 +1,150 @@
+"""Failover (issue 18 point 4), on moto and both sandboxes: while the rules' PSP is down (its circuit breaker open),
+the route endpoint names the failover PSP and a checkout paid with that PSP's card is placed and charged there; a
+checkout paid with the down PSP's token stays there, and its charge is parked (nothing sent, no attempt spent)
+until the breaker lets a call through; no charge ever moves between PSPs."""
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from functions.executor import handler as executor
+from functions.executor import sweeper
+from functions.payment import api
+from functions.shared import breaker as breakers
+from functions.shared import clock, psp
+from functions.shared.config import reload_settings
+from functions.shared.errors import PspUnavailable
+from functions.shared.tables import PaymentTables
+from tests.integration.test_adyen_checkout import adyen_card, adyen_payments
+from tests.integration.test_adyen_checkout import post as post_checkout
+from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
+from tests.integration.test_executor_checkout import begin, run_charge
+from tests.support.events import FakeContext, http_event
+
+FAILOVER = {"failover": {"stripe": "adyen"}}  # no rules: Stripe charges everything, Adyen takes cards over
+ORDER = (("seller_a", "20.00", "EUR"),)
+
+
+@pytest.fixture
+def failover(adyen, monkeypatch):  # noqa: F811 - the fixture imported above
+    monkeypatch.setenv("PSP_ROUTING", json.dumps(FAILOVER))
+    reload_settings()
+    psp.reset_client()
+    breakers.reset()
+    yield adyen
+    breakers.reset()
+
+
+def stripe_down(minutes=10):
+    breakers.breaker().force("stripe", breakers.OPEN, minutes=minutes, by="test")
+
+
+def stripe_back():
+    breakers.breaker().force("stripe", breakers.CLOSED, by="test")
+
+
+def route(orders=ORDER, method="card"):
+    body = {"payment_method_type": method, "buyer_country": "NL",
+            "payment_orders": [{"seller_account": s, "amount": a, "currency": c} for s, a, c in orders]}
+    answer = api.handler(http_event("POST", "/v1/payment_routes", body), FakeContext())
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def stripe_card_checkout(checkout_id, orders=ORDER):
+    return post_checkout(checkout_id, orders, token="pm_card_visa")
+
+
+def stripe_payment_intents(server, checkout_id):
+    return [pi for pi in server.state.payment_intents.values() if pi.metadata.get("checkout_id") == checkout_id]
+
+
+def test_the_route_is_the_rules_psp_while_it_is_up(failover):
+    status, answer = route()
+    assert status == 200, answer
+    assert answer == {"routes": [{"currency": "EUR", "psp": "stripe", "rule": "", "failover_from": None}],
+                      "psp": "stripe"}
+
+
+def test_while_stripe_is_down_new_card_charges_go_to_adyen_and_are_charged_there_only(failover, sandbox):
+    stripe_down()
+    status, answer = route()
+    assert answer["psp"] == "adyen" and answer["routes"][0] == {
+        "currency": "EUR", "psp": "adyen", "rule": "default/failover", "failover_from": "stripe"}
+    # the storefront tokenizes the card with Adyen, as the route said
+    status, placed = post_checkout("chk_fo", ORDER)
+    assert status == 202, placed
+    charge = PaymentTables.from_settings().get_charge("chk_fo#EUR")
+    assert (charge["psp"], charge["psp_route"]) == ("adyen", "default/failover")
+    assert run_charge(begin("chk_fo", "EUR"))["charge_status"] == "SUCCESS"
+    assert len(adyen_payments(failover, "chk_fo")) == 1
+    assert stripe_payment_intents(sandbox, "chk_fo") == []
+
+
+def test_a_method_adyen_does_not_take_here_stays_with_stripe(failover):
+    stripe_down()
+    _, answer = route(method="paypal")
+    assert answer["psp"] == "stripe" and answer["routes"][0]["failover_from"] is None
+
+
+def test_a_multi_currency_checkout_is_not_failed_over_to_a_card_that_pays_one_payment(failover):
+    stripe_down()
+    _, answer = route(orders=(("seller_a", "20.00", "EUR"), ("seller_b", "5.00", "USD")))
+    assert {r["psp"] for r in answer["routes"]} == {"stripe"} and answer["psp"] == "stripe"
+
+
+def test_an_adyen_card_is_refused_when_stripe_is_up_and_was_not_down_lately(failover):
+    status, answer = post_checkout("chk_no_fo", ORDER)
+    assert status == 422 and answer["error"]["code"] == "payment_method_not_for_routed_psp", answer
+
+
+def test_a_route_given_during_the_outage_is_honoured_for_a_while_after_it(failover, monkeypatch):
+    stripe_down()
+    stripe_back()  # closed just now: the buyer who tokenized with Adyen a moment ago still pays
+    assert post_checkout("chk_late", ORDER)[0] == 202
+    assert PaymentTables.from_settings().get_charge("chk_late#EUR")["psp"] == "adyen"
+    clock.advance(reload_settings().failover_grace_s + 1)
+    breakers.reset()  # another instance, past its cache
+    assert post_checkout("chk_too_late", ORDER)[0] == 422
+
+
+def test_a_checkout_with_the_down_psps_token_stays_there_and_is_parked_without_a_call(failover, sandbox):
+    stripe_down(minutes=10)
+    status, placed = stripe_card_checkout("chk_wait")
+    assert status == 202, placed
+    tables = PaymentTables.from_settings()
+    assert tables.get_charge("chk_wait#EUR")["psp"] == "stripe"  # never moved: the token is Stripe's
+    work = begin("chk_wait", "EUR")
+    with pytest.raises(PspUnavailable):
+        executor.execute(work)
+    charge = tables.get_charge("chk_wait#EUR")
+    assert charge["charge_status"] == "EXECUTING" and int(charge.get("psp_calls", 0)) == 0
+    assert charge["psp_down_since"] and charge["due_at"] >= clock.iso(clock.now() + timedelta(minutes=9))
+    assert stripe_payment_intents(sandbox, "chk_wait") == []
+    # Stripe back: the next attempt sends, succeeds, and the wait is over
+    stripe_back()
+    assert run_charge(work)["charge_status"] == "SUCCESS"
+    assert len(stripe_payment_intents(sandbox, "chk_wait")) == 1
+    assert "psp_down_since" not in tables.get_charge("chk_wait#EUR")
+    assert adyen_payments(failover, "chk_wait") == []
+
+
+def test_the_sweeper_counts_no_attempt_against_a_parked_charge_until_the_outage_is_too_long(failover, monkeypatch):
+    started = []
+    monkeypatch.setattr(sweeper.queues, "start_workflow", started.append)  # the workflow itself: tests above
+    stripe_down(minutes=60)
+    stripe_card_checkout("chk_long")
+    tables = PaymentTables.from_settings()
+    work = begin("chk_long", "EUR")
+    with pytest.raises(PspUnavailable):
+        executor.execute(work)
+    config = reload_settings()
+    charge = tables.get_charge("chk_long#EUR")
+    tables._update_charge_if("chk_long#EUR", "SET attempts = :n", "attribute_exists(charge_key)",
+                             {":n": config.max_attempts})  # every attempt spent waiting
+    due = clock.parse_iso(charge["due_at"])
+    clock.advance((due - clock.now()).total_seconds() + 1)
+    assert sweeper._drive(tables, "chk_long#EUR", clock.now()) == "redriven"  # a wait, not a failure
+    assert [w.charge_key for w in started] == ["chk_long#EUR"]
+    clock.advance(config.psp_outage_max_wait_s)
+    assert sweeper._drive(tables, "chk_long#EUR", clock.now()) == "dead_lettered"  # a human looks, with an alarm
