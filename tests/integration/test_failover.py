@@ -16,7 +16,7 @@ from functions.shared import clock, psp
 from functions.shared.config import reload_settings
 from functions.shared.errors import PspUnavailable
 from functions.shared.tables import PaymentTables
-from tests.integration.test_adyen_checkout import adyen_card, adyen_payments
+from tests.integration.test_adyen_checkout import adyen_payments
 from tests.integration.test_adyen_checkout import post as post_checkout
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
 from tests.integration.test_executor_checkout import begin, run_charge
