@@ -47,6 +47,16 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     if work.psp == OFFLINE_PSP:  # a check or money order: no PSP; the charge's receipt and deadline decide
         return offline_outcome(tables.get_charge(work.charge_key) or {})
     _park_if_psp_down(work, tables)
+    try:
+        return _execute(work, tables)
+    except PspTransientError:
+        # This call may have been what opened the breaker: if it is open now, the charge waits for the PSP (its next
+        # attempt looks up first, as after any unclear answer) instead of spending its retries on an outage.
+        _park_if_psp_down(work, tables)
+        raise
+
+
+def _execute(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
     if work.psp != psp.PSP_NAME:
         return _execute_through_port(work, tables)
     before = tables.note_psp_call(work.charge_key)
@@ -76,7 +86,7 @@ def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> None:
     this execution without a retry or a dead letter. Killed between the park and the raise: the execution fails,
     is retried, and parks again (the same write). Nothing was sent, so nothing is unknown at the PSP."""
     if breaker.allows_call(work.psp, time_left_s=psp.time_left_s()):
-        return
+        return  # (a probe lease taken here is given back by the call's answer: psp.py and psp_adyen.py record it)
     try:
         due = clock.parse_iso(breaker.breaker().reopens_at(work.psp))
     except Exception:  # noqa: BLE001 - its table answered a moment ago; if not now, look again soon

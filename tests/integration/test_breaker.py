@@ -196,7 +196,7 @@ def test_with_little_of_the_invocation_left_the_breaker_hears_nothing(table):
 
 def test_stripe_calls_that_find_it_down_open_its_breaker_and_an_answer_closes_it(sandbox, monkeypatch):
     from functions.executor import handler as executor
-    from functions.shared.errors import PspTransientError
+    from functions.shared.errors import PspTransientError, PspUnavailable
     from functions.shared.tables import PaymentTables
     from tests.integration.support import place, work_of
 
@@ -209,14 +209,18 @@ def test_stripe_calls_that_find_it_down_open_its_breaker_and_an_answer_closes_it
     PaymentTables.from_settings().begin_charge_attempt("chk_b1#USD", 1, clock.iso(), clock.iso())
     work = work_of("chk_b1")
     sandbox.faults.push("http_503", times=2)
-    for _ in range(2):
-        with pytest.raises(PspTransientError):
-            executor.execute(work)
+    with pytest.raises(PspTransientError):
+        executor.execute(work)
+    with pytest.raises(PspUnavailable):  # the second failure opened it: the charge waits for Stripe
+        executor.execute(work)
     view = fresh(PspHealthTable.from_settings()).view("stripe")
     assert (view.state, view.trips, view.last_failure) == (OPEN, 1, "HTTP 503")
     breakers.reset()
-    # while it waits, calls still go (nothing holds them back before failover) and their answers close nothing
-    assert executor.execute(work).outcome == "succeeded"
+    # while it waits, nothing is sent (tests/integration/test_failover.py: the charge is parked)
+    requests = sandbox.faults.stats()["requests"]
+    with pytest.raises(PspUnavailable):
+        executor.execute(work)
+    assert sandbox.faults.stats()["requests"] == requests
     assert fresh(PspHealthTable.from_settings()).view("stripe").state == OPEN
     clock.advance(31)  # the wait is over: the next call takes the probe, and Stripe's answer closes the breaker
     assert executor.execute(work).outcome == "succeeded"

@@ -148,3 +148,32 @@ def test_the_sweeper_counts_no_attempt_against_a_parked_charge_until_the_outage_
     assert [w.charge_key for w in started] == ["chk_long#EUR"]
     clock.advance(config.psp_outage_max_wait_s)
     assert sweeper._drive(tables, "chk_long#EUR", clock.now()) == "dead_lettered"  # a human looks, with an alarm
+
+
+def test_an_outage_opens_the_breaker_and_the_charges_it_caught_wait_for_stripe_instead_of_failing(failover, sandbox):
+    """Stripe refuses every connection: the charges in flight open its breaker by their own failures, then wait
+    (parked, not dead-lettered); once Stripe is back, the probe closes it and each is charged exactly once."""
+    sandbox.faults.configure(seed=1, rates={"connection_reset": 1.0})
+    tables = PaymentTables.from_settings()
+    works, outcomes = [], []
+    for n in range(6):  # five failures within the window open it
+        stripe_card_checkout(f"chk_out{n}")
+        works.append(begin(f"chk_out{n}", "EUR"))
+    for work in works:
+        try:
+            executor.execute(work)
+        except Exception as error:  # noqa: BLE001 - what each attempt ended with is the assertion
+            outcomes.append(type(error).__name__)
+    assert breakers.breaker().view("stripe").state == breakers.OPEN, (outcomes, sandbox.faults.stats(),
+                                                                      breakers.breaker().view("stripe"))
+    # four unclear failures retried as before; the fifth opened it and waits; the sixth sent nothing
+    assert outcomes == ["PspTransientError"] * 4 + ["PspUnavailable"] * 2
+    assert all(tables.get_charge(w.charge_key)["charge_status"] == "EXECUTING" for w in works)
+    assert all(stripe_payment_intents(sandbox, f"chk_out{n}") == [] for n in range(6))
+    # Stripe back, the wait over: the first attempt is the probe and closes the breaker; each charged once
+    sandbox.faults.configure(seed=1, rates={})
+    clock.advance(reload_settings().breaker_cooldown_s + 1)
+    breakers.reset()
+    assert [run_charge(w)["charge_status"] for w in works] == ["SUCCESS"] * 6
+    assert breakers.breaker().view("stripe").state == breakers.CLOSED
+    assert all(len(stripe_payment_intents(sandbox, f"chk_out{n}")) == 1 for n in range(6))
