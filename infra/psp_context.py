@@ -33,7 +33,8 @@ class PspSettings:
     adyen_live_prefix: str = ""
 
     def executor_env(self) -> dict[str, str]:
-        """What the Executor charges Adyen with (its key is read from SSM at the first Adyen charge)."""
+        """What a function that calls Adyen's Checkout API is given: the Executor (charges) and the Refund worker
+        (refunds). The key is read from SSM at the first Adyen call."""
         return {
             names.ENV_ADYEN_KEY_PARAMETER: self.adyen_key_parameter,
             names.ENV_ADYEN_MERCHANT_ACCOUNT: self.adyen_merchant_account,

@@ -87,7 +87,7 @@ class MarketPayStack(Stack):
         alarms.workflow(workflow.state_machine, queues.review)
 
         refunds = Refunds(self, names.REFUNDS_CONSTRUCT, functions=functions, alarms=alarms,
-                          psp_key_parameter=settings.psp_key_parameter, removal_policy=removal)
+                          psp_key_parameter=settings.psp_key_parameter, removal_policy=removal, psp=settings.psp)
         CfnOutput(self, names.OUT_REFUNDS_TABLE, value=refunds.table.table_name)
         CfnOutput(self, names.OUT_REFUNDS_QUEUE, value=refunds.queue.queue_url)
         CfnOutput(self, names.OUT_REFUNDS_DLQ, value=refunds.dlq.queue_url)

@@ -147,7 +147,8 @@ class Functions(Construct):
         )
         self._grant_table_access()
         self._grant_queue_access()
-        # The Executor alone charges at Adyen, so it alone reads Adyen's key (functions/shared/psp.py client_for).
+        # The Executor charges at Adyen and the Refund worker refunds there (infra/constructs/refunds.py): they alone
+        # read Adyen's key (functions/shared/psp.py client_for).
         self._grant_psp_key(self.executor, psp_key_parameter, psp.adyen_key_parameter)
         self._grant_psp_key(self.transfer, psp_key_parameter)
         self._grant_settlement_access(bucket)

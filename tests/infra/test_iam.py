@@ -162,6 +162,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"},
         "queue:RefundsQueue": SEND | CONSUME,  # the poll of a pending refund
         PSP_KEY: {"ssm:GetParameter"},
+        ADYEN_KEY: {"ssm:GetParameter"},  # an Adyen-charged order is refunded at Adyen
         ANY_KMS_KEY: {"kms:Decrypt"},
     },
 }
@@ -270,9 +271,9 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
     assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver", "WebhookProcessor"}
 
 
-def test_only_the_executor_can_read_the_adyen_key(synth, friendly):
+def test_only_the_executor_and_the_refund_worker_can_read_the_adyen_key(synth, friendly):
     readers = {f.name for f in names.ALL_FUNCTIONS if ADYEN_KEY in permissions(synth, f, friendly)}
-    assert readers == {"Executor"}
+    assert readers == {"Executor", "RefundWorker"}
 
 
 @pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER,

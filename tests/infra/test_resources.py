@@ -60,7 +60,8 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Notifier": {"NOTIFICATIONS_QUEUE_URL", "REFUNDS_TABLE"},
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
-                     "REFUNDS_DLQ_URL"},
+                     "REFUNDS_DLQ_URL", "ADYEN_API_KEY_PARAMETER", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_ENVIRONMENT",
+                     "ADYEN_LIVE_PREFIX", "ADYEN_CHECKOUT_BASE"},
     "ApiAuthorizer": {"API_KEYS_TABLE", "API_RATE_WINDOWS_TABLE"},
     "InternalRecon": {"SETTLEMENT_BUCKET", "REFUNDS_TABLE"},
 }
@@ -359,9 +360,10 @@ def test_env_values_point_at_the_right_resources(synth):
     assert env["Transfer"]["PSP_API_BASE"] == ""
     assert env["Transfer"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
     # Adyen by default: its test platform at its own URL, no merchant account, and no rule routes to it.
-    assert {k: v for k, v in env["Executor"].items() if k.startswith("ADYEN_")} == {
-        "ADYEN_API_KEY_PARAMETER": "/marketpay/adyen/api-key", "ADYEN_MERCHANT_ACCOUNT": "",
-        "ADYEN_ENVIRONMENT": "test", "ADYEN_LIVE_PREFIX": "", "ADYEN_CHECKOUT_BASE": ""}
+    for caller in ("Executor", "RefundWorker"):  # the two functions that call Adyen's Checkout API
+        assert {k: v for k, v in env[caller].items() if k.startswith("ADYEN_")} == {
+            "ADYEN_API_KEY_PARAMETER": "/marketpay/adyen/api-key", "ADYEN_MERCHANT_ACCOUNT": "",
+            "ADYEN_ENVIRONMENT": "test", "ADYEN_LIVE_PREFIX": "", "ADYEN_CHECKOUT_BASE": ""}
     assert env["PaymentApi"]["PSP_ROUTING"] == ""
     for fn in ("PaymentApi", "Sweeper", "Transfer"):
         assert env[fn]["PAYOUTS_QUEUE_URL"] == {"Ref": queue_id(synth, names.PAYOUTS_QUEUE)}

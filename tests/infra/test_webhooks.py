@@ -75,7 +75,7 @@ def test_sellers_have_a_keys_only_index_by_connected_account(synth):
 
 
 @pytest.mark.parametrize("metric_name", ["RefundMismatch", "RefundFailedAfterSuccess", "RefundWaitingOnPayout",
-                                         names.OWED_METRIC])
+                                         "RefundNotificationOverdue", names.OWED_METRIC])
 def test_refund_path_alarms_hear_both_functions_that_run_the_path(synth, metric_name):
     """The refund path runs in RefundWorker and in WebhookProcessor (the PSP's refund events): an alarm on one
     service dimension only would miss what the other one counts."""
