@@ -403,9 +403,9 @@ class Functions(Construct):
 
     # --- what other constructs' functions need (infra/constructs/webhooks.py) ----------------------------
 
-    def grant_secure_parameter(self, fn: lambda_.Function, parameter: str) -> None:
-        """Read (and decrypt through SSM) one SecureString parameter created outside CloudFormation."""
-        self._grant_psp_key(fn, parameter)
+    def grant_secure_parameter(self, fn: lambda_.Function, *parameters: str) -> None:
+        """Read (and decrypt through SSM) SecureString parameters created outside CloudFormation."""
+        self._grant_psp_key(fn, *parameters)
 
     def allow(self, fn: lambda_.Function, actions: Iterable[str], resources: Iterable[str]) -> None:
         self._allow(fn, actions, resources)

@@ -158,6 +158,7 @@ def test_context_routes_eur_cards_to_adyen_and_only_the_executor_and_refund_work
     ({names.CTX_ADYEN_ENVIRONMENT: "live"}, "ADYEN_LIVE_PREFIX"),
     ({names.CTX_ADYEN_ENVIRONMENT: "prod"}, "'test' or 'live'"),
     ({names.CTX_ADYEN_KEY_PARAMETER: "adyen-key"}, "SSM parameter path"),
+    ({names.CTX_ADYEN_HMAC_KEY_PARAMETER: "hmac-key"}, "adyen_hmac_key_parameter must be an SSM parameter path"),
     ({names.CTX_PSP_ROUTING: json.dumps({"rules": [{"name": "s", "psp": "stripe", "sellers": ["a" * 40] * 60}]})},
      "at most"),
 ])
