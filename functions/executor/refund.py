@@ -83,9 +83,9 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         prefix = "bank" if refund.get("psp") == OFFLINE_PSP else "returned"
         result = psp.RefundResult("succeeded", psp_refund_id=f"{prefix}:{refund_id}", refund_id=refund_id)
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+    elif refund.get("psp_refund_id") and _psp_name(refund) == psp.ADYEN:
+        return _adyens_word(refund, refunds)  # nothing to ask Adyen: its REFUND notification decides
     elif refund.get("psp_refund_id"):
-        if _psp_name(refund) == psp.ADYEN:  # nothing to ask Adyen: its REFUND notification decides
-            return _await_notification(refund)
         result = psp.refund_result(_psp_of(refund).retrieve_refund(refund["psp_refund_id"]))
     else:
         order = PaymentTables.from_settings().get_order(refund["payment_order_id"])
@@ -101,7 +101,10 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         elif result.status == psp.REFUND_REFUSED:
             refunds.fail(refund, result.failure_code, result.failure_reason, now)
             return "failed"
-        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+        adyen = _psp_name(refund) == psp.ADYEN
+        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now, unless_known=adyen)
+        if adyen:
+            return _adyens_word(refunds.get(refund_id) or refund, refunds)
     return _apply(refunds.get(refund_id) or refund, result, refunds)
 
 
@@ -114,6 +117,17 @@ def _psp_of(refund: dict[str, Any]) -> Any:
     (`psp.client_for`, a name no configuration made is PspNotRoutable, dead-lettered, sent nowhere). Reversals are
     not its: pay-outs and their reversals stay on Stripe Connect whoever charged."""
     return psp.client_for(_psp_name(refund))
+
+
+def _adyens_word(refund: dict[str, Any], refunds: RefundsTable) -> str:
+    """An Adyen refund as far as Adyen's recorded word takes it: a REFUND notification's success recorded by the
+    webhook path (`psp_status` succeeded) whose steps did not all run (the pay-out was between two steps: the
+    message came back) goes on from there; `received` waits for the notification."""
+    if refund["refund_status"] == REFUND_PENDING and refund.get("psp_status") != "succeeded":
+        return _await_notification(refund)
+    result = psp.RefundResult(str(refund.get("psp_status") or "received"), str(refund["psp_refund_id"]),
+                              refund["refund_id"])
+    return _apply(refund, result, refunds)
 
 
 def _await_notification(refund: dict[str, Any]) -> str:

@@ -220,3 +220,35 @@ def test_a_notification_that_never_comes_is_alarmed_after_a_day(charged, monkeyp
     outcome, messages = run()
     assert outcome == worker.AWAITING_NOTIFICATION and messages == [("rf_a1", worker.STUCK_WAIT_S)]
     assert worker.OVERDUE_METRIC in counted
+
+
+def test_a_success_heard_while_the_payout_is_between_steps_is_finished_by_the_workers_next_look(charged):
+    """Adyen's success arrives while the pay-out is released but its release not applied: the refund path waits
+    (its message comes back); that next look finds Adyen's recorded word and finishes, without a notification."""
+    refund(amount="5.00")
+    assert run()[0] == worker.AWAITING_NOTIFICATION
+    item = released(ORDER)  # RELEASED, the release not applied yet
+    assert worker.apply_psp_refund(adyen_says(notified(charged, "rf_a1")[0])) == "waiting"
+    assert RefundsTable.from_settings().get("rf_a1")["refund_status"] == "PENDING"
+    transfer.apply_release(item, clock.iso())
+    PayoutsTable.from_settings().mark_release_applied(ORDER, clock.iso())
+    assert run()[0] == "succeeded"
+    stored = RefundsTable.from_settings().get("rf_a1")
+    assert (stored["refund_status"], stored["timing"], stored["seller_share_minor"]) == ("SUCCEEDED", "released", 450)
+    invariants_hold()
+
+
+def test_the_answer_received_never_overwrites_the_notifications_word(charged, monkeypatch):
+    """The REFUND notification can be recorded before the worker records Adyen's answer (`received`): the worker's
+    record keeps the notification's word, so the refund is not left waiting for a notification already heard."""
+    refund(amount="5.00")
+    table = RefundsTable.from_settings()
+    real = RefundsTable.record_psp_refund
+
+    def overtaken(self, refund_id, psp_refund_id, status, now, **kw):
+        real(self, refund_id, psp_refund_id, "succeeded", now)  # the notification's word, recorded first
+        return real(self, refund_id, psp_refund_id, status, now, **kw)
+
+    monkeypatch.setattr(RefundsTable, "record_psp_refund", overtaken)
+    assert run()[0] == "succeeded"
+    assert table.get("rf_a1")["refund_status"] == "SUCCEEDED" and table.get("rf_a1")["psp_status"] == "succeeded"
