@@ -71,6 +71,8 @@ CTX_ADYEN_MERCHANT_ACCOUNT = "adyen_merchant_account"
 CTX_ADYEN_ENVIRONMENT = "adyen_environment"  # test | live
 CTX_ADYEN_LIVE_PREFIX = "adyen_live_prefix"  # live only: the company account's live URL prefix
 DEFAULT_ADYEN_KEY_PARAMETER = "/marketpay/adyen/api-key"
+CTX_ADYEN_HMAC_KEY_PARAMETER = "adyen_hmac_key_parameter"  # the notifications' HMAC key (hex), an SSM SecureString
+DEFAULT_ADYEN_HMAC_KEY_PARAMETER = "/marketpay/adyen/hmac-key"
 DEFAULT_ADYEN_ENVIRONMENT = "test"
 # Read by functions/shared/config.py under their field names (PSP_ROUTING, ADYEN_*): spelled here for the stack.
 ENV_PSP_ROUTING = "PSP_ROUTING"
@@ -78,6 +80,7 @@ ENV_ADYEN_KEY_PARAMETER = "ADYEN_API_KEY_PARAMETER"
 ENV_ADYEN_MERCHANT_ACCOUNT = "ADYEN_MERCHANT_ACCOUNT"
 ENV_ADYEN_ENVIRONMENT = "ADYEN_ENVIRONMENT"
 ENV_ADYEN_LIVE_PREFIX = "ADYEN_LIVE_PREFIX"
+ENV_ADYEN_HMAC_KEY_PARAMETER = "ADYEN_HMAC_KEY_PARAMETER"
 ENV_ADYEN_CHECKOUT_BASE = "ADYEN_CHECKOUT_BASE"  # "" deployed (the environment's URL); the sandbox's locally
 
 # Capability constructs (children of the stack).
@@ -219,6 +222,7 @@ ROUTES = (
 
 # Webhooks in (infra/constructs/webhooks.py; docs/decisions.md 2026-12-05).
 from functions.shared.names import (  # noqa: E402, F401 - the runtime names of the webhooks
+    ADYEN_WEBHOOK_PATH,
     ENV_WEBHOOK_EVENTS_TABLE,
     ENV_WEBHOOK_QUEUE_URL,
     ENV_WEBHOOK_SECRET_PARAMETER,

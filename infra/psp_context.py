@@ -31,9 +31,11 @@ class PspSettings:
     adyen_merchant_account: str = ""
     adyen_environment: str = names.DEFAULT_ADYEN_ENVIRONMENT
     adyen_live_prefix: str = ""
+    adyen_hmac_key_parameter: str = names.DEFAULT_ADYEN_HMAC_KEY_PARAMETER
 
     def executor_env(self) -> dict[str, str]:
-        """What the Executor charges Adyen with (its key is read from SSM at the first Adyen charge)."""
+        """What a function that calls Adyen's Checkout API is given: the Executor (charges) and the Refund worker
+        (refunds). The key is read from SSM at the first Adyen call."""
         return {
             names.ENV_ADYEN_KEY_PARAMETER: self.adyen_key_parameter,
             names.ENV_ADYEN_MERCHANT_ACCOUNT: self.adyen_merchant_account,
@@ -52,6 +54,14 @@ class PspSettings:
             names.ENV_ADYEN_KEY_PARAMETER: self.adyen_key_parameter,
         }
 
+    def receiver_env(self) -> dict[str, str]:
+        """What the notification receiver verifies Adyen's notifications with: the HMAC key's parameter (read from
+        SSM, granted to it alone) and our merchant account (an item for another account is dropped)."""
+        return {
+            names.ENV_ADYEN_HMAC_KEY_PARAMETER: self.adyen_hmac_key_parameter,
+            names.ENV_ADYEN_MERCHANT_ACCOUNT: self.adyen_merchant_account,
+        }
+
     def check(self) -> PspSettings:
         """Raise PspContextError where the functions' settings would refuse these values at cold start."""
         from functions.shared.config import Settings  # the same model the functions validate with
@@ -59,12 +69,15 @@ class PspSettings:
         if len(self.routing) > MAX_ROUTING_CHARS:
             raise PspContextError(f"{names.CTX_PSP_ROUTING} is {len(self.routing)} characters: at most "
                                   f"{MAX_ROUTING_CHARS} fit in a function's environment")
-        if not self.adyen_key_parameter.startswith("/"):
-            raise PspContextError(f"{names.CTX_ADYEN_KEY_PARAMETER} must be an SSM parameter path (/...)")
+        for name, parameter in ((names.CTX_ADYEN_KEY_PARAMETER, self.adyen_key_parameter),
+                                (names.CTX_ADYEN_HMAC_KEY_PARAMETER, self.adyen_hmac_key_parameter)):
+            if not parameter.startswith("/"):
+                raise PspContextError(f"{name} must be an SSM parameter path (/...)")
         tables = {field: "t" for field, info in Settings.model_fields.items() if info.is_required()}
         try:
             Settings.model_validate({**tables, **{key.lower(): value for key, value in
-                                                  {**self.executor_env(), **self.router_env()}.items()}})
+                                                  {**self.executor_env(), **self.router_env(),
+                                                   **self.receiver_env()}.items()}})
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
             raise PspContextError(f"the PSP context would stop the functions' cold start: {problems}") from None
@@ -88,4 +101,6 @@ def from_context(context: Any) -> PspSettings:
         adyen_merchant_account=_text(context(names.CTX_ADYEN_MERCHANT_ACCOUNT)),
         adyen_environment=_text(context(names.CTX_ADYEN_ENVIRONMENT)) or names.DEFAULT_ADYEN_ENVIRONMENT,
         adyen_live_prefix=_text(context(names.CTX_ADYEN_LIVE_PREFIX)),
+        adyen_hmac_key_parameter=_text(context(names.CTX_ADYEN_HMAC_KEY_PARAMETER))
+        or names.DEFAULT_ADYEN_HMAC_KEY_PARAMETER,
     ).check()

@@ -72,7 +72,7 @@ class MarketPayStack(Stack):
         api = Api(self, names.API, functions=functions, removal_policy=removal)
         webhooks = Webhooks(self, names.WEBHOOKS, tables=tables, queues=queues, functions=functions,
                             http_api=api.http_api, secret_parameter=settings.webhook_secret_parameter,
-                            removal_policy=removal)
+                            removal_policy=removal, psp=settings.psp)
         disputes = Disputes(self, names.DISPUTES_CONSTRUCT, functions=functions, processor=webhooks.processor,
                             removal_policy=removal)
         # Status changes of these tables are delivered to the storefront (a new table: one more entry).
@@ -87,7 +87,7 @@ class MarketPayStack(Stack):
         alarms.workflow(workflow.state_machine, queues.review)
 
         refunds = Refunds(self, names.REFUNDS_CONSTRUCT, functions=functions, alarms=alarms,
-                          psp_key_parameter=settings.psp_key_parameter, removal_policy=removal)
+                          psp_key_parameter=settings.psp_key_parameter, removal_policy=removal, psp=settings.psp)
         CfnOutput(self, names.OUT_REFUNDS_TABLE, value=refunds.table.table_name)
         CfnOutput(self, names.OUT_REFUNDS_QUEUE, value=refunds.queue.queue_url)
         CfnOutput(self, names.OUT_REFUNDS_DLQ, value=refunds.dlq.queue_url)

@@ -15,7 +15,14 @@ from typing import Any, Protocol
 import boto3
 
 from functions.auth.keys import issue as issue_key
-from functions.shared.names import DEFAULT_CLIENT_ID, ENV_API_KEYS_TABLE, SCOPES, WEBHOOK_EVENT_TYPES, WEBHOOK_PATH
+from functions.shared.names import (
+    ADYEN_WEBHOOK_PATH,
+    DEFAULT_CLIENT_ID,
+    ENV_API_KEYS_TABLE,
+    SCOPES,
+    WEBHOOK_EVENT_TYPES,
+    WEBHOOK_PATH,
+)
 from functions.shared.tables import ApiKeysTable
 from local.deploy import DeployedStack, deploy
 from local.event_sources import EventSources, schedule_targets, sqs_mappings
@@ -38,6 +45,7 @@ WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"  # where the receiver read
 ADYEN_CHECKOUT_BASE = "ADYEN_CHECKOUT_BASE"
 ADYEN_MERCHANT_ACCOUNT = "ADYEN_MERCHANT_ACCOUNT"
 ADYEN_API_KEY_PARAMETER = "ADYEN_API_KEY_PARAMETER"
+ADYEN_HMAC_KEY_PARAMETER = "ADYEN_HMAC_KEY_PARAMETER"
 PSP_ROUTING = "PSP_ROUTING"  # the template's rules ("" by default), replaced by the caller's psp_routing if given
 
 
@@ -58,11 +66,19 @@ def default_sandbox(port: int) -> Sandbox:
 
 
 def default_adyen_sandbox(port: int) -> Sandbox:
-    """The repository's Adyen-compatible sandbox (psp_sandbox/adyen), with its own key and merchant account
-    (`adyen_sandbox_settings`). It sends no notifications: nothing in the stack receives them yet."""
+    """The repository's Adyen-compatible sandbox (psp_sandbox/adyen), with its own key, merchant account and HMAC
+    key (`adyen_sandbox_settings`). The stack points its notifications at the local API's /v1/webhooks/adyen once
+    it runs (`LocalStack._point_adyen_notifications`)."""
     from psp_sandbox.adyen import start_adyen_sandbox
 
     return start_adyen_sandbox(port=port)
+
+
+def adyen_sandbox_hmac_key() -> str:
+    """The HMAC key (hex) the Adyen sandbox signs its notifications with, imported late as the sandboxes are."""
+    from psp_sandbox.adyen.server import HMAC_KEY
+
+    return HMAC_KEY
 
 
 def adyen_sandbox_settings() -> tuple[str, str, str]:
@@ -195,6 +211,7 @@ class LocalStack:
                 self.sandbox = self._sandbox_factory(self.ports.psp)
             if self._adyen_factory is not None:
                 self.adyen_sandbox = self._adyen_factory(self.ports.adyen)
+                self._point_adyen_notifications()
             self.gateway = Gateway(http_api_routes(self.deployed), self.aws_url, self.ports.api)
             self.gateway.start()
             self._register_webhook_endpoint(function_envs)
@@ -345,15 +362,22 @@ class LocalStack:
             ssm.put_parameter(Name=name, Value=PSP_TEST_KEY, Type="SecureString", Overwrite=True)
 
     def _store_adyen_key(self, function_envs: dict[str, dict[str, str]]) -> None:
-        """Adyen's API key, where the template says the Executor reads it: the Adyen sandbox's key."""
+        """Adyen's API key, where the template says the Executor and the Refund worker read it, and the HMAC key
+        of its notifications, where the receiver reads it: the Adyen sandbox's."""
         if not self.adyen_url:
             return
         _path, key, _merchant_account = adyen_sandbox_settings()
-        parameters = {env[ADYEN_API_KEY_PARAMETER] for env in function_envs.values()
-                      if env.get(ADYEN_API_KEY_PARAMETER)}
         ssm = self.client("ssm")
-        for name in sorted(parameters):
-            ssm.put_parameter(Name=name, Value=key, Type="SecureString", Overwrite=True)
+        for variable, value in ((ADYEN_API_KEY_PARAMETER, key), (ADYEN_HMAC_KEY_PARAMETER, adyen_sandbox_hmac_key())):
+            for name in sorted({env[variable] for env in function_envs.values() if env.get(variable)}):
+                ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+
+    def _point_adyen_notifications(self) -> None:
+        """The Adyen sandbox's notifications to the local API's /v1/webhooks/adyen (as an Adyen webhook is set up
+        in its Customer Area), when the sandbox is the repository's (a factory's own stand-in may have none)."""
+        notifier = getattr(getattr(self.adyen_sandbox, "sandbox", None), "notifier", None)
+        if notifier is not None:
+            notifier.url = self.api_url + ADYEN_WEBHOOK_PATH
 
     def _function_envs(self) -> dict[str, dict[str, str]]:
         lam = self.client("lambda")

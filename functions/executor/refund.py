@@ -1,6 +1,8 @@
 """SQS consumer (RefundsQueue): drives one refund per message, `{"refund_id": ...}`, as far as it can go.
 
-PENDING -> the Refund at Stripe (key refund:<refund_id>, looked up first once the key may have aged) -> its id
+PENDING -> the refund at the PSP that charged the order (Stripe: a Refund under key refund:<refund_id>, looked up
+first once the key may have aged; Adyen: /payments/{pspReference}/refunds under the same key, `received`, its
+outcome in a REFUND notification, functions/webhooks/adyen.py) -> its id
 recorded -> the PSP's status decides (apply_psp_refund): still pending -> the same message again after
 refund_poll_delay_s (SQS DelaySeconds: the poll); refused, failed or canceled -> FAILED with the order's
 reservation given back (one transaction); succeeded -> SUCCEEDED with the timing frozen against the pay-out (one
@@ -25,7 +27,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.ledger import journal
 from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
-from functions.shared.errors import PspNotRoutable
 from functions.shared.money import Money
 from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import CORRELATION_FIELD, service_metrics
@@ -57,6 +58,11 @@ _PSP_DONE_FAILED = ("failed", "canceled")
 NO_TRANSFER = "none"  # functions/executor/transfer.py: the transfer_id of a pay-out whose net was zero
 REVERSAL_SUCCEEDED, REVERSAL_REFUSED = "SUCCEEDED", "REFUSED"
 WAITING_METRIC = "RefundWaitingOnPayout"
+# Adyen's refunds (issue 18): `received`, then a REFUND notification. Adyen retries an unaccepted notification for
+# days, so one a day late is lost or refused here: a human looks (the alarm RefundNotificationOverdue).
+AWAITING_NOTIFICATION = "awaiting_notification"
+NOTIFICATION_OVERDUE_AFTER = timedelta(hours=24)
+OVERDUE_METRIC = "RefundNotificationOverdue"
 
 
 def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
@@ -77,6 +83,8 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         prefix = "bank" if refund.get("psp") == OFFLINE_PSP else "returned"
         result = psp.RefundResult("succeeded", psp_refund_id=f"{prefix}:{refund_id}", refund_id=refund_id)
         refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+    elif refund.get("psp_refund_id") and _psp_name(refund) == psp.ADYEN:
+        return _adyens_word(refund, refunds)  # nothing to ask Adyen: its REFUND notification decides
     elif refund.get("psp_refund_id"):
         result = psp.refund_result(_psp_of(refund).retrieve_refund(refund["psp_refund_id"]))
     else:
@@ -93,20 +101,49 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
         elif result.status == psp.REFUND_REFUSED:
             refunds.fail(refund, result.failure_code, result.failure_reason, now)
             return "failed"
-        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now)
+        adyen = _psp_name(refund) == psp.ADYEN
+        refunds.record_psp_refund(refund_id, result.psp_refund_id, result.status, now, unless_known=adyen)
+        if adyen:
+            return _adyens_word(refunds.get(refund_id) or refund, refunds)
     return _apply(refunds.get(refund_id) or refund, result, refunds)
 
 
-def _psp_of(refund: dict[str, Any]) -> psp.PspClient:
-    """The adapter of the PSP that charged the refund's order (recorded on the refund). Reversals are not its:
-    pay-outs and their reversals stay on Stripe Connect whoever charged. Only Stripe's refunds are wired: the
-    poll here (retrieve_refund) is Stripe's, and an Adyen refund's outcome comes by a REFUND notification that
-    nothing receives yet, so a refund at another PSP is PspNotRoutable, sent nowhere (docs/decisions.md
-    2026-12-07)."""
-    name = refund.get("psp") or psp.PSP_NAME
-    if name != psp.PSP_NAME:
-        raise PspNotRoutable(f"refunds at PSP {name!r} are not wired: only {psp.PSP_NAME}'s")
-    return psp.client_for(name)
+def _psp_name(refund: dict[str, Any]) -> str:
+    return str(refund.get("psp") or psp.PSP_NAME)
+
+
+def _psp_of(refund: dict[str, Any]) -> Any:
+    """The adapter of the PSP that charged the refund's order (recorded on the refund): Stripe's or Adyen's
+    (`psp.client_for`, a name no configuration made is PspNotRoutable, dead-lettered, sent nowhere). Reversals are
+    not its: pay-outs and their reversals stay on Stripe Connect whoever charged."""
+    return psp.client_for(_psp_name(refund))
+
+
+def _adyens_word(refund: dict[str, Any], refunds: RefundsTable) -> str:
+    """An Adyen refund as far as Adyen's recorded word takes it: a REFUND notification's success recorded by the
+    webhook path (`psp_status` succeeded) whose steps did not all run (the pay-out was between two steps: the
+    message came back) goes on from there; `received` waits for the notification."""
+    if refund["refund_status"] == REFUND_PENDING and refund.get("psp_status") != "succeeded":
+        return _await_notification(refund)
+    result = psp.RefundResult(str(refund.get("psp_status") or "received"), str(refund["psp_refund_id"]),
+                              refund["refund_id"])
+    return _apply(refund, result, refunds)
+
+
+def _await_notification(refund: dict[str, Any]) -> str:
+    """An Adyen refund Adyen has `received`: its outcome comes in a REFUND notification (functions/webhooks/adyen.py
+    hands it to apply_psp_refund), and Checkout cannot look a refund up (a replay of the request only says
+    `received` again). So nothing is asked: the message comes back every STUCK_WAIT_S only so that a notification
+    that never comes is seen, logged and counted (RefundNotificationOverdue, alarmed) past NOTIFICATION_OVERDUE_AFTER
+    since Adyen received the refund. It ends when the refund is final (drive returns before this)."""
+    since = str(refund.get("psp_created_at") or refund["created_at"])
+    if clock.now() - clock.parse_iso(since) > NOTIFICATION_OVERDUE_AFTER:
+        logger.error("an Adyen refund's REFUND notification is overdue: look the refund up in Adyen's Customer Area",
+                     extra={"refund_id": refund["refund_id"], "psp_refund_id": refund.get("psp_refund_id"),
+                            "received_at": since})
+        metrics.add_metric(name=OVERDUE_METRIC, unit=MetricUnit.Count, value=1)
+    queues.enqueue_refund(refund["refund_id"], STUCK_WAIT_S)
+    return AWAITING_NOTIFICATION
 
 
 def _debit_returned(order: dict[str, Any]) -> bool:
@@ -115,12 +152,14 @@ def _debit_returned(order: dict[str, Any]) -> bool:
 
 
 def apply_psp_refund(refund_object_or_fields: Any, refunds: RefundsTable | None = None) -> str:
-    """THE one way a refund moves by the PSP's word: the poll above and the webhook path (`charge.refund.updated`,
-    `refund.updated`, `refund.failed`: pass the event's Refund object, a dict or an SDK object with id, status,
-    metadata.refund_id, failure_reason) both call it. The status machine decides, never arrival order: PENDING ->
+    """THE one way a refund moves by the PSP's word: the poll above and the webhook path (Stripe's
+    `charge.refund.updated`, `refund.updated`, `refund.failed`: pass the event's Refund object, a dict or an SDK
+    object with id, status, metadata.refund_id, failure_reason; Adyen's REFUND notifications: a RefundResult) call
+    it. The status machine decides, never arrival order: PENDING ->
     SUCCEEDED | FAILED by conditional writes; a late or repeated event changes nothing. Returns what happened."""
     refunds = refunds or RefundsTable.from_settings()
-    result = psp.refund_result(refund_object_or_fields)
+    result = refund_object_or_fields if isinstance(refund_object_or_fields, psp.RefundResult) \
+        else psp.refund_result(refund_object_or_fields)
     refund = refunds.get(result.refund_id) if result.refund_id else None
     if refund is None:
         logger.warning("a PSP refund that names no refund of ours", extra={"psp_refund_id": result.psp_refund_id})
@@ -154,6 +193,8 @@ def _apply(refund: dict[str, Any], result: psp.RefundResult, refunds: RefundsTab
             return "failed_after_success"
         refunds.fail(refund, result.failure_code or result.status, result.failure_reason, clock.iso())
         return "failed"
+    if status == REFUND_PENDING and _psp_name(refund) == psp.ADYEN:  # received: the notification decides
+        return _await_notification(refund)
     if status == REFUND_PENDING:  # pending, requires_action: the poll looks again later
         queues.enqueue_refund(refund["refund_id"], settings().refund_poll_delay_s)
         return "pending"

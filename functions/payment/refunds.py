@@ -12,11 +12,12 @@ from aws_lambda_powertools import Logger
 
 from functions.payment.payouts import OrderNotSettled
 from functions.payment.schemas import RefundRequest, RefundSummary, RefundView, ReversalView
-from functions.shared import clock, psp_units, queues
+from functions.shared import adyen_units, clock, psp_units, queues
 from functions.shared.errors import AwsTransientError, DomainError, NotChargeableAtPsp, NotFound, RequestInvalid
 from functions.shared.money import Money, MoneyError
 from functions.shared.names import OFFLINE_PSP, UNRECORDED_PSP
 from functions.shared.observability import CORRELATION_FIELD, correlated
+from functions.shared.routing import ADYEN
 from functions.shared.status import OrderStatus
 from functions.shared.tables import (
     REFUND_PENDING,
@@ -52,13 +53,14 @@ def fingerprint(payment_order_id: str, request: RefundRequest) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-# The PSPs whose refunds the Refund worker makes (functions/executor/refund.py _psp_of), and a check's or money
-# order's, which have no PSP refund (offline). Adyen's are not wired: its outcome comes by REFUND notification.
-REFUNDABLE_AT = (UNRECORDED_PSP, OFFLINE_PSP)  # Stripe's, and a check's or money order's
+# The PSPs whose refunds the Refund worker makes (functions/executor/refund.py _psp_of: Stripe's, and Adyen's, whose
+# outcome comes by REFUND notification), and a check's or money order's, which have no PSP refund (offline).
+REFUNDABLE_AT = (UNRECORDED_PSP, ADYEN, OFFLINE_PSP)
 
 
 class RefundNotWired(DomainError):
-    """A refund of an order charged at a PSP whose refunds are not wired (Adyen, for now): refused, nothing held."""
+    """A refund of an order charged at a PSP whose refunds are not wired (none today but a name no configuration
+    made): refused, nothing held."""
 
     code = "refund_not_supported_for_psp"
     http_status = 409
@@ -89,7 +91,7 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
         raise RefundNotWired(f"payment order {payment_order_id} was charged at {order['psp']}, whose refunds are "
                              "not wired yet: refund it in the PSP's own dashboard and tell the platform's operators")
     gross = Money(int(order["amount_minor"]), order["currency"])
-    amount = _amount(request, gross, int(order.get("refunded_minor") or 0))
+    amount = _amount(request, gross, int(order.get("refunded_minor") or 0), order.get("psp") or UNRECORDED_PSP)
     now = clock.iso()
     item = correlated({
             "refund_id": request.refund_id, "payment_order_id": payment_order_id, "request_hash": request_hash,
@@ -120,7 +122,7 @@ def create_refund(payment_order_id: str, request: RefundRequest, tables: Refunds
     return as_accepted(item), False
 
 
-def _amount(request: RefundRequest, gross: Money, committed: int) -> Money:
+def _amount(request: RefundRequest, gross: Money, committed: int, psp_name: str) -> Money:
     remaining = Money(gross.minor - committed, gross.currency)
     if request.amount is None:
         amount = remaining
@@ -137,9 +139,14 @@ def _amount(request: RefundRequest, gross: Money, committed: int) -> Money:
                                  details=[{"field": "amount", "code": "amount_not_positive"}])
         if amount.minor > remaining.minor:
             raise RefundExceedsRemaining(f"{amount} would pass what remains of the order ({remaining})")
-    try:
-        psp_units.to_stripe_amount(amount)
+    try:  # in the units of the PSP that charged the order (Stripe's ISK in hundreds; Adyen's table)
+        if psp_name == ADYEN:
+            adyen_units.adyen_amount(amount)
+        else:
+            psp_units.to_stripe_amount(amount)
     except NotChargeableAtPsp as error:
+        raise RequestInvalid(error.message, code=error.code) from None
+    except MoneyError as error:
         raise RequestInvalid(error.message, code=error.code) from None
     return amount
 

@@ -208,6 +208,18 @@ ENV_WEBHOOK_QUEUE_URL = "WEBHOOK_QUEUE_URL"
 ENV_WEBHOOK_SECRET_PARAMETER = "WEBHOOK_SECRET_PARAMETER"
 SELLER_ACCOUNT_INDEX = "psp_account_id"  # on Sellers: the sellers of a connected account (Connect webhooks)
 WEBHOOK_PATH = "/v1/webhooks/stripe"
+# Adyen's standard notifications (issue 18): the same receiver function, queue and processor; each verified item is
+# queued as its own event, `adyen.<eventCode>`, deduplicated by ADYEN_EVENT_ID.
+ADYEN_WEBHOOK_PATH = "/v1/webhooks/adyen"
+ADYEN_EVENT_PREFIX = "adyen."
+
+
+def adyen_event_id(psp_reference: str, event_code: str, success: str) -> str:
+    """One Adyen notification item's event id: Adyen resends an item unchanged until it is accepted, and one
+    pspReference may carry several event codes (a refund's REFUND, then its REFUND_FAILED), each once."""
+    return f"adyen:{psp_reference}:{event_code}:{success}"
+
+
 # --- notifications out (issue 16c): status changes delivered, signed, to the storefront's endpoint -----------
 ENV_NOTIFICATION_ENDPOINTS_TABLE = "NOTIFICATION_ENDPOINTS_TABLE"
 ENV_NOTIFICATIONS_QUEUE_URL = "NOTIFICATIONS_QUEUE_URL"

@@ -192,23 +192,11 @@ class AdyenPsp:
     def verify_webhook(self, payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
         """The notification, if every item carries a valid `additionalData.hmacSignature` for our HMAC key (hex)
         and names our merchant account (else WebhookForAnotherAccount: one company's HMAC key may sign several
-        accounts' notifications). Adyen signs pspReference, originalReference, merchantAccountCode,
-        merchantReference, amount, eventCode and success only: the rest of an item (reason, eventDate,
-        additionalData) is not protected, so only those fields may be trusted."""
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            raise WebhookSignatureInvalid("the notification is not JSON") from None
-        items = body.get("notificationItems") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items:
-            raise WebhookSignatureInvalid("no notificationItems")
-        for entry in items:
-            item = entry.get("NotificationRequestItem") if isinstance(entry, dict) else None
-            if not isinstance(item, dict) or not _signed(item, secret):
-                raise WebhookSignatureInvalid("a notification item is not signed with our HMAC key")
-            if item.get("merchantAccountCode") != self.merchant_account:
-                raise WebhookForAnotherAccount(f"a notification for {item.get('merchantAccountCode')!r}, "
-                                               f"our merchant account is {self.merchant_account!r}")
+        accounts' notifications). `verified_notification` below, all or nothing."""
+        body, others = verified_notification(payload, secret, self.merchant_account)
+        if others:
+            raise WebhookForAnotherAccount(f"a notification for {others[0]!r}, our merchant account is "
+                                           f"{self.merchant_account!r}")
         return body
 
     # -- the one place a call goes out ------------------------------------------------------------------
@@ -279,6 +267,45 @@ def result_of(answer: dict[str, Any]) -> ChargeResult:
 
 def _slug(reason: str) -> str:
     return "_".join(reason.lower().split()) or "refused"
+
+
+# What Adyen's HMAC signs of a notification item: only these may decide anything (functions/webhooks/adyen.py).
+SIGNED_FIELDS = ("pspReference", "originalReference", "merchantAccountCode", "merchantReference", "amount",
+                 "eventCode", "success")
+
+
+def verified_notification(payload: bytes, hmac_key: str, merchant_account: str
+                          ) -> tuple[dict[str, Any], list[str]]:
+    """(the notification, the other merchant accounts its items name), if every item carries a valid
+    `additionalData.hmacSignature` for our HMAC key (hex); else WebhookSignatureInvalid, whose message never quotes
+    the body. Checked with Adyen's library (`Adyen.util.is_valid_hmac_notification`). Adyen signs pspReference,
+    originalReference, merchantAccountCode, merchantReference, amount, eventCode and success only: the rest of an
+    item (reason, eventDate, additionalData) is not protected and must not decide anything."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise WebhookSignatureInvalid("the notification is not JSON") from None
+    items = body.get("notificationItems") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise WebhookSignatureInvalid("no notificationItems")
+    others: list[str] = []
+    for entry in items:
+        item = entry.get("NotificationRequestItem") if isinstance(entry, dict) else None
+        if not isinstance(item, dict) or not _signed(item, hmac_key):
+            raise WebhookSignatureInvalid("a notification item is not signed with our HMAC key")
+        if item.get("merchantAccountCode") != merchant_account:
+            others.append(str(item.get("merchantAccountCode")))
+    return body, others
+
+
+def notification_items(body: dict[str, Any], merchant_account: str) -> list[dict[str, Any]]:
+    """The verified notification's items for our merchant account, each reduced to what Adyen signs (the
+    unsigned `reason` kept as text only, for a failure's message; additionalData never: it may carry card
+    details)."""
+    items = [entry["NotificationRequestItem"] for entry in body["notificationItems"]]
+    return [{**{name: item[name] for name in SIGNED_FIELDS if name in item},
+             "reason": str(item.get("reason") or "")[:200]}
+            for item in items if item.get("merchantAccountCode") == merchant_account]
 
 
 def _signed(item: dict[str, Any], hmac_key: str) -> bool:

@@ -1766,10 +1766,14 @@ class RefundsTable:
             raise
         return True
 
-    def record_psp_refund(self, refund_id: str, psp_refund_id: str, psp_status: str, now: str) -> bool:
-        """The PSP's Refund id as soon as it is known (never replaced by another one) and its latest status."""
+    def record_psp_refund(self, refund_id: str, psp_refund_id: str, psp_status: str, now: str, *,
+                          unless_known: bool = False) -> bool:
+        """The PSP's Refund id as soon as it is known (never replaced by another one) and its latest status.
+        `unless_known`: the status only if none is recorded (Adyen's `received`, which must not overwrite the word
+        of a REFUND notification that overtook the request's answer)."""
+        status = "if_not_exists(psp_status, :status)" if unless_known else ":status"
         return self._update(
-            refund_id, "SET psp_refund_id = :psp, psp_status = :status, updated_at = :now, "
+            refund_id, f"SET psp_refund_id = :psp, psp_status = {status}, updated_at = :now, "
             "psp_created_at = if_not_exists(psp_created_at, :now)",
             "attribute_exists(refund_id) AND (attribute_not_exists(psp_refund_id) OR psp_refund_id = :psp)",
             {":psp": psp_refund_id, ":status": psp_status, ":now": now})

@@ -1,4 +1,6 @@
 """POST /v1/webhooks/stripe: verify Stripe's signature over the exact body, queue the event, answer 200 fast.
+POST /v1/webhooks/adyen (the same function; functions/webhooks/adyen_receiver.py): Adyen's HMAC-signed
+notifications, each item queued as its own event, answered `[accepted]`.
 
 No API key or authorizer on the route: the signature (HMAC-SHA256 with the endpoint's `whsec_` secret, read from
 SSM and cached) authenticates it. A missing, malformed, stale (past 300 s) or wrong signature is a 400
@@ -20,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import psp, queues
 from functions.shared.errors import error_body
+from functions.shared.names import ADYEN_WEBHOOK_PATH
 from functions.shared.observability import service_metrics
 
 logger = Logger(service="webhooks")
@@ -43,6 +46,10 @@ def _answer(status: int, body: str) -> dict[str, Any]:
 
 
 def receive(event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("rawPath") == ADYEN_WEBHOOK_PATH:
+        from functions.webhooks import adyen_receiver  # imports Adyen's library: only on Adyen's route
+
+        return adyen_receiver.receive(_raw_body(event))
     raw = _raw_body(event)
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     try:

@@ -1,4 +1,5 @@
-"""The one map from a Stripe event type to its handler. Each handler takes the event and returns an outcome word.
+"""The one map from a Stripe event type (or an Adyen notification's `adyen.<eventCode>`) to its handler. Each
+handler takes the event and returns an outcome word.
 
 Refund events (`refund.*`, `charge.refund.updated`, `charge.refunded`) go to functions/webhooks/refunds.py, which
 hands a Refund's final status to the refund path's `apply_psp_refund`; dispute events (`charge.dispute.*`) to
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.webhooks import accounts, payments, refunds, transfers
+from functions.webhooks import accounts, adyen, payments, refunds, transfers
 from functions.webhooks.disputes import DISPUTE_TYPES, dispute_event
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
@@ -37,6 +38,7 @@ HANDLERS: dict[str, Handler] = {
     **dict.fromkeys(refunds.REFUND_OBJECT_TYPES, refunds.refund_event),
     refunds.CHARGE_REFUNDED: refunds.charge_refunded,
     **dict.fromkeys(DISPUTE_TYPES, dispute_event),
+    **adyen.HANDLERS,  # Adyen's notifications: `adyen.<eventCode>` (functions/webhooks/adyen_receiver.py)
 }
 
 UNKNOWN_TYPE = "unknown_type"

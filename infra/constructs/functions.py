@@ -148,7 +148,8 @@ class Functions(Construct):
         )
         self._grant_table_access()
         self._grant_queue_access()
-        # The Executor alone charges at Adyen, so it alone reads Adyen's key (functions/shared/psp.py client_for).
+        # The Executor charges at Adyen and the Refund worker refunds there (infra/constructs/refunds.py): they alone
+        # read Adyen's key (functions/shared/psp.py client_for).
         self._grant_psp_key(self.executor, psp_key_parameter, psp.adyen_key_parameter)
         self._grant_psp_key(self.transfer, psp_key_parameter)
         self._grant_settlement_access(bucket)
@@ -405,9 +406,9 @@ class Functions(Construct):
 
     # --- what other constructs' functions need (infra/constructs/webhooks.py) ----------------------------
 
-    def grant_secure_parameter(self, fn: lambda_.Function, parameter: str) -> None:
-        """Read (and decrypt through SSM) one SecureString parameter created outside CloudFormation."""
-        self._grant_psp_key(fn, parameter)
+    def grant_secure_parameter(self, fn: lambda_.Function, *parameters: str) -> None:
+        """Read (and decrypt through SSM) SecureString parameters created outside CloudFormation."""
+        self._grant_psp_key(fn, *parameters)
 
     def allow(self, fn: lambda_.Function, actions: Iterable[str], resources: Iterable[str]) -> None:
         self._allow(fn, actions, resources)

@@ -17,6 +17,7 @@ from infra import governor, names
 from infra.constructs.alarms import Alarms
 from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.notifications import Notifications
+from infra.psp_context import PspSettings
 
 _PERIOD = Duration.minutes(1)
 _VISIBILITY_FACTOR = 6
@@ -24,8 +25,9 @@ _VISIBILITY_FACTOR = 6
 
 class Refunds(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, functions: Functions, alarms: Alarms,
-                 psp_key_parameter: str, removal_policy: RemovalPolicy) -> None:
+                 psp_key_parameter: str, removal_policy: RemovalPolicy, psp: PspSettings | None = None) -> None:
         super().__init__(scope, construct_id)
+        psp = psp or PspSettings()
         self.table = dynamodb.Table(
             self, names.REFUNDS, partition_key=dynamodb.Attribute(name="refund_id", type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -43,7 +45,9 @@ class Refunds(Construct):
         env = {names.ENV_REFUNDS_TABLE: self.table.table_name, names.ENV_REFUNDS_QUEUE_URL: self.queue.queue_url}
         self.worker = functions._function(names.REFUND_WORKER, {
             **env, names.ENV_REFUNDS_DLQ_URL: self.dlq.queue_url, names.ENV_PSP_API_BASE: "",
-            names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter})
+            names.ENV_PSP_API_KEY_PARAMETER: psp_key_parameter,
+            # An Adyen-charged order is refunded at Adyen (functions/executor/refund.py): Adyen's account and key.
+            **psp.executor_env()})
         self.worker.add_event_source(sources.SqsEventSource(
             self.queue, batch_size=10, report_batch_item_failures=True,
             max_concurrency=governor.concurrency(names.REFUND_WORKER.name, governor.rate_limit(self))))
@@ -56,7 +60,7 @@ class Refunds(Construct):
         functions._table(self.worker, t.wallet, READ + WRITE)
         functions._table(self.worker, t.ledger, ["dynamodb:GetItem", "dynamodb:PutItem"])
         functions._allow(self.worker, send, [self.queue.queue_arn])
-        functions._grant_psp_key(self.worker, psp_key_parameter)
+        functions._grant_psp_key(self.worker, psp_key_parameter, psp.adyen_key_parameter)
         # PaymentApi: creates refunds (with the order's reservation, one transaction), reads them, sends them.
         for name, value in env.items():
             functions.payment_api.add_environment(name, value)
@@ -74,6 +78,8 @@ class Refunds(Construct):
              "A refund has waited over 24 h on its pay-out (FAILED, or a transfer stuck): fix the pay-out"),
             ("RefundFailedAfterSuccess", _refund_path_metric("RefundFailedAfterSuccess", "SUM", "Sum"), 0,
              "A refund the PSP had reported succeeded failed later: the money is back in our books, tell the buyer"),
+            ("RefundNotificationOverdue", _refund_path_metric("RefundNotificationOverdue", "SUM", "Sum"), 0,
+             "An Adyen refund has waited over 24 h for its REFUND notification: look it up in Adyen's Customer Area"),
         ):
             alarms.add(alarm_id, metric, threshold, description)
 

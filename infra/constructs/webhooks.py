@@ -1,10 +1,10 @@
-"""Webhooks in: POST /v1/webhooks/stripe -> WebhookReceiver -> WebhookQueue (+ WebhookDlq) -> WebhookProcessor,
-which deduplicates by event id in WebhookEvents (TTL 30 days) and re-drives the existing paths.
+"""Webhooks in: POST /v1/webhooks/stripe and /v1/webhooks/adyen -> WebhookReceiver -> WebhookQueue (+ WebhookDlq)
+-> WebhookProcessor, which deduplicates by event id in WebhookEvents (TTL 30 days) and re-drives the existing paths.
 
-Least privilege: the receiver reads one SSM SecureString (the endpoint's signing secret) and sends to WebhookQueue,
-nothing else; the route has no authorizer (Stripe's signature authenticates it). The processor reads and writes
-what its handlers touch: the charges (a re-drive brought forward), sellers (facts of their accounts, through the
-psp_account_id index), pay-outs (waking those awaiting an account), PayoutsQueue and ReviewQueue.
+Least privilege: the receiver reads two SSM SecureStrings (Stripe's signing secret, Adyen's HMAC key) and sends to
+WebhookQueue, nothing else; the routes have no authorizer (the PSPs' signatures authenticate them). The processor
+reads and writes what its handlers touch: the charges (a re-drive brought forward), sellers (facts of their
+accounts, through the psp_account_id index), pay-outs (waking those awaiting an account), PayoutsQueue and ReviewQueue.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from infra.constructs.functions import READ, WRITE, Functions
 from infra.constructs.queues import Queues
 from infra.constructs.tables import Tables
 from infra.nag import acknowledge
+from infra.psp_context import PspSettings
 
 _S = dynamodb.AttributeType.STRING
 _VISIBILITY_FACTOR = 6  # as infra/constructs/queues.py: 6x the consumer's timeout (above the processor's lease)
@@ -39,8 +40,10 @@ class Webhooks(Construct):
         http_api: apigw.HttpApi,
         secret_parameter: str,
         removal_policy: RemovalPolicy,
+        psp: PspSettings | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        psp = psp or PspSettings()
         self.events_table = dynamodb.Table(
             self,
             names.WEBHOOK_EVENTS,
@@ -76,11 +79,13 @@ class Webhooks(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=names.MAX_RECEIVE_COUNT),
         )
 
+        # One receiver for both PSPs: Stripe's signing secret, and Adyen's HMAC key (POST /v1/webhooks/adyen).
         self.receiver = functions.add_function(
             names.WEBHOOK_RECEIVER,
-            {names.ENV_WEBHOOK_QUEUE_URL: self.queue.queue_url, names.ENV_WEBHOOK_SECRET_PARAMETER: secret_parameter},
+            {names.ENV_WEBHOOK_QUEUE_URL: self.queue.queue_url, names.ENV_WEBHOOK_SECRET_PARAMETER: secret_parameter,
+             **psp.receiver_env()},
         )
-        functions.grant_secure_parameter(self.receiver, secret_parameter)
+        functions.grant_secure_parameter(self.receiver, secret_parameter, psp.adyen_hmac_key_parameter)
         functions.allow(self.receiver, ["sqs:SendMessage"], [self.queue.queue_arn])
 
         self.processor = functions.add_function(
@@ -117,6 +122,20 @@ class Webhooks(Construct):
             "Stripe cannot send an API key or SigV4: the receiver verifies Stripe-Signature (HMAC-SHA256 over the raw "
             "body, 300 s tolerance) and answers 400 to anything else before reading the body "
             "(functions/webhooks/receiver.py; docs/threat-model.md).",
+        )
+        (adyen_route,) = http_api.add_routes(
+            path=names.ADYEN_WEBHOOK_PATH,
+            methods=[apigw.HttpMethod.POST],
+            integration=integrations.HttpLambdaIntegration(
+                "AdyenWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+            ),
+        )
+        acknowledge(
+            adyen_route,
+            "AwsSolutions-APIG4",
+            "Adyen cannot send an API key or SigV4: the receiver verifies each notification item's hmacSignature "
+            "(HMAC-SHA256 with our HMAC key, Adyen's library) and answers 400 to anything else "
+            "(functions/webhooks/adyen_receiver.py).",
         )
 
     def dead_letter_queues(self) -> dict[str, sqs.Queue]:

@@ -184,6 +184,14 @@ class Books:
             self.modifications.append({"type": "refund", **answer})
             return payment, answer
 
+    def refund_refused(self, payment: Payment, answer: dict[str, Any]) -> None:
+        """A received refund Adyen then refused (its REFUND notification says success false): its amount is
+        refundable again."""
+        with self._lock:
+            payment.refunded -= int(answer["amount"]["value"])
+            answer_record = next(m for m in self.modifications if m.get("pspReference") == answer["pspReference"])
+            answer_record["refused"] = True
+
     def cancel(self, psp_reference: str, body: dict[str, Any]) -> tuple[Payment, dict[str, Any], bool]:
         """The answer, and whether the cancel succeeds (its CANCELLATION notification): not once refunded."""
         self._merchant(body)

@@ -1,4 +1,5 @@
-"""The Adyen sandbox's HTTP front: Checkout API v71 (`/payments`, `/payments/{pspReference}/refunds`,
+"""The Adyen sandbox's HTTP front: Checkout API v71 (`/payments`, `/payments/{pspReference}/refunds` (answered
+`received`, then a signed REFUND notification: success, or a refusal when our reference contains FAIL),
 `/payments/{pspReference}/cancels`) behind one pipeline (X-API-Key → Idempotency-Key's length → faults →
 Idempotency-Key → endpoint → lost answers), and `/_sandbox/` (health, faults, payments). The fault injector and the
 clock are the Stripe sandbox's.
@@ -27,6 +28,10 @@ API_KEY = "sandbox_adyen_api_key"
 MERCHANT_ACCOUNT = "MarketPayECOM"
 MAX_KEY_CHARS = 64  # "a maximum of 64 characters" (docs.adyen.com/development-resources/api-idempotency)
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"  # hex, as Adyen's
+# A refund whose reference (our refund_id) contains this is answered `received` like any other, then refused in its
+# REFUND notification (success false): Adyen's way of failing a refund after accepting the request.
+REFUND_FAILURE_TRIGGER = "FAIL"
+REFUND_FAILURE_REASON = "Refund refused by the sandbox (reference contains FAIL)"
 _MODIFICATION = re.compile(rf"^/{VERSION}/payments/([A-Za-z0-9]{{16}})/(refunds|cancels)$")
 _log = logging.getLogger("psp_sandbox.adyen")
 
@@ -72,9 +77,13 @@ class AdyenSandbox:
         reference, kind = match.groups()
         if kind == "refunds":
             payment, answer = self.books.refund(reference, body)
+            failed = REFUND_FAILURE_TRIGGER in answer["reference"]
+            if failed:  # Adyen received it, then refused it: nothing refunded
+                self.books.refund_refused(payment, answer)
             self.notifier.emit("REFUND", psp_reference=answer["pspReference"], original_reference=reference,
                                merchant_reference=answer["reference"], value=answer["amount"]["value"],
-                               currency=payment.currency, success=True)
+                               currency=payment.currency, success=not failed,
+                               reason=REFUND_FAILURE_REASON if failed else "")
             return 201, answer
         payment, answer, done = self.books.cancel(reference, body)
         self.notifier.emit("CANCELLATION", psp_reference=answer["pspReference"], original_reference=reference,

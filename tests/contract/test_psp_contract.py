@@ -234,6 +234,20 @@ def test_a_webhook_is_verified_and_refused_when_changed(psp: Harness, receiver: 
         psp.psp.verify_webhook(body, signature, "00" * 32 if psp.name == "adyen" else "whsec_other")
 
 
+def test_a_refunds_outcome_comes_in_a_signed_webhook_naming_our_refund(psp: Harness, receiver: Receiver):
+    """Stripe's refund events carry metadata.refund_id, Adyen's REFUND notification our refund_id as its
+    merchantReference: either way the webhook path (apply_psp_refund) finds our refund from a verified event."""
+    work = _work(psp.approved, 1000)
+    charged = psp.psp.charge(work)
+    refund = _refund(work, 250)
+    made = psp.psp.refund(refund, {"psp_reference": charged.psp_reference, "charge_id": charged.charge_id},
+                          look_up_first=False)
+    assert made.status != REFUND_REFUSED
+    body, headers = receiver.wait_for(_about(refund["refund_id"]))
+    event = psp.psp.verify_webhook(body, psp.signature_of(headers), psp.secret)
+    assert refund["refund_id"] in json.dumps(event) and made.psp_refund_id in json.dumps(event)
+
+
 @pytest.mark.parametrize(("currency", "minor"), [("USD", 1999), ("EUR", 1050), ("JPY", 5000)])
 def test_amounts_in_usd_eur_jpy(psp: Harness, currency: str, minor: int):
     work = _work(psp.approved, minor, currency)

@@ -107,3 +107,62 @@ def test_a_stripe_token_for_a_eur_card_routed_to_adyen_is_refused_before_anythin
     status, answer, _ = api.post_checkout(sent)
     assert status == 422 and "payment_method_not_for_routed_psp" in json.dumps(answer), answer
     assert adyen_payments(stack, checkout_id) == [] and intents_of(stack, checkout_id) == []
+
+
+# --- refunds at Adyen, finished by Adyen's REFUND notification (issue 18) -----------------------------------------
+
+
+def charged_order(stack: LocalStack, api: ApiClient, prefix: str) -> str:
+    checkout_id = unique(prefix)
+    sent = body(checkout_id, [("seller_nl1", "12.34", "EUR")], {"adyen": adyen_card()})
+    assert api.post_checkout(sent)[0] == 202
+    order_id = sent["payment_orders"][0]["payment_order_id"]
+    assert wait_final(api, order_id)["payment_order_status"] == "SUCCESS"
+    return order_id
+
+
+def refund_final(stack: LocalStack, api: ApiClient, refund_id: str) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        status, answer, _ = api.request("GET", f"/v1/refunds/{refund_id}")
+        return answer if status == 200 and answer["status"] != "PENDING" else None
+
+    return stack.wait_until(final, timeout=30)
+
+
+def test_an_adyen_charged_order_is_refunded_over_http_and_succeeds_by_adyens_notification(stack, api):
+    # Given a EUR order charged at Adyen
+    order_id = charged_order(stack, api, "chk_adyen_rf")
+    # When the storefront refunds 5.00 of it
+    refund_id = unique("rf_adyen")
+    status, answer, _ = api.request("POST", f"/v1/payments/{order_id}/refunds",
+                                    {"refund_id": refund_id, "amount": "5.00", "reason": "damaged"})
+    assert (status, answer["status"]) == (202, "PENDING"), answer
+    # Then the Refund worker refunds it at Adyen, whose REFUND notification (signed, POSTed by the sandbox to the
+    # local API's /v1/webhooks/adyen) finishes it: SUCCEEDED while held
+    done = refund_final(stack, api, refund_id)
+    assert (done["status"], done["amount"], done["currency"], done["timing"]) == ("SUCCEEDED", "5.00", "EUR", "held")
+    assert stack.adyen_sandbox is not None
+    [made] = [m for m in stack.adyen_sandbox.sandbox.books.modifications if m.get("reference") == refund_id]
+    assert (made["amount"], done["psp_refund_id"]) == ({"currency": "EUR", "value": 500}, made["pspReference"])
+    [delivered] = [i for i in stack.adyen_sandbox.sandbox.notifier.delivered
+                   if i["eventCode"] == "REFUND" and i["merchantReference"] == refund_id]
+    assert delivered["success"] == "true"
+    status, order, _ = api.get_order(order_id)
+    assert (order["refunded"], [r["status"] for r in order["refunds"]]) == ("5.00", ["SUCCEEDED"])
+
+
+def test_a_refund_adyen_refuses_in_its_notification_ends_failed_and_frees_its_amount(stack, api):
+    order_id = charged_order(stack, api, "chk_adyen_rf_no")
+    refund_id = unique("rf_FAIL")  # the sandbox refuses a refund whose reference contains FAIL, in its notification
+    status, _, _ = api.request("POST", f"/v1/payments/{order_id}/refunds", {"refund_id": refund_id})
+    assert status == 202
+    done = refund_final(stack, api, refund_id)
+    assert (done["status"], done["failure_code"]) == ("FAILED", "adyen_refund_refused")
+    status, order, _ = api.get_order(order_id)
+    assert order["refunded"] == "0.00"
+
+
+def test_no_function_made_a_call_its_role_does_not_grant(stack):
+    """The Refund worker read Adyen's key and the receiver Adyen's HMAC key, each from the SSM parameter its role
+    names: as deployed."""
+    assert stack.ungranted_calls() == {}

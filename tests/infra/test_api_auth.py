@@ -10,11 +10,11 @@ from infra import names
 pytestmark = pytest.mark.xdist_group("infra-synth")
 
 
-def test_every_storefront_route_has_the_authorizer_and_only_the_webhook_route_has_none(synth):
+def test_every_storefront_route_has_the_authorizer_and_only_the_webhook_routes_have_none(synth):
     (authorizer_id,) = synth.of_type("AWS::ApiGatewayV2::Authorizer")
     routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in synth.of_type("AWS::ApiGatewayV2::Route").values()}
     open_routes = {key for key, route in routes.items() if route.get("AuthorizationType", "NONE") == "NONE"}
-    assert open_routes == {f"POST {names.WEBHOOK_PATH}"}
+    assert open_routes == {f"POST {names.WEBHOOK_PATH}", f"POST {names.ADYEN_WEBHOOK_PATH}"}  # the PSPs' signatures
     for method, path in names.ROUTES:
         route = routes[f"{method} {path}"]
         assert route["AuthorizationType"] == "CUSTOM" and route["AuthorizerId"] == {"Ref": authorizer_id}

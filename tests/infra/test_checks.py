@@ -123,9 +123,11 @@ def test_context_switches_to_a_dev_stack_and_another_psp_key(tmp_path, stand_in_
 EUR_CARDS_TO_ADYEN = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}
 
 
-def test_context_routes_eur_cards_to_adyen_and_only_the_executor_reads_its_key(tmp_path, stand_in_layer):
+def test_context_routes_eur_cards_to_adyen_and_only_the_executor_and_refund_worker_read_its_key(tmp_path,
+                                                                                                stand_in_layer):
     """`-c psp_routing=... -c adyen_merchant_account=... -c adyen_api_key_parameter=...`: the API routes with the
-    rules, the Executor charges that account with that key, and no other function may read the key."""
+    rules, the Executor charges and the Refund worker refunds that account with that key, and no other function
+    may read the key."""
     done = run_app(tmp_path, stand_in_layer, {names.CTX_PSP_ROUTING: json.dumps(EUR_CARDS_TO_ADYEN),
                                               names.CTX_ADYEN_MERCHANT_ACCOUNT: "MarketPayECOM",
                                               names.CTX_ADYEN_KEY_PARAMETER: "/prod/adyen-key"})
@@ -133,16 +135,20 @@ def test_context_routes_eur_cards_to_adyen_and_only_the_executor_reads_its_key(t
     resources = json.loads((tmp_path / "MarketPay.template.json").read_text())["Resources"]
     env = {r["Properties"]["Handler"]: r["Properties"]["Environment"]["Variables"]
            for r in resources.values() if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]}
-    api, executor = env[names.PAYMENT_API.handler], env[names.EXECUTOR.handler]
+    api, executor, worker = (env[names.PAYMENT_API.handler], env[names.EXECUTOR.handler],
+                             env[names.REFUND_WORKER.handler])
     assert json.loads(api["PSP_ROUTING"]) == EUR_CARDS_TO_ADYEN
     assert (api["ADYEN_MERCHANT_ACCOUNT"], api["ADYEN_API_KEY_PARAMETER"]) == ("MarketPayECOM", "/prod/adyen-key")
     assert (executor["ADYEN_MERCHANT_ACCOUNT"], executor["ADYEN_API_KEY_PARAMETER"]) == ("MarketPayECOM",
                                                                                           "/prod/adyen-key")
+    assert (worker["ADYEN_MERCHANT_ACCOUNT"], worker["ADYEN_API_KEY_PARAMETER"]) == ("MarketPayECOM", "/prod/adyen-key")
     assert executor["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"  # Stripe's key as before
     assert [h for h, variables in env.items() if "PSP_ROUTING" in variables] == [names.PAYMENT_API.handler]
     readers = [lid for lid, r in resources.items() if r["Type"] == "AWS::IAM::Policy"
                and "parameter/prod/adyen-key" in json.dumps(r)]
-    assert len(readers) == 1 and readers[0].startswith(f"{names.FUNCTIONS}{names.EXECUTOR.name}Role")
+    assert len(readers) == 2, readers
+    assert {r.split("Role")[0] for r in readers} == {f"{names.FUNCTIONS}{names.EXECUTOR.name}",
+                                                     f"{names.FUNCTIONS}{names.REFUND_WORKER.name}"}, readers
 
 
 @pytest.mark.parametrize(("context", "refusal"), [
@@ -152,6 +158,7 @@ def test_context_routes_eur_cards_to_adyen_and_only_the_executor_reads_its_key(t
     ({names.CTX_ADYEN_ENVIRONMENT: "live"}, "ADYEN_LIVE_PREFIX"),
     ({names.CTX_ADYEN_ENVIRONMENT: "prod"}, "'test' or 'live'"),
     ({names.CTX_ADYEN_KEY_PARAMETER: "adyen-key"}, "SSM parameter path"),
+    ({names.CTX_ADYEN_HMAC_KEY_PARAMETER: "hmac-key"}, "adyen_hmac_key_parameter must be an SSM parameter path"),
     ({names.CTX_PSP_ROUTING: json.dumps({"rules": [{"name": "s", "psp": "stripe", "sellers": ["a" * 40] * 60}]})},
      "at most"),
 ])

@@ -31,6 +31,7 @@ PSP_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketp
 ADYEN_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/adyen/api-key"
 ANY_KMS_KEY = "arn:<AWS::Partition>:kms:us-east-1:<AWS::AccountId>:key/*"
 WEBHOOK_SECRET = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/stripe/webhook-secret"
+ADYEN_HMAC_KEY = "arn:<AWS::Partition>:ssm:us-east-1:<AWS::AccountId>:parameter/marketpay/adyen/hmac-key"
 
 # function -> resource (friendly name, see `friendly`) -> actions. Log-group writes are checked separately.
 EXPECTED: dict[str, dict[str, set[str]]] = {
@@ -108,9 +109,10 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         PSP_KEY: {"ssm:GetParameter"},
         ANY_KMS_KEY: {"kms:Decrypt"},
     },
-    # Webhooks in: the receiver only reads its signing secret and sends to its queue (no table, no PSP key).
-    "WebhookReceiver": {WEBHOOK_SECRET: {"ssm:GetParameter"}, ANY_KMS_KEY: {"kms:Decrypt"},
-                        "queue:WebhookQueue": {"sqs:SendMessage"}},
+    # Webhooks in: the receiver only reads Stripe's signing secret and Adyen's HMAC key and sends to its queue (no
+    # table, no PSP API key).
+    "WebhookReceiver": {WEBHOOK_SECRET: {"ssm:GetParameter"}, ADYEN_HMAC_KEY: {"ssm:GetParameter"},
+                        ANY_KMS_KEY: {"kms:Decrypt"}, "queue:WebhookQueue": {"sqs:SendMessage"}},
     "WebhookProcessor": {
         "table:WebhookEvents": GET_UPDATE,  # claim / complete / release
         "queue:WebhookQueue": CONSUME,
@@ -163,6 +165,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "table:Ledger": {"dynamodb:GetItem", "dynamodb:PutItem"},
         "queue:RefundsQueue": SEND | CONSUME,  # the poll of a pending refund
         PSP_KEY: {"ssm:GetParameter"},
+        ADYEN_KEY: {"ssm:GetParameter"},  # an Adyen-charged order is refunded at Adyen
         ANY_KMS_KEY: {"kms:Decrypt"},
     },
 }
@@ -271,9 +274,14 @@ def test_only_the_executor_can_read_the_psp_secret(synth, friendly):
     assert readers == {"Executor", "Transfer", "RefundWorker", "WebhookReceiver", "WebhookProcessor"}
 
 
-def test_only_the_executor_can_read_the_adyen_key(synth, friendly):
+def test_only_the_executor_and_the_refund_worker_can_read_the_adyen_key(synth, friendly):
     readers = {f.name for f in names.ALL_FUNCTIONS if ADYEN_KEY in permissions(synth, f, friendly)}
-    assert readers == {"Executor"}
+    assert readers == {"Executor", "RefundWorker"}
+
+
+def test_only_the_receiver_can_read_adyens_hmac_key(synth, friendly):
+    readers = {f.name for f in names.ALL_FUNCTIONS if ADYEN_HMAC_KEY in permissions(synth, f, friendly)}
+    assert readers == {"WebhookReceiver"}
 
 
 @pytest.mark.parametrize("function", [names.EXECUTOR, names.TRANSFER, names.REFUND_WORKER, names.WEBHOOK_RECEIVER,

@@ -55,13 +55,15 @@ EXTRA_ENV = {  # function -> env vars beyond the table names and POWERTOOLS_* (d
     "Sweeper": {"ORDERS_QUEUE_URL", "WORKFLOW_DLQ_URL", "STATE_MACHINE_ARN", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
     "Recon": {"SETTLEMENT_BUCKET", "REVIEW_QUEUE_URL", "STATE_MACHINE_ARN", "ORDERS_QUEUE_URL"},
     "Transfer": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "PAYOUTS_QUEUE_URL", "PAYOUTS_DLQ_URL"},
-    "WebhookReceiver": {"WEBHOOK_QUEUE_URL", "WEBHOOK_SECRET_PARAMETER"},
+    "WebhookReceiver": {"WEBHOOK_QUEUE_URL", "WEBHOOK_SECRET_PARAMETER", "ADYEN_HMAC_KEY_PARAMETER",
+                        "ADYEN_MERCHANT_ACCOUNT"},
     "WebhookProcessor": {"WEBHOOK_EVENTS_TABLE", "PAYOUTS_QUEUE_URL", "REVIEW_QUEUE_URL", "REFUNDS_TABLE",
                          "REFUNDS_QUEUE_URL", "PSP_API_BASE", "PSP_API_KEY_PARAMETER"},
     "Notifier": {"NOTIFICATIONS_QUEUE_URL", "REFUNDS_TABLE"},
     "Deliverer": {"NOTIFICATION_ENDPOINTS_TABLE", "NOTIFICATIONS_QUEUE_URL", "NOTIFICATIONS_DLQ_URL"},
     "RefundWorker": {"PSP_API_BASE", "PSP_API_KEY_PARAMETER", "REFUNDS_TABLE", "REFUNDS_QUEUE_URL",
-                     "REFUNDS_DLQ_URL"},
+                     "REFUNDS_DLQ_URL", "ADYEN_API_KEY_PARAMETER", "ADYEN_MERCHANT_ACCOUNT", "ADYEN_ENVIRONMENT",
+                     "ADYEN_LIVE_PREFIX", "ADYEN_CHECKOUT_BASE"},
     "ApiAuthorizer": {"API_KEYS_TABLE", "API_RATE_WINDOWS_TABLE"},
     "InternalRecon": {"SETTLEMENT_BUCKET", "REFUNDS_TABLE"},
 }
@@ -360,9 +362,10 @@ def test_env_values_point_at_the_right_resources(synth):
     assert env["Transfer"]["PSP_API_BASE"] == ""
     assert env["Transfer"]["PSP_API_KEY_PARAMETER"] == "/marketpay/stripe/secret-key"
     # Adyen by default: its test platform at its own URL, no merchant account, and no rule routes to it.
-    assert {k: v for k, v in env["Executor"].items() if k.startswith("ADYEN_")} == {
-        "ADYEN_API_KEY_PARAMETER": "/marketpay/adyen/api-key", "ADYEN_MERCHANT_ACCOUNT": "",
-        "ADYEN_ENVIRONMENT": "test", "ADYEN_LIVE_PREFIX": "", "ADYEN_CHECKOUT_BASE": ""}
+    for caller in ("Executor", "RefundWorker"):  # the two functions that call Adyen's Checkout API
+        assert {k: v for k, v in env[caller].items() if k.startswith("ADYEN_")} == {
+            "ADYEN_API_KEY_PARAMETER": "/marketpay/adyen/api-key", "ADYEN_MERCHANT_ACCOUNT": "",
+            "ADYEN_ENVIRONMENT": "test", "ADYEN_LIVE_PREFIX": "", "ADYEN_CHECKOUT_BASE": ""}
     assert env["PaymentApi"]["PSP_ROUTING"] == ""
     for fn in ("PaymentApi", "Sweeper", "Transfer"):
         assert env[fn]["PAYOUTS_QUEUE_URL"] == {"Ref": queue_id(synth, names.PAYOUTS_QUEUE)}
@@ -460,7 +463,7 @@ def test_http_api_routes_all_go_to_payment_api_with_payload_2(synth, template):
     routes = {
         r["Properties"]["RouteKey"]: r["Properties"]["Target"]
         for r in synth.of_type("AWS::ApiGatewayV2::Route").values()
-        if r["Properties"]["RouteKey"] != f"POST {names.WEBHOOK_PATH}"
+        if r["Properties"]["RouteKey"] not in (f"POST {names.WEBHOOK_PATH}", f"POST {names.ADYEN_WEBHOOK_PATH}")
     }
     # each route, and per path an ANY route that answers 405 for the methods the path lacks
     assert set(routes) == {f"{method} {path}" for method, path in names.ROUTES} | {

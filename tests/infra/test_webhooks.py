@@ -19,9 +19,10 @@ def _function(synth, spec: names.FunctionSpec) -> str:
     return synth.logical_id("AWS::Lambda::Function", f"{names.FUNCTIONS}{spec.name}")
 
 
-def test_the_route_goes_to_the_receiver_with_payload_2_and_no_authorizer(synth):
+@pytest.mark.parametrize("path", [names.WEBHOOK_PATH, names.ADYEN_WEBHOOK_PATH])
+def test_the_route_goes_to_the_receiver_with_payload_2_and_no_authorizer(synth, path):
     [route] = [r["Properties"] for r in synth.of_type("AWS::ApiGatewayV2::Route").values()
-               if r["Properties"]["RouteKey"] == f"POST {names.WEBHOOK_PATH}"]
+               if r["Properties"]["RouteKey"] == f"POST {path}"]
     assert route.get("AuthorizationType", "NONE") == "NONE" and "AuthorizerId" not in route
     integration = render(route["Target"]).removeprefix("integrations/")
     props = synth.props(integration)
@@ -33,6 +34,8 @@ def test_the_receiver_knows_its_queue_and_secret_parameter_only(synth):
     env = synth.props(_function(synth, names.WEBHOOK_RECEIVER))["Environment"]["Variables"]
     assert env[names.ENV_WEBHOOK_SECRET_PARAMETER] == names.DEFAULT_WEBHOOK_SECRET_PARAMETER
     assert env[names.ENV_WEBHOOK_QUEUE_URL] == {"Ref": _id(synth, "AWS::SQS::Queue", names.WEBHOOK_QUEUE)}
+    assert env[names.ENV_ADYEN_HMAC_KEY_PARAMETER] == names.DEFAULT_ADYEN_HMAC_KEY_PARAMETER
+    assert env[names.ENV_ADYEN_MERCHANT_ACCOUNT] == ""  # the context's; an item for another account is dropped
     assert names.ENV_PSP_API_KEY_PARAMETER not in env
 
 
@@ -75,7 +78,7 @@ def test_sellers_have_a_keys_only_index_by_connected_account(synth):
 
 
 @pytest.mark.parametrize("metric_name", ["RefundMismatch", "RefundFailedAfterSuccess", "RefundWaitingOnPayout",
-                                         names.OWED_METRIC])
+                                         "RefundNotificationOverdue", names.OWED_METRIC])
 def test_refund_path_alarms_hear_both_functions_that_run_the_path(synth, metric_name):
     """The refund path runs in RefundWorker and in WebhookProcessor (the PSP's refund events): an alarm on one
     service dimension only would miss what the other one counts."""

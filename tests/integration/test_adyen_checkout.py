@@ -6,6 +6,7 @@ same key and charged once. And the API's checks follow the routed PSP: its units
 import base64
 import json
 
+import boto3
 import pytest
 
 from functions.payment import api, service
@@ -13,7 +14,7 @@ from functions.payment import refunds as refunds_api
 from functions.payment.refunds import RefundNotWired
 from functions.payment.schemas import RefundRequest
 from functions.shared import psp
-from functions.shared.config import reload_settings
+from functions.shared.config import reload_settings, settings
 from functions.shared.errors import PspTransientError
 from functions.shared.tables import LedgerTable, PaymentTables, RefundsTable, WalletTable
 from psp_sandbox.adyen.books import sandbox_encrypted
@@ -190,9 +191,14 @@ def test_the_sandbox_stand_in_for_encryption_carries_no_card_number():
     assert "4111" not in value and base64.b64decode(value.split("$", 1)[1]) == b"test_4111111111111111"
 
 
-def test_a_refund_of_an_adyen_charged_order_is_refused_before_anything_is_held(routed):
+def test_a_refund_of_an_order_charged_at_an_unwired_psp_is_refused_before_anything_is_held(routed):
+    """Adyen's refunds are wired (tests/integration/test_adyen_refunds.py); an order recording a PSP no
+    configuration made is still refused at the API, before anything is reserved."""
     assert post("chk_rf")[0] == 202
     assert run_charge(begin("chk_rf", "EUR"))["charge_status"] == "SUCCESS"
+    orders = boto3.resource("dynamodb", region_name="us-east-1").Table(settings().payment_orders_table)
+    orders.update_item(Key={"payment_order_id": "chk_rf_0"}, UpdateExpression="SET psp = :p",
+                       ExpressionAttributeValues={":p": "elsewhere"})
     with pytest.raises(RefundNotWired):
         refunds_api.create_refund("chk_rf_0", RefundRequest.model_validate({"refund_id": "rf_a", "reason": "x"}))
     order = PaymentTables.from_settings().get_order("chk_rf_0")

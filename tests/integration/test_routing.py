@@ -47,6 +47,7 @@ def test_an_item_naming_a_psp_without_a_money_path_is_sent_nowhere(monkeypatch):
     for name in ("paypal", "Stripe", ""):
         with pytest.raises(PspNotRoutable):
             psp.client_for(name)
-    # Adyen charges are wired (tests/integration/test_executor_adyen.py); its refunds are not yet
+    # Adyen charges and refunds are wired (tests/integration/test_executor_adyen.py, test_adyen_refunds.py); a refund
+    # recording a PSP no configuration made is sent nowhere
     with pytest.raises(PspNotRoutable):
-        refund_worker._psp_of({"psp": "adyen"})
+        refund_worker._psp_of({"psp": "paypal"})

@@ -112,6 +112,26 @@ def test_a_refund_above_what_remains_is_refused(server: AdyenSandboxServer):
     assert server.sandbox.books.payments[reference].refunded == 700
 
 
+def test_a_refund_is_received_and_decided_by_its_signed_refund_notification(server: AdyenSandboxServer):
+    """Answered `received`; the REFUND notification says success, or (our reference contains FAIL) a refusal,
+    after which the amount is refundable again."""
+    reference = _post(server, "/payments", _payment(value=1000)).json()["pspReference"]
+    refund = {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 600}, "reference": "rf_ok"}
+    made = _post(server, f"/payments/{reference}/refunds", refund)
+    refused = _post(server, f"/payments/{reference}/refunds", refund | {"reference": "rf_FAIL_1", "amount": {
+        "currency": "USD", "value": 400}})
+    assert (made.status_code, made.json()["status"], refused.status_code, refused.json()["status"]) == (
+        201, "received", 201, "received")
+    notes = {i["merchantReference"]: i for i in server.sandbox.notifier.emitted if i["eventCode"] == "REFUND"}
+    assert (notes["rf_ok"]["success"], notes["rf_FAIL_1"]["success"]) == ("true", "false")
+    assert notes["rf_FAIL_1"]["originalReference"] == reference and notes["rf_FAIL_1"]["reason"]
+    assert all(is_valid_hmac_notification(item, HMAC_KEY) for item in notes.values())
+    assert server.sandbox.books.payments[reference].refunded == 600  # the refused one gave its amount back
+    over = _post(server, f"/payments/{reference}/refunds", refund | {"reference": "rf_3", "amount": {
+        "currency": "USD", "value": 401}})
+    assert over.status_code == 422  # over the captured amount less what was refunded
+
+
 def test_a_refund_of_a_refused_or_unknown_payment_is_refused(server: AdyenSandboxServer):
     refused = _post(server, "/payments", _payment(paymentMethod=CARD | {"holderName": "DECLINED"})).json()
     refund = {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 1}, "reference": "rf"}
