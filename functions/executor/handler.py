@@ -78,6 +78,10 @@ def _execute(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
 
 
 PARK_JITTER_S = 10  # parked charges come due spread over this, not all at the breaker's reopening instant
+# ... and at most this far ahead: a breaker closed before its time (an operator's close after an announced
+# maintenance ended early, another charge's probe) releases them within PARK_MAX_S or so. While it stays open, each
+# parked charge costs one execution per PARK_MAX_S (it parks again, sending nothing).
+PARK_MAX_S = 30
 
 
 def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> None:
@@ -87,10 +91,11 @@ def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> None:
     is retried, and parks again (the same write). Nothing was sent, so nothing is unknown at the PSP."""
     if breaker.allows_call(work.psp, time_left_s=psp.time_left_s()):
         return  # (a probe lease taken here is given back by the call's answer: psp.py and psp_adyen.py record it)
+    latest = clock.now() + timedelta(seconds=PARK_MAX_S)
     try:
-        due = clock.parse_iso(breaker.breaker().reopens_at(work.psp))
+        due = min(clock.parse_iso(breaker.breaker().reopens_at(work.psp)), latest)
     except Exception:  # noqa: BLE001 - its table answered a moment ago; if not now, look again soon
-        due = clock.now() + timedelta(seconds=30)
+        due = latest
     due += timedelta(seconds=random.uniform(0, PARK_JITTER_S))  # noqa: S311 - spreading load, not a secret
     tables.park_for_psp(work.charge_key, clock.iso(due), clock.iso())
     metrics.add_metric(name="ChargesParked", unit=MetricUnit.Count, value=1)
