@@ -149,7 +149,7 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _routing_is_readable(self) -> Settings:
         self._routing = parse_routing(self.psp_routing, default=self.psp_name)
-        if any(rule.psp == "adyen" for rule in self._routing.rules) and not (
+        if "adyen" in self._routing.psps and not (
                 self.adyen_merchant_account and (self.adyen_api_key or self.adyen_api_key_parameter)):
             # else checkouts would be placed for a charge step that cannot reach Adyen
             raise ValueError("PSP_ROUTING routes to adyen: ADYEN_MERCHANT_ACCOUNT and ADYEN_API_KEY_PARAMETER "

@@ -129,6 +129,11 @@ class Routing:
     def failover_for(self, psp: str) -> str:
         return dict(self.failover).get(psp, "")
 
+    @property
+    def psps(self) -> frozenset[str]:
+        """Every PSP a charge may be placed at: the default's, the rules', the failover ones."""
+        return frozenset({self.default, *(rule.psp for rule in self.rules), *(to for _, to in self.failover)})
+
     def _by_rules(self, charge: Charge) -> Route:
         for rule in self.rules:
             if rule.matches(charge):

@@ -158,6 +158,8 @@ def test_a_routing_to_adyen_needs_adyens_settings_to_start():
     started = Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M",
                                                 "adyen_api_key_parameter": "/p/adyen"})
     assert started.routing.rules[0].psp == "adyen"
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):  # a failover to Adyen places charges there
+        Settings.model_validate(TABLES | {"psp_routing": '{"failover": {"stripe": "adyen"}}'})
 
 
 def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
@@ -218,6 +220,11 @@ def test_failover_only_where_the_other_psp_takes_the_amount() -> None:
     rules = with_failover(failover={"stripe": "adyen"})
     refuses = lambda psp, c: psp != "adyen"  # noqa: E731
     assert rules.route(charge(), down=down("stripe"), takes=refuses).psp == "stripe"
+
+
+def test_a_failover_psp_is_one_a_charge_may_be_placed_at() -> None:
+    assert with_failover(failover={"stripe": "adyen"}).psps == {"stripe", "adyen"}
+    assert with_failover(failover={}).psps == {"stripe"}
 
 
 @pytest.mark.parametrize("failover", [["adyen"], {"stripe": "stripe"}, {"stripe": "psp9"}, {"psp9": "stripe"}])
