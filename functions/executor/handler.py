@@ -154,10 +154,11 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
                                 f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
                                 "supported for this PSP")
     if result.outcome == psp.PENDING:
-        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification, whose receiver is not built,
-        # and a replay would only repeat this answer: a human decides (settlement file, Customer Area).
+        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification, which the webhook processor
+        # only counts so far, and a replay would only repeat this answer: a human decides (settlement file, Customer
+        # Area, the notification's record).
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}; its outcome comes "
-                                "by notification, which is not received yet")
+                                "by notification, which does not settle a charge yet")
     return result
 
 

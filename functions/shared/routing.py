@@ -39,7 +39,7 @@ from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 DEFAULT_PSP = "stripe"
 ADYEN = "adyen"
 # PSPs whose charges are wired (the executor's charge step). Adyen charges cards through the port (functions/executor/
-# handler.py); its refunds, notifications and recon are not wired yet (docs/decisions.md 2026-12-07).
+# handler.py); its refunds, notifications (REFUND) and settlement files are wired too (docs/decisions.md 2026-12-07).
 ROUTABLE_PSPS: tuple[str, ...] = (DEFAULT_PSP, ADYEN)
 METHODS = ("card", "paypal", "sepa_debit", "us_bank_account")  # online methods; checks and money orders never route
 # The methods a PSP charges here (absent: all of METHODS). A rule routing to Adyen must name cards only, and Adyen
