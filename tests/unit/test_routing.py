@@ -208,6 +208,16 @@ def test_failover_only_where_the_other_psp_takes_the_method_and_is_up() -> None:
     assert rules.route(charge(), down=down("stripe", "adyen")).psp == "stripe"
 
 
+def test_the_failover_psp_is_judged_down_now_without_the_grace() -> None:
+    """`down` keeps a recovered PSP "down" for a grace period (honouring routes already given); the PSP a charge
+    fails over to is judged by `down_now`: Adyen back a minute ago takes the charge."""
+    rules = with_failover(failover={"stripe": "adyen"})
+    recently = down("stripe", "adyen")
+    assert rules.route(charge(), down=recently, down_now=down("stripe")).psp == "adyen"
+    assert rules.route(charge(), down=recently).psp == "stripe"
+    assert rules.route(charge(), down=recently, down_now=down("stripe", "adyen")).psp == "stripe"
+
+
 def test_failover_names_the_rule_it_replaced() -> None:
     rules = with_failover({"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]},
                           failover={"adyen": "stripe"})
