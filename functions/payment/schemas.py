@@ -27,7 +27,7 @@ from functions.shared import adyen_units, breaker, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import NotChargeableAtPsp
 from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
-from functions.shared.names import ADYEN_CARD_PREFIX
+from functions.shared.names import ADYEN_CARD_PREFIX, charge_key
 from functions.shared.routing import ADYEN, DEFAULT_PSP, Charge, Route, Routing
 from functions.shared.status import PayoutStatus
 
@@ -424,7 +424,7 @@ class PaymentRequest(ApiModel):
         country = self.buyer_info.country
         routes = charge_routes(self.payment_orders, kind, country, owner=owner)
         elsewhere = sorted(f"{currency} to {route.psp}" for currency, route in routes.items() if route.psp != owner)
-        if elsewhere:
+        if elsewhere and not _placed_at(self.checkout_id, routes, owner):
             raise PydanticCustomError(
                 "payment_method_not_for_routed_psp",
                 "this payment method is {owner}'s, and the checkout's charges are routed {routes}: send the card "
@@ -501,6 +501,20 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
     return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency])), owner=owner,
                                     down=recently_down, down_now=down_now, takes=takes).psp
             for currency, total in totals.items()}
+
+
+def _placed_at(checkout_id: str, routes: dict[str, Route], psp: str) -> bool:
+    """Whether this checkout was placed already with every charge at `psp`: a replay of a checkout placed during a
+    failover, after the failover PSP's grace ended, answers as first answered (placing finds it, and a different
+    body is 409 there), never 422. Read only when the routes refuse the method, so only for such a replay."""
+    from functions.shared.tables import PaymentTables  # the API's tables; not imported by schema-only users
+
+    try:
+        tables = PaymentTables.from_settings()
+        charges = [tables.get_charge(charge_key(checkout_id, currency)) for currency in routes]
+    except (ValidationError, KeyError):  # no function settings (unit tests, the OpenAPI generator)
+        return False
+    return all(charge is not None and charge.get("psp") == psp for charge in charges)
 
 
 def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *, owner: str | None,

@@ -105,6 +105,11 @@ def test_a_route_given_during_the_outage_is_honoured_for_a_while_after_it(failov
     clock.advance(reload_settings().failover_grace_s + 1)
     breakers.reset()  # another instance, past its cache
     assert post_checkout("chk_too_late", ORDER)[0] == 422
+    # the storefront's retry of the checkout placed during the failover answers as first answered, not 422
+    status, replayed = post_checkout("chk_late", ORDER)
+    assert status == 202 and replayed["checkout_id"] == "chk_late", replayed
+    status, conflict = post_checkout("chk_late", (("seller_a", "21.00", "EUR"),))
+    assert status == 409, conflict
 
 
 def test_a_checkout_with_the_down_psps_token_stays_there_and_is_parked_without_a_call(failover, sandbox):
