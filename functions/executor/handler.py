@@ -54,9 +54,12 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     except PspTransientError:
         # This call may have been what opened the breaker: if it is open now, the charge waits for the PSP (its next
         # attempt looks up first, as after any unclear answer) instead of spending its retries on an outage.
+        breaker.release_unused_probe(work.psp)
         if (parked := _park_if_psp_down(work, tables)) is not None:
             return parked
         raise
+    finally:  # a probe lease taken above and used by no call (refused before it) is given back at once
+        breaker.release_unused_probe(work.psp)
 
 
 def _execute(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:

@@ -165,6 +165,14 @@ class Breaker:
         items = {str(item["psp"]): item for item in self._table.all()}
         return [self.view(psp, items.get(psp, {})) for psp in sorted(set(psps) | set(items))]
 
+    def release_unused(self, psp: str) -> None:
+        """A probe lease this thread took in `allows` and no call answered (it sent none: a charge refused before
+        its call): given back, so that the next call probes now rather than after PROBE_LEASE_S."""
+        lease = self._take_lease(psp)
+        if lease:
+            self._table.release_probe(psp, clock.iso(), lease)
+            self._forget(psp)
+
     def _take_lease(self, psp: str) -> str:
         """The lease this thread took in `allows` (the probe is the call it made next), once."""
         with self._lock:
@@ -233,6 +241,15 @@ def allows_call(psp: str, *, time_left_s: float | None = None) -> bool:
     except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
         logger.warning("circuit breaker not read", extra={"psp": psp, "error": type(error).__name__})
         return True
+
+
+def release_unused_probe(psp: str) -> None:
+    """After a charge's attempt: a probe lease it took and never used (no call sent) given back. Never raises."""
+    try:
+        if settings().psp_health_table:
+            breaker().release_unused(psp)
+    except Exception as error:  # noqa: BLE001 - a breaker must never fail the payment it watches
+        logger.warning("circuit breaker not updated", extra={"psp": psp, "error": type(error).__name__})
 
 
 def psp_down(psp: str, *, within_s: int = 0) -> bool:

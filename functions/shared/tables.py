@@ -1622,6 +1622,11 @@ class PspHealthTable:
             "#s = :open AND open_until <= :now AND (attribute_not_exists(probe_until) OR probe_until <= :now)",
             {":open": "open", ":now": now, ":lease": lease_until}) is not None
 
+    def release_probe(self, psp: str, now: str, lease: str) -> bool:
+        """The probe lease `lease` given back unused (its holder sent no call): the next call may take it now."""
+        return self._update(psp, "SET updated_at = :now REMOVE probe_until", "#s = :open AND probe_until = :lease",
+                            {":open": "open", ":now": now, ":lease": lease}) is not None
+
     def close(self, psp: str, now: str, by: str, *, lease: str = "") -> dict[str, Any] | None:
         """Closed, failures forgotten: by the probe holding `lease` (it got an answer), or by an operator (no
         lease: whatever the state). None when the lease is no longer the breaker's."""

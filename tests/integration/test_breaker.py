@@ -111,6 +111,18 @@ def test_a_dead_prober_frees_its_lease_after_it(table):
     assert fresh(table).allows("stripe")
 
 
+def test_a_prober_that_sends_nothing_gives_its_lease_back_at_once(table):
+    fail(fresh(table), 3)
+    clock.advance(61)
+    prober = fresh(table)
+    assert prober.allows("stripe")
+    prober.release_unused("stripe")  # refused before its call (a charge the PSP cannot take)
+    assert table.get("stripe")["state"] == OPEN and "probe_until" not in table.get("stripe")
+    assert fresh(table).allows("stripe")  # the next call probes now, not PROBE_LEASE_S later
+    prober.release_unused("stripe")  # nothing held any more: nothing written
+    assert "probe_until" in table.get("stripe")
+
+
 def test_each_process_reads_a_psp_once_per_cache_period(table, monkeypatch):
     breaker = fresh(table)
     reads = []
