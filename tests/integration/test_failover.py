@@ -196,6 +196,9 @@ def test_a_charge_never_sent_fails_psp_unavailable_once_it_has_waited_long_enoug
     clock.advance(reload_settings().psp_unavailable_fail_after_s)
     result = executor.execute(work)
     assert (result.outcome, result.failure_code) == ("failed", "psp_unavailable")
+    assert run_charge(work)["charge_status"] == "FAILED"  # the workflow's finalize: the orders end FAILED
+    order = PaymentTables.from_settings().get_order("chk_never_0")
+    assert (order["payment_order_status"], order["failure_code"]) == ("FAILED", "psp_unavailable"), order
     assert stripe_payment_intents(sandbox, "chk_never") == []
 
 
