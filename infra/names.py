@@ -133,7 +133,6 @@ MARK_PENDING = "MarkPending"
 TO_DEAD_LETTER = "ToDeadLetter"
 CHARGE_THROTTLED = "ChargeThrottled"
 CHARGE_PARKED = "ChargeParked"  # the PSP's breaker is open: nothing sent, the sweeper drives it when it may go
-PSP_UNAVAILABLE = "PspUnavailable"
 LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 FAILED = "Failed"
 # Error names matched by class name (functions/shared/errors.py).

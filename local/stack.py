@@ -93,8 +93,7 @@ def routes_to_adyen(routing: str) -> bool:
     """Whether a PSP_ROUTING text sends any charge to Adyen (RoutingConfigError if it cannot be read)."""
     from functions.shared.routing import ADYEN, parse_routing
 
-    parsed = parse_routing(routing)
-    return parsed.default == ADYEN or any(rule.psp == ADYEN for rule in parsed.rules)
+    return ADYEN in parse_routing(routing).psps  # a rule's, or a failover's
 
 
 @dataclass

@@ -8,8 +8,9 @@ challenge's deadline is cancelled here (issue 17). Stripe replaying a stored 500
 first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 
 A charge whose PSP is down (its circuit breaker open) sends nothing: it is parked, EXECUTING and due when the
-breaker's wait ends (`_park_if_psp_down`), and the sweeper drives it again then. It never moves to another PSP:
-failover only ever places new charges (functions/shared/routing.py).
+breaker's wait ends (`_park_if_psp_down`, outcome `parked`), and the sweeper drives it again then; one never sent
+ends FAILED `psp_unavailable` after psp_unavailable_fail_after_s. It never moves to another PSP: failover only
+ever places new charges (functions/shared/routing.py).
 
 A charge routed to another PSP (Adyen) goes through the port only (`_execute_through_port`): none of Stripe's
 steps above run for it (docs/decisions.md 2026-12-07).
@@ -26,12 +27,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.shared import breaker, clock, psp
+from functions.shared.config import settings
 from functions.shared.errors import (
     PspKeyPoisoned,
     PspOutcomeUnknown,
     PspPermanentError,
     PspTransientError,
-    PspUnavailable,
 )
 from functions.shared.models import ChargeWork
 from functions.shared.names import AWAITING_FUNDS, FUNDS_NOT_RECEIVED, FUNDS_RECEIVED, OFFLINE_PSP
@@ -46,13 +47,15 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
     tables = tables or PaymentTables.from_settings()
     if work.psp == OFFLINE_PSP:  # a check or money order: no PSP; the charge's receipt and deadline decide
         return offline_outcome(tables.get_charge(work.charge_key) or {})
-    _park_if_psp_down(work, tables)
+    if (parked := _park_if_psp_down(work, tables)) is not None:
+        return parked
     try:
         return _execute(work, tables)
     except PspTransientError:
         # This call may have been what opened the breaker: if it is open now, the charge waits for the PSP (its next
         # attempt looks up first, as after any unclear answer) instead of spending its retries on an outage.
-        _park_if_psp_down(work, tables)
+        if (parked := _park_if_psp_down(work, tables)) is not None:
+            return parked
         raise
 
 
@@ -78,23 +81,42 @@ def _execute(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
 
 
 PARK_JITTER_S = 10  # parked charges come due spread over this, not all at the breaker's reopening instant
+# ... and at most this far ahead: a breaker closed before its time (an operator's close after an announced
+# maintenance ended early, another charge's probe) releases them within PARK_MAX_S or so. While it stays open, each
+# parked charge costs one execution per PARK_MAX_S (it parks again, sending nothing).
+PARK_MAX_S = 30
 
 
-def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> None:
+def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult | None:
     """Nothing goes to a PSP whose breaker refuses the call (`breaker.allows_call`; it says yes whenever it cannot
-    tell). The charge is parked: EXECUTING, due when the breaker may let a call through, and PspUnavailable ends
-    this execution without a retry or a dead letter. Killed between the park and the raise: the execution fails,
-    is retried, and parks again (the same write). Nothing was sent, so nothing is unknown at the PSP."""
+    tell): None then. Otherwise the charge is parked, EXECUTING and due when the breaker may let a call through,
+    and the outcome `parked` ends this execution (the workflow's ChargeParked: no retry, no dead letter, no error).
+    Killed between the park and the return: the execution is retried and parks again (the same attempt counts
+    once). A charge never sent, parked for psp_unavailable_fail_after_s, ends FAILED `psp_unavailable` instead:
+    nothing is unknown at the PSP, so no money can have moved."""
     if breaker.allows_call(work.psp, time_left_s=psp.time_left_s()):
-        return  # (a probe lease taken here is given back by the call's answer: psp.py and psp_adyen.py record it)
+        return None  # (a probe lease taken here is given back by the call's answer: psp.py and psp_adyen.py record it)
+    now = clock.now()
+    latest = now + timedelta(seconds=PARK_MAX_S)
     try:
-        due = clock.parse_iso(breaker.breaker().reopens_at(work.psp))
+        due = min(clock.parse_iso(breaker.breaker().reopens_at(work.psp)), latest)
     except Exception:  # noqa: BLE001 - its table answered a moment ago; if not now, look again soon
-        due = clock.now() + timedelta(seconds=30)
+        due = latest
     due += timedelta(seconds=random.uniform(0, PARK_JITTER_S))  # noqa: S311 - spreading load, not a secret
-    tables.park_for_psp(work.charge_key, clock.iso(due), clock.iso())
-    metrics.add_metric(name="ChargesParked", unit=MetricUnit.Count, value=1)
-    raise PspUnavailable(f"{work.psp} is down (circuit breaker open): nothing sent, due again at {clock.iso(due)}")
+    parked = tables.park_for_psp(work.charge_key, work.attempt, clock.iso(due), clock.iso(now))
+    if parked is None:  # no longer this attempt's (a later one runs, or the charge ended): nothing more to do
+        return psp.ChargeResult(psp.PARKED)
+    never_sent = not int(parked.get("psp_calls", 0)) and not parked.get("psp_reference")
+    waited_s = (now - clock.parse_iso(str(parked["psp_down_since"]))).total_seconds()
+    if never_sent and waited_s >= settings().psp_unavailable_fail_after_s:
+        logger.info("PSP down: never sent, failed", extra={"psp": work.psp, "waited_s": int(waited_s)})
+        return psp.ChargeResult(psp.FAILED, failure_code=PSP_UNAVAILABLE,
+                                failure_reason=f"{work.psp} was unavailable for {int(waited_s)} s; nothing was charged")
+    logger.info("PSP down: charge parked", extra={"psp": work.psp, "due_at": clock.iso(due)})
+    return psp.ChargeResult(psp.PARKED)
+
+
+PSP_UNAVAILABLE = "psp_unavailable"
 
 
 # Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the
@@ -149,10 +171,11 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
                                 f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
                                 "supported for this PSP")
     if result.outcome == psp.PENDING:
-        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification, whose receiver is not built,
-        # and a replay would only repeat this answer: a human decides (settlement file, Customer Area).
+        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification, which the webhook processor
+        # only counts so far, and a replay would only repeat this answer: a human decides (settlement file, Customer
+        # Area, the notification's record).
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}; its outcome comes "
-                                "by notification, which is not received yet")
+                                "by notification, which does not settle a charge yet")
     return result
 
 

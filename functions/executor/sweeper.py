@@ -4,7 +4,7 @@
 - EXECUTING past the deadline: the workflow died, timed out, was dead-lettered, the PSP said `pending`, or
   finalize died before marking the charge (it is marked last): start the next attempt (same PSP key; with the
   PSP reference known, the executor reads the charge's current state; every later step is idempotent).
-- Past max attempts: (not counting a bank debit still processing, or a charge parked while its PSP is down)
+- Past max attempts (not counting a bank debit still processing, nor attempts parked while the PSP was down)
   the charge leaves the sweeper's index and a dead-letter message says why (alarm).
 
 Then the payouts of the same shard (the Payouts table's sweep index), inside the same run budget:
@@ -149,8 +149,10 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
     status = OrderStatus(charge["charge_status"])
     if status.is_final:
         return "skipped"
-    if attempts >= config.max_attempts and not (_debit_still_processing(charge, now)
-                                                or _waiting_for_psp(charge, now)):
+    # an attempt that found its PSP down sent nothing: a wait, not a failed attempt (for psp_outage_max_wait_s)
+    failed_attempts = attempts - int(charge.get("parked_attempts", 0))
+    if (failed_attempts >= config.max_attempts and not _debit_still_processing(charge, now)) or _psp_outage_too_long(
+            charge, now):
         return _dead_letter(tables, charge, status, now)
     if status is OrderStatus.NOT_STARTED:
         later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))
@@ -178,11 +180,12 @@ def _debit_still_processing(charge: dict[str, Any], now: datetime) -> bool:
     return waiting and now < created + timedelta(seconds=settings().debit_max_wait_s)
 
 
-def _waiting_for_psp(charge: dict[str, Any], now: datetime) -> bool:
-    """Parked while its PSP is down (every attempt since `psp_down_since` sent nothing: functions/executor/handler.py
-    `_park_if_psp_down`): its re-drives are waits, not failed attempts, for psp_outage_max_wait_s."""
+def _psp_outage_too_long(charge: dict[str, Any], now: datetime) -> bool:
+    """Parked since `psp_down_since` (every attempt since then found its PSP down and sent nothing:
+    functions/executor/handler.py `_park_if_psp_down`) for longer than psp_outage_max_wait_s: a person looks. One
+    never sent has ended FAILED long before (psp_unavailable_fail_after_s); this one had a call out before."""
     since = charge.get("psp_down_since")
-    return bool(since) and now < clock.parse_iso(str(since)) + timedelta(seconds=settings().psp_outage_max_wait_s)
+    return bool(since) and now >= clock.parse_iso(str(since)) + timedelta(seconds=settings().psp_outage_max_wait_s)
 
 
 def _dead_letter(tables: PaymentTables, charge: dict[str, Any], status: OrderStatus, now: datetime) -> str:

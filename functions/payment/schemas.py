@@ -135,6 +135,21 @@ def recently_down(psp: str) -> bool:
     return down
 
 
+def down_now(psp: str) -> bool:
+    """Down at this moment (its breaker open), with no grace: how a failover PSP is judged before a charge goes
+    there. Read once per request, as `recently_down`."""
+    seen, key = _down_seen.get(), psp + NOW_SUFFIX
+    if seen is not None and key in seen:
+        return seen[key]
+    down = breaker.psp_down(psp)
+    if seen is not None:
+        seen[key] = down
+    return down
+
+
+NOW_SUFFIX = "@now"  # down_now's answers, kept beside recently_down's in one request's _down_seen
+
+
 Encrypted = Annotated[str, StringConstraints(pattern=r"^[^\s]{1,5000}$")]
 
 
@@ -279,6 +294,12 @@ class PaymentRequest(ApiModel):
         if psp not in self._down:
             self._down[psp] = recently_down(psp)
         return self._down[psp]
+
+    def psp_down_now(self, psp: str) -> bool:
+        """`down_now` as validation was told it (read now if it never asked)."""
+        if psp + NOW_SUFFIX not in self._down:
+            self._down[psp + NOW_SUFFIX] = down_now(psp)
+        return self._down[psp + NOW_SUFFIX]
 
     @property
     def owner(self) -> str:
@@ -478,12 +499,13 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
     owner = method.psp if method is not None else DEFAULT_PSP
     takes = _takes(len(totals))
     return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency])), owner=owner,
-                                    down=recently_down, takes=takes).psp
+                                    down=recently_down, down_now=down_now, takes=takes).psp
             for currency, total in totals.items()}
 
 
 def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *, owner: str | None,
-                  down: Callable[[str], bool] = recently_down) -> dict[str, Route]:
+                  down: Callable[[str], bool] = recently_down,
+                  down_now: Callable[[str], bool] | None = down_now) -> dict[str, Route]:
     """Each currency's charge's route (functions/shared/routing.py), as placing the checkout will route it: its
     total, the method, the buyer's country and its sellers (functions/payment/service.py route_charges), for a
     payment method issued by `owner` (None: the route a new card should be tokenized for)."""
@@ -493,7 +515,7 @@ def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *,
     routing, totals = _routing(), currency_totals(orders)
     takes = _takes(len(totals))
     return {currency: routing.route(Charge(total, method, country, frozenset(sellers[currency])), owner=owner,
-                                    down=down, takes=takes)
+                                    down=down, down_now=down_now, takes=takes)
             for currency, total in totals.items()}
 
 

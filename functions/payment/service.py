@@ -170,7 +170,7 @@ def payment_routes(request: RouteRequest) -> RouteView:
     """Each currency's charge's PSP for a checkout placed now with a new payment method: the rules' PSP, or its
     failover PSP while the rules' PSP is down (its breaker open, its wait not over)."""
     routes = charge_routes(request.payment_orders, request.payment_method_type, request.buyer_country, owner=None,
-                           down=breaker.psp_down)
+                           down=breaker.psp_down, down_now=breaker.psp_down)
     psps = {route.psp for route in routes.values()}
     return RouteView(routes=[ChargeRouteView(currency=currency, psp=route.psp, rule=route.rule,
                                              failover_from=route.failover_from or None)
@@ -189,7 +189,8 @@ def route_charges(request: PaymentRequest, summaries: list[dict[str, Any]], rout
         # as validation routed it (the same look at each PSP's health); a failover PSP is chosen only for its own
         # payment method, which validation checked it can charge
         routes[currency] = routing.route(Charge(total, method, request.buyer_info.country, sellers),
-                                         owner=request.owner, down=request.psp_down)
+                                         owner=request.owner, down=request.psp_down,
+                                         down_now=request.psp_down_now)
     return routes
 
 

@@ -122,6 +122,9 @@ class Settings(BaseModel):
     failover_grace_s: int = Field(default=900, ge=0, le=86400)
     # A charge parked while its PSP is down (nothing sent) waits this long before the sweeper dead-letters it.
     psp_outage_max_wait_s: int = Field(default=6 * 3600, ge=600, le=86400)
+    # ... unless nothing of it was ever sent: then it ends FAILED `psp_unavailable` after this long (no money can
+    # have moved, and the buyer is better told than kept waiting for hours).
+    psp_unavailable_fail_after_s: int = Field(default=900, ge=60, le=86400)
 
     # Adyen (functions/shared/psp_adyen.py): its test platform unless live, and live needs the company account's
     # live URL prefix (Customer Area > Developers > API URLs); checked here so a wrong one fails at cold start.
@@ -149,7 +152,7 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _routing_is_readable(self) -> Settings:
         self._routing = parse_routing(self.psp_routing, default=self.psp_name)
-        if any(rule.psp == "adyen" for rule in self._routing.rules) and not (
+        if "adyen" in self._routing.psps and not (
                 self.adyen_merchant_account and (self.adyen_api_key or self.adyen_api_key_parameter)):
             # else checkouts would be placed for a charge step that cannot reach Adyen
             raise ValueError("PSP_ROUTING routes to adyen: ADYEN_MERCHANT_ACCOUNT and ADYEN_API_KEY_PARAMETER "

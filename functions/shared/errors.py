@@ -127,15 +127,6 @@ class ConcurrentChange(DomainError):
     http_status = 503
 
 
-class PspUnavailable(DomainError):
-    """The charge's PSP is down (its circuit breaker is open: functions/shared/breaker.py) and nothing was sent.
-    Not a PspTransientError: the workflow does not spend its quick retries on it; it leaves the charge EXECUTING,
-    due when the breaker's wait ends, and the sweeper drives it again then (infra/constructs/workflow.py)."""
-
-    code = "psp_unavailable"
-    http_status = 503
-
-
 class PspNotRoutable(DomainError):
     """An item names a PSP whose money path is not wired (routing never chooses one: functions/shared/routing.py).
     Nothing is sent anywhere; the workflow dead-letters it for a human."""

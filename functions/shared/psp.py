@@ -50,6 +50,7 @@ from functions.shared.names import (
 )
 from functions.shared.psp_port import (  # noqa: F401 - re-exported: moved to the port, imported from here
     FAILED,
+    PARKED,
     PENDING,
     REFUND_REFUSED,
     SUCCEEDED,

@@ -17,12 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 from functions.shared.models import ChargeWork
 
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
+# Not a PSP's answer: the charge's PSP is down and nothing was sent this attempt (functions/executor/handler.py)
+PARKED = "parked"
 REFUND_REFUSED = "refused"  # the PSP refused to make the refund (certain: none exists)
 
 
 @dataclass(frozen=True)
 class ChargeResult:
-    outcome: str  # succeeded | failed | pending
+    outcome: str  # succeeded | failed | pending (| parked: the executor sent nothing, its PSP being down)
     psp_reference: str = ""
     psp_status: str = ""
     failure_code: str = ""

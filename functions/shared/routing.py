@@ -39,7 +39,7 @@ from functions.shared.money import CURRENCY_EXPONENTS, Money, MoneyError
 DEFAULT_PSP = "stripe"
 ADYEN = "adyen"
 # PSPs whose charges are wired (the executor's charge step). Adyen charges cards through the port (functions/executor/
-# handler.py); its refunds, notifications and recon are not wired yet (docs/decisions.md 2026-12-07).
+# handler.py); its refunds, notifications (REFUND) and settlement files are wired too (docs/decisions.md 2026-12-07).
 ROUTABLE_PSPS: tuple[str, ...] = (DEFAULT_PSP, ADYEN)
 METHODS = ("card", "paypal", "sepa_debit", "us_bank_account")  # online methods; checks and money orders never route
 # The methods a PSP charges here (absent: all of METHODS). A rule routing to Adyen must name cards only, and Adyen
@@ -110,24 +110,32 @@ class Routing:
     failover: tuple[tuple[str, str], ...] = ()  # (PSP, the PSP that takes its new charges while it is down)
 
     def route(self, charge: Charge, *, owner: str | None = None, down: Callable[[str], bool] = never_down,
+              down_now: Callable[[str], bool] | None = None,
               takes: Callable[[str, Charge], bool] = lambda _psp, _charge: True) -> Route:
         """The first rule that matches decides; none does: the default. With `down` saying the chosen PSP is down,
         its failover PSP takes the charge when it charges the method, and, with `owner` given (the PSP that
         issued the buyer's payment method), only when it is that owner: a token can be charged only where it was
         issued, so a charge placed with the chosen PSP's token stays there (it waits for the PSP's return).
-        `takes`: whether a PSP can charge this amount (its units and bounds, the caller's knowledge)."""
+        `takes`: whether a PSP can charge this amount (its units and bounds, the caller's knowledge). `down_now`
+        (default: `down`) judges the failover PSP: down at this moment, where `down` may keep a recovered PSP "down"
+        for a grace period (a route the storefront was given while it was down is honoured)."""
         chosen = self._by_rules(charge)
         if owner == chosen.psp:
             return chosen
         alternative = self.failover_for(chosen.psp)
         if (alternative and (owner is None or owner == alternative)
                 and charge.method in PSP_METHODS.get(alternative, METHODS) and takes(alternative, charge)
-                and down(chosen.psp) and not down(alternative)):
+                and down(chosen.psp) and not (down_now or down)(alternative)):
             return Route(alternative, (chosen.rule or "default") + FAILOVER_SUFFIX, failover_from=chosen.psp)
         return chosen
 
     def failover_for(self, psp: str) -> str:
         return dict(self.failover).get(psp, "")
+
+    @property
+    def psps(self) -> frozenset[str]:
+        """Every PSP a charge may be placed at: the default's, the rules', the failover ones."""
+        return frozenset({self.default, *(rule.psp for rule in self.rules), *(to for _, to in self.failover)})
 
     def _by_rules(self, charge: Charge) -> Route:
         for rule in self.rules:

@@ -392,9 +392,11 @@ class PaymentTables:
 
     def note_psp_call(self, key: str) -> dict[str, Any]:
         """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation). A call
-        going out ends a wait for the PSP (`park_for_psp`)."""
-        answer = self._update_charge_if(key, "ADD psp_calls :one REMOVE psp_down_since",
-                                        "attribute_exists(charge_key)", {":one": 1}, returns="ALL_OLD")
+        going out ends a wait for the PSP (`park_for_psp`), and its attempt is one that sent (`sent_attempt`: never
+        counted as parked, so an attempt that keeps probing a down PSP is spent as any failed attempt)."""
+        answer = self._update_charge_if(
+            key, "SET sent_attempt = if_not_exists(attempts, :zero) ADD psp_calls :one REMOVE psp_down_since",
+            "attribute_exists(charge_key)", {":one": 1, ":zero": 0}, returns="ALL_OLD")
         if answer is None:
             raise KeyError(f"no charge {key}")
         return answer
@@ -436,14 +438,26 @@ class PaymentTables:
             return int(moved["key_generation"])
         return int((self.get_charge(key) or {}).get("key_generation", generation + 1))
 
-    def park_for_psp(self, key: str, due_at: str, now: str) -> bool:
-        """The charge's PSP is down and nothing was sent: EXECUTING, due when it may go (the sweeper drives it then),
-        waiting since the first park of this outage (`psp_down_since`, until a call goes out): the sweeper counts
-        no attempt against it while it waits (psp_outage_max_wait_s). False when the charge is no longer EXECUTING."""
-        return self._update_charge_if(
-            key, "SET due_at = :due, psp_down_since = if_not_exists(psp_down_since, :now), updated_at = :now",
-            "charge_status = :executing", {":due": due_at, ":now": now,
-                                           ":executing": OrderStatus.EXECUTING.value}) is not None
+    def park_for_psp(self, key: str, attempt: int, due_at: str, now: str) -> dict[str, Any] | None:
+        """Attempt `attempt` of the charge found its PSP down and sends nothing more: EXECUTING, due when it may go
+        (the sweeper drives it then), waiting since the first park of this outage (`psp_down_since`, removed when a
+        call goes out) and the attempt counted once in `parked_attempts`, which the sweeper does not hold against
+        max_attempts, unless it sent a call (`sent_attempt`, note_psp_call). Only the current attempt parks (an older
+        execution finishing late changes nothing). The charge as it is now, or None when it is no longer this
+        attempt's."""
+        values = {":due": due_at, ":now": now, ":attempt": attempt, ":one": 1,
+                  ":executing": OrderStatus.EXECUTING.value}
+        current = "charge_status = :executing AND attempts = :attempt"
+        first = self._update_charge_if(
+            key, "SET due_at = :due, psp_down_since = if_not_exists(psp_down_since, :now), parked_attempt = :attempt, "
+                 "updated_at = :now ADD parked_attempts :one",
+            f"{current} AND (attribute_not_exists(parked_attempt) OR parked_attempt <> :attempt) "
+            "AND (attribute_not_exists(sent_attempt) OR sent_attempt <> :attempt)", values, "ALL_NEW")
+        if first is not None:
+            return first
+        return self._update_charge_if(  # parked already, or it sent a call: the wait, without counting it
+            key, "SET due_at = :due, psp_down_since = if_not_exists(psp_down_since, :now), updated_at = :now", current,
+            {k: v for k, v in values.items() if k != ":one"}, "ALL_NEW")
 
     def postpone_charge(self, key: str, expected_due_at: str, due_at: str, now: str) -> bool:
         """Push the sweeper's deadline of a non-final charge (NOT_STARTED re-enqueued)."""

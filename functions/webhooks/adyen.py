@@ -35,6 +35,7 @@ from functions.shared.psp_port import RefundResult
 from functions.shared.tables import RefundsTable
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
+from functions.webhooks.refunds import FAILED_AFTER_SUCCESS, FAILED_AFTER_SUCCESS_CATEGORY
 
 logger = Logger(service="webhooks")
 
@@ -95,7 +96,11 @@ def _apply(event: WebhookEvent, result: RefundResult) -> str:
         metrics.add_metric(name="RefundMismatch", unit=MetricUnit.Count, value=1)
         _review(event, "refund_amount_mismatch", f"is for {said}, our refund {result.refund_id} is for {ours}")
         return REVIEW
-    return refund_path.apply_psp_refund(result)
+    outcome = refund_path.apply_psp_refund(result)
+    if outcome == FAILED_AFTER_SUCCESS:  # our books keep it refunded (never moved backwards): a human decides
+        _review(event, FAILED_AFTER_SUCCESS_CATEGORY, "failed after Adyen reported the refund succeeded: the buyer "
+                "may not have the money back, and our books still say refunded")
+    return outcome
 
 
 def _review(event: WebhookEvent, category: str, what: str) -> None:

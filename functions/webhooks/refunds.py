@@ -34,6 +34,8 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 NOT_FINAL = "not_final"
 COVERED = "covered_by_refund_events"
 REVIEW = "review"
+FAILED_AFTER_SUCCESS = "failed_after_success"  # functions/executor/refund.py's outcome word
+FAILED_AFTER_SUCCESS_CATEGORY = "refund_failed_after_success"
 
 
 def refund_event(event: WebhookEvent) -> str:
@@ -47,8 +49,11 @@ def refund_event(event: WebhookEvent) -> str:
         return NOT_FINAL
     outcome = refund_path.apply_psp_refund(obj)
     if outcome == "unknown_refund":
-        _review(event)
+        _review(event, "refund_not_ours", "names no refund of ours: money moved that our books do not hold")
         return REVIEW
+    if outcome == FAILED_AFTER_SUCCESS:  # our books keep it refunded (never moved backwards): a human decides
+        _review(event, FAILED_AFTER_SUCCESS_CATEGORY, "failed after Stripe called it succeeded: the buyer may not "
+                "have the money back, and our books still say refunded")
     return outcome
 
 
@@ -57,17 +62,16 @@ def charge_refunded(event: WebhookEvent) -> str:
     return COVERED
 
 
-def _review(event: WebhookEvent) -> None:
+def _review(event: WebhookEvent, category: str, what: str) -> None:
     obj = event.obj
     psp_refund_id = str(obj.get("id") or "")
     currency = str(obj.get("currency") or "").upper()
     amount = psp_units.from_stripe_amount(currency, int(obj["amount"])).minor \
         if currency and obj.get("amount") is not None else None
-    identity = f"webhooks:refund_not_ours:{psp_refund_id}"
+    identity = f"webhooks:{category}:{psp_refund_id}"
     queues.send_for_review({
-        "source": "webhooks", "category": "refund_not_ours",
-        "explanation": f"Stripe refund {psp_refund_id} ({obj.get('status')}) names no refund of ours: "
-                       "money moved that our books do not hold",
+        "source": "webhooks", "category": category,
+        "explanation": f"Stripe refund {psp_refund_id} ({obj.get('status')}) {what}",
         "discrepancy_id": hashlib.sha256(identity.encode()).hexdigest()[:32],
         "psp_refund_id": psp_refund_id, "event_id": event.id, "amount_minor": amount, "currency": currency,
         "charge": obj.get("charge"), "payment_intent": obj.get("payment_intent"),

@@ -109,34 +109,25 @@ class Webhooks(Construct):
             self.queue, batch_size=10, report_batch_item_failures=True,
             max_concurrency=governor.concurrency(names.WEBHOOK_PROCESSOR.name, governor.rate_limit(self))))
 
-        (route,) = http_api.add_routes(
-            path=names.WEBHOOK_PATH,
-            methods=[apigw.HttpMethod.POST],
-            integration=integrations.HttpLambdaIntegration(
-                "StripeWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
-            ),
-        )
-        acknowledge(
-            route,
-            "AwsSolutions-APIG4",
-            "Stripe cannot send an API key or SigV4: the receiver verifies Stripe-Signature (HMAC-SHA256 over the raw "
-            "body, 300 s tolerance) and answers 400 to anything else before reading the body "
-            "(functions/webhooks/receiver.py; docs/threat-model.md).",
-        )
-        (adyen_route,) = http_api.add_routes(
-            path=names.ADYEN_WEBHOOK_PATH,
-            methods=[apigw.HttpMethod.POST],
-            integration=integrations.HttpLambdaIntegration(
-                "AdyenWebhooks", self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
-            ),
-        )
-        acknowledge(
-            adyen_route,
-            "AwsSolutions-APIG4",
-            "Adyen cannot send an API key or SigV4: the receiver verifies each notification item's hmacSignature "
-            "(HMAC-SHA256 with our HMAC key, Adyen's library) and answers 400 to anything else "
-            "(functions/webhooks/adyen_receiver.py).",
-        )
+        # Neither PSP can send an API key or SigV4: each route's receiver verifies the PSP's signature first.
+        for path, name, why in (
+            (names.WEBHOOK_PATH, "StripeWebhooks",
+             "Stripe cannot send an API key or SigV4: the receiver verifies Stripe-Signature (HMAC-SHA256 over the raw "
+             "body, 300 s tolerance) and answers 400 to anything else before reading the body "
+             "(functions/webhooks/receiver.py; docs/threat-model.md)."),
+            (names.ADYEN_WEBHOOK_PATH, "AdyenWebhooks",
+             "Adyen cannot send an API key or SigV4: the receiver verifies each notification item's hmacSignature "
+             "(HMAC-SHA256 with our HMAC key, Adyen's library) and answers 400 to anything else "
+             "(functions/webhooks/adyen_receiver.py)."),
+        ):
+            (route,) = http_api.add_routes(
+                path=path,
+                methods=[apigw.HttpMethod.POST],
+                integration=integrations.HttpLambdaIntegration(
+                    name, self.receiver, payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0
+                ),
+            )
+            acknowledge(route, "AwsSolutions-APIG4", why)
 
     def dead_letter_queues(self) -> dict[str, sqs.Queue]:
         return {names.WEBHOOK_DLQ: self.dlq}

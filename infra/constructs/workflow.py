@@ -2,11 +2,11 @@
 checkout in one currency; its orders share the outcome), named <charge_key>-<attempt> (sanitized).
 
 Charge -> ChargeOutcome: succeeded -> CreditWallet -> RecordLedger -> MarkSucceeded; failed -> MarkFailed;
-pending -> MarkPending. Every task keeps the state and adds its result (`$.charge`, `$.wallet`, `$.ledger`),
-so each step sees what came before. PspPermanentError from Charge -> MarkFailed; anything else left after the
-retries -> ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions/shared/errors.py by class name.
-PspUnavailable (the charge's PSP down, nothing sent) and a throttled invoke leave the charge EXECUTING for the
-sweeper.
+pending -> MarkPending; parked (the charge's PSP down, nothing sent) -> ChargeParked, left EXECUTING for the
+sweeper. Every task keeps the state and adds its result (`$.charge`, `$.wallet`, `$.ledger`), so each step sees
+what came before. PspPermanentError from Charge -> MarkFailed; anything else left after the retries ->
+ToDeadLetter (WorkflowDlq) -> Failed. Retry and Catch match functions/shared/errors.py by class name.
+A throttled invoke leaves the charge EXECUTING for the sweeper too.
 """
 
 from __future__ import annotations
@@ -153,8 +153,6 @@ class Workflow(Construct):
         charge.add_catch(mark_failed, errors=[names.PSP_PERMANENT_ERROR], result_path=ERROR_PATH)
         charge.add_catch(sfn.Succeed(self, names.CHARGE_THROTTLED, comment="left EXECUTING: the sweeper re-drives it"),
                          errors=[names.LAMBDA_THROTTLED], result_path=ERROR_PATH)
-        charge.add_catch(sfn.Succeed(self, names.CHARGE_PARKED, comment="PSP down, none sent: swept later"),
-                         errors=[names.PSP_UNAVAILABLE], result_path=ERROR_PATH)
         charge.add_catch(to_dead_letter(names.CHARGE), errors=["States.ALL"], result_path=ERROR_PATH)
         credit_wallet = task(names.CREDIT_WALLET, wallet, "$.wallet")
         credit_wallet.add_catch(to_dead_letter(names.CREDIT_WALLET), errors=["States.ALL"], result_path=ERROR_PATH)
@@ -169,8 +167,10 @@ class Workflow(Construct):
             )
             .when(sfn.Condition.string_equals("$.charge.outcome", "failed"), mark_failed)
             .when(sfn.Condition.string_equals("$.charge.outcome", "pending"), mark_pending)
+            .when(sfn.Condition.string_equals("$.charge.outcome", "parked"),
+                  sfn.Succeed(self, names.CHARGE_PARKED, comment="PSP down, nothing sent: the sweeper drives it later"))
         )
-        # No default: an outcome outside the three fails the execution (ExecutionsFailed alarm) and leaves the
+        # No default: an outcome outside the four fails the execution (ExecutionsFailed alarm) and leaves the
         # charge EXECUTING for the sweeper, rather than guessing whether money moved.
 
         log_group = logs.LogGroup(

@@ -11,6 +11,7 @@ parameter its role may read), and no function made a call its role does not gran
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,17 +19,20 @@ import pytest
 from local.stack import LocalStack, default_adyen_sandbox
 from psp_sandbox.adyen.books import sandbox_encrypted
 from tests.e2e.conftest import running_stack
-from tests.e2e.test_http_flows import intents_of, unique, wait_final
+from tests.e2e.test_http_flows import FINAL, intents_of, unique, wait_final
 from verification.storefront import ApiClient
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
-EUR_CARDS = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}
+EUR_CARDS = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}],
+             "failover": {"stripe": "adyen"}}  # and while Stripe is down, Adyen takes its new card charges
 
 
 @pytest.fixture(scope="module")
 def stack():
-    yield from running_stack(adyen_sandbox=default_adyen_sandbox, psp_routing=json.dumps(EUR_CARDS))
+    # the Sweeper every 5 s (rate(1 minute) as deployed): a charge parked while Stripe was down is driven again soon
+    yield from running_stack(adyen_sandbox=default_adyen_sandbox, psp_routing=json.dumps(EUR_CARDS),
+                             schedule_interval=5)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +164,52 @@ def test_a_refund_adyen_refuses_in_its_notification_ends_failed_and_frees_its_am
     assert (done["status"], done["failure_code"]) == ("FAILED", "adyen_refund_refused")
     status, order, _ = api.get_order(order_id)
     assert order["refunded"] == "0.00"
+
+
+def set_stripe_breaker(stack: LocalStack, state: str, seconds: int = 0) -> None:
+    """What `python -m ops psp open|close stripe` writes (an operator's open: no probe before its end)."""
+    now = datetime.now(UTC)
+    iso = lambda at: at.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731 - clock.iso's form
+    fields = ({"state": "open", "open_until": iso(now + timedelta(seconds=seconds)), "opened_at": iso(now),
+               "forced_by": "e2e"} if state == "open" else {"state": "closed", "closed_at": iso(now)})
+    stack.client("dynamodb").put_item(TableName=stack.outputs["PspHealthTableName"],
+                                      Item={"psp": {"S": "stripe"}, **{k: {"S": v} for k, v in fields.items()}})
+
+
+def test_while_stripe_is_down_a_new_card_is_routed_to_adyen_and_a_stripe_token_waits_for_stripe(stack, api):
+    """Failover through HTTP, every function with only its template environment and role: PaymentApi reads the
+    breaker (PspHealth) to route, the route endpoint names Adyen, the Adyen card is charged there; a checkout paid
+    with a Stripe token meanwhile stays Stripe's, its charge parked (ChargeParked, nothing sent), and is charged once
+    when Stripe is back, by the Sweeper's re-drive."""
+    set_stripe_breaker(stack, "open", seconds=600)
+    try:
+        orders = [{"seller_account": "seller_us1", "amount": "30.00", "currency": "USD"}]
+        status, route, _ = api.request("POST", "/v1/payment_routes", {"payment_orders": orders})
+        assert (status, route["psp"], route["routes"][0]["rule"]) == (200, "adyen", "default/failover"), route
+        moved = unique("chk_fo")
+        assert api.post_checkout(body(moved, [("seller_us1", "30.00", "USD")], {"adyen": adyen_card()}))[0] == 202
+        assert wait_final(api, f"{moved}_0", timeout=30)["payment_order_status"] == "SUCCESS"
+        assert stored_order(stack, f"{moved}_0")["psp_route"] == "default/failover"
+        assert len(adyen_payments(stack, moved)) == 1 and intents_of(stack, moved) == []
+        # a buyer whose card was tokenized at Stripe before the outage: accepted, and it waits
+        waiting = unique("chk_wait")
+        assert api.post_checkout(body(waiting, [("seller_us1", "8.00", "USD")], {"token": "pm_card_visa"}))[0] == 202
+        stack.wait_until(lambda: "psp_down_since" in stored_charge(stack, f"{waiting}#USD"), timeout=30)
+        assert api.get_order(f"{waiting}_0")[1]["payment_order_status"] not in FINAL
+        assert intents_of(stack, waiting) == []
+    finally:
+        set_stripe_breaker(stack, "closed")  # Stripe is back (an operator's close)
+    try:
+        assert wait_final(api, f"{waiting}_0", timeout=75)["payment_order_status"] == "SUCCESS"
+    except AssertionError:
+        raise AssertionError((stored_charge(stack, f"{waiting}#USD"), datetime.now(UTC).isoformat())) from None
+    assert len(intents_of(stack, waiting)) == 1 and adyen_payments(stack, waiting) == []
+
+
+def stored_charge(stack: LocalStack, charge_key: str) -> dict[str, Any]:
+    item = stack.client("dynamodb").get_item(TableName=stack.outputs["ChargesTableName"],
+                                             Key={"charge_key": {"S": charge_key}}, ConsistentRead=True).get("Item")
+    return item or {}
 
 
 def test_no_function_made_a_call_its_role_does_not_grant(stack):

@@ -29,6 +29,9 @@ EMF_TIMESTAMP = re.compile(r'"Timestamp":\s*\d+')  # epoch milliseconds: 13 digi
 # A Lambda request id is a random UUID: its digit-only groups, dashes between, can pass Luhn ("7-3695-4808-9061"
 # failed a CI run). Not a card either.
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+# Our event and correlation ids are random hex (evt_6dbfcfc66126081893264366f533fa06): a digit run inside one
+# passed Luhn in a CI run of 2026-12-07. A hex token with a letter in it is an id; a digit-only run is still read.
+HEX_ID = re.compile(r"(?<![0-9A-Za-z])(?=[0-9a-f]*[a-f])[0-9a-f]{16,}(?![0-9A-Za-z])")
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +85,16 @@ def test_a_request_id_that_passes_luhn_is_no_leak_but_a_card_beside_it_is():
     assert leaks(line + " 4242 4242 4242 4242") == ["card number"]
 
 
+def test_a_hex_id_with_a_luhn_valid_digit_run_is_no_leak_but_a_bare_card_is():
+    line = '{"event_id":"evt_6dbfcfc66126081893264366f533fa06","correlation_id":"93bea81aae834f989f06e961235f55ac"}'
+    assert contains_card_number(line) and leaks(line) == []
+    assert leaks(line + ' "4242424242424242"') == ["card number"]
+
+
 def leaks(line: str) -> list[str]:
     found = [what for what in (NAME, EMAIL, "Quintessa") if what in line]
     found += EMAIL_SHAPE.findall(line)
-    if contains_card_number(UUID.sub("", EMF_TIMESTAMP.sub("", line))):
+    if contains_card_number(HEX_ID.sub("", UUID.sub("", EMF_TIMESTAMP.sub("", line)))):
         found.append("card number")
     return found
 

@@ -97,7 +97,6 @@ def test_charge_sends_permanent_psp_errors_to_mark_failed_and_the_rest_to_the_de
     assert asl["States"]["Charge"]["Catch"] == [
         {"ErrorEquals": ["PspPermanentError"], "ResultPath": "$.error", "Next": "MarkFailed"},
         {"ErrorEquals": ["Lambda.TooManyRequestsException"], "ResultPath": "$.error", "Next": "ChargeThrottled"},
-        {"ErrorEquals": ["PspUnavailable"], "ResultPath": "$.error", "Next": "ChargeParked"},
         {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "ChargeFailed"},
     ]
     assert asl["States"]["Charge"]["Next"] == "ChargeOutcome"
@@ -110,10 +109,11 @@ def test_a_charge_throttled_past_its_retries_is_left_to_the_sweeper_not_dead_let
 
 
 def test_a_charge_whose_psp_is_down_is_parked_for_the_sweeper_not_retried_nor_dead_lettered(asl):
-    # PspUnavailable: the breaker refused the call and nothing was sent; the executor left the charge EXECUTING,
-    # due when the breaker's wait ends. The quick retries would only be refused again.
+    # outcome `parked`: the breaker refused the call and nothing was sent; the executor left the charge EXECUTING,
+    # due when the breaker's wait ends. No error (no retry, no alarm): the quick retries would only be refused again.
     assert asl["States"]["ChargeParked"]["Type"] == "Succeed"
-    assert all("PspUnavailable" not in retrier["ErrorEquals"] for retrier in asl["States"]["Charge"]["Retry"])
+    parked = [choice for choice in asl["States"]["ChargeOutcome"]["Choices"] if choice["StringEquals"] == "parked"]
+    assert parked == [{"Variable": "$.charge.outcome", "StringEquals": "parked", "Next": "ChargeParked"}]
 
 
 @pytest.mark.parametrize("state", ["CreditWallet", "RecordLedger", "MarkSucceeded", "MarkFailed", "MarkPending"])
@@ -134,6 +134,7 @@ def test_the_charge_outcome_chooses_the_path(asl):
         ("$.charge.outcome", "succeeded"): "CreditWallet",
         ("$.charge.outcome", "failed"): "MarkFailed",
         ("$.charge.outcome", "pending"): "MarkPending",
+        ("$.charge.outcome", "parked"): "ChargeParked",
     }
     assert "Default" not in choice  # an unknown outcome fails the execution: alarm, and the sweeper retries
 

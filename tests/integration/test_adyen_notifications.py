@@ -116,6 +116,8 @@ def test_a_refund_failed_after_success_is_counted_for_a_human_never_moved_back(p
     assert processed() == ["failed_after_success"]
     assert RefundsTable.from_settings().get("rf_a1")["refund_status"] == "SUCCEEDED"
     assert eur()["pending_minor"] == 734
+    reviews = [json.loads(b) for b in drain(settings().review_queue_url)]
+    assert [r["category"] for r in reviews] == ["refund_failed_after_success"]
 
 
 def test_the_notification_may_come_before_the_worker_recorded_adyens_answer(charged, monkeypatch):  # noqa: F811

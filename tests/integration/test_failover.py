@@ -14,7 +14,6 @@ from functions.payment import api
 from functions.shared import breaker as breakers
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings
-from functions.shared.errors import PspUnavailable
 from functions.shared.tables import PaymentTables
 from tests.integration.test_adyen_checkout import adyen_payments
 from tests.integration.test_adyen_checkout import post as post_checkout
@@ -115,11 +114,14 @@ def test_a_checkout_with_the_down_psps_token_stays_there_and_is_parked_without_a
     tables = PaymentTables.from_settings()
     assert tables.get_charge("chk_wait#EUR")["psp"] == "stripe"  # never moved: the token is Stripe's
     work = begin("chk_wait", "EUR")
-    with pytest.raises(PspUnavailable):
-        executor.execute(work)
+    assert executor.execute(work).outcome == "parked"
+    assert executor.execute(work).outcome == "parked"  # the same attempt again (a retried invocation): counted once
     charge = tables.get_charge("chk_wait#EUR")
     assert charge["charge_status"] == "EXECUTING" and int(charge.get("psp_calls", 0)) == 0
-    assert charge["psp_down_since"] and charge["due_at"] >= clock.iso(clock.now() + timedelta(minutes=9))
+    assert int(charge["parked_attempts"]) == 1
+    # due when it may ask again: at most a minute or so ahead (an early close releases it soon), jittered
+    assert charge["psp_down_since"] and clock.iso(clock.now() + timedelta(seconds=20)) <= charge["due_at"] <= clock.iso(
+        clock.now() + timedelta(seconds=executor.PARK_MAX_S + executor.PARK_JITTER_S))
     assert stripe_payment_intents(sandbox, "chk_wait") == []
     # Stripe back: the next attempt sends, succeeds, and the wait is over
     stripe_back()
@@ -136,12 +138,12 @@ def test_the_sweeper_counts_no_attempt_against_a_parked_charge_until_the_outage_
     stripe_card_checkout("chk_long")
     tables = PaymentTables.from_settings()
     work = begin("chk_long", "EUR")
-    with pytest.raises(PspUnavailable):
-        executor.execute(work)
+    assert executor.execute(work).outcome == "parked"
     config = reload_settings()
     charge = tables.get_charge("chk_long#EUR")
-    tables._update_charge_if("chk_long#EUR", "SET attempts = :n", "attribute_exists(charge_key)",
-                             {":n": config.max_attempts})  # every attempt spent waiting
+    tables._update_charge_if("chk_long#EUR", "SET attempts = :n, parked_attempts = :n, psp_calls = :one",
+                             "attribute_exists(charge_key)",  # every attempt spent waiting, one call out before
+                             {":n": config.max_attempts, ":one": 1})
     due = clock.parse_iso(charge["due_at"])
     clock.advance((due - clock.now()).total_seconds() + 1)
     assert sweeper._drive(tables, "chk_long#EUR", clock.now()) == "redriven"  # a wait, not a failure
@@ -161,13 +163,15 @@ def test_an_outage_opens_the_breaker_and_the_charges_it_caught_wait_for_stripe_i
         works.append(begin(f"chk_out{n}", "EUR"))
     for work in works:
         try:
-            executor.execute(work)
+            outcomes.append(executor.execute(work).outcome)
         except Exception as error:  # noqa: BLE001 - what each attempt ended with is the assertion
             outcomes.append(type(error).__name__)
     assert breakers.breaker().view("stripe").state == breakers.OPEN, (outcomes, sandbox.faults.stats(),
                                                                       breakers.breaker().view("stripe"))
     # four unclear failures retried as before; the fifth opened it and waits; the sixth sent nothing
-    assert outcomes == ["PspTransientError"] * 4 + ["PspUnavailable"] * 2
+    assert outcomes == ["PspTransientError"] * 4 + ["parked"] * 2
+    # the fifth sent its call: a spent attempt; the sixth sent nothing: a wait, not held against max_attempts
+    assert [int(tables.get_charge(w.charge_key).get("parked_attempts", 0)) for w in works[4:]] == [0, 1]
     assert all(tables.get_charge(w.charge_key)["charge_status"] == "EXECUTING" for w in works)
     assert all(stripe_payment_intents(sandbox, f"chk_out{n}") == [] for n in range(6))
     # Stripe back, the wait over: the first attempt is the probe and closes the breaker; each charged once
@@ -177,3 +181,26 @@ def test_an_outage_opens_the_breaker_and_the_charges_it_caught_wait_for_stripe_i
     assert [run_charge(w)["charge_status"] for w in works] == ["SUCCESS"] * 6
     assert breakers.breaker().view("stripe").state == breakers.CLOSED
     assert all(len(stripe_payment_intents(sandbox, f"chk_out{n}")) == 1 for n in range(6))
+
+
+def test_a_charge_never_sent_fails_psp_unavailable_once_it_has_waited_long_enough(failover, sandbox):
+    stripe_down(minutes=60)
+    stripe_card_checkout("chk_never")
+    work = begin("chk_never", "EUR")
+    assert executor.execute(work).outcome == "parked"
+    clock.advance(reload_settings().psp_unavailable_fail_after_s)
+    result = executor.execute(work)
+    assert (result.outcome, result.failure_code) == ("failed", "psp_unavailable")
+    assert stripe_payment_intents(sandbox, "chk_never") == []
+
+
+def test_a_charge_with_a_call_out_before_the_outage_is_never_failed_for_waiting(failover, sandbox):
+    stripe_down(minutes=60)
+    stripe_card_checkout("chk_sent")
+    tables = PaymentTables.from_settings()
+    work = begin("chk_sent", "EUR")
+    tables.note_psp_call("chk_sent#EUR")  # a call went out (its answer lost) before the breaker opened
+    assert executor.execute(work).outcome == "parked"
+    clock.advance(reload_settings().psp_unavailable_fail_after_s + 60)
+    assert executor.execute(work).outcome == "parked"  # it may have charged: it waits for a look-up
+

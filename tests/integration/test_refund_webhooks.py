@@ -126,6 +126,22 @@ def test_a_failed_refunds_events_in_any_order_fail_it_once_and_give_the_reservat
     assert usd()["pending_minor"] == 1234
 
 
+def test_a_refund_stripe_fails_after_calling_it_succeeded_stays_refunded_and_goes_to_review(sandbox):
+    order_id = paid_order()
+    refund(order_id, amount="5.00")
+    assert worker.drive("rf_1") == "succeeded"
+    [made] = sandbox.state.refunds.values()
+    obj = {"id": made.id, "object": "refund", "status": "failed", "amount": 500, "currency": "usd",
+           "metadata": {"refund_id": "rf_1"}, "failure_reason": "lost_or_stolen_card"}
+    body = json.dumps({"id": "evt_late_fail", "object": "event", "type": "refund.failed", "created": 2,
+                       "data": {"object": obj}})
+    assert processor.process(body) == "failed_after_success"
+    assert RefundsTable.from_settings().get("rf_1")["refund_status"] == "SUCCEEDED"  # never moved backwards
+    [message] = review_messages()
+    assert (message["category"], message["psp_refund_id"]) == ("refund_failed_after_success", made.id)
+    invariants_hold()
+
+
 def test_a_refund_that_names_none_of_ours_goes_to_review_once(sandbox):
     obj = {"id": "re_dashboard", "object": "refund", "status": "succeeded", "amount": 700, "currency": "usd",
            "metadata": {}, "charge": "ch_x", "payment_intent": "pi_x"}

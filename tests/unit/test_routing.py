@@ -158,6 +158,8 @@ def test_a_routing_to_adyen_needs_adyens_settings_to_start():
     started = Settings.model_validate(TABLES | {"psp_routing": eur, "adyen_merchant_account": "M",
                                                 "adyen_api_key_parameter": "/p/adyen"})
     assert started.routing.rules[0].psp == "adyen"
+    with pytest.raises(ValidationError, match="ADYEN_MERCHANT_ACCOUNT"):  # a failover to Adyen places charges there
+        Settings.model_validate(TABLES | {"psp_routing": '{"failover": {"stripe": "adyen"}}'})
 
 
 def test_the_function_does_not_start_with_a_bad_routing(monkeypatch):
@@ -206,6 +208,16 @@ def test_failover_only_where_the_other_psp_takes_the_method_and_is_up() -> None:
     assert rules.route(charge(), down=down("stripe", "adyen")).psp == "stripe"
 
 
+def test_the_failover_psp_is_judged_down_now_without_the_grace() -> None:
+    """`down` keeps a recovered PSP "down" for a grace period (honouring routes already given); the PSP a charge
+    fails over to is judged by `down_now`: Adyen back a minute ago takes the charge."""
+    rules = with_failover(failover={"stripe": "adyen"})
+    recently = down("stripe", "adyen")
+    assert rules.route(charge(), down=recently, down_now=down("stripe")).psp == "adyen"
+    assert rules.route(charge(), down=recently).psp == "stripe"
+    assert rules.route(charge(), down=recently, down_now=down("stripe", "adyen")).psp == "stripe"
+
+
 def test_failover_names_the_rule_it_replaced() -> None:
     rules = with_failover({"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]},
                           failover={"adyen": "stripe"})
@@ -218,6 +230,11 @@ def test_failover_only_where_the_other_psp_takes_the_amount() -> None:
     rules = with_failover(failover={"stripe": "adyen"})
     refuses = lambda psp, c: psp != "adyen"  # noqa: E731
     assert rules.route(charge(), down=down("stripe"), takes=refuses).psp == "stripe"
+
+
+def test_a_failover_psp_is_one_a_charge_may_be_placed_at() -> None:
+    assert with_failover(failover={"stripe": "adyen"}).psps == {"stripe", "adyen"}
+    assert with_failover(failover={}).psps == {"stripe"}
 
 
 @pytest.mark.parametrize("failover", [["adyen"], {"stripe": "stripe"}, {"stripe": "psp9"}, {"psp9": "stripe"}])
