@@ -77,7 +77,7 @@ from verification.disputes import (
     watch_disputes,
 )
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, check, collect, peek_queue, scan
+from verification.invariants import PSP_DOWN, Result, check, collect, peek_queue, scan
 from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
 from verification.refunds import RefundRecord, refund_some, watch_refunds
 from verification.storefront import (
@@ -449,11 +449,11 @@ def _parks_observed(parked: set[str]) -> Iterator[None]:
     `_park_if_psp_down`): the report counts those that then succeeded."""
     original = PaymentTables.park_for_psp
 
-    def park_for_psp(self: PaymentTables, key: str, due_at: str, now: str) -> bool:
-        done = original(self, key, due_at, now)
-        if done:
+    def park_for_psp(self: PaymentTables, key: str, attempt: int, due_at: str, now: str) -> dict[str, Any] | None:
+        charge = original(self, key, attempt, due_at, now)
+        if charge is not None:  # parked (EXECUTING, outcome `parked`), or about to end FAILED psp_unavailable
             parked.add(key)
-        return done
+        return charge
 
     with mock.patch.object(PaymentTables, "park_for_psp", park_for_psp):
         yield
@@ -689,7 +689,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                        refund_answers_wrong=refunds.unexpected,
                        psp_disputes=None if config.payin_only or config.payouts_only else _psp_disputes(sandbox),
                        dispute_answers_wrong=disputes.unexpected,
-                       adyen_payments=adyen.payments() if adyen is not None else None)
+                       adyen_payments=adyen.payments() if adyen is not None else None,
+                       psp_outage=config.stripe_outage is not None)
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),
@@ -762,6 +763,9 @@ def _failover(stack: LocalStack, orders: list[dict[str, Any]], parked: set[str],
         "charges_parked": len(parked),
         "parked_then_succeeded": sum(status_of.get(key) == {"SUCCESS"} for key in parked),
         "parked_then_failed": sum(status_of.get(key) == {"FAILED"} for key in parked),
+        # of those, never sent and failed once Stripe had been down psp_unavailable_fail_after_s (15 min)
+        "parked_failed_psp_unavailable": len({charge_key(o["checkout_id"], o["currency"]) for o in orders
+                                              if o.get("failure_code") == PSP_DOWN} & parked),
         "stripe_breaker_trips": int(health.get("stripe", {}).get("trips", 0)),
         "adyen_breaker_trips": int(health.get("adyen", {}).get("trips", 0)),
         "outage_opened_at_s": round(window.get("opened_s", -1)),

@@ -374,3 +374,57 @@ def test_a_succeeded_adyen_refund_matches_what_adyen_refunded():
     snap.refunds = [{"refund_id": "rf_1", "payment_order_id": "po_5", "amount_minor": 400,
                      "refund_status": "SUCCEEDED", "finished_at": "2026-12-07T00:00:00Z"}]
     assert 8 not in violations(snap)
+
+
+def never_sent(snap, outage=True):
+    """chk_5: a Stripe-token checkout (a card that succeeds) parked through the outage and never sent: after
+    psp_unavailable_fail_after_s its order ends FAILED psp_unavailable, with nothing at either PSP."""
+    snap.psp_outage = outage
+    snap.orders.append({**order("po_7", "chk_5", "s1", 600, "USD", "FAILED"), "psp": "stripe",
+                        "failure_code": "psp_unavailable", "failure_reason": "stripe was unavailable for 905 s"})
+    snap.card_succeeds["chk_5"] = True
+    return snap
+
+
+def test_a_charge_never_sent_during_an_outage_may_fail_psp_unavailable_with_nothing_charged():
+    assert violations(never_sent(with_adyen())) == {}
+
+
+def test_psp_unavailable_without_an_outage_is_a_card_that_succeeds_failing():
+    found = violations(never_sent(with_adyen(), outage=False))
+    assert list(found) == [1] and found[1][0].startswith("po_7: FAILED (psp_unavailable"), found
+
+
+@pytest.mark.parametrize(("psp", "invariant", "expected"), [
+    ("stripe", 1, "po_7: FAILED but the PSP charged chk_5#USD (ch_9)"),
+    ("adyen", 8, "chk_5#USD: authorised at Adyen (AD9) but its orders record ['stripe']"),
+])
+def test_psp_unavailable_is_accepted_only_when_no_psp_charged_it(psp, invariant, expected):
+    snap = never_sent(with_adyen())
+    if psp == "stripe":
+        snap.psp_charges.append(charge("ch_9", "pi_9", "chk_5", 600, "USD"))
+    else:
+        snap.adyen_payments.append(adyen_payment("AD9", "chk_5#USD", 600, "USD"))
+    found = violations(snap)
+    assert any(v.startswith(expected) for v in found.get(invariant, [])), found
+
+
+def test_a_parked_stripe_charge_moved_to_adyen_is_caught_as_paid_at_both_psps():
+    # mutation-style: the one thing failover must never do. chk_1's EUR charge (a Stripe token, paid at Stripe once
+    # Stripe was back) was also placed at Adyen while Stripe's breaker was open, the order still recording Stripe.
+    snap = with_adyen()
+    snap.adyen_payments.append(adyen_payment("AD5", "chk_1#EUR", 800, "EUR"))
+    found = violations(snap)
+    assert list(found) == [8], found
+    assert found[8][0] == "chk_1#EUR: paid at both PSPs (Stripe ch_2, Adyen AD5)", found
+    assert any(v.startswith("chk_1#EUR: authorised at Adyen (AD5) but its orders record ['stripe']") for v in found[8])
+
+
+def test_a_failed_over_order_charged_at_stripe_as_well_is_reported_twice_over():
+    # the reverse: an Adyen order (chk_3) whose charge key Stripe charged too; invariant 1 sees a Stripe charge no
+    # Stripe order accounts for, invariant 8 the charge at both PSPs
+    snap = with_adyen()
+    snap.psp_charges.append(charge("ch_8", "pi_8", "chk_3", 900, "EUR"))
+    found = violations(snap)
+    assert "chk_3#EUR: paid at both PSPs (Stripe ch_8, Adyen AD1)" in found[8], found
+    assert any(v.startswith("chk_3#EUR: charged 900 (ch_8) but its orders sum to 0") for v in found[1]), found
