@@ -22,7 +22,10 @@ circuit breaker is open). Once a share AT (0-1) of the orders was placed, the St
 executors' own failures (no operator's open). The storefront asks `POST /v1/payment_routes` before each checkout and
 pays one-currency card checkouts with the routed PSP's card (Adyen's encrypted card while the route names Adyen;
 a stale route, answered 422, is asked again and paid with the other PSP's card); other methods, 3-D Secure cards
-and multi-currency checkouts stay at Stripe, and their charges wait, parked, for its return. Invariant 8 compares
+and multi-currency checkouts stay at Stripe, and their charges wait, parked (outcome `parked`, EXECUTING until the
+sweeper drives them), for its return; one never sent for psp_unavailable_fail_after_s of the system's clock ends
+FAILED `psp_unavailable`, which the checks accept in this run only with nothing charged at either PSP (the clock
+does not jump during the outage, so a short window ends before that). Invariant 8 compares
 both PSPs' own books by charge key: no charge paid at both, each order charged once at the PSP it records. The
 pay-outs of Adyen-charged orders are Stripe Connect transfers without a source charge (from the platform's Stripe
 balance); disputes are drawn among Stripe's charges only (the Stripe sandbox's); refunds of Adyen orders go to
