@@ -62,9 +62,10 @@ endif
 demo: synth  ## storefront demo against a running `make run` (or its own stack): N=100
 	$(PY) -m verification.demo --orders $(or $(N),100)
 
-chaos: synth  ## seeded fault-injection runs: SEEDS="1 2 3" ORDERS=2000 (one after the other; exit 1 if any violates)
+chaos: synth  ## seeded fault-injection runs: SEEDS="1 2 3" ORDERS=2000 OUTAGE=AT:SECONDS (a Stripe outage, Adyen failover)
 	@rc=0; for seed in $(or $(SEEDS),$(SEED),1 2 3); do \
-		$(PY) -m verification.chaos --seed $$seed --orders $(or $(ORDERS),2000) || rc=1; done; exit $$rc
+		$(PY) -m verification.chaos --seed $$seed --orders $(or $(ORDERS),2000) \
+			$(if $(OUTAGE),--stripe-outage $(OUTAGE)) || rc=1; done; exit $$rc
 
 bench: synth  ## benchmarks: cost model, local throughput, reconciliation, cold start
 	$(PY) benchmarks/cost_model.py

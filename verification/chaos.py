@@ -15,6 +15,22 @@ Time is compressed: the workflow's retry waits are scaled down and, whenever the
 seven minutes and the sweeper runs. At the end every invariant of architecture.md is checked against the
 sandbox's own records, and a table says what was injected and what held.
 
+`--stripe-outage AT:SECONDS` (issue 18, failover): the stack runs with the Adyen sandbox too and the routing
+`{"failover": {"stripe": "adyen"}}` (Stripe charges everything; Adyen takes card charges over while Stripe's
+circuit breaker is open). Once a share AT (0-1) of the orders was placed, the Stripe sandbox refuses every request
+(a connection reset) for SECONDS of wall time, then the run's usual faults come back. The breaker opens by the
+executors' own failures (no operator's open). The storefront asks `POST /v1/payment_routes` before each checkout and
+pays one-currency card checkouts with the routed PSP's card (Adyen's encrypted card while the route names Adyen;
+a stale route, answered 422, is asked again and paid with the other PSP's card); other methods, 3-D Secure cards
+and multi-currency checkouts stay at Stripe, and their charges wait, parked (outcome `parked`, EXECUTING until the
+sweeper drives them), for its return; one never sent for psp_unavailable_fail_after_s of the system's clock ends
+FAILED `psp_unavailable`, which the checks accept in this run only with nothing charged at either PSP (the clock
+does not jump during the outage, so a short window ends before that). Invariant 8 compares
+both PSPs' own books by charge key: no charge paid at both, each order charged once at the PSP it records. The
+pay-outs of Adyen-charged orders are Stripe Connect transfers without a source charge (from the platform's Stripe
+balance); disputes are drawn among Stripe's charges only (the Stripe sandbox's); refunds of Adyen orders go to
+Adyen, finished by its REFUND notifications. Without the option nothing of this runs: the default run is as before.
+
 `disable=` switches one protection off (the mutation tests prove the checker then reports the violation);
 MUTATIONS says what each switch patches.
 """
@@ -52,7 +68,7 @@ from functions.shared.names import (
 from functions.shared.tables import PaymentTables
 from local.lambda_runtime import Invocation, LambdaKilled
 from local.moto_server import free_port
-from local.stack import LocalStack, Ports
+from local.stack import LocalStack, Ports, default_adyen_sandbox
 from verification.disputes import (
     DISPUTE_RATE,
     DisputeRecord,
@@ -64,7 +80,7 @@ from verification.disputes import (
     watch_disputes,
 )
 from verification.driver import RunRecord, place_all, watch_until_settled
-from verification.invariants import Result, check, collect, peek_queue, scan
+from verification.invariants import PSP_DOWN, Result, check, collect, peek_queue, scan
 from verification.payouts import Connect, ReleaseRecord, SellerPlan, release_all, watch_payouts
 from verification.refunds import RefundRecord, refund_some, watch_refunds
 from verification.storefront import (
@@ -73,6 +89,7 @@ from verification.storefront import (
     MEAN_ORDERS_PER_CHECKOUT,
     ApiClient,
     PaymentMethods,
+    Router,
     Workload,
     make_checkouts,
 )
@@ -92,6 +109,9 @@ RELEASE_RATE = 0.9  # deliveries the storefront confirms; the rest stay HELD (bu
 IDLE_S = 420  # the virtual time an idle round lets pass (then the sweeper runs)
 MAX_IDLE_JUMP_S = 6 * 3600  # an idle round of the pay-outs goes at most this far, to the next due transfer
 SHORT_SWEEPS = 2  # sweeps during which the platform's PSP balance cannot cover a transfer
+# --stripe-outage: Stripe charges everything; Adyen takes card charges over while Stripe's breaker is open
+FAILOVER_ROUTING = {"failover": {"stripe": "adyen"}}
+OUTAGE_FAULT = "connection_reset"  # every request to the Stripe sandbox during the outage: no answer at all
 
 # Each protection the mutation tests switch off: what is patched, and how. Re-point a target here if the code it
 # names moves (a run reports how often each patch was hit, and the mutation tests fail on a patch never hit).
@@ -132,6 +152,9 @@ class ChaosConfig:
     # of the one-currency checkouts, paid by a 3-D Secure card (completed, failed or abandoned) or a bank debit
     async_rate: float = ASYNC_RATE
     single_use_rate: float = SINGLE_USE_RATE  # of the card checkouts, a number typed (a single-use PaymentMethod)
+    # (AT, SECONDS): Stripe refuses every request for SECONDS of wall time once a share AT of the orders was placed;
+    # the stack then runs with Adyen as Stripe's failover PSP. None: no outage, no Adyen (the default run)
+    stripe_outage: tuple[float, float] | None = None
 
 
 @dataclass
@@ -151,6 +174,7 @@ class ChaosReport:
     refunds: dict[str, int] = field(default_factory=dict)  # refunds asked and their outcomes (see _refund_shape)
     disputes: dict[str, int] = field(default_factory=dict)  # disputes opened and decided (disputes.dispute_shape)
     webhooks: dict[str, int] = field(default_factory=dict)  # the PSP's webhook deliveries (see _webhook_shape)
+    failover: dict[str, int] = field(default_factory=dict)  # --stripe-outage: charges moved, parked, trips (_failover)
 
     @property
     def violations(self) -> int:
@@ -161,8 +185,11 @@ class ChaosReport:
         return sum(self.faults.values())
 
     def last_line(self) -> str:
+        moved = (f" failover={self.failover.get('charges_failed_over_to_adyen', 0)}"
+                 f" parked_then_succeeded={self.failover.get('parked_then_succeeded', 0)}"
+                 if self.config.stripe_outage else "")
         return (f"chaos seed={self.config.seed} orders={self.orders} faults={self.total_faults} "
-                f"violations={self.violations}")
+                f"violations={self.violations}{moved}")
 
 
 # -- kills ---------------------------------------------------------------------------------------------
@@ -404,12 +431,14 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
     clock.reset()
     injector = KillInjector(config.seed, config.kill_rate, faults, config.kill_after_money_rate)
     hits: Counter = Counter()
-    with _without(config.disable, hits), _compressed_retries(config.retry_time_scale), _calls_observed(injector):
-        stack = _started_stack()
+    parked: set[str] = set()
+    with _without(config.disable, hits), _compressed_retries(config.retry_time_scale), _calls_observed(injector), \
+            _parks_observed(parked):
+        stack = _started_stack(adyen=config.stripe_outage is not None)
         try:
             search = SearchFaults(stack.sandbox.clock.timestamp, faults, config.search_lag_s)
             with search.installed():
-                report = _drive(stack, config, injector, faults, started, progress, search)
+                report = _drive(stack, config, injector, faults, started, progress, search, parked)
             report.mutation_hits = hits
             return report
         finally:
@@ -417,12 +446,32 @@ def run(config: ChaosConfig, progress: Any = None) -> ChaosReport:
             clock.reset()
 
 
-def _started_stack(attempts: int = 3) -> LocalStack:
+@contextlib.contextmanager
+def _parks_observed(parked: set[str]) -> Iterator[None]:
+    """Note the charge keys the executor parked while their PSP was down (functions/executor/handler.py
+    `_park_if_psp_down`): the report counts those that then succeeded."""
+    original = PaymentTables.park_for_psp
+
+    def park_for_psp(self: PaymentTables, key: str, attempt: int, due_at: str, now: str) -> dict[str, Any] | None:
+        charge = original(self, key, attempt, due_at, now)
+        if charge is not None:  # parked (EXECUTING, outcome `parked`), or about to end FAILED psp_unavailable
+            parked.add(key)
+        return charge
+
+    with mock.patch.object(PaymentTables, "park_for_psp", park_for_psp):
+        yield
+
+
+def _started_stack(attempts: int = 3, adyen: bool = False) -> LocalStack:
     """A local stack on free ports. A port found free can be taken by another process (a second test worker's
-    connections) before the stack binds it; the stack then cleans up and is started again on new ports."""
+    connections) before the stack binds it; the stack then cleans up and is started again on new ports. `adyen`:
+    with the Adyen sandbox and the failover routing (--stripe-outage)."""
     for attempt in range(1, attempts + 1):
-        stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port()), schedule_interval=10**9,
-                           function_concurrency=4,
+        failover: dict[str, Any] = ({"adyen_sandbox": default_adyen_sandbox,
+                                     "psp_routing": json.dumps(FAILOVER_ROUTING)} if adyen else {})
+        stack = LocalStack(ports=Ports(aws=free_port(), api=free_port(), psp=free_port(),
+                                       **({"adyen": free_port()} if adyen else {})), schedule_interval=10**9,
+                           function_concurrency=4, **failover,
                            extra_env={"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_LOGGER_SAMPLE_RATE": "0",
                                       "POWERTOOLS_METRICS_DISABLED": "true", "PSP_TIMEOUT_S": "1"})
         try:
@@ -450,11 +499,34 @@ def _overnight(stack: LocalStack, workload: Workload, config: ChaosConfig, searc
     return [charge_key(checkout_id, currency) for checkout_id, currency in drawn]
 
 
-def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, faults: Counter, started: float,
-           progress: Any, search: SearchFaults) -> ChaosReport:
-    sandbox = stack.sandbox
-    sandbox.faults.configure(seed=config.seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents", "/v1/transfers"],
+def _usual_faults(sandbox: Any, seed: int) -> None:
+    sandbox.faults.configure(seed=seed, rates=PSP_FAULT_RATES, paths=["/v1/payment_intents", "/v1/transfers"],
                              params=PSP_FAULT_PARAMS)
+
+
+def _outage(sandbox: Any, config: ChaosConfig, record: RunRecord, orders: int, placing: threading.Event,
+            faults: Counter, started: float, window: dict[str, float]) -> None:
+    """--stripe-outage AT:SECONDS: once a share AT of the orders was placed, Stripe refuses every request for
+    SECONDS (wall time), then the run's usual faults come back (queued ones, the overnight charges', stay queued)."""
+    assert config.stripe_outage is not None
+    at, seconds = config.stripe_outage
+    while len(record.accepted_order_ids) < at * orders and placing.is_set():
+        time.sleep(0.2)
+    window["opened_s"] = time.monotonic() - started
+    sandbox.faults.configure(seed=config.seed, rates={OUTAGE_FAULT: 1.0}, paths=["/v1/"])
+    log.info("Stripe outage: every request refused for %.0f s, %.0f s into the run", seconds, window["opened_s"])
+    time.sleep(seconds)
+    _usual_faults(sandbox, config.seed)
+    window["closed_s"] = time.monotonic() - started
+    faults["stripe_outage_s"] = round(seconds)
+    log.info("Stripe outage over, %.0f s into the run", window["closed_s"])
+
+
+def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, faults: Counter, started: float,
+           progress: Any, search: SearchFaults, parked: set[str]) -> ChaosReport:
+    sandbox = stack.sandbox
+    adyen = getattr(stack.adyen_sandbox, "sandbox", None)  # the Adyen sandbox's books (--stripe-outage only)
+    _usual_faults(sandbox, config.seed)
     workload = make_checkouts(max(1, round(config.orders / MEAN_ORDERS_PER_CHECKOUT)), seed=config.seed,
                               decline_rate=0.08, prefix="chaos", single_use_rate=config.single_use_rate,
                               async_rate=config.async_rate)
@@ -493,11 +565,14 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         while len(record.accepted_order_ids) - settled_so_far[0] > config.max_in_flight:
             time.sleep(0.1)
 
+    payment_methods = PaymentMethods(stack.psp_url or "")
+    router = Router(api, payment_methods) if config.stripe_outage else None
+
     def place() -> None:
         try:
             place_all(api, workload, seed=config.seed, replay_rate=0.05, conflict_rate=0.02, threads=8,
                       read_after_write=True, on_progress=progress, pace=pace, record=record,
-                      payment_methods=PaymentMethods(stack.psp_url or ""))
+                      payment_methods=payment_methods, router=router)
         except BaseException as error:  # re-raised by the main thread below
             failure.append(error)
         finally:
@@ -515,6 +590,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     sweeper = next(t.rule_logical_id for t in stack.events.schedules)
 
     sfn = stack.client("stepfunctions")
+    window: dict[str, float] = {}  # the outage's opening and closing, seconds into the run; the top-up
 
     def idle(seconds: float = IDLE_S) -> None:
         """Nothing moved for a while: let seven minutes (or `seconds`) pass, then sweep. Only when no execution
@@ -523,12 +599,25 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
         running = sfn.list_executions(stateMachineArn=stack.outputs["StateMachineArn"], statusFilter="RUNNING")
         if running["executions"]:
             return
+        if "opened_s" in window and "closed_s" not in window:
+            # during the Stripe outage time is not compressed: SECONDS of it are SECONDS of the system's clock too
+            # (a jump would pass the breaker's wait at each idle round: a probe, a refusal, a new wait, while the
+            # route endpoint names Stripe again for a moment after each wait); only the sweeper runs
+            stack.events.fire(sweeper)
+            return
         clock.advance(seconds)
         sandbox.advance_clock(seconds)
+        if adyen is not None:
+            adyen.advance_clock(seconds)
         stack.events.fire(sweeper)
 
+    outage = threading.Thread(target=_outage, name="stripe-outage", daemon=True,
+                              args=(sandbox, config, record, len(workload.order_ids), placing, faults, started,
+                                    window)) if config.stripe_outage else None
     placer.start()
     challenged.start()
+    if outage is not None:
+        outage.start()
     try:
         watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
                             interval_s=0.5, on_idle=idle, on_tick=tick, more_coming=placing.is_set)
@@ -537,6 +626,13 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     placer.join()
     buyers_done.set()
     challenged.join(timeout=30)
+    if outage is not None:  # a pay-in shorter than the outage: its end is waited for, then what it parked settles
+        outage.join()
+        try:
+            watch_until_settled(aws, stack.outputs, record.accepted_order_ids, record, timeout_s=config.timeout_s,
+                                interval_s=0.5, on_idle=idle)
+        except TimeoutError:
+            _log_unsettled(stack)
     if failure:
         raise failure[0]
 
@@ -547,6 +643,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                                                           statusFilter="RUNNING")["executions"], timeout=120)
     clock.advance(25 * 3600)
     sandbox.advance_clock(25 * 3600)
+    if adyen is not None:
+        adyen.advance_clock(25 * 3600)
     _log_phase("on-call's redrive", started)
     redriven = _redrive_dead_lettered(stack)
     faults["redriven_by_on_call"] = redriven
@@ -558,6 +656,8 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     except TimeoutError:
         _log_unsettled(stack)
 
+    if adyen is not None and not config.payin_only:
+        window["topped_up_currencies"] = _top_up_from_adyen(sandbox, adyen.payments())
     if config.payin_only:
         payouts, refunds, disputes = PayoutRun(ReleaseRecord()), RefundRecord(), DisputeRecord()
     else:
@@ -576,6 +676,9 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     # auto-releases, the platform's balance coming back), so only the pay-in draws repeat exactly for a seed
     for path, counts in stats["drawn_by_path"].items():
         for kind, count in counts.items():
+            if path == "/v1/":  # the outage's refusals (every path), counted apart from the seeded faults
+                faults[f"stripe_outage_{kind}"] += count
+                continue
             faults[f"{'transfer' if path.startswith('/v1/transfers') else 'psp'}_{kind}"] += count
     for kind, count in stats["injected"].items():  # the overnight charges' pinned faults, counted apart
         if count > stats["drawn"].get(kind, 0):
@@ -588,7 +691,9 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                        retried_payouts=payouts.retried, now=clock.iso(), accepted_refunds=refunds.accepted,
                        refund_answers_wrong=refunds.unexpected,
                        psp_disputes=None if config.payin_only or config.payouts_only else _psp_disputes(sandbox),
-                       dispute_answers_wrong=disputes.unexpected)
+                       dispute_answers_wrong=disputes.unexpected,
+                       adyen_payments=adyen.payments() if adyen is not None else None,
+                       psp_outage=config.stripe_outage is not None)
     report = ChaosReport(config, len(record.accepted_order_ids), faults, check(snapshot),
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),
@@ -599,14 +704,78 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
     report.refunds = _refund_shape(snapshot.refunds, refunds)
     report.disputes = dispute_shape(snapshot.disputes, disputes)
     report.webhooks = _webhook_shape(sandbox)
+    if config.stripe_outage:
+        report.failover = _failover(stack, snapshot.orders, parked, router, window)
     kills = sum(v for k, v in faults.items() if k.startswith("kill_"))
     psp_faults = sum(v for k, v in faults.items() if k.startswith(("psp_", "transfer_")))
+    refused_in_outage = sum(stats["drawn_by_path"].get("/v1/", {}).values())
     report.shares = {
-        "psp requests faulted": (psp_faults, stats["drawn_from"]),  # seeded draws; overnight ones apart
+        # seeded draws; overnight ones and the outage's refusals apart
+        "psp requests faulted": (psp_faults, stats["drawn_from"] - refused_in_outage),
         "invocations killed": (kills, injector.invocations),
         "messages delivered twice": (faults["duplicate_deliveries"], shares["messages"]),
     }
     return report
+
+
+def _top_up_from_adyen(sandbox: Any, payments: list[dict[str, Any]]) -> int:
+    """The platform's treasury moves what Adyen collected into its Stripe balance (a Stripe top-up), since an
+    Adyen-charged order's pay-out is a Stripe Connect transfer without a source charge: it draws on the platform's
+    available Stripe balance (functions/shared/psp.py `transfer`). Without it those transfers wait, postponed, for
+    the Stripe charges' funds to become available (two days of the sandbox's clock): correct, but many sweeps.
+    Returns the currencies topped up."""
+    from functions.shared import adyen_units, psp_units
+
+    totals: Counter = Counter()
+    for payment in payments:
+        if payment.get("resultCode") == "Authorised" and not payment.get("cancelled"):
+            money = adyen_units.from_adyen_amount(payment["amount"])
+            totals[money.currency] += psp_units.to_stripe_amount(money)
+    state = sandbox.state
+    for currency, amount in sorted(totals.items()):
+        source = state.new_id("tu")
+        with state.lock:
+            state._new_balance_transaction(amount=amount, fee=0, currency=currency.lower(), kind="topup",
+                                           source=source, description="treasury: Adyen's collections (chaos run)")
+    return len(totals)
+
+
+def _failover(stack: LocalStack, orders: list[dict[str, Any]], parked: set[str], router: Router | None,
+              window: dict[str, float]) -> dict[str, int]:
+    """--stripe-outage: charges at Adyen by failover (and their outcomes), charges parked while Stripe was down
+    and how they ended, Stripe's breaker trips (PspHealth), and what the storefront did."""
+    db = stack.client("dynamodb")
+    charges = scan(db, stack.outputs["ChargesTableName"],
+                   attributes=("charge_key", "psp", "psp_route", "charge_status"))
+    status_of: dict[str, set[str]] = {}
+    for order in orders:
+        status_of.setdefault(charge_key(order["checkout_id"], order["currency"]), set()).add(
+            order["payment_order_status"])
+    moved = [c for c in charges if str(c.get("psp_route", "")).endswith("/failover")]
+    health = {str(item["psp"]): item for item in scan(db, stack.outputs["PspHealthTableName"])}
+    adyen_orders = [o for o in orders if o.get("psp") == "adyen"]
+    payouts = {p["payment_order_id"]: p["payout_status"]
+               for p in scan(db, stack.outputs["PayoutsTableName"], attributes=("payment_order_id", "payout_status"))}
+    return {
+        "charges_failed_over_to_adyen": len(moved),
+        "failed_over_succeeded": sum(status_of.get(c["charge_key"]) == {"SUCCESS"} for c in moved),
+        "failed_over_failed": sum(status_of.get(c["charge_key"]) == {"FAILED"} for c in moved),
+        "adyen_orders": len(adyen_orders),
+        "adyen_orders_succeeded": sum(o["payment_order_status"] == "SUCCESS" for o in adyen_orders),
+        "adyen_orders_transferred": sum(payouts.get(o["payment_order_id"]) == "TRANSFERRED" for o in adyen_orders),
+        "charges_parked": len(parked),
+        "parked_then_succeeded": sum(status_of.get(key) == {"SUCCESS"} for key in parked),
+        "parked_then_failed": sum(status_of.get(key) == {"FAILED"} for key in parked),
+        # of those, never sent and failed once Stripe had been down psp_unavailable_fail_after_s (15 min)
+        "parked_failed_psp_unavailable": len({charge_key(o["checkout_id"], o["currency"]) for o in orders
+                                              if o.get("failure_code") == PSP_DOWN} & parked),
+        "stripe_breaker_trips": int(health.get("stripe", {}).get("trips", 0)),
+        "adyen_breaker_trips": int(health.get("adyen", {}).get("trips", 0)),
+        "outage_opened_at_s": round(window.get("opened_s", -1)),
+        "outage_closed_at_s": round(window.get("closed_s", -1)),
+        "platform_topped_up_currencies": round(window.get("topped_up_currencies", 0)),
+        **{f"storefront_{k}": v for k, v in (router.counts if router else {}).items()},
+    }
 
 
 @dataclass
@@ -906,6 +1075,8 @@ def print_report(report: ChaosReport) -> None:
     console.print("refunds: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.refunds.items()))
     console.print("disputes: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.disputes.items()))
     console.print("webhooks: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.webhooks.items()))
+    if report.failover:
+        console.print("failover: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.failover.items()))
     refused = ", ".join(f"{count} with {status}" for status, count in sorted(report.rejected.items())) or "none"
     console.print(f"orders: {report.orders} accepted ({statuses}); checkouts refused: {refused}; "
                   f"{report.duration_s:.0f} s")
@@ -946,13 +1117,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the one-currency checkouts paid by 3-D Secure or bank debit (0: none)")
     parser.add_argument("--disputes", type=float, default=ChaosConfig.disputes,
                         help="share of the succeeded charges disputed after the refunds (0: none)")
+    parser.add_argument("--stripe-outage", metavar="AT:SECONDS", type=_outage_window,
+                        help="run with Adyen as Stripe's failover PSP; once a share AT (0-1) of the orders was placed, "
+                             "Stripe refuses every request for SECONDS of wall time (e.g. 0.3:60)")
     args = parser.parse_args(argv)
     config = ChaosConfig(seed=args.seed, orders=args.orders, disable=args.disable, kill_rate=args.kill_rate,
                          kill_after_money_rate=args.kill_after_money_rate,
                          overnight_rate=args.overnight_rate, timeout_s=args.timeout, payin_only=args.payin_only,
                          payouts_only=args.payouts_only,
                          search_lag_s=args.search_lag, disputes=args.disputes, async_rate=args.async_rate,
-                         single_use_rate=args.single_use_rate)
+                         single_use_rate=args.single_use_rate, stripe_outage=args.stripe_outage)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # progress every 30 s
     for noisy in ("werkzeug", "local", "moto", "psp_sandbox", "botocore", "urllib3"):
@@ -965,7 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
                           "faults": report.faults, "shares": report.shares, "overnight": report.overnight,
                           "orders": report.orders, "rejected": report.rejected, "workload": report.workload,
                           "payouts": report.payouts, "refunds": report.refunds, "disputes": report.disputes,
-                          "webhooks": report.webhooks,
+                          "webhooks": report.webhooks, "failover": report.failover,
                           "mutation_hits": report.mutation_hits, "last_line": report.last_line()}))
         return 0
     if sys.stderr.isatty():
@@ -977,6 +1151,18 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     print(report.last_line())
     return 0 if report.violations == 0 else 1
+
+
+def _outage_window(text: str) -> tuple[float, float]:
+    """`AT:SECONDS` of --stripe-outage: a share of the orders placed (0-1) and a positive number of seconds."""
+    at, _, seconds = text.partition(":")
+    try:
+        window = (float(at), float(seconds))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected AT:SECONDS, e.g. 0.3:60") from None
+    if not 0 <= window[0] < 1 or window[1] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: AT must be in [0, 1) and SECONDS above 0")
+    return window
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.shared.tables import batch_get
 from verification.storefront import (
+    ROUTE_STALE,
     ApiClient,
     PaymentMethodRefused,
     PaymentMethods,
+    Router,
     Workload,
     token_of,
     with_payment_method,
@@ -48,14 +50,16 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
               conflict_rate: float = 0.05, read_after_write: bool = True, threads: int = 8,
               retries: int = 6, on_progress: Callable[[int], None] | None = None,
               pace: Callable[[], None] | None = None, record: RunRecord | None = None,
-              payment_methods: PaymentMethods | None = None) -> RunRecord:
+              payment_methods: PaymentMethods | None = None, router: Router | None = None) -> RunRecord:
     """POST every checkout (retrying 5xx and connection errors with the same body, as a storefront should),
     replay some with the same body and some with a changed one, and read each order right after the 2xx.
     A checkout paid with a card number first gets its own single-use PaymentMethod from `payment_methods`
     (as Stripe.js would); its retries and replays reuse that body, token included.
 
     `pace` runs before each checkout (it may wait, to bound the orders in flight); a watcher may read
-    `record.accepted_order_ids` meanwhile: an id is added only after its read-after-write was recorded."""
+    `record.accepted_order_ids` meanwhile: an id is added only after its read-after-write was recorded.
+    With a `router` (failover), each checkout first asks the route endpoint and pays with the routed PSP's
+    method; a 422 payment_method_not_for_routed_psp (the route went stale) is asked again and posted once more."""
     record = record or RunRecord()
     rng = random.Random(seed)
     plan = [(c, rng.random() < replay_rate, rng.random() < conflict_rate) for c in workload.checkouts]
@@ -67,15 +71,25 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
         if pace:
             pace()
         card = workload.cards.get(checkout["checkout_id"])
+        original = checkout
         try:
-            checkout = with_payment_method(checkout, card, payment_methods)
+            checkout = router.prepare(checkout, card) if router else with_payment_method(checkout, card,
+                                                                                          payment_methods)
         except PaymentMethodRefused as error:
             record.rejected.append((checkout["checkout_id"], error.status, error.body))
             return
-        if card is not None and card.number:
-            record.payment_methods[checkout["checkout_id"]] = str(token_of(checkout))
+        if card is not None and (card.number or "adyen" in (checkout.get("payment_method") or {})):
+            record.payment_methods[checkout["checkout_id"]] = str(token_of(checkout) or "adyen_card")
         started = time.perf_counter()
         status, body, headers = _post_with_retries(api, checkout, retries, record)
+        if router and status == 422 and _error_code(body) == ROUTE_STALE:
+            try:  # the route changed between asking and posting: ask again, pay with the other PSP's method
+                checkout = router.prepare(original, card, avoid=router.routed.get(checkout["checkout_id"], ""))
+            except PaymentMethodRefused as error:
+                record.rejected.append((checkout["checkout_id"], error.status, error.body))
+                return
+            router.counts["stale_routes_retried"] = router.counts.get("stale_routes_retried", 0) + 1
+            status, body, headers = _post_with_retries(api, checkout, retries, record)
         record.post_latencies_ms.append((time.perf_counter() - started) * 1000)
         if status != 202:
             record.rejected.append((checkout["checkout_id"], status, body))
@@ -112,6 +126,14 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, plan))
     return record
+
+
+def _error_code(body: dict[str, Any]) -> str:
+    """The API's error code: its own (`error.code`) or the first of a validation error's details."""
+    error = body.get("error") or {}
+    details = error.get("details") or body.get("detail") or []
+    codes = [str(d.get("type") or d.get("code")) for d in details if isinstance(d, dict)]
+    return ROUTE_STALE if ROUTE_STALE in codes else str(error.get("code") or (codes[0] if codes else ""))
 
 
 def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,

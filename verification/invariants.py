@@ -12,7 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.shared import psp_units
+from functions.shared import adyen_units, psp_units
+from functions.shared.money import Money
 from functions.shared.names import BALANCE_SORT_PREFIX, PAYIN, TRANSFER, charge_key
 
 FINAL = {"SUCCESS", "FAILED"}
@@ -66,6 +67,13 @@ class Snapshot:
     # what the storefront's admin calls saw that no correct PSP answers; None: disputes not checked
     psp_disputes: list[dict[str, Any]] | None = None
     dispute_answers_wrong: list[str] = field(default_factory=list)
+    # Failover (issue 18): the Adyen sandbox's own payments (pspReference, merchantReference = our charge key,
+    # resultCode, amount {currency, value} in Adyen's units, refunded, cancelled); None: Adyen not in the run (then
+    # every order must be Stripe's, and invariant 8 has nothing to compare)
+    adyen_payments: list[dict[str, Any]] | None = None
+    # the run had a PSP outage (--stripe-outage): a charge parked and never sent may end FAILED `psp_unavailable`
+    # (after psp_unavailable_fail_after_s) whatever the buyer's card, provided no PSP charged it (invariants 1 and 8)
+    psp_outage: bool = False
 
 
 @dataclass
@@ -97,7 +105,93 @@ def check(snap: Snapshot) -> list[Result]:
         Result(6, "replays answer the same; conflicts change nothing", _replays(snap)
                + list(snap.refund_answers_wrong)),
         Result(7, "after a 2xx the caller reads what it wrote", list(snap.unreadable_after_write)),
+        Result(8, "no charge paid at two PSPs; each SUCCESS order charged once, for its charge's sum, at the PSP it "
+                  "records, a FAILED one authorised nowhere; Adyen refunded exactly what our refunds say",
+               _one_psp_per_charge(snap)),
     ]
+
+
+ADYEN = "adyen"
+
+
+def _psp_of(order: dict[str, Any]) -> str:
+    return str(order.get("psp") or "stripe")
+
+
+def _adyen_authorised(snap: Snapshot) -> dict[str, list[dict[str, Any]]]:
+    """Adyen's authorised (not cancelled) payments by our charge key, its merchantReference."""
+    authorised: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for payment in snap.adyen_payments or []:
+        if payment.get("resultCode") == "Authorised" and not payment.get("cancelled"):
+            authorised[str(payment.get("merchantReference"))].append(payment)
+    return authorised
+
+
+def _one_psp_per_charge(snap: Snapshot) -> list[str]:
+    """Invariant 8 (failover): compared by charge key (Stripe's metadata, Adyen's merchantReference), no charge is
+    paid at both PSPs; an order recording Adyen is SUCCESS only with exactly one authorised Adyen payment of its
+    charge for its orders' sum (the same pspReference), FAILED only with none; Adyen charges no order that records
+    another PSP; Adyen's refunded amount of a payment is our SUCCEEDED refunds of its orders."""
+    orders_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for order in snap.orders:
+        orders_of[charge_key(order["checkout_id"], order["currency"])].append(order)
+    adyen_orders = [o for o in snap.orders if _psp_of(o) == ADYEN]
+    if snap.adyen_payments is None:
+        return [f"{o['payment_order_id']}: records psp adyen but the run had no Adyen" for o in adyen_orders]
+    stripe_paid, _ = _succeeded_charges(snap.psp_charges)
+    authorised = _adyen_authorised(snap)
+    violations = [f"{key}: paid at both PSPs (Stripe {', '.join(c['charge_id'] for c in stripe_paid[key])}, "
+                  f"Adyen {', '.join(str(p['pspReference']) for p in authorised[key])})"
+                  for key in sorted(set(stripe_paid) & set(authorised))]
+    for key, payments in sorted(authorised.items()):
+        orders = orders_of.get(key, [])
+        psps = {_psp_of(o) for o in orders}
+        if psps != {ADYEN}:
+            violations.append(f"{key}: authorised at Adyen ({', '.join(str(p['pspReference']) for p in payments)}) "
+                              f"but its orders record {sorted(psps) or 'nothing'}")
+            continue
+        if len(payments) > 1:
+            violations.append(f"{key}: {len(payments)} authorised Adyen payments "
+                              f"({', '.join(str(p['pspReference']) for p in payments)})")
+        currency = orders[0]["currency"]
+        total = sum(int(o["amount_minor"]) for o in orders)
+        for payment in payments:
+            charged = adyen_units.from_adyen_amount(payment["amount"])
+            if charged != Money(total, currency):
+                violations.append(f"{key}: Adyen charged {charged} ({payment['pspReference']}) but its orders sum "
+                                  f"to {Money(total, currency)}")
+    references = {key: {str(p["pspReference"]) for p in payments} for key, payments in authorised.items()}
+    for order in adyen_orders:
+        key = charge_key(order["checkout_id"], order["currency"])
+        order_id, status = order["payment_order_id"], order["payment_order_status"]
+        if status == "SUCCESS" and len(references.get(key, ())) != 1:
+            violations.append(f"{order_id}: SUCCESS at Adyen with {len(references.get(key, ()))} authorised "
+                              f"payments of {key}")
+        elif status == "SUCCESS" and order.get("psp_reference") not in references[key]:
+            violations.append(f"{order_id}: SUCCESS naming {order.get('psp_reference')}, not Adyen's payment of "
+                              f"{key} ({', '.join(sorted(references[key]))})")
+        if status == "FAILED" and references.get(key):
+            violations.append(f"{order_id}: FAILED but Adyen authorised {key} ({', '.join(sorted(references[key]))})")
+    return violations + _adyen_refunds_match(snap, authorised)
+
+
+def _adyen_refunds_match(snap: Snapshot, authorised: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per authorised Adyen payment: what Adyen holds refunded (received and not refused) equals our SUCCEEDED
+    refunds of the charge's orders (a refund is final in our books once Adyen's REFUND notification came)."""
+    orders = {o["payment_order_id"]: o for o in snap.orders}
+    ours: dict[str, int] = defaultdict(int)
+    for refund in snap.refunds:
+        order = orders.get(refund["payment_order_id"])
+        if order and _psp_of(order) == ADYEN and refund.get("refund_status") == "SUCCEEDED":
+            ours[charge_key(order["checkout_id"], order["currency"])] += int(refund["amount_minor"])
+    violations = []
+    for key, payments in sorted(authorised.items()):
+        currency = str(payments[0]["amount"]["currency"])
+        refunded = sum(adyen_units.from_adyen_amount({"currency": currency, "value": int(p.get("refunded") or 0)}).minor
+                       for p in payments)
+        if refunded != ours.get(key, 0):
+            violations.append(f"{key}: Adyen refunded {refunded}, our SUCCEEDED refunds say {ours.get(key, 0)}")
+    return violations
 
 
 def _one_charge(snap: Snapshot) -> list[str]:
@@ -106,7 +200,8 @@ def _one_charge(snap: Snapshot) -> list[str]:
     succeeded, violations = _succeeded_charges(snap.psp_charges)
     orders_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for order in snap.orders:
-        orders_of[charge_key(order["checkout_id"], order["currency"])].append(order)
+        if _psp_of(order) != ADYEN:  # an Adyen order's charge is Adyen's: invariant 8 holds it to Adyen's books
+            orders_of[charge_key(order["checkout_id"], order["currency"])].append(order)
     for key, charges in succeeded.items():
         if len(charges) > 1:
             ids = ", ".join(c["charge_id"] for c in charges)
@@ -165,14 +260,19 @@ def _orders_share_the_charge(key: str, orders: list[dict[str, Any]], charges: li
     return violations
 
 
+PSP_DOWN = "psp_unavailable"  # functions/executor/handler.py: a charge never sent, its PSP down for 15 min
+
+
 def _outcome_follows_the_card(snap: Snapshot) -> list[str]:
     """Only the buyer's card decides: an order of a card that succeeds never fails (a failure there is a checkout
-    charged in part, e.g. a single-use token spent on its first currency), one of a declined card never succeeds."""
+    charged in part, e.g. a single-use token spent on its first currency), one of a declined card never succeeds.
+    During a PSP outage (`psp_outage`) a charge never sent may also end FAILED `psp_unavailable`; that nothing was
+    charged for it is invariant 1's and 8's (a FAILED order with a charge at either PSP is reported there)."""
     violations = []
     for order in snap.orders:
         succeeds = snap.card_succeeds.get(order["checkout_id"])
         status = order["payment_order_status"]
-        if succeeds is True and status == "FAILED":
+        if succeeds is True and status == "FAILED" and not (snap.psp_outage and order.get("failure_code") == PSP_DOWN):
             violations.append(f"{order['payment_order_id']}: FAILED ({order.get('failure_code')}: "
                               f"{str(order.get('failure_reason'))[:80]}) although its card succeeds")
         if succeeds is False and status == "SUCCESS":

@@ -304,3 +304,93 @@ class ApiClient:
             return response.status, None, response.read().decode()
         finally:
             conn.close()
+
+
+# -- failover (issue 18): the storefront asks where a checkout's charges go before the buyer's card is tokenized ----
+
+
+ROUTE_STALE = "payment_method_not_for_routed_psp"  # the API's 422 for a card tokenized at the PSP it does not route to
+ADYEN_DECLINED_HOLDER = "DECLINED"  # the Adyen sandbox refuses a card of this holder (psp_sandbox/adyen/books.py)
+
+
+def adyen_card(succeeds: bool) -> dict[str, str]:
+    """What Adyen's Card Component hands the storefront (the Adyen sandbox's stand-in for its browser encryption):
+    a card that is authorised, or refused by its holder's name."""
+    from psp_sandbox.adyen.books import sandbox_encrypted
+
+    return {"type": "scheme", "encryptedCardNumber": sandbox_encrypted("test_4111111111111111"),
+            "encryptedExpiryMonth": sandbox_encrypted("test_03"), "encryptedExpiryYear": sandbox_encrypted("test_2030"),
+            "encryptedSecurityCode": sandbox_encrypted("test_737"),
+            "holderName": "Chaos Buyer" if succeeds else ADYEN_DECLINED_HOLDER}
+
+
+def method_type(checkout: dict[str, Any]) -> str:
+    return str(checkout["payment_method"]["type"]) if "payment_method" in checkout else "card"
+
+
+@dataclass
+class Router:
+    """A storefront whose platform fails cards over from Stripe to Adyen (functions/shared/routing.py `failover`):
+    before each checkout it asks `POST /v1/payment_routes` where the charges go, and pays with that PSP's payment
+    method: a Stripe PaymentMethod as ever, or Adyen's encrypted card (card checkouts in one currency; a 3-D Secure
+    card keeps its Stripe token: Adyen's shopper actions are not built). While Stripe cannot tokenize a card (its
+    outage, before the breaker opened), the buyer tries again a second later, asking the route again. A checkout
+    whose route went stale before it was posted (422 payment_method_not_for_routed_psp) asks again and is posted
+    once more with the other PSP's card (`place_all`)."""
+
+    api: ApiClient
+    payment_methods: PaymentMethods
+    wait_s: float = 600.0  # how long a buyer keeps trying while nothing can tokenize the card
+    counts: dict[str, int] = field(default_factory=dict)
+    routed: dict[str, str] = field(default_factory=dict)  # checkout_id -> the PSP whose method it was posted with
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def route(self, checkout: dict[str, Any]) -> str:
+        """The one PSP the route endpoint names for the whole checkout ("stripe" when it names none)."""
+        body = {"payment_method_type": method_type(checkout),
+                "payment_orders": [{k: o[k] for k in ("seller_account", "amount", "currency")}
+                                   for o in checkout["payment_orders"]]}
+        for attempt in range(8):
+            try:
+                status, answer, _ = self.api.request("POST", "/v1/payment_routes", body)
+            except OSError:
+                status, answer = 0, {}
+            if status == 200:
+                self._count("routes_asked")
+                return str(answer.get("psp") or "stripe")
+            if status and status < 500 and status != 429:
+                raise PaymentMethodRefused(status, answer)
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise PaymentMethodRefused(status, answer)
+
+    def prepare(self, checkout: dict[str, Any], card: Card | None, avoid: str = "") -> dict[str, Any]:
+        """The body to post: the route asked, the card tokenized where it says (`avoid`: the PSP the API just
+        refused for this checkout, whose route is asked again and, if it still names it, the other PSP's card)."""
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            psp = self.route(checkout)
+            if avoid and psp == avoid:
+                psp = "stripe" if avoid == "adyen" else "adyen"
+            adyen_ok = (card is not None and card.method == "card" and not card.action
+                        and method_type(checkout) == "card")
+            if psp == "adyen" and adyen_ok:
+                body = {k: v for k, v in checkout.items() if k not in ("credit_card_info", "payment_method")}
+                body["payment_method"] = {"type": "card", "adyen": adyen_card(card.succeeds)}  # type: ignore[union-attr]
+                self._count("paid_with_adyen_card")
+                self.routed[checkout["checkout_id"]] = "adyen"
+                return body
+            try:
+                body = with_payment_method(checkout, card, self.payment_methods)
+            except PaymentMethodRefused as error:
+                if error.status or time.monotonic() > deadline:
+                    raise
+                self._count("tokenize_retried_stripe_unreachable")  # Stripe.js failed: the buyer tries again
+                time.sleep(1.0)
+                continue
+            self._count("paid_with_stripe_method")
+            self.routed[checkout["checkout_id"]] = "stripe"
+            return body

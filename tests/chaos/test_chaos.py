@@ -8,6 +8,7 @@ moto's process-wide state.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,24 @@ def test_switching_off_a_protection_is_caught_by_the_checker(protection, invaria
                    "--disable", protection, "--timeout", "200", *phases)
     assert report["mutation_hits"].get(protection), f"{protection}: the patch never ran; re-point MUTATIONS"
     assert invariant in report["violations"], (protection, report["violations"])
+
+
+# Issue 18: a Stripe outage in the middle of the pay-in. Longer than the other seeds' run (the outage's wall time,
+# the parked charges' wait, Adyen's refunds finished by notification): `make chaos`'s share, not make test's.
+@pytest.mark.xdist_group("failover")
+@pytest.mark.skipif(not os.environ.get("MARKETPAY_CHAOS_FAILOVER"),
+                    reason="several minutes: MARKETPAY_CHAOS_FAILOVER=1 pytest tests/chaos -k stripe_outage")
+def test_a_stripe_outage_moves_new_card_charges_to_adyen_and_charges_nothing_twice():
+    # 100 orders, not 60: the outage opens once 30% of the orders were accepted, when up to 8 more checkouts are
+    # already tokenized at Stripe; at 60 orders seed 3 has one or two one-currency card checkouts left after that
+    # (a run moved only a declined one), at 100 a dozen
+    report = chaos("--seed", "3", "--orders", "100", "--stripe-outage", "0.3:40", "--timeout", "900")
+    # invariant 8 among them: no charge paid at both PSPs, each order charged once where it records
+    assert report["violations"] == {}, report["violations"]
+    failover = report["failover"]
+    assert failover["stripe_breaker_trips"] >= 1  # opened by the executors' own failures
+    assert failover["charges_failed_over_to_adyen"] >= 1 and failover["adyen_orders_succeeded"] >= 1, failover
+    assert failover["parked_then_succeeded"] >= 1, failover
+    assert failover["adyen_orders_transferred"] >= 1, failover  # paid out at Stripe Connect, from the top-up
+    assert report["faults"]["stripe_outage_connection_reset"] > 0
+    assert not [status for status in report["rejected"] if status.startswith("4")], report["rejected"]

@@ -1,6 +1,7 @@
 """Pieces of the chaos harness that need no local stack: the protections it switches off (each patch lands on
 the code it names, and is counted), the search faults it injects at the SDK, and how it names charges."""
 
+import argparse
 from collections import Counter
 
 import pytest
@@ -9,7 +10,7 @@ import stripe
 from functions.ledger.journal import Transaction
 from functions.shared.psp import PspClient
 from functions.shared.tables import WalletTable
-from verification.chaos import MUTATIONS, SearchFaults, _identity, _outcomes, _without
+from verification.chaos import MUTATIONS, SearchFaults, _identity, _outage_window, _outcomes, _without
 
 API_KEY = "sk_test_chaos"
 
@@ -98,3 +99,10 @@ def test_kills_are_drawn_per_charge_and_attempt_and_outcomes_reported_per_charge
     orders.append({"checkout_id": "chk_1", "currency": "EUR", "payment_order_status": "FAILED"})
     assert _outcomes(["chk_1#USD", "chk_1#EUR", "chk_9#USD"], orders) == {
         "chk_1#USD": "SUCCESS (2 orders)", "chk_1#EUR": "FAILED (1 orders)"}
+
+
+def test_the_outage_window_is_a_share_of_the_orders_and_a_number_of_seconds():
+    assert _outage_window("0.3:40") == (0.3, 40.0)
+    for bad in ("0.3", "1:40", "0.3:0", "-0.1:40", "a:b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _outage_window(bad)

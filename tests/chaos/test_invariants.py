@@ -303,3 +303,128 @@ def test_the_dead_letter_check_reads_every_message_of_a_queue_and_leaves_them_th
         first, again = peek_queue(sqs, url), peek_queue(sqs, url)
         assert sorted(m["payment_order_id"] for m in first) == sorted(f"po_{n}" for n in range(25))
         assert len(again) == 25
+
+
+# -- invariant 8: failover (issue 18): no charge at both PSPs, each order charged where it records ----------------
+
+
+def adyen_payment(reference, charge_key, value, currency, result="Authorised", refunded=0):
+    """A payment as the Adyen sandbox records it (its merchantReference is our charge key)."""
+    return {"pspReference": reference, "merchantReference": charge_key, "resultCode": result,
+            "amount": {"currency": currency, "value": value}, "refunded": refunded, "cancelled": False}
+
+
+def with_adyen():
+    """consistent(), plus chk_3 failed over to Adyen (one EUR order of 9.00, SUCCESS, wallet and ledger as any
+    pay-in) and chk_4 at Adyen with a declined card (FAILED, refused there)."""
+    snap = consistent()
+    adyen = {"psp": "adyen"}
+    snap.orders += [{**order("po_5", "chk_3", "s2", 900, "EUR", "SUCCESS"), **adyen, "psp_reference": "AD1"},
+                    {**order("po_6", "chk_4", "s1", 300, "EUR", "FAILED"), **adyen}]
+    snap.ledger.append(payin("po_5", "s2", 900, "EUR"))
+    snap.wallet.append(balance("s2", 2, "EUR", pending=900))
+    snap.adyen_payments = [adyen_payment("AD1", "chk_3#EUR", 900, "EUR"),
+                           adyen_payment("AD2", "chk_4#EUR", 300, "EUR", result="Refused")]
+    snap.card_succeeds.update({"chk_3": True, "chk_4": False})
+    return snap
+
+
+def test_orders_charged_at_adyen_by_failover_pass_against_adyens_books():
+    assert violations(with_adyen()) == {}
+
+
+def test_an_order_recording_adyen_in_a_run_without_adyen_is_reported():
+    snap = with_adyen()
+    snap.adyen_payments = None
+    assert violations(snap) == {8: ["po_5: records psp adyen but the run had no Adyen",
+                                    "po_6: records psp adyen but the run had no Adyen"]}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    # the same charge paid at Stripe too
+    (lambda s: s.psp_charges.append(charge("ch_7", "pi_7", "chk_3", 900, "EUR")),
+     "chk_3#EUR: paid at both PSPs (Stripe ch_7, Adyen AD1)"),
+    # authorised twice at Adyen
+    (lambda s: s.adyen_payments.append(adyen_payment("AD3", "chk_3#EUR", 900, "EUR")),
+     "chk_3#EUR: 2 authorised Adyen payments (AD1, AD3)"),
+    # Adyen charged another amount
+    (lambda s: s.adyen_payments[0]["amount"].update(value=901), "chk_3#EUR: Adyen charged 9.01 EUR (AD1)"),
+    # a declined card authorised after all, its orders FAILED
+    (lambda s: s.adyen_payments[1].update(resultCode="Authorised"), "po_6: FAILED but Adyen authorised chk_4#EUR"),
+    # SUCCESS naming another payment
+    (lambda s: s.orders[4].update(psp_reference="AD9"), "po_5: SUCCESS naming AD9, not Adyen's payment"),
+    # SUCCESS at Adyen with no payment there
+    (lambda s: s.adyen_payments.pop(0), "po_5: SUCCESS at Adyen with 0 authorised payments of chk_3#EUR"),
+    # a Stripe-recorded checkout authorised at Adyen
+    (lambda s: s.adyen_payments.append(adyen_payment("AD4", "chk_1#EUR", 800, "EUR")),
+     "chk_1#EUR: authorised at Adyen (AD4) but its orders record ['stripe']"),
+    # Adyen refunded what no refund of ours says
+    (lambda s: s.adyen_payments[0].update(refunded=100), "chk_3#EUR: Adyen refunded 100, our SUCCEEDED refunds say 0"),
+])
+def test_each_failover_violation_is_reported_under_invariant_8(change, expected):
+    snap = with_adyen()
+    change(snap)
+    found = violations(snap)
+    assert any(v.startswith(expected) for v in found.get(8, [])), found
+
+
+def test_a_succeeded_adyen_refund_matches_what_adyen_refunded():
+    snap = with_adyen()
+    snap.adyen_payments[0]["refunded"] = 400
+    snap.refunds = [{"refund_id": "rf_1", "payment_order_id": "po_5", "amount_minor": 400,
+                     "refund_status": "SUCCEEDED", "finished_at": "2026-12-07T00:00:00Z"}]
+    assert 8 not in violations(snap)
+
+
+def never_sent(snap, outage=True):
+    """chk_5: a Stripe-token checkout (a card that succeeds) parked through the outage and never sent: after
+    psp_unavailable_fail_after_s its order ends FAILED psp_unavailable, with nothing at either PSP."""
+    snap.psp_outage = outage
+    snap.orders.append({**order("po_7", "chk_5", "s1", 600, "USD", "FAILED"), "psp": "stripe",
+                        "failure_code": "psp_unavailable", "failure_reason": "stripe was unavailable for 905 s"})
+    snap.card_succeeds["chk_5"] = True
+    return snap
+
+
+def test_a_charge_never_sent_during_an_outage_may_fail_psp_unavailable_with_nothing_charged():
+    assert violations(never_sent(with_adyen())) == {}
+
+
+def test_psp_unavailable_without_an_outage_is_a_card_that_succeeds_failing():
+    found = violations(never_sent(with_adyen(), outage=False))
+    assert list(found) == [1] and found[1][0].startswith("po_7: FAILED (psp_unavailable"), found
+
+
+@pytest.mark.parametrize(("psp", "invariant", "expected"), [
+    ("stripe", 1, "po_7: FAILED but the PSP charged chk_5#USD (ch_9)"),
+    ("adyen", 8, "chk_5#USD: authorised at Adyen (AD9) but its orders record ['stripe']"),
+])
+def test_psp_unavailable_is_accepted_only_when_no_psp_charged_it(psp, invariant, expected):
+    snap = never_sent(with_adyen())
+    if psp == "stripe":
+        snap.psp_charges.append(charge("ch_9", "pi_9", "chk_5", 600, "USD"))
+    else:
+        snap.adyen_payments.append(adyen_payment("AD9", "chk_5#USD", 600, "USD"))
+    found = violations(snap)
+    assert any(v.startswith(expected) for v in found.get(invariant, [])), found
+
+
+def test_a_parked_stripe_charge_moved_to_adyen_is_caught_as_paid_at_both_psps():
+    # mutation-style: the one thing failover must never do. chk_1's EUR charge (a Stripe token, paid at Stripe once
+    # Stripe was back) was also placed at Adyen while Stripe's breaker was open, the order still recording Stripe.
+    snap = with_adyen()
+    snap.adyen_payments.append(adyen_payment("AD5", "chk_1#EUR", 800, "EUR"))
+    found = violations(snap)
+    assert list(found) == [8], found
+    assert found[8][0] == "chk_1#EUR: paid at both PSPs (Stripe ch_2, Adyen AD5)", found
+    assert any(v.startswith("chk_1#EUR: authorised at Adyen (AD5) but its orders record ['stripe']") for v in found[8])
+
+
+def test_a_failed_over_order_charged_at_stripe_as_well_is_reported_twice_over():
+    # the reverse: an Adyen order (chk_3) whose charge key Stripe charged too; invariant 1 sees a Stripe charge no
+    # Stripe order accounts for, invariant 8 the charge at both PSPs
+    snap = with_adyen()
+    snap.psp_charges.append(charge("ch_8", "pi_8", "chk_3", 900, "EUR"))
+    found = violations(snap)
+    assert "chk_3#EUR: paid at both PSPs (Stripe ch_8, Adyen AD1)" in found[8], found
+    assert any(v.startswith("chk_3#EUR: charged 900 (ch_8) but its orders sum to 0") for v in found[1]), found
