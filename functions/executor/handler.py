@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.shared import breaker, clock, psp
 from functions.shared.config import settings
 from functions.shared.errors import (
+    ChargeFailedUnsent,
     PspKeyPoisoned,
     PspOutcomeUnknown,
     PspPermanentError,
@@ -51,6 +52,8 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
         return parked
     try:
         return _execute(work, tables)
+    except ChargeFailedUnsent:  # decided FAILED unsent by an earlier run (its finalize died or is late): again
+        return _failed_unsent(work)
     except PspTransientError:
         # This call may have been what opened the breaker: if it is open now, the charge waits for the PSP (its next
         # attempt looks up first, as after any unclear answer) instead of spending its retries on an outage.
@@ -65,7 +68,7 @@ def execute(work: ChargeWork, tables: PaymentTables | None = None) -> psp.Charge
 def _execute(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
     if work.psp != psp.PSP_NAME:
         return _execute_through_port(work, tables)
-    before = tables.note_psp_call(work.charge_key)
+    before = tables.note_psp_call(work.charge_key, work.attempt)
     reference = before.get("psp_reference") or work.psp_reference
     # The PSP knows the charge: its current state, not the replay of a first answer.
     result = psp.client_for(work.psp).retrieve(reference, work) if reference else _create(work, tables, before)
@@ -109,17 +112,28 @@ def _park_if_psp_down(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResu
     parked = tables.park_for_psp(work.charge_key, work.attempt, clock.iso(due), clock.iso(now))
     if parked is None:  # no longer this attempt's (a later one runs, or the charge ended): nothing more to do
         return psp.ChargeResult(psp.PARKED)
+    if parked.get("unsent_failed_at"):  # decided already (this run's retry, or finalize died after the decision)
+        return _failed_unsent(work)
     never_sent = not int(parked.get("psp_calls", 0)) and not parked.get("psp_reference")
     waited_s = (now - clock.parse_iso(str(parked["psp_down_since"]))).total_seconds()
-    if never_sent and waited_s >= settings().psp_unavailable_fail_after_s:
+    config = settings()
+    # Decided in the charge before it is answered: no later attempt or stale run can send a call for it any more
+    # (note_psp_call refuses), so the orders finalize marks FAILED are never charged after.
+    if never_sent and waited_s >= config.psp_unavailable_fail_after_s and tables.fail_unsent(
+            work.charge_key, work.attempt, clock.iso(now + timedelta(seconds=config.executing_deadline_s)),
+            clock.iso(now)):
         logger.info("PSP down: never sent, failed", extra={"psp": work.psp, "waited_s": int(waited_s)})
-        return psp.ChargeResult(psp.FAILED, failure_code=PSP_UNAVAILABLE,
-                                failure_reason=f"{work.psp} was unavailable for {int(waited_s)} s; nothing was charged")
+        return _failed_unsent(work)
     logger.info("PSP down: charge parked", extra={"psp": work.psp, "due_at": clock.iso(due)})
     return psp.ChargeResult(psp.PARKED)
 
 
 PSP_UNAVAILABLE = "psp_unavailable"
+
+
+def _failed_unsent(work: ChargeWork) -> psp.ChargeResult:
+    return psp.ChargeResult(psp.FAILED, failure_code=PSP_UNAVAILABLE,
+                            failure_reason=f"{work.psp} was unavailable; nothing was sent, nothing was charged")
 
 
 # Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the
@@ -149,7 +163,7 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     left = psp.time_left_s()
     if left is not None and left < psp.MIN_CALL_S:  # not sent: the workflow's next try has a whole invocation
         raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
-    before = tables.note_psp_call(work.charge_key)
+    before = tables.note_psp_call(work.charge_key, work.attempt)
     reference = str(before.get("psp_reference") or work.psp_reference)
     retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
     work = _as_sent(work, before, retry)

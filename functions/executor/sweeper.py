@@ -147,12 +147,12 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
     config = settings()
     due_at, attempts = charge["due_at"], int(charge.get("attempts", 0))
     status = OrderStatus(charge["charge_status"])
-    if status.is_final:
+    if status.is_final or due_at > clock.iso(now):  # (the index may lag a write that pushed the deadline on)
         return "skipped"
     # an attempt that found its PSP down sent nothing: a wait, not a failed attempt (for psp_outage_max_wait_s)
     failed_attempts = attempts - int(charge.get("parked_attempts", 0))
-    if (failed_attempts >= config.max_attempts and not _debit_still_processing(charge, now)) or _psp_outage_too_long(
-            charge, now):
+    if not _debit_still_processing(charge, now) and (failed_attempts >= config.max_attempts
+                                                     or _psp_outage_too_long(charge, now)):
         return _dead_letter(tables, charge, status, now)
     if status is OrderStatus.NOT_STARTED:
         later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))

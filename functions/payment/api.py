@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from functions.auth import scopes, tenancy
 from functions.notify import endpoints as notification_endpoints
-from functions.payment import offline, payouts, refunds, service
+from functions.payment import offline, payouts, refunds, schemas, service
 from functions.payment.schemas import (
     AccountId,
     BalanceView,
@@ -477,7 +477,9 @@ def _answer(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name="CardNumbersRefused", unit=MetricUnit.Count, value=1)
         return _refusal(refused)
     token = _caller.set(caller)  # the routes act for this client only
+    client = schemas.placing_client.set(str(caller.client_id))  # and validation reads this client's checkouts
     try:
         return app.resolve(event, context)
     finally:
+        schemas.placing_client.reset(client)
         _caller.reset(token)

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from functions.auth import tenancy
 from functions.shared import adyen_units, breaker, psp_units
 from functions.shared.config import settings
 from functions.shared.errors import NotChargeableAtPsp
@@ -503,15 +504,25 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
             for currency, total in totals.items()}
 
 
+# The API client the request being validated is from (functions/payment/api.py sets it with the caller): the
+# checkout ids in a body are the client's own, stored scoped to it (functions/auth/tenancy.py).
+placing_client: ContextVar[str | None] = ContextVar("placing_client", default=None)
+
+
 def _placed_at(checkout_id: str, routes: dict[str, Route], psp: str) -> bool:
-    """Whether this checkout was placed already with every charge at `psp`: a replay of a checkout placed during a
-    failover, after the failover PSP's grace ended, answers as first answered (placing finds it, and a different
-    body is 409 there), never 422. Read only when the routes refuse the method, so only for such a replay."""
+    """Whether the caller's checkout `checkout_id` was placed already with every charge at `psp`: a replay of a
+    checkout placed during a failover, after the failover PSP's grace ended, answers as first answered (placing
+    finds it, and a different body is 409 there), never 422. Read only when the routes refuse the method, so only
+    for such a replay."""
     from functions.shared.tables import PaymentTables  # the API's tables; not imported by schema-only users
 
+    client = placing_client.get()
+    if client is None:  # validated outside a request (the OpenAPI generator, unit tests): nothing placed
+        return False
+    internal_id = tenancy.scoped(client, checkout_id)
     try:
         tables = PaymentTables.from_settings()
-        charges = [tables.get_charge(charge_key(checkout_id, currency)) for currency in routes]
+        charges = [tables.get_charge(charge_key(internal_id, currency)) for currency in routes]
     except (ValidationError, KeyError):  # no function settings (unit tests, the OpenAPI generator)
         return False
     return all(charge is not None and charge.get("psp") == psp for charge in charges)

@@ -150,6 +150,13 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _never_sent_fails_before_the_outage_limit(self) -> Settings:
+        if self.psp_unavailable_fail_after_s >= self.psp_outage_max_wait_s:
+            # else a charge never sent would be dead-lettered for a human instead of failing cleanly
+            raise ValueError("PSP_UNAVAILABLE_FAIL_AFTER_S must be below PSP_OUTAGE_MAX_WAIT_S")
+        return self
+
+    @model_validator(mode="after")
     def _routing_is_readable(self) -> Settings:
         self._routing = parse_routing(self.psp_routing, default=self.psp_name)
         if "adyen" in self._routing.psps and not (

@@ -111,6 +111,15 @@ class PspOutcomeUnknown(DomainError):
     http_status = 502
 
 
+class ChargeFailedUnsent(DomainError):
+    """The charge was decided FAILED without ever being sent (its PSP down too long: functions/executor/handler.py
+    `_park_if_psp_down`): no PSP call may go out for it any more. The executor answers FAILED again; it never
+    reaches the workflow as an error."""
+
+    code = "psp_unavailable"
+    http_status = 409
+
+
 class AwsTransientError(DomainError):
     """AWS said "not now" (a transaction conflict, throttling, a 5xx, a timeout): the same step run again later
     succeeds. The workflow retries it with backoff and jitter; it is never dead-lettered on first sight."""

@@ -25,6 +25,7 @@ from functions.shared import aws, clock
 from functions.shared.config import Settings, settings
 from functions.shared.errors import (
     AwsTransientError,
+    ChargeFailedUnsent,
     DomainError,
     PaymentOrderIdInUse,
     StatusTransitionRefused,
@@ -390,15 +391,18 @@ class PaymentTables:
                                "attempts = :attempt AND charge_status = :executing",
                                {":attempt": attempt, ":executing": OrderStatus.EXECUTING.value})
 
-    def note_psp_call(self, key: str) -> dict[str, Any]:
+    def note_psp_call(self, key: str, attempt: int) -> dict[str, Any]:
         """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation). A call
         going out ends a wait for the PSP (`park_for_psp`), and its attempt is one that sent (`sent_attempt`: never
         counted as parked, so an attempt that keeps probing a down PSP is spent as any failed attempt)."""
         answer = self._update_charge_if(
-            key, "SET sent_attempt = if_not_exists(attempts, :zero) ADD psp_calls :one REMOVE psp_down_since",
-            "attribute_exists(charge_key)", {":one": 1, ":zero": 0}, returns="ALL_OLD")
+            key, "SET sent_attempt = :attempt ADD psp_calls :one REMOVE psp_down_since",
+            "attribute_exists(charge_key) AND attribute_not_exists(unsent_failed_at)", {":one": 1, ":attempt": attempt},
+            returns="ALL_OLD")
         if answer is None:
-            raise KeyError(f"no charge {key}")
+            if self.get_charge(key) is None:
+                raise KeyError(f"no charge {key}")
+            raise ChargeFailedUnsent(f"charge {key} was failed unsent: no PSP call goes out for it")
         return answer
 
     def record_debit_returned(self, key: str, code: str, now: str) -> None:
@@ -458,6 +462,18 @@ class PaymentTables:
         return self._update_charge_if(  # parked already, or it sent a call: the wait, without counting it
             key, "SET due_at = :due, psp_down_since = if_not_exists(psp_down_since, :now), updated_at = :now", current,
             {k: v for k, v in values.items() if k != ":one"}, "ALL_NEW")
+
+    def fail_unsent(self, key: str, attempt: int, due_at: str, now: str) -> bool:
+        """Decide, once and for good, that attempt `attempt` fails the charge unsent: only while nothing was ever
+        sent for it (no call counted, no PSP reference). From then on `note_psp_call` refuses every call, so no
+        later attempt or stale execution can charge the orders that finalize marks FAILED; `due_at` gives finalize
+        its time before the sweeper drives the charge again (and that attempt answers FAILED again)."""
+        return self._update_charge_if(
+            key, "SET unsent_failed_at = if_not_exists(unsent_failed_at, :now), due_at = :due, updated_at = :now",
+            "charge_status = :executing AND attempts = :attempt AND attribute_not_exists(psp_reference) "
+            "AND (attribute_not_exists(psp_calls) OR psp_calls = :zero)",
+            {":now": now, ":due": due_at, ":attempt": attempt, ":zero": 0,
+             ":executing": OrderStatus.EXECUTING.value}) is not None
 
     def postpone_charge(self, key: str, expected_due_at: str, due_at: str, now: str) -> bool:
         """Push the sweeper's deadline of a non-final charge (NOT_STARTED re-enqueued)."""

@@ -15,10 +15,12 @@ from functions.shared import breaker as breakers
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings
 from functions.shared.tables import PaymentTables
-from tests.integration.test_adyen_checkout import adyen_payments
+from functions.shared.models import ChargeWork
+from tests.integration.test_adyen_checkout import adyen_card, adyen_payments
 from tests.integration.test_adyen_checkout import post as post_checkout
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
 from tests.integration.test_executor_checkout import begin, run_charge
+from tests.integration.test_tenancy import call
 from tests.support.events import FakeContext, http_event
 
 FAILOVER = {"failover": {"stripe": "adyen"}}  # no rules: Stripe charges everything, Adyen takes cards over
@@ -110,6 +112,23 @@ def test_a_route_given_during_the_outage_is_honoured_for_a_while_after_it(failov
     assert status == 202 and replayed["checkout_id"] == "chk_late", replayed
     status, conflict = post_checkout("chk_late", (("seller_a", "21.00", "EUR"),))
     assert status == 409, conflict
+
+
+def test_a_keyed_clients_replay_after_the_grace_finds_its_own_checkout_and_never_anothers(failover):
+    body = {"buyer_info": {"buyer_id": "b", "country": "NL"}, "checkout_id": "chk_shop",
+            "payment_method": {"type": "card", "adyen": adyen_card()},
+            "payment_orders": [{"seller_account": "seller_a", "amount": "20.00", "currency": "EUR",
+                                "payment_order_id": "chk_shop_0"}]}
+    stripe_down()
+    assert call("shop_a", "POST", "/v1/payments", body)[0] == 202
+    stripe_back()
+    clock.advance(reload_settings().failover_grace_s + 1)
+    breakers.reset()
+    status, replayed, headers = call("shop_a", "POST", "/v1/payments", body)
+    assert status == 202 and headers.get("Idempotent-Replayed") == "true", replayed
+    # another client's checkout of the same id was never placed: its Adyen card is refused as routed to Stripe
+    status, refused, _ = call("shop_b", "POST", "/v1/payments", body)
+    assert status == 422 and refused["error"]["code"] == "payment_method_not_for_routed_psp", refused
 
 
 def test_a_checkout_with_the_down_psps_token_stays_there_and_is_parked_without_a_call(failover, sandbox):
@@ -207,8 +226,54 @@ def test_a_charge_with_a_call_out_before_the_outage_is_never_failed_for_waiting(
     stripe_card_checkout("chk_sent")
     tables = PaymentTables.from_settings()
     work = begin("chk_sent", "EUR")
-    tables.note_psp_call("chk_sent#EUR")  # a call went out (its answer lost) before the breaker opened
+    tables.note_psp_call("chk_sent#EUR", work.attempt)  # a call went out (its answer lost) before the breaker opened
     assert executor.execute(work).outcome == "parked"
     clock.advance(reload_settings().psp_unavailable_fail_after_s + 60)
     assert executor.execute(work).outcome == "parked"  # it may have charged: it waits for a look-up
 
+
+
+def test_a_charge_failed_unsent_is_never_sent_after_even_when_its_finalize_died(failover, sandbox):
+    """The decision is in the charge before the answer: finalize killed after marking the orders FAILED, Stripe
+    back, the sweeper's next attempt (and any stale run) sends nothing and answers FAILED again."""
+    stripe_down(minutes=60)
+    stripe_card_checkout("chk_dead_fin")
+    tables = PaymentTables.from_settings()
+    work = begin("chk_dead_fin", "EUR")
+    assert executor.execute(work).outcome == "parked"
+    clock.advance(reload_settings().psp_unavailable_fail_after_s)
+    assert executor.execute(work).failure_code == "psp_unavailable"  # ... and finalize never ran
+    charge = tables.get_charge("chk_dead_fin#EUR")
+    assert charge["unsent_failed_at"] and charge["charge_status"] == "EXECUTING"
+    stripe_back()
+    assert executor.execute(work).failure_code == "psp_unavailable"  # a stale run of the same attempt
+    clock.advance(reload_settings().executing_deadline_s + 1)
+    started = tables.begin_charge_attempt("chk_dead_fin#EUR", work.attempt + 1, clock.iso(), clock.iso(),
+                                          expected_due_at=tables.get_charge("chk_dead_fin#EUR")["due_at"])
+    later = ChargeWork.from_charge_item(started, attempt=work.attempt + 1)
+    assert run_charge(later)["charge_status"] == "FAILED"
+    assert stripe_payment_intents(sandbox, "chk_dead_fin") == []
+    assert tables.get_order("chk_dead_fin_0")["failure_code"] == "psp_unavailable"
+
+
+def test_the_sweeper_leaves_a_bank_debit_processing_through_a_long_outage_to_its_own_wait(failover, monkeypatch):
+    monkeypatch.setattr(sweeper.queues, "start_workflow", lambda work: None)
+    stripe_down(minutes=60)
+    stripe_card_checkout("chk_debit")
+    tables = PaymentTables.from_settings()
+    begin("chk_debit", "EUR")
+    tables._update_charge_if("chk_debit#EUR", "SET payment_method_type = :t, psp_status = :p, psp_down_since = :d, "
+                             "due_at = :d", "attribute_exists(charge_key)",
+                             {":t": "sepa_debit", ":p": "processing", ":d": clock.iso()})
+    clock.advance(reload_settings().psp_outage_max_wait_s + 1)
+    assert sweeper._drive(tables, "chk_debit#EUR", clock.now()) == "redriven"  # the bank has days to answer
+
+
+def test_a_never_sent_limit_at_or_past_the_outage_limit_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from functions.shared.config import Settings
+    from tests.unit.test_routing import TABLES
+
+    with pytest.raises(ValidationError, match="PSP_UNAVAILABLE_FAIL_AFTER_S"):
+        Settings.model_validate(TABLES | {"psp_unavailable_fail_after_s": 3600, "psp_outage_max_wait_s": 3600})
