@@ -14,8 +14,8 @@ from functions.payment import api
 from functions.shared import breaker as breakers
 from functions.shared import clock, psp
 from functions.shared.config import reload_settings
-from functions.shared.tables import PaymentTables
 from functions.shared.models import ChargeWork
+from functions.shared.tables import PaymentTables
 from tests.integration.test_adyen_checkout import adyen_card, adyen_payments
 from tests.integration.test_adyen_checkout import post as post_checkout
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
