@@ -481,12 +481,15 @@ class PaymentTables:
                                       {":due": due_at, ":now": now, ":expected": expected_due_at}) is not None
 
     def record_charge_pending(self, key: str, psp_reference: str, psp_status: str, due_at: str, now: str) -> None:
-        """The PSP has not decided yet (processing, requires_action): keep EXECUTING, look again at `due_at`."""
-        self._update_charge_if(
-            key, "SET psp_reference = :ref, psp_status = :psp, due_at = :due, updated_at = :now",
-            "charge_status = :executing",
-            {":ref": psp_reference, ":psp": psp_status, ":due": due_at, ":now": now,
-             ":executing": OrderStatus.EXECUTING.value})
+        """The PSP has not decided yet (processing, requires_action): keep EXECUTING, look again at `due_at`; at
+        once if the PSP's notification is recorded (`record_psp_notification`: it may have come while the attempt
+        was out, when it could not bring the charge forward)."""
+        values = {":ref": psp_reference, ":psp": psp_status, ":due": due_at, ":now": now,
+                  ":executing": OrderStatus.EXECUTING.value}
+        update = "SET psp_reference = :ref, psp_status = :psp, due_at = :due, updated_at = :now"
+        if self._update_charge_if(key, update, "charge_status = :executing AND attribute_not_exists(psp_notified)",
+                                  values) is None:
+            self._update_charge_if(key, update, "charge_status = :executing", {**values, ":due": now})
 
     def record_charge_awaiting_action(self, key: str, psp_reference: str, next_action: dict[str, str],
                                       expires_at: str, payment_order_ids: Iterable[str], now: str) -> str:
@@ -593,6 +596,15 @@ class PaymentTables:
             self._update_if(self.orders_table, {"payment_order_id": order_id},
                             "SET bounced_at = if_not_exists(bounced_at, :now), updated_at = :now",
                             "attribute_exists(payment_order_id)", {":now": now})
+
+    def record_psp_notification(self, key: str, notified: dict[str, str], now: str) -> dict[str, Any] | None:
+        """A PSP's signed word on an EXECUTING charge's payment (Adyen's AUTHORISATION: outcome, psp_reference,
+        psp_status, failure_code, failure_reason), which the executor's next attempt answers from. The first one is
+        kept (a later, different one changes nothing). The charge as it is now, or None if it is not EXECUTING."""
+        return self._update_charge_if(
+            key, "SET psp_notified = if_not_exists(psp_notified, :notified), updated_at = :now",
+            "charge_status = :executing", {":notified": notified, ":now": now,
+                                           ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
 
     def bring_charge_forward(self, key: str, expected_due_at: str, now: str, no_run_before: str) -> bool:
         """A PSP webhook says a parked charge may be decided: its sweep is due now, so the sweeper's next run

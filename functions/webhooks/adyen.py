@@ -8,9 +8,9 @@ FAILED by conditional writes, never back), so duplicated and reordered notificat
 - REFUND_FAILED, REFUNDED_REVERSED (success true): the refund failed after Adyen had accepted it, or the refunded
   money came back: as Stripe's `refund.failed` (a PENDING refund FAILED; a SUCCEEDED one is counted
   RefundFailedAfterSuccess, alarmed, for a human: never moved backwards).
-- AUTHORISATION: acknowledged and counted (AdyenAuthorisations): the executor has the charge's outcome from the
-  payment's own answer; a charge it saw Received/Pending stays PspOutcomeUnknown for a human, who can see the
-  notification's outcome in the processor's log (pspReference, success) and in Adyen's settlement file.
+- AUTHORISATION: the payment's outcome, recorded on its EXECUTING charge (`psp_notified`) and the charge brought
+  forward: the executor's next attempt answers from it, so a charge Adyen answered Received/Pending is decided. A
+  final charge it contradicts, or a payment naming no charge of ours or another amount: ReviewQueue.
 - any other eventCode: acknowledged and counted by the registry (`WebhooksUnknownType`).
 
 The refund is the one our reference names (merchantReference = our refund_id, which the adapter sends as the
@@ -21,18 +21,22 @@ is money our books do not hold: ReviewQueue (one discrepancy per pspReference an
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.executor import refund as refund_path
-from functions.shared import queues
+from functions.shared import clock, queues
 from functions.shared.adyen_units import from_adyen_amount
+from functions.shared.config import settings
 from functions.shared.money import Money, MoneyError
 from functions.shared.names import ADYEN_EVENT_PREFIX
-from functions.shared.psp_port import RefundResult
-from functions.shared.tables import RefundsTable
+from functions.shared.psp_port import FAILED, SUCCEEDED, RefundResult
+from functions.shared.routing import ADYEN
+from functions.shared.status import OrderStatus
+from functions.shared.tables import PaymentTables, RefundsTable
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
 from functions.webhooks.refunds import FAILED_AFTER_SUCCESS, FAILED_AFTER_SUCCESS_CATEGORY
@@ -41,7 +45,7 @@ logger = Logger(service="webhooks")
 
 REFUND, REFUND_FAILED, REFUNDED_REVERSED, AUTHORISATION = "REFUND", "REFUND_FAILED", "REFUNDED_REVERSED", \
     "AUTHORISATION"
-REVIEW, ACKNOWLEDGED, NOT_APPLICABLE = "review", "acknowledged", "not_applicable"
+REVIEW, NOT_APPLICABLE = "review", "not_applicable"
 
 
 def _success(item: dict[str, Any]) -> bool:
@@ -71,13 +75,65 @@ def refund_undone(event: WebhookEvent) -> str:
                                       failure_reason=item.get("reason") or code))
 
 
-def authorisation(event: WebhookEvent) -> str:
+def authorisation(event: WebhookEvent, tables: PaymentTables | None = None) -> str:
+    """AUTHORISATION: Adyen's outcome of a payment, our charge named by merchantReference (the adapter sends the
+    charge_key). Recorded on an EXECUTING charge (the executor's next attempt answers from it: a charge Adyen
+    answered Received or Pending is decided so) and that charge's recheck brought forward. A final charge that
+    agrees: nothing to do; one that disagrees is money our books do not show: ReviewQueue."""
     item = event.obj
-    logger.info("Adyen AUTHORISATION acknowledged", extra={"event_id": event.id,
-                                                           "merchant_reference": item.get("merchantReference"),
-                                                           "success": item.get("success")})
     metrics.add_metric(name="AdyenAuthorisations", unit=MetricUnit.Count, value=1)
-    return ACKNOWLEDGED
+    tables = tables or PaymentTables.from_settings()
+    key = str(item.get("merchantReference") or "")
+    charge = tables.get_charge(key) if key else None
+    if charge is None or charge.get("psp") != ADYEN:
+        _review(event, "authorisation_not_ours", "names no charge of ours at Adyen: a payment our books do not hold")
+        return REVIEW
+    try:
+        said = from_adyen_amount(item.get("amount") or {})
+    except MoneyError:
+        said = None
+    ours = Money(int(charge["amount_minor"]), charge["currency"])
+    recorded = str(charge.get("psp_reference") or "")
+    if said != ours or (recorded and recorded != item.get("pspReference")):
+        _review(event, "authorisation_mismatch", f"is for {said} ({item.get('pspReference')}), our charge {key} is "
+                f"for {ours} ({recorded or 'no payment recorded yet'})")
+        return REVIEW
+    notified = authorisation_result(item)
+    if OrderStatus(charge["charge_status"]).is_final:
+        return _against_final(event, charge, notified)
+    now = clock.now()
+    charge = tables.record_psp_notification(key, notified, clock.iso(now)) or tables.get_charge(key) or charge
+    if OrderStatus(charge["charge_status"]).is_final:  # finalized between the read and the write
+        return _against_final(event, charge, notified)
+    if charge.get("dead_letter_reason") or "due_at" not in charge:
+        return "recorded"  # a human holds it (`ops` redrives it, and the attempt answers from the record)
+    no_run_before = clock.iso(now + timedelta(seconds=settings().executing_deadline_s))
+    if tables.bring_charge_forward(key, str(charge["due_at"]), clock.iso(now), no_run_before):
+        return "redrive_due"
+    return "recorded"  # an attempt may be running: it, or the charge's recheck, answers from the record
+
+
+def authorisation_result(item: dict[str, Any]) -> dict[str, str]:
+    """The charge outcome an AUTHORISATION item says, in the executor's ChargeResult fields."""
+    reference = str(item.get("pspReference") or "")
+    if _success(item):
+        return {"outcome": SUCCEEDED, "psp_reference": reference, "psp_status": "Authorised"}
+    reason = str(item.get("reason") or "Refused")
+    return {"outcome": FAILED, "psp_reference": reference, "psp_status": "Refused",
+            "failure_code": "_".join(reason.lower().split()[:6]) or "refused", "failure_reason": reason}
+
+
+def _against_final(event: WebhookEvent, charge: dict[str, Any], notified: dict[str, str]) -> str:
+    status = OrderStatus(charge["charge_status"])
+    if (notified["outcome"] == SUCCEEDED) == (status is OrderStatus.SUCCESS):
+        return "already_final"
+    if notified["outcome"] == SUCCEEDED:
+        _review(event, "charge_succeeded_recorded_failed", f"says charge {charge['charge_key']} was authorised; "
+                "our charge is FAILED: money taken that our books do not show")
+    else:
+        _review(event, "charge_failed_recorded_succeeded", f"says charge {charge['charge_key']} was refused; our "
+                "charge is SUCCESS")
+    return REVIEW
 
 
 def _apply(event: WebhookEvent, result: RefundResult) -> str:
@@ -111,7 +167,8 @@ def _review(event: WebhookEvent, category: str, what: str) -> None:
         "source": "webhooks", "category": category,
         "explanation": f"Adyen {item.get('eventCode')} {psp_reference} (success {item.get('success')}) {what}",
         "discrepancy_id": hashlib.sha256(identity.encode()).hexdigest()[:32],
-        "psp": "adyen", "psp_refund_id": psp_reference, "event_id": event.id,
+        "psp": ADYEN, ("psp_reference" if item.get("eventCode") == AUTHORISATION else "psp_refund_id"): psp_reference,
+        "event_id": event.id,
         "merchant_reference": item.get("merchantReference"), "original_reference": item.get("originalReference"),
         "amount": item.get("amount")})
 

@@ -37,6 +37,9 @@ TEST_HOLDER_NAMES: dict[str, tuple[str, str, str]] = {
     "INVALID_AMOUNT": ("Refused", "Invalid Amount", "7"),
     "NOT_ENOUGH_BALANCE": ("Refused", "Not enough balance", "12"),
 }
+# The sandbox's own (not Adyen's test values): a payment answered `Received` (Adyen's initial state; its outcome comes
+# in the AUTHORISATION notification), which is sent at once with the outcome named here.
+RECEIVED_HOLDER_NAMES: dict[str, str] = {"RECEIVED": "Authorised", "RECEIVED_DECLINED": "DECLINED"}
 # ISO 4217 codes the sandbox takes (Adyen's own minor units: CLP and ISK with 2 decimals).
 _CODES = ("AED AUD BHD BRL CAD CHF CLP CNY CZK DKK EUR GBP HKD HUF ILS INR ISK JOD JPY KRW KWD MXN MYR NOK NZD OMR PLN "
           "RON SEK SGD THB TND USD VND ZAR")
@@ -78,6 +81,13 @@ class Payment:
     refunded: int = 0  # received refunds, in Adyen's minor units
     cancelled: bool = False
     refunds: list[str] = field(default_factory=list)
+    eventual: str = ""  # a `Received` payment's outcome: Authorised, or a TEST_HOLDER_NAMES refusal
+
+    def settle(self) -> None:
+        """A `Received` payment gets its outcome (its first answer, stored under its key, stays `Received`)."""
+        if self.result_code == "Received" and self.eventual:
+            self.result_code, self.refusal_reason, _code = TEST_HOLDER_NAMES.get(self.eventual,
+                                                                                 ("Authorised", "", ""))
 
     def answer(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -160,11 +170,18 @@ class Books:
         if not isinstance(body.get("returnUrl"), str) or not body["returnUrl"]:
             raise invalid("Required field 'returnUrl' is not provided")
         result_code, reason, summary = _card(body.get("paymentMethod"))
+        eventual = RECEIVED_HOLDER_NAMES.get(str((body.get("paymentMethod") or {}).get("holderName", "")), "")
+        if eventual:
+            result_code, reason = "Received", ""
         with self._lock:
             payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
-                              summary, reason)
+                              summary, reason, eventual=eventual)
             self.payments[payment.psp_reference] = payment
         return payment
+
+    def settle(self, payment: Payment) -> None:
+        with self._lock:
+            payment.settle()
 
     def refund(self, psp_reference: str, body: dict[str, Any]) -> tuple[Payment, dict[str, Any]]:
         self._merchant(body)

@@ -1,5 +1,6 @@
 """The Adyen sandbox's HTTP front: Checkout API v71 (`/payments`, `/payments/{pspReference}/refunds` (answered
-`received`, then a signed REFUND notification: success, or a refusal when our reference contains FAIL),
+`received`, then a signed REFUND notification: success, or a refusal when our reference contains FAIL; a payment
+whose holderName is RECEIVED or RECEIVED_DECLINED is answered `Received` and decided by its AUTHORISATION),
 `/payments/{pspReference}/cancels`) behind one pipeline (X-API-Key → Idempotency-Key's length → faults →
 Idempotency-Key → endpoint → lost answers), and `/_sandbox/` (health, faults, payments). The fault injector and the
 clock are the Stripe sandbox's.
@@ -69,8 +70,10 @@ class AdyenSandbox:
         """Run one endpoint: (HTTP status, answer); AdyenApiError for a refusal."""
         if path == f"/{VERSION}/payments":
             payment = self.books.pay(body)
+            answer = payment.answer()
+            self.books.settle(payment)  # a Received payment: decided now, told only by the notification below
             self._notify_authorisation(payment)
-            return 200, payment.answer()
+            return 200, answer
         match = _MODIFICATION.match(path)
         if match is None:
             raise AdyenApiError(404, "sbx_not_found", f"no endpoint {path}", "configuration")

@@ -19,7 +19,7 @@ import pytest
 from local.stack import LocalStack, default_adyen_sandbox
 from psp_sandbox.adyen.books import sandbox_encrypted
 from tests.e2e.conftest import running_stack
-from tests.e2e.test_http_flows import FINAL, intents_of, unique, wait_final
+from tests.e2e.test_http_flows import FINAL, dead_letters_for, intents_of, unique, wait_final
 from verification.storefront import ApiClient
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -103,6 +103,22 @@ def test_a_declined_adyen_card_fails_every_order_with_its_reason(stack, api):
     order = wait_final(api, f"{checkout_id}_0")
     assert (order["payment_order_status"], order["failure_code"]) == ("FAILED", "refused"), order
     assert [p["resultCode"] for p in adyen_payments(stack, checkout_id)] == ["Refused"]
+
+
+@pytest.mark.parametrize(("holder", "status", "code"), [("RECEIVED", "SUCCESS", None),
+                                                       ("RECEIVED_DECLINED", "FAILED", "refused")])
+def test_a_payment_adyen_answers_received_is_decided_by_its_authorisation_notification(stack, api, holder, status,
+                                                                                       code):
+    # Adyen answers `Received`; its signed AUTHORISATION reaches /v1/webhooks/adyen, the processor records it on the
+    # charge and brings it forward, and the sweeper's next attempt decides from it (no dead letter, one payment)
+    checkout_id = unique("chk_adyen_rcv")
+    sent = body(checkout_id, [("seller_nl1", "9.99", "EUR")], {"adyen": adyen_card(holder)})
+    assert api.post_checkout(sent)[0] == 202
+    order = wait_final(api, f"{checkout_id}_0", timeout=60)
+    assert (order["payment_order_status"], order.get("failure_code")) == (status, code), order
+    [payment] = adyen_payments(stack, checkout_id)
+    assert payment["resultCode"] == ("Authorised" if status == "SUCCESS" else "Refused")
+    assert dead_letters_for(stack, "WorkflowDlqUrl", checkout_id) == []
 
 
 def test_a_stripe_token_for_a_eur_card_routed_to_adyen_is_refused_before_anything_is_charged(stack, api):

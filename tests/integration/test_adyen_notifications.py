@@ -176,11 +176,11 @@ def test_an_item_for_another_merchant_account_is_accepted_and_dropped(pending):
     assert processed() == ["succeeded"]
 
 
-def test_unknown_codes_and_authorisations_are_acknowledged_and_counted(pending, charged):  # noqa: F811
+def test_unknown_codes_are_acknowledged_and_an_authorisation_of_a_final_charge_changes_nothing(pending, charged):  # noqa: F811, E501
     [authorisation] = [i for i in charged.sandbox.notifier.emitted if i["eventCode"] == "AUTHORISATION"]
     report = resigned(pending, eventCode="REPORT_AVAILABLE", pspReference="SBX0000000000777")
     assert post(body_of(authorisation, report))["body"] == "[accepted]"
-    assert sorted(processed()) == ["acknowledged", "unknown_type"]
+    assert sorted(processed()) == ["already_final", "unknown_type"]
     assert RefundsTable.from_settings().get("rf_a1")["refund_status"] == "PENDING"
 
 
