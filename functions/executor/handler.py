@@ -165,8 +165,6 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
         raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
     before = tables.note_psp_call(work.charge_key, work.attempt)
     reference = str(before.get("psp_reference") or work.psp_reference)
-    if (notified := _notified_outcome(work, before, reference)) is not None:
-        return notified
     retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
     work = _as_sent(work, before, retry)
     try:
@@ -190,29 +188,33 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
                                 f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
                                 "supported for this PSP")
     if result.outcome == psp.PENDING:
-        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification (a replay only repeats this
-        # answer), recorded on the charge by the webhook path, maybe while this call was out. Else finalize parks
-        # the charge for a recheck, the notification brings it forward, and that attempt answers from it above;
-        # none within the sweeper's attempts: a dead letter, for a human.
-        notified = _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result.psp_reference)
-        return notified or result
+        # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification (the replay only repeats this
+        # answer), recorded on the charge by the webhook path, maybe while this call was out: read again. Without
+        # one, finalize parks the charge for a recheck, which the notification brings forward; none within the
+        # sweeper's attempts: a dead letter, for a human.
+        return _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result) or result
+    if (notified := _notified_outcome(work, before, result)) is not None and notified.outcome != result.outcome:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}, its notification said "
+                                f"{notified.psp_status}: a human decides which holds")
     return result
 
 
-def _notified_outcome(work: ChargeWork, charge: dict[str, Any], reference: str) -> psp.ChargeResult | None:
+def _notified_outcome(work: ChargeWork, charge: dict[str, Any], answer: psp.ChargeResult
+                      ) -> psp.ChargeResult | None:
     """The outcome a PSP's signed notification recorded on the charge (Adyen's AUTHORISATION, written by
-    functions/webhooks/adyen.py once its amount was checked against the charge's), or None. It decides without a
-    call. A notification about another payment than the one the charge recorded is PspOutcomeUnknown."""
+    functions/webhooks/adyen.py once its amount was checked against the charge's), or None. It must name the payment
+    the PSP's own answer (this attempt's replay) names, else PspOutcomeUnknown."""
     notified = charge.get("psp_notified")
     if not notified:
         return None
-    if reference and notified.get("psp_reference") != reference:
-        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} notified {notified.get('psp_reference')}, the charge "
-                                f"recorded {reference}")
+    if notified.get("psp_reference") != answer.psp_reference:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} notified {notified.get('psp_reference')}, its answer "
+                                f"names {answer.psp_reference or 'no payment'}")
     result = psp.ChargeResult(**{name: str(notified.get(name) or "") for name in NOTIFIED_FIELDS})
     if result.outcome not in (psp.SUCCEEDED, psp.FAILED):
         raise PspOutcomeUnknown(f"{work.charge_key}: a recorded notification says {result.outcome!r}")
-    logger.info("charge decided by the PSP's notification", extra={"outcome": result.outcome})
+    if answer.outcome == psp.PENDING:
+        logger.info("charge decided by the PSP's notification", extra={"outcome": result.outcome})
     return result
 
 

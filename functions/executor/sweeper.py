@@ -4,8 +4,9 @@
 - EXECUTING past the deadline: the workflow died, timed out, was dead-lettered, the PSP said `pending`, or
   finalize died before marking the charge (it is marked last): start the next attempt (same PSP key; with the
   PSP reference known, the executor reads the charge's current state; every later step is idempotent).
-- Past max attempts (not counting a bank debit still processing, nor attempts parked while the PSP was down)
-  the charge leaves the sweeper's index and a dead-letter message says why (alarm).
+- Past max attempts (not counting a bank debit still processing, nor attempts parked while the PSP was down, and one
+  more for a charge whose outcome the PSP's notification recorded, which that attempt decides) the charge leaves the
+  sweeper's index and a dead-letter message says why (alarm).
 
 Then the payouts of the same shard (the Payouts table's sweep index), inside the same run budget:
 - HELD past auto_release_at: released as the API releases (functions/payment/payouts.release_payout).
@@ -151,8 +152,9 @@ def _drive(tables: PaymentTables, key: str, now: datetime) -> str:
         return "skipped"
     # an attempt that found its PSP down sent nothing: a wait, not a failed attempt (for psp_outage_max_wait_s)
     failed_attempts = attempts - int(charge.get("parked_attempts", 0))
-    if not _debit_still_processing(charge, now) and (failed_attempts >= config.max_attempts
-                                                     or _psp_outage_too_long(charge, now)):
+    # the PSP's notification recorded the outcome: one attempt more, which decides it (functions/executor/handler.py)
+    out_of_attempts = failed_attempts >= config.max_attempts + (1 if charge.get("psp_notified") else 0)
+    if not _debit_still_processing(charge, now) and (out_of_attempts or _psp_outage_too_long(charge, now)):
         return _dead_letter(tables, charge, status, now)
     if status is OrderStatus.NOT_STARTED:
         later = clock.iso(now + timedelta(seconds=config.enqueue_grace_s))

@@ -9,8 +9,9 @@ FAILED by conditional writes, never back), so duplicated and reordered notificat
   money came back: as Stripe's `refund.failed` (a PENDING refund FAILED; a SUCCEEDED one is counted
   RefundFailedAfterSuccess, alarmed, for a human: never moved backwards).
 - AUTHORISATION: the payment's outcome, recorded on its EXECUTING charge (`psp_notified`) and the charge brought
-  forward: the executor's next attempt answers from it, so a charge Adyen answered Received/Pending is decided. A
-  final charge it contradicts, or a payment naming no charge of ours or another amount: ReviewQueue.
+  forward: the executor's next attempt decides a charge Adyen answered Received/Pending from it. While an attempt
+  may be running the event comes back later, so it is compared with the outcome the charge ends on. A final charge it
+  contradicts, or an authorised payment naming no charge of ours or another amount: ReviewQueue.
 - any other eventCode: acknowledged and counted by the registry (`WebhooksUnknownType`).
 
 The refund is the one our reference names (merchantReference = our refund_id, which the adapter sends as the
@@ -39,6 +40,7 @@ from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, RefundsTable
 from functions.webhooks.events import WebhookEvent
 from functions.webhooks.metrics import metrics
+from functions.webhooks.payments import EventNotYetApplicable
 from functions.webhooks.refunds import FAILED_AFTER_SUCCESS, FAILED_AFTER_SUCCESS_CATEGORY
 
 logger = Logger(service="webhooks")
@@ -77,17 +79,18 @@ def refund_undone(event: WebhookEvent) -> str:
 
 def authorisation(event: WebhookEvent, tables: PaymentTables | None = None) -> str:
     """AUTHORISATION: Adyen's outcome of a payment, our charge named by merchantReference (the adapter sends the
-    charge_key). Recorded on an EXECUTING charge (the executor's next attempt answers from it: a charge Adyen
-    answered Received or Pending is decided so) and that charge's recheck brought forward. A final charge that
-    agrees: nothing to do; one that disagrees is money our books do not show: ReviewQueue."""
+    charge_key). Recorded on an EXECUTING charge: the executor's next attempt decides a charge Adyen answered
+    Received/Pending from it, and that charge's recheck is brought forward. While an attempt may be running, the
+    event comes back (EventNotYetApplicable) until the charge is parked or final, so that it is always compared
+    with the outcome our books end on: one it contradicts is money our books do not show (ReviewQueue)."""
     item = event.obj
     metrics.add_metric(name="AdyenAuthorisations", unit=MetricUnit.Count, value=1)
     tables = tables or PaymentTables.from_settings()
     key = str(item.get("merchantReference") or "")
     charge = tables.get_charge(key) if key else None
     if charge is None or charge.get("psp") != ADYEN:
-        _review(event, "authorisation_not_ours", "names no charge of ours at Adyen: a payment our books do not hold")
-        return REVIEW
+        return _not_ours(event, "authorisation_not_ours", "names no charge of ours at Adyen: a payment our books "
+                         "do not hold")
     try:
         said = from_adyen_amount(item.get("amount") or {})
     except MoneyError:
@@ -95,9 +98,8 @@ def authorisation(event: WebhookEvent, tables: PaymentTables | None = None) -> s
     ours = Money(int(charge["amount_minor"]), charge["currency"])
     recorded = str(charge.get("psp_reference") or "")
     if said != ours or (recorded and recorded != item.get("pspReference")):
-        _review(event, "authorisation_mismatch", f"is for {said} ({item.get('pspReference')}), our charge {key} is "
-                f"for {ours} ({recorded or 'no payment recorded yet'})")
-        return REVIEW
+        return _not_ours(event, "authorisation_mismatch", f"is for {said} ({item.get('pspReference')}), our charge "
+                         f"{key} is for {ours} ({recorded or 'no payment recorded yet'})", charge)
     notified = authorisation_result(item)
     if OrderStatus(charge["charge_status"]).is_final:
         return _against_final(event, charge, notified)
@@ -105,22 +107,39 @@ def authorisation(event: WebhookEvent, tables: PaymentTables | None = None) -> s
     charge = tables.record_psp_notification(key, notified, clock.iso(now)) or tables.get_charge(key) or charge
     if OrderStatus(charge["charge_status"]).is_final:  # finalized between the read and the write
         return _against_final(event, charge, notified)
+    first = charge.get("psp_notified") or {}
+    if first.get("outcome") != notified["outcome"]:  # Adyen said the other outcome first: which one holds?
+        _review(event, "authorisation_contradicted", f"contradicts the AUTHORISATION recorded first on {key} "
+                f"({first.get('outcome')})", charge)
+        return REVIEW
     if charge.get("dead_letter_reason") or "due_at" not in charge:
-        return "recorded"  # a human holds it (`ops` redrives it, and the attempt answers from the record)
+        logger.warning("a dead-lettered charge's outcome is now known: redrive it", extra={"charge_key": key})
+        return "left_for_operator"  # `ops` redrives it, and the attempt decides from the record
     no_run_before = clock.iso(now + timedelta(seconds=settings().executing_deadline_s))
     if tables.bring_charge_forward(key, str(charge["due_at"]), clock.iso(now), no_run_before):
         return "redrive_due"
-    return "recorded"  # an attempt may be running: it, or the charge's recheck, answers from the record
+    # An attempt may be running, and may end on Adyen's own answer: back once it has, to compare (or bring forward)
+    raise EventNotYetApplicable(f"{key}: an attempt may be running; the AUTHORISATION comes back")
 
 
 def authorisation_result(item: dict[str, Any]) -> dict[str, str]:
-    """The charge outcome an AUTHORISATION item says, in the executor's ChargeResult fields."""
+    """The charge outcome an AUTHORISATION item says, in the executor's ChargeResult fields. `success` is signed and
+    decides; `reason` is not signed, so it is only text (failure_reason), never the failure code."""
     reference = str(item.get("pspReference") or "")
     if _success(item):
         return {"outcome": SUCCEEDED, "psp_reference": reference, "psp_status": "Authorised"}
-    reason = str(item.get("reason") or "Refused")
-    return {"outcome": FAILED, "psp_reference": reference, "psp_status": "Refused",
-            "failure_code": "_".join(reason.lower().split()[:6]) or "refused", "failure_reason": reason}
+    return {"outcome": FAILED, "psp_reference": reference, "psp_status": "Refused", "failure_code": "refused",
+            "failure_reason": str(item.get("reason") or "Refused")}
+
+
+def _not_ours(event: WebhookEvent, category: str, what: str, charge: dict[str, Any] | None = None) -> str:
+    """A payment our books do not hold: ReviewQueue if Adyen authorised it (money moved); a refused one (no money
+    moved; a pay-by-link or a card check made outside MarketPay) is only counted."""
+    if _success(event.obj):
+        _review(event, category, what, charge)
+        return REVIEW
+    metrics.add_metric(name="AdyenAuthorisationsNotOurs", unit=MetricUnit.Count, value=1)
+    return "not_ours"
 
 
 def _against_final(event: WebhookEvent, charge: dict[str, Any], notified: dict[str, str]) -> str:
@@ -129,10 +148,10 @@ def _against_final(event: WebhookEvent, charge: dict[str, Any], notified: dict[s
         return "already_final"
     if notified["outcome"] == SUCCEEDED:
         _review(event, "charge_succeeded_recorded_failed", f"says charge {charge['charge_key']} was authorised; "
-                "our charge is FAILED: money taken that our books do not show")
+                "our charge is FAILED: money taken that our books do not show", charge)
     else:
         _review(event, "charge_failed_recorded_succeeded", f"says charge {charge['charge_key']} was refused; our "
-                "charge is SUCCESS")
+                "charge is SUCCESS", charge)
     return REVIEW
 
 
@@ -159,18 +178,26 @@ def _apply(event: WebhookEvent, result: RefundResult) -> str:
     return outcome
 
 
-def _review(event: WebhookEvent, category: str, what: str) -> None:
+def _review(event: WebhookEvent, category: str, what: str, charge: dict[str, Any] | None = None) -> None:
+    """One ReviewQueue message per pspReference, event code and category. A charge's review names the charge and its
+    orders (as Stripe's does); a refund's names the refund's pspReference."""
     item = event.obj
     psp_reference = str(item.get("pspReference") or "")
     identity = f"webhooks:{category}:adyen:{psp_reference}:{item.get('eventCode')}"
-    queues.send_for_review({
+    message: dict[str, Any] = {
         "source": "webhooks", "category": category,
         "explanation": f"Adyen {item.get('eventCode')} {psp_reference} (success {item.get('success')}) {what}",
         "discrepancy_id": hashlib.sha256(identity.encode()).hexdigest()[:32],
-        "psp": ADYEN, ("psp_reference" if item.get("eventCode") == AUTHORISATION else "psp_refund_id"): psp_reference,
-        "event_id": event.id,
-        "merchant_reference": item.get("merchantReference"), "original_reference": item.get("originalReference"),
-        "amount": item.get("amount")})
+        "psp": ADYEN, "event_id": event.id, "merchant_reference": item.get("merchantReference"),
+        "original_reference": item.get("originalReference"), "amount": item.get("amount")}
+    if item.get("eventCode") == AUTHORISATION:
+        message["psp_reference"] = psp_reference
+    else:
+        message["psp_refund_id"] = psp_reference
+    if charge is not None:
+        message |= {"charge_key": charge["charge_key"], "checkout_id": charge.get("checkout_id"),
+                    "payment_order_ids": [order["payment_order_id"] for order in charge.get("orders", [])]}
+    queues.send_for_review(message)
 
 
 HANDLERS = {
