@@ -18,6 +18,7 @@ steps above run for it (docs/decisions.md 2026-12-07).
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import timedelta
 from typing import Any
@@ -136,10 +137,14 @@ def _failed_unsent(work: ChargeWork) -> psp.ChargeResult:
                             failure_reason=f"{work.psp} was unavailable; nothing was sent, nothing was charged")
 
 
-# Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the
-# action would have to reach the storefront and come back through /payments/details, which is not built.
+# Adyen's resultCodes that wait for the buyer. A redirect or a 3-D Secure 2 fingerprint or challenge is handed to the
+# storefront (Drop-in's createFromAction) and its result comes back through our API as `details`, which the executor
+# sends to /payments/details. A voucher (PresentToShopper) is paid later, elsewhere: not built.
 SHOPPER_ACTION_CODES = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper", "PresentToShopper"})
+HANDED_OVER_CODES = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper"})
 SHOPPER_ACTION_NOT_SUPPORTED = "shopper_action_not_supported"
+ADYEN_ACTION = "adyen_action"  # next_action.type of an Adyen shopper action (finalize, the API's NextAction)
+AUTHENTICATION_ABANDONED = "authentication_abandoned"
 
 
 def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
@@ -167,6 +172,8 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     reference = str(before.get("psp_reference") or work.psp_reference)
     if (notified := _notified_outcome(work, before, reference)) is not None:
         return notified
+    if _awaits_shopper_action(before):  # shown to the buyer (finalize recorded it): their details, or the deadline
+        return _after_shopper_action(client, work, tables, before, reference)
     retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
     work = _as_sent(work, before, retry)
     try:
@@ -183,12 +190,7 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     if result.psp_reference and result.psp_reference != reference:
         tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
     if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
-        # Certain: the action never reaches the buyer, so the payment is never authorised (it expires at the PSP).
-        logger.warning("the PSP asks for a shopper action this integration cannot hand over",
-                       extra={"psp_status": result.psp_status})
-        return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
-                                f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
-                                "supported for this PSP")
+        return _shopper_action(work, result)
     if result.outcome == psp.PENDING:
         # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification (a replay only repeats this
         # answer), recorded on the charge by the webhook path, maybe while this call was out. Else finalize parks
@@ -197,6 +199,87 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
         notified = _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result.psp_reference)
         return notified or result
     return result
+
+
+def _shopper_action(work: ChargeWork, result: psp.ChargeResult) -> psp.ChargeResult:
+    """A first answer asking the buyer to act: pending `requires_action` with Adyen's action object, which finalize
+    shows on the orders (next_action `adyen_action`) until threeds_timeout_s, as Stripe's challenges. An action that
+    cannot be handed over (a voucher, or none given) ends FAILED: it never reaches the buyer, so nothing is ever
+    authorised."""
+    if result.psp_status in HANDED_OVER_CODES and result.adyen_action:
+        logger.info("the PSP asks for a shopper action: handed to the storefront",
+                    extra={"psp_status": result.psp_status})
+        return psp.ChargeResult(psp.PENDING, result.psp_reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,
+                                adyen_action=result.adyen_action)
+    logger.warning("the PSP asks for a shopper action this integration cannot hand over",
+                   extra={"psp_status": result.psp_status})
+    return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                            f"{work.psp} asked for {result.psp_status}: not supported for this PSP")
+
+
+def _awaits_shopper_action(charge: dict[str, Any]) -> bool:
+    return (charge.get("next_action") or {}).get("type") == ADYEN_ACTION
+
+
+def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, charge: dict[str, Any],
+                          reference: str) -> psp.ChargeResult:
+    """A charge whose shopper action the buyer was shown. Decided from the charge, in this order:
+    - details recorded (the API's `payment_details`): sent to Adyen (`submit_details`, key `details:<charge_key>`),
+      whose answer decides. A retry, or a re-run after a crash anywhere after the call (its answer lost, finalize
+      not run or died half-way), sends the same details under the same key: Adyen replays its first answer, so
+      the run ends the same and nothing is authorised twice.
+    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again.
+    - the deadline passed: the abandonment is written first (only while no details are recorded, and the API
+      records none after it), then answered FAILED authentication_abandoned. No cancel is sent: Adyen authorises
+      a payment waiting for a shopper action only once /payments/details brings the buyer's result (Checkout API
+      v71, /payments/details; docs.adyen.com/online-payments/3d-secure/native-3ds2), and only we hold the API key
+      that sends it; the pending payment expires at Adyen. A crash between the write and finalize: the re-run
+      finds the abandonment. If the write loses to the API's (details came first), the details decide.
+    - otherwise (a re-drive before the deadline, e.g. a finalize that died before pushing the sweep to it): the
+      same action, pending again; finalize keeps the deadline it set (if_not_exists)."""
+    if charge.get("action_abandoned_at"):
+        return _abandoned(work, reference)
+    details = charge.get("psp_details")
+    if not details and _challenge_expired(charge):
+        if tables.abandon_action(work.charge_key, clock.iso()):
+            logger.info("shopper action abandoned: failed without a call")
+            return _abandoned(work, reference)
+        charge = tables.get_charge(work.charge_key) or {}  # details recorded meanwhile: they decide
+        details = charge.get("psp_details")
+    if not details:
+        action = charge["next_action"].get("action") or {}
+        return psp.ChargeResult(psp.PENDING, reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,
+                                adyen_action=json.dumps(action, sort_keys=True, separators=(",", ":")))
+    first = tables.note_details_sent(work.charge_key, clock.iso())
+    work = work.model_copy(update={"first_attempt_at": str(charge.get("first_attempt_at") or "")})
+    try:
+        result = client.submit_details(work, details)
+    except PspPermanentError as refused:
+        if not first:  # an earlier sending may have been processed: its answer, not this refusal, is the truth
+            raise PspOutcomeUnknown(f"{work.charge_key}: resent details were refused: {refused}") from refused
+        # Adyen refused the buyer's details (malformed, not for this payment): it authorises nothing without them
+        logger.warning("the PSP refused the shopper action's details", extra={"code": refused.code})
+        return psp.ChargeResult(psp.FAILED, reference, "details_refused", refused.code or "details_refused",
+                                refused.message)
+    if reference and result.psp_reference and result.psp_reference != reference:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answers {result.psp_reference} to the details, the "
+                                f"charge recorded {reference}")
+    if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
+        # A second action (a challenge after a fingerprint): one round of details per charge is built; nothing is
+        # authorised without the next round's details, which are never sent.
+        logger.warning("the PSP asks for a second shopper action", extra={"psp_status": result.psp_status})
+        return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                                f"{work.psp} asked for a second shopper action ({result.psp_status}) after the "
+                                "buyer's details: not supported")
+    if result.outcome == psp.PENDING:  # Received/Pending: its AUTHORISATION decides, as after a first call
+        notified = _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result.psp_reference)
+        return notified or result
+    return result
+
+
+def _abandoned(work: ChargeWork, reference: str) -> psp.ChargeResult:
+    return psp.ChargeResult(psp.FAILED, reference, "abandoned", AUTHENTICATION_ABANDONED,
+                            f"the buyer did not complete {work.psp}'s shopper action in time")
 
 
 def _notified_outcome(work: ChargeWork, charge: dict[str, Any], reference: str) -> psp.ChargeResult | None:

@@ -328,10 +328,11 @@ class PaymentTables:
         sets = "".join(f", {name} = :{name}" for name in fields)
         return self._update_if(
             table, key,
-            # final: out of the sweep index, and the buyer's client secret, mandate acceptance and Adyen card
-            # (encrypted, its security code among it) are not kept
+            # final: out of the sweep index, and the buyer's client secret, mandate acceptance, Adyen card
+            # (encrypted, its security code among it) and a shopper action's details are not kept (the details'
+            # digest is: a storefront's retry of them still gets its answer)
             f"SET {status_attribute} = :status, updated_at = :now{sets} "
-            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method",
+            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method, psp_details",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None
@@ -515,6 +516,37 @@ class PaymentTables:
         self._update_charge_if(key, "SET due_at = :due", "charge_status = :executing AND attribute_exists(due_at)",
                                {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         return deadline
+
+    def record_psp_details(self, key: str, psp: str, details: dict[str, str], digest: str, now: str
+                           ) -> dict[str, Any] | None:
+        """The buyer's answer to the PSP's shopper action (Adyen's `details`), recorded once on the charge while it
+        waits for it: EXECUTING at `psp`, a next_action shown, its deadline not passed and not yet abandoned by the
+        executor (`abandon_action`): the two conditions exclude each other, so the executor's decision and the
+        buyer's answer never both win. The first one is kept (`psp_details_digest` says which). The charge as it is
+        now, or None when not recorded (the caller reads the charge to say why)."""
+        return self._update_charge_if(
+            key, "SET psp_details = :details, psp_details_digest = :digest, psp_details_at = :now, updated_at = :now",
+            "charge_status = :executing AND psp = :psp AND psp_status = :requires AND attribute_exists(next_action) "
+            "AND action_expires_at > :now AND attribute_not_exists(psp_details_digest) "
+            "AND attribute_not_exists(action_abandoned_at)",
+            {":details": details, ":digest": digest, ":now": now, ":psp": psp, ":requires": "requires_action",
+             ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+
+    def abandon_action(self, key: str, now: str) -> bool:
+        """The executor's decision that the buyer abandoned the shopper action (its deadline passed with no details):
+        written once, only while no details are recorded, and kept (a re-run after a crash finds it and answers the
+        same). False: details were recorded first, and they decide."""
+        return self._update_charge_if(
+            key, "SET action_abandoned_at = if_not_exists(action_abandoned_at, :now), updated_at = :now",
+            "charge_status = :executing AND attribute_not_exists(psp_details_digest)",
+            {":now": now, ":executing": OrderStatus.EXECUTING.value}) is not None
+
+    def note_details_sent(self, key: str, now: str) -> bool:
+        """Before the details go to the PSP: True for the first sending, False when an earlier call may have sent
+        them (a refusal of a later one then proves nothing)."""
+        return self._update_charge_if(
+            key, "SET details_sent_at = :now", "attribute_exists(charge_key) AND attribute_not_exists(details_sent_at)",
+            {":now": now}) is not None
 
     def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
         """The charge's final status, written last by finalize (after its orders and the checkout): until then
