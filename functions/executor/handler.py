@@ -228,7 +228,8 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
       whose answer decides. A retry, or a re-run after a crash anywhere after the call (its answer lost, finalize
       not run or died half-way), sends the same details under the same key: Adyen replays its first answer, so
       the run ends the same and nothing is authorised twice.
-    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again.
+    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again; the
+      details refused by Adyen at their first sending (`details_refused`, written before answering): FAILED again.
     - the deadline passed: the abandonment is written first (only while no details are recorded, and the API
       records none after it), then answered FAILED authentication_abandoned. No cancel is sent: Adyen authorises
       a payment waiting for a shopper action only once /payments/details brings the buyer's result (Checkout API
@@ -239,6 +240,8 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
       same action, pending again; finalize keeps the deadline it set (if_not_exists)."""
     if charge.get("action_abandoned_at"):
         return _abandoned(work, reference)
+    if refused := charge.get("details_refused"):  # an earlier run's first sending was refused: the same answer
+        return _details_refused(reference, str(refused.get("code", "")), str(refused.get("message", "")))
     details = charge.get("psp_details")
     if not details and _challenge_expired(charge):
         if tables.abandon_action(work.charge_key, clock.iso()):
@@ -257,10 +260,12 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
     except PspPermanentError as refused:
         if not first:  # an earlier sending may have been processed: its answer, not this refusal, is the truth
             raise PspOutcomeUnknown(f"{work.charge_key}: resent details were refused: {refused}") from refused
-        # Adyen refused the buyer's details (malformed, not for this payment): it authorises nothing without them
+        # Adyen refused the buyer's details (malformed, not for this payment): it authorises nothing without them.
+        # Recorded before it is answered, so a re-run after a crash answers the same without sending again (a
+        # resent refusal would be PspOutcomeUnknown above: a dead letter for a decided charge).
         logger.warning("the PSP refused the shopper action's details", extra={"code": refused.code})
-        return psp.ChargeResult(psp.FAILED, reference, "details_refused", refused.code or "details_refused",
-                                refused.message)
+        tables.record_details_refused(work.charge_key, refused.code or DETAILS_REFUSED, refused.message)
+        return _details_refused(reference, refused.code, refused.message)
     if reference and result.psp_reference and result.psp_reference != reference:
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answers {result.psp_reference} to the details, the "
                                 f"charge recorded {reference}")
@@ -275,6 +280,14 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
         notified = _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result.psp_reference)
         return notified or result
     return result
+
+
+DETAILS_REFUSED = "details_refused"
+
+
+def _details_refused(reference: str, code: str, message: str) -> psp.ChargeResult:
+    return psp.ChargeResult(psp.FAILED, reference, DETAILS_REFUSED, code or DETAILS_REFUSED,
+                            message or "the PSP refused the buyer's details")
 
 
 def _abandoned(work: ChargeWork, reference: str) -> psp.ChargeResult:

@@ -548,6 +548,12 @@ class PaymentTables:
             key, "SET details_sent_at = :now", "attribute_exists(charge_key) AND attribute_not_exists(details_sent_at)",
             {":now": now}) is not None
 
+    def record_details_refused(self, key: str, code: str, message: str) -> None:
+        """The PSP refused the details at their first sending (certain: nothing was authorised): kept, so that a
+        re-run answers the same FAILED without sending them again. The first refusal is kept."""
+        self._update_charge_if(key, "SET details_refused = if_not_exists(details_refused, :refused)",
+                               "attribute_exists(charge_key)", {":refused": {"code": code, "message": message[:500]}})
+
     def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
         """The charge's final status, written last by finalize (after its orders and the checkout): until then
         it stays in the sweep index, so a finalize that died half-way is resumed. True if this call moved it."""

@@ -245,3 +245,41 @@ def test_the_abandonment_written_before_a_crash_is_answered_again(workflow):
     state = {**work.model_dump(), "charge": executor.execute(work).as_dict()}
     assert state["charge"] == first.as_dict()
     assert finalize.finalize(state)["charge_status"] == "FAILED"
+
+
+def test_two_answers_racing_keep_the_first_and_the_abandonment_excludes_details(workflow):
+    challenged("chk_c12")
+    tables = PaymentTables.from_settings()
+    # two API calls that both read "no details" before writing: the conditional write keeps the first
+    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "a"}, "digest-a", clock.iso())
+    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "b"}, "digest-b", clock.iso()) is None
+    assert charge("chk_c12")["psp_details"] == {"threeDSResult": "a"}
+    # and once details are recorded, the executor cannot write the abandonment
+    assert not tables.abandon_action("chk_c12#EUR", clock.iso())
+    challenged("chk_c13")
+    assert tables.abandon_action("chk_c13#EUR", clock.iso())
+    assert tables.record_psp_details("chk_c13#EUR", "adyen", {"threeDSResult": "a"}, "d", clock.iso()) is None
+
+
+def test_details_adyen_refuses_fail_the_charge_and_a_re_run_answers_the_same_without_sending(workflow):
+    challenged("chk_c14")
+    assert send_details("chk_c14", {"threeDSResult": "bm90IGEgcmVzdWx0"})[0] == 202  # the API does not judge them
+    assert sweeper.sweep()["redriven"] == 1
+    work = work_of("chk_c14", "EUR", attempt=int(charge("chk_c14")["attempts"]))
+    first = executor.execute(work)  # refused by Adyen (422), recorded; the run dies before finalize
+    assert (first.outcome, first.failure_code) == ("failed", "adyen_sbx_details_invalid")
+    workflow.sandbox.faults.push("http_500", match={"path": "/v71/payments/details"})  # a resend would meet this
+    assert run_charge(work)["charge_status"] == "FAILED"
+    assert {o["failure_code"] for o in orders_of("chk_c14")} == {"adyen_sbx_details_invalid"}
+    assert workflow.sandbox.faults.clear_queued() == 1  # the re-run sent nothing
+    assert [p["resultCode"] for p in adyen_payments(workflow, "chk_c14")] == ["ChallengeShopper"]
+
+
+def test_a_refusal_of_details_an_earlier_run_may_have_sent_is_unknown_never_failed(workflow):
+    from functions.shared.errors import PspOutcomeUnknown
+    challenged("chk_c15")
+    send_details("chk_c15", {"threeDSResult": "bm90IGEgcmVzdWx0"})
+    PaymentTables.from_settings().note_details_sent("chk_c15#EUR", clock.iso())  # an earlier run sent them
+    assert sweeper.sweep()["redriven"] == 1
+    with pytest.raises(PspOutcomeUnknown):
+        executor.execute(work_of("chk_c15", "EUR", attempt=int(charge("chk_c15")["attempts"])))
