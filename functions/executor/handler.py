@@ -27,7 +27,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.shared import breaker, clock, psp
+from functions.shared import breaker, clock, psp, psp_port
 from functions.shared.config import settings
 from functions.shared.errors import (
     ChargeFailedUnsent,
@@ -221,42 +221,50 @@ def _awaits_shopper_action(charge: dict[str, Any]) -> bool:
     return (charge.get("next_action") or {}).get("type") == ADYEN_ACTION
 
 
+MAX_ACTION_ROUNDS = 3  # actions answered per charge (a fingerprint, then a challenge, is 2): past it, FAILED
+
+
 def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, charge: dict[str, Any],
                           reference: str) -> psp.ChargeResult:
-    """A charge whose shopper action the buyer was shown. Decided from the charge, in this order:
-    - details recorded (the API's `payment_details`): sent to Adyen (`submit_details`, key `details:<charge_key>`),
-      whose answer decides. A retry, or a re-run after a crash anywhere after the call (its answer lost, finalize
-      not run or died half-way), sends the same details under the same key: Adyen replays its first answer, so
-      the run ends the same and nothing is authorised twice.
-    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again; the
-      details refused by Adyen at their first sending (`details_refused`, written before answering): FAILED again.
-    - the deadline passed: the abandonment is written first (only while no details are recorded, and the API
-      records none after it), then answered FAILED authentication_abandoned. No cancel is sent: Adyen authorises
-      a payment waiting for a shopper action only once /payments/details brings the buyer's result (Checkout API
-      v71, /payments/details; docs.adyen.com/online-payments/3d-secure/native-3ds2), and only we hold the API key
-      that sends it; the pending payment expires at Adyen. A crash between the write and finalize: the re-run
-      finds the abandonment. If the write loses to the API's (details came first), the details decide.
+    """A charge whose shopper action the buyer was shown (next_action, its `action_id`). Decided from the charge, in
+    this order:
+    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again; details
+      Adyen refused at their first sending (`details_refused`, written before answering): FAILED again.
+    - details recorded for this action (the API's `payment_details`): sent to Adyen (`submit_details`, key
+      `details:<charge_key>:<action_id>`), whose answer decides: an outcome, or a next action (a challenge after a
+      fingerprint), handed to the storefront in its place like the first. A retry, or a re-run after a crash
+      anywhere after the call (its answer lost, finalize not run or died half-way, the next action not recorded
+      yet), sends the same details under the same key: Adyen replays its first answer, so the run ends the same and
+      nothing is authorised twice.
+    - the deadline passed: the abandonment is written first (only while no details for this action are recorded,
+      and the API records none after it), then answered FAILED authentication_abandoned. No cancel is sent: Adyen
+      authorises a payment waiting for a shopper action only once /payments/details brings the buyer's result
+      (Checkout API v71, /payments/details; docs.adyen.com/online-payments/3d-secure/native-3ds2), and only we hold
+      the API key that sends it; the pending payment expires at Adyen. A crash between the write and finalize: the
+      re-run finds the abandonment. If the write loses to the API's (details came first), the details decide.
     - otherwise (a re-drive before the deadline, e.g. a finalize that died before pushing the sweep to it): the
       same action, pending again; finalize keeps the deadline it set (if_not_exists)."""
     if charge.get("action_abandoned_at"):
         return _abandoned(work, reference)
     if refused := charge.get("details_refused"):  # an earlier run's first sending was refused: the same answer
         return _details_refused(reference, str(refused.get("code", "")), str(refused.get("message", "")))
-    details = charge.get("psp_details")
+    action = charge["next_action"].get("action") or {}
+    action_json = json.dumps(action, sort_keys=True, separators=(",", ":"))
+    current = str(charge["next_action"].get("action_id") or psp_port.action_id(action_json))
+    details = charge.get("psp_details") if charge.get("psp_details_for") == current else None
     if not details and _challenge_expired(charge):
-        if tables.abandon_action(work.charge_key, clock.iso()):
+        if tables.abandon_action(work.charge_key, current, clock.iso()):
             logger.info("shopper action abandoned: failed without a call")
             return _abandoned(work, reference)
         charge = tables.get_charge(work.charge_key) or {}  # details recorded meanwhile: they decide
-        details = charge.get("psp_details")
+        details = charge.get("psp_details") if charge.get("psp_details_for") == current else None
     if not details:
-        action = charge["next_action"].get("action") or {}
         return psp.ChargeResult(psp.PENDING, reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,
-                                adyen_action=json.dumps(action, sort_keys=True, separators=(",", ":")))
-    first = tables.note_details_sent(work.charge_key, clock.iso())
+                                adyen_action=action_json)
+    first = tables.note_details_sent(work.charge_key, current, clock.iso())
     work = work.model_copy(update={"first_attempt_at": str(charge.get("first_attempt_at") or "")})
     try:
-        result = client.submit_details(work, details)
+        result = client.submit_details(work, details, current)
     except PspPermanentError as refused:
         if not first:  # an earlier sending may have been processed: its answer, not this refusal, is the truth
             raise PspOutcomeUnknown(f"{work.charge_key}: resent details were refused: {refused}") from refused
@@ -270,12 +278,12 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answers {result.psp_reference} to the details, the "
                                 f"charge recorded {reference}")
     if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
-        # A second action (a challenge after a fingerprint): one round of details per charge is built; nothing is
-        # authorised without the next round's details, which are never sent.
-        logger.warning("the PSP asks for a second shopper action", extra={"psp_status": result.psp_status})
-        return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
-                                f"{work.psp} asked for a second shopper action ({result.psp_status}) after the "
-                                "buyer's details: not supported")
+        rounds = int((tables.get_charge(work.charge_key) or {}).get("details_rounds", 0))
+        if rounds >= MAX_ACTION_ROUNDS:  # nothing is authorised without the next details, which are never sent
+            logger.warning("too many shopper actions", extra={"psp_status": result.psp_status, "rounds": rounds})
+            return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                                    f"{work.psp} asked for a shopper action again after {rounds} answered")
+        return _shopper_action(work, result)  # the next action (a challenge after a fingerprint): to the buyer
     if result.outcome == psp.PENDING:  # Received/Pending: its AUTHORISATION decides, as after a first call
         notified = _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result.psp_reference)
         return notified or result

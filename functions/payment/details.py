@@ -6,10 +6,13 @@ the charge's sweep forward so that the sweeper's next run starts the attempt who
 /payments/details and finalizes from its answer. The API never calls Adyen (it holds no Adyen key): only the
 Executor and the Refund worker may.
 
-Answers: 202 recorded (the same details again: 202, Idempotent-Replayed, also once the charge is final); 404 for a
-checkout or charge this client does not have; 409 `no_action_pending` when the charge is not EXECUTING waiting for
-a shopper action at Adyen (a Stripe charge, a final one, past the action's deadline or abandoned), 409
-`payment_details_conflict` for other details after the first.
+Details answer one action (next_action.action_id): after them Adyen may ask for a second (a challenge after a
+3-D Secure fingerprint), shown on the orders in its place, whose details are recorded the same way.
+
+Answers: 202 recorded (details recorded before, for this action or an earlier one: 202, Idempotent-Replayed, also
+once the charge is final); 404 for a checkout or charge this client does not have; 409 `no_action_pending` when the
+charge is not EXECUTING waiting for a shopper action at Adyen (a Stripe charge, a final one, past the action's
+deadline or abandoned), 409 `payment_details_conflict` for other details of an action that has some.
 
 When the sweep cannot be brought forward (an attempt may still be running: its due_at is within the executing
 deadline), the details wait for the charge's due_at, which is the action's deadline at the latest: the attempt then
@@ -57,14 +60,18 @@ def _view(checkout_id: str, charge: dict[str, Any]) -> PaymentDetailsView:
 
 
 def _recorded_before(checkout_id: str, charge: dict[str, Any], digest: str) -> PaymentDetailsView | None:
-    """The view of a replay (the same details recorded first), None when none are recorded; other details: 409."""
-    recorded = charge.get("psp_details_digest")
-    if not recorded:
-        return None
-    if recorded != digest:
-        raise PaymentDetailsRefused("other details were recorded for this charge first: they decide it",
+    """The view of a replay (these details were recorded, for this action or an earlier one of the charge), None
+    when the current action has none; other details for the current action: 409."""
+    if digest in (charge.get("psp_details_seen") or ()):
+        return _view(checkout_id, charge)
+    if charge.get("psp_details_for") and charge.get("psp_details_for") == _current_action(charge):
+        raise PaymentDetailsRefused("other details were recorded for this charge's action first: they decide it",
                                     code=DETAILS_CONFLICT)
-    return _view(checkout_id, charge)
+    return None
+
+
+def _current_action(charge: dict[str, Any]) -> str:
+    return str((charge.get("next_action") or {}).get("action_id") or "")
 
 
 def _why_not(charge: dict[str, Any]) -> PaymentDetailsRefused:
@@ -96,7 +103,8 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
     if (replayed := _recorded_before(checkout_id, charge, digest)) is not None:
         _bring_forward(tables, charge)  # the first call may have died between its two writes
         return replayed, True
-    recorded = tables.record_psp_details(key, ADYEN, dict(request.details), digest, clock.iso())
+    recorded = tables.record_psp_details(key, ADYEN, dict(request.details), digest, _current_action(charge),
+                                         clock.iso())
     if recorded is None:  # not waiting (say why), or details recorded by a concurrent call
         current = tables.get_charge(key) or charge
         if (replayed := _recorded_before(checkout_id, current, digest)) is not None:

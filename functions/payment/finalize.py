@@ -24,6 +24,7 @@ from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
 from functions.shared.names import AWAITING_FUNDS
 from functions.shared.observability import service_metrics
+from functions.shared.psp_port import action_id
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
@@ -86,7 +87,8 @@ def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, A
     config = settings()
     timeout_s = config.threeds_timeout_s
     if charge.get("action") == "adyen_action":  # Adyen's action object, for Drop-in's createFromAction
-        next_action = {"type": "adyen_action", "action": json.loads(charge.get("adyen_action") or "{}")}
+        next_action = {"type": "adyen_action", "action": json.loads(charge.get("adyen_action") or "{}"),
+                       "action_id": action_id(charge.get("adyen_action") or "{}")}
     elif charge.get("action") == "verify_with_microdeposits":  # they reach the account in 1-2 business days
         next_action = {"type": "verify_with_microdeposits", "url": charge.get("redirect_url", "")}
         timeout_s = config.microdeposits_timeout_s

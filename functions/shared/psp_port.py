@@ -11,6 +11,7 @@ psp.py re-exports them, so every existing import stays as it was).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,6 +48,13 @@ class ChargeResult:
             "client_secret": self.client_secret, "action": self.action, "redirect_url": self.redirect_url,
             "adyen_action": self.adyen_action,
         }
+
+
+def action_id(adyen_action: str) -> str:
+    """A shopper action's id: a digest of its canonical JSON (`ChargeResult.adyen_action`). The buyer's details are
+    recorded for, and sent under a key of, the action they answer: a second action (a challenge after a fingerprint)
+    gets its own details and key."""
+    return hashlib.sha256(adyen_action.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -517,36 +517,41 @@ class PaymentTables:
                                {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         return deadline
 
-    def record_psp_details(self, key: str, psp: str, details: dict[str, str], digest: str, now: str
+    def record_psp_details(self, key: str, psp: str, details: dict[str, str], digest: str, action: str, now: str
                            ) -> dict[str, Any] | None:
-        """The buyer's answer to the PSP's shopper action (Adyen's `details`), recorded once on the charge while it
-        waits for it: EXECUTING at `psp`, a next_action shown, its deadline not passed and not yet abandoned by the
-        executor (`abandon_action`): the two conditions exclude each other, so the executor's decision and the
-        buyer's answer never both win. The first one is kept (`psp_details_digest` says which). The charge as it is
-        now, or None when not recorded (the caller reads the charge to say why)."""
+        """The buyer's answer to the PSP's shopper action `action` (its id, next_action.action_id: Adyen's
+        `details`), recorded once on the charge while it waits for it: EXECUTING at `psp`, that action shown, its
+        deadline not passed and not yet abandoned by the executor (`abandon_action`): the two conditions exclude each
+        other, so the executor's decision and the buyer's answer never both win. The first details of an action are
+        kept (`psp_details_for` names the action); every digest recorded is remembered (`psp_details_seen`), so a
+        storefront's retry of an earlier action's details is known. The charge as it is now, or None when not
+        recorded (the caller reads the charge to say why)."""
         return self._update_charge_if(
-            key, "SET psp_details = :details, psp_details_digest = :digest, psp_details_at = :now, updated_at = :now",
-            "charge_status = :executing AND psp = :psp AND psp_status = :requires AND attribute_exists(next_action) "
-            "AND action_expires_at > :now AND attribute_not_exists(psp_details_digest) "
+            key, "SET psp_details = :details, psp_details_digest = :digest, psp_details_for = :action, "
+                 "psp_details_at = :now, updated_at = :now ADD psp_details_seen :seen",
+            "charge_status = :executing AND psp = :psp AND psp_status = :requires AND next_action.action_id = :action "
+            "AND action_expires_at > :now AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action) "
             "AND attribute_not_exists(action_abandoned_at)",
-            {":details": details, ":digest": digest, ":now": now, ":psp": psp, ":requires": "requires_action",
-             ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+            {":details": details, ":digest": digest, ":action": action, ":seen": {digest}, ":now": now, ":psp": psp,
+             ":requires": "requires_action", ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
 
-    def abandon_action(self, key: str, now: str) -> bool:
-        """The executor's decision that the buyer abandoned the shopper action (its deadline passed with no details):
-        written once, only while no details are recorded, and kept (a re-run after a crash finds it and answers the
-        same). False: details were recorded first, and they decide."""
+    def abandon_action(self, key: str, action: str, now: str) -> bool:
+        """The executor's decision that the buyer abandoned the shopper action `action` (its deadline passed with no
+        details for it): written once, only while no details for it are recorded, and kept (a re-run after a crash
+        finds it and answers the same). False: details were recorded first, and they decide."""
         return self._update_charge_if(
             key, "SET action_abandoned_at = if_not_exists(action_abandoned_at, :now), updated_at = :now",
-            "charge_status = :executing AND attribute_not_exists(psp_details_digest)",
-            {":now": now, ":executing": OrderStatus.EXECUTING.value}) is not None
+            "charge_status = :executing AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action)",
+            {":now": now, ":action": action, ":executing": OrderStatus.EXECUTING.value}) is not None
 
-    def note_details_sent(self, key: str, now: str) -> bool:
-        """Before the details go to the PSP: True for the first sending, False when an earlier call may have sent
-        them (a refusal of a later one then proves nothing)."""
+    def note_details_sent(self, key: str, action: str, now: str) -> bool:
+        """Before the details of `action` go to the PSP: True for their first sending, False when an earlier call
+        may have sent them (a refusal of a later one then proves nothing). Counts the actions answered
+        (`details_rounds`), which the executor bounds."""
         return self._update_charge_if(
-            key, "SET details_sent_at = :now", "attribute_exists(charge_key) AND attribute_not_exists(details_sent_at)",
-            {":now": now}) is not None
+            key, f"SET details_sent_{action} = :now ADD details_rounds :one",
+            f"attribute_exists(charge_key) AND attribute_not_exists(details_sent_{action})",
+            {":now": now, ":one": 1}) is not None
 
     def record_details_refused(self, key: str, code: str, message: str) -> None:
         """The PSP refused the details at their first sending (certain: nothing was authorised): kept, so that a

@@ -44,6 +44,10 @@ RECEIVED_HOLDER_NAMES: dict[str, str] = {"RECEIVED": "Authorised", "RECEIVED_DEC
 # issuer challenges the buyer. Answered `ChallengeShopper` with a `threeDS2` action; nothing is authorised until
 # /payments/details brings the challenge's result (`complete_challenge` plays the buyer's browser and Drop-in).
 CHALLENGE_CARDS = frozenset({"4212345678910006"})
+# The sandbox's own: with that card, this holderName gets a 3-D Secure 2 fingerprint first (`IdentifyShopper`, a
+# `threeDS2` action of subtype fingerprint), whose details are answered with the challenge (`ChallengeShopper`, a new
+# action and token): the two rounds of Adyen's native flow for an issuer that fingerprints, then challenges.
+FINGERPRINT_HOLDER = "IDENTIFY"
 NOT_AUTHENTICATED = "3D Not Authenticated"
 # refusalReason → refusalReasonCode for refusals that no test holderName gives
 OTHER_REFUSAL_CODES = {NOT_AUTHENTICATED: "11"}
@@ -109,7 +113,7 @@ class Payment:
             code = OTHER_REFUSAL_CODES.get(self.refusal_reason) or next(
                 c for name, (_, reason, c) in TEST_HOLDER_NAMES.items() if reason == self.refusal_reason)
             answer |= {"refusalReason": self.refusal_reason, "refusalReasonCode": code}
-        if self.result_code == "ChallengeShopper" and self.action:
+        if self.result_code in ("IdentifyShopper", "ChallengeShopper") and self.action:
             answer["action"] = dict(self.action)
         return answer
 
@@ -188,25 +192,22 @@ class Books:
         if eventual:
             result_code, reason = "Received", ""
         challenged = _card_number(body.get("paymentMethod")) in CHALLENGE_CARDS
+        fingerprinted = challenged and holder == FINGERPRINT_HOLDER
         if challenged:  # the holderName's outcome comes only after the challenge
-            result_code, reason = "ChallengeShopper", ""
+            result_code, reason = ("IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
         with self._lock:
             payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
                               summary, reason, eventual=eventual, holder=holder)
             if challenged:
-                seed = f"{payment.psp_reference}|{self.clock.now()}".encode()
-                payment.action = {
-                    "type": "threeDS2", "subtype": "challenge", "paymentMethodType": "scheme",
-                    "token": base64.b64encode(b"sbx-3ds2:" + hashlib.sha256(seed).digest()[:18]).decode(),
-                    "authorisationToken": hashlib.sha256(b"auth|" + seed).hexdigest()[:32]}
+                payment.action = _threeds2_action(payment, "fingerprint" if fingerprinted else "challenge")
             self.payments[payment.psp_reference] = payment
         return payment
 
     def details(self, body: dict[str, Any]) -> Payment:
-        """/payments/details with the challenge's `threeDSResult`: the payment awaiting that challenge is authorised
-        (transStatus Y: the holderName's outcome, Authorised unless a refusal is named) or refused `3D Not
-        Authenticated` (N). An unknown or already used token, or a payment not awaiting details: refused (422),
-        nothing done."""
+        """/payments/details with a `threeDSResult`: a fingerprint's (threeDSCompInd) moves its payment to the
+        challenge (`ChallengeShopper`, a new action); a challenge's is authorised (transStatus Y: the holderName's
+        outcome, Authorised unless a refusal is named) or refused `3D Not Authenticated` (N). An unknown or already
+        used token, or a payment not awaiting such details: refused (422), nothing done."""
         details = body.get("details")
         if not isinstance(details, dict) or not isinstance(details.get("threeDSResult"), str):
             raise invalid("Required field 'details.threeDSResult' is not provided", "sbx_details_invalid")
@@ -214,15 +215,20 @@ class Books:
             result = json.loads(base64.b64decode(details["threeDSResult"], validate=True))
         except (binascii.Error, ValueError):
             raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid") from None
-        if not isinstance(result, dict) or result.get("transStatus") not in ("Y", "N"):
+        if not isinstance(result, dict) or not (result.get("transStatus") in ("Y", "N")
+                                                or result.get("threeDSCompInd") in ("Y", "N")):
             raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid")
         with self._lock:
             payment = next((p for p in self.payments.values()
                             if p.action and p.action.get("token") == result.get("token")), None)
-            if payment is None or payment.result_code != "ChallengeShopper":
+            awaited = {"IdentifyShopper": "threeDSCompInd", "ChallengeShopper": "transStatus"}
+            if payment is None or awaited.get(payment.result_code) not in result:
                 raise invalid("the payment is not awaiting these details (unknown or used token)",
                               "sbx_details_not_awaited")
-            if result["transStatus"] == "Y":
+            if payment.result_code == "IdentifyShopper":  # the fingerprint done: the issuer challenges
+                payment.result_code = "ChallengeShopper"
+                payment.action = _threeds2_action(payment, "challenge")
+            elif result["transStatus"] == "Y":
                 payment.result_code, payment.refusal_reason, _code = TEST_HOLDER_NAMES.get(
                     payment.holder, ("Authorised", "", ""))
             else:
@@ -318,10 +324,22 @@ def _card(method: Any) -> tuple[str, str, str]:
 
 
 def complete_challenge(action: dict[str, Any], authenticated: bool = True) -> str:
-    """The buyer's browser: Drop-in runs the challenge of a `threeDS2` action and gives `state.data.details`'s
-    `threeDSResult` (base64 JSON: the challenge's transStatus, Y authenticated or N not, and the action's token)."""
-    result = {"transStatus": "Y" if authenticated else "N", "token": action["token"]}
+    """The buyer's browser: Drop-in runs a `threeDS2` action and gives `state.data.details`'s `threeDSResult`
+    (base64 JSON with the action's token and, for a challenge, its transStatus: Y authenticated or N not; for a
+    fingerprint, threeDSCompInd Y)."""
+    if action.get("subtype") == "fingerprint":
+        result = {"threeDSCompInd": "Y", "token": action["token"]}
+    else:
+        result = {"transStatus": "Y" if authenticated else "N", "token": action["token"]}
     return base64.b64encode(json.dumps(result).encode()).decode()
+
+
+def _threeds2_action(payment: Payment, subtype: str) -> dict[str, Any]:
+    """A `threeDS2` action with a fresh token (each round's its own: a used one is refused)."""
+    seed = f"{payment.psp_reference}|{subtype}".encode()
+    return {"type": "threeDS2", "subtype": subtype, "paymentMethodType": "scheme",
+            "token": base64.b64encode(b"sbx-3ds2:" + hashlib.sha256(seed).digest()[:18]).decode(),
+            "authorisationToken": hashlib.sha256(b"auth|" + seed).hexdigest()[:32]}
 
 
 def _card_number(method: Any) -> str:

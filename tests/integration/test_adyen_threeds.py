@@ -50,6 +50,11 @@ def challenged(checkout_id, holder="J Smith"):
     (read through the API, as the storefront does). Returns that action."""
     assert post(checkout_id, adyen=challenge_card(holder))[0] == 202
     assert run_charge(begin(checkout_id, "EUR")) == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
+    return shown(checkout_id)
+
+
+def shown(checkout_id):
+    """The action the checkout shows now (GET, as the storefront reads it)."""
     answer = api.handler(http_event("GET", f"/v1/checkouts/{checkout_id}"), FakeContext())
     assert answer["statusCode"] == 200
     view = json.loads(answer["body"])
@@ -250,15 +255,21 @@ def test_the_abandonment_written_before_a_crash_is_answered_again(workflow):
 def test_two_answers_racing_keep_the_first_and_the_abandonment_excludes_details(workflow):
     challenged("chk_c12")
     tables = PaymentTables.from_settings()
+    action = charge("chk_c12")["next_action"]["action_id"]
     # two API calls that both read "no details" before writing: the conditional write keeps the first
-    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "a"}, "digest-a", clock.iso())
-    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "b"}, "digest-b", clock.iso()) is None
+    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "a"}, "digest-a", action, clock.iso())
+    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "b"}, "digest-b", action,
+                                     clock.iso()) is None
     assert charge("chk_c12")["psp_details"] == {"threeDSResult": "a"}
-    # and once details are recorded, the executor cannot write the abandonment
-    assert not tables.abandon_action("chk_c12#EUR", clock.iso())
+    # details for an action the charge does not show are not recorded
+    assert tables.record_psp_details("chk_c12#EUR", "adyen", {"threeDSResult": "c"}, "digest-c", "other",
+                                     clock.iso()) is None
+    # and once details are recorded, the executor cannot write the abandonment of that action
+    assert not tables.abandon_action("chk_c12#EUR", action, clock.iso())
     challenged("chk_c13")
-    assert tables.abandon_action("chk_c13#EUR", clock.iso())
-    assert tables.record_psp_details("chk_c13#EUR", "adyen", {"threeDSResult": "a"}, "d", clock.iso()) is None
+    action = charge("chk_c13")["next_action"]["action_id"]
+    assert tables.abandon_action("chk_c13#EUR", action, clock.iso())
+    assert tables.record_psp_details("chk_c13#EUR", "adyen", {"threeDSResult": "a"}, "d", action, clock.iso()) is None
 
 
 def test_details_adyen_refuses_fail_the_charge_and_a_re_run_answers_the_same_without_sending(workflow):
@@ -279,7 +290,79 @@ def test_a_refusal_of_details_an_earlier_run_may_have_sent_is_unknown_never_fail
     from functions.shared.errors import PspOutcomeUnknown
     challenged("chk_c15")
     send_details("chk_c15", {"threeDSResult": "bm90IGEgcmVzdWx0"})
-    PaymentTables.from_settings().note_details_sent("chk_c15#EUR", clock.iso())  # an earlier run sent them
+    stored = charge("chk_c15")
+    # an earlier run sent them
+    PaymentTables.from_settings().note_details_sent("chk_c15#EUR", stored["next_action"]["action_id"], clock.iso())
     assert sweeper.sweep()["redriven"] == 1
     with pytest.raises(PspOutcomeUnknown):
         executor.execute(work_of("chk_c15", "EUR", attempt=int(charge("chk_c15")["attempts"])))
+
+
+def test_a_fingerprint_then_a_challenge_are_two_rounds_of_details_and_charge_once(workflow):
+    # Given an issuer that fingerprints the browser first, then challenges
+    fingerprint = challenged("chk_r1", holder="IDENTIFY")
+    assert fingerprint["subtype"] == "fingerprint"
+    first = {"threeDSResult": complete_challenge(fingerprint)}
+    assert send_details("chk_r1", first)[0] == 202
+    # When the re-drive sends the fingerprint's details, Adyen answers the challenge: shown in its place
+    assert redrive("chk_r1") == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
+    challenge = shown("chk_r1")
+    assert challenge["subtype"] == "challenge" and challenge["token"] != fingerprint["token"]
+    assert [o["next_action"]["action"] for o in orders_of("chk_r1")] == [challenge] * 2
+    assert sweeper.sweep()["redriven"] == 0  # waiting for the buyer again, not polled
+    # the storefront's retry of the fingerprint's details is a replay, never taken for the challenge's
+    status, _, headers = send_details("chk_r1", first)
+    assert status == 202 and headers.get("Idempotent-Replayed") == "true"
+    assert charge("chk_r1")["psp_details"] == first
+    # Then the challenge's details decide: one payment, SUCCESS
+    assert send_details("chk_r1", {"threeDSResult": complete_challenge(challenge)})[0] == 202
+    assert redrive("chk_r1")["charge_status"] == "SUCCESS"
+    assert [p["resultCode"] for p in adyen_payments(workflow, "chk_r1")] == ["Authorised"]
+    assert [o["payment_order_status"] for o in orders_of("chk_r1")] == ["SUCCESS", "SUCCESS"]
+    invariants_hold()
+
+
+def test_a_run_killed_before_the_second_action_was_recorded_shows_it_when_run_again(workflow):
+    fingerprint = challenged("chk_r2", holder="IDENTIFY")
+    send_details("chk_r2", {"threeDSResult": complete_challenge(fingerprint)})
+    assert sweeper.sweep()["redriven"] == 1
+    work = work_of("chk_r2", "EUR", attempt=int(charge("chk_r2")["attempts"]))
+    died = executor.execute(work)  # Adyen answered the challenge; the run dies before finalize recorded it
+    assert run_charge(work) == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
+    assert json.loads(died.adyen_action) == shown("chk_r2")  # the same challenge, replayed under the same key
+    send_details("chk_r2", {"threeDSResult": complete_challenge(shown("chk_r2"), authenticated=False)})
+    assert redrive("chk_r2")["charge_status"] == "FAILED"
+    assert {o["failure_code"] for o in orders_of("chk_r2")} == {"3d_not_authenticated"}
+
+
+def test_the_challenge_abandoned_after_the_fingerprint_fails_at_the_deadline(workflow):
+    fingerprint = challenged("chk_r3", holder="IDENTIFY")
+    send_details("chk_r3", {"threeDSResult": complete_challenge(fingerprint)})
+    assert redrive("chk_r3")["charge_status"] == "EXECUTING"
+    clock.advance(settings().threeds_timeout_s + 1)  # the first action's deadline: the whole flow's
+    assert redrive("chk_r3")["charge_status"] == "FAILED"
+    assert {o["failure_code"] for o in orders_of("chk_r3")} == {"authentication_abandoned"}
+    assert [p["resultCode"] for p in adyen_payments(workflow, "chk_r3")] == ["ChallengeShopper"]
+
+
+def test_shopper_actions_without_end_are_bounded(workflow, monkeypatch):
+    # Adyen's answer to every details replaced at the library's edge by yet another challenge
+    from Adyen.services.checkout import PaymentsApi
+
+    rounds = iter(range(10))
+
+    def another(self, request, idempotency_key=None, **_):
+        class Answer:
+            message = {"resultCode": "ChallengeShopper", "pspReference": charge("chk_r4")["psp_reference"],
+                       "action": {"type": "threeDS2", "subtype": "challenge", "token": f"t{next(rounds)}"}}
+        return Answer()
+
+    monkeypatch.setattr(PaymentsApi, "payments_details", another)
+    action = challenged("chk_r4")
+    for n in range(executor.MAX_ACTION_ROUNDS - 1):
+        send_details("chk_r4", {"threeDSResult": complete_challenge(action)})
+        assert redrive("chk_r4")["charge_status"] == "EXECUTING", n
+        action = shown("chk_r4")
+    send_details("chk_r4", {"threeDSResult": complete_challenge(action)})
+    assert redrive("chk_r4")["charge_status"] == "FAILED"
+    assert {o["failure_code"] for o in orders_of("chk_r4")} == {"shopper_action_not_supported"}

@@ -439,3 +439,18 @@ def test_details_for_a_payment_not_awaiting_them_are_refused(server: AdyenSandbo
     assert _post(server, "/payments/details",
                  {"details": {"threeDSResult": complete_challenge(action, False)}}).status_code == 422
     assert [p["resultCode"] for p in server.sandbox.payments()] == ["Authorised"]
+
+
+def test_a_fingerprint_is_answered_with_a_challenge_of_its_own_token(server: AdyenSandboxServer):
+    answer = _challenged(server, holder="IDENTIFY")
+    assert (answer["resultCode"], answer["action"]["subtype"]) == ("IdentifyShopper", "fingerprint")
+    fingerprinted = {"details": {"threeDSResult": complete_challenge(answer["action"])}}
+    challenge = _post(server, "/payments/details", fingerprinted, key="f1").json()
+    assert (challenge["resultCode"], challenge["action"]["subtype"]) == ("ChallengeShopper", "challenge")
+    assert challenge["action"]["token"] != answer["action"]["token"] and _authorisations(server) == []
+    # the fingerprint's token is used; a challenge result is not a fingerprint's
+    assert _post(server, "/payments/details", fingerprinted, key="f2").status_code == 422
+    decided = _post(server, "/payments/details",
+                    {"details": {"threeDSResult": complete_challenge(challenge["action"])}}, key="c1").json()
+    assert decided["resultCode"] == "Authorised"
+    assert _authorisations(server) == [(answer["pspReference"], "true")]
