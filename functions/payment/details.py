@@ -1,8 +1,9 @@
 """A shopper action's details (issue 18: 3-D Secure at Adyen): `POST /v1/checkouts/{checkout_id}/payment_details`.
 
 The buyer completed what Adyen's action asked (Drop-in's onAdditionalDetails gave `state.data.details`). The API
-records the details on the charge, once (the first are kept: a conditional write, `record_psp_details`), and brings
-the charge's sweep forward so that the sweeper's next run starts the attempt whose executor sends them to Adyen's
+records the details on the charge, once (the first are kept: a conditional write, `record_psp_details`), stops
+showing the answered action on the orders (a storefront polling them must not run it again), and brings the
+charge's sweep forward so that the sweeper's next run starts the attempt whose executor sends them to Adyen's
 /payments/details and finalizes from its answer. The API never calls Adyen (it holds no Adyen key): only the
 Executor and the Refund worker may.
 
@@ -101,7 +102,7 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
         raise NotFound(f"checkout {checkout_id} has no {currency} charge", code="charge_not_found")
     digest = digest_of(request.details)
     if (replayed := _recorded_before(checkout_id, charge, digest)) is not None:
-        _bring_forward(tables, charge)  # the first call may have died between its two writes
+        _after_recording(tables, charge)  # the first call may have died between its writes
         return replayed, True
     recorded = tables.record_psp_details(key, ADYEN, dict(request.details), digest, _current_action(charge),
                                          clock.iso())
@@ -110,9 +111,17 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
         if (replayed := _recorded_before(checkout_id, current, digest)) is not None:
             return replayed, True
         raise _why_not(current)
-    brought = _bring_forward(tables, recorded)
+    brought = _after_recording(tables, recorded)
     logger.info("shopper action details recorded", extra={"charge_key": key, "brought_forward": brought})
     return _view(checkout_id, recorded), False
+
+
+def _after_recording(tables: PaymentTables, charge: dict[str, Any]) -> bool:
+    """The answered action hidden from the orders, then the charge brought forward (whether it was)."""
+    if answered := str(charge.get("psp_details_for") or ""):
+        tables.hide_answered_action([o["payment_order_id"] for o in charge.get("orders") or ()], answered,
+                                    clock.iso())
+    return _bring_forward(tables, charge)
 
 
 def _bring_forward(tables: PaymentTables, charge: dict[str, Any]) -> bool:

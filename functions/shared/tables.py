@@ -535,6 +535,16 @@ class PaymentTables:
             {":details": details, ":digest": digest, ":action": action, ":seen": {digest}, ":now": now, ":psp": psp,
              ":requires": "requires_action", ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
 
+    def hide_answered_action(self, payment_order_ids: Iterable[str], action: str, now: str) -> None:
+        """The orders stop showing the shopper action `action` once its details are recorded (the charge keeps it:
+        the executor answers from it), so a storefront polling them does not run it again. Only that action, only
+        while EXECUTING: a next action finalize wrote meanwhile stays shown. Safe to repeat."""
+        for order_id in payment_order_ids:
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET updated_at = :now REMOVE next_action",
+                            "payment_order_status = :executing AND next_action.action_id = :action",
+                            {":now": now, ":action": action, ":executing": OrderStatus.EXECUTING.value})
+
     def abandon_action(self, key: str, action: str, now: str) -> bool:
         """The executor's decision that the buyer abandoned the shopper action `action` (its deadline passed with no
         details for it): written once, only while no details for it are recorded, and kept (a re-run after a crash

@@ -96,6 +96,10 @@ def test_a_challenge_is_shown_completed_by_the_buyer_and_charged_once(workflow):
     status, view, headers = send_details("chk_c1", {"threeDSResult": complete_challenge(action)})
     assert status == 202 and view["status"] == "recorded" and "Idempotent-Replayed" not in headers
     assert charge("chk_c1")["due_at"] <= clock.iso()  # brought forward: the sweeper's next run decides it
+    # the orders no longer show the answered action (the storefront must not run it again); the charge keeps it
+    checkout = json.loads(api.handler(http_event("GET", "/v1/checkouts/chk_c1"), FakeContext())["body"])
+    assert checkout.get("next_action") is None
+    assert all(o.get("next_action") is None for o in checkout["payment_orders"])
     assert adyen_payments(workflow, "chk_c1")[0]["resultCode"] == "ChallengeShopper"  # the API called nobody
 
     # Then the re-drive sends them to Adyen and the charge ends SUCCESS, one payment, the sellers credited
@@ -310,10 +314,11 @@ def test_a_fingerprint_then_a_challenge_are_two_rounds_of_details_and_charge_onc
     assert challenge["subtype"] == "challenge" and challenge["token"] != fingerprint["token"]
     assert [o["next_action"]["action"] for o in orders_of("chk_r1")] == [challenge] * 2
     assert sweeper.sweep()["redriven"] == 0  # waiting for the buyer again, not polled
-    # the storefront's retry of the fingerprint's details is a replay, never taken for the challenge's
+    # the storefront's retry of the fingerprint's details is a replay, never taken for the challenge's, which stays
+    # shown
     status, _, headers = send_details("chk_r1", first)
     assert status == 202 and headers.get("Idempotent-Replayed") == "true"
-    assert charge("chk_r1")["psp_details"] == first
+    assert charge("chk_r1")["psp_details"] == first and shown("chk_r1") == challenge
     # Then the challenge's details decide: one payment, SUCCESS
     assert send_details("chk_r1", {"threeDSResult": complete_challenge(challenge)})[0] == 202
     assert redrive("chk_r1")["charge_status"] == "SUCCESS"
