@@ -211,6 +211,7 @@ ROUTES = (
     ("POST", "/v1/payment_routes"),
     ("GET", "/v1/payments/{payment_order_id}"),
     ("GET", "/v1/checkouts/{checkout_id}"),
+    ("POST", "/v1/checkouts/{checkout_id}/payment_details"),
     ("POST", "/v1/payments/{payment_order_id}/release"),
     ("PUT", "/v1/sellers/{seller_account}"),
     ("GET", "/v1/sellers/{seller_account}"),

@@ -19,6 +19,7 @@ ROUTE_SCOPES = {
     "POST /v1/payment_routes": "payments:write",
     "GET /v1/payments/{payment_order_id}": "payments:read",
     "GET /v1/checkouts/{checkout_id}": "payments:read",
+    "POST /v1/checkouts/{checkout_id}/payment_details": "payments:write",
     "POST /v1/payments/{payment_order_id}/release": "releases",
     "POST /v1/payments/{payment_order_id}/refunds": "refunds",
     "GET /v1/refunds/{refund_id}": "refunds",

@@ -18,6 +18,7 @@ steps above run for it (docs/decisions.md 2026-12-07).
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.shared import breaker, clock, psp
+from functions.shared import breaker, clock, psp, psp_port
 from functions.shared.config import settings
 from functions.shared.errors import (
     ChargeFailedUnsent,
@@ -136,10 +137,14 @@ def _failed_unsent(work: ChargeWork) -> psp.ChargeResult:
                             failure_reason=f"{work.psp} was unavailable; nothing was sent, nothing was charged")
 
 
-# Adyen's resultCodes that wait for the buyer (a redirect, a 3-D Secure fingerprint or challenge, a voucher): the
-# action would have to reach the storefront and come back through /payments/details, which is not built.
+# Adyen's resultCodes that wait for the buyer. A redirect or a 3-D Secure 2 fingerprint or challenge is handed to the
+# storefront (Drop-in's createFromAction) and its result comes back through our API as `details`, which the executor
+# sends to /payments/details. A voucher (PresentToShopper) is paid later, elsewhere: not built.
 SHOPPER_ACTION_CODES = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper", "PresentToShopper"})
+HANDED_OVER_CODES = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper"})
 SHOPPER_ACTION_NOT_SUPPORTED = "shopper_action_not_supported"
+ADYEN_ACTION = "adyen_action"  # next_action.type of an Adyen shopper action (finalize, the API's NextAction)
+AUTHENTICATION_ABANDONED = "authentication_abandoned"
 
 
 def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.ChargeResult:
@@ -165,6 +170,8 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
         raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
     before = tables.note_psp_call(work.charge_key, work.attempt)
     reference = str(before.get("psp_reference") or work.psp_reference)
+    if _awaits_shopper_action(before):  # shown to the buyer (finalize recorded it): their details, or the deadline
+        return _after_shopper_action(client, work, tables, before, reference)
     retry = int(before.get("psp_calls", 0)) > 0 or bool(reference)
     work = _as_sent(work, before, retry)
     try:
@@ -181,12 +188,7 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     if result.psp_reference and result.psp_reference != reference:
         tables.record_psp_reference(work.charge_key, result.psp_reference, clock.iso())
     if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
-        # Certain: the action never reaches the buyer, so the payment is never authorised (it expires at the PSP).
-        logger.warning("the PSP asks for a shopper action this integration cannot hand over",
-                       extra={"psp_status": result.psp_status})
-        return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
-                                f"{work.psp} asked for {result.psp_status}: redirects and 3-D Secure are not "
-                                "supported for this PSP")
+        return _shopper_action(work, result)
     if result.outcome == psp.PENDING:
         # Received / Pending: the outcome comes in Adyen's AUTHORISATION notification (the replay only repeats this
         # answer), recorded on the charge by the webhook path, maybe while this call was out: read again. Without
@@ -197,6 +199,110 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
         raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status}, its notification said "
                                 f"{notified.psp_status}: a human decides which holds")
     return result
+
+
+def _shopper_action(work: ChargeWork, result: psp.ChargeResult) -> psp.ChargeResult:
+    """A first answer asking the buyer to act: pending `requires_action` with Adyen's action object, which finalize
+    shows on the orders (next_action `adyen_action`) until threeds_timeout_s, as Stripe's challenges. An action that
+    cannot be handed over (a voucher, or none given) ends FAILED: it never reaches the buyer, so nothing is ever
+    authorised."""
+    if result.psp_status in HANDED_OVER_CODES and result.adyen_action:
+        logger.info("the PSP asks for a shopper action: handed to the storefront",
+                    extra={"psp_status": result.psp_status})
+        return psp.ChargeResult(psp.PENDING, result.psp_reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,
+                                adyen_action=result.adyen_action)
+    logger.warning("the PSP asks for a shopper action this integration cannot hand over",
+                   extra={"psp_status": result.psp_status})
+    return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                            f"{work.psp} asked for {result.psp_status}: not supported for this PSP")
+
+
+def _awaits_shopper_action(charge: dict[str, Any]) -> bool:
+    return (charge.get("next_action") or {}).get("type") == ADYEN_ACTION
+
+
+MAX_ACTION_ROUNDS = 3  # actions answered per charge (a fingerprint, then a challenge, is 2): past it, FAILED
+
+
+def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, charge: dict[str, Any],
+                          reference: str) -> psp.ChargeResult:
+    """A charge whose shopper action the buyer was shown (next_action, its `action_id`). Decided from the charge, in
+    this order:
+    - abandoned (`action_abandoned_at`, written by an earlier run): FAILED authentication_abandoned again; details
+      Adyen refused at their first sending (`details_refused`, written before answering): FAILED again.
+    - details recorded for this action (the API's `payment_details`): sent to Adyen (`submit_details`, key
+      `details:<charge_key>:<action_id>`), whose answer decides: an outcome, or a next action (a challenge after a
+      fingerprint), handed to the storefront in its place like the first. A retry, or a re-run after a crash
+      anywhere after the call (its answer lost, finalize not run or died half-way, the next action not recorded
+      yet), sends the same details under the same key: Adyen replays its first answer, so the run ends the same and
+      nothing is authorised twice.
+    - the deadline passed: the abandonment is written first (only while no details for this action are recorded,
+      and the API records none after it), then answered FAILED authentication_abandoned. No cancel is sent: Adyen
+      authorises a payment waiting for a shopper action only once /payments/details brings the buyer's result
+      (Checkout API v71, /payments/details; docs.adyen.com/online-payments/3d-secure/native-3ds2), and only we hold
+      the API key that sends it; the pending payment expires at Adyen. A crash between the write and finalize: the
+      re-run finds the abandonment. If the write loses to the API's (details came first), the details decide.
+    - otherwise (a re-drive before the deadline, e.g. a finalize that died before pushing the sweep to it): the
+      same action, pending again; finalize keeps the deadline it set (if_not_exists)."""
+    if charge.get("action_abandoned_at"):
+        return _abandoned(work, reference)
+    if refused := charge.get("details_refused"):  # an earlier run's first sending was refused: the same answer
+        return _details_refused(reference, str(refused.get("code", "")), str(refused.get("message", "")))
+    action = charge["next_action"].get("action") or {}
+    action_json = json.dumps(action, sort_keys=True, separators=(",", ":"))
+    current = str(charge["next_action"].get("action_id") or psp_port.action_id(action_json))
+    details = charge.get("psp_details") if charge.get("psp_details_for") == current else None
+    if not details and _challenge_expired(charge):
+        if tables.abandon_action(work.charge_key, current, clock.iso()):
+            logger.info("shopper action abandoned: failed without a call")
+            return _abandoned(work, reference)
+        charge = tables.get_charge(work.charge_key) or {}  # details recorded meanwhile: they decide
+        details = charge.get("psp_details") if charge.get("psp_details_for") == current else None
+    if not details:
+        return psp.ChargeResult(psp.PENDING, reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,
+                                adyen_action=action_json)
+    first = tables.note_details_sent(work.charge_key, current, clock.iso())
+    work = work.model_copy(update={"first_attempt_at": str(charge.get("first_attempt_at") or "")})
+    try:
+        result = client.submit_details(work, details, current)
+    except PspPermanentError as refused:
+        if not first:  # an earlier sending may have been processed: its answer, not this refusal, is the truth
+            raise PspOutcomeUnknown(f"{work.charge_key}: resent details were refused: {refused}") from refused
+        # Adyen refused the buyer's details (malformed, not for this payment): it authorises nothing without them.
+        # Recorded before it is answered, so a re-run after a crash answers the same without sending again (a
+        # resent refusal would be PspOutcomeUnknown above: a dead letter for a decided charge).
+        logger.warning("the PSP refused the shopper action's details", extra={"code": refused.code})
+        tables.record_details_refused(work.charge_key, refused.code or DETAILS_REFUSED, refused.message)
+        return _details_refused(reference, refused.code, refused.message)
+    if reference and result.psp_reference and result.psp_reference != reference:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answers {result.psp_reference} to the details, the "
+                                f"charge recorded {reference}")
+    if result.outcome == psp.PENDING and result.psp_status in SHOPPER_ACTION_CODES:
+        rounds = int((tables.get_charge(work.charge_key) or {}).get("details_rounds", 0))
+        if rounds >= MAX_ACTION_ROUNDS:  # nothing is authorised without the next details, which are never sent
+            logger.warning("too many shopper actions", extra={"psp_status": result.psp_status, "rounds": rounds})
+            return psp.ChargeResult(psp.FAILED, result.psp_reference, result.psp_status, SHOPPER_ACTION_NOT_SUPPORTED,
+                                    f"{work.psp} asked for a shopper action again after {rounds} answered")
+        return _shopper_action(work, result)  # the next action (a challenge after a fingerprint): to the buyer
+    if result.outcome == psp.PENDING:  # Received/Pending: its AUTHORISATION decides, as after a first call
+        return _notified_outcome(work, tables.get_charge(work.charge_key) or {}, result) or result
+    if (notified := _notified_outcome(work, charge, result)) is not None and notified.outcome != result.outcome:
+        raise PspOutcomeUnknown(f"{work.charge_key}: {work.psp} answered {result.psp_status} to the details, its "
+                                f"notification said {notified.psp_status}: a human decides which holds")
+    return result
+
+
+DETAILS_REFUSED = "details_refused"
+
+
+def _details_refused(reference: str, code: str, message: str) -> psp.ChargeResult:
+    return psp.ChargeResult(psp.FAILED, reference, DETAILS_REFUSED, code or DETAILS_REFUSED,
+                            message or "the PSP refused the buyer's details")
+
+
+def _abandoned(work: ChargeWork, reference: str) -> psp.ChargeResult:
+    return psp.ChargeResult(psp.FAILED, reference, "abandoned", AUTHENTICATION_ABANDONED,
+                            f"the buyer did not complete {work.psp}'s shopper action in time")
 
 
 def _notified_outcome(work: ChargeWork, charge: dict[str, Any], answer: psp.ChargeResult

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from functions.auth import scopes, tenancy
 from functions.notify import endpoints as notification_endpoints
-from functions.payment import offline, payouts, refunds, schemas, service
+from functions.payment import details, offline, payouts, refunds, schemas, service
 from functions.payment.schemas import (
     AccountId,
     BalanceView,
@@ -25,6 +25,8 @@ from functions.payment.schemas import (
     OfflineBounceRequest,
     OfflinePaymentRequest,
     OfflinePaymentView,
+    PaymentDetailsRequest,
+    PaymentDetailsView,
     PaymentOrderView,
     PaymentRequest,
     RefundRequest,
@@ -254,6 +256,23 @@ def bounce_offline_payment(checkout_id: Annotated[str, Path(max_length=64)],
     logger.info("offline payment bounced", extra={"checkout_id": view.checkout_id, "replayed": replayed})
     metrics.add_metric(name="OfflineBouncesReplayed" if replayed else "OfflineBounces", unit=MetricUnit.Count,
                        value=1)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
+
+
+@app.post("/v1/checkouts/<checkout_id>/payment_details",
+          responses=documented({
+              202: {"description": "Details recorded: the charge is decided by the PSP within the sweeper's next "
+                                   "run; the same details again answer the same, Idempotent-Replayed"},
+              404: {"description": "checkout_not_found, charge_not_found"},
+              409: {"description": "no_action_pending, payment_details_conflict"}}, body=True))
+def submit_payment_details(checkout_id: Annotated[str, Path(max_length=64)],
+                           request: Annotated[PaymentDetailsRequest, Body()]) -> Response[PaymentDetailsView]:
+    """The buyer's answer to the shopper action a charge at Adyen shows (next_action `adyen_action`): what Drop-in's
+    onAdditionalDetails gives. Recorded once; the executor sends it to Adyen."""
+    view, replayed = details.record_details(_in(checkout_id), request)
+    metrics.add_metric(name="PaymentDetailsReplayed" if replayed else "PaymentDetailsRecorded",
+                       unit=MetricUnit.Count, value=1)
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     return Response(status_code=202, content_type="application/json", body=_out(view), headers=headers)
 

@@ -24,6 +24,7 @@ from functions.shared.errors import StatusTransitionRefused
 from functions.shared.models import ChargeWork, OrderShare
 from functions.shared.names import AWAITING_FUNDS
 from functions.shared.observability import service_metrics
+from functions.shared.psp_port import action_id
 from functions.shared.status import OrderStatus
 from functions.shared.tables import PaymentTables, transient_errors_retryable
 
@@ -79,12 +80,16 @@ def _settled_order(work: ChargeWork, order: OrderShare, fields: dict[str, Any]) 
 def _wait_for_buyer(tables: PaymentTables, work: ChargeWork, charge: dict[str, Any], now: datetime) -> None:
     """3-D Secure, PayPal or an ACH account to verify (issue 17): the buyer must complete a challenge, approve on
     PayPal's page, or confirm the microdeposits Stripe sent to their account. The orders show next_action (the
-    client secret Stripe.js needs; PayPal's page and the return_url; Stripe's verification page); the charge waits
-    until the deadline (set once, the first time), when the sweeper's next attempt cancels it, unless a
-    payment_intent.succeeded / payment_failed / processing webhook brings it forward."""
+    client secret Stripe.js needs; PayPal's page and the return_url; Stripe's verification page; Adyen's action
+    object for Drop-in); the charge waits until the deadline (set once, the first time), when the sweeper's next
+    attempt cancels it (Adyen's: fails it, nothing to cancel), unless a payment_intent.succeeded / payment_failed /
+    processing webhook, or the buyer's details for Adyen (POST .../payment_details), bring it forward."""
     config = settings()
     timeout_s = config.threeds_timeout_s
-    if charge.get("action") == "verify_with_microdeposits":  # they reach the account in 1-2 business days
+    if charge.get("action") == "adyen_action":  # Adyen's action object, for Drop-in's createFromAction
+        next_action = {"type": "adyen_action", "action": json.loads(charge.get("adyen_action") or "{}"),
+                       "action_id": action_id(charge.get("adyen_action") or "{}")}
+    elif charge.get("action") == "verify_with_microdeposits":  # they reach the account in 1-2 business days
         next_action = {"type": "verify_with_microdeposits", "url": charge.get("redirect_url", "")}
         timeout_s = config.microdeposits_timeout_s
     elif charge.get("redirect_url"):

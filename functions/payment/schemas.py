@@ -581,12 +581,16 @@ class NextAction(ApiModel):
     """What the buyer must do before the charge can be decided: for 3-D Secure (`use_stripe_sdk`), Stripe.js's
     handleNextAction(client_secret) runs the challenge; for PayPal (`redirect_to_url`), the storefront sends the
     buyer to `url`, and PayPal sends them back to `return_url`; for a US bank account Stripe could not verify at
-    once (`verify_with_microdeposits`), the buyer confirms the microdeposits on Stripe's page at `url`."""
+    once (`verify_with_microdeposits`), the buyer confirms the microdeposits on Stripe's page at `url`; for a card
+    charged at Adyen that needs 3-D Secure or a redirect (`adyen_action`), the storefront hands `action` (Adyen's
+    action object, as Adyen answered it) to Drop-in's `createFromAction`, and posts what its onAdditionalDetails
+    gives (`state.data.details`) to POST /v1/checkouts/{checkout_id}/payment_details."""
 
-    type: Literal["use_stripe_sdk", "redirect_to_url", "verify_with_microdeposits"]
+    type: Literal["use_stripe_sdk", "redirect_to_url", "verify_with_microdeposits", "adyen_action"]
     client_secret: str | None = None
     url: str | None = None
     return_url: str | None = None
+    action: dict[str, Any] | None = None
 
 
 class PaymentOrderView(ApiModel):
@@ -842,6 +846,35 @@ class OfflinePaymentView(ApiModel):
     status: str
     recorded_at: str
     bounced_at: str | None = None
+
+
+MAX_DETAILS = 8  # Adyen's details carry one or two fields (threeDSResult; redirectResult; payload)
+DetailName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+DetailValue = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class PaymentDetailsRequest(ApiModel):
+    """POST /v1/checkouts/{checkout_id}/payment_details: the buyer's answer to a shopper action of the checkout's
+    charge in `currency` at Adyen (next_action `adyen_action`): `details` exactly as Drop-in's onAdditionalDetails
+    gives them (`state.data.details`, e.g. {"threeDSResult": "..."} or {"redirectResult": "..."}). Sent on to
+    Adyen by the executor, never by the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$")] = Field(
+        description="ISO 4217 code of the charge", examples=["EUR"])
+    details: dict[DetailName, DetailValue] = Field(min_length=1, max_length=MAX_DETAILS,
+                                                   examples=[{"threeDSResult": "eyJ0cmFuc1N0YXR1cyI6IlkifQ=="}])
+
+
+class PaymentDetailsView(ApiModel):
+    """The details recorded for a charge (a replay answers the same): the sweeper's next run sends them to the PSP,
+    and the orders finalize from its answer (watch the orders, or the payment_order webhooks)."""
+
+    checkout_id: str
+    currency: str
+    status: Literal["recorded"] = "recorded"
+    recorded_at: str
 
 
 class RouteRequest(ApiModel):

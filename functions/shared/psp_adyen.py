@@ -9,6 +9,9 @@ account, so two merchant accounts of one company must not share a key).
 - resultCode Authorised: succeeded; Refused, Cancelled, or Error with a refusalReason: failed, with the reason
   (docs/decisions.md, 2026-12-06); a redirect or a 3-D Secure step: pending with the action; 5xx, 429, 401/403, a
   timeout, a lost answer: PspTransientError.
+- A shopper action (RedirectShopper, IdentifyShopper, ChallengeShopper) is pending with Adyen's `action` object
+  (`ChargeResult.adyen_action`); the buyer's result comes back as `details`, which only we may send
+  (`submit_details`: `/payments/details` under `details:<charge_key>:<action_id>`).
 - The look-up of an unknown outcome is the same request replayed under the same key: Adyen answers a processed
   key with its first answer and never processes it twice. Checkout has no search of payments by our reference,
   so past the key's lifetime (31 days today, 7 in Adyen's older page; KEY_SAFE_AGE keeps under both) a replay
@@ -142,6 +145,23 @@ class AdyenPsp:
         request that never reached Adyen is made now, which is what the unknown outcome's retry wanted."""
         return self.charge(work, look_up_first=True)
 
+    def submit_details(self, work: ChargeWork, details: dict[str, Any], action_id: str) -> ChargeResult:
+        """The buyer's answer to a shopper action (`state.data.details` from Drop-in's onAdditionalDetails: a
+        3-D Secure 2 `threeDSResult`, a redirect's `redirectResult`) sent to `/payments/details`, which decides the
+        payment: Adyen authorises nothing until it gets them (docs.adyen.com/api-explorer/Checkout/71/post/payments/
+        details). Under the key `details:<charge_key>:<action_id>` (the action they answer: a challenge after a
+        fingerprint is a second request): a retry replays Adyen's first answer, and an action's details never
+        change once recorded (the API keeps the first), so the request under a key is always the same. Past
+        KEY_SAFE_AGE since the charge's first attempt nothing is sent (PspOutcomeUnknown). The amount is checked as
+        for `charge`."""
+        if key_aged(work):
+            raise PspOutcomeUnknown(f"{work.charge_key}: first tried {work.first_attempt_at}, past Adyen's key "
+                                    "lifetime; its details are not replayed")
+        request = {"details": dict(details)}
+        key = self._key(f"details:{work.charge_key}:{action_id}")
+        answer = self._call(lambda: self._payments.payments_details(request, idempotency_key=key))
+        return _checked(answer, work)
+
     def cancel_abandoned(self, psp_reference: str, work: ChargeWork) -> ChargeResult:
         """Ask Adyen to cancel the payment; it answers `received` and the CANCELLATION notification decides, so
         the charge stays pending here."""
@@ -261,7 +281,8 @@ def result_of(answer: dict[str, Any]) -> ChargeResult:
     if code in _PENDING_CODES:
         action = answer.get("action") or {}
         return ChargeResult(PENDING, reference, code, action=str(action.get("type", "")),
-                            redirect_url=str(action.get("url", "")))
+                            redirect_url=str(action.get("url", "")),
+                            adyen_action=json.dumps(action, sort_keys=True, separators=(",", ":")) if action else "")
     raise PspOutcomeUnknown(f"Adyen resultCode {code!r} for {reference}")
 
 

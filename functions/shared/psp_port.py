@@ -11,6 +11,7 @@ psp.py re-exports them, so every existing import stays as it was).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,13 +37,24 @@ class ChargeResult:
     # PayPal, verify_with_microdeposits for a US bank account not verified at once) and the page it happens on
     action: str = ""
     redirect_url: str = ""
+    # Adyen's shopper action (3-D Secure 2, a redirect) as canonical JSON: the `action` object its answer carries,
+    # which the storefront hands to Drop-in (`createFromAction`); holds nothing the buyer's browser does not get
+    adyen_action: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {
             "outcome": self.outcome, "psp_reference": self.psp_reference, "psp_status": self.psp_status,
             "failure_code": self.failure_code, "failure_reason": self.failure_reason, "charge_id": self.charge_id,
             "client_secret": self.client_secret, "action": self.action, "redirect_url": self.redirect_url,
+            "adyen_action": self.adyen_action,
         }
+
+
+def action_id(adyen_action: str) -> str:
+    """A shopper action's id: a digest of its canonical JSON (`ChargeResult.adyen_action`). The buyer's details are
+    recorded for, and sent under a key of, the action they answer: a second action (a challenge after a fingerprint)
+    gets its own details and key."""
+    return hashlib.sha256(adyen_action.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

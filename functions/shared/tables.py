@@ -328,10 +328,11 @@ class PaymentTables:
         sets = "".join(f", {name} = :{name}" for name in fields)
         return self._update_if(
             table, key,
-            # final: out of the sweep index, and the buyer's client secret, mandate acceptance and Adyen card
-            # (encrypted, its security code among it) are not kept
+            # final: out of the sweep index, and the buyer's client secret, mandate acceptance, Adyen card
+            # (encrypted, its security code among it) and a shopper action's details are not kept (the details'
+            # digest is: a storefront's retry of them still gets its answer)
             f"SET {status_attribute} = :status, updated_at = :now{sets} "
-            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method",
+            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method, psp_details",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None
@@ -515,6 +516,58 @@ class PaymentTables:
         self._update_charge_if(key, "SET due_at = :due", "charge_status = :executing AND attribute_exists(due_at)",
                                {":due": deadline, ":executing": OrderStatus.EXECUTING.value})
         return deadline
+
+    def record_psp_details(self, key: str, psp: str, details: dict[str, str], digest: str, action: str, now: str
+                           ) -> dict[str, Any] | None:
+        """The buyer's answer to the PSP's shopper action `action` (its id, next_action.action_id: Adyen's
+        `details`), recorded once on the charge while it waits for it: EXECUTING at `psp`, that action shown, its
+        deadline not passed and not yet abandoned by the executor (`abandon_action`): the two conditions exclude each
+        other, so the executor's decision and the buyer's answer never both win. The first details of an action are
+        kept (`psp_details_for` names the action); every digest recorded is remembered (`psp_details_seen`), so a
+        storefront's retry of an earlier action's details is known. The charge as it is now, or None when not
+        recorded (the caller reads the charge to say why)."""
+        return self._update_charge_if(
+            key, "SET psp_details = :details, psp_details_digest = :digest, psp_details_for = :action, "
+                 "psp_details_at = :now, updated_at = :now ADD psp_details_seen :seen",
+            "charge_status = :executing AND psp = :psp AND psp_status = :requires AND next_action.action_id = :action "
+            "AND action_expires_at > :now AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action) "
+            "AND attribute_not_exists(action_abandoned_at)",
+            {":details": details, ":digest": digest, ":action": action, ":seen": {digest}, ":now": now, ":psp": psp,
+             ":requires": "requires_action", ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+
+    def hide_answered_action(self, payment_order_ids: Iterable[str], action: str, now: str) -> None:
+        """The orders stop showing the shopper action `action` once its details are recorded (the charge keeps it:
+        the executor answers from it), so a storefront polling them does not run it again. Only that action, only
+        while EXECUTING: a next action finalize wrote meanwhile stays shown. Safe to repeat."""
+        for order_id in payment_order_ids:
+            self._update_if(self.orders_table, {"payment_order_id": order_id},
+                            "SET updated_at = :now REMOVE next_action",
+                            "payment_order_status = :executing AND next_action.action_id = :action",
+                            {":now": now, ":action": action, ":executing": OrderStatus.EXECUTING.value})
+
+    def abandon_action(self, key: str, action: str, now: str) -> bool:
+        """The executor's decision that the buyer abandoned the shopper action `action` (its deadline passed with no
+        details for it): written once, only while no details for it are recorded, and kept (a re-run after a crash
+        finds it and answers the same). False: details were recorded first, and they decide."""
+        return self._update_charge_if(
+            key, "SET action_abandoned_at = if_not_exists(action_abandoned_at, :now), updated_at = :now",
+            "charge_status = :executing AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action)",
+            {":now": now, ":action": action, ":executing": OrderStatus.EXECUTING.value}) is not None
+
+    def note_details_sent(self, key: str, action: str, now: str) -> bool:
+        """Before the details of `action` go to the PSP: True for their first sending, False when an earlier call
+        may have sent them (a refusal of a later one then proves nothing). Counts the actions answered
+        (`details_rounds`), which the executor bounds."""
+        return self._update_charge_if(
+            key, f"SET details_sent_{action} = :now ADD details_rounds :one",
+            f"attribute_exists(charge_key) AND attribute_not_exists(details_sent_{action})",
+            {":now": now, ":one": 1}) is not None
+
+    def record_details_refused(self, key: str, code: str, message: str) -> None:
+        """The PSP refused the details at their first sending (certain: nothing was authorised): kept, so that a
+        re-run answers the same FAILED without sending them again. The first refusal is kept."""
+        self._update_charge_if(key, "SET details_refused = if_not_exists(details_refused, :refused)",
+                               "attribute_exists(charge_key)", {":refused": {"code": code, "message": message[:500]}})
 
     def finish_charge(self, key: str, status: OrderStatus, fields: dict[str, Any], now: str) -> bool:
         """The charge's final status, written last by finalize (after its orders and the checkout): until then

@@ -40,6 +40,17 @@ TEST_HOLDER_NAMES: dict[str, tuple[str, str, str]] = {
 # The sandbox's own (not Adyen's test values): a payment answered `Received` (Adyen's initial state; its outcome comes
 # in the AUTHORISATION notification), which is sent at once with the outcome named here.
 RECEIVED_HOLDER_NAMES: dict[str, str] = {"RECEIVED": "Authorised", "RECEIVED_DECLINED": "DECLINED"}
+# Adyen's 3-D Secure 2 test card (docs.adyen.com/development-resources/testing/3d-secure-2-authentication): the
+# issuer challenges the buyer. Answered `ChallengeShopper` with a `threeDS2` action; nothing is authorised until
+# /payments/details brings the challenge's result (`complete_challenge` plays the buyer's browser and Drop-in).
+CHALLENGE_CARDS = frozenset({"4212345678910006"})
+# The sandbox's own: with that card, this holderName gets a 3-D Secure 2 fingerprint first (`IdentifyShopper`, a
+# `threeDS2` action of subtype fingerprint), whose details are answered with the challenge (`ChallengeShopper`, a new
+# action and token): the two rounds of Adyen's native flow for an issuer that fingerprints, then challenges.
+FINGERPRINT_HOLDER = "IDENTIFY"
+NOT_AUTHENTICATED = "3D Not Authenticated"
+# refusalReason → refusalReasonCode for refusals that no test holderName gives
+OTHER_REFUSAL_CODES = {NOT_AUTHENTICATED: "11"}
 # ISO 4217 codes the sandbox takes (Adyen's own minor units: CLP and ISK with 2 decimals).
 _CODES = ("AED AUD BHD BRL CAD CHF CLP CNY CZK DKK EUR GBP HKD HUF ILS INR ISK JOD JPY KRW KWD MXN MYR NOK NZD OMR PLN "
           "RON SEK SGD THB TND USD VND ZAR")
@@ -82,6 +93,9 @@ class Payment:
     cancelled: bool = False
     refunds: list[str] = field(default_factory=list)
     eventual: str = ""  # a `Received` payment's outcome: Authorised, or a TEST_HOLDER_NAMES refusal
+    # ChallengeShopper: the action handed to the browser, and the holderName deciding the outcome once authenticated
+    action: dict[str, Any] | None = None
+    holder: str = ""
 
     def settle(self) -> None:
         """A `Received` payment gets its outcome (its first answer, stored under its key, stays `Received`)."""
@@ -96,8 +110,11 @@ class Payment:
             "additionalData": {"cardSummary": self.card_summary},
         }
         if self.refusal_reason:
-            code = next(c for name, (_, reason, c) in TEST_HOLDER_NAMES.items() if reason == self.refusal_reason)
+            code = OTHER_REFUSAL_CODES.get(self.refusal_reason) or next(
+                c for name, (_, reason, c) in TEST_HOLDER_NAMES.items() if reason == self.refusal_reason)
             answer |= {"refusalReason": self.refusal_reason, "refusalReasonCode": code}
+        if self.result_code in ("IdentifyShopper", "ChallengeShopper") and self.action:
+            answer["action"] = dict(self.action)
         return answer
 
 
@@ -170,14 +187,53 @@ class Books:
         if not isinstance(body.get("returnUrl"), str) or not body["returnUrl"]:
             raise invalid("Required field 'returnUrl' is not provided")
         result_code, reason, summary = _card(body.get("paymentMethod"))
-        eventual = RECEIVED_HOLDER_NAMES.get(str((body.get("paymentMethod") or {}).get("holderName", "")), "")
+        holder = str((body.get("paymentMethod") or {}).get("holderName", ""))
+        eventual = RECEIVED_HOLDER_NAMES.get(holder, "")
         if eventual:
             result_code, reason = "Received", ""
+        challenged = _card_number(body.get("paymentMethod")) in CHALLENGE_CARDS
+        fingerprinted = challenged and holder == FINGERPRINT_HOLDER
+        if challenged:  # the holderName's outcome comes only after the challenge
+            result_code, reason = ("IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
         with self._lock:
             payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
-                              summary, reason, eventual=eventual)
+                              summary, reason, eventual=eventual, holder=holder)
+            if challenged:
+                payment.action = _threeds2_action(payment, "fingerprint" if fingerprinted else "challenge")
             self.payments[payment.psp_reference] = payment
         return payment
+
+    def details(self, body: dict[str, Any]) -> Payment:
+        """/payments/details with a `threeDSResult`: a fingerprint's (threeDSCompInd) moves its payment to the
+        challenge (`ChallengeShopper`, a new action); a challenge's is authorised (transStatus Y: the holderName's
+        outcome, Authorised unless a refusal is named) or refused `3D Not Authenticated` (N). An unknown or already
+        used token, or a payment not awaiting such details: refused (422), nothing done."""
+        details = body.get("details")
+        if not isinstance(details, dict) or not isinstance(details.get("threeDSResult"), str):
+            raise invalid("Required field 'details.threeDSResult' is not provided", "sbx_details_invalid")
+        try:
+            result = json.loads(base64.b64decode(details["threeDSResult"], validate=True))
+        except (binascii.Error, ValueError):
+            raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid") from None
+        if not isinstance(result, dict) or not (result.get("transStatus") in ("Y", "N")
+                                                or result.get("threeDSCompInd") in ("Y", "N")):
+            raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid")
+        with self._lock:
+            payment = next((p for p in self.payments.values()
+                            if p.action and p.action.get("token") == result.get("token")), None)
+            awaited = {"IdentifyShopper": "threeDSCompInd", "ChallengeShopper": "transStatus"}
+            if payment is None or awaited.get(payment.result_code) not in result:
+                raise invalid("the payment is not awaiting these details (unknown or used token)",
+                              "sbx_details_not_awaited")
+            if payment.result_code == "IdentifyShopper":  # the fingerprint done: the issuer challenges
+                payment.result_code = "ChallengeShopper"
+                payment.action = _threeds2_action(payment, "challenge")
+            elif result["transStatus"] == "Y":
+                payment.result_code, payment.refusal_reason, _code = TEST_HOLDER_NAMES.get(
+                    payment.holder, ("Authorised", "", ""))
+            else:
+                payment.result_code, payment.refusal_reason = "Refused", NOT_AUTHENTICATED
+            return payment
 
     def settle(self, payment: Payment) -> None:
         with self._lock:
@@ -265,6 +321,31 @@ def _card(method: Any) -> tuple[str, str, str]:
     summary = number[-4:]
     result_code, reason, _code = TEST_HOLDER_NAMES.get(str(method.get("holderName", "")), ("Authorised", "", ""))
     return result_code, reason, summary
+
+
+def complete_challenge(action: dict[str, Any], authenticated: bool = True) -> str:
+    """The buyer's browser: Drop-in runs a `threeDS2` action and gives `state.data.details`'s `threeDSResult`
+    (base64 JSON with the action's token and, for a challenge, its transStatus: Y authenticated or N not; for a
+    fingerprint, threeDSCompInd Y)."""
+    if action.get("subtype") == "fingerprint":
+        result = {"threeDSCompInd": "Y", "token": action["token"]}
+    else:
+        result = {"transStatus": "Y" if authenticated else "N", "token": action["token"]}
+    return base64.b64encode(json.dumps(result).encode()).decode()
+
+
+def _threeds2_action(payment: Payment, subtype: str) -> dict[str, Any]:
+    """A `threeDS2` action with a fresh token (each round's its own: a used one is refused)."""
+    seed = f"{payment.psp_reference}|{subtype}".encode()
+    return {"type": "threeDS2", "subtype": subtype, "paymentMethodType": "scheme",
+            "token": base64.b64encode(b"sbx-3ds2:" + hashlib.sha256(seed).digest()[:18]).decode(),
+            "authorisationToken": hashlib.sha256(b"auth|" + seed).hexdigest()[:32]}
+
+
+def _card_number(method: Any) -> str:
+    if not isinstance(method, dict):
+        return ""
+    return _decrypted(method.get("encryptedCardNumber", ""))[len(TEST_PREFIX):]
 
 
 def sandbox_encrypted(value: str) -> str:

@@ -1,9 +1,10 @@
 """The Adyen sandbox's HTTP front: Checkout API v71 (`/payments`, `/payments/{pspReference}/refunds` (answered
 `received`, then a signed REFUND notification: success, or a refusal when our reference contains FAIL; a payment
 whose holderName is RECEIVED or RECEIVED_DECLINED is answered `Received` and decided by its AUTHORISATION),
-`/payments/{pspReference}/cancels`) behind one pipeline (X-API-Key → Idempotency-Key's length → faults →
-Idempotency-Key → endpoint → lost answers), and `/_sandbox/` (health, faults, payments). The fault injector and the
-clock are the Stripe sandbox's.
+`/payments/{pspReference}/cancels`, `/payments/details` (a 3-D Secure challenge's result: the card
+4212 3456 7891 0006 is answered `ChallengeShopper`; books.complete_challenge plays the buyer's browser)) behind one
+pipeline (X-API-Key → Idempotency-Key's length → faults → Idempotency-Key → endpoint → lost answers), and
+`/_sandbox/` (health, faults, payments). The fault injector and the clock are the Stripe sandbox's.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class AdyenSandbox:
 
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Run one endpoint: (HTTP status, answer); AdyenApiError for a refusal."""
+        if path == f"/{VERSION}/payments/details":  # a challenge's result: authorised or refused now
+            payment = self.books.details(body)
+            self._notify_authorisation(payment)
+            return 200, payment.answer()
         if path == f"/{VERSION}/payments":
             payment = self.books.pay(body)
             answer = payment.answer()

@@ -160,16 +160,40 @@ def test_an_invocation_out_of_time_sends_nothing(adyen):
     assert adyen.sandbox.payments() == []
 
 
-def test_a_shopper_action_adyen_asks_for_ends_failed_not_parked(adyen, monkeypatch):
-    # The sandbox never asks for one; Adyen's answer is replaced at the library's edge (its PaymentsApi), so every
-    # line of ours runs: the adapter reads it as pending, the executor ends it.
+def _answered(monkeypatch, message):
+    """Adyen's answer replaced at the library's edge (its PaymentsApi), so every line of ours runs."""
     from Adyen.services.checkout import PaymentsApi
 
     class Answer:
-        message = {"resultCode": "RedirectShopper", "pspReference": "SBX9999999999999",
-                   "action": {"type": "redirect", "url": "https://example.invalid/3ds"}}
+        pass
 
+    Answer.message = message
     monkeypatch.setattr(PaymentsApi, "payments", lambda self, request, idempotency_key=None, **_: Answer())
+
+
+def test_a_voucher_adyen_asks_for_ends_failed_not_parked(adyen, monkeypatch):
+    # PresentToShopper (a voucher paid elsewhere, later) is not handed over: it never reaches the buyer
+    _answered(monkeypatch, {"resultCode": "PresentToShopper", "pspReference": "SBX9999999999999",
+                            "action": {"type": "voucher", "paymentMethodType": "boletobancario"}})
     result = executor.execute(stored())
     assert (result.outcome, result.failure_code) == ("failed", "shopper_action_not_supported")
     assert result.psp_reference == "SBX9999999999999"
+
+
+def test_a_redirect_adyen_asks_for_is_handed_to_the_storefront_as_pending(adyen, monkeypatch):
+    action = {"type": "redirect", "url": "https://example.invalid/3ds", "method": "GET",
+              "paymentMethodType": "scheme"}
+    _answered(monkeypatch, {"resultCode": "RedirectShopper", "pspReference": "SBX9999999999999", "action": action})
+    result = executor.execute(stored())
+    assert (result.outcome, result.psp_status, result.action) == ("pending", "requires_action", "adyen_action")
+    assert json.loads(result.adyen_action) == action and result.psp_reference == "SBX9999999999999"
+
+
+def test_the_3ds2_card_is_pending_with_adyens_action(adyen):
+    card = json.loads(adyen_card()) | {"encryptedCardNumber": "test_4212345678910006"}
+    result = executor.execute(stored(card=json.dumps(card)))
+    assert (result.outcome, result.psp_status, result.action) == ("pending", "requires_action", "adyen_action")
+    action = json.loads(result.adyen_action)
+    assert (action["type"], action["subtype"]) == ("threeDS2", "challenge")
+    [payment] = adyen.sandbox.payments()
+    assert payment["resultCode"] == "ChallengeShopper"

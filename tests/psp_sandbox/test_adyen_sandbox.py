@@ -24,7 +24,7 @@ from functions.shared.models import ChargeWork
 from functions.shared.psp_adyen import KEY_SAFE_AGE, MAX_KEY_CHARS, AdyenPsp, checkout_base_for, result_of, wire_key
 from functions.shared.psp_port import REFUND_REFUSED, WebhookForAnotherAccount, WebhookSignatureInvalid
 from psp_sandbox.adyen import AdyenSandboxServer, start_adyen_sandbox
-from psp_sandbox.adyen.books import KEY_LIFETIME_S
+from psp_sandbox.adyen.books import KEY_LIFETIME_S, complete_challenge
 from psp_sandbox.adyen.notifications import sign
 from psp_sandbox.adyen.server import API_KEY, HMAC_KEY, MERCHANT_ACCOUNT
 
@@ -362,3 +362,95 @@ def test_a_notification_for_another_merchant_account_is_refused():
     with pytest.raises(WebhookForAnotherAccount):
         psp.verify_webhook(_notification("OtherAccount"), None, HMAC_KEY)
     assert issubclass(WebhookForAnotherAccount, WebhookSignatureInvalid)  # refused wherever a bad signature is
+
+
+# -- 3-D Secure 2: ChallengeShopper, then /payments/details -------------------------------------------------------
+
+CHALLENGED = CARD | {"encryptedCardNumber": "test_4212345678910006"}
+
+
+def _challenged(server: AdyenSandboxServer, holder: str = "J Smith") -> dict[str, Any]:
+    answer = _post(server, "/payments", _payment(paymentMethod=CHALLENGED | {"holderName": holder}), key="c3ds")
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def _authorisations(server: AdyenSandboxServer) -> list[tuple[str, str]]:
+    return [(i["pspReference"], i["success"]) for i in server.sandbox.notifier.emitted
+            if i["eventCode"] == "AUTHORISATION"]
+
+
+def test_the_3ds2_card_is_challenged_and_nothing_is_authorised_without_details(server: AdyenSandboxServer):
+    answer = _challenged(server)
+    assert answer["resultCode"] == "ChallengeShopper"
+    action = answer["action"]
+    assert {k: action[k] for k in ("type", "subtype", "paymentMethodType")} == {
+        "type": "threeDS2", "subtype": "challenge", "paymentMethodType": "scheme"}
+    assert action["token"] and action["authorisationToken"]
+    [payment] = server.sandbox.payments()
+    assert payment["resultCode"] == "ChallengeShopper" and _authorisations(server) == []
+    # a refund or cancel of it is refused: it is not authorised
+    assert _post(server, f"/payments/{answer['pspReference']}/refunds",
+                 {"merchantAccount": MERCHANT_ACCOUNT, "amount": {"currency": "USD", "value": 1000},
+                  "reference": "r1"}).status_code == 422
+
+
+@pytest.mark.parametrize("authenticated, code, reason", [(True, "Authorised", None),
+                                                        (False, "Refused", "3D Not Authenticated")])
+def test_details_decide_the_challenged_payment_and_its_authorisation_is_emitted(
+        server: AdyenSandboxServer, authenticated: bool, code: str, reason: str | None):
+    answer = _challenged(server)
+    details = {"details": {"threeDSResult": complete_challenge(answer["action"], authenticated)}}
+    decided = _post(server, "/payments/details", details, key="d3ds")
+    assert decided.status_code == 200
+    body = decided.json()
+    assert (body["resultCode"], body.get("refusalReason")) == (code, reason)
+    assert body["pspReference"] == answer["pspReference"] and body["amount"] == {"currency": "USD", "value": 1000}
+    assert _authorisations(server) == [(answer["pspReference"], "true" if authenticated else "false")]
+    # the same key replays the answer; the same details under another key are refused: the token is used
+    assert _post(server, "/payments/details", details, key="d3ds").json() == body
+    assert _post(server, "/payments/details", details, key="other").status_code == 422
+    assert len(_authorisations(server)) == 1
+
+
+def test_a_challenged_payment_authenticated_still_takes_its_holder_names_refusal(server: AdyenSandboxServer):
+    answer = _challenged(server, holder="DECLINED")
+    details = {"details": {"threeDSResult": complete_challenge(answer["action"])}}
+    assert _post(server, "/payments/details", details).json()["resultCode"] == "Refused"
+
+
+@pytest.mark.parametrize("details", [
+    {}, {"details": {}}, {"details": {"threeDSResult": "not base64!"}},
+    {"details": {"threeDSResult": complete_challenge({"token": "unknown"})}}])
+def test_details_not_awaited_or_malformed_are_refused_and_change_nothing(server: AdyenSandboxServer,
+                                                                         details: dict[str, Any]):
+    _challenged(server)
+    answer = _post(server, "/payments/details", details, key="bad")
+    assert answer.status_code == 422 and answer.json()["errorCode"].startswith("sbx_details")
+    assert [p["resultCode"] for p in server.sandbox.payments()] == ["ChallengeShopper"]
+
+
+def test_details_for_a_payment_not_awaiting_them_are_refused(server: AdyenSandboxServer):
+    answer = _challenged(server)
+    action = answer["action"]
+    assert _post(server, "/payments/details",
+                 {"details": {"threeDSResult": complete_challenge(action)}}).status_code == 200
+    # decided: the same token again (another request) is refused, the outcome stays
+    assert _post(server, "/payments/details",
+                 {"details": {"threeDSResult": complete_challenge(action, False)}}).status_code == 422
+    assert [p["resultCode"] for p in server.sandbox.payments()] == ["Authorised"]
+
+
+def test_a_fingerprint_is_answered_with_a_challenge_of_its_own_token(server: AdyenSandboxServer):
+    answer = _challenged(server, holder="IDENTIFY")
+    assert (answer["resultCode"], answer["action"]["subtype"]) == ("IdentifyShopper", "fingerprint")
+    fingerprinted = {"details": {"threeDSResult": complete_challenge(answer["action"])}}
+    challenge = _post(server, "/payments/details", fingerprinted, key="f1").json()
+    assert (challenge["resultCode"], challenge["action"]["subtype"]) == ("ChallengeShopper", "challenge")
+    assert challenge["action"]["token"] != answer["action"]["token"] and _authorisations(server) == []
+    # the fingerprint's token is used; a challenge result is not a fingerprint's
+    assert _post(server, "/payments/details", fingerprinted, key="f2").status_code == 422
+    decided = _post(server, "/payments/details",
+                    {"details": {"threeDSResult": complete_challenge(challenge["action"])}}, key="c1").json()
+    assert decided["resultCode"] == "Authorised"
+    assert _authorisations(server) == [(answer["pspReference"], "true")]

@@ -19,7 +19,8 @@ def test_the_document_describes_every_route_and_the_money_format():
         "/v1/payments/{payment_order_id}/release", "/v1/sellers/{seller_account}",
         "/v1/sellers/{seller_account}/balance", "/v1/sellers/{seller_account}/statement",
         "/v1/notification_endpoint", "/v1/payments/{payment_order_id}/refunds", "/v1/refunds/{refund_id}",
-        "/v1/checkouts/{checkout_id}/offline_payments", "/v1/checkouts/{checkout_id}/offline_payments/bounce"}
+        "/v1/checkouts/{checkout_id}/offline_payments", "/v1/checkouts/{checkout_id}/offline_payments/bounce",
+        "/v1/checkouts/{checkout_id}/payment_details"}
     methods = {(m.upper(), path) for path, ops in document["paths"].items() for m in ops}
     assert methods == {route for route in ROUTES if route[1] != "/v1/openapi.json"}
     assert document["components"]["schemas"]["PayoutStatus"]["enum"] == [
