@@ -244,10 +244,17 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
       re-run finds the abandonment. If the write loses to the API's (details came first), the details decide.
     - otherwise (a re-drive before the deadline, e.g. a finalize that died before pushing the sweep to it): the
       same action, pending again; finalize keeps the deadline it set (if_not_exists)."""
-    if charge.get("action_abandoned_at"):
-        return _abandoned(work, reference)
-    if refused := charge.get("details_refused"):  # an earlier run's first sending was refused: the same answer
-        return _details_refused(reference, str(refused.get("code", "")), str(refused.get("message", "")))
+    notified = _notified_outcome(work, charge, psp.ChargeResult(psp.PENDING, reference))
+    if charge.get("action_abandoned_at") or charge.get("details_refused"):
+        refused = charge.get("details_refused") or {}
+        failed = _details_refused(reference, str(refused.get("code", "")), str(refused.get("message", ""))) \
+            if refused else _abandoned(work, reference)
+        if notified is not None and notified.outcome == psp.SUCCEEDED:  # decided FAILED, and Adyen authorised it
+            raise PspOutcomeUnknown(f"{work.charge_key}: {failed.failure_code}, yet {work.psp} notified it "
+                                    "authorised: a human decides which holds")
+        return failed
+    if notified is not None:  # the buyer completed the action at the PSP (its AUTHORISATION): that decides
+        return notified
     action = charge["next_action"].get("action") or {}
     action_json = json.dumps(action, sort_keys=True, separators=(",", ":"))
     current = str(charge["next_action"].get("action_id") or psp_port.action_id(action_json))
@@ -256,7 +263,9 @@ def _after_shopper_action(client: Any, work: ChargeWork, tables: PaymentTables, 
         if tables.abandon_action(work.charge_key, current, clock.iso()):
             logger.info("shopper action abandoned: failed without a call")
             return _abandoned(work, reference)
-        charge = tables.get_charge(work.charge_key) or {}  # details recorded meanwhile: they decide
+        charge = tables.get_charge(work.charge_key) or {}  # details or a notification recorded meanwhile: decide
+        if (notified := _notified_outcome(work, charge, psp.ChargeResult(psp.PENDING, reference))) is not None:
+            return notified
         details = charge.get("psp_details") if charge.get("psp_details_for") == current else None
     if not details:
         return psp.ChargeResult(psp.PENDING, reference, psp.REQUIRES_ACTION, action=ADYEN_ACTION,

@@ -849,8 +849,11 @@ class OfflinePaymentView(ApiModel):
 
 
 MAX_DETAILS = 8  # Adyen's details carry one or two fields (threeDSResult; redirectResult; payload)
-DetailName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
-DetailValue = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+# Names as Drop-in gives them, dotted ones of older components included (threeds2.challengeResult); values are
+# Adyen's opaque tokens (base64, URL-safe characters): printable ASCII only, so the API's 64 KB body limit bounds
+# what is stored (a DynamoDB item holds 400 KB).
+DetailName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")]
+DetailValue = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=r"^[\x20-\x7E]+$")]
 
 
 class PaymentDetailsRequest(ApiModel):

@@ -496,12 +496,33 @@ class PaymentTables:
                                       expires_at: str, payment_order_ids: Iterable[str], now: str) -> str:
         """requires_action (3-D Secure): keep EXECUTING; the challenge's deadline is set once (a re-drive before it
         keeps it) and the sweep is due then. The orders still EXECUTING show next_action. Returns the deadline."""
-        moved = self._update_charge_if(
-            key, "SET psp_reference = :ref, psp_status = :psp, next_action = :action, "
-                 "action_expires_at = if_not_exists(action_expires_at, :expires), updated_at = :now",
-            "charge_status = :executing",
-            {":ref": psp_reference, ":psp": "requires_action", ":action": next_action, ":expires": expires_at,
-             ":now": now, ":executing": OrderStatus.EXECUTING.value}, "ALL_NEW")
+        values = {":ref": psp_reference, ":psp": "requires_action", ":action": next_action, ":expires": expires_at,
+                  ":now": now, ":executing": OrderStatus.EXECUTING.value}
+        update = ("SET psp_reference = :ref, psp_status = :psp, next_action = :action, "
+                  "action_expires_at = if_not_exists(action_expires_at, :expires), updated_at = :now")
+        action_id = next_action.get("action_id")
+        if action_id:
+            # Adyen's actions: the deadline is the action's. A new one (a challenge after a fingerprint) gets its
+            # own, never less than what was left; the one whose details are recorded is not shown again, nor its
+            # sweep pushed to the deadline (a run that read the charge before the details: they decide, now).
+            values[":aid"] = action_id
+            moved = self._update_charge_if(
+                key, update, "charge_status = :executing AND (attribute_not_exists(next_action) OR "
+                "next_action.action_id = :aid) AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :aid)",
+                values, "ALL_NEW")
+            if moved is None:
+                current = self.get_charge(key) or {}
+                if current.get("charge_status") != OrderStatus.EXECUTING.value or \
+                        current.get("psp_details_for") == action_id:
+                    return str(current.get("action_expires_at") or expires_at)
+                later = max(expires_at, str(current.get("action_expires_at") or ""))
+                moved = self._update_charge_if(
+                    key, "SET psp_reference = :ref, psp_status = :psp, next_action = :action, "
+                         "action_expires_at = :expires, updated_at = :now",
+                    "charge_status = :executing AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :aid)",
+                    {**values, ":expires": later}, "ALL_NEW")
+        else:
+            moved = self._update_charge_if(key, update, "charge_status = :executing", values, "ALL_NEW")
         if moved is None:
             return expires_at
         deadline = str(moved["action_expires_at"])
@@ -548,10 +569,12 @@ class PaymentTables:
     def abandon_action(self, key: str, action: str, now: str) -> bool:
         """The executor's decision that the buyer abandoned the shopper action `action` (its deadline passed with no
         details for it): written once, only while no details for it are recorded, and kept (a re-run after a crash
-        finds it and answers the same). False: details were recorded first, and they decide."""
+        finds it and answers the same). False: details were recorded first, or the PSP's notification (Adyen's
+        AUTHORISATION: the buyer completed the action at the PSP), and they decide."""
         return self._update_charge_if(
             key, "SET action_abandoned_at = if_not_exists(action_abandoned_at, :now), updated_at = :now",
-            "charge_status = :executing AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action)",
+            "charge_status = :executing AND (attribute_not_exists(psp_details_for) OR psp_details_for <> :action) "
+            "AND attribute_not_exists(psp_notified)",
             {":now": now, ":action": action, ":executing": OrderStatus.EXECUTING.value}) is not None
 
     def note_details_sent(self, key: str, action: str, now: str) -> bool:

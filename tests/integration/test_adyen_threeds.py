@@ -17,10 +17,14 @@ from functions.executor import sweeper
 from functions.payment import api, finalize
 from functions.shared import clock
 from functions.shared.config import settings
+from functions.shared.errors import PspOutcomeUnknown
 from functions.shared.tables import PaymentTables, PayoutsTable, WalletTable
 from psp_sandbox.adyen.books import complete_challenge, sandbox_encrypted
+from psp_sandbox.adyen.server import MERCHANT_ACCOUNT
 from tests.integration.support import place, work_of
 from tests.integration.test_adyen_checkout import adyen_card, adyen_payments, orders_of, post, routed  # noqa: F401
+from tests.integration.test_adyen_notifications import body_of, processed, resigned
+from tests.integration.test_adyen_notifications import post as notify
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
 from tests.integration.test_executor_checkout import begin, run_charge
 from tests.integration.test_refunds import invariants_hold
@@ -371,3 +375,75 @@ def test_shopper_actions_without_end_are_bounded(workflow, monkeypatch):
     send_details("chk_r4", {"threeDSResult": complete_challenge(action)})
     assert redrive("chk_r4")["charge_status"] == "FAILED"
     assert {o["failure_code"] for o in orders_of("chk_r4")} == {"shopper_action_not_supported"}
+
+
+def authorised_at_adyen(server, checkout_id, success="true"):
+    """Adyen's signed AUTHORISATION of the checkout's payment (the buyer completed the action at Adyen, e.g. a
+    redirect whose result never reached our API), through the receiver and the processor: their outcomes."""
+    [payment] = adyen_payments(server, checkout_id)
+    item = resigned({"amount": payment["amount"], "eventCode": "AUTHORISATION", "merchantAccountCode": MERCHANT_ACCOUNT,
+                     "merchantReference": f"{checkout_id}#EUR", "pspReference": payment["pspReference"],
+                     "reason": "", "success": success})
+    notify(body_of(item))
+    return processed()
+
+
+def test_an_authorisation_heard_while_waiting_for_the_buyer_decides_and_no_abandonment_follows(workflow):
+    challenged("chk_n1")
+    assert authorised_at_adyen(workflow, "chk_n1") == ["redrive_due"]  # waiting for the buyer: brought forward
+    clock.advance(settings().threeds_timeout_s + 1)  # even past the deadline, with no details ever posted
+    assert redrive("chk_n1")["charge_status"] == "SUCCESS"  # Adyen's word, not an abandonment
+    assert [o["payment_order_status"] for o in orders_of("chk_n1")] == ["SUCCESS", "SUCCESS"]
+    assert "action_abandoned_at" not in charge("chk_n1")
+
+
+def test_an_abandonment_that_adyen_then_says_it_authorised_is_for_a_human(workflow):
+    challenged("chk_n2")
+    clock.advance(settings().threeds_timeout_s + 1)
+    assert sweeper.sweep()["redriven"] == 1
+    work = work_of("chk_n2", "EUR", attempt=int(charge("chk_n2")["attempts"]))
+    assert executor.execute(work).failure_code == "authentication_abandoned"  # written, then the run dies
+    PaymentTables.from_settings().record_psp_notification(
+        "chk_n2#EUR", {"outcome": "succeeded", "psp_reference": adyen_payments(workflow, "chk_n2")[0]["pspReference"],
+                       "psp_status": "Authorised"}, clock.iso())
+    with pytest.raises(PspOutcomeUnknown):  # decided FAILED, and Adyen authorised it: neither word is taken
+        executor.execute(work)
+
+
+def test_a_challenge_after_a_late_fingerprint_gets_its_own_deadline(workflow):
+    fingerprint = challenged("chk_n3", holder="IDENTIFY")
+    first_deadline = charge("chk_n3")["action_expires_at"]
+    clock.advance(settings().threeds_timeout_s - 120)  # the fingerprint's details come 2 minutes before its deadline
+    assert send_details("chk_n3", {"threeDSResult": complete_challenge(fingerprint)})[0] == 202
+    clock.advance(121)
+    assert redrive("chk_n3") == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
+    challenge = shown("chk_n3")
+    assert challenge["subtype"] == "challenge"
+    assert charge("chk_n3")["action_expires_at"] > clock.iso() > first_deadline  # a whole window for the challenge
+    assert send_details("chk_n3", {"threeDSResult": complete_challenge(challenge)})[0] == 202
+    assert redrive("chk_n3")["charge_status"] == "SUCCESS"
+
+
+def test_a_run_that_read_the_charge_before_the_details_does_not_show_the_answered_action_again(workflow):
+    action = challenged("chk_n4")
+    tables = PaymentTables.from_settings()
+    clock.advance(60)
+    key = "chk_n4#EUR"
+    stored = tables.get_charge(key)
+    assert tables.begin_charge_attempt(key, 2, clock.iso(), clock.iso(), expected_due_at=stored["due_at"])
+    work = work_of("chk_n4", "EUR", attempt=2)
+    state = {**work.model_dump(), "charge": executor.execute(work).as_dict()}  # pending: the same action
+    assert send_details("chk_n4", {"threeDSResult": complete_challenge(action)})[0] == 202  # meanwhile
+    finalize.handler(state, FakeContext())  # the stale run's finalize
+    assert all(o.get("next_action") is None for o in orders_of("chk_n4"))  # not shown again
+    assert charge("chk_n4")["due_at"] <= clock.iso()  # and still due now: the details decide at the next sweep
+    assert redrive("chk_n4")["charge_status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(("details", "status"), [
+    ({"threeds2.challengeResult": "eyJ0cmFuc1N0YXR1cyI6IlkifQ=="}, 202),  # an older component's dotted name
+    ({"threeDSResult": "caf\u00e9"}, 422),  # Adyen's values are printable ASCII
+    ({f"k{n}": "x" * 20_000 for n in range(4)}, 413)])  # 80,000 characters: past the API's 64 KB body limit
+def test_details_names_and_sizes(workflow, details, status):
+    challenged("chk_n5")
+    assert send_details("chk_n5", details)[0] == status
