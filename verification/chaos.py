@@ -166,6 +166,7 @@ class ChaosReport:
     duration_s: float
     statuses: Counter = field(default_factory=Counter)
     shares: dict[str, tuple[int, int]] = field(default_factory=dict)
+    reads_retried: dict[str, list[Any]] = field(default_factory=dict)  # RunRecord.reads_retried
     overnight: dict[str, str] = field(default_factory=dict)  # charge key -> its orders' outcome
     rejected: Counter = field(default_factory=Counter)  # HTTP status -> checkouts refused (API or PaymentMethod)
     mutation_hits: Counter = field(default_factory=Counter)
@@ -698,6 +699,7 @@ def _drive(stack: LocalStack, config: ChaosConfig, injector: KillInjector, fault
                          time.monotonic() - started,
                          Counter(o["payment_order_status"] for o in snapshot.orders),
                          rejected=Counter(str(status) for _, status, _ in record.rejected))
+    report.reads_retried = record.reads_retried
     report.overnight = _outcomes(overnight, snapshot.orders)
     report.workload = _workload_shape(workload, record)
     report.payouts = _payout_shape(snapshot.payouts, payouts)
@@ -1053,6 +1055,17 @@ class _Aws:
         return self._stack.client(name)
 
 
+def _reads_retried(reads: dict[str, list[Any]]) -> str:
+    """How the storefront's reads after a write went: how many failed at least once, the most tries one took,
+    and each read given up on with its tries' statuses and last answer."""
+    if not reads:
+        return "reads after a write retried: none"
+    given_up = {k: v for k, v in reads.items() if 200 not in v}
+    line = (f"reads after a write retried: {len(reads)}, most tries {max(len(v) for v in reads.values())}, "
+            f"statuses {dict(Counter(s for v in reads.values() for s in v if isinstance(s, int)))}")
+    return line + "".join(f"\n  given up: {k}: {v}" for k, v in given_up.items())
+
+
 def print_report(report: ChaosReport) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1067,6 +1080,7 @@ def print_report(report: ChaosReport) -> None:
     console.print(faults)
     for name, (part, whole) in report.shares.items():
         console.print(f"{name}: {part} of {whole} ({part / whole:.1%})" if whole else f"{name}: none")
+    console.print(_reads_retried(report.reads_retried))
     for key, outcome in report.overnight.items():
         console.print(f"overnight charge {key}: {outcome}")
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))

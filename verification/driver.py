@@ -39,6 +39,8 @@ class RunRecord:
     accepted_order_ids: list[str] = field(default_factory=list)
     replays: list[dict[str, Any]] = field(default_factory=list)
     unreadable_after_write: list[str] = field(default_factory=list)
+    # reads after a write that failed at least once: order id -> each try's status (0: no answer), then the body
+    reads_retried: dict[str, list[Any]] = field(default_factory=dict)
     observed_statuses: dict[str, list[str]] = field(default_factory=dict)
     post_latencies_ms: list[float] = field(default_factory=list)
     rejected: list[tuple[str, int, Any]] = field(default_factory=list)
@@ -97,7 +99,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
         ids = [o["payment_order_id"] for o in checkout["payment_orders"]]
         if read_after_write:
             for order_id in ids:
-                got, order = _get_with_retries(api, order_id, retries)
+                got, order = _read_back(api, order_id, record)
                 if got != 200:
                     record.unreadable_after_write.append(order_id)
                 else:
@@ -113,7 +115,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
             changed["payment_orders"][0]["amount"] = _bump(changed["payment_orders"][0]["amount"])
             answer = _post_with_retries(api, changed, retries, record)
             # read back as a storefront would: a read that failed (a killed function) is read again
-            got, after = _get_with_retries(api, changed["payment_orders"][0]["payment_order_id"], retries)
+            got, after = _read_back(api, changed["payment_orders"][0]["payment_order_id"], record)
             if got != 200:
                 record.unreadable_after_write.append(changed["payment_orders"][0]["payment_order_id"])
             record.replays.append({
@@ -139,7 +141,8 @@ def _error_code(body: dict[str, Any]) -> str:
 def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,
                        record: RunRecord) -> tuple[int, dict[str, Any], dict[str, str]]:
     answer: tuple[int, dict[str, Any], dict[str, str]] = (0, {}, {})
-    for attempt in range(retries + RATE_LIMITED_RETRIES):
+    failures = 0
+    for _ in range(retries + RATE_LIMITED_RETRIES):
         try:
             answer = api.post_checkout(checkout)
         except OSError:
@@ -149,10 +152,11 @@ def _post_with_retries(api: ApiClient, checkout: dict[str, Any], retries: int,
             continue
         if answer[0] and answer[0] < 500:
             return answer
-        if attempt >= retries - 1:
+        failures += 1
+        if failures >= retries:
             break
         record.retried_posts += 1
-        time.sleep(min(0.05 * 2**attempt, 1.0))
+        time.sleep(min(0.05 * 2**failures, 1.0))
     return answer
 
 
@@ -166,25 +170,35 @@ def _retry_after(headers: dict[str, str]) -> float:
         return 1.0
 
 
-def _get_with_retries(api: ApiClient, order_id: str, retries: int) -> tuple[int, dict[str, Any]]:
-    """A read the network or a killed function failed is read again; a 404 is an answer."""
+READ_FAILURES = 10  # a read back after a write: 5xx and dropped connections are read again, ~8 s in all
+
+
+def _read_back(api: ApiClient, order_id: str, record: RunRecord) -> tuple[int, dict[str, Any]]:
+    """A read the network or a killed function failed is read again; a 404 is an answer. A read that failed
+    at least once is kept in `record.reads_retried` with each try's status, so a read given up on says why."""
     answer: tuple[int, dict[str, Any]] = (0, {})
+    tried: list[Any] = []
     failures = 0
-    for _ in range(retries + RATE_LIMITED_RETRIES):
+    for _ in range(READ_FAILURES + RATE_LIMITED_RETRIES):
         try:
             status, body, headers = api.get_order(order_id)
             answer = (status, body)
         except OSError:
             answer, headers = (0, {}), {}
+        tried.append(answer[0])
         if answer[0] == 429:  # rate limited: wait as told, then read again
             time.sleep(_retry_after(headers))
             continue
         if answer[0] and answer[0] < 500:
-            return answer
+            break
         failures += 1
-        if failures >= retries:
+        if failures >= READ_FAILURES:
             break
         time.sleep(min(0.05 * 2**failures, 1.0))
+    if tried != [200]:
+        record.reads_retried[order_id] = [*tried, answer[1]] if answer[0] != 200 else tried
+        if answer[0] != 200:
+            logger.warning("read after write of %s given up: tries %s, last answer %s", order_id, tried, answer[1])
     return answer
 
 
