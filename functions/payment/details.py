@@ -11,9 +11,11 @@ Details answer one action (next_action.action_id): after them Adyen may ask for 
 3-D Secure fingerprint), shown on the orders in its place, whose details are recorded the same way.
 
 Answers: 202 recorded (details recorded before, for this action or an earlier one: 202, Idempotent-Replayed, also
-once the charge is final); 404 for a checkout or charge this client does not have; 409 `no_action_pending` when the
-charge is not EXECUTING waiting for a shopper action at Adyen (a Stripe charge, a final one, past the action's
-deadline or abandoned), 409 `payment_details_conflict` for other details of an action that has some.
+once the charge is final); 422 `details_not_for_action` for details without the fields that answer the action
+shown (a threeDS2 action's threeDSResult, a redirect's redirectResult: ANSWERS_BY_ACTION_TYPE), nothing
+recorded; 404 for a checkout or charge this client does not have; 409 `no_action_pending` when the charge is not
+EXECUTING waiting for a shopper action at Adyen (a Stripe charge, a final one, past the action's deadline or
+abandoned), 409 `payment_details_conflict` for other details of an action that has some.
 
 When the sweep cannot be brought forward (an attempt may still be running: its due_at is within the executing
 deadline), the details wait for the charge's due_at, which is the action's deadline at the latest: the attempt then
@@ -32,7 +34,7 @@ from aws_lambda_powertools import Logger
 from functions.payment.schemas import PaymentDetailsRequest, PaymentDetailsView
 from functions.shared import clock
 from functions.shared.config import settings
-from functions.shared.errors import DomainError, NotFound
+from functions.shared.errors import DomainError, NotFound, RequestInvalid
 from functions.shared.names import charge_key
 from functions.shared.routing import ADYEN
 from functions.shared.status import OrderStatus
@@ -42,6 +44,31 @@ logger = Logger(service="payment")
 
 NO_ACTION_PENDING = "no_action_pending"
 DETAILS_CONFLICT = "payment_details_conflict"
+# The fields of Adyen's /payments/details `details` (PaymentCompletionDetails, Checkout API v71) that answer each
+# action type: the buyer's answer carries one of these sets. Checked before recording, so a storefront posting the
+# wrong fields is told now (422) instead of the charge failing when Adyen refuses them; other action types are not
+# judged here.
+ANSWERS_BY_ACTION_TYPE: dict[str, tuple[frozenset[str], ...]] = {
+    "threeDS2": (frozenset({"threeDSResult"}), frozenset({"threeds2.fingerprint"}),
+                 frozenset({"threeds2.challengeResult"})),
+    "redirect": (frozenset({"redirectResult"}), frozenset({"payload"}), frozenset({"returnUrlQueryString"}),
+                 frozenset({"MD", "PaRes"})),
+}
+
+
+class DetailsNotForAction(RequestInvalid):
+    """The details carry none of the fields that answer the action shown (ANSWERS_BY_ACTION_TYPE)."""
+
+    code = "details_not_for_action"
+
+
+def _check_answers(charge: dict[str, Any], details: dict[str, str]) -> None:
+    action_type = str(((charge.get("next_action") or {}).get("action") or {}).get("type") or "")
+    expected = ANSWERS_BY_ACTION_TYPE.get(action_type)
+    if expected and not any(fields <= details.keys() for fields in expected):
+        wanted = " or ".join("+".join(sorted(fields)) for fields in expected)
+        raise DetailsNotForAction(f"a {action_type} action is answered with {wanted}: "
+                                  f"got {', '.join(sorted(details))}")
 
 
 class PaymentDetailsRefused(DomainError):
@@ -104,6 +131,7 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
     if (replayed := _recorded_before(checkout_id, charge, digest)) is not None:
         _after_recording(tables, charge)  # the first call may have died between its writes
         return replayed, True
+    _check_answers(charge, request.details)
     recorded = tables.record_psp_details(key, ADYEN, dict(request.details), digest, _current_action(charge),
                                          clock.iso())
     if recorded is None:  # not waiting (say why), or details recorded by a concurrent call

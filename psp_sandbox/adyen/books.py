@@ -48,6 +48,12 @@ CHALLENGE_CARDS = frozenset({"4212345678910006"})
 # `threeDS2` action of subtype fingerprint), whose details are answered with the challenge (`ChallengeShopper`, a new
 # action and token): the two rounds of Adyen's native flow for an issuer that fingerprints, then challenges.
 FINGERPRINT_HOLDER = "IDENTIFY"
+# The sandbox's own: with that card, this holderName gets the redirect flow instead (`RedirectShopper`, a `redirect`
+# action: the buyer authenticates on the issuer's page and comes back to returnUrl with `redirectResult`, which
+# /payments/details takes). Adyen routes a payment to redirect when native 3-D Secure 2 was not asked for
+# (authenticationData.threeDSRequestData.nativeThreeDS) or not available; the sandbox answers native by default.
+REDIRECT_HOLDER = "REDIRECT"
+REDIRECT_PAGE = "https://checkoutshopper-sandbox.invalid/checkoutshopper/threeDS/redirect"
 NOT_AUTHENTICATED = "3D Not Authenticated"
 # refusalReason → refusalReasonCode for refusals that no test holderName gives
 OTHER_REFUSAL_CODES = {NOT_AUTHENTICATED: "11"}
@@ -113,7 +119,7 @@ class Payment:
             code = OTHER_REFUSAL_CODES.get(self.refusal_reason) or next(
                 c for name, (_, reason, c) in TEST_HOLDER_NAMES.items() if reason == self.refusal_reason)
             answer |= {"refusalReason": self.refusal_reason, "refusalReasonCode": code}
-        if self.result_code in ("IdentifyShopper", "ChallengeShopper") and self.action:
+        if self.result_code in ("IdentifyShopper", "ChallengeShopper", "RedirectShopper") and self.action:
             answer["action"] = dict(self.action)
         return answer
 
@@ -193,36 +199,47 @@ class Books:
             result_code, reason = "Received", ""
         challenged = _card_number(body.get("paymentMethod")) in CHALLENGE_CARDS
         fingerprinted = challenged and holder == FINGERPRINT_HOLDER
+        redirected = challenged and holder == REDIRECT_HOLDER
         if challenged:  # the holderName's outcome comes only after the challenge
-            result_code, reason = ("IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
+            result_code, reason = ("RedirectShopper" if redirected else
+                                   "IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
         with self._lock:
             payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
                               summary, reason, eventual=eventual, holder=holder)
-            if challenged:
+            if redirected:
+                payment.action = _redirect_action(payment)
+            elif challenged:
                 payment.action = _threeds2_action(payment, "fingerprint" if fingerprinted else "challenge")
             self.payments[payment.psp_reference] = payment
         return payment
 
     def details(self, body: dict[str, Any]) -> Payment:
-        """/payments/details with a `threeDSResult`: a fingerprint's (threeDSCompInd) moves its payment to the
-        challenge (`ChallengeShopper`, a new action); a challenge's is authorised (transStatus Y: the holderName's
+        """/payments/details with a `threeDSResult` (or a redirect's `redirectResult`, taken only for a payment
+        answered RedirectShopper): a fingerprint's (threeDSCompInd) moves its payment to the challenge
+        (`ChallengeShopper`, a new action); a challenge's (or redirect's) is authorised (transStatus Y: the holderName's
         outcome, Authorised unless a refusal is named) or refused `3D Not Authenticated` (N). An unknown or already
         used token, or a payment not awaiting such details: refused (422), nothing done."""
         details = body.get("details")
-        if not isinstance(details, dict) or not isinstance(details.get("threeDSResult"), str):
-            raise invalid("Required field 'details.threeDSResult' is not provided", "sbx_details_invalid")
+        field_name = next((name for name in ("threeDSResult", "redirectResult")
+                           if isinstance(details, dict) and isinstance(details.get(name), str)), "")
+        if not field_name:
+            raise invalid("Required field 'details.threeDSResult' or 'details.redirectResult' is not provided",
+                          "sbx_details_invalid")
         try:
-            result = json.loads(base64.b64decode(details["threeDSResult"], validate=True))
+            result = json.loads(base64.b64decode(details[field_name], validate=True))
         except (binascii.Error, ValueError):
-            raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid") from None
+            raise invalid(f"{field_name} is not a 3-D Secure result", "sbx_details_invalid") from None
         if not isinstance(result, dict) or not (result.get("transStatus") in ("Y", "N")
                                                 or result.get("threeDSCompInd") in ("Y", "N")):
-            raise invalid("threeDSResult is not a 3-D Secure 2 result", "sbx_details_invalid")
+            raise invalid(f"{field_name} is not a 3-D Secure result", "sbx_details_invalid")
         with self._lock:
             payment = next((p for p in self.payments.values()
-                            if p.action and p.action.get("token") == result.get("token")), None)
-            awaited = {"IdentifyShopper": "threeDSCompInd", "ChallengeShopper": "transStatus"}
-            if payment is None or awaited.get(payment.result_code) not in result:
+                            if p.action and result.get("token") and _action_token(p.action) == result["token"]), None)
+            awaited = {"IdentifyShopper": "threeDSCompInd", "ChallengeShopper": "transStatus",
+                       "RedirectShopper": "transStatus"}
+            answered_by = "redirectResult" if payment is not None and payment.result_code == "RedirectShopper" \
+                else "threeDSResult"
+            if payment is None or awaited.get(payment.result_code) not in result or field_name != answered_by:
                 raise invalid("the payment is not awaiting these details (unknown or used token)",
                               "sbx_details_not_awaited")
             if payment.result_code == "IdentifyShopper":  # the fingerprint done: the issuer challenges
@@ -332,6 +349,26 @@ def complete_challenge(action: dict[str, Any], authenticated: bool = True) -> st
     else:
         result = {"transStatus": "Y" if authenticated else "N", "token": action["token"]}
     return base64.b64encode(json.dumps(result).encode()).decode()
+
+
+def complete_redirect(action: dict[str, Any], authenticated: bool = True) -> str:
+    """The buyer's browser on a `redirect` action: authenticates on the issuer's page and comes back to the
+    returnUrl with `redirectResult` (opaque at Adyen; here base64 JSON with the action's token and transStatus),
+    which Drop-in's onAdditionalDetails gives as `state.data.details`."""
+    result = {"transStatus": "Y" if authenticated else "N", "token": _action_token(action)}
+    return base64.b64encode(json.dumps(result).encode()).decode()
+
+
+def _redirect_action(payment: Payment) -> dict[str, Any]:
+    """A `redirect` action (GET to the issuer's page); its token, carried in the url, is the one the result names."""
+    token = base64.urlsafe_b64encode(b"sbx-redirect:" + hashlib.sha256(payment.psp_reference.encode()).digest()[:18])
+    return {"type": "redirect", "method": "GET", "paymentMethodType": "scheme",
+            "url": f"{REDIRECT_PAGE}?MD={token.decode()}"}
+
+
+def _action_token(action: dict[str, Any]) -> str:
+    """A threeDS2 action's token, or the one a redirect's url carries."""
+    return str(action.get("token") or str(action.get("url", "")).rpartition("MD=")[2])
 
 
 def _threeds2_action(payment: Payment, subtype: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from functions.shared import clock
 from functions.shared.config import settings
 from functions.shared.errors import PspOutcomeUnknown
 from functions.shared.tables import PaymentTables, PayoutsTable, WalletTable
-from psp_sandbox.adyen.books import complete_challenge, sandbox_encrypted
+from psp_sandbox.adyen.books import complete_challenge, complete_redirect, sandbox_encrypted
 from psp_sandbox.adyen.server import MERCHANT_ACCOUNT
 from tests.integration.support import place, work_of
 from tests.integration.test_adyen_checkout import adyen_card, adyen_payments, orders_of, post, routed  # noqa: F401
@@ -447,3 +447,42 @@ def test_a_run_that_read_the_charge_before_the_details_does_not_show_the_answere
 def test_details_names_and_sizes(workflow, details, status):
     challenged("chk_n5")
     assert send_details("chk_n5", details)[0] == status
+
+
+def test_a_redirect_is_shown_answered_with_its_redirect_result_and_charged_once(workflow):
+    # Given a card Adyen sends to the redirect flow (the sandbox's REDIRECT holder): the orders show the redirect
+    action = challenged("chk_d1", holder="REDIRECT")
+    assert action["type"] == "redirect" and action["url"].startswith("https://")
+    # a threeDSResult does not answer a redirect: refused by the API, nothing recorded, the charge still waits
+    status, body, _ = send_details("chk_d1", {"threeDSResult": complete_challenge({"token": "t"})})
+    assert (status, body["error"]["code"]) == (422, "details_not_for_action")
+    assert "psp_details" not in charge("chk_d1") and shown("chk_d1") == action
+    # When the buyer comes back from the issuer's page with redirectResult and the storefront posts it
+    assert send_details("chk_d1", {"redirectResult": complete_redirect(action)})[0] == 202
+    # Then the re-drive sends it to /payments/details: SUCCESS, one payment at Adyen
+    assert redrive("chk_d1")["charge_status"] == "SUCCESS"
+    [payment] = adyen_payments(workflow, "chk_d1")
+    assert payment["resultCode"] == "Authorised"
+    assert [o["payment_order_status"] for o in orders_of("chk_d1")] == ["SUCCESS", "SUCCESS"]
+    invariants_hold()
+
+
+def test_a_redirect_the_buyer_fails_ends_failed_with_adyens_reason(workflow):
+    action = challenged("chk_d2", holder="REDIRECT")
+    assert send_details("chk_d2", {"redirectResult": complete_redirect(action, authenticated=False)})[0] == 202
+    assert redrive("chk_d2")["charge_status"] == "FAILED"
+    assert {(o["payment_order_status"], o["failure_code"]) for o in orders_of("chk_d2")} == {
+        ("FAILED", "3d_not_authenticated")}
+    assert [p["resultCode"] for p in adyen_payments(workflow, "chk_d2")] == ["Refused"]
+
+
+@pytest.mark.parametrize("details", [{"redirectResult": "eyJ4IjoieSJ9"}, {"MD": "x"}, {"PaRes": "y"}])
+def test_details_without_the_fields_that_answer_the_action_are_refused_before_recording(workflow, details):
+    action = challenged("chk_d3")  # a native challenge: answered with threeDSResult (or an older component's names)
+    status, body, _ = send_details("chk_d3", details)
+    assert (status, body["error"]["code"]) == (422, "details_not_for_action")
+    assert "threeDSResult" in body["error"]["message"]
+    assert "psp_details" not in charge("chk_d3")
+    # the buyer's right answer is still taken, and decides
+    assert send_details("chk_d3", {"threeDSResult": complete_challenge(action)})[0] == 202
+    assert redrive("chk_d3")["charge_status"] == "SUCCESS"

@@ -24,7 +24,7 @@ from functions.shared.models import ChargeWork
 from functions.shared.psp_adyen import KEY_SAFE_AGE, MAX_KEY_CHARS, AdyenPsp, checkout_base_for, result_of, wire_key
 from functions.shared.psp_port import REFUND_REFUSED, WebhookForAnotherAccount, WebhookSignatureInvalid
 from psp_sandbox.adyen import AdyenSandboxServer, start_adyen_sandbox
-from psp_sandbox.adyen.books import KEY_LIFETIME_S, complete_challenge
+from psp_sandbox.adyen.books import KEY_LIFETIME_S, complete_challenge, complete_redirect
 from psp_sandbox.adyen.notifications import sign
 from psp_sandbox.adyen.server import API_KEY, HMAC_KEY, MERCHANT_ACCOUNT
 
@@ -439,6 +439,33 @@ def test_details_for_a_payment_not_awaiting_them_are_refused(server: AdyenSandbo
     assert _post(server, "/payments/details",
                  {"details": {"threeDSResult": complete_challenge(action, False)}}).status_code == 422
     assert [p["resultCode"] for p in server.sandbox.payments()] == ["Authorised"]
+
+
+@pytest.mark.parametrize("authenticated, code", [(True, "Authorised"), (False, "Refused")])
+def test_the_redirect_flow_is_decided_by_the_redirect_result_once(server: AdyenSandboxServer, authenticated: bool,
+                                                                   code: str):
+    answer = _challenged(server, holder="REDIRECT")
+    action = answer["action"]
+    assert answer["resultCode"] == "RedirectShopper" and _authorisations(server) == []
+    assert {k: action[k] for k in ("type", "method", "paymentMethodType")} == {
+        "type": "redirect", "method": "GET", "paymentMethodType": "scheme"}
+    assert action["url"].startswith("https://") and "token" not in action
+    # a threeDSResult does not answer a redirect, whatever it carries
+    wrong = {"details": {"threeDSResult": complete_redirect(action)}}
+    assert _post(server, "/payments/details", wrong, key="w1").status_code == 422
+    details = {"details": {"redirectResult": complete_redirect(action, authenticated)}}
+    decided = _post(server, "/payments/details", details, key="r1").json()
+    assert decided["resultCode"] == code and decided["pspReference"] == answer["pspReference"]
+    assert _authorisations(server) == [(answer["pspReference"], "true" if authenticated else "false")]
+    assert _post(server, "/payments/details", details, key="r1").json() == decided  # replayed
+    assert _post(server, "/payments/details", details, key="r2").status_code == 422  # the result is used
+
+
+def test_a_redirect_result_does_not_answer_a_native_challenge(server: AdyenSandboxServer):
+    answer = _challenged(server)
+    wrong = {"details": {"redirectResult": complete_challenge(answer["action"])}}
+    assert _post(server, "/payments/details", wrong).status_code == 422
+    assert [p["resultCode"] for p in server.sandbox.payments()] == ["ChallengeShopper"]
 
 
 def test_a_fingerprint_is_answered_with_a_challenge_of_its_own_token(server: AdyenSandboxServer):
