@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack, default_adyen_sandbox
-from psp_sandbox.adyen.books import sandbox_encrypted
+from psp_sandbox.adyen.books import complete_challenge, complete_redirect, sandbox_encrypted
 from tests.e2e.conftest import running_stack
 from tests.e2e.test_http_flows import FINAL, dead_letters_for, intents_of, unique, wait_final
+from tests.support.waiting import wait_for
 from verification.storefront import ApiClient
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -226,6 +227,36 @@ def stored_charge(stack: LocalStack, charge_key: str) -> dict[str, Any]:
     item = stack.client("dynamodb").get_item(TableName=stack.outputs["ChargesTableName"],
                                              Key={"charge_key": {"S": charge_key}}, ConsistentRead=True).get("Item")
     return item or {}
+
+
+@pytest.mark.parametrize(("holder", "field"), [("J Smith", "threeDSResult"), ("REDIRECT", "redirectResult")])
+def test_a_card_the_issuer_challenges_waits_for_the_buyers_details_posted_over_http(stack, api, holder, field):
+    # Given a EUR checkout paid with Adyen's 3-D Secure test card (native challenge, or the redirect flow)
+    checkout_id = unique("chk_adyen_3ds")
+    card = adyen_card(holder) | {"encryptedCardNumber": sandbox_encrypted("test_4212345678910006")}
+    sent = body(checkout_id, [("seller_nl1", "20.00", "EUR"), ("seller_nl2", "3.00", "EUR")], {"adyen": card})
+    assert api.post_checkout(sent)[0] == 202
+
+    def shown() -> dict[str, Any] | None:
+        status, order, _ = api.get_order(f"{checkout_id}_0")
+        assert status == 200 and order["payment_order_status"] in ("NOT_STARTED", "EXECUTING"), order
+        return (order.get("next_action") or {}).get("action")
+
+    # When the storefront reads the action, the buyer completes it, and the storefront posts Drop-in's details
+    action = wait_for(shown, 30, "the Adyen action shown")
+    result = complete_redirect(action) if field == "redirectResult" else complete_challenge(action)
+    path = f"/v1/checkouts/{checkout_id}/payment_details"
+    status, view, _ = api.request("POST", path, {"currency": "EUR", "details": {field: result}})
+    assert (status, view.get("status")) == (202, "recorded"), view
+    # Then the sweeper's next run sends them to Adyen: every order SUCCESS, one payment, nothing dead-lettered
+    orders = [wait_final(api, o["payment_order_id"], timeout=60) for o in sent["payment_orders"]]
+    assert [o["payment_order_status"] for o in orders] == ["SUCCESS", "SUCCESS"], orders
+    [payment] = adyen_payments(stack, checkout_id)
+    assert (payment["amount"], payment["resultCode"]) == ({"currency": "EUR", "value": 2300}, "Authorised")
+    assert dead_letters_for(stack, "WorkflowDlqUrl", checkout_id) == []
+    # the storefront's retry is answered as the first
+    again = api.request("POST", path, {"currency": "EUR", "details": {field: result}})
+    assert (again[0], again[2].get("idempotent-replayed")) == (202, "true")
 
 
 def test_no_function_made_a_call_its_role_does_not_grant(stack):
