@@ -1059,10 +1059,11 @@ def _reads_retried(reads: dict[str, list[Any]]) -> str:
     """How the storefront's reads after a write went: how many failed at least once, the most tries one took,
     and each read given up on with its tries' statuses and last answer."""
     if not reads:
-        return "reads after a write retried: none"
+        return "reads after a write not answered 200 at once: none"
+    tries = {k: [s for s in v if isinstance(s, int)] for k, v in reads.items()}
     given_up = {k: v for k, v in reads.items() if 200 not in v}
-    line = (f"reads after a write retried: {len(reads)}, most tries {max(len(v) for v in reads.values())}, "
-            f"statuses {dict(Counter(s for v in reads.values() for s in v if isinstance(s, int)))}")
+    line = (f"reads after a write not answered 200 at once: {len(reads)}, most tries "
+            f"{max(len(v) for v in tries.values())}, statuses {dict(Counter(s for v in tries.values() for s in v))}")
     return line + "".join(f"\n  given up: {k}: {v}" for k, v in given_up.items())
 
 

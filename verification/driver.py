@@ -99,7 +99,7 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
         ids = [o["payment_order_id"] for o in checkout["payment_orders"]]
         if read_after_write:
             for order_id in ids:
-                got, order = _read_back(api, order_id, record)
+                got, order = _read_back(api, order_id, record, order_id)
                 if got != 200:
                     record.unreadable_after_write.append(order_id)
                 else:
@@ -115,7 +115,8 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
             changed["payment_orders"][0]["amount"] = _bump(changed["payment_orders"][0]["amount"])
             answer = _post_with_retries(api, changed, retries, record)
             # read back as a storefront would: a read that failed (a killed function) is read again
-            got, after = _read_back(api, changed["payment_orders"][0]["payment_order_id"], record)
+            conflicted = changed["payment_orders"][0]["payment_order_id"]
+            got, after = _read_back(api, conflicted, record, f"{conflicted} (after the conflict)")
             if got != 200:
                 record.unreadable_after_write.append(changed["payment_orders"][0]["payment_order_id"])
             record.replays.append({
@@ -170,12 +171,13 @@ def _retry_after(headers: dict[str, str]) -> float:
         return 1.0
 
 
-READ_FAILURES = 10  # a read back after a write: 5xx and dropped connections are read again, ~8 s in all
+READ_FAILURES = 10  # a read back after a write: 5xx and dropped connections are read again (~6.5 s of waits)
 
 
-def _read_back(api: ApiClient, order_id: str, record: RunRecord) -> tuple[int, dict[str, Any]]:
-    """A read the network or a killed function failed is read again; a 404 is an answer. A read that failed
-    at least once is kept in `record.reads_retried` with each try's status, so a read given up on says why."""
+def _read_back(api: ApiClient, order_id: str, record: RunRecord, label: str) -> tuple[int, dict[str, Any]]:
+    """A read the network or a killed function failed is read again; a 404 is an answer. A read that was not
+    answered 200 at once is kept in `record.reads_retried[label]` with each try's status (then the last body when
+    it never got a 200), so a read given up on says why."""
     answer: tuple[int, dict[str, Any]] = (0, {})
     tried: list[Any] = []
     failures = 0
@@ -196,7 +198,7 @@ def _read_back(api: ApiClient, order_id: str, record: RunRecord) -> tuple[int, d
             break
         time.sleep(min(0.05 * 2**failures, 1.0))
     if tried != [200]:
-        record.reads_retried[order_id] = [*tried, answer[1]] if answer[0] != 200 else tried
+        record.reads_retried[label] = [*tried, answer[1]] if answer[0] != 200 else tried
         if answer[0] != 200:
             logger.warning("read after write of %s given up: tries %s, last answer %s", order_id, tried, answer[1])
     return answer

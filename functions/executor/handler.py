@@ -351,7 +351,8 @@ def _as_sent(work: ChargeWork, charge: dict[str, Any], retry: bool) -> ChargeWor
     if not card:
         raise PspPermanentError(f"{work.charge_key}: no payment method to send to {work.psp}",
                                 code="payment_method_missing")
-    return work.model_copy(update={"payment_method": card, "first_attempt_at": first_attempt_at})
+    return work.model_copy(update={"payment_method": card, "first_attempt_at": first_attempt_at,
+                                   "adyen_browser": str(charge.get("adyen_browser") or "")})
 
 
 def offline_outcome(charge: dict[str, Any]) -> psp.ChargeResult:

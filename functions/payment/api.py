@@ -265,7 +265,7 @@ def bounce_offline_payment(checkout_id: Annotated[str, Path(max_length=64)],
               202: {"description": "Details recorded: the charge is decided by the PSP within the sweeper's next "
                                    "run; the same details again answer the same, Idempotent-Replayed"},
               404: {"description": "checkout_not_found, charge_not_found"},
-              409: {"description": "no_action_pending, payment_details_conflict"},
+              409: {"description": "no_action_pending, payment_details_conflict, action_superseded"},
               422: {"description": "details_not_for_action"}}, body=True))
 def submit_payment_details(checkout_id: Annotated[str, Path(max_length=64)],
                            request: Annotated[PaymentDetailsRequest, Body()]) -> Response[PaymentDetailsView]:

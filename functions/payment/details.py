@@ -15,7 +15,8 @@ once the charge is final); 422 `details_not_for_action` for details without the 
 shown (a threeDS2 action's threeDSResult, a redirect's redirectResult: ANSWERS_BY_ACTION_TYPE), nothing
 recorded; 404 for a checkout or charge this client does not have; 409 `no_action_pending` when the charge is not
 EXECUTING waiting for a shopper action at Adyen (a Stripe charge, a final one, past the action's deadline or
-abandoned), 409 `payment_details_conflict` for other details of an action that has some.
+abandoned), 409 `payment_details_conflict` for other details of an action that has some, 409 `action_superseded`
+for details naming (`action_id`) an action the charge no longer shows.
 
 When the sweep cannot be brought forward (an attempt may still be running: its due_at is within the executing
 deadline), the details wait for the charge's due_at, which is the action's deadline at the latest: the attempt then
@@ -44,6 +45,7 @@ logger = Logger(service="payment")
 
 NO_ACTION_PENDING = "no_action_pending"
 DETAILS_CONFLICT = "payment_details_conflict"
+ACTION_SUPERSEDED = "action_superseded"
 # The fields of Adyen's /payments/details `details` (PaymentCompletionDetails, Checkout API v71) that answer each
 # action type: the buyer's answer carries one of these sets. Checked before recording, so a storefront posting the
 # wrong fields is told now (422) instead of the charge failing when Adyen refuses them; other action types are not
@@ -102,6 +104,13 @@ def _current_action(charge: dict[str, Any]) -> str:
     return str((charge.get("next_action") or {}).get("action_id") or "")
 
 
+def _waiting(charge: dict[str, Any]) -> bool:
+    """Whether the charge waits for a shopper action's details at Adyen now (else `_why_not` says why not)."""
+    return (charge.get("psp") == ADYEN and charge.get("charge_status") == OrderStatus.EXECUTING.value
+            and bool(_current_action(charge)) and not charge.get("action_abandoned_at")
+            and not (charge.get("action_expires_at") and str(charge["action_expires_at"]) <= clock.iso()))
+
+
 def _why_not(charge: dict[str, Any]) -> PaymentDetailsRefused:
     if charge.get("psp") != ADYEN:
         why = f"the charge is at {charge.get('psp')}, whose actions complete without our API"
@@ -131,7 +140,12 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
     if (replayed := _recorded_before(checkout_id, charge, digest)) is not None:
         _after_recording(tables, charge)  # the first call may have died between its writes
         return replayed, True
-    _check_answers(charge, request.details)
+    if _waiting(charge):  # a charge not waiting is refused below, with the reason (409), whatever the details
+        if request.action_id and request.action_id != _current_action(charge):
+            raise PaymentDetailsRefused(f"the details answer action {request.action_id}; the charge now shows "
+                                        f"{_current_action(charge)}: read it and answer that one",
+                                        code=ACTION_SUPERSEDED)
+        _check_answers(charge, request.details)
     recorded = tables.record_psp_details(key, ADYEN, dict(request.details), digest, _current_action(charge),
                                          clock.iso())
     if recorded is None:  # not waiting (say why), or details recorded by a concurrent call

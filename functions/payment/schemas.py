@@ -171,6 +171,34 @@ class AdyenCard(ApiModel):
     checkoutAttemptId: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
+class AdyenBrowserInfo(ApiModel):
+    """The buyer's browser as Adyen's Drop-in gives it (`state.data.browserInfo`): what the issuer's 3-D Secure 2
+    server reads to decide between frictionless and a challenge, and to size the challenge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    acceptHeader: Annotated[str, StringConstraints(min_length=1, max_length=2000)]  # Adyen's own field names
+    colorDepth: Annotated[int, Field(ge=1, le=64)]
+    javaEnabled: bool
+    language: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,35}$")]
+    screenHeight: Annotated[int, Field(ge=0, le=100_000)]
+    screenWidth: Annotated[int, Field(ge=0, le=100_000)]
+    timeZoneOffset: Annotated[int, Field(ge=-1440, le=1440)]
+    userAgent: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    javaScriptEnabled: bool | None = None
+
+
+class AdyenBrowser(ApiModel):
+    """What Adyen's native 3-D Secure 2 wants besides the card: the buyer's browser and the storefront's origin (the
+    page Drop-in runs on). Sent with an Adyen card, the charge asks Adyen for native 3-D Secure 2
+    (a `threeDS2` action Drop-in runs in the page); without it, Adyen sends a challenged buyer to its redirect flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    browserInfo: AdyenBrowserInfo
+    origin: Annotated[str, StringConstraints(max_length=300, pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
+
+
 class PaymentMethodInfo(ApiModel):
     """A checkout's payment method as Stripe.js creates it: a card token (pm_...), maybe from a wallet (Apple Pay,
     Google Pay), or a PayPal PaymentMethod (pm_..., type paypal) with the storefront's `return_url`, where PayPal
@@ -183,6 +211,7 @@ class PaymentMethodInfo(ApiModel):
     token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")] | None = None
     # A card for Adyen instead of a Stripe token: for a checkout routed to Adyen (its one currency's charge)
     adyen: AdyenCard | None = None
+    adyen_browser: AdyenBrowser | None = None  # with `adyen` only: asks Adyen for native 3-D Secure 2
     wallet: Literal["apple_pay", "google_pay"] | None = None
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
     mandate_data: MandateData | None = None
@@ -200,6 +229,9 @@ class PaymentMethodInfo(ApiModel):
         elif self.token is None:
             raise PydanticCustomError("payment_method_token_missing", "a {type} payment_method needs its token",
                                       {"type": self.type})
+        if self.adyen_browser is not None and self.adyen is None:
+            raise PydanticCustomError("adyen_browser_not_allowed",
+                                      "adyen_browser goes with an Adyen card (payment_method.adyen) only")
         redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES
         if redirects and self.return_url is None:
             raise PydanticCustomError("return_url_missing",
@@ -379,7 +411,9 @@ class PaymentRequest(ApiModel):
         return_url, a debit's mandate_data; an Adyen card's encrypted fields. {} for a Stripe card (as before)."""
         method = self.payment_method
         if method is not None and method.adyen is not None:  # the encrypted card, for the executor only
-            return {"adyen_payment_method": self.token}
+            browser = method.adyen_browser
+            return {"adyen_payment_method": self.token, **({"adyen_browser": json.dumps(
+                browser.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))} if browser else {})}
         if method is None or method.type == "card" or method.is_offline:  # offline charges keep their own fields
             return {}
         fields: dict[str, Any] = {"payment_method_type": method.type}
@@ -591,6 +625,9 @@ class NextAction(ApiModel):
     url: str | None = None
     return_url: str | None = None
     action: dict[str, Any] | None = None
+    action_id: str | None = Field(None, description="an `adyen_action`'s id: send it with the details that answer "
+                                                    "it (payment_details), so an answer to a superseded action is "
+                                                    "refused, not sent")
 
 
 class PaymentOrderView(ApiModel):
@@ -868,6 +905,10 @@ class PaymentDetailsRequest(ApiModel):
         description="ISO 4217 code of the charge", examples=["EUR"])
     details: dict[DetailName, DetailValue] = Field(min_length=1, max_length=MAX_DETAILS,
                                                    examples=[{"threeDSResult": "eyJ0cmFuc1N0YXR1cyI6IlkifQ=="}])
+    action_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        None, description="next_action.action_id of the action these details answer (recommended): details for an "
+                          "action no longer shown (a fingerprint's, once the challenge replaced it) are refused 409 "
+                          "action_superseded")
 
 
 class PaymentDetailsView(ApiModel):

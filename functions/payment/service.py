@@ -53,9 +53,10 @@ def request_fingerprint(request: PaymentRequest) -> str:
         "checkout_id": request.checkout_id,
         "payment_method": request.token,
         **({"wallet": request.wallet} if request.wallet else {}),
-        # the method, not the buyer's mandate acceptance: a retry from another IP address is the same checkout
-        # (an Adyen card's encrypted fields are the payment_method above)
-        **{k: v for k, v in request.method_fields.items() if k not in ("mandate_data", "adyen_payment_method")},
+        # the method, not the buyer's mandate acceptance nor browser: a retry from another IP address or window is
+        # the same checkout (an Adyen card's encrypted fields are the payment_method above)
+        **{k: v for k, v in request.method_fields.items()
+           if k not in ("mandate_data", "adyen_payment_method", "adyen_browser")},
         "payment_orders": [
             {"payment_order_id": o.payment_order_id, "seller_account": o.seller_account,
              "amount_minor": o.money().minor, "currency": o.money().currency}

@@ -49,6 +49,9 @@ class ChargeWork(BaseModel):
     # The checkout's correlation id (functions/shared/observability.py), as stored with the charge: the same on
     # every attempt, so the PaymentIntent's metadata (compared by an idempotent replay) never changes.
     correlation_id: str = ""
+    # An Adyen card's buyer browser and storefront origin (JSON: schemas.AdyenBrowser), read from the charge item by
+    # the executor as its encrypted card is: "" when the storefront sent none (then Adyen's redirect flow).
+    adyen_browser: str = ""
 
     @classmethod
     def from_charge_item(cls, item: dict, attempt: int) -> ChargeWork:

@@ -329,10 +329,10 @@ class PaymentTables:
         return self._update_if(
             table, key,
             # final: out of the sweep index, and the buyer's client secret, mandate acceptance, Adyen card
-            # (encrypted, its security code among it) and a shopper action's details are not kept (the details'
-            # digest is: a storefront's retry of them still gets its answer)
+            # (encrypted, its security code among it) and browser, and a shopper action's details are not kept (the
+            # details' digest is: a storefront's retry of them still gets its answer)
             f"SET {status_attribute} = :status, updated_at = :now{sets} "
-            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method, psp_details",
+            "REMOVE sweep_shard, due_at, next_action, mandate_data, adyen_payment_method, adyen_browser, psp_details",
             f"{status_attribute} IN ({', '.join(placeholders)})",
             {":status": status.value, ":now": now, **placeholders, **{f":{k}": v for k, v in fields.items()}},
         ) is not None

@@ -48,10 +48,11 @@ CHALLENGE_CARDS = frozenset({"4212345678910006"})
 # `threeDS2` action of subtype fingerprint), whose details are answered with the challenge (`ChallengeShopper`, a new
 # action and token): the two rounds of Adyen's native flow for an issuer that fingerprints, then challenges.
 FINGERPRINT_HOLDER = "IDENTIFY"
-# The sandbox's own: with that card, this holderName gets the redirect flow instead (`RedirectShopper`, a `redirect`
-# action: the buyer authenticates on the issuer's page and comes back to returnUrl with `redirectResult`, which
-# /payments/details takes). Adyen routes a payment to redirect when native 3-D Secure 2 was not asked for
-# (authenticationData.threeDSRequestData.nativeThreeDS) or not available; the sandbox answers native by default.
+# Native or redirect, as Adyen chooses: native 3-D Secure 2 (a `threeDS2` action Drop-in runs in the page) only when
+# the request asks for it (authenticationData.threeDSRequestData.nativeThreeDS "preferred"); otherwise the redirect
+# flow (`RedirectShopper`, a `redirect` action: the buyer authenticates on the issuer's page and comes back to
+# returnUrl with `redirectResult`, which /payments/details takes). Adyen may still choose redirect when native was
+# asked for: the sandbox's own holderName REDIRECT gives that.
 REDIRECT_HOLDER = "REDIRECT"
 REDIRECT_PAGE = "https://checkoutshopper-sandbox.invalid/checkoutshopper/threeDS/redirect"
 NOT_AUTHENTICATED = "3D Not Authenticated"
@@ -198,8 +199,10 @@ class Books:
         if eventual:
             result_code, reason = "Received", ""
         challenged = _card_number(body.get("paymentMethod")) in CHALLENGE_CARDS
-        fingerprinted = challenged and holder == FINGERPRINT_HOLDER
-        redirected = challenged and holder == REDIRECT_HOLDER
+        native = (((body.get("authenticationData") or {}).get("threeDSRequestData") or {})
+                  .get("nativeThreeDS") == "preferred")
+        redirected = challenged and (not native or holder == REDIRECT_HOLDER)
+        fingerprinted = challenged and not redirected and holder == FINGERPRINT_HOLDER
         if challenged:  # the holderName's outcome comes only after the challenge
             result_code, reason = ("RedirectShopper" if redirected else
                                    "IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
@@ -220,8 +223,9 @@ class Books:
         outcome, Authorised unless a refusal is named) or refused `3D Not Authenticated` (N). An unknown or already
         used token, or a payment not awaiting such details: refused (422), nothing done."""
         details = body.get("details")
-        field_name = next((name for name in ("threeDSResult", "redirectResult")
-                           if isinstance(details, dict) and isinstance(details.get(name), str)), "")
+        given = [name for name in ("redirectResult", "threeDSResult")
+                 if isinstance(details, dict) and isinstance(details.get(name), str)]
+        field_name = given[0] if len(given) == 1 else ""
         if not field_name:
             raise invalid("Required field 'details.threeDSResult' or 'details.redirectResult' is not provided",
                           "sbx_details_invalid")

@@ -229,12 +229,18 @@ def stored_charge(stack: LocalStack, charge_key: str) -> dict[str, Any]:
     return item or {}
 
 
-@pytest.mark.parametrize(("holder", "field"), [("J Smith", "threeDSResult"), ("REDIRECT", "redirectResult")])
+@pytest.mark.parametrize(("holder", "field"), [("J Smith", "threeDSResult"), ("J Smith", "redirectResult")])
 def test_a_card_the_issuer_challenges_waits_for_the_buyers_details_posted_over_http(stack, api, holder, field):
-    # Given a EUR checkout paid with Adyen's 3-D Secure test card (native challenge, or the redirect flow)
+    # Given a EUR checkout paid with Adyen's 3-D Secure test card: native with the buyer's browser, else redirect
     checkout_id = unique("chk_adyen_3ds")
     card = adyen_card(holder) | {"encryptedCardNumber": sandbox_encrypted("test_4212345678910006")}
-    sent = body(checkout_id, [("seller_nl1", "20.00", "EUR"), ("seller_nl2", "3.00", "EUR")], {"adyen": card})
+    # with Drop-in's browserInfo and the page's origin, the charge asks Adyen for native 3-D Secure 2
+    browser = {"browserInfo": {"acceptHeader": "text/html", "colorDepth": 24, "javaEnabled": False,
+                               "language": "nl-NL", "screenHeight": 900, "screenWidth": 1440, "timeZoneOffset": -60,
+                               "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"},
+               "origin": "https://shop.example"}
+    method = {"adyen": card, **({"adyen_browser": browser} if field == "threeDSResult" else {})}
+    sent = body(checkout_id, [("seller_nl1", "20.00", "EUR"), ("seller_nl2", "3.00", "EUR")], method)
     assert api.post_checkout(sent)[0] == 202
 
     def shown() -> dict[str, Any] | None:

@@ -41,6 +41,13 @@ def workflow(routed):  # noqa: F811 - the fixture imported above
     return routed
 
 
+# Drop-in's state.data.browserInfo and the storefront's origin: with them the charge asks Adyen for native 3-D Secure 2
+BROWSER = {"browserInfo": {"acceptHeader": "text/html", "colorDepth": 24, "javaEnabled": False, "language": "nl-NL",
+                           "screenHeight": 900, "screenWidth": 1440, "timeZoneOffset": -60,
+                           "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"},
+           "origin": "https://shop.example"}
+
+
 def challenge_card(holder="J Smith"):
     return adyen_card(holder) | {"encryptedCardNumber": sandbox_encrypted(CHALLENGE_CARD)}
 
@@ -49,10 +56,12 @@ def charge(checkout_id):
     return PaymentTables.from_settings().get_charge(f"{checkout_id}#EUR")
 
 
-def challenged(checkout_id, holder="J Smith"):
-    """A checkout paid with the challenge card, its first attempt run: EXECUTING, the action shown on the checkout
-    (read through the API, as the storefront does). Returns that action."""
-    assert post(checkout_id, adyen=challenge_card(holder))[0] == 202
+def challenged(checkout_id, holder="J Smith", browser=BROWSER):
+    """A checkout paid with the challenge card (with the buyer's browser: native 3-D Secure 2; without: Adyen's
+    redirect flow), its first attempt run: EXECUTING, the action shown on the checkout (read through the API, as
+    the storefront does). Returns that action."""
+    method = {"adyen": challenge_card(holder)} | ({"adyen_browser": browser} if browser else {})
+    assert post(checkout_id, **method)[0] == 202
     assert run_charge(begin(checkout_id, "EUR")) == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
     return shown(checkout_id)
 
@@ -66,9 +75,9 @@ def shown(checkout_id):
     return view["next_action"]["action"]
 
 
-def send_details(checkout_id, details, currency="EUR"):
-    answer = api.handler(http_event("POST", f"/v1/checkouts/{checkout_id}/payment_details",
-                                    {"currency": currency, "details": details}), FakeContext())
+def send_details(checkout_id, details, currency="EUR", action_id=None):
+    body = {"currency": currency, "details": details} | ({"action_id": action_id} if action_id else {})
+    answer = api.handler(http_event("POST", f"/v1/checkouts/{checkout_id}/payment_details", body), FakeContext())
     return answer["statusCode"], json.loads(answer["body"]), answer.get("headers") or {}
 
 
@@ -79,7 +88,9 @@ def redrive(checkout_id):
 
 
 def details_calls(server):
-    return [p for p in server.sandbox.payments() if p["resultCode"] != "ChallengeShopper"]
+    """Payments /payments/details decided (the others still wait for the buyer's action)."""
+    return [p for p in server.sandbox.payments()
+            if p["resultCode"] not in ("ChallengeShopper", "IdentifyShopper", "RedirectShopper")]
 
 
 def test_a_challenge_is_shown_completed_by_the_buyer_and_charged_once(workflow):
@@ -486,3 +497,77 @@ def test_details_without_the_fields_that_answer_the_action_are_refused_before_re
     # the buyer's right answer is still taken, and decides
     assert send_details("chk_d3", {"threeDSResult": complete_challenge(action)})[0] == 202
     assert redrive("chk_d3")["charge_status"] == "SUCCESS"
+
+
+def test_without_the_buyers_browser_a_challenged_card_takes_adyens_redirect_flow(workflow):
+    # the storefront sent no adyen_browser: nothing asks for native 3-D Secure 2, and Adyen redirects the buyer
+    action = challenged("chk_d4", browser=None)
+    assert action["type"] == "redirect"
+    assert "adyen_browser" not in charge("chk_d4")
+    assert send_details("chk_d4", {"redirectResult": complete_redirect(action)})[0] == 202
+    assert redrive("chk_d4")["charge_status"] == "SUCCESS"
+
+
+def test_the_buyers_browser_is_kept_on_the_charge_only_until_it_is_final(workflow):
+    action = challenged("chk_d5")
+    assert action["type"] == "threeDS2"
+    stored = charge("chk_d5")
+    assert json.loads(stored["adyen_browser"]) == BROWSER
+    assert all("adyen_browser" not in o and "adyen_browser" not in json.dumps(o) for o in orders_of("chk_d5"))
+    assert send_details("chk_d5", {"threeDSResult": complete_challenge(action)})[0] == 202
+    assert redrive("chk_d5")["charge_status"] == "SUCCESS"
+    assert "adyen_browser" not in charge("chk_d5")
+
+
+@pytest.mark.parametrize(("method", "code"), [
+    ({"token": "pm_card_visa", "adyen_browser": BROWSER}, "adyen_browser_not_allowed"),
+    ({"adyen": challenge_card(), "adyen_browser": BROWSER | {"origin": "http://shop.example"}},
+     "invalid_format"),
+    ({"adyen": challenge_card(), "adyen_browser": {"origin": "https://shop.example"}}, "missing")])
+def test_a_browser_without_an_adyen_card_or_malformed_is_refused(workflow, method, code):
+    status, body = post("chk_d6", **method)
+    assert status == 422 and code in json.dumps(body), body
+    assert charge("chk_d6") is None
+
+
+def shown_id(checkout_id):
+    answer = api.handler(http_event("GET", f"/v1/checkouts/{checkout_id}"), FakeContext())
+    return json.loads(answer["body"])["next_action"]["action_id"]
+
+
+def test_an_answer_naming_a_superseded_action_is_refused_and_the_shown_one_still_decides(workflow):
+    # Given a fingerprint answered, then replaced by the challenge
+    fingerprint = challenged("chk_d7", holder="IDENTIFY")
+    fingerprint_id = shown_id("chk_d7")
+    answered = {"threeDSResult": complete_challenge(fingerprint)}
+    assert send_details("chk_d7", answered, action_id=fingerprint_id)[0] == 202
+    assert redrive("chk_d7") == {"charge_status": "EXECUTING", "psp_status": "requires_action"}
+    challenge, challenge_id = shown("chk_d7"), shown_id("chk_d7")
+    assert challenge_id != fingerprint_id
+    # When a second tab posts other details for the fingerprint, naming it: refused, nothing recorded for the challenge
+    stale = {"threeDSResult": "c3RhbGUgdGFi"}  # other details than the fingerprint's first answer
+    status, body, _ = send_details("chk_d7", stale, action_id=fingerprint_id)
+    assert (status, body.get("error", {}).get("code")) == (409, "action_superseded"), body
+    assert charge("chk_d7").get("psp_details_for") != challenge_id
+    # Then the challenge's answer, naming it, decides
+    assert send_details("chk_d7", {"threeDSResult": complete_challenge(challenge)}, action_id=challenge_id)[0] == 202
+    assert redrive("chk_d7")["charge_status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(("holder", "browser", "details"), [
+    ("IDENTIFY", BROWSER, {"threeds2.fingerprint": "eyJ0aHJlZURTQ29tcEluZCI6IlkifQ=="}),
+    ("J Smith", None, {"payload": "Ab02b4c0"}),
+    ("J Smith", None, {"returnUrlQueryString": "redirectResult=X"}),
+    ("J Smith", None, {"MD": "Ab02b4c0", "PaRes": "BQABAgA"})])
+def test_each_of_adyens_answer_fields_for_the_action_is_taken(workflow, holder, browser, details):
+    challenged("chk_d8", holder=holder, browser=browser)
+    assert send_details("chk_d8", details)[0] == 202
+    assert charge("chk_d8")["psp_details"] == details
+
+
+def test_wrong_fields_for_an_expired_action_get_the_same_answer_as_right_ones(workflow):
+    action = challenged("chk_d9")
+    clock.advance(settings().threeds_timeout_s + 1)
+    wrong = send_details("chk_d9", {"redirectResult": "x"})
+    right = send_details("chk_d9", {"threeDSResult": complete_challenge(action)})
+    assert wrong[0] == right[0] == 409 and wrong[1]["error"]["code"] == right[1]["error"]["code"] == "no_action_pending"

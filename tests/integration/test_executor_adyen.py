@@ -189,11 +189,19 @@ def test_a_redirect_adyen_asks_for_is_handed_to_the_storefront_as_pending(adyen,
     assert json.loads(result.adyen_action) == action and result.psp_reference == "SBX9999999999999"
 
 
-def test_the_3ds2_card_is_pending_with_adyens_action(adyen):
+BROWSER = {"browserInfo": {"acceptHeader": "text/html", "colorDepth": 24, "javaEnabled": False, "language": "en",
+                           "screenHeight": 900, "screenWidth": 1440, "timeZoneOffset": 0, "userAgent": "Mozilla/5.0"},
+           "origin": "https://shop.example"}
+
+
+@pytest.mark.parametrize(("browser", "kind", "code"), [(BROWSER, "threeDS2", "ChallengeShopper"),
+                                                       (None, "redirect", "RedirectShopper")])
+def test_the_3ds2_card_is_pending_with_adyens_action(adyen, browser, kind, code):
+    # the buyer's browser stored with the charge asks Adyen for native 3-D Secure 2; without it, the redirect flow
     card = json.loads(adyen_card()) | {"encryptedCardNumber": "test_4212345678910006"}
-    result = executor.execute(stored(card=json.dumps(card)))
+    extra = {"adyen_browser": json.dumps(browser)} if browser else {}
+    result = executor.execute(stored(card=json.dumps(card), **extra))
     assert (result.outcome, result.psp_status, result.action) == ("pending", "requires_action", "adyen_action")
-    action = json.loads(result.adyen_action)
-    assert (action["type"], action["subtype"]) == ("threeDS2", "challenge")
+    assert json.loads(result.adyen_action)["type"] == kind
     [payment] = adyen.sandbox.payments()
-    assert payment["resultCode"] == "ChallengeShopper"
+    assert payment["resultCode"] == code

@@ -369,8 +369,13 @@ def test_a_notification_for_another_merchant_account_is_refused():
 CHALLENGED = CARD | {"encryptedCardNumber": "test_4212345678910006"}
 
 
-def _challenged(server: AdyenSandboxServer, holder: str = "J Smith") -> dict[str, Any]:
-    answer = _post(server, "/payments", _payment(paymentMethod=CHALLENGED | {"holderName": holder}), key="c3ds")
+NATIVE = {"authenticationData": {"threeDSRequestData": {"nativeThreeDS": "preferred"}}, "channel": "Web",
+          "origin": "https://shop.example"}
+
+
+def _challenged(server: AdyenSandboxServer, holder: str = "J Smith", native: bool = True) -> dict[str, Any]:
+    body = _payment(paymentMethod=CHALLENGED | {"holderName": holder}) | (NATIVE if native else {})
+    answer = _post(server, "/payments", body, key="c3ds")
     assert answer.status_code == 200
     return answer.json()
 
@@ -459,6 +464,15 @@ def test_the_redirect_flow_is_decided_by_the_redirect_result_once(server: AdyenS
     assert _authorisations(server) == [(answer["pspReference"], "true" if authenticated else "false")]
     assert _post(server, "/payments/details", details, key="r1").json() == decided  # replayed
     assert _post(server, "/payments/details", details, key="r2").status_code == 422  # the result is used
+
+
+@pytest.mark.parametrize("holder", ["J Smith", "IDENTIFY"])
+def test_without_asking_for_native_3ds_a_challenged_card_takes_the_redirect_flow(server: AdyenSandboxServer,
+                                                                                  holder: str):
+    answer = _challenged(server, holder=holder, native=False)
+    assert (answer["resultCode"], answer["action"]["type"]) == ("RedirectShopper", "redirect")
+    details = {"details": {"redirectResult": complete_redirect(answer["action"])}}
+    assert _post(server, "/payments/details", details).json()["resultCode"] == "Authorised"
 
 
 def test_a_redirect_result_does_not_answer_a_native_challenge(server: AdyenSandboxServer):
