@@ -92,6 +92,10 @@ def place_all(api: ApiClient, workload: Workload, *, seed: int = 1, replay_rate:
                 return
             router.counts["stale_routes_retried"] = router.counts.get("stale_routes_retried", 0) + 1
             status, body, headers = _post_with_retries(api, checkout, retries, record)
+        if router and "adyen" in (checkout.get("payment_method") or {}):  # the failover's trail, for a diagnosis
+            logger.warning("checkout %s posted with an Adyen card: %s %s", checkout["checkout_id"], status,
+                           _error_code(body) if status != 202 else [o.get("payment_order_id")
+                                                                      for o in body.get("payment_orders", [])])
         record.post_latencies_ms.append((time.perf_counter() - started) * 1000)
         if status != 202:
             record.rejected.append((checkout["checkout_id"], status, body))

@@ -274,7 +274,9 @@ def _outcome_follows_the_card(snap: Snapshot) -> list[str]:
         status = order["payment_order_status"]
         if succeeds is True and status == "FAILED" and not (snap.psp_outage and order.get("failure_code") == PSP_DOWN):
             violations.append(f"{order['payment_order_id']}: FAILED ({order.get('failure_code')}: "
-                              f"{str(order.get('failure_reason'))[:80]}) although its card succeeds")
+                              f"{str(order.get('failure_reason'))[:80]}) although its card succeeds "
+                              f"[charged at {order.get('psp')}, route {order.get('psp_route') or '-'}, placed "
+                              f"{order.get('created_at')}, method {str(order.get('payment_method'))[:20]}]")
         if succeeds is False and status == "SUCCESS":
             violations.append(f"{order['payment_order_id']}: SUCCESS although its card is declined")
     return violations
