@@ -26,7 +26,7 @@ from functions.payment.schemas import (
 from functions.shared import breaker, clock, queues
 from functions.shared.charges import group_orders
 from functions.shared.config import settings
-from functions.shared.errors import CheckoutConflict, NotFound
+from functions.shared.errors import CheckoutConflict, NotFound, RequestInvalid
 from functions.shared.money import Money
 from functions.shared.names import AWAITING_FUNDS, OFFLINE_PSP, charge_key, offline_reference
 from functions.shared.observability import correlated
@@ -44,6 +44,13 @@ from functions.shared.tables import (
 logger = Logger(service="payment")
 
 _WRITE_ATTEMPTS = 4
+
+
+class RouteChanged(RequestInvalid):
+    """The checkout's charges route to a PSP that cannot charge its payment method (the route changed between the
+    storefront's question and its checkout): nothing written; the storefront asks the route again."""
+
+    code = "payment_method_not_for_routed_psp"
 
 
 def request_fingerprint(request: PaymentRequest) -> str:
@@ -104,6 +111,13 @@ def place_checkout(request: PaymentRequest, tables: PaymentTables | None = None,
         "created_at": created_at,
     }, correlation_id)
     routes = {} if offline else route_charges(request, summaries, config.routing)
+    # A token or encrypted card is charged only where it was issued. Validation routed as placing does (one look at
+    # each PSP's health), so a route elsewhere is a replay of a checkout placed during a failover (answered below as
+    # first placed: its write is refused) or a route that changed under us: then nothing is written.
+    elsewhere = sorted(c for c, route in routes.items() if route.psp != request.owner)
+    if elsewhere and tables.get_checkout(request.checkout_id) is None:
+        raise RouteChanged(f"the checkout's {', '.join(elsewhere)} charges are routed away from {request.owner}, "
+                           "whose payment method it carries: ask POST /v1/payment_routes again")
     orders = [
         correlated({
             **summary,

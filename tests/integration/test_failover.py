@@ -114,6 +114,42 @@ def test_a_route_given_during_the_outage_is_honoured_for_a_while_after_it(failov
     assert status == 409, conflict
 
 
+@pytest.mark.parametrize("then", ["closed", "unreadable"])
+def test_placing_routes_with_the_look_validation_took_so_an_adyen_card_is_never_placed_at_stripe(
+        failover, monkeypatch, then):
+    # Chaos seed 4: validation saw Stripe down and took the Adyen card; placing read the breaker again, found it
+    # closed (or could not read it: "not down"), and placed the charge at Stripe, which refused the Adyen card.
+    reads = []
+    real = breakers.psp_down
+
+    def flipping(psp_name, **kwargs):
+        reads.append(psp_name)
+        if len(reads) == 1:
+            return True  # the first look: Stripe down
+        if then == "unreadable":
+            return False  # psp_down's answer when the breaker cannot be read
+        return real(psp_name, **kwargs)  # the breaker as it is: closed
+
+    monkeypatch.setattr(breakers, "psp_down", flipping)
+    status, placed = post_checkout("chk_one_look", ORDER)
+    assert status == 202, placed
+    charge = PaymentTables.from_settings().get_charge("chk_one_look#EUR")
+    assert (charge["psp"], charge["psp_route"]) == ("adyen", "default/failover")
+    assert reads.count("stripe") == 1  # one look per request, kept for placing
+
+
+def test_a_route_that_changed_after_validation_writes_nothing(failover, monkeypatch):
+    # whatever validation saw, placing never writes a charge at a PSP that cannot charge the method
+    from functions.payment import schemas
+
+    stripe_down()
+    monkeypatch.setattr(schemas.PaymentRequest, "psp_down", lambda self, psp_name: False)
+    status, answer = post_checkout("chk_changed", ORDER)
+    assert status == 422 and answer["error"]["code"] == "payment_method_not_for_routed_psp", answer
+    tables = PaymentTables.from_settings()
+    assert tables.get_charge("chk_changed#EUR") is None and tables.get_checkout("chk_changed") is None
+
+
 def test_a_keyed_clients_replay_after_the_grace_finds_its_own_checkout_and_never_anothers(failover):
     body = {"buyer_info": {"buyer_id": "b", "country": "NL"}, "checkout_id": "chk_shop",
             "payment_method": {"type": "card", "adyen": adyen_card()},
