@@ -104,24 +104,23 @@ def _current_action(charge: dict[str, Any]) -> str:
     return str((charge.get("next_action") or {}).get("action_id") or "")
 
 
-def _waiting(charge: dict[str, Any]) -> bool:
-    """Whether the charge waits for a shopper action's details at Adyen now (else `_why_not` says why not)."""
-    return (charge.get("psp") == ADYEN and charge.get("charge_status") == OrderStatus.EXECUTING.value
-            and bool(_current_action(charge)) and not charge.get("action_abandoned_at")
-            and not (charge.get("action_expires_at") and str(charge["action_expires_at"]) <= clock.iso()))
+def _not_waiting_because(charge: dict[str, Any]) -> str:
+    """Why the charge does not wait for a shopper action's details at Adyen now; "" when it does."""
+    if charge.get("psp") != ADYEN:
+        return f"the charge is at {charge.get('psp')}, whose actions complete without our API"
+    if charge.get("charge_status") != OrderStatus.EXECUTING.value:
+        return f"the charge is {charge.get('charge_status')}"
+    if charge.get("action_abandoned_at") or (charge.get("action_expires_at") and
+                                             str(charge["action_expires_at"]) <= clock.iso()):
+        return f"the shopper action expired at {charge.get('action_expires_at')}"
+    if not _current_action(charge):
+        return "the charge waits for no shopper action"
+    return ""
 
 
 def _why_not(charge: dict[str, Any]) -> PaymentDetailsRefused:
-    if charge.get("psp") != ADYEN:
-        why = f"the charge is at {charge.get('psp')}, whose actions complete without our API"
-    elif charge.get("charge_status") != OrderStatus.EXECUTING.value:
-        why = f"the charge is {charge.get('charge_status')}"
-    elif charge.get("action_abandoned_at") or (charge.get("action_expires_at") and
-                                               str(charge["action_expires_at"]) <= clock.iso()):
-        why = f"the shopper action expired at {charge.get('action_expires_at')}"
-    else:
-        why = "the charge waits for no shopper action"
-    return PaymentDetailsRefused(f"no shopper action is pending: {why}")
+    return PaymentDetailsRefused(f"no shopper action is pending: "
+                                 f"{_not_waiting_because(charge) or 'the charge waits for no shopper action'}")
 
 
 def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: PaymentTables | None = None
@@ -140,7 +139,7 @@ def record_details(checkout_id: str, request: PaymentDetailsRequest, tables: Pay
     if (replayed := _recorded_before(checkout_id, charge, digest)) is not None:
         _after_recording(tables, charge)  # the first call may have died between its writes
         return replayed, True
-    if _waiting(charge):  # a charge not waiting is refused below, with the reason (409), whatever the details
+    if not _not_waiting_because(charge):  # one not waiting is refused below, with the reason (409), whatever sent
         if request.action_id and request.action_id != _current_action(charge):
             raise PaymentDetailsRefused(f"the details answer action {request.action_id}; the charge now shows "
                                         f"{_current_action(charge)}: read it and answer that one",
