@@ -40,9 +40,9 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """Within the block, SIGTERM, SIGINT and SIGHUP raise StopRequested once; the handlers are restored after.
 
     Later signals are ignored so that they cannot interrupt the clean-up. A watchdog thread exits the process
-    with 128+signum if the clean-up has not finished `grace_s` seconds after the first signal. It hears the
-    signal through the interpreter's wakeup fd, which the C-level handler writes in whichever thread the kernel
-    chose, so it fires even when the main thread never gets to run the Python handler.
+    with 128+signum if it is still running (cleaning up, or exiting) `grace_s` seconds after the first signal. It
+    hears the signal through the interpreter's wakeup fd, which the C-level handler writes in whichever thread the
+    kernel chose, so it fires even when the main thread never gets to run the Python handler.
     """
     state: dict[str, int] = {}
 
@@ -64,8 +64,10 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
         signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
-        with contextlib.suppress(OSError):
-            writer.send(bytes([_DONE]))
+        if not state:  # after a stop the watchdog stays armed: the interpreter's exit joins worker threads (a
+            # thread pool's), and one blocked on the stack just stopped would otherwise hold the process for ever
+            with contextlib.suppress(OSError):
+                writer.send(bytes([_DONE]))
 
 
 _DONE = 0  # not a signal number: the block ended, the watchdog can go
@@ -81,7 +83,7 @@ def _watchdog(reader: socket.socket, grace_s: float) -> None:
         if stops:
             break
     time.sleep(grace_s)
-    print(f"stop took longer than {grace_s:.0f} s: exiting now", file=sys.stderr, flush=True)
+    print(f"stopping took longer than {grace_s:.0f} s: exiting now", file=sys.stderr, flush=True)
     os._exit(128 + stops[0])
 
 

@@ -30,6 +30,7 @@ from tests.integration.test_executor_checkout import begin, run_charge
 from tests.integration.test_refunds import invariants_hold
 from tests.integration.test_steps import create_machine
 from tests.integration.test_tenancy import call
+from tests.support.aws import drain
 from tests.support.events import FakeContext, http_event
 
 CHALLENGE_CARD = "test_4212345678910006"  # Adyen's 3-D Secure 2 test card: the issuer challenges
@@ -571,3 +572,28 @@ def test_wrong_fields_for_an_expired_action_get_the_same_answer_as_right_ones(wo
     wrong = send_details("chk_d9", {"redirectResult": "x"})
     right = send_details("chk_d9", {"threeDSResult": complete_challenge(action)})
     assert wrong[0] == right[0] == 409 and wrong[1]["error"]["code"] == right[1]["error"]["code"] == "no_action_pending"
+
+
+def test_a_redirect_abandoned_at_its_deadline_then_authorised_by_adyen_goes_to_a_human_and_the_books_stay(workflow):
+    # Given a buyer sent to the issuer's page (redirect) who never comes back: at the deadline, FAILED, no call
+    challenged("chk_d5", holder="REDIRECT")
+    clock.advance(settings().threeds_timeout_s + 1)
+    assert redrive("chk_d5")["charge_status"] == "FAILED"
+    assert {o["failure_code"] for o in orders_of("chk_d5")} == {"authentication_abandoned"}
+    assert details_calls(workflow) == []
+    # When Adyen later signs an AUTHORISATION for that payment (the buyer finished on the issuer's page after all)
+    assert authorised_at_adyen(workflow, "chk_d5") == ["review"]
+    # Then a human is asked, the message naming the charge, its orders and Adyen's payment
+    [review] = [json.loads(b) for b in drain(settings().review_queue_url)]
+    [payment] = adyen_payments(workflow, "chk_d5")
+    assert (review["category"], review["charge_key"], review["psp_reference"]) == (
+        "charge_succeeded_recorded_failed", "chk_d5#EUR", payment["pspReference"])
+    assert sorted(review["payment_order_ids"]) == sorted(o["payment_order_id"] for o in orders_of("chk_d5"))
+    # and our books are not moved by it: FAILED, no wallet credit, no ledger entry (the invariants hold)
+    assert charge("chk_d5")["charge_status"] == "FAILED"
+    assert {o["payment_order_status"] for o in orders_of("chk_d5")} == {"FAILED"}
+    invariants_hold()
+    # Adyen redelivering it (the same event) is a duplicate: no second message, nothing moved
+    assert authorised_at_adyen(workflow, "chk_d5") == ["duplicate"]
+    assert drain(settings().review_queue_url) == []
+    assert charge("chk_d5")["charge_status"] == "FAILED"

@@ -259,3 +259,34 @@ def test_chaos_and_demo_stop_within_10_s_on_sigterm(command: list[str]) -> None:
         proc.kill()
         pytest.fail("still running 10 s after SIGTERM")
     assert code == 128 + signal.SIGTERM, proc.stderr.read()[-2000:]
+
+
+# A command whose worker thread is blocked when the stop comes (a chaos run's storefront worker waiting on the stack
+# it just stopped): the interpreter's exit joins that thread, and without a limit waits for ever.
+BLOCKED_WORKER = """
+import threading, sys
+from concurrent.futures import ThreadPoolExecutor
+from local.lifecycle import run_stoppable
+
+def main():
+    pool = ThreadPoolExecutor(1)
+    pool.submit(threading.Event().wait)
+    print("READY", flush=True)
+    threading.Event().wait()
+
+sys.exit(run_stoppable(main))
+"""
+
+
+def test_a_stop_whose_exit_waits_on_a_blocked_worker_still_ends_within_10_s() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("still running 10 s after SIGTERM: the exit waited on the blocked worker")
+    assert code == 128 + signal.SIGTERM
+    assert "SIGTERM: stopped" in proc.stderr.read()

@@ -369,8 +369,10 @@ def test_a_notification_for_another_merchant_account_is_refused():
 CHALLENGED = CARD | {"encryptedCardNumber": "test_4212345678910006"}
 
 
+BROWSER_INFO = {"acceptHeader": "text/html", "colorDepth": 24, "javaEnabled": False, "language": "nl-NL",
+                "screenHeight": 900, "screenWidth": 1440, "timeZoneOffset": -60, "userAgent": "Mozilla/5.0"}
 NATIVE = {"authenticationData": {"threeDSRequestData": {"nativeThreeDS": "preferred"}}, "channel": "Web",
-          "origin": "https://shop.example"}
+          "origin": "https://shop.example", "browserInfo": BROWSER_INFO}
 
 
 def _challenged(server: AdyenSandboxServer, holder: str = "J Smith", native: bool = True) -> dict[str, Any]:
@@ -495,3 +497,16 @@ def test_a_fingerprint_is_answered_with_a_challenge_of_its_own_token(server: Ady
                     {"details": {"threeDSResult": complete_challenge(challenge["action"])}}, key="c1").json()
     assert decided["resultCode"] == "Authorised"
     assert _authorisations(server) == [(answer["pspReference"], "true")]
+
+
+@pytest.mark.parametrize(("without", "code"), [
+    ({"browserInfo": None}, "sbx_browser_info_required"),
+    ({"browserInfo": {k: v for k, v in BROWSER_INFO.items() if k != "userAgent"}}, "sbx_browser_info_required"),
+    ({"origin": None}, "sbx_origin_required"), ({"origin": "http://shop.example"}, "sbx_origin_required"),
+    ({"channel": "iOS"}, "sbx_channel_invalid")])
+def test_native_3ds_asked_without_the_buyers_browser_is_refused_and_nothing_is_made(server: AdyenSandboxServer,
+                                                                                   without: dict, code: str):
+    body = {k: v for k, v in (_payment(paymentMethod=CHALLENGED) | NATIVE | without).items() if v is not None}
+    answer = _post(server, "/payments", body, key="n1")
+    assert (answer.status_code, answer.json()["errorCode"]) == (422, code)
+    assert server.sandbox.payments() == []
