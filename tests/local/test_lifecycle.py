@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ TRIES = 9
 class Local:
     """One `python -m local` process on free ports, its output collected by a reader thread."""
 
+    running: list[Local] = []  # killed after each test (`no_stack_left`), so a test failing early leaves none
+
     def __init__(self, *options: str, **ports: int) -> None:
         self.ports = {"aws": free_port(), "api": free_port(), "psp": free_port(), **ports}
         args = [f"--{name}-port={port}" for name, port in self.ports.items()] + list(options)
@@ -42,6 +45,7 @@ class Local:
             [sys.executable, "-m", "local", *args, "--log-level", "WARNING"],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        Local.running.append(self)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.ready = threading.Event()
@@ -85,6 +89,17 @@ class Local:
 
     def assert_ports_released(self) -> None:
         check_ports_free(self.ports)
+
+
+@pytest.fixture(autouse=True)
+def no_stack_left() -> Iterator[None]:
+    """A stack the test did not stop (it failed before) is killed, not left serving after the test run."""
+    yield
+    while Local.running:
+        local = Local.running.pop()
+        if local.proc.poll() is None:
+            local.proc.kill()
+            local.proc.wait()
 
 
 def _load(api_port: int, api_key: str, stop: threading.Event) -> None:
