@@ -313,6 +313,9 @@ ROUTE_STALE = "payment_method_not_for_routed_psp"  # the API's 422 for a card to
 ADYEN_DECLINED_HOLDER = "DECLINED"  # the Adyen sandbox refuses a card of this holder (psp_sandbox/adyen/books.py)
 
 
+RETURN_URL = "https://shop.example/checkout/return"  # the storefront's page Adyen's 3-D Secure redirect comes back to
+
+
 def adyen_card(succeeds: bool) -> dict[str, str]:
     """What Adyen's Card Component hands the storefront (the Adyen sandbox's stand-in for its browser encryption):
     a card that is authorised, or refused by its holder's name."""
@@ -379,7 +382,8 @@ class Router:
                         and method_type(checkout) == "card")
             if psp == "adyen" and adyen_ok:
                 body = {k: v for k, v in checkout.items() if k not in ("credit_card_info", "payment_method")}
-                body["payment_method"] = {"type": "card", "adyen": adyen_card(card.succeeds)}  # type: ignore[union-attr]
+                body["payment_method"] = {"type": "card", "adyen": adyen_card(card.succeeds),  # type: ignore[union-attr]
+                                          "return_url": RETURN_URL}
                 self._count("paid_with_adyen_card")
                 self.routed[checkout["checkout_id"]] = "adyen"
                 return body

@@ -8,7 +8,8 @@ challenge's deadline is cancelled here (issue 17). Stripe replaying a stored 500
 first attaches it to the checkout's Customer (`_checkout_customer`), and every PaymentIntent names that Customer.
 
 A charge whose PSP is down (its circuit breaker open) sends nothing: it is parked, EXECUTING and due when the
-breaker's wait ends (`_park_if_psp_down`, outcome `parked`), and the sweeper drives it again then; one never sent
+breaker's wait ends or PARK_MAX_S from now if sooner, jittered (`_park_if_psp_down`, outcome `parked`), and the
+sweeper drives it again then; one never sent
 ends FAILED `psp_unavailable` after psp_unavailable_fail_after_s. It never moves to another PSP: failover only
 ever places new charges (functions/shared/routing.py).
 

@@ -211,8 +211,7 @@ def create_payment(request: Annotated[PaymentRequest, Body()]) -> Response[Check
 def route_payment(request: Annotated[RouteRequest, Body()]) -> RouteView:
     """Where a checkout's charges would go now: ask before the buyer's card is tokenized, and tokenize it for that
     PSP (while the rules' PSP is down, its failover PSP is named)."""
-    orders = [o.model_copy(update={"seller_account": _in(o.seller_account)}) for o in request.payment_orders]
-    return service.payment_routes(request.model_copy(update={"payment_orders": orders}))
+    return service.payment_routes(request)  # routed on the sellers' internal ids, as validation and placing route
 
 
 @app.get("/v1/payments/<payment_order_id>", responses=documented({404: {"description": "not_found"}}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
@@ -210,7 +210,7 @@ class PaymentMethodInfo(ApiModel):
     type: Literal["card", "sepa_debit", "us_bank_account", "paypal", "check", "money_order"]
     token: Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")] | None = None
     # A card for Adyen instead of a Stripe token: for a checkout routed to Adyen (its one currency's charge)
-    adyen: AdyenCard | None = None
+    adyen: AdyenCard | None = None  # with its return_url: where Adyen's 3-D Secure redirect sends the buyer back
     adyen_browser: AdyenBrowser | None = None  # with `adyen` only: asks Adyen for native 3-D Secure 2
     wallet: Literal["apple_pay", "google_pay"] | None = None
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https://[^\s]+$")] | None = None
@@ -232,13 +232,18 @@ class PaymentMethodInfo(ApiModel):
         if self.adyen_browser is not None and self.adyen is None:
             raise PydanticCustomError("adyen_browser_not_allowed",
                                       "adyen_browser goes with an Adyen card (payment_method.adyen) only")
-        redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES
+        # Adyen may send a card's buyer to the issuer's 3-D Secure page (its redirect flow, also its fallback from
+        # native), and every /payments request names where they come back: the storefront's page, which reads
+        # redirectResult and posts it to payment_details
+        redirects = self.type in REDIRECT_PAYMENT_METHOD_TYPES or self.adyen is not None
         if redirects and self.return_url is None:
+            kind = "an Adyen card's" if self.adyen is not None else f"a {self.type}"
             raise PydanticCustomError("return_url_missing",
-                                      "a {type} payment sends the buyer back to return_url (https): send it",
-                                      {"type": self.type})
+                                      "{kind} payment may send the buyer to another page and back to return_url "
+                                      "(https): send it", {"kind": kind})
         if not redirects and self.return_url is not None:
-            raise PydanticCustomError("return_url_not_allowed", "only a redirect method (paypal) takes a return_url")
+            raise PydanticCustomError("return_url_not_allowed",
+                                      "only a redirect method (paypal) or an Adyen card takes a return_url")
         if self.wallet is not None and self.type != "card":
             raise PydanticCustomError("wallet_not_allowed", "a wallet (Apple Pay, Google Pay) pays with a card token")
         debit = self.type in DEBIT_CURRENCIES
@@ -346,9 +351,12 @@ class PaymentRequest(ApiModel):
         # The PSP charges once per currency for the sum of its orders: the routed PSP's minimum and maximum apply to
         # that sum. (Fields declared above payment_orders are in info.data when they were valid.)
         method, buyer = info.data.get("payment_method"), info.data.get("buyer_info")
+        owner = method.psp if method is not None else DEFAULT_PSP
         routes = {} if method is not None and method.is_offline else charge_routes(
             orders, method.type if method is not None else "card", buyer.country if buyer is not None else None,
-            owner=method.psp if method is not None else DEFAULT_PSP)
+            owner=owner)
+        if _replay_placed_at(info.data.get("checkout_id"), routes, owner):
+            routes = {currency: Route(owner, "") for currency in routes}
         for total in currency_totals(orders).values():
             route = routes.get(total.currency, Route(DEFAULT_PSP, ""))
             with _refused_by_psp(f"{total.currency} total of the checkout: "):
@@ -401,8 +409,11 @@ class PaymentRequest(ApiModel):
         method = self.payment_method
         if method is not None and method.adyen is not None:  # the encrypted card, for the executor only
             browser = method.adyen_browser
-            return {"adyen_payment_method": self.token, **({"adyen_browser": json.dumps(
-                browser.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))} if browser else {})}
+            fields = {"adyen_payment_method": self.token, "return_url": method.return_url}
+            if browser is not None:
+                fields["adyen_browser"] = json.dumps(browser.model_dump(exclude_none=True), sort_keys=True,
+                                                     separators=(",", ":"))
+            return fields
         if method is None or method.type == "card" or method.is_offline:  # offline charges keep their own fields
             return {}
         fields: dict[str, Any] = {"payment_method_type": method.type}
@@ -532,15 +543,16 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
         except (MoneyError, TypeError, ValueError, AttributeError):
             continue
         totals[money.currency] = totals.get(money.currency, Money.zero(money.currency)) + money
-        sellers.setdefault(money.currency, set()).add(str(fields.get("seller_account")))
+        sellers.setdefault(money.currency, set()).add(_internal_seller(str(fields.get("seller_account"))))
     routing = _routing()
     kind = method.type if method is not None else "card"
     country = buyer.country if buyer is not None else None
     owner = method.psp if method is not None else DEFAULT_PSP
     takes = _takes(len(totals))
-    return {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency])), owner=owner,
-                                    down=recently_down, down_now=down_now, takes=takes).psp
-            for currency, total in totals.items()}
+    routes = {currency: routing.route(Charge(total, kind, country, frozenset(sellers[currency])), owner=owner,
+                                      down=recently_down, down_now=down_now, takes=takes).psp
+              for currency, total in totals.items()}
+    return dict.fromkeys(routes, owner) if _replay_placed_at(data.get("checkout_id"), routes, owner) else routes
 
 
 # The API client the request being validated is from (functions/payment/api.py sets it with the caller): the
@@ -548,7 +560,22 @@ def _raw_routes(value: Any, data: dict[str, Any]) -> dict[str, str] | None:
 placing_client: ContextVar[str | None] = ContextVar("placing_client", default=None)
 
 
-def _placed_at(checkout_id: str, routes: dict[str, Route], psp: str) -> bool:
+def _internal_seller(seller: str) -> str:
+    """A seller as the storefront names it, as placing stores it and the routing rules name it: scoped to the
+    calling client (functions/auth/tenancy.py), so validation, placing and the route endpoint route alike."""
+    client = placing_client.get()
+    return seller if client is None else tenancy.scoped(client, seller)
+
+
+def _replay_placed_at(checkout_id: Any, routes: Mapping[str, Any], owner: str) -> bool:
+    """Routes that send a charge away from the payment method's PSP, for a checkout already placed with every charge
+    there (a failover's checkout replayed after its grace): its amounts are checked as they were placed, so the
+    replay is answered as first placed, never 422 (only then is anything read)."""
+    away = any((route.psp if isinstance(route, Route) else route) != owner for route in routes.values())
+    return away and isinstance(checkout_id, str) and _placed_at(checkout_id, routes, owner)
+
+
+def _placed_at(checkout_id: str, routes: Mapping[str, Any], psp: str) -> bool:
     """Whether the caller's checkout `checkout_id` was placed already with every charge at `psp`: a replay of a
     checkout placed during a failover, after the failover PSP's grace ended, answers as first answered (placing
     finds it, and a different body is 409 there), never 422. Read only when the routes refuse the method, so only
@@ -575,7 +602,7 @@ def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *,
     payment method issued by `owner` (None: the route a new card should be tokenized for)."""
     sellers: dict[str, set[str]] = {}
     for order in orders:
-        sellers.setdefault(order.money().currency, set()).add(order.seller_account)
+        sellers.setdefault(order.money().currency, set()).add(_internal_seller(order.seller_account))
     routing, totals = _routing(), currency_totals(orders)
     takes = _takes(len(totals))
     return {currency: routing.route(Charge(total, method, country, frozenset(sellers[currency])), owner=owner,

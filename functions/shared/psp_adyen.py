@@ -134,6 +134,9 @@ class AdyenPsp:
             "reference": work.charge_key,
             "paymentMethod": payment_method(work.payment_method),
             "returnUrl": work.return_url or self.return_url,
+            # captured at once, whatever the merchant account's default: an authorisation alone would book SUCCESS
+            # (and pay sellers) on money Adyen has not taken. A capture that fails anyway: CAPTURE_FAILED, reviewed
+            "captureDelayHours": 0,
             "metadata": {"checkout_id": work.checkout_id},
             **native_threeds(work.adyen_browser),
         }

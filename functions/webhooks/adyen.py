@@ -12,6 +12,7 @@ FAILED by conditional writes, never back), so duplicated and reordered notificat
   forward: the executor's next attempt decides a charge Adyen answered Received/Pending from it. While an attempt
   may be running the event comes back later, so it is compared with the outcome the charge ends on. A final charge it
   contradicts, or an authorised payment naming no charge of ours or another amount: ReviewQueue.
+- CAPTURE_FAILED: money booked SUCCESS on an authorisation Adyen could not capture: ReviewQueue, books unmoved.
 - any other eventCode: acknowledged and counted by the registry (`WebhooksUnknownType`).
 
 The refund is the one our reference names (merchantReference = our refund_id, which the adapter sends as the
@@ -47,6 +48,7 @@ logger = Logger(service="webhooks")
 
 REFUND, REFUND_FAILED, REFUNDED_REVERSED, AUTHORISATION = "REFUND", "REFUND_FAILED", "REFUNDED_REVERSED", \
     "AUTHORISATION"
+CAPTURE_FAILED = "CAPTURE_FAILED"
 REVIEW, NOT_APPLICABLE = "review", "not_applicable"
 
 
@@ -122,6 +124,25 @@ def authorisation(event: WebhookEvent, tables: PaymentTables | None = None) -> s
     raise EventNotYetApplicable(f"{key}: an attempt may be running; the AUTHORISATION comes back")
 
 
+def capture_failed(event: WebhookEvent, tables: PaymentTables | None = None) -> str:
+    """CAPTURE_FAILED: Adyen could not capture a payment our charge booked SUCCESS on its authorisation (the adapter
+    asks for immediate capture, captureDelayHours 0; a capture can still fail, e.g. the authorisation expired or
+    the issuer refused it). The money never came in, yet the orders are SUCCESS and their sellers' shares may be
+    paid out from the Stripe balance: for a human (ReviewQueue, alarmed), naming the charge and its orders. Our
+    books are not moved here: undoing a SUCCESS (wallet, ledger, maybe a transfer) is the operator's decision."""
+    item = event.obj
+    metrics.add_metric(name="AdyenCaptureFailed", unit=MetricUnit.Count, value=1)
+    tables = tables or PaymentTables.from_settings()
+    key = str(item.get("merchantReference") or "")
+    charge = tables.get_charge(key) if key else None
+    if charge is None or charge.get("psp") != ADYEN:  # a failed capture moved no money: only counted
+        metrics.add_metric(name="AdyenCaptureFailedNotOurs", unit=MetricUnit.Count, value=1)
+        return "not_ours"
+    _review(event, "capture_failed", f"Adyen could not capture the payment of charge {key} "
+            f"({charge.get('charge_status')}): no money came in for its orders", charge)
+    return REVIEW
+
+
 def authorisation_result(item: dict[str, Any]) -> dict[str, str]:
     """The charge outcome an AUTHORISATION item says, in the executor's ChargeResult fields. `success` is signed and
     decides; `reason` is not signed, so it is only text (failure_reason), never the failure code."""
@@ -192,6 +213,8 @@ def _review(event: WebhookEvent, category: str, what: str, charge: dict[str, Any
         "original_reference": item.get("originalReference"), "amount": item.get("amount")}
     if item.get("eventCode") == AUTHORISATION:
         message["psp_reference"] = psp_reference
+    elif item.get("eventCode") == CAPTURE_FAILED:  # the capture's own reference; the payment's is the original
+        message["psp_reference"] = str(item.get("originalReference") or psp_reference)
     else:
         message["psp_refund_id"] = psp_reference
     if charge is not None:
@@ -205,4 +228,5 @@ HANDLERS = {
     f"{ADYEN_EVENT_PREFIX}{REFUND_FAILED}": refund_undone,
     f"{ADYEN_EVENT_PREFIX}{REFUNDED_REVERSED}": refund_undone,
     f"{ADYEN_EVENT_PREFIX}{AUTHORISATION}": authorisation,
+    f"{ADYEN_EVENT_PREFIX}{CAPTURE_FAILED}": capture_failed,
 }

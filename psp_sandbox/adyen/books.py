@@ -123,6 +123,8 @@ class Payment:
     # ChallengeShopper: the action handed to the browser, and the holderName deciding the outcome once authenticated
     action: dict[str, Any] | None = None
     holder: str = ""
+    return_url: str = ""  # where a redirect sends the buyer back (the request's returnUrl)
+    capture_delay_hours: int | None = None  # the request's captureDelayHours (None: the account's default)
 
     def settle(self) -> None:
         """A `Received` payment gets its outcome (its first answer, stored under its key, stays `Received`)."""
@@ -213,6 +215,9 @@ class Books:
             raise invalid("Required field 'reference' is not provided or longer than 80 characters")
         if not isinstance(body.get("returnUrl"), str) or not body["returnUrl"]:
             raise invalid("Required field 'returnUrl' is not provided")
+        delay = body.get("captureDelayHours")
+        if delay is not None and (not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 672):
+            raise invalid("Field 'captureDelayHours' is not a whole number of hours (0 to 672)")
         result_code, reason, summary = _card(body.get("paymentMethod"))
         holder = str((body.get("paymentMethod") or {}).get("holderName", ""))
         eventual = RECEIVED_HOLDER_NAMES.get(holder, "")
@@ -230,7 +235,8 @@ class Books:
                                    "IdentifyShopper" if fingerprinted else "ChallengeShopper"), ""
         with self._lock:
             payment = Payment(self.new_reference(), self.merchant_account, reference, value, currency, result_code,
-                              summary, reason, eventual=eventual, holder=holder)
+                              summary, reason, eventual=eventual, holder=holder, return_url=body["returnUrl"],
+                              capture_delay_hours=delay)
             if redirected:
                 payment.action = _redirect_action(payment)
             elif challenged:
@@ -323,7 +329,8 @@ class Books:
 
     def payment_records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [p.answer() | {"refunded": p.refunded, "cancelled": p.cancelled} for p in self.payments.values()]
+            return [p.answer() | {"refunded": p.refunded, "cancelled": p.cancelled, "returnUrl": p.return_url,
+                                  "captureDelayHours": p.capture_delay_hours} for p in self.payments.values()]
 
     def _merchant(self, body: dict[str, Any]) -> None:
         if body.get("merchantAccount") != self.merchant_account:

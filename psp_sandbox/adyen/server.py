@@ -99,6 +99,15 @@ class AdyenSandbox:
                            success=done, reason="" if done else "the payment was refunded")
         return 201, answer
 
+    def fail_capture(self, psp_reference: str) -> dict[str, Any]:
+        """Test hook: Adyen could not capture an authorised payment (an expired authorisation, the issuer's
+        refusal): its CAPTURE_FAILED notification (success true: the event happened), the signed item."""
+        payment = self.books.payments[psp_reference]
+        return self.notifier.emit("CAPTURE_FAILED", psp_reference=self.books.new_reference(),
+                                  original_reference=psp_reference, merchant_reference=payment.reference,
+                                  value=payment.value, currency=payment.currency, success=True,
+                                  reason="Capture failed")
+
     def _notify_authorisation(self, payment: Payment) -> None:
         if payment.result_code in ("Authorised", "Refused"):
             self.notifier.emit("AUTHORISATION", psp_reference=payment.psp_reference,

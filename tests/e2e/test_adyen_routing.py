@@ -21,7 +21,7 @@ from psp_sandbox.adyen.books import complete_challenge, complete_redirect, sandb
 from tests.e2e.conftest import running_stack
 from tests.e2e.test_http_flows import FINAL, dead_letters_for, intents_of, unique, wait_final
 from tests.support.waiting import wait_for
-from verification.storefront import ApiClient
+from verification.storefront import RETURN_URL, ApiClient
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
@@ -50,7 +50,7 @@ def adyen_card(holder: str = "J Smith") -> dict[str, str]:
 
 def body(checkout_id: str, orders: list[tuple[str, str, str]], method: dict[str, Any]) -> dict[str, Any]:
     return {"buyer_info": {"buyer_id": "buyer_nl", "country": "NL"}, "checkout_id": checkout_id,
-            "payment_method": {"type": "card", **method},
+            "payment_method": {"type": "card", **({"return_url": RETURN_URL} if "adyen" in method else {}), **method},
             "payment_orders": [{"seller_account": seller, "amount": amount, "currency": currency,
                                 "payment_order_id": f"{checkout_id}_{n}"}
                                for n, (seller, amount, currency) in enumerate(orders)]}

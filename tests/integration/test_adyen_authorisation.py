@@ -235,3 +235,29 @@ def test_a_notification_heard_after_the_answer_but_before_finalize_makes_the_rec
     assert charge("chk_late")["due_at"] <= clock.iso()
     assert next_attempt("chk_late")["charge_status"] == "SUCCESS"
     assert processor.process(body) == "already_final"
+
+
+def test_a_payment_is_captured_at_once_and_a_capture_that_fails_goes_to_a_human(routed):  # noqa: F811
+    # Given an Adyen charge booked SUCCESS, its payment asked to be captured at once (not the account's default)
+    assert post("chk_cap", adyen=adyen_card())[0] == 202
+    assert run_charge(begin("chk_cap", "EUR"))["charge_status"] == "SUCCESS"
+    [payment] = adyen_payments(routed, "chk_cap")
+    assert payment["captureDelayHours"] == 0
+    drain(settings().review_queue_url)
+    # When Adyen cannot capture it after all (its signed CAPTURE_FAILED, Adyen's redelivery of it too)
+    failed = routed.sandbox.fail_capture(payment["pspReference"])
+    notify(body_of(failed))
+    assert processed() == ["review"]
+    notify(body_of(failed))
+    assert processed() == ["duplicate"]
+    # Then a human is asked, naming the charge, its orders and the payment; our books are not moved by it
+    [review] = [json.loads(b) for b in drain(settings().review_queue_url)]
+    assert (review["category"], review["charge_key"], review["psp_reference"]) == (
+        "capture_failed", "chk_cap#EUR", payment["pspReference"])
+    assert sorted(review["payment_order_ids"]) == sorted(o["payment_order_id"] for o in orders_of("chk_cap"))
+    assert {o["payment_order_status"] for o in orders_of("chk_cap")} == {"SUCCESS"}
+    # a capture failing for a payment that is not ours moved no money: counted, not reviewed
+    notify(body_of(resigned(failed, merchantReference="made_in_the_customer_area", pspReference="SBX0000000000999")))
+    assert processed() == ["not_ours"]
+    assert drain(settings().review_queue_url) == []
+    invariants_hold()

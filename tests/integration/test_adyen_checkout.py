@@ -20,7 +20,9 @@ from functions.shared.tables import LedgerTable, PaymentTables, RefundsTable, Wa
 from psp_sandbox.adyen.books import sandbox_encrypted
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
 from tests.integration.test_executor_checkout import begin, run_charge
+from tests.integration.test_tenancy import call
 from tests.support.events import FakeContext, http_event
+from verification.storefront import RETURN_URL
 
 EUR_CARDS = {"rules": [{"name": "eur-cards", "psp": "adyen", "currencies": ["EUR"], "methods": ["card"]}]}
 TWO_SELLERS_EUR = (("seller_a", "12.34", "EUR"), ("seller_b", "5.00", "EUR"))
@@ -42,9 +44,16 @@ def adyen_card(holder="J Smith"):
             "encryptedSecurityCode": sandbox_encrypted("test_737"), "holderName": holder}
 
 
+def with_return_url(method):
+    """An Adyen card's method with the storefront's return_url (return_url=None: without it)."""
+    if "adyen" not in method:
+        return method
+    return {k: v for k, v in ({"return_url": RETURN_URL} | method).items() if v is not None}
+
+
 def post(checkout_id, orders=TWO_SELLERS_EUR, **method):
     body = {"buyer_info": {"buyer_id": "b", "country": "NL"}, "checkout_id": checkout_id,
-            "payment_method": {"type": "card", **(method or {"adyen": adyen_card()})},
+            "payment_method": {"type": "card", **with_return_url(method or {"adyen": adyen_card()})},
             "payment_orders": [{"seller_account": seller, "amount": amount, "currency": currency,
                                 "payment_order_id": f"{checkout_id}_{n}"}
                                for n, (seller, amount, currency) in enumerate(orders)]}
@@ -157,6 +166,10 @@ def test_adyens_own_units_decide_for_a_currency_stripe_cannot_charge(routed, mon
      "payment_method_not_for_routed_psp"),
     ((("seller_a", "12.34", "EUR"),), {"adyen": adyen_card(), "token": "pm_card_visa"}, "payment_method_ambiguous"),
     ((("seller_a", "12.34", "EUR"),), {"adyen": adyen_card(), "wallet": "apple_pay"}, "payment_method_ambiguous"),
+    # Adyen may send the buyer to the issuer's page: where they come back is the storefront's to say, in https
+    ((("seller_a", "12.34", "EUR"),), {"adyen": adyen_card(), "return_url": None}, "return_url_missing"),
+    ((("seller_a", "12.34", "EUR"),), {"adyen": adyen_card(), "return_url": "http://shop.example/r"},
+     "invalid_format"),
 ])
 def test_a_card_is_refused_when_its_psp_is_not_the_routed_one(routed, orders, method, code):
     status, answer = post("chk_bad", orders=orders, **method)
@@ -204,3 +217,28 @@ def test_a_refund_of_an_order_charged_at_an_unwired_psp_is_refused_before_anythi
     order = PaymentTables.from_settings().get_order("chk_rf_0")
     assert int(order.get("refunded_minor") or 0) == 0 and RefundsTable.from_settings().get("rf_a") is None
     assert [p["refunded"] for p in adyen_payments(routed, "chk_rf")] == [0]
+
+
+def test_a_sellers_rule_routes_a_tenants_checkout_alike_in_the_route_endpoint_validation_and_placing(routed,
+                                                                                                   monkeypatch):
+    # Given a rule naming one of shop_a's sellers by its internal id (shop_a~seller_nl)
+    rules = {"rules": [{"name": "nl-seller", "psp": "adyen", "currencies": ["USD"], "methods": ["card"],
+                        "sellers": ["shop_a~seller_nl"]}]}
+    monkeypatch.setenv("PSP_ROUTING", json.dumps(rules))
+    reload_settings()
+    orders = [{"seller_account": "seller_nl", "amount": "20.00", "currency": "USD", "payment_order_id": "po_t1"}]
+    route = {"payment_method_type": "card", "payment_orders": [{k: o[k] for k in ("seller_account", "amount",
+                                                                                   "currency")} for o in orders]}
+    body = {"buyer_info": {"buyer_id": "b"}, "checkout_id": "chk_tenant", "payment_orders": orders,
+            "payment_method": {"type": "card", "adyen": adyen_card(), "return_url": RETURN_URL}}
+    # When shop_a asks where to tokenize and then pays there, the route and the POST agree: Adyen
+    status, answer, _ = call("shop_a", "POST", "/v1/payment_routes", route)
+    assert (status, answer["psp"]) == (200, "adyen"), answer
+    status, answer, _ = call("shop_a", "POST", "/v1/payments", body)
+    assert status == 202, answer
+    assert PaymentTables.from_settings().get_charge("shop_a~chk_tenant#USD")["psp"] == "adyen"
+    # and another tenant's seller of the same name is not that seller: its checkout stays at Stripe
+    status, answer, _ = call("shop_b", "POST", "/v1/payment_routes", route)
+    assert (status, answer["psp"]) == (200, "stripe"), answer
+    status, answer, _ = call("shop_b", "POST", "/v1/payments", body | {"checkout_id": "chk_other"})
+    assert (status, answer["error"]["code"]) == (422, "payment_method_not_for_routed_psp")

@@ -32,6 +32,7 @@ from tests.integration.test_steps import create_machine
 from tests.integration.test_tenancy import call
 from tests.support.aws import drain
 from tests.support.events import FakeContext, http_event
+from verification.storefront import RETURN_URL
 
 CHALLENGE_CARD = "test_4212345678910006"  # Adyen's 3-D Secure 2 test card: the issuer challenges
 
@@ -475,6 +476,7 @@ def test_a_redirect_is_shown_answered_with_its_redirect_result_and_charged_once(
     assert redrive("chk_d1")["charge_status"] == "SUCCESS"
     [payment] = adyen_payments(workflow, "chk_d1")
     assert payment["resultCode"] == "Authorised"
+    assert payment["returnUrl"] == RETURN_URL  # the buyer came back to the storefront's page, as it asked
     assert [o["payment_order_status"] for o in orders_of("chk_d1")] == ["SUCCESS", "SUCCESS"]
     invariants_hold()
 

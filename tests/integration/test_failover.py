@@ -22,6 +22,7 @@ from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixt
 from tests.integration.test_executor_checkout import begin, run_charge
 from tests.integration.test_tenancy import call
 from tests.support.events import FakeContext, http_event
+from verification.storefront import RETURN_URL
 
 FAILOVER = {"failover": {"stripe": "adyen"}}  # no rules: Stripe charges everything, Adyen takes cards over
 ORDER = (("seller_a", "20.00", "EUR"),)
@@ -152,7 +153,7 @@ def test_a_route_that_changed_after_validation_writes_nothing(failover, monkeypa
 
 def test_a_keyed_clients_replay_after_the_grace_finds_its_own_checkout_and_never_anothers(failover):
     body = {"buyer_info": {"buyer_id": "b", "country": "NL"}, "checkout_id": "chk_shop",
-            "payment_method": {"type": "card", "adyen": adyen_card()},
+            "payment_method": {"type": "card", "adyen": adyen_card(), "return_url": RETURN_URL},
             "payment_orders": [{"seller_account": "seller_a", "amount": "20.00", "currency": "EUR",
                                 "payment_order_id": "chk_shop_0"}]}
     stripe_down()
@@ -165,6 +166,27 @@ def test_a_keyed_clients_replay_after_the_grace_finds_its_own_checkout_and_never
     # another client's checkout of the same id was never placed: its Adyen card is refused as routed to Stripe
     status, refused, _ = call("shop_b", "POST", "/v1/payments", body)
     assert status == 422 and refused["error"]["code"] == "payment_method_not_for_routed_psp", refused
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("0.40", "EUR"), ("1.234", "KWD")])
+def test_a_replay_after_the_grace_of_an_amount_only_adyen_takes_is_answered_as_placed(failover, amount, currency):
+    # Given a checkout placed at Adyen during a Stripe outage (Stripe charges everything otherwise), for an amount
+    # Stripe would refuse (under its EUR minimum; KWD's third decimal)
+    body = {"buyer_info": {"buyer_id": "b", "country": "NL"}, "checkout_id": f"chk_small_{currency}",
+            "payment_method": {"type": "card", "adyen": adyen_card(), "return_url": RETURN_URL},
+            "payment_orders": [{"seller_account": "seller_a", "amount": amount, "currency": currency,
+                                "payment_order_id": f"chk_small_{currency}_0"}]}
+    stripe_down()
+    status, placed, _ = call("shop_a", "POST", "/v1/payments", body)
+    assert status == 202, placed
+    # When Stripe is back, the grace is over, and the storefront retries the same POST
+    stripe_back()
+    clock.advance(reload_settings().failover_grace_s + 1)
+    breakers.reset()
+    status, replayed, headers = call("shop_a", "POST", "/v1/payments", body)
+    # Then it is answered as first placed, not refused by Stripe's amount rules
+    assert status == 202 and headers.get("Idempotent-Replayed") == "true", replayed
+    assert replayed == placed
 
 
 def test_a_checkout_with_the_down_psps_token_stays_there_and_is_parked_without_a_call(failover, sandbox):
