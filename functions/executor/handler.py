@@ -169,7 +169,11 @@ def _execute_through_port(work: ChargeWork, tables: PaymentTables) -> psp.Charge
     left = psp.time_left_s()
     if left is not None and left < psp.MIN_CALL_S:  # not sent: the workflow's next try has a whole invocation
         raise PspTransientError(f"{left:.1f} s left in this invocation: the PSP call is not sent")
-    before = tables.note_psp_call(work.charge_key, work.attempt)
+    account = str(getattr(client, "account_id", ""))
+    before = tables.note_psp_call(work.charge_key, work.attempt, account)
+    if before.get("psp_account", account) != account:  # its keys are another account's: a call here could charge again
+        raise PspOutcomeUnknown(f"{work.charge_key}: first sent under {work.psp} account {before['psp_account']}, "
+                                f"configured now {account}: nothing is sent; a human decides")
     reference = str(before.get("psp_reference") or work.psp_reference)
     if _awaits_shopper_action(before):  # shown to the buyer (finalize recorded it): their details, or the deadline
         return _after_shopper_action(client, work, tables, before, reference)

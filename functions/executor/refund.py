@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.ledger import journal
 from functions.shared import clock, psp, psp_units, queues
 from functions.shared.config import settings
+from functions.shared.errors import PspOutcomeUnknown
 from functions.shared.money import Money
 from functions.shared.names import OFFLINE_PSP
 from functions.shared.observability import CORRELATION_FIELD, service_metrics
@@ -90,10 +91,13 @@ def drive(refund_id: str, refunds: RefundsTable | None = None) -> str:
     else:
         order = PaymentTables.from_settings().get_order(refund["payment_order_id"])
         assert order is not None, refund["payment_order_id"]
-        refunds.note_psp_attempt(refund_id, now)
+        adapter = _psp_of(refund)
+        if not refunds.note_psp_attempt(refund_id, now, str(getattr(adapter, "account_id", ""))):
+            raise PspOutcomeUnknown(f"refund {refund_id}: first sent under another {_psp_name(refund)} account than "
+                                    "the one configured now: nothing is sent; a human decides")
         aged = bool(refund.get("psp_attempted_at")) and (
             clock.now() - clock.parse_iso(str(refund["psp_attempted_at"])) > psp.IDEMPOTENCY_KEY_SAFE_AGE)
-        result = _psp_of(refund).refund(refund, order, look_up_first=aged)
+        result = adapter.refund(refund, order, look_up_first=aged)
         if result.status == psp.REFUND_REFUSED and _debit_returned(order):
             # The bank returned the debit after this refund was accepted: Stripe took back all it had not refunded,
             # this refund's amount included. It is done, by the return (never FAILED: that would free its amount).

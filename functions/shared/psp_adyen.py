@@ -114,8 +114,16 @@ class AdyenPsp:
         client = Adyen.AdyenClient(xapikey=api_key, platform=environment, live_endpoint_prefix=live_prefix or None,
                                    http_timeout=timeout_s, http_force="requests")
         self.environment, self.merchant_account, self.return_url = environment, merchant_account, return_url
+        self.live_prefix = live_prefix
         self._payments, self._modifications = PaymentsApi(client=client), ModificationsApi(client=client)
         self._payments.baseUrl = self._modifications.baseUrl = (checkout_base or default_base).rstrip("/")
+
+    @property
+    def account_id(self) -> str:
+        """The account our idempotency keys belong to (`wire_key`'s namespace, and the region the live prefix
+        names): a charge or refund first sent under one is never sent under another (the executor and the refund
+        worker keep it from the first call)."""
+        return f"{self.environment}|{self.live_prefix}|{self.merchant_account}"
 
     def _key(self, key: str) -> str:
         return wire_key(self.environment, self.merchant_account, key)

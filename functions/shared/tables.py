@@ -392,14 +392,17 @@ class PaymentTables:
                                "attempts = :attempt AND charge_status = :executing",
                                {":attempt": attempt, ":executing": OrderStatus.EXECUTING.value})
 
-    def note_psp_call(self, key: str, attempt: int) -> dict[str, Any]:
+    def note_psp_call(self, key: str, attempt: int, account: str = "") -> dict[str, Any]:
         """Count a PSP call of the charge; returns the charge as it was before (calls made, key generation). A call
         going out ends a wait for the PSP (`park_for_psp`), and its attempt is one that sent (`sent_attempt`: never
-        counted as parked, so an attempt that keeps probing a down PSP is spent as any failed attempt)."""
+        counted as parked, so an attempt that keeps probing a down PSP is spent as any failed attempt). `account`:
+        the PSP account its idempotency keys belong to, kept from the first call (`psp_account`), so a later call
+        under another account's keys is seen (the caller compares it with the one returned)."""
+        account_set = ", psp_account = if_not_exists(psp_account, :account)" if account else ""
         answer = self._update_charge_if(
-            key, "SET sent_attempt = :attempt ADD psp_calls :one REMOVE psp_down_since",
-            "attribute_exists(charge_key) AND attribute_not_exists(unsent_failed_at)", {":one": 1, ":attempt": attempt},
-            returns="ALL_OLD")
+            key, f"SET sent_attempt = :attempt{account_set} ADD psp_calls :one REMOVE psp_down_since",
+            "attribute_exists(charge_key) AND attribute_not_exists(unsent_failed_at)",
+            {":one": 1, ":attempt": attempt, **({":account": account} if account else {})}, returns="ALL_OLD")
         if answer is None:
             if self.get_charge(key) is None:
                 raise KeyError(f"no charge {key}")
@@ -1901,10 +1904,18 @@ class RefundsTable:
             "attribute_exists(refund_id) AND (attribute_not_exists(psp_refund_id) OR psp_refund_id = :psp)",
             {":psp": psp_refund_id, ":status": psp_status, ":now": now})
 
-    def note_psp_attempt(self, refund_id: str, now: str) -> None:
-        """When the PSP was first asked (the key's age: past IDEMPOTENCY_KEY_SAFE_AGE, look the Refund up first)."""
-        self._update(refund_id, "SET psp_attempted_at = if_not_exists(psp_attempted_at, :now)",
-                     "attribute_exists(refund_id)", {":now": now})
+    def note_psp_attempt(self, refund_id: str, now: str, account: str = "") -> bool:
+        """When the PSP was first asked (the key's age: past IDEMPOTENCY_KEY_SAFE_AGE, look the Refund up first), and
+        the PSP account its idempotency key belongs to (`psp_account`, kept from the first attempt). False: the
+        refund was first asked under another account's keys, and nothing may be sent under this one's."""
+        if not account:
+            return self._update(refund_id, "SET psp_attempted_at = if_not_exists(psp_attempted_at, :now)",
+                                "attribute_exists(refund_id)", {":now": now})
+        return self._update(
+            refund_id, "SET psp_attempted_at = if_not_exists(psp_attempted_at, :now), "
+                       "psp_account = if_not_exists(psp_account, :account)",
+            "attribute_exists(refund_id) AND (attribute_not_exists(psp_account) OR psp_account = :account)",
+            {":now": now, ":account": account})
 
     def _succeed(self, refund: dict[str, Any], fields: dict[str, Any], payout_update: dict[str, Any]) -> bool:
         """PENDING -> SUCCEEDED with `fields`, and the pay-out's change, in one transaction. True if this call

@@ -9,13 +9,15 @@ import json
 import boto3
 import pytest
 
+from functions.executor import handler as executor
 from functions.payment import api, service
 from functions.payment import refunds as refunds_api
 from functions.payment.refunds import RefundNotWired
 from functions.payment.schemas import RefundRequest
 from functions.shared import psp
 from functions.shared.config import reload_settings, settings
-from functions.shared.errors import PspTransientError
+from functions.shared.errors import PspOutcomeUnknown, PspTransientError
+from functions.shared.psp_adyen import AdyenPsp
 from functions.shared.tables import LedgerTable, PaymentTables, RefundsTable, WalletTable
 from psp_sandbox.adyen.books import sandbox_encrypted
 from tests.integration.test_executor_adyen import adyen  # noqa: F401 - the fixture
@@ -242,3 +244,31 @@ def test_a_sellers_rule_routes_a_tenants_checkout_alike_in_the_route_endpoint_va
     assert (status, answer["psp"]) == (200, "stripe"), answer
     status, answer, _ = call("shop_b", "POST", "/v1/payments", body | {"checkout_id": "chk_other"})
     assert (status, answer["error"]["code"]) == (422, "payment_method_not_for_routed_psp")
+
+
+def test_a_charge_first_sent_under_one_adyen_account_is_never_sent_under_another(routed, monkeypatch):
+    # Given a charge whose first call reached Adyen and whose answer was lost
+    assert post("chk_acct")[0] == 202
+    work = begin("chk_acct", "EUR")
+    routed.sandbox.faults.push("lost_response", match={"path": "/v71/payments"})
+    with pytest.raises(PspTransientError):
+        run_charge(work)
+    assert PaymentTables.from_settings().get_charge("chk_acct#EUR")["psp_account"] == "test||MarketPayECOM"
+    # When an operator changes the merchant account before its retry (its keys would be another account's)
+    monkeypatch.setenv("ADYEN_MERCHANT_ACCOUNT", "OtherECOM")
+    reload_settings()
+    psp.reset_client()
+    sent = []
+    real = AdyenPsp._call
+    monkeypatch.setattr(AdyenPsp, "_call", staticmethod(lambda send: (sent.append(1), real(send))[1]))
+    # Then nothing is sent: the outcome is unknown, for a human, and Adyen holds the one payment
+    with pytest.raises(PspOutcomeUnknown, match="first sent under adyen account test\\|\\|MarketPayECOM"):
+        executor.execute(work)
+    assert sent == []
+    assert len(adyen_payments(routed, "chk_acct")) == 1
+    # and under the account it was first sent with, the retry finds that payment
+    monkeypatch.setenv("ADYEN_MERCHANT_ACCOUNT", "MarketPayECOM")
+    reload_settings()
+    psp.reset_client()
+    assert run_charge(work)["charge_status"] == "SUCCESS"
+    assert len(adyen_payments(routed, "chk_acct")) == 1

@@ -13,7 +13,7 @@ from functions.executor import transfer
 from functions.payment import refunds as refunds_api
 from functions.payment.schemas import RefundRequest
 from functions.shared import clock, psp, queues
-from functions.shared.config import settings
+from functions.shared.config import reload_settings, settings
 from functions.shared.errors import PspOutcomeUnknown, PspTransientError
 from functions.shared.psp_adyen import wire_key
 from functions.shared.tables import LedgerTable, PaymentTables, PayoutsTable, RefundsTable, WalletTable
@@ -252,3 +252,18 @@ def test_the_answer_received_never_overwrites_the_notifications_word(charged, mo
     monkeypatch.setattr(RefundsTable, "record_psp_refund", overtaken)
     assert run()[0] == "succeeded"
     assert table.get("rf_a1")["refund_status"] == "SUCCEEDED" and table.get("rf_a1")["psp_status"] == "succeeded"
+
+
+def test_a_refund_first_sent_under_one_adyen_account_is_never_sent_under_another(charged, monkeypatch):
+    refund(amount="5.00")
+    charged.sandbox.faults.push("lost_response", match={"path": refunds_path(charged)})
+    with pytest.raises(PspTransientError):
+        run()
+    assert RefundsTable.from_settings().get("rf_a1")["psp_account"] == "test||MarketPayECOM"
+    monkeypatch.setenv("ADYEN_MERCHANT_ACCOUNT", "OtherECOM")
+    reload_settings()
+    psp.reset_client()
+    with pytest.raises(PspOutcomeUnknown, match="another adyen account"):
+        run()
+    assert len(refunds_at_adyen(charged)) == 1
+    assert RefundsTable.from_settings().get("rf_a1")["refund_status"] == "PENDING"  # its amount stays reserved
