@@ -302,3 +302,33 @@ def test_a_stop_whose_exit_waits_on_a_blocked_worker_still_ends_within_10_s() ->
     assert proc.stdout.readline().strip() == "READY"
     assert terminated(proc) == 128 + signal.SIGTERM  # not left waiting for the blocked worker
     assert "SIGTERM: stopped" in proc.stderr.read()
+
+
+# A command whose exit would take long after a stop (a chaos run freeing gigabytes of moto state took minutes, with
+# one thread left: daemon threads, the watchdog among them, no longer run then). Stand-in: an object whose freeing
+# sleeps. A stop skips the interpreter's exit; its output is kept.
+SLOW_TEARDOWN = """
+import sys, time, threading
+from local.lifecycle import run_stoppable
+
+class SlowToFree:
+    def __del__(self):
+        time.sleep(60)
+
+state = SlowToFree()
+
+def main():
+    sys.stdout.write("written, not flushed")
+    print("READY", file=sys.stderr, flush=True)
+    threading.Event().wait()
+
+sys.exit(run_stoppable(main))
+"""
+
+
+def test_a_stop_ends_the_process_without_the_interpreters_slow_exit_and_keeps_its_output() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_TEARDOWN], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().strip() == "READY"
+    assert terminated(proc) == 128 + signal.SIGTERM
+    assert proc.stdout.read() == "written, not flushed"
