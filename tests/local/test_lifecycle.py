@@ -279,44 +279,25 @@ def terminated(proc: subprocess.Popen) -> int:
         pytest.fail("still running 10 s after SIGTERM")
 
 
-# A command whose worker thread is blocked when the stop comes (a chaos run's storefront worker waiting on the stack
-# it just stopped): the interpreter's exit joins that thread, and without a limit waits for ever.
-BLOCKED_WORKER = """
-import threading, sys
+# Commands whose exit would hang after a stop: a worker thread blocked on the stack just stopped (the interpreter's
+# exit joins it), and an object whose freeing sleeps (a chaos run freeing gigabytes of moto state took minutes, with
+# one thread left: daemon threads, the stop watchdog among them, no longer run then). A stop ends the process at
+# once, keeping what it printed.
+HANGING_EXITS = {
+    "blocked worker": """
 from concurrent.futures import ThreadPoolExecutor
-from local.lifecycle import run_stoppable
-
-def main():
-    pool = ThreadPoolExecutor(1)
-    pool.submit(threading.Event().wait)
-    print("READY", flush=True)
-    threading.Event().wait()
-
-sys.exit(run_stoppable(main))
-"""
-
-
-def test_a_stop_whose_exit_waits_on_a_blocked_worker_still_ends_within_10_s() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "READY"
-    assert terminated(proc) == 128 + signal.SIGTERM  # not left waiting for the blocked worker
-    assert "SIGTERM: stopped" in proc.stderr.read()
-
-
-# A command whose exit would take long after a stop (a chaos run freeing gigabytes of moto state took minutes, with
-# one thread left: daemon threads, the watchdog among them, no longer run then). Stand-in: an object whose freeing
-# sleeps. A stop skips the interpreter's exit; its output is kept.
-SLOW_TEARDOWN = """
-import sys, time, threading
-from local.lifecycle import run_stoppable
-
+ThreadPoolExecutor(1).submit(threading.Event().wait)
+""",
+    "slow to free": """
 class SlowToFree:
     def __del__(self):
         time.sleep(60)
-
 state = SlowToFree()
-
+"""}
+STOPPABLE = """
+import sys, threading, time
+from local.lifecycle import run_stoppable
+{setup}
 def main():
     sys.stdout.write("written, not flushed")
     print("READY", file=sys.stderr, flush=True)
@@ -326,9 +307,11 @@ sys.exit(run_stoppable(main))
 """
 
 
-def test_a_stop_ends_the_process_without_the_interpreters_slow_exit_and_keeps_its_output() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_TEARDOWN], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("setup", HANGING_EXITS.values(), ids=HANGING_EXITS.keys())
+def test_a_stop_ends_the_process_at_once_whatever_its_exit_would_wait_for(setup: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE.format(setup=setup)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr.readline().strip() == "READY"
     assert terminated(proc) == 128 + signal.SIGTERM
     assert proc.stdout.read() == "written, not flushed"
+    assert "SIGTERM: stopped" in proc.stderr.read()
