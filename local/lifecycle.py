@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_GRACE_S = 8.0  # a stop that takes longer than this ends the process anyway (tests allow 10 s)
@@ -99,10 +100,9 @@ def run_stoppable(main: Callable[[], int | None]) -> int:
         except StopRequested as stop:
             print(f"{stop}: stopped", file=sys.stderr, flush=True)
             _exit_now(128 + stop.signum)
-    return 0  # not reached: _exit_now does not return
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """End the process with `code` after flushing what it printed and logged, skipping the interpreter's exit."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

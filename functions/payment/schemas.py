@@ -118,6 +118,8 @@ def _routing() -> Routing:
 # While a request is validated: what it was told of each PSP's health (read once, so every check of the request and
 # its placing see the same answer; functions/shared/breaker.py `psp_down`).
 _down_seen: ContextVar[dict[str, bool] | None] = ContextVar("down_seen", default=None)
+# Whether a checkout was placed already at a PSP (`_placed_at`), as one request's validation read it
+_placed_seen: ContextVar[dict[tuple[str, str, tuple[str, ...]], bool] | None] = ContextVar("placed_seen", default=None)
 
 
 def recently_down(psp: str) -> bool:
@@ -459,7 +461,7 @@ class PaymentRequest(ApiModel):
         country = self.buyer_info.country
         routes = charge_routes(self.payment_orders, kind, country, owner=owner)
         elsewhere = sorted(f"{currency} to {route.psp}" for currency, route in routes.items() if route.psp != owner)
-        if elsewhere and not _placed_at(self.checkout_id, routes, owner):
+        if elsewhere and not _replay_placed_at(self.checkout_id, routes, owner):
             raise PydanticCustomError(
                 "payment_method_not_for_routed_psp",
                 "this payment method is {owner}'s, and the checkout's charges are routed {routes}: send the card "
@@ -502,13 +504,14 @@ class PaymentRequest(ApiModel):
     @model_validator(mode="wrap")
     @classmethod
     def _one_look_at_psp_health(cls, data: Any, handler: Any) -> Any:
-        token = _down_seen.set({})
+        token, placed = _down_seen.set({}), _placed_seen.set({})
         try:
             request = handler(data)
             request._down = dict(_down_seen.get() or {})
             return request
         finally:
             _down_seen.reset(token)
+            _placed_seen.reset(placed)
 
 
 def positive_money(amount: str, currency: str) -> Money:
@@ -585,13 +588,20 @@ def _placed_at(checkout_id: str, routes: Mapping[str, Any], psp: str) -> bool:
     client = placing_client.get()
     if client is None:  # validated outside a request (the OpenAPI generator, unit tests): nothing placed
         return False
+    seen = _placed_seen.get()  # the request's validators ask up to three times: read once
+    asked = (checkout_id, psp, tuple(sorted(routes)))
+    if seen is not None and asked in seen:
+        return seen[asked]
     internal_id = tenancy.scoped(client, checkout_id)
     try:
         tables = PaymentTables.from_settings()
         charges = [tables.get_charge(charge_key(internal_id, currency)) for currency in routes]
     except (ValidationError, KeyError):  # no function settings (unit tests, the OpenAPI generator)
         return False
-    return all(charge is not None and charge.get("psp") == psp for charge in charges)
+    placed = all(charge is not None and charge.get("psp") == psp for charge in charges)
+    if seen is not None:
+        seen[asked] = placed
+    return placed
 
 
 def charge_routes(orders: list[RouteOrder], method: str, country: str | None, *, owner: str | None,
